@@ -1,0 +1,324 @@
+"""The durable outbound mail queue (RFC 5321 §4.5.4.1).
+
+RFC 5321 §4.5.4.1: mail that cannot be transmitted immediately "MUST be
+queued and periodically retried by the sender"; a queue entry holds "not only
+the message itself but also the envelope information"; the retry parameters
+"MUST be configurable"; the give-up time "generally needs to be at least 4-5
+days".  RFC 5321 §6.1: once a server has accepted a message it takes
+responsibility for it, so the queue must survive a crash.
+
+Layout under ``DATA/queue/``, one entry per queue id::
+
+    <id>.msg     the message, CRLF bytes as received
+    <id>.env     the envelope (JSON)
+    tmp-*        a file being written (never read; cleaned at start)
+
+Each file is written under a ``tmp-`` name, flushed, fsync'd, renamed into
+place, and the directory fsync'd.  The message is written first and the
+envelope last: the envelope rename is the commit point.  A message file
+without an envelope is an interrupted enqueue (never acknowledged to the
+client) and is removed when the queue is opened; an envelope without its
+message cannot happen by this ordering.  ``remove`` unlinks the envelope
+first for the same reason.
+
+``MemoryQueue`` has the same interface and keeps everything in memory (the
+idea of OpenSMTPD's queue_ram); tests of the relay use it.
+
+Left out: per-destination host caches (RFC 5321 §4.5.4.1 "SHOULD keep a list
+of hosts it cannot reach"), quarantine/hold, and a separate shorter lifetime
+for bounces.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+# Recipient states.
+PENDING = "pending"        # never tried
+DEFERRED = "deferred"      # tried, 4xx or connection failure: retry later
+DELIVERED = "delivered"    # a 2xx after DATA: done
+FAILED = "failed"          # 5xx, null MX, NXDOMAIN or too old: bounce (RFC 3464)
+OPEN_STATES = (PENDING, DEFERRED)
+
+# RFC 5321 §4.5.4.1: "the retry interval SHOULD be at least 30 minutes".
+# DEVIATION(RFC 5321 §4.5.4.1): the first retries come sooner (5, 10, 20
+# minutes; Postfix's minimal_backoff_time is 300 s too) because most failures
+# are short ("failures are typically transient", same section); from then on
+# every 30 minutes.  Configurable, as the section requires.
+DEFAULT_SCHEDULE = (300.0, 600.0, 1200.0, 1800.0)
+# RFC 5321 §4.5.4.1: "the give-up time generally needs to be at least 4-5 days".
+DEFAULT_MAX_AGE = 5 * 24 * 3600.0
+EXPIRED_TEXT = "4.4.7 Delivery time expired: message too old, giving up"
+
+_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+@dataclass
+class Recipient:
+    address: str
+    state: str = PENDING
+    last_error: str = ""
+
+
+@dataclass
+class QueueEntry:
+    """The envelope of one queued message."""
+
+    id: str
+    sender: str                      # "" for the null reverse-path <>
+    recipients: List[Recipient]
+    first_seen: float
+    next_try: float
+    attempts: int = 0
+    last_error: str = ""
+    smtputf8: bool = False           # RFC 6531: needs SMTPUTF8 on the next hop
+    body_8bit: bool = False          # RFC 6152: send with BODY=8BITMIME
+    size: int = 0
+
+    def open_recipients(self) -> List[str]:
+        """Recipients still to be tried (pending or deferred)."""
+        return [r.address for r in self.recipients if r.state in OPEN_STATES]
+
+    def state_of(self, address: str) -> Optional[str]:
+        for r in self.recipients:
+            if r.address == address:
+                return r.state
+        return None
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), sort_keys=True).encode("utf-8")
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> "QueueEntry":
+        obj = json.loads(raw.decode("utf-8"))
+        obj["recipients"] = [Recipient(**r) for r in obj["recipients"]]
+        return cls(**obj)
+
+
+def has_8bit(data: bytes) -> bool:
+    """True when the message has an octet above 127 (RFC 6152 §3: needs 8BITMIME)."""
+    return any(b > 127 for b in data)
+
+
+def check_id(queue_id: str) -> str:
+    """Queue ids become file names: allow only a safe alphabet."""
+    if not _ID_RE.match(queue_id or ""):
+        raise ValueError("bad queue id %r" % (queue_id,))
+    return queue_id
+
+
+class _Policy:
+    """Retry schedule and results bookkeeping shared by both backends."""
+
+    def __init__(self, schedule: Sequence[float], max_age: float):
+        self.schedule = tuple(schedule) or DEFAULT_SCHEDULE
+        self.max_age = max_age
+
+    def delay(self, attempts: int) -> float:
+        """Wait before retry number ``attempts`` (1-based), last step repeated."""
+        return self.schedule[min(max(attempts, 1), len(self.schedule)) - 1]
+
+    def apply(self, entry: QueueEntry, results: Dict[str, Tuple[str, str]], now: float) -> QueueEntry:
+        """Fold one delivery round into ``entry`` (a copy is returned)."""
+        e = copy.deepcopy(entry)
+        for r in e.recipients:
+            if r.address in results and r.state in OPEN_STATES:
+                status, text = results[r.address]
+                if status not in (DELIVERED, DEFERRED, FAILED):
+                    raise ValueError("bad recipient status %r" % (status,))
+                r.state, r.last_error = status, text
+                if status != DELIVERED and text:
+                    e.last_error = text
+        e.attempts += 1
+        if now - e.first_seen >= self.max_age:
+            # RFC 5321 §4.5.4.1: give up after the configured lifetime.
+            for r in e.recipients:
+                if r.state in OPEN_STATES:
+                    r.state = FAILED
+                    r.last_error = (r.last_error + "; " if r.last_error else "") + EXPIRED_TEXT
+        e.next_try = now + self.delay(e.attempts)
+        return e
+
+
+class Queue:
+    """The on-disk queue under ``DATA/queue/`` (see the module docstring).
+
+    Methods block on disk I/O; ``enqueue`` is meant for a worker thread.
+    A lock makes each call atomic with respect to the others.
+    """
+
+    def __init__(self, data_dir: str, schedule: Sequence[float] = DEFAULT_SCHEDULE,
+                 max_age: float = DEFAULT_MAX_AGE):
+        self.dir = os.path.join(data_dir, "queue")
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        self.policy = _Policy(schedule, max_age)
+        self._lock = threading.Lock()
+        self._cache: Dict[str, QueueEntry] = {}
+        self.cleaned = self._recover()
+
+    # -- files ---------------------------------------------------------
+    def _path(self, queue_id: str, ext: str) -> str:
+        return os.path.join(self.dir, check_id(queue_id) + ext)
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _write_atomic(self, final: str, data: bytes) -> None:
+        """tmp file, write, fsync, rename into place, fsync the directory."""
+        tmp = os.path.join(self.dir, "tmp-%d-%s" % (os.getpid(), os.path.basename(final)))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink(tmp)
+            raise
+        os.close(fd)
+        os.replace(tmp, final)
+        self._fsync_dir()
+
+    def _recover(self) -> List[str]:
+        """Drop tmp files and messages whose envelope was never committed."""
+        names = set(os.listdir(self.dir))
+        cleaned = []
+        for name in sorted(names):
+            garbage = name.startswith("tmp-") or (
+                name.endswith(".msg") and name[:-4] + ".env" not in names)
+            if garbage:
+                _unlink(os.path.join(self.dir, name))
+                cleaned.append(name)
+            elif name.endswith(".env"):
+                try:
+                    with open(os.path.join(self.dir, name), "rb") as f:
+                        entry = QueueEntry.from_json(f.read())
+                    self._cache[entry.id] = entry
+                except (OSError, ValueError, TypeError, KeyError):
+                    continue   # unreadable envelope: leave it for the operator
+        if cleaned:
+            self._fsync_dir()
+        return cleaned
+
+    # -- API -----------------------------------------------------------
+    def enqueue(self, sender: str, recipients: List[str], data: bytes, queue_id: str,
+                now: float, smtputf8: bool = False, body_8bit: Optional[bool] = None) -> QueueEntry:
+        """Store a message durably; only after this returns may the sender get its 250."""
+        entry = _new_entry(sender, recipients, data, queue_id, now, smtputf8, body_8bit)
+        with self._lock:
+            if queue_id in self._cache:
+                raise ValueError("queue id %s already queued" % queue_id)
+            self._write_atomic(self._path(queue_id, ".msg"), data)
+            self._write_atomic(self._path(queue_id, ".env"), entry.to_json())   # commit point
+            self._cache[queue_id] = entry
+        return copy.deepcopy(entry)
+
+    def list(self) -> List[QueueEntry]:
+        with self._lock:
+            return [copy.deepcopy(e) for e in sorted(self._cache.values(), key=lambda e: (e.first_seen, e.id))]
+
+    def get(self, queue_id: str) -> Optional[QueueEntry]:
+        with self._lock:
+            e = self._cache.get(queue_id)
+            return copy.deepcopy(e) if e else None
+
+    def read_message(self, queue_id: str) -> bytes:
+        with open(self._path(queue_id, ".msg"), "rb") as f:
+            return f.read()
+
+    def due(self, now: float) -> List[QueueEntry]:
+        """Entries with open recipients whose ``next_try`` has come."""
+        return [e for e in self.list() if e.next_try <= now and e.open_recipients()]
+
+    def record_results(self, queue_id: str, results: Dict[str, Tuple[str, str]], now: float) -> QueueEntry:
+        """Apply ``{rcpt: (state, reply_text)}`` and rewrite the envelope atomically."""
+        with self._lock:
+            entry = self.policy.apply(self._cache[queue_id], results, now)
+            self._write_atomic(self._path(queue_id, ".env"), entry.to_json())
+            self._cache[queue_id] = entry
+            return copy.deepcopy(entry)
+
+    def remove(self, queue_id: str) -> None:
+        """Envelope first (the commit point), then the message."""
+        with self._lock:
+            _unlink(self._path(queue_id, ".env"))
+            _unlink(self._path(queue_id, ".msg"))
+            self._fsync_dir()
+            self._cache.pop(queue_id, None)
+
+
+class MemoryQueue:
+    """The same interface as ``Queue``, in memory (OpenSMTPD queue_ram)."""
+
+    def __init__(self, schedule: Sequence[float] = DEFAULT_SCHEDULE, max_age: float = DEFAULT_MAX_AGE):
+        self.policy = _Policy(schedule, max_age)
+        self._entries: Dict[str, QueueEntry] = {}
+        self._data: Dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    def enqueue(self, sender, recipients, data, queue_id, now, smtputf8=False, body_8bit=None) -> QueueEntry:
+        entry = _new_entry(sender, recipients, data, queue_id, now, smtputf8, body_8bit)
+        with self._lock:
+            if queue_id in self._entries:
+                raise ValueError("queue id %s already queued" % queue_id)
+            self._entries[queue_id], self._data[queue_id] = entry, bytes(data)
+        return copy.deepcopy(entry)
+
+    def list(self) -> List[QueueEntry]:
+        with self._lock:
+            return [copy.deepcopy(e) for e in sorted(self._entries.values(), key=lambda e: (e.first_seen, e.id))]
+
+    def get(self, queue_id):
+        with self._lock:
+            e = self._entries.get(queue_id)
+            return copy.deepcopy(e) if e else None
+
+    def read_message(self, queue_id) -> bytes:
+        with self._lock:
+            return self._data[queue_id]
+
+    def due(self, now):
+        return [e for e in self.list() if e.next_try <= now and e.open_recipients()]
+
+    def record_results(self, queue_id, results, now) -> QueueEntry:
+        with self._lock:
+            entry = self.policy.apply(self._entries[queue_id], results, now)
+            self._entries[queue_id] = entry
+            return copy.deepcopy(entry)
+
+    def remove(self, queue_id) -> None:
+        with self._lock:
+            self._entries.pop(queue_id, None)
+            self._data.pop(queue_id, None)
+
+
+def _new_entry(sender, recipients, data, queue_id, now, smtputf8, body_8bit) -> QueueEntry:
+    check_id(queue_id)
+    if not recipients:
+        raise ValueError("no recipients")
+    seen: List[str] = []
+    for r in recipients:
+        if r not in seen:
+            seen.append(r)
+    return QueueEntry(
+        id=queue_id, sender=sender, recipients=[Recipient(a) for a in seen],
+        first_seen=now, next_try=now, smtputf8=bool(smtputf8),
+        body_8bit=has_8bit(data) if body_8bit is None else bool(body_8bit), size=len(data))
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
