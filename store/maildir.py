@@ -1,0 +1,191 @@
+"""Maildir layout: where each user's mail lives, and unique file names.
+
+Layout (design.md, Store)::
+
+    DATA/mail/<domain>/<localpart>/{cur,new,tmp}          the INBOX
+    DATA/mail/<domain>/<localpart>/.Sent/{cur,new,tmp,maildirfolder}
+    ... .Drafts .Trash .Junk .Archive                    Maildir++ folders
+    DATA/mail/<domain>/<localpart>/subscriptions          one folder name a line
+    DATA/mail/.deleted/<localpart>@<domain>.<time>.<rand> deleted mailboxes
+
+This is Dovecot's Maildir++ layout ("." hierarchy separator, the
+``maildirfolder`` marker file in each folder, ``subscriptions`` in the
+plain one-name-a-line form Dovecot also reads), so the stdlib
+``mailbox.Maildir`` and Dovecot can both open it.
+
+Unique names follow D. J. Bernstein's maildir spec ("How are unique names
+created?"): ``<time>.M<usec>P<pid>Q<n>R<random hex>.<hostname>``, the hostname
+with "/" written as ``\\057`` and ":" as ``\\072``; ``,S=<size>`` is appended
+(Dovecot's maildir "S=" size field) so readers get the size without a stat.
+
+Reading mail (UID lists, POP3 maildrops) is in store/uidindex.py and
+store/maildrop.py; this module is only the layout.
+"""
+
+from __future__ import annotations
+
+import binascii
+import itertools
+import os
+import socket
+import threading
+import time
+from typing import Dict, Optional
+
+from store.users import normalize_address
+
+# Maildir++ folders every mailbox gets (RFC 6154 §2 special-use names).
+DEFAULT_FOLDERS = ("Sent", "Drafts", "Trash", "Junk", "Archive")
+SUBDIRS = ("cur", "new", "tmp")
+DELETED_DIR = ".deleted"
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _mkdir(path: str) -> bool:
+    """mkdir 0700; True if created (race-safe: an existing dir is fine)."""
+    try:
+        os.mkdir(path, 0o700)
+        return True
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+        return False
+
+
+def _ensure_maildir(path: str) -> None:
+    """cur/new/tmp under ``path`` (which must exist); fsync what changed."""
+    if any([_mkdir(os.path.join(path, sub)) for sub in SUBDIRS]):
+        _fsync_dir(path)
+
+
+class MailStore:
+    """The Maildir tree under ``DATA/mail`` (see module docstring)."""
+
+    def __init__(self, data_dir: str, hostname: Optional[str] = None):
+        self.data_dir = data_dir
+        self.mail_root = os.path.join(data_dir, "mail")
+        host = hostname or socket.gethostname() or "localhost"
+        # maildir spec: "/" → \057 and ":" → \072 in the hostname part.
+        self.hostname = host.replace("/", "\\057").replace(":", "\\072")
+        self._counter = itertools.count(1)
+        self._paths: Dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------- paths
+    def maildir_path(self, user: str) -> str:
+        """``DATA/mail/<domain>/<localpart>`` (no trailing slash).
+
+        ``user`` is normalised (store.users.normalize_address); a local part
+        with "/", NUL or a leading "." is refused there (ValueError), so no
+        address can escape ``DATA/mail`` or collide with a Maildir++ folder.
+        """
+        path = self._paths.get(user)
+        if path is None:
+            addr = normalize_address(user)
+            local, domain = addr.split("@", 1)
+            for part in (local, domain):
+                if "/" in part or "\x00" in part or part.startswith(".") or part in ("", "..", "."):
+                    raise ValueError("address not usable as a path")
+            path = os.path.join(self.mail_root, domain, local)
+            with self._lock:
+                if len(self._paths) > 10000:
+                    self._paths.clear()
+                self._paths[user] = path
+        return path
+
+    def folder_path(self, user: str, folder: str) -> str:
+        """"INBOX" (any case, RFC 3501 §5.1) → the root; "Sent" → ``.Sent``;
+        "a.b" → ``.a.b`` (Maildir++ uses "." as hierarchy separator)."""
+        root = self.maildir_path(user)
+        if folder.upper() == "INBOX":
+            return root
+        parts = folder.split(".")
+        if not folder or any(not p for p in parts) or "/" in folder or "\x00" in folder:
+            raise ValueError("invalid folder name")
+        return os.path.join(root, "." + folder)
+
+    # ------------------------------------------------------- lifecycle
+    def create_mailbox(self, user: str) -> None:
+        """Create the Maildir, the Maildir++ folders and ``subscriptions``.
+
+        Idempotent and safe against a concurrent creator.  Every new
+        directory entry is fsync'd so mail delivered right after is durable.
+        """
+        root = self.maildir_path(user)
+        domain_dir = os.path.dirname(root)
+        if not os.path.isdir(self.mail_root):
+            os.makedirs(self.mail_root, 0o700, exist_ok=True)
+            _fsync_dir(self.data_dir)
+        if _mkdir(domain_dir):
+            _fsync_dir(self.mail_root)
+        if _mkdir(root):
+            _fsync_dir(domain_dir)
+        _ensure_maildir(root)
+        created = False
+        for name in DEFAULT_FOLDERS:
+            fpath = os.path.join(root, "." + name)
+            created = _mkdir(fpath) or created
+            _ensure_maildir(fpath)
+            marker = os.path.join(fpath, "maildirfolder")
+            if not os.path.exists(marker):
+                os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+                _fsync_dir(fpath)
+        self._write_subscriptions(root)
+        if created:
+            _fsync_dir(root)
+
+    def _write_subscriptions(self, root: str) -> None:
+        """Subscribe the default folders (RFC 3501 §6.3.6), keeping others."""
+        path = os.path.join(root, "subscriptions")
+        try:
+            with open(path, "r", encoding="utf-8") as fh:
+                have = [l.rstrip("\n") for l in fh if l.strip() and not l.startswith("V\t")]
+        except FileNotFoundError:
+            have = []
+        missing = [f for f in DEFAULT_FOLDERS if f not in have]
+        if not missing:
+            return
+        tmp = "%s.tmp.%d.%d" % (path, os.getpid(), threading.get_ident())
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write("".join(n + "\n" for n in have + missing))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    def delete_mailbox(self, user: str) -> Optional[str]:
+        """Move the mailbox aside to ``DATA/mail/.deleted/``; returns the new
+        path, or None if there was no mailbox.  Nothing is removed."""
+        root = self.maildir_path(user)
+        if not os.path.isdir(root):
+            return None
+        aside = os.path.join(self.mail_root, DELETED_DIR)
+        os.makedirs(aside, 0o700, exist_ok=True)
+        local, domain = os.path.basename(root), os.path.basename(os.path.dirname(root))
+        target = os.path.join(aside, "%s@%s.%d.%s" % (
+            local, domain, int(time.time()), binascii.hexlify(os.urandom(4)).decode()))
+        os.rename(root, target)
+        _fsync_dir(os.path.dirname(root))
+        _fsync_dir(aside)
+        with self._lock:
+            self._paths.pop(user, None)
+        return target
+
+    # ------------------------------------------------------------ names
+    def unique_name(self, size: int) -> str:
+        """A new Maildir file name with Dovecot's ``,S=<size>`` suffix.
+
+        maildir spec: ``time.M<usec>P<pid>Q<deliveries>R<random>.<host>``.
+        """
+        now = time.time()
+        sec = int(now)
+        usec = int((now - sec) * 1000000)
+        return "%d.M%dP%dQ%dR%s.%s,S=%d" % (
+            sec, usec, os.getpid(), next(self._counter),
+            binascii.hexlify(os.urandom(8)).decode("ascii"), self.hostname, size)
