@@ -100,8 +100,8 @@ class SaslOutcome:
     """The result of a finished exchange, handed to ``backend.authenticate``.
 
     PLAIN/LOGIN carry the password for the backend to verify, exactly as the
-    client sent it (UTF-8 decoded, not SASLprep'd: the store hashes what was
-    typed at ``user add``); SCRAM has verified the proof itself
+    client sent it (UTF-8 decoded, not SASLprep'd here: the store's
+    ``verify_password`` applies the same SASLprep-lite before scrypt); SCRAM has verified the proof itself
     (``scram_verified``), with SASLprep-lite applied on both sides.
     ``authcid``/``authzid`` are SASLprep'd (RFC 4616 §2, RFC 5802 §5.1);
     ``authzid`` is "" when the client asked for none (RFC 4422 §3.4.1).

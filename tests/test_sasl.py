@@ -517,6 +517,19 @@ class MiscTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             make_scram_credentials("x", iterations=0)
 
+    def test_store_derives_the_same_keys(self):
+        """store/users.py keeps its own copy of the key math (store may not import
+        protocols/); both must agree or SCRAM logins fail."""
+        try:
+            from store import users
+        except ImportError:  # pragma: no cover - store not there yet
+            self.skipTest("store.users not available")
+        for password in ("pencil", "\u00bd\u00a0p\u00e4ss\u00ad", "I\u2168"):
+            keys = users.scram_keys(password, salt=b"0123456789abcdef", iterations=64)
+            creds = make_scram_credentials(password, salt=b"0123456789abcdef", iterations=64)
+            self.assertEqual((keys.stored_key, keys.server_key), (creds.stored_key, creds.server_key))
+            self.assertEqual(users.saslprep(password), sasl.saslprep(password))
+
     def test_saslprep(self):
         self.assertEqual(sasl.saslprep("user"), "user")
         self.assertEqual(sasl.saslprep("I\u00adX"), "IX")          # RFC 4013 §3 example 1
