@@ -105,6 +105,15 @@ class ScramServerTest(unittest.TestCase):
                          (None, SaslOutcome("SCRAM-SHA-256", "alice@example.org", "",
                                             scram_verified=True)))
 
+    def test_lookup_may_return_any_object_with_the_four_fields(self):
+        """The wiring can hand over store/users.py's ScramKeys namedtuple as is."""
+        from collections import namedtuple
+        Keys = namedtuple("Keys", "salt iterations stored_key server_key")
+        server = SaslServer("SCRAM-SHA-256", lambda u: Keys(*vars(PENCIL).values()),
+                            nonce=lambda: RFC7677_SERVER_NONCE)
+        self.assertEqual(server.step(RFC7677_CLIENT_FIRST), (RFC7677_SERVER_FIRST, None))
+        self.assertEqual(server.step(RFC7677_CLIENT_FINAL), (RFC7677_SERVER_FINAL, None))
+
     def test_wrong_password_gives_unverified_outcome(self):
         server, _, (final, outcome) = self.round_trip("wrong")
         self.assertIsNone(final)
