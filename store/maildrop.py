@@ -1,0 +1,177 @@
+"""POP3's view of a user's INBOX Maildir (RFC 1939), the store side of pop3_server.
+
+* RFC 1939 §4: after authentication the server "acquires an exclusive-access
+  lock on the maildrop".  ``open_maildrop`` takes ``flock(LOCK_EX|LOCK_NB)`` on
+  ``mailsrv-pop3.lock`` in the Maildir and keeps that descriptor open for the
+  session.  flock belongs to the open file description, so a second session in
+  the same process conflicts as well, and the kernel drops the lock when the
+  process dies: no stale lock files.  Other readers (IMAP, mutt) are not
+  locked out; Maildir needs no locks (maildir-spec.txt "Two words: no locks"),
+  and this module copes with files that move or vanish under it.
+* RFC 1939 §4: messages are numbered 1..n at open ("index 0 = message 1"
+  here), in UID order from the folder's UidIndex (store/uidindex.py).
+* RFC 1939 §7 UIDL: the unique-id must be 1-70 characters 0x21-0x7E and
+  persist across sessions.  It is derived from the Maildir key (which survives
+  new/ → cur/ moves and flag changes and even a lost UID index): the key
+  itself when it already fits, as qmail-pop3d and Courier use it, else
+  ``"H"`` + the SHA-1 of the key in hex (41 characters).
+* RFC 1939 §11 sizes: ``size`` is the octet count in CRLF form (stored files
+  are CRLF already; a file with bare LF counts each LF as two octets), taken
+  from the UID index, so STAT/LIST/UIDL open no file.
+
+Stored form served by ``open_message``: the raw file.  The POP3 session turns
+every LF not preceded by CR into CRLF and byte-stuffs lines starting with "."
+(RFC 1939 §3); with that rule the bytes it sends equal ``size``.
+
+Left out: APOP secrets, per-user "leave on server" policies.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import functools
+import hashlib
+import os
+import re
+from typing import BinaryIO, Iterable, List, NamedTuple, Optional, Union
+
+from store.uidindex import UidEntry, UidIndex
+
+POP3_LOCK = "mailsrv-pop3.lock"
+# RFC 1939 §7: "one to 70 characters in the range 0x21 to 0x7E".
+MAX_UIDL_LEN = 70
+_UIDL_OK = re.compile(r"[\x21-\x7e]{1,%d}\Z" % MAX_UIDL_LEN)
+
+
+class MaildropLocked(Exception):
+    """Another POP3 session holds the maildrop (RFC 1939 §4: answer -ERR)."""
+
+
+class MaildropMessage(NamedTuple):
+    uid: str        # UIDL unique-id (RFC 1939 §7)
+    size: int       # octets in CRLF form (RFC 1939 §11)
+    key: str        # Maildir key
+    imap_uid: int   # the folder's UID (RFC 3501 §2.3.1.1)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def pop3_uid(key: str) -> str:
+    """A UIDL unique-id from a Maildir key (RFC 1939 §7: 1-70 chars, 0x21-0x7E)."""
+    if _UIDL_OK.match(key) and not key.startswith("H"):
+        return key
+    return "H" + hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+class Maildrop:
+    """An open, locked maildrop; build it with ``open_maildrop``."""
+
+    def __init__(self, path: str, lock_fd: int, index: UidIndex, entries: Iterable[UidEntry]):
+        self.path = path
+        self._lock_fd: Optional[int] = lock_fd
+        self._index = index
+        self._paths: List[str] = []
+        self.messages: List[MaildropMessage] = []
+        for e in entries:
+            self.messages.append(MaildropMessage(pop3_uid(e.key), e.size, e.key, e.uid))
+            self._paths.append(e.path)
+        self.uidvalidity = index.uidvalidity
+
+    @property
+    def total_size(self) -> int:
+        """STAT's octet count (RFC 1939 §5), before any DELE."""
+        return sum(m.size for m in self.messages)
+
+    def open_message(self, i: int) -> BinaryIO:
+        """The stored file of message ``i`` (0-based), opened for binary reading.
+
+        Follows a rename made meanwhile by another program (new/ → cur/, flag
+        change).  Raises FileNotFoundError when the message is gone for good.
+        """
+        key = self.messages[i].key
+        try:
+            return open(self._paths[i], "rb")
+        except FileNotFoundError:
+            entry = self._index.lookup(key)
+            if entry is None:
+                raise
+            self._paths[i] = entry.path
+            return open(entry.path, "rb")
+
+    def mark_seen(self, i: int) -> None:
+        """RETR read the message: move it to cur/ with the S flag (maildir-spec), key kept."""
+        try:
+            self._paths[i] = self._index.add_flags(self.messages[i].key, "S")
+        except KeyError:
+            pass      # deleted by another program meanwhile: nothing left to mark
+
+    def commit_deletes(self, indices: Iterable[int]) -> List[int]:
+        """RFC 1939 §6 UPDATE: remove the messages marked deleted.
+
+        Unlinks the files and drops them from the UID index.  Returns the
+        indices that could not be removed (empty on success), for "-ERR some
+        deleted messages not removed".
+        """
+        wanted = sorted(set(indices))
+        keys = [self.messages[i].key for i in wanted]
+        failed = set(self._index.remove(keys))
+        return [i for i in wanted if self.messages[i].key in failed]
+
+    def close(self) -> None:
+        """Release the maildrop lock (RFC 1939 §6); safe to call twice."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)
+
+    @property
+    def closed(self) -> bool:
+        return self._lock_fd is None
+
+    def __enter__(self) -> "Maildrop":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_maildrop(store_or_path: Union[object, str], user: Optional[str] = None) -> Maildrop:
+    """Lock and open ``user``'s INBOX (RFC 1939 §4).
+
+    ``store_or_path`` is a MailStore (its ``maildir_path(user)`` is used, and
+    ``create_mailbox(user)`` when the Maildir does not exist yet) or the path
+    of a Maildir.  Raises MaildropLocked when another session holds it.
+    """
+    path = _maildir(store_or_path, user)
+    fd = _lock(path)
+    try:
+        index = UidIndex(path)
+        return Maildrop(path, fd, index, index.sync().entries)
+    except BaseException:
+        os.close(fd)       # RFC 1939 §4: release the lock before answering -ERR
+        raise
+
+
+def _maildir(store_or_path: Union[object, str], user: Optional[str]) -> str:
+    if isinstance(store_or_path, (str, os.PathLike)):
+        path = os.fspath(store_or_path)
+        if not os.path.isdir(os.path.join(path, "cur")):
+            for sub in ("tmp", "new", "cur"):
+                os.makedirs(os.path.join(path, sub), mode=0o700, exist_ok=True)
+        return path
+    path = store_or_path.maildir_path(user)
+    if not os.path.isdir(os.path.join(path, "cur")):
+        store_or_path.create_mailbox(user)
+    return path
+
+
+def _lock(path: str) -> int:
+    """flock(LOCK_EX|LOCK_NB) on a fresh open file description → the descriptor."""
+    fd = os.open(os.path.join(path, POP3_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise MaildropLocked(path) from None
+        raise
+    return fd
