@@ -36,9 +36,11 @@ Addresses (``normalize_address``):
   "/" would escape the Maildir path).  SMTPUTF8 local parts (RFC 6531 §3.3)
   are allowed.
 
-Left out: SASLprep (RFC 4013) of passwords before the SCRAM Hi() of RFC 5802
-§2.2 -- DEVIATION: the UTF-8 bytes of the password are used as given, which
-is the same for every ASCII password.
+Passwords are prepared with the same "SASLprep-lite" as protocols/sasl.py
+(RFC 4013 §2.1 mapping + §2.2 NFKC) before both scrypt and the SCRAM Hi() of
+RFC 5802 §2.2, as RFC 4616 §2 (PLAIN) and RFC 5802 §2.2 ask.
+DEVIATION(RFC 4013 §2.3-§2.5): prohibited-output, bidi and unassigned checks
+are not done (same as protocols/sasl.py, which store/ must not import).
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ import hmac
 import json
 import logging
 import os
+import stringprep
 import threading
+import unicodedata
 from collections import namedtuple
 from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 
@@ -109,8 +113,8 @@ def normalize_domain(domain: str) -> str:
             raise ValueError("empty label")
         if label.lower().startswith("xn--"):
             try:
-                label = label.encode("ascii").decode("idna")
-            except UnicodeError as exc:
+                label = label.lower().encode("ascii").decode("idna")
+            except (UnicodeError, IndexError, OverflowError) as exc:  # bad punycode
                 raise ValueError("invalid A-label") from exc
         out.append(label.lower())
     canon = ".".join(out)
@@ -148,10 +152,23 @@ def normalize_address(address: str) -> str:
 
 # ------------------------------------------------------------ password math
 
+def saslprep(text: str) -> str:
+    """RFC 4013 §2.1: B.1 characters map to nothing, C.1.2 spaces to " ";
+    §2.2: NFKC.  (Kept identical to protocols/sasl.py's saslprep.)"""
+    mapped = []
+    for ch in text:
+        if stringprep.in_table_b1(ch):
+            continue
+        if stringprep.in_table_c12(ch):
+            ch = " "
+        mapped.append(ch)
+    return unicodedata.normalize("NFKC", "".join(mapped))
+
+
 def scrypt_hash(password: str, salt: Optional[bytes] = None) -> str:
     """The stored scrypt string for ``password`` (parameters kept inside)."""
     salt = os.urandom(SCRYPT_SALT_LEN) if salt is None else salt
-    key = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R,
+    key = hashlib.scrypt(saslprep(password).encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R,
                          p=SCRYPT_P, dklen=SCRYPT_DKLEN, maxmem=SCRYPT_MAXMEM)
     return "scrypt$%d$%d$%d$%s$%s" % (SCRYPT_N, SCRYPT_R, SCRYPT_P,
                                       _b64(salt), _b64(key))
@@ -164,7 +181,7 @@ def scrypt_check(password: str, stored: str) -> bool:
         if kind != "scrypt":
             return False
         want = base64.b64decode(key)
-        got = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt),
+        got = hashlib.scrypt(saslprep(password).encode("utf-8"), salt=base64.b64decode(salt),
                              n=int(n), r=int(r), p=int(p), dklen=len(want),
                              maxmem=SCRYPT_MAXMEM)
     except (ValueError, TypeError):
@@ -174,11 +191,12 @@ def scrypt_check(password: str, stored: str) -> bool:
 
 def scram_keys(password: str, salt: Optional[bytes] = None,
                iterations: int = SCRAM_ITERATIONS) -> ScramKeys:
-    """RFC 5802 §3: SaltedPassword = Hi(password, salt, i) (PBKDF2, §2.2);
+    """RFC 5802 §3: SaltedPassword = Hi(Normalize(password), salt, i) (PBKDF2, §2.2);
     ClientKey = HMAC(SaltedPassword, "Client Key"); StoredKey = H(ClientKey);
     ServerKey = HMAC(SaltedPassword, "Server Key"); H = SHA-256 (RFC 7677 §3)."""
     salt = os.urandom(SCRAM_SALT_LEN) if salt is None else salt
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+    salted = hashlib.pbkdf2_hmac("sha256", saslprep(password).encode("utf-8"), salt,
+                                 iterations)
     client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
     stored_key = hashlib.sha256(client_key).digest()
     server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
