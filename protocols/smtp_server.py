@@ -1,0 +1,792 @@
+"""SMTP server session, sans-I/O (RFC 5321) with the ESMTP extensions we offer.
+
+Implements RFC 5321 (commands EHLO, HELO, MAIL, RCPT, DATA, RSET, NOOP,
+QUIT, VRFY, HELP; EXPN answers 502), RFC 1870 SIZE, RFC 2920 PIPELINING,
+RFC 6152 8BITMIME, RFC 2034/3463 ENHANCEDSTATUSCODES, RFC 6531 SMTPUTF8,
+RFC 3030 CHUNKING (BDAT), RFC 3207 STARTTLS, RFC 4954 AUTH (mechanisms from
+``protocols.sasl``), RFC 6409 submission (``require_auth``), the trace
+field of RFC 5321 §4.4 with RFC 3848 / RFC 6531 §3.7.3 protocol words and
+loop detection of RFC 5321 §6.3.
+
+Left out: BINARYMIME (RFC 3030 §3; so bare CR/LF is refused in BDAT too),
+DSN (RFC 3461), reverse DNS in the Received field, VRFY/EXPN answers
+(RFC 5321 §3.5.3 / §7.3: 252 without looking anything up, no enumeration).
+
+Shape: ``receive_data`` buffers; ``_process`` takes one command line (or
+DATA / BDAT octets) at a time and dispatches through ``_COMMANDS`` (verb →
+handler, allowed states).  While a backend call is outstanding (delivery,
+authentication) input is buffered but not processed, so pipelined commands
+are answered strictly in order (RFC 2920 §3).
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Dict, FrozenSet, List, Optional, Tuple
+
+from protocols import sasl
+from protocols.base import LineReader, LineTooLong, SessionContext, new_id
+from protocols.smtp_address import (Address, AddressError, parse_forward_path,
+                                    parse_parameters, parse_reverse_path)
+from protocols.smtp_data import (DataReader, check_content, count_received,
+                                 protocol_word, received_header, unstuff)
+
+log = logging.getLogger("mailsrv.smtp")
+
+Reply = Tuple[int, str, str]
+
+# RFC 5321 §4.5.3.1.4: a command line is at most 512 octets including CRLF.
+# Extensions lengthen MAIL: SIZE +26 (RFC 1870 §3 item 5), AUTH= +500
+# (RFC 4954 §3), BODY=8BITMIME and SMTPUTF8 a few more, and a UTF-8 path of
+# 256 characters may take up to 1024 octets (RFC 6531 §3.3).  512 + 526 +
+# ~1000 rounds up to 2048 (the same as Postfix's line_length_limit).
+MAX_COMMAND_LINE = 2048
+# RFC 4954 §4: "12288 octets is considered to be a sufficient line length
+# limit" for AUTH responses (+2 for CRLF).
+MAX_AUTH_LINE = 12288 + 2
+# Digits accepted in SIZE= and BDAT sizes: 20 digits hold any 64-bit count.
+_MAX_DIGITS = 20
+_BDAT_RE = re.compile(r"([0-9]{1,%d})(?: +(LAST))? *\Z" % _MAX_DIGITS, re.IGNORECASE)
+
+
+@dataclass
+class SmtpConfig:
+    """Per-listener SMTP settings."""
+
+    hostname: str = "localhost"
+    # RFC 1870 §4: the SIZE we advertise; 25 MiB is the common default.
+    max_message_size: int = 25 * 1024 * 1024
+    # RFC 5321 §4.5.3.1.8: "The minimum total number of recipients that MUST
+    # be buffered is 100"; beyond it 452 (§4.5.3.1.10).
+    max_recipients: int = 100
+    # RFC 5321 §6.3: a simple loop counter of Received fields; the RFC says
+    # "at least 100" as the hard limit for relays, 30 catches loops sooner
+    # for a final-delivery server.  DEVIATION(RFC 5321 §6.3): below 100.
+    max_received: int = 30
+    # RFC 5321 §4.5.3.2.7: "An SMTP server SHOULD have a timeout of at least
+    # 5 minutes while it is awaiting the next command from the sender."
+    command_timeout: float = 300.0
+    # RFC 5321 §4.5.3.2.5 gives the client 3 minutes per data block; the
+    # server waits at least as long as §4.5.3.2.7's 5 minutes.
+    data_timeout: float = 300.0
+    # Consecutive-error limit: after this many bad commands, 421 4.7.0
+    # (RFC 5321 §4.2.3 / §3.8: the server may close with 421).
+    max_bad_commands: int = 10
+    # RFC 6409 §4.3 / RFC 4954 §6: submission requires AUTH before MAIL (530 5.7.0).
+    require_auth: bool = False
+    # RFC 4954 §4 / RFC 8314: plaintext mechanisms only over TLS unless allowed.
+    allow_plaintext_auth: bool = False
+    plaintext_auth_loopback: bool = True
+    auth_enabled: bool = True
+
+
+@dataclass
+class Envelope:
+    """What ``backend.deliver`` receives with the message (see /work/design.md)."""
+
+    mail_from: str
+    rcpt_to: List[str]
+    targets: List[object]
+    body: str
+    smtputf8: bool
+    helo: str
+    peer_ip: str
+    auth_user: Optional[str]
+    tls: bool
+    listener: str
+    queue_id: str
+
+
+@dataclass
+class RcptDecision:
+    ok: bool
+    reply: Optional[Reply] = None
+    target: object = None
+
+
+class State(enum.Enum):
+    """Session states, named after RFC 5321 §3.1-§3.3 / §4.1.4."""
+
+    GREETING = "greeting"   # 220 sent, no EHLO/HELO yet (RFC 5321 §3.1)
+    READY = "ready"         # after EHLO/HELO, no mail transaction (§4.1.1.1)
+    MAIL = "mail"           # MAIL accepted, no recipient yet (§4.1.1.2)
+    RCPT = "rcpt"           # at least one recipient accepted (§4.1.1.3)
+    DATA = "data"           # reading message data after 354 (§4.1.1.4)
+    BDAT = "bdat"           # a BDAT transaction between chunks (RFC 3030 §2)
+    AUTH = "auth"           # SASL exchange awaiting a client line (RFC 4954 §4)
+    STARTTLS = "starttls"   # 220 sent, waiting for the handshake (RFC 3207 §4)
+
+
+_ANY: FrozenSet[State] = frozenset({State.GREETING, State.READY, State.MAIL,
+                                    State.RCPT, State.BDAT})
+_HELLOED = frozenset({State.READY, State.MAIL, State.RCPT, State.BDAT})
+_TXN_STATES = frozenset({State.MAIL, State.RCPT, State.BDAT})
+
+
+@dataclass
+class _Transaction:
+    """One mail transaction (RFC 5321 §3.3)."""
+
+    mail_from: str
+    body: str = "7BIT"
+    smtputf8: bool = False
+    rcpts: List[str] = field(default_factory=list)
+    targets: List[object] = field(default_factory=list)
+    chunks: bytearray = field(default_factory=bytearray)
+    overflow: bool = False
+
+
+@dataclass
+class _Chunk:
+    """A BDAT chunk being read (RFC 3030 §2): its octets are always consumed,
+    even when the command is refused (``error``)."""
+
+    remaining: int
+    last: bool
+    error: Optional[Reply] = None
+
+
+def _fmt(code: int, enh: str, text: str) -> bytes:
+    """One reply line (RFC 5321 §4.2) with the RFC 2034 §4 enhanced code."""
+    if enh:
+        text = "%s %s" % (enh, text)
+    return ("%d %s\r\n" % (code, text)).encode("utf-8", "replace")
+
+
+class SmtpSession:
+    """One SMTP server connection; see protocols/base.py for the protocol."""
+
+    def __init__(self, ctx: SessionContext, config: SmtpConfig, backend):
+        self.ctx = ctx
+        self.config = config
+        self.backend = backend
+        self.closed = False
+        self.want_tls = False
+        self.state = State.GREETING
+        self._out = bytearray()
+        self._reader = LineReader(MAX_COMMAND_LINE)
+        self._helo = ""
+        self._esmtp = False
+        self._auth_user: Optional[str] = None
+        self._txn: Optional[_Transaction] = None
+        self._data: Optional[DataReader] = None
+        self._chunk: Optional[_Chunk] = None
+        self._sasl: Optional[sasl.SaslServer] = None
+        self._bad = 0
+        self._pending = False        # a backend call is outstanding
+        self._delivering = False
+        self._processing = False
+        self._eof = False
+        self._shutdown_requested = False
+        # RFC 5321 §4.2 / RFC 2034 §4: no enhanced code in the greeting.
+        self._send(_fmt(220, "", "%s ESMTP mailsrv" % config.hostname))
+
+    # -- session protocol ------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return (self.state in (State.DATA, State.BDAT) or self._delivering
+                or self._chunk is not None)
+
+    @property
+    def idle_timeout(self) -> float:
+        if self.state in (State.DATA, State.BDAT) or self._chunk is not None:
+            return self.config.data_timeout
+        return self.config.command_timeout
+
+    def receive_data(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if not data:
+            self._eof = True
+        elif self.want_tls:
+            return  # RFC 3207 §4.2: nothing before the handshake counts
+        else:
+            self._reader.feed(data)
+        self._process()
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def tls_started(self, info: dict) -> None:
+        """RFC 3207 §4.2: discard all knowledge from the client (EHLO, AUTH,
+        transaction); the client must send EHLO again."""
+        self.ctx.tls_active = True
+        self.ctx.tls_info = info
+        self.want_tls = False
+        self._reader.clear()
+        self._helo, self._esmtp, self._auth_user = "", False, None
+        self._reset_transaction(State.GREETING)
+        self._process()
+
+    def timeout(self) -> None:
+        """RFC 5321 §4.5.3.2.7: the server may close after its timeout (421)."""
+        if self.closed:
+            return
+        self._reply(421, "4.4.2", "%s Error: timeout exceeded" % self.config.hostname)
+        self.closed = True
+
+    def shutdown(self) -> None:
+        """Idle: 421 now (RFC 5321 §3.8).  Mid-transaction: after it ends."""
+        if self.closed:
+            return
+        if self.busy:
+            self._shutdown_requested = True
+            return
+        self._reply(421, "4.3.2", "Service shutting down")
+        self.closed = True
+
+    # -- output ------------------------------------------------------------
+
+    def _send(self, raw: bytes) -> None:
+        if not self.closed:
+            self._out += raw
+
+    def _reply(self, code: int, enh: str, text: str) -> None:
+        self._send(_fmt(code, enh, text))
+
+    def _reply_t(self, reply: Reply) -> None:
+        self._reply(*reply)
+
+    def _fail(self, code: int, enh: str, text: str) -> None:
+        """A syntax or sequence error; too many of them end the session
+        (RFC 5321 §4.2.3 421: "closing transmission channel")."""
+        self._bad += 1
+        if self._bad > self.config.max_bad_commands:
+            self._reply(421, "4.7.0", "%s Error: too many errors" % self.config.hostname)
+            self.closed = True
+            return
+        self._reply(code, enh, text)
+
+    # -- input loop --------------------------------------------------------
+
+    def _process(self) -> None:
+        if self._processing:
+            return
+        self._processing = True
+        try:
+            while not self.closed and not self._pending and not self.want_tls:
+                if self._chunk is not None:
+                    progressed = self._pump_chunk()
+                elif self.state is State.DATA:
+                    progressed = self._pump_data()
+                else:
+                    progressed = self._next_line()
+                if self._shutdown_requested and not self.busy and not self.closed:
+                    self._reply(421, "4.3.2", "Service shutting down")
+                    self.closed = True
+                if not progressed:
+                    break
+            if self._eof and not self._pending and not self.closed:
+                if self.busy:
+                    log.info("connection %s lost during message data", self.ctx.conn_id)
+                self.closed = True
+        finally:
+            self._processing = False
+
+    def _await(self, start: Callable[[Callable], None], finish: Callable) -> None:
+        """Call the backend; input is held until ``done`` (design.md)."""
+        self._pending = True
+        state = {"called": False}
+
+        def done(result) -> None:
+            if state["called"]:
+                return
+            state["called"] = True
+            self._pending = False
+            finish(result)
+            if not self._processing:
+                self._process()
+                self.ctx.wake()
+
+        start(done)
+
+    def _next_line(self) -> bool:
+        auth = self.state is State.AUTH
+        self._reader.max_line = MAX_AUTH_LINE if auth else MAX_COMMAND_LINE
+        try:
+            line = self._reader.read_line()
+        except LineTooLong:
+            if auth:
+                # RFC 4954 §4: over-long line fails AUTH with 500 5.5.6.
+                self._end_auth()
+                self._fail(500, "5.5.6", "Authentication exchange line too long")
+            else:
+                # RFC 5321 §4.5.3.1.10: "500 Line too long."
+                self._fail(500, "5.5.2", "Line too long")
+            return True
+        if line is None:
+            return False
+        if auth:
+            self._auth_response(line)
+        else:
+            self._command(line)
+        return True
+
+    def _command(self, line: bytes) -> None:
+        """Dispatch one command line through ``_COMMANDS`` (RFC 5321 §4.1)."""
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            self._fail(500, "5.5.2", "Syntax error: invalid UTF-8")
+            return
+        verb, _, arg = text.partition(" ")
+        entry = _COMMANDS.get(verb.upper())
+        if entry is None:
+            # RFC 5321 §4.2.4: 500 for an unrecognized command.
+            self._fail(500, "5.5.2", "Command unrecognized")
+            return
+        handler, states = entry
+        if self.state not in states:
+            self._fail(503, "5.5.1", _sequence_error(verb.upper(), self.state))
+            return
+        try:
+            handler(self, arg.strip(" "))
+        except AddressError as e:
+            if e.code in (500, 501, 502, 503, 504, 555):
+                self._fail(*e.reply_tuple)
+            else:
+                self._reply_t(e.reply_tuple)
+
+    # -- HELO / EHLO (RFC 5321 §4.1.1.1) ---------------------------------
+
+    def _hello(self, arg: str, esmtp: bool) -> bool:
+        if not arg or any(ord(c) < 0x21 or ord(c) == 0x7f for c in arg.split(" ")[0]):
+            self._fail(501, "5.5.4", "Syntax: %s hostname" % ("EHLO" if esmtp else "HELO"))
+            return False
+        # DEVIATION(RFC 5321 §4.1.1.1): the name is not checked against the
+        # peer address nor the Domain grammar; it only goes into Received.
+        self._helo = arg.split(" ")[0]
+        self._esmtp = esmtp
+        # RFC 5321 §4.1.4: EHLO/HELO mid-transaction acts as RSET.
+        self._reset_transaction(State.READY)
+        return True
+
+    def cmd_ehlo(self, arg: str) -> None:
+        """EHLO (RFC 5321 §4.1.1.1); the keyword list per extension RFC."""
+        if not self._hello(arg, True):
+            return
+        lines = ["%s greets %s" % (self.config.hostname, self._helo),
+                 "PIPELINING",                                  # RFC 2920 §3
+                 "SIZE %d" % self.config.max_message_size,      # RFC 1870 §4
+                 "8BITMIME",                                    # RFC 6152 §3
+                 "ENHANCEDSTATUSCODES",                         # RFC 2034 §3
+                 "SMTPUTF8",                                    # RFC 6531 §3.2
+                 "CHUNKING"]                                    # RFC 3030 §2
+        if self.ctx.tls_available and not self.ctx.tls_active:
+            lines.append("STARTTLS")                            # RFC 3207 §4, §4.2
+        if self.config.auth_enabled:
+            mechs = sasl.offered_mechanisms(self._plaintext_ok())
+            lines.append("AUTH " + " ".join(mechs))             # RFC 4954 §3
+        lines.append("HELP")
+        # RFC 2034 §4: EHLO replies carry no enhanced codes.
+        out = "".join("250-%s\r\n" % s for s in lines[:-1]) + "250 %s\r\n" % lines[-1]
+        self._send(out.encode("utf-8", "replace"))
+
+    def cmd_helo(self, arg: str) -> None:
+        """HELO (RFC 5321 §4.1.1.1): plain SMTP, no extensions."""
+        if self._hello(arg, False):
+            self._send(_fmt(250, "", self.config.hostname))
+
+    # -- mail transaction (RFC 5321 §3.3) --------------------------------
+
+    def cmd_mail(self, arg: str) -> None:
+        """MAIL FROM:<reverse-path> [params] (RFC 5321 §4.1.1.2)."""
+        if self.config.require_auth and self._auth_user is None:
+            # RFC 4954 §6, RFC 6409 §4.3.
+            self._reply(530, "5.7.0", "Authentication required")
+            return
+        if arg[:5].upper() != "FROM:":
+            self._fail(501, "5.5.4", "Syntax: MAIL FROM:<address>")
+            return
+        _, rest = parse_reverse_path(arg[5:], smtputf8=True)
+        params = parse_parameters(rest)
+        txn = _Transaction(mail_from="")
+        if not self._mail_params(params, txn):
+            return
+        # RFC 6531 §3.4/§3.5: UTF-8 addresses only with the SMTPUTF8 parameter.
+        addr, _ = parse_reverse_path(arg[5:], smtputf8=txn.smtputf8)
+        txn.mail_from = addr.text if addr is not None else ""
+        refusal = self.backend.check_sender(self.ctx, self._auth_user, txn.mail_from)
+        if refusal is not None:
+            self._reply_t(refusal)
+            return
+        self._txn = txn
+        self.state = State.MAIL
+        self._reply(250, "2.1.0", "Ok")
+
+    def _mail_params(self, params: Dict[str, Optional[str]], txn: _Transaction) -> bool:
+        """Mail-parameters (RFC 5321 §4.1.1.11: unknown → 555)."""
+        for key, value in params.items():
+            if not self._esmtp:
+                # RFC 5321 §4.1.1.11: no parameters without EHLO.
+                self._fail(555, "5.5.4", "Parameters not allowed after HELO")
+                return False
+            if key == "SIZE":
+                # RFC 1870 §6: SIZE=<octets>; over our limit → 552 5.3.4 (§6.2).
+                if value is None or not value.isdigit() or len(value) > _MAX_DIGITS:
+                    self._fail(501, "5.5.4", "Invalid SIZE parameter")
+                    return False
+                if int(value) > self.config.max_message_size:
+                    self._reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+                    return False
+            elif key == "BODY":
+                # RFC 6152 §3: BODY=7BIT / 8BITMIME; BINARYMIME is not offered.
+                body = (value or "").upper()
+                if body not in ("7BIT", "8BITMIME"):
+                    self._fail(501, "5.5.4", "Invalid BODY parameter")
+                    return False
+                txn.body = body
+            elif key == "SMTPUTF8":
+                if value is not None:  # RFC 6531 §3.4: takes no value
+                    self._fail(501, "5.5.4", "SMTPUTF8 takes no value")
+                    return False
+                txn.smtputf8 = True
+            elif key == "AUTH" and self.config.auth_enabled:
+                # RFC 4954 §5: accepted; DEVIATION(RFC 4954 §5): the value is
+                # not kept, we never relay it onwards as trusted.
+                pass
+            else:
+                self._fail(555, "5.5.4", "Unsupported parameter %s" % key)
+                return False
+        return True
+
+    def cmd_rcpt(self, arg: str) -> None:
+        """RCPT TO:<forward-path> (RFC 5321 §4.1.1.3)."""
+        txn = self._txn
+        if arg[:3].upper() != "TO:":
+            self._fail(501, "5.5.4", "Syntax: RCPT TO:<address>")
+            return
+        if len(txn.rcpts) >= self.config.max_recipients:
+            # RFC 5321 §4.5.3.1.10: "452 Too many recipients"; RFC 3463 X.5.3.
+            self._reply(452, "4.5.3", "Too many recipients")
+            return
+        addr, rest = parse_forward_path(arg[3:], smtputf8=txn.smtputf8,
+                                        postmaster_domain=self.config.hostname)
+        if parse_parameters(rest):
+            self._fail(555, "5.5.4", "RCPT parameters not supported")
+            return
+        decision = self.backend.check_recipient(self.ctx, self._auth_user, addr)
+        if not decision.ok:
+            self._reply_t(decision.reply or (550, "5.1.1", "Recipient rejected"))
+            return
+        txn.rcpts.append(addr.text)
+        txn.targets.append(decision.target)
+        self.state = State.RCPT
+        self._reply(250, "2.1.5", "Ok")
+
+    def cmd_data(self, arg: str) -> None:
+        """DATA (RFC 5321 §4.1.1.4)."""
+        if arg:
+            self._fail(501, "5.5.4", "Syntax: DATA")
+            return
+        if self.state is State.MAIL:
+            # RFC 2920 §3.1 / RFC 5321 §3.3: no recipient accepted.
+            self._reply(554, "5.5.1", "No valid recipients")
+            return
+        size = self.config.max_message_size
+        # Keep up to 1/8 extra raw octets so dot-stuffing cannot push a
+        # message that is within the limit over it; the exact check is made
+        # on the unstuffed content.
+        self._data = DataReader(size + size // 8 + 1024)
+        self.state = State.DATA
+        # 354 is not 2xx/4xx/5xx: no enhanced code (RFC 2034 §4).
+        self._send(_fmt(354, "", "End data with <CR><LF>.<CR><LF>"))
+
+    def _pump_data(self) -> bool:
+        if not self._reader.buf:
+            return False
+        chunk = bytes(self._reader.buf)
+        self._reader.buf.clear()
+        end = self._data.feed(chunk)
+        if end is None:
+            return False
+        raw, leftover = end
+        self._reader.buf[:0] = leftover
+        overflow = self._data.overflow
+        self._data = None
+        self._finish_message(unstuff(raw), overflow)
+        return True
+
+    def cmd_bdat(self, arg: str) -> None:
+        """BDAT <size> [LAST] (RFC 3030 §2).  The chunk's octets are read
+        even when the command is refused, and never dot-unstuffed."""
+        m = _BDAT_RE.match(arg)
+        if not m:
+            self._fail(501, "5.5.4", "Syntax: BDAT <size> [LAST]")
+            return
+        error: Optional[Reply] = None
+        if self.state not in (State.RCPT, State.BDAT):
+            # RFC 3030 §2: after a failed BDAT, pipelined chunks are discarded.
+            error = ((554, "5.5.1", "No valid recipients") if self.state is State.MAIL
+                     else (503, "5.5.1", "No mail transaction in progress"))
+        else:
+            self.state = State.BDAT
+        self._chunk = _Chunk(int(m.group(1)), bool(m.group(2)), error)
+        if self._chunk.remaining == 0:
+            self._chunk_done()
+
+    def _pump_chunk(self) -> bool:
+        if not self._reader.buf:
+            return False
+        chunk = self._chunk
+        data = self._reader.take(chunk.remaining)
+        chunk.remaining -= len(data)
+        txn = self._txn
+        if chunk.error is None and not txn.overflow:
+            if len(txn.chunks) + len(data) > self.config.max_message_size:
+                txn.overflow = True
+                txn.chunks = bytearray()
+            else:
+                txn.chunks += data
+        if chunk.remaining == 0:
+            self._chunk_done()
+        return True
+
+    def _chunk_done(self) -> None:
+        chunk, self._chunk = self._chunk, None
+        if chunk.error is not None:
+            self._reply_t(chunk.error)
+            return
+        txn = self._txn
+        if txn.overflow:
+            # RFC 3030 §2 / RFC 1870 §6.3: fail the transaction.
+            self._log_result(new_id(), txn, 0, (552, "5.3.4", "size limit"))
+            self._reset_transaction(State.READY)
+            self._reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+            return
+        if not chunk.last:
+            self._reply(250, "2.0.0", "%d octets received" % len(txn.chunks))
+            return
+        data = bytes(txn.chunks)
+        txn.chunks = bytearray()
+        self._finish_message(data, False)
+
+    def _finish_message(self, data: bytes, overflow: bool) -> None:
+        """Check the complete message, add Received:, hand it to the backend."""
+        txn = self._txn
+        qid = new_id()
+        refusal = check_content(data, self.config.max_message_size, overflow)
+        if refusal is None and count_received(data) > self.config.max_received:
+            # RFC 5321 §6.3 loop detection; RFC 3463 X.4.6 routing loop.
+            refusal = (554, "5.4.6", "Too many Received headers: mail loop detected")
+        if refusal is not None:
+            self._log_result(qid, txn, len(data), refusal)
+            self._reset_transaction(State.READY)
+            self._reply_t(refusal)
+            return
+        if txn.body == "7BIT" and not data.isascii():
+            # Be liberal (RFC 1123 §1.2.2): 8-bit data without BODY=8BITMIME
+            # (RFC 6152 §3) is accepted and recorded as what it is.
+            log.info("message %s: 8-bit data without BODY=8BITMIME", qid)
+            txn.body = "8BITMIME"
+        env = self._envelope(txn, qid)
+        trace = received_header(
+            self._helo, self.ctx.peer_ip, self.config.hostname,
+            protocol_word(self._esmtp, self.ctx.tls_active, self._auth_user is not None,
+                          txn.smtputf8),
+            qid, txn.rcpts[0] if len(txn.rcpts) == 1 else None, self.ctx.clock())
+        self._delivering = True
+
+        def finish(reply: Reply) -> None:
+            self._delivering = False
+            self._log_result(qid, txn, len(data), reply)
+            self._reset_transaction(State.READY)
+            self._reply_t(reply)
+
+        self._await(lambda done: self.backend.deliver(env, trace + data, done), finish)
+
+    def _envelope(self, txn: _Transaction, qid: str) -> Envelope:
+        return Envelope(mail_from=txn.mail_from, rcpt_to=list(txn.rcpts),
+                        targets=list(txn.targets), body=txn.body, smtputf8=txn.smtputf8,
+                        helo=self._helo, peer_ip=self.ctx.peer_ip, auth_user=self._auth_user,
+                        tls=self.ctx.tls_active, listener=self.ctx.listener, queue_id=qid)
+
+    def _log_result(self, qid: str, txn: _Transaction, size: int, reply: Reply) -> None:
+        """One line per accepted or refused message; never the body."""
+        log.info("message %s from=<%s> rcpts=%s size=%d result=%d %s %s", qid,
+                 txn.mail_from, ",".join("<%s>" % r for r in txn.rcpts), size, *reply)
+
+    def _reset_transaction(self, state: State) -> None:
+        """Forget the mail transaction (RFC 5321 §4.1.1.5)."""
+        self._txn = None
+        self._data = None
+        self.state = state
+
+    # -- other commands ------------------------------------------------------
+
+    def cmd_rset(self, arg: str) -> None:
+        """RSET (RFC 5321 §4.1.1.5): no arguments."""
+        if arg:
+            self._fail(501, "5.5.4", "Syntax: RSET")
+            return
+        self._reset_transaction(State.GREETING if self.state is State.GREETING else State.READY)
+        self._reply(250, "2.0.0", "Ok")
+
+    def cmd_noop(self, arg: str) -> None:
+        """NOOP (RFC 5321 §4.1.1.9): any argument is ignored."""
+        self._reply(250, "2.0.0", "Ok")
+
+    def cmd_vrfy(self, arg: str) -> None:
+        """VRFY (RFC 5321 §3.5.3): 252, never confirming a user (no enumeration)."""
+        if not arg:
+            self._fail(501, "5.5.4", "Syntax: VRFY <address>")
+            return
+        self._reply(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery")
+
+    def cmd_expn(self, arg: str) -> None:
+        """EXPN (RFC 5321 §3.5.3, §7.3): not implemented."""
+        self._fail(502, "5.5.1", "EXPN not supported")
+
+    def cmd_help(self, arg: str) -> None:
+        """HELP (RFC 5321 §4.1.1.8)."""
+        self._reply(214, "2.0.0", "Commands: " + " ".join(sorted(_COMMANDS)))
+
+    def cmd_quit(self, arg: str) -> None:
+        """QUIT (RFC 5321 §4.1.1.10): 221 then close."""
+        if arg:
+            self._fail(501, "5.5.4", "Syntax: QUIT")
+            return
+        self._reply(221, "2.0.0", "Bye")
+        self.closed = True
+
+    def cmd_starttls(self, arg: str) -> None:
+        """STARTTLS (RFC 3207 §4)."""
+        if arg:
+            self._fail(501, "5.5.4", "Syntax error (no parameters allowed)")
+            return
+        if self.ctx.tls_active:
+            # RFC 3207 §4.2: not offered inside TLS; a second one is out of sequence.
+            self._fail(503, "5.5.1", "TLS already active")
+            return
+        if not self.ctx.tls_available:
+            self._reply(454, "4.7.0", "TLS not available due to temporary reason")
+            return
+        self._reply(220, "2.0.0", "Ready to start TLS")
+        self.want_tls = True
+        self.state = State.STARTTLS
+        # CVE-2011-0411 class: anything pipelined after STARTTLS is discarded.
+        self._reader.clear()
+
+    # -- AUTH (RFC 4954 §4) --------------------------------------------------
+
+    def _plaintext_ok(self) -> bool:
+        return (self.ctx.tls_active or self.config.allow_plaintext_auth
+                or (self.ctx.is_loopback and self.config.plaintext_auth_loopback))
+
+    def cmd_auth(self, arg: str) -> None:
+        """AUTH mechanism [initial-response] (RFC 4954 §4)."""
+        if not self.config.auth_enabled:
+            self._fail(502, "5.5.1", "AUTH not available")
+            return
+        if not self._esmtp:
+            self._fail(503, "5.5.1", "Send EHLO first")
+            return
+        if self._auth_user is not None:
+            self._fail(503, "5.5.1", "Already authenticated")  # RFC 4954 §4
+            return
+        parts = arg.split()
+        if not 1 <= len(parts) <= 2:
+            self._fail(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
+            return
+        mech = parts[0].upper()
+        if mech not in sasl.MECHANISMS:
+            self._fail(504, "5.5.4", "Unrecognized authentication type")  # RFC 4954 §4
+            return
+        if mech not in sasl.offered_mechanisms(self._plaintext_ok()):
+            # RFC 4954 §6: 538 5.7.11.
+            self._reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
+            return
+        initial = None
+        if len(parts) == 2:
+            initial = self._decode_auth(parts[1].encode("ascii", "replace"))
+            if initial is None:
+                return
+        self._sasl = sasl.SaslServer(mech, self.backend.scram_lookup)
+        self._sasl_step(initial)
+
+    def _decode_auth(self, line: bytes) -> Optional[bytes]:
+        """Base64 per RFC 4954 §4; "*" cancels with 501 5.0.0."""
+        try:
+            return sasl.decode_response(line)
+        except sasl.SaslCancelled:
+            self._end_auth()
+            self._reply(501, "5.0.0", "Authentication cancelled")
+        except sasl.SaslError:
+            self._end_auth()
+            self._fail(501, "5.5.2", "Invalid base64 data")
+        return None
+
+    def _auth_response(self, line: bytes) -> None:
+        response = self._decode_auth(line)
+        if response is not None:
+            self._sasl_step(response)
+
+    def _end_auth(self) -> None:
+        self._sasl = None
+        if self.state is State.AUTH:
+            self.state = State.READY
+
+    def _sasl_step(self, response: Optional[bytes]) -> None:
+        try:
+            challenge, outcome = self._sasl.step(response)
+        except sasl.SaslError:
+            self._end_auth()
+            self._fail(501, "5.5.2", "Malformed authentication data")
+            return
+        if outcome is None:
+            self.state = State.AUTH
+            # RFC 4954 §4: "334 " + base64 challenge (no enhanced code).
+            self._send(b"334 " + base64.b64encode(challenge or b"") + b"\r\n")
+            return
+        self._end_auth()
+
+        def finish(user: Optional[str]) -> None:
+            if user:
+                self._auth_user = user
+                self._reply(235, "2.7.0", "Authentication successful")  # RFC 4954 §6
+                return
+            log.warning("auth failed user=%r mechanism=%s peer=%s", outcome.authcid,
+                        outcome.mechanism, self.ctx.peer_ip)
+            self._reply(535, "5.7.8", "Authentication credentials invalid")  # RFC 4954 §6
+
+        self._await(lambda done: self.backend.authenticate(self.ctx, outcome, done), finish)
+
+
+# Verb → (handler, states in which it is allowed); anything else is 503.
+_COMMANDS: Dict[str, Tuple[Callable[[SmtpSession, str], None], FrozenSet[State]]] = {
+    "EHLO": (SmtpSession.cmd_ehlo, _ANY),
+    "HELO": (SmtpSession.cmd_helo, _ANY),
+    "MAIL": (SmtpSession.cmd_mail, frozenset({State.READY})),
+    "RCPT": (SmtpSession.cmd_rcpt, frozenset({State.MAIL, State.RCPT})),
+    "DATA": (SmtpSession.cmd_data, frozenset({State.MAIL, State.RCPT})),
+    "BDAT": (SmtpSession.cmd_bdat, _ANY),
+    "RSET": (SmtpSession.cmd_rset, _ANY),
+    "NOOP": (SmtpSession.cmd_noop, _ANY),
+    "QUIT": (SmtpSession.cmd_quit, _ANY),
+    "VRFY": (SmtpSession.cmd_vrfy, _ANY),
+    "EXPN": (SmtpSession.cmd_expn, _ANY),
+    "HELP": (SmtpSession.cmd_help, _ANY),
+    "AUTH": (SmtpSession.cmd_auth, frozenset({State.READY})),
+    "STARTTLS": (SmtpSession.cmd_starttls, frozenset({State.READY})),
+}
+
+def _sequence_error(verb: str, state: State) -> str:
+    """The 503 text for a command out of sequence (RFC 5321 §4.1.4, §4.3.1)."""
+    if state is State.GREETING:
+        return "Send EHLO/HELO first"
+    if verb == "DATA" and state is State.BDAT:
+        return "DATA and BDAT cannot be mixed (RFC 3030 §2)"
+    if verb in ("AUTH", "STARTTLS") and state in _TXN_STATES:
+        return "%s not allowed during a mail transaction (RFC 4954 §4)" % verb
+    if verb == "MAIL":
+        return "Nested MAIL command"
+    if state is State.READY:
+        return "Need MAIL command"
+    return "Bad sequence of commands"
