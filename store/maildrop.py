@@ -48,6 +48,14 @@ class MaildropLocked(Exception):
     """Another POP3 session holds the maildrop (RFC 1939 §4: answer -ERR)."""
 
 
+class DeleteFailed(OSError):
+    """commit_deletes could not remove these messages (``indices``, 0-based)."""
+
+    def __init__(self, indices: List[int]):
+        super().__init__(errno.EIO, "%d deleted messages not removed" % len(indices))
+        self.indices = indices
+
+
 class MaildropMessage(NamedTuple):
     uid: str        # UIDL unique-id (RFC 1939 §7)
     size: int       # octets in CRLF form (RFC 1939 §11)
@@ -105,17 +113,19 @@ class Maildrop:
         except KeyError:
             pass      # deleted by another program meanwhile: nothing left to mark
 
-    def commit_deletes(self, indices: Iterable[int]) -> List[int]:
+    def commit_deletes(self, indices: Iterable[int]) -> None:
         """RFC 1939 §6 UPDATE: remove the messages marked deleted.
 
-        Unlinks the files and drops them from the UID index.  Returns the
-        indices that could not be removed (empty on success), for "-ERR some
-        deleted messages not removed".
+        Unlinks the files and drops them from the UID index; a file already
+        gone counts as removed.  When some could not be removed, the rest are
+        still removed and DeleteFailed (an OSError) lists them, so POP3 answers
+        "-ERR some deleted messages not removed".
         """
         wanted = sorted(set(indices))
         keys = [self.messages[i].key for i in wanted]
         failed = set(self._index.remove(keys))
-        return [i for i in wanted if self.messages[i].key in failed]
+        if failed:
+            raise DeleteFailed([i for i in wanted if self.messages[i].key in failed])
 
     def close(self) -> None:
         """Release the maildrop lock (RFC 1939 §6); safe to call twice."""

@@ -420,7 +420,7 @@ class UidIndex:
                     name = e.name
                     # maildir-spec: unique names never start with "."; a name with a
                     # line break could not be stored in the uidlist, so it is skipped.
-                    if name[0] == "." or "\n" in name or "\r" in name:
+                    if name[0] == "." or "\n" in name or "\r" in name or e.is_dir():
                         continue
                     key, flags = split_name(name)
                     found[key] = (e.path, flags)
