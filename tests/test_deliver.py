@@ -1,0 +1,330 @@
+"""store/deliver.py: durable Maildir delivery, failure cleanup, batching."""
+
+import errno
+import os
+import shutil
+import tempfile
+import threading
+import unittest
+
+from store.deliver import (Deliverer, DeliveryJob, DeliveryResult, FileOps, deliver_batch,
+                           message_bytes)
+from store.maildir import MailStore
+
+DATA = b"Received: from x\r\nSubject: test\r\n\r\nHello\r\n"
+
+
+class CountingFS(FileOps):
+    """FileOps that counts calls and raises injected errors.
+
+    ``fail[op]`` is a predicate over the call's path (or fd) returning an
+    errno to raise, or None."""
+
+    def __init__(self):
+        self.calls = {}
+        self.fail = {}
+        self.paths = {}
+        self._mutex = threading.Lock()
+
+    def _hit(self, op, arg):
+        with self._mutex:
+            self.calls[op] = self.calls.get(op, 0) + 1
+        check = self.fail.get(op)
+        code = check(arg) if check else None
+        if code:
+            raise OSError(code, os.strerror(code))
+
+    def create(self, path):
+        self._hit("create", path)
+        fd = super().create(path)
+        self.paths[fd] = path
+        return fd
+
+    def write_all(self, fd, data):
+        self._hit("write", self.paths.get(fd))
+        super().write_all(fd, data)
+
+    def fsync(self, fd):
+        self._hit("fsync", self.paths.get(fd))
+        super().fsync(fd)
+
+    def link(self, src, dst):
+        self._hit("link", dst)
+        super().link(src, dst)
+
+    def fsync_dir(self, path):
+        self._hit("fsync_dir", path)
+        super().fsync_dir(path)
+
+
+class _StoreCase(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="mailsrv-deliver-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.store = MailStore(self.dir, "mx.test")
+        for u in ("alice@example.org", "bob@example.org", "carol@other.example"):
+            self.store.create_mailbox(u)
+
+    def files(self, user, sub="new"):
+        return sorted(os.listdir(os.path.join(self.store.maildir_path(user), sub)))
+
+    def read(self, path):
+        with open(path, "rb") as fh:
+            return fh.read()
+
+    def assertNothingLeft(self, *users):
+        for u in users:
+            self.assertEqual(self.files(u, "new"), [], u)
+            self.assertEqual(self.files(u, "tmp"), [], u)
+
+
+class DeliverBatchTest(_StoreCase):
+    def test_single_user_bytes_exact(self):
+        job = DeliveryJob(DATA, "sender@remote.example", ["alice@example.org"], "Q1")
+        [res] = deliver_batch(self.store, [job])
+        self.assertTrue(res.ok, res.error)
+        expect = (b"Return-Path: <sender@remote.example>\r\n"
+                  b"Delivered-To: alice@example.org\r\n" + DATA)
+        [name] = self.files("alice@example.org")
+        self.assertEqual(res.paths, [os.path.join(self.store.maildir_path("alice@example.org"),
+                                                  "new", name)])
+        self.assertEqual(self.read(res.paths[0]), expect)
+        self.assertTrue(name.endswith(",S=%d" % len(expect)))
+        self.assertEqual(self.files("alice@example.org", "tmp"), [])
+
+    def test_null_reverse_path(self):
+        [res] = deliver_batch(self.store, [DeliveryJob(DATA, "", ["alice@example.org"], "Q")])
+        self.assertTrue(self.read(res.paths[0]).startswith(b"Return-Path: <>\r\n"))
+
+    def test_multi_user_hard_links_without_delivered_to(self):
+        users = ["alice@example.org", "bob@example.org", "carol@other.example"]
+        [res] = deliver_batch(self.store, [DeliveryJob(DATA, "s@r.example", users, "Q")])
+        self.assertTrue(res.ok, res.error)
+        self.assertEqual(len(res.paths), 3)
+        inodes = {os.stat(p).st_ino for p in res.paths}
+        self.assertEqual(len(inodes), 1)
+        self.assertEqual(os.stat(res.paths[0]).st_nlink, 3)   # tmp name is gone
+        self.assertEqual(self.read(res.paths[1]), b"Return-Path: <s@r.example>\r\n" + DATA)
+        for u in users:
+            self.assertEqual(self.files(u, "tmp"), [])
+
+    def test_duplicate_recipients_delivered_once(self):
+        job = DeliveryJob(DATA, "s@r", ["alice@example.org", "alice@example.org"], "Q")
+        [res] = deliver_batch(self.store, [job])
+        self.assertTrue(res.ok)
+        self.assertEqual(len(self.files("alice@example.org")), 1)
+
+    def test_missing_mailbox_is_created(self):
+        job = DeliveryJob(DATA, "s@r", ["new@example.org", "alice@example.org"], "Q")
+        [res] = deliver_batch(self.store, [job])
+        self.assertTrue(res.ok, res.error)
+        self.assertEqual(len(self.files("new@example.org")), 1)
+        self.assertTrue(os.path.isdir(os.path.join(self.store.maildir_path("new@example.org"),
+                                                   ".Sent")))
+        job = DeliveryJob(DATA, "s@r", ["alice@example.org", "second@example.org"], "Q")
+        self.assertTrue(deliver_batch(self.store, [job])[0].ok)
+        self.assertEqual(len(self.files("second@example.org")), 1)
+
+    def test_fsync_error_leaves_nothing(self):
+        fs = CountingFS()
+        fs.fail["fsync"] = lambda path: errno.EIO
+        with self.assertLogs("mailsrv.store", "ERROR") as logs:
+            [res] = deliver_batch(self.store, [DeliveryJob(DATA, "s@r", ["alice@example.org"],
+                                                           "QERR")], fs)
+        self.assertFalse(res.ok)
+        self.assertIn("EIO", res.error)
+        self.assertIn("QERR", logs.output[0])
+        self.assertNotIn("Hello", "".join(logs.output))    # never the message
+        self.assertNothingLeft("alice@example.org")
+
+    def test_enospc_on_write_leaves_nothing(self):
+        fs = CountingFS()
+        fs.fail["write"] = lambda path: errno.ENOSPC
+        with self.assertLogs("mailsrv.store", "ERROR"):
+            [res] = deliver_batch(self.store, [DeliveryJob(DATA, "s@r", ["alice@example.org"],
+                                                           "Q")], fs)
+        self.assertFalse(res.ok)
+        self.assertIn("ENOSPC", res.error)
+        self.assertNothingLeft("alice@example.org")
+
+    def test_link_failure_for_second_user_removes_first_link(self):
+        fs = CountingFS()
+        fs.fail["link"] = lambda dst: errno.ENOSPC if "/bob/" in dst else None
+        job = DeliveryJob(DATA, "s@r", ["alice@example.org", "bob@example.org"], "Q")
+        with self.assertLogs("mailsrv.store", "ERROR"):
+            [res] = deliver_batch(self.store, [job], fs)
+        self.assertFalse(res.ok)
+        self.assertNothingLeft("alice@example.org", "bob@example.org")
+
+    def test_directory_fsync_failure_fails_every_job_in_that_dir(self):
+        fs = CountingFS()
+        fs.fail["fsync_dir"] = lambda path: errno.EIO if "/bob/" in path else None
+        jobs = [DeliveryJob(DATA, "s@r", ["alice@example.org", "bob@example.org"], "Q1"),
+                DeliveryJob(DATA, "s@r", ["bob@example.org"], "Q2"),
+                DeliveryJob(DATA, "s@r", ["alice@example.org"], "Q3")]
+        with self.assertLogs("mailsrv.store", "ERROR"):
+            results = deliver_batch(self.store, jobs, fs)
+        self.assertEqual([r.ok for r in results], [False, False, True])
+        self.assertEqual(self.files("bob@example.org"), [])
+        self.assertEqual(self.files("alice@example.org"),
+                         [os.path.basename(results[2].paths[0])])
+        self.assertEqual(self.files("alice@example.org", "tmp"), [])
+
+    def test_one_bad_job_does_not_spoil_the_batch(self):
+        jobs = [DeliveryJob(DATA, "s@r\r\nX-Injected: 1", ["alice@example.org"], "Q1"),
+                DeliveryJob(DATA, "s@r", ["../etc@example.org"], "Q2"),
+                DeliveryJob(DATA, "s@r", [], "Q3"),
+                DeliveryJob(DATA, "s@r", ["bob@example.org"], "Q4")]
+        with self.assertLogs("mailsrv.store", "ERROR"):
+            results = deliver_batch(self.store, jobs)
+        self.assertEqual([r.ok for r in results], [False, False, False, True])
+        self.assertEqual(self.files("alice@example.org"), [])
+        self.assertEqual(len(self.files("bob@example.org")), 1)
+
+    @unittest.skipIf(hasattr(os, "geteuid") and os.geteuid() == 0, "root ignores permissions")
+    def test_unwritable_new_dir(self):
+        new = os.path.join(self.store.maildir_path("alice@example.org"), "new")
+        os.chmod(new, 0o500)
+        self.addCleanup(os.chmod, new, 0o700)
+        with self.assertLogs("mailsrv.store", "ERROR"):
+            [res] = deliver_batch(self.store, [DeliveryJob(DATA, "s@r", ["alice@example.org"],
+                                                           "Q")])
+        self.assertFalse(res.ok)
+        self.assertNothingLeft("alice@example.org")
+
+    def test_permission_error_simulated(self):
+        # the same failure as an unwritable directory, also when running as root
+        fs = CountingFS()
+        fs.fail["link"] = lambda dst: errno.EACCES
+        with self.assertLogs("mailsrv.store", "ERROR"):
+            [res] = deliver_batch(self.store, [DeliveryJob(DATA, "s@r", ["alice@example.org"],
+                                                           "Q")], fs)
+        self.assertFalse(res.ok)
+        self.assertIn("EACCES", res.error)
+        self.assertNothingLeft("alice@example.org")
+
+    def test_exdev_falls_back_to_fsynced_copy(self):
+        fs = CountingFS()
+        fs.fail["link"] = lambda dst: (errno.EXDEV if "/bob/new/" in dst
+                                       and fs.calls["link"] == 2 else None)
+        job = DeliveryJob(DATA, "s@r", ["alice@example.org", "bob@example.org"], "Q")
+        [res] = deliver_batch(self.store, [job], fs)
+        self.assertTrue(res.ok, res.error)
+        a, b = res.paths
+        self.assertEqual(self.read(a), self.read(b))
+        self.assertNotEqual(os.stat(a).st_ino, os.stat(b).st_ino)
+        self.assertEqual(fs.calls["fsync"], 2)   # the original and the copy
+        for u in ("alice@example.org", "bob@example.org"):
+            self.assertEqual(self.files(u, "tmp"), [])
+
+    def test_one_directory_fsync_per_distinct_new_dir(self):
+        fs = CountingFS()
+        jobs = [DeliveryJob(DATA, "s@r", ["alice@example.org"], "Q%d" % i) for i in range(10)]
+        jobs.append(DeliveryJob(DATA, "s@r", ["alice@example.org", "bob@example.org"], "QM"))
+        results = deliver_batch(self.store, jobs, fs)
+        self.assertTrue(all(r.ok for r in results))
+        self.assertEqual(fs.calls["fsync"], 11)       # every file is fsync'd
+        self.assertEqual(fs.calls["fsync_dir"], 2)    # alice/new and bob/new, once each
+        self.assertEqual(len(self.files("alice@example.org")), 11)
+
+    def test_message_bytes(self):
+        one = DeliveryJob(b"x", "a@b", ["u@d"], "Q")
+        self.assertEqual(message_bytes(one), b"Return-Path: <a@b>\r\nDelivered-To: u@d\r\nx")
+        two = DeliveryJob(b"x", "", ["u@d", "v@d"], "Q")
+        self.assertEqual(message_bytes(two), b"Return-Path: <>\r\nx")
+
+
+class GatedFS(CountingFS):
+    """Blocks the first file fsync until the test opens the gate."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+
+    def fsync(self, fd):
+        if not self.entered.is_set():
+            self.entered.set()
+            if not self.gate.wait(10):
+                raise OSError(errno.ETIMEDOUT, "test gate never opened")
+        super().fsync(fd)
+
+
+class DelivererTest(_StoreCase):
+    def test_batches_jobs_from_many_threads(self):
+        fs = GatedFS()
+        deliverer = Deliverer(self.store, fs)
+        self.addCleanup(deliverer.close)
+        results, done = [], threading.Event()
+        lock = threading.Lock()
+        users = ["alice@example.org", "bob@example.org"]
+
+        def callback(res):
+            with lock:
+                results.append(res)
+                if len(results) == 50:
+                    done.set()
+
+        deliverer.submit(DeliveryJob(DATA, "s@r", [users[0]], "first"), callback)
+        self.assertTrue(fs.entered.wait(10))       # the worker is inside batch 1
+        threads = [threading.Thread(target=deliverer.submit, args=(
+            DeliveryJob(DATA, "s@r", [users[i % 2]], "Q%d" % i), callback)) for i in range(49)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        fs.gate.set()
+        self.assertTrue(done.wait(10))
+        self.assertEqual(len(results), 50)
+        self.assertTrue(all(r.ok for r in results))
+        self.assertEqual(deliverer.batches, 2)
+        self.assertEqual(fs.calls["fsync"], 50)
+        self.assertEqual(fs.calls["fsync_dir"], 3)   # batch 1: alice; batch 2: alice, bob
+        self.assertEqual(len(self.files("alice@example.org")), 26)   # "first" + 25
+        self.assertEqual(len(self.files("bob@example.org")), 24)
+        for u in users:
+            self.assertEqual(self.files(u, "tmp"), [])
+
+    def test_failure_reported_through_callback(self):
+        fs = CountingFS()
+        fs.fail["fsync"] = lambda path: errno.EIO
+        deliverer = Deliverer(self.store, fs)
+        got, done = [], threading.Event()
+        with self.assertLogs("mailsrv.store", "ERROR"):
+            deliverer.submit(DeliveryJob(DATA, "s@r", ["alice@example.org"], "Q"),
+                             lambda r: (got.append(r), done.set()))
+            self.assertTrue(done.wait(10))
+            deliverer.close()
+        self.assertIsInstance(got[0], DeliveryResult)
+        self.assertFalse(got[0].ok)
+        self.assertNothingLeft("alice@example.org")
+
+    def test_callback_exception_does_not_stop_worker(self):
+        deliverer = Deliverer(self.store)
+        done = threading.Event()
+
+        def bad(_res):
+            raise RuntimeError("callback bug")
+        with self.assertLogs("mailsrv.store", "ERROR"):
+            deliverer.submit(DeliveryJob(DATA, "s@r", ["alice@example.org"], "Q1"), bad)
+            deliverer.submit(DeliveryJob(DATA, "s@r", ["alice@example.org"], "Q2"),
+                             lambda r: done.set())
+            self.assertTrue(done.wait(10))
+        deliverer.close()
+        self.assertEqual(len(self.files("alice@example.org")), 2)
+
+    def test_close_drains_queue_then_refuses(self):
+        deliverer = Deliverer(self.store)
+        got = []
+        for i in range(20):
+            deliverer.submit(DeliveryJob(DATA, "s@r", ["bob@example.org"], "Q%d" % i),
+                             got.append)
+        deliverer.close()
+        self.assertEqual(len(got), 20)
+        self.assertTrue(all(r.ok for r in got))
+        with self.assertRaises(RuntimeError):
+            deliverer.submit(DeliveryJob(DATA, "s@r", ["bob@example.org"], "Q"), got.append)
+
+
+if __name__ == "__main__":
+    unittest.main()
