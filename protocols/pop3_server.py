@@ -1,0 +1,696 @@
+"""POP3 server session, sans-I/O (see ``protocols/base.py`` for the protocol).
+
+Implements RFC 1939 (POP3: the AUTHORIZATION, TRANSACTION and UPDATE states,
+USER/PASS, STAT, LIST, RETR, DELE, NOOP, RSET, TOP, UIDL, QUIT, byte-stuffing),
+RFC 2449 (CAPA, extended response codes, PIPELINING, the 255-octet command
+limit), RFC 3206 (the [SYS/TEMP] and [AUTH] response codes, AUTH-RESP-CODE),
+RFC 2595 §4 (STLS), RFC 5034 (AUTH with SASL: PLAIN, LOGIN, SCRAM-SHA-256 from
+``protocols/sasl.py``) and RFC 6856 §2 (the UTF8 capability and command).
+
+Left out:
+
+* APOP (RFC 1939 §7): it needs the plaintext password (or an equivalent) on
+  the server to compute MD5(timestamp + password); we store only scrypt hashes
+  and SCRAM keys, so the greeting carries no APOP timestamp.
+* LANG (RFC 6856 §3), LOGIN-DELAY (RFC 2449 §6.5), SASL security layers
+  (none of our mechanisms has one), the UTF8 "USER" argument (RFC 6856 §2.2).
+
+The session never touches the disk itself: it asks ``backend.open_maildrop``
+for a maildrop object (``store/maildrop.py``) and streams messages from the
+file objects that object hands out.  The maildrop is a snapshot taken at
+login: mail arriving later appears at the next login (RFC 1939 §8).
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import logging
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Deque, Dict, FrozenSet, List, Optional, Set, Tuple, Union
+
+from protocols import sasl
+from protocols.base import LineReader, LineTooLong, SessionContext
+from store.maildrop import MaildropLocked
+
+log = logging.getLogger("mailsrv.pop3")
+
+# RFC 2449 §4: a command is at most 255 octets, including the terminating CRLF.
+MAX_COMMAND_LINE = 255
+# RFC 5034 §4: SASL responses after the AUTH line "may be of arbitrary
+# length"; we accept the RFC 4954 §4 bound of 12288 octets (sasl.py's
+# MAX_RESPONSE_OCTETS) plus the CRLF.
+MAX_SASL_LINE = sasl.MAX_RESPONSE_OCTETS + 2
+# Input buffered while a command waits for the backend or a RETR streams.
+# RFC 2449 §6.6 lets clients pipeline, but no client needs more than this
+# (it is ~25000 "DELE n" commands); beyond it the connection is closed.
+MAX_PENDING_INPUT = 256 * 1024
+# Octets read from a message file per data_to_send() call; the output is at
+# most twice that (LF -> CRLF, dot-stuffing), so memory stays bounded.
+READ_CHUNK = 64 * 1024
+
+OK = b"+OK"
+ERR = b"-ERR"
+
+
+class Pop3State(enum.Enum):
+    """RFC 1939 §3: the states of a POP3 session."""
+
+    AUTHORIZATION = "AUTHORIZATION"
+    TRANSACTION = "TRANSACTION"
+    UPDATE = "UPDATE"
+
+
+AUTHZ = frozenset([Pop3State.AUTHORIZATION])
+TRANS = frozenset([Pop3State.TRANSACTION])
+BOTH = AUTHZ | TRANS
+
+
+@dataclass
+class Pop3Config:
+    hostname: str = "localhost"
+    # RFC 1939 §3: an autologout timer MUST be at least 10 minutes.
+    idle_timeout: float = 600.0
+    # RFC 2595 §2.3: clear-text passwords only over TLS unless configured.
+    allow_plaintext_auth: bool = False
+    plaintext_auth_loopback: bool = True
+    # Abuse limits (local policy; RFC 1939 §3 lets the server close at will
+    # after an -ERR only through QUIT/timeout, so these are a DEVIATION kept
+    # small and documented: a client this broken is not a mail reader).
+    max_bad_commands: int = 10
+    max_commands_before_login: int = 30
+    max_auth_failures: int = 3
+
+
+def _line(text: Union[str, bytes]) -> bytes:
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    return data + b"\r\n"
+
+
+def _multiline(first: str, lines: List[bytes]) -> bytes:
+    """RFC 1939 §3: a multi-line response, byte-stuffed, ending CRLF "." CRLF."""
+    out = [_line(first)]
+    for item in lines:
+        out.append(_line(b"." + item if item.startswith(b".") else item))
+    out.append(b".\r\n")
+    return b"".join(out)
+
+
+class MessageStream:
+    """Produces a message as RFC 1939 §3 multi-line response data, chunk by chunk.
+
+    Reads the file ``READ_CHUNK`` octets at a time, turns bare LF into CRLF
+    (stored files are CRLF, but outside programs may write LF), byte-stuffs
+    lines that start with "." and ends with CRLF "." CRLF (adding a CRLF
+    when the message does not end with one).  A CR at the end of a chunk is
+    held back until the next chunk shows whether an LF follows it.
+
+    ``body_lines`` None → the whole message (RETR); an int k → headers, the
+    blank line and k body lines (TOP, RFC 1939 §7).
+    """
+
+    def __init__(self, fileobj, body_lines: Optional[int] = None):
+        self._file = fileobj
+        self._top = body_lines is not None
+        self._body_left = body_lines or 0
+        self._in_headers = True
+        self._at_line_start = True
+        self._carry = b""
+        self.done = False
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def next_chunk(self) -> bytes:
+        """The next piece of output; raises OSError when the file read fails."""
+        if self.done:
+            return b""
+        data = self._carry + self._file.read(READ_CHUNK)
+        if len(data) == len(self._carry):  # end of file
+            return self._finish(self._emit(data) if data else b"")
+        self._carry = b""
+        if data.endswith(b"\r"):
+            data, self._carry = data[:-1], b"\r"
+        out = self._emit(data)
+        return self._finish(out) if self.done else out
+
+    def _finish(self, out: bytes) -> bytes:
+        self.done = True
+        self.close()
+        return out + (b".\r\n" if self._at_line_start else b"\r\n.\r\n")
+
+    def _emit(self, data: bytes) -> bytes:
+        data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        if self._top:
+            return self._emit_top(data)
+        return self._stuff(data)
+
+    def _stuff(self, data: bytes) -> bytes:
+        """Dot-stuff ``data`` (CRLF form) given the line position before it."""
+        if not data:
+            return data
+        out = data.replace(b"\n.", b"\n..")
+        if self._at_line_start and out.startswith(b"."):
+            out = b"." + out
+        self._at_line_start = out.endswith(b"\n")
+        return out
+
+    def _emit_top(self, data: bytes) -> bytes:
+        """RFC 1939 §7 TOP: header lines, the blank line, then k body lines."""
+        out = []
+        pos = 0
+        while pos < len(data) and not self.done:
+            nl = data.find(b"\n", pos)
+            end = len(data) if nl < 0 else nl + 1
+            line = data[pos:end]
+            blank = self._at_line_start and line == b"\r\n"
+            if self._in_headers or self._body_left > 0:
+                out.append(self._stuff(line))
+            if self._in_headers:
+                if blank:
+                    self._in_headers = False
+                    self.done = self._body_left == 0
+            elif nl >= 0:
+                self._body_left -= 1
+                self.done = self._body_left <= 0
+            pos = end
+        return b"".join(out)
+
+
+Handler = Callable[["Pop3Session", bytes], None]
+
+
+class Pop3Session:
+    """One POP3 connection: bytes in, bytes out (RFC 1939 §3)."""
+
+    def __init__(self, ctx: SessionContext, config: Pop3Config, backend):
+        self.ctx = ctx
+        self.config = config
+        self.backend = backend
+        self.state = Pop3State.AUTHORIZATION
+        self.want_tls = False
+        self._reader = LineReader(MAX_COMMAND_LINE)
+        self._out: Deque[Union[bytes, MessageStream]] = deque()
+        self._closing = False
+        self._waiting = False      # a backend call is in flight
+        self._user_arg: Optional[str] = None   # USER given, PASS expected
+        self._sasl: Optional[sasl.SaslServer] = None
+        self._sasl_mech = ""
+        self._user: Optional[str] = None
+        self._maildrop = None
+        self._deleted: Set[int] = set()
+        self._retrieved = 0
+        self._utf8 = False
+        self._bad = 0
+        self._commands = 0
+        self._auth_failures = 0
+        # RFC 1939 §4 greeting; no APOP timestamp (see the module docstring).
+        self._send("+OK %s POP3 server ready" % config.hostname)
+
+    # -- the session protocol (protocols/base.py) -------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closing and not self._out
+
+    @property
+    def busy(self) -> bool:
+        return False  # POP3 has no transaction whose end a shutdown must wait for
+
+    @property
+    def idle_timeout(self) -> float:
+        return self.config.idle_timeout
+
+    def receive_data(self, data: bytes) -> None:
+        if self._closing:
+            return
+        if not data:
+            self._terminate("eof")
+            return
+        if self.want_tls:
+            return  # RFC 2595 §4: plaintext after STLS is discarded
+        self._reader.feed(data)
+        if len(self._reader) > MAX_PENDING_INPUT:
+            self._fatal("-ERR too much pipelined input")
+            return
+        self._process()
+
+    def data_to_send(self) -> bytes:
+        """Queued lines, or the next chunk of a streaming RETR/TOP."""
+        out: List[bytes] = []
+        while self._out:
+            item = self._out[0]
+            if isinstance(item, bytes):
+                out.append(self._out.popleft())
+                continue
+            if out:
+                break  # the lines before the stream now, the stream next call
+            try:
+                out.append(item.next_chunk())
+            except OSError:
+                log.exception("pop3 read error user=%s peer=%s", self._user, self.ctx.peer_ip)
+                self._terminate("read error")  # cannot report it mid-message: close
+                return b""
+            if not item.done:
+                break
+            self._out.popleft()
+            self._process()  # commands pipelined behind the RETR
+        return b"".join(out)
+
+    def tls_started(self, info: dict) -> None:
+        """RFC 2595 §4: after the handshake, back to a fresh AUTHORIZATION state."""
+        self.ctx.tls_active = True
+        self.ctx.tls_info = info
+        self.want_tls = False
+        self._reader.clear()
+        self._user_arg = None
+        self._utf8 = False
+        self._process()
+
+    def timeout(self) -> None:
+        """RFC 1939 §3: close without removing messages or sending a response."""
+        log.info("pop3 timeout user=%s peer=%s", self._user, self.ctx.peer_ip)
+        self._terminate("timeout")
+
+    def shutdown(self) -> None:
+        """Server stopping: -ERR [SYS/TEMP] and close; nothing is deleted."""
+        if self._closing:
+            return
+        self._fatal("-ERR [SYS/TEMP] server shutting down")
+
+    # -- input processing -----------------------------------------------
+
+    def _send(self, text: Union[str, bytes]) -> None:
+        self._out.append(_line(text))
+
+    def _streaming(self) -> bool:
+        return any(isinstance(item, MessageStream) for item in self._out)
+
+    def _process(self) -> None:
+        """Answer buffered commands in order (RFC 2449 §6.6), one at a time."""
+        while not (self._closing or self._waiting or self.want_tls or self._streaming()):
+            self._reader.max_line = MAX_SASL_LINE if self._sasl else MAX_COMMAND_LINE
+            try:
+                line = self._reader.read_line()
+            except LineTooLong:
+                self._sasl = None
+                self._bad_command("-ERR line too long")
+                continue
+            if line is None:
+                return
+            if self._sasl is not None:
+                self._sasl_response(line)
+            else:
+                self._command(line)
+
+    def _command(self, line: bytes) -> None:
+        """RFC 1939 §3: keyword (case-insensitive), then arguments."""
+        verb, _, rest = line.partition(b" ")
+        verb = verb.upper()
+        entry = COMMANDS.get(verb)
+        if self.state is Pop3State.AUTHORIZATION:
+            self._commands += 1
+            if self._commands > self.config.max_commands_before_login:
+                self._fatal("-ERR too many commands without logging in")
+                return
+        if verb != b"PASS":
+            self._user_arg = None  # RFC 1939 §7: PASS only right after USER
+        if entry is None:
+            self._bad_command("-ERR unknown command")
+            return
+        handler, states = entry
+        if self.state not in states:
+            self._bad_command("-ERR command not valid in this state")
+            return
+        handler(self, rest)
+
+    def _bad_command(self, reply: str) -> None:
+        self._bad += 1
+        if self._bad >= self.config.max_bad_commands:
+            self._fatal(reply + " (too many errors, closing)")
+        else:
+            self._send(reply)
+
+    def _fatal(self, reply: str) -> None:
+        """Send ``reply`` after any pending output, then close; deletes nothing."""
+        self._send(reply)
+        self._release("closed")
+        self._closing = True
+        self._reader.clear()
+
+    def _terminate(self, why: str) -> None:
+        """Connection over without QUIT (RFC 1939 §6: nothing is removed)."""
+        for item in self._out:
+            if isinstance(item, MessageStream):
+                item.close()
+        self._out.clear()
+        self._release(why)
+        self._closing = True
+        self._reader.clear()
+
+    def _release(self, why: str) -> None:
+        if self._maildrop is not None:
+            maildrop, self._maildrop = self._maildrop, None
+            log.info("pop3 session ended (%s) user=%s peer=%s retrieved=%d deleted=0",
+                     why, self._user, self.ctx.peer_ip, self._retrieved)
+            self._close_maildrop(maildrop)
+
+    @staticmethod
+    def _close_maildrop(maildrop) -> None:
+        try:
+            maildrop.close()
+        except OSError:
+            log.exception("pop3 maildrop close failed")
+
+    # -- AUTHORIZATION (RFC 1939 §4, RFC 5034, RFC 2595) ------------------
+
+    def _plaintext_ok(self) -> bool:
+        """RFC 2595 §2.3: clear-text passwords only over TLS, unless configured."""
+        c = self.config
+        return (self.ctx.tls_active or c.allow_plaintext_auth
+                or (c.plaintext_auth_loopback and self.ctx.is_loopback))
+
+    def _cmd_capa(self, rest: bytes) -> None:
+        """RFC 2449 §5: the capability list for the current state."""
+        caps = [b"TOP", b"UIDL"]
+        authz = self.state is Pop3State.AUTHORIZATION
+        if self._plaintext_ok():
+            caps.append(b"USER")  # RFC 2449 §6.2
+        mechs = sasl.offered_mechanisms(self._plaintext_ok())
+        caps.append(("SASL " + " ".join(mechs)).encode("ascii"))  # RFC 2449 §6.3
+        caps += [b"RESP-CODES", b"AUTH-RESP-CODE", b"PIPELINING"]  # RFC 2449 §6.4, RFC 3206, §6.6
+        if authz and self.ctx.tls_available and not self.ctx.tls_active:
+            caps.append(b"STLS")  # RFC 2595 §4: only when permitted now
+        caps += [b"EXPIRE NEVER", b"IMPLEMENTATION mailsrv", b"UTF8"]  # RFC 2449 §6.7, §6.9; RFC 6856 §2
+        self._out.append(_multiline("+OK Capability list follows", caps))
+
+    def _cmd_user(self, rest: bytes) -> None:
+        """RFC 1939 §7 USER; refused without TLS (RFC 2595 §2.3, RFC 2449 §6.2)."""
+        if not self._plaintext_ok():
+            self._send("-ERR [AUTH] Plaintext authentication disallowed, use STLS")
+            return
+        name = self._text_arg(rest.strip())
+        if not name:
+            self._send("-ERR USER needs a valid user name")
+            return
+        self._user_arg = name
+        self._send("+OK send PASS")  # never reveals whether the user exists
+
+    def _cmd_pass(self, rest: bytes) -> None:
+        """RFC 1939 §7 PASS: the rest of the line is the password (spaces allowed)."""
+        user, self._user_arg = self._user_arg, None
+        if user is None:
+            self._send("-ERR USER first")
+            return
+        password = self._text_arg(rest)
+        if not password:
+            self._send("-ERR PASS needs a password")
+            return
+        self._authenticate(sasl.SaslOutcome(mechanism="USER", authcid=user, authzid="",
+                                            password=password))
+
+    def _cmd_auth(self, rest: bytes) -> None:
+        """RFC 5034 §4: AUTH mechanism [initial-response]."""
+        args = rest.split()
+        mechs = sasl.offered_mechanisms(self._plaintext_ok())
+        if not args:
+            # DEVIATION(RFC 5034 §4): bare "AUTH" is not in RFC 5034, but
+            # clients from the RFC 1734 era send it to list the mechanisms.
+            self._out.append(_multiline("+OK", [m.encode("ascii") for m in mechs]))
+            return
+        mech = args[0].decode("ascii", "replace").upper()
+        if len(args) > 2 or mech not in mechs:
+            self._send("-ERR Unsupported authentication mechanism")
+            return
+        self._sasl = sasl.SaslServer(mech, self.backend.scram_lookup)
+        self._sasl_mech = mech
+        if len(args) == 2:
+            self._sasl_response(args[1])  # "=" is the empty response (RFC 5034 §4)
+        else:
+            self._sasl_step(None)
+
+    def _sasl_response(self, line: bytes) -> None:
+        """A client line in a SASL exchange: base64 or "*" (RFC 5034 §4)."""
+        try:
+            data = sasl.decode_response(line)
+        except sasl.SaslCancelled:
+            self._sasl = None
+            self._send("-ERR [AUTH] Authentication cancelled")
+            return
+        except sasl.SaslError:
+            self._sasl = None
+            self._send("-ERR [AUTH] Invalid base64 in SASL response")
+            return
+        self._sasl_step(data)
+
+    def _sasl_step(self, data: Optional[bytes]) -> None:
+        try:
+            challenge, outcome = self._sasl.step(data)
+        except sasl.SaslError as exc:
+            self._sasl = None
+            self._send("-ERR [AUTH] %s" % exc)
+            return
+        if outcome is None:
+            self._send(b"+ " + base64.b64encode(challenge or b""))
+            return
+        self._sasl = None
+        self._authenticate(outcome)
+
+    def _authenticate(self, outcome: sasl.SaslOutcome) -> None:
+        """Hand the credentials to the backend (it verifies and delays failures)."""
+        self._waiting = True
+        self.backend.authenticate(self.ctx, outcome,
+                                  lambda user: self._authenticated(outcome, user))
+
+    def _authenticated(self, outcome: sasl.SaslOutcome, user: Optional[str]) -> None:
+        self._waiting = False
+        if self._closing:
+            return
+        if user is None:
+            self._auth_failures += 1
+            log.info("pop3 login failed user=%r mech=%s peer=%s",
+                     outcome.authcid, outcome.mechanism, self.ctx.peer_ip)
+            if self._auth_failures >= self.config.max_auth_failures:
+                self._fatal("-ERR [AUTH] Authentication failed, closing")
+            else:
+                self._send("-ERR [AUTH] Authentication failed")
+        else:
+            log.info("pop3 login ok user=%s mech=%s peer=%s tls=%s",
+                     user, outcome.mechanism, self.ctx.peer_ip, self.ctx.tls_active)
+            self._user = user
+            self._waiting = True
+            self.backend.open_maildrop(self.ctx, user, self._maildrop_opened)
+            return
+        self._resume()
+
+    def _maildrop_opened(self, result) -> None:
+        """RFC 1939 §4: lock and open the maildrop, or -ERR and stay put."""
+        self._waiting = False
+        if self._closing:
+            if not isinstance(result, BaseException):
+                self._close_maildrop(result)  # the client left while we were opening
+            return
+        if isinstance(result, BaseException):
+            if isinstance(result, MaildropLocked):
+                self._send("-ERR [IN-USE] Maildrop is locked by another session")  # RFC 2449 §8.1.2
+            else:
+                log.error("pop3 open maildrop failed user=%s: %r", self._user, result)
+                self._send("-ERR [SYS/TEMP] Cannot open the maildrop")  # RFC 3206
+            self._user = None
+        else:
+            self._maildrop = result
+            self.state = Pop3State.TRANSACTION
+            count, octets = self._totals()
+            self._send("+OK maildrop has %d messages (%d octets)" % (count, octets))
+        self._resume()
+
+    def _resume(self) -> None:
+        """After a backend callback: answer what was pipelined, wake the loop."""
+        self._process()
+        self.ctx.wake()
+
+    def _cmd_stls(self, rest: bytes) -> None:
+        """RFC 2595 §4: STLS, only without TLS and before UTF8 (RFC 6856 §2.1)."""
+        if self.ctx.tls_active:
+            self._send("-ERR Command not permitted when TLS active")
+        elif not self.ctx.tls_available:
+            self._send("-ERR TLS not available")
+        elif self._utf8:
+            self._send("-ERR STLS not permitted after UTF8")
+        else:
+            self._send("+OK Begin TLS negotiation")
+            self.want_tls = True
+            self._reader.clear()  # pipelined plaintext is discarded
+
+    def _cmd_utf8(self, rest: bytes) -> None:
+        """RFC 6856 §2.1: enable UTF-8 mode (our maildrops are sent as is)."""
+        self._utf8 = True
+        self._send("+OK UTF8 enabled")
+
+    def _cmd_quit(self, rest: bytes) -> None:
+        """RFC 1939 §4 / §6: QUIT; from TRANSACTION it enters UPDATE."""
+        if self.state is Pop3State.AUTHORIZATION:
+            self._send("+OK %s POP3 server signing off" % self.config.hostname)
+            self._closing = True
+            return
+        self.state = Pop3State.UPDATE
+        maildrop, self._maildrop = self._maildrop, None
+        deleted = sorted(self._deleted)
+        try:
+            failed = maildrop.commit_deletes(deleted) if deleted else []
+        except OSError:
+            log.exception("pop3 commit_deletes failed user=%s", self._user)
+            failed = deleted
+        if failed:
+            log.error("pop3 %d deleted messages not removed user=%s", len(failed), self._user)
+            self._send("-ERR [SYS/TEMP] some deleted messages not removed")  # RFC 1939 §6
+        else:
+            left = len(maildrop.messages) - len(deleted)
+            self._send("+OK %s POP3 server signing off (%s)" % (
+                self.config.hostname,
+                "maildrop empty" if not left else "%d messages left" % left))
+        log.info("pop3 logout user=%s peer=%s retrieved=%d deleted=%d",
+                 self._user, self.ctx.peer_ip, self._retrieved, len(deleted))
+        self._close_maildrop(maildrop)
+        self._closing = True
+
+    # -- TRANSACTION (RFC 1939 §5, §7) -----------------------------------
+
+    @staticmethod
+    def _text_arg(raw: bytes) -> Optional[str]:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+    def _totals(self) -> Tuple[int, int]:
+        live = [m for i, m in enumerate(self._maildrop.messages) if i not in self._deleted]
+        return len(live), sum(m.size for m in live)
+
+    def _msg_arg(self, arg: bytes) -> Optional[int]:
+        """A message number (RFC 1939 §3) → 0-based index, or None after -ERR."""
+        if not arg.isdigit() or len(arg) > 9:
+            self._send("-ERR invalid message number")
+            return None
+        n = int(arg)
+        if not 1 <= n <= len(self._maildrop.messages):
+            self._send("-ERR no such message")
+            return None
+        if n - 1 in self._deleted:
+            self._send("-ERR message %d already deleted" % n)  # RFC 1939 §5
+            return None
+        return n - 1
+
+    def _args(self, rest: bytes, low: int, high: int) -> Optional[List[bytes]]:
+        args = rest.split()
+        if not low <= len(args) <= high:
+            self._send("-ERR wrong number of arguments")
+            return None
+        return args
+
+    def _listing(self, rest: bytes, first: str, value: Callable[[object], bytes]) -> None:
+        """LIST / UIDL: one message, or all non-deleted ones (RFC 1939 §5, §7)."""
+        args = self._args(rest, 0, 1)
+        if args is None:
+            return
+        msgs = self._maildrop.messages
+        if args:
+            i = self._msg_arg(args[0])
+            if i is not None:
+                self._send(b"+OK %d %s" % (i + 1, value(msgs[i])))
+            return
+        lines = [b"%d %s" % (i + 1, value(m)) for i, m in enumerate(msgs) if i not in self._deleted]
+        self._out.append(_multiline(first, lines))
+
+    def _cmd_stat(self, rest: bytes) -> None:
+        """RFC 1939 §5 STAT: "+OK count octets" over non-deleted messages."""
+        if self._args(rest, 0, 0) is not None:
+            self._send("+OK %d %d" % self._totals())
+
+    def _cmd_list(self, rest: bytes) -> None:
+        """RFC 1939 §5 LIST [msg]: exact CRLF-form sizes."""
+        count, octets = self._totals()
+        self._listing(rest, "+OK %d messages (%d octets)" % (count, octets),
+                      lambda m: b"%d" % m.size)
+
+    def _cmd_uidl(self, rest: bytes) -> None:
+        """RFC 1939 §7 UIDL [msg]: the unique-id listing."""
+        self._listing(rest, "+OK unique-id listing follows", lambda m: str(m.uid).encode("ascii"))
+
+    def _open_stream(self, i: int, body_lines: Optional[int], first: str) -> bool:
+        try:
+            fileobj = self._maildrop.open_message(i)
+        except OSError:
+            log.exception("pop3 open message failed user=%s", self._user)
+            self._send("-ERR [SYS/TEMP] cannot read message %d" % (i + 1))  # RFC 3206
+            return False
+        self._send(first)
+        self._out.append(MessageStream(fileobj, body_lines))
+        return True
+
+    def _cmd_retr(self, rest: bytes) -> None:
+        """RFC 1939 §5 RETR msg: "+OK n octets", the message, "."; marks \\Seen."""
+        args = self._args(rest, 1, 1)
+        i = None if args is None else self._msg_arg(args[0])
+        if i is None:
+            return
+        if not self._open_stream(i, None, "+OK %d octets" % self._maildrop.messages[i].size):
+            return
+        self._retrieved += 1
+        try:
+            self._maildrop.mark_seen(i)
+        except OSError:
+            log.exception("pop3 mark_seen failed user=%s", self._user)
+
+    def _cmd_top(self, rest: bytes) -> None:
+        """RFC 1939 §7 TOP msg n: headers, blank line, n body lines."""
+        args = self._args(rest, 2, 2)
+        i = None if args is None else self._msg_arg(args[0])
+        if i is None:
+            return
+        if not args[1].isdigit() or len(args[1]) > 9:
+            self._send("-ERR invalid line count")
+            return
+        self._open_stream(i, int(args[1]), "+OK top of message follows")
+
+    def _cmd_dele(self, rest: bytes) -> None:
+        """RFC 1939 §5 DELE msg: mark deleted; removed only at QUIT (§6)."""
+        args = self._args(rest, 1, 1)
+        i = None if args is None else self._msg_arg(args[0])
+        if i is not None:
+            self._deleted.add(i)
+            self._send("+OK message %d deleted" % (i + 1))
+
+    def _cmd_noop(self, rest: bytes) -> None:
+        """RFC 1939 §5 NOOP."""
+        if self._args(rest, 0, 0) is not None:
+            self._send("+OK")
+
+    def _cmd_rset(self, rest: bytes) -> None:
+        """RFC 1939 §5 RSET: unmark all messages marked as deleted."""
+        if self._args(rest, 0, 0) is not None:
+            self._deleted.clear()
+            self._send("+OK maildrop has %d messages (%d octets)" % self._totals())
+
+
+# RFC 1939 §9 (command summary) + extensions: verb → (handler, allowed states).
+COMMANDS: Dict[bytes, Tuple[Handler, FrozenSet[Pop3State]]] = {
+    b"CAPA": (Pop3Session._cmd_capa, BOTH),      # RFC 2449 §5
+    b"QUIT": (Pop3Session._cmd_quit, BOTH),      # RFC 1939 §4, §6
+    b"USER": (Pop3Session._cmd_user, AUTHZ),     # RFC 1939 §7
+    b"PASS": (Pop3Session._cmd_pass, AUTHZ),     # RFC 1939 §7
+    b"AUTH": (Pop3Session._cmd_auth, AUTHZ),     # RFC 5034 §4
+    b"STLS": (Pop3Session._cmd_stls, AUTHZ),     # RFC 2595 §4
+    b"UTF8": (Pop3Session._cmd_utf8, AUTHZ),     # RFC 6856 §2.1
+    b"STAT": (Pop3Session._cmd_stat, TRANS),     # RFC 1939 §5
+    b"LIST": (Pop3Session._cmd_list, TRANS),
+    b"RETR": (Pop3Session._cmd_retr, TRANS),
+    b"DELE": (Pop3Session._cmd_dele, TRANS),
+    b"NOOP": (Pop3Session._cmd_noop, TRANS),
+    b"RSET": (Pop3Session._cmd_rset, TRANS),
+    b"TOP": (Pop3Session._cmd_top, TRANS),       # RFC 1939 §7
+    b"UIDL": (Pop3Session._cmd_uidl, TRANS),     # RFC 1939 §7
+}
