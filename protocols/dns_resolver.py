@@ -1,0 +1,546 @@
+"""A stub resolver driven by the event loop, and MX host selection.
+
+Implements
+  * stub resolution against the recursive servers of resolv.conf(5):
+    UDP first (RFC 1035 §4.2.1), the same query again over TCP when the
+    reply is truncated (RFC 7766 §5, two-octet length prefix per RFC 1035
+    §4.2.2), per-server timeouts and ``attempts`` rounds over the server list;
+  * forgery resistance (RFC 5452 §9.1): a random 16-bit ID per query from
+    ``secrets``; a reply counts only if it comes from the server's address
+    and port and repeats our ID, name (case-insensitively), type and class.
+    The source port is random because every query gets a fresh datagram
+    endpoint from ``loop.open_datagram``, which binds port 0: the OS picks an
+    ephemeral port, randomised on Linux (RFC 5452 §9.2, RFC 6056 §3.2);
+  * CNAME chains, followed within a reply and across queries, at most
+    ``MAX_CNAME_CHAIN`` links (RFC 1034 §3.6.2);
+  * a cache of positive answers for the smallest TTL seen (RFC 2181 §5.2)
+    and of negative answers for min(SOA MINIMUM, SOA TTL) (RFC 2308 §5),
+    timed with the loop clock;
+  * MX selection for delivery (RFC 5321 §5.1, RFC 7505 null MX).
+
+Errors are values, not exceptions: ``done`` receives ``Answer`` or
+``DnsError(kind)`` with kind ``nxdomain`` (permanent), ``nodata`` or
+``temporary`` (SERVFAIL, REFUSED, timeouts, malformed chains).
+
+Left out: DNSSEC validation, EDNS fallback probing (EDNS is off unless
+``edns_payload`` is given; a FORMERR answer then retries that server
+without it, RFC 6891 §7), search domains and ``ndots`` (RFC 5321 §5.1:
+relays MUST NOT infer FQDNs), TCP connection reuse (RFC 7766 §6.2.1).
+"""
+
+import ipaddress
+import secrets
+import struct
+from dataclasses import dataclass, field
+from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple, Union
+
+from protocols import dns
+from protocols.dns import DnsFormatError, DnsNameError, Message
+
+MAX_CNAME_CHAIN = 8          # RFC 1034 §3.6.2 sets no number; 8 links, as Postfix and the brief use
+MAX_POSITIVE_TTL = 604800    # RFC 8767 §4 suggests capping cached TTLs at 7 days
+MAX_NEGATIVE_TTL = 10800     # RFC 2308 §5 defers to §4/§9: 1-3 hours "have been found to work well"
+TTL_SIGN_BIT = 0x80000000    # RFC 2181 §8: a TTL with the top bit set is treated as zero
+MAX_CACHE_ENTRIES = 10000    # our own bound on memory
+DNS_PORT = 53                # RFC 1035 §4.2.1
+RESOLV_CONF_MAX_TRIES = 5    # resolv.conf(5): attempts is capped at 5
+RESOLV_CONF_MAX_TIMEOUT = 30 # resolv.conf(5): timeout is capped at 30 seconds
+
+Reply = Tuple[int, str, str]
+
+
+@dataclass
+class Answer:
+    """A positive answer: the RDATA values of the RRset, the smallest TTL of
+    the RRset and any CNAMEs on the way (RFC 2181 §5.2), the final name."""
+    records: List[object]
+    ttl: int
+    name: str = ""
+
+
+@dataclass
+class DnsError:
+    """A failed lookup: kind is "nxdomain", "nodata" or "temporary"."""
+    kind: str
+    message: str = ""
+
+
+Result = Union[Answer, DnsError]
+
+
+def _normalize_ttl(ttl: int) -> int:
+    return 0 if ttl & TTL_SIGN_BIT else ttl  # RFC 2181 §8
+
+
+def _negative_ttl(msg: Message) -> int:
+    """RFC 2308 §5: min(SOA MINIMUM, SOA TTL); 0 (not cached) without an SOA."""
+    for rec in msg.authority:
+        if rec.rtype == dns.TYPE_SOA and isinstance(rec.data, dns.SOA):
+            return min(_normalize_ttl(rec.ttl), rec.data.minimum, MAX_NEGATIVE_TTL)
+    return 0
+
+
+def interpret(qname: str, qtype: int, msg: Message, links_left: int = MAX_CNAME_CHAIN
+              ) -> Tuple[Optional[Result], int, Optional[str], int]:
+    """Turn a NOERROR/NXDOMAIN reply into (result, cache_ttl, restart_name, links_used).
+
+    Follows CNAMEs inside the answer section (RFC 1034 §3.6.2).  When the chain
+    ends without data and without an SOA, the answer is incomplete: the caller
+    asks again for ``restart_name``."""
+    cur, ttls, links = qname, [], 0
+    while True:
+        owned = [r for r in msg.answers if r.name == cur and r.rclass == dns.CLASS_IN]
+        data = [r for r in owned if r.rtype == qtype]
+        if data:
+            ttl = min(_normalize_ttl(r.ttl) for r in data + ttls)
+            return Answer([r.data for r in data], ttl, cur), min(ttl, MAX_POSITIVE_TTL), None, links
+        cnames = [r for r in owned if r.rtype == dns.TYPE_CNAME]
+        if not cnames or qtype == dns.TYPE_CNAME:
+            break
+        links += 1
+        if links > links_left:
+            return DnsError("temporary", "CNAME chain of %s too long" % qname), 0, None, links
+        ttls.append(cnames[0])
+        cur = cnames[0].data
+    if msg.rcode == dns.RCODE_NXDOMAIN:
+        return DnsError("nxdomain", "%s does not exist" % cur), _negative_ttl(msg), None, links
+    if cur != qname and not any(r.rtype == dns.TYPE_SOA for r in msg.authority):
+        return None, 0, cur, links
+    return DnsError("nodata", "no records of type %d for %s" % (qtype, cur)), _negative_ttl(msg), None, links
+
+
+def parse_resolv_conf(text: str) -> Tuple[List[Tuple[str, int]], float, int]:
+    """resolv.conf(5): ``nameserver IP`` lines and ``options timeout:N attempts:N``.
+
+    Returns (servers, timeout, attempts); no servers → [("127.0.0.1", 53)],
+    the default of resolv.conf(5).  Unknown lines and options are ignored."""
+    servers: List[Tuple[str, int]] = []
+    timeout, attempts = 5.0, 2
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split(";", 1)[0].split()
+        if len(words) >= 2 and words[0] == "nameserver":
+            host = words[1].split("%", 1)[0]
+            try:
+                servers.append((str(ipaddress.ip_address(host)), DNS_PORT))
+            except ValueError:
+                continue
+        elif words and words[0] == "options":
+            for opt in words[1:]:
+                key, _, value = opt.partition(":")
+                if key in ("timeout", "attempts") and value.isdigit():
+                    if key == "timeout":
+                        timeout = float(max(1, min(int(value), RESOLV_CONF_MAX_TIMEOUT)))
+                    else:
+                        attempts = max(1, min(int(value), RESOLV_CONF_MAX_TRIES))
+    return servers or [("127.0.0.1", DNS_PORT)], timeout, attempts
+
+
+class TcpQuerySession:
+    """One query over TCP, as a sans-I/O client session for ``loop.connect``:
+    RFC 7766 §5 / RFC 1035 §4.2.2, each message prefixed by its length in two
+    octets.  ``on_reply(bytes)`` gets the reply, or ``None`` on EOF/timeout."""
+
+    want_tls = False
+    busy = False
+
+    def __init__(self, ctx, packet: bytes, on_reply: Callable[[Optional[bytes]], None], timeout: float):
+        self.ctx = ctx
+        self.closed = False
+        self.idle_timeout = timeout
+        self._out = struct.pack("!H", len(packet)) + packet
+        self._in = bytearray()
+        self._on_reply = on_reply
+
+    def data_to_send(self) -> bytes:
+        out, self._out = self._out, b""
+        return out
+
+    def receive_data(self, data: bytes) -> None:
+        if self.closed:
+            return
+        if not data:
+            return self._finish(None)
+        self._in += data
+        if len(self._in) >= 2:
+            length = struct.unpack("!H", self._in[:2])[0]
+            if len(self._in) >= 2 + length:
+                self._finish(bytes(self._in[2:2 + length]))
+
+    def _finish(self, reply: Optional[bytes]) -> None:
+        if not self.closed:
+            self.closed = True
+            self._on_reply(reply)
+
+    def timeout(self) -> None:
+        self._finish(None)
+
+    def shutdown(self) -> None:
+        self._finish(None)
+
+    def tls_started(self, info: dict) -> None:  # pragma: no cover - never asks for TLS
+        pass
+
+
+# DEVIATION(design.md layering): loop.open_datagram wants a socket address
+# family, and only loop.py may import socket; the loop may publish AF_INET /
+# AF_INET6, else the Linux values are used.
+_LINUX_AF = {4: 2, 6: 10}
+
+
+def _address_family(loop, host: str) -> int:
+    version = 6 if ":" in host else 4
+    return getattr(loop, "AF_INET6" if version == 6 else "AF_INET", _LINUX_AF[version])
+
+
+def _same_address(addr, server: Tuple[str, int]) -> bool:
+    """RFC 5452 §9.1: the reply's source must be the query's destination."""
+    try:
+        return (ipaddress.ip_address(str(addr[0]).split("%", 1)[0]) == ipaddress.ip_address(server[0])
+                and int(addr[1]) == int(server[1]))
+    except (ValueError, TypeError, IndexError):
+        return False
+
+
+class _Exchange:
+    """One question asked of the server list until a usable reply arrives.
+
+    ``try_no`` walks ``attempts`` rounds over the servers (resolv.conf(5));
+    ``gen`` numbers every packet sent, and a callback (datagram, timer, TCP
+    reply) whose generation is not the current one is ignored."""
+
+    def __init__(self, resolver: "Resolver", name: str, qtype: int, done: Callable[[Message], None],
+                 fail: Callable[[str], None]):
+        self.r, self.name, self.qtype = resolver, name, qtype
+        self.done, self.fail = done, fail
+        self.try_no = -1
+        self.gen = 0
+        self.finished = False
+        self.timer = None
+        self.dgram = None
+        self.conn = None
+        self.edns = resolver.edns_payload
+        self.last_error = "no reply from any name server"
+
+    def start(self) -> None:
+        self._next_try()
+
+    def _next_try(self, same_server: bool = False) -> None:
+        self.gen += 1
+        self._cleanup()
+        if not same_server:
+            self.try_no += 1
+        servers = self.r.servers
+        if self.try_no >= len(servers) * self.r.attempts:
+            return self._finish_fail(self.last_error)
+        self._send_udp(servers[self.try_no % len(servers)], self.gen)
+
+    def _packet(self) -> Tuple[int, bytes]:
+        qid = secrets.randbelow(0x10000)  # RFC 5452 §9.2 / §4.3: unpredictable ID
+        return qid, dns.encode_query(self.name, self.qtype, qid, edns_payload=self.edns)
+
+    def _current(self, gen: int) -> bool:
+        return not self.finished and self.gen == gen
+
+    def _send_udp(self, server: Tuple[str, int], gen: int) -> None:
+        qid, packet = self._packet()
+        family = _address_family(self.r.loop, server[0])
+        try:
+            self.dgram = self.r.loop.open_datagram(
+                family, lambda data, addr: self._on_datagram(gen, server, qid, data, addr))
+            self.dgram.sendto(packet, server)
+        except OSError as exc:
+            self.last_error = "cannot query %s: %s" % (server[0], exc)
+            return self.r.loop.call_soon(lambda: self._current(gen) and self._next_try())
+        self.timer = self.r.loop.call_later(self.r.timeout, lambda: self._on_timeout(gen, server))
+
+    def _on_timeout(self, gen: int, server) -> None:
+        if self._current(gen):
+            self.last_error = "timed out waiting for %s" % (server[0],)
+            self._next_try()
+
+    def _matches(self, qid: int, msg: Message) -> bool:
+        """RFC 5452 §9.1: ID, name, class and type must repeat the query's."""
+        if not msg.qr or msg.id != qid or len(msg.questions) != 1:
+            return False
+        q = msg.questions[0]
+        return q.name == self.name and q.qtype == self.qtype and q.qclass == dns.CLASS_IN
+
+    def _on_datagram(self, gen: int, server, qid: int, data: bytes, addr) -> None:
+        if not self._current(gen) or not _same_address(addr, server):
+            return
+        try:
+            msg = dns.decode_message(data)
+        except DnsFormatError:
+            return  # a forged or garbled datagram: keep waiting (RFC 5452 §9.1)
+        if not self._matches(qid, msg):
+            return
+        if msg.tc:
+            return self._send_tcp(server)  # RFC 7766 §5: retry the query over TCP
+        self._on_reply(server, msg)
+
+    def _send_tcp(self, server: Tuple[str, int]) -> None:
+        self.gen += 1
+        gen = self.gen
+        self._cleanup()
+        qid, packet = self._packet()
+
+        def on_reply(data: Optional[bytes]) -> None:
+            if not self._current(gen):
+                return
+            self.conn = None  # the session is closed; the loop closes the connection
+            try:
+                msg = dns.decode_message(data) if data is not None else None
+            except DnsFormatError:
+                msg = None
+            if msg is None or not self._matches(qid, msg):
+                self.last_error = "no usable TCP reply from %s" % (server[0],)
+                return self._next_try()
+            self._on_reply(server, msg)
+
+        def on_error(exc) -> None:
+            if self._current(gen):
+                self.conn = None
+                self.last_error = "TCP to %s failed: %s" % (server[0], exc)
+                self._next_try()
+
+        self.timer = self.r.loop.call_later(self.r.timeout, lambda: self._on_timeout(gen, server))
+        self.conn = self.r.loop.connect(
+            server[0], server[1], lambda ctx: TcpQuerySession(ctx, packet, on_reply, self.r.timeout),
+            self.r.timeout, on_error)
+
+    def _on_reply(self, server, msg: Message) -> None:
+        if msg.rcode in (dns.RCODE_NOERROR, dns.RCODE_NXDOMAIN):
+            self.finished = True
+            self._cleanup()
+            return self.done(msg)
+        if msg.rcode == dns.RCODE_FORMERR and self.edns is not None:
+            self.edns = None  # RFC 6891 §7: a server without EDNS answers FORMERR; ask again plainly
+            return self._next_try(same_server=True)
+        # SERVFAIL, REFUSED, NOTIMP...: this server cannot help; try the next (RFC 1035 §7.3)
+        self.last_error = "%s answered rcode %d" % (server[0], msg.rcode)
+        self._next_try()
+
+    def _finish_fail(self, why: str) -> None:
+        self.finished = True
+        self._cleanup()
+        self.fail(why)
+
+    def _cleanup(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.dgram is not None:
+            self.dgram.close()
+            self.dgram = None
+        conn, self.conn = self.conn, None
+        if conn is not None and not getattr(conn, "closed", True):
+            conn.close()  # a TCP query we gave up on; its session's EOF is ignored (old gen)
+
+
+class Resolver:
+    """Stub resolver: ``resolve(name, qtype, done)`` → ``done(Answer | DnsError)``.
+
+    ``done`` is always called later from the loop (``call_soon`` for cache
+    hits and immediate failures), never from inside ``resolve``."""
+
+    def __init__(self, loop, servers: List[Tuple[str, int]], timeout: float = 5.0, attempts: int = 2,
+                 clock: Optional[Callable[[], float]] = None, rng=None,
+                 edns_payload: Optional[int] = None):
+        if not servers:
+            raise ValueError("no name servers")
+        self.loop = loop
+        self.servers = list(servers)
+        self.timeout = timeout
+        self.attempts = max(1, attempts)
+        self.clock = clock or getattr(loop, "time", None) or getattr(loop, "clock", None)
+        self.rng = rng if rng is not None else secrets.SystemRandom()
+        self.edns_payload = edns_payload
+        self.cache: Dict[Tuple[str, int], Tuple[float, Result]] = {}
+        self.queries_sent = 0  # exchanges started (tests check cache hits with it)
+
+    # -- cache (RFC 2308 §5, RFC 2181 §5.2) --
+    def _cached(self, key: Tuple[str, int]) -> Optional[Result]:
+        entry = self.cache.get(key)
+        if entry is None or self.clock is None:
+            return None
+        if self.clock() >= entry[0]:
+            del self.cache[key]
+            return None
+        return entry[1]
+
+    def _store(self, key: Tuple[str, int], result: Result, ttl: int) -> None:
+        if ttl <= 0 or self.clock is None:
+            return
+        now = self.clock()
+        if len(self.cache) >= MAX_CACHE_ENTRIES:
+            self.cache = {k: v for k, v in self.cache.items() if v[0] > now}
+            if len(self.cache) >= MAX_CACHE_ENTRIES:
+                self.cache.clear()
+        self.cache[key] = (now + ttl, result)
+
+    def resolve(self, name: str, qtype: int, done: Callable[[Result], None]) -> None:
+        """Look up ``name``/``qtype`` (class IN), following CNAMEs."""
+        try:
+            qname = dns.normalize_name(name)
+        except DnsNameError as exc:
+            err = DnsError("nxdomain", "invalid domain name %r: %s" % (name, exc))
+            return self.loop.call_soon(lambda: done(err))
+        hit = self._cached((qname, qtype))
+        if hit is not None:
+            return self.loop.call_soon(lambda: done(hit))
+        self._ask(qname, qtype, qname, MAX_CNAME_CHAIN, 0, done)
+
+    def _ask(self, orig: str, qtype: int, qname: str, links_left: int, ttl_floor: int,
+             done: Callable[[Result], None]) -> None:
+        def on_msg(msg: Message) -> None:
+            result, ttl, restart, used = interpret(qname, qtype, msg, links_left)
+            if restart is not None:
+                return self._ask(orig, qtype, restart, links_left - used, ttl, done)
+            if ttl_floor and isinstance(result, Answer):
+                ttl = min(ttl, ttl_floor)
+            if isinstance(result, DnsError) and result.kind == "temporary":
+                ttl = 0
+            self._store((orig, qtype), result, ttl)
+            done(result)
+
+        def on_fail(why: str) -> None:
+            done(DnsError("temporary", why))
+
+        self.queries_sent += 1
+        _Exchange(self, qname, qtype, on_msg, on_fail).start()
+
+    def lookup_mx_hosts(self, domain: str, done: Callable[["MxResult"], None],
+                        local_names: FrozenSet[str] = frozenset()) -> None:
+        """RFC 5321 §5.1 delivery targets of ``domain``; see ``MxLookup``."""
+        MxLookup(self, domain, done, local_names).start()
+
+
+# ---------------------------------------------------------------- MX (RFC 5321 §5.1)
+
+class MxHost(NamedTuple):
+    preference: int
+    host: str
+    addresses: List[str]   # IPv4 first, then IPv6 (see MxLookup)
+
+
+@dataclass
+class MxResult:
+    """Hosts to try in order, or a failure ``reply`` (permanent if 5xx)."""
+    hosts: List[MxHost] = field(default_factory=list)
+    reply: Optional[Reply] = None
+    implicit: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.reply is None
+
+    @property
+    def permanent(self) -> bool:
+        return self.reply is not None and self.reply[0] >= 500
+
+
+# Failure replies.  Enhanced codes from RFC 3463 §3.
+NULL_MX = (556, "5.1.10", "Recipient domain has a null MX (RFC 7505)")   # RFC 7505 §4.1, RFC 7504
+NO_DOMAIN = (550, "5.1.2", "Recipient domain does not exist")           # RFC 3463 X.1.2
+LOOPS_BACK = (550, "5.4.6", "Mail for this domain loops back to myself")  # RFC 5321 §5.1, RFC 3463 X.4.6
+NO_ADDRESS = (550, "5.4.4", "No usable address for the domain's mail hosts")  # RFC 5321 §5.1, X.4.4
+TEMP_FAIL = (451, "4.4.3", "Temporary DNS failure")                    # RFC 3463 X.4.3
+
+
+class MxLookup:
+    """RFC 5321 §5.1, step by step:
+
+    1. MX query.  NXDOMAIN → permanent; temporary → temporary; no MX RRs →
+       implicit MX: the domain itself at preference 0.
+    2. A single MX with the root as exchange is a null MX → 556 5.1.10
+       (RFC 7505 §3, §4.1).  DEVIATION(RFC 7505 §3): a root exchange mixed
+       with other MX RRs breaks the MUST NOT there; we drop just that RR.
+    3. Sort by preference, shuffling equal preferences (rng).  If one of
+       ``local_names`` is an MX host, drop it and every MX with a preference
+       not better than it; none left → "mail loops back to myself".
+    4. Look up A and AAAA of every remaining host, concurrently.  Addresses
+       are listed IPv4 first, then IPv6 (our choice: RFC 5321 §5.2 leaves the
+       order open, and IPv4 reachability is the more common).  Hosts without
+       addresses are dropped; none left → temporary if any lookup failed
+       temporarily, else permanent (RFC 5321 §5.1 "MUST be reported as an
+       error").  MX exchanges that are CNAMEs are followed, though RFC 2181
+       §10.3 forbids them.
+    """
+
+    def __init__(self, resolver: Resolver, domain: str, done: Callable[[MxResult], None],
+                 local_names: FrozenSet[str]):
+        self.r, self.domain, self.done = resolver, domain, done
+        self.local = set()
+        for name in local_names:
+            try:
+                self.local.add(dns.normalize_name(name))
+            except DnsNameError:
+                continue
+        self.implicit = False
+
+    def start(self) -> None:
+        self.r.resolve(self.domain, dns.TYPE_MX, self._on_mx)
+
+    def _on_mx(self, result: Result) -> None:
+        if isinstance(result, DnsError):
+            if result.kind == "nxdomain":
+                return self.done(MxResult(reply=NO_DOMAIN))
+            if result.kind == "temporary":
+                return self.done(MxResult(reply=TEMP_FAIL))
+            self.implicit = True  # RFC 5321 §5.1: implicit MX, preference 0
+            return self._select([dns.MX(0, dns.normalize_name(self.domain))])
+        mxs = [mx for mx in result.records if isinstance(mx, dns.MX)]
+        if len(mxs) == 1 and mxs[0].exchange == "":
+            return self.done(MxResult(reply=NULL_MX))
+        self._select([mx for mx in mxs if mx.exchange != ""])
+
+    def _select(self, mxs: List[dns.MX]) -> None:
+        by_pref: Dict[int, List[str]] = {}
+        for mx in mxs:
+            if mx.exchange not in by_pref.setdefault(mx.preference, []):
+                by_pref[mx.preference].append(mx.exchange)
+        ordered: List[Tuple[int, str]] = []
+        for pref in sorted(by_pref):
+            hosts = by_pref[pref]
+            self.r.rng.shuffle(hosts)  # RFC 5321 §5.1: MUST randomize equal preferences
+            ordered += [(pref, host) for host in hosts]
+        mine = [pref for pref, host in ordered if host in self.local]
+        if mine:
+            ordered = [(pref, host) for pref, host in ordered if pref < min(mine)]
+            if not ordered:
+                return self.done(MxResult(reply=LOOPS_BACK, implicit=self.implicit))
+        if not ordered:
+            return self.done(MxResult(reply=NO_ADDRESS, implicit=self.implicit))
+        self._addresses(ordered)
+
+    def _addresses(self, ordered: List[Tuple[int, str]]) -> None:
+        found: Dict[Tuple[str, int], Result] = {}
+        pending = [2 * len(ordered)]
+
+        def one(host: str, qtype: int, result: Result) -> None:
+            found[(host, qtype)] = result
+            pending[0] -= 1
+            if pending[0] == 0:
+                self._finish(ordered, found)
+
+        for _, host in ordered:
+            for qtype in (dns.TYPE_A, dns.TYPE_AAAA):
+                self.r.resolve(host, qtype, lambda res, h=host, t=qtype: one(h, t, res))
+
+    def _finish(self, ordered: List[Tuple[int, str]], found: Dict[Tuple[str, int], Result]) -> None:
+        hosts, temporary = [], False
+        for pref, host in ordered:
+            addrs: List[str] = []
+            for qtype in (dns.TYPE_A, dns.TYPE_AAAA):
+                res = found[(host, qtype)]
+                if isinstance(res, Answer):
+                    addrs += [a for a in res.records if a not in addrs]
+                elif res.kind == "temporary":
+                    temporary = True
+            if addrs:
+                hosts.append(MxHost(pref, host, addrs))
+        if hosts:
+            return self.done(MxResult(hosts=hosts, implicit=self.implicit))
+        if self.implicit and not temporary:
+            return self.done(MxResult(reply=NO_DOMAIN, implicit=True))
+        self.done(MxResult(reply=TEMP_FAIL if temporary else NO_ADDRESS, implicit=self.implicit))

@@ -1,0 +1,354 @@
+"""Tests for protocols/dns_resolver.py over the real EventLoop and tests/dnsfake.py
+(127.0.0.1 only; every wait is bounded by a loop timer, never a sleep)."""
+
+import random
+import unittest
+
+from protocols import dns
+from protocols.dns import MX, Message, Question, Record
+from protocols.dns_resolver import (LOOPS_BACK, NO_ADDRESS, NO_DOMAIN, NULL_MX, TEMP_FAIL, Answer,
+                                    DnsError, MxHost, Resolver, TcpQuerySession, _same_address,
+                                    interpret, parse_resolv_conf)
+from protocols.loop import EventLoop
+from tests.dnsfake import FakeDnsServer
+
+GUARD = 10.0  # seconds: no test waits longer than this, even when broken
+
+
+class ReverseRng:
+    """A deterministic stand-in for random.shuffle: reverses the list."""
+
+    def shuffle(self, items):
+        items.reverse()
+
+
+class LoopTestCase(unittest.TestCase):
+    def setUp(self):
+        self.srv = FakeDnsServer().start()
+        self.addCleanup(self.srv.stop)
+        self.loop = EventLoop()
+        self.addCleanup(self.loop.close)
+        self.now = [1000.0]
+        self.resolver = self.make_resolver()
+
+    def make_resolver(self, servers=None, **kw):
+        kw.setdefault("timeout", 2.0)
+        kw.setdefault("attempts", 1)
+        kw.setdefault("clock", lambda: self.now[0])
+        kw.setdefault("rng", ReverseRng())
+        return Resolver(self.loop, servers or [self.srv.address], **kw)
+
+    def wait(self, start):
+        """Run the loop until ``start(done)`` delivers one result."""
+        results = []
+
+        def done(result):
+            results.append(result)
+            self.loop.stop()
+
+        start(done)
+        guard = self.loop.call_later(GUARD, self.loop.stop)
+        self.loop.run()
+        guard.cancel()
+        self.assertEqual(len(results), 1, "no result within the guard time")
+        return results[0]
+
+    def resolve(self, name, qtype, resolver=None):
+        return self.wait(lambda done: (resolver or self.resolver).resolve(name, qtype, done))
+
+    def mx(self, domain, local_names=frozenset(), resolver=None):
+        return self.wait(lambda done: (resolver or self.resolver).lookup_mx_hosts(domain, done, local_names))
+
+
+class ResolveTest(LoopTestCase):
+    def test_a_and_aaaa(self):
+        self.srv.add("host.test", dns.TYPE_A, "192.0.2.1", ttl=60)
+        self.srv.add("host.test", dns.TYPE_A, "192.0.2.2", ttl=30)
+        self.srv.add("host.test", dns.TYPE_AAAA, "2001:db8::1")
+        self.assertEqual(self.resolve("HOST.test.", dns.TYPE_A), Answer(["192.0.2.1", "192.0.2.2"], 30, "host.test"))
+        self.assertEqual(self.resolve("host.test", dns.TYPE_AAAA).records, ["2001:db8::1"])
+
+    def test_nxdomain_is_permanent(self):
+        result = self.resolve("nowhere.test", dns.TYPE_A)
+        self.assertIsInstance(result, DnsError)
+        self.assertEqual(result.kind, "nxdomain")
+
+    def test_nodata(self):
+        self.srv.add("host.test", dns.TYPE_A, "192.0.2.1")
+        self.assertEqual(self.resolve("host.test", dns.TYPE_MX).kind, "nodata")
+
+    def test_cname_chain_in_one_reply(self):
+        self.srv.add("www.test", dns.TYPE_CNAME, "web.test", ttl=40)
+        self.srv.add("web.test", dns.TYPE_CNAME, "real.test")
+        self.srv.add("real.test", dns.TYPE_A, "192.0.2.7")
+        self.assertEqual(self.resolve("www.test", dns.TYPE_A), Answer(["192.0.2.7"], 40, "real.test"))
+        self.assertEqual(self.srv.count("real.test", dns.TYPE_A), 0)
+
+    def test_cname_target_asked_again_when_the_reply_stops_at_the_alias(self):
+        self.srv.chase_cnames = False
+        self.srv.add("www.test", dns.TYPE_CNAME, "real.test")
+        self.srv.add("real.test", dns.TYPE_A, "192.0.2.7")
+        self.assertEqual(self.resolve("www.test", dns.TYPE_A).records, ["192.0.2.7"])
+        self.assertEqual(self.srv.count("real.test", dns.TYPE_A), 1)
+
+    def test_cname_loop_is_bounded(self):
+        self.srv.chase_cnames = False
+        self.srv.add("a.test", dns.TYPE_CNAME, "b.test")
+        self.srv.add("b.test", dns.TYPE_CNAME, "a.test")
+        result = self.resolve("a.test", dns.TYPE_A)
+        self.assertEqual(result.kind, "temporary")
+        self.assertLessEqual(self.srv.count("a.test", dns.TYPE_A) + self.srv.count("b.test", dns.TYPE_A), 9)
+
+    def test_truncated_reply_is_retried_over_tcp(self):
+        for i in range(40):
+            self.srv.add("big.test", dns.TYPE_A, "192.0.2.%d" % i)
+        self.srv.behaviour[("big.test", dns.TYPE_A)] = "truncate"
+        result = self.resolve("big.test", dns.TYPE_A)
+        self.assertEqual(len(result.records), 40)
+        self.assertEqual([p for p, n, _ in self.srv.queries if n == "big.test"], ["udp", "tcp"])
+
+    def test_servfail_is_temporary(self):
+        self.srv.behaviour[("sf.test", dns.TYPE_A)] = "servfail"
+        self.assertEqual(self.resolve("sf.test", dns.TYPE_A).kind, "temporary")
+
+    def test_refused_is_temporary(self):
+        self.srv.behaviour[("rf.test", dns.TYPE_A)] = "refused"
+        self.assertEqual(self.resolve("rf.test", dns.TYPE_A).kind, "temporary")
+
+    def test_servfail_then_next_server_answers(self):
+        other = FakeDnsServer().start()
+        self.addCleanup(other.stop)
+        self.srv.behaviour[("x.test", dns.TYPE_A)] = "servfail"
+        other.add("x.test", dns.TYPE_A, "192.0.2.9")
+        resolver = self.make_resolver([self.srv.address, other.address])
+        self.assertEqual(self.resolve("x.test", dns.TYPE_A, resolver).records, ["192.0.2.9"])
+
+    def test_timeout_is_temporary_after_all_attempts(self):
+        self.srv.behaviour[("slow.test", dns.TYPE_A)] = "drop"
+        resolver = self.make_resolver(timeout=0.2, attempts=2)
+        result = self.resolve("slow.test", dns.TYPE_A, resolver)
+        self.assertEqual(result.kind, "temporary")
+        self.assertIn("timed out", result.message)
+        self.assertEqual(self.srv.count("slow.test", dns.TYPE_A), 2)
+
+    def test_invalid_name(self):
+        self.assertEqual(self.resolve("a..test", dns.TYPE_A).kind, "nxdomain")
+        self.assertEqual(self.srv.queries, [])
+
+    def test_edns_query_is_answered(self):
+        self.srv.add("host.test", dns.TYPE_A, "192.0.2.1")
+        resolver = self.make_resolver(edns_payload=dns.EDNS_PAYLOAD)
+        self.assertEqual(self.resolve("host.test", dns.TYPE_A, resolver).records, ["192.0.2.1"])
+
+
+class ForgeryTest(LoopTestCase):
+    """RFC 5452 §9.1: forged replies arrive first and must be ignored."""
+
+    def check(self, how):
+        self.srv.add("bank.test", dns.TYPE_A, "192.0.2.10")
+        self.srv.behaviour[("bank.test", dns.TYPE_A)] = how
+        self.assertEqual(self.resolve("bank.test", dns.TYPE_A).records, ["192.0.2.10"])
+
+    def test_wrong_id_ignored(self):
+        self.check("spoof-id")
+
+    def test_reply_from_another_port_ignored(self):
+        self.check("spoof-port")
+
+    def test_reply_for_another_name_ignored(self):
+        self.check("spoof-name")
+
+    def test_same_address(self):
+        self.assertTrue(_same_address(("127.0.0.1", 53), ("127.0.0.1", 53)))
+        self.assertTrue(_same_address(("::1", 53, 0, 0), ("0:0::1", 53)))
+        self.assertFalse(_same_address(("127.0.0.2", 53), ("127.0.0.1", 53)))
+        self.assertFalse(_same_address(("127.0.0.1", 5353), ("127.0.0.1", 53)))
+
+
+class CacheTest(LoopTestCase):
+    def test_positive_answer_cached_for_its_ttl(self):
+        self.srv.add("c.test", dns.TYPE_A, "192.0.2.1", ttl=60)
+        self.resolve("c.test", dns.TYPE_A)
+        self.now[0] += 59
+        self.assertEqual(self.resolve("C.TEST", dns.TYPE_A).records, ["192.0.2.1"])
+        self.assertEqual(self.srv.count("c.test", dns.TYPE_A), 1)  # second lookup sent no query
+        self.now[0] += 2
+        self.resolve("c.test", dns.TYPE_A)
+        self.assertEqual(self.srv.count("c.test", dns.TYPE_A), 2)
+
+    def test_cache_hit_is_delivered_later_not_inside_resolve(self):
+        self.srv.add("c.test", dns.TYPE_A, "192.0.2.1")
+        self.resolve("c.test", dns.TYPE_A)
+        got = []
+        self.resolver.resolve("c.test", dns.TYPE_A, got.append)
+        self.assertEqual(got, [])
+        self.resolve("c.test", dns.TYPE_A)
+        self.assertEqual(len(got), 1)
+
+    def test_negative_answer_cached_for_soa_minimum(self):
+        # RFC 2308 §5: min(SOA MINIMUM = 300, SOA TTL = 60) = 60.
+        self.srv.soa_ttl = 60
+        self.resolve("gone.test", dns.TYPE_A)
+        self.now[0] += 59
+        self.assertEqual(self.resolve("gone.test", dns.TYPE_A).kind, "nxdomain")
+        self.assertEqual(self.srv.count("gone.test", dns.TYPE_A), 1)
+        self.now[0] += 2
+        self.resolve("gone.test", dns.TYPE_A)
+        self.assertEqual(self.srv.count("gone.test", dns.TYPE_A), 2)
+
+    def test_temporary_failures_are_not_cached(self):
+        self.srv.behaviour[("sf.test", dns.TYPE_A)] = "servfail"
+        self.resolve("sf.test", dns.TYPE_A)
+        self.resolve("sf.test", dns.TYPE_A)
+        self.assertEqual(self.srv.count("sf.test", dns.TYPE_A), 2)
+
+
+class MxTest(LoopTestCase):
+    def add_mx(self, domain, *entries):
+        for pref, host in entries:
+            self.srv.add(domain, dns.TYPE_MX, MX(pref, host))
+
+    def test_ordered_by_preference_with_addresses_ipv4_first(self):
+        self.add_mx("example.test", (20, "b.mx.test"), (10, "a.mx.test"), (30, "c.mx.test"))
+        self.srv.add("a.mx.test", dns.TYPE_AAAA, "2001:db8::a")
+        self.srv.add("a.mx.test", dns.TYPE_A, "192.0.2.1")
+        self.srv.add("b.mx.test", dns.TYPE_A, "192.0.2.2")
+        self.srv.add("c.mx.test", dns.TYPE_AAAA, "2001:db8::c")
+        result = self.mx("example.test")
+        self.assertTrue(result.ok)
+        self.assertEqual(result.hosts, [MxHost(10, "a.mx.test", ["192.0.2.1", "2001:db8::a"]),
+                                        MxHost(20, "b.mx.test", ["192.0.2.2"]),
+                                        MxHost(30, "c.mx.test", ["2001:db8::c"])])
+        pref, host, addrs = result.hosts[0]  # unpacks as (preference, hostname, [addresses])
+
+    def test_equal_preferences_are_shuffled(self):
+        self.add_mx("example.test", (10, "a.test"), (10, "b.test"), (10, "c.test"), (5, "first.test"))
+        for host in ("a.test", "b.test", "c.test", "first.test"):
+            self.srv.add(host, dns.TYPE_A, "192.0.2.1")
+        orders = set()
+        for seed in range(40):
+            resolver = self.make_resolver(rng=random.Random(seed))
+            hosts = [h.host for h in self.mx("example.test", resolver=resolver).hosts]
+            self.assertEqual(hosts[0], "first.test")
+            self.assertEqual(sorted(hosts[1:]), ["a.test", "b.test", "c.test"])
+            orders.add(tuple(hosts))
+        self.assertEqual(len(orders), 6)  # every permutation of the three occurs
+
+    def test_implicit_mx(self):
+        self.srv.add("plain.test", dns.TYPE_A, "192.0.2.5")
+        result = self.mx("plain.test")
+        self.assertTrue(result.implicit)
+        self.assertEqual(result.hosts, [MxHost(0, "plain.test", ["192.0.2.5"])])
+
+    def test_implicit_mx_without_address_is_permanent(self):
+        self.srv.add("txtonly.test", dns.TYPE_TXT, b"\x02hi")
+        result = self.mx("txtonly.test")
+        self.assertTrue(result.permanent)
+        self.assertEqual(result.hosts, [])
+
+    def test_null_mx(self):
+        self.add_mx("nomail.test", (0, ""))
+        result = self.mx("nomail.test")
+        self.assertEqual(result.reply, NULL_MX)
+        self.assertEqual(result.reply[:2], (556, "5.1.10"))
+        self.assertTrue(result.permanent)
+
+    def test_nxdomain_is_permanent(self):
+        result = self.mx("nowhere.test")
+        self.assertEqual(result.reply, NO_DOMAIN)
+        self.assertTrue(result.permanent)
+
+    def test_servfail_is_temporary(self):
+        self.srv.behaviour[("sf.test", dns.TYPE_MX)] = "servfail"
+        result = self.mx("sf.test")
+        self.assertEqual(result.reply, TEMP_FAIL)
+        self.assertFalse(result.permanent)
+
+    def test_mx_host_lookup_temporary_failure(self):
+        self.add_mx("example.test", (10, "broken.test"))
+        self.srv.behaviour[("broken.test", dns.TYPE_A)] = "servfail"
+        self.srv.behaviour[("broken.test", dns.TYPE_AAAA)] = "servfail"
+        self.assertEqual(self.mx("example.test").reply, TEMP_FAIL)
+
+    def test_mx_hosts_without_addresses_are_permanent(self):
+        self.add_mx("example.test", (10, "ghost.test"))
+        self.assertEqual(self.mx("example.test").reply, NO_ADDRESS)
+
+    def test_our_own_mx_drops_it_and_worse(self):
+        self.add_mx("example.test", (10, "best.test"), (20, "me.test"), (20, "peer.test"), (30, "worse.test"))
+        for host in ("best.test", "me.test", "peer.test", "worse.test"):
+            self.srv.add(host, dns.TYPE_A, "192.0.2.1")
+        result = self.mx("example.test", local_names=frozenset({"ME.test."}))
+        self.assertEqual([h.host for h in result.hosts], ["best.test"])
+
+    def test_mail_loops_back_when_we_are_the_best_mx(self):
+        self.add_mx("example.test", (10, "me.test"), (20, "backup.test"))
+        result = self.mx("example.test", local_names=frozenset({"me.test"}))
+        self.assertEqual(result.reply, LOOPS_BACK)
+        self.assertTrue(result.permanent)
+        self.assertEqual(self.srv.count("backup.test", dns.TYPE_A), 0)
+
+    def test_mx_found_through_cname(self):
+        self.srv.add("alias.test", dns.TYPE_CNAME, "example.test")
+        self.add_mx("example.test", (10, "a.test"))
+        self.srv.add("a.test", dns.TYPE_A, "192.0.2.3")
+        self.assertEqual(self.mx("alias.test").hosts, [MxHost(10, "a.test", ["192.0.2.3"])])
+
+
+class InterpretTest(unittest.TestCase):
+    def reply(self, answers=(), rcode=0, authority=()):
+        return Message(id=1, qr=True, rcode=rcode, questions=[Question("a.test", 1)],
+                       answers=list(answers), authority=list(authority))
+
+    def test_ttl_with_top_bit_is_zero(self):
+        # RFC 2181 §8
+        result, ttl, _, _ = interpret("a.test", 1, self.reply([Record("a.test", 1, 1, 0x80000001, "192.0.2.1")]))
+        self.assertEqual((result.ttl, ttl), (0, 0))
+
+    def test_records_of_other_owners_are_ignored(self):
+        result, _, _, _ = interpret("a.test", 1, self.reply([Record("evil.test", 1, 1, 60, "6.6.6.6")]))
+        self.assertEqual(result.kind, "nodata")
+
+    def test_negative_without_soa_is_not_cached(self):
+        # RFC 2308 §5
+        result, ttl, _, _ = interpret("a.test", 1, self.reply(rcode=3))
+        self.assertEqual((result.kind, ttl), ("nxdomain", 0))
+
+
+class TcpSessionTest(unittest.TestCase):
+    def test_length_prefix_and_reply_fed_one_byte_at_a_time(self):
+        got = []
+        s = TcpQuerySession(None, b"QUERY", got.append, 5.0)
+        self.assertEqual(s.data_to_send(), b"\x00\x05QUERY")
+        self.assertEqual(s.data_to_send(), b"")
+        for octet in b"\x00\x03abc":
+            s.receive_data(bytes([octet]))
+        self.assertEqual(got, [b"abc"])
+        self.assertTrue(s.closed)
+
+    def test_eof_and_timeout_report_none_once(self):
+        got = []
+        s = TcpQuerySession(None, b"Q", got.append, 5.0)
+        s.receive_data(b"\x00\x09ab")
+        s.receive_data(b"")
+        s.timeout()
+        self.assertEqual(got, [None])
+
+
+class ResolvConfTest(unittest.TestCase):
+    def test_parse(self):
+        text = ("# comment\nsearch example.com\nnameserver 192.0.2.53\n"
+                "nameserver 2001:db8::53 # v6\nnameserver not-an-ip\nnameserver fe80::1%eth0\n"
+                "options rotate timeout:3 attempts:4 ndots:2\n")
+        servers, timeout, attempts = parse_resolv_conf(text)
+        self.assertEqual(servers, [("192.0.2.53", 53), ("2001:db8::53", 53), ("fe80::1", 53)])
+        self.assertEqual((timeout, attempts), (3.0, 4))
+
+    def test_defaults_and_caps(self):
+        self.assertEqual(parse_resolv_conf(""), ([("127.0.0.1", 53)], 5.0, 2))
+        _, timeout, attempts = parse_resolv_conf("options timeout:99 attempts:99\n")
+        self.assertEqual((timeout, attempts), (30.0, 5))
+
+
+if __name__ == "__main__":
+    unittest.main()
