@@ -34,13 +34,16 @@ import functools
 import hashlib
 import os
 import re
-from typing import BinaryIO, Iterable, List, NamedTuple, Optional, Union
+import threading
+from typing import BinaryIO, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
 
-from store.uidindex import UidEntry, UidIndex
+from store.uidindex import UidIndex, UidSnapshot
 
 POP3_LOCK = "mailsrv-pop3.lock"
 # RFC 1939 §7: "one to 70 characters in the range 0x21 to 0x7E".
 MAX_UIDL_LEN = 70
+# Bound on the per-process listing cache (one entry per maildrop opened; ours).
+MAX_CACHED_LISTINGS = 1000
 _UIDL_OK = re.compile(r"[\x21-\x7e]{1,%d}\Z" % MAX_UIDL_LEN)
 
 
@@ -74,16 +77,14 @@ def pop3_uid(key: str) -> str:
 class Maildrop:
     """An open, locked maildrop; build it with ``open_maildrop``."""
 
-    def __init__(self, path: str, lock_fd: int, index: UidIndex, entries: Iterable[UidEntry]):
+    def __init__(self, path: str, lock_fd: int, index: UidIndex, snapshot: UidSnapshot):
         self.path = path
         self._lock_fd: Optional[int] = lock_fd
         self._index = index
-        self._paths: List[str] = []
-        self.messages: List[MaildropMessage] = []
-        for e in entries:
-            self.messages.append(MaildropMessage(pop3_uid(e.key), e.size, e.key, e.uid))
-            self._paths.append(e.path)
-        self.uidvalidity = index.uidvalidity
+        messages, paths = _listing(path, snapshot)
+        self.messages: List[MaildropMessage] = list(messages)
+        self._paths: List[str] = list(paths)
+        self.uidvalidity = snapshot.uidvalidity
 
     @property
     def total_size(self) -> int:
@@ -107,7 +108,11 @@ class Maildrop:
             return open(entry.path, "rb")
 
     def mark_seen(self, i: int) -> None:
-        """RETR read the message: move it to cur/ with the S flag (maildir-spec), key kept."""
+        """RETR read the message: move it to cur/ with the S flag (maildir-spec), key kept.
+
+        RFC 1939 has no flags; like Dovecot, a message fetched over POP3 shows
+        as \\Seen (RFC 3501 §2.3.2) to IMAP and mutt afterwards.
+        """
         try:
             self._paths[i] = self._index.add_flags(self.messages[i].key, "S")
         except KeyError:
@@ -144,6 +149,28 @@ class Maildrop:
         self.close()
 
 
+# The listing built from the last snapshot of each maildrop in this process: a
+# login to an unchanged maildrop reuses it (UidIndex returns the same snapshot).
+_listings: Dict[str, Tuple[UidSnapshot, Tuple[MaildropMessage, ...], Tuple[str, ...]]] = {}
+_listings_lock = threading.Lock()
+
+
+def _listing(path: str, snapshot: UidSnapshot) -> Tuple[Tuple[MaildropMessage, ...], Tuple[str, ...]]:
+    """(messages, paths) for ``snapshot``, from the per-process cache when it is the same one."""
+    with _listings_lock:
+        hit = _listings.get(path)
+    if hit is not None and hit[0] is snapshot:
+        return hit[1], hit[2]
+    entries = snapshot.entries
+    messages = tuple(MaildropMessage(pop3_uid(e.key), e.size, e.key, e.uid) for e in entries)
+    paths = tuple(e.path for e in entries)
+    with _listings_lock:
+        if len(_listings) >= MAX_CACHED_LISTINGS:
+            _listings.clear()
+        _listings[path] = (snapshot, messages, paths)
+    return messages, paths
+
+
 def open_maildrop(store_or_path: Union[object, str], user: Optional[str] = None) -> Maildrop:
     """Lock and open ``user``'s INBOX (RFC 1939 §4).
 
@@ -155,7 +182,7 @@ def open_maildrop(store_or_path: Union[object, str], user: Optional[str] = None)
     fd = _lock(path)
     try:
         index = UidIndex(path)
-        return Maildrop(path, fd, index, index.sync().entries)
+        return Maildrop(path, fd, index, index.sync())
     except BaseException:
         os.close(fd)       # RFC 1939 §4: release the lock before answering -ERR
         raise

@@ -24,6 +24,18 @@ Identifier message attribute, UIDVALIDITY, UIDNEXT) on top of Maildir
   store CRLF bytes, so S= is already the CRLF size), else the file is read once
   and every LF not preceded by CR counts two octets (RFC 1939 §11); the result
   is cached in the uidlist.
+  DEVIATION(maildir-spec "Do not try to extract information from unique
+  names"): S=/W= are read from names, as Dovecot does, so listing 10,000
+  messages opens no file.
+* New keys (delivered by us, by another mailsrv process, or by mutt) get UIDs
+  at the next sync in delivery order: the time prefix, then ``M<usec>``, then
+  the name.  UIDNEXT only grows, so a UID is never reused (RFC 3501
+  §2.3.1.1).  A missing or unparsable uidlist, or exhausted 32-bit UIDs, start
+  over with a UIDVALIDITY greater than any earlier one (RFC 3501 §2.3.1.1).
+* ``sync()`` is cheap when nothing changed: if new/, cur/ and the uidlist have
+  the same (mtime_ns, inode, size) as at this process's last sync, and none was
+  modified within ``MTIME_SLACK_S`` of now, the cached snapshot is returned
+  without taking the lock or listing a directory.
 * Keywords (IMAP keywords, RFC 3501 §2.3.2) live in the side file
   ``mailsrv-keywords`` (JSON), written atomically under the same lock.
 
@@ -55,6 +67,8 @@ MAX_UID = 0xFFFFFFFF
 # A directory whose mtime is this close to "now" may change again within the same
 # mtime tick, so its cached scan is not trusted (file systems with coarse mtimes).
 MTIME_SLACK_S = 2.0
+# Bound on the per-process snapshot cache (one entry per folder; ours).
+MAX_CACHED_FOLDERS = 1000
 # Maildir flag letters (maildir-spec.txt "What can I put in info?").  Other
 # ASCII letters are kept as they are: "New flags may be defined later".
 FLAG_LETTERS = "DFPRST"
@@ -384,6 +398,8 @@ class UidIndex:
         snap = UidSnapshot(validity, uidnext, entries)
         sig = dir_sigs + (_stat_sig(os.path.join(self.path, UIDLIST)),)
         with _cache_lock:
+            if len(_cache) >= MAX_CACHED_FOLDERS:
+                _cache.clear()
             _cache[self._real] = _Cached(sig, snap)
             _last_validity[self._real] = validity
         self._snap = snap
