@@ -58,7 +58,8 @@ MAX_POINTER_HOPS = 127   # RFC 1035 §4.1.4 sets no bound; 255 octets hold at mo
 MAX_UDP = 512            # RFC 1035 §2.3.4 / §4.2.1: UDP messages are 512 octets or less
 # DEVIATION(RFC 6891 §6.2.5 suggests starting at 4096): 1232 octets, the
 # DNS Flag Day 2020 value, fits an IPv6 minimum-MTU packet and so avoids
-# IP fragmentation (the forgery risk of RFC 5452 §9.3 style attacks).
+# IP fragmentation, which lets an off-path attacker forge the second fragment
+# of a reply without guessing the ID or port of RFC 5452 §9.2.
 EDNS_PAYLOAD = 1232
 _POINTER = 0xC0          # RFC 1035 §4.1.4: the two top bits mark a pointer
 

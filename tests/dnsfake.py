@@ -3,8 +3,11 @@
 Built on protocols/dns.py.  It runs in its own thread (tests may use sockets
 and threads) and serves a dict zone; per (name, type) it can be told to
 truncate over UDP (TC, RFC 1035 §4.1.1), answer SERVFAIL or REFUSED, drop the
-query (the client times out), or send forged replies first (a wrong ID, or
-the right ID from another port) to test RFC 5452 §9.1 matching.
+query (the client times out), or send forged replies first (a wrong ID, the
+right ID from another port, or another name) to test RFC 5452 §9.1 matching.
+Behaviours: "drop", "servfail", "refused", "truncate", "truncate-tcpdrop"
+(TC over UDP, then the TCP connection is closed unanswered), "formerr-edns"
+(FORMERR to queries carrying an OPT RR), "spoof-id", "spoof-port", "spoof-name".
 
     srv = FakeDnsServer(); srv.start()
     srv.add("example.org", TYPE_MX, MX(10, "mx.example.org"))
@@ -26,27 +29,28 @@ SOA_RECORD = dns.SOA("ns.test", "hostmaster.test", 1, 3600, 600, 86400, 300)
 
 class FakeDnsServer:
     def __init__(self, host: str = "127.0.0.1"):
+        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.zone: Dict[Tuple[str, int], List[Tuple[int, object]]] = {}
         self.behaviour: Dict[Tuple[str, int], str] = {}
         self.queries: List[Tuple[str, str, int]] = []   # (proto, name, qtype), in arrival order
         self.soa_ttl = 300
         self.chase_cnames = True
         self.lock = threading.Lock()
-        self.udp, self.tcp = self._bind_pair(host)
-        self.address = self.udp.getsockname()
-        self.other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # for forged replies
+        self.udp, self.tcp = self._bind_pair(host, self.family)
+        self.address = self.udp.getsockname()[:2]
+        self.other = socket.socket(self.family, socket.SOCK_DGRAM)  # for forged replies
         self.other.bind((host, 0))
         self._wake_r, self._wake_w = socket.socketpair()
         self._thread = threading.Thread(target=self._run, name="dnsfake", daemon=True)
         self._stopping = False
 
     @staticmethod
-    def _bind_pair(host: str, tries: int = 50):
+    def _bind_pair(host: str, family: int, tries: int = 50):
         """UDP and TCP sockets on the same ephemeral port (the TCP port may be taken)."""
         for _ in range(tries):
-            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp = socket.socket(family, socket.SOCK_DGRAM)
             udp.bind((host, 0))
-            tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            tcp = socket.socket(family, socket.SOCK_STREAM)
             try:
                 tcp.bind(udp.getsockname())
                 tcp.listen(16)
@@ -124,8 +128,10 @@ class FakeDnsServer:
         with self.lock:
             self.queries.append((proto, q.name, q.qtype))
             how = self.behaviour.get((q.name, q.qtype), "")
-        if how == "drop":
+        if how == "drop" or (how == "truncate-tcpdrop" and proto == "tcp"):
             return None, how
+        if how == "formerr-edns" and any(r.rtype == dns.TYPE_OPT for r in query.additional):
+            return Message(id=query.id, qr=True, rcode=dns.RCODE_FORMERR, questions=[q]), how
         if how in ("servfail", "refused"):
             rcode = dns.RCODE_SERVFAIL if how == "servfail" else dns.RCODE_REFUSED
             return Message(id=query.id, qr=True, rcode=rcode, questions=[q]), how
@@ -136,7 +142,7 @@ class FakeDnsServer:
         reply, how = self._reply_for(data, "udp")
         if reply is None:
             return
-        if how == "truncate":
+        if how.startswith("truncate"):
             reply.tc, reply.answers, reply.authority = True, [], []
         if how.startswith("spoof"):
             forged = Message(id=reply.id, qr=True, questions=reply.questions,

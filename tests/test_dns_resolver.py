@@ -107,6 +107,31 @@ class ResolveTest(LoopTestCase):
         self.assertEqual(len(result.records), 40)
         self.assertEqual([p for p, n, _ in self.srv.queries if n == "big.test"], ["udp", "tcp"])
 
+    def test_tcp_closed_without_answer_is_temporary(self):
+        self.srv.add("big.test", dns.TYPE_A, "192.0.2.1")
+        self.srv.behaviour[("big.test", dns.TYPE_A)] = "truncate-tcpdrop"
+        result = self.resolve("big.test", dns.TYPE_A)
+        self.assertEqual(result.kind, "temporary")
+        self.assertEqual([p for p, n, _ in self.srv.queries if n == "big.test"], ["udp", "tcp"])
+
+    def test_formerr_to_edns_retries_without_it(self):
+        # RFC 6891 §7: a responder that does not know EDNS answers FORMERR.
+        self.srv.add("old.test", dns.TYPE_A, "192.0.2.4")
+        self.srv.behaviour[("old.test", dns.TYPE_A)] = "formerr-edns"
+        resolver = self.make_resolver(edns_payload=dns.EDNS_PAYLOAD)
+        self.assertEqual(self.resolve("old.test", dns.TYPE_A, resolver).records, ["192.0.2.4"])
+        self.assertEqual(self.srv.count("old.test", dns.TYPE_A), 2)
+
+    def test_ipv6_server(self):
+        try:
+            srv6 = FakeDnsServer("::1").start()
+        except OSError:
+            self.skipTest("no IPv6 loopback")
+        self.addCleanup(srv6.stop)
+        srv6.add("six.test", dns.TYPE_AAAA, "2001:db8::6")
+        resolver = self.make_resolver([srv6.address])
+        self.assertEqual(self.resolve("six.test", dns.TYPE_AAAA, resolver).records, ["2001:db8::6"])
+
     def test_servfail_is_temporary(self):
         self.srv.behaviour[("sf.test", dns.TYPE_A)] = "servfail"
         self.assertEqual(self.resolve("sf.test", dns.TYPE_A).kind, "temporary")
