@@ -86,7 +86,8 @@ def interpret(qname: str, qtype: int, msg: Message, links_left: int = MAX_CNAME_
 
     Follows CNAMEs inside the answer section (RFC 1034 §3.6.2).  When the chain
     ends without data and without an SOA, the answer is incomplete: the caller
-    asks again for ``restart_name``."""
+    asks again for ``restart_name``, and cache_ttl is then the smallest TTL of
+    the CNAMEs seen, a ceiling for whatever the restart finds."""
     cur, ttls, links = qname, [], 0
     while True:
         owned = [r for r in msg.answers if r.name == cur and r.rclass == dns.CLASS_IN]
@@ -105,7 +106,7 @@ def interpret(qname: str, qtype: int, msg: Message, links_left: int = MAX_CNAME_
     if msg.rcode == dns.RCODE_NXDOMAIN:
         return DnsError("nxdomain", "%s does not exist" % cur), _negative_ttl(msg), None, links
     if cur != qname and not any(r.rtype == dns.TYPE_SOA for r in msg.authority):
-        return None, 0, cur, links
+        return None, min(_normalize_ttl(r.ttl) for r in ttls), cur, links
     return DnsError("nodata", "no records of type %d for %s" % (qtype, cur)), _negative_ttl(msg), None, links
 
 
@@ -388,16 +389,20 @@ class Resolver:
         hit = self._cached((qname, qtype))
         if hit is not None:
             return self.loop.call_soon(lambda: done(hit))
-        self._ask(qname, qtype, qname, MAX_CNAME_CHAIN, 0, done)
+        self._ask(qname, qtype, qname, MAX_CNAME_CHAIN, None, done)
 
-    def _ask(self, orig: str, qtype: int, qname: str, links_left: int, ttl_floor: int,
+    def _ask(self, orig: str, qtype: int, qname: str, links_left: int, ttl_cap: Optional[int],
              done: Callable[[Result], None]) -> None:
+        """Query ``qname``; ``orig`` is the name asked for (the cache key) and
+        ``ttl_cap`` the smallest TTL of the CNAMEs that led from it to here."""
         def on_msg(msg: Message) -> None:
             result, ttl, restart, used = interpret(qname, qtype, msg, links_left)
+            if ttl_cap is not None:
+                ttl = min(ttl, ttl_cap)
             if restart is not None:
                 return self._ask(orig, qtype, restart, links_left - used, ttl, done)
-            if ttl_floor and isinstance(result, Answer):
-                ttl = min(ttl, ttl_floor)
+            if isinstance(result, Answer):
+                result.ttl = min(result.ttl, ttl)
             if isinstance(result, DnsError) and result.kind == "temporary":
                 ttl = 0
             self._store((orig, qtype), result, ttl)

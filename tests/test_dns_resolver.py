@@ -88,8 +88,18 @@ class ResolveTest(LoopTestCase):
         self.srv.chase_cnames = False
         self.srv.add("www.test", dns.TYPE_CNAME, "real.test")
         self.srv.add("real.test", dns.TYPE_A, "192.0.2.7")
-        self.assertEqual(self.resolve("www.test", dns.TYPE_A).records, ["192.0.2.7"])
+        self.assertEqual(self.resolve("www.test", dns.TYPE_A), Answer(["192.0.2.7"], 300, "real.test"))
         self.assertEqual(self.srv.count("real.test", dns.TYPE_A), 1)
+
+    def test_cached_ttl_is_capped_by_the_cname_ttl(self):
+        # The alias may not outlive its own TTL (RFC 1034 §3.6.2 chains, each link with its TTL).
+        self.srv.chase_cnames = False
+        self.srv.add("www.test", dns.TYPE_CNAME, "real.test", ttl=10)
+        self.srv.add("real.test", dns.TYPE_A, "192.0.2.7", ttl=300)
+        self.assertEqual(self.resolve("www.test", dns.TYPE_A).ttl, 10)
+        self.now[0] += 11
+        self.resolve("www.test", dns.TYPE_A)
+        self.assertEqual(self.srv.count("www.test", dns.TYPE_A), 2)
 
     def test_cname_loop_is_bounded(self):
         self.srv.chase_cnames = False
