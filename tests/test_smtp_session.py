@@ -24,10 +24,10 @@ REPLY_RE = re.compile(rb"^[2-5]\d\d[ -]")
 class FakeBackend:
     """In-memory users and delivery; ``sync=False`` defers every ``done``."""
 
-    def __init__(self, sync=True, local_domains=("example.org", HOST)):
+    def __init__(self, sync=True, local_domains=("example.org", HOST), users=None):
         self.sync = sync
         self.local_domains = local_domains
-        self.users = dict(USERS)
+        self.users = dict(users or USERS)
         self.creds = {u: sasl.make_scram_credentials(p, salt=b"s" * 16) for u, p in self.users.items()}
         self.fake_creds = sasl.make_scram_credentials("x" * 20, salt=b"f" * 16)
         self.deliveries = []            # (envelope, data)
