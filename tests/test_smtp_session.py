@@ -21,6 +21,16 @@ USERS = {"alice@example.org": "alice-secret", "bob@example.org": "bob-secret"}
 REPLY_RE = re.compile(rb"^[2-5]\d\d[ -]")
 
 
+_CREDS = {}
+
+
+def _scram_creds(password):
+    """SCRAM keys per password, computed once (PBKDF2 is slow on purpose)."""
+    if password not in _CREDS:
+        _CREDS[password] = sasl.make_scram_credentials(password, salt=b"s" * 16)
+    return _CREDS[password]
+
+
 class FakeBackend:
     """In-memory users and delivery; ``sync=False`` defers every ``done``."""
 
@@ -28,8 +38,8 @@ class FakeBackend:
         self.sync = sync
         self.local_domains = local_domains
         self.users = dict(users or USERS)
-        self.creds = {u: sasl.make_scram_credentials(p, salt=b"s" * 16) for u, p in self.users.items()}
-        self.fake_creds = sasl.make_scram_credentials("x" * 20, salt=b"f" * 16)
+        self.creds = {u: _scram_creds(p) for u, p in self.users.items()}
+        self.fake_creds = _scram_creds("x" * 20)
         self.deliveries = []            # (envelope, data)
         self.pending = []               # deferred done calls
         self.fail_delivery = False      # answer 452 4.3.1
