@@ -21,143 +21,27 @@ are answered strictly in order (RFC 2920 §3).
 
 from __future__ import annotations
 
-import base64
-import enum
 import logging
-import re
-from dataclasses import dataclass, field
-from typing import Callable, Dict, FrozenSet, List, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, Optional, Tuple
 
 from protocols import sasl
 from protocols.base import LineReader, LineTooLong, SessionContext, new_id
 from protocols.smtp_address import (Address, AddressError, parse_forward_path,
                                     parse_parameters, parse_reverse_path)
+from protocols.smtp_auth import SmtpAuthMixin
 from protocols.smtp_data import (DataReader, check_content, count_received,
                                  protocol_word, received_header, unstuff)
+from protocols.smtp_state import (ANY_STATE, BDAT_RE, MAX_AUTH_LINE, MAX_COMMAND_LINE,
+                                  MAX_DIGITS, TXN_STATES, Chunk, Envelope, RcptDecision,
+                                  Reply, SmtpConfig, State, Transaction, fmt_reply)
+
+__all__ = ["SmtpSession", "SmtpConfig", "Envelope", "RcptDecision", "State", "Address"]
 
 log = logging.getLogger("mailsrv.smtp")
 
-Reply = Tuple[int, str, str]
-
-# RFC 5321 §4.5.3.1.4: a command line is at most 512 octets including CRLF.
-# Extensions lengthen MAIL: SIZE +26 (RFC 1870 §3 item 5), AUTH= +500
-# (RFC 4954 §3), BODY=8BITMIME and SMTPUTF8 a few more, and a UTF-8 path of
-# 256 characters may take up to 1024 octets (RFC 6531 §3.3).  512 + 526 +
-# ~1000 rounds up to 2048 (the same as Postfix's line_length_limit).
-MAX_COMMAND_LINE = 2048
-# RFC 4954 §4: "12288 octets is considered to be a sufficient line length
-# limit" for AUTH responses (+2 for CRLF).
-MAX_AUTH_LINE = 12288 + 2
-# Digits accepted in SIZE= and BDAT sizes: 20 digits hold any 64-bit count.
-_MAX_DIGITS = 20
-_BDAT_RE = re.compile(r"([0-9]{1,%d})(?: +(LAST))? *\Z" % _MAX_DIGITS, re.IGNORECASE)
 
 
-@dataclass
-class SmtpConfig:
-    """Per-listener SMTP settings."""
-
-    hostname: str = "localhost"
-    # RFC 1870 §4: the SIZE we advertise; 25 MiB is the common default.
-    max_message_size: int = 25 * 1024 * 1024
-    # RFC 5321 §4.5.3.1.8: "The minimum total number of recipients that MUST
-    # be buffered is 100"; beyond it 452 (§4.5.3.1.10).
-    max_recipients: int = 100
-    # RFC 5321 §6.3: a simple loop counter of Received fields; the RFC says
-    # "at least 100" as the hard limit for relays, 30 catches loops sooner
-    # for a final-delivery server.  DEVIATION(RFC 5321 §6.3): below 100.
-    max_received: int = 30
-    # RFC 5321 §4.5.3.2.7: "An SMTP server SHOULD have a timeout of at least
-    # 5 minutes while it is awaiting the next command from the sender."
-    command_timeout: float = 300.0
-    # RFC 5321 §4.5.3.2.5 gives the client 3 minutes per data block; the
-    # server waits at least as long as §4.5.3.2.7's 5 minutes.
-    data_timeout: float = 300.0
-    # Consecutive-error limit: after this many bad commands, 421 4.7.0
-    # (RFC 5321 §4.2.3 / §3.8: the server may close with 421).
-    max_bad_commands: int = 10
-    # RFC 6409 §4.3 / RFC 4954 §6: submission requires AUTH before MAIL (530 5.7.0).
-    require_auth: bool = False
-    # RFC 4954 §4 / RFC 8314: plaintext mechanisms only over TLS unless allowed.
-    allow_plaintext_auth: bool = False
-    plaintext_auth_loopback: bool = True
-    auth_enabled: bool = True
-
-
-@dataclass
-class Envelope:
-    """What ``backend.deliver`` receives with the message (see /work/design.md)."""
-
-    mail_from: str
-    rcpt_to: List[str]
-    targets: List[object]
-    body: str
-    smtputf8: bool
-    helo: str
-    peer_ip: str
-    auth_user: Optional[str]
-    tls: bool
-    listener: str
-    queue_id: str
-
-
-@dataclass
-class RcptDecision:
-    ok: bool
-    reply: Optional[Reply] = None
-    target: object = None
-
-
-class State(enum.Enum):
-    """Session states, named after RFC 5321 §3.1-§3.3 / §4.1.4."""
-
-    GREETING = "greeting"   # 220 sent, no EHLO/HELO yet (RFC 5321 §3.1)
-    READY = "ready"         # after EHLO/HELO, no mail transaction (§4.1.1.1)
-    MAIL = "mail"           # MAIL accepted, no recipient yet (§4.1.1.2)
-    RCPT = "rcpt"           # at least one recipient accepted (§4.1.1.3)
-    DATA = "data"           # reading message data after 354 (§4.1.1.4)
-    BDAT = "bdat"           # a BDAT transaction between chunks (RFC 3030 §2)
-    AUTH = "auth"           # SASL exchange awaiting a client line (RFC 4954 §4)
-    STARTTLS = "starttls"   # 220 sent, waiting for the handshake (RFC 3207 §4)
-
-
-_ANY: FrozenSet[State] = frozenset({State.GREETING, State.READY, State.MAIL,
-                                    State.RCPT, State.BDAT})
-_HELLOED = frozenset({State.READY, State.MAIL, State.RCPT, State.BDAT})
-_TXN_STATES = frozenset({State.MAIL, State.RCPT, State.BDAT})
-
-
-@dataclass
-class _Transaction:
-    """One mail transaction (RFC 5321 §3.3)."""
-
-    mail_from: str
-    body: str = "7BIT"
-    smtputf8: bool = False
-    rcpts: List[str] = field(default_factory=list)
-    targets: List[object] = field(default_factory=list)
-    chunks: bytearray = field(default_factory=bytearray)
-    overflow: bool = False
-
-
-@dataclass
-class _Chunk:
-    """A BDAT chunk being read (RFC 3030 §2): its octets are always consumed,
-    even when the command is refused (``error``)."""
-
-    remaining: int
-    last: bool
-    error: Optional[Reply] = None
-
-
-def _fmt(code: int, enh: str, text: str) -> bytes:
-    """One reply line (RFC 5321 §4.2) with the RFC 2034 §4 enhanced code."""
-    if enh:
-        text = "%s %s" % (enh, text)
-    return ("%d %s\r\n" % (code, text)).encode("utf-8", "replace")
-
-
-class SmtpSession:
+class SmtpSession(SmtpAuthMixin):
     """One SMTP server connection; see protocols/base.py for the protocol."""
 
     def __init__(self, ctx: SessionContext, config: SmtpConfig, backend):
@@ -172,9 +56,9 @@ class SmtpSession:
         self._helo = ""
         self._esmtp = False
         self._auth_user: Optional[str] = None
-        self._txn: Optional[_Transaction] = None
+        self._txn: Optional[Transaction] = None
         self._data: Optional[DataReader] = None
-        self._chunk: Optional[_Chunk] = None
+        self._chunk: Optional[Chunk] = None
         self._sasl: Optional[sasl.SaslServer] = None
         self._bad = 0
         self._pending = False        # a backend call is outstanding
@@ -183,7 +67,7 @@ class SmtpSession:
         self._eof = False
         self._shutdown_requested = False
         # RFC 5321 §4.2 / RFC 2034 §4: no enhanced code in the greeting.
-        self._send(_fmt(220, "", "%s ESMTP mailsrv" % config.hostname))
+        self._send(fmt_reply(220, "", "%s ESMTP mailsrv" % config.hostname))
 
     # -- session protocol ------------------------------------------------
 
@@ -207,7 +91,16 @@ class SmtpSession:
             return  # RFC 3207 §4.2: nothing before the handshake counts
         else:
             self._reader.feed(data)
+            if self._pending and len(self._reader) > self._max_held():
+                # Input held while the backend works is bounded: a pipelined
+                # BDAT message (RFC 3030 §2, RFC 2920 §3) at most.
+                self._reply(421, "4.7.0", "%s Error: too much pipelined input" % self.config.hostname)
+                self.closed = True
+                return
         self._process()
+
+    def _max_held(self) -> int:
+        return self.config.max_message_size + 1024 * 1024
 
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
@@ -249,7 +142,7 @@ class SmtpSession:
             self._out += raw
 
     def _reply(self, code: int, enh: str, text: str) -> None:
-        self._send(_fmt(code, enh, text))
+        self._send(fmt_reply(code, enh, text))
 
     def _reply_t(self, reply: Reply) -> None:
         self._reply(*reply)
@@ -392,7 +285,7 @@ class SmtpSession:
     def cmd_helo(self, arg: str) -> None:
         """HELO (RFC 5321 §4.1.1.1): plain SMTP, no extensions."""
         if self._hello(arg, False):
-            self._send(_fmt(250, "", self.config.hostname))
+            self._send(fmt_reply(250, "", self.config.hostname))
 
     # -- mail transaction (RFC 5321 §3.3) --------------------------------
 
@@ -407,7 +300,7 @@ class SmtpSession:
             return
         _, rest = parse_reverse_path(arg[5:], smtputf8=True)
         params = parse_parameters(rest)
-        txn = _Transaction(mail_from="")
+        txn = Transaction(mail_from="")
         if not self._mail_params(params, txn):
             return
         # RFC 6531 §3.4/§3.5: UTF-8 addresses only with the SMTPUTF8 parameter.
@@ -421,7 +314,7 @@ class SmtpSession:
         self.state = State.MAIL
         self._reply(250, "2.1.0", "Ok")
 
-    def _mail_params(self, params: Dict[str, Optional[str]], txn: _Transaction) -> bool:
+    def _mail_params(self, params: Dict[str, Optional[str]], txn: Transaction) -> bool:
         """Mail-parameters (RFC 5321 §4.1.1.11: unknown → 555)."""
         for key, value in params.items():
             if not self._esmtp:
@@ -430,7 +323,7 @@ class SmtpSession:
                 return False
             if key == "SIZE":
                 # RFC 1870 §6: SIZE=<octets>; over our limit → 552 5.3.4 (§6.2).
-                if value is None or not value.isdigit() or len(value) > _MAX_DIGITS:
+                if value is None or not value.isdigit() or len(value) > MAX_DIGITS:
                     self._fail(501, "5.5.4", "Invalid SIZE parameter")
                     return False
                 if int(value) > self.config.max_message_size:
@@ -497,7 +390,7 @@ class SmtpSession:
         self._data = DataReader(size + size // 8 + 1024)
         self.state = State.DATA
         # 354 is not 2xx/4xx/5xx: no enhanced code (RFC 2034 §4).
-        self._send(_fmt(354, "", "End data with <CR><LF>.<CR><LF>"))
+        self._send(fmt_reply(354, "", "End data with <CR><LF>.<CR><LF>"))
 
     def _pump_data(self) -> bool:
         if not self._reader.buf:
@@ -517,7 +410,7 @@ class SmtpSession:
     def cmd_bdat(self, arg: str) -> None:
         """BDAT <size> [LAST] (RFC 3030 §2).  The chunk's octets are read
         even when the command is refused, and never dot-unstuffed."""
-        m = _BDAT_RE.match(arg)
+        m = BDAT_RE.match(arg)
         if not m:
             self._fail(501, "5.5.4", "Syntax: BDAT <size> [LAST]")
             return
@@ -528,7 +421,7 @@ class SmtpSession:
                      else (503, "5.5.1", "No mail transaction in progress"))
         else:
             self.state = State.BDAT
-        self._chunk = _Chunk(int(m.group(1)), bool(m.group(2)), error)
+        self._chunk = Chunk(int(m.group(1)), bool(m.group(2)), error)
         if self._chunk.remaining == 0:
             self._chunk_done()
 
@@ -602,13 +495,13 @@ class SmtpSession:
 
         self._await(lambda done: self.backend.deliver(env, trace + data, done), finish)
 
-    def _envelope(self, txn: _Transaction, qid: str) -> Envelope:
+    def _envelope(self, txn: Transaction, qid: str) -> Envelope:
         return Envelope(mail_from=txn.mail_from, rcpt_to=list(txn.rcpts),
                         targets=list(txn.targets), body=txn.body, smtputf8=txn.smtputf8,
                         helo=self._helo, peer_ip=self.ctx.peer_ip, auth_user=self._auth_user,
                         tls=self.ctx.tls_active, listener=self.ctx.listener, queue_id=qid)
 
-    def _log_result(self, qid: str, txn: _Transaction, size: int, reply: Reply) -> None:
+    def _log_result(self, qid: str, txn: Transaction, size: int, reply: Reply) -> None:
         """One line per accepted or refused message; never the body."""
         log.info("message %s from=<%s> rcpts=%s size=%d result=%d %s %s", qid,
                  txn.mail_from, ",".join("<%s>" % r for r in txn.rcpts), size, *reply)
@@ -656,123 +549,21 @@ class SmtpSession:
         self._reply(221, "2.0.0", "Bye")
         self.closed = True
 
-    def cmd_starttls(self, arg: str) -> None:
-        """STARTTLS (RFC 3207 §4)."""
-        if arg:
-            self._fail(501, "5.5.4", "Syntax error (no parameters allowed)")
-            return
-        if self.ctx.tls_active:
-            # RFC 3207 §4.2: not offered inside TLS; a second one is out of sequence.
-            self._fail(503, "5.5.1", "TLS already active")
-            return
-        if not self.ctx.tls_available:
-            self._reply(454, "4.7.0", "TLS not available due to temporary reason")
-            return
-        self._reply(220, "2.0.0", "Ready to start TLS")
-        self.want_tls = True
-        self.state = State.STARTTLS
-        # CVE-2011-0411 class: anything pipelined after STARTTLS is discarded.
-        self._reader.clear()
-
-    # -- AUTH (RFC 4954 §4) --------------------------------------------------
-
-    def _plaintext_ok(self) -> bool:
-        return (self.ctx.tls_active or self.config.allow_plaintext_auth
-                or (self.ctx.is_loopback and self.config.plaintext_auth_loopback))
-
-    def cmd_auth(self, arg: str) -> None:
-        """AUTH mechanism [initial-response] (RFC 4954 §4)."""
-        if not self.config.auth_enabled:
-            self._fail(502, "5.5.1", "AUTH not available")
-            return
-        if not self._esmtp:
-            self._fail(503, "5.5.1", "Send EHLO first")
-            return
-        if self._auth_user is not None:
-            self._fail(503, "5.5.1", "Already authenticated")  # RFC 4954 §4
-            return
-        parts = arg.split()
-        if not 1 <= len(parts) <= 2:
-            self._fail(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]")
-            return
-        mech = parts[0].upper()
-        if mech not in sasl.MECHANISMS:
-            self._fail(504, "5.5.4", "Unrecognized authentication type")  # RFC 4954 §4
-            return
-        if mech not in sasl.offered_mechanisms(self._plaintext_ok()):
-            # RFC 4954 §6: 538 5.7.11.
-            self._reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
-            return
-        initial = None
-        if len(parts) == 2:
-            initial = self._decode_auth(parts[1].encode("ascii", "replace"))
-            if initial is None:
-                return
-        self._sasl = sasl.SaslServer(mech, self.backend.scram_lookup)
-        self._sasl_step(initial)
-
-    def _decode_auth(self, line: bytes) -> Optional[bytes]:
-        """Base64 per RFC 4954 §4; "*" cancels with 501 5.0.0."""
-        try:
-            return sasl.decode_response(line)
-        except sasl.SaslCancelled:
-            self._end_auth()
-            self._reply(501, "5.0.0", "Authentication cancelled")
-        except sasl.SaslError:
-            self._end_auth()
-            self._fail(501, "5.5.2", "Invalid base64 data")
-        return None
-
-    def _auth_response(self, line: bytes) -> None:
-        response = self._decode_auth(line)
-        if response is not None:
-            self._sasl_step(response)
-
-    def _end_auth(self) -> None:
-        self._sasl = None
-        if self.state is State.AUTH:
-            self.state = State.READY
-
-    def _sasl_step(self, response: Optional[bytes]) -> None:
-        try:
-            challenge, outcome = self._sasl.step(response)
-        except sasl.SaslError:
-            self._end_auth()
-            self._fail(501, "5.5.2", "Malformed authentication data")
-            return
-        if outcome is None:
-            self.state = State.AUTH
-            # RFC 4954 §4: "334 " + base64 challenge (no enhanced code).
-            self._send(b"334 " + base64.b64encode(challenge or b"") + b"\r\n")
-            return
-        self._end_auth()
-
-        def finish(user: Optional[str]) -> None:
-            if user:
-                self._auth_user = user
-                self._reply(235, "2.7.0", "Authentication successful")  # RFC 4954 §6
-                return
-            log.warning("auth failed user=%r mechanism=%s peer=%s", outcome.authcid,
-                        outcome.mechanism, self.ctx.peer_ip)
-            self._reply(535, "5.7.8", "Authentication credentials invalid")  # RFC 4954 §6
-
-        self._await(lambda done: self.backend.authenticate(self.ctx, outcome, done), finish)
-
 
 # Verb → (handler, states in which it is allowed); anything else is 503.
 _COMMANDS: Dict[str, Tuple[Callable[[SmtpSession, str], None], FrozenSet[State]]] = {
-    "EHLO": (SmtpSession.cmd_ehlo, _ANY),
-    "HELO": (SmtpSession.cmd_helo, _ANY),
+    "EHLO": (SmtpSession.cmd_ehlo, ANY_STATE),
+    "HELO": (SmtpSession.cmd_helo, ANY_STATE),
     "MAIL": (SmtpSession.cmd_mail, frozenset({State.READY})),
     "RCPT": (SmtpSession.cmd_rcpt, frozenset({State.MAIL, State.RCPT})),
     "DATA": (SmtpSession.cmd_data, frozenset({State.MAIL, State.RCPT})),
-    "BDAT": (SmtpSession.cmd_bdat, _ANY),
-    "RSET": (SmtpSession.cmd_rset, _ANY),
-    "NOOP": (SmtpSession.cmd_noop, _ANY),
-    "QUIT": (SmtpSession.cmd_quit, _ANY),
-    "VRFY": (SmtpSession.cmd_vrfy, _ANY),
-    "EXPN": (SmtpSession.cmd_expn, _ANY),
-    "HELP": (SmtpSession.cmd_help, _ANY),
+    "BDAT": (SmtpSession.cmd_bdat, ANY_STATE),
+    "RSET": (SmtpSession.cmd_rset, ANY_STATE),
+    "NOOP": (SmtpSession.cmd_noop, ANY_STATE),
+    "QUIT": (SmtpSession.cmd_quit, ANY_STATE),
+    "VRFY": (SmtpSession.cmd_vrfy, ANY_STATE),
+    "EXPN": (SmtpSession.cmd_expn, ANY_STATE),
+    "HELP": (SmtpSession.cmd_help, ANY_STATE),
     "AUTH": (SmtpSession.cmd_auth, frozenset({State.READY})),
     "STARTTLS": (SmtpSession.cmd_starttls, frozenset({State.READY})),
 }
@@ -783,7 +574,7 @@ def _sequence_error(verb: str, state: State) -> str:
         return "Send EHLO/HELO first"
     if verb == "DATA" and state is State.BDAT:
         return "DATA and BDAT cannot be mixed (RFC 3030 §2)"
-    if verb in ("AUTH", "STARTTLS") and state in _TXN_STATES:
+    if verb in ("AUTH", "STARTTLS") and state in TXN_STATES:
         return "%s not allowed during a mail transaction (RFC 4954 §4)" % verb
     if verb == "MAIL":
         return "Nested MAIL command"

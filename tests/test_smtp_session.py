@@ -19,6 +19,8 @@ HOST = "mx.example.org"
 CLOCK = 1700000000.0        # Tue, 14 Nov 2023 22:13:20 +0000
 USERS = {"alice@example.org": "alice-secret", "bob@example.org": "bob-secret"}
 REPLY_RE = re.compile(rb"^[2-5]\d\d[ -]")
+# Auth-failure warnings are asserted with assertLogs; keep them off stderr.
+logging.getLogger("mailsrv.smtp").addHandler(logging.NullHandler())
 
 
 _CREDS = {}
@@ -362,6 +364,13 @@ class DataTest(unittest.TestCase):
         b.fail_delivery = True
         self.assertEqual(send(s, "DATA", "x", ".")[1:], ["452 4.3.1 Insufficient system storage"])
         self.assertEqual(s.state, State.READY)
+
+    def test_input_held_during_delivery_is_bounded(self):
+        s, b = in_rcpt(backend=FakeBackend(sync=False), max_message_size=1000)
+        send(s, "DATA", "x", ".")
+        s.receive_data(b"NOOP\r\n" * 200000)
+        self.assertTrue(s.closed)
+        self.assertEqual(replies(s), ["421 4.7.0 %s Error: too much pipelined input" % HOST])
 
     def test_async_delivery_holds_pipelined_input(self):
         s, b = in_rcpt(backend=FakeBackend(sync=False))

@@ -1,0 +1,132 @@
+"""SMTP server vocabulary: limits, configuration, envelope, states, replies.
+
+Shared by ``protocols/smtp_server.py`` (the session) and
+``protocols/smtp_auth.py`` (AUTH and STARTTLS handlers); the public names
+are re-exported by ``protocols.smtp_server`` (design.md defines Envelope
+and RcptDecision there).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from typing import FrozenSet, List, Optional, Tuple
+
+Reply = Tuple[int, str, str]
+
+# RFC 5321 §4.5.3.1.4: a command line is at most 512 octets including CRLF.
+# Extensions lengthen MAIL: SIZE +26 (RFC 1870 §3 item 5), AUTH= +500
+# (RFC 4954 §3), BODY=8BITMIME and SMTPUTF8 a few more, and a UTF-8 path of
+# 256 characters may take up to 1024 octets (RFC 6531 §3.3).  512 + 526 +
+# ~1000 rounds up to 2048 (the same as Postfix's line_length_limit).
+MAX_COMMAND_LINE = 2048
+# RFC 4954 §4: "12288 octets is considered to be a sufficient line length
+# limit" for AUTH responses (+2 for CRLF).
+MAX_AUTH_LINE = 12288 + 2
+# Digits accepted in SIZE= and BDAT sizes: 20 digits hold any 64-bit count.
+MAX_DIGITS = 20
+BDAT_RE = re.compile(r"([0-9]{1,%d})(?: +(LAST))? *\Z" % MAX_DIGITS, re.IGNORECASE)
+
+
+@dataclass
+class SmtpConfig:
+    """Per-listener SMTP settings."""
+
+    hostname: str = "localhost"
+    # RFC 1870 §4: the SIZE we advertise; 25 MiB is the common default.
+    max_message_size: int = 25 * 1024 * 1024
+    # RFC 5321 §4.5.3.1.8: "The minimum total number of recipients that MUST
+    # be buffered is 100"; beyond it 452 (§4.5.3.1.10).
+    max_recipients: int = 100
+    # RFC 5321 §6.3: a simple loop counter of Received fields; the RFC says
+    # "at least 100" as the hard limit for relays, 30 catches loops sooner
+    # for a final-delivery server.  DEVIATION(RFC 5321 §6.3): below 100.
+    max_received: int = 30
+    # RFC 5321 §4.5.3.2.7: "An SMTP server SHOULD have a timeout of at least
+    # 5 minutes while it is awaiting the next command from the sender."
+    command_timeout: float = 300.0
+    # RFC 5321 §4.5.3.2.5 gives the client 3 minutes per data block; the
+    # server waits at least as long as §4.5.3.2.7's 5 minutes.
+    data_timeout: float = 300.0
+    # Consecutive-error limit: after this many bad commands, 421 4.7.0
+    # (RFC 5321 §4.2.3 / §3.8: the server may close with 421).
+    max_bad_commands: int = 10
+    # RFC 6409 §4.3 / RFC 4954 §6: submission requires AUTH before MAIL (530 5.7.0).
+    require_auth: bool = False
+    # RFC 4954 §4 / RFC 8314: plaintext mechanisms only over TLS unless allowed.
+    allow_plaintext_auth: bool = False
+    plaintext_auth_loopback: bool = True
+    auth_enabled: bool = True
+
+
+@dataclass
+class Envelope:
+    """What ``backend.deliver`` receives with the message (see /work/design.md)."""
+
+    mail_from: str
+    rcpt_to: List[str]
+    targets: List[object]
+    body: str
+    smtputf8: bool
+    helo: str
+    peer_ip: str
+    auth_user: Optional[str]
+    tls: bool
+    listener: str
+    queue_id: str
+
+
+@dataclass
+class RcptDecision:
+    ok: bool
+    reply: Optional[Reply] = None
+    target: object = None
+
+
+class State(enum.Enum):
+    """Session states, named after RFC 5321 §3.1-§3.3 / §4.1.4."""
+
+    GREETING = "greeting"   # 220 sent, no EHLO/HELO yet (RFC 5321 §3.1)
+    READY = "ready"         # after EHLO/HELO, no mail transaction (§4.1.1.1)
+    MAIL = "mail"           # MAIL accepted, no recipient yet (§4.1.1.2)
+    RCPT = "rcpt"           # at least one recipient accepted (§4.1.1.3)
+    DATA = "data"           # reading message data after 354 (§4.1.1.4)
+    BDAT = "bdat"           # a BDAT transaction between chunks (RFC 3030 §2)
+    AUTH = "auth"           # SASL exchange awaiting a client line (RFC 4954 §4)
+    STARTTLS = "starttls"   # 220 sent, waiting for the handshake (RFC 3207 §4)
+
+
+ANY_STATE: FrozenSet[State] = frozenset({State.GREETING, State.READY, State.MAIL,
+                                    State.RCPT, State.BDAT})
+TXN_STATES = frozenset({State.MAIL, State.RCPT, State.BDAT})
+
+
+@dataclass
+class Transaction:
+    """One mail transaction (RFC 5321 §3.3)."""
+
+    mail_from: str
+    body: str = "7BIT"
+    smtputf8: bool = False
+    rcpts: List[str] = field(default_factory=list)
+    targets: List[object] = field(default_factory=list)
+    chunks: bytearray = field(default_factory=bytearray)
+    overflow: bool = False
+
+
+@dataclass
+class Chunk:
+    """A BDAT chunk being read (RFC 3030 §2): its octets are always consumed,
+    even when the command is refused (``error``)."""
+
+    remaining: int
+    last: bool
+    error: Optional[Reply] = None
+
+
+def fmt_reply(code: int, enh: str, text: str) -> bytes:
+    """One reply line (RFC 5321 §4.2) with the RFC 2034 §4 enhanced code."""
+    if enh:
+        text = "%s %s" % (enh, text)
+    return ("%d %s\r\n" % (code, text)).encode("utf-8", "replace")
