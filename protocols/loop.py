@@ -42,6 +42,7 @@ tuning, TCP_FASTOPEN; names given to ``connect`` are resolved with a blocking
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import errno
 import heapq
 import itertools
@@ -74,6 +75,7 @@ TLS_HANDSHAKE_TIMEOUT = 30.0
 # (RFC 5321 §4.5.3.2.7 lets a server give up on an unresponsive client).
 CLOSE_LINGER = 30.0
 ACCEPT_PAUSE = 0.1              # seconds to stop accepting when out of file descriptors
+WORKER_THREADS = 8              # run_in_thread pool: scrypt, fsync-heavy store calls
 
 
 def _raise_fd_limit() -> None:
@@ -210,6 +212,7 @@ class Datagram:
         if self.closed:
             return
         self.closed = True
+        self._loop._datagrams.discard(self)
         self._loop._unregister(self.sock)
         self.sock.close()
 
@@ -233,6 +236,10 @@ class Datagram:
 class EventLoop:
     """A selector loop driving sans-I/O sessions; see the module docstring."""
 
+    # Address families for open_datagram, so that callers need not import socket.
+    AF_INET = socket.AF_INET
+    AF_INET6 = socket.AF_INET6
+
     def __init__(self, clock: Callable[[], float] = time.time,
                  tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT):
         _raise_fd_limit()
@@ -244,10 +251,11 @@ class EventLoop:
         self._ready: collections.deque = collections.deque()
         self._conns: set = set()
         self._listeners: List[_Listener] = []
-        self._datagrams: List[Datagram] = []
+        self._datagrams: set = set()
         self._stopping = False
         self._shutting_down = False
         self._thread_id: Optional[int] = None
+        self._workers: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -266,6 +274,26 @@ class EventLoop:
     def call_later(self, delay: float, fn: Callable[[], None]) -> TimerHandle:
         """Run ``fn`` in the loop thread after ``delay`` seconds; returns a cancellable handle."""
         return self._call_at(time.monotonic() + max(0.0, delay), fn)
+
+    def time(self) -> float:
+        """The wall clock given to the loop (seconds since the epoch)."""
+        return self.clock()
+
+    def run_in_thread(self, fn: Callable[[], object], callback: Callable[[object], None]) -> None:
+        """Run blocking ``fn()`` in a worker thread; ``callback(result)`` then runs in the
+        loop thread.  If ``fn`` raises, ``callback`` gets the exception object instead."""
+        if self._workers is None:
+            self._workers = concurrent.futures.ThreadPoolExecutor(
+                max_workers=WORKER_THREADS, thread_name_prefix="mailsrv-worker")
+
+        def job() -> None:
+            try:
+                result = fn()
+            except Exception as exc:
+                log.debug("worker job %r raised", fn, exc_info=True)
+                result = exc
+            self.call_soon_threadsafe(lambda: callback(result))
+        self._workers.submit(job)
 
     def _call_at(self, when: float, fn) -> TimerHandle:
         handle = TimerHandle(when, fn)
@@ -379,6 +407,8 @@ class EventLoop:
         self._close_all()
         for dg in list(self._datagrams):
             dg.close()
+        if self._workers is not None:
+            self._workers.shutdown(wait=False)
         self._sel.close()
         self._wake_r.close()
         self._wake_w.close()
@@ -567,7 +597,7 @@ class EventLoop:
             sock.close()
             raise
         dg = Datagram(self, sock, on_datagram)
-        self._datagrams.append(dg)
+        self._datagrams.add(dg)
         self._sel.register(sock, selectors.EVENT_READ, dg._on_readable)
         return dg
 
@@ -686,7 +716,12 @@ class EventLoop:
             if not data:
                 return
             if conn.tls_up:
-                conn.tls.write(data)
+                try:
+                    conn.tls.write(data)
+                except ssl.SSLError as exc:     # the peer already ended TLS
+                    log.debug("TLS write on %s: %s", conn.id, exc)
+                    self._close(conn)
+                    return
                 self._flush_bio(conn)
             else:
                 conn.out += data
