@@ -75,9 +75,10 @@ class Pop3Config:
     # RFC 2595 §2.3: clear-text passwords only over TLS unless configured.
     allow_plaintext_auth: bool = False
     plaintext_auth_loopback: bool = True
-    # Abuse limits (local policy; RFC 1939 §3 lets the server close at will
-    # after an -ERR only through QUIT/timeout, so these are a DEVIATION kept
-    # small and documented: a client this broken is not a mail reader).
+    # Abuse limits (local policy, no RFC number): after this many unknown or
+    # misplaced commands, commands before a login, or failed logins, the
+    # session answers -ERR and closes (RFC 1939 §4 allows closing after a
+    # failed authentication).
     max_bad_commands: int = 10
     max_commands_before_login: int = 30
     max_auth_failures: int = 3
@@ -198,7 +199,6 @@ class Pop3Session:
         self._waiting = False      # a backend call is in flight
         self._user_arg: Optional[str] = None   # USER given, PASS expected
         self._sasl: Optional[sasl.SaslServer] = None
-        self._sasl_mech = ""
         self._user: Optional[str] = None
         self._maildrop = None
         self._deleted: Set[int] = set()
@@ -225,10 +225,10 @@ class Pop3Session:
         return self.config.idle_timeout
 
     def receive_data(self, data: bytes) -> None:
-        if self._closing:
-            return
         if not data:
-            self._terminate("eof")
+            self._terminate("eof")  # also stops a stream still being written
+            return
+        if self._closing:
             return
         if self.want_tls:
             return  # RFC 2595 §4: plaintext after STLS is discarded
@@ -422,11 +422,13 @@ class Pop3Session:
             self._out.append(_multiline("+OK", [m.encode("ascii") for m in mechs]))
             return
         mech = args[0].decode("ascii", "replace").upper()
-        if len(args) > 2 or mech not in mechs:
-            self._send("-ERR Unsupported authentication mechanism")
+        if len(args) > 2:
+            self._send("-ERR syntax: AUTH mechanism [initial-response]")
+            return
+        if mech not in mechs:
+            self._send("-ERR Unsupported authentication mechanism")  # RFC 5034 §4
             return
         self._sasl = sasl.SaslServer(mech, self.backend.scram_lookup)
-        self._sasl_mech = mech
         if len(args) == 2:
             self._sasl_response(args[1])  # "=" is the empty response (RFC 5034 §4)
         else:
@@ -526,7 +528,12 @@ class Pop3Session:
             self._reader.clear()  # pipelined plaintext is discarded
 
     def _cmd_utf8(self, rest: bytes) -> None:
-        """RFC 6856 §2.1: enable UTF-8 mode (our maildrops are sent as is)."""
+        """RFC 6856 §2.1: enable UTF-8 mode.
+
+        DEVIATION(RFC 6856 §2.1): messages are sent as stored whether or not
+        UTF8 was given (no surrogate messages, no -ERR [UTF8]); the octets
+        are the ones SMTP accepted, and refusing them would hide mail.
+        """
         self._utf8 = True
         self._send("+OK UTF8 enabled")
 
@@ -618,7 +625,7 @@ class Pop3Session:
 
     def _cmd_uidl(self, rest: bytes) -> None:
         """RFC 1939 §7 UIDL [msg]: the unique-id listing."""
-        self._listing(rest, "+OK unique-id listing follows", lambda m: str(m.uid).encode("ascii"))
+        self._listing(rest, "+OK unique-id listing follows", lambda m: str(m.uid).encode("ascii", "replace"))
 
     def _open_stream(self, i: int, body_lines: Optional[int], first: str) -> bool:
         try:

@@ -511,6 +511,7 @@ class SaslAuthTest(unittest.TestCase):
         s, b = self.start(tls_active=True)
         self.assertEqual(self.send(s, b"AUTH CRAM-MD5"), b"-ERR Unsupported authentication mechanism\r\n")
         self.assertEqual(self.send(s, b"AUTH"), b"+OK\r\nPLAIN\r\nLOGIN\r\nSCRAM-SHA-256\r\n.\r\n")
+        self.assertEqual(self.send(s, b"AUTH PLAIN a b"), b"-ERR syntax: AUTH mechanism [initial-response]\r\n")
 
     def test_sasl_response_may_exceed_command_limit(self):
         s, b = self.start(tls_active=True)
@@ -823,6 +824,58 @@ class DeferredBackendTest(unittest.TestCase):
         b.run_pending()
         self.assertEqual(b.maildrop.closes, 1)
         self.assertEqual(drain(s), b"")
+
+    def test_shutdown_while_authenticating_opens_nothing(self):
+        s, b = make_session(FakeMaildrop([MSG1]), peer=LOCAL)
+        b.deferred = True
+        drain(s)
+        s.receive_data(b"USER mrose\r\nPASS tanstaaf\r\n")
+        s.shutdown()
+        self.assertEqual(drain(s), b"+OK send PASS\r\n-ERR [SYS/TEMP] server shutting down\r\n")
+        b.run_pending()             # authenticate succeeds after the shutdown
+        self.assertEqual(b.pending, [])
+        self.assertEqual(b.maildrop.closes, 0)  # open_maildrop was never asked
+        self.assertTrue(s.closed)
+
+
+class StreamAbortTest(unittest.TestCase):
+    def test_eof_during_retr_closes_the_message_file(self):
+        files = []
+
+        def opener():
+            f = io.BytesIO(b"x" * (3 * READ_CHUNK))
+            files.append(f)
+            return f
+        s, b = make_session(FakeMaildrop([opener], sizes=[3 * READ_CHUNK]), peer=LOCAL)
+        login(s)
+        s.receive_data(b"RETR 1\r\nDELE 1\r\nQUIT\r\n")
+        self.assertTrue(s.data_to_send().startswith(b"+OK"))
+        self.assertEqual(len(s.data_to_send()), READ_CHUNK)
+        s.receive_data(b"")
+        self.assertTrue(files[0].closed)
+        self.assertEqual(s.data_to_send(), b"")
+        self.assertEqual((b.maildrop.committed, b.maildrop.closes), ([], 1))
+
+    def test_read_error_mid_message_closes_without_terminator(self):
+        class Broken(io.RawIOBase):
+            calls = 0
+
+            def readable(self):
+                return True
+
+            def read(self, n=-1):
+                Broken.calls += 1
+                if Broken.calls > 1:
+                    raise OSError("EIO")
+                return b"y" * n
+        s, b = make_session(FakeMaildrop([Broken], sizes=[10 ** 6]), peer=LOCAL)
+        login(s)
+        s.receive_data(b"RETR 1\r\n")
+        with self.assertLogs("mailsrv.pop3", "ERROR"):
+            out = drain(s)
+        self.assertFalse(out.endswith(b".\r\n"))
+        self.assertTrue(s.closed)
+        self.assertEqual((b.maildrop.committed, b.maildrop.closes), ([], 1))
 
 
 if __name__ == "__main__":
