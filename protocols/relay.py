@@ -1,0 +1,355 @@
+"""The outbound scheduler: queue → MX → SMTP client → results, retries, bounces.
+
+RFC 5321 §4.5.4.1 (sending strategy): on start and every ``interval``
+seconds the relay takes the queue entries that are due, groups their open
+recipients by domain (one transaction per domain, RFC 5321 §4.5.4.1 "one copy
+... for each host"), finds the mail exchangers (RFC 5321 §5.1) — or uses a
+configured smarthost (RFC 5321 §3.6.3, RFC 6409) — and tries every address
+of every MX in order, moving on after a connection failure, a timeout, a
+4xx/5xx greeting or a 421 (RFC 5321 §5.1: "the SMTP client SHOULD try at
+least two addresses", here all of them).  Each recipient's outcome is
+recorded in the queue: 2xx delivered, 4xx deferred (retried later with the
+queue's backoff), 5xx failed.
+
+Permanent failures (a 5xx from the server, a null MX 556 5.1.10 per RFC 7505
+§4.1, a domain that does not exist, a message too old) produce a delivery
+status notification (``protocols/dsn.py``) handed to ``on_bounce`` — never
+for a message with the null reverse-path (RFC 5321 §4.5.5, §6.2: no
+notification about a notification, so no bounce loop).  An entry with no
+open recipient left is removed.
+
+Logging on "mailsrv.relay": one line per delivery attempt (queue id, domain,
+MX, IP, outcome); never message bodies or passwords.
+
+``record_results`` and ``remove`` write to disk from the loop thread: a few
+fsyncs per finished message, bounded and short (DEVIATION from our "no disk in
+the loop" habit, accepted to keep the queue's ordering simple).
+
+Left out: per-host connection caching and reuse, a host-down cache (RFC 5321
+§4.5.4.1 SHOULD), retrying in clear after a failed STARTTLS handshake, DANE
+and MTA-STS, delay notices (``dsn.build_delay_notice`` exists, unused).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Deque, Dict, List, Optional, Tuple
+
+from protocols.base import SessionContext, new_id
+from protocols.dsn import Failure, build_bounce, should_bounce
+from protocols.smtp_client import ClientConfig, ClientJob, ClientResult, SmtpClientSession
+
+log = logging.getLogger("mailsrv.relay")
+
+DELIVERED, DEFERRED, FAILED = "delivered", "deferred", "failed"   # store/queue.py states
+OPEN_STATES = ("pending", DEFERRED)
+SMTP_PORT = 25            # RFC 5321 §4.5.4.2 (well-known port 25)
+SUBMISSIONS_PORT = 465    # RFC 8314 §7.3: implicit TLS submission
+
+
+@dataclass
+class RelayConfig:
+    hostname: str                           # EHLO name and Reporting-MTA
+    relayhost: Optional[str] = None         # "host:port" or "[host]:port": smarthost, no MX lookup
+    relay_user: Optional[str] = None
+    relay_password: Optional[str] = None
+    relay_tls: str = "starttls"             # smarthost: "starttls" (required) | "implicit" | "may" | "none"
+    relay_port: int = SMTP_PORT             # port of the MX hosts (tests use another)
+    interval: float = 60.0                  # seconds between queue runs
+    # Not an RFC number: a bound on sockets and on the load we put on others.
+    max_connections: int = 20
+    # RFC 5321 has no connect timeout; 30 s as Postfix's smtp_connect_timeout.
+    connect_timeout: float = 30.0
+    tls_verify: bool = False                # Postfix "may": encrypt, don't verify (the wiring builds the context)
+    local_names: Tuple[str, ...] = ()       # our own host names: MX loop detection (RFC 5321 §5.1)
+    client: ClientConfig = field(default_factory=ClientConfig)
+
+
+def parse_relayhost(spec: str, default_port: int) -> Tuple[str, int]:
+    """"[host]:port", "host:port", "host", "[::1]:25" → (host, port)."""
+    spec = spec.strip()
+    if spec.startswith("["):
+        host, _, rest = spec[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif spec.count(":") == 1:
+        host, _, port = spec.partition(":")
+    else:
+        host, port = spec, ""
+    return host, int(port) if port else default_port
+
+
+def _status_of(reply: Tuple[int, str, str]) -> str:
+    """The RFC 3463 code of a reply; the class alone when the server gave none."""
+    code, enhanced, _ = reply
+    return enhanced or "%d.0.0" % (code // 100)
+
+
+def _header_block(message: bytes) -> bytes:
+    end = message.find(b"\r\n\r\n")
+    return message if end < 0 else message[: end + 2]
+
+
+@dataclass
+class _Round:
+    """One queue entry's delivery round: one _Delivery per domain."""
+    entry: object
+    outstanding: int = 0
+    states: Dict[str, Tuple[str, str]] = field(default_factory=dict)     # rcpt → (state, text)
+    details: Dict[str, Failure] = field(default_factory=dict)            # rcpt → DSN fields
+
+
+@dataclass
+class _Delivery:
+    round: _Round
+    domain: str
+    rcpts: List[str]
+    targets: List[Tuple[str, str]] = field(default_factory=list)       # (host name, ip)
+    index: int = 0
+    last_error: str = ""
+    attempt: int = 0
+
+
+class Relay:
+    """See the module docstring."""
+
+    def __init__(self, loop, queue, resolver, config: RelayConfig,
+                 on_bounce: Callable[[object, List[Failure], bytes], None],
+                 tls_client_context=None, clock: Optional[Callable[[], float]] = None,
+                 on_round: Optional[Callable[[object], None]] = None):
+        self.loop, self.queue, self.resolver, self.config = loop, queue, resolver, config
+        self.on_bounce, self.tls_context, self.on_round = on_bounce, tls_client_context, on_round
+        self.clock = clock or getattr(loop, "time", None) or getattr(loop, "clock")
+        self._active: Dict[str, _Round] = {}
+        self._waiting: Deque[_Delivery] = deque()
+        self.connections = 0
+        self._timer = None
+        self._running = False
+
+    # -- scheduling --------------------------------------------------------
+    def start(self) -> None:
+        """Run the queue now and then every ``interval`` seconds (loop thread)."""
+        self._running = True
+        self.loop.call_soon(self._tick)
+
+    def stop(self) -> None:
+        self._running = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def wake(self) -> None:
+        """A message was queued: look at due entries now (loop thread)."""
+        self.run_queue()
+
+    def flush(self) -> None:
+        """Everything is due now (the `queue flush` command, like Postfix's `postqueue -f`)."""
+        self.run_queue(force=True)
+
+    def _tick(self) -> None:
+        if not self._running:
+            return
+        try:
+            self.run_queue()
+        finally:
+            self._timer = self.loop.call_later(self.config.interval, self._tick)
+
+    def run_queue(self, force: bool = False) -> None:
+        now = self.clock()
+        entries = self.queue.list() if force else self.queue.due(now)
+        for entry in entries:
+            if entry.id not in self._active:
+                self._begin_round(entry)
+        self._dispatch()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._active)
+
+    # -- rounds ------------------------------------------------------------
+    def _begin_round(self, entry) -> None:
+        rcpts = entry.open_recipients()
+        if not rcpts:           # all final but not yet removed (a crash in between)
+            self._safe(lambda: self.queue.remove(entry.id))
+            return
+        by_domain: Dict[str, List[str]] = {}
+        for rcpt in rcpts:
+            by_domain.setdefault(rcpt.rpartition("@")[2].lower(), []).append(rcpt)
+        rnd = _Round(entry, outstanding=len(by_domain))
+        self._active[entry.id] = rnd
+        for domain, group in by_domain.items():
+            self._waiting.append(_Delivery(rnd, domain, group))
+
+    def _dispatch(self) -> None:
+        while self._waiting and self.connections < self.config.max_connections:
+            d = self._waiting.popleft()
+            self.connections += 1
+            self._route(d)
+
+    def _route(self, d: _Delivery) -> None:
+        if self.config.relayhost:
+            host, _ = parse_relayhost(self.config.relayhost, SMTP_PORT)
+            d.targets = [(host, host)]
+            self._try_next(d)
+        elif not d.domain:
+            self._settle_all(d, FAILED, (550, "5.1.3", "Bad recipient address syntax"), "")
+        else:
+            done = lambda result: self._on_mx(d, result)
+            if self.config.local_names:
+                self.resolver.lookup_mx_hosts(d.domain, done, frozenset(self.config.local_names))
+            else:
+                self.resolver.lookup_mx_hosts(d.domain, done)
+
+    def _on_mx(self, d: _Delivery, result) -> None:
+        """RFC 5321 §5.1 via the resolver; RFC 7505 §4.1 null MX → fail now."""
+        if result.reply is not None:
+            state = FAILED if result.reply[0] >= 500 else DEFERRED
+            self._log(d, "-", "-", "dns %s %s %s" % result.reply)
+            return self._settle_all(d, state, result.reply, "")
+        d.targets = [(h[1], ip) for h in result.hosts for ip in h[2]]
+        self._try_next(d)
+
+    def _port(self) -> int:
+        """The smarthost's port (given, or 465 for implicit TLS, else 25); the MX port otherwise."""
+        if self.config.relayhost:
+            default = SUBMISSIONS_PORT if self.config.relay_tls == "implicit" else SMTP_PORT
+            return parse_relayhost(self.config.relayhost, default)[1]
+        return self.config.relay_port
+
+    # -- one connection attempt ----------------------------------------------
+    def _job(self, d: _Delivery, data: bytes) -> ClientJob:
+        entry, cfg = d.round.entry, self.config
+        if cfg.relayhost:
+            auth = (cfg.relay_user, cfg.relay_password or "") if cfg.relay_user else None
+            starttls = {"starttls": "require", "may": "may"}.get(cfg.relay_tls, "never")
+        else:
+            auth, starttls = None, "may"
+        if self.tls_context is None and starttls != "require":
+            starttls = "never"        # nothing to upgrade with
+        return ClientJob(helo_name=cfg.hostname, mail_from=entry.sender, rcpts=list(d.rcpts), data=data,
+                         need_smtputf8=entry.smtputf8, body_8bit=entry.body_8bit, auth=auth, starttls=starttls)
+
+    def _try_next(self, d: _Delivery) -> None:
+        if d.index >= len(d.targets):
+            text = d.last_error or "no mail host could be reached"
+            return self._settle_all(d, DEFERRED, (451, "4.4.1", text), "")
+        host, ip = d.targets[d.index]
+        d.index += 1
+        d.attempt += 1
+        token = d.attempt
+        try:
+            data = self.queue.read_message(d.round.entry.id)
+        except OSError as exc:
+            return self._settle_all(d, DEFERRED, (451, "4.3.0", "queue file unreadable: %s" % exc), "")
+        job = self._job(d, data)
+
+        def factory(ctx: SessionContext):
+            return SmtpClientSession(ctx, self.config.client, job,
+                                     lambda res: self._on_result(d, token, host, ip, res))
+
+        def on_error(exc: BaseException) -> None:
+            if token != d.attempt:
+                return
+            d.last_error = "connect to %s[%s] failed: %s" % (host, ip, exc)
+            self._log(d, host, ip, d.last_error)
+            self._try_next(d)
+
+        kwargs = {}
+        if self.config.relayhost and self.config.relay_tls == "implicit":
+            kwargs["implicit_tls"] = True       # RFC 8314 §3
+        self.loop.connect(ip, self._port(), factory, self.config.connect_timeout, on_error,
+                          ssl_context=self.tls_context, server_hostname=host, **kwargs)
+
+    def _on_result(self, d: _Delivery, token: int, host: str, ip: str, res: ClientResult) -> None:
+        if token != d.attempt:
+            return
+        d.attempt += 1          # later callbacks of this attempt are stale
+        counts = {DELIVERED: 0, DEFERRED: 0, FAILED: 0}
+        retry: List[str] = []
+        for rcpt in d.rcpts:
+            reply = res.per_rcpt.get(rcpt, (451, "4.4.2", "no reply"))
+            state = DELIVERED if reply[0] // 100 == 2 else FAILED if reply[0] // 100 == 5 else DEFERRED
+            counts[state] += 1
+            if state == DEFERRED and res.error_kind == "temporary":
+                retry.append(rcpt)     # RFC 5321 §5.1: this host failed, try the next one
+            else:
+                self._settle(d, rcpt, state, reply, host)
+        self._log(d, host, ip, "delivered=%d deferred=%d failed=%d tls=%s%s" % (
+            counts[DELIVERED], counts[DEFERRED], counts[FAILED], "yes" if res.tls_used else "no",
+            " (%s)" % res.remote_reply if res.remote_reply else ""))
+        if retry:
+            d.rcpts = retry
+            d.last_error = "%s[%s] said: %s" % (host, ip, res.remote_reply or "temporary failure")
+            self.loop.call_soon(lambda: self._try_next(d))
+        else:
+            self._delivery_done(d)
+
+    # -- outcomes ------------------------------------------------------------
+    def _settle(self, d: _Delivery, rcpt: str, state: str, reply: Tuple[int, str, str], remote: str) -> None:
+        text = "%d %s %s" % reply if reply[1] else "%d %s" % (reply[0], reply[2])
+        d.round.states[rcpt] = (state, (remote + " said: " if remote else "") + text)
+        # RFC 3464 §2.3.6: diagnostic-type "smtp" for SMTP reply text.
+        d.round.details[rcpt] = (rcpt, _status_of(reply), "smtp; " + text, remote)
+
+    def _settle_all(self, d: _Delivery, state: str, reply, remote: str) -> None:
+        for rcpt in d.rcpts:
+            self._settle(d, rcpt, state, reply, remote)
+        self._delivery_done(d)
+
+    def _delivery_done(self, d: _Delivery) -> None:
+        self.connections -= 1
+        rnd = d.round
+        rnd.outstanding -= 1
+        if rnd.outstanding == 0:
+            self._finish_round(rnd)
+        self._dispatch()
+
+    def _finish_round(self, rnd: _Round) -> None:
+        entry = rnd.entry
+        self._active.pop(entry.id, None)
+        updated = self._safe(lambda: self.queue.record_results(entry.id, rnd.states, self.clock()))
+        if updated is None:
+            return      # the disk failed: the entry stays as it was and is tried again
+        was_open = {r.address for r in entry.recipients if r.state in OPEN_STATES}
+        failed = [r for r in updated.recipients if r.state == FAILED and r.address in was_open]
+        if failed:
+            self._bounce(updated, failed, rnd)
+        if not updated.open_recipients():
+            self._safe(lambda: self.queue.remove(entry.id))
+        if self.on_round is not None:
+            self.on_round(updated)
+
+    def _bounce(self, entry, failed, rnd: _Round) -> None:
+        """RFC 3464 DSN to the sender; never to <> (RFC 5321 §4.5.5, §6.2)."""
+        if not should_bounce(entry.sender):
+            log.info("id=%s %d recipient(s) failed; sender <%s>: no bounce (RFC 5321 §4.5.5)",
+                     entry.id, len(failed), entry.sender)
+            return
+        items: List[Failure] = []
+        for r in failed:
+            rcpt, status, diag, remote = rnd.details.get(r.address, (r.address, "4.4.7", "", ""))
+            if "4.4.7" in r.last_error:            # expired while deferred (RFC 3463 X.4.7)
+                status, diag = "4.4.7", "smtp; " + r.last_error
+            items.append((rcpt, status, diag, remote))
+        message = self._safe(lambda: self.queue.read_message(entry.id)) or b""
+        now = self.clock()
+        dsn = build_bounce(self.config.hostname, entry.sender, items, _header_block(message), entry.id,
+                           email.utils.formatdate(now), "<%s.%s@%s>" % (entry.id, new_id(4), self.config.hostname),
+                           arrival_date=email.utils.formatdate(entry.first_seen))
+        try:
+            self.on_bounce(entry, items, dsn)
+        except Exception:
+            log.exception("id=%s on_bounce failed", entry.id)
+
+    # -- helpers ---------------------------------------------------------------
+    def _safe(self, fn):
+        try:
+            return fn()
+        except (OSError, KeyError, ValueError) as exc:
+            log.error("queue operation failed: %s", exc)
+            return None
+
+    def _log(self, d: _Delivery, host: str, ip: str, result: str) -> None:
+        log.info("id=%s domain=%s mx=%s ip=%s result=%s", d.round.entry.id, d.domain, host, ip, result)

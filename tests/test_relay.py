@@ -1,0 +1,292 @@
+"""protocols/relay.py with the real event loop, a tiny SMTP sink on 127.0.0.1 and a fake resolver.
+
+The sink is a stdlib socket server in a thread; the resolver maps test
+domains to 127.0.0.1 (and 127.0.0.2, where nothing listens, for an MX that
+refuses connections).  Rounds are awaited through the relay's ``on_round``
+hook with a bounded ``Queue.get``, never with sleeps.
+"""
+
+import email
+import queue as stdqueue
+import socket
+import tempfile
+import threading
+import unittest
+
+from protocols.dns_resolver import NULL_MX, NO_DOMAIN, TEMP_FAIL, MxHost, MxResult
+from protocols.loop import EventLoop
+from protocols.relay import Relay, RelayConfig, parse_relayhost
+from protocols.smtp_client import ClientConfig
+from store.queue import DEFERRED, MemoryQueue, Queue
+
+WAIT = 10.0
+MSG = b"From: alice@example.org\r\nSubject: test\r\n\r\nhello\r\n.dot line\r\n"
+
+
+class Sink:
+    """A minimal SMTP server: records transactions; replies are scriptable."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.messages = []          # (mail_from, [accepted rcpts], data)
+        self.connections = 0
+        self.rcpt_seen = {}         # rcpt → times seen
+        self.ehlo = b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n"
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def rcpt_reply(self, rcpt: str) -> bytes:
+        n = self.rcpt_seen[rcpt] = self.rcpt_seen.get(rcpt, 0) + 1
+        local = rcpt.split("@")[0]
+        if local == "bad":
+            return b"550 5.1.1 <%s>: no such user\r\n" % rcpt.encode()
+        if local == "later" and n == 1:
+            return b"451 4.2.0 greylisted, come back later\r\n"
+        return b"250 2.1.5 ok\r\n"
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn):
+        conn.settimeout(WAIT)
+        f = conn.makefile("rb")
+        try:
+            conn.sendall(b"220 sink ESMTP\r\n")
+            mail_from, rcpts = None, []
+            for line in f:
+                cmd = line.strip().decode("utf-8")
+                verb = cmd[:4].upper()
+                if verb == "EHLO":
+                    conn.sendall(self.ehlo)
+                elif verb == "MAIL":
+                    mail_from, rcpts = cmd[cmd.index("<") + 1: cmd.index(">")], []
+                    conn.sendall(b"250 2.1.0 ok\r\n")
+                elif verb == "RCPT":
+                    rcpt = cmd[cmd.index("<") + 1: cmd.index(">")]
+                    reply = self.rcpt_reply(rcpt)
+                    if reply.startswith(b"2"):
+                        rcpts.append(rcpt)
+                    conn.sendall(reply)
+                elif verb == "DATA":
+                    if not rcpts:
+                        conn.sendall(b"554 5.5.1 no valid recipients\r\n")
+                        continue
+                    conn.sendall(b"354 go ahead\r\n")
+                    data = b""
+                    for dl in f:
+                        if dl == b".\r\n":
+                            break
+                        data += dl[1:] if dl.startswith(b".") else dl
+                    with self.lock:
+                        self.messages.append((mail_from, rcpts, data))
+                    conn.sendall(b"250 2.0.0 queued\r\n")
+                elif verb == "QUIT":
+                    conn.sendall(b"221 2.0.0 bye\r\n")
+                    return
+                else:
+                    conn.sendall(b"502 5.5.2 unknown\r\n")
+        except OSError:
+            pass
+        finally:
+            f.close()
+            conn.close()
+
+    def close(self):
+        self.sock.close()
+
+
+class FakeResolver:
+    def __init__(self, loop):
+        self.loop = loop
+        self.asked = []
+        self.table = {
+            "example.com": MxResult(hosts=[MxHost(10, "mx.example.com", ["127.0.0.1"])]),
+            "example.net": MxResult(hosts=[MxHost(10, "mx.example.net", ["127.0.0.1"])]),
+            # The first MX refuses connections (nothing listens on 127.0.0.2).
+            "fallback.example": MxResult(hosts=[MxHost(10, "mx1.fallback.example", ["127.0.0.2"]),
+                                                MxHost(20, "mx2.fallback.example", ["127.0.0.1"])]),
+            "down.example": MxResult(hosts=[MxHost(10, "mx.down.example", ["127.0.0.2"])]),
+            "nullmx.example": MxResult(reply=NULL_MX),
+            "nxdomain.example": MxResult(reply=NO_DOMAIN),
+            "servfail.example": MxResult(reply=TEMP_FAIL),
+        }
+
+    def lookup_mx_hosts(self, domain, done):
+        self.asked.append(domain)
+        self.loop.call_soon(lambda: done(self.table[domain]))
+
+
+class RelayTest(unittest.TestCase):
+    disk = False
+
+    def setUp(self):
+        self.sink = Sink()
+        self.loop = EventLoop()
+        self.now = 1_700_000_000.0
+        if self.disk:
+            self._tmp = tempfile.TemporaryDirectory()
+            self.queue = Queue(self._tmp.name)
+        else:
+            self.queue = MemoryQueue()
+        self.resolver = FakeResolver(self.loop)
+        self.bounces = []
+        self.rounds = stdqueue.Queue()
+        config = RelayConfig(hostname="mail.example.org", relay_port=self.sink.port, connect_timeout=5,
+                             client=ClientConfig())
+        self.relay = Relay(self.loop, self.queue, self.resolver, config,
+                           on_bounce=lambda e, f, b: self.bounces.append((e, f, b)),
+                           clock=lambda: self.now, on_round=self.rounds.put)
+        self.thread = threading.Thread(target=self.loop.run, daemon=True)
+        self.thread.start()
+
+    def tearDown(self):
+        self.loop.stop()
+        self.thread.join(WAIT)
+        self.loop.close()
+        self.sink.close()
+        if self.disk:
+            self._tmp.cleanup()
+
+    def enqueue(self, rcpts, sender="alice@example.org", qid="Q1", data=MSG):
+        return self.queue.enqueue(sender, rcpts, data, qid, self.now)
+
+    def round(self, action="run_queue"):
+        """Run one queue pass in the loop thread and wait for its entry's round to end."""
+        self.loop.call_soon_threadsafe(getattr(self.relay, action))
+        return self.rounds.get(timeout=WAIT)
+
+    def test_delivered_and_removed(self):
+        self.enqueue(["bob@example.com", "carol@example.com"])
+        entry = self.round()
+        self.assertEqual([r.state for r in entry.recipients], ["delivered", "delivered"])
+        self.assertIsNone(self.queue.get("Q1"))
+        self.assertEqual(len(self.sink.messages), 1)        # one transaction per domain
+        mail_from, rcpts, data = self.sink.messages[0]
+        self.assertEqual((mail_from, rcpts, data), ("alice@example.org", ["bob@example.com", "carol@example.com"], MSG))
+        self.assertEqual(self.bounces, [])
+
+    def test_two_domains_two_transactions(self):
+        self.enqueue(["bob@example.com", "dave@example.net"])
+        self.round()
+        self.assertEqual(sorted(m[1][0] for m in self.sink.messages), ["bob@example.com", "dave@example.net"])
+        self.assertEqual(sorted(self.resolver.asked), ["example.com", "example.net"])
+
+    def test_deferred_on_4xx_then_delivered_on_flush(self):
+        self.enqueue(["later@example.com"])
+        entry = self.round()
+        self.assertEqual(entry.recipients[0].state, DEFERRED)
+        self.assertIn("451 4.2.0", entry.recipients[0].last_error)
+        self.assertEqual(self.queue.get("Q1").next_try, self.now + 300)
+        self.assertEqual(self.sink.messages, [])
+        # Not due yet: a plain run does nothing; flush makes it due now.
+        self.loop.call_soon_threadsafe(self.relay.run_queue)
+        entry = self.round("flush")
+        self.assertEqual(entry.recipients[0].state, "delivered")
+        self.assertIsNone(self.queue.get("Q1"))
+        self.assertEqual(len(self.sink.messages), 1)
+        self.assertTrue(self.rounds.empty())
+
+    def test_550_bounces_with_a_proper_dsn(self):
+        self.enqueue(["good@example.com", "bad@example.com"])
+        entry = self.round()
+        self.assertEqual([r.state for r in entry.recipients], ["delivered", "failed"])
+        self.assertEqual(len(self.bounces), 1)
+        bentry, failed, dsn = self.bounces[0]
+        self.assertEqual(bentry.id, "Q1")
+        self.assertEqual(failed, [("bad@example.com", "5.1.1",
+                                   "smtp; 550 5.1.1 <bad@example.com>: no such user", "mx.example.com")])
+        m = email.message_from_bytes(dsn)
+        self.assertEqual(m.get_content_type(), "multipart/report")
+        self.assertEqual(m["To"], "<alice@example.org>")
+        self.assertEqual(m["From"], "Mail Delivery System <MAILER-DAEMON@mail.example.org>")
+        report = m.get_payload()[1].get_payload()
+        self.assertEqual(report[0]["Reporting-MTA"], "dns; mail.example.org")
+        self.assertEqual(report[1]["Final-Recipient"], "rfc822; bad@example.com")
+        self.assertEqual(report[1]["Status"], "5.1.1")
+        self.assertEqual(report[1]["Remote-MTA"], "dns; mx.example.com")
+        self.assertIn("Subject: test", m.get_payload()[2].get_payload())
+        self.assertNotIn(b"hello", dsn)
+        self.assertIsNone(self.queue.get("Q1"))
+
+    def test_null_mx_bounces_at_once_without_connecting(self):
+        self.enqueue(["x@nullmx.example"])
+        entry = self.round()
+        self.assertEqual(entry.recipients[0].state, "failed")
+        self.assertEqual(self.sink.connections, 0)
+        (_, failed, dsn), = self.bounces
+        self.assertEqual(failed[0][:2], ("x@nullmx.example", "5.1.10"))
+        self.assertIn(b"Status: 5.1.10", dsn)
+
+    def test_nxdomain_fails_servfail_defers(self):
+        self.enqueue(["x@nxdomain.example"], qid="A")
+        self.assertEqual(self.round().recipients[0].state, "failed")
+        self.enqueue(["x@servfail.example"], qid="B")
+        self.assertEqual(self.round().recipients[0].state, DEFERRED)
+        self.assertEqual(len(self.bounces), 1)
+
+    def test_null_sender_is_never_bounced(self):
+        self.enqueue(["bad@example.com"], sender="")
+        entry = self.round()
+        self.assertEqual(entry.recipients[0].state, "failed")
+        self.assertEqual(self.bounces, [])
+        self.assertIsNone(self.queue.get("Q1"))
+
+    def test_next_mx_after_connection_refused(self):
+        self.enqueue(["bob@fallback.example"])
+        with self.assertLogs("mailsrv.relay", "INFO") as logs:
+            entry = self.round()
+        self.assertEqual(entry.recipients[0].state, "delivered")
+        self.assertEqual(len(self.sink.messages), 1)
+        text = "\n".join(logs.output)
+        self.assertIn("mx=mx1.fallback.example ip=127.0.0.2 result=connect", text)
+        self.assertIn("mx=mx2.fallback.example ip=127.0.0.1 result=delivered=1", text)
+
+    def test_all_mx_unreachable_defers(self):
+        self.enqueue(["bob@down.example"])
+        entry = self.round()
+        self.assertEqual(entry.recipients[0].state, DEFERRED)
+        self.assertIn("connect to mx.down.example[127.0.0.2] failed", entry.recipients[0].last_error)
+        self.assertEqual(self.bounces, [])
+
+    def test_expired_message_bounces(self):
+        self.enqueue(["bob@down.example"])
+        self.now += 5 * 24 * 3600
+        entry = self.round()
+        self.assertEqual(entry.recipients[0].state, "failed")
+        (_, failed, dsn), = self.bounces
+        self.assertEqual(failed[0][1], "4.4.7")
+        self.assertIn(b"Action: failed", dsn)
+
+    def test_smtputf8_refused_by_sink_bounces(self):
+        self.queue.enqueue("alice@example.org", ["jos\u00e9@example.com"], MSG, "Q1", self.now, smtputf8=True)
+        entry = self.round()
+        self.assertEqual(entry.recipients[0].state, "failed")
+        self.assertEqual(self.bounces[0][1][0][1], "5.6.7")
+
+
+class RelayDiskQueueTest(RelayTest):
+    disk = True
+
+
+class ParseRelayhostTest(unittest.TestCase):
+    def test_forms(self):
+        self.assertEqual(parse_relayhost("smtp.example.com:587", 25), ("smtp.example.com", 587))
+        self.assertEqual(parse_relayhost("[smtp.example.com]", 25), ("smtp.example.com", 25))
+        self.assertEqual(parse_relayhost("[::1]:2525", 25), ("::1", 2525))
+        self.assertEqual(parse_relayhost("smtp.example.com", 465), ("smtp.example.com", 465))
+
+
+if __name__ == "__main__":
+    unittest.main()
