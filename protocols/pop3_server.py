@@ -18,7 +18,10 @@ Left out:
 The session never touches the disk itself: it asks ``backend.open_maildrop``
 for a maildrop object (``store/maildrop.py``) and streams messages from the
 file objects that object hands out.  The maildrop is a snapshot taken at
-login: mail arriving later appears at the next login (RFC 1939 §8).
+login (RFC 1939 §4: messages are numbered when the maildrop is opened), so
+mail arriving during a session appears at the next login.  Only QUIT in
+TRANSACTION removes messages (RFC 1939 §6); EOF, timeout, shutdown and errors
+release the maildrop lock and delete nothing.
 """
 
 from __future__ import annotations
@@ -49,9 +52,6 @@ MAX_PENDING_INPUT = 256 * 1024
 # Octets read from a message file per data_to_send() call; the output is at
 # most twice that (LF -> CRLF, dot-stuffing), so memory stays bounded.
 READ_CHUNK = 64 * 1024
-
-OK = b"+OK"
-ERR = b"-ERR"
 
 
 class Pop3State(enum.Enum):

@@ -16,7 +16,7 @@ import unittest
 
 from protocols import sasl
 from protocols.base import SessionContext
-from protocols.pop3_server import (MAX_COMMAND_LINE, READ_CHUNK, Pop3Config, Pop3Session,
+from protocols.pop3_server import (MAX_COMMAND_LINE, MAX_PENDING_INPUT, READ_CHUNK, Pop3Config, Pop3Session,
                                    Pop3State)
 from store.maildrop import MaildropLocked
 
@@ -793,6 +793,19 @@ class LimitsTest(unittest.TestCase):
         s.receive_data(b"UTF8\r\n" * 5)
         self.assertEqual(drain(s), b"+OK UTF8 enabled\r\n" * 4 + b"-ERR too many commands without logging in\r\n")
         self.assertTrue(s.closed)
+
+    def test_unbounded_pipelined_input_while_waiting_closes(self):
+        s, b = make_session(FakeMaildrop([MSG1]), peer=LOCAL)
+        b.deferred = True
+        login(s)
+        for _ in range(MAX_PENDING_INPUT // 4096 + 1):
+            s.receive_data(b"NOOP\r\n" * 683)
+            if s.closed:
+                break
+        self.assertEqual(drain(s), b"-ERR too much pipelined input\r\n")
+        self.assertTrue(s.closed)
+        b.run_pending()              # the login completes after the close: nothing is opened
+        self.assertEqual((b.pending, b.maildrop.closes), ([], 0))
 
     def test_idle_timeout_default_is_ten_minutes(self):
         s, _ = make_session()
