@@ -359,6 +359,13 @@ class Resolver:
         self.cache: Dict[Tuple[str, int], Tuple[float, Result]] = {}
         self.queries_sent = 0  # exchanges started (tests check cache hits with it)
 
+    @classmethod
+    def from_resolv_conf(cls, loop, text: str, **kw) -> "Resolver":
+        """A resolver for the servers and options of a resolv.conf(5) text
+        (the wiring reads /etc/resolv.conf; protocols/ opens no files)."""
+        servers, timeout, attempts = parse_resolv_conf(text)
+        return cls(loop, servers, timeout=timeout, attempts=attempts, **kw)
+
     # -- cache (RFC 2308 §5, RFC 2181 §5.2) --
     def _cached(self, key: Tuple[str, int]) -> Optional[Result]:
         entry = self.cache.get(key)

@@ -7,7 +7,8 @@ query (the client times out), or send forged replies first (a wrong ID, the
 right ID from another port, or another name) to test RFC 5452 §9.1 matching.
 Behaviours: "drop", "servfail", "refused", "truncate", "truncate-tcpdrop"
 (TC over UDP, then the TCP connection is closed unanswered), "formerr-edns"
-(FORMERR to queries carrying an OPT RR), "spoof-id", "spoof-port", "spoof-name".
+(FORMERR to queries carrying an OPT RR), "spoof-id", "spoof-port", "spoof-name",
+"spoof-garbage" (a malformed datagram first).
 
     srv = FakeDnsServer(); srv.start()
     srv.add("example.org", TYPE_MX, MX(10, "mx.example.org"))
@@ -33,6 +34,7 @@ class FakeDnsServer:
         self.zone: Dict[Tuple[str, int], List[Tuple[int, object]]] = {}
         self.behaviour: Dict[Tuple[str, int], str] = {}
         self.queries: List[Tuple[str, str, int]] = []   # (proto, name, qtype), in arrival order
+        self.udp_origins: List[Tuple[int, int]] = []    # (query ID, client source port) per UDP query
         self.soa_ttl = 300
         self.chase_cnames = True
         self.lock = threading.Lock()
@@ -139,6 +141,9 @@ class FakeDnsServer:
 
     def _on_udp(self) -> None:
         data, addr = self.udp.recvfrom(65535)
+        if len(data) >= 2:
+            with self.lock:
+                self.udp_origins.append((struct.unpack("!H", data[:2])[0], addr[1]))
         reply, how = self._reply_for(data, "udp")
         if reply is None:
             return
@@ -152,6 +157,8 @@ class FakeDnsServer:
                 self.udp.sendto(dns.encode_message(forged), addr)
             elif how == "spoof-port":
                 self.other.sendto(dns.encode_message(forged), addr)
+            elif how == "spoof-garbage":
+                self.udp.sendto(dns.encode_message(reply)[:-3], addr)  # truncated: DnsFormatError
             elif how == "spoof-name":
                 forged.questions = [Question("evil.test", reply.questions[0].qtype)]
                 self.udp.sendto(dns.encode_message(forged), addr)

@@ -193,6 +193,20 @@ class ForgeryTest(LoopTestCase):
     def test_reply_for_another_name_ignored(self):
         self.check("spoof-name")
 
+    def test_malformed_datagram_ignored(self):
+        self.check("spoof-garbage")
+
+    def test_ids_and_source_ports_vary(self):
+        # RFC 5452 §9.2: unpredictable ID and source port for every query.
+        for i in range(12):
+            self.srv.add("h%d.test" % i, dns.TYPE_A, "192.0.2.1")
+            self.resolve("h%d.test" % i, dns.TYPE_A)
+        ids = [qid for qid, _ in self.srv.udp_origins]
+        ports = [port for _, port in self.srv.udp_origins]
+        self.assertEqual(len(ids), 12)
+        self.assertGreater(len(set(ids)), 6)
+        self.assertGreater(len(set(ports)), 6)
+
     def test_same_address(self):
         self.assertTrue(_same_address(("127.0.0.1", 53), ("127.0.0.1", 53)))
         self.assertTrue(_same_address(("::1", 53, 0, 0), ("0:0::1", 53)))
@@ -378,6 +392,12 @@ class ResolvConfTest(unittest.TestCase):
         servers, timeout, attempts = parse_resolv_conf(text)
         self.assertEqual(servers, [("192.0.2.53", 53), ("2001:db8::53", 53), ("fe80::1", 53)])
         self.assertEqual((timeout, attempts), (3.0, 4))
+
+    def test_resolver_from_resolv_conf(self):
+        loop = EventLoop()
+        self.addCleanup(loop.close)
+        r = Resolver.from_resolv_conf(loop, "nameserver 192.0.2.53\noptions timeout:2 attempts:3\n")
+        self.assertEqual((r.servers, r.timeout, r.attempts), ([("192.0.2.53", 53)], 2.0, 3))
 
     def test_defaults_and_caps(self):
         self.assertEqual(parse_resolv_conf(""), ([("127.0.0.1", 53)], 5.0, 2))
