@@ -435,6 +435,21 @@ class StlsTest(unittest.TestCase):
                                    b"-ERR command not valid in this state\r\n")
         self.assertIn(b"+OK maildrop", login(s))
 
+    def test_capabilities_change_after_stls_for_a_remote_client(self):
+        """RFC 2595 §4: the client must re-issue CAPA; USER and PLAIN appear, STLS goes."""
+        s, b = make_session()
+        drain(s)
+        s.receive_data(b"USER mrose\r\nSTLS\r\n")
+        self.assertEqual(drain(s), b"-ERR [AUTH] Plaintext authentication disallowed, use STLS\r\n"
+                                   b"+OK Begin TLS negotiation\r\n")
+        s.tls_started({"version": "TLSv1.3", "cipher": "x"})
+        s.receive_data(b"CAPA\r\n")
+        caps = drain(s).split(b"\r\n")
+        self.assertIn(b"USER", caps)
+        self.assertIn(b"SASL PLAIN LOGIN SCRAM-SHA-256", caps)
+        self.assertNotIn(b"STLS", caps)
+        self.assertIn(b"+OK maildrop", login(s))
+
     def test_stls_without_certificate(self):
         s, _ = make_session(tls_available=False)
         drain(s)
@@ -777,6 +792,19 @@ class LimitsTest(unittest.TestCase):
         s.receive_data(b"USER " + b"u" * (MAX_COMMAND_LINE - 7) + b"\r\n")
         self.assertEqual(drain(s), b"+OK send PASS\r\n")
         s.receive_data(b"USER " + b"u" * (MAX_COMMAND_LINE - 6) + b"\r\nNOOP\r\n")
+        self.assertEqual(drain(s), b"-ERR line too long\r\n-ERR command not valid in this state\r\n")
+
+    def test_sasl_lines_may_reach_12288_octets_but_not_more(self):
+        """RFC 5034 §4 arbitrary-length responses, bounded by RFC 4954 §4's 12288."""
+        s, b = make_session(tls_active=True)
+        drain(s)
+        s.receive_data(b"AUTH PLAIN\r\n")
+        self.assertEqual(drain(s), b"+ \r\n")
+        s.receive_data(b"A" * 12288 + b"\r\n")     # valid base64, decodes to garbage
+        self.assertTrue(drain(s).startswith(b"-ERR [AUTH] "))
+        s.receive_data(b"AUTH PLAIN\r\n")
+        drain(s)
+        s.receive_data(b"A" * 12292 + b"\r\nNOOP\r\n")
         self.assertEqual(drain(s), b"-ERR line too long\r\n-ERR command not valid in this state\r\n")
 
     def test_too_many_bad_commands_close(self):
