@@ -59,11 +59,14 @@ class ToySession:
         self.big_left = 0
         self.big_sent = 0
         self.pulls = 0
+        self.eof_event = None
 
     # session protocol
     def receive_data(self, data):
         if not data:
             self.events.append("eof")
+            if self.eof_event is not None:
+                self.eof_event.set()
             self.out.append(b"221 eof\r\n")
             self.closed = True
             return
@@ -87,6 +90,9 @@ class ToySession:
             self.out.append(b"250 tls=%d %s\r\n" % (self.ctx.tls_active, str(info.get("version")).encode()))
         elif line == b"PEER?":
             self.out.append(("250 %s %s\r\n" % (self.ctx.peer_ip, self.ctx.listener)).encode())
+        elif line.startswith(b"IDLE "):
+            self.idle_timeout = float(line[5:])
+            self.out.append(b"250 idle\r\n")
         elif line == b"CLOCK?":
             self.out.append(b"250 %r\r\n" % self.ctx.clock())
         elif line == b"BOOM":
@@ -341,6 +347,19 @@ def kernel_wmem_max():
 
 
 class TimerTest(LoopTestCase):
+    def test_shorter_idle_timeout_is_picked_up_after_each_call(self):
+        c = self.client(self.serve(session={"idle": 300.0}))
+        c.line()
+        self.assertEqual(c.cmd(b"IDLE 0.2"), b"250 idle")
+        self.assertEqual(c.line(), b"421 idle timeout")
+        self.assertEqual(c.read_eof(), b"")
+
+    def test_stop_before_run_returns_at_once(self):
+        self.loop.stop()
+        self.loop.run()                 # returns: the stop request is not lost
+        self.start()                    # and the loop can run again afterwards
+        self.assertEqual(self.in_loop(lambda: "again"), "again")
+
     def test_idle_timeout_fires(self):
         c = self.client(self.serve(session={"idle": 0.2}))
         c.line()
@@ -458,6 +477,19 @@ class LimitTest(LoopTestCase):
 
 
 class TlsTest(LoopTestCase):
+    def test_large_output_over_tls(self):
+        total = 3 * 1024 * 1024 + 17
+        c = self.client(self.serve(ssl_context=server_tls_context()), tls_host="localhost")
+        c.line()
+        c.sock.sendall(b"BIG %d\r\n" % total)
+        got = 0
+        while got < total:
+            data = c.sock.recv(min(65536, total - got))
+            self.assertTrue(data)
+            got += len(data)
+        self.assertEqual(c.line(), b"250 big done")
+        self.assertEqual(c.cmd(b"QUIT"), b"221 bye")
+
     def test_implicit_tls(self):
         addr = self.serve(ssl_context=server_tls_context())
         c = self.client(addr, tls_host="localhost")
@@ -517,7 +549,70 @@ def read_all(sock):
         data += chunk
 
 
+class BackpressureTest(LoopTestCase):
+    def test_reading_pauses_while_output_is_backed_up(self):
+        import selectors
+        c = Client(self.serve())
+        self.clients.append(c)
+        c.line()
+        c.sock.sendall(b"BIG %d\r\n" % (64 * 1024 * 1024))     # and never read it
+
+        def state():
+            conns = list(self.loop._conns)
+            return [(len(x.out), x.mask) for x in conns]
+        deadline = threading.Event()
+        timer = threading.Timer(WAIT, deadline.set)
+        timer.start()
+        self.addCleanup(timer.cancel)
+        while not deadline.is_set():                # poll the loop itself, no sleeping
+            (out, mask), = self.in_loop(state)
+            if out >= WRITE_LOW_WATER:
+                break
+        self.assertGreaterEqual(out, WRITE_LOW_WATER)
+        self.assertFalse(mask & selectors.EVENT_READ, "still reading with a full output buffer")
+        self.assertTrue(mask & selectors.EVENT_WRITE)
+        self.assertLess(self.sessions[0].big_sent, 64 * 1024 * 1024)
+
+
 class LifecycleTest(LoopTestCase):
+    def test_wake_after_close_is_harmless(self):
+        c = self.client(self.serve())
+        c.line()
+        session = self.sessions[0]
+        session.eof_event = threading.Event()
+        c.close()
+        self.assertTrue(session.eof_event.wait(WAIT))
+        self.in_loop(session.ctx.wake)
+        self.in_loop(session.ctx.wake)
+        session.ctx.wake()                          # from a foreign thread too
+        self.assertEqual(self.in_loop(lambda: self.loop.connection_count), 0)
+
+    def test_session_closing_in_greeting_flushes_then_closes(self):
+        def factory(ctx):
+            s = ToySession(ctx)
+            s.out = [b"554 no service\r\n"]
+            s.closed = True
+            return s
+        addr = self.loop.listen("toy", "127.0.0.1", 0, factory)
+        self.start()
+        c = self.client(addr)
+        self.assertEqual(c.read_eof(), b"554 no service\r\n")
+
+    def test_factory_exception_is_logged_and_loop_survives(self):
+        calls = []
+
+        def factory(ctx):
+            calls.append(ctx)
+            if len(calls) == 1:
+                raise ValueError("factory bug (test)")
+            return ToySession(ctx)
+        addr = self.loop.listen("toy", "127.0.0.1", 0, factory)
+        self.start()
+        with self.assertLogs("mailsrv.loop", logging.ERROR):
+            self.assertEqual(self.client(addr).read_eof(), b"")
+        self.assertEqual(self.client(addr).line(), b"220 toy")
+
+
     def test_session_exception_closes_only_that_connection(self):
         addr = self.serve()
         good, bad = self.client(addr), self.client(addr)
@@ -644,6 +739,20 @@ class ConnectTest(LoopTestCase):
                                          server_hostname="localhost", implicit_tls=True)
         self.assertEqual(result, [])
         self.assertIsInstance(errors[0], ssl.SSLError)
+
+    def test_connect_implicit_tls_to_silent_server_times_out(self):
+        silent = socket.socket()
+        self.addCleanup(silent.close)
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(5)                       # completes TCP, never answers TLS
+        self.start()
+        errors, done = [], threading.Event()
+        self.loop.call_soon_threadsafe(lambda: self.loop.connect(
+            "127.0.0.1", silent.getsockname()[1], lambda ctx: self.fail("no session expected"), 0.3,
+            lambda exc: (errors.append(exc), done.set()), ssl_context=client_tls_context(),
+            server_hostname="localhost", implicit_tls=True))
+        self.assertTrue(done.wait(WAIT))
+        self.assertIsInstance(errors[0], TimeoutError)
 
     def test_connect_refused_reports_error(self):
         s = socket.socket()
