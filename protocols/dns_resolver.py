@@ -182,9 +182,9 @@ class TcpQuerySession:
         pass
 
 
-# DEVIATION(design.md layering): loop.open_datagram wants a socket address
-# family, and only loop.py may import socket; the loop may publish AF_INET /
-# AF_INET6, else the Linux values are used.
+# loop.open_datagram wants a socket address family and only loop.py may import
+# socket: EventLoop publishes AF_INET / AF_INET6; the Linux values are only a
+# fallback for stand-in loops without them.
 _LINUX_AF = {4: 2, 6: 10}
 
 

@@ -7,7 +7,7 @@ import unittest
 from protocols import dns
 from protocols.dns import MX, Message, Question, Record
 from protocols.dns_resolver import (LOOPS_BACK, NO_ADDRESS, NO_DOMAIN, NULL_MX, TEMP_FAIL, Answer,
-                                    DnsError, MxHost, Resolver, TcpQuerySession, _same_address,
+                                    DnsError, MxHost, Resolver, TcpQuerySession, _address_family, _same_address,
                                     interpret, parse_resolv_conf)
 from protocols.loop import EventLoop
 from tests.dnsfake import FakeDnsServer
@@ -206,6 +206,10 @@ class ForgeryTest(LoopTestCase):
         self.assertEqual(len(ids), 12)
         self.assertGreater(len(set(ids)), 6)
         self.assertGreater(len(set(ports)), 6)
+
+    def test_address_family_comes_from_the_loop(self):
+        self.assertEqual(_address_family(self.loop, "::1"), EventLoop.AF_INET6)
+        self.assertEqual(_address_family(self.loop, "127.0.0.1"), EventLoop.AF_INET)
 
     def test_same_address(self):
         self.assertTrue(_same_address(("127.0.0.1", 53), ("127.0.0.1", 53)))
