@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import unittest
 from unittest import mock
 
@@ -209,6 +210,24 @@ class LockTests(MaildropTestCase):
             with self.assertRaises(MaildropLocked):
                 open_maildrop(self.box)
         self.open()
+
+    def test_threads_racing_for_the_lock_get_it_once(self):
+        barrier, results = threading.Barrier(8), []
+
+        def race():
+            barrier.wait(10)
+            try:
+                results.append(open_maildrop(self.box))
+            except MaildropLocked:
+                results.append(None)
+        threads = [threading.Thread(target=race) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        winners = [r for r in results if r is not None]
+        self.assertEqual((len(results), len(winners)), (8, 1))
+        winners[0].close()
 
     def test_lock_of_a_killed_process_is_released(self):
         env = dict(os.environ, PYTHONPATH=ROOT)

@@ -1,11 +1,13 @@
 """store/uidindex.py: UIDs per Maildir folder (RFC 3501 §2.3.1.1), flags, keywords."""
 
 import json
+import mailbox
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 from unittest import mock
@@ -366,7 +368,52 @@ print(json.dumps(seen))
 """
 
 
+class InteropTests(UidIndexTestCase):
+    """Outside programs: the stdlib mailbox.Maildir stands in for mutt."""
+
+    def test_stdlib_maildir_adds_and_flags_are_seen(self):
+        md = mailbox.Maildir(self.box, factory=None, create=False)
+        k1 = md.add(b"Subject: one\n\nbody\n")
+        msg = mailbox.MaildirMessage(b"Subject: two\r\n\r\nbody\r\n")
+        msg.set_subdir("cur")
+        msg.set_flags("FS")
+        k2 = md.add(msg)
+        snap = UidIndex(self.box).sync()
+        self.assertEqual({e.key: e.flags for e in snap.entries}, {k1: "", k2: "FS"})
+        self.assertEqual(snap.by_key(k1).size, len(b"Subject: one\r\n\r\nbody\r\n"))
+
+    def test_our_flags_are_seen_by_stdlib_maildir(self):
+        md = mailbox.Maildir(self.box, factory=None, create=False)
+        key = md.add(b"Subject: one\n\nbody\n")
+        UidIndex(self.box).set_flags(key, "RS")
+        md = mailbox.Maildir(self.box, factory=None, create=False)
+        self.assertEqual(md.get_message(key).get_flags(), "RS")
+        self.assertEqual(md.get_message(key).get_subdir(), "cur")
+
+
 class ConcurrencyTests(UidIndexTestCase):
+    def test_threads_syncing_at_once_never_share_a_uid(self):
+        seen, errors = [], []
+
+        def work(wid):
+            try:
+                for n in range(30):
+                    put(self.box, "%d.M%dP1Q%d_%d.host" % (2000 + n, n, wid, n))
+                    seen.append(self.keys_to_uids(UidIndex(self.box).sync()))
+            except Exception as e:                             # pragma: no cover
+                errors.append(e)
+        threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors, [])
+        final = self.keys_to_uids(UidIndex(self.box).sync())
+        self.assertEqual(sorted(final.values()), list(range(1, 121)))
+        for view in seen:
+            for key, uid in view.items():
+                self.assertEqual(final[key], uid)
+
     def test_processes_syncing_at_once_never_share_a_uid(self):
         env = dict(os.environ, PYTHONPATH=ROOT)
         procs = [subprocess.Popen([sys.executable, "-c", WORKER, self.box, str(w), "40"],
