@@ -187,9 +187,10 @@ class HostileInputTest(unittest.TestCase):
         self.assertFormatError(QUERY_EXAMPLE_ORG_MX + b"\x00")
 
     def test_every_truncation_of_a_valid_response(self):
-        for n in range(len(RESPONSE_MX)):
-            with self.subTest(length=n):
-                self.assertFormatError(RESPONSE_MX[:n])
+        for packet in (RESPONSE_MX, encode_message(_big_response()), QUERY_EXAMPLE_ORG_MX):
+            for n in range(len(packet)):
+                with self.subTest(length=n):
+                    self.assertFormatError(packet[:n])
 
     def test_mutation_fuzz_raises_only_format_errors(self):
         rng = random.Random(1035)
@@ -244,6 +245,50 @@ class EncodeResponseTest(unittest.TestCase):
         packed = encode_message(msg)
         self.assertTrue(packed.endswith(b"\x00\x03\x00\x00\x00"))  # RFC 7505 §3: rdlength 3, pref 0, root
         self.assertEqual(decode_message(packed).answers[0].data, MX(0, ""))
+
+
+class RoundTripPropertyTest(unittest.TestCase):
+    """Seeded random messages survive encode → decode, compressed or not."""
+
+    def random_name(self, rng, suffixes):
+        if suffixes and rng.random() < 0.5:  # share suffixes so compression has work to do
+            base = rng.choice(suffixes)
+        else:
+            base = ".".join("".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789-")
+                                    for _ in range(rng.randint(1, 20))) for _ in range(rng.randint(1, 3)))
+        name = base if rng.random() < 0.3 else "x%d.%s" % (rng.randrange(100), base)
+        suffixes.append(base)
+        return name
+
+    def random_record(self, rng, suffixes):
+        name = self.random_name(rng, suffixes)
+        kind = rng.randrange(6)
+        ttl = rng.randrange(1 << 31)
+        if kind == 0:
+            return Record(name, dns.TYPE_A, 1, ttl, ".".join(str(rng.randrange(256)) for _ in range(4)))
+        if kind == 1:
+            return Record(name, dns.TYPE_AAAA, 1, ttl, "2001:db8::%x" % rng.randrange(1 << 16))
+        if kind == 2:
+            return Record(name, dns.TYPE_MX, 1, ttl, MX(rng.randrange(1 << 16), self.random_name(rng, suffixes)))
+        if kind == 3:
+            return Record(name, dns.TYPE_CNAME, 1, ttl, self.random_name(rng, suffixes))
+        if kind == 4:
+            return Record(name, dns.TYPE_SOA, 1, ttl, SOA(self.random_name(rng, suffixes),
+                                                          self.random_name(rng, suffixes),
+                                                          *(rng.randrange(1 << 32) for _ in range(5))))
+        return Record(name, dns.TYPE_TXT, 1, ttl, bytes(rng.randrange(256) for _ in range(rng.randrange(30))))
+
+    def test_round_trip(self):
+        rng = random.Random(3596)
+        for _ in range(300):
+            suffixes = []
+            sections = [[self.random_record(rng, suffixes) for _ in range(rng.randrange(4))] for _ in range(3)]
+            msg = Message(id=rng.randrange(1 << 16), qr=True, opcode=rng.randrange(16), aa=rng.random() < 0.5,
+                          tc=rng.random() < 0.5, rd=rng.random() < 0.5, ra=rng.random() < 0.5,
+                          rcode=rng.randrange(16), questions=[Question(self.random_name(rng, suffixes), 15)],
+                          answers=sections[0], authority=sections[1], additional=sections[2])
+            for compress in (True, False):
+                self.assertEqual(decode_message(encode_message(msg, compress)), msg)
 
 
 class NameHelpersTest(unittest.TestCase):
