@@ -75,6 +75,7 @@ class Checker:
         s = self.s
         was_closed, was_tls, state = s.closed, s.want_tls, s.state
         data = line + rng.choice([b"\r\n", b"\n"])
+        line = data[:-2] if data.endswith(b"\r\n") else data[:-1]  # what the session sees
         cuts = sorted(rng.sample(range(len(data) + 1), min(len(data), rng.randint(0, 3))))
         for a, b in zip([0] + cuts, cuts + [len(data)]):
             if a < b:
