@@ -6,9 +6,12 @@ refuses connections).  Rounds are awaited through the relay's ``on_round``
 hook with a bounded ``Queue.get``, never with sleeps.
 """
 
+import base64
 import email
+import os
 import queue as stdqueue
 import socket
+import ssl
 import tempfile
 import threading
 import unittest
@@ -20,6 +23,7 @@ from protocols.smtp_client import ClientConfig
 from store.queue import DEFERRED, MemoryQueue, Queue
 
 WAIT = 10.0
+CERTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "certs")
 MSG = b"From: alice@example.org\r\nSubject: test\r\n\r\nhello\r\n.dot line\r\n"
 
 
@@ -34,6 +38,9 @@ class Sink:
         self.port = self.sock.getsockname()[1]
         self.messages = []          # (mail_from, [accepted rcpts], data)
         self.connections = 0
+        self.active = self.max_active = 0
+        self.auth_seen = []         # decoded AUTH PLAIN responses
+        self.tls_seen = []          # TLS versions negotiated
         self.rcpt_seen = {}         # rcpt → times seen
         self.ehlo = b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n"
         self.lock = threading.Lock()
@@ -60,16 +67,44 @@ class Sink:
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _handle(self, conn):
+        with self.lock:
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            self._talk(conn)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+    def _starttls(self, conn, f):
+        conn.sendall(b"220 2.0.0 ready for TLS\r\n")
+        f.close()
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(os.path.join(CERTS, "cert.pem"), os.path.join(CERTS, "key.pem"))
+        conn = ctx.wrap_socket(conn, server_side=True)
+        self.tls_seen.append(conn.version())
+        return conn, conn.makefile("rb")
+
+    def _talk(self, conn):
         conn.settimeout(WAIT)
         f = conn.makefile("rb")
         try:
             conn.sendall(b"220 sink ESMTP\r\n")
             mail_from, rcpts = None, []
-            for line in f:
+            while True:
+                line = f.readline()       # f changes after STARTTLS
+                if not line:
+                    return
                 cmd = line.strip().decode("utf-8")
                 verb = cmd[:4].upper()
                 if verb == "EHLO":
                     conn.sendall(self.ehlo)
+                elif verb == "STAR":
+                    conn, f = self._starttls(conn, f)
+                elif verb == "AUTH":
+                    self.auth_seen.append(base64.b64decode(cmd.split()[2]))
+                    ok = self.auth_seen[-1] == b"\0relayuser\0relaypass"
+                    conn.sendall(b"235 2.7.0 ok\r\n" if ok else b"535 5.7.8 bad credentials\r\n")
                 elif verb == "MAIL":
                     mail_from, rcpts = cmd[cmd.index("<") + 1: cmd.index(">")], []
                     conn.sendall(b"250 2.1.0 ok\r\n")
@@ -128,10 +163,12 @@ class FakeResolver:
         self.loop.call_soon(lambda: done(self.table[domain]))
 
 
-class RelayTest(unittest.TestCase):
+class RelayHarness(unittest.TestCase):
+    """Helpers only: a relay on a running loop, a sink, a fake resolver."""
     disk = False
+    thread = None
 
-    def setUp(self):
+    def start_relay(self, tls_context=None, **config):
         self.sink = Sink()
         self.loop = EventLoop()
         self.now = 1_700_000_000.0
@@ -143,15 +180,18 @@ class RelayTest(unittest.TestCase):
         self.resolver = FakeResolver(self.loop)
         self.bounces = []
         self.rounds = stdqueue.Queue()
-        config = RelayConfig(hostname="mail.example.org", relay_port=self.sink.port, connect_timeout=5,
-                             client=ClientConfig())
-        self.relay = Relay(self.loop, self.queue, self.resolver, config,
+        kw = dict(hostname="mail.example.org", relay_port=self.sink.port, connect_timeout=5,
+                  client=ClientConfig())
+        kw.update(config)
+        self.relay = Relay(self.loop, self.queue, self.resolver, RelayConfig(**kw),
                            on_bounce=lambda e, f, b: self.bounces.append((e, f, b)),
-                           clock=lambda: self.now, on_round=self.rounds.put)
+                           tls_client_context=tls_context, clock=lambda: self.now, on_round=self.rounds.put)
         self.thread = threading.Thread(target=self.loop.run, daemon=True)
         self.thread.start()
 
     def tearDown(self):
+        if self.thread is None:
+            return
         self.loop.stop()
         self.thread.join(WAIT)
         self.loop.close()
@@ -166,6 +206,11 @@ class RelayTest(unittest.TestCase):
         """Run one queue pass in the loop thread and wait for its entry's round to end."""
         self.loop.call_soon_threadsafe(getattr(self.relay, action))
         return self.rounds.get(timeout=WAIT)
+
+
+class RelayTest(RelayHarness):
+    def setUp(self):
+        self.start_relay()
 
     def test_delivered_and_removed(self):
         self.enqueue(["bob@example.com", "carol@example.com"])
@@ -278,6 +323,64 @@ class RelayTest(unittest.TestCase):
 
 class RelayDiskQueueTest(RelayTest):
     disk = True
+
+
+class RelayOptionsTest(RelayHarness):
+    """Smarthost, STARTTLS and the connection limit; each test builds its own relay."""
+
+    def test_smarthost_with_auth_plain_skips_mx_lookup(self):
+        self.start_relay(client=ClientConfig(allow_plaintext_auth=True), relayhost="127.0.0.1:0",
+                         relay_auth_user="relayuser", relay_auth_password="relaypass")
+        self.relay.config.relayhost = "[127.0.0.1]:%d" % self.sink.port
+        self.sink.ehlo = b"250-sink\r\n250-AUTH PLAIN LOGIN\r\n250 PIPELINING\r\n"
+        self.enqueue(["bob@anywhere.example"])
+        entry = self.round()
+        self.assertEqual(entry.recipients[0].state, "delivered")
+        self.assertEqual(self.sink.auth_seen, [b"\0relayuser\0relaypass"])
+        self.assertEqual(self.resolver.asked, [])
+
+    def test_smarthost_auth_refused_defers(self):
+        self.start_relay(client=ClientConfig(allow_plaintext_auth=True),
+                         relay_auth_user="relayuser", relay_auth_password="wrong")
+        self.relay.config.relayhost = "127.0.0.1:%d" % self.sink.port
+        self.sink.ehlo = b"250-sink\r\n250 AUTH PLAIN\r\n"
+        self.enqueue(["bob@anywhere.example"])
+        entry = self.round()
+        self.assertEqual(entry.recipients[0].state, DEFERRED)
+        self.assertIn("535 5.7.8", entry.recipients[0].last_error)
+        self.assertNotIn("wrong", entry.recipients[0].last_error)
+        self.assertEqual(self.sink.messages, [])
+
+    def test_starttls_to_the_mx(self):
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.check_hostname = False
+        client.verify_mode = ssl.CERT_NONE        # Postfix "may": encrypt without verifying
+        self.start_relay(tls_context=client)
+        self.sink.ehlo = b"250-sink\r\n250-STARTTLS\r\n250 PIPELINING\r\n"
+        self.enqueue(["bob@example.com"])
+        with self.assertLogs("mailsrv.relay", "INFO") as logs:
+            entry = self.round()
+        self.assertEqual(entry.recipients[0].state, "delivered")
+        self.assertEqual(len(self.sink.tls_seen), 1)
+        self.assertIn("tls=yes", "\n".join(logs.output))
+        self.assertEqual(self.sink.messages[0][2], MSG)
+
+    def test_tls_required_but_not_offered_defers(self):
+        self.start_relay(relay_tls="require")
+        self.enqueue(["bob@example.com"])
+        entry = self.round()
+        self.assertEqual(entry.recipients[0].state, DEFERRED)
+        self.assertIn("TLS is required", entry.recipients[0].last_error)
+
+    def test_connection_limit(self):
+        self.start_relay(max_connections=1)
+        for i in range(4):
+            self.enqueue(["bob@example.com"], qid="Q%d" % i)
+        self.loop.call_soon_threadsafe(self.relay.run_queue)
+        done = [self.rounds.get(timeout=WAIT) for _ in range(4)]
+        self.assertEqual(sorted(e.id for e in done), ["Q0", "Q1", "Q2", "Q3"])
+        self.assertEqual(len(self.sink.messages), 4)
+        self.assertEqual(self.sink.max_active, 1)
 
 
 class ParseRelayhostTest(unittest.TestCase):
