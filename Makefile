@@ -1,0 +1,26 @@
+# mailsrv: the README's commands.  Pure standard library: nothing to install.
+PYTHON ?= python3
+
+.PHONY: test fast interop fuzz bench clean
+
+# Every test: unit, transcript, fuzz, loopback (smtplib/poplib), and the interop
+# tests with Debian's clients, which skip (and say so) where a tool is missing.
+test:
+	$(PYTHON) -m tests.run
+
+# Only the interop tests with real Debian clients and servers (.ci/run installs them).
+interop:
+	$(PYTHON) -m tests.run 'test_interop*.py'
+
+# The state-walk fuzzers with more iterations than `make test` runs.
+fuzz:
+	MAILSRV_FUZZ_ITERATIONS=5000 $(PYTHON) -m tests.run 'test_*fuzz*.py'
+
+# Benchmarks (never timed tests): numbers go to the README.
+bench:
+	$(PYTHON) tests/bench_smtp.py
+	$(PYTHON) tests/bench_pop3.py
+
+clean:
+	rm -rf maildata bench-data
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

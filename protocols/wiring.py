@@ -1,0 +1,282 @@
+"""The backends that connect protocol sessions to the store, and the policy between them.
+
+The sessions (``smtp_server``, ``pop3_server``) are pure state machines that
+ask an injected backend for everything that needs the disk, a thread or the
+clock.  This module is that backend for the real server:
+
+* authentication for every protocol: scrypt verification off the loop thread,
+  a delay after each failure and a lockout counter per client address
+  (RFC 4954 §4 leaves both to the server; we follow Postfix/Dovecot practice);
+* recipient policy (RFC 5321 §3.6, §4.5.1): local users, aliases,
+  plus-addressing, postmaster, unknown users refused at RCPT time, and no
+  relaying except for authenticated sessions or trusted networks;
+* sender policy for authenticated users (RFC 6409 §6.1: the MSA may check that
+  the submitter is allowed to use the sender address);
+* durable delivery through ``store.deliver.Deliverer``: the ``250`` is given
+  only after the file and its directory are fsync'd.
+
+It uses the event loop only through ``call_later``, ``call_soon_threadsafe``,
+``run_in_thread`` and ``time``; it never touches a socket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import logging
+import os
+from typing import Callable, Dict, List, Optional, Tuple
+
+from protocols.base import SessionContext
+from protocols.sasl import SaslOutcome, ScramCredentials
+from protocols.smtp_server import RcptDecision, SmtpConfig, SmtpSession
+from store.deliver import Deliverer, DeliveryJob
+from store.maildir import MailStore
+from store.users import AliasDB, Directory, UserDB, normalize_address
+
+log = logging.getLogger("mailsrv.auth")
+smtp_log = logging.getLogger("mailsrv.smtp")
+
+Reply = Tuple[int, str, str]
+
+STORAGE_ERROR: Reply = (452, "4.3.1", "Insufficient system storage, try again later")  # RFC 3463 §3.4
+
+
+class Backend:
+    """Everything the sessions need from the outside world, for one server."""
+
+    def __init__(self, config, loop):
+        self.config = config
+        self.loop = loop
+        data = config.data_dir
+        os.makedirs(data, mode=0o700, exist_ok=True)
+        self.users = UserDB(data)
+        self.aliases = AliasDB(data)
+        self.store = MailStore(data, config.hostname)
+        self.directory = self._make_directory()
+        self.deliverer: Optional[Deliverer] = None
+        self.relay = None          # set by the outbound wiring when it is enabled
+        self.queue = None
+        self._failures: Dict[str, Tuple[int, float]] = {}   # ip -> (count, first failure time)
+        self._fake_key = os.urandom(32)   # for stable fake SCRAM credentials of unknown users
+        self._trusted = config.trusted_networks()
+
+    def _make_directory(self) -> Directory:
+        cfg = self.config
+        postmaster = cfg.postmaster or f"postmaster@{cfg.hostname.lower()}"
+        return Directory(self.users, self.aliases, cfg.local_domains(), postmaster)
+
+    # -- life cycle ---------------------------------------------------------
+    def start(self) -> None:
+        if self.deliverer is None:
+            self.deliverer = Deliverer(self.store)
+
+    def close(self) -> None:
+        if self.deliverer is not None:
+            self.deliverer.close()
+            self.deliverer = None
+
+    def reload(self, config=None) -> None:
+        """SIGHUP and periodic: pick up users, aliases and live config keys."""
+        if config is not None:
+            self.config = config
+            self._trusted = config.trusted_networks()
+            self.directory = self._make_directory()
+            logging.getLogger().setLevel(getattr(logging, str(config.log_level).upper(), logging.INFO))
+        self._refresh()
+        log.info("reloaded users (%d), aliases and configuration", len(self.users.list()))
+
+    def _refresh(self) -> None:
+        self.users.reload_if_changed()
+        self.aliases.reload_if_changed()
+
+    def add_user(self, address: str, password: str) -> None:
+        self.users.add(address, password)
+        self.store.create_mailbox(normalize_address(address))
+
+    # -- session factories --------------------------------------------------
+    def smtp_config(self, listener: str) -> SmtpConfig:
+        cfg = self.config
+        return SmtpConfig(
+            hostname=cfg.hostname,
+            max_message_size=cfg.max_message_size,
+            max_recipients=cfg.max_recipients,
+            max_received=cfg.max_received_headers,
+            command_timeout=cfg.smtp_idle_timeout,
+            require_auth=listener in ("submission", "smtps"),
+            allow_plaintext_auth=cfg.allow_plaintext_auth,
+            plaintext_auth_loopback=cfg.plaintext_auth_loopback,
+        )
+
+    def smtp_factory(self, listener: str) -> Callable[[SessionContext], SmtpSession]:
+        def factory(ctx: SessionContext) -> SmtpSession:
+            return SmtpSession(ctx, self.smtp_config(listener), self)
+        return factory
+
+    def pop3_factory(self):
+        from protocols.pop3_server import Pop3Config, Pop3Session
+
+        def factory(ctx: SessionContext):
+            cfg = self.config
+            pcfg = Pop3Config(hostname=cfg.hostname, idle_timeout=cfg.pop3_idle_timeout,
+                              allow_plaintext_auth=cfg.allow_plaintext_auth,
+                              plaintext_auth_loopback=cfg.plaintext_auth_loopback)
+            return Pop3Session(ctx, pcfg, self)
+        return factory
+
+    # -- authentication (shared by SMTP, POP3, IMAP) ------------------------
+    def _canonical(self, address: str) -> Optional[str]:
+        try:
+            return normalize_address(address)
+        except ValueError:
+            return None
+
+    def scram_lookup(self, username: str) -> ScramCredentials:
+        """RFC 5802 §5.1: an unknown user gets stable fake credentials, so
+        the exchange looks the same and reveals nothing (RFC 5802 §9)."""
+        self._refresh()
+        user = self._canonical(username)
+        creds = self.users.scram_credentials(user) if user else None
+        if creds is not None:
+            salt, iterations, stored_key, server_key = (
+                creds if isinstance(creds, tuple) else
+                (creds.salt, creds.iterations, creds.stored_key, creds.server_key))
+            return ScramCredentials(salt=salt, iterations=iterations, stored_key=stored_key, server_key=server_key)
+        seed = hmac.new(self._fake_key, username.encode("utf-8", "replace"), hashlib.sha256).digest()
+        return ScramCredentials(salt=seed[:16], iterations=4096, stored_key=os.urandom(32), server_key=os.urandom(32))
+
+    def _locked_out(self, ip: str, now: float) -> bool:
+        count, first = self._failures.get(ip, (0, now))
+        if now - first > self.config.auth_lockout_seconds:
+            self._failures.pop(ip, None)
+            return False
+        return count >= self.config.auth_max_failures
+
+    def authenticate(self, ctx: SessionContext, outcome: SaslOutcome, done: Callable[[Optional[str]], None]) -> None:
+        ip = ctx.peer_ip
+        now = self.loop.time()
+        user = self._canonical(outcome.authcid)
+
+        def finish(ok: bool) -> None:
+            if ok:
+                self._failures.pop(ip, None)
+                log.info("auth ok user=%s mechanism=%s peer=%s listener=%s", user, outcome.mechanism, ip, ctx.listener)
+                done(user)
+                return
+            count, first = self._failures.get(ip, (0, self.loop.time()))
+            self._failures[ip] = (count + 1, first)
+            log.warning("auth failed user=%r mechanism=%s peer=%s listener=%s failures=%d%s",
+                        outcome.authcid[:64], outcome.mechanism, ip, ctx.listener, count + 1,
+                        " (locked out)" if count + 1 >= self.config.auth_max_failures else "")
+            self.loop.call_later(self.config.auth_failure_delay, lambda: done(None))
+
+        if self._locked_out(ip, now) or user is None:
+            finish(False)
+            return
+        if outcome.authzid and self._canonical(outcome.authzid) != user:
+            finish(False)       # no proxy authorization (RFC 4616 §2 lets the server refuse)
+            return
+        self._refresh()
+        if outcome.password is not None:
+            pw = outcome.password
+            self.loop.run_in_thread(lambda: self.users.verify_password(user, pw), lambda ok: finish(ok is True))
+        else:
+            finish(bool(outcome.scram_verified) and self.users.exists(user))
+
+    # -- SMTP policy --------------------------------------------------------
+    def _trusted_peer(self, ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip.split("%")[0])
+        except ValueError:
+            return False
+        if getattr(addr, "ipv4_mapped", None):
+            addr = addr.ipv4_mapped
+        return any(addr in net for net in self._trusted)
+
+    def may_relay(self, ctx: SessionContext, auth_user: Optional[str]) -> bool:
+        """RFC 5321 §3.6.1 / RFC 6409 §4: relay only for authenticated users
+        and trusted networks, and only once outbound delivery exists."""
+        if self.queue is None:
+            return False
+        return bool(auth_user) or self._trusted_peer(ctx.peer_ip)
+
+    def check_sender(self, ctx: SessionContext, auth_user: Optional[str], address) -> Optional[Reply]:
+        text = getattr(address, "text", address) or ""
+        if not auth_user or not text or not self.config.sender_login_match:
+            return None
+        if self._owns(auth_user, text):
+            return None
+        return (553, "5.7.1", f"Sender address rejected: not owned by user {auth_user}")
+
+    def _owns(self, user: str, address: str) -> bool:
+        canon = self._canonical(address)
+        if canon is None:
+            return False
+        if canon == user:
+            return True
+        local, _, domain = canon.rpartition("@")
+        if not self.directory.is_local_domain(domain):
+            return False
+        return self.directory.resolve(local, domain) == [user]
+
+    def check_recipient(self, ctx: SessionContext, auth_user: Optional[str], address) -> RcptDecision:
+        self._refresh()
+        domain = address.domain.lower()
+        if not address.literal and self.directory.is_local_domain(domain):
+            targets = self.directory.resolve(address.local, domain)
+            if targets is None:
+                # RFC 5321 §3.6.2 / §4.2.2: refuse now rather than bounce later.
+                return RcptDecision(False, (550, "5.1.1", f"<{address.text}>: Recipient address rejected: User unknown"))
+            local = [t for t in targets if self.directory.is_local_domain(t.rpartition("@")[2])]
+            remote = [t for t in targets if t not in local]
+            if remote and self.queue is None:
+                remote = []     # alias forwarding needs outbound delivery
+            if not local and not remote:
+                return RcptDecision(False, (550, "5.1.1", f"<{address.text}>: Recipient address rejected: User unknown"))
+            return RcptDecision(True, target=(local, remote))
+        if self.may_relay(ctx, auth_user):
+            return RcptDecision(True, target=([], [address.text]))
+        # RFC 5321 §3.6.1: no open relay. RFC 3463 §3.8 X.7.1 delivery not authorized.
+        return RcptDecision(False, (550, "5.7.1", f"<{address.text}>: Relay access denied"))
+
+    def deliver(self, envelope, data: bytes, done: Callable[[Reply], None]) -> None:
+        local: List[str] = []
+        remote: List[str] = []
+        for loc, rem in envelope.targets:
+            local.extend(u for u in loc if u not in local)
+            remote.extend(r for r in rem if r not in remote)
+        parts = {"pending": (1 if local else 0) + (1 if remote else 0), "ok": True}
+        queue_id = envelope.queue_id
+
+        def part_done(ok: bool, error: Optional[str]) -> None:
+            if not ok:
+                parts["ok"] = False
+                logging.getLogger("mailsrv.store").error("delivery of %s failed: %s", queue_id, error)
+            parts["pending"] -= 1
+            if parts["pending"] == 0:
+                done((250, "2.0.0", f"Ok: queued as {queue_id}") if parts["ok"] else STORAGE_ERROR)
+
+        if parts["pending"] == 0:
+            done((250, "2.0.0", f"Ok: queued as {queue_id}"))
+            return
+        if local:
+            job = DeliveryJob(data=data, return_path=envelope.mail_from, users=local, queue_id=queue_id)
+            self.deliverer.submit(job, lambda r: self.loop.call_soon_threadsafe(lambda: part_done(r.ok, r.error)))
+        if remote:
+            def enqueue():
+                self.queue.enqueue(envelope.mail_from, remote, data, queue_id, self.loop.time(),
+                                   smtputf8=envelope.smtputf8, body=envelope.body)
+                return True
+
+            def enqueued(result):
+                ok = result is True
+                part_done(ok, None if ok else repr(result))
+                if ok and self.relay is not None:
+                    self.relay.kick()
+            self.loop.run_in_thread(enqueue, enqueued)
+
+    # -- POP3 ---------------------------------------------------------------
+    def open_maildrop(self, ctx: SessionContext, user: str, done: Callable[[object], None]) -> None:
+        from store.maildrop import open_maildrop
+        self.loop.run_in_thread(lambda: open_maildrop(self.store, user), done)

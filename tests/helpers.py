@@ -1,0 +1,90 @@
+"""Shared fixtures for the loopback tests: an in-process server on free ports."""
+
+import glob
+import os
+import shutil
+import tempfile
+import unittest
+
+from mailsrv import Config, MailServer
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CERT = os.path.join(HERE, "certs", "cert.pem")
+KEY = os.path.join(HERE, "certs", "key.pem")
+ROOT = os.path.dirname(HERE)
+
+
+def free_ports(**overrides):
+    values = {k: "0" for k in ("smtp_port", "submission_port", "smtps_port", "pop3_port", "pop3s_port")}
+    values.update({"imap_port": "off", "imaps_port": "off"})
+    values.update(overrides)
+    return values
+
+
+class ServerTestCase(unittest.TestCase):
+    """Starts one MailServer per test class with TLS and two users."""
+
+    tls = True
+    extra_config: dict = {}
+    users = {"alice@example.test": "alice-secret", "bob@example.test": "bob-secret"}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="mailsrv-test-")
+        values = free_ports(data_dir=cls.tmp, hostname="mx.example.test", domains="example.test",
+                            log_level="WARNING", auth_failure_delay="0.05",
+                            max_connections_per_ip="500")
+        if cls.tls:
+            values.update(tls_cert=CERT, tls_key=KEY)
+        values.update(cls.extra_config)
+        cls.server = MailServer(Config(values))
+        for address, password in cls.users.items():
+            cls.server.add_user(address, password)
+        cls.server.start()
+        cls.ports = cls.server.ports
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop(grace=2)
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def maildir(self, user, folder=""):
+        local, domain = user.split("@")
+        return os.path.join(self.tmp, "mail", domain, local, folder)
+
+    def new_messages(self, user):
+        """The files in the user's new/ (and cur/), oldest first, as bytes."""
+        base = self.maildir(user)
+        paths = sorted(glob.glob(os.path.join(base, "new", "*")) + glob.glob(os.path.join(base, "cur", "*")),
+                       key=os.path.getmtime)
+        out = []
+        for p in paths:
+            with open(p, "rb") as f:
+                out.append(f.read())
+        return out
+
+    def clear_mailbox(self, user):
+        base = self.maildir(user)
+        for p in glob.glob(os.path.join(base, "new", "*")) + glob.glob(os.path.join(base, "cur", "*")):
+            os.unlink(p)
+
+
+def _take_header(lines, i, name):
+    """If lines[i] starts header ``name``, return the index after it (and its folds)."""
+    if i < len(lines) and lines[i].lower().startswith(name + b":"):
+        i += 1
+        while i < len(lines) and lines[i][:1] in (b" ", b"\t"):
+            i += 1
+    return i
+
+
+def strip_trace(stored: bytes) -> bytes:
+    """The message as the client sent it: drop exactly the trace headers the
+    server added in front (Return-Path, an optional Delivered-To, one Received)."""
+    lines = stored.split(b"\r\n")
+    i = _take_header(lines, 0, b"return-path")
+    assert i == 1, "Return-Path must come first"
+    i = _take_header(lines, i, b"delivered-to")
+    j = _take_header(lines, i, b"received")
+    assert j > i, "our Received: must follow"
+    return b"\r\n".join(lines[j:])

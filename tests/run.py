@@ -1,0 +1,29 @@
+"""`make test`: discover and run every test, then print one closing line.
+
+    python3 -m tests.run [pattern]
+
+The closing line reads ``N passed, N failed, N skipped``; skipped interop
+tests name the missing tool, so a developer sees what CI will run that their
+box did not.
+"""
+
+import sys
+import unittest
+
+
+def main(argv):
+    pattern = argv[1] if len(argv) > 1 else "test*.py"
+    suite = unittest.defaultTestLoader.discover("tests", pattern=pattern, top_level_dir=".")
+    result = unittest.TextTestRunner(verbosity=1, buffer=False).run(suite)
+    failed = len(result.failures) + len(result.errors) + len(getattr(result, "unexpectedSuccesses", []))
+    skipped = len(result.skipped)
+    passed = result.testsRun - failed - skipped
+    reasons = sorted({reason for _test, reason in result.skipped})
+    for reason in reasons:
+        print(f"skipped: {reason}")
+    print(f"{passed} passed, {failed} failed, {skipped} skipped")
+    return 0 if failed == 0 and result.testsRun > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

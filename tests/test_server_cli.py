@@ -1,0 +1,198 @@
+"""The command line as a user meets it: `python3 mailsrv.py` in a subprocess.
+
+Startup lines, user and alias commands picked up by a running server, clear
+one-line errors, SIGTERM, and crash safety under SIGKILL.
+"""
+
+import glob
+import os
+import re
+import select
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import shutil
+import unittest
+
+from tests.helpers import ROOT, strip_trace
+
+PY = sys.executable
+OFF = ["--submission-port", "off", "--smtps-port", "off", "--pop3-port", "off", "--pop3s-port", "off",
+       "--imap-port", "off", "--imaps-port", "off"]
+
+
+def run_cli(*args, data, stdin=b"", check=True):
+    p = subprocess.run([PY, "mailsrv.py", *args, "--data", data], cwd=ROOT, input=stdin,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    if check and p.returncode != 0:
+        raise AssertionError(f"mailsrv {' '.join(args)} failed: {p.stderr.decode()}")
+    return p
+
+
+class ServerProcess:
+    """`python3 mailsrv.py ...` with its listening lines parsed."""
+
+    def __init__(self, data, *extra):
+        self.proc = subprocess.Popen([PY, "mailsrv.py", "--data", data, "--hostname", "mx.example.test",
+                                      "--domain", "example.test", "--smtp-port", "0", "--log-level", "WARNING",
+                                      *OFF, *extra],
+                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.ports = {}
+        line = self._readline(30)
+        m = re.match(rb"listening (\w+) (\S+):(\d+)$", line.strip())
+        if not m:
+            self.kill()
+            raise AssertionError(f"unexpected first line {line!r}: {self.proc.stderr.read().decode()}")
+        self.first_line = line.decode().strip()
+        self.ports[m.group(1).decode()] = int(m.group(3))
+
+    def _readline(self, timeout):
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            raise AssertionError("server printed nothing")
+        return self.proc.stdout.readline()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+class CliTest(unittest.TestCase):
+    def setUp(self):
+        self.data = tempfile.mkdtemp(prefix="mailsrv-cli-")
+        self.addCleanup(shutil.rmtree, self.data, True)
+
+    def test_user_commands(self):
+        run_cli("user", "add", "Alice@Example.test", data=self.data, stdin=b"s3cret\n")
+        users_file = os.path.join(self.data, "users")
+        self.assertEqual(os.stat(users_file).st_mode & 0o777, 0o600)
+        with open(users_file, "rb") as f:
+            self.assertNotIn(b"s3cret", f.read())
+        self.assertEqual(run_cli("user", "list", data=self.data).stdout.split(), [b"alice@example.test"])
+        for folder in (".Sent", ".Drafts", ".Trash", ".Junk", ".Archive", "new", "cur", "tmp"):
+            self.assertTrue(os.path.isdir(os.path.join(self.data, "mail", "example.test", "alice", folder)), folder)
+        p = run_cli("user", "add", "alice@example.test", data=self.data, stdin=b"x\n", check=False)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertEqual(len(p.stderr.strip().splitlines()), 1)
+        run_cli("user", "passwd", "alice@example.test", data=self.data, stdin=b"n3w\n")
+        run_cli("user", "del", "alice@example.test", data=self.data)
+        self.assertEqual(run_cli("user", "list", data=self.data).stdout.split(), [])
+
+    def test_alias_commands(self):
+        run_cli("alias", "add", "team@example.test", "a@example.test", "b@example.test", data=self.data)
+        out = run_cli("alias", "list", data=self.data).stdout.decode()
+        self.assertIn("team@example.test: a@example.test, b@example.test", out)
+        run_cli("alias", "del", "team@example.test", data=self.data)
+        self.assertNotIn("team@", run_cli("alias", "list", data=self.data).stdout.decode())
+
+    def test_config_errors_are_one_line_and_nonzero(self):
+        conf = os.path.join(self.data, "bad.ini")
+        with open(conf, "w") as f:
+            f.write("[mailsrv]\nno_such_key = 1\n")
+        cases = [
+            (["--config", conf], "unknown configuration key"),
+            (["--listen", "not-an-address"], "bad listen address"),
+            (["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"], "cannot read TLS"),
+        ]
+        for args, text in cases:
+            p = subprocess.run([PY, "mailsrv.py", "--data", self.data, "--smtp-port", "0", *OFF, *args], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+            self.assertEqual(p.returncode, 2, args)
+            err = p.stderr.decode().strip()
+            self.assertEqual(len(err.splitlines()), 1, err)
+            self.assertIn(text, err)
+
+    def test_port_in_use_is_a_clear_error(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen()
+            port = s.getsockname()[1]
+            p = subprocess.run([PY, "mailsrv.py", "--data", self.data, *OFF, "--smtp-port", str(port)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("address already in use", p.stderr.decode())
+
+    def test_config_example_lists_every_key_and_loads(self):
+        import mailsrv
+        p = subprocess.run([PY, "mailsrv.py", "config-example"], cwd=ROOT, stdout=subprocess.PIPE, timeout=60)
+        text = p.stdout.decode()
+        for key in mailsrv.KEYS:
+            self.assertIn(f"\n{key} = ", text)
+        conf = os.path.join(self.data, "example.ini")
+        with open(conf, "w") as f:
+            f.write(text)
+        self.assertEqual(mailsrv.Config(mailsrv.read_config_file(conf)).smtp_port, 2525)
+
+    def test_start_prints_listening_lines_and_sigterm_exits_zero(self):
+        run_cli("user", "add", "bob@example.test", data=self.data, stdin=b"pw\n")
+        srv = ServerProcess(self.data)
+        try:
+            self.assertRegex(srv.first_line, r"^listening smtp 127\.0\.0\.1:\d+$")
+            # a user added while the server runs is served without a restart
+            run_cli("user", "add", "late@example.test", data=self.data, stdin=b"pw\n")
+            with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=10) as s:
+                self.assertEqual(s.sendmail("a@elsewhere.test", ["late@example.test"], b"Subject: x\r\n\r\nhi\r\n"), {})
+            idle = socket.create_connection(("127.0.0.1", srv.ports["smtp"]), timeout=10)
+            idle_f = idle.makefile("rb")
+            self.assertTrue(idle_f.readline().startswith(b"220"))
+            srv.proc.send_signal(signal.SIGTERM)
+            self.assertTrue(idle_f.readline().startswith(b"421"))
+            idle.close()
+            self.assertEqual(srv.proc.wait(30), 0)
+        finally:
+            srv.kill()
+        self.assertEqual(len(glob.glob(os.path.join(self.data, "mail", "example.test", "late", "new", "*"))), 1)
+
+    def test_sigkill_loses_no_acknowledged_message(self):
+        run_cli("user", "add", "bob@example.test", data=self.data, stdin=b"pw\n")
+        srv = ServerProcess(self.data)
+        acked = []
+        lock = threading.Lock()
+        enough = threading.Event()
+        stop = threading.Event()
+
+        def sender(n):
+            i = 0
+            while not stop.is_set():
+                body = b"Subject: %d-%d\r\n\r\n" % (n, i) + b"x" * 3000 + b"\r\n"
+                try:
+                    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=10) as s:
+                        s.sendmail("a@elsewhere.test", ["bob@example.test"], body)
+                except (OSError, smtplib.SMTPException):
+                    return      # the server died under us: this one was never acknowledged
+                with lock:
+                    acked.append(body)
+                    if len(acked) >= 60:
+                        enough.set()
+                i += 1
+        threads = [threading.Thread(target=sender, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        try:
+            self.assertTrue(enough.wait(60), "no deliveries")
+            srv.proc.send_signal(signal.SIGKILL)
+            srv.proc.wait(30)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(30)
+            srv.kill()
+        stored = []
+        for path in glob.glob(os.path.join(self.data, "mail", "example.test", "bob", "new", "*")):
+            with open(path, "rb") as f:
+                stored.append(strip_trace(f.read()))
+        sent_ok = set(acked)
+        self.assertTrue(sent_ok <= set(stored), "an acknowledged message is missing")
+        for m in stored:
+            self.assertTrue(m.endswith(b"x" * 3000 + b"\r\n"), "a partial message is visible in new/")
+
+
+if __name__ == "__main__":
+    unittest.main()
