@@ -65,7 +65,8 @@ UIDLIST_VERSION = "3"                 # Dovecot dovecot-uidlist format version 3
 # RFC 3501 §9 / RFC 9051 §9: uniqueid = nz-number, "Non-zero unsigned 32-bit integer".
 MAX_UID = 0xFFFFFFFF
 # A directory whose mtime is this close to "now" may change again within the same
-# mtime tick, so its cached scan is not trusted (file systems with coarse mtimes).
+# mtime tick, so its cached scan is not trusted.  2 s covers the coarsest common
+# timestamps (FAT: 2 s; ext3, HFS+: 1 s); ext4/xfs/btrfs tick in milliseconds.
 MTIME_SLACK_S = 2.0
 # Bound on the per-process snapshot cache (one entry per folder; ours).
 MAX_CACHED_FOLDERS = 1000
@@ -324,6 +325,7 @@ class UidIndex:
         return self._change_flags(key, lambda old: normalise_flags(old + letters))
 
     def remove_flags(self, key: str, flags: Iterable[str]) -> str:
+        """Clear flag letters (IMAP STORE -FLAGS, RFC 3501 §6.4.6); the others are kept."""
         letters = set(normalise_flags(flags))
         return self._change_flags(key, lambda old: "".join(c for c in old if c not in letters))
 
