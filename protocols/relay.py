@@ -63,6 +63,7 @@ class RelayConfig:
     relay_port: int = SMTP_PORT             # port of the MX hosts (tests use another)
     interval: float = 60.0                  # seconds between queue runs
     # Not an RFC number: a bound on sockets and on the load we put on others.
+    # Counts deliveries in flight; one that has its answer may still be saying QUIT.
     max_connections: int = 20
     # RFC 5321 has no connect timeout; 30 s as Postfix's smtp_connect_timeout.
     connect_timeout: float = 30.0
