@@ -117,6 +117,9 @@ class MailStore:
 
         Idempotent and safe against a concurrent creator.  Every new
         directory entry is fsync'd so mail delivered right after is durable.
+        (The stdlib ``mailbox.Maildir(create=True)``/``add_folder`` make the
+        same tree, but check-then-mkdir without fsync, so they are not used
+        here; the tests open the result with ``mailbox.Maildir``.)
         """
         root = self.maildir_path(user)
         domain_dir = os.path.dirname(root)

@@ -6,6 +6,7 @@ import shutil
 import tempfile
 import threading
 import unittest
+from concurrent.futures import ThreadPoolExecutor
 
 from store.deliver import (Deliverer, DeliveryJob, DeliveryResult, FileOps, deliver_batch,
                            message_bytes)
@@ -232,6 +233,67 @@ class DeliverBatchTest(_StoreCase):
         self.assertEqual(message_bytes(one), b"Return-Path: <a@b>\r\nDelivered-To: u@d\r\nx")
         two = DeliveryJob(b"x", "", ["u@d", "v@d"], "Q")
         self.assertEqual(message_bytes(two), b"Return-Path: <>\r\nx")
+
+
+class InvariantFS(CountingFS):
+    """Checks the crash-safety invariant at every step: a name only appears
+    in new/ for a file that is complete (size matches ``,S=``) and fsync'd."""
+
+    def __init__(self, test, roots):
+        super().__init__()
+        self.test, self.roots = test, roots
+        self.synced = set()
+        self.steps = 0
+
+    def _check(self):
+        self.steps += 1
+        for root in self.roots:
+            new = os.path.join(root, "new")
+            for name in os.listdir(new):
+                size = int(name.rsplit(",S=", 1)[1])
+                self.test.assertEqual(os.path.getsize(os.path.join(new, name)), size)
+
+    def fsync(self, fd):
+        super().fsync(fd)
+        self.synced.add(self.paths[fd])
+        self._check()
+
+    def write_all(self, fd, data):
+        self._check()
+        super().write_all(fd, data)
+        self._check()
+
+    def link(self, src, dst):
+        self.test.assertIn(src, self.synced, "linked before fsync")
+        self._check()
+        super().link(src, dst)
+        self._check()
+
+
+class CrashSafetyTest(_StoreCase):
+    def test_only_complete_fsynced_files_ever_appear_in_new(self):
+        users = ["alice@example.org", "bob@example.org"]
+        fs = InvariantFS(self, [self.store.maildir_path(u) for u in users])
+        jobs = [DeliveryJob(DATA * (i + 1), "s@r", users[: 1 + i % 2], "Q%d" % i)
+                for i in range(6)]
+        with ThreadPoolExecutor(4) as pool:
+            results = deliver_batch(self.store, jobs, fs, pool)
+        self.assertTrue(all(r.ok for r in results))
+        self.assertGreater(fs.steps, 20)
+        self.assertEqual(len(self.files("alice@example.org")), 6)
+        self.assertEqual(len(self.files("bob@example.org")), 3)
+
+    def test_executor_path_isolates_failures(self):
+        fs = CountingFS()
+        fs.fail["fsync"] = lambda path: errno.EIO if "/bob/" in path else None
+        jobs = [DeliveryJob(DATA, "s@r", [u], "Q%d" % i)
+                for i, u in enumerate(["alice@example.org", "bob@example.org"] * 4)]
+        with self.assertLogs("mailsrv.store", "ERROR"), ThreadPoolExecutor(4) as pool:
+            results = deliver_batch(self.store, jobs, fs, pool)
+        self.assertEqual([r.ok for r in results], [True, False] * 4)
+        self.assertEqual(len(self.files("alice@example.org")), 4)
+        self.assertNothingLeft("bob@example.org")
+        self.assertEqual(self.files("alice@example.org", "tmp"), [])
 
 
 class GatedFS(CountingFS):

@@ -1,7 +1,9 @@
 """store/users.py: UserDB, AliasDB, Directory, address normalisation."""
 
+import base64
 import hashlib
 import hmac
+import json
 import os
 import shutil
 import stat
@@ -54,6 +56,46 @@ class UserDBTest(_TmpDir):
         self.assertFalse(db.verify_password("alice@example.org", "S3cret"))
         self.assertFalse(db.verify_password("nobody@example.org", "s3cret"))
         self.assertFalse(db.verify_password("not an address", "s3cret"))
+
+    def test_unknown_user_still_costs_one_scrypt(self):
+        # no timing oracle for user existence: both paths run scrypt once
+        import store.users as users_mod
+        db = UserDB(self.dir)
+        db.add("alice@example.org", "pw")
+        calls = []
+        real = users_mod.hashlib.scrypt
+
+        def counting(*args, **kw):
+            calls.append(kw.get("n"))
+            return real(*args, **kw)
+        users_mod.hashlib.scrypt = counting
+        try:
+            db.verify_password("alice@example.org", "wrong")
+            db.verify_password("nobody@example.org", "wrong")
+            db.verify_password("@@invalid", "wrong")
+        finally:
+            users_mod.hashlib.scrypt = real
+        self.assertEqual(calls, [2 ** 14] * 3)
+
+    def test_scrypt_parameters_stored_with_hash(self):
+        db = UserDB(self.dir)
+        db.add("alice@example.org", "pw")
+        with open(os.path.join(self.dir, "users")) as fh:
+            rec = json.loads(fh.readline())
+        kind, n, r, p, salt, key = rec["scrypt"].split("$")
+        self.assertEqual((kind, n, r, p), ("scrypt", "16384", "8", "1"))
+        self.assertEqual(len(base64.b64decode(salt)), 16)
+        self.assertEqual(len(base64.b64decode(key)), 64)
+        # a hash made with other parameters still verifies (they are read back)
+        salt_b = os.urandom(16)
+        other = hashlib.scrypt(b"pw", salt=salt_b, n=2 ** 10, r=8, p=1, dklen=32)
+        rec["scrypt"] = "scrypt$1024$8$1$%s$%s" % (base64.b64encode(salt_b).decode(),
+                                                   base64.b64encode(other).decode())
+        with open(os.path.join(self.dir, "users"), "w") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        db.reload_if_changed()
+        self.assertTrue(db.verify_password("alice@example.org", "pw"))
+        self.assertFalse(db.verify_password("alice@example.org", "px"))
 
     def test_duplicate_add_rejected(self):
         db = UserDB(self.dir)
