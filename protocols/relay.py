@@ -206,15 +206,23 @@ class Relay:
         if self.config.relayhost:
             host, _ = parse_relayhost(self.config.relayhost, SMTP_PORT)
             d.targets = [(host, host)]
-            self._try_next(d)
-        elif not d.domain:
-            self._settle_all(d, FAILED, (550, "5.1.3", "Bad recipient address syntax"), "")
+            return self._try_next(d)
+        if d.domain.startswith("[") and d.domain.endswith("]"):
+            # RFC 5321 §5.1 / §4.1.3: an address literal is the host itself, no MX lookup.
+            ip = d.domain[1:-1]
+            ip = ip[5:] if ip.lower().startswith("ipv6:") else ip
+            d.targets = [(d.domain, ip)]
+            return self._try_next(d)
+        try:
+            # RFC 6531 §3.2: look up internationalized domains in A-label form.
+            name = d.domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return self._settle_all(d, FAILED, (550, "5.1.2", "Bad destination domain name"), "")
+        done = lambda result: self._on_mx(d, result)
+        if self.config.local_names:
+            self.resolver.lookup_mx_hosts(name, done, frozenset(self.config.local_names))
         else:
-            done = lambda result: self._on_mx(d, result)
-            if self.config.local_names:
-                self.resolver.lookup_mx_hosts(d.domain, done, frozenset(self.config.local_names))
-            else:
-                self.resolver.lookup_mx_hosts(d.domain, done)
+            self.resolver.lookup_mx_hosts(name, done)
 
     def _on_mx(self, d: _Delivery, result) -> None:
         """RFC 5321 §5.1 via the resolver; RFC 7505 §4.1 null MX → fail now."""

@@ -165,8 +165,34 @@ def plain_response(user: str, password: str) -> str:
     return base64.b64encode(b"\0" + user.encode("utf-8") + b"\0" + password.encode("utf-8")).decode("ascii")
 
 
+def _outcome(r: ServerReply) -> Reply:
+    """A reply as a final outcome: 2xx, 4xx or 5xx.  A 3xx where none belongs
+    is a protocol error (RFC 5321 §4.3.2 lists the replies per command):
+    treated as temporary, RFC 3463 X.5.0 "other protocol status"."""
+    if r.code // 100 in (2, 4, 5):
+        return r.as_reply()
+    return (451, "4.5.0", "unexpected reply: " + str(r))
+
+
+def a_label_address(address: str) -> str:
+    """``local@domain`` with the domain in A-label form (RFC 5890), when it converts.
+
+    RFC 6531 §3.2: an internationalized domain name in A-label form "is not
+    considered to be internationalized", so such an address needs no SMTPUTF8.
+    """
+    local, at, domain = address.rpartition("@")
+    if not at or all(ord(c) < 128 for c in domain):
+        return address
+    try:
+        return local + "@" + domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return address
+
+
 def _needs_utf8(job: ClientJob) -> bool:
-    return job.need_smtputf8 or any(ord(c) > 127 for a in [job.mail_from] + job.rcpts for c in a)
+    """RFC 6531 §3.2: SMTPUTF8 is needed for a UTF-8 local part (or UTF-8 headers)."""
+    return job.need_smtputf8 or any(
+        ord(c) > 127 for a in [job.mail_from] + job.rcpts for c in a_label_address(a))
 
 
 class SmtpClientSession:
@@ -251,7 +277,8 @@ class SmtpClientSession:
             if raw is None:
                 return None
             line = raw.decode("utf-8", "replace")
-            if len(line) < 3 or not line[:3].isdigit() or line[3:4] not in ("", " ", "-"):
+            # RFC 5321 §4.2: Reply-code = %x32-35 %x30-35 %x30-39
+            if len(line) < 3 or line[0] not in "2345" or not line[:3].isdigit() or line[3:4] not in ("", " ", "-"):
                 self._fail("temporary", None, "malformed reply from the server: %r" % line[:80], quit=False)
                 return None
             if self._lines and line[:3] != self._lines[0][:3]:
@@ -409,11 +436,11 @@ class SmtpClientSession:
                 "message size %d exceeds the remote server's fixed limit of %d" % (len(job.data), limit)]))
         # DEVIATION(RFC 6152 §3): 8-bit content to a server without 8BITMIME is
         # sent unchanged (no 7-bit downgrade), as Postfix does by default.
-        enc = "utf-8" if utf8 else "ascii"
-        cmds = [(b"MAIL FROM:<" + job.mail_from.encode(enc, "replace") + b">" + self._mail_params(utf8),
+        wire = (lambda a: a.encode("utf-8")) if utf8 else (lambda a: a_label_address(a).encode("ascii"))
+        cmds = [(b"MAIL FROM:<" + wire(job.mail_from) + b">" + self._mail_params(utf8),
                  self._on_mail, Stage.MAIL)]
         for i, rcpt in enumerate(job.rcpts):
-            cmds.append((b"RCPT TO:<" + rcpt.encode(enc, "replace") + b">",
+            cmds.append((b"RCPT TO:<" + wire(rcpt) + b">",
                          (lambda r, i=i: self._on_rcpt(i, r)), Stage.RCPT))
         cmds.append((b"DATA", self._on_data, Stage.DATA_INIT))
         if "PIPELINING" in self.ext:
@@ -495,9 +522,9 @@ class SmtpClientSession:
         out: Dict[str, Reply] = {}
         for rcpt in self.job.rcpts:
             if self._mail_reply is not None:
-                out[rcpt] = self._mail_reply.as_reply()
+                out[rcpt] = _outcome(self._mail_reply)
             elif rcpt in self._rcpt_replies and (rcpt not in self._accepted or self._final_for_accepted):
-                out[rcpt] = self._rcpt_replies[rcpt].as_reply()
+                out[rcpt] = _outcome(self._rcpt_replies[rcpt])
             else:
                 out[rcpt] = fallback
         return out
@@ -507,7 +534,7 @@ class SmtpClientSession:
             return
         self._result = ClientResult(
             per_rcpt=self._per_rcpt(fallback),
-            message_result=self._message_reply.as_reply() if self._message_reply else None,
+            message_result=_outcome(self._message_reply) if self._message_reply else None,
             tls_used=self.ctx.tls_active, error_kind=kind, remote_reply=self._last_error,
             stage=self.stage.value)
         self._done(self._result)

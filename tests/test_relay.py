@@ -158,6 +158,7 @@ class FakeResolver:
             "fallback.example": MxResult(hosts=[MxHost(10, "mx1.fallback.example", ["127.0.0.2"]),
                                                 MxHost(20, "mx2.fallback.example", ["127.0.0.1"])]),
             "down.example": MxResult(hosts=[MxHost(10, "mx.down.example", ["127.0.0.2"])]),
+            "xn--bcher-kva.example": MxResult(hosts=[MxHost(10, "mx.xn--bcher-kva.example", ["127.0.0.1"])]),
             "nullmx.example": MxResult(reply=NULL_MX),
             "nxdomain.example": MxResult(reply=NO_DOMAIN),
             "servfail.example": MxResult(reply=TEMP_FAIL),
@@ -318,6 +319,17 @@ class RelayTest(RelayHarness):
         (_, failed, dsn), = self.bounces
         self.assertEqual(failed[0][1], "4.4.7")
         self.assertIn(b"Action: failed", dsn)
+
+    def test_address_literal_needs_no_mx(self):
+        self.enqueue(["bob@[127.0.0.1]"])
+        self.assertEqual(self.round().recipients[0].state, "delivered")
+        self.assertEqual(self.resolver.asked, [])
+
+    def test_idn_domain_is_looked_up_as_a_label(self):
+        self.enqueue(["bob@b\u00fccher.example"])
+        self.assertEqual(self.round().recipients[0].state, "delivered")
+        self.assertEqual(self.resolver.asked, ["xn--bcher-kva.example"])
+        self.assertEqual(self.sink.messages[0][1], ["bob@xn--bcher-kva.example"])
 
     def test_smtputf8_refused_by_sink_bounces(self):
         self.queue.enqueue("alice@example.org", ["jos\u00e9@example.com"], MSG, "Q1", self.now, smtputf8=True)

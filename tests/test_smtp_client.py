@@ -152,6 +152,11 @@ class ExtensionTest(unittest.TestCase):
                          [b"MAIL FROM:<a@example.org> SIZE=%d BODY=8BITMIME SMTPUTF8" % len(MSG),
                           "RCPT TO:<jos\u00e9@example.com>".encode()])
 
+    def test_idn_domain_goes_as_a_label_without_smtputf8(self):
+        h = self.start(ehlo=b"250-mx\r\n250 PIPELINING\r\n", rcpts=["bob@b\u00fccher.example"])
+        self.assertEqual(h.sent().split(b"\r\n")[:2],
+                         [b"MAIL FROM:<a@example.org>", b"RCPT TO:<bob@xn--bcher-kva.example>"])
+
     def test_need_smtputf8_flag_alone_requires_the_extension(self):
         h = self.start(ehlo=b"250-mx\r\n250 8BITMIME\r\n", need_smtputf8=True)
         self.assertEqual(h.result.error_kind, "permanent")
@@ -322,6 +327,41 @@ class FailureTest(unittest.TestCase):
         h.s.timeout()
         h.server(b"")
         self.assertEqual(len(h.results), 1)
+
+
+class FuzzTest(unittest.TestCase):
+    """Random server behaviour in every stage: no exception escapes, done is called at most once."""
+
+    REPLIES = [b"220 hi\r\n", b"250 ok\r\n", b"250-x\r\n250 PIPELINING\r\n", b"354 go\r\n",
+               b"421 bye\r\n", b"450 later\r\n", b"550 5.1.1 no\r\n", b"334 \r\n", b"235 ok\r\n",
+               b"250-STARTTLS\r\n250 AUTH PLAIN\r\n", b"garbage\r\n", b"25", b"0 split\r\n",
+               b"\r\n", b"999 odd\r\n", b"250-a\r\n251 mismatch\r\n", b"\xff\xfe\r\n", b""]
+
+    def test_random_replies(self):
+        import random
+        rng = random.Random(5321)
+        for _ in range(400):
+            h = Harness(auth=("u", "p") if rng.random() < 0.3 else None,
+                        starttls=rng.choice(["may", "require", "never"]),
+                        config=ClientConfig(allow_plaintext_auth=rng.random() < 0.5))
+            for _ in range(rng.randint(1, 12)):
+                if h.s.closed:
+                    break
+                if h.s.want_tls and rng.random() < 0.7:
+                    h.s.tls_started({"version": "TLSv1.3", "cipher": "X"})
+                roll = rng.random()
+                if roll < 0.05:
+                    h.s.timeout()
+                elif roll < 0.08:
+                    h.s.shutdown()
+                else:
+                    h.server(rng.choice(self.REPLIES))
+                h.sent()
+            self.assertLessEqual(len(h.results), 1)
+            if h.s.closed:
+                self.assertEqual(len(h.results), 1)
+                for reply in h.results[0].per_rcpt.values():
+                    self.assertIn(reply[0] // 100, (2, 4, 5))
 
 
 class HelpersTest(unittest.TestCase):
