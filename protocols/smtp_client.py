@@ -214,6 +214,8 @@ class SmtpClientSession:
         self._mail_reply: Optional[ServerReply] = None
         self._rcpt_replies: Dict[str, ServerReply] = {}
         self._accepted: List[str] = []
+        self._final_for_accepted = False       # the DATA / "." reply has decided for them
+        self._message_reply: Optional[ServerReply] = None
         self._queue: List[Tuple[bytes, Callable]] = []   # commands not yet written (no PIPELINING)
         self._result: Optional[ClientResult] = None
         self._last_error = ""
@@ -236,7 +238,8 @@ class SmtpClientSession:
         if self.closed:
             return
         if not data:
-            self._fail("temporary", None, "connection closed by the server in stage %s" % self.stage.value, quit=False)
+            self._fail("temporary", None, "connection closed by the server in stage %s" % self.stage.value,
+                       quit=False)
             return
         if self.want_tls:
             return   # RFC 3207 §4.2: nothing may be used from before the handshake
@@ -254,6 +257,7 @@ class SmtpClientSession:
         self.ctx.tls_info = info
         self.ext = {}
         self._reader.clear()
+        self._lines = []
         self._send_ehlo()
 
     def timeout(self) -> None:
@@ -482,6 +486,8 @@ class SmtpClientSession:
 
     def _on_data(self, r: ServerReply) -> None:
         """RFC 5321 §4.1.1.4: 354, then the content and "."."""
+        if r.code // 100 == 2:   # RFC 5321 §4.3.2: DATA answers 354 or an error, never 2xx
+            r = ServerReply(451, "4.5.0", ["unexpected reply to DATA: %s" % (str(r),)])
         if r.code != 354:
             if self._mail_reply is None:
                 self._accepted_reply(r)
@@ -508,9 +514,6 @@ class SmtpClientSession:
         self._final_for_accepted = True
 
     # -- ending ------------------------------------------------------------------
-    _final_for_accepted = False
-    _message_reply: Optional[ServerReply] = None
-
     def _synthetic(self, kind: str, r: Optional[ServerReply], text: str) -> Reply:
         if kind == "permanent" and r is not None:
             return r.as_reply()

@@ -284,6 +284,13 @@ class FailureTest(unittest.TestCase):
         h.server(b"250 ok\r\n250 ok\r\n451 4.3.0 try later\r\n")
         self.assertEqual(h.result.per_rcpt, {"x@example.com": (451, "4.3.0", "try later")})
 
+    def test_2xx_to_data_is_not_a_delivery(self):
+        h = Harness(rcpts=["x@example.com"])
+        h.server(b"220 hi\r\n" + EHLO_PIPE)
+        h.sent()
+        h.server(b"250 ok\r\n250 ok\r\n250 sure\r\n")
+        self.assertEqual(h.result.per_rcpt["x@example.com"][:2], (451, "4.5.0"))
+
     def test_final_dot_refused(self):
         h = Harness(rcpts=["x@example.com"])
         h.server(b"220 hi\r\n" + EHLO_PIPE)
