@@ -430,7 +430,6 @@ class AliasDB(_RecordFile):
         return list(rec["targets"]) if rec else None
 
 
-
 def _normalize_alias(alias: str) -> str:
     alias = alias.strip()
     if alias.startswith("*@"):
@@ -449,8 +448,9 @@ class Directory:
     domain must accept it) → the configured postmaster; ``*@domain``
     catch-all alias.  If no postmaster is configured, postmaster mail goes to
     the first user (sorted) of that domain, else the first user of all,
-    else to the mailbox "postmaster@<domain>" itself (created on delivery),
-    so it is always accepted.
+    else to the mailbox "postmaster@<domain>" itself (created on delivery);
+    a configured postmaster that resolves to nothing gets its own mailbox.
+    So postmaster is always accepted.
     """
 
     def __init__(self, users: UserDB, aliases: AliasDB, local_domains: Iterable[str],
@@ -496,11 +496,15 @@ class Directory:
         elif "+" in local and local.split("+", 1)[0]:
             self._expand(local.split("+", 1)[0] + "@" + domain, depth + 1, seen, out)
         elif local == "postmaster":
+            # RFC 5321 §4.5.1: postmaster must always be accepted.  If the
+            # target resolves to nothing, its own mailbox (made on delivery)
+            # gets the mail rather than refusing it.
             target = self._postmaster_for(domain)
-            if target == addr:
-                _append(out, addr)
-            else:
+            before = len(out)
+            if target != addr:
                 self._expand(target, depth + 1, seen, out)
+            if len(out) == before:
+                _append(out, target)
         elif self.aliases.targets("*@" + domain) is not None:
             for target in self.aliases.targets("*@" + domain):
                 self._expand(target, depth + 1, seen, out)

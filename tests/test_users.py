@@ -328,6 +328,14 @@ class DirectoryTest(_TmpDir):
         self.assertEqual(empty.resolve("postmaster", "lonely.example"),
                          ["postmaster@lonely.example"])
 
+    def test_postmaster_always_accepted_even_if_target_unknown(self):
+        d = Directory(self.users, self.aliases, ["example.org"], "pm@example.org")
+        self.assertEqual(d.resolve("postmaster", "example.org"), ["pm@example.org"])
+        self.aliases.add("pm@example.org", ["bob@example.org", "admin@remote.example"])
+        self.assertEqual(d.resolve("postmaster", "other.example"),
+                         ["bob@example.org", "admin@remote.example"])
+        self.assertIsNone(d.resolve("pm2", "example.org"))
+
     def test_is_local_domain(self):
         self.assertTrue(self.dirx.is_local_domain("EXAMPLE.org"))
         self.assertTrue(self.dirx.is_local_domain("empty.example"))
