@@ -67,9 +67,9 @@ ACCEPT_BATCH = 64               # accept() calls per readiness event of a listen
 LISTEN_BACKLOG = 1024           # the kernel caps it at net.core.somaxconn
 DATAGRAM_MAX = 65535            # largest UDP payload (RFC 768: 16-bit length); DNS over UDP fits (RFC 6891 §6.2.5)
 DATAGRAM_BATCH = 64             # recvfrom() calls per readiness event
-# No RFC bounds the TLS handshake; RFC 5321 §4.5.3.2.1 gives a client 5 minutes for the
-# whole greeting exchange, but a handshake is one or two round trips, so 30 s is generous
-# and keeps half-open handshakes from holding connection slots.
+# No RFC bounds the TLS handshake.  RFC 5321 §4.5.3.2.7 lets a server wait 5 minutes for
+# a command, but a handshake is one or two round trips, so 30 s is generous and keeps
+# silent half-open handshakes from holding connection slots.
 TLS_HANDSHAKE_TIMEOUT = 30.0
 # A closed session whose reply the peer will not read is dropped after this long
 # (RFC 5321 §4.5.3.2.7 lets a server give up on an unresponsive client).
@@ -336,7 +336,7 @@ class EventLoop:
                 if self._shutting_down and not self._conns:
                     break
                 for key, mask in self._sel.select(self._select_timeout()):
-                    key.data(mask)
+                    self._run_callback(lambda: key.data(mask))
                 self._run_timers()
                 for _ in range(len(self._ready)):
                     self._run_callback(self._ready.popleft())
@@ -537,7 +537,10 @@ class EventLoop:
             self.call_soon(lambda e=exc: on_error(e))
             return None
         sock.setblocking(False)
-        err = sock.connect_ex(addr)
+        try:
+            err = sock.connect_ex(addr)
+        except OSError as exc:
+            err = exc.errno or errno.EINVAL
         if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, errno.EINTR):
             sock.close()
             self.call_soon(lambda e=OSError(err, os.strerror(err)): on_error(e))
@@ -925,6 +928,28 @@ class EventLoop:
             self._pump(conn)
 
     # ------------------------------------------------------------------ closing
+    def _close_gently(self, conn: Connection) -> None:
+        """Before closing after a final reply: send TLS close_notify (RFC 8446 §6.1), and
+        read away input that already arrived, because closing a socket with unread input
+        makes the kernel send a RST, and a RST can destroy our last reply (the 221 after
+        a pipelined QUIT, RFC 5321 §4.1.1.10) before the peer has read it."""
+        if conn.tls_up:
+            try:
+                conn.tls.unwrap()
+            except (ssl.SSLError, ValueError):
+                pass
+            self._flush_bio(conn)
+            try:
+                conn.bytes_out += conn.sock.send(conn.out)
+            except OSError:
+                pass
+        for _ in range(4):
+            try:
+                if not conn.sock.recv(READ_CHUNK):
+                    return
+            except OSError:
+                return
+
     def _close(self, conn: Connection, graceful: bool = False) -> None:
         if conn.closed:
             return
@@ -936,16 +961,8 @@ class EventLoop:
                 s.receive_data(b"")
             except Exception:
                 log.exception("session error on %s at close", conn.id)
-        if graceful and conn.tls_up:
-            try:
-                conn.tls.unwrap()      # close_notify, RFC 8446 §6.1; best effort
-            except (ssl.SSLError, ValueError):
-                pass
-            self._flush_bio(conn)
-            try:
-                conn.sock.send(conn.out)
-            except OSError:
-                pass
+        if graceful:
+            self._close_gently(conn)
         if conn.mask:
             self._unregister(conn.sock)
             conn.mask = 0
