@@ -112,6 +112,117 @@ class HappyPathTest(unittest.TestCase):
         self.assertEqual(h.result.per_rcpt["x@example.com"], (250, "2.0.0", "line one line two"))
 
 
+def run_transcript(test, text, **jobkw):
+    """Feed the S: lines one by one; the C: lines, in order, must be exactly what
+    the client wrote ("C: ..." stands for the message body)."""
+    h = Harness(**jobkw)
+    expected, written = b"", b""
+    for line in text.strip().splitlines():
+        who, _, rest = line.strip().partition(": ")
+        if who == "C":
+            expected += h.s.job.data if rest == "..." else rest.encode() + b"\r\n"
+        else:
+            h.server(rest.encode() + b"\r\n")
+        written += h.sent()
+    test.assertEqual(written.decode(), expected.decode())
+    test.assertTrue(h.s.closed)
+    return h.result
+
+
+class RfcTranscriptTest(unittest.TestCase):
+    """The RFC 2920 §4 examples (the client waits for the reply to "." before QUIT)."""
+
+    def test_rfc2920_pipelined_example(self):
+        r = run_transcript(self, """
+            S: 220 innosoft.com SMTP service ready
+            C: EHLO dbc.mtview.ca.us
+            S: 250-innosoft.com
+            S: 250 PIPELINING
+            C: MAIL FROM:<mrose@dbc.mtview.ca.us>
+            C: RCPT TO:<ned@innosoft.com>
+            C: RCPT TO:<dan@innosoft.com>
+            C: RCPT TO:<kvc@innosoft.com>
+            C: DATA
+            S: 250 sender <mrose@dbc.mtview.ca.us> OK
+            S: 250 recipient <ned@innosoft.com> OK
+            S: 250 recipient <dan@innosoft.com> OK
+            S: 250 recipient <kvc@innosoft.com> OK
+            S: 354 enter mail, end with line containing only "."
+            C: ...
+            C: .
+            S: 250 message sent
+            C: QUIT
+            S: 221 goodbye
+            """, helo_name="dbc.mtview.ca.us", mail_from="mrose@dbc.mtview.ca.us",
+            rcpts=["ned@innosoft.com", "dan@innosoft.com", "kvc@innosoft.com"])
+        self.assertEqual(set(r.per_rcpt.values()), {(250, "", "message sent")})
+
+    def test_rfc2920_all_recipients_rejected(self):
+        r = run_transcript(self, """
+            S: 220 innosoft.com SMTP service ready
+            C: EHLO dbc.mtview.ca.us
+            S: 250-innosoft.com
+            S: 250 PIPELINING
+            C: MAIL FROM:<mrose@dbc.mtview.ca.us>
+            C: RCPT TO:<nsb@thumper.bellcore.com>
+            C: RCPT TO:<galvin@tis.com>
+            C: DATA
+            S: 250 sender <mrose@dbc.mtview.ca.us> OK
+            S: 550 remote mail to <nsb@thumper.bellore.com> not allowed
+            S: 550 remote mail to <galvin@tis.com> not allowed
+            S: 554 no valid recipients given
+            C: QUIT
+            S: 221 goodbye
+            """, helo_name="dbc.mtview.ca.us", mail_from="mrose@dbc.mtview.ca.us",
+            rcpts=["nsb@thumper.bellcore.com", "galvin@tis.com"])
+        self.assertEqual(r.per_rcpt["galvin@tis.com"], (550, "", "remote mail to <galvin@tis.com> not allowed"))
+
+    def test_rfc2920_data_accepted_without_recipients(self):
+        r = run_transcript(self, """
+            S: 220 innosoft.com SMTP service ready
+            C: EHLO dbc.mtview.ca.us
+            S: 250-innosoft.com
+            S: 250 PIPELINING
+            C: MAIL FROM:<mrose@dbc.mtview.ca.us>
+            C: RCPT TO:<nsb@thumper.bellcore.com>
+            C: RCPT TO:<galvin@tis.com>
+            C: DATA
+            S: 250 sender <mrose@dbc.mtview.ca.us> OK
+            S: 550 remote mail to <nsb@thumper.bellore.com> not allowed
+            S: 550 remote mail to <galvin@tis.com> not allowed
+            S: 354 enter mail, end with line containing only "."
+            C: .
+            S: 554 no valid recipients
+            C: QUIT
+            S: 221 goodbye
+            """, helo_name="dbc.mtview.ca.us", mail_from="mrose@dbc.mtview.ca.us",
+            rcpts=["nsb@thumper.bellcore.com", "galvin@tis.com"])
+        self.assertEqual({c for c, _, _ in r.per_rcpt.values()}, {550})
+
+    def test_rfc2920_unpipelined_example_after_ehlo_refused(self):
+        run_transcript(self, """
+            S: 220 Innosoft.com SMTP service ready
+            C: EHLO dbc.mtview.ca.us
+            S: 500 5.5.1 command unrecognized
+            C: HELO dbc.mtview.ca.us
+            S: 250 Innosoft.com
+            C: MAIL FROM:<mrose@dbc.mtview.ca.us>
+            S: 250 sender <mrose@dbc.mtview.ca.us> OK
+            C: RCPT TO:<ned@innosoft.com>
+            S: 250 recipient <ned@innosoft.com> OK
+            C: RCPT TO:<dan@innosoft.com>
+            S: 250 recipient <dan@innosoft.com> OK
+            C: DATA
+            S: 354 enter mail, end with line containing only "."
+            C: ...
+            C: .
+            S: 250 message sent
+            C: QUIT
+            S: 221 goodbye
+            """, helo_name="dbc.mtview.ca.us", mail_from="mrose@dbc.mtview.ca.us",
+            rcpts=["ned@innosoft.com", "dan@innosoft.com"])
+
+
 class ExtensionTest(unittest.TestCase):
     def start(self, ehlo=EHLO_PIPE, **kw):
         h = Harness(**kw)
