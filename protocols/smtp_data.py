@@ -92,18 +92,20 @@ def has_bare_cr_or_lf(data: bytes) -> bool:
     return data.count(b"\r") != pairs or data.count(b"\n") != pairs
 
 
-def longest_line(data: bytes) -> int:
-    """Length of the longest line, CRLF included (RFC 5321 §4.5.3.1.6)."""
-    if len(data) <= MAX_TEXT_LINE - 2:
+def longest_line(data: bytes, limit: int = MAX_TEXT_LINE) -> int:
+    """Length of the longest line, CRLF included (RFC 5321 §4.5.3.1.6);
+    exact whenever it exceeds ``limit``."""
+    if len(data) <= limit - 2:
         return len(data) + 2
     return max(map(len, data.split(b"\r\n"))) + 2
 
 
-def check_content(data: bytes, max_size: int, overflow: bool) -> Optional[Reply]:
+def check_content(data: bytes, max_size: int, overflow: bool,
+                  max_line: int = MAX_TEXT_LINE) -> Optional[Reply]:
     """The refusal for a fully read message, or None if it may be delivered.
 
     Order: size first (the content may be gone), then bare CR/LF, then line
-    length.
+    length (``max_line`` octets with CRLF; 0 disables the check).
     """
     if overflow or len(data) > max_size:
         # RFC 1870 §6.3 / RFC 5321 §4.5.3.1.10: 552 "Too much mail data";
@@ -114,9 +116,9 @@ def check_content(data: bytes, max_size: int, overflow: bool) -> Optional[Reply]
         # repaired; a bare LF is how smuggling attacks split messages.
         # RFC 3463 §3.7: X.6.0 other or undefined media error.
         return (550, "5.6.0", "Message refused: bare CR or LF in message data (RFC 5321 §2.3.8)")
-    if longest_line(data) > MAX_TEXT_LINE:
+    if max_line and longest_line(data, max_line) > max_line:
         # RFC 5321 §4.5.3.1.10 lists "500 Line too long." for this limit.
-        return (500, "5.5.2", "Line too long (RFC 5321 §4.5.3.1.6: 1000 octets)")
+        return (500, "5.5.2", "Line too long (RFC 5321 §4.5.3.1.6: %d octets)" % max_line)
     return None
 
 

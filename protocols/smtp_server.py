@@ -40,7 +40,6 @@ __all__ = ["SmtpSession", "SmtpConfig", "Envelope", "RcptDecision", "State", "Ad
 log = logging.getLogger("mailsrv.smtp")
 
 
-
 class SmtpSession(SmtpAuthMixin):
     """One SMTP server connection; see protocols/base.py for the protocol."""
 
@@ -465,7 +464,8 @@ class SmtpSession(SmtpAuthMixin):
         """Check the complete message, add Received:, hand it to the backend."""
         txn = self._txn
         qid = new_id()
-        refusal = check_content(data, self.config.max_message_size, overflow)
+        refusal = check_content(data, self.config.max_message_size, overflow,
+                                self.config.max_text_line)
         if refusal is None and count_received(data) > self.config.max_received:
             # RFC 5321 §6.3 loop detection; RFC 3463 X.4.6 routing loop.
             refusal = (554, "5.4.6", "Too many Received headers: mail loop detected")

@@ -49,6 +49,11 @@ class SmtpConfig:
     # RFC 5321 §4.5.3.2.5 gives the client 3 minutes per data block; the
     # server waits at least as long as §4.5.3.2.7's 5 minutes.
     data_timeout: float = 300.0
+    # RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets with CRLF; a
+    # longer one refuses the message (500 5.5.2, §4.5.3.1.10) after the end
+    # of data was read.  0 accepts any length.
+    # DEVIATION(RFC 5321 §4.5.3.1.6) when set above 1000 or to 0.
+    max_text_line: int = 1000
     # Consecutive-error limit: after this many bad commands, 421 4.7.0
     # (RFC 5321 §4.2.3 / §3.8: the server may close with 421).
     max_bad_commands: int = 10

@@ -284,6 +284,9 @@ class LimitTest(unittest.TestCase):
         s, b = in_rcpt()
         send(s, "DATA", "Subject: x", "", "y" * 998, ".")      # exactly 1000 with CRLF
         self.assertEqual(len(b.deliveries), 1)
+        s, b = in_rcpt(max_text_line=0)                        # the operator's choice
+        send(s, "DATA", "Subject: x", "", "y" * 5000, ".")
+        self.assertEqual(len(b.deliveries), 1)
 
     def test_message_size_limit_after_reading_to_end(self):
         s, b = in_rcpt(max_message_size=2000)
