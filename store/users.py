@@ -290,7 +290,11 @@ class _RecordFile:
         data = "".join(json.dumps(records[k], sort_keys=True) + "\n"
                        for k in sorted(records)).encode("utf-8")
         directory = os.path.dirname(self.path) or "."
-        tmp = "%s.tmp.%d.%d" % (self.path, os.getpid(), threading.get_ident())
+        tmp = self.path + ".tmp"   # one writer at a time: we hold the flock
+        try:
+            os.unlink(tmp)             # a leftover of a crash
+        except FileNotFoundError:
+            pass
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             try:

@@ -146,6 +146,14 @@ class UserDBTest(_TmpDir):
         self.assertNotEqual(os.stat(os.path.join(self.dir, "users")).st_ino, inode)
         self.assertEqual(sorted(os.listdir(self.dir)), ["users", "users.lock"])
 
+    def test_stale_tmp_from_a_crash_is_replaced(self):
+        with open(os.path.join(self.dir, "users.tmp"), "w") as fh:
+            fh.write("garbage from a crashed writer")
+        db = UserDB(self.dir)
+        db.add("alice@example.org", "pw")
+        self.assertEqual(sorted(os.listdir(self.dir)), ["users", "users.lock"])
+        self.assertEqual(UserDB(self.dir).list(), ["alice@example.org"])
+
     def test_failed_write_cleans_tmp_and_keeps_old_file(self):
         db = UserDB(self.dir)
         db.add("alice@example.org", "pw")
