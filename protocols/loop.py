@@ -75,6 +75,7 @@ TLS_HANDSHAKE_TIMEOUT = 30.0
 # (RFC 5321 §4.5.3.2.7 lets a server give up on an unresponsive client).
 CLOSE_LINGER = 30.0
 ACCEPT_PAUSE = 0.1              # seconds to stop accepting when out of file descriptors
+TIMER_COMPACT_AT = 1024         # rebuild the timer heap when this many cancelled entries linger
 WORKER_THREADS = 8              # run_in_thread pool: scrypt, fsync-heavy store calls
 
 
@@ -103,16 +104,19 @@ def _fmt_addr(addr) -> str:
 class TimerHandle:
     """Returned by ``call_later``; ``cancel()`` stops the call if it has not run yet."""
 
-    __slots__ = ("when", "fn", "cancelled")
+    __slots__ = ("when", "fn", "cancelled", "_loop")
 
-    def __init__(self, when: float, fn: Callable[[], None]):
+    def __init__(self, when: float, fn: Callable[[], None], loop: "EventLoop"):
         self.when = when
         self.fn = fn
         self.cancelled = False
+        self._loop = loop
 
     def cancel(self) -> None:
-        self.cancelled = True
-        self.fn = None
+        if not self.cancelled:
+            self.cancelled = True
+            self.fn = None
+            self._loop._cancelled += 1
 
 
 class _Listener:
@@ -247,6 +251,7 @@ class EventLoop:
         self.tls_handshake_timeout = tls_handshake_timeout
         self._sel = selectors.DefaultSelector()
         self._timers: List[tuple] = []
+        self._cancelled = 0                 # cancelled handles still in the heap (about)
         self._seq = itertools.count()
         self._ready: collections.deque = collections.deque()
         self._conns: set = set()
@@ -296,7 +301,11 @@ class EventLoop:
         self._workers.submit(job)
 
     def _call_at(self, when: float, fn) -> TimerHandle:
-        handle = TimerHandle(when, fn)
+        if self._cancelled > TIMER_COMPACT_AT and self._cancelled * 2 > len(self._timers):
+            self._timers = [t for t in self._timers if not t[2].cancelled]
+            heapq.heapify(self._timers)
+            self._cancelled = 0
+        handle = TimerHandle(when, fn, self)
         heapq.heappush(self._timers, (when, next(self._seq), handle))
         return handle
 
@@ -355,6 +364,7 @@ class EventLoop:
             return 0
         while self._timers and self._timers[0][2].cancelled:
             heapq.heappop(self._timers)
+            self._cancelled = max(0, self._cancelled - 1)
         if not self._timers:
             return None
         return max(0.0, self._timers[0][0] - time.monotonic())
@@ -364,9 +374,10 @@ class EventLoop:
         while self._timers and self._timers[0][0] <= now:
             handle = heapq.heappop(self._timers)[2]
             if handle.cancelled:
+                self._cancelled = max(0, self._cancelled - 1)
                 continue
             fn, handle.fn = handle.fn, None
-            handle.cancelled = True
+            handle.cancelled = True         # ran: a later cancel() is a no-op
             self._run_callback(fn)
 
     def begin_shutdown(self, grace: float) -> None:

@@ -387,6 +387,16 @@ class TimerTest(LoopTestCase):
         self.assertTrue(done.wait(WAIT))
         self.assertEqual(fired, ["early", "late"])
 
+    def test_cancelled_timers_are_compacted_and_live_ones_still_fire(self):
+        fired = []
+        handles = [self.loop.call_later(60 + i, lambda: fired.append("never")) for i in range(3000)]
+        for h in handles[:2500]:
+            h.cancel()
+        self.loop.call_later(0, lambda: (fired.append("now"), self.loop.stop()))
+        self.assertLessEqual(len(self.loop._timers), 501)
+        self.loop.run()                 # in this thread; the timer stops it
+        self.assertEqual(fired, ["now"])
+
     def test_call_soon_threadsafe_runs_in_loop_thread(self):
         self.start()
         seen, done = [], threading.Event()
