@@ -135,8 +135,17 @@ class Relay:
 
     # -- scheduling --------------------------------------------------------
     def start(self) -> None:
-        """Run the queue now and then every ``interval`` seconds (loop thread)."""
+        """Run the queue now and then every ``interval`` seconds (loop thread).
+
+        Entries left with no open recipient (a crash between writing the last
+        result and removing the entry) are removed first."""
         self._running = True
+        for entry in self.queue.list():
+            if not entry.open_recipients():
+                try:
+                    self.queue.remove(entry.id)    # once, at start: blocking is fine here
+                except OSError as exc:
+                    log.error("id=%s cannot remove finished entry: %s", entry.id, exc)
         self.loop.call_soon(self._tick)
 
     def stop(self) -> None:

@@ -320,6 +320,15 @@ class RelayTest(RelayHarness):
         self.assertEqual(failed[0][1], "4.4.7")
         self.assertIn(b"Action: failed", dsn)
 
+    def test_start_runs_the_queue_and_removes_finished_leftovers(self):
+        self.enqueue(["bob@example.com"], qid="DONE")
+        self.queue.record_results("DONE", {"bob@example.com": ("delivered", "250 ok")}, self.now)
+        self.enqueue(["bob@example.com"], qid="NEW")
+        entry = self.round("start")
+        self.assertEqual(entry.id, "NEW")
+        self.assertEqual([e.id for e in self.queue.list()], [])
+        self.assertEqual(len(self.sink.messages), 1)
+
     def test_address_literal_needs_no_mx(self):
         self.enqueue(["bob@[127.0.0.1]"])
         self.assertEqual(self.round().recipients[0].state, "delivered")
