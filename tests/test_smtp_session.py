@@ -13,6 +13,7 @@ import unittest
 
 from protocols import sasl
 from protocols.base import SessionContext
+from protocols import smtp_data
 from protocols.smtp_server import RcptDecision, SmtpConfig, SmtpSession, State
 
 HOST = "mx.example.org"
@@ -483,6 +484,21 @@ class AuthTest(unittest.TestCase):
         self.assertTrue(client.verify(base64.b64decode(final[4:])))
         self.assertEqual(send(s, ""), ["235 2.7.0 Authentication successful"])
 
+    def test_scram_one_byte_at_a_time(self):
+        s, b = ready_session()
+        client = sasl.ScramClient("bob@example.org", "bob-secret")
+
+        def bytewise(line):
+            for ch in (line + "\r\n").encode():
+                s.receive_data(bytes([ch]))
+            return replies(s)
+        [challenge] = bytewise("AUTH SCRAM-SHA-256")
+        self.assertEqual(challenge, "334 ")
+        [first] = bytewise(self.b64(client.first()))
+        [final] = bytewise(self.b64(client.final(base64.b64decode(first[4:]))))
+        self.assertTrue(client.verify(base64.b64decode(final[4:])))
+        self.assertEqual(bytewise(""), ["235 2.7.0 Authentication successful"])
+
     def test_scram_wrong_password(self):
         s, _ = ready_session()
         client = sasl.ScramClient("alice@example.org", "nope")
@@ -615,6 +631,70 @@ class ShutdownTimeoutTest(unittest.TestCase):
         s.receive_data(b"")
         self.assertTrue(s.closed)
         self.assertEqual(b.deliveries, [])
+
+
+class DataFunctionsTest(unittest.TestCase):
+    """protocols/smtp_data.py on its own."""
+
+    def feed_all(self, data, step, keep=10 ** 6):
+        r = smtp_data.DataReader(keep)
+        for i in range(0, len(data), step):
+            end = r.feed(data[i:i + step])
+            if end is not None:
+                return end, r
+        return None, r
+
+    def test_end_of_data_found_at_any_split(self):
+        data = b"a\r\n..b\r\n.\r\nNEXT"
+        for step in (1, 2, 3, 5, 100):
+            (raw, leftover), _ = self.feed_all(data, step)
+            self.assertEqual((raw, leftover[:4]), (b"a\r\n..b\r\n", b"NEXT"[:len(leftover)]))
+            self.assertEqual(smtp_data.unstuff(raw), b"a\r\n.b\r\n")
+
+    def test_immediate_terminator_is_an_empty_message(self):
+        (raw, leftover), _ = self.feed_all(b".\r\nQUIT\r\n", 1)
+        self.assertEqual(raw, b"")
+
+    def test_only_crlf_dot_crlf_ends(self):
+        for probe in (b"\n.\n", b"\n.\r\n", b"\r.\r", b"\r\n.\n", b"\r\n.\r", b"\r\n. \r\n"):
+            end, _ = self.feed_all(b"x" + probe + b"y", 1)
+            self.assertIsNone(end, probe)
+
+    def test_overflow_keeps_memory_bounded(self):
+        r = smtp_data.DataReader(1000)
+        for _ in range(1000):
+            self.assertIsNone(r.feed(b"z" * 997 + b"\r\n."))
+            self.assertLess(len(r.buf), 1100)
+        raw, leftover = r.feed(b"\r\n")
+        self.assertTrue(r.overflow)
+        self.assertEqual(smtp_data.check_content(raw, 1000, r.overflow)[0], 552)
+
+    def test_bare_cr_lf_detection(self):
+        self.assertFalse(smtp_data.has_bare_cr_or_lf(b"a\r\nb\r\n"))
+        for bad in (b"a\nb", b"a\rb", b"a\n\r", b"\r\r\n"):
+            self.assertTrue(smtp_data.has_bare_cr_or_lf(bad), bad)
+
+    def test_count_received_header_block_only(self):
+        msg = (b"Received: a\r\n\tfolded received: x\r\nRECEIVED:b\r\nX-Received: c\r\n"
+               b"Subject: s\r\n\r\nReceived: body\r\n")
+        self.assertEqual(smtp_data.count_received(msg), 2)
+        self.assertEqual(smtp_data.count_received(b"\r\nReceived: x\r\n"), 0)
+
+    def test_protocol_words(self):
+        # RFC 3848 §1 and RFC 6531 §3.7.3
+        p = smtp_data.protocol_word
+        self.assertEqual([p(False, False, False, False), p(True, False, False, False),
+                          p(True, True, False, False), p(True, False, True, False),
+                          p(True, True, True, False), p(True, True, True, True),
+                          p(True, False, False, True)],
+                         ["SMTP", "ESMTP", "ESMTPS", "ESMTPA", "ESMTPSA", "UTF8SMTPSA", "UTF8SMTP"])
+
+    def test_received_header_ipv6_and_hostile_helo(self):
+        h = smtp_data.received_header("evil (x)\r\nInjected: 1", "::1", HOST, "ESMTP", "QID",
+                                      None, CLOCK)
+        self.assertEqual(h, ("Received: from evilxInjected:1 (unknown [IPv6:::1])\r\n"
+                             "\tby %s with ESMTP id QID;\r\n"
+                             "\tTue, 14 Nov 2023 22:13:20 +0000\r\n" % HOST).encode())
 
 
 class LoggingTest(unittest.TestCase):
