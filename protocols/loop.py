@@ -23,7 +23,18 @@ Design, after CPython's selectors/asyncio transports:
 * a heapq timer heap for ``call_later`` and per-connection deadlines (idle
   timeout, TLS handshake, connect);
 * ``call_soon_threadsafe`` through a socketpair, so worker threads (the store's
-  fsync, scrypt) hand results back to the loop thread.
+  fsync, scrypt) hand results back to the loop thread; ``run_in_thread(fn,
+  callback)`` is the packaged form (a small thread pool).
+
+Beyond design.md's EventLoop interface: ``time()`` (the injected wall clock),
+``run_in_thread``, ``AF_INET``/``AF_INET6`` (so callers of ``open_datagram``
+need not import socket), ``connect(..., implicit_tls=False)`` (without it the
+context is kept for the session's STARTTLS), ``close()``, and the constructor's
+``tls_handshake_timeout``.
+
+Idle time is counted from the last octet received *or sent*: a client slowly
+reading a long RETR is not idle (RFC 5321 §4.5.3.2.7 times out a server waiting
+for a command, not one that is still writing).
 
 The loop is not thread-safe except for ``call_soon_threadsafe``, ``stop`` and
 ``begin_shutdown``; everything else is called from the loop thread (or before
@@ -889,6 +900,8 @@ class EventLoop:
 
     # ------------------------------------------------------------------ deadlines
     def _deadline(self, conn: Connection) -> Optional[float]:
+        """When the connection's timer must act: the connect/handshake deadline, else
+        ``session.idle_timeout`` after the last activity, else CLOSE_LINGER once closed."""
         if conn.deadline is not None:
             return conn.deadline
         s = conn.session
