@@ -32,7 +32,7 @@ from protocols.smtp_auth import SmtpAuthMixin
 from protocols.smtp_data import (DataReader, check_content, count_received,
                                  protocol_word, received_header, unstuff)
 from protocols.smtp_state import (ANY_STATE, BDAT_RE, MAX_AUTH_LINE, MAX_COMMAND_LINE,
-                                  MAX_DIGITS, TXN_STATES, Chunk, Envelope, RcptDecision,
+                                  DIGITS_RE, TXN_STATES, Chunk, Envelope, RcptDecision,
                                   Reply, SmtpConfig, State, Transaction, fmt_reply)
 
 __all__ = ["SmtpSession", "SmtpConfig", "Envelope", "RcptDecision", "State", "Address"]
@@ -321,8 +321,9 @@ class SmtpSession(SmtpAuthMixin):
                 self._fail(555, "5.5.4", "Parameters not allowed after HELO")
                 return False
             if key == "SIZE":
-                # RFC 1870 §6: SIZE=<octets>; over our limit → 552 5.3.4 (§6.2).
-                if value is None or not value.isdigit() or len(value) > MAX_DIGITS:
+                # RFC 1870 §6: SIZE=<octets> (ASCII digits only: str.isdigit
+                # would accept "²"); over our limit → 552 5.3.4 (§6.1 item 2).
+                if value is None or not DIGITS_RE.match(value):
                     self._fail(501, "5.5.4", "Invalid SIZE parameter")
                     return False
                 if int(value) > self.config.max_message_size:

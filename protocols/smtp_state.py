@@ -26,6 +26,7 @@ MAX_COMMAND_LINE = 2048
 MAX_AUTH_LINE = 12288 + 2
 # Digits accepted in SIZE= and BDAT sizes: 20 digits hold any 64-bit count.
 MAX_DIGITS = 20
+DIGITS_RE = re.compile(r"[0-9]{1,%d}\Z" % MAX_DIGITS)
 BDAT_RE = re.compile(r"([0-9]{1,%d})(?: +(LAST))? *\Z" % MAX_DIGITS, re.IGNORECASE)
 
 

@@ -29,7 +29,8 @@ CORPUS = [
     b"NOOP", b"QUIT", b"VRFY alice", b"EXPN list", b"HELP", b"AUTH PLAIN", b"AUTH LOGIN",
     b"AUTH SCRAM-SHA-256", b"AUTH PLAIN AGFsaWNlAHB3", b"STARTTLS", b"*", b"=", b".",
     b"Subject: hello", b"", "MAIL FROM:<jörg@example.org> SMTPUTF8".encode(),
-    b"RCPT TO:<x@[IPv6:::1]>", b"dGVzdA==",
+    b"RCPT TO:<x@[IPv6:::1]>", b"dGVzdA==", "MAIL FROM:<a@b.example> SIZE=\u00b2 SMTPUTF8".encode(),
+    "BDAT \u0661".encode(), b"MAIL FROM:<a@b.example> SIZE=99999999999999999999",
 ]
 SPECIALS = [b"\r", b"\n", b"\r\n", b"\x00", b"\xff", b"\xc3", b"<", b">", b"@", b"\"", b"\\",
             b":", b"=", b" ", b".", b"\r\n.\r\n", b"\n.\n", b"BDAT 5\r\n", b"9" * 25]
@@ -38,7 +39,7 @@ SPECIALS = [b"\r", b"\n", b"\r\n", b"\x00", b"\xff", b"\xc3", b"<", b">", b"@", 
 def mutate(rng, line):
     line = bytearray(line)
     for _ in range(rng.randint(1, 4)):
-        op = rng.randrange(6)
+        op = rng.randrange(7)
         pos = rng.randint(0, len(line))
         if op == 0:
             line[pos:pos] = rng.choice(SPECIALS)
@@ -50,6 +51,9 @@ def mutate(rng, line):
             line = bytearray(line.swapcase())
         elif op == 4:
             line += rng.choice(SPECIALS) * rng.randint(1, 300)
+        elif op == 5:
+            # valid UTF-8 from odd corners: digits of other scripts, controls, surrogate-free
+            line[pos:pos] = rng.choice("\u00b2\u0661\u00e9\u200b\u0085\u2028\uff1c\U0001f600\u00a0").encode()
         else:
             line = line[:pos]
     return bytes(line)

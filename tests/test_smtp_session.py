@@ -231,6 +231,8 @@ class SequenceTest(unittest.TestCase):
     def test_mail_parameters(self):
         s, _ = ready_session()
         self.assertEqual(codes(send(s, "MAIL FROM:<a@r.example> SIZE=abc")), [501])
+        self.assertEqual(codes(send(s, "MAIL FROM:<a@r.example> SIZE=\u00b2 SMTPUTF8")), [501])
+        self.assertEqual(codes(send(s, "MAIL FROM:<a@r.example> SIZE=%s" % ("1" * 21))), [501])
         self.assertEqual(codes(send(s, "MAIL FROM:<a@r.example> BODY=BINARYMIME")), [501])
         self.assertEqual(codes(send(s, "MAIL FROM:<a@r.example> SMTPUTF8=yes")), [501])
         self.assertEqual(codes(send(s, "MAIL FROM:<a@r.example> RET=FULL")), [555])
