@@ -71,7 +71,7 @@ class SmtpLoopbackTest(ServerTestCase):
         client = ScramClient("alice@example.test", "alice-secret")
         steps = []
 
-        def answer(challenge):
+        def answer(challenge=None):
             if challenge is None:
                 return client.first().decode()
             if not steps:
