@@ -519,6 +519,15 @@ class TlsTest(LoopTestCase):
         self.assertEqual(set(self.events[0][1]), {"version", "cipher"})
         self.assertTrue(self.sessions[0].ctx.tls_available)
 
+    def test_want_tls_without_a_context_closes_with_a_log_line(self):
+        addr = self.serve()                     # no starttls_context
+        c = self.client(addr)
+        c.line()
+        self.assertFalse(self.sessions[0].ctx.tls_available)
+        with self.assertLogs("mailsrv.loop", logging.ERROR):
+            self.assertEqual(c.cmd(b"STARTTLS"), b"220 go ahead")
+            self.assertEqual(c.read_eof(), b"")
+
     def test_silent_tls_client_does_not_delay_others(self):
         tls_addr = self.loop.listen("tls", "127.0.0.1", 0, self.factory(), ssl_context=server_tls_context())
         plain_addr = self.serve()
@@ -794,6 +803,24 @@ class DatagramTest(LoopTestCase):
         self.in_loop(dg.close)
         self.assertFalse(self.in_loop(lambda: dg.sendto(b"late", peer.getsockname())))
         self.assertEqual(self.loop._datagrams, set())
+
+    def test_round_trip_ipv6(self):
+        peer = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        self.addCleanup(peer.close)
+        try:
+            peer.bind(("::1", 0))
+        except OSError as exc:
+            self.skipTest("no ::1: %s" % exc)
+        peer.settimeout(WAIT)
+        got, done = [], threading.Event()
+        self.start()
+        dg = self.in_loop(lambda: self.loop.open_datagram(
+            EventLoop.AF_INET6, lambda data, addr: (got.append(data), done.set())))
+        self.assertTrue(self.in_loop(lambda: dg.sendto(b"ping6", peer.getsockname()[:2])))
+        data, addr = peer.recvfrom(100)
+        peer.sendto(data + b"!", addr)
+        self.assertTrue(done.wait(WAIT))
+        self.assertEqual(got, [b"ping6!"])
 
     def test_family_constants_published(self):
         self.assertEqual(EventLoop.AF_INET, socket.AF_INET)
