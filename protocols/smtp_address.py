@@ -259,7 +259,7 @@ def _split_path(s: str, err: _Errors) -> Tuple[str, str]:
     if rest and not rest.startswith(" "):
         raise err.syntax("junk after path")
     if len(path.encode("utf-8")) > MAX_PATH:
-        # RFC 5321 §4.5.3.1.10: "501 Path too long"
+        # RFC 5321 §4.5.3.1.9: "501 Path too long"
         raise AddressError(501, err.enh, "Path too long (RFC 5321 §4.5.3.1.3)")
     return path, rest.strip(" ")
 

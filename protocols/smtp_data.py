@@ -42,7 +42,7 @@ class DataReader:
     is an empty message.  Once more than ``keep_limit`` octets arrived the
     content is dropped (only the tail needed to find the end is kept) and
     ``overflow`` is set: the message will be refused with 552 after the
-    real end was read (RFC 5321 §4.5.3.1.10, RFC 1870 §6.3).
+    real end was read (RFC 5321 §4.5.3.1.9, RFC 1870 §6.3).
     """
 
     def __init__(self, keep_limit: int):
@@ -108,7 +108,7 @@ def check_content(data: bytes, max_size: int, overflow: bool,
     length (``max_line`` octets with CRLF; 0 disables the check).
     """
     if overflow or len(data) > max_size:
-        # RFC 1870 §6.3 / RFC 5321 §4.5.3.1.10: 552 "Too much mail data";
+        # RFC 1870 §6.3 / RFC 5321 §4.5.3.1.9: 552 "Too much mail data";
         # RFC 3463 §3.4: X.3.4 message too big for system.
         return (552, "5.3.4", "Message size exceeds fixed maximum message size")
     if has_bare_cr_or_lf(data):
@@ -117,7 +117,7 @@ def check_content(data: bytes, max_size: int, overflow: bool,
         # RFC 3463 §3.7: X.6.0 other or undefined media error.
         return (550, "5.6.0", "Message refused: bare CR or LF in message data (RFC 5321 §2.3.8)")
     if max_line and longest_line(data, max_line) > max_line:
-        # RFC 5321 §4.5.3.1.10 lists "500 Line too long." for this limit.
+        # RFC 5321 §4.5.3.1.9 lists "500 Line too long." for this limit.
         return (500, "5.5.2", "Line too long (RFC 5321 §4.5.3.1.6: %d octets)" % max_line)
     return None
 

@@ -12,6 +12,11 @@ Left out: BINARYMIME (RFC 3030 §3; so bare CR/LF is refused in BDAT too),
 DSN (RFC 3461), reverse DNS in the Received field, VRFY/EXPN answers
 (RFC 5321 §3.5.3 / §7.3: 252 without looking anything up, no enumeration).
 
+Files: this one (session, command table, transaction), smtp_state.py
+(limits, SmtpConfig, Envelope, RcptDecision, State), smtp_auth.py (AUTH and
+STARTTLS handlers), smtp_data.py (DATA framing, content checks, Received),
+smtp_address.py (paths and parameters).
+
 Shape: ``receive_data`` buffers; ``_process`` takes one command line (or
 DATA / BDAT octets) at a time and dispatches through ``_COMMANDS`` (verb →
 handler, allowed states).  While a backend call is outstanding (delivery,
@@ -210,7 +215,7 @@ class SmtpSession(SmtpAuthMixin):
                 self._end_auth()
                 self._fail(500, "5.5.6", "Authentication exchange line too long")
             else:
-                # RFC 5321 §4.5.3.1.10: "500 Line too long."
+                # RFC 5321 §4.5.3.1.9: "500 Line too long."
                 self._fail(500, "5.5.2", "Line too long")
             return True
         if line is None:
@@ -357,7 +362,8 @@ class SmtpSession(SmtpAuthMixin):
             self._fail(501, "5.5.4", "Syntax: RCPT TO:<address>")
             return
         if len(txn.rcpts) >= self.config.max_recipients:
-            # RFC 5321 §4.5.3.1.10: "452 Too many recipients"; RFC 3463 X.5.3.
+            # RFC 5321 §4.5.3.1.9: "452 Too many recipients" (452, not 552:
+            # §4.5.3.1.10); RFC 3463 X.5.3 too many recipients.
             self._reply(452, "4.5.3", "Too many recipients")
             return
         addr, rest = parse_forward_path(arg[3:], smtputf8=txn.smtputf8,
@@ -380,7 +386,7 @@ class SmtpSession(SmtpAuthMixin):
             self._fail(501, "5.5.4", "Syntax: DATA")
             return
         if self.state is State.MAIL:
-            # RFC 2920 §3.1 / RFC 5321 §3.3: no recipient accepted.
+            # RFC 2920 §3 item (3) / RFC 5321 §3.3: no recipient accepted.
             self._reply(554, "5.5.1", "No valid recipients")
             return
         size = self.config.max_message_size

@@ -38,7 +38,7 @@ class SmtpConfig:
     # RFC 1870 §4: the SIZE we advertise; 25 MiB is the common default.
     max_message_size: int = 25 * 1024 * 1024
     # RFC 5321 §4.5.3.1.8: "The minimum total number of recipients that MUST
-    # be buffered is 100"; beyond it 452 (§4.5.3.1.10).
+    # be buffered is 100"; beyond it 452 (§4.5.3.1.9, §4.5.3.1.10).
     max_recipients: int = 100
     # RFC 5321 §6.3: a simple loop counter of Received fields; the RFC says
     # "at least 100" as the hard limit for relays, 30 catches loops sooner
@@ -51,7 +51,7 @@ class SmtpConfig:
     # server waits at least as long as §4.5.3.2.7's 5 minutes.
     data_timeout: float = 300.0
     # RFC 5321 §4.5.3.1.6: a text line is at most 1000 octets with CRLF; a
-    # longer one refuses the message (500 5.5.2, §4.5.3.1.10) after the end
+    # longer one refuses the message (500 5.5.2, §4.5.3.1.9) after the end
     # of data was read.  0 accepts any length.
     # DEVIATION(RFC 5321 §4.5.3.1.6) when set above 1000 or to 0.
     max_text_line: int = 1000

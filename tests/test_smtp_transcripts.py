@@ -163,8 +163,8 @@ class Rfc5321AppendixDTest(TranscriptCase):
 
 
 class PipeliningTest(TranscriptCase):
-    def test_rfc2920_section_3_2_example(self):
-        # RFC 2920 §3.2 (and the "all recipients rejected" example of §3.2).
+    def test_rfc2920_section_4_examples(self):
+        # RFC 2920 §4 (the first example, then the "all recipients rejected" one).
         b = self.run_transcript("""
             %s
             C: EHLO dbc.example
