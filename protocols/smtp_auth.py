@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from typing import Optional
+from typing import Callable, Optional
 
 from protocols import sasl
 from protocols.smtp_state import State
@@ -20,6 +20,10 @@ log = logging.getLogger("mailsrv.smtp")
 
 class SmtpAuthMixin:
     """STARTTLS and AUTH handlers (see SmtpSession for the attributes)."""
+
+    # The SCRAM server nonce source (RFC 5802 §5.1 "r"); None = sasl's
+    # random default.  Tests set a fixed one to replay SCRAM transcripts.
+    sasl_nonce: Optional[Callable[[], bytes]] = None
 
     def cmd_starttls(self, arg: str) -> None:
         """STARTTLS (RFC 3207 §4)."""
@@ -73,7 +77,10 @@ class SmtpAuthMixin:
             initial = self._decode_auth(parts[1].encode("ascii", "replace"))
             if initial is None:
                 return
-        self._sasl = sasl.SaslServer(mech, self.backend.scram_lookup)
+        if self.sasl_nonce is not None:
+            self._sasl = sasl.SaslServer(mech, self.backend.scram_lookup, nonce=self.sasl_nonce)
+        else:
+            self._sasl = sasl.SaslServer(mech, self.backend.scram_lookup)
         self._sasl_step(initial)
 
     def _decode_auth(self, line: bytes) -> Optional[bytes]:

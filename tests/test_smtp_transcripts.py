@@ -67,7 +67,7 @@ def pieces(data, mode, rng):
 
 
 class TranscriptCase(unittest.TestCase):
-    def run_transcript(self, text, backend_args=None, **config):
+    def run_transcript(self, text, backend_args=None, sasl_nonce=None, **config):
         """Replay in every mode; return the backend of the whole run."""
         segments, pattern = parse(text)
         modes = [("whole", None), ("bytes", None)] + [("random", s) for s in SEEDS]
@@ -76,6 +76,8 @@ class TranscriptCase(unittest.TestCase):
             rng = random.Random(seed)
             backend = FakeBackend(**(backend_args or {}))
             session, _ = new_session(backend=backend, **config)
+            if sasl_nonce is not None:
+                session.sasl_nonce = lambda: sasl_nonce
             out = bytearray(session.data_to_send())
             for data, directive in segments:
                 for piece in pieces(data, mode, rng):
@@ -344,6 +346,40 @@ class ExtensionTranscriptTest(TranscriptCase):
             S: 235 2.7.0 Authentication successful
         """ % (GREETING, EHLO, base64.b64encode(b"bob@example.org").decode(),
                base64.b64encode(b"bob-secret").decode()), peer="127.0.0.1")
+
+    def test_auth_scram_sha_256(self):
+        # RFC 7677 §3 flow (RFC 5802 §5) with fixed nonces so the exchange
+        # is the same in every replay; the expected lines come from
+        # sasl.ScramClient against a reference SaslServer with those nonces.
+        backend = FakeBackend()
+        server = sasl.SaslServer("SCRAM-SHA-256", backend.scram_lookup, nonce=lambda: b"SERVERNONCE")
+        client = sasl.ScramClient("alice@example.org", "alice-secret", nonce=b"CLIENTNONCE")
+        first = client.first()
+        server_first, _ = server.step(first)
+        final = client.final(server_first)
+        server_final, _ = server.step(final)
+        self.assertTrue(client.verify(server_final))
+        e = lambda data: base64.b64encode(data).decode()
+        b = self.run_transcript("""
+            %s
+            C: EHLO client.example
+            %s
+            C: AUTH SCRAM-SHA-256 %s
+            S: 334 %s
+            C: %s
+            S: 334 %s
+            C:
+            S: 235 2.7.0 Authentication successful
+            C: MAIL FROM:<alice@example.org>
+            S: 250 2.1.0 Ok
+            C: RCPT TO:<friend@elsewhere.example>
+            S: 250 2.1.5 Ok
+            C: BDAT 3 LAST
+            C! hi\\n
+            S: 550 5.6.0 *
+        """ % (GREETING, EHLO, e(first), e(server_first), e(final), e(server_final)),
+            sasl_nonce=b"SERVERNONCE")
+        self.assertEqual([o.authcid for o in b.auth_outcomes], ["alice@example.org"])
 
     def test_starttls_discards_pipelined_commands_and_requires_ehlo(self):
         b = self.run_transcript("""
