@@ -269,7 +269,8 @@ class SmtpSession(SmtpAuthMixin):
         """EHLO (RFC 5321 §4.1.1.1); the keyword list per extension RFC."""
         if not self._hello(arg, True):
             return
-        lines = ["%s greets %s" % (self.config.hostname, self._helo),
+        echo = "".join(c for c in self._helo[:255] if "\x21" <= c <= "\x7e")
+        lines = ["%s greets %s" % (self.config.hostname, echo),
                  "PIPELINING",                                  # RFC 2920 §3
                  "SIZE %d" % self.config.max_message_size,      # RFC 1870 §4
                  "8BITMIME",                                    # RFC 6152 §3
@@ -415,7 +416,12 @@ class SmtpSession(SmtpAuthMixin):
 
     def cmd_bdat(self, arg: str) -> None:
         """BDAT <size> [LAST] (RFC 3030 §2).  The chunk's octets are read
-        even when the command is refused, and never dot-unstuffed."""
+        even when the command is refused, and never dot-unstuffed.
+
+        A bare CR or LF is legal inside BDAT data only with BODY=BINARYMIME
+        (RFC 3030 §3), which we do not offer; so the complete message gets
+        the same bare CR/LF refusal as DATA (checked once at LAST, so a CRLF
+        split across two chunks is fine)."""
         m = BDAT_RE.match(arg)
         if not m:
             self._fail(501, "5.5.4", "Syntax: BDAT <size> [LAST]")
