@@ -184,6 +184,25 @@ class GreetingAndEhloTest(unittest.TestCase):
         self.assertIn(b"with SMTP id", b.deliveries[0][1])
 
 
+class EnhancedStatusCodeTest(unittest.TestCase):
+    def test_every_2xx_4xx_5xx_reply_carries_a_matching_enhanced_code(self):
+        # RFC 2034 §4: all 2xx/4xx/5xx lines except the greeting and the
+        # HELO/EHLO answers; the class digit agrees with the reply code.
+        s, b = new_session(peer="127.0.0.1", max_recipients=1)
+        replies(s)
+        send(s, "EHLO client.example")
+        out = send(s, "NOOP", "HELP", "VRFY x", "FOO", "RCPT TO:<a@b.example>",
+                   "MAIL FROM:<a@client.example> SIZE=999999999999", "MAIL FROM:<bad", "MAIL FROM:<a@r.example>",
+                   "RCPT TO:<nobody@example.org>", "RCPT TO:<alice@example.org>", "RCPT TO:<bob@example.org>",
+                   "DATA", "x", ".", "AUTH PLAIN =", "AUTH LOGIN", "*", "STARTTLS x", "EXPN x", "RSET",
+                   "MAIL FROM:<a@r.example>", "RCPT TO:<bob@example.org>", b"BDAT 1 LAST\r\n\n", "QUIT")
+        for line in out:
+            if line[:3] in ("354", "334"):
+                continue
+            self.assertRegex(line, r"^([245])\d\d [245]\.\d{1,3}\.\d{1,3} ", line)
+            self.assertEqual(line[0], line[4], line)
+
+
 class SequenceTest(unittest.TestCase):
     def test_commands_before_ehlo(self):
         s, _ = new_session()
