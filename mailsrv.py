@@ -252,7 +252,8 @@ class MailServer:
     def __init__(self, config: Optional[Config] = None, **values):
         self.config = config if config is not None else Config(values)
         self.loop = EventLoop()
-        self.backend = Backend(self.config, self.loop)
+        self.backend = Backend(self.config, self.loop, tls_client_context=client_tls_context(self.config),
+                               resolv_conf=_read_resolv_conf())
         self.addresses: Dict[str, List[Tuple[str, int]]] = {}
         self._thread: Optional[threading.Thread] = None
         self._tls = None
@@ -349,9 +350,40 @@ class MailServer:
                 self._thread.join(10)
         self.backend.close()
 
-    def reload(self) -> None:
-        """SIGHUP: re-read users, aliases and the live configuration keys."""
-        self.backend.reload()
+    def reload(self, config: Optional[Config] = None) -> None:
+        """SIGHUP: re-read users, aliases and the live configuration keys.
+
+        Keys that are not live (ports, addresses, certificates, data_dir)
+        keep their running values until a restart."""
+        if config is not None:
+            merged = dict(self.config.values)
+            for k, (_kind, _d, live, _c) in KEYS.items():
+                if live:
+                    merged[k] = config.values[k]
+            self.config = Config(merged)
+        self.backend.reload(self.config if config is not None else None)
+
+    def queue_control(self) -> None:
+        """SIGUSR1: apply requests left by `mailsrv.py queue ...` (loop thread)."""
+        self.backend.queue_control()
+
+
+def client_tls_context(config: Config) -> ssl.SSLContext:
+    """Outbound TLS (RFC 3207): opportunistic and unverified by default, like
+    Postfix's ``smtp_tls_security_level = may``; verified with tls_verify."""
+    ctx = ssl.create_default_context()
+    if not config.tls_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _read_resolv_conf() -> str:
+    try:
+        with open("/etc/resolv.conf", encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
 
 
 def _bind_error(name: str, host: str, port: int, e: OSError) -> str:
@@ -393,29 +425,28 @@ def _serve_parser() -> argparse.ArgumentParser:
 
 
 def _admin_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", help="INI configuration file")
+    common.add_argument("--data", metavar="DIR", help="data directory (default ./maildata)")
     p = argparse.ArgumentParser(prog="mailsrv.py")
-    p.add_argument("--config", metavar="FILE")
-    p.add_argument("--data", metavar="DIR")
     sub = p.add_subparsers(dest="cmd", required=True)
     user = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
     for action in ("add", "passwd", "del"):
-        a = user.add_parser(action)
-        a.add_argument("address")
-        a.add_argument("--data", metavar="DIR")
-        a.add_argument("--config", metavar="FILE")
-    ul = user.add_parser("list")
-    ul.add_argument("--data", metavar="DIR")
-    ul.add_argument("--config", metavar="FILE")
+        user.add_parser(action, parents=[common]).add_argument("address")
+    user.add_parser("list", parents=[common])
     alias = sub.add_parser("alias", help="manage aliases").add_subparsers(dest="action", required=True)
-    aa = alias.add_parser("add")
+    aa = alias.add_parser("add", parents=[common])
     aa.add_argument("alias")
     aa.add_argument("targets", nargs="+")
-    ad = alias.add_parser("del")
-    ad.add_argument("alias")
-    al = alias.add_parser("list")
-    for a in (aa, ad, al):
-        a.add_argument("--data", metavar="DIR")
-        a.add_argument("--config", metavar="FILE")
+    alias.add_parser("del", parents=[common]).add_argument("alias")
+    alias.add_parser("list", parents=[common])
+    queue = sub.add_parser("queue", parents=[common], help="list the outbound queue, or flush/delete/bounce")
+    queue.add_argument("action", nargs="?", default="list", choices=("list", "flush", "delete", "bounce"))
+    queue.add_argument("id", nargs="?")
+    dns = sub.add_parser("dns", parents=[common], help="ask our resolver: dns MX|A|AAAA NAME")
+    dns.add_argument("qtype", type=str.upper, choices=("MX", "A", "AAAA"))
+    dns.add_argument("name")
+    dns.add_argument("--dns-server", metavar="HOST:PORT", action="append")
     sub.add_parser("config-example", help="print a commented configuration file with every key")
     return p
 
@@ -476,7 +507,94 @@ def admin_main(argv: List[str]) -> int:
         except (KeyError, ValueError) as e:
             raise ConfigError(str(e).strip("'\"")) from None
         return 0
+    if args.cmd == "queue":
+        return queue_main(cfg, args.action, args.id)
+    if args.cmd == "dns":
+        return dns_main(cfg, args.qtype, args.name)
     return 2
+
+
+def _running_pid(data: str) -> Optional[int]:
+    try:
+        with open(os.path.join(data, "mailsrv.pid")) as f:
+            pid = int(f.read().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def queue_main(cfg: Config, action: str, qid: Optional[str]) -> int:
+    """`queue` lists; flush/delete/bounce are applied by the running server
+    (SIGUSR1), or here, by a server started just for them, when none runs."""
+    from store.queue import Queue
+    queue = Queue(cfg.data_dir)
+    if action == "list":
+        import time
+        entries = queue.list()
+        for e in entries:
+            nxt = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.next_try))
+            print(f"{e.id}  <{e.sender}>  size={e.size}  attempts={e.attempts}  next={nxt}")
+            for r in e.recipients:
+                print(f"    {r.state:9s} <{r.address}>  {r.last_error}")
+        print(f"{len(entries)} message(s) in the queue")
+        return 0
+    if action in ("delete", "bounce"):
+        if not qid:
+            raise ConfigError(f"queue {action} needs a queue id (see `python3 mailsrv.py queue`)")
+        if queue.get(qid) is None:
+            raise ConfigError(f"no queue entry {qid}")
+    queue.request(action, qid or "")
+    pid = _running_pid(cfg.data_dir)
+    if pid is not None:
+        os.kill(pid, signal.SIGUSR1)
+        print(f"queue {action} {qid or ''}: handed to the running server (pid {pid})".rstrip())
+        return 0
+    server = MailServer(cfg)
+    server.backend.start()
+    server.loop.call_soon(server.backend.queue_control)
+    server.loop.call_later(0.5 if action != "flush" else 30, lambda: server.loop.begin_shutdown(5))
+    server.loop.run()
+    server.backend.close()
+    print(f"queue {action} {qid or ''}: done".rstrip())
+    return 0
+
+
+def dns_main(cfg: Config, qtype: str, name: str) -> int:
+    """`dns MX example.org`: what our own resolver finds (RFC 1035, RFC 5321 §5.1)."""
+    from protocols import dns as dnsproto
+    server = MailServer(cfg)
+    resolver = server.backend._make_resolver()
+    out: List[object] = []
+
+    def done(result):
+        out.append(result)
+        server.loop.stop()
+    if qtype == "MX":
+        resolver.lookup_mx_hosts(name, done)
+    else:
+        resolver.resolve(name, dnsproto.TYPE_A if qtype == "A" else dnsproto.TYPE_AAAA, done)
+    server.loop.call_later(60, server.loop.stop)
+    server.loop.run()
+    if not out:
+        print(f"{name}: no answer (timeout)")
+        return 1
+    result = out[0]
+    if qtype == "MX":
+        if not result.ok:
+            code, enhanced, text = result.reply
+            print(f"{name}: {code} {enhanced} {text}")
+            return 1
+        for pref, host, addrs in result.hosts:
+            print(f"{pref} {host} {' '.join(addrs)}{'  (implicit MX)' if result.implicit else ''}")
+        return 0
+    records = getattr(result, "records", None)
+    if records is None:
+        print(f"{name}: {result.kind} {result.message}".rstrip())
+        return 1
+    for r in records:
+        print(r)
+    return 0
 
 
 def serve_main(argv: List[str]) -> int:
@@ -493,13 +611,26 @@ def serve_main(argv: List[str]) -> int:
         log.info("signal %d: shutting down (grace %.0fs)", signum, cfg.shutdown_grace)
         server.shutdown()
 
-    def on_hup(_signum, _frame):
-        server.loop.call_soon_threadsafe(server.reload)
+    def reload():
+        try:
+            server.reload(load_config(args))
+        except ConfigError as e:
+            log.error("reload refused, keeping the running configuration: %s", e)
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    signal.signal(signal.SIGHUP, on_hup)
-    server.serve_forever()
+    signal.signal(signal.SIGHUP, lambda _s, _f: server.loop.call_soon_threadsafe(reload))
+    signal.signal(signal.SIGUSR1, lambda _s, _f: server.loop.call_soon_threadsafe(server.queue_control))
+    pidfile = os.path.join(cfg.data_dir, "mailsrv.pid")
+    with open(pidfile, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    try:
+        server.serve_forever()
+    finally:
+        try:
+            os.unlink(pidfile)
+        except OSError:
+            pass
     log.info("stopped")
     return 0
 
@@ -507,14 +638,8 @@ def serve_main(argv: List[str]) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        if argv and argv[0] in ("user", "alias", "config-example"):
+        if argv and argv[0] in ("user", "alias", "queue", "dns", "config-example"):
             return admin_main(argv)
-        if argv and argv[0] == "dns":
-            from protocols.wiring import dns_main
-            return dns_main(argv[1:], load_config(_serve_parser().parse_known_args(argv[3:])[0]))
-        if argv and argv[0] == "queue":
-            from protocols.wiring import queue_main
-            return queue_main(argv[1:], load_config(_admin_parser().parse_known_args(["config-example"])[0]))
         return serve_main(argv)
     except ConfigError as e:
         print(f"mailsrv: {e}", file=sys.stderr)

@@ -28,11 +28,18 @@ import logging
 import os
 from typing import Callable, Dict, List, Optional, Tuple
 
+from email.utils import formatdate, make_msgid
+
 from protocols.base import SessionContext
+from protocols.dns_resolver import Resolver, parse_resolv_conf
+from protocols.dsn import build_bounce
+from protocols.relay import Relay, RelayConfig
 from protocols.sasl import SaslOutcome, ScramCredentials
+from protocols.smtp_client import ClientConfig
 from protocols.smtp_server import RcptDecision, SmtpConfig, SmtpSession
 from store.deliver import Deliverer, DeliveryJob
 from store.maildir import MailStore
+from store.queue import FAILED, Queue
 from store.users import AliasDB, Directory, UserDB, normalize_address
 
 log = logging.getLogger("mailsrv.auth")
@@ -46,9 +53,11 @@ STORAGE_ERROR: Reply = (452, "4.3.1", "Insufficient system storage, try again la
 class Backend:
     """Everything the sessions need from the outside world, for one server."""
 
-    def __init__(self, config, loop):
+    def __init__(self, config, loop, tls_client_context=None, resolv_conf: str = ""):
         self.config = config
         self.loop = loop
+        self.tls_client_context = tls_client_context
+        self.resolv_conf = resolv_conf
         data = config.data_dir
         os.makedirs(data, mode=0o700, exist_ok=True)
         self.users = UserDB(data)
@@ -68,11 +77,39 @@ class Backend:
         return Directory(self.users, self.aliases, cfg.local_domains(), postmaster)
 
     # -- life cycle ---------------------------------------------------------
-    def start(self) -> None:
+    def start(self, outbound: bool = True) -> None:
         if self.deliverer is None:
             self.deliverer = Deliverer(self.store)
+        if outbound and self.queue is None:
+            cfg = self.config
+            self.queue = Queue(cfg.data_dir, schedule=[float(x) for x in cfg.retry_schedule],
+                               max_age=cfg.max_queue_age)
+            self.resolver = self._make_resolver()
+            self.relay = Relay(self.loop, self.queue, self.resolver, self._relay_config(),
+                               on_bounce=self._on_bounce, tls_client_context=self.tls_client_context)
+            self.loop.call_soon(self.relay.start)
+
+    def _make_resolver(self) -> Resolver:
+        servers = []
+        for spec in self.config.dns_servers:
+            host, _, port = spec.rpartition(":") if spec.count(":") == 1 or spec.startswith("[") else (spec, "", "")
+            servers.append((host.strip("[]") or spec, int(port) if port else 53))
+        if servers:
+            return Resolver(self.loop, servers)
+        return Resolver.from_resolv_conf(self.loop, self.resolv_conf)
+
+    def _relay_config(self) -> RelayConfig:
+        cfg = self.config
+        return RelayConfig(
+            hostname=cfg.hostname, relayhost=cfg.relayhost or None,
+            relay_auth_user=cfg.relay_auth_user or None, relay_auth_password=cfg.relay_auth_password or None,
+            relay_tls=cfg.relay_tls, relay_port=cfg.relay_port, tls_verify=cfg.tls_verify,
+            local_names=tuple({cfg.hostname.lower()}),
+            client=ClientConfig(allow_plaintext_auth=cfg.allow_plaintext_auth))
 
     def close(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()
         if self.deliverer is not None:
             self.deliverer.close()
             self.deliverer = None
@@ -83,6 +120,9 @@ class Backend:
             self.config = config
             self._trusted = config.trusted_networks()
             self.directory = self._make_directory()
+            if self.relay is not None:
+                self.relay.config = self._relay_config()
+                self.resolver = self.relay.resolver = self._make_resolver()
             logging.getLogger().setLevel(getattr(logging, str(config.log_level).upper(), logging.INFO))
         self._refresh()
         log.info("reloaded users (%d), aliases and configuration", len(self.users.list()))
@@ -241,6 +281,8 @@ class Backend:
         return RcptDecision(False, (550, "5.7.1", f"<{address.text}>: Relay access denied"))
 
     def deliver(self, envelope, data: bytes, done: Callable[[Reply], None]) -> None:
+        if envelope.auth_user or envelope.listener in ("submission", "smtps"):
+            data = self._submission_fixups(data)
         local: List[str] = []
         remote: List[str] = []
         for loc, rem in envelope.targets:
@@ -266,7 +308,7 @@ class Backend:
         if remote:
             def enqueue():
                 self.queue.enqueue(envelope.mail_from, remote, data, queue_id, self.loop.time(),
-                                   smtputf8=envelope.smtputf8, body=envelope.body)
+                                   smtputf8=envelope.smtputf8)
                 return True
 
             def enqueued(result):
@@ -280,3 +322,85 @@ class Backend:
     def open_maildrop(self, ctx: SessionContext, user: str, done: Callable[[object], None]) -> None:
         from store.maildrop import open_maildrop
         self.loop.run_in_thread(lambda: open_maildrop(self.store, user), done)
+
+    # -- submission (RFC 6409) ------------------------------------------------
+    def _submission_fixups(self, data: bytes) -> bytes:
+        """RFC 6409 §8.2 / §8.3: an MSA adds Date: and Message-ID: when missing."""
+        end = data.find(b"\r\n\r\n")
+        head = data if end < 0 else data[: end + 2]
+        names = {line.split(b":", 1)[0].strip().lower() for line in head.split(b"\r\n")
+                 if line and line[:1] not in (b" ", b"\t") and b":" in line}
+        extra = b""
+        if b"date" not in names:
+            extra += b"Date: " + formatdate(self.loop.time(), localtime=True).encode() + b"\r\n"
+        if b"message-id" not in names:
+            extra += b"Message-ID: " + make_msgid(domain=self.config.hostname).encode() + b"\r\n"
+        if not extra:
+            return data
+        if end < 0:
+            return data + (b"" if data.endswith(b"\r\n") or not data else b"\r\n") + extra
+        return data[: end + 2] + extra + data[end + 2:]
+
+    # -- bounces and administrative queue commands ----------------------------
+    def submit_internal(self, mail_from: str, rcpt: str, data: bytes, queue_id: str,
+                        done: Callable[[bool], None] = lambda ok: None) -> None:
+        """Deliver a message we generated ourselves (a DSN): locally, or into the queue."""
+        local, remote = [], []
+        domain = rcpt.rpartition("@")[2].lower()
+        if self.directory.is_local_domain(domain):
+            local = [t for t in (self.directory.resolve(rcpt.rpartition("@")[0], domain) or [])
+                     if self.directory.is_local_domain(t.rpartition("@")[2])]
+        elif self.queue is not None:
+            remote = [rcpt]
+
+        class _Env:
+            pass
+        env = _Env()
+        env.mail_from, env.targets, env.queue_id, env.smtputf8 = mail_from, [(local, remote)], queue_id, False
+        env.auth_user, env.listener = None, "internal"
+        if not local and not remote:
+            smtp_log.warning("bounce %s to <%s> dropped: no such recipient", queue_id, rcpt)
+            done(False)
+            return
+        self.deliver(env, data, lambda reply: done(reply[0] == 250))
+
+    def _on_bounce(self, entry, failures, dsn: bytes) -> None:
+        """RFC 3464 DSN from the relay; the relay never calls this for <> (RFC 5321 §4.5.5)."""
+        from protocols.base import new_id
+        self.submit_internal("", entry.sender, dsn, new_id())
+
+    def queue_control(self) -> None:
+        """Apply `mailsrv.py queue flush|delete|bounce` requests (SIGUSR1, loop thread)."""
+        if self.queue is None:
+            return
+        for command, qid in self.queue.take_requests():
+            smtp_log.info("queue %s %s", command, qid or "(all)")
+            if command == "flush":
+                self.relay.flush()
+            elif command == "delete" and self.queue.get(qid) is not None:
+                self.loop.run_in_thread(lambda q=qid: self.queue.remove(q), lambda _r: None)
+            elif command == "bounce" and self.queue.get(qid) is not None:
+                self._admin_bounce(qid)
+
+    def _admin_bounce(self, qid: str) -> None:
+        entry = self.queue.get(qid)
+        rcpts = entry.open_recipients()
+        text = "5.0.0 bounced by the administrator"
+
+        def work():
+            headers = self.queue.read_message(qid)
+            end = headers.find(b"\r\n\r\n")
+            self.queue.record_results(qid, {r: (FAILED, text) for r in rcpts}, self.loop.time())
+            self.queue.remove(qid)
+            return headers if end < 0 else headers[: end + 2]
+
+        def written(headers):
+            if isinstance(headers, BaseException) or not entry.sender:
+                return
+            failed = [(r, "5.0.0", "x-local; bounced by the administrator", "") for r in rcpts]
+            from protocols.base import new_id
+            dsn = build_bounce(self.config.hostname, entry.sender, failed, headers, qid,
+                               formatdate(self.loop.time()), make_msgid(domain=self.config.hostname),
+                               arrival_date=formatdate(entry.first_seen))
+            self.submit_internal("", entry.sender, dsn, new_id())
+        self.loop.run_in_thread(work, written)

@@ -56,6 +56,8 @@ DEFAULT_SCHEDULE = (300.0, 600.0, 1200.0, 1800.0)
 DEFAULT_MAX_AGE = 5 * 24 * 3600.0
 EXPIRED_TEXT = "4.4.7 Delivery time expired: message too old, giving up"
 
+CONTROL_COMMANDS = ("flush", "delete", "bounce")
+
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -256,6 +258,41 @@ class Queue:
             _unlink(self._path(queue_id, ".msg"))
             self._fsync_dir()
             self._cache.pop(queue_id, None)
+
+    # -- administrative requests (`mailsrv.py queue ...`) ------------------
+    # The running server caches envelopes, so another process must not edit
+    # them.  The command line drops a request file in DATA/queue/control/
+    # and signals the server, which applies it (Postfix's postqueue talks to
+    # its master process for the same reason).
+    def request(self, command: str, queue_id: str = "") -> None:
+        if command not in CONTROL_COMMANDS:
+            raise ValueError("unknown queue command: %s" % command)
+        if queue_id:
+            check_id(queue_id)
+        control = os.path.join(self.dir, "control")
+        os.makedirs(control, mode=0o700, exist_ok=True)
+        name = "%s.%d.%s.%s" % (command, os.getpid(), os.urandom(4).hex(), queue_id or "-")
+        tmp = os.path.join(control, "tmp-" + name)
+        with open(tmp, "wb") as f:
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, os.path.join(control, name))
+
+    def take_requests(self) -> List[Tuple[str, str]]:
+        """The pending requests as (command, queue_id), removed from disk."""
+        control = os.path.join(self.dir, "control")
+        try:
+            names = sorted(os.listdir(control))
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            parts = name.split(".")
+            if name.startswith("tmp-") or len(parts) != 4 or parts[0] not in CONTROL_COMMANDS:
+                continue
+            _unlink(os.path.join(control, name))
+            out.append((parts[0], "" if parts[3] == "-" else parts[3]))
+        return out
 
 
 class MemoryQueue:

@@ -33,7 +33,8 @@ class ServerTestCase(unittest.TestCase):
         cls.tmp = tempfile.mkdtemp(prefix="mailsrv-test-")
         values = free_ports(data_dir=cls.tmp, hostname="mx.example.test", domains="example.test",
                             log_level="WARNING", auth_failure_delay="0.05",
-                            max_connections_per_ip="500")
+                            max_connections_per_ip="500", trusted_networks="none",
+                            dns_servers="127.0.0.1:9")
         if cls.tls:
             values.update(tls_cert=CERT, tls_key=KEY)
         values.update(cls.extra_config)
