@@ -104,6 +104,7 @@ class Backend:
             hostname=cfg.hostname, relayhost=cfg.relayhost or None,
             relay_auth_user=cfg.relay_auth_user or None, relay_auth_password=cfg.relay_auth_password or None,
             relay_tls=cfg.relay_tls, relay_port=cfg.relay_port, tls_verify=cfg.tls_verify,
+            interval=cfg.queue_interval,
             local_names=tuple({cfg.hostname.lower()}),
             client=ClientConfig(allow_plaintext_auth=cfg.allow_plaintext_auth))
 
