@@ -1,0 +1,238 @@
+"""SMTP throughput benchmark (`make bench`): not a test, prints a table.
+
+    python3 tests/bench_smtp.py [--runs 5] [--seconds 3] [--senders 1,8,32] [--keep] [--profile]
+
+What is measured: durable messages per second accepted by ``python3 mailsrv.py``
+(a subprocess; every 250 after DATA means the message is fsync'd into the
+recipient's Maildir, store/deliver.py) and, alternating with it in the same
+run, by a peer: the stdlib ``smtpd`` module (Python <= 3.11) whose
+``process_message`` does ``mailbox.Maildir.add`` -- no fsync, like the
+issue's aiosmtpd reference.  Medians of N runs; each measurement gets a fresh
+data directory under ./bench-data/<stamp>/ and this run's directories are
+removed only after the last measurement (``--keep`` keeps them).
+
+Senders: threads in this process using smtplib, each keeping ONE connection
+for all its messages (sendmail again and again; a successful transaction needs
+no RSET, RFC 5321 §4.1.1.4), 4 KB bodies to one local recipient.  All senders
+connect and EHLO before the clock starts; each sends for ``--seconds`` and the
+rate is acknowledged messages / wall time until the last sender finished.
+Note that the senders share the machine (and this process's GIL) with the
+server under test, identically for both servers.
+
+Peak RSS is VmHWM from /proc/<pid>/status of the mailsrv process just before
+it is stopped (the largest of the N runs).
+
+``--profile`` runs mailsrv under cProfile for one extra 32-sender run and prints
+the top functions (the delivery I/O threads are not in that profile: it covers
+the event-loop thread only).
+"""
+
+import argparse
+import importlib.util
+import os
+import platform
+import pstats
+import re
+import select
+import shutil
+import signal
+import smtplib
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH_DIR = os.path.join(ROOT, "bench-data")
+PY311 = os.path.expanduser("~/.pyenv/versions/3.11.7/bin/python3")
+RCPT = "bob@example.test"
+BODY = (b"From: a@elsewhere.test\r\nTo: bob@example.test\r\nSubject: bench\r\n\r\n"
+        + (b"x" * 62 + b"\r\n") * 63)
+BODY += b"y" * (4096 - len(BODY) - 2) + b"\r\n"          # exactly 4 KB
+
+PEER = r'''
+import mailbox, os, smtpd, asyncore, sys, signal, warnings
+warnings.simplefilter("ignore")
+box = mailbox.Maildir(sys.argv[1], create=True)
+class Peer(smtpd.SMTPServer):
+    def process_message(self, peer, mailfrom, rcpttos, data, **kw):
+        box.add(data)          # mailbox.Maildir.add: tmp/ then rename into new/, no fsync
+server = Peer(("127.0.0.1", 0), None, decode_data=False)
+print("listening smtp 127.0.0.1:%d" % server.socket.getsockname()[1], flush=True)
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+asyncore.loop(timeout=1)
+'''
+
+
+def peer_python() -> str:
+    if importlib.util.find_spec("smtpd") is not None:
+        return sys.executable
+    if os.path.exists(PY311):
+        return PY311
+    sys.exit("the peer needs the stdlib smtpd module (Python <= 3.11); none found")
+
+
+class Server:
+    """A server subprocess that prints ``listening smtp HOST:PORT`` first."""
+
+    def __init__(self, argv, cwd=ROOT):
+        self.proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL)
+        ready, _, _ = select.select([self.proc.stdout], [], [], 60)
+        line = self.proc.stdout.readline() if ready else b""
+        m = re.match(rb"listening smtp \S+:(\d+)", line)
+        if not m:
+            self.proc.kill()
+            sys.exit(f"server did not start: {argv}: {line!r}")
+        self.port = int(m.group(1))
+
+    def peak_rss_kb(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(30)
+        self.proc.stdout.close()
+
+
+def start_mailsrv(data, profile_to=None):
+    add = subprocess.run([sys.executable, "mailsrv.py", "user", "add", RCPT, "--data", data], cwd=ROOT,
+                         input=b"bench-secret\n", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+    if add.returncode:
+        sys.exit(f"user add failed: {add.stderr.decode()}")
+    prefix = [sys.executable] + (["-m", "cProfile", "-o", profile_to] if profile_to else [])
+    off = []
+    for proto in ("submission", "smtps", "pop3", "pop3s", "imap", "imaps"):
+        off += [f"--{proto}-port", "off"]
+    return Server(prefix + ["mailsrv.py", "--data", data, "--hostname", "mx.example.test", "--domain",
+                            "example.test", "--smtp-port", "0", "--log-level", "WARNING", *off])
+
+
+def start_peer(data):
+    return Server([peer_python(), "-c", PEER, os.path.join(data, "Maildir")])
+
+
+def drive(port, senders, seconds):
+    """Run ``senders`` persistent smtplib connections for ``seconds``; returns msg/s."""
+    counts = [0] * senders
+    errors = []
+    ready = threading.Barrier(senders + 1)
+    deadline = [0.0]
+
+    def sender(i):
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=60) as s:
+                s.ehlo("bench.test")
+                ready.wait(60)
+                while time.monotonic() < deadline[0]:
+                    if s.sendmail("a@elsewhere.test", [RCPT], BODY):
+                        raise RuntimeError("recipient refused")
+                    counts[i] += 1
+        except Exception as e:            # reported below; a benchmark must not hide failures
+            errors.append(repr(e))
+            ready.abort()
+
+    threads = [threading.Thread(target=sender, args=(i,)) for i in range(senders)]
+    for t in threads:
+        t.start()
+    deadline[0] = time.monotonic() + 3600
+    try:
+        ready.wait(60)
+    except threading.BrokenBarrierError:
+        pass
+    start = time.monotonic()
+    deadline[0] = start + seconds
+    for t in threads:
+        t.join(seconds + 120)
+    elapsed = time.monotonic() - start
+    if errors:
+        sys.exit(f"sender failed: {errors[0]}")
+    return sum(counts) / elapsed
+
+
+def machine() -> str:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        pass
+    return (f"machine: nproc={os.cpu_count()} cpu={model or platform.processor()} "
+            f"python={platform.python_version()} peer-python={peer_python()} ({platform.system()} {platform.release()})")
+
+
+def measure(args, stamp):
+    rows = []
+    for n in args.senders:
+        ours, theirs, rss = [], [], []
+        for run in range(args.runs):
+            for kind in ("mailsrv", "peer"):          # alternating, same conditions
+                data = os.path.join(BENCH_DIR, stamp, f"{kind}-{n}-{run}")
+                os.makedirs(data)
+                srv = start_mailsrv(data) if kind == "mailsrv" else start_peer(data)
+                try:
+                    rate = drive(srv.port, n, args.seconds)
+                    if kind == "mailsrv":
+                        rss.append(srv.peak_rss_kb())
+                finally:
+                    srv.stop()
+                (ours if kind == "mailsrv" else theirs).append(rate)
+                print(f"  senders={n:<3} run={run} {kind:<8} {rate:8.1f} msg/s", file=sys.stderr, flush=True)
+        rows.append((n, statistics.median(ours), statistics.median(theirs), max(rss)))
+    return rows
+
+
+def profile(args, stamp):
+    data = os.path.join(BENCH_DIR, stamp, "profile")
+    os.makedirs(data)
+    out = os.path.join(data, "mailsrv.prof")
+    srv = start_mailsrv(data, profile_to=out)
+    try:
+        rate = drive(srv.port, 32, args.seconds)
+    finally:
+        srv.stop()
+    print(f"\nprofile: 32 senders, {rate:.1f} msg/s under cProfile (event-loop thread only)")
+    stats = pstats.Stats(out)
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumulative").print_stats(25)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=5, help="measurements per server and sender count (median)")
+    p.add_argument("--seconds", type=float, default=3.0, help="sending time per measurement")
+    p.add_argument("--senders", default="1,8,32", help="comma separated sender counts")
+    p.add_argument("--keep", action="store_true", help="keep this run's directories under bench-data/")
+    p.add_argument("--profile", action="store_true", help="also profile mailsrv at 32 senders")
+    args = p.parse_args(argv)
+    args.senders = [int(x) for x in args.senders.split(",")]
+    stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
+    print(machine())
+    print("command: " + " ".join([os.path.basename(sys.executable)] + sys.argv))
+    print(f"mode: persistent connection per sender, 4096-octet messages, 1 recipient, {args.seconds:g} s per "
+          f"measurement, median of {args.runs}; mailsrv fsyncs every message, the peer (smtpd + "
+          f"mailbox.Maildir.add) does not")
+    try:
+        rows = measure(args, stamp)
+        print(f"\n{'senders':>7}  {'mailsrv msg/s':>13}  {'peer msg/s':>10}  {'ratio':>6}  {'mailsrv peak RSS':>16}")
+        for n, ours, theirs, rss in rows:
+            print(f"{n:>7}  {ours:>13.1f}  {theirs:>10.1f}  {ours / theirs:>6.2f}  {rss / 1024:>13.1f} MB")
+        if args.profile:
+            profile(args, stamp)
+    finally:
+        if not args.keep:
+            shutil.rmtree(os.path.join(BENCH_DIR, stamp), ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
