@@ -81,9 +81,9 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "relay_auth_password": ("str", "", True, "password for AUTH at the smarthost"),
     "tls_verify": ("bool", "no", True, "verify remote certificates on outbound TLS (Postfix 'may' does not)"),
     "dns_servers": ("list", "", True, "DNS servers host[:port] for MX lookups (empty: /etc/resolv.conf)"),
-    "retry_schedule": ("list", "300,600,1200,1800", True, "seconds between delivery attempts; the last repeats (RFC 5321 §4.5.4.1)"),
+    "retry_schedule": ("list", "300,600,1200,1800", False, "seconds between delivery attempts; the last repeats (RFC 5321 §4.5.4.1)"),
     "queue_interval": ("float", "60", True, "seconds between runs over the queue for due retries"),
-    "max_queue_age": ("float", "432000", True, "give up and bounce after this many seconds (5 days, RFC 5321 §4.5.4.1)"),
+    "max_queue_age": ("float", "432000", False, "give up and bounce after this many seconds (5 days, RFC 5321 §4.5.4.1)"),
 }
 
 PORT_KEYS = {
