@@ -1,0 +1,380 @@
+"""No open relay: the classic address tricks against the real server on loopback.
+
+RFC 5321 §3.6.1 (source routes and relaying) and §3.6.2: a server that is not
+told otherwise must not forward mail for strangers; RFC 5321 §7.1 and
+RFC 2505 §2 list the tricks spammers use to slip a remote address past a
+relay check: the %-hack, source routes, quoted local parts hiding an "@",
+"!" (UUCP) paths, trailing dots, address literals, case and IDN variants.
+
+Every test speaks to the in-process server of ``tests.helpers`` with stdlib
+``smtplib`` on 127.0.0.1.  The server's ``relayhost`` points at ``Sink``, a
+tiny SMTP server thread on 127.0.0.1 that records every transaction: all
+mail that would leave the server lands there.  For each trick the RCPT must be
+refused with a 5xx or, where it is accepted, the message must go to a local
+Maildir only: after a forced queue run (``relay.flush`` on the loop thread,
+like ``postqueue -f``) the relay is idle, the queue is empty and the sink has
+seen no connection at all.
+
+The positive side is tested too, so the negative results mean something:
+authenticated submission and a trusted network DO relay (the message reaches
+the sink), an authenticated user cannot use another user's address as the
+sender when ``sender_login_match`` is on (RFC 6409 §6.1, 553 5.7.1), and the
+submission port refuses MAIL before AUTH (RFC 4954 §6, 530 5.7.0).
+"""
+
+import glob
+import os
+import queue as stdqueue
+import smtplib
+import socket
+import threading
+import time
+import unittest
+
+from tests.helpers import ServerTestCase
+
+WAIT = 10.0          # bound on every wait in this file (seconds)
+MSG = b"From: x@elsewhere.test\r\nSubject: relay probe\r\n\r\nprobe body\r\n"
+
+
+class Sink:
+    """A minimal SMTP server on 127.0.0.1: accepts everything, records it.
+
+    ``connections`` counts accepted TCP connections; ``messages`` holds
+    (mail_from, [rcpts], data) per completed transaction; ``arrived`` is set
+    on each completed transaction."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.messages = []
+        self.arrived = threading.Event()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def close(self):
+        self.sock.close()
+
+    def reset(self):
+        with self.lock:
+            self.connections = 0
+            self.messages = []
+            self.arrived.clear()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.connections += 1
+            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
+
+    def _talk(self, conn):
+        conn.settimeout(WAIT)
+        f = conn.makefile("rb")
+        try:
+            conn.sendall(b"220 sink ESMTP\r\n")
+            mail_from, rcpts = "", []
+            while True:
+                line = f.readline()
+                if not line:
+                    return
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    conn.sendall(b"250-sink\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 PIPELINING\r\n")
+                elif verb == b"MAIL":
+                    mail_from, rcpts = line.decode("utf-8", "replace").strip(), []
+                    conn.sendall(b"250 2.1.0 ok\r\n")
+                elif verb == b"RCPT":
+                    rcpts.append(line.decode("utf-8", "replace").strip())
+                    conn.sendall(b"250 2.1.5 ok\r\n")
+                elif verb == b"DATA":
+                    conn.sendall(b"354 go ahead\r\n")
+                    data = b""
+                    while True:
+                        chunk = f.readline()
+                        if not chunk or chunk == b".\r\n":
+                            break
+                        data += chunk
+                    with self.lock:
+                        self.messages.append((mail_from, rcpts, data))
+                    conn.sendall(b"250 2.0.0 ok\r\n")
+                    self.arrived.set()
+                elif verb == b"QUIT":
+                    conn.sendall(b"221 2.0.0 bye\r\n")
+                    return
+                else:
+                    conn.sendall(b"250 2.0.0 ok\r\n")
+        except OSError:
+            return
+        finally:
+            f.close()
+            conn.close()
+
+
+class _RelayCase(ServerTestCase):
+    """A ServerTestCase whose outbound mail goes to a Sink (relayhost)."""
+
+    tls = False
+    relay_extra: dict = {}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.sink = Sink()
+        cls.extra_config = dict(relayhost="127.0.0.1:%d" % cls.sink.port, relay_tls="never",
+                                **cls.relay_extra)
+        try:
+            super().setUpClass()
+        except BaseException:
+            cls.sink.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.sink.close()
+
+    def setUp(self):
+        self.sink.reset()
+
+    # -- helpers -------------------------------------------------------------
+    def smtp(self, listener="smtp"):
+        s = smtplib.SMTP("127.0.0.1", self.ports[listener], timeout=WAIT)
+        self.addCleanup(_quit, s)
+        code, _ = s.ehlo("client.elsewhere.test")
+        self.assertEqual(code, 250)
+        return s
+
+    def on_loop(self, fn):
+        """Run fn on the server's loop thread and return its result (bounded)."""
+        out = stdqueue.Queue()
+
+        def call():
+            try:
+                out.put((True, fn()))
+            except BaseException as exc:     # handed to the test thread
+                out.put((False, exc))
+        self.server.loop.call_soon_threadsafe(call)
+        ok, value = out.get(timeout=WAIT)
+        if not ok:
+            raise value
+        return value
+
+    def flush_and_wait_idle(self):
+        """Force a queue run, then wait (bounded) until the relay has nothing
+        in flight and the queue is empty.  Returns the queue ids left over."""
+        relay = self.server.backend.relay
+        self.assertIsNotNone(relay, "outbound delivery must be enabled for this test")
+        self.on_loop(relay.flush)
+        deadline = time.monotonic() + WAIT
+        while True:
+            busy, left = self.on_loop(lambda: (relay.in_flight, [e.id for e in self.server.backend.queue.list()]))
+            if (not busy and not left) or time.monotonic() > deadline:
+                return left
+            threading.Event().wait(0.02)      # bounded poll of loop-thread state, not a sync sleep
+
+    def assert_nothing_left(self):
+        left = self.flush_and_wait_idle()
+        self.assertEqual(left, [], "a message is still queued for outbound delivery")
+        with self.sink.lock:
+            self.assertEqual((self.sink.connections, self.sink.messages), (0, []),
+                             "something reached the outbound peer")
+
+    def local_files(self):
+        """Every message file in every local Maildir (new/ and cur/)."""
+        return set(glob.glob(os.path.join(self.tmp, "mail", "*", "*", "new", "*"))
+                   + glob.glob(os.path.join(self.tmp, "mail", "*", "*", "cur", "*")))
+
+    def wait_sink(self):
+        self.assertTrue(self.sink.arrived.wait(WAIT), "nothing reached the outbound peer")
+        with self.sink.lock:
+            return list(self.sink.messages)
+
+
+def _quit(s):
+    try:
+        s.quit()
+    except (smtplib.SMTPException, OSError):
+        s.close()
+
+
+class OpenRelayTricks(_RelayCase):
+    """Unauthenticated, untrusted client on the smtp port (trusted_networks=none)."""
+
+    # (RCPT argument as sent, whether SMTPUTF8 is used)
+    REFUSED = [
+        ("<user%remote.test@example.test>", False),          # %-hack (RFC 5321 §3.6.1)
+        ("<bob%remote.test@example.test>", False),           # %-hack with a real local user
+        ("<@example.test:user@remote.test>", False),         # source route (RFC 5321 §3.6.1, App. C)
+        ("<@example.test,@mx.example.test:user@remote.test>", False),
+        ('<"user@remote.test"@example.test>', False),        # quoted "@" in the local part
+        ('<"bob@remote.test"@example.test>', False),
+        ("<user@remote.test@example.test>", False),          # two "@"
+        ("<remote.test!user@example.test>", False),          # UUCP bang path
+        ("<user@remote.test.>", False),                      # trailing dot
+        ("<user@example.test.>", False),
+        ("<bob@example.test.>", False),
+        ("<user@[127.0.0.1]>", False),                       # address literals (RFC 5321 §4.1.3)
+        ("<bob@[127.0.0.1]>", False),
+        ("<user@[IPv6:::1]>", False),
+        ("<USER@REMOTE.TEST>", False),                       # case
+        ("<user@bücher.test>", True),                        # IDN U-label (RFC 6531)
+        ("<user@bücher.test>", False),                       # the same without SMTPUTF8
+        ("<user@xn--bcher-kva.test>", False),                # IDN A-label
+        ("<postmaster@remote.test>", False),                 # postmaster is local-only (RFC 5321 §4.5.1)
+        ("<user@remote.test>", False),                       # the plain case
+        ("<user@localhost.remote.test>", False),
+        ("<user@example.test.remote.test>", False),
+        ("<user@remote.test\\@example.test>", False),        # escaped "@" outside quotes
+    ]
+
+    def rcpt(self, s, path, utf8):
+        code, _ = s.mail("<>", ["SMTPUTF8"] if utf8 else [])
+        self.assertEqual(code, 250)
+        s.command_encoding = "utf-8"       # send non-ASCII raw even without SMTPUTF8
+        code, text = s.docmd("RCPT TO:" + path)
+        return code, text
+
+    def test_each_trick_is_refused_or_stays_local(self):
+        accepted = []
+        for path, utf8 in self.REFUSED:
+            with self.subTest(rcpt=path, smtputf8=utf8):
+                s = self.smtp()
+                code, text = self.rcpt(s, path, utf8)
+                if code < 300:
+                    accepted.append(path)
+                    dcode, _ = s.data(MSG)
+                    self.assertEqual(dcode, 250)
+                else:
+                    self.assertTrue(500 <= code < 600, "%s got %d %r" % (path, code, text))
+                _quit(s)
+        self.assert_nothing_left()
+        # None of these names a local mailbox: all must be refused outright.
+        self.assertEqual(accepted, [])
+
+    def test_plain_remote_rcpt_is_relay_access_denied(self):
+        s = self.smtp()
+        s.mail("alice@example.test")            # a local sender grants nothing
+        code, text = s.rcpt("user@remote.test")
+        self.assertEqual(code, 550)
+        self.assertIn(b"5.7.1", text)
+        self.assert_nothing_left()
+
+    def test_tricks_naming_a_local_user_deliver_locally_only(self):
+        """Source route to a local mailbox, case, plus-tag and <Postmaster>:
+        accepted, delivered to the local Maildir, nothing leaves."""
+        before = self.local_files()
+        cases = ["<@remote.test:bob@example.test>",        # route ignored (RFC 5321 §4.1.1.3)
+                 "<@remote.test,@other.test:bob@example.test>",
+                 "<BOB@EXAMPLE.TEST>",
+                 "<bob+remote.test@example.test>",
+                 "<Postmaster>"]                           # RFC 5321 §4.5.1
+        for path in cases:
+            with self.subTest(rcpt=path):
+                s = self.smtp()
+                s.mail("<>")
+                code, text = s.docmd("RCPT TO:" + path)
+                self.assertEqual(code, 250, text)
+                self.assertEqual(s.data(MSG)[0], 250)
+                _quit(s)
+        self.assertEqual(len(self.local_files() - before), len(cases))
+        self.assert_nothing_left()
+
+    def test_mixed_local_and_remote_rcpts_only_local_accepted(self):
+        self.clear_mailbox("bob@example.test")
+        s = self.smtp()
+        s.mail("<>")
+        self.assertEqual(s.rcpt("bob@example.test")[0], 250)
+        self.assertEqual(s.rcpt("user@remote.test")[0], 550)
+        self.assertEqual(s.data(MSG)[0], 250)
+        _quit(s)
+        self.assertEqual(len(self.new_messages("bob@example.test")), 1)
+        self.assert_nothing_left()
+
+    def test_failed_auth_grants_no_relay(self):
+        s = self.smtp()
+        with self.assertRaises(smtplib.SMTPAuthenticationError):
+            s.login("alice@example.test", "wrong password")
+        s.mail("alice@example.test")
+        self.assertEqual(s.rcpt("user@remote.test")[0], 550)
+        self.assert_nothing_left()
+
+
+class AuthenticatedRelay(_RelayCase):
+    """The positive side: who MAY relay, and with which sender."""
+
+    def test_submission_requires_auth_before_mail(self):
+        s = self.smtp("submission")
+        code, text = s.mail("alice@example.test")
+        self.assertEqual(code, 530)          # RFC 4954 §6
+        self.assertIn(b"5.7.0", text)
+        self.assert_nothing_left()
+
+    def test_authenticated_submission_relays_to_remote(self):
+        s = self.smtp("submission")
+        s.login("alice@example.test", "alice-secret")
+        s.mail("alice@example.test")
+        self.assertEqual(s.rcpt("user@remote.test")[0], 250)
+        self.assertEqual(s.data(MSG)[0], 250)
+        _quit(s)
+        messages = self.wait_sink()
+        self.assertEqual(len(messages), 1)
+        mail_from, rcpts, data = messages[0]
+        self.assertIn("<alice@example.test>", mail_from)
+        self.assertEqual(len(rcpts), 1)
+        self.assertIn("<user@remote.test>", rcpts[0])
+        self.assertIn(b"probe body", data)
+        self.assertEqual(self.flush_and_wait_idle(), [])
+
+    def test_sender_must_be_own_address(self):
+        s = self.smtp("submission")
+        s.login("alice@example.test", "alice-secret")
+        for other in ("bob@example.test", "user@remote.test", "postmaster@example.test"):
+            with self.subTest(sender=other):
+                code, text = s.mail(other)
+                self.assertEqual(code, 553, text)      # RFC 6409 §6.1
+                self.assertIn(b"5.7.1", text)
+                s.rset()
+        for own in ("alice@example.test", "ALICE@example.test", "alice+tag@example.test"):
+            with self.subTest(sender=own):
+                self.assertEqual(s.mail(own)[0], 250)
+                s.rset()
+        self.assert_nothing_left()
+
+    def test_auth_on_smtp_port_also_relays_but_checks_sender(self):
+        s = self.smtp("smtp")
+        s.login("bob@example.test", "bob-secret")
+        self.assertEqual(s.mail("alice@example.test")[0], 553)
+        s.rset()
+        s.mail("bob@example.test")
+        self.assertEqual(s.rcpt("someone@remote.test")[0], 250)
+        self.assertEqual(s.data(MSG)[0], 250)
+        _quit(s)
+        messages = self.wait_sink()
+        self.assertIn("<someone@remote.test>", messages[0][1][0])
+
+
+class TrustedNetworkRelay(_RelayCase):
+    """trusted_networks=127.0.0.0/8: loopback clients relay without AUTH."""
+
+    relay_extra = {"trusted_networks": "127.0.0.0/8"}
+
+    def test_trusted_client_relays_without_auth(self):
+        s = self.smtp()
+        s.mail("<someone@elsewhere.test>")
+        self.assertEqual(s.rcpt("user@remote.test")[0], 250)
+        self.assertEqual(s.data(MSG)[0], 250)
+        _quit(s)
+        messages = self.wait_sink()
+        self.assertEqual(len(messages), 1)
+        self.assertIn("<user@remote.test>", messages[0][1][0])
+        self.assertEqual(self.flush_and_wait_idle(), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
