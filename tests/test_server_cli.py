@@ -151,6 +151,52 @@ class CliTest(unittest.TestCase):
             srv.kill()
         self.assertEqual(len(glob.glob(os.path.join(self.data, "mail", "example.test", "late", "new", "*"))), 1)
 
+    def test_sigterm_lets_data_in_flight_finish(self):
+        run_cli("user", "add", "bob@example.test", data=self.data, stdin=b"pw\n")
+        srv = ServerProcess(self.data)
+        try:
+            c = socket.create_connection(("127.0.0.1", srv.ports["smtp"]), timeout=10)
+            f = c.makefile("rb")
+            f.readline()
+            c.sendall(b"HELO c.test\r\nMAIL FROM:<a@elsewhere.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
+            self.assertEqual([f.readline()[:3] for _ in range(4)], [b"250", b"250", b"250", b"354"])
+            c.sendall(b"Subject: in flight\r\n\r\nfirst half\r\n")
+            srv.proc.send_signal(signal.SIGTERM)
+            # the server is stopping, but the message being received still completes
+            c.sendall(b"second half\r\n.\r\n")
+            self.assertEqual(f.readline()[:3], b"250")
+            c.sendall(b"NOOP\r\n")
+            self.assertEqual(f.readline()[:3], b"421")
+            c.close()
+            self.assertEqual(srv.proc.wait(30), 0)
+        finally:
+            srv.kill()
+        [path] = glob.glob(os.path.join(self.data, "mail", "example.test", "bob", "new", "*"))
+        with open(path, "rb") as fh:
+            self.assertTrue(fh.read().endswith(b"first half\r\nsecond half\r\n"))
+
+    def test_sighup_reloads_live_configuration(self):
+        conf = os.path.join(self.data, "live.ini")
+        with open(conf, "w") as f:
+            f.write("[mailsrv]\nmax_message_size = 10000\n")
+        srv = ServerProcess(self.data, "--config", conf)
+        try:
+            with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=10) as s:
+                s.ehlo("c.test")
+                self.assertEqual(s.esmtp_features["size"], "10000")
+            with open(conf, "w") as f:
+                f.write("[mailsrv]\nmax_message_size = 20000\n")
+            srv.proc.send_signal(signal.SIGHUP)
+            # the reload happens in the loop; poll (bounded) until a new session sees it
+            for _ in range(100):
+                with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=10) as s:
+                    s.ehlo("c.test")
+                    if s.esmtp_features["size"] == "20000":
+                        break
+            self.assertEqual(s.esmtp_features["size"], "20000")
+        finally:
+            srv.kill()
+
     def test_sigkill_loses_no_acknowledged_message(self):
         run_cli("user", "add", "bob@example.test", data=self.data, stdin=b"pw\n")
         srv = ServerProcess(self.data)
