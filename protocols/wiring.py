@@ -30,13 +30,13 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from email.utils import formatdate, make_msgid
 
-from protocols.base import SessionContext
+from protocols.base import SessionContext, new_id
 from protocols.dns_resolver import Resolver, parse_resolv_conf
 from protocols.dsn import build_bounce
 from protocols.relay import Relay, RelayConfig
 from protocols.sasl import SaslOutcome, ScramCredentials
 from protocols.smtp_client import ClientConfig
-from protocols.smtp_server import RcptDecision, SmtpConfig, SmtpSession
+from protocols.smtp_server import Envelope, RcptDecision, SmtpConfig, SmtpSession
 from store.deliver import Deliverer, DeliveryJob
 from store.maildir import MailStore
 from store.queue import FAILED, Queue
@@ -354,11 +354,9 @@ class Backend:
         elif self.queue is not None:
             remote = [rcpt]
 
-        class _Env:
-            pass
-        env = _Env()
-        env.mail_from, env.targets, env.queue_id, env.smtputf8 = mail_from, [(local, remote)], queue_id, False
-        env.auth_user, env.listener = None, "internal"
+        env = Envelope(mail_from=mail_from, rcpt_to=[rcpt], targets=[(local, remote)], body="8BITMIME",
+                       smtputf8=False, helo="", peer_ip="", auth_user=None, tls=False, listener="internal",
+                       queue_id=queue_id)
         if not local and not remote:
             smtp_log.warning("bounce %s to <%s> dropped: no such recipient", queue_id, rcpt)
             done(False)
@@ -367,7 +365,6 @@ class Backend:
 
     def _on_bounce(self, entry, failures, dsn: bytes) -> None:
         """RFC 3464 DSN from the relay; the relay never calls this for <> (RFC 5321 §4.5.5)."""
-        from protocols.base import new_id
         self.submit_internal("", entry.sender, dsn, new_id())
 
     def queue_control(self) -> None:
@@ -399,7 +396,6 @@ class Backend:
             if isinstance(headers, BaseException) or not entry.sender:
                 return
             failed = [(r, "5.0.0", "x-local; bounced by the administrator", "") for r in rcpts]
-            from protocols.base import new_id
             dsn = build_bounce(self.config.hostname, entry.sender, failed, headers, qid,
                                formatdate(self.loop.time()), make_msgid(domain=self.config.hostname),
                                arrival_date=formatdate(entry.first_seen))
