@@ -33,6 +33,7 @@ import time
 from typing import Dict, Optional
 
 from store.users import normalize_address
+from store.fsutil import fsync_dir
 
 # Maildir++ folders every mailbox gets (RFC 6154 §2 special-use names).
 DEFAULT_FOLDERS = ("Sent", "Drafts", "Trash", "Junk", "Archive")
@@ -40,12 +41,7 @@ SUBDIRS = ("cur", "new", "tmp")
 DELETED_DIR = ".deleted"
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+_fsync_dir = fsync_dir
 
 
 def _mkdir(path: str) -> bool:

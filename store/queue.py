@@ -38,6 +38,7 @@ import re
 import threading
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
+from store.fsutil import fsync_dir, write_atomic
 
 # Recipient states.
 PENDING = "pending"        # never tried
@@ -169,28 +170,11 @@ class Queue:
         return os.path.join(self.dir, check_id(queue_id) + ext)
 
     def _fsync_dir(self) -> None:
-        fd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(self.dir)
 
     def _write_atomic(self, final: str, data: bytes) -> None:
         """tmp file, write, fsync, rename into place, fsync the directory."""
-        tmp = os.path.join(self.dir, "tmp-%d-%s" % (os.getpid(), os.path.basename(final)))
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            _unlink(tmp)
-            raise
-        os.close(fd)
-        os.replace(tmp, final)
-        self._fsync_dir()
+        write_atomic(final, data, tmp=os.path.join(self.dir, "tmp-%d-%s" % (os.getpid(), os.path.basename(final))))
 
     def _recover(self) -> List[str]:
         """Drop tmp files and messages whose envelope was never committed."""

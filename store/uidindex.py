@@ -54,6 +54,7 @@ import time
 import fcntl
 from contextlib import contextmanager
 from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Set, Tuple
+from store.fsutil import write_atomic
 
 log = logging.getLogger("mailsrv.store.uidindex")
 
@@ -198,21 +199,7 @@ def _stat_sig(path: str) -> Optional[Tuple[int, int, int]]:
 
 def _atomic_write(folder: str, name: str, data: bytes) -> None:
     """tmp + fsync + os.replace + directory fsync (called with the lock held)."""
-    tmp = os.path.join(folder, name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, os.path.join(folder, name))
-    dfd = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    write_atomic(os.path.join(folder, name), data)
 
 
 def parse_uidlist(text: str) -> Tuple[int, int, List[Tuple[int, str, Optional[int]]]]:

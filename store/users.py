@@ -57,6 +57,7 @@ import threading
 import unicodedata
 from collections import namedtuple
 from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
+from store.fsutil import write_atomic
 
 log = logging.getLogger("mailsrv.store")
 
@@ -289,33 +290,7 @@ class _RecordFile:
     def _write(self, records: Dict[str, dict]) -> None:
         data = "".join(json.dumps(records[k], sort_keys=True) + "\n"
                        for k in sorted(records)).encode("utf-8")
-        directory = os.path.dirname(self.path) or "."
-        tmp = self.path + ".tmp"   # one writer at a time: we hold the flock
-        try:
-            os.unlink(tmp)             # a leftover of a crash
-        except FileNotFoundError:
-            pass
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        dfd = os.open(directory, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_atomic(self.path, data)   # one writer at a time: we hold the flock
 
 
 class UserDB(_RecordFile):
