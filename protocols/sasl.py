@@ -34,10 +34,9 @@ import hashlib
 import hmac
 import os
 import re
-import stringprep
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
+from store.users import saslprep, scram_keys   # RFC 4013 prep and RFC 5802 §3 keys: one definition
 
 PLAIN = "PLAIN"
 LOGIN = "LOGIN"
@@ -148,25 +147,6 @@ def decode_response(line: bytes) -> bytes:
         raise SaslError("invalid base64") from None
 
 
-def saslprep(text: str) -> str:
-    """SASLprep-lite: RFC 4013 §2.1 mapping plus §2.2 NFKC normalisation.
-
-    DEVIATION(RFC 4013 §2.3, §2.4, §2.5): the prohibited-output, bidi and
-    unassigned-code-point checks are not done, and NFKC uses the running
-    Python's Unicode version instead of Unicode 3.2.  A string a full
-    SASLprep would reject is hashed as mapped here; strings it accepts map
-    to the same result, so clients with a full SASLprep still interoperate.
-    """
-    mapped = []
-    for ch in text:
-        if stringprep.in_table_b1(ch):        # RFC 4013 §2.1: mapped to nothing
-            continue
-        if stringprep.in_table_c12(ch):       # RFC 4013 §2.1: non-ASCII space
-            ch = " "
-        mapped.append(ch)
-    return unicodedata.normalize("NFKC", "".join(mapped))
-
-
 def _hmac(key: bytes, msg: bytes) -> bytes:
     return hmac.new(key, msg, _HASH).digest()
 
@@ -182,19 +162,15 @@ def _salted_password(password: str, salt: bytes, iterations: int) -> bytes:
 
 def make_scram_credentials(password: str, salt: Optional[bytes] = None,
                            iterations: int = DEFAULT_ITERATIONS) -> ScramCredentials:
-    """Derive the stored SCRAM-SHA-256 keys for ``password`` (RFC 5802 §3)."""
+    """Derive the stored SCRAM-SHA-256 keys for ``password`` (RFC 5802 §3).
+
+    The math lives with the users file (``store.users.scram_keys``), which
+    computes the same keys at ``user add``; this is its protocol-side name."""
     if iterations < 1:
         raise ValueError("iterations must be positive")  # RFC 5802 §7 posit-number
-    if salt is None:
-        salt = os.urandom(SALT_OCTETS)
-    salted = _salted_password(password, salt, iterations)
-    client_key = _hmac(salted, b"Client Key")
-    return ScramCredentials(
-        salt=bytes(salt),
-        iterations=iterations,
-        stored_key=hashlib.sha256(client_key).digest(),
-        server_key=_hmac(salted, b"Server Key"),
-    )
+    keys = scram_keys(password, os.urandom(SALT_OCTETS) if salt is None else bytes(salt), iterations)
+    return ScramCredentials(salt=keys.salt, iterations=keys.iterations,
+                            stored_key=keys.stored_key, server_key=keys.server_key)
 
 
 def _default_nonce() -> bytes:

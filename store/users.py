@@ -154,8 +154,16 @@ def normalize_address(address: str) -> str:
 # ------------------------------------------------------------ password math
 
 def saslprep(text: str) -> str:
-    """RFC 4013 §2.1: B.1 characters map to nothing, C.1.2 spaces to " ";
-    §2.2: NFKC.  (Kept identical to protocols/sasl.py's saslprep.)"""
+    """SASLprep-lite: RFC 4013 §2.1 mapping (B.1 characters map to nothing,
+    C.1.2 spaces to " ") plus §2.2 NFKC normalisation.  protocols/sasl.py uses
+    this same function, so stored SCRAM keys and logins always agree.
+
+    DEVIATION(RFC 4013 §2.3, §2.4, §2.5): the prohibited-output, bidi and
+    unassigned-code-point checks are not done, and NFKC uses the running
+    Python's Unicode version instead of Unicode 3.2.  A string a full
+    SASLprep would reject is hashed as mapped here; strings it accepts map
+    to the same result, so clients with a full SASLprep still interoperate.
+    """
     mapped = []
     for ch in text:
         if stringprep.in_table_b1(ch):
