@@ -103,6 +103,21 @@ class SmtpLoopbackTest(ServerTestCase):
         [stored] = self.new_messages("bob@example.test")
         self.assertIn(b"ESMTPSA", stored.split(b"\r\n\r\n")[0])
 
+    def test_submission_adds_missing_date_and_message_id(self):
+        bare = b"From: alice@example.test\r\nSubject: no date\r\n\r\nbody\r\n"
+        s = self.smtp("submission")
+        s.starttls(context=client_tls())
+        s.login("alice@example.test", "alice-secret")
+        s.sendmail("alice@example.test", ["bob@example.test"], bare)
+        s.sendmail("alice@example.test", ["bob@example.test"], MSG)
+        s.quit()
+        fixed, untouched = self.new_messages("bob@example.test")
+        head = strip_trace(fixed).split(b"\r\n\r\n")[0]
+        self.assertRegex(head, rb"\r\nDate: [A-Z][a-z]{2}, \d{1,2} [A-Z][a-z]{2} \d{4} ")   # RFC 6409 §8.3
+        self.assertRegex(head, rb"\r\nMessage-ID: <[^>]+@mx\.example\.test>")           # RFC 6409 §8.2
+        self.assertTrue(strip_trace(fixed).endswith(b"\r\n\r\nbody\r\n"))
+        self.assertEqual(strip_trace(untouched).count(b"Message-ID:"), 1)   # present: left alone
+
     def test_size_refused_before_data(self):
         s = self.smtp()
         s.ehlo("client.test")
