@@ -1,0 +1,400 @@
+"""Two mailsrv processes relaying to each other, end to end.
+
+Server A (mx.a.test, domain a.test) listens on 127.0.0.2 and server B
+(mx.b.test, domain b.test) on 127.0.0.3, each started as
+`python3 mailsrv.py --config FILE` with its own data directory; both use the
+same SMTP port on their own address, and A's relay_port is that port.  A DNS
+server (Debian's dnsmasq, or tests/dnsfake.FakeDnsServer when dnsmasq is
+missing or MAILSRV_SKIP_INTEROP is set) serves MX b.test → mx.b.test →
+127.0.0.3, MX a.test → mx.a.test → 127.0.0.2 and a null MX (RFC 7505) for
+null.test.  Both have the certificate of tests/certs, so A's client uses
+STARTTLS (RFC 3207) towards B.
+
+What is shown: submission (RFC 6409, AUTH over STARTTLS) at A and delivery
+into B's Maildir with a TLS Received: line (RFC 3848 ESMTPS); queueing and
+retry while B is down (RFC 5321 §4.5.4.1); a bounce (RFC 3464
+multipart/report) for a 550 at B and for a null MX (RFC 7505 §4.1); survival
+of the queue across a SIGKILL of A (RFC 5321 §6.1); `queue delete` and
+`queue bounce` against the running A.  Every wait polls the Maildir or the
+queue directory with a deadline.  Skips when 127.0.0.2/127.0.0.3 cannot be
+bound.
+"""
+
+import email
+import email.policy
+import glob
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import uuid
+
+from protocols import dns
+from tests.dnsfake import FakeDnsServer
+from tests.helpers import CERT, KEY, ROOT
+from tests.test_interop_dns import Dnsmasq, skip_reason
+
+PY = sys.executable
+A_IP, B_IP = "127.0.0.2", "127.0.0.3"
+ALICE, ALICE_PW = "alice@a.test", "alice-pw-1"
+BOB, BOB_PW = "bob@b.test", "bob-pw-1"
+WAIT = 20.0          # seconds any single event may take before the test fails
+
+
+def free_port_on(*hosts):
+    """A TCP port free on every one of ``hosts`` (raises OSError if a host cannot be bound)."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind((hosts[0], 0))
+            port = first.getsockname()[1]
+            ok = True
+            for host in hosts[1:]:
+                with socket.socket() as other:
+                    try:
+                        other.bind((host, port))
+                    except OSError:
+                        ok = False
+            if ok:
+                return port
+    raise OSError("no common free port on %s" % (hosts,))
+
+
+def wait_for(predicate, what, timeout=WAIT):
+    """Poll ``predicate`` until it returns something true; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+        time.sleep(0.05)      # polling interval, not synchronisation
+
+
+class Instance:
+    """One `python3 mailsrv.py --config FILE` process."""
+
+    def __init__(self, name, ip, domain, smtp_port, tmp, **conf):
+        self.name, self.ip, self.domain = name, ip, domain
+        self.data = os.path.join(tmp, name)
+        self.conf_path = os.path.join(tmp, name + ".ini")
+        self.log_path = os.path.join(tmp, name + ".log")
+        values = {
+            "data_dir": self.data, "listen": ip, "hostname": "mx." + domain, "domains": domain,
+            "smtp_port": smtp_port, "submission_port": "0", "smtps_port": "off", "pop3_port": "off",
+            "pop3s_port": "off", "imap_port": "off", "imaps_port": "off",
+            "tls_cert": CERT, "tls_key": KEY, "log_level": "INFO", "trusted_networks": "none",
+            "retry_schedule": "1", "queue_interval": "0.5", "auth_failure_delay": "0.05",
+        }
+        values.update(conf)
+        with open(self.conf_path, "w") as f:
+            f.write("[mailsrv]\n" + "".join("%s = %s\n" % kv for kv in values.items()))
+        self.proc = None
+        self.ports = {}
+
+    def cli(self, *args, stdin=b"", check=True):
+        p = subprocess.run([PY, "mailsrv.py", *args, "--config", self.conf_path], cwd=ROOT, input=stdin,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        if check and p.returncode != 0:
+            raise AssertionError("mailsrv %s failed: %s" % (" ".join(args), p.stderr.decode()))
+        return p.stdout.decode()
+
+    def add_user(self, address, password):
+        self.cli("user", "add", address, stdin=password.encode() + b"\n")
+
+    @property
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self):
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([PY, "mailsrv.py", "--config", self.conf_path], cwd=ROOT,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+                                     bufsize=0)   # unbuffered: select() then sees every line
+        log.close()
+        self.ports = {}
+        deadline = time.monotonic() + 30
+        while "smtp" not in self.ports or "submission" not in self.ports:
+            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            line = self.proc.stdout.readline() if ready else b""
+            m = re.match(rb"listening (\w+) (\S+):(\d+)$", line.strip())
+            if not m:
+                self.kill()
+                raise AssertionError("%s: unexpected output %r; log: %s" % (self.name, line, self.log()[-2000:]))
+            self.ports[m.group(1).decode()] = int(m.group(3))
+        # the pid file is written after the listening lines; `queue` commands need it
+        wait_for(lambda: os.path.exists(os.path.join(self.data, "mailsrv.pid")), self.name + " pid file")
+        return self
+
+    def stop(self):
+        """SIGTERM and wait for a clean exit."""
+        if self.running:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+        self._close_pipes()
+
+    def kill(self):
+        """SIGKILL: no shutdown code runs."""
+        if self.running:
+            self.proc.kill()
+        if self.proc is not None:
+            self.proc.wait(30)
+        self._close_pipes()
+
+    def _close_pipes(self):
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    # -- what is on disk ------------------------------------------------
+    def messages(self, user):
+        """Every message in the user's INBOX (new/ and cur/), as bytes."""
+        local, domain = user.split("@")
+        base = os.path.join(self.data, "mail", domain, local)
+        out = []
+        for path in sorted(glob.glob(os.path.join(base, "new", "*")) + glob.glob(os.path.join(base, "cur", "*"))):
+            with open(path, "rb") as f:
+                out.append(f.read())
+        return out
+
+    def messages_with(self, user, token):
+        return [m for m in self.messages(user) if token.encode() in m]
+
+    def queue_entries(self):
+        """The envelopes under DATA/queue/, read without touching anything."""
+        out = []
+        for path in glob.glob(os.path.join(self.data, "queue", "*.env")):
+            try:
+                with open(path, "rb") as f:
+                    out.append(json.loads(f.read().decode()))
+            except (OSError, ValueError):
+                continue      # replaced or removed while we looked
+        return out
+
+    def queued(self, token_id):
+        return [e for e in self.queue_entries() if e["id"] == token_id]
+
+
+def submit(server, sender, password, rcpts, token, subject="relay test"):
+    """RFC 6409 submission at ``server``: STARTTLS, AUTH, one message; returns the queue id."""
+    msg = ("From: <%s>\r\nTo: %s\r\nSubject: %s %s\r\n\r\nbody line for %s\r\n"
+           % (sender, ", ".join("<%s>" % r for r in rcpts), subject, token, token)).encode()
+    ctx = ssl._create_unverified_context()
+    with smtplib.SMTP(server.ip, server.ports["submission"], timeout=30) as s:
+        s.starttls(context=ctx)
+        s.login(sender, password)
+        s.mail(sender)
+        for r in rcpts:
+            code, text = s.rcpt(r)
+            if code != 250:
+                raise AssertionError("RCPT %s: %d %s" % (r, code, text))
+        code, text = s.data(msg)
+    assert code == 250, (code, text)
+    m = re.search(rb"queued as (\S+)", text)
+    return m.group(1).decode() if m else ""
+
+
+def parse(raw):
+    return email.message_from_bytes(raw, policy=email.policy.compat32)
+
+
+def delivery_status(bounce):
+    """(Content-Type, the per-recipient fields of message/delivery-status) of a DSN (RFC 3464 §2)."""
+    msg = parse(bounce)
+    for part in msg.walk():
+        if part.get_content_type() == "message/delivery-status":
+            blocks = part.get_payload()
+            fields = {}
+            for block in blocks[1:]:
+                fields.update({k.lower(): v for k, v in block.items()})
+            return msg.get_content_type(), msg.get_param("report-type"), fields
+    raise AssertionError("no message/delivery-status part in %r" % bounce[:2000])
+
+
+class DnsZone:
+    """dnsmasq when it can run here, else the in-process FakeDnsServer."""
+
+    MX = [("a.test", "mx.a.test", A_IP), ("b.test", "mx.b.test", B_IP)]
+
+    def __init__(self):
+        self.dnsmasq = None
+        self.fake = None
+        if skip_reason() is None:
+            records = [("mx", "null.test", ".", 0)]
+            for domain, host, ip in self.MX:
+                records += [("mx", domain, host, 10), ("a", host, ip)]
+            self.dnsmasq = Dnsmasq(records).start()
+            self.address = self.dnsmasq.address
+        else:
+            self.fake = FakeDnsServer().start()
+            self.fake.add("null.test", dns.TYPE_MX, dns.MX(0, ""))
+            for domain, host, ip in self.MX:
+                self.fake.add(domain, dns.TYPE_MX, dns.MX(10, host))
+                self.fake.add(host, dns.TYPE_A, ip)
+            self.address = "%s:%d" % self.fake.address
+
+    def close(self):
+        if self.dnsmasq is not None:
+            self.dnsmasq.close()
+        if self.fake is not None:
+            self.fake.stop()
+
+
+class RelayBetweenTwoServers(unittest.TestCase):
+    """A relays to B by MX; B is stopped and started by the tests that need it down."""
+
+    @classmethod
+    def setUpClass(cls):
+        try:
+            port = free_port_on(A_IP, B_IP)
+        except OSError as e:
+            raise unittest.SkipTest("cannot bind %s and %s: %s" % (A_IP, B_IP, e))
+        cls.tmp = tempfile.mkdtemp(prefix="mailsrv-relay-")
+        cls.zone = DnsZone()
+        try:
+            cls.a = Instance("A", A_IP, "a.test", port, cls.tmp, dns_servers=cls.zone.address, relay_port=port)
+            cls.b = Instance("B", B_IP, "b.test", port, cls.tmp, dns_servers=cls.zone.address, relay_port=port)
+            cls.a.add_user(ALICE, ALICE_PW)
+            cls.b.add_user(BOB, BOB_PW)
+            cls.a.start()
+            cls.b.start()
+        except BaseException:
+            cls._teardown()
+            raise
+
+    @classmethod
+    def _teardown(cls):
+        for inst in ("a", "b"):
+            if hasattr(cls, inst):
+                getattr(cls, inst).stop()
+        cls.zone.close()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._teardown()
+
+    def setUp(self):
+        self.token = uuid.uuid4().hex
+        for inst in (self.a, self.b):     # every test starts with both up
+            if not inst.running:
+                inst.start()
+
+    def logs(self):
+        return "\n--- A log:\n%s\n--- B log:\n%s" % (self.a.log()[-3000:], self.b.log()[-3000:])
+
+    def wait_bob_has(self, token):
+        return wait_for(lambda: self.b.messages_with(BOB, token), "the message in B's Maildir" + self.logs())
+
+    def bounces_to_alice(self, token):
+        return [m for m in self.a.messages_with(ALICE, token) if b"multipart/report" in m]
+
+    def test_submitted_mail_is_relayed_over_starttls_into_bs_maildir(self):
+        qid = submit(self.a, ALICE, ALICE_PW, [BOB], self.token)
+        [msg] = self.wait_bob_has(self.token)
+        head = msg.split(b"\r\n\r\n", 1)[0].decode()
+        self.assertIn("Return-Path: <%s>" % ALICE, head)
+        received = [v for k, v in parse(msg).items() if k.lower() == "received"]
+        # newest first: B's line (from A, over TLS), then A's (submission, TLS + AUTH)
+        self.assertGreaterEqual(len(received), 2, head)
+        self.assertIn("by mx.b.test", received[0])
+        self.assertRegex(received[0], r"with ESMTPS\b", "B's Received: shows no TLS (RFC 3848)")
+        self.assertIn("by mx.a.test", received[1])
+        self.assertRegex(received[1], r"with ESMTPSA\b")
+        self.assertIn(b"body line for " + self.token.encode(), msg)
+        wait_for(lambda: not self.a.queued(qid), "A's queue to be empty")
+
+    def test_b_down_mail_waits_in_as_queue_then_is_delivered(self):
+        self.b.stop()
+        qid = submit(self.a, ALICE, ALICE_PW, [BOB], self.token)
+        # a failed attempt is recorded (connection refused → deferred, RFC 5321 §4.5.4.1)
+        wait_for(lambda: any(e["attempts"] >= 1 for e in self.a.queued(qid)), "a deferred attempt" + self.logs())
+        listing = self.a.cli("queue")
+        self.assertIn(qid, listing)
+        self.assertRegex(listing, r"deferred\s+<%s>" % re.escape(BOB))
+        self.b.start()
+        [msg] = self.wait_bob_has(self.token)
+        wait_for(lambda: not self.a.queued(qid), "A's queue to empty")
+        self.assertNotIn(qid, self.a.cli("queue"))
+        self.assertEqual(self.a.messages_with(ALICE, self.token), [])     # no bounce, no delay notice
+
+    def test_550_at_b_comes_back_as_a_bounce_to_the_sender(self):
+        qid = submit(self.a, ALICE, ALICE_PW, ["nobody@b.test"], self.token)
+        [bounce] = wait_for(lambda: self.bounces_to_alice(self.token), "a bounce in alice's INBOX" + self.logs())
+        ctype, report_type, fields = delivery_status(bounce)
+        self.assertEqual((ctype, report_type), ("multipart/report", "delivery-status"))     # RFC 3462 / RFC 3464
+        self.assertEqual(fields["action"], "failed")
+        self.assertIn("nobody@b.test", fields["final-recipient"])
+        self.assertEqual(fields["status"], "5.1.1")
+        self.assertIn("550", fields.get("diagnostic-code", ""))
+        self.assertIn("Return-Path: <>", bounce.split(b"\r\n\r\n", 1)[0].decode())      # RFC 3464 §2: null sender
+        wait_for(lambda: not self.a.queued(qid), "A's queue to empty")
+        self.assertEqual(self.b.messages_with(BOB, self.token), [])
+
+    def test_null_mx_domain_bounces_at_once(self):
+        qid = submit(self.a, ALICE, ALICE_PW, ["someone@null.test"], self.token)
+        # RFC 7505 §4.1: no retries; the bounce comes on the first attempt
+        [bounce] = wait_for(lambda: self.bounces_to_alice(self.token), "a null-MX bounce" + self.logs(), timeout=10)
+        _, _, fields = delivery_status(bounce)
+        self.assertEqual(fields["action"], "failed")
+        self.assertEqual(fields["status"], "5.1.10")
+        self.assertIn("someone@null.test", fields["final-recipient"])
+        wait_for(lambda: not self.a.queued(qid), "A's queue to empty")
+
+    def test_queue_survives_sigkill_of_a(self):
+        self.b.stop()
+        qid = submit(self.a, ALICE, ALICE_PW, [BOB], self.token)
+        self.assertEqual(len(self.a.queued(qid)), 1)    # durable before the 250 (RFC 5321 §6.1)
+        self.a.kill()
+        self.a.start()
+        self.b.start()
+        self.wait_bob_has(self.token)
+        wait_for(lambda: not self.a.queued(qid), "A's queue to empty")
+        # delivered exactly once: no duplicate from a round interrupted by the kill
+        self.assertEqual(len(self.b.messages_with(BOB, self.token)), 1)
+
+    def test_queue_delete_and_bounce_on_a_running_server(self):
+        self.b.stop()
+        gone = submit(self.a, ALICE, ALICE_PW, [BOB], self.token + "-del")
+        back = submit(self.a, ALICE, ALICE_PW, [BOB], self.token + "-bnc")
+        out = self.a.cli("queue", "delete", gone)
+        self.assertIn("running server", out)
+        wait_for(lambda: not self.a.queued(gone), "`queue delete` to remove the entry" + self.logs())
+        self.a.cli("queue", "bounce", back)
+        [bounce] = wait_for(lambda: self.bounces_to_alice(self.token + "-bnc"), "the administrator's bounce" + self.logs())
+        _, _, fields = delivery_status(bounce)
+        self.assertEqual(fields["action"], "failed")
+        self.assertIn(BOB, fields["final-recipient"])
+        wait_for(lambda: not self.a.queued(back), "`queue bounce` to remove the entry")
+        listing = self.a.cli("queue")
+        self.assertNotIn(gone, listing)
+        self.assertNotIn(back, listing)
+        # the deleted message is neither bounced nor delivered once B is back
+        self.b.start()
+        probe = submit(self.a, ALICE, ALICE_PW, [BOB], self.token + "-probe")
+        self.wait_bob_has(self.token + "-probe")
+        wait_for(lambda: not self.a.queued(probe), "A's queue to empty")
+        self.assertEqual(self.b.messages_with(BOB, self.token + "-del"), [])
+        self.assertEqual(self.b.messages_with(BOB, self.token + "-bnc"), [])
+        self.assertEqual(self.bounces_to_alice(self.token + "-del"), [])
+
+
+if __name__ == "__main__":
+    unittest.main()
