@@ -6,8 +6,9 @@ it, smtpd on 127.0.0.1:<free port>, the virtual delivery agent writing
 Maildirs for the domain ``pf.test`` under the same directory, and
 ``transport_maps`` sending mail for our domain ``example.test`` to our smtp
 port as ``smtp:[127.0.0.1]:<port>`` (no DNS, RFC 5321 §5.1 does not apply to
-a bracketed next hop).  The system's /etc/postfix instance is never read for
-its main.cf and never started or stopped.
+a bracketed next hop).  Of /etc/postfix only Debian's shipped files are read
+(postfix-files, dynamicmaps.cf, as meta_directory); the system's instance is
+never configured, started or stopped.
 
 Cases:
 * our relay client (protocols/relay.py + smtp_client.py, relayhost =
@@ -16,6 +17,8 @@ Cases:
 * Postfix's smtp client delivers to our server (STARTTLS too): the message
   lands in our Maildir, our Received: prepended above Postfix's (RFC 5321
   §4.4);
+* SMTPUTF8 (RFC 6531) both ways: a UTF-8 envelope sender from Postfix to
+  us, a UTF-8 recipient from our relay to Postfix;
 * a recipient Postfix refuses at RCPT (550 5.1.1) turns into a DSN
   (RFC 3464) in the sender's mailbox on our side.
 
@@ -130,15 +133,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate, what, timeout=WAIT):
-    """Bounded poll of an outside process's effect (a file, a port)."""
+def wait_for(predicate, what, log=lambda: "", timeout=WAIT):
+    """Bounded poll of an outside process's effect (a file, a port); on
+    timeout the assertion names ``what`` and shows ``log()`` as it is then."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for " + what)
+            raise AssertionError("timed out waiting for %s\n%s" % (what, log()))
         threading.Event().wait(0.05)
 
 
@@ -160,12 +164,12 @@ class PostfixInstance:
         self._write("main.cf", MAIN_CF.format(dir=self.dir, uid=vuser.pw_uid, gid=vuser.pw_gid,
                                               cert=CERT, key=KEY))
         self._write("master.cf", MASTER_CF.format(listen="127.0.0.1:%d" % self.port))
-        self._write("vmailbox", "user@pf.test pf.test/user/\nother@pf.test pf.test/other/\n")
+        self._write("vmailbox", "user@pf.test pf.test/user/\njörg@pf.test pf.test/joerg/\n")
         self._write("transport", "example.test smtp:[127.0.0.1]:%d\n" % our_smtp_port)
         self.started = False
 
     def _write(self, name, text):
-        with open(os.path.join(self.dir, name), "w") as f:
+        with open(os.path.join(self.dir, name), "w", encoding="utf-8") as f:
             f.write(text)
 
     def run(self, *args, check=True):
@@ -187,7 +191,7 @@ class PostfixInstance:
         self.run("check")
         self.started = True
         self.run("start")
-        wait_for(self._accepting, "postfix smtpd on 127.0.0.1:%d" % self.port)
+        wait_for(self._accepting, "postfix smtpd on 127.0.0.1:%d" % self.port, self.log)
 
     def _accepting(self) -> bool:
         try:
@@ -257,7 +261,7 @@ class PostfixInterop(ServerTestCase):
         body = self.submit("user@pf.test", "to-postfix")
         files = wait_for(lambda: [p for p in self.postfix.maildir_files("user")
                                   if b"Subject: to-postfix" in read(p)],
-                         "the message in Postfix's Maildir\n" + self.postfix.log())
+                         "the message in Postfix's Maildir", self.postfix.log)
         stored = read(files[0])
         # Postfix's virtual agent stores LF line ends; it adds its own trace
         # headers (Return-Path, Delivered-To, Received) above ours.
@@ -275,7 +279,7 @@ class PostfixInterop(ServerTestCase):
         with smtplib.SMTP("127.0.0.1", self.postfix.port, timeout=WAIT) as s:
             s.sendmail("sender@pf.test", ["bob@example.test"], body)
         msgs = wait_for(lambda: self.new_messages("bob@example.test"),
-                        "the message in our Maildir\n" + self.postfix.log())
+                        "the message in our Maildir", self.postfix.log)
         stored = msgs[0]
         self.assertTrue(stored.startswith(b"Return-Path: <sender@pf.test>\r\n"))
         self.assertIn(b"by mx.pf.test (Postfix)", stored)        # Postfix's Received: survives
@@ -286,12 +290,40 @@ class PostfixInterop(ServerTestCase):
         self.assertIn(b"from mx.pf.test", ours)
         self.assertIn(b"by mx.example.test with ESMTPS", ours)
 
+    def test_smtputf8_from_postfix_to_us(self):
+        """RFC 6531: a UTF-8 envelope sender relayed by Postfix with SMTPUTF8."""
+        self.clear_mailbox("bob@example.test")
+        body = ("From: Jörg <jörg@pf.test>\r\nTo: bob@example.test\r\nSubject: grüße\r\n"
+                "Message-ID: <utf8-in@pf.test>\r\n\r\nÄpfel und Bücher.\r\n").encode("utf-8")
+        with smtplib.SMTP("127.0.0.1", self.postfix.port, timeout=WAIT) as s:
+            s.sendmail("jörg@pf.test", ["bob@example.test"], body, mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+        msgs = wait_for(lambda: self.new_messages("bob@example.test"),
+                        "the UTF-8 message in our Maildir", self.postfix.log)
+        stored = msgs[0]
+        self.assertTrue(stored.startswith("Return-Path: <jörg@pf.test>\r\n".encode("utf-8")), stored[:80])
+        self.assertTrue(stored.endswith(body.split(b"\r\n\r\n", 1)[1]))
+        self.assertIn("Subject: grüße".encode("utf-8"), stored)
+
+    def test_smtputf8_from_us_to_postfix(self):
+        """RFC 6531: our relay passes SMTPUTF8 on to Postfix for a UTF-8 recipient."""
+        body = ("From: alice@example.test\r\nTo: jörg@pf.test\r\nSubject: grüße\r\n"
+                "Message-ID: <utf8-out@example.test>\r\n\r\nÄpfel.\r\n").encode("utf-8")
+        with smtplib.SMTP("127.0.0.1", self.ports["submission"], timeout=WAIT) as s:
+            s.starttls()
+            s.login("alice@example.test", "alice-secret")
+            s.sendmail("alice@example.test", ["jörg@pf.test"], body, mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+        files = wait_for(lambda: self.postfix.maildir_files("joerg"),
+                         "the UTF-8 message in Postfix's Maildir", self.postfix.log)
+        stored = read(files[0])
+        self.assertIn("Delivered-To: jörg@pf.test".encode("utf-8"), stored)
+        self.assertTrue(stored.endswith("Äpfel.\n".encode("utf-8")))
+
     def test_postfix_refusal_becomes_a_bounce_in_our_maildir(self):
         self.clear_mailbox("alice@example.test")
         self.submit("nobody-here@pf.test", "to-unknown")
         msgs = wait_for(lambda: [m for m in self.new_messages("alice@example.test")
                                  if b"multipart/report" in m],
-                        "a DSN in alice's Maildir\n" + self.postfix.log())
+                        "a DSN in alice's Maildir", self.postfix.log)
         dsn = msgs[0]
         self.assertIn(b"report-type=delivery-status", dsn)       # RFC 3464 §2
         self.assertIn(b"nobody-here@pf.test", dsn)
