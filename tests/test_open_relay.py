@@ -17,7 +17,8 @@ seen no connection at all.
 
 The positive side is tested too, so the negative results mean something:
 authenticated submission and a trusted network DO relay (the message reaches
-the sink), an authenticated user cannot use another user's address as the
+the sink) while a client outside that network (another 127/8 source address)
+does not, a catch-all alias keeps accepted tricks local, an authenticated user cannot use another user's address as the
 sender when ``sender_login_match`` is on (RFC 6409 §6.1, 553 5.7.1), and the
 submission port refuses MAIL before AUTH (RFC 4954 §6, 530 5.7.0).
 """
@@ -143,8 +144,8 @@ class _RelayCase(ServerTestCase):
         self.sink.reset()
 
     # -- helpers -------------------------------------------------------------
-    def smtp(self, listener="smtp"):
-        s = smtplib.SMTP("127.0.0.1", self.ports[listener], timeout=WAIT)
+    def smtp(self, listener="smtp", source="127.0.0.1"):
+        s = smtplib.SMTP("127.0.0.1", self.ports[listener], timeout=WAIT, source_address=(source, 0))
         self.addCleanup(_quit, s)
         code, _ = s.ehlo("client.elsewhere.test")
         self.assertEqual(code, 250)
@@ -305,6 +306,41 @@ class OpenRelayTricks(_RelayCase):
         self.assert_nothing_left()
 
 
+class CatchAllTricks(OpenRelayTricks):
+    """The same tricks with a catch-all alias ``*@example.test`` → bob: a
+    trick that now names a local address may be accepted, but then only bob's
+    Maildir may receive it."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.server.backend.aliases.add("*@example.test", ["bob@example.test"])
+
+    def test_each_trick_is_refused_or_stays_local(self):
+        before = self.local_files()
+        accepted = []
+        for path, utf8 in self.REFUSED:
+            with self.subTest(rcpt=path, smtputf8=utf8):
+                s = self.smtp()
+                code, text = self.rcpt(s, path, utf8)
+                if code < 300:
+                    accepted.append(path)
+                    self.assertEqual(s.data(MSG)[0], 250)
+                else:
+                    self.assertTrue(500 <= code < 600, "%s got %d %r" % (path, code, text))
+                _quit(s)
+        self.assert_nothing_left()
+        new = self.local_files() - before
+        self.assertEqual(len(new), len(accepted))
+        bob_new = os.path.join(self.maildir("bob@example.test"), "new")
+        self.assertTrue(all(os.path.dirname(p) == bob_new for p in new), new)
+
+    def test_catch_all_is_active(self):
+        """So the refusals above are not for want of a catch-all."""
+        s = self.smtp()
+        self.assertEqual(self.rcpt(s, "<no-such-user@example.test>", False)[0], 250)
+
+
 class AuthenticatedRelay(_RelayCase):
     """The positive side: who MAY relay, and with which sender."""
 
@@ -374,6 +410,27 @@ class TrustedNetworkRelay(_RelayCase):
         self.assertEqual(len(messages), 1)
         self.assertIn("<user@remote.test>", messages[0][1][0])
         self.assertEqual(self.flush_and_wait_idle(), [])
+
+
+class TrustedNetworkBoundary(_RelayCase):
+    """trusted_networks=127.0.0.2/32: the network, not "loopback", is what counts.
+    (Linux routes all of 127.0.0.0/8 to lo, so the client can pick its source.)"""
+
+    relay_extra = {"trusted_networks": "127.0.0.2/32"}
+
+    def test_client_outside_the_network_cannot_relay(self):
+        s = self.smtp(source="127.0.0.1")
+        s.mail("<someone@elsewhere.test>")
+        self.assertEqual(s.rcpt("user@remote.test")[0], 550)
+        self.assert_nothing_left()
+
+    def test_client_inside_the_network_relays(self):
+        s = self.smtp(source="127.0.0.2")
+        s.mail("<someone@elsewhere.test>")
+        self.assertEqual(s.rcpt("user@remote.test")[0], 250)
+        self.assertEqual(s.data(MSG)[0], 250)
+        _quit(s)
+        self.assertIn("<user@remote.test>", self.wait_sink()[0][1][0])
 
 
 if __name__ == "__main__":
