@@ -19,8 +19,9 @@ The positive side is tested too, so the negative results mean something:
 authenticated submission and a trusted network DO relay (the message reaches
 the sink) while a client outside that network (another 127/8 source address)
 does not, a catch-all alias keeps accepted tricks local, an authenticated user cannot use another user's address as the
-sender when ``sender_login_match`` is on (RFC 6409 §6.1, 553 5.7.1), and the
-submission port refuses MAIL before AUTH (RFC 4954 §6, 530 5.7.0).
+sender when ``sender_login_match`` is on (RFC 6409 §6.1, 553 5.7.1), the
+submission and smtps ports refuse MAIL before AUTH (RFC 4954 §6, 530 5.7.0),
+and STARTTLS after AUTH takes the relay right away again (RFC 3207 §4.2).
 """
 
 import glob
@@ -28,6 +29,7 @@ import os
 import queue as stdqueue
 import smtplib
 import socket
+import ssl
 import threading
 import time
 import unittest
@@ -431,6 +433,56 @@ class TrustedNetworkBoundary(_RelayCase):
         self.assertEqual(s.data(MSG)[0], 250)
         _quit(s)
         self.assertIn("<user@remote.test>", self.wait_sink()[0][1][0])
+
+
+def _no_verify() -> ssl.SSLContext:
+    """The test certificate is self-signed; these tests are about SMTP state."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class TlsAuthState(_RelayCase):
+    """With TLS on: STARTTLS wipes an earlier AUTH, and smtps wants AUTH too."""
+
+    tls = True
+
+    def test_starttls_discards_authentication_on_smtp_port(self):
+        """RFC 3207 §4.2: after STARTTLS the server MUST discard what it knew
+        about the client, AUTH included, so the relay right is gone."""
+        s = self.smtp()
+        s.login("alice@example.test", "alice-secret")
+        self.assertEqual(s.starttls(context=_no_verify())[0], 220)
+        s.ehlo("client.elsewhere.test")
+        self.assertEqual(s.mail("alice@example.test")[0], 250)
+        code, text = s.rcpt("user@remote.test")
+        self.assertEqual(code, 550, text)
+        self.assert_nothing_left()
+
+    def test_starttls_discards_authentication_on_submission(self):
+        s = self.smtp("submission")
+        s.login("alice@example.test", "alice-secret")
+        self.assertEqual(s.starttls(context=_no_verify())[0], 220)
+        s.ehlo("client.elsewhere.test")
+        self.assertEqual(s.mail("alice@example.test")[0], 530)     # RFC 4954 §6
+        self.assert_nothing_left()
+
+    def test_smtps_requires_auth_before_mail(self):
+        s = smtplib.SMTP_SSL("127.0.0.1", self.ports["smtps"], timeout=WAIT, context=_no_verify())
+        self.addCleanup(_quit, s)
+        s.ehlo("client.elsewhere.test")
+        code, text = s.mail("alice@example.test")
+        self.assertEqual(code, 530, text)
+        self.assertIn(b"5.7.0", text)
+        self.assert_nothing_left()
+
+    def test_smtps_authenticated_relays(self):
+        s = smtplib.SMTP_SSL("127.0.0.1", self.ports["smtps"], timeout=WAIT, context=_no_verify())
+        self.addCleanup(_quit, s)
+        s.login("bob@example.test", "bob-secret")
+        s.sendmail("bob@example.test", ["far@remote.test"], MSG)
+        self.assertIn("<far@remote.test>", self.wait_sink()[0][1][0])
 
 
 if __name__ == "__main__":
