@@ -19,6 +19,8 @@ Cases:
   §4.4);
 * SMTPUTF8 (RFC 6531) both ways: a UTF-8 envelope sender from Postfix to
   us, a UTF-8 recipient from our relay to Postfix;
+* a ~2 MB message with dot-leading lines both ways, byte-exact (Postfix
+  stores LF line ends; we store CRLF) — SMTP transparency, RFC 5321 §4.5.2;
 * a recipient Postfix refuses at RCPT (550 5.1.1) turns into a DSN
   (RFC 3464) in the sender's mailbox on our side.
 
@@ -317,6 +319,30 @@ class PostfixInterop(ServerTestCase):
         stored = read(files[0])
         self.assertIn("Delivered-To: jörg@pf.test".encode("utf-8"), stored)
         self.assertTrue(stored.endswith("Äpfel.\n".encode("utf-8")))
+
+    def big_body(self, tag: str) -> bytes:
+        """~2 MB of 76-character lines, every 7th starting with "." (RFC 5321 §4.5.2)."""
+        lines = [(("." if i % 7 == 0 else "") + ("%s %07d " % (tag, i)) * 6)[:76] for i in range(27000)]
+        return ("\r\n".join(lines) + "\r\n").encode()
+
+    def test_big_message_both_ways_byte_exact(self):
+        self.clear_mailbox("bob@example.test")
+        body_in = self.big_body("in")
+        with smtplib.SMTP("127.0.0.1", self.postfix.port, timeout=WAIT) as s:
+            s.sendmail("sender@pf.test", ["bob@example.test"],
+                       b"From: sender@pf.test\r\nSubject: big-in\r\n\r\n" + body_in)
+        msgs = wait_for(lambda: self.new_messages("bob@example.test"), "the big message in our Maildir",
+                        self.postfix.log)
+        self.assertTrue(msgs[0].endswith(b"\r\n\r\n" + body_in))
+
+        body_out = self.big_body("out")
+        with smtplib.SMTP("127.0.0.1", self.ports["submission"], timeout=WAIT) as s:
+            s.login("alice@example.test", "alice-secret")
+            s.sendmail("alice@example.test", ["user@pf.test"],
+                       b"From: alice@example.test\r\nSubject: big-out\r\n\r\n" + body_out)
+        files = wait_for(lambda: [p for p in self.postfix.maildir_files("user") if b"Subject: big-out" in read(p)],
+                         "the big message in Postfix's Maildir", self.postfix.log)
+        self.assertTrue(read(files[0]).endswith(b"\n\n" + body_out.replace(b"\r\n", b"\n")))
 
     def test_postfix_refusal_becomes_a_bounce_in_our_maildir(self):
         self.clear_mailbox("alice@example.test")
