@@ -254,6 +254,33 @@ class Pop3LoopbackTest(ServerTestCase):
         self.assertEqual(self.subject_of(p, 2), b"msg 2")
         p.quit()
 
+    def test_top_marks_nothing_seen(self):
+        self.send(numbered(1))
+        p = self.login()
+        self.assertEqual(self.subject_of(p, 1), b"msg 1")
+        p.quit()
+        [name] = self.files()
+        self.assertTrue(name.startswith("new" + os.sep), name)
+
+    def test_pipelined_commands_in_one_segment(self):
+        """RFC 2449 §6.6 PIPELINING: every command sent at once, answered in order."""
+        self.send(numbered(1))
+        with socket.create_connection(("127.0.0.1", self.ports["pop3"]), timeout=10) as s:
+            s.sendall(b"USER bob@example.test\r\nPASS bob-secret\r\nSTAT\r\nLIST\r\nUIDL 1\r\nNOOP\r\nQUIT\r\n")
+            data = b""
+            while True:                        # the server closes after QUIT
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        lines = data.split(b"\r\n")
+        self.assertEqual(lines[-1], b"")
+        statuses = [line.split()[0] for line in lines[:-1] if line[:1] in (b"+", b"-")]
+        self.assertEqual(statuses, [b"+OK"] * 8, data)  # greeting + 7 commands
+        self.assertRegex(lines[3], rb"^\+OK 1 \d+$")        # STAT
+        self.assertEqual(lines[5][:2], b"1 ")               # LIST's only entry
+        self.assertEqual(lines[6], b".")
+
     def test_mail_arriving_during_a_session_waits_for_the_next_login(self):
         self.send(numbered(1))
         p = self.login()
