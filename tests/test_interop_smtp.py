@@ -155,6 +155,20 @@ class SwaksInteropTest(ServerTestCase):
         self.assertNotIn(b"alice-secret", b"".join(self.new_messages("bob@example.test")))
 
     @unittest.skipUnless(HAVE_TLS, NO_TLS)
+    def test_implicit_tls_submission_with_auth(self):
+        body = BODY.replace(b"From: a@elsewhere.test", b"From: alice@example.test\r\nDate: Thu, 26 Nov 2026 12:00:00 +0000")
+        rc, out = self.swaks("--tls-on-connect", "--auth", "PLAIN", "--auth-user", "alice@example.test",
+                             "--auth-password", "alice-secret", "--pipeline", port="smtps", body=body,
+                             sender="alice@example.test")
+        self.assertEqual(rc, 0, out)
+        # RFC 8314 §3.3: TLS from the first octet, so even the greeting comes over TLS
+        self.assertRegex(out, r"=== TLS started[^\n]*\n(?:===[^\n]*\n)*<~  220 ")
+        self.assertNotIn("STARTTLS\n", out.split("=== TLS started")[1])
+        self.assertIn(235, final_codes(out), out)
+        [stored] = self.assert_delivered("bob@example.test", body)
+        self.assertIn(b"with ESMTPSA id", stored)
+
+    @unittest.skipUnless(HAVE_TLS, NO_TLS)
     def test_submission_wrong_password_refused(self):
         rc, out = self.swaks("--tls", "--auth", "PLAIN", "--auth-user", "alice@example.test",
                              "--auth-password", "wrong", port="submission", sender="alice@example.test")
