@@ -274,5 +274,25 @@ class PerAddressLimitTest(ServerTestCase):
         self.assertTrue(seventh.reply()[0].startswith(b"220 "))
 
 
+class ListenerLimitTest(ServerTestCase):
+    extra_config = {"max_connections": "3", "max_connections_per_ip": "100"}
+
+    def test_connection_above_the_listener_limit_gets_421(self):
+        port = self.ports["smtp"]
+        held = []
+        self.addCleanup(lambda: [c.close() for c in held])
+        for _ in range(3):
+            held.append(Client(port))
+            self.assertTrue(held[-1].reply()[0].startswith(b"220 "))
+        over = Client(port)
+        self.addCleanup(over.close)
+        busy = over.reply()
+        self.assertTrue(busy and busy[0].startswith(b"421 4."), busy)   # RFC 3463 §3.1: class 4, try later
+        self.assertEqual(over.file.read(), b"")
+        # the held sessions are unaffected
+        for c in held:
+            self.assertTrue(c.command(b"NOOP")[0].startswith(b"250"))
+
+
 if __name__ == "__main__":
     unittest.main()
