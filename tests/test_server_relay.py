@@ -48,6 +48,9 @@ PY = sys.executable
 A_IP, B_IP = "127.0.0.2", "127.0.0.3"
 ALICE, ALICE_PW = "alice@a.test", "alice-pw-1"
 BOB, BOB_PW = "bob@b.test", "bob-pw-1"
+CAROL = "carol@c.test"       # at B; c.test's best MX is a dead address, the second is B
+HANK = "hank@hidden.test"    # at B; hidden.test is not in the DNS at all (NXDOMAIN)
+DEAD_IP = "127.0.0.5"        # nothing listens there
 WAIT = 20.0          # seconds any single event may take before the test fails
 
 
@@ -203,6 +206,8 @@ class Instance:
         """The envelopes under DATA/queue/, read without touching anything."""
         out = []
         for path in glob.glob(os.path.join(self.data, "queue", "*.env")):
+            if os.path.basename(path).startswith("tmp-"):
+                continue      # an envelope being rewritten (store/queue.py write_atomic)
             try:
                 with open(path, "rb") as f:
                     out.append(json.loads(f.read().decode()))
@@ -214,10 +219,10 @@ class Instance:
         return [e for e in self.queue_entries() if e["id"] == token_id]
 
 
-def submit(server, sender, password, rcpts, token, subject="relay test"):
+def submit(server, sender, password, rcpts, token, subject="relay test", extra=b""):
     """RFC 6409 submission at ``server``: STARTTLS, AUTH, one message; returns the queue id."""
     msg = ("From: <%s>\r\nTo: %s\r\nSubject: %s %s\r\n\r\nbody line for %s\r\n"
-           % (sender, ", ".join("<%s>" % r for r in rcpts), subject, token, token)).encode()
+           % (sender, ", ".join("<%s>" % r for r in rcpts), subject, token, token)).encode() + extra
     ctx = ssl._create_unverified_context()
     with smtplib.SMTP(server.ip, server.ports["submission"], timeout=30) as s:
         s.starttls(context=ctx)
@@ -259,7 +264,9 @@ class DnsZone:
         self.dnsmasq = None
         self.fake = None
         if skip_reason() is None:
-            records = [("mx", "null.test", ".", 0), ("mx", "loop.test", "mx.a.test", 10)]
+            records = [("mx", "null.test", ".", 0), ("mx", "loop.test", "mx.a.test", 10),
+                       ("mx", "c.test", "dead.c.test", 10), ("mx", "c.test", "mx.b.test", 20),
+                       ("a", "dead.c.test", DEAD_IP)]
             for domain, host, ip in self.MX:
                 records += [("mx", domain, host, 10), ("a", host, ip)]
             self.dnsmasq = Dnsmasq(records).start()
@@ -268,6 +275,9 @@ class DnsZone:
             self.fake = FakeDnsServer().start()
             self.fake.add("null.test", dns.TYPE_MX, dns.MX(0, ""))
             self.fake.add("loop.test", dns.TYPE_MX, dns.MX(10, "mx.a.test"))
+            self.fake.add("c.test", dns.TYPE_MX, dns.MX(10, "dead.c.test"))
+            self.fake.add("c.test", dns.TYPE_MX, dns.MX(20, "mx.b.test"))
+            self.fake.add("dead.c.test", dns.TYPE_A, DEAD_IP)
             for domain, host, ip in self.MX:
                 self.fake.add(domain, dns.TYPE_MX, dns.MX(10, host))
                 self.fake.add(host, dns.TYPE_A, ip)
@@ -293,9 +303,12 @@ class RelayBetweenTwoServers(unittest.TestCase):
         cls.zone = DnsZone()
         try:
             cls.a = Instance("A", A_IP, "a.test", port, cls.tmp, dns_servers=cls.zone.address, relay_port=port)
-            cls.b = Instance("B", B_IP, "b.test", port, cls.tmp, dns_servers=cls.zone.address, relay_port=port)
+            cls.b = Instance("B", B_IP, "b.test", port, cls.tmp, dns_servers=cls.zone.address, relay_port=port,
+                             domains="b.test,c.test,hidden.test")
+            cls.port = port
             cls.a.add_user(ALICE, ALICE_PW)
-            cls.b.add_user(BOB, BOB_PW)
+            for user in (BOB, CAROL, HANK):
+                cls.b.add_user(user, BOB_PW)
             cls.a.start()
             cls.b.start()
         except BaseException:
@@ -515,6 +528,66 @@ class RelayBetweenTwoServers(unittest.TestCase):
             self.addCleanup(lambda p=path: os.path.exists(p) and os.unlink(p))
         self.a.cli("queue")
         self.assertEqual([os.path.exists(p) for p in mid_enqueue], [True, True])
+
+    def test_unreachable_best_mx_falls_back_to_the_next(self):
+        # RFC 5321 §5.1: try the MX hosts in preference order until one answers
+        qid = submit(self.a, ALICE, ALICE_PW, [CAROL], self.token)
+        wait_for(lambda: self.b.messages_with(CAROL, self.token), "carol's copy via the second MX" + self.logs())
+        wait_for(lambda: not self.a.queued(qid), "A's queue to empty")
+        self.assertEqual(self.a.messages_with(ALICE, self.token), [])
+
+    def test_8bit_dot_lines_and_a_large_body_arrive_byte_for_byte(self):
+        # RFC 6152 8BITMIME end to end; RFC 5321 §4.5.2 transparency for lines starting with "."
+        body = ("caf\u00e9 \u2014 \u00fcber\r\n.leading dot\r\n..two dots\r\n.\r\n" + "y" * 900 + "\r\n").encode()
+        body += b"".join(b"%06d " % i + b"z" * 70 + b"\r\n" for i in range(12000))      # about 1 MB
+        msg = ("From: <%s>\r\nTo: <%s>\r\nSubject: 8bit %s\r\nMIME-Version: 1.0\r\n"
+               "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+               % (ALICE, BOB, self.token)).encode() + body
+        with smtplib.SMTP(A_IP, self.a.ports["submission"], timeout=30) as s:
+            s.starttls(context=ssl._create_unverified_context())
+            s.login(ALICE, ALICE_PW)
+            self.assertEqual(s.sendmail(ALICE, [BOB], msg, mail_options=["BODY=8BITMIME"]), {})
+        [got] = self.wait_bob_has(self.token)
+        head, got_body = got.split(b"\r\n\r\n", 1)
+        self.assertEqual(got_body, body)
+        for line in msg.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+            self.assertIn(line + b"\r\n", head + b"\r\n")
+
+    def test_relayhost_sends_everything_to_the_smarthost_without_mx_lookup(self):
+        # hidden.test has no DNS at all; by MX it bounces (5.1.2), through the smarthost it arrives
+        self._with_a_config(restart=False, relayhost="%s:%d" % (B_IP, self.port))
+        qid = submit(self.a, ALICE, ALICE_PW, [HANK], self.token)
+        wait_for(lambda: self.b.messages_with(HANK, self.token), "hank's copy via the relayhost" + self.logs())
+        wait_for(lambda: not self.a.queued(qid), "A's queue to empty")
+
+    def test_relay_tls_require_defers_when_b_offers_no_starttls(self):
+        # RFC 3207 §4: a client that requires TLS must not send over a cleartext session
+        self.b.stop()
+        self.b.write_config(tls_cert="", tls_key="")
+        self.addCleanup(self.b.write_config)
+        self.b.start()
+        self._with_a_config(restart=False, relay_tls="require")
+        qid = submit(self.a, ALICE, ALICE_PW, [BOB], self.token)
+        [entry] = wait_for(lambda: [e for e in self.a.queued(qid) if e["attempts"] >= 1], "a deferred attempt" + self.logs())
+        self.assertEqual(entry["recipients"][0]["state"], "deferred")
+        self.assertIn("TLS", entry["recipients"][0]["last_error"] + entry["last_error"])
+        self.assertEqual(self.b.messages_with(BOB, self.token), [])
+        # back to "may": the same entry goes through in clear
+        self.a.write_config()
+        self.a.reload()
+        self.wait_bob_has(self.token)
+        wait_for(lambda: not self.a.queued(qid), "A's queue to empty")
+
+    def test_message_bigger_than_bs_size_limit_bounces_5_3_4(self):
+        # RFC 1870 §6: the client compares with the SIZE B announces and gives up (552 5.3.4)
+        self.b.write_config(max_message_size="2000")
+        self.addCleanup(lambda: (self.b.write_config(), self.b.reload()))
+        self.b.reload()
+        submit(self.a, ALICE, ALICE_PW, [BOB], self.token, extra=(b"w" * 70 + b"\r\n") * 70)
+        [bounce] = wait_for(lambda: self.bounces_to_alice(self.token), "a size bounce" + self.logs())
+        _, _, fields = delivery_status(bounce)
+        self.assertEqual((fields["action"], fields["status"]), ("failed", "5.3.4"))
+        self.assertEqual(self.b.messages_with(BOB, self.token), [])
 
 
 if __name__ == "__main__":
