@@ -19,6 +19,10 @@ rate is acknowledged messages / wall time until the last sender finished.
 Note that the senders share the machine (and this process's GIL) with the
 server under test, identically for both servers.
 
+CPU/msg is the server process's user+system CPU time during the measurement
+divided by the messages acknowledged (medians): less sensitive than msg/s to
+other load on a shared machine.
+
 Peak RSS is VmHWM from /proc/<pid>/status of the mailsrv process just before
 it is stopped (the largest of the N runs).
 
@@ -95,6 +99,12 @@ class Server:
                     return int(line.split()[1])
         return 0
 
+    def cpu_seconds(self) -> float:
+        """utime + stime of the server process so far (proc(5) stat fields 14, 15)."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self):
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -123,7 +133,7 @@ def start_peer(data):
 
 
 def drive(port, senders, seconds):
-    """Run ``senders`` persistent smtplib connections for ``seconds``; returns msg/s.
+    """Run ``senders`` persistent smtplib connections for ``seconds``; returns (msg/s, messages).
 
     The connections are opened one after another before any thread starts
     (a burst of connects would overflow a small listen backlog, smtpd's is 5,
@@ -167,7 +177,7 @@ def drive(port, senders, seconds):
     elapsed = time.monotonic() - start
     if errors:
         sys.exit(f"sender failed: {errors[0]}")
-    return sum(counts) / elapsed
+    return sum(counts) / elapsed, sum(counts)
 
 
 def machine() -> str:
@@ -184,21 +194,24 @@ def machine() -> str:
 def measure(args, stamp):
     rows = []
     for n in args.senders:
-        ours, theirs, rss = [], [], []
+        ours, theirs, rss, cpu = [], [], [], {"mailsrv": [], "peer": []}
         for run in range(args.runs):
             for kind in ("mailsrv", "peer"):          # alternating, same conditions
                 data = os.path.join(BENCH_DIR, stamp, f"{kind}-{n}-{run}")
                 os.makedirs(data)
                 srv = start_mailsrv(data) if kind == "mailsrv" else start_peer(data)
                 try:
-                    rate = drive(srv.port, n, args.seconds)
+                    before = srv.cpu_seconds()
+                    rate, count = drive(srv.port, n, args.seconds)
+                    cpu[kind].append((srv.cpu_seconds() - before) * 1000 / max(count, 1))
                     if kind == "mailsrv":
                         rss.append(srv.peak_rss_kb())
                 finally:
                     srv.stop()
                 (ours if kind == "mailsrv" else theirs).append(rate)
                 print(f"  senders={n:<3} run={run} {kind:<8} {rate:8.1f} msg/s", file=sys.stderr, flush=True)
-        rows.append((n, statistics.median(ours), statistics.median(theirs), max(rss)))
+        rows.append((n, statistics.median(ours), statistics.median(theirs), max(rss),
+                     statistics.median(cpu["mailsrv"]), statistics.median(cpu["peer"])))
     return rows
 
 
@@ -208,7 +221,7 @@ def profile(args, stamp):
     out = os.path.join(data, "mailsrv.prof")
     srv = start_mailsrv(data, profile_to=out)
     try:
-        rate = drive(srv.port, 32, args.seconds)
+        rate, _count = drive(srv.port, 32, args.seconds)
     finally:
         srv.stop()
     print(f"\nprofile: 32 senders, {rate:.1f} msg/s under cProfile (event-loop thread only)")
@@ -235,9 +248,11 @@ def main(argv=None):
     try:
         sys.stdout.flush()
         rows = measure(args, stamp)
-        print(f"\n{'senders':>7}  {'mailsrv msg/s':>13}  {'peer msg/s':>10}  {'ratio':>6}  {'mailsrv peak RSS':>16}")
-        for n, ours, theirs, rss in rows:
-            print(f"{n:>7}  {ours:>13.1f}  {theirs:>10.1f}  {ours / theirs:>6.2f}  {rss / 1024:>13.1f} MB")
+        print(f"\n{'senders':>7}  {'mailsrv msg/s':>13}  {'peer msg/s':>10}  {'ratio':>6}  {'mailsrv peak RSS':>16}"
+              f"  {'mailsrv CPU/msg':>15}  {'peer CPU/msg':>12}")
+        for n, ours, theirs, rss, cpu_ours, cpu_theirs in rows:
+            print(f"{n:>7}  {ours:>13.1f}  {theirs:>10.1f}  {ours / theirs:>6.2f}  {rss / 1024:>13.1f} MB"
+                  f"  {cpu_ours:>12.2f} ms  {cpu_theirs:>9.2f} ms")
         if args.profile:
             profile(args, stamp)
     finally:
