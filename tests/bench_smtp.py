@@ -188,7 +188,8 @@ def machine() -> str:
     except OSError:
         pass
     return (f"machine: nproc={os.cpu_count()} cpu={model or platform.processor()} "
-            f"python={platform.python_version()} peer-python={peer_python()} ({platform.system()} {platform.release()})")
+            f"python={platform.python_version()} peer-python={peer_python()} "
+            f"({platform.system()} {platform.release()})")
 
 
 def measure(args, stamp):

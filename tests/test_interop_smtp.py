@@ -44,6 +44,9 @@ NO_TLS = "swaks TLS needs Perl Net::SSLeay (apt-get install libnet-ssleay-perl)"
 BODY = (b"From: a@elsewhere.test\r\nTo: bob@example.test\r\nSubject: swaks interop\r\n"
         b"Message-ID: <swaks-1@elsewhere.test>\r\n\r\nHello from swaks.\r\n.a line with a leading dot\r\n"
         b"..two dots\r\n.\r\n\r\ntrailing blank line above\r\n")
+# What an authenticated user submits: own From:, and a Date: so the MSA adds none (RFC 6409 §8.1.3).
+SUBMITTED = BODY.replace(b"From: a@elsewhere.test",
+                         b"From: alice@example.test\r\nDate: Thu, 26 Nov 2026 12:00:00 +0000")
 # Reply lines in swaks' transcript: "<-" plain, "<~" over TLS, a "*" marks a reply swaks did not expect.
 REPLY = re.compile(r"^<[-~][ *] (\d{3})([ -])", re.M)
 
@@ -138,8 +141,7 @@ class SwaksInteropTest(ServerTestCase):
 
     @unittest.skipUnless(HAVE_TLS, NO_TLS)
     def test_submission_auth_plain_and_login_over_starttls(self):
-        # RFC 6409 §8.1.3: an MSA may add a missing Date: ; with one present the body is untouched
-        body = BODY.replace(b"From: a@elsewhere.test", b"From: alice@example.test\r\nDate: Thu, 26 Nov 2026 12:00:00 +0000")
+        body = SUBMITTED
         for mech in ("PLAIN", "LOGIN"):
             with self.subTest(mech=mech):
                 self.clear_mailbox("bob@example.test")
@@ -156,7 +158,7 @@ class SwaksInteropTest(ServerTestCase):
 
     @unittest.skipUnless(HAVE_TLS, NO_TLS)
     def test_implicit_tls_submission_with_auth(self):
-        body = BODY.replace(b"From: a@elsewhere.test", b"From: alice@example.test\r\nDate: Thu, 26 Nov 2026 12:00:00 +0000")
+        body = SUBMITTED
         rc, out = self.swaks("--tls-on-connect", "--auth", "PLAIN", "--auth-user", "alice@example.test",
                              "--auth-password", "alice-secret", "--pipeline", port="smtps", body=body,
                              sender="alice@example.test")
