@@ -50,6 +50,7 @@ ALICE, ALICE_PW = "alice@a.test", "alice-pw-1"
 BOB, BOB_PW = "bob@b.test", "bob-pw-1"
 CAROL = "carol@c.test"       # at B; c.test's best MX is a dead address, the second is B
 HANK = "hank@hidden.test"    # at B; hidden.test is not in the DNS at all (NXDOMAIN)
+JOERG = "j\u00f6rg@b.test"    # at B; a UTF-8 local part (RFC 6531)
 DEAD_IP = "127.0.0.5"        # nothing listens there
 WAIT = 20.0          # seconds any single event may take before the test fails
 
@@ -307,7 +308,7 @@ class RelayBetweenTwoServers(unittest.TestCase):
                              domains="b.test,c.test,hidden.test")
             cls.port = port
             cls.a.add_user(ALICE, ALICE_PW)
-            for user in (BOB, CAROL, HANK):
+            for user in (BOB, CAROL, HANK, JOERG):
                 cls.b.add_user(user, BOB_PW)
             cls.a.start()
             cls.b.start()
@@ -587,6 +588,36 @@ class RelayBetweenTwoServers(unittest.TestCase):
         [bounce] = wait_for(lambda: self.bounces_to_alice(self.token), "a size bounce" + self.logs())
         _, _, fields = delivery_status(bounce)
         self.assertEqual((fields["action"], fields["status"]), ("failed", "5.3.4"))
+        self.assertEqual(self.b.messages_with(BOB, self.token), [])
+
+    def test_local_and_remote_recipients_of_one_message(self):
+        qid = submit(self.a, ALICE, ALICE_PW, [BOB, ALICE], self.token)
+        self.wait_bob_has(self.token)
+        wait_for(lambda: self.a.messages_with(ALICE, self.token), "alice's local copy")
+        wait_for(lambda: not self.a.queued(qid), "A's queue to empty")
+        self.assertEqual([e for e in self.a.queue_entries() if ALICE in json.dumps(e["recipients"])], [])
+
+    def test_utf8_recipient_is_relayed_with_smtputf8(self):
+        # RFC 6531 §3.4: the UTF-8 address goes out only with SMTPUTF8, which B offers
+        msg = ("From: <%s>\r\nTo: <%s>\r\nSubject: utf8 %s\r\n\r\nhi\r\n" % (ALICE, JOERG, self.token)).encode()
+        with smtplib.SMTP(A_IP, self.a.ports["submission"], timeout=30) as s:
+            s.starttls(context=ssl._create_unverified_context())
+            s.login(ALICE, ALICE_PW)
+            self.assertEqual(s.sendmail(ALICE, [JOERG], msg, mail_options=["SMTPUTF8", "BODY=8BITMIME"]), {})
+        [got] = wait_for(lambda: self.b.messages_with(JOERG, self.token), "j\u00f6rg's copy at B" + self.logs())
+        self.assertIn("Delivered-To: %s" % JOERG, got.decode("utf-8"))
+        self.assertRegex(got.decode("utf-8"), r"by mx\.b\.test with UTF8SMTPS\b")    # RFC 6531 §3.7.4
+
+    def test_alias_loop_between_a_and_b_ends_in_a_bounce(self):
+        # RFC 5321 §6.3: too many Received: lines is a loop: 554 5.4.6, and the sender hears of it
+        self.b.cli("alias", "add", "pong@b.test", "ping@a.test")
+        self.a.cli("alias", "add", "ping@a.test", "pong@b.test")
+        self.addCleanup(self.b.cli, "alias", "del", "pong@b.test")
+        self.addCleanup(self.a.cli, "alias", "del", "ping@a.test")
+        submit(self.a, ALICE, ALICE_PW, ["pong@b.test"], self.token)
+        [bounce] = wait_for(lambda: self.bounces_to_alice(self.token), "the loop bounce" + self.logs(), timeout=40)
+        _, _, fields = delivery_status(bounce)
+        self.assertEqual((fields["action"], fields["status"]), ("failed", "5.4.6"))
         self.assertEqual(self.b.messages_with(BOB, self.token), [])
 
 
