@@ -31,7 +31,7 @@ from tests.helpers import ROOT
 
 PY = sys.executable
 DNSMASQ = shutil.which("dnsmasq") or ("/usr/sbin/dnsmasq" if os.path.exists("/usr/sbin/dnsmasq") else None)
-BIG_MX = 40          # 40 MX RRs plus their glue A RRs are far beyond the 512 octets of RFC 1035 §2.3.4
+BIG_MX = 30          # 30 MX RRs (~900 octets) exceed the 512 of RFC 1035 §2.3.4, yet fit in 1232 (EDNS, RFC 6891)
 READY_NAME = "ready.test"
 
 
@@ -159,6 +159,10 @@ ZONE = [
     ("a", "dual.test", "127.0.0.6", "2001:db8::6"),
     ("mx", "null.test", ".", 0),                  # RFC 7505 §3: "0 ."
     ("cname", "alias.test", "implicit.test"),
+    ("cname", "c1.test", "c2.test"),              # a two-link chain
+    ("cname", "c2.test", "c3.test"),
+    ("a", "c3.test", "127.0.0.7"),
+    ("mx", "cn.test", "alias.test", 5),           # an MX exchange that is a CNAME (RFC 2181 §10.3)
 ] + [("mx", "big.test", "mx%d.big.test" % i, i) for i in range(1, BIG_MX + 1)] \
   + [("a", "mx%d.big.test" % i, "127.0.1.%d" % i) for i in range(1, BIG_MX + 1)]
 
@@ -208,6 +212,14 @@ class CliAgainstDnsmasq(DnsmasqTestCase):
 
     def test_cname_is_followed_to_the_a_record(self):
         self.assertEqual(self.dns("A", "alias.test"), (0, ["127.0.0.5"]))
+
+    def test_names_are_case_insensitive(self):
+        # RFC 4343 §3 / RFC 1035 §2.3.3: "Two.TEST" is two.test
+        self.assertEqual(self.dns("MX", "Two.TEST"), (0, ["10 mx-a.two.test 127.0.0.3", "20 mx-b.two.test 127.0.0.4"]))
+        self.assertEqual(self.dns("A", "ALIAS.test"), (0, ["127.0.0.5"]))
+
+    def test_cname_chain(self):
+        self.assertEqual(self.dns("A", "c1.test"), (0, ["127.0.0.7"]))
 
     def test_aaaa(self):
         self.assertEqual(self.dns("AAAA", "dual.test"), (0, ["2001:db8::6"]))
@@ -317,6 +329,22 @@ class ResolverAgainstDnsmasq(DnsmasqTestCase):
                          [(i, "mx%d.big.test" % i) for i in range(1, BIG_MX + 1)])
         # RFC 7766 §5: exactly one TCP connection, to the server that sent TC
         self.assertEqual(self.loop.connects, [("127.0.0.1", self.dnsmasq.port)])
+
+    def test_two_link_cname_chain(self):
+        res = self.resolve("c1.test", dns.TYPE_A)
+        self.assertEqual((res.records, res.name), (["127.0.0.7"], "c3.test"))
+
+    def test_mx_exchange_that_is_a_cname_is_followed(self):
+        # RFC 2181 §10.3 forbids it; MxLookup follows it anyway (see its docstring)
+        res = self.mx_hosts("cn.test")
+        self.assertEqual([(h.preference, h.host, h.addresses) for h in res.hosts], [(5, "alias.test", ["127.0.0.5"])])
+
+    def test_edns0_lets_the_big_answer_come_over_udp(self):
+        # RFC 6891 §6.2.3/§6.2.5: with an OPT RR advertising 4096 octets no TCP retry is needed
+        resolver = Resolver(self.loop, [("127.0.0.1", self.dnsmasq.port)], timeout=3, edns_payload=4096)
+        res = self.run_lookup(lambda done: resolver.resolve("big.test", dns.TYPE_MX, done))
+        self.assertEqual(len(res.records), BIG_MX)
+        self.assertEqual(self.loop.connects, [])
 
     def test_cached_answer_needs_no_second_query(self):
         # RFC 2181 §5.2 / RFC 1035 §7.4: positive answers are cached for their TTL
