@@ -257,7 +257,10 @@ def delivery_status(bounce):
 
 
 class DnsZone:
-    """dnsmasq when it can run here, else the in-process FakeDnsServer."""
+    """dnsmasq when it can run here, else the in-process FakeDnsServer.
+
+    Names outside .test fail temporarily: dnsmasq has no upstream server for
+    them (REFUSED), and the fake answers SERVFAIL for tempfail.invalid."""
 
     MX = [("a.test", "mx.a.test", A_IP), ("b.test", "mx.b.test", B_IP)]
 
@@ -279,6 +282,7 @@ class DnsZone:
             self.fake.add("c.test", dns.TYPE_MX, dns.MX(10, "dead.c.test"))
             self.fake.add("c.test", dns.TYPE_MX, dns.MX(20, "mx.b.test"))
             self.fake.add("dead.c.test", dns.TYPE_A, DEAD_IP)
+            self.fake.behaviour[("tempfail.invalid", dns.TYPE_MX)] = "servfail"
             for domain, host, ip in self.MX:
                 self.fake.add(domain, dns.TYPE_MX, dns.MX(10, host))
                 self.fake.add(host, dns.TYPE_A, ip)
@@ -619,6 +623,15 @@ class RelayBetweenTwoServers(unittest.TestCase):
         _, _, fields = delivery_status(bounce)
         self.assertEqual((fields["action"], fields["status"]), ("failed", "5.4.6"))
         self.assertEqual(self.b.messages_with(BOB, self.token), [])
+
+    def test_temporary_dns_failure_defers_and_never_bounces(self):
+        # RFC 5321 §5.1 / §4.5.4.1: a DNS failure that may be transient is retried (451 4.4.3)
+        qid = submit(self.a, ALICE, ALICE_PW, ["x@tempfail.invalid"], self.token)
+        self.addCleanup(lambda: self.a.queued(qid) and self.a.cli("queue", "delete", qid))
+        [entry] = wait_for(lambda: [e for e in self.a.queued(qid) if e["attempts"] >= 2], "two attempts" + self.logs())
+        self.assertEqual(entry["recipients"][0]["state"], "deferred")
+        self.assertIn("4.4.3", entry["recipients"][0]["last_error"] + entry["last_error"])
+        self.assertEqual(self.bounces_to_alice(self.token), [])
 
 
 if __name__ == "__main__":
