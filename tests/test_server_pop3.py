@@ -161,6 +161,39 @@ class Pop3LoopbackTest(ServerTestCase):
         p.user(BOB)                            # still in AUTHORIZATION: a retry works
         self.assertTrue(p.pass_("bob-secret").startswith(b"+OK"))
 
+    def test_auth_login_over_stls(self):
+        p = self.pop()
+        p.stls(context=client_tls())
+        self.assertTrue(p._shortcmd("AUTH LOGIN").startswith(b"+ "))          # RFC 5034 §4 challenge
+        self.assertTrue(p._shortcmd(base64.b64encode(BOB.encode()).decode()).startswith(b"+ "))
+        resp = p._shortcmd(base64.b64encode(b"bob-secret").decode())
+        self.assertTrue(resp.startswith(b"+OK"), resp)
+        p.quit()
+
+    def test_auth_cancelled_by_star(self):
+        p = self.pop()
+        p._shortcmd("AUTH SCRAM-SHA-256")
+        with self.assertRaises(poplib.error_proto) as cm:
+            p._shortcmd("*")                                                  # RFC 5034 §4: cancel
+        self.assertTrue(cm.exception.args[0].startswith(b"-ERR"), cm.exception.args)
+        p.user(ALICE)                                                         # still in AUTHORIZATION
+        self.assertTrue(p.pass_("alice-secret").startswith(b"+OK"))
+        p.quit()
+
+    def test_repeated_failures_close_the_connection(self):
+        """RFC 1939 §4: the server may close after failed authentications."""
+        p = self.pop()
+        answers = []
+        for _ in range(3):
+            p.user("nobody@example.test")
+            with self.assertRaises(poplib.error_proto) as cm:
+                p.pass_("wrong")
+            answers.append(cm.exception.args[0])
+        self.assertTrue(all(a.startswith(b"-ERR [AUTH]") for a in answers), answers)
+        with self.assertRaises((poplib.error_proto, OSError)):
+            p.noop()                           # the server has closed: EOF (poplib: error_proto) or reset
+        self.login().quit()                    # and a success clears this address's failure count
+
     def test_unknown_user_looks_like_wrong_password(self):
         p = self.pop()
         self.assertTrue(p.user("nobody@example.test").startswith(b"+OK"))
