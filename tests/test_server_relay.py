@@ -633,6 +633,24 @@ class RelayBetweenTwoServers(unittest.TestCase):
         self.assertIn("4.4.3", entry["recipients"][0]["last_error"] + entry["last_error"])
         self.assertEqual(self.bounces_to_alice(self.token), [])
 
+    def test_queue_commands_name_a_missing_id(self):
+        for action in ("delete", "bounce"):
+            p = subprocess.run([PY, "mailsrv.py", "queue", action, "NOSUCHID", "--config", self.a.conf_path], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+            self.assertEqual(p.returncode, 2)
+            self.assertEqual(p.stderr.decode().strip(), "mailsrv: no queue entry NOSUCHID")
+
+    @unittest.expectedFailure
+    def test_queue_flush_without_a_running_server_returns_promptly(self):
+        # BUG (mailsrv.py queue_main, `server.loop.call_later(0.5 if action != "flush" else 30, ...)`):
+        # with no server running, `queue flush` starts one and always waits 30 s before shutting it
+        # down, even when the queue is empty or everything was delivered in the first second.
+        empty = tempfile.mkdtemp(prefix="mailsrv-flush-")
+        self.addCleanup(shutil.rmtree, empty, True)
+        p = subprocess.run([PY, "mailsrv.py", "queue", "flush", "--data", empty], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=5)
+        self.assertEqual(p.returncode, 0)
+
 
 if __name__ == "__main__":
     unittest.main()
