@@ -270,6 +270,23 @@ class Pop3LoopbackTest(ServerTestCase):
             self.assertEqual(int(listing[str(n).encode()]), len(got))   # RFC 1939 §11: exact sizes
         p.quit()
 
+    def test_lf_only_file_from_another_program_is_served_as_crlf(self):
+        """A file with bare LF (written by mutt, procmail...) goes out in CRLF form,
+        and LIST announces exactly the octets RETR sends (RFC 1939 §11)."""
+        lf = b"From: mutt@example.test\nSubject: lf only\n\nline\n.dot\nno newline at the end"
+        for name, data in (("1700000000.M1P1Q1.outside", lf), ("1700000001.M1P1Q2.outside", lf + b"\n")):
+            with open(os.path.join(self.maildir(BOB), "tmp", name), "wb") as f:
+                f.write(data)
+            os.rename(os.path.join(self.maildir(BOB), "tmp", name), os.path.join(self.maildir(BOB), "new", name))
+        p = self.login()
+        sizes = [int(line.split()[1]) for line in p.list()[1]]
+        crlf = lf.replace(b"\n", b"\r\n")
+        for n, size in ((1, len(crlf)), (2, len(crlf) + 2)):
+            _, lines, _ = p.retr(n)
+            self.assertEqual(joined(lines), crlf + b"\r\n")   # a final CRLF is added before "." (RFC 1939 §3)
+            self.assertEqual(sizes[n - 1], size)
+        p.quit()
+
     def test_uidl_stable_across_sessions_and_after_retr(self):
         self.send(numbered(1), numbered(2), numbered(3))
         p = self.login()
