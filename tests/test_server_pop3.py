@@ -331,6 +331,24 @@ class Pop3LoopbackTest(ServerTestCase):
         self.assertEqual(lines[5][:2], b"1 ")               # LIST's only entry
         self.assertEqual(lines[6], b".")
 
+    def test_pipelined_dele_of_every_message(self):
+        count = 50
+        self.send(*[numbered(n) for n in range(1, count + 1)])
+        script = b"USER bob@example.test\r\nPASS bob-secret\r\n"
+        script += b"".join(b"DELE %d\r\n" % n for n in range(1, count + 1)) + b"QUIT\r\n"
+        with socket.create_connection(("127.0.0.1", self.ports["pop3"]), timeout=10) as s:
+            s.sendall(script)
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        replies = data.split(b"\r\n")[:-1]
+        self.assertEqual(len(replies), count + 4, data)     # greeting, USER, PASS, DELEs, QUIT
+        self.assertTrue(all(r.startswith(b"+OK") for r in replies), data)
+        self.assertEqual(self.files(), [])
+
     def test_mail_arriving_during_a_session_waits_for_the_next_login(self):
         self.send(numbered(1))
         p = self.login()
