@@ -659,6 +659,20 @@ class RelayBetweenTwoServers(unittest.TestCase):
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=5)
         self.assertEqual(p.returncode, 0)
 
+    def test_queue_delete_and_bounce_with_no_server_running(self):
+        # the command line applies them itself when no server runs (mailsrv.py queue_main)
+        self.b.stop()
+        gone = submit(self.a, ALICE, ALICE_PW, [BOB], self.token + "-del")
+        back = submit(self.a, ALICE, ALICE_PW, [BOB], self.token + "-bnc")
+        self.a.stop()
+        self.assertIn("done", self.a.cli("queue", "delete", gone))
+        self.assertEqual(self.a.queued(gone), [])
+        self.assertIn("done", self.a.cli("queue", "bounce", back))
+        self.assertEqual(self.a.queued(back), [])
+        [bounce] = self.bounces_to_alice(self.token + "-bnc")      # written before the command returned
+        self.assertEqual(delivery_status(bounce)[2]["action"], "failed")
+        self.assertEqual(self.bounces_to_alice(self.token + "-del"), [])
+
 
 if __name__ == "__main__":
     unittest.main()
