@@ -69,6 +69,7 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "plaintext_auth_loopback": ("bool", "yes", True, "allow PLAIN/LOGIN/USER over unencrypted loopback connections"),
     "auth_failure_delay": ("float", "2", True, "seconds before answering a failed authentication"),
     "auth_max_failures": ("int", "10", True, "failed authentications from one address before it is locked out"),
+    "auth_cache_ttl": ("float", "3600", True, "seconds a successful password check is remembered (0: never; Dovecot's auth_cache_ttl)"),
     "auth_lockout_seconds": ("float", "300", True, "how long a locked-out address stays locked out"),
     "postmaster": ("str", "", True, "user that receives postmaster@ of every local domain (empty: postmaster@hostname)"),
     "shutdown_grace": ("float", "30", False, "seconds SIGTERM waits for messages in flight before closing"),

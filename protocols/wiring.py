@@ -47,6 +47,9 @@ smtp_log = logging.getLogger("mailsrv.smtp")
 
 Reply = Tuple[int, str, str]
 
+# Bound on remembered logins (memory), like Dovecot's auth_cache_size.
+AUTH_CACHE_MAX = 10000
+
 STORAGE_ERROR: Reply = (452, "4.3.1", "Insufficient system storage, try again later")  # RFC 3463 §3.4
 
 
@@ -68,6 +71,7 @@ class Backend:
         self.relay = None          # set by the outbound wiring when it is enabled
         self.queue = None
         self._failures: Dict[str, Tuple[int, float]] = {}   # ip -> (count, first failure time)
+        self._auth_cache: Dict[str, Tuple[bytes, float]] = {}  # user -> (HMAC of the password, expiry)
         self._fake_key = os.urandom(32)   # for stable fake SCRAM credentials of unknown users
         self._trusted = config.trusted_networks()
 
@@ -129,7 +133,10 @@ class Backend:
         log.info("reloaded users (%d), aliases and configuration", len(self.users.list()))
 
     def _refresh(self) -> None:
-        self.users.reload_if_changed()
+        """Pick up `user`/`alias` changes made by another process: two stats
+        per lookup (a few microseconds), so a change counts from the next command."""
+        if self.users.reload_if_changed():
+            self._auth_cache.clear()      # a changed password must not stay valid
         self.aliases.reload_if_changed()
 
     def add_user(self, address: str, password: str) -> None:
@@ -221,9 +228,38 @@ class Backend:
         self._refresh()
         if outcome.password is not None:
             pw = outcome.password
-            self.loop.run_in_thread(lambda: self.users.verify_password(user, pw), lambda ok: finish(ok is True))
+            if self._auth_cached(user, pw):
+                finish(True)
+                return
+
+            def verified(ok) -> None:
+                if ok is True:
+                    self._auth_remember(user, pw)
+                finish(ok is True)
+            self.loop.run_in_thread(lambda: self.users.verify_password(user, pw), verified)
         else:
             finish(bool(outcome.scram_verified) and self.users.exists(user))
+
+    # Dovecot's auth cache, for the same reason: scrypt is deliberately slow
+    # (tens of ms), and mail clients log in again every few minutes.  Only
+    # successes are kept, as a keyed HMAC of the password (never the password),
+    # for auth_cache_ttl seconds, and all are dropped when the users file changes.
+    def _auth_digest(self, user: str, password: str) -> bytes:
+        return hmac.new(self._fake_key, (user + "\0" + password).encode("utf-8", "surrogatepass"),
+                        hashlib.sha256).digest()
+
+    def _auth_cached(self, user: str, password: str) -> bool:
+        hit = self._auth_cache.get(user)
+        if hit is None or hit[1] < self.loop.time():
+            return False
+        return hmac.compare_digest(hit[0], self._auth_digest(user, password))
+
+    def _auth_remember(self, user: str, password: str) -> None:
+        ttl = self.config.auth_cache_ttl
+        if ttl > 0:
+            if len(self._auth_cache) >= AUTH_CACHE_MAX:
+                self._auth_cache.clear()
+            self._auth_cache[user] = (self._auth_digest(user, password), self.loop.time() + ttl)
 
     # -- SMTP policy --------------------------------------------------------
     def _trusted_peer(self, ip: str) -> bool:

@@ -45,6 +45,7 @@ are not done (same as protocols/sasl.py, which store/ must not import).
 
 from __future__ import annotations
 
+import functools
 import base64
 import fcntl
 import hashlib
@@ -96,6 +97,7 @@ def _has_bad_char(text: str) -> bool:
     return any(c.isspace() or ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text)
 
 
+@functools.lru_cache(maxsize=4096)      # pure, and asked several times per RCPT
 def normalize_domain(domain: str) -> str:
     """Canonical domain: lowercase U-labels; raises ValueError.
 

@@ -175,6 +175,24 @@ class CliTest(unittest.TestCase):
         with open(path, "rb") as fh:
             self.assertTrue(fh.read().endswith(b"first half\r\nsecond half\r\n"))
 
+    def test_password_change_applies_at_once_despite_the_auth_cache(self):
+        run_cli("user", "add", "bob@example.test", data=self.data, stdin=b"old-pw\n")
+        srv = ServerProcess(self.data)
+        try:
+            def login(pw):
+                with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=10) as s:
+                    try:
+                        return s.login("bob@example.test", pw)[0]
+                    except smtplib.SMTPAuthenticationError as e:
+                        return e.smtp_code
+            self.assertEqual(login("old-pw"), 235)
+            self.assertEqual(login("old-pw"), 235)      # now answered from the cache
+            run_cli("user", "passwd", "bob@example.test", data=self.data, stdin=b"new-pw\n")
+            self.assertEqual(login("old-pw"), 535)
+            self.assertEqual(login("new-pw"), 235)
+        finally:
+            srv.kill()
+
     def test_sighup_reloads_live_configuration(self):
         conf = os.path.join(self.data, "live.ini")
         with open(conf, "w") as f:
