@@ -131,6 +131,13 @@ class CliTest(unittest.TestCase):
             f.write(text)
         self.assertEqual(mailsrv.Config(mailsrv.read_config_file(conf)).smtp_port, 2525)
 
+    def test_readme_documents_every_configuration_key(self):
+        import mailsrv
+        with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+            readme = f.read()
+        missing = [k for k in mailsrv.KEYS if f"| `{k}` |" not in readme]
+        self.assertEqual(missing, [])
+
     def test_start_prints_listening_lines_and_sigterm_exits_zero(self):
         run_cli("user", "add", "bob@example.test", data=self.data, stdin=b"pw\n")
         srv = ServerProcess(self.data)
