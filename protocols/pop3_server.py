@@ -613,8 +613,11 @@ class Pop3Session:
             if i is not None:
                 self._send(b"+OK %d %s" % (i + 1, value(msgs[i])))
             return
-        lines = [b"%d %s" % (i + 1, value(m)) for i, m in enumerate(msgs) if i not in self._deleted]
-        self._out.append(_multiline(first, lines))
+        # Each scan line starts with a digit (RFC 1939 §5 scan listing, §7 unique-id
+        # listing), so none needs byte-stuffing: one join builds the whole response.
+        deleted = self._deleted
+        body = b"".join([b"%d %s\r\n" % (i + 1, value(m)) for i, m in enumerate(msgs) if i not in deleted])
+        self._out.append(_line(first) + body + b".\r\n")
 
     def _cmd_stat(self, rest: bytes) -> None:
         """RFC 1939 §5 STAT: "+OK count octets" over non-deleted messages."""
@@ -629,7 +632,7 @@ class Pop3Session:
 
     def _cmd_uidl(self, rest: bytes) -> None:
         """RFC 1939 §7 UIDL [msg]: the unique-id listing."""
-        self._listing(rest, "+OK unique-id listing follows", lambda m: str(m.uid).encode("ascii", "replace"))
+        self._listing(rest, "+OK unique-id listing follows", lambda m: m.uid.encode("ascii", "replace"))
 
     def _open_stream(self, i: int, body_lines: Optional[int], first: str) -> bool:
         try:
