@@ -347,7 +347,7 @@ class RelayBetweenTwoServers(unittest.TestCase):
                 inst.start()
 
     def logs(self):
-        return "\n--- A log:\n%s\n--- B log:\n%s" % (self.a.log()[-3000:], self.b.log()[-3000:])
+        return "\n--- A log:\n%s\n--- B log:\n%s" % (self.a.log()[-6000:], self.b.log()[-6000:])
 
     def wait_bob_has(self, token):
         return wait_for(lambda: self.b.messages_with(BOB, token), "the message in B's Maildir" + self.logs())
@@ -629,7 +629,8 @@ class RelayBetweenTwoServers(unittest.TestCase):
         submit(self.a, ALICE, ALICE_PW, ["pong@b.test"], self.token)
         [bounce] = wait_for(lambda: self.bounces_to_alice(self.token), "the loop bounce" + self.logs(), timeout=40)
         _, _, fields = delivery_status(bounce)
-        self.assertEqual((fields["action"], fields["status"]), ("failed", "5.4.6"))
+        self.assertEqual((fields["action"], fields["status"]), ("failed", "5.4.6"),
+                         bounce.decode("utf-8", "replace")[:4000] + self.logs())
         self.assertEqual(self.b.messages_with(BOB, self.token), [])
 
     def test_temporary_dns_failure_defers_and_never_bounces(self):
