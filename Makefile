@@ -1,7 +1,7 @@
 # mailsrv: the README's commands.  Pure standard library: nothing to install.
 PYTHON ?= python3
 
-.PHONY: test fast interop fuzz bench clean
+.PHONY: test interop fuzz bench bench-peers clean
 
 # Every test: unit, transcript, fuzz, loopback (smtplib/poplib), and the interop
 # tests with Debian's clients, which skip (and say so) where a tool is missing.
@@ -20,6 +20,12 @@ fuzz:
 bench:
 	$(PYTHON) tests/bench_smtp.py
 	$(PYTHON) tests/bench_pop3.py
+
+# Optional: the issue's reference peer (aiosmtpd) in a venv under bench-data/, used
+# only by tests/bench_smtp.py as a second peer.  Never needed by mailsrv or its tests.
+bench-peers:
+	$(PYTHON) -m venv bench-data/venv-aiosmtpd
+	bench-data/venv-aiosmtpd/bin/pip install -q aiosmtpd
 
 clean:
 	rm -rf maildata bench-data

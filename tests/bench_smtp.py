@@ -73,6 +73,39 @@ asyncore.loop(timeout=1)
 '''
 
 
+AIOSMTPD_PEER = r'''
+import asyncio, mailbox, signal, sys
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+from aiosmtpd.controller import Controller
+box = mailbox.Maildir(sys.argv[1], create=True)
+class Handler:
+    async def handle_DATA(self, server, session, envelope):
+        box.add(envelope.original_content)   # mailbox.Maildir.add, no fsync: the issue's reference
+        return "250 OK"
+import socket
+probe = socket.socket()
+probe.bind(("127.0.0.1", 0))               # Controller cannot take port 0: pick a free one
+port = probe.getsockname()[1]
+probe.close()
+controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+controller.start()
+print("listening smtp 127.0.0.1:%d" % port, flush=True)
+signal.sigwait([signal.SIGTERM])           # SIGTERM (blocked below) ends the process
+controller.stop()
+'''
+# The issue's reference peer is aiosmtpd.  It is not in the standard library, so it is
+# never used by mailsrv or its tests; `make bench-peers` installs it into this venv,
+# for the benchmark only, and the benchmark adds it as a second peer when present.
+AIOSMTPD_VENV = os.path.join(BENCH_DIR, "venv-aiosmtpd")
+
+
+def aiosmtpd_python():
+    py = os.path.join(AIOSMTPD_VENV, "bin", "python")
+    if os.path.exists(py) and subprocess.run([py, "-c", "import aiosmtpd"], stderr=subprocess.DEVNULL).returncode == 0:
+        return py
+    return None
+
+
 def peer_python() -> str:
     if importlib.util.find_spec("smtpd") is not None:
         return sys.executable
@@ -133,6 +166,18 @@ def start_mailsrv(data, profile_to=None):
 
 def start_peer(data):
     return Server([peer_python(), "-c", PEER, os.path.join(data, "Maildir")])
+
+
+def start_aiosmtpd(data):
+    return Server([aiosmtpd_python(), "-c", AIOSMTPD_PEER, os.path.join(data, "Maildir")])
+
+
+def servers():
+    """mailsrv and its peers, in the order they alternate."""
+    out = {"mailsrv": start_mailsrv, "smtpd": start_peer}
+    if aiosmtpd_python():
+        out["aiosmtpd"] = start_aiosmtpd
+    return out
 
 
 class LeanSender:
@@ -245,13 +290,16 @@ def machine() -> str:
 
 def measure(args, stamp):
     rows = []
+    kinds = servers()
     for n in args.senders:
-        ours, theirs, rss, cpu = [], [], [], {"mailsrv": [], "peer": []}
+        rates = {k: [] for k in kinds}
+        cpu = {k: [] for k in kinds}
+        rss = []
         for run in range(args.runs):
-            for kind in ("mailsrv", "peer"):          # alternating, same conditions
+            for kind, start in kinds.items():          # alternating, same conditions
                 data = os.path.join(BENCH_DIR, stamp, f"{kind}-{n}-{run}")
                 os.makedirs(data)
-                srv = start_mailsrv(data) if kind == "mailsrv" else start_peer(data)
+                srv = start(data)
                 try:
                     before = srv.cpu_seconds()
                     rate, count = drive(srv.port, n, args.seconds)
@@ -260,11 +308,11 @@ def measure(args, stamp):
                         rss.append(srv.peak_rss_kb())
                 finally:
                     srv.stop()
-                (ours if kind == "mailsrv" else theirs).append(rate)
+                rates[kind].append(rate)
                 print(f"  senders={n:<3} run={run} {kind:<8} {rate:8.1f} msg/s", file=sys.stderr, flush=True)
-        rows.append((n, statistics.median(ours), statistics.median(theirs), max(rss),
-                     statistics.median(cpu["mailsrv"]), statistics.median(cpu["peer"])))
-    return rows
+        rows.append((n, {k: statistics.median(v) for k, v in rates.items()},
+                     {k: statistics.median(v) for k, v in cpu.items()}, max(rss)))
+    return list(kinds), rows
 
 
 def profile(args, stamp):
@@ -295,16 +343,25 @@ def main(argv=None):
     print(machine())
     print("command: " + " ".join([os.path.basename(sys.executable)] + sys.argv))
     print(f"mode: persistent connection per sender, 4096-octet messages, 1 recipient, {args.seconds:g} s per "
-          f"measurement, median of {args.runs}; mailsrv fsyncs every message, the peer (smtpd + "
-          f"mailbox.Maildir.add) does not")
+          f"measurement, median of {args.runs}; mailsrv fsyncs every message (file and directory), the peers "
+          f"(stdlib smtpd, and aiosmtpd when `make bench-peers` installed it, each saving with "
+          f"mailbox.Maildir.add) do not")
     try:
         sys.stdout.flush()
-        rows = measure(args, stamp)
-        print(f"\n{'senders':>7}  {'mailsrv msg/s':>13}  {'peer msg/s':>10}  {'ratio':>6}  {'mailsrv peak RSS':>16}"
-              f"  {'mailsrv CPU/msg':>15}  {'peer CPU/msg':>12}")
-        for n, ours, theirs, rss, cpu_ours, cpu_theirs in rows:
-            print(f"{n:>7}  {ours:>13.1f}  {theirs:>10.1f}  {ours / theirs:>6.2f}  {rss / 1024:>13.1f} MB"
-                  f"  {cpu_ours:>12.2f} ms  {cpu_theirs:>9.2f} ms")
+        kinds, rows = measure(args, stamp)
+        peers = kinds[1:]
+        head = f"{'senders':>7}  {'mailsrv msg/s':>13}"
+        for peer in peers:
+            head += f"  {peer + ' msg/s':>14}  {'ratio':>5}"
+        head += f"  {'mailsrv RSS':>11}  {'CPU/msg':>7} " + " ".join(f"{p + ' CPU/msg':>16}" for p in peers)
+        print("\n" + head)
+        for n, rate, cpu, rss in rows:
+            line = f"{n:>7}  {rate['mailsrv']:>13.1f}"
+            for peer in peers:
+                line += f"  {rate[peer]:>14.1f}  {rate['mailsrv'] / rate[peer]:>5.2f}"
+            line += f"  {rss / 1024:>8.1f} MB  {cpu['mailsrv']:>4.2f} ms " + " ".join(
+                f"{cpu[p]:>13.2f} ms" for p in peers)
+            print(line)
         if args.profile:
             profile(args, stamp)
     finally:
