@@ -514,7 +514,7 @@ class RelayBetweenTwoServers(unittest.TestCase):
 
     @unittest.expectedFailure
     def test_retry_schedule_changes_on_sighup(self):
-        # BUG (protocols/wiring.py Backend.reload, ~line 118): retry_schedule and max_queue_age are
+        # BUG (protocols/wiring.py Backend.reload): retry_schedule and max_queue_age are
         # marked [live] in mailsrv.py KEYS / config-example, but reload() rebuilds only the relay
         # config and the resolver; self.queue keeps the _Policy built in Backend.start(), so a
         # SIGHUP'd retry_schedule is ignored until a restart.
