@@ -674,6 +674,32 @@ class RelayBetweenTwoServers(unittest.TestCase):
         self.assertEqual(delivery_status(bounce)[2]["action"], "failed")
         self.assertEqual(self.bounces_to_alice(self.token + "-del"), [])
 
+    @unittest.expectedFailure
+    def test_bounce_that_cannot_be_stored_yet_is_not_lost(self):
+        # BUG (protocols/relay.py Relay._finish_round removes the queue entry, then _round_written ->
+        # _bounce -> protocols/wiring.py Backend._on_bounce/submit_internal(done=lambda ok: None)):
+        # when the DSN cannot be stored (disk error, full disk) it is only logged, and the failed
+        # message is already gone from the queue: the sender never learns of the failure, though
+        # RFC 5321 §4.5.5/§6.1 make the notification the server's duty once it said 250.  Here
+        # alice's Maildir tmp/ is a plain file for a moment, so the local delivery of the DSN fails.
+        tmpdir = os.path.join(self.a.data, "mail", "a.test", "alice", "tmp")
+        os.rename(tmpdir, tmpdir + ".away")
+        with open(tmpdir, "wb"):
+            pass
+
+        def restore():
+            if os.path.isfile(tmpdir):
+                os.unlink(tmpdir)
+                os.rename(tmpdir + ".away", tmpdir)
+        self.addCleanup(restore)
+        qid = submit(self.a, ALICE, ALICE_PW, ["nobody@b.test"], self.token)
+        wait_for(lambda: re.search(r"id=%s bounce to" % qid, self.a.log()), "A to bounce" + self.logs())
+        wait_for(lambda: re.search(r"delivery of \S+ failed", self.a.log()), "the DSN's delivery to fail" + self.logs())
+        restore()
+        # the DSN (from <>) or the original entry must still be somewhere in the queue, to be retried
+        self.assertTrue(self.a.queued(qid) or [e for e in self.a.queue_entries() if e["sender"] == ""],
+                        "the bounce for %s was dropped" % qid)
+
 
 if __name__ == "__main__":
     unittest.main()
