@@ -209,14 +209,17 @@ class Backend:
         def finish(ok: bool) -> None:
             if ok:
                 self._failures.pop(ip, None)
-                log.info("auth ok user=%s mechanism=%s peer=%s listener=%s", user, outcome.mechanism, ip, ctx.listener)
+                log.debug("auth ok user=%s mechanism=%s peer=%s listener=%s", user, outcome.mechanism, ip, ctx.listener)
                 done(user)
                 return
             count, first = self._failures.get(ip, (0, self.loop.time()))
             self._failures[ip] = (count + 1, first)
-            log.warning("auth failed user=%r mechanism=%s peer=%s listener=%s failures=%d%s",
-                        outcome.authcid[:64], outcome.mechanism, ip, ctx.listener, count + 1,
-                        " (locked out)" if count + 1 >= self.config.auth_max_failures else "")
+            # The session logs each failure (one line, without the password); here only
+            # the lockout, once, when the address reaches auth_max_failures.
+            if count + 1 == self.config.auth_max_failures:
+                log.warning("auth lockout peer=%s after %d failures (last user=%r mechanism=%s listener=%s) for %.0fs",
+                            ip, count + 1, outcome.authcid[:64], outcome.mechanism, ctx.listener,
+                            self.config.auth_lockout_seconds)
             self.loop.call_later(self.config.auth_failure_delay, lambda: done(None))
 
         if self._locked_out(ip, now) or user is None:
@@ -284,6 +287,7 @@ class Backend:
             return None
         if self._owns(auth_user, text):
             return None
+        smtp_log.info("refused sender=<%s> peer=%s auth=%s: not owned (sender_login_match)", text, ctx.peer_ip, auth_user)
         return (553, "5.7.1", f"Sender address rejected: not owned by user {auth_user}")
 
     def _owns(self, user: str, address: str) -> bool:
@@ -298,6 +302,14 @@ class Backend:
         return self.directory.resolve(local, domain) == [user]
 
     def check_recipient(self, ctx: SessionContext, auth_user: Optional[str], address) -> RcptDecision:
+        decision = self._decide_recipient(ctx, auth_user, address)
+        if not decision.ok:
+            code, enhanced, text = decision.reply
+            smtp_log.info("refused rcpt=<%s> peer=%s listener=%s auth=%s result=%d %s %s",
+                          address.text, ctx.peer_ip, ctx.listener, auth_user or "-", code, enhanced, text)
+        return decision
+
+    def _decide_recipient(self, ctx: SessionContext, auth_user: Optional[str], address) -> RcptDecision:
         self._refresh()
         domain = address.domain.lower()
         if not address.literal and self.directory.is_local_domain(domain):

@@ -212,5 +212,30 @@ class SmtpLoopbackTest(ServerTestCase):
         self.assertEqual(got, sorted(b"Subject: %d\r\n\r\nmessage %d\r\n" % (i, i) for i in range(n)))
 
 
+
+
+class AuthLockoutTest(ServerTestCase):
+    """auth_max_failures failures lock the client address out, even for the right password."""
+
+    extra_config = {"auth_max_failures": "2", "auth_lockout_seconds": "300"}
+
+    def login(self, password):
+        with smtplib.SMTP("127.0.0.1", self.ports["submission"], timeout=10) as s:
+            s.ehlo("client.test")
+            try:
+                return s.login("alice@example.test", password)[0]
+            except smtplib.SMTPAuthenticationError as e:
+                return e.smtp_code
+
+    def test_lockout_after_repeated_failures(self):
+        self.assertEqual(self.login("alice-secret"), 235)
+        with self.assertLogs("mailsrv.auth", "WARNING") as logs:
+            self.assertEqual(self.login("wrong-1"), 535)
+            self.assertEqual(self.login("wrong-2"), 535)
+        self.assertIn("lockout peer=127.0.0.1", "".join(logs.output))
+        self.assertNotIn("wrong-", "".join(logs.output))
+        self.assertEqual(self.login("alice-secret"), 535)    # locked out now
+
+
 if __name__ == "__main__":
     unittest.main()
