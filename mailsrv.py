@@ -82,9 +82,9 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "relay_auth_password": ("str", "", True, "password for AUTH at the smarthost"),
     "tls_verify": ("bool", "no", True, "verify remote certificates on outbound TLS (Postfix 'may' does not)"),
     "dns_servers": ("list", "", True, "DNS servers host[:port] for MX lookups (empty: /etc/resolv.conf)"),
-    "retry_schedule": ("list", "300,600,1200,1800", False, "seconds between delivery attempts; the last repeats (RFC 5321 §4.5.4.1)"),
+    "retry_schedule": ("list", "300,600,1200,1800", True, "seconds between delivery attempts; the last repeats (RFC 5321 §4.5.4.1)"),
     "queue_interval": ("float", "60", True, "seconds between runs over the queue for due retries"),
-    "max_queue_age": ("float", "432000", False, "give up and bounce after this many seconds (5 days, RFC 5321 §4.5.4.1)"),
+    "max_queue_age": ("float", "432000", True, "give up and bounce after this many seconds (5 days, RFC 5321 §4.5.4.1)"),
 }
 
 PORT_KEYS = {
@@ -530,7 +530,7 @@ def queue_main(cfg: Config, action: str, qid: Optional[str]) -> int:
     """`queue` lists; flush/delete/bounce are applied by the running server
     (SIGUSR1), or here, by a server started just for them, when none runs."""
     from store.queue import Queue
-    queue = Queue(cfg.data_dir)
+    queue = Queue(cfg.data_dir, recover=False)   # a running server may be writing it
     if action == "list":
         import time
         entries = queue.list()
@@ -547,18 +547,30 @@ def queue_main(cfg: Config, action: str, qid: Optional[str]) -> int:
         if queue.get(qid) is None:
             raise ConfigError(f"no queue entry {qid}")
     queue.request(action, qid or "")
+    what = f"queue {action} {qid}" if qid else f"queue {action}"
     pid = _running_pid(cfg.data_dir)
     if pid is not None:
         os.kill(pid, signal.SIGUSR1)
-        print(f"queue {action} {qid or ''}: handed to the running server (pid {pid})".rstrip())
+        print(f"{what}: handed to the running server (pid {pid})")
         return 0
+    # No server runs: start one without listeners, apply the request, let the
+    # relay work until it is idle (bounded), and stop.
     server = MailServer(cfg)
     server.backend.start()
-    server.loop.call_soon(server.backend.queue_control)
-    server.loop.call_later(0.5 if action != "flush" else 30, lambda: server.loop.begin_shutdown(5))
-    server.loop.run()
+    loop, relay = server.loop, server.backend.relay
+    loop.call_soon(server.backend.queue_control)
+    deadline = [60.0]
+
+    def stop_when_idle():
+        deadline[0] -= 0.1
+        if (relay.in_flight == 0 and server.backend.pending_jobs == 0) or deadline[0] <= 0:
+            loop.stop()
+        else:
+            loop.call_later(0.1, stop_when_idle)
+    loop.call_later(0.1, stop_when_idle)
+    loop.run()
     server.backend.close()
-    print(f"queue {action} {qid or ''}: done".rstrip())
+    print(f"{what}: done")
     return 0
 
 

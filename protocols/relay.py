@@ -123,9 +123,15 @@ class Relay:
     def __init__(self, loop, queue, resolver, config: RelayConfig,
                  on_bounce: Callable[[object, List[Failure], bytes], None],
                  tls_client_context=None, clock: Optional[Callable[[], float]] = None,
-                 on_round: Optional[Callable[[object], None]] = None):
+                 on_round: Optional[Callable[[object], None]] = None,
+                 local: Optional[Callable[[str], bool]] = None,
+                 deliver_local: Optional[Callable[[object, List[str], bytes, Callable], None]] = None):
         self.loop, self.queue, self.resolver, self.config = loop, queue, resolver, config
         self.on_bounce, self.tls_context, self.on_round = on_bounce, tls_client_context, on_round
+        # Queued mail for our own domains (bounces to local senders, alias targets
+        # queued with remote ones) is handed to ``deliver_local(entry, rcpts, data,
+        # done({rcpt: reply}))`` instead of SMTP.
+        self.local, self.deliver_local = local, deliver_local
         self.clock = clock or getattr(loop, "time", None) or getattr(loop, "clock")
         self._active: Dict[str, _Round] = {}
         self._waiting: Deque[_Delivery] = deque()
@@ -212,6 +218,8 @@ class Relay:
         self._route(d)
 
     def _route(self, d: _Delivery) -> None:
+        if self.local is not None and self.deliver_local is not None and self.local(d.domain):
+            return self.deliver_local(d.round.entry, list(d.rcpts), d.data, lambda replies: self._local_done(d, replies))
         if self.config.relayhost:
             host, _ = parse_relayhost(self.config.relayhost, SMTP_PORT)
             d.targets = [(host, host)]
@@ -314,6 +322,14 @@ class Relay:
         else:
             self._delivery_done(d)
 
+    def _local_done(self, d: _Delivery, replies: Dict[str, Tuple[int, str, str]]) -> None:
+        for rcpt in d.rcpts:
+            reply = replies.get(rcpt, (451, "4.3.0", "local delivery gave no answer"))
+            state = DELIVERED if reply[0] // 100 == 2 else FAILED if reply[0] // 100 == 5 else DEFERRED
+            self._settle(d, rcpt, state, reply, "")
+        self._log(d, "local", "-", " ".join("%s=%d" % (r, replies.get(r, (451,))[0]) for r in d.rcpts))
+        self._delivery_done(d)
+
     # -- outcomes ------------------------------------------------------------
     def _settle(self, d: _Delivery, rcpt: str, state: str, reply: Tuple[int, str, str], remote: str) -> None:
         text = "%d %s %s" % reply if reply[1] else "%d %s" % (reply[0], reply[2])
@@ -343,12 +359,16 @@ class Relay:
             updated = self.queue.record_results(entry.id, rnd.states, now)
             was_open = {r.address for r in entry.recipients if r.state in OPEN_STATES}
             failed = [r for r in updated.recipients if r.state == FAILED and r.address in was_open]
-            headers = b""
+            bounce = None
             if failed and should_bounce(entry.sender):
                 headers = _header_block(self.queue.read_message(entry.id))
+                bounce = self._make_bounce(updated, failed, rnd, headers, now)
+                # The bounce is queued, durably, before the entry goes: a crash in
+                # between gives at worst a second attempt, never a lost report.
+                self.queue.enqueue("", [entry.sender], bounce[1], new_id(), now)
             if not updated.open_recipients():
                 self.queue.remove(entry.id)     # RFC 5321 §6.1: only now is our duty done
-            return updated, failed, headers
+            return updated, failed, bounce
 
         self._offload(work, lambda result: self._round_written(rnd, result))
 
@@ -358,33 +378,36 @@ class Relay:
             # The entry stays as it was on disk and is tried again.
             log.error("id=%s recording results failed: %s", rnd.entry.id, result)
             return
-        updated, failed, headers = result
-        if failed:
-            self._bounce(updated, failed, rnd, headers)
+        updated, failed, bounce = result
+        if failed and bounce is None:
+            log.info("id=%s %d recipient(s) failed; sender <%s>: no bounce (RFC 5321 §4.5.5)",
+                     updated.id, len(failed), updated.sender)
+        if bounce is not None:
+            items, dsn = bounce
+            log.info("id=%s bounce to <%s> for %d recipient(s) queued", updated.id, updated.sender, len(items))
+            try:
+                self.on_bounce(updated, items, dsn)
+            except Exception:
+                log.exception("id=%s on_bounce failed", updated.id)
+            self.loop.call_soon(self.run_queue)     # deliver the bounce now
         if self.on_round is not None:
             self.on_round(updated)
 
-    def _bounce(self, entry, failed, rnd: _Round, headers: bytes) -> None:
-        """RFC 3464 DSN to the sender; never to <> (RFC 5321 §4.5.5, §6.2)."""
-        if not should_bounce(entry.sender):
-            log.info("id=%s %d recipient(s) failed; sender <%s>: no bounce (RFC 5321 §4.5.5)",
-                     entry.id, len(failed), entry.sender)
-            return
+    def _make_bounce(self, entry, failed, rnd: _Round, headers: bytes, now: float) -> Tuple[List[Failure], bytes]:
+        """RFC 3464 DSN to the sender (the caller checked should_bounce: never to <>,
+        RFC 5321 §4.5.5, §6.2)."""
         items: List[Failure] = []
         for r in failed:
             rcpt, status, diag, remote = rnd.details.get(r.address, (r.address, "4.4.7", "", ""))
             if "4.4.7" in r.last_error:            # expired while deferred (RFC 3463 X.4.7)
                 status, diag = "4.4.7", "smtp; " + r.last_error
             items.append((rcpt, status, diag, remote))
+        # RFC 5322 §3.3: "+0000" is UTC; "-0000" would mean "zone unknown".
         dsn = build_bounce(self.config.hostname, entry.sender, items, headers, entry.id,
-                           email.utils.formatdate(self.clock()),
+                           email.utils.formatdate(now, usegmt=True).replace("GMT", "+0000"),
                            "<%s.%s@%s>" % (entry.id, new_id(4), self.config.hostname),
-                           arrival_date=email.utils.formatdate(entry.first_seen))
-        log.info("id=%s bounce to <%s> for %d recipient(s)", entry.id, entry.sender, len(items))
-        try:
-            self.on_bounce(entry, items, dsn)
-        except Exception:
-            log.exception("id=%s on_bounce failed", entry.id)
+                           arrival_date=email.utils.formatdate(entry.first_seen, usegmt=True).replace("GMT", "+0000"))
+        return items, dsn
 
     # -- helpers ---------------------------------------------------------------
     def _offload(self, fn, callback) -> None:

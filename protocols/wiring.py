@@ -72,6 +72,7 @@ class Backend:
         self.queue = None
         self._failures: Dict[str, Tuple[int, float]] = {}   # ip -> (count, first failure time)
         self._auth_cache: Dict[str, Tuple[bytes, float]] = {}  # user -> (HMAC of the password, expiry)
+        self._pending_jobs = 0
         self._fake_key = os.urandom(32)   # for stable fake SCRAM credentials of unknown users
         self._trusted = config.trusted_networks()
 
@@ -90,7 +91,8 @@ class Backend:
                                max_age=cfg.max_queue_age)
             self.resolver = self._make_resolver()
             self.relay = Relay(self.loop, self.queue, self.resolver, self._relay_config(),
-                               on_bounce=self._on_bounce, tls_client_context=self.tls_client_context)
+                               on_bounce=self._on_bounce, tls_client_context=self.tls_client_context,
+                               local=self.directory_is_local, deliver_local=self.deliver_queued_locally)
             self.loop.call_soon(self.relay.start)
 
     def _make_resolver(self) -> Resolver:
@@ -128,6 +130,7 @@ class Backend:
             if self.relay is not None:
                 self.relay.config = self._relay_config()
                 self.resolver = self.relay.resolver = self._make_resolver()
+                self.queue.set_policy([float(x) for x in config.retry_schedule], config.max_queue_age)
             logging.getLogger().setLevel(getattr(logging, str(config.log_level).upper(), logging.INFO))
         self._refresh()
         log.info("reloaded users (%d), aliases and configuration", len(self.users.list()))
@@ -390,30 +393,50 @@ class Backend:
             return data + (b"" if data.endswith(b"\r\n") or not data else b"\r\n") + extra
         return data[: end + 2] + extra + data[end + 2:]
 
-    # -- bounces and administrative queue commands ----------------------------
-    def submit_internal(self, mail_from: str, rcpt: str, data: bytes, queue_id: str,
-                        done: Callable[[bool], None] = lambda ok: None) -> None:
-        """Deliver a message we generated ourselves (a DSN): locally, or into the queue."""
-        local, remote = [], []
-        domain = rcpt.rpartition("@")[2].lower()
-        if self.directory.is_local_domain(domain):
-            local = [t for t in (self.directory.resolve(rcpt.rpartition("@")[0], domain) or [])
-                     if self.directory.is_local_domain(t.rpartition("@")[2])]
-        elif self.queue is not None:
-            remote = [rcpt]
+    # -- queued mail for local recipients, bounces, administrative commands -----
+    def directory_is_local(self, domain: str) -> bool:
+        return self.directory.is_local_domain(domain)
 
-        env = Envelope(mail_from=mail_from, rcpt_to=[rcpt], targets=[(local, remote)], body="8BITMIME",
-                       smtputf8=False, helo="", peer_ip="", auth_user=None, tls=False, listener="internal",
-                       queue_id=queue_id)
-        if not local and not remote:
-            smtp_log.warning("bounce %s to <%s> dropped: no such recipient", queue_id, rcpt)
-            done(False)
+    def deliver_queued_locally(self, entry, rcpts: List[str], data: bytes,
+                               done: Callable[[Dict[str, Reply]], None]) -> None:
+        """The relay's hook for queued mail to our own domains (bounces to local
+        senders, alias targets queued with remote ones): into the Maildirs, with
+        the same durable delivery as SMTP; a storage error defers (retried)."""
+        self._refresh()
+        replies: Dict[str, Reply] = {}
+        users: List[str] = []
+        for rcpt in rcpts:
+            local, _, domain = rcpt.rpartition("@")
+            targets = [t for t in (self.directory.resolve(local, domain) or [])
+                       if self.directory.is_local_domain(t.rpartition("@")[2])]
+            if not targets:
+                replies[rcpt] = (550, "5.1.1", "User unknown")
+                continue
+            users.extend(t for t in targets if t not in users)
+            replies[rcpt] = (250, "2.0.0", "Delivered")
+        if not users:
+            done(replies)
             return
-        self.deliver(env, data, lambda reply: done(reply[0] == 250))
+
+        def stored(result) -> None:
+            if not result.ok:
+                for rcpt, reply in replies.items():
+                    if reply[0] == 250:
+                        replies[rcpt] = (451, "4.3.0", "Local delivery failed: %s" % result.error)
+            done(replies)
+        job = DeliveryJob(data=data, return_path=entry.sender, users=users, queue_id=entry.id)
+        self.deliverer.submit(job, lambda r: self.loop.call_soon_threadsafe(lambda: stored(r)))
 
     def _on_bounce(self, entry, failures, dsn: bytes) -> None:
-        """RFC 3464 DSN from the relay; the relay never calls this for <> (RFC 5321 §4.5.5)."""
-        self.submit_internal("", entry.sender, dsn, new_id())
+        """The relay has queued an RFC 3464 DSN for the sender (never for <>,
+        RFC 5321 §4.5.5); it is delivered like any queued message."""
+        smtp_log.info("bounce for %s to <%s>: %s", entry.id, entry.sender,
+                      ", ".join("%s %s" % (f[0], f[1]) for f in failures))
+
+    @property
+    def pending_jobs(self) -> int:
+        """Administrative queue work still running in a worker thread."""
+        return self._pending_jobs
 
     def queue_control(self) -> None:
         """Apply `mailsrv.py queue flush|delete|bounce` requests (SIGUSR1, loop thread)."""
@@ -424,7 +447,8 @@ class Backend:
             if command == "flush":
                 self.relay.flush()
             elif command == "delete" and self.queue.get(qid) is not None:
-                self.loop.run_in_thread(lambda q=qid: self.queue.remove(q), lambda _r: None)
+                self._pending_jobs += 1
+                self.loop.run_in_thread(lambda q=qid: self.queue.remove(q), self._job_done)
             elif command == "bounce" and self.queue.get(qid) is not None:
                 self._admin_bounce(qid)
 
@@ -432,20 +456,30 @@ class Backend:
         entry = self.queue.get(qid)
         rcpts = entry.open_recipients()
         text = "5.0.0 bounced by the administrator"
+        now = self.loop.time()
 
         def work():
-            headers = self.queue.read_message(qid)
-            end = headers.find(b"\r\n\r\n")
-            self.queue.record_results(qid, {r: (FAILED, text) for r in rcpts}, self.loop.time())
+            message = self.queue.read_message(qid)
+            end = message.find(b"\r\n\r\n")
+            headers = message if end < 0 else message[: end + 2]
+            self.queue.record_results(qid, {r: (FAILED, text) for r in rcpts}, now)
+            if entry.sender:    # never a bounce to <> (RFC 5321 §4.5.5)
+                failed = [(r, "5.0.0", "x-local; bounced by the administrator", "") for r in rcpts]
+                dsn = build_bounce(self.config.hostname, entry.sender, failed, headers, qid,
+                                   formatdate(now, usegmt=True).replace("GMT", "+0000"),
+                                   make_msgid(domain=self.config.hostname),
+                                   arrival_date=formatdate(entry.first_seen, usegmt=True).replace("GMT", "+0000"))
+                self.queue.enqueue("", [entry.sender], dsn, new_id(), now)   # before the entry goes
             self.queue.remove(qid)
-            return headers if end < 0 else headers[: end + 2]
 
-        def written(headers):
-            if isinstance(headers, BaseException) or not entry.sender:
-                return
-            failed = [(r, "5.0.0", "x-local; bounced by the administrator", "") for r in rcpts]
-            dsn = build_bounce(self.config.hostname, entry.sender, failed, headers, qid,
-                               formatdate(self.loop.time()), make_msgid(domain=self.config.hostname),
-                               arrival_date=formatdate(entry.first_seen))
-            self.submit_internal("", entry.sender, dsn, new_id())
+        def written(result):
+            self._job_done(result)
+            if isinstance(result, BaseException):
+                smtp_log.error("queue bounce %s failed: %s", qid, result)
+            elif self.relay is not None:
+                self.relay.kick()
+        self._pending_jobs += 1
         self.loop.run_in_thread(work, written)
+
+    def _job_done(self, _result) -> None:
+        self._pending_jobs -= 1

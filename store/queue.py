@@ -157,13 +157,21 @@ class Queue:
     """
 
     def __init__(self, data_dir: str, schedule: Sequence[float] = DEFAULT_SCHEDULE,
-                 max_age: float = DEFAULT_MAX_AGE):
+                 max_age: float = DEFAULT_MAX_AGE, recover: bool = True):
+        """``recover=False`` reads without cleaning: for a second process (the
+        `queue` command) looking at a queue a running server is writing, whose
+        tmp files and not-yet-committed messages are not garbage."""
         self.dir = os.path.join(data_dir, "queue")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         self.policy = _Policy(schedule, max_age)
         self._lock = threading.Lock()
         self._cache: Dict[str, QueueEntry] = {}
-        self.cleaned = self._recover()
+        self.cleaned = self._recover(clean=recover)
+
+    def set_policy(self, schedule: Sequence[float], max_age: float) -> None:
+        """New retry schedule and lifetime (SIGHUP); they apply from the next attempt."""
+        with self._lock:
+            self.policy = _Policy(schedule, max_age)
 
     # -- files ---------------------------------------------------------
     def _path(self, queue_id: str, ext: str) -> str:
@@ -176,17 +184,17 @@ class Queue:
         """tmp file, write, fsync, rename into place, fsync the directory."""
         write_atomic(final, data, tmp=os.path.join(self.dir, "tmp-%d-%s" % (os.getpid(), os.path.basename(final))))
 
-    def _recover(self) -> List[str]:
-        """Drop tmp files and messages whose envelope was never committed."""
+    def _recover(self, clean: bool = True) -> List[str]:
+        """Load the envelopes; drop tmp files and messages whose envelope was never committed."""
         names = set(os.listdir(self.dir))
         cleaned = []
         for name in sorted(names):
             garbage = name.startswith("tmp-") or (
                 name.endswith(".msg") and name[:-4] + ".env" not in names)
-            if garbage:
+            if garbage and clean:
                 _unlink(os.path.join(self.dir, name))
                 cleaned.append(name)
-            elif name.endswith(".env"):
+            elif not garbage and name.endswith(".env"):
                 try:
                     with open(os.path.join(self.dir, name), "rb") as f:
                         entry = QueueEntry.from_json(f.read())
