@@ -33,7 +33,7 @@ from email.utils import formatdate, make_msgid
 from protocols.base import SessionContext, new_id
 from protocols.dns_resolver import Resolver, parse_resolv_conf
 from protocols.dsn import build_bounce
-from protocols.relay import Relay, RelayConfig
+from protocols.relay import Relay, RelayConfig, parse_relayhost
 from protocols.sasl import SaslOutcome, ScramCredentials
 from protocols.smtp_client import ClientConfig
 from protocols.smtp_server import Envelope, RcptDecision, SmtpConfig, SmtpSession
@@ -96,10 +96,8 @@ class Backend:
             self.loop.call_soon(self.relay.start)
 
     def _make_resolver(self) -> Resolver:
-        servers = []
-        for spec in self.config.dns_servers:
-            host, _, port = spec.rpartition(":") if spec.count(":") == 1 or spec.startswith("[") else (spec, "", "")
-            servers.append((host.strip("[]") or spec, int(port) if port else 53))
+        # "host", "host:port", "[v6]:port"; RFC 1035 §4.2: port 53 by default
+        servers = [parse_relayhost(spec, 53) for spec in self.config.dns_servers]
         if servers:
             return Resolver(self.loop, servers)
         return Resolver.from_resolv_conf(self.loop, self.resolv_conf)
