@@ -120,6 +120,36 @@ class CliTest(unittest.TestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn("address already in use", p.stderr.decode())
 
+    def test_privileged_port_error_says_how_to_fix_it(self):
+        import errno as errno_mod
+        import mailsrv
+        text = mailsrv._bind_error("smtp", "0.0.0.0", 25, OSError(errno_mod.EACCES, "Permission denied"))
+        self.assertIn("permission denied", text)
+        self.assertIn("setcap cap_net_bind_service=+ep", text)
+        self.assertIn("AmbientCapabilities=CAP_NET_BIND_SERVICE", text)
+
+    def test_listen_on_ipv4_and_ipv6_at_once(self):
+        import mailsrv
+        if not socket.has_ipv6:
+            self.skipTest("no IPv6 on this machine")
+        try:
+            with socket.socket(socket.AF_INET6) as probe:
+                probe.bind(("::1", 0))
+        except OSError:
+            self.skipTest("::1 is not configured")
+        srv = mailsrv.MailServer(mailsrv.Config({"data_dir": self.data, "listen": "127.0.0.1,::1", "smtp_port": "0",
+                                                 "submission_port": "off", "pop3_port": "off", "log_level": "ERROR"}))
+        srv.start()
+        try:
+            lines = srv.listening_lines()
+            self.assertTrue(any(re.match(r"listening smtp 127\.0\.0\.1:\d+$", l) for l in lines), lines)
+            self.assertTrue(any(re.match(r"listening smtp \[::1\]:\d+$", l) for l in lines), lines)
+            for host, port in srv.addresses["smtp"]:
+                with smtplib.SMTP(host, port, timeout=10) as s:
+                    self.assertEqual(s.noop()[0], 250)
+        finally:
+            srv.stop()
+
     def test_config_example_lists_every_key_and_loads(self):
         import mailsrv
         p = subprocess.run([PY, "mailsrv.py", "config-example"], cwd=ROOT, stdout=subprocess.PIPE, timeout=60)

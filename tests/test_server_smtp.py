@@ -119,6 +119,23 @@ class SmtpLoopbackTest(ServerTestCase):
         self.assertTrue(strip_trace(fixed).endswith(b"\r\n\r\nbody\r\n"))
         self.assertEqual(strip_trace(untouched).count(b"Message-ID:"), 1)   # present: left alone
 
+    def test_write_error_is_452_and_nothing_in_new(self):
+        new = os.path.join(self.maildir("bob@example.test"), "new")
+        os.rename(new, new + ".away")
+        with open(new, "wb"):          # new/ is now a plain file: every link into it fails
+            pass
+        try:
+            s = self.smtp()
+            with self.assertRaises(smtplib.SMTPDataError) as cm:
+                s.sendmail("a@elsewhere.test", ["bob@example.test"], MSG)
+            self.assertEqual((cm.exception.smtp_code, cm.exception.smtp_error[:5]), (452, b"4.3.1"))
+            self.assertEqual(os.listdir(os.path.join(self.maildir("bob@example.test"), "tmp")), [])
+        finally:
+            os.unlink(new)
+            os.rename(new + ".away", new)
+        self.assertEqual(self.new_messages("bob@example.test"), [])
+        self.assertEqual(s.sendmail("a@elsewhere.test", ["bob@example.test"], MSG), {})   # and it recovers
+
     def test_size_refused_before_data(self):
         s = self.smtp()
         s.ehlo("client.test")
