@@ -167,6 +167,7 @@ class CliTest(unittest.TestCase):
             readme = f.read()
         missing = [k for k in mailsrv.KEYS if f"| `{k}` |" not in readme]
         self.assertEqual(missing, [])
+        self.assertIn("```ini\n" + mailsrv.config_example() + "```", readme)   # the shipped example is current
 
     def test_start_prints_listening_lines_and_sigterm_exits_zero(self):
         run_cli("user", "add", "bob@example.test", data=self.data, stdin=b"pw\n")
