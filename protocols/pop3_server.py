@@ -417,9 +417,14 @@ class Pop3Session:
         if isinstance(result, BaseException):
             if isinstance(result, MaildropLocked):
                 self._send("-ERR [IN-USE] Maildrop is locked by another session")  # RFC 2449 §8.1.2
-            else:
+            elif isinstance(result, (PermissionError, NotADirectoryError, ValueError)):
+                # RFC 3206 §4 SYS/PERM: a fault an operator must fix; retrying will not help.
                 log.error("pop3 open maildrop failed user=%s: %r", self._user, result)
-                self._send("-ERR [SYS/TEMP] Cannot open the maildrop")  # RFC 3206
+                self._send("-ERR [SYS/PERM] The maildrop cannot be opened, contact the administrator")
+            else:
+                # RFC 3206 §4 SYS/TEMP: may work later (I/O error, out of descriptors).
+                log.error("pop3 open maildrop failed user=%s: %r", self._user, result)
+                self._send("-ERR [SYS/TEMP] Cannot open the maildrop")
             self._user = None
         else:
             self._maildrop = result

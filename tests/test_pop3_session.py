@@ -375,6 +375,16 @@ S: -ERR USER first
             self.assertTrue(login(s).endswith(b"-ERR [SYS/TEMP] Cannot open the maildrop\r\n"))
         self.assertIs(s.state, Pop3State.AUTHORIZATION)
 
+    def test_permanent_open_error_is_sys_perm(self):
+        # RFC 3206 §4: SYS/PERM when retrying cannot help (the Maildir is not a directory,
+        # permissions are wrong); the operator has to act.
+        for error in (PermissionError(13, "Permission denied"), NotADirectoryError(20, "Not a directory")):
+            s, b = make_session(peer=LOCAL)
+            b.open_error = error
+            with self.assertLogs("mailsrv.pop3", "ERROR"):
+                self.assertIn(b"-ERR [SYS/PERM] ", login(s))
+            self.assertIs(s.state, Pop3State.AUTHORIZATION)
+
     def test_quit_in_authorization(self):
         s, b = make_session()
         drain(s)
