@@ -12,9 +12,9 @@ test:
 interop:
 	$(PYTHON) -m tests.run 'test_interop*.py'
 
-# The state-walk fuzzers with more iterations than `make test` runs.
+# The state-walk fuzzers (SMTP, POP3, SMTP over a socket) with more iterations than `make test` runs.
 fuzz:
-	MAILSRV_FUZZ_ITERATIONS=5000 $(PYTHON) -m tests.run 'test_*fuzz*.py'
+	MAILSRV_FUZZ_ITERATIONS=5000 $(PYTHON) -m tests.run 'test_*fuzz*.py' 'test_server_stress.py'
 
 # Benchmarks (never timed tests): numbers go to the README.
 bench:

@@ -1,6 +1,6 @@
 """`make test`: discover and run every test, then print one closing line.
 
-    python3 -m tests.run [pattern]
+    python3 -m tests.run [pattern...]
 
 The closing line reads ``N passed, N failed, N skipped``; skipped interop
 tests name the missing tool, so a developer sees what CI will run that their
@@ -18,8 +18,9 @@ def main(argv):
     # keep them off the test output unless asked (MAILSRV_TEST_LOG=DEBUG).
     logging.basicConfig(level=os.environ.get("MAILSRV_TEST_LOG", "CRITICAL"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    pattern = argv[1] if len(argv) > 1 else "test*.py"
-    suite = unittest.defaultTestLoader.discover("tests", pattern=pattern, top_level_dir=".")
+    patterns = argv[1:] or ["test*.py"]
+    suite = unittest.TestSuite(unittest.defaultTestLoader.discover("tests", pattern=p, top_level_dir=".")
+                               for p in patterns)
     result = unittest.TextTestRunner(verbosity=1, buffer=False).run(suite)
     failed = len(result.failures) + len(result.errors) + len(getattr(result, "unexpectedSuccesses", []))
     skipped = len(result.skipped)

@@ -9,12 +9,16 @@ Seeded and bounded.  Invariants checked after every step:
 """
 
 import base64
+import os
 import random
 import unittest
 
 from protocols import sasl
 from protocols.pop3_server import MAX_COMMAND_LINE, Pop3State
 from tests.test_pop3_session import FakeMaildrop, drain, make_session, LOCAL, REMOTE
+
+# Walks per test; `make fuzz` raises it (MAILSRV_FUZZ_ITERATIONS), `make test` keeps it quick.
+ITERATIONS = int(os.environ.get("MAILSRV_FUZZ_ITERATIONS", "300"))
 
 SEED = 5034
 CORPUS_AUTH = [
@@ -133,7 +137,7 @@ class Pop3FuzzTest(unittest.TestCase):
 
     def test_state_walk(self):
         rng = random.Random(SEED)
-        for _ in range(600):
+        for _ in range(2 * ITERATIONS):
             s, b, checker = self.new(rng)
             if rng.random() < 0.6:  # start from TRANSACTION
                 checker.feed(rng, b"AUTH PLAIN " + base64.b64encode(sasl.plain_response("mrose", "tanstaaf")))
@@ -165,7 +169,7 @@ class Pop3FuzzTest(unittest.TestCase):
         """mox-style: each corpus line and mutations of it, replayed in each state."""
         rng = random.Random(SEED + 1)
         lines = CORPUS_AUTH + CORPUS_TRANS
-        lines = lines + [mutate(rng, rng.choice(lines)) for _ in range(150)]
+        lines = lines + [mutate(rng, rng.choice(lines)) for _ in range(ITERATIONS // 2)]
         setups = {
             "authorization": [],
             "after USER": [b"USER mrose"],
