@@ -1,0 +1,286 @@
+"""Maildir interoperability with the programs Debian ships: Dovecot and mutt.
+
+The README ("Storage layout") claims that mutt opens our Maildir directly and
+Dovecot can take it over: files named per the maildir spec with ``,S=<size>``
+(the CRLF size, as stored) and flags in the ``:2,`` info (S R F T D), the
+Maildir++ folders .Sent .Drafts .Trash .Junk .Archive laid out like Dovecot's,
+and files written by other programs (bare LF, flags changed) served correctly
+by our POP3 (RFC 1939 §5 LIST sizes and §7... RETR in CRLF form, "+OK n octets"
+counting the CRLF form, RFC 1939 §5 and §11).
+
+Dovecot (``apt-get install dovecot-core``) works on a *copy* of the user's
+Maildir through ``doveadm`` alone, no daemon: ``doveadm`` without ``-u``
+takes the user from $USER and does no userdb lookup (``-u`` would need a
+running auth service), running as ``mail_uid``/``mail_gid`` from the
+throwaway configuration.  Dovecot refuses to run mail processes as uid 0, so
+as root the copy is handed to ``nobody`` (as tests/bench_pop3.py does).
+
+mutt (``apt-get install mutt``, driven through ``tmux``) opens the live
+Maildir read-only (``-R``) in a detached tmux session with a fixed terminal
+size; the pane is captured until the index shows every subject (bounded
+polling), then the private tmux server is killed.
+
+Every test is skipped when its tool is missing or MAILSRV_SKIP_INTEROP is set;
+every subprocess is bounded by a timeout.
+"""
+
+import glob
+import os
+import poplib
+import pwd
+import re
+import shutil
+import smtplib
+import subprocess
+import tempfile
+import time
+import unittest
+
+from tests.helpers import ServerTestCase
+
+BOB, BOB_PW = "bob@example.test", "bob-secret"
+ALICE, ALICE_PW = "alice@example.test", "alice-secret"
+SUBJECTS = ["maildir interop %d" % n for n in range(1, 6)]
+FOLDERS = ["Sent", "Drafts", "Trash", "Junk", "Archive"]
+TIMEOUT = 20
+SKIP = bool(os.environ.get("MAILSRV_SKIP_INTEROP"))
+DOVEADM = shutil.which("doveadm") or ("/usr/bin/doveadm" if os.path.exists("/usr/bin/doveadm") else None)
+MUTT = shutil.which("mutt")
+TMUX = shutil.which("tmux")
+MAIL_USER = "nobody"   # owner of the Maildir copy when we run as root (Dovecot refuses uid 0)
+
+# Dovecot 2.3 syntax (Debian 12).  maildir:<dir> without LAYOUT= is Dovecot's
+# Maildir++ layout: folders are the ".Name" directories of the root.
+DOVECOT_CONF = """\
+base_dir = {work}/run
+state_dir = {work}/state
+ssl = no
+first_valid_uid = 1
+mail_uid = {uid}
+mail_gid = {gid}
+mail_location = maildir:{maildir}
+"""
+
+
+def message(subject):
+    """A CRLF message with a line that needs dot-stuffing (RFC 1939 §3)."""
+    return ("From: carol@elsewhere.test\r\nTo: %s\r\nSubject: %s\r\n\r\n"
+            "Hello.\r\n.a line starting with a dot\r\nbye\r\n" % (BOB, subject)).encode()
+
+
+def deliver(port, rcpt, subjects):
+    with smtplib.SMTP("127.0.0.1", port, timeout=TIMEOUT) as s:
+        for subject in subjects:
+            assert s.sendmail("carol@elsewhere.test", [rcpt], message(subject)) == {}
+
+
+def retr(pop, n):
+    """RETR ``n`` as poplib gives it (dot-unstuffed), re-joined with CRLF."""
+    resp, lines, _ = pop.retr(n)
+    return b"".join(line + b"\r\n" for line in lines), resp
+
+
+def messages_in(maildir):
+    return glob.glob(os.path.join(maildir, "new", "*")) + glob.glob(os.path.join(maildir, "cur", "*"))
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def dovecot_version():
+    """(major, minor) of the installed Dovecot, or None if unknown."""
+    dovecot = shutil.which("dovecot") or "/usr/sbin/dovecot"
+    try:
+        out = subprocess.run([dovecot, "--version"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             timeout=TIMEOUT).stdout.decode()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    m = re.match(r"(\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def dovecot_skip_reason():
+    if SKIP:
+        return "MAILSRV_SKIP_INTEROP is set"
+    if not DOVEADM:
+        return "doveadm missing (apt-get install dovecot-core)"
+    version = dovecot_version()
+    if version is not None and version >= (2, 4):
+        return "Dovecot %d.%d: this test writes Dovecot 2.3 configuration syntax" % version
+    return None
+
+
+class DovecotCopy:
+    """A copy of one Maildir under ``work``, and doveadm pointed at it."""
+
+    def __init__(self, maildir, work, user):
+        self.work, self.user = work, user
+        self.maildir = os.path.join(work, "Maildir")
+        shutil.copytree(maildir, self.maildir)
+        owner = pwd.getpwnam(MAIL_USER) if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
+        os.chmod(work, 0o755)
+        for d in ("run", "state"):
+            os.makedirs(os.path.join(work, d))
+        if os.geteuid() == 0:
+            for base, dirs, files in os.walk(self.maildir):
+                for path in [base] + [os.path.join(base, f) for f in files]:
+                    os.chown(path, owner.pw_uid, owner.pw_gid)
+        self.conf = os.path.join(work, "dovecot.conf")
+        with open(self.conf, "w") as f:
+            f.write(DOVECOT_CONF.format(work=work, maildir=self.maildir, uid=owner.pw_uid, gid=owner.pw_gid))
+
+    def doveadm(self, *args, stdin=None):
+        """Run ``doveadm -c CONF -f tab ARGS`` as the user; stdout as text."""
+        env = dict(os.environ, USER=self.user, HOME=self.maildir)
+        p = subprocess.run([DOVEADM, "-c", self.conf, "-f", "tab"] + list(args), input=stdin,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=TIMEOUT, env=env)
+        if p.returncode != 0 or p.stderr.strip():
+            raise AssertionError("doveadm %s: rc=%d %s" % (args[0], p.returncode, p.stderr.decode()[-2000:]))
+        return p.stdout.decode()
+
+    def fetch(self, fields):
+        """Rows of ``doveadm fetch FIELDS mailbox INBOX`` as dicts."""
+        lines = self.doveadm("fetch", fields, "mailbox", "INBOX").splitlines()
+        names = lines[0].split("\t")
+        return [dict(zip(names, line.split("\t"))) for line in lines[1:]]
+
+
+@unittest.skipIf(dovecot_skip_reason(), dovecot_skip_reason())
+class DovecotInteropTest(ServerTestCase):
+    """Dovecot takes over a copy of our Maildir, and we serve what it wrote."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        deliver(cls.ports["smtp"], BOB, SUBJECTS)
+        pop = poplib.POP3("127.0.0.1", cls.ports["pop3"], timeout=TIMEOUT)
+        try:
+            pop.user(BOB)
+            pop.pass_(BOB_PW)
+            pop.retr(1)    # marks the first message \Seen (":2,S")
+            pop.quit()
+        finally:
+            pop.close()
+
+    def setUp(self):
+        self.work = tempfile.mkdtemp(prefix="mailsrv-dovecot-")
+        self.addCleanup(shutil.rmtree, self.work, True)
+
+    def test_dovecot_reads_delivered_messages_and_seen_flag(self):
+        dovecot = DovecotCopy(self.maildir(BOB), self.work, "bob")
+        rows = dovecot.fetch("uid flags hdr.subject size.physical")
+        self.assertEqual(sorted(r["hdr.subject"] for r in rows), sorted(SUBJECTS))
+        flags = {r["hdr.subject"]: r["flags"].split() for r in rows}
+        self.assertIn("\\Seen", flags[SUBJECTS[0]])
+        for subject in SUBJECTS[1:]:
+            self.assertNotIn("\\Seen", flags[subject])
+        # Dovecot trusts ",S=" in the name as the physical size: it must be the file's (CRLF) size.
+        files = {os.path.basename(p): os.path.getsize(p) for p in messages_in(dovecot.maildir)}
+        self.assertEqual(sorted(int(r["size.physical"]) for r in rows), sorted(files.values()))
+        for name, size in files.items():
+            self.assertIn(",S=%d" % size, name)
+
+    def test_dovecot_lists_the_maildirplusplus_folders(self):
+        dovecot = DovecotCopy(self.maildir(BOB), self.work, "bob")
+        listed = dovecot.doveadm("mailbox", "list").splitlines()[1:]
+        self.assertEqual(sorted(listed), sorted(FOLDERS + ["INBOX"]))
+        subscribed = dovecot.doveadm("mailbox", "list", "-s").splitlines()[1:]
+        self.assertTrue(set(FOLDERS) <= set(subscribed), subscribed)
+        # and Dovecot can file into one: it lands in our .Sent directory.
+        dovecot.doveadm("save", "-m", "Sent", stdin=b"Subject: filed\n\nx\n")
+        self.assertEqual(len(os.listdir(os.path.join(dovecot.maildir, ".Sent", "new"))), 1)
+
+    def test_message_written_by_dovecot_is_served_by_our_pop3(self):
+        deliver(self.ports["smtp"], ALICE, SUBJECTS[:2])
+        live = self.maildir(ALICE)
+        dovecot = DovecotCopy(live, self.work, "alice")
+        saved = (b"From: dave@elsewhere.test\nTo: alice@example.test\nSubject: saved by dovecot\n\n"
+                 b"first line\n.starts with a dot\n..two dots\nlast line\n")
+        dovecot.doveadm("save", "-m", "INBOX", stdin=saved)
+        uid = [r["uid"] for r in dovecot.fetch("uid hdr.subject") if r["hdr.subject"] == SUBJECTS[1]][0]
+        dovecot.doveadm("flags", "add", "\\Flagged \\Answered", "mailbox", "INBOX", "uid", uid)
+        files = {os.path.basename(p): read(p) for p in messages_in(dovecot.maildir)}
+        self.assertEqual([v for v in files.values() if b"saved by dovecot" in v], [saved],
+                         "Dovecot wrote the LF form as given")
+        self.assertEqual(len([n for n in files if n.endswith(":2,FR")]), 1, sorted(files))
+        expected = {SUBJECTS[0]: message(SUBJECTS[0]), SUBJECTS[1]: message(SUBJECTS[1]),
+                    "saved by dovecot": saved.replace(b"\n", b"\r\n")}
+        # Dovecot's Maildir (index files, dovecot-uidlist and all) replaces ours.
+        shutil.rmtree(live)
+        shutil.copytree(dovecot.maildir, live)
+        pop = poplib.POP3("127.0.0.1", self.ports["pop3"], timeout=TIMEOUT)
+        try:
+            pop.user(ALICE)
+            pop.pass_(ALICE_PW)
+            count, _ = pop.stat()
+            self.assertEqual(count, 3)
+            sizes = {int(n): int(s) for n, s in (line.split() for line in pop.list()[1])}
+            got = {}
+            for n in range(1, count + 1):
+                text, resp = retr(pop, n)
+                subject = re.search(rb"^Subject: (.*?)\r$", text, re.M).group(1).decode()
+                self.assertEqual(sizes[n], len(text), "LIST size of %r" % subject)
+                self.assertEqual(int(resp.split()[1]), len(text), "RETR octets of %r" % subject)
+                got[subject] = text
+            pop.quit()
+        finally:
+            pop.close()
+        self.assertEqual(sorted(got), sorted(expected))
+        for subject, text in got.items():
+            self.assertTrue(text.endswith(expected[subject]), subject)   # ours carry our trace headers in front
+        self.assertEqual(got["saved by dovecot"], expected["saved by dovecot"])
+
+
+@unittest.skipIf(SKIP, "MAILSRV_SKIP_INTEROP is set")
+@unittest.skipIf(not MUTT, "mutt missing (apt-get install mutt)")
+@unittest.skipIf(not TMUX, "tmux missing (apt-get install tmux)")
+class MuttInteropTest(ServerTestCase):
+    """mutt opens the live Maildir read-only and lists every message."""
+
+    def test_mutt_index_shows_every_message(self):
+        deliver(self.ports["smtp"], BOB, SUBJECTS)
+        pop = poplib.POP3("127.0.0.1", self.ports["pop3"], timeout=TIMEOUT)
+        try:
+            pop.user(BOB)
+            pop.pass_(BOB_PW)
+            pop.retr(1)    # \Seen: mutt must show it as read, the others as new
+            pop.quit()
+        finally:
+            pop.close()
+        work = tempfile.mkdtemp(prefix="mailsrv-mutt-")
+        self.addCleanup(shutil.rmtree, work, True)
+        index = self.run_mutt(work, self.maildir(BOB))
+        self.assertEqual(sorted(index), sorted(SUBJECTS))
+        self.assertEqual(index[SUBJECTS[0]], "")
+        for subject in SUBJECTS[1:]:
+            self.assertEqual(index[subject], "N")
+
+    def run_mutt(self, work, maildir):
+        """Start mutt in a private detached tmux server; {subject: status flags} from its index."""
+        sock = os.path.join(work, "tmux.sock")
+        tmux = [TMUX, "-S", sock]
+        # -n -F /dev/null: no system or user muttrc; folder= an existing directory, or
+        # mutt asks whether to create ~/Mail.  Each index line: marker, flags, subject.
+        command = ("%s -n -F /dev/null -R -f %s -e 'set folder=%s' -e 'set sort=mailbox-order'"
+                   " -e 'set index_format=\"MUTTIDX|%%Z|%%s\"'" % (MUTT, maildir, work))
+        env = dict(os.environ, HOME=work, TERM="xterm")
+        subprocess.run(tmux + ["new-session", "-d", "-s", "mutt", "-x", "200", "-y", "50", command],
+                       check=True, timeout=TIMEOUT, env=env)
+        self.addCleanup(subprocess.run, tmux + ["kill-server"], timeout=TIMEOUT,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            pane = subprocess.run(tmux + ["capture-pane", "-p", "-t", "mutt"], stdout=subprocess.PIPE,
+                                  timeout=TIMEOUT, env=env).stdout.decode()
+            rows = re.findall(r"MUTTIDX\|(.*?)\|(.*?)\s*$", pane, re.M)
+            if len(rows) >= len(SUBJECTS) and "Msgs:%d" % len(SUBJECTS) in pane:
+                return {subject: flags.strip() for flags, subject in rows}
+            if time.monotonic() > deadline:
+                self.fail("mutt's index did not show %d messages:\n%s" % (len(SUBJECTS), pane))
+            time.sleep(0.05)   # bounded polling of the pane, not synchronisation
+
+
+if __name__ == "__main__":
+    unittest.main()
