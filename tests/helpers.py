@@ -58,16 +58,19 @@ class ServerTestCase(unittest.TestCase):
         base = self.maildir(user)
         paths = sorted(glob.glob(os.path.join(base, "new", "*")) + glob.glob(os.path.join(base, "cur", "*")),
                        key=os.path.getmtime)
-        out = []
-        for p in paths:
-            with open(p, "rb") as f:
-                out.append(f.read())
-        return out
+        return [read_stored(p) for p in paths]
 
     def clear_mailbox(self, user):
         base = self.maildir(user)
         for p in glob.glob(os.path.join(base, "new", "*")) + glob.glob(os.path.join(base, "cur", "*")):
             os.unlink(p)
+
+
+def read_stored(path) -> bytes:
+    """A stored message as it goes on the wire: CRLF line ends, whatever the
+    stored form (README "Storage layout")."""
+    with open(path, "rb") as f:
+        return f.read().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 def _take_header(lines, i, name):

@@ -5,7 +5,7 @@ import os
 import re
 import unittest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, read_stored
 
 
 def readme_example() -> str:
@@ -26,8 +26,7 @@ class EmbeddingExampleTest(unittest.TestCase):
         self.assertFalse(server._thread.is_alive(), "stop() must end the loop thread")
         files = glob.glob(os.path.join(server.config.data_dir, "mail", "example.test", "alice", "new", "*"))
         self.assertEqual(len(files), 1)
-        with open(files[0], "rb") as f:
-            self.assertTrue(f.read().endswith(b"Subject: hi\r\n\r\nhello\r\n"))
+        self.assertTrue(read_stored(files[0]).endswith(b"Subject: hi\r\n\r\nhello\r\n"))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import threading
 import shutil
 import unittest
 
-from tests.helpers import ROOT, strip_trace
+from tests.helpers import ROOT, read_stored, strip_trace
 
 PY = sys.executable
 BODY = (b"x" * 74 + b"\r\n") * 40    # 3 KB in lines well under the 1000-octet limit
@@ -210,8 +210,7 @@ class CliTest(unittest.TestCase):
         finally:
             srv.kill()
         [path] = glob.glob(os.path.join(self.data, "mail", "example.test", "bob", "new", "*"))
-        with open(path, "rb") as fh:
-            self.assertTrue(fh.read().endswith(b"first half\r\nsecond half\r\n"))
+        self.assertTrue(read_stored(path).endswith(b"first half\r\nsecond half\r\n"))
 
     def test_password_change_applies_at_once_despite_the_auth_cache(self):
         run_cli("user", "add", "bob@example.test", data=self.data, stdin=b"old-pw\n")
@@ -289,8 +288,7 @@ class CliTest(unittest.TestCase):
             srv.kill()
         stored = []
         for path in glob.glob(os.path.join(self.data, "mail", "example.test", "bob", "new", "*")):
-            with open(path, "rb") as f:
-                stored.append(strip_trace(f.read()))
+            stored.append(strip_trace(read_stored(path)))
         sent_ok = set(acked)
         self.assertTrue(sent_ok <= set(stored), "an acknowledged message is missing")
         for m in stored:

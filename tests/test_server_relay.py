@@ -49,7 +49,7 @@ import uuid
 
 from protocols import dns
 from tests.dnsfake import FakeDnsServer
-from tests.helpers import CERT, KEY, ROOT
+from tests.helpers import CERT, KEY, ROOT, read_stored
 from tests.test_interop_dns import Dnsmasq, skip_reason
 
 PY = sys.executable
@@ -204,8 +204,7 @@ class Instance:
         base = os.path.join(self.data, "mail", domain, local)
         out = []
         for path in sorted(glob.glob(os.path.join(base, "new", "*")) + glob.glob(os.path.join(base, "cur", "*"))):
-            with open(path, "rb") as f:
-                out.append(f.read())
+            out.append(read_stored(path))
         return out
 
     def messages_with(self, user, token):
