@@ -52,7 +52,7 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 @dataclass
 class DeliveryJob:
-    data: bytes          # message (CRLF) without Return-Path/Delivered-To
+    data: bytes          # message as on the wire (CRLF) without Return-Path/Delivered-To
     return_path: str     # "" for <>
     users: List[str]     # canonical local users
     queue_id: str
@@ -100,11 +100,19 @@ DEFAULT_FS = FileOps()
 
 
 def message_bytes(job: DeliveryJob) -> bytes:
-    """The stored form: Return-Path (+ Delivered-To for one user) + data."""
+    """The message as it goes on the wire: Return-Path (+ Delivered-To for one
+    user) + data, CRLF line ends."""
     head = b"Return-Path: <" + job.return_path.encode("utf-8") + b">\r\n"
     if len(job.users) == 1:
         head += b"Delivered-To: " + job.users[0].encode("utf-8") + b"\r\n"
     return head + job.data
+
+
+def stored_form(wire: bytes) -> bytes:
+    """The stored form: LF line ends, as Unix mail tools (mutt, Dovecot, Postfix's
+    local delivery) keep Maildir files.  Every protocol turns LF back into CRLF
+    when it serves the file; the CRLF size travels in the name as ``,W=``."""
+    return wire.replace(b"\r\n", b"\n")
 
 
 class _State:
@@ -189,8 +197,9 @@ def _stage(store: MailStore, fs: FileOps, st: _State) -> None:
     try:
         users = _check_job(st.job)
         st.job = DeliveryJob(st.job.data, st.job.return_path, users, st.job.queue_id)
-        content = message_bytes(st.job)
-        name = store.unique_name(len(content))
+        wire = message_bytes(st.job)
+        content = stored_form(wire)
+        name = store.unique_name(len(content), len(wire))
         st.tmps.append(_write_tmp(store, fs, users[0], name, content))
         for user in users:
             _link_one(store, fs, st, user, name, content)

@@ -177,14 +177,17 @@ class MailStore:
         return target
 
     # ------------------------------------------------------------ names
-    def unique_name(self, size: int) -> str:
-        """A new Maildir file name with Dovecot's ``,S=<size>`` suffix.
+    def unique_name(self, size: int, wire_size: Optional[int] = None) -> str:
+        """A new Maildir file name with Dovecot's ``,S=<size>,W=<wire size>`` suffix.
 
-        maildir spec: ``time.M<usec>P<pid>Q<deliveries>R<random>.<host>``.
+        maildir spec: ``time.M<usec>P<pid>Q<deliveries>R<random>.<host>``;
+        ``S=`` is the file's size, ``W=`` its size with CRLF line ends (what POP3
+        and IMAP count), as Dovecot names them.
         """
         now = time.time()
         sec = int(now)
         usec = int((now - sec) * 1000000)
         return "%d.M%dP%dQ%dR%s.%s,S=%d" % (
             sec, usec, os.getpid(), next(self._counter),
-            binascii.hexlify(os.urandom(8)).decode("ascii"), self.hostname, size)
+            binascii.hexlify(os.urandom(8)).decode("ascii"), self.hostname, size) + (
+            ",W=%d" % wire_size if wire_size is not None else "")

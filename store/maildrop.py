@@ -16,8 +16,9 @@
   itself when it already fits, as qmail-pop3d and Courier use it, else
   ``"H"`` + the SHA-1 of the key in hex (41 characters).
 * RFC 1939 §11 sizes: ``size`` is the octet count in CRLF form (stored files
-  are CRLF already; a file with bare LF counts each LF as two octets), taken
-  from the UID index, so STAT/LIST/UIDL open no file.
+  have LF line ends and carry their CRLF size as ``,W=`` in the name; a file
+  without it counts each bare LF as two octets), taken from the UID index, so
+  STAT/LIST/UIDL open no file.
 
 Stored form served by ``open_message``: the raw file.  The POP3 session turns
 every LF not preceded by CR into CRLF and byte-stuffs lines starting with "."

@@ -20,8 +20,8 @@ Identifier message attribute, UIDVALIDITY, UIDNEXT) on top of Maildir
   must be stored in ASCII order"; S R F T D P).
 * ``size`` of an entry is always the message's size in CRLF form (what POP3
   LIST/STAT, RFC 1939 §11, and IMAP RFC822.SIZE report): ``,W=<n>`` in the
-  name if present (Dovecot's virtual size), else ``,S=<n>`` (our own deliveries
-  store CRLF bytes, so S= is already the CRLF size), else the file is read once
+  name if present (our deliveries and Dovecot's write it), else ``,S=<n>`` (files
+  of mailsrv before it stored LF were CRLF, so their S= is the CRLF size), else the file is read once
   and every LF not preceded by CR counts two octets (RFC 1939 §11); the result
   is cached in the uidlist.
   DEVIATION(maildir-spec "Do not try to extract information from unique
@@ -151,7 +151,8 @@ def normalise_flags(flags: Iterable[str]) -> str:
 
 
 def size_from_name(key: str) -> Optional[int]:
-    """CRLF size carried by the name: ``,W=`` (Dovecot) else ``,S=`` (our stored form is CRLF)."""
+    """CRLF size carried by the name: ``,W=`` (ours and Dovecot's), else ``,S=``
+    (files from before mailsrv stored LF were CRLF, so their ``S=`` is the CRLF size)."""
     m = _SIZE_W.search(key) if ",W=" in key else _SIZE_S.search(key) if ",S=" in key else None
     return int(m.group(1)) if m else None
 

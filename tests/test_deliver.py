@@ -84,18 +84,20 @@ class DeliverBatchTest(_StoreCase):
         job = DeliveryJob(DATA, "sender@remote.example", ["alice@example.org"], "Q1")
         [res] = deliver_batch(self.store, [job])
         self.assertTrue(res.ok, res.error)
-        expect = (b"Return-Path: <sender@remote.example>\r\n"
-                  b"Delivered-To: alice@example.org\r\n" + DATA)
+        wire = (b"Return-Path: <sender@remote.example>\r\n"
+                b"Delivered-To: alice@example.org\r\n" + DATA)
+        expect = wire.replace(b"\r\n", b"\n")     # stored with LF line ends
         [name] = self.files("alice@example.org")
         self.assertEqual(res.paths, [os.path.join(self.store.maildir_path("alice@example.org"),
                                                   "new", name)])
         self.assertEqual(self.read(res.paths[0]), expect)
-        self.assertTrue(name.endswith(",S=%d" % len(expect)))
+        # Dovecot's names: S= the file's size, W= the CRLF size POP3/IMAP count
+        self.assertTrue(name.endswith(",S=%d,W=%d" % (len(expect), len(wire))))
         self.assertEqual(self.files("alice@example.org", "tmp"), [])
 
     def test_null_reverse_path(self):
         [res] = deliver_batch(self.store, [DeliveryJob(DATA, "", ["alice@example.org"], "Q")])
-        self.assertTrue(self.read(res.paths[0]).startswith(b"Return-Path: <>\r\n"))
+        self.assertTrue(self.read(res.paths[0]).startswith(b"Return-Path: <>\n"))
 
     def test_multi_user_hard_links_without_delivered_to(self):
         users = ["alice@example.org", "bob@example.org", "carol@other.example"]
@@ -105,7 +107,7 @@ class DeliverBatchTest(_StoreCase):
         inodes = {os.stat(p).st_ino for p in res.paths}
         self.assertEqual(len(inodes), 1)
         self.assertEqual(os.stat(res.paths[0]).st_nlink, 3)   # tmp name is gone
-        self.assertEqual(self.read(res.paths[1]), b"Return-Path: <s@r.example>\r\n" + DATA)
+        self.assertEqual(self.read(res.paths[1]), (b"Return-Path: <s@r.example>\r\n" + DATA).replace(b"\r\n", b"\n"))
         for u in users:
             self.assertEqual(self.files(u, "tmp"), [])
 
@@ -250,7 +252,7 @@ class InvariantFS(CountingFS):
         for root in self.roots:
             new = os.path.join(root, "new")
             for name in os.listdir(new):
-                size = int(name.rsplit(",S=", 1)[1])
+                size = int(name.rsplit(",S=", 1)[1].split(",", 1)[0])
                 self.test.assertEqual(os.path.getsize(os.path.join(new, name)), size)
 
     def fsync(self, fd):
