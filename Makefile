@@ -24,8 +24,8 @@ bench:
 # Optional: the issue's reference peer (aiosmtpd) in a venv under bench-data/, used
 # only by tests/bench_smtp.py as a second peer.  Never needed by mailsrv or its tests.
 bench-peers:
-	$(PYTHON) -m venv bench-data/venv-aiosmtpd
-	bench-data/venv-aiosmtpd/bin/pip install -q aiosmtpd
+	$(PYTHON) -m venv bench-data/.venv-aiosmtpd
+	bench-data/.venv-aiosmtpd/bin/pip install -q aiosmtpd
 
 clean:
 	rm -rf maildata bench-data

@@ -96,7 +96,7 @@ controller.stop()
 # The reference peer is aiosmtpd.  It is not in the standard library, so it is
 # never used by mailsrv or its tests; `make bench-peers` installs it into this venv,
 # for the benchmark only, and the benchmark adds it as a second peer when present.
-AIOSMTPD_VENV = os.path.join(BENCH_DIR, "venv-aiosmtpd")
+AIOSMTPD_VENV = os.path.join(BENCH_DIR, ".venv-aiosmtpd")
 
 
 def aiosmtpd_python():
