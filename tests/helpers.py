@@ -3,6 +3,7 @@
 import glob
 import os
 import shutil
+import ssl
 import tempfile
 import unittest
 
@@ -12,6 +13,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CERT = os.path.join(HERE, "certs", "cert.pem")
 KEY = os.path.join(HERE, "certs", "key.pem")
 ROOT = os.path.dirname(HERE)
+
+
+def client_tls():
+    """A client TLS context that accepts the self-signed test certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def free_ports(**overrides):

@@ -16,7 +16,6 @@ import poplib
 import shutil
 import smtplib
 import socket
-import ssl
 import struct
 import tempfile
 import unittest
@@ -24,19 +23,13 @@ import unittest
 from protocols.sasl import ScramClient
 from store.deliver import DeliveryJob, deliver_batch
 from store.maildir import MailStore
-from tests.helpers import ServerTestCase, strip_trace
+from tests.helpers import client_tls, ServerTestCase, strip_trace
 from tests.test_server_cli import ServerProcess, run_cli
 
 ALICE, BOB = "alice@example.test", "bob@example.test"
 MSG = (b"From: carol@elsewhere.test\r\nTo: bob@example.test\r\nSubject: hello\r\n"
        b"Message-ID: <p1@example.test>\r\n\r\nHello Bob.\r\n.leading dot\r\n..two dots\r\n.\r\nBye.\r\n")
 
-
-def client_tls():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def joined(lines):

@@ -8,22 +8,15 @@ import base64
 import os
 import smtplib
 import socket
-import ssl
 import threading
 import unittest
 
 from protocols.sasl import ScramClient
-from tests.helpers import ServerTestCase, strip_trace
+from tests.helpers import client_tls, ServerTestCase, strip_trace
 
 MSG = (b"From: alice@example.test\r\nTo: bob@example.test\r\nSubject: hello\r\n"
        b"Message-ID: <t1@example.test>\r\n\r\nHello Bob.\r\n.leading dot\r\nBye.\r\n")
 
-
-def client_tls():
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 class SmtpLoopbackTest(ServerTestCase):
