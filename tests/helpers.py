@@ -5,6 +5,7 @@ import os
 import shutil
 import ssl
 import tempfile
+import time
 import unittest
 
 from mailsrv import Config, MailServer
@@ -21,6 +22,21 @@ def client_tls():
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def wait_for(predicate, what, log=lambda: "", timeout=20.0):
+    """Bounded poll of an effect in another process or thread (a file, a port,
+    a queue entry) that sends no event we could wait on; returns the first true
+    value of ``predicate()``.  On timeout the failure names ``what`` and shows
+    ``log()`` as it is then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %ss waiting for %s\n%s" % (timeout, what, log()))
+        time.sleep(0.05)      # polling interval, not synchronisation
 
 
 def free_ports(**overrides):

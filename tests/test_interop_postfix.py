@@ -43,6 +43,7 @@ import threading
 import time
 import unittest
 
+from tests import helpers
 from tests.helpers import CERT, KEY, ServerTestCase
 
 POSTFIX = shutil.which("postfix") or ("/usr/sbin/postfix" if os.path.exists("/usr/sbin/postfix") else None)
@@ -136,16 +137,7 @@ def free_port() -> int:
 
 
 def wait_for(predicate, what, log=lambda: "", timeout=WAIT):
-    """Bounded poll of an outside process's effect (a file, a port); on
-    timeout the assertion names ``what`` and shows ``log()`` as it is then."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for %s\n%s" % (what, log()))
-        threading.Event().wait(0.05)
+    return helpers.wait_for(predicate, what, log, timeout)
 
 
 class PostfixInstance:

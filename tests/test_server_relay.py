@@ -49,6 +49,7 @@ import uuid
 
 from protocols import dns
 from tests.dnsfake import FakeDnsServer
+from tests import helpers
 from tests.helpers import CERT, KEY, ROOT, read_stored
 from tests.test_interop_dns import Dnsmasq, skip_reason
 
@@ -82,15 +83,7 @@ def free_port_on(*hosts):
 
 
 def wait_for(predicate, what, timeout=WAIT):
-    """Poll ``predicate`` until it returns something true; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
-        time.sleep(0.05)      # polling interval, not synchronisation
+    return helpers.wait_for(predicate, what, timeout=timeout)
 
 
 class Instance:
