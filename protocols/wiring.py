@@ -428,8 +428,9 @@ class Backend:
     def _on_bounce(self, entry, failures, dsn: bytes) -> None:
         """The relay has queued an RFC 3464 DSN for the sender (never for <>,
         RFC 5321 §4.5.5); it is delivered like any queued message."""
-        smtp_log.info("bounce for %s to <%s>: %s", entry.id, entry.sender,
-                      ", ".join("%s %s" % (f[0], f[1]) for f in failures))
+        # the relay has logged it ("id=... bounce to <...> ... queued"); once is enough
+        smtp_log.debug("bounce for %s to <%s>: %s", entry.id, entry.sender,
+                       ", ".join("%s %s" % (f[0], f[1]) for f in failures))
 
     @property
     def pending_jobs(self) -> int:
