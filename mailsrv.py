@@ -553,25 +553,27 @@ def queue_main(cfg: Config, action: str, qid: Optional[str]) -> int:
         os.kill(pid, signal.SIGUSR1)
         print(f"{what}: handed to the running server (pid {pid})")
         return 0
-    # No server runs: start one without listeners, apply the request, let the
-    # relay work until it is idle (bounded), and stop.
+    # No server runs: start one without listeners; the relay applies the request
+    # (it owns the entries) and works until it is idle (bounded), then we stop.
     server = MailServer(cfg)
     server.backend.start()
     loop, relay = server.loop, server.backend.relay
-    loop.call_soon(server.backend.queue_control)
+    outcomes: List[str] = []
+    loop.call_soon(lambda: server.backend.queue_control(lambda c, q, outcome: outcomes.append(outcome)))
     deadline = [60.0]
 
     def stop_when_idle():
         deadline[0] -= 0.1
-        if (relay.in_flight == 0 and server.backend.pending_jobs == 0) or deadline[0] <= 0:
+        if (outcomes and relay.in_flight == 0) or deadline[0] <= 0:
             loop.stop()
         else:
             loop.call_later(0.1, stop_when_idle)
     loop.call_later(0.1, stop_when_idle)
     loop.run()
     server.backend.close()
-    print(f"{what}: done")
-    return 0
+    outcome = outcomes[0] if outcomes else "not finished within 60 s (see the log)"
+    print(f"{what}: {outcome}")
+    return 0 if outcome in ("done", "deleted", "bounced") else 1
 
 
 def dns_main(cfg: Config, qtype: str, name: str) -> int:

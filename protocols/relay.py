@@ -26,6 +26,12 @@ the loop's worker threads (``loop.run_in_thread``) when the loop has them, so
 no fsync stalls the loop; an entry stays "active" until its round is written,
 so it is never picked up twice.
 
+The relay is the only writer of queue entries.  Administration (`mailsrv.py
+queue delete|bounce`, Postfix's postsuper -d and postqueue's bounce) asks the
+relay through :meth:`Relay.administer`: a request for an entry in a delivery
+round is applied when that round's results are written, in the same step, so
+a message is never bounced twice nor delivered after it was deleted.
+
 Left out: per-host connection caching and reuse, a host-down cache (RFC 5321
 §4.5.4.1 SHOULD), retrying in clear after a failed STARTTLS handshake, DANE
 and MTA-STS, delay notices (``dsn.build_delay_notice`` exists, unused).
@@ -42,11 +48,14 @@ from typing import Callable, Deque, Dict, List, Optional, Tuple
 from protocols.base import SessionContext, new_id
 from protocols.dsn import Failure, build_bounce, should_bounce
 from protocols.smtp_client import ClientConfig, ClientJob, ClientResult, SmtpClientSession
+from store.queue import DEFERRED, DELIVERED, FAILED, OPEN_STATES
 
 log = logging.getLogger("mailsrv.relay")
 
-DELIVERED, DEFERRED, FAILED = "delivered", "deferred", "failed"   # store/queue.py states
-OPEN_STATES = ("pending", DEFERRED)
+ADMIN_COMMANDS = ("delete", "bounce")
+# RFC 3463 §3.1: X.0.0 "other undefined status"; the text says who decided.
+ADMIN_BOUNCE_STATUS = "5.0.0"
+ADMIN_BOUNCE_TEXT = "5.0.0 bounced by the administrator"
 SMTP_PORT = 25            # RFC 5321 §4.5.4.2 (well-known port 25)
 SUBMISSIONS_PORT = 465    # RFC 8314 §7.3: implicit TLS submission
 
@@ -103,6 +112,10 @@ class _Round:
     outstanding: int = 0
     states: Dict[str, Tuple[str, str]] = field(default_factory=dict)     # rcpt → (state, text)
     details: Dict[str, Failure] = field(default_factory=dict)            # rcpt → DSN fields
+    admin: Optional[str] = None         # "delete" | "bounce", applied when the round is written
+    writing: bool = False               # results are being written; later requests wait for it
+    later: List[Tuple[str, Optional[Callable[[str], None]]]] = field(default_factory=list)
+    notify: List[Callable[[str], None]] = field(default_factory=list)   # told the admin outcome
 
 
 @dataclass
@@ -169,6 +182,37 @@ class Relay:
     def flush(self) -> None:
         """Everything is due now (the `queue flush` command, like Postfix's `postqueue -f`)."""
         self.run_queue(force=True)
+
+    def administer(self, command: str, queue_id: str,
+                   done: Optional[Callable[[str], None]] = None) -> None:
+        """Delete or bounce one entry (loop thread); ``done(outcome)`` once it is on disk.
+
+        An entry in a delivery round gets the request when the round's results
+        are written (the round's failures and the administrator's bounce make
+        one DSN); an idle entry gets an empty round of its own, so either way
+        one step writes it and the entry stays "active" meanwhile."""
+        if command not in ADMIN_COMMANDS:
+            raise ValueError("unknown queue command: %s" % command)
+        rnd = self._active.get(queue_id)
+        if rnd is not None:
+            if rnd.admin is not None:
+                if done is not None:
+                    done("already %s" % ("deleted" if rnd.admin == "delete" else "bounced"))
+            elif rnd.writing:
+                rnd.later.append((command, done))
+            else:
+                rnd.admin = command
+                if done is not None:
+                    rnd.notify.append(done)
+            return
+        entry = self.queue.get(queue_id)
+        if entry is None:
+            if done is not None:
+                done("not in the queue")
+            return
+        rnd = _Round(entry, admin=command, notify=[done] if done is not None else [])
+        self._active[queue_id] = rnd
+        self._finish_round(rnd)
 
     def _tick(self) -> None:
         if not self._running:
@@ -352,10 +396,21 @@ class Relay:
         self._dispatch()
 
     def _finish_round(self, rnd: _Round) -> None:
-        """Write the round's results; bounce what failed; drop the entry when done."""
+        """Write the round's results and any administrator's request; bounce
+        what failed; drop the entry when done."""
         entry, now = rnd.entry, self.clock()
+        rnd.writing = True
+        if rnd.admin == "bounce":
+            for r in entry.recipients:
+                if r.state in OPEN_STATES and rnd.states.get(r.address, (None,))[0] not in (DELIVERED, FAILED):
+                    rnd.states[r.address] = (FAILED, ADMIN_BOUNCE_TEXT)
+                    rnd.details[r.address] = (r.address, ADMIN_BOUNCE_STATUS,
+                                              "x-local; bounced by the administrator", "")
 
         def work():
+            if rnd.admin == "delete":
+                self.queue.remove(entry.id)     # like Postfix's postsuper -d: no report
+                return entry, [], None
             updated = self.queue.record_results(entry.id, rnd.states, now)
             was_open = {r.address for r in entry.recipients if r.state in OPEN_STATES}
             failed = [r for r in updated.recipients if r.state == FAILED and r.address in was_open]
@@ -377,8 +432,18 @@ class Relay:
         if isinstance(result, BaseException):
             # The entry stays as it was on disk and is tried again.
             log.error("id=%s recording results failed: %s", rnd.entry.id, result)
-            return
-        updated, failed, bounce = result
+            outcome = "failed: %s" % (result,)
+        else:
+            self._report_round(rnd, *result)
+            outcome = {"delete": "deleted", "bounce": "bounced"}.get(rnd.admin or "", "done")
+        if rnd.admin:
+            log.info("id=%s queue %s by the administrator: %s", rnd.entry.id, rnd.admin, outcome)
+        for notify in rnd.notify:
+            notify(outcome)
+        for command, done in rnd.later:
+            self.administer(command, rnd.entry.id, done)
+
+    def _report_round(self, rnd: _Round, updated, failed, bounce) -> None:
         if failed and bounce is None:
             log.info("id=%s %d recipient(s) failed; sender <%s>: no bounce (RFC 5321 §4.5.5)",
                      updated.id, len(failed), updated.sender)
@@ -389,7 +454,9 @@ class Relay:
                 self.on_bounce(updated, items, dsn)
             except Exception:
                 log.exception("id=%s on_bounce failed", updated.id)
-            self.loop.call_soon(self.run_queue)     # deliver the bounce now
+            # Deliver the bounce now, in this callback, so the relay is never seen
+            # idle between one round and the bounce it queued.
+            self.run_queue()
         if self.on_round is not None:
             self.on_round(updated)
 

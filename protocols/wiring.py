@@ -30,16 +30,15 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from email.utils import formatdate, make_msgid
 
-from protocols.base import SessionContext, new_id
+from protocols.base import SessionContext
 from protocols.dns_resolver import Resolver, parse_resolv_conf
-from protocols.dsn import build_bounce
 from protocols.relay import Relay, RelayConfig, parse_relayhost
 from protocols.sasl import SaslOutcome, ScramCredentials
 from protocols.smtp_client import ClientConfig
 from protocols.smtp_server import Envelope, RcptDecision, SmtpConfig, SmtpSession
 from store.deliver import Deliverer, DeliveryJob
 from store.maildir import MailStore
-from store.queue import FAILED, Queue
+from store.queue import Queue
 from store.users import AliasDB, Directory, UserDB, normalize_address
 
 log = logging.getLogger("mailsrv.auth")
@@ -72,7 +71,6 @@ class Backend:
         self.queue = None
         self._failures: Dict[str, Tuple[int, float]] = {}   # ip -> (count, first failure time)
         self._auth_cache: Dict[str, Tuple[bytes, float]] = {}  # user -> (HMAC of the password, expiry)
-        self._pending_jobs = 0
         self._fake_key = os.urandom(32)   # for stable fake SCRAM credentials of unknown users
         self._trusted = config.trusted_networks()
 
@@ -432,53 +430,20 @@ class Backend:
         smtp_log.debug("bounce for %s to <%s>: %s", entry.id, entry.sender,
                        ", ".join("%s %s" % (f[0], f[1]) for f in failures))
 
-    @property
-    def pending_jobs(self) -> int:
-        """Administrative queue work still running in a worker thread."""
-        return self._pending_jobs
+    def queue_control(self, done: Optional[Callable[[str, str, str], None]] = None) -> None:
+        """Apply `mailsrv.py queue flush|delete|bounce` requests (SIGUSR1, loop thread).
 
-    def queue_control(self) -> None:
-        """Apply `mailsrv.py queue flush|delete|bounce` requests (SIGUSR1, loop thread)."""
+        The relay owns the queue entries (it may be delivering the same one), so
+        delete and bounce are requests to it; ``done(command, id, outcome)``
+        follows each once it is on disk."""
         if self.queue is None:
             return
         for command, qid in self.queue.take_requests():
             smtp_log.info("queue %s %s", command, qid or "(all)")
             if command == "flush":
                 self.relay.flush()
-            elif command == "delete" and self.queue.get(qid) is not None:
-                self._pending_jobs += 1
-                self.loop.run_in_thread(lambda q=qid: self.queue.remove(q), self._job_done)
-            elif command == "bounce" and self.queue.get(qid) is not None:
-                self._admin_bounce(qid)
-
-    def _admin_bounce(self, qid: str) -> None:
-        entry = self.queue.get(qid)
-        rcpts = entry.open_recipients()
-        text = "5.0.0 bounced by the administrator"
-        now = self.loop.time()
-
-        def work():
-            message = self.queue.read_message(qid)
-            end = message.find(b"\r\n\r\n")
-            headers = message if end < 0 else message[: end + 2]
-            self.queue.record_results(qid, {r: (FAILED, text) for r in rcpts}, now)
-            if entry.sender:    # never a bounce to <> (RFC 5321 §4.5.5)
-                failed = [(r, "5.0.0", "x-local; bounced by the administrator", "") for r in rcpts]
-                dsn = build_bounce(self.config.hostname, entry.sender, failed, headers, qid,
-                                   formatdate(now, usegmt=True).replace("GMT", "+0000"),
-                                   make_msgid(domain=self.config.hostname),
-                                   arrival_date=formatdate(entry.first_seen, usegmt=True).replace("GMT", "+0000"))
-                self.queue.enqueue("", [entry.sender], dsn, new_id(), now)   # before the entry goes
-            self.queue.remove(qid)
-
-        def written(result):
-            self._job_done(result)
-            if isinstance(result, BaseException):
-                smtp_log.error("queue bounce %s failed: %s", qid, result)
-            elif self.relay is not None:
-                self.relay.kick()
-        self._pending_jobs += 1
-        self.loop.run_in_thread(work, written)
-
-    def _job_done(self, _result) -> None:
-        self._pending_jobs -= 1
+                if done is not None:
+                    done(command, qid, "done")
+            else:
+                self.relay.administer(command, qid, None if done is None else
+                                      (lambda outcome, c=command, q=qid: done(c, q, outcome)))

@@ -44,6 +44,8 @@ class Sink:
         self.tls_seen = []          # TLS versions negotiated
         self.rcpt_seen = {}         # rcpt → times seen
         self.ehlo = b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n"
+        self.in_mail = threading.Event()   # set when a MAIL FROM arrives
+        self.gate = None                   # a threading.Event: MAIL waits for it (a round held open)
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
@@ -107,6 +109,9 @@ class Sink:
                     ok = self.auth_seen[-1] == b"\0relayuser\0relaypass"
                     conn.sendall(b"235 2.7.0 ok\r\n" if ok else b"535 5.7.8 bad credentials\r\n")
                 elif verb == "MAIL":
+                    self.in_mail.set()
+                    if self.gate is not None:
+                        self.gate.wait(WAIT)
                     mail_from, rcpts = cmd[cmd.index("<") + 1: cmd.index(">")], []
                     with self.lock:
                         self.in_txn += 1
@@ -345,6 +350,90 @@ class RelayTest(RelayHarness):
         entry = self.round()
         self.assertEqual(entry.recipients[0].state, "failed")
         self.assertEqual(self.bounces[0][1][0][1], "5.6.7")
+
+
+class RelayAdministrationTest(RelayHarness):
+    """`queue delete|bounce` go through the relay, which owns the entries: a
+    request for an entry in a delivery round is applied with that round's
+    results, so one message gives at most one DSN (Postfix's postsuper and
+    postqueue ask the queue manager for the same reason)."""
+    disk = True
+
+    def setUp(self):
+        self.start_relay()
+        self.outcomes = stdqueue.Queue()
+
+    def on_loop(self, fn):
+        self.loop.call_soon_threadsafe(fn)
+
+    def administer(self, command, qid="Q1"):
+        self.on_loop(lambda: self.relay.administer(command, qid, self.outcomes.put))
+
+    def dsns(self):
+        """The DSNs in the queue (sender <>), and those handed to on_bounce."""
+        return [e for e in self.queue.list() if e.sender == ""], self.bounces
+
+    def hold_round_in_mail(self):
+        """Start a round for Q1 and keep it open at MAIL FROM until the gate opens."""
+        self.sink.gate = threading.Event()
+        self.addCleanup(self.sink.gate.set)
+        self.on_loop(self.relay.run_queue)
+        self.assertTrue(self.sink.in_mail.wait(WAIT))
+
+    def test_bounce_of_an_idle_entry_queues_one_dsn_and_removes_it(self):
+        self.enqueue(["bob@down.example"])
+        self.administer("bounce")
+        self.assertEqual(self.outcomes.get(timeout=WAIT), "bounced")
+        self.assertIsNone(self.queue.get("Q1"))
+        queued, handed = self.dsns()
+        self.assertEqual(len(queued), 1)
+        (_, failed, dsn), = handed
+        self.assertEqual(failed, [("bob@down.example", "5.0.0", "x-local; bounced by the administrator", "")])
+        self.assertIn(b"Action: failed", dsn)
+
+    def test_bounce_during_a_round_gives_one_dsn_with_every_failure(self):
+        self.enqueue(["bob@example.com", "bad@example.com", "later@example.com"])
+        self.hold_round_in_mail()
+        self.administer("bounce")
+        self.administer("delete")           # too late: it is bounced already
+        self.sink.gate.set()
+        entry = self.rounds.get(timeout=WAIT)
+        # the second request is answered at once, the first once it is on disk
+        self.assertEqual(self.outcomes.get(timeout=WAIT), "already bounced")
+        self.assertEqual(self.outcomes.get(timeout=WAIT), "bounced")
+        self.assertEqual([r.state for r in entry.recipients], ["delivered", "failed", "failed"])
+        self.assertIsNone(self.queue.get("Q1"))
+        queued, handed = self.dsns()
+        self.assertEqual(len(queued), 1)
+        self.assertEqual(len(handed), 1)
+        statuses = sorted((f[0], f[1]) for f in handed[0][1])
+        self.assertEqual(statuses, [("bad@example.com", "5.1.1"), ("later@example.com", "5.0.0")])
+
+    def test_delete_during_a_round_removes_without_a_dsn(self):
+        self.enqueue(["bad@example.com", "later@example.com"])
+        self.hold_round_in_mail()
+        self.administer("delete")
+        self.administer("bounce")
+        self.sink.gate.set()
+        self.rounds.get(timeout=WAIT)
+        self.assertEqual(self.outcomes.get(timeout=WAIT), "already deleted")
+        self.assertEqual(self.outcomes.get(timeout=WAIT), "deleted")
+        self.assertIsNone(self.queue.get("Q1"))
+        self.assertEqual(self.dsns(), ([], []))
+
+    def test_bounce_and_delete_of_an_idle_entry_in_one_breath(self):
+        self.enqueue(["bob@down.example"])
+        self.on_loop(lambda: (self.relay.administer("bounce", "Q1", self.outcomes.put),
+                              self.relay.administer("delete", "Q1", self.outcomes.put),
+                              self.relay.run_queue()))
+        self.assertEqual(self.outcomes.get(timeout=WAIT), "already bounced")
+        self.assertEqual(self.outcomes.get(timeout=WAIT), "bounced")
+        self.assertEqual(len(self.dsns()[0]), 1)
+        self.assertEqual(self.sink.connections, 0)     # never delivered while being bounced
+
+    def test_unknown_id(self):
+        self.administer("delete", "NOPE")
+        self.assertEqual(self.outcomes.get(timeout=WAIT), "not in the queue")
 
 
 class RelayDiskQueueTest(RelayTest):

@@ -655,9 +655,9 @@ class RelayBetweenTwoServers(unittest.TestCase):
         gone = submit(self.a, ALICE, ALICE_PW, [BOB], self.token + "-del")
         back = submit(self.a, ALICE, ALICE_PW, [BOB], self.token + "-bnc")
         self.a.stop()
-        self.assertIn("done", self.a.cli("queue", "delete", gone))
+        self.assertIn("deleted", self.a.cli("queue", "delete", gone))
         self.assertEqual(self.a.queued(gone), [])
-        self.assertIn("done", self.a.cli("queue", "bounce", back))
+        self.assertIn("bounced", self.a.cli("queue", "bounce", back))
         self.assertEqual(self.a.queued(back), [])
         [bounce] = self.bounces_to_alice(self.token + "-bnc")      # written before the command returned
         self.assertEqual(delivery_status(bounce)[2]["action"], "failed")
