@@ -577,8 +577,10 @@ def queue_main(cfg: Config, action: str, qid: Optional[str]) -> int:
 
 
 def dns_main(cfg: Config, qtype: str, name: str) -> int:
-    """`dns MX example.org`: what our own resolver finds (RFC 1035, RFC 5321 §5.1)."""
+    """`dns MX example.org`: what our own resolver finds (RFC 1035, RFC 5321 §5.1),
+    failures in DNS terms naming the server (protocols.dns_mx.describe)."""
     from protocols import dns as dnsproto
+    from protocols.dns_mx import describe
     server = MailServer(cfg)
     resolver = server.backend._make_resolver()
     out: List[object] = []
@@ -593,24 +595,11 @@ def dns_main(cfg: Config, qtype: str, name: str) -> int:
     server.loop.call_later(60, server.loop.stop)
     server.loop.run()
     if not out:
-        print(f"{name}: no answer (timeout)")
+        print(f"{name} {qtype}: no answer from the resolver within 60 s")
         return 1
-    result = out[0]
-    if qtype == "MX":
-        if not result.ok:
-            code, enhanced, text = result.reply
-            print(f"{name}: {code} {enhanced} {text}")
-            return 1
-        for pref, host, addrs in result.hosts:
-            print(f"{pref} {host} {' '.join(addrs)}{'  (implicit MX)' if result.implicit else ''}")
-        return 0
-    records = getattr(result, "records", None)
-    if records is None:
-        print(f"{name}: {result.kind} {result.message}".rstrip())
-        return 1
-    for r in records:
-        print(r)
-    return 0
+    lines, ok = describe(name, qtype, out[0])
+    print("\n".join(lines))
+    return 0 if ok else 1
 
 
 def serve_main(argv: List[str]) -> int:

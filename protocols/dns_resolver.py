@@ -16,11 +16,21 @@ Implements
   * a cache of positive answers for the smallest TTL seen (RFC 2181 §5.2)
     and of negative answers for min(SOA MINIMUM, SOA TTL) (RFC 2308 §5),
     timed with the loop clock;
-  * MX selection for delivery (RFC 5321 §5.1, RFC 7505 null MX).
+  * MX selection for delivery (RFC 5321 §5.1, RFC 7505 null MX) is in
+    ``protocols/dns_mx.py``, reached through ``lookup_mx_hosts``.
 
 Errors are values, not exceptions: ``done`` receives ``Answer`` or
 ``DnsError(kind)`` with kind ``nxdomain`` (permanent), ``nodata`` or
-``temporary`` (SERVFAIL, REFUSED, timeouts, malformed chains).
+``temporary`` (SERVFAIL, REFUSED, timeouts, malformed chains).  The error's
+``message`` says what DNS said in DNS terms (RCODE names of RFC 1035 §4.1.1,
+"timeout", "no records") and names the server that said it, for `mailsrv.py
+dns` and the logs.
+
+At most ``max_in_flight`` exchanges are in flight at once, resolver-wide
+(each holds a socket); further questions wait in a FIFO of at most
+``MAX_WAITING``, beyond which they fail at once as temporary: a domain with
+thousands of MX hosts, or many messages at once, cannot exhaust the
+process's descriptors (issue 7 item 5).
 
 Left out: DNSSEC validation, EDNS fallback probing (EDNS is off unless
 ``edns_payload`` is given; a FORMERR answer then retries that server
@@ -31,8 +41,9 @@ relays MUST NOT infer FQDNs), TCP connection reuse (RFC 7766 §6.2.1).
 import ipaddress
 import secrets
 import struct
-from dataclasses import dataclass, field
-from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple, Union
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Deque, Dict, FrozenSet, List, Optional, Tuple, Union
 
 from protocols import dns
 from protocols.dns import DnsFormatError, DnsNameError, Message
@@ -45,6 +56,15 @@ MAX_CACHE_ENTRIES = 10000    # our own bound on memory
 DNS_PORT = 53                # RFC 1035 §4.2.1
 RESOLV_CONF_MAX_TRIES = 5    # resolv.conf(5): attempts is capped at 5
 RESOLV_CONF_MAX_TIMEOUT = 30 # resolv.conf(5): timeout is capped at 30 seconds
+# Not RFC numbers: bounds on descriptors and memory.  One exchange holds one
+# socket (UDP, or TCP after TC); 32 is above what one MX delivery needs at once
+# (1 MX query, then A and AAAA for MAX_MX_HOSTS = 5 hosts: 10) and well below
+# the 1024 descriptors of a default `ulimit -n`.
+MAX_IN_FLIGHT = 32
+MAX_WAITING = 4096           # questions queued behind them; more fail as temporary
+# RFC 1035 §4.1.1 RCODE names, and the types `mailsrv.py dns` shows.
+RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
+TYPE_NAMES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA"}
 
 Reply = Tuple[int, str, str]
 
@@ -60,9 +80,20 @@ class Answer:
 
 @dataclass
 class DnsError:
-    """A failed lookup: kind is "nxdomain", "nodata" or "temporary"."""
+    """A failed lookup: kind is "nxdomain", "nodata" or "temporary"; the
+    message in DNS terms, naming the server (see the module docstring)."""
     kind: str
     message: str = ""
+
+
+def server_text(server: Tuple[str, int]) -> str:
+    """"127.0.0.1:53", "[::1]:53": a name server as the logs and the CLI show it."""
+    host = "[%s]" % server[0] if ":" in server[0] else server[0]
+    return "%s:%d" % (host, server[1])
+
+
+def rcode_text(rcode: int) -> str:
+    return RCODE_NAMES.get(rcode, "RCODE %d" % rcode)
 
 
 Result = Union[Answer, DnsError]
@@ -104,10 +135,11 @@ def interpret(qname: str, qtype: int, msg: Message, links_left: int = MAX_CNAME_
         ttls.append(cnames[0])
         cur = cnames[0].data
     if msg.rcode == dns.RCODE_NXDOMAIN:
-        return DnsError("nxdomain", "%s does not exist" % cur), _negative_ttl(msg), None, links
+        return DnsError("nxdomain", "NXDOMAIN: %s does not exist" % cur), _negative_ttl(msg), None, links
     if cur != qname and not any(r.rtype == dns.TYPE_SOA for r in msg.authority):
         return None, min(_normalize_ttl(r.ttl) for r in ttls), cur, links
-    return DnsError("nodata", "no records of type %d for %s" % (qtype, cur)), _negative_ttl(msg), None, links
+    what = TYPE_NAMES.get(qtype, "type %d" % qtype)
+    return DnsError("nodata", "no records: %s has no %s records" % (cur, what)), _negative_ttl(msg), None, links
 
 
 def parse_resolv_conf(text: str) -> Tuple[List[Tuple[str, int]], float, int]:
@@ -220,7 +252,7 @@ class _Exchange:
         self.dgram = None
         self.conn = None
         self.edns = resolver.edns_payload
-        self.last_error = "no reply from any name server"
+        self.errors: List[str] = []     # what each server said, in DNS terms, in order
 
     def start(self) -> None:
         self._next_try()
@@ -232,7 +264,7 @@ class _Exchange:
             self.try_no += 1
         servers = self.r.servers
         if self.try_no >= len(servers) * self.r.attempts:
-            return self._finish_fail(self.last_error)
+            return self._finish_fail("; ".join(self.errors) or "no reply from any name server")
         self._send_udp(servers[self.try_no % len(servers)], self.gen)
 
     def _packet(self) -> Tuple[int, bytes]:
@@ -250,13 +282,13 @@ class _Exchange:
                 family, lambda data, addr: self._on_datagram(gen, server, qid, data, addr))
             self.dgram.sendto(packet, server)
         except OSError as exc:
-            self.last_error = "cannot query %s: %s" % (server[0], exc)
+            self._failed("cannot query %s: %s" % (server_text(server), exc))
             return self.r.loop.call_soon(lambda: self._current(gen) and self._next_try())
         self.timer = self.r.loop.call_later(self.r.timeout, lambda: self._on_timeout(gen, server))
 
     def _on_timeout(self, gen: int, server) -> None:
         if self._current(gen):
-            self.last_error = "timed out waiting for %s" % (server[0],)
+            self._failed("timeout: no reply from %s within %g s" % (server_text(server), self.r.timeout))
             self._next_try()
 
     def _matches(self, qid: int, msg: Message) -> bool:
@@ -294,14 +326,14 @@ class _Exchange:
             except DnsFormatError:
                 msg = None
             if msg is None or not self._matches(qid, msg):
-                self.last_error = "no usable TCP reply from %s" % (server[0],)
+                self._failed("no usable TCP reply from %s" % (server_text(server),))
                 return self._next_try()
             self._on_reply(server, msg)
 
         def on_error(exc) -> None:
             if self._current(gen):
                 self.conn = None
-                self.last_error = "TCP to %s failed: %s" % (server[0], exc)
+                self._failed("TCP to %s failed: %s" % (server_text(server), exc))
                 self._next_try()
 
         self.timer = self.r.loop.call_later(self.r.timeout, lambda: self._on_timeout(gen, server))
@@ -313,13 +345,17 @@ class _Exchange:
         if msg.rcode in (dns.RCODE_NOERROR, dns.RCODE_NXDOMAIN):
             self.finished = True
             self._cleanup()
-            return self.done(msg)
+            return self.done(msg, server)
         if msg.rcode == dns.RCODE_FORMERR and self.edns is not None:
             self.edns = None  # RFC 6891 §7: a server without EDNS answers FORMERR; ask again plainly
             return self._next_try(same_server=True)
         # SERVFAIL, REFUSED, NOTIMP...: this server cannot help; try the next (RFC 1035 §7.3)
-        self.last_error = "%s answered rcode %d" % (server[0], msg.rcode)
+        self._failed("%s from %s" % (rcode_text(msg.rcode), server_text(server)))
         self._next_try()
+
+    def _failed(self, what: str) -> None:
+        if what not in self.errors:
+            self.errors.append(what)
 
     def _finish_fail(self, why: str) -> None:
         self.finished = True
@@ -346,7 +382,7 @@ class Resolver:
 
     def __init__(self, loop, servers: List[Tuple[str, int]], timeout: float = 5.0, attempts: int = 2,
                  clock: Optional[Callable[[], float]] = None, rng=None,
-                 edns_payload: Optional[int] = None):
+                 edns_payload: Optional[int] = None, max_in_flight: int = MAX_IN_FLIGHT):
         if not servers:
             raise ValueError("no name servers")
         self.loop = loop
@@ -358,6 +394,10 @@ class Resolver:
         self.edns_payload = edns_payload
         self.cache: Dict[Tuple[str, int], Tuple[float, Result]] = {}
         self.queries_sent = 0  # exchanges started (tests check cache hits with it)
+        self.max_in_flight = max(1, max_in_flight)
+        self.in_flight = 0
+        self.peak_in_flight = 0  # the most ever in flight at once (tests check the bound)
+        self._waiting: Deque["_Exchange"] = deque()
 
     @classmethod
     def from_resolv_conf(cls, loop, text: str, **kw) -> "Resolver":
@@ -402,7 +442,7 @@ class Resolver:
              done: Callable[[Result], None]) -> None:
         """Query ``qname``; ``orig`` is the name asked for (the cache key) and
         ``ttl_cap`` the smallest TTL of the CNAMEs that led from it to here."""
-        def on_msg(msg: Message) -> None:
+        def on_msg(msg: Message, server: Tuple[str, int]) -> None:
             result, ttl, restart, used = interpret(qname, qtype, msg, links_left)
             if ttl_cap is not None:
                 ttl = min(ttl, ttl_cap)
@@ -412,147 +452,61 @@ class Resolver:
                 result.ttl = min(result.ttl, ttl)
             if isinstance(result, DnsError) and result.kind == "temporary":
                 ttl = 0
+            if isinstance(result, DnsError):
+                result.message += " (from %s)" % server_text(server)
             self._store((orig, qtype), result, ttl)
             done(result)
 
         def on_fail(why: str) -> None:
             done(DnsError("temporary", why))
 
-        self.queries_sent += 1
-        _Exchange(self, qname, qtype, on_msg, on_fail).start()
+        self._admit(_Exchange(self, qname, qtype, on_msg, on_fail))
 
-    def lookup_mx_hosts(self, domain: str, done: Callable[["MxResult"], None],
+    # -- the in-flight bound (module docstring) --
+    def _admit(self, exchange: "_Exchange") -> None:
+        if self.in_flight < self.max_in_flight:
+            return self._begin(exchange)
+        if len(self._waiting) >= MAX_WAITING:
+            why = "resolver busy: %d queries waiting" % len(self._waiting)
+            return self.loop.call_soon(lambda: exchange.fail(why))
+        self._waiting.append(exchange)
+
+    def _begin(self, exchange: "_Exchange") -> None:
+        """Start it; its slot is freed just before its own callback runs."""
+        done, fail = exchange.done, exchange.fail
+
+        def done_released(msg: Message, server: Tuple[str, int]) -> None:
+            self._release()
+            done(msg, server)
+
+        def fail_released(why: str) -> None:
+            self._release()
+            fail(why)
+        exchange.done, exchange.fail = done_released, fail_released
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        self.queries_sent += 1
+        exchange.start()
+
+    def _release(self) -> None:
+        self.in_flight -= 1
+        while self._waiting and self.in_flight < self.max_in_flight:
+            self._begin(self._waiting.popleft())
+
+    def lookup_mx_hosts(self, domain: str, done: Callable[[object], None],
                         local_names: FrozenSet[str] = frozenset()) -> None:
-        """RFC 5321 §5.1 delivery targets of ``domain``; see ``MxLookup``."""
+        """RFC 5321 §5.1 delivery targets of ``domain``: ``protocols.dns_mx.MxLookup``."""
+        from protocols.dns_mx import MxLookup     # dns_mx imports this module
         MxLookup(self, domain, done, local_names).start()
 
 
-# ---------------------------------------------------------------- MX (RFC 5321 §5.1)
-
-class MxHost(NamedTuple):
-    preference: int
-    host: str
-    addresses: List[str]   # IPv4 first, then IPv6 (see MxLookup)
+# MX selection lives in protocols/dns_mx.py; these names were importable from
+# here before it moved, and stay so (PEP 562 module __getattr__, no cycle).
+_MX_NAMES = ("MxHost", "MxResult", "MxLookup", "NULL_MX", "NO_DOMAIN", "LOOPS_BACK", "NO_ADDRESS", "TEMP_FAIL")
 
 
-@dataclass
-class MxResult:
-    """Hosts to try in order, or a failure ``reply`` (permanent if 5xx)."""
-    hosts: List[MxHost] = field(default_factory=list)
-    reply: Optional[Reply] = None
-    implicit: bool = False
-
-    @property
-    def ok(self) -> bool:
-        return self.reply is None
-
-    @property
-    def permanent(self) -> bool:
-        return self.reply is not None and self.reply[0] >= 500
-
-
-# Failure replies.  Enhanced codes from RFC 3463 §3.
-NULL_MX = (556, "5.1.10", "Recipient domain has a null MX (RFC 7505)")   # RFC 7505 §4.1, RFC 7504
-NO_DOMAIN = (550, "5.1.2", "Recipient domain does not exist")           # RFC 3463 X.1.2
-LOOPS_BACK = (550, "5.4.6", "Mail for this domain loops back to myself")  # RFC 5321 §5.1, RFC 3463 X.4.6
-NO_ADDRESS = (550, "5.4.4", "No usable address for the domain's mail hosts")  # RFC 5321 §5.1, X.4.4
-TEMP_FAIL = (451, "4.4.3", "Temporary DNS failure")                    # RFC 3463 X.4.3
-
-
-class MxLookup:
-    """RFC 5321 §5.1, step by step:
-
-    1. MX query.  NXDOMAIN → permanent; temporary → temporary; no MX RRs →
-       implicit MX: the domain itself at preference 0.
-    2. A single MX with the root as exchange is a null MX → 556 5.1.10
-       (RFC 7505 §3, §4.1).  DEVIATION(RFC 7505 §3): a root exchange mixed
-       with other MX RRs breaks the MUST NOT there; we drop just that RR.
-    3. Sort by preference, shuffling equal preferences (rng).  If one of
-       ``local_names`` is an MX host, drop it and every MX with a preference
-       not better than it; none left → "mail loops back to myself".
-    4. Look up A and AAAA of every remaining host, concurrently.  Addresses
-       are listed IPv4 first, then IPv6 (our choice: RFC 5321 §5.2 leaves the
-       order open, and IPv4 reachability is the more common).  Hosts without
-       addresses are dropped; none left → temporary if any lookup failed
-       temporarily, else permanent (RFC 5321 §5.1 "MUST be reported as an
-       error").  MX exchanges that are CNAMEs are followed, though RFC 2181
-       §10.3 forbids them.
-    """
-
-    def __init__(self, resolver: Resolver, domain: str, done: Callable[[MxResult], None],
-                 local_names: FrozenSet[str]):
-        self.r, self.domain, self.done = resolver, domain, done
-        self.local = set()
-        for name in local_names:
-            try:
-                self.local.add(dns.normalize_name(name))
-            except DnsNameError:
-                continue
-        self.implicit = False
-
-    def start(self) -> None:
-        self.r.resolve(self.domain, dns.TYPE_MX, self._on_mx)
-
-    def _on_mx(self, result: Result) -> None:
-        if isinstance(result, DnsError):
-            if result.kind == "nxdomain":
-                return self.done(MxResult(reply=NO_DOMAIN))
-            if result.kind == "temporary":
-                return self.done(MxResult(reply=TEMP_FAIL))
-            self.implicit = True  # RFC 5321 §5.1: implicit MX, preference 0
-            return self._select([dns.MX(0, dns.normalize_name(self.domain))])
-        mxs = [mx for mx in result.records if isinstance(mx, dns.MX)]
-        if len(mxs) == 1 and mxs[0].exchange == "":
-            return self.done(MxResult(reply=NULL_MX))
-        self._select([mx for mx in mxs if mx.exchange != ""])
-
-    def _select(self, mxs: List[dns.MX]) -> None:
-        by_pref: Dict[int, List[str]] = {}
-        for mx in mxs:
-            if mx.exchange not in by_pref.setdefault(mx.preference, []):
-                by_pref[mx.preference].append(mx.exchange)
-        ordered: List[Tuple[int, str]] = []
-        for pref in sorted(by_pref):
-            hosts = by_pref[pref]
-            self.r.rng.shuffle(hosts)  # RFC 5321 §5.1: MUST randomize equal preferences
-            ordered += [(pref, host) for host in hosts]
-        mine = [pref for pref, host in ordered if host in self.local]
-        if mine:
-            ordered = [(pref, host) for pref, host in ordered if pref < min(mine)]
-            if not ordered:
-                return self.done(MxResult(reply=LOOPS_BACK, implicit=self.implicit))
-        if not ordered:
-            return self.done(MxResult(reply=NO_ADDRESS, implicit=self.implicit))
-        self._addresses(ordered)
-
-    def _addresses(self, ordered: List[Tuple[int, str]]) -> None:
-        found: Dict[Tuple[str, int], Result] = {}
-        pending = [2 * len(ordered)]
-
-        def one(host: str, qtype: int, result: Result) -> None:
-            found[(host, qtype)] = result
-            pending[0] -= 1
-            if pending[0] == 0:
-                self._finish(ordered, found)
-
-        for _, host in ordered:
-            for qtype in (dns.TYPE_A, dns.TYPE_AAAA):
-                self.r.resolve(host, qtype, lambda res, h=host, t=qtype: one(h, t, res))
-
-    def _finish(self, ordered: List[Tuple[int, str]], found: Dict[Tuple[str, int], Result]) -> None:
-        hosts, temporary = [], False
-        for pref, host in ordered:
-            addrs: List[str] = []
-            for qtype in (dns.TYPE_A, dns.TYPE_AAAA):
-                res = found[(host, qtype)]
-                if isinstance(res, Answer):
-                    addrs += [a for a in res.records if a not in addrs]
-                elif res.kind == "temporary":
-                    temporary = True
-            if addrs:
-                hosts.append(MxHost(pref, host, addrs))
-        if hosts:
-            return self.done(MxResult(hosts=hosts, implicit=self.implicit))
-        if self.implicit and not temporary:
-            return self.done(MxResult(reply=NO_DOMAIN, implicit=True))
-        self.done(MxResult(reply=TEMP_FAIL if temporary else NO_ADDRESS, implicit=self.implicit))
+def __getattr__(name: str):
+    if name in _MX_NAMES:
+        from protocols import dns_mx
+        return getattr(dns_mx, name)
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

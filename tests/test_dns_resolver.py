@@ -1,6 +1,7 @@
 """Tests for protocols/dns_resolver.py over the real EventLoop and tests/dnsfake.py
 (127.0.0.1 only; every wait is bounded by a loop timer, never a sleep)."""
 
+import os
 import random
 import unittest
 
@@ -9,10 +10,13 @@ from protocols.dns import MX, Message, Question, Record
 from protocols.dns_resolver import (LOOPS_BACK, NO_ADDRESS, NO_DOMAIN, NULL_MX, TEMP_FAIL, Answer,
                                     DnsError, MxHost, Resolver, TcpQuerySession, _address_family, _same_address,
                                     interpret, parse_resolv_conf)
+from protocols.dns_mx import MAX_MX_ADDRESSES, MAX_MX_HOSTS
+from protocols.dns_resolver import MAX_WAITING
 from protocols.loop import EventLoop
 from tests.dnsfake import FakeDnsServer
 
 GUARD = 10.0  # seconds: no test waits longer than this, even when broken
+SLACK_FDS = 2  # descriptors besides the queries' sockets: a TCP socket closing, the sampler's listdir
 
 
 class ReverseRng:
@@ -163,7 +167,7 @@ class ResolveTest(LoopTestCase):
         resolver = self.make_resolver(timeout=0.2, attempts=2)
         result = self.resolve("slow.test", dns.TYPE_A, resolver)
         self.assertEqual(result.kind, "temporary")
-        self.assertIn("timed out", result.message)
+        self.assertIn("timeout: no reply from 127.0.0.1:", result.message)
         self.assertEqual(self.srv.count("slow.test", dns.TYPE_A), 2)
 
     def test_invalid_name(self):
@@ -346,6 +350,73 @@ class MxTest(LoopTestCase):
         self.add_mx("example.test", (10, "a.test"))
         self.srv.add("a.test", dns.TYPE_A, "192.0.2.3")
         self.assertEqual(self.mx("alias.test").hosts, [MxHost(10, "a.test", ["192.0.2.3"])])
+
+
+class FanOutTest(LoopTestCase):
+    """Issue 7 item 5: a huge MX set must not become thousands of queries and sockets."""
+
+    HOSTS = 1000      # 1,000 MX RRs: ~21 KB, over TCP after TC (RFC 7766 §5)
+
+    def open_fds(self):
+        return len(os.listdir("/proc/self/fd"))
+
+    def sample_fds(self, peak):
+        """Note the open descriptors every millisecond while the loop runs."""
+        def tick():
+            peak[0] = max(peak[0], self.open_fds())
+            self.loop.call_later(0.001, tick)
+        self.loop.call_soon(tick)
+
+    def test_huge_mx_set_over_tcp_looks_up_a_bounded_number_of_hosts(self):
+        for i in range(self.HOSTS):
+            self.srv.add("big.test", dns.TYPE_MX, MX(i, "h%d.big.test" % i))
+            self.srv.add("h%d.big.test" % i, dns.TYPE_A, "192.0.2.%d" % (i % 250 + 1))
+            self.srv.add("h%d.big.test" % i, dns.TYPE_AAAA, "2001:db8::%x" % (i + 1))
+        self.srv.behaviour[("big.test", dns.TYPE_MX)] = "truncate"
+        baseline, peak = self.open_fds(), [0]
+        self.sample_fds(peak)
+        result = self.mx("big.test")
+        self.assertTrue(result.ok)
+        self.assertEqual(self.srv.count("big.test", dns.TYPE_MX), 2)      # UDP (TC), then TCP
+        address_queries = sum(1 for _, name, qtype in self.srv.queries if qtype in (dns.TYPE_A, dns.TYPE_AAAA))
+        self.assertLessEqual(address_queries, 2 * MAX_MX_HOSTS)
+        addresses = [a for h in result.hosts for a in h.addresses]
+        self.assertEqual(addresses, ["192.0.2.1", "2001:db8::1", "192.0.2.2", "2001:db8::2", "192.0.2.3"])
+        self.assertLessEqual(len(addresses), MAX_MX_ADDRESSES)
+        self.assertLessEqual(peak[0] - baseline, 2 * MAX_MX_HOSTS + SLACK_FDS)
+
+    def test_queries_in_flight_are_bounded_resolver_wide_and_all_answered(self):
+        names = ["n%d.test" % i for i in range(200)]
+        for name in names:
+            self.srv.add(name, dns.TYPE_A, "192.0.2.7")
+        resolver = self.make_resolver(max_in_flight=4)
+        baseline, peak, results = self.open_fds(), [0], []
+        self.sample_fds(peak)
+
+        def done(result):
+            results.append(result)
+            if len(results) == len(names):
+                self.loop.stop()
+        for name in names:
+            resolver.resolve(name, dns.TYPE_A, done)
+        self.assertLessEqual(resolver.in_flight, 4)
+        guard = self.loop.call_later(GUARD, self.loop.stop)
+        self.loop.run()
+        guard.cancel()
+        self.assertEqual([r.records for r in results], [["192.0.2.7"]] * len(names))
+        self.assertEqual(resolver.peak_in_flight, 4)
+        self.assertEqual((resolver.in_flight, len(resolver._waiting)), (0, 0))
+        self.assertLessEqual(peak[0] - baseline, 4 + SLACK_FDS)
+
+    def test_a_full_wait_queue_fails_fast_as_temporary(self):
+        self.srv.behaviour[("slow.test", dns.TYPE_A)] = "drop"
+        resolver = self.make_resolver(max_in_flight=1)
+        resolver.resolve("slow.test", dns.TYPE_A, lambda _result: None)    # holds the one slot
+        resolver._waiting.extend([None] * MAX_WAITING)      # as if that many were waiting
+        result = self.resolve("x.test", dns.TYPE_A, resolver=resolver)
+        resolver._waiting.clear()
+        self.assertEqual(result.kind, "temporary")
+        self.assertIn("resolver busy", result.message)
 
 
 class InterpretTest(unittest.TestCase):
