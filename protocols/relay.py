@@ -7,16 +7,30 @@ recipients by domain (one transaction per domain, RFC 5321 §4.5.4.1 "one copy
 configured smarthost (RFC 5321 §3.6.3, RFC 6409) — and tries every address
 of every MX in order, moving on after a connection failure, a timeout, a
 4xx/5xx greeting or a 421 (RFC 5321 §5.1: "the SMTP client SHOULD try at
-least two addresses", here all of them).  Each recipient's outcome is
+least two addresses"), up to the bounds of Postfix: 5 addresses
+(``protocols.dns_mx.MAX_MX_ADDRESSES``, smtp_mx_address_limit) and 2 sessions
+that got past the greeting and EHLO (``MX_SESSION_LIMIT``,
+smtp_mx_session_limit).  Each recipient's outcome is
 recorded in the queue: 2xx delivered, 4xx deferred (retried later with the
 queue's backoff), 5xx failed.
 
+An MX address that is one of our own listening (address, port) pairs
+(``RelayConfig.own_addresses``; loopback and unspecified addresses count
+when we listen on the wildcard or loopback, ``dns_mx.is_own_address``) is
+dropped with every MX not better than it, as RFC 5321 §5.1 wants of a host
+that finds itself in the MX list; none left → the mail fails at once with
+550 5.4.6 "loops back to myself" (RFC 3463 X.4.6 routing loop, Postfix's
+wording) instead of relaying to itself until the Received limit stops it.
+
 Permanent failures (a 5xx from the server, a null MX 556 5.1.10 per RFC 7505
-§4.1, a domain that does not exist, a message too old) produce a delivery
-status notification (``protocols/dsn.py``) handed to ``on_bounce`` — never
-for a message with the null reverse-path (RFC 5321 §4.5.5, §6.2: no
-notification about a notification, so no bounce loop).  An entry with no
-open recipient left is removed.
+§4.1, a domain that does not exist, a loop, a message too old) produce a
+delivery status notification (``protocols/dsn.py``) handed to ``on_bounce``.
+Never to the null reverse-path (RFC 5321 §4.5.5, §6.2): a bounce that cannot
+be delivered is a double bounce, and like Postfix (notify_classes 2bounce) it
+goes to the postmaster (``RelayConfig.postmaster``), logged at WARNING, so no
+accepted mail vanishes; a notice to the postmaster that fails in turn is
+logged at ERROR and dropped — nothing is ever reported about it, so no loop.
+An entry with no open recipient left is removed.
 
 Logging on "mailsrv.relay": one line per delivery attempt (queue id, domain,
 MX, IP, outcome); never message bodies or passwords.
@@ -46,6 +60,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from protocols.base import SessionContext, new_id
+from protocols.dns_mx import is_own_address
 from protocols.dsn import Failure, build_bounce, should_bounce
 from protocols.smtp_client import ClientConfig, ClientJob, ClientResult, SmtpClientSession
 from store.queue import DEFERRED, DELIVERED, FAILED, OPEN_STATES
@@ -58,6 +73,11 @@ ADMIN_BOUNCE_STATUS = "5.0.0"
 ADMIN_BOUNCE_TEXT = "5.0.0 bounced by the administrator"
 SMTP_PORT = 25            # RFC 5321 §4.5.4.2 (well-known port 25)
 SUBMISSIONS_PORT = 465    # RFC 8314 §7.3: implicit TLS submission
+# Postfix smtp_mx_session_limit = 2: SMTP sessions per delivery that got past
+# the greeting and EHLO (those that did not are not counted, as in Postfix).
+MX_SESSION_LIMIT = 2
+# RFC 3463 §3.5 X.4.6 "Routing loop detected"; the text is Postfix's.
+LOOPS_BACK_STATUS = "5.4.6"
 
 
 @dataclass
@@ -78,6 +98,8 @@ class RelayConfig:
     connect_timeout: float = 30.0
     tls_verify: bool = False                # Postfix "may": encrypt, don't verify (the wiring builds the context)
     local_names: Tuple[str, ...] = ()       # our own host names: MX loop detection (RFC 5321 §5.1)
+    own_addresses: Tuple[Tuple[str, int], ...] = ()  # our SMTP listeners (address, port): loops by address
+    postmaster: str = ""                    # double bounces go here; "" → postmaster@hostname
     client: ClientConfig = field(default_factory=ClientConfig)
 
 
@@ -127,6 +149,7 @@ class _Delivery:
     index: int = 0
     last_error: str = ""
     attempt: int = 0
+    sessions: int = 0           # sessions past EHLO (MX_SESSION_LIMIT)
     data: bytes = b""
 
 
@@ -266,12 +289,16 @@ class Relay:
             return self.deliver_local(d.round.entry, list(d.rcpts), d.data, lambda replies: self._local_done(d, replies))
         if self.config.relayhost:
             host, _ = parse_relayhost(self.config.relayhost, SMTP_PORT)
+            if self._own(host):
+                return self._loops_back(d, host)
             d.targets = [(host, host)]
             return self._try_next(d)
         if d.domain.startswith("[") and d.domain.endswith("]"):
             # RFC 5321 §5.1 / §4.1.3: an address literal is the host itself, no MX lookup.
             ip = d.domain[1:-1]
             ip = ip[5:] if ip.lower().startswith("ipv6:") else ip
+            if self._own(ip):
+                return self._loops_back(d, ip)
             d.targets = [(d.domain, ip)]
             return self._try_next(d)
         try:
@@ -289,10 +316,26 @@ class Relay:
         """RFC 5321 §5.1 via the resolver; RFC 7505 §4.1 null MX → fail now."""
         if result.reply is not None:
             state = FAILED if result.reply[0] >= 500 else DEFERRED
-            self._log(d, "-", "-", "dns %s %s %s" % result.reply)
+            why = getattr(result, "dns_error", "")
+            self._log(d, "-", "-", "dns %s %s %s%s" % (result.reply + ((" (%s)" % why) if why else "",)))
             return self._settle_all(d, state, result.reply, "")
-        d.targets = [(h[1], ip) for h in result.hosts for ip in h[2]]
+        hosts = result.hosts
+        mine = [h[0] for h in hosts if any(self._own(ip) for ip in h[2])]
+        if mine:        # RFC 5321 §5.1: only MX hosts better than ourselves
+            hosts = [h for h in hosts if h[0] < min(mine)]
+            if not hosts:
+                return self._loops_back(d, next(ip for h in result.hosts for ip in h[2] if self._own(ip)))
+        d.targets = [(h[1], ip) for h in hosts for ip in h[2]]
         self._try_next(d)
+
+    def _own(self, ip: str) -> bool:
+        return is_own_address(ip, self._port(), self.config.own_addresses)
+
+    def _loops_back(self, d: _Delivery, ip: str) -> None:
+        """One of our own addresses is the best way there: fail now (module docstring)."""
+        reply = (550, LOOPS_BACK_STATUS, "mail for %s loops back to myself" % d.domain)
+        self._log(d, "-", ip, "%d %s %s ([%s]:%d is one of our own addresses)" % (reply + (ip, self._port())))
+        self._settle_all(d, FAILED, reply, "")
 
     def _port(self) -> int:
         """The smarthost's port (given, or 465 for implicit TLS, else 25); the MX port otherwise."""
@@ -316,7 +359,7 @@ class Relay:
                          need_smtputf8=entry.smtputf8, body_8bit=entry.body_8bit, auth=auth, starttls=starttls)
 
     def _try_next(self, d: _Delivery) -> None:
-        if d.index >= len(d.targets):
+        if d.index >= len(d.targets) or d.sessions >= MX_SESSION_LIMIT:
             text = d.last_error or "no mail host could be reached"
             return self._settle_all(d, DEFERRED, (451, "4.4.1", text), "")
         host, ip = d.targets[d.index]
@@ -346,6 +389,8 @@ class Relay:
         if token != d.attempt:
             return
         d.attempt += 1          # later callbacks of this attempt are stale
+        if res.stage not in ("greeting", "ehlo"):
+            d.sessions += 1
         counts = {DELIVERED: 0, DEFERRED: 0, FAILED: 0}
         retry: List[str] = []
         for rcpt in d.rcpts:
@@ -415,12 +460,17 @@ class Relay:
             was_open = {r.address for r in entry.recipients if r.state in OPEN_STATES}
             failed = [r for r in updated.recipients if r.state == FAILED and r.address in was_open]
             bounce = None
-            if failed and should_bounce(entry.sender):
+            double = not should_bounce(entry.sender)
+            to = self._postmaster() if double else entry.sender
+            # A double bounce reports the failures to anyone but the postmaster:
+            # one to the postmaster is dropped (logged), never reported again.
+            report = [r for r in failed if not double or r.address.lower() != to.lower()]
+            if report:
                 headers = _header_block(self.queue.read_message(entry.id))
-                bounce = self._make_bounce(updated, failed, rnd, headers, now)
+                bounce = self._make_bounce(updated, report, rnd, headers, now, to) + (to,)
                 # The bounce is queued, durably, before the entry goes: a crash in
                 # between gives at worst a second attempt, never a lost report.
-                self.queue.enqueue("", [entry.sender], bounce[1], new_id(), now)
+                self.queue.enqueue("", [to], bounce[1], new_id(), now)
             if not updated.open_recipients():
                 self.queue.remove(entry.id)     # RFC 5321 §6.1: only now is our duty done
             return updated, failed, bounce
@@ -444,12 +494,19 @@ class Relay:
             self.administer(command, rnd.entry.id, done)
 
     def _report_round(self, rnd: _Round, updated, failed, bounce) -> None:
-        if failed and bounce is None:
-            log.info("id=%s %d recipient(s) failed; sender <%s>: no bounce (RFC 5321 §4.5.5)",
-                     updated.id, len(failed), updated.sender)
+        reported = {item[0] for item in bounce[0]} if bounce is not None else set()
+        for r in failed:
+            if r.address not in reported:
+                log.error("id=%s notice to the postmaster <%s> failed: %s; dropped (a failed notice is "
+                          "never reported, RFC 5321 §4.5.5)", updated.id, r.address, r.last_error)
         if bounce is not None:
-            items, dsn = bounce
-            log.info("id=%s bounce to <%s> for %d recipient(s) queued", updated.id, updated.sender, len(items))
+            items, dsn, to = bounce
+            if should_bounce(updated.sender):
+                log.info("id=%s bounce to <%s> for %d recipient(s) queued", updated.id, to, len(items))
+            else:
+                log.warning("id=%s bounce from <%s> to %s failed: %s; sent to the postmaster <%s> instead "
+                            "(never back to <>, RFC 5321 §4.5.5)", updated.id, updated.sender,
+                            ", ".join("<%s>" % i[0] for i in items), items[0][2], to)
             try:
                 self.on_bounce(updated, items, dsn)
             except Exception:
@@ -460,9 +517,13 @@ class Relay:
         if self.on_round is not None:
             self.on_round(updated)
 
-    def _make_bounce(self, entry, failed, rnd: _Round, headers: bytes, now: float) -> Tuple[List[Failure], bytes]:
-        """RFC 3464 DSN to the sender (the caller checked should_bounce: never to <>,
-        RFC 5321 §4.5.5, §6.2)."""
+    def _postmaster(self) -> str:
+        return self.config.postmaster or "postmaster@%s" % self.config.hostname.lower()
+
+    def _make_bounce(self, entry, failed, rnd: _Round, headers: bytes, now: float,
+                     to: str) -> Tuple[List[Failure], bytes]:
+        """RFC 3464 DSN to ``to``: the sender, or the postmaster for a double
+        bounce (never to <>, RFC 5321 §4.5.5, §6.2)."""
         items: List[Failure] = []
         for r in failed:
             rcpt, status, diag, remote = rnd.details.get(r.address, (r.address, "4.4.7", "", ""))
@@ -470,7 +531,7 @@ class Relay:
                 status, diag = "4.4.7", "smtp; " + r.last_error
             items.append((rcpt, status, diag, remote))
         # RFC 5322 §3.3: "+0000" is UTC; "-0000" would mean "zone unknown".
-        dsn = build_bounce(self.config.hostname, entry.sender, items, headers, entry.id,
+        dsn = build_bounce(self.config.hostname, to, items, headers, entry.id,
                            email.utils.formatdate(now, usegmt=True).replace("GMT", "+0000"),
                            "<%s.%s@%s>" % (entry.id, new_id(4), self.config.hostname),
                            arrival_date=email.utils.formatdate(entry.first_seen, usegmt=True).replace("GMT", "+0000"))

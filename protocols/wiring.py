@@ -108,6 +108,9 @@ class Backend:
             relay_tls=cfg.relay_tls, relay_port=cfg.relay_port, tls_verify=cfg.tls_verify,
             interval=cfg.queue_interval,
             local_names=tuple({cfg.hostname.lower()}),
+            # our SMTP listeners (RFC 5321 §5.1 loops by address) and where double bounces go
+            own_addresses=tuple((host, cfg.smtp_port) for host in cfg.listen) if cfg.smtp_port else (),
+            postmaster=cfg.postmaster or "postmaster@%s" % cfg.hostname.lower(),
             client=ClientConfig(allow_plaintext_auth=cfg.allow_plaintext_auth))
 
     def close(self) -> None:

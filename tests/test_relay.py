@@ -292,13 +292,6 @@ class RelayTest(RelayHarness):
         self.assertEqual(self.round().recipients[0].state, DEFERRED)
         self.assertEqual(len(self.bounces), 1)
 
-    def test_null_sender_is_never_bounced(self):
-        self.enqueue(["bad@example.com"], sender="")
-        entry = self.round()
-        self.assertEqual(entry.recipients[0].state, "failed")
-        self.assertEqual(self.bounces, [])
-        self.assertIsNone(self.queue.get("Q1"))
-
     def test_next_mx_after_connection_refused(self):
         self.enqueue(["bob@fallback.example"])
         with self.assertLogs("mailsrv.relay", "INFO") as logs:
