@@ -270,7 +270,8 @@ class DnsZone:
         if skip_reason() is None:
             records = [("mx", "null.test", ".", 0), ("mx", "loop.test", "mx.a.test", 10),
                        ("mx", "c.test", "dead.c.test", 10), ("mx", "c.test", "mx.b.test", 20),
-                       ("a", "dead.c.test", DEAD_IP)]
+                       ("a", "dead.c.test", DEAD_IP),
+                       ("mx", "selfip.test", "other.selfip.test", 10), ("a", "other.selfip.test", A_IP)]
             for domain, host, ip in self.MX:
                 records += [("mx", domain, host, 10), ("a", host, ip)]
             self.dnsmasq = Dnsmasq(records).start()
@@ -282,6 +283,8 @@ class DnsZone:
             self.fake.add("c.test", dns.TYPE_MX, dns.MX(10, "dead.c.test"))
             self.fake.add("c.test", dns.TYPE_MX, dns.MX(20, "mx.b.test"))
             self.fake.add("dead.c.test", dns.TYPE_A, DEAD_IP)
+            self.fake.add("selfip.test", dns.TYPE_MX, dns.MX(10, "other.selfip.test"))
+            self.fake.add("other.selfip.test", dns.TYPE_A, A_IP)
             self.fake.behaviour[("tempfail.invalid", dns.TYPE_MX)] = "servfail"
             for domain, host, ip in self.MX:
                 self.fake.add(domain, dns.TYPE_MX, dns.MX(10, host))
@@ -446,8 +449,9 @@ class RelayBetweenTwoServers(unittest.TestCase):
         self.assertNotIn(BOB.encode(), bounce.split(b"text/rfc822-headers")[0].split(b"message/delivery-status")[1])
         wait_for(lambda: not self.a.queued(qid), "A's queue to empty")
 
-    def test_failure_of_a_null_sender_message_is_not_bounced(self):
-        # RFC 5321 §4.5.5 / §6.2: a message from <> never causes a bounce
+    def test_failure_of_a_null_sender_message_goes_to_the_postmaster(self):
+        # RFC 5321 §4.5.5 / §6.2: never a bounce to <>; like Postfix, the double
+        # bounce goes to the postmaster with a WARNING, so nothing vanishes (issue 8)
         ctx = ssl._create_unverified_context()
         with smtplib.SMTP(A_IP, self.a.ports["submission"], timeout=30) as s:
             s.starttls(context=ctx)
@@ -457,9 +461,26 @@ class RelayBetweenTwoServers(unittest.TestCase):
             code, text = s.data(("Subject: null %s\r\n\r\nx\r\n" % self.token).encode())
         self.assertEqual(code, 250)
         qid = re.search(rb"queued as (\S+)", text).group(1).decode()
-        wait_for(lambda: re.search(r"id=%s .*no bounce" % qid, self.a.log()), "A to drop the failure" + self.logs())
+        wait_for(lambda: re.search(r"WARNING mailsrv.relay: id=%s bounce from <> to <nobody@b.test> failed: .*"
+                                   r"sent to the postmaster <postmaster@mx.a.test>" % qid, self.a.log()),
+                 "A to send the failure to its postmaster" + self.logs())
         wait_for(lambda: not self.a.queued(qid), "A's queue to empty")
         self.assertEqual(self.a.messages_with(ALICE, self.token), [])
+        every = lambda: [read_stored(f) for f in glob.glob(os.path.join(self.a.data, "mail", "*", "*", "*", "*"))]
+        [notice] = wait_for(lambda: [m for m in every() if self.token.encode() in m],
+                            "the notice in the postmaster's Maildir" + self.logs())
+        self.assertIn(b"To: <postmaster@mx.a.test>", notice)
+        self.assertIn(b"Final-Recipient: rfc822; nobody@b.test", notice)
+
+    def test_mx_address_that_is_our_own_bounces_5_4_6_at_once(self):
+        # issue 7 item 8: other.selfip.test is not our name, but its A record is
+        # A's listening address and relay_port is A's SMTP port (RFC 5321 §5.1)
+        submit(self.a, ALICE, ALICE_PW, ["x@selfip.test"], self.token)
+        [bounce] = wait_for(lambda: self.bounces_to_alice(self.token), "a loop bounce" + self.logs())
+        _, _, fields = delivery_status(bounce)
+        self.assertEqual((fields["action"], fields["status"]), ("failed", "5.4.6"))
+        self.assertRegex(self.a.log(), r"ip=%s result=550 5\.4\.6 mail for selfip\.test loops back to myself"
+                         % re.escape(A_IP))
 
     def test_mx_pointing_back_at_a_bounces_as_a_loop(self):
         # RFC 5321 §5.1: A is the best MX of loop.test but loop.test is not local: 5.4.6
