@@ -498,15 +498,3 @@ class Resolver:
         """RFC 5321 §5.1 delivery targets of ``domain``: ``protocols.dns_mx.MxLookup``."""
         from protocols.dns_mx import MxLookup     # dns_mx imports this module
         MxLookup(self, domain, done, local_names).start()
-
-
-# MX selection lives in protocols/dns_mx.py; these names were importable from
-# here before it moved, and stay so (PEP 562 module __getattr__, no cycle).
-_MX_NAMES = ("MxHost", "MxResult", "MxLookup", "NULL_MX", "NO_DOMAIN", "LOOPS_BACK", "NO_ADDRESS", "TEMP_FAIL")
-
-
-def __getattr__(name: str):
-    if name in _MX_NAMES:
-        from protocols import dns_mx
-        return getattr(dns_mx, name)
-    raise AttributeError("module %r has no attribute %r" % (__name__, name))

@@ -7,11 +7,10 @@ import unittest
 
 from protocols import dns
 from protocols.dns import MX, Message, Question, Record
-from protocols.dns_resolver import (LOOPS_BACK, NO_ADDRESS, NO_DOMAIN, NULL_MX, TEMP_FAIL, Answer,
-                                    DnsError, MxHost, Resolver, TcpQuerySession, _address_family, _same_address,
-                                    interpret, parse_resolv_conf)
-from protocols.dns_mx import MAX_MX_ADDRESSES, MAX_MX_HOSTS
-from protocols.dns_resolver import MAX_WAITING
+from protocols.dns_mx import (LOOPS_BACK, MAX_MX_ADDRESSES, MAX_MX_HOSTS, NO_ADDRESS, NO_DOMAIN, NULL_MX,
+                              TEMP_FAIL, MxHost)
+from protocols.dns_resolver import (MAX_WAITING, Answer, DnsError, Resolver, TcpQuerySession, _address_family,
+                                    _same_address, interpret, parse_resolv_conf)
 from protocols.loop import EventLoop
 from tests.dnsfake import FakeDnsServer
 

@@ -16,7 +16,7 @@ import tempfile
 import threading
 import unittest
 
-from protocols.dns_resolver import NULL_MX, NO_DOMAIN, TEMP_FAIL, MxHost, MxResult
+from protocols.dns_mx import NULL_MX, NO_DOMAIN, TEMP_FAIL, MxHost, MxResult
 from protocols.loop import EventLoop
 from protocols.relay import Relay, RelayConfig, parse_relayhost
 from protocols.smtp_client import ClientConfig
