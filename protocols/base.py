@@ -19,8 +19,18 @@ or the clock) can drive any of them:
     ``tls_started(info)``; until then the session ignores input (RFC 3207 §4.2,
     RFC 2595 §3.1: plaintext pipelined after the command is discarded).
 ``idle_timeout``
-    seconds of silence the session tolerates in its current state; the loop
-    re-reads it after every call and calls ``timeout()`` when it expires.
+    seconds the session tolerates without progress in its current state; the
+    loop re-reads it after every call and calls ``timeout()`` when it expires.
+``progress`` (optional)
+    a counter that grows whenever a complete record has arrived: a command
+    line, a line of message content, a complete BDAT chunk or (IMAP) literal
+    (``LineReader.lines`` counts the line ends fed).  The loop restarts the
+    idle clock only when it has changed after ``receive_data``, or when output
+    was sent; so a command line must complete within ``idle_timeout`` of the
+    previous one (Postfix's ``smtpd_per_record_deadline``: a deadline per
+    record, not per read), and a client dripping one octet at a time never
+    completing a line is closed like a silent one.  A session without it is
+    timed from its last read (any octet), as before.
 ``shutdown()``
     the server is stopping: an idle session answers 421 (or its protocol's
     equivalent) and closes; one in the middle of a transaction closes as soon
@@ -106,6 +116,9 @@ class LineReader:
     insist on CRLF (RFC 5321 §2.3.8) can.  A line longer than ``max_line``
     octets (terminator included) is discarded up to and including its LF, and
     ``LineTooLong`` is raised once for it.
+
+    ``lines`` counts the line ends (LF) ever fed, whoever consumes them
+    (``read_line``, a DATA reader, ``take``): the session's ``progress``.
     """
 
     def __init__(self, max_line: int):
@@ -113,8 +126,10 @@ class LineReader:
         self.buf = bytearray()
         self.last_crlf = True
         self._discarding = False
+        self.lines = 0
 
     def feed(self, data: bytes) -> None:
+        self.lines += data.count(b"\n")
         self.buf += data
 
     def __len__(self) -> int:

@@ -32,9 +32,16 @@ need not import socket), ``connect(..., implicit_tls=False)`` (without it the
 context is kept for the session's STARTTLS), ``close()``, and the constructor's
 ``tls_handshake_timeout``.
 
-Idle time is counted from the last octet received *or sent*: a client slowly
-reading a long RETR is not idle (RFC 5321 §4.5.3.2.7 times out a server waiting
-for a command, not one that is still writing).
+Idle time is counted from the last *progress* of the input or the last octet
+sent: a session that has a ``progress`` counter (protocols/base.py) restarts
+the clock only when a read completed a record (a command line, a line of
+message content), so a client dripping one octet every few seconds without
+ever ending a line is closed after ``idle_timeout`` like a silent one, as
+Postfix's ``smtpd_per_record_deadline`` does (a deadline per record, not per
+read); slowly completed commands keep the session.  A client slowly reading
+a long RETR is not idle either (RFC 5321 §4.5.3.2.7 times out a server
+waiting for a command, not one that is still writing).  Sessions without
+``progress`` are timed from the last octet received.
 
 The loop is not thread-safe except for ``call_soon_threadsafe``, ``stop`` and
 ``begin_shutdown``; everything else is called from the loop thread (or before
@@ -103,6 +110,11 @@ def _raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     except (ValueError, OSError) as exc:  # pragma: no cover - depends on the host
         log.debug("could not raise RLIMIT_NOFILE: %s", exc)
+
+
+def _progress(conn: "Connection") -> Optional[int]:
+    """The session's ``progress`` counter (protocols/base.py), None without one."""
+    return getattr(conn.session, "progress", None) if conn.session is not None else None
 
 
 def _fmt_addr(addr) -> str:
@@ -689,8 +701,8 @@ class EventLoop:
             log.debug("recv on %s: %s", conn.id, exc)
             self._close(conn)
             return
-        conn.last_activity = time.monotonic()
         conn.bytes_in += len(data)
+        mark = _progress(conn)
         if not data:
             conn.eof_seen = True
         if conn.tls is not None:
@@ -704,6 +716,8 @@ class EventLoop:
         elif self._accepts_input(conn):
             conn.session.receive_data(data)
         # else: RFC 3207 §4.2 / RFC 2595 §3.1: plaintext after the go-ahead is discarded
+        if mark is None or _progress(conn) != mark:
+            conn.last_activity = time.monotonic()   # a record completed (see the module doc)
 
     def _accepts_input(self, conn: Connection) -> bool:
         s = conn.session
@@ -883,6 +897,7 @@ class EventLoop:
         conn.tls_up = True
         conn.tls_info = info
         conn.deadline = None
+        conn.last_activity = time.monotonic()     # a completed handshake is progress
         if conn.session is None:          # implicit TLS: the session starts now
             self._open_session(conn)
         else:                             # STARTTLS, RFC 3207 §4.2

@@ -136,6 +136,11 @@ class Pop3Session:
         return False  # POP3 has no transaction whose end a shutdown must wait for
 
     @property
+    def progress(self) -> int:
+        """Complete lines received (protocols/base.py): the loop's idle clock."""
+        return self._reader.lines
+
+    @property
     def idle_timeout(self) -> float:
         return self.config.idle_timeout
 

@@ -226,6 +226,11 @@ class SmtpClientSession:
         return self._result is None
 
     @property
+    def progress(self) -> int:
+        """Complete lines received (protocols/base.py): the loop's idle clock."""
+        return self._reader.lines
+
+    @property
     def idle_timeout(self) -> float:
         return self.config.timeouts.get(self.stage, 300.0)
 

@@ -81,6 +81,11 @@ class SmtpSession(SmtpAuthMixin):
                 or self._chunk is not None)
 
     @property
+    def progress(self) -> int:
+        """Complete lines received (protocols/base.py): the loop's idle clock."""
+        return self._reader.lines
+
+    @property
     def idle_timeout(self) -> float:
         if self.state in (State.DATA, State.BDAT) or self._chunk is not None:
             return self.config.data_timeout

@@ -8,9 +8,15 @@ Files (design.md, Store):
     ``"scrypt$<n>$<r>$<p>$<salt b64>$<key b64>"`` so the parameters can change
     without breaking old entries.  ``scram`` holds the SCRAM-SHA-256 server
     secrets of RFC 5802 §3 / RFC 7677 §3 (salt, iteration count, StoredKey,
-    ServerKey); the password itself is never stored.
+    ServerKey); the password itself is never stored.  ``"disabled": true``
+    refuses logins (``user disable``) while mail is still accepted.
 ``DATA/aliases``
     one JSON object per line: ``{"alias", "targets": [...]}``.
+
+A bad line (not UTF-8, not JSON, or a record that does not check out) is
+skipped with one WARNING naming the file and line, once per change of the
+file; every other line keeps working, and rewrites keep the bad line as it
+is so the operator can still fix it.
 
 Both are rewritten atomically (tmp file, fsync, ``os.replace``, fsync of the
 directory) under an ``fcntl`` lock on ``<file>.lock``, and every change
@@ -36,29 +42,24 @@ Addresses (``normalize_address``):
   "/" would escape the Maildir path).  SMTPUTF8 local parts (RFC 6531 §3.3)
   are allowed.
 
-Passwords are prepared with the same "SASLprep-lite" as protocols/sasl.py
-(RFC 4013 §2.1 mapping + §2.2 NFKC) before both scrypt and the SCRAM Hi() of
-RFC 5802 §2.2, as RFC 4616 §2 (PLAIN) and RFC 5802 §2.2 ask.
-DEVIATION(RFC 4013 §2.3-§2.5): prohibited-output, bidi and unassigned checks
-are not done (same as protocols/sasl.py, which store/ must not import).
+The password math (scrypt, SCRAM secrets, SASLprep-lite) is in
+store/passwords.py; its names are re-exported here.
 """
 
 from __future__ import annotations
 
 import functools
-import base64
 import fcntl
-import hashlib
-import hmac
 import json
 import logging
 import os
-import stringprep
 import threading
-import unicodedata
-from collections import namedtuple
 from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 from store.fsutil import write_atomic
+from store.passwords import (SCRAM_ITERATIONS, SCRAM_SALT_LEN, SCRYPT_DKLEN,  # noqa: F401 (re-exported)
+                             SCRYPT_MAXMEM, SCRYPT_N, SCRYPT_P, SCRYPT_R, SCRYPT_SALT_LEN,
+                             ScramKeys, _DUMMY_HASH, _b64, _scram_from, saslprep, scram_keys,
+                             scrypt_check, scrypt_hash)
 
 log = logging.getLogger("mailsrv.store")
 
@@ -71,23 +72,7 @@ MAX_LABEL = 63
 # Not an RFC number: bound on alias expansion so loops and fan-out bombs stop.
 MAX_ALIAS_DEPTH = 10
 
-# Password hashing: scrypt (RFC 7914 §2 parameters): N=2**14, r=8, p=1;
-# 16-byte salt, 64-byte derived key.
-SCRYPT_N = 2 ** 14
-SCRYPT_R = 8
-SCRYPT_P = 1
-SCRYPT_SALT_LEN = 16
-SCRYPT_DKLEN = 64
-# 128 * r * N octets are needed; leave headroom for larger parameters.
-SCRYPT_MAXMEM = 256 * 1024 * 1024
-# RFC 7677 §4: SCRAM-SHA-256 iteration count should be at least 4096.
-SCRAM_ITERATIONS = 4096
-SCRAM_SALT_LEN = 16
-
 _FORBIDDEN_LOCAL = set('/\\%!"@')
-
-ScramKeys = namedtuple("ScramKeys", "salt iterations stored_key server_key")
-ScramKeys.__doc__ = "SCRAM server secrets (RFC 5802 §3): salt, i, StoredKey, ServerKey."
 
 
 # ---------------------------------------------------------------- addresses
@@ -153,75 +138,6 @@ def normalize_address(address: str) -> str:
     return normalize_localpart(local) + "@" + normalize_domain(domain)
 
 
-# ------------------------------------------------------------ password math
-
-def saslprep(text: str) -> str:
-    """SASLprep-lite: RFC 4013 §2.1 mapping (B.1 characters map to nothing,
-    C.1.2 spaces to " ") plus §2.2 NFKC normalisation.  protocols/sasl.py uses
-    this same function, so stored SCRAM keys and logins always agree.
-
-    DEVIATION(RFC 4013 §2.3, §2.4, §2.5): the prohibited-output, bidi and
-    unassigned-code-point checks are not done, and NFKC uses the running
-    Python's Unicode version instead of Unicode 3.2.  A string a full
-    SASLprep would reject is hashed as mapped here; strings it accepts map
-    to the same result, so clients with a full SASLprep still interoperate.
-    """
-    mapped = []
-    for ch in text:
-        if stringprep.in_table_b1(ch):
-            continue
-        if stringprep.in_table_c12(ch):
-            ch = " "
-        mapped.append(ch)
-    return unicodedata.normalize("NFKC", "".join(mapped))
-
-
-def scrypt_hash(password: str, salt: Optional[bytes] = None) -> str:
-    """The stored scrypt string for ``password`` (parameters kept inside)."""
-    salt = os.urandom(SCRYPT_SALT_LEN) if salt is None else salt
-    key = hashlib.scrypt(saslprep(password).encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R,
-                         p=SCRYPT_P, dklen=SCRYPT_DKLEN, maxmem=SCRYPT_MAXMEM)
-    return "scrypt$%d$%d$%d$%s$%s" % (SCRYPT_N, SCRYPT_R, SCRYPT_P,
-                                      _b64(salt), _b64(key))
-
-
-def scrypt_check(password: str, stored: str) -> bool:
-    """Recompute with the stored parameters; compare in constant time."""
-    try:
-        kind, n, r, p, salt, key = stored.split("$")
-        if kind != "scrypt":
-            return False
-        want = base64.b64decode(key)
-        got = hashlib.scrypt(saslprep(password).encode("utf-8"), salt=base64.b64decode(salt),
-                             n=int(n), r=int(r), p=int(p), dklen=len(want),
-                             maxmem=SCRYPT_MAXMEM)
-    except (ValueError, TypeError):
-        return False
-    return hmac.compare_digest(got, want)
-
-
-def scram_keys(password: str, salt: Optional[bytes] = None,
-               iterations: int = SCRAM_ITERATIONS) -> ScramKeys:
-    """RFC 5802 §3: SaltedPassword = Hi(Normalize(password), salt, i) (PBKDF2, §2.2);
-    ClientKey = HMAC(SaltedPassword, "Client Key"); StoredKey = H(ClientKey);
-    ServerKey = HMAC(SaltedPassword, "Server Key"); H = SHA-256 (RFC 7677 §3)."""
-    salt = os.urandom(SCRAM_SALT_LEN) if salt is None else salt
-    salted = hashlib.pbkdf2_hmac("sha256", saslprep(password).encode("utf-8"), salt,
-                                 iterations)
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    stored_key = hashlib.sha256(client_key).digest()
-    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-    return ScramKeys(salt, iterations, stored_key, server_key)
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-# A fixed hash to burn the same scrypt time for unknown users.
-_DUMMY_HASH = scrypt_hash("\x00mailsrv-no-such-user", salt=b"\x00" * SCRYPT_SALT_LEN)
-
-
 # ------------------------------------------------------ atomic record files
 
 class _RecordFile:
@@ -235,6 +151,9 @@ class _RecordFile:
         self._records: Dict[str, dict] = {}
         self._domains: frozenset = frozenset()
         self._signature: Optional[Tuple[int, int, int]] = None
+        self.problems: List[str] = []       # "file:line: why; line skipped" of the last load
+        self._bad_lines: List[bytes] = []
+        self._unreadable = False
         self._load()
 
     def _stat_signature(self) -> Optional[Tuple[int, int, int]]:
@@ -244,24 +163,56 @@ class _RecordFile:
             return None
         return (st.st_mtime_ns, st.st_size, st.st_ino)
 
-    def _load(self) -> None:
-        """Read the file (missing = empty); malformed lines are logged and skipped."""
-        records: Dict[str, dict] = {}
+    def _load(self, strict: bool = False) -> None:
+        """Read the file (missing = empty).  A bad line (not UTF-8, not JSON, or
+        not a valid record: ``_check``) is skipped with one WARNING naming the
+        file and line; the lines are kept in ``problems`` for the command line
+        and kept verbatim by the next rewrite, so a hand-edited typo is never
+        lost.  An unreadable file keeps the records already loaded (logged
+        once per change); ``strict`` (before a rewrite) raises ValueError."""
         sig = self._stat_signature()
         try:
-            with open(self.path, "r", encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        rec = json.loads(line)
-                        records[rec[self._key]] = rec
-                    except (ValueError, KeyError, TypeError):
-                        log.error("%s:%d: malformed line skipped", self.path, lineno)
+            with open(self.path, "rb") as fh:
+                raw = fh.read()
         except FileNotFoundError:
-            pass
+            raw = b""
+        except OSError as exc:
+            msg = "%s: cannot read: %s" % (self.path, exc.strerror or exc)
+            if strict:
+                raise ValueError(msg) from None
+            log.error("%s; keeping the %d entries read before", msg, len(self._records))
+            with self._mutex:
+                self.problems, self._signature, self._unreadable = [msg], sig, True
+            return
+        records: Dict[str, dict] = {}
+        problems: List[str] = []
+        bad: List[bytes] = []
+        for lineno, line in enumerate(raw.split(b"\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = self._check(json.loads(line.decode("utf-8")))
+            except UnicodeDecodeError:
+                why = "not UTF-8"
+            except json.JSONDecodeError:
+                why = "not JSON"
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                why = str(exc) if isinstance(exc, ValueError) else "malformed record"
+            else:
+                records[rec[self._key]] = rec
+                continue
+            bad.append(line)
+            problems.append("%s:%d: %s; line skipped" % (self.path, lineno, why))
+        if sig != self._signature or problems != self.problems:
+            for problem in problems:
+                log.warning("%s", problem)
         with self._mutex:
             self._set(records, sig)
+            self.problems, self._bad_lines, self._unreadable = problems, bad, False
+
+    def _check(self, rec: object) -> dict:
+        """A valid record, canonicalised; raises ValueError saying what is wrong."""
+        raise NotImplementedError
 
     def _set(self, records: Dict[str, dict], sig) -> None:
         self._records = records
@@ -289,7 +240,7 @@ class _RecordFile:
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             with self._mutex:
-                self._load()
+                self._load(strict=True)     # an unchanged file is not warned about twice
                 records = dict(self._records)
                 change(records)
                 self._write(records)
@@ -300,6 +251,7 @@ class _RecordFile:
     def _write(self, records: Dict[str, dict]) -> None:
         data = "".join(json.dumps(records[k], sort_keys=True) + "\n"
                        for k in sorted(records)).encode("utf-8")
+        data += b"".join(line + b"\n" for line in self._bad_lines)   # kept for the operator
         write_atomic(self.path, data)   # one writer at a time: we hold the flock
 
 
@@ -308,6 +260,29 @@ class UserDB(_RecordFile):
 
     def __init__(self, data_dir: str):
         super().__init__(os.path.join(data_dir, "users"), "address")
+
+    def _check(self, rec: object) -> dict:
+        """``address`` a valid address, ``scrypt`` a string, ``scram`` (if there)
+        decodable secrets, ``disabled`` (if there) true or false."""
+        if not isinstance(rec, dict):
+            raise ValueError("not a JSON object")
+        addr = rec.get("address")
+        if not isinstance(addr, str):
+            raise ValueError('"address" missing or not text')
+        try:
+            addr = normalize_address(addr)
+        except ValueError as exc:
+            raise ValueError('"address" %r: %s' % (addr[:80], exc)) from None
+        if not isinstance(rec.get("scrypt"), str):
+            raise ValueError('%s: "scrypt" missing or not text' % addr)
+        if "scram" in rec:
+            try:
+                _scram_from(rec["scram"])
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise ValueError('%s: "scram" is not a valid SCRAM record' % addr) from None
+        if not isinstance(rec.get("disabled", False), bool):
+            raise ValueError('%s: "disabled" must be true or false' % addr)
+        return dict(rec, address=addr)
 
     def add(self, address: str, password: str) -> None:
         """Create a user; ValueError if the address is invalid or taken."""
@@ -340,6 +315,27 @@ class UserDB(_RecordFile):
                 raise ValueError("no such user: %s" % addr)
         self._modify(change)
 
+    def set_disabled(self, address: str, disabled: bool) -> bool:
+        """Disable (or enable) logins; mail is still accepted.  Returns whether
+        it changed; ValueError if unknown."""
+        addr = normalize_address(address)
+        changed = []
+
+        def change(records: Dict[str, dict]) -> None:
+            rec = records.get(addr)
+            if rec is None:
+                raise ValueError("no such user: %s" % addr)
+            changed.append(bool(rec.get("disabled")) != disabled)
+            records[addr] = dict(rec, disabled=True) if disabled else \
+                {k: v for k, v in rec.items() if k != "disabled"}
+        self._modify(change)
+        return changed[0]
+
+    def is_disabled(self, address: str) -> bool:
+        """True for a user whose logins are refused (``user disable``)."""
+        addr = self.canonical(address)
+        return bool(addr and self._records[addr].get("disabled"))
+
     def list(self) -> List[str]:
         return sorted(self._records)
 
@@ -356,23 +352,28 @@ class UserDB(_RecordFile):
 
     def verify_password(self, address: str, password: str) -> bool:
         """scrypt + hmac.compare_digest.  Unknown users cost the same time
-        (a dummy hash is checked) so timing does not reveal who exists."""
+        (a dummy hash is checked) so timing does not reveal who exists.  A
+        disabled user gets False too (after the same work), and the refusal
+        is logged as such: the client sees a wrong password, the log why."""
         addr = self.canonical(address)
         rec = self._records.get(addr) if addr else None
         stored = rec.get("scrypt", "") if rec else ""
         ok = scrypt_check(password, stored or _DUMMY_HASH)
+        if ok and rec and rec.get("disabled"):
+            log.warning("login refused for %s: user is disabled (user enable %s)", addr, addr)
+            return False
         return bool(ok and rec and stored)
 
     def scram_credentials(self, address: str) -> Optional[ScramKeys]:
-        """The SCRAM-SHA-256 secrets (RFC 5802 §3), None if unknown."""
+        """The SCRAM-SHA-256 secrets (RFC 5802 §3), None if unknown or disabled."""
         addr = self.canonical(address)
         rec = self._records.get(addr) if addr else None
         if not rec or "scram" not in rec:
             return None
-        s = rec["scram"]
-        return ScramKeys(base64.b64decode(s["salt"]), int(s["iterations"]),
-                         base64.b64decode(s["stored_key"]), base64.b64decode(s["server_key"]))
-
+        if rec.get("disabled"):
+            log.warning("login refused for %s: user is disabled (user enable %s)", addr, addr)
+            return None
+        return _scram_from(rec["scram"])
 
     @staticmethod
     def _new_record(addr: str, password: str) -> dict:
@@ -391,25 +392,60 @@ class AliasDB(_RecordFile):
     def __init__(self, data_dir: str):
         super().__init__(os.path.join(data_dir, "aliases"), "alias")
 
-    def add(self, alias: str, targets: List[str]) -> None:
-        """Set ``alias`` → ``targets`` (replacing earlier targets)."""
+    def _check(self, rec: object) -> dict:
+        """``alias`` an address or ``*@domain``; ``targets`` a non-empty list of addresses."""
+        if not isinstance(rec, dict):
+            raise ValueError("not a JSON object")
+        name, targets = rec.get("alias"), rec.get("targets")
+        if not isinstance(name, str):
+            raise ValueError('"alias" missing or not text')
+        try:
+            name = _normalize_alias(name)
+        except ValueError as exc:
+            raise ValueError('"alias" %r: %s' % (name[:80], exc)) from None
+        if not isinstance(targets, list) or not targets:
+            raise ValueError('%s: "targets" must be a non-empty list' % name)
+        try:
+            canon = [normalize_address(t) for t in targets]
+        except ValueError as exc:
+            raise ValueError("%s: a target is not a valid address (%s)" % (name, exc)) from None
+        return dict(rec, alias=name, targets=list(dict.fromkeys(canon)))
+
+    def add(self, alias: str, targets: List[str], users: Optional["UserDB"] = None) -> str:
+        """Set ``alias`` → ``targets`` (replacing earlier targets).  With ``users``
+        (the command line passes them) an alias that is a user's address is
+        refused (the user always wins, so it would never take effect), and so
+        is a change that makes a loop (the expansion would skip it silently)."""
         key = _normalize_alias(alias)
         canon = [normalize_address(t) for t in targets]
         if not canon:
             raise ValueError("alias needs at least one target")
         canon = list(dict.fromkeys(canon))
+        if users is not None and users.exists(key):
+            raise ValueError("%s is a user, and a user's mail never goes through an alias; "
+                             "choose another name, or `user del` it first" % key)
 
         def change(records: Dict[str, dict]) -> None:
             records[key] = {"alias": key, "targets": canon}
+            if users is not None:
+                cycle = _alias_cycle(key, records, users.exists)
+                if cycle:
+                    raise ValueError("alias loop: %s" % " -> ".join(cycle))
         self._modify(change)
+        return key
 
-    def delete(self, alias: str) -> None:
+    def pointing_at(self, address: str) -> List[str]:
+        """Aliases that list ``address`` as a target (sorted)."""
+        return sorted(k for k, v in self._records.items() if address in v["targets"])
+
+    def delete(self, alias: str) -> str:
         key = _normalize_alias(alias)
 
         def change(records: Dict[str, dict]) -> None:
             if records.pop(key, None) is None:
                 raise ValueError("no such alias: %s" % key)
         self._modify(change)
+        return key
 
     def list(self) -> Dict[str, List[str]]:
         return {k: list(v["targets"]) for k, v in sorted(self._records.items())}
@@ -424,6 +460,35 @@ def _normalize_alias(alias: str) -> str:
     if alias.startswith("*@"):
         return "*@" + normalize_domain(alias[2:])
     return normalize_address(alias)
+
+
+def _alias_cycle(start: str, records: Dict[str, dict],
+                 is_user: Callable[[str], bool]) -> Optional[List[str]]:
+    """A path start -> ... -> start through the alias records, following the
+    steps Directory._expand takes (user: stop; alias: its targets; "a+tag":
+    "a"; else the domain's ``*@`` catch-all), or None."""
+    def hops(addr: str) -> List[str]:
+        if not is_user(addr):
+            rec = records.get(addr)
+            if rec is not None:
+                return rec["targets"]
+            local, domain = addr.split("@", 1)
+            if "+" in local and local.split("+", 1)[0]:
+                return [local.split("+", 1)[0] + "@" + domain]
+            if "*@" + domain in records and local != "postmaster":
+                return ["*@" + domain]
+        return []
+
+    stack, seen = [(start, [start])], set()
+    while stack:
+        addr, path = stack.pop()
+        for nxt in hops(addr):
+            if nxt == start:
+                return path + [nxt]
+            if nxt not in seen and len(path) <= MAX_ALIAS_DEPTH * 10:
+                seen.add(nxt)
+                stack.append((nxt, path + [nxt]))
+    return None
 
 
 # ---------------------------------------------------------------- resolution
@@ -470,21 +535,25 @@ class Directory:
         self._expand(addr, 0, set(), out)
         return out or None
 
-    def _expand(self, addr: str, depth: int, seen: Set[str], out: List[str]) -> None:
-        if addr in seen or depth > MAX_ALIAS_DEPTH:
-            return
+    def _expand(self, addr: str, depth: int, seen: Set[str], out: List[str]) -> bool:
+        """Append what ``addr`` delivers to; False if it led nowhere.  A target of
+        an alias that leads nowhere (a deleted user) is logged at WARNING: once
+        per resolution, that is once per recipient of a message."""
+        if addr in seen:
+            return True                 # already expanded on this path or another
+        if depth > MAX_ALIAS_DEPTH:
+            log.warning("alias nesting deeper than %d at %s; skipped", MAX_ALIAS_DEPTH, addr)
+            return True                 # logged here, not again as a dead target
         seen.add(addr)
         local, domain = addr.split("@", 1)
-        if not self.is_local_domain(domain):
-            _append(out, addr)          # remote alias target, as-is
-        elif self.users.canonical(addr):
-            _append(out, addr)
-        elif self.aliases.targets(addr) is not None:
-            for target in self.aliases.targets(addr):
-                self._expand(target, depth + 1, seen, out)
-        elif "+" in local and local.split("+", 1)[0]:
-            self._expand(local.split("+", 1)[0] + "@" + domain, depth + 1, seen, out)
-        elif local == "postmaster":
+        if not self.is_local_domain(domain) or self.users.canonical(addr):
+            _append(out, addr)          # a user, or a remote alias target as-is
+            return True
+        if self.aliases.targets(addr) is not None:
+            return self._expand_alias(addr, addr, depth, seen, out)
+        if "+" in local and local.split("+", 1)[0]:
+            return self._expand(local.split("+", 1)[0] + "@" + domain, depth + 1, seen, out)
+        if local == "postmaster":
             # RFC 5321 §4.5.1: postmaster must always be accepted.  If the
             # target resolves to nothing, its own mailbox (made on delivery)
             # gets the mail rather than refusing it.
@@ -494,9 +563,20 @@ class Directory:
                 self._expand(target, depth + 1, seen, out)
             if len(out) == before:
                 _append(out, target)
-        elif self.aliases.targets("*@" + domain) is not None:
-            for target in self.aliases.targets("*@" + domain):
-                self._expand(target, depth + 1, seen, out)
+            return True
+        if self.aliases.targets("*@" + domain) is not None:
+            return self._expand_alias("*@" + domain, addr, depth, seen, out)
+        return False
+
+    def _expand_alias(self, key: str, addr: str, depth: int, seen: Set[str], out: List[str]) -> bool:
+        found = False
+        for target in self.aliases.targets(key):
+            if self._expand(target, depth + 1, seen, out):
+                found = True
+            else:
+                log.warning("alias %s: target %s is not a user or alias, skipped (mail for %s)",
+                            key, target, addr)
+        return found
 
     def _postmaster_for(self, domain: str) -> str:
         if self.postmaster:

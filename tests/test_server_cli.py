@@ -84,7 +84,7 @@ class CliTest(unittest.TestCase):
         self.assertEqual(len(p.stderr.strip().splitlines()), 1)
         run_cli("user", "passwd", "alice@example.test", data=self.data, stdin=b"n3w\n")
         run_cli("user", "del", "alice@example.test", data=self.data)
-        self.assertEqual(run_cli("user", "list", data=self.data).stdout.split(), [])
+        self.assertEqual(run_cli("user", "list", data=self.data).stdout, b"no users\n")
 
     def test_alias_commands(self):
         run_cli("alias", "add", "team@example.test", "a@example.test", "b@example.test", data=self.data)

@@ -10,8 +10,10 @@ import stat
 import tempfile
 import unittest
 
+from store.maildir import MailStore
 from store.users import (AliasDB, Directory, MAX_ALIAS_DEPTH, UserDB, normalize_address,
                          normalize_domain, scram_keys)
+from store.usershow import show_user
 
 
 class _TmpDir(unittest.TestCase):
@@ -59,7 +61,7 @@ class UserDBTest(_TmpDir):
 
     def test_unknown_user_still_costs_one_scrypt(self):
         # no timing oracle for user existence: both paths run scrypt once
-        import store.users as users_mod
+        import store.passwords as users_mod
         db = UserDB(self.dir)
         db.add("alice@example.org", "pw")
         calls = []
@@ -376,6 +378,165 @@ class DirectoryTest(_TmpDir):
         self.assertIsNone(self.dirx.resolve("eve", "example.org"))
         self.users.reload_if_changed()
         self.assertEqual(self.dirx.resolve("eve", "example.org"), ["eve@example.org"])
+
+
+class BadLineTest(_TmpDir):
+    """Issue 7 item 4: one bad line is skipped with one warning naming the file
+    and line; everything else keeps working."""
+
+    def _users_with(self, *bad: bytes) -> str:
+        UserDB(self.dir).add("alice@example.org", "pw")
+        path = os.path.join(self.dir, "users")
+        with open(path, "ab") as fh:
+            fh.write(b"".join(line + b"\n" for line in bad))
+        return path
+
+    def test_each_bad_user_line_is_skipped_with_file_and_line(self):
+        bad = [b'{"address": "b\xffob@example.org", "scrypt": "x"}', b'{"address": "bob"}',
+               b'{"address": 5}', b'not json', b'["a list"]', b'{"address": "c@example.org", "scrypt": 7}',
+               b'{"address": "d@example.org", "scrypt": "x", "scram": {"salt": "!!"}}',
+               b'{"address": "e@example.org", "scrypt": "x", "disabled": "yes"}']
+        path = self._users_with(*bad)
+        with self.assertLogs("mailsrv.store", "WARNING") as logs:
+            db = UserDB(self.dir)
+        self.assertEqual(len(logs.records), len(bad))
+        for n, record in enumerate(logs.records, 2):
+            self.assertIn("%s:%d: " % (path, n), record.getMessage())
+        self.assertIn("not UTF-8", logs.records[0].getMessage())
+        self.assertEqual(db.problems, [r.getMessage() for r in logs.records])
+        # the good entry works, the bad ones are not there, and nothing raises
+        self.assertEqual(db.list(), ["alice@example.org"])
+        self.assertEqual(db.domains(), {"example.org"})
+        self.assertTrue(db.verify_password("alice@example.org", "pw"))
+        for who in ("bob", "c@example.org", "d@example.org", "e@example.org"):
+            self.assertFalse(db.verify_password(who, "x"))
+            self.assertIsNone(db.scram_credentials(who))
+
+    def test_warned_once_per_change_not_per_lookup_and_kept_on_rewrite(self):
+        self._users_with(b'{"address": 5}')
+        with self.assertLogs("mailsrv.store", "WARNING") as logs:
+            db = UserDB(self.dir)
+            for _ in range(5):
+                db.reload_if_changed()
+                db.exists("alice@example.org")
+            db.add("bob@example.org", "pw")          # re-reads under the lock: no second warning
+            db.reload_if_changed()
+        self.assertEqual(len(logs.records), 1, [r.getMessage() for r in logs.records])
+        with open(os.path.join(self.dir, "users"), "rb") as fh:
+            self.assertIn(b'{"address": 5}\n', fh.read())   # the operator's line is not lost
+        self.assertEqual(UserDB(self.dir).list(), ["alice@example.org", "bob@example.org"])
+
+    def test_bad_alias_lines_skipped_and_directory_still_resolves(self):
+        users = UserDB(self.dir)
+        users.add("alice@example.org", "pw")
+        AliasDB(self.dir).add("team@example.org", ["alice@example.org"])
+        path = os.path.join(self.dir, "aliases")
+        with open(path, "ab") as fh:
+            fh.write(b'{"alias": "team", "targets": ["alice@example.org"]}\n'
+                     b'{"alias": "x@example.org", "targets": "alice@example.org"}\n'
+                     b'{"alias": "y@example.org", "targets": [5]}\n'
+                     b'{"alias": "z@example.org", "targets": []}\n\xfe\n')
+        with self.assertLogs("mailsrv.store", "WARNING") as logs:
+            aliases = AliasDB(self.dir)
+        self.assertEqual([r.getMessage().split(": ")[0] for r in logs.records],
+                         ["%s:%d" % (path, n) for n in (2, 3, 4, 5, 6)])
+        d = Directory(users, aliases, ["example.org"], None)
+        self.assertEqual(d.resolve("team", "example.org"), ["alice@example.org"])
+        self.assertIsNone(d.resolve("x", "example.org"))
+        self.assertEqual(aliases.list(), {"team@example.org": ["alice@example.org"]})
+
+    def test_unreadable_file_keeps_entries_and_refuses_a_rewrite(self):
+        db = UserDB(self.dir)
+        db.add("alice@example.org", "pw")
+        path = os.path.join(self.dir, "users")
+        os.unlink(path)
+        os.mkdir(path)                               # reading it fails (EISDIR), also as root
+        with self.assertLogs("mailsrv.store", "ERROR"):
+            db.reload_if_changed()
+        self.assertTrue(db.exists("alice@example.org"))
+        with self.assertRaisesRegex(ValueError, "users: cannot read"):
+            db.add("bob@example.org", "pw")
+
+
+class DisableTest(_TmpDir):
+    def test_disabled_user_cannot_log_in_but_still_exists(self):
+        db = UserDB(self.dir)
+        db.add("alice@example.org", "pw")
+        self.assertTrue(db.set_disabled("Alice@example.org", True))
+        self.assertFalse(db.set_disabled("alice@example.org", True))
+        with self.assertLogs("mailsrv.store", "WARNING") as logs:
+            self.assertFalse(db.verify_password("alice@example.org", "pw"))
+            self.assertIsNone(db.scram_credentials("alice@example.org"))
+        self.assertTrue(all("disabled" in r.getMessage() for r in logs.records))
+        self.assertTrue(db.exists("alice@example.org"))      # mail is still accepted
+        self.assertTrue(UserDB(self.dir).is_disabled("alice@example.org"))
+        db.set_disabled("alice@example.org", False)
+        self.assertTrue(db.verify_password("alice@example.org", "pw"))
+        self.assertIsNotNone(db.scram_credentials("alice@example.org"))
+        self.assertRaises(ValueError, db.set_disabled, "nobody@example.org", True)
+
+
+class AliasChecksTest(_TmpDir):
+    """Issue 8: aliases that could never work are refused at `alias add`."""
+
+    def setUp(self):
+        super().setUp()
+        self.users = UserDB(self.dir)
+        self.aliases = AliasDB(self.dir)
+        for u in ("alice@example.org", "bob@example.org"):
+            self.users.add(u, "pw")
+
+    def test_alias_equal_to_a_user_is_refused(self):
+        with self.assertRaisesRegex(ValueError, "bob@example.org is a user"):
+            self.aliases.add("Bob@example.org", ["alice@example.org"], users=self.users)
+        self.assertEqual(self.aliases.list(), {})
+
+    def test_loops_are_refused(self):
+        add = self.aliases.add
+        with self.assertRaisesRegex(ValueError, "alias loop: a@example.org -> a@example.org"):
+            add("a@example.org", ["a@example.org"], users=self.users)
+        add("a@example.org", ["b@example.org"], users=self.users)
+        with self.assertRaisesRegex(ValueError, "b@example.org -> a@example.org -> b@example.org"):
+            add("b@example.org", ["alice@example.org", "a@example.org"], users=self.users)
+        with self.assertRaisesRegex(ValueError, "loop"):            # through plus-addressing
+            add("b@example.org", ["a+x@example.org"], users=self.users)
+        with self.assertRaisesRegex(ValueError, "loop"):            # through the catch-all
+            add("*@example.org", ["nobody@example.org"], users=self.users)
+        self.assertEqual(self.aliases.list(), {"a@example.org": ["b@example.org"]})
+        # a user in the way ends the chain: no loop
+        add("b@example.org", ["alice@example.org"], users=self.users)
+        add("*@example.org", ["alice@example.org", "a@example.org"], users=self.users)
+
+    def test_pointing_at_and_skipped_target_logged(self):
+        self.aliases.add("team@example.org", ["alice@example.org", "bob@example.org"], users=self.users)
+        self.users.delete("bob@example.org")
+        self.assertEqual(self.aliases.pointing_at("bob@example.org"), ["team@example.org"])
+        d = Directory(self.users, self.aliases, ["example.org"], None)
+        with self.assertLogs("mailsrv.store", "WARNING") as logs:
+            self.assertEqual(d.resolve("team", "example.org"), ["alice@example.org"])
+        self.assertEqual(len(logs.records), 1)
+        self.assertIn("alias team@example.org: target bob@example.org is not a user or alias, skipped",
+                      logs.records[0].getMessage())
+
+    def test_show_user(self):
+        store = MailStore(self.dir, "mx.example.org")
+        store.create_mailbox("alice@example.org")
+        root = store.maildir_path("alice@example.org")
+        for name, size in (("new/1.a", 10), ("cur/2.b:2,S", 20), (".Sent/cur/3.c:2,S", 5)):
+            with open(os.path.join(root, name), "wb") as fh:
+                fh.write(b"x" * size)
+        self.aliases.add("team@example.org", ["alice@example.org"], users=self.users)
+        self.users.set_disabled("alice@example.org", True)
+        text = "\n".join(show_user(self.users, self.aliases, store, "Alice@Example.org"))
+        self.assertIn("domain:     example.org", text)
+        self.assertIn(root, text)
+        self.assertRegex(text, r"INBOX +2 message\(s\) +30 octets")
+        self.assertRegex(text, r"Sent +1 message\(s\) +5 octets")
+        self.assertRegex(text, r"total +3 message\(s\) +35 octets")
+        self.assertIn("DISABLED", text)
+        self.assertIn("team@example.org", text)
+        self.assertIn("last login: not recorded", text)
+        self.assertRaises(ValueError, show_user, self.users, self.aliases, store, "nobody@example.org")
 
 
 if __name__ == "__main__":

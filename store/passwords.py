@@ -1,0 +1,113 @@
+"""Password math for the users file: scrypt hashes and SCRAM-SHA-256 secrets.
+
+Split out of store/users.py (which re-exports every name here).  Passwords are
+prepared with the same "SASLprep-lite" as protocols/sasl.py (RFC 4013 §2.1
+mapping + §2.2 NFKC) before both scrypt and the SCRAM Hi() of RFC 5802 §2.2,
+as RFC 4616 §2 (PLAIN) and RFC 5802 §2.2 ask.
+DEVIATION(RFC 4013 §2.3-§2.5): prohibited-output, bidi and unassigned checks
+are not done (same as protocols/sasl.py, which store/ must not import).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import stringprep
+import unicodedata
+from collections import namedtuple
+from typing import Optional
+
+# Password hashing: scrypt (RFC 7914 §2 parameters): N=2**14, r=8, p=1;
+# 16-byte salt, 64-byte derived key.
+SCRYPT_N = 2 ** 14
+SCRYPT_R = 8
+SCRYPT_P = 1
+SCRYPT_SALT_LEN = 16
+SCRYPT_DKLEN = 64
+# 128 * r * N octets are needed; leave headroom for larger parameters.
+SCRYPT_MAXMEM = 256 * 1024 * 1024
+# RFC 7677 §4: SCRAM-SHA-256 iteration count should be at least 4096.
+SCRAM_ITERATIONS = 4096
+SCRAM_SALT_LEN = 16
+
+ScramKeys = namedtuple("ScramKeys", "salt iterations stored_key server_key")
+ScramKeys.__doc__ = "SCRAM server secrets (RFC 5802 §3): salt, i, StoredKey, ServerKey."
+
+
+def saslprep(text: str) -> str:
+    """SASLprep-lite: RFC 4013 §2.1 mapping (B.1 characters map to nothing,
+    C.1.2 spaces to " ") plus §2.2 NFKC normalisation.  protocols/sasl.py uses
+    this same function, so stored SCRAM keys and logins always agree.
+
+    DEVIATION(RFC 4013 §2.3, §2.4, §2.5): the prohibited-output, bidi and
+    unassigned-code-point checks are not done, and NFKC uses the running
+    Python's Unicode version instead of Unicode 3.2.  A string a full
+    SASLprep would reject is hashed as mapped here; strings it accepts map
+    to the same result, so clients with a full SASLprep still interoperate.
+    """
+    mapped = []
+    for ch in text:
+        if stringprep.in_table_b1(ch):
+            continue
+        if stringprep.in_table_c12(ch):
+            ch = " "
+        mapped.append(ch)
+    return unicodedata.normalize("NFKC", "".join(mapped))
+
+
+def scrypt_hash(password: str, salt: Optional[bytes] = None) -> str:
+    """The stored scrypt string for ``password`` (parameters kept inside)."""
+    salt = os.urandom(SCRYPT_SALT_LEN) if salt is None else salt
+    key = hashlib.scrypt(saslprep(password).encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R,
+                         p=SCRYPT_P, dklen=SCRYPT_DKLEN, maxmem=SCRYPT_MAXMEM)
+    return "scrypt$%d$%d$%d$%s$%s" % (SCRYPT_N, SCRYPT_R, SCRYPT_P,
+                                      _b64(salt), _b64(key))
+
+
+def scrypt_check(password: str, stored: str) -> bool:
+    """Recompute with the stored parameters; compare in constant time."""
+    try:
+        kind, n, r, p, salt, key = stored.split("$")
+        if kind != "scrypt":
+            return False
+        want = base64.b64decode(key)
+        got = hashlib.scrypt(saslprep(password).encode("utf-8"), salt=base64.b64decode(salt),
+                             n=int(n), r=int(r), p=int(p), dklen=len(want),
+                             maxmem=SCRYPT_MAXMEM)
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, want)
+
+
+def scram_keys(password: str, salt: Optional[bytes] = None,
+               iterations: int = SCRAM_ITERATIONS) -> ScramKeys:
+    """RFC 5802 §3: SaltedPassword = Hi(Normalize(password), salt, i) (PBKDF2, §2.2);
+    ClientKey = HMAC(SaltedPassword, "Client Key"); StoredKey = H(ClientKey);
+    ServerKey = HMAC(SaltedPassword, "Server Key"); H = SHA-256 (RFC 7677 §3)."""
+    salt = os.urandom(SCRAM_SALT_LEN) if salt is None else salt
+    salted = hashlib.pbkdf2_hmac("sha256", saslprep(password).encode("utf-8"), salt,
+                                 iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    return ScramKeys(salt, iterations, stored_key, server_key)
+
+
+def _scram_from(s: dict) -> ScramKeys:
+    """The stored ``scram`` object as ScramKeys; raises on a malformed one."""
+    keys = ScramKeys(base64.b64decode(s["salt"], validate=True), int(s["iterations"]),
+                     base64.b64decode(s["stored_key"], validate=True),
+                     base64.b64decode(s["server_key"], validate=True))
+    if keys.iterations < 1 or not keys.salt:
+        raise ValueError("bad SCRAM parameters")
+    return keys
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+# A fixed hash to burn the same scrypt time for unknown users.
+_DUMMY_HASH = scrypt_hash("\x00mailsrv-no-such-user", salt=b"\x00" * SCRYPT_SALT_LEN)
