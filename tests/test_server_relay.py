@@ -466,9 +466,14 @@ class RelayBetweenTwoServers(unittest.TestCase):
                  "A to send the failure to its postmaster" + self.logs())
         wait_for(lambda: not self.a.queued(qid), "A's queue to empty")
         self.assertEqual(self.a.messages_with(ALICE, self.token), [])
-        every = lambda: [read_stored(f) for f in glob.glob(os.path.join(self.a.data, "mail", "*", "*", "*", "*"))]
-        [notice] = wait_for(lambda: [m for m in every() if self.token.encode() in m],
+        # delivered messages only: new/ and cur/ of every Maildir (tmp/ holds files being written)
+        stored = lambda: [f for sub in ("new", "cur")
+                          for f in glob.glob(os.path.join(self.a.data, "mail", "*", "*", sub, "*"))]
+        every = lambda: [read_stored(f) for f in stored()]
+        notices = wait_for(lambda: [m for m in every() if self.token.encode() in m],
                             "the notice in the postmaster's Maildir" + self.logs())
+        self.assertEqual(len(notices), 1, [f for f in stored() if self.token.encode() in read_stored(f)])
+        [notice] = notices
         self.assertIn(b"To: <postmaster@mx.a.test>", notice)
         self.assertIn(b"Final-Recipient: rfc822; nobody@b.test", notice)
 
