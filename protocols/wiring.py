@@ -76,8 +76,8 @@ class Backend:
 
     def _make_directory(self) -> Directory:
         cfg = self.config
-        postmaster = cfg.postmaster or f"postmaster@{cfg.hostname.lower()}"
-        return Directory(self.users, self.aliases, cfg.local_domains(), postmaster)
+        # no postmaster set: Directory picks an existing user (README "Users and aliases")
+        return Directory(self.users, self.aliases, cfg.local_domains(), cfg.postmaster or None)
 
     # -- life cycle ---------------------------------------------------------
     def start(self, outbound: bool = True) -> None:
