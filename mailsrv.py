@@ -49,7 +49,7 @@ log = logging.getLogger("mailsrv")
 KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "data_dir": ("str", "./maildata", False, "where users, aliases, Maildirs and the queue live"),
     "listen": ("list", "127.0.0.1", False, "addresses to listen on, comma separated (IPv4 and/or IPv6; 0.0.0.0 and :: for all)"),
-    "hostname": ("str", "", False, "this server's name in greetings and Received: (empty: the machine's FQDN)"),
+    "hostname": ("str", "", False, "this server's name in greetings and Received: (empty: the machine's FQDN if it has a dot, else its host name)"),
     "domains": ("list", "", True, "local mail domains besides the hostname and localhost (domains of users are local too)"),
     "smtp_port": ("port", "2525", False, "SMTP for other servers (real servers use 25); off disables, 0 picks a free port"),
     "submission_port": ("port", "2587", False, "message submission for mail clients, AUTH required (RFC 6409; real: 587)"),
@@ -74,7 +74,7 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "auth_max_failures": ("int", "10", True, "failed authentications from one address before it is locked out"),
     "auth_cache_ttl": ("float", "3600", True, "seconds a successful password check is remembered (0: never; Dovecot's auth_cache_ttl)"),
     "auth_lockout_seconds": ("float", "300", True, "how long a locked-out address stays locked out"),
-    "postmaster": ("str", "", True, "user that receives postmaster@ of every local domain (empty: postmaster@hostname)"),
+    "postmaster": ("str", "", True, "user that receives postmaster@ of every local domain (empty: the domain's first user, else the first user; printed at start)"),
     "shutdown_grace": ("float", "30", False, "seconds SIGTERM waits for messages in flight before closing"),
     "trusted_networks": ("list", "127.0.0.0/8,::1/128", True, "clients that may relay without AUTH (CIDRs; 'none' for nobody)"),
     "sender_login_match": ("bool", "yes", True, "an authenticated user may send only as their own addresses and aliases"),
