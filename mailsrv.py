@@ -32,8 +32,8 @@ from protocols.hostnames import NameFunc, choose_hostname, machine_names
 from protocols.wiring import Backend
 from protocols.loop import EventLoop
 from protocols.smtp_server import SmtpConfig, SmtpSession
-from protocols.startup import bind_error as _bind_error, describe, stop_line
-from store.datadir import DataDirError, ServerLock, lock_holder, open_data_dir
+from protocols.startup import bind_error as _bind_error, describe, make_resolver, stop_line
+from store.datadir import DataDirError, ServerLock, lock_or_holder, open_data_dir, open_for_command
 from store.tlsfiles import check_tls_files
 from store.users import AliasDB, UserDB, normalize_address
 
@@ -469,16 +469,6 @@ def _read_password(prompt: str) -> str:
     return pw
 
 
-def _open_data(cfg: Config, args: argparse.Namespace) -> str:
-    """Only `user add` (and the server) may create the data folder; reading
-    commands need it to exist, not to be writable."""
-    action = getattr(args, "action", None)
-    reading = args.cmd in ("dns", "check") or action in ("list", "show")
-    data = open_data_dir(cfg.data_dir, create=(args.cmd, action) == ("user", "add"), write=not reading)
-    cfg.values["data_dir"] = data
-    return data
-
-
 def admin_main(argv: List[str]) -> int:
     args = _admin_parser().parse_args(argv)
     if args.cmd == "config-example":
@@ -487,7 +477,9 @@ def admin_main(argv: List[str]) -> int:
     cfg = load_config(args)
     if args.cmd == "check":
         return check_main(cfg)
-    data = _open_data(cfg, args)
+    if args.cmd == "dns":        # asks DNS only: needs no data folder
+        return dns_main(cfg, args.qtype, args.name)
+    data = cfg.values["data_dir"] = open_for_command(cfg.data_dir, args.cmd, getattr(args, "action", None))
     if args.cmd == "user":
         from store.maildir import MailStore
         users = UserDB(data)
@@ -525,8 +517,6 @@ def admin_main(argv: List[str]) -> int:
         return 0
     if args.cmd == "queue":
         return queue_main(cfg, args.action, args.id)
-    if args.cmd == "dns":
-        return dns_main(cfg, args.qtype, args.name)
     return 2
 
 
@@ -552,12 +542,8 @@ def queue_main(cfg: Config, action: str, qid: Optional[str]) -> int:
             raise ConfigError(f"no queue entry {qid}")
     queue.request(action, qid or "")
     what = f"queue {action} {qid}" if qid else f"queue {action}"
-    try:
-        lock = ServerLock(cfg.data_dir).acquire()
-    except DataDirError:
-        pid = lock_holder(cfg.data_dir)   # signal only the process holding the data folder's lock
-        if pid is None:
-            raise
+    lock, pid = lock_or_holder(cfg.data_dir)   # signal only the process holding the lock
+    if pid is not None:
         os.kill(pid, signal.SIGUSR1)
         print(f"{what}: handed to the running server (pid {pid})")
         return 0
@@ -568,26 +554,12 @@ def queue_main(cfg: Config, action: str, qid: Optional[str]) -> int:
 
 
 def _queue_offline(cfg: Config, what: str) -> int:
-    """No server runs: start one without listeners, holding the data folder's
-    lock; the relay applies the request (it owns the entries) and works until
-    it is idle (bounded), then we stop."""
+    """No server runs: apply the request here (protocols/queue_admin.py),
+    holding the data folder's lock."""
+    from protocols.queue_admin import OFFLINE_LIMIT_SECONDS, apply_offline
     server = MailServer(cfg)
-    server.backend.start()
-    loop, relay = server.loop, server.backend.relay
-    outcomes: List[str] = []
-    loop.call_soon(lambda: server.backend.queue_control(lambda c, q, outcome: outcomes.append(outcome)))
-    deadline = [60.0]
-
-    def stop_when_idle():
-        deadline[0] -= 0.1
-        if (outcomes and relay.in_flight == 0) or deadline[0] <= 0:
-            loop.stop()
-        else:
-            loop.call_later(0.1, stop_when_idle)
-    loop.call_later(0.1, stop_when_idle)
-    loop.run()
-    server.backend.close()
-    outcome = outcomes[0] if outcomes else "not finished within 60 s (see the log)"
+    outcome = apply_offline(server.backend, server.loop) or \
+        f"not finished within {OFFLINE_LIMIT_SECONDS:.0f} s (see the log)"
     print(f"{what}: {outcome}")
     return 0 if outcome in ("done", "deleted", "bounced") else 1
 
@@ -595,19 +567,19 @@ def _queue_offline(cfg: Config, what: str) -> int:
 def dns_main(cfg: Config, qtype: str, name: str) -> int:
     """`dns MX example.org`: what our own resolver finds (RFC 1035, RFC 5321 §5.1)."""
     from protocols import dns as dnsproto
-    server = MailServer(cfg)
-    resolver = server.backend._make_resolver()
+    loop = EventLoop()          # not a MailServer: that would create the data folder
+    resolver = make_resolver(loop, cfg.dns_servers, _read_resolv_conf())[0]
     out: List[object] = []
 
     def done(result):
         out.append(result)
-        server.loop.stop()
+        loop.stop()
     if qtype == "MX":
         resolver.lookup_mx_hosts(name, done)
     else:
         resolver.resolve(name, dnsproto.TYPE_A if qtype == "A" else dnsproto.TYPE_AAAA, done)
-    server.loop.call_later(60, server.loop.stop)
-    server.loop.run()
+    loop.call_later(60, loop.stop)
+    loop.run()
     if not out:
         print(f"{name}: no answer (timeout)")
         return 1

@@ -298,6 +298,8 @@ class Backend:
         local, _, domain = canon.rpartition("@")
         if not self.directory.is_local_domain(domain):
             return False
+        if local == "postmaster" and not self.config.postmaster and self.aliases.targets(canon) is None:
+            return False    # the user who gets postmaster mail by default does not thereby send as it
         return self.directory.resolve(local, domain) == [user]
 
     def check_recipient(self, ctx: SessionContext, auth_user: Optional[str], address) -> RcptDecision:

@@ -56,6 +56,14 @@ def open_data_dir(path: str, create: bool = False, write: bool = True) -> str:
     return data
 
 
+def open_for_command(path: str, cmd: str, action: Optional[str]) -> str:
+    """The data folder for a command line subcommand: only `user add` (and
+    the server) create it; reading commands need it to exist, not to be
+    writable."""
+    reading = action in ("list", "show")
+    return open_data_dir(path, create=(cmd, action) == ("user", "add"), write=not reading)
+
+
 def _probe_write(data: str) -> None:
     """os.access says yes to root on a read-only mount; a real write does not."""
     probe = os.path.join(data, f".mailsrv-probe-{os.getpid()}")
@@ -180,3 +188,14 @@ def check_data_dir(path: str) -> Tuple[List[str], str]:
     if not os.access(parent, os.W_OK | os.X_OK):
         return [f"cannot create data folder {data}: {parent} is not writable by this user"], ""
     return [], f"data folder {data} does not exist yet; the server (or `user add`) creates it"
+
+
+def lock_or_holder(data: str) -> Tuple[Optional[ServerLock], Optional[int]]:
+    """(our lock, None) when no server holds ``data``; else (None, its pid)."""
+    try:
+        return ServerLock(data).acquire(), None
+    except DataDirError:
+        pid = lock_holder(data)
+        if pid is None:
+            raise
+        return None, pid

@@ -191,11 +191,20 @@ class CommandLineTest(StartupTestCase):
     def test_reading_commands_do_not_create_a_data_folder(self):
         missing = os.path.join(self.tmp, "typo")
         for args in (["user", "list"], ["alias", "list"], ["queue"], ["queue", "flush"],
-                     ["dns", "A", "localhost", "--dns-server", UNREACHABLE_DNS],
                      ["user", "del", "a@localhost"], ["user", "passwd", "a@localhost"],
                      ["alias", "add", "x@localhost", "a@localhost"], ["alias", "del", "x@localhost"]):
             p = mailsrv("--data", missing, *args, stdin=b"pw\n")
             self.assertOneLineError(p, f"data folder {missing} does not exist")
+            self.assertFalse(os.path.lexists(missing), args)
+        # `dns` and `check` need no data folder, and make none
+        from tests.dnsfake import FakeDnsServer
+        dns = FakeDnsServer()
+        dns.start()
+        self.addCleanup(dns.stop)
+        for args in (["dns", "A", "nosuch.test"], ["check"]):
+            p = mailsrv("--data", missing, *args, "--dns-server", "%s:%d" % dns.address)
+            self.assertNotIn(b"does not exist\n", p.stderr)
+            self.assertTrue(p.stdout, args)
             self.assertFalse(os.path.lexists(missing), args)
         p = mailsrv("user", "add", "a@localhost", "--data", missing, stdin=b"pw\n")
         self.assertEqual(p.returncode, 0, p.stderr)
