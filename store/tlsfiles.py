@@ -53,8 +53,9 @@ def check_tls_files(cert: str, key: str) -> None:
     try:
         ctx.load_cert_chain(cert, key)
     except ssl.SSLError as e:
-        reason = getattr(e, "reason", None) or str(e)
-        if "MISMATCH" in str(reason).upper():
+        reason = str(getattr(e, "reason", None) or e)
+        # OpenSSL: KEY_VALUES_MISMATCH (same type), NO_CERTIFICATE_ASSIGNED (another key type)
+        if "MISMATCH" in reason.upper() or "NO_CERTIFICATE_ASSIGNED" in reason.upper():
             raise DataDirError(f"TLS key {key} does not belong to the certificate {cert}") from None
         raise DataDirError(f"TLS certificate {cert} / key {key}: {reason}") from None
     except OSError as e:

@@ -252,6 +252,11 @@ class UnusableFilesTest(StartupTestCase):
                  ([KEY, CERT], f"TLS certificate {KEY}: no PEM certificate in it (it holds a private key: "
                                f"tls_cert and tls_key swapped?)"),
                  ([CERT, CERT], f"TLS key {CERT}: no PEM private key in it (it holds a certificate")]
+        other_key = os.path.join(self.tmp, "other-key.pem")
+        if shutil.which("openssl") and subprocess.run(
+                ["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", other_key],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60).returncode == 0:
+            cases.append(([CERT, other_key], f"TLS key {other_key} does not belong to the certificate {CERT}"))
         if os.geteuid() != 0:
             locked = os.path.join(self.tmp, "locked.pem")
             shutil.copy(KEY, locked)
