@@ -33,7 +33,7 @@ from protocols.wiring import Backend
 from protocols.loop import EventLoop
 from protocols.smtp_server import SmtpConfig, SmtpSession
 from protocols.startup import bind_error as _bind_error, describe, make_resolver, stop_line
-from store.datadir import DataDirError, ServerLock, lock_or_holder, open_data_dir, open_for_command
+from store.datadir import DataDirError, ServerLock, lock_or_holder, open_data_dir, open_for_command, os_reason
 from store.tlsfiles import check_tls_files
 from store.users import AliasDB, UserDB, normalize_address
 
@@ -558,8 +558,7 @@ def _queue_offline(cfg: Config, what: str) -> int:
     holding the data folder's lock."""
     from protocols.queue_admin import OFFLINE_LIMIT_SECONDS, apply_offline
     server = MailServer(cfg)
-    outcome = apply_offline(server.backend, server.loop) or \
-        f"not finished within {OFFLINE_LIMIT_SECONDS:.0f} s (see the log)"
+    outcome = apply_offline(server.backend, server.loop) or f"not finished within {OFFLINE_LIMIT_SECONDS:.0f} s (see the log)"
     print(f"{what}: {outcome}")
     return 0 if outcome in ("done", "deleted", "bounced") else 1
 
@@ -655,6 +654,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return serve_main(argv)
     except (ConfigError, DataDirError) as e:
         print(f"mailsrv: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if not e.filename:
+            raise
+        print(f"mailsrv: {e.filename}: {os_reason(e)}", file=sys.stderr)   # one line, naming the file
         return 2
     except KeyboardInterrupt:
         return 130

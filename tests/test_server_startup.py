@@ -242,6 +242,8 @@ class UnusableFilesTest(StartupTestCase):
             for args in ([], ["user", "add", "a@localhost"]):
                 p = mailsrv("--data", data, "--smtp-port", "0", *OFF, *args, stdin=b"pw\n")
                 self.assertOneLineError(p, text)
+        # a folder that exists but is no data folder: the file that fails is named
+        self.assertOneLineError(mailsrv("--data", "/proc", "queue"), "/proc/queue: ")
 
     def test_tls_files_missing_unreadable_or_swapped_are_named(self):
         os.mkdir(self.data)
