@@ -622,10 +622,6 @@ def serve_main(argv: List[str]) -> int:
 def _serve(args: argparse.Namespace, cfg: Config) -> int:
     server = MailServer(cfg)
     server.bind()
-    # once, on stdout: the listeners first (scripts wait for them), then what it does and how to stop it
-    for line in server.listening_lines() + describe(cfg, server.backend.directory, cfg.data_dir):
-        print(line, flush=True)
-    print(stop_line(os.getpid()), flush=True)
 
     def on_term(signum, _frame):
         log.info("signal %d: shutting down (grace %.0fs)", signum, cfg.shutdown_grace)
@@ -641,6 +637,10 @@ def _serve(args: argparse.Namespace, cfg: Config) -> int:
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, lambda _s, _f: server.loop.call_soon_threadsafe(reload))
     signal.signal(signal.SIGUSR1, lambda _s, _f: server.loop.call_soon_threadsafe(server.queue_control))
+    # once, on stdout, now that signals are handled: listeners first (scripts wait for them), then the rest
+    for line in server.listening_lines() + describe(cfg, server.backend.directory, cfg.data_dir):
+        print(line, flush=True)
+    print(stop_line(os.getpid()), flush=True)
     server.serve_forever()
     log.info("stopped")
     return 0
