@@ -2,7 +2,7 @@
 """mailsrv: a complete mail server in pure Python standard library.
 
 This file is the composition root: configuration (INI through configparser,
-flags on top), the command line (serve, user, alias, dns, queue), and the
+flags on top), the command line (serve, user, alias, dns, queue, check), and the
 wiring that connects the sans-I/O sessions in ``protocols/`` to the event
 loop and to the disk in ``store/``.  Importing it starts nothing; embedders
 use :class:`MailServer` (see the README's "Embedding" section).
@@ -554,10 +554,10 @@ def queue_main(cfg: Config, action: str, qid: Optional[str]) -> int:
 
 
 def _queue_offline(cfg: Config, what: str) -> int:
-    """No server runs: apply the request here (protocols/queue_admin.py),
-    holding the data folder's lock."""
+    """No server runs: apply the request here, holding the lock (protocols/queue_admin.py)."""
     from protocols.queue_admin import OFFLINE_LIMIT_SECONDS, apply_offline
     server = MailServer(cfg)
+    signal.signal(signal.SIGUSR1, lambda _s, _f: server.loop.call_soon_threadsafe(server.queue_control))  # we hold the lock
     outcome = apply_offline(server.backend, server.loop) or f"not finished within {OFFLINE_LIMIT_SECONDS:.0f} s (see the log)"
     print(f"{what}: {outcome}")
     return 0 if outcome in ("done", "deleted", "bounced") else 1

@@ -103,8 +103,8 @@ class ServerLock:
                 pid = _read_pid(fd)
                 os.close(fd)
                 who = f"pid {pid}" if pid else "another process"
-                raise DataDirError(f"data folder {os.path.dirname(self.path)} is in use by a running "
-                                   f"server ({who}, holding {self.path}); stop it first") from None
+                raise DataDirError(f"data folder {os.path.dirname(self.path)} is in use by another mailsrv "
+                                   f"({who}, holding the lock on {self.path}); stop it first") from None
             if self._still_linked(fd):
                 break
             os.close(fd)   # the holder removed the file as we opened it: take the new one

@@ -291,7 +291,7 @@ class LockTest(StartupTestCase):
         first = self.server()
         pid_file = os.path.join(self.data, "mailsrv.pid")
         p = mailsrv("--data", self.data, "--smtp-port", "0", *OFF)
-        self.assertOneLineError(p, f"is in use by a running server (pid {first.proc.pid}")
+        self.assertOneLineError(p, f"is in use by another mailsrv (pid {first.proc.pid}")
         with open(pid_file) as f:
             self.assertEqual(f.read().strip(), str(first.proc.pid))
         p = mailsrv("--data", self.data, "queue", "flush")
