@@ -2,7 +2,7 @@
 """mailsrv: a complete mail server in pure Python standard library.
 
 This file is the composition root: configuration (INI through configparser,
-flags on top), the command line (serve, user, alias, dns, queue), and the
+flags on top), the command line (serve, user, alias, dns, queue, check), and the
 wiring that connects the sans-I/O sessions in ``protocols/`` to the event
 loop and to the disk in ``store/``.  Importing it starts nothing; embedders
 use :class:`MailServer` (see the README's "Embedding" section).
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import configparser
-import errno
 import getpass
 import ipaddress
 import logging
@@ -29,9 +28,13 @@ import threading
 from dataclasses import dataclass, field, fields
 from typing import Dict, List, Optional, Tuple
 
+from protocols.hostnames import NameFunc, choose_hostname, machine_names
 from protocols.wiring import Backend
 from protocols.loop import EventLoop
 from protocols.smtp_server import SmtpConfig, SmtpSession
+from protocols.startup import bind_error as _bind_error, describe, make_resolver, stop_line
+from store.datadir import DataDirError, ServerLock, lock_or_holder, open_data_dir, open_for_command, os_reason
+from store.tlsfiles import check_tls_files
 from store.users import AliasDB, UserDB, normalize_address
 
 log = logging.getLogger("mailsrv")
@@ -46,7 +49,7 @@ log = logging.getLogger("mailsrv")
 KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "data_dir": ("str", "./maildata", False, "where users, aliases, Maildirs and the queue live"),
     "listen": ("list", "127.0.0.1", False, "addresses to listen on, comma separated (IPv4 and/or IPv6; 0.0.0.0 and :: for all)"),
-    "hostname": ("str", "", False, "this server's name in greetings and Received: (empty: the machine's FQDN)"),
+    "hostname": ("str", "", False, "this server's name in greetings and Received: (empty: the machine's FQDN if it has a dot, else its host name)"),
     "domains": ("list", "", True, "local mail domains besides the hostname and localhost (domains of users are local too)"),
     "smtp_port": ("port", "2525", False, "SMTP for other servers (real servers use 25); off disables, 0 picks a free port"),
     "submission_port": ("port", "2587", False, "message submission for mail clients, AUTH required (RFC 6409; real: 587)"),
@@ -71,7 +74,7 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "auth_max_failures": ("int", "10", True, "failed authentications from one address before it is locked out"),
     "auth_cache_ttl": ("float", "3600", True, "seconds a successful password check is remembered (0: never; Dovecot's auth_cache_ttl)"),
     "auth_lockout_seconds": ("float", "300", True, "how long a locked-out address stays locked out"),
-    "postmaster": ("str", "", True, "user that receives postmaster@ of every local domain (empty: postmaster@hostname)"),
+    "postmaster": ("str", "", True, "user that receives postmaster@ of every local domain (empty: the domain's first user, else the first user; printed at start)"),
     "shutdown_grace": ("float", "30", False, "seconds SIGTERM waits for messages in flight before closing"),
     "trusted_networks": ("list", "127.0.0.0/8,::1/128", True, "clients that may relay without AUTH (CIDRs; 'none' for nobody)"),
     "sender_login_match": ("bool", "yes", True, "an authenticated user may send only as their own addresses and aliases"),
@@ -137,6 +140,8 @@ class Config:
     """Every setting, typed.  Build with :func:`load_config` or directly."""
 
     values: Dict[str, object] = field(default_factory=dict)
+    # (getfqdn, gethostname): injected by tests so they never depend on this machine's name
+    names: Tuple[NameFunc, NameFunc] = field(default=(socket.getfqdn, socket.gethostname), repr=False)
 
     def __post_init__(self):
         merged = {k: _convert(k, kind, default) for k, (kind, default, _l, _c) in KEYS.items()}
@@ -145,8 +150,8 @@ class Config:
                 raise ConfigError(f"unknown configuration key: {k}")
             merged[k] = _convert(k, KEYS[k][0], v)
         self.values = merged
-        if not self.values["hostname"]:
-            self.values["hostname"] = socket.getfqdn() or "localhost"
+        self.values["hostname"], self.hostname_source = choose_hostname(self.values["hostname"], *self.names)
+        self.machine_names = machine_names(*self.names)
         if self.values["hostname"].lower() == "localhost.localdomain":
             self.values["hostname"] = "localhost"
         if bool(self.values["tls_cert"]) != bool(self.values["tls_key"]):
@@ -167,7 +172,8 @@ class Config:
             raise AttributeError(name) from None
 
     def local_domains(self) -> List[str]:
-        return sorted({self.hostname.lower(), "localhost", *(d.lower().rstrip(".") for d in self.domains)})
+        return sorted({self.hostname.lower(), "localhost", *self.machine_names,
+                       *(d.lower().rstrip(".") for d in self.domains)})
 
     def trusted_networks(self) -> List[ipaddress._BaseNetwork]:
         nets = self.values["trusted_networks"]
@@ -273,6 +279,10 @@ class MailServer:
         cfg = self.config
         if not cfg.tls_cert:
             return None
+        try:
+            check_tls_files(cfg.tls_cert, cfg.tls_key)   # one line naming the file, not ssl's "PEM lib"
+        except DataDirError as e:
+            raise ConfigError(str(e)) from None
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 8314 §4.1 / RFC 7525
         try:
@@ -317,7 +327,7 @@ class MailServer:
                     raise ConfigError(_bind_error(name, host, port, e)) from None
                 self.addresses.setdefault(name, []).append(bound)
                 host_text = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-                log.info("listening %s %s:%d", name, host_text, bound[1])
+                log.debug("listening %s %s:%d", name, host_text, bound[1])   # serve_main prints it once
 
     def listening_lines(self) -> List[str]:
         out = []
@@ -362,7 +372,7 @@ class MailServer:
             for k, (_kind, _d, live, _c) in KEYS.items():
                 if live:
                     merged[k] = config.values[k]
-            self.config = Config(merged)
+            self.config = Config(merged, names=self.config.names)
         self.backend.reload(self.config if config is not None else None)
 
     def queue_control(self) -> None:
@@ -388,50 +398,43 @@ def _read_resolv_conf() -> str:
         return ""
 
 
-def _bind_error(name: str, host: str, port: int, e: OSError) -> str:
-    where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
-    if e.errno == errno.EADDRINUSE:
-        return (f"cannot listen for {name} on {where}: address already in use "
-                f"(another server runs there; pick another port with --{name}-port, or 'off')")
-    if e.errno == errno.EACCES:
-        return (f"cannot listen for {name} on {where}: permission denied; ports below 1024 need root, "
-                f"or `setcap cap_net_bind_service=+ep {os.path.realpath(sys.executable)}`, "
-                f"or a systemd unit with AmbientCapabilities=CAP_NET_BIND_SERVICE (see README)")
-    if e.errno == errno.EADDRNOTAVAIL:
-        return f"cannot listen for {name} on {where}: no such local address"
-    return f"cannot listen for {name} on {where}: {e.strerror or e}"
-
-
 # ---------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------
 
-def _serve_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mailsrv.py", description="mailsrv: SMTP, POP3 and Maildir in pure Python.",
-                                epilog="Subcommands: user, alias, dns, queue, config-example (python3 mailsrv.py user --help).")
-    p.add_argument("--config", metavar="FILE", help="INI configuration file ([mailsrv] section)")
-    p.add_argument("--data", metavar="DIR", help="data directory (default ./maildata)")
-    p.add_argument("--listen", metavar="ADDR", action="append", help="address to listen on (repeatable)")
-    p.add_argument("--hostname", metavar="NAME")
-    p.add_argument("--domain", metavar="NAME", action="append", help="local mail domain (repeatable)")
+def _global_options(p: argparse.ArgumentParser, suppress: bool = False) -> argparse.ArgumentParser:
+    """The options every command takes, before or after the subcommand: on a
+    subcommand they default to SUPPRESS, so they never undo the same option
+    given before the subcommand."""
+    def opt(*names, **kw):
+        if suppress:
+            kw["default"] = argparse.SUPPRESS
+        p.add_argument(*names, **kw)
+    opt("--config", metavar="FILE", help="INI configuration file ([mailsrv] section)")
+    opt("--data", metavar="DIR", help="data directory (default ./maildata)")
+    opt("--listen", metavar="ADDR", action="append", help="address to listen on (repeatable)")
+    opt("--hostname", metavar="NAME")
+    opt("--domain", metavar="NAME", action="append", help="local mail domain (repeatable)")
     for proto in ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps"):
-        p.add_argument(f"--{proto}-port", metavar="N", help="port number, 0 for any, off to disable")
-    p.add_argument("--tls-cert", metavar="FILE")
-    p.add_argument("--tls-key", metavar="FILE")
-    p.add_argument("--log-level", metavar="LEVEL")
-    p.add_argument("--dns-server", metavar="HOST:PORT", action="append", help="DNS server for MX lookups (repeatable)")
-    p.add_argument("--relay-port", metavar="N", help="destination port for outbound SMTP (default 25)")
-    p.add_argument("--relayhost", metavar="HOST:PORT", help="smarthost for all outbound mail")
-    p.add_argument("--trusted-networks", metavar="CIDR[,CIDR...]", help="clients allowed to relay; 'none' for nobody")
+        opt(f"--{proto}-port", metavar="N", help="port number, 0 for any, off to disable")
+    opt("--tls-cert", metavar="FILE")
+    opt("--tls-key", metavar="FILE")
+    opt("--log-level", metavar="LEVEL")
+    opt("--dns-server", metavar="HOST:PORT", action="append", help="DNS server for MX lookups (repeatable)")
+    opt("--relay-port", metavar="N", help="destination port for outbound SMTP (default 25)")
+    opt("--relayhost", metavar="HOST:PORT", help="smarthost for all outbound mail")
+    opt("--trusted-networks", metavar="CIDR[,CIDR...]", help="clients allowed to relay; 'none' for nobody")
     return p
 
 
 def _admin_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE", help="INI configuration file")
-    common.add_argument("--data", metavar="DIR", help="data directory (default ./maildata)")
-    p = argparse.ArgumentParser(prog="mailsrv.py")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    """The whole command line: no subcommand serves; global options go
+    before or after the subcommand."""
+    common = _global_options(argparse.ArgumentParser(add_help=False), suppress=True)
+    p = _global_options(argparse.ArgumentParser(
+        prog="mailsrv.py", description="mailsrv: SMTP, POP3 and Maildir in pure Python. "
+        "Without a subcommand it serves in the foreground."))
+    sub = p.add_subparsers(dest="cmd", metavar="SUBCOMMAND")
     user = sub.add_parser("user", help="manage users").add_subparsers(dest="action", required=True)
     for action in ("add", "passwd", "del", "disable", "enable", "show"):
         user.add_parser(action, parents=[common]).add_argument("address")
@@ -448,7 +451,7 @@ def _admin_parser() -> argparse.ArgumentParser:
     dns = sub.add_parser("dns", parents=[common], help="ask our resolver: dns MX|A|AAAA NAME")
     dns.add_argument("qtype", type=str.upper, choices=("MX", "A", "AAAA"))
     dns.add_argument("name")
-    dns.add_argument("--dns-server", metavar="HOST:PORT", action="append")
+    sub.add_parser("check", parents=[common], help="check the configuration, files and DNS; print what the server would do")
     sub.add_parser("config-example", help="print a commented configuration file with every key")
     return p
 
@@ -472,16 +475,17 @@ def admin_main(argv: List[str]) -> int:
         sys.stdout.write(config_example())
         return 0
     cfg = load_config(args)
-    data = cfg.data_dir
-    os.makedirs(data, mode=0o700, exist_ok=True)
+    if args.cmd == "check":
+        return check_main(cfg)
+    if args.cmd == "dns":        # asks DNS only: needs no data folder
+        return dns_main(cfg, args.qtype, args.name)
+    data = cfg.values["data_dir"] = open_for_command(cfg.data_dir, args.cmd, getattr(args, "action", None))
     if args.cmd in ("user", "alias"):
         # Skipped lines of the users/aliases files (store/users.py) say so on stderr.
         logging.basicConfig(level=logging.WARNING, format="mailsrv: %(levelname)s: %(message)s")
         return _user_alias_main(args, data, cfg)
     if args.cmd == "queue":
         return queue_main(cfg, args.action, args.id)
-    if args.cmd == "dns":
-        return dns_main(cfg, args.qtype, args.name)
     return 2
 
 
@@ -541,16 +545,6 @@ def _alias_action(args: argparse.Namespace, users: UserDB, aliases: AliasDB) -> 
     return 0
 
 
-def _running_pid(data: str) -> Optional[int]:
-    try:
-        with open(os.path.join(data, "mailsrv.pid")) as f:
-            pid = int(f.read().strip())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
-        return None
-
-
 def queue_main(cfg: Config, action: str, qid: Optional[str]) -> int:
     """`queue` lists; flush/delete/bounce are applied by the running server
     (SIGUSR1), or here, by a server started just for them, when none runs."""
@@ -573,30 +567,23 @@ def queue_main(cfg: Config, action: str, qid: Optional[str]) -> int:
             raise ConfigError(f"no queue entry {qid}")
     queue.request(action, qid or "")
     what = f"queue {action} {qid}" if qid else f"queue {action}"
-    pid = _running_pid(cfg.data_dir)
+    lock, pid = lock_or_holder(cfg.data_dir)   # signal only the process holding the lock
     if pid is not None:
         os.kill(pid, signal.SIGUSR1)
         print(f"{what}: handed to the running server (pid {pid})")
         return 0
-    # No server runs: start one without listeners; the relay applies the request
-    # (it owns the entries) and works until it is idle (bounded), then we stop.
-    server = MailServer(cfg)
-    server.backend.start()
-    loop, relay = server.loop, server.backend.relay
-    outcomes: List[str] = []
-    loop.call_soon(lambda: server.backend.queue_control(lambda c, q, outcome: outcomes.append(outcome)))
-    deadline = [60.0]
+    try:
+        return _queue_offline(cfg, what)
+    finally:
+        lock.release()
 
-    def stop_when_idle():
-        deadline[0] -= 0.1
-        if (outcomes and relay.in_flight == 0) or deadline[0] <= 0:
-            loop.stop()
-        else:
-            loop.call_later(0.1, stop_when_idle)
-    loop.call_later(0.1, stop_when_idle)
-    loop.run()
-    server.backend.close()
-    outcome = outcomes[0] if outcomes else "not finished within 60 s (see the log)"
+
+def _queue_offline(cfg: Config, what: str) -> int:
+    """No server runs: apply the request here, holding the lock (protocols/queue_admin.py)."""
+    from protocols.queue_admin import OFFLINE_LIMIT_SECONDS, apply_offline
+    server = MailServer(cfg)
+    signal.signal(signal.SIGUSR1, lambda _s, _f: server.loop.call_soon_threadsafe(server.queue_control))  # we hold the lock
+    outcome = apply_offline(server.backend, server.loop) or f"not finished within {OFFLINE_LIMIT_SECONDS:.0f} s (see the log)"
     print(f"{what}: {outcome}")
     return 0 if outcome in ("done", "deleted", "bounced") else 1
 
@@ -606,19 +593,19 @@ def dns_main(cfg: Config, qtype: str, name: str) -> int:
     failures in DNS terms naming the server (protocols.dns_mx.describe)."""
     from protocols import dns as dnsproto
     from protocols.dns_mx import describe
-    server = MailServer(cfg)
-    resolver = server.backend._make_resolver()
+    loop = EventLoop()          # not a MailServer: that would create the data folder
+    resolver = make_resolver(loop, cfg.dns_servers, _read_resolv_conf())[0]
     out: List[object] = []
 
     def done(result):
         out.append(result)
-        server.loop.stop()
+        loop.stop()
     if qtype == "MX":
         resolver.lookup_mx_hosts(name, done)
     else:
         resolver.resolve(name, dnsproto.TYPE_A if qtype == "A" else dnsproto.TYPE_AAAA, done)
-    server.loop.call_later(60, server.loop.stop)
-    server.loop.run()
+    loop.call_later(60, loop.stop)
+    loop.run()
     if not out:
         print(f"{name} {qtype}: no answer from the resolver within 60 s")
         return 1
@@ -627,15 +614,28 @@ def dns_main(cfg: Config, qtype: str, name: str) -> int:
     return 0 if ok else 1
 
 
+def check_main(cfg: Config) -> int:
+    """`mailsrv.py check` (protocols/check.py): exit 0, or 2 on any problem."""
+    from protocols.check import run_check
+    return run_check(cfg, EventLoop(), _read_resolv_conf(), PORT_KEYS, TLS_ONLY)
+
+
 def serve_main(argv: List[str]) -> int:
-    args = _serve_parser().parse_args(argv)
+    args = _admin_parser().parse_args(argv)
     cfg = load_config(args)
     logging.basicConfig(level=getattr(logging, str(cfg.log_level).upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg.values["data_dir"] = open_data_dir(cfg.data_dir, create=True)
+    lock = ServerLock(cfg.data_dir).acquire()   # a second server on this folder stops here
+    try:
+        return _serve(args, cfg)
+    finally:
+        lock.release()
+
+
+def _serve(args: argparse.Namespace, cfg: Config) -> int:
     server = MailServer(cfg)
     server.bind()
-    for line in server.listening_lines():
-        print(line, flush=True)
 
     def on_term(signum, _frame):
         log.info("signal %d: shutting down (grace %.0fs)", signum, cfg.shutdown_grace)
@@ -651,16 +651,11 @@ def serve_main(argv: List[str]) -> int:
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, lambda _s, _f: server.loop.call_soon_threadsafe(reload))
     signal.signal(signal.SIGUSR1, lambda _s, _f: server.loop.call_soon_threadsafe(server.queue_control))
-    pidfile = os.path.join(cfg.data_dir, "mailsrv.pid")
-    with open(pidfile, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    try:
-        server.serve_forever()
-    finally:
-        try:
-            os.unlink(pidfile)
-        except OSError:
-            pass
+    # once, on stdout, now that signals are handled: listeners first (scripts wait for them), then the rest
+    for line in server.listening_lines() + describe(cfg, server.backend.directory, cfg.data_dir):
+        print(line, flush=True)
+    print(stop_line(os.getpid()), flush=True)
+    server.serve_forever()
     log.info("stopped")
     return 0
 
@@ -668,11 +663,16 @@ def serve_main(argv: List[str]) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        if argv and argv[0] in ("user", "alias", "queue", "dns", "config-example"):
+        if _admin_parser().parse_args(argv).cmd is not None:
             return admin_main(argv)
         return serve_main(argv)
-    except ConfigError as e:
+    except (ConfigError, DataDirError) as e:
         print(f"mailsrv: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if not e.filename:
+            raise
+        print(f"mailsrv: {e.filename}: {os_reason(e)}", file=sys.stderr)   # one line, naming the file
         return 2
     except KeyboardInterrupt:
         return 130

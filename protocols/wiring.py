@@ -76,8 +76,8 @@ class Backend:
 
     def _make_directory(self) -> Directory:
         cfg = self.config
-        postmaster = cfg.postmaster or f"postmaster@{cfg.hostname.lower()}"
-        return Directory(self.users, self.aliases, cfg.local_domains(), postmaster)
+        # no postmaster set: Directory picks an existing user (README "Users and aliases")
+        return Directory(self.users, self.aliases, cfg.local_domains(), cfg.postmaster or None)
 
     # -- life cycle ---------------------------------------------------------
     def start(self, outbound: bool = True) -> None:
@@ -301,6 +301,8 @@ class Backend:
         local, _, domain = canon.rpartition("@")
         if not self.directory.is_local_domain(domain):
             return False
+        if local == "postmaster" and not self.config.postmaster and self.aliases.targets(canon) is None:
+            return False    # the user who gets postmaster mail by default does not thereby send as it
         return self.directory.resolve(local, domain) == [user]
 
     def check_recipient(self, ctx: SessionContext, auth_user: Optional[str], address) -> RcptDecision:

@@ -500,11 +500,12 @@ class Directory:
     (targets expanded recursively, remote targets returned as-is); plus
     addressing "user+tag" → "user"; "postmaster" (RFC 5321 §4.5.1: every
     domain must accept it) → the configured postmaster; ``*@domain``
-    catch-all alias.  If no postmaster is configured, postmaster mail goes to
-    the first user (sorted) of that domain, else the first user of all,
-    else to the mailbox "postmaster@<domain>" itself (created on delivery);
-    a configured postmaster that resolves to nothing gets its own mailbox.
-    So postmaster is always accepted.
+    catch-all alias.  If no postmaster is configured (``postmaster`` None),
+    postmaster mail goes to the first user (sorted) of that domain, else the
+    first user of all, else to the mailbox "postmaster@<domain>" itself
+    (created on delivery); a configured postmaster that resolves to nothing
+    gets its own mailbox.  So postmaster is always accepted.
+    ``postmaster_target`` says where, for the server's start-up lines.
     """
 
     def __init__(self, users: UserDB, aliases: AliasDB, local_domains: Iterable[str],
@@ -577,6 +578,10 @@ class Directory:
                 log.warning("alias %s: target %s is not a user or alias, skipped (mail for %s)",
                             key, target, addr)
         return found
+
+    def postmaster_target(self, domain: str) -> str:
+        """The address that gets mail to postmaster@``domain`` (before alias expansion)."""
+        return self._postmaster_for(normalize_domain(domain))
 
     def _postmaster_for(self, domain: str) -> str:
         if self.postmaster:

@@ -100,7 +100,8 @@ class CliTest(unittest.TestCase):
         cases = [
             (["--config", conf], "unknown configuration key"),
             (["--listen", "not-an-address"], "bad listen address"),
-            (["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"], "cannot read TLS"),
+            (["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"],
+             "TLS certificate /nonexistent/cert.pem: no such file"),
         ]
         for args, text in cases:
             p = subprocess.run([PY, "mailsrv.py", "--data", self.data, "--smtp-port", "0", *OFF, *args], cwd=ROOT,

@@ -1,0 +1,62 @@
+"""``mailsrv.py check``: what would stop the server, and what it would do.
+
+Validates, without creating or changing anything: the configuration (already
+parsed by the caller), the data folder (or whether it could be made), the TLS
+certificate and key, the users and aliases files line by line, and that a DNS
+server answers our resolver (RFC 1035 §4.2; needed for MX delivery, RFC 5321
+§5.1).  Then prints what the server would do: host name, local domains,
+postmaster, relay mode and listeners.  Exit status 0, or 2 on any problem.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, List
+
+from protocols.startup import describe, make_resolver, planned_listeners, probe_dns
+from store.datadir import DataDirError, check_data_dir, check_record_file, lock_holder
+from store.tlsfiles import check_tls_files
+from store.users import AliasDB, Directory, UserDB
+
+
+def _check_files(cfg, data: str, problems: List[str], found: List[str]) -> Directory:
+    if cfg.tls_cert:
+        try:
+            check_tls_files(cfg.tls_cert, cfg.tls_key)
+            found.append(f"TLS certificate {cfg.tls_cert} and key {cfg.tls_key} load")
+        except DataDirError as e:
+            problems.append(str(e))
+    else:
+        found.append("TLS off (no tls_cert/tls_key): no STARTTLS, no smtps/pop3s")
+    for name, key in (("users", "address"), ("aliases", "alias")):
+        problems += check_record_file(os.path.join(data, name), key)
+    users, aliases = UserDB(data), AliasDB(data)
+    found.append(f"{len(users.list())} user(s), {len(aliases.list())} alias(es)")
+    holder = lock_holder(data) if os.path.isdir(data) else None
+    if holder:
+        found.append(f"a server runs on this data folder (pid {holder})")
+    return Directory(users, aliases, cfg.local_domains(), cfg.postmaster or None)
+
+
+def run_check(cfg, loop, resolv_conf: str, port_keys: Dict[str, str], tls_only,
+              out: Callable[[str], None] = print) -> int:
+    """Print the checks (``ok:`` / ``error:`` lines) and the plan; 0 or 2."""
+    data = os.path.abspath(cfg.data_dir)
+    problems, note = check_data_dir(data)
+    found = [note] if note else []
+    directory = _check_files(cfg, data, problems, found)
+    resolver, servers = make_resolver(loop, cfg.dns_servers, resolv_conf, quick=True)
+    try:
+        dns_ok, dns_text = probe_dns(loop, resolver, servers)
+    finally:
+        loop.close()
+    (found if dns_ok else problems).append(dns_text)
+    for line in found:
+        out(f"ok: {line}")
+    for line in problems:
+        out(f"error: {line}")
+    out("the server would use:")
+    for line in describe(cfg, directory, data)[1:] + planned_listeners(cfg, port_keys, tls_only):
+        out(f"  {line}")
+    out(f"{len(problems)} problem(s)" if problems else "configuration OK")
+    return 2 if problems else 0

@@ -1,0 +1,62 @@
+"""The TLS certificate and key files, checked before ``ssl`` sees them.
+
+``ssl.SSLContext.load_cert_chain`` reports a missing file as
+``[Errno 2] No such file or directory`` without the name, and a swapped pair
+as ``[SSL] PEM lib``.  :func:`check_tls_files` says which file and what is
+wrong, in one line (:class:`store.datadir.DataDirError`), and then loads the
+pair once so a key that does not match the certificate is named too.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+
+from store.datadir import DataDirError, os_reason
+
+# RFC 7468 §2: the pre-encapsulation boundary names the type of the content.
+CERT_MARK = b"-----BEGIN CERTIFICATE-----"
+KEY_MARKS = (b"-----BEGIN PRIVATE KEY-----", b"-----BEGIN RSA PRIVATE KEY-----",
+             b"-----BEGIN EC PRIVATE KEY-----", b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+
+# A PEM chain or key is a few kilobytes; more than this is not one.
+MAX_PEM_SIZE = 1 << 20
+
+
+def _read(kind: str, path: str) -> bytes:
+    if not os.path.exists(path):
+        raise DataDirError(f"TLS {kind} {path}: no such file")
+    if not os.path.isfile(path):
+        raise DataDirError(f"TLS {kind} {path}: not a regular file")
+    try:
+        with open(path, "rb") as f:
+            return f.read(MAX_PEM_SIZE)
+    except OSError as e:
+        raise DataDirError(f"TLS {kind} {path}: cannot read: {os_reason(e)}") from None
+
+
+def _has_key(text: bytes) -> bool:
+    return any(m in text for m in KEY_MARKS)
+
+
+def check_tls_files(cert: str, key: str) -> None:
+    """Raise DataDirError (one line naming the file) unless ``cert`` holds a
+    PEM certificate and ``key`` the PEM private key that matches it."""
+    cert_text, key_text = _read("certificate", cert), _read("key", key)
+    if CERT_MARK not in cert_text:
+        hint = " (it holds a private key: tls_cert and tls_key swapped?)" if _has_key(cert_text) else ""
+        raise DataDirError(f"TLS certificate {cert}: no PEM certificate in it{hint}")
+    if not _has_key(key_text):
+        hint = " (it holds a certificate: tls_cert and tls_key swapped?)" if CERT_MARK in key_text else ""
+        raise DataDirError(f"TLS key {key}: no PEM private key in it{hint}")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(cert, key)
+    except ssl.SSLError as e:
+        reason = str(getattr(e, "reason", None) or e)
+        # OpenSSL: KEY_VALUES_MISMATCH (same type), NO_CERTIFICATE_ASSIGNED (another key type)
+        if "MISMATCH" in reason.upper() or "NO_CERTIFICATE_ASSIGNED" in reason.upper():
+            raise DataDirError(f"TLS key {key} does not belong to the certificate {cert}") from None
+        raise DataDirError(f"TLS certificate {cert} / key {key}: {reason}") from None
+    except OSError as e:
+        raise DataDirError(f"TLS certificate {cert} / key {key}: {os_reason(e)}") from None
