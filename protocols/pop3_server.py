@@ -386,11 +386,21 @@ class Pop3Session:
         self.backend.authenticate(self.ctx, outcome,
                                   lambda user: self._authenticated(outcome, user))
 
-    def _authenticated(self, outcome: sasl.SaslOutcome, user: Optional[str]) -> None:
+    def _authenticated(self, outcome: sasl.SaslOutcome, user) -> None:
+        """``backend.authenticate``'s answer: a user, None, or sasl.AuthTemporary."""
         self._waiting = False
         if self._closing:
             return
-        if user is None:
+        if isinstance(user, sasl.AuthTemporary):
+            # RFC 3206 §4 SYS/TEMP: not checked now (lockout, throttling, busy); the
+            # backend has logged why.  It counts towards closing the session.
+            self._auth_failures += 1
+            reply = "-ERR [SYS/TEMP] " + user.text
+            if self._auth_failures >= self.config.max_auth_failures:
+                self._fatal(reply)
+            else:
+                self._send(reply)
+        elif user is None:
             self._auth_failures += 1
             log.info("pop3 login failed user=%r mech=%s peer=%s",
                      outcome.authcid, outcome.mechanism, self.ctx.peer_ip)

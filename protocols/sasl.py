@@ -113,6 +113,28 @@ class SaslOutcome:
     scram_verified: Optional[bool] = None
 
 
+@dataclass(frozen=True)
+class AuthTemporary:
+    """The third answer of ``backend.authenticate(ctx, outcome, done)``.
+
+    The contract every protocol session uses: ``done(user)`` = authenticated
+    as ``user``; ``done(None)`` = wrong credentials; ``done(AuthTemporary)`` =
+    not checked, try again later (the address is locked out, the account is
+    throttled, or the password-check lane is full).  SMTP answers ``454 4.7.0``
+    (RFC 4954 §6), POP3 ``-ERR [SYS/TEMP]`` (RFC 3206 §4), IMAP will answer
+    ``NO [UNAVAILABLE]`` (RFC 5530 §3).  ``text`` is the one line for the
+    client; the backend has logged the refusal (``reason``) already.
+    """
+
+    reason: str     # "lockout", "throttled" or "busy"
+    text: str
+
+
+AUTH_LOCKOUT = AuthTemporary("lockout", "Too many failed logins from your address, try again later")
+AUTH_THROTTLED = AuthTemporary("throttled", "Too many failed logins for this account, try again later")
+AUTH_BUSY = AuthTemporary("busy", "Too many password checks in progress, try again later")
+
+
 def offered_mechanisms(plaintext_ok: bool) -> List[str]:
     """The mechanism names to advertise.
 

@@ -3,7 +3,8 @@
 A mixin so that protocols/smtp_server.py stays readable; it uses the
 session's ``_reply`` / ``_fail`` / ``_send`` / ``_await`` and state.
 SASL mechanisms come from ``protocols.sasl`` (PLAIN, LOGIN, SCRAM-SHA-256);
-the password check and lockout are the backend's (``backend.authenticate``).
+the password check and lockout are the backend's (``backend.authenticate``,
+whose answer is a user, None, or a ``sasl.AuthTemporary``).
 """
 
 from __future__ import annotations
@@ -119,7 +120,12 @@ class SmtpAuthMixin:
             return
         self._end_auth()
 
-        def finish(user: Optional[str]) -> None:
+        def finish(user) -> None:
+            if isinstance(user, sasl.AuthTemporary):
+                # RFC 4954 §6: 454 4.7.0 Temporary authentication failure (locked out,
+                # throttled, or too busy to check); the backend has logged why.
+                self._reply(454, "4.7.0", "Temporary authentication failure: " + user.text)
+                return
             if user:
                 self._auth_user = user
                 self._reply(235, "2.7.0", "Authentication successful")  # RFC 4954 §6
