@@ -391,23 +391,16 @@ class Pop3Session:
         self._waiting = False
         if self._closing:
             return
-        if isinstance(user, sasl.AuthTemporary):
-            # RFC 3206 §4 SYS/TEMP: not checked now (lockout, throttling, busy); the
-            # backend has logged why.  It counts towards closing the session.
+        if user is None or isinstance(user, sasl.AuthTemporary):
             self._auth_failures += 1
-            reply = "-ERR [SYS/TEMP] " + user.text
-            if self._auth_failures >= self.config.max_auth_failures:
-                self._fatal(reply)
-            else:
-                self._send(reply)
-        elif user is None:
-            self._auth_failures += 1
-            log.info("pop3 login failed user=%r mech=%s peer=%s",
-                     outcome.authcid, outcome.mechanism, self.ctx.peer_ip)
-            if self._auth_failures >= self.config.max_auth_failures:
-                self._fatal("-ERR [AUTH] Authentication failed, closing")
-            else:
-                self._send("-ERR [AUTH] Authentication failed")
+            last = self._auth_failures >= self.config.max_auth_failures
+            if user is None:
+                log.info("pop3 login failed user=%r mech=%s peer=%s",
+                         outcome.authcid, outcome.mechanism, self.ctx.peer_ip)
+                reply = "-ERR [AUTH] Authentication failed" + (", closing" if last else "")
+            else:   # RFC 3206 §4 SYS/TEMP: not checked now; the backend logged why
+                reply = "-ERR [SYS/TEMP] " + user.text
+            (self._fatal if last else self._send)(reply)
         else:
             log.info("pop3 login ok user=%s mech=%s peer=%s tls=%s",
                      user, outcome.mechanism, self.ctx.peer_ip, self.ctx.tls_active)

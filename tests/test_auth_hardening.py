@@ -28,7 +28,7 @@ import unittest
 from protocols import auth_limits
 from protocols.auth_limits import AuthLimiter, Limits, address_group
 from protocols.loop import Lane
-from protocols.sasl import AUTH_LOCKOUT, AUTH_THROTTLED
+from protocols.sasl import AUTH_BUSY, AUTH_LOCKOUT, AUTH_THROTTLED
 from tests.helpers import ServerTestCase, wait_for
 
 ALICE, BOB = "alice@example.test", "bob@example.test"
@@ -166,6 +166,37 @@ class LimiterTest(unittest.TestCase):
             auth_limits.MAX_RECORDS = old
         self.assertLessEqual(len(lim._addresses), 51)
         self.assertLessEqual(len(lim._accounts), 51)
+
+
+# ---------------------------------------------------------------- the sessions' contract
+
+class TemporaryAnswerTest(unittest.TestCase):
+    """backend.authenticate's done(AuthTemporary): SMTP 454 4.7.0 (RFC 4954 §6),
+    POP3 -ERR [SYS/TEMP] (RFC 3206 §4); the session stays usable."""
+
+    def test_smtp_says_454_and_allows_another_try(self):
+        from tests.test_smtp_session import FakeBackend, codes, ready_session, send
+
+        class Busy(FakeBackend):
+            def authenticate(self, ctx, outcome, done):
+                done(AUTH_BUSY)
+        s, _ = ready_session(peer="127.0.0.1", backend=Busy())
+        out = send(s, "AUTH PLAIN " + plain("alice@example.org", "alice-secret"), "NOOP")
+        self.assertEqual(out[0], "454 4.7.0 Temporary authentication failure: " + AUTH_BUSY.text)
+        self.assertEqual(codes(out), [454, 250])
+        self.assertIsNone(s._auth_user)
+
+    def test_pop3_says_sys_temp_and_closes_after_max_auth_failures(self):
+        from tests.test_pop3_session import LOCAL, FakeBackend, login, make_session
+
+        class Locked(FakeBackend):
+            def authenticate(self, ctx, outcome, done):
+                done(AUTH_LOCKOUT)
+        s, _ = make_session(peer=LOCAL, backend=Locked(), max_auth_failures=2)
+        self.assertTrue(login(s).endswith(b"-ERR [SYS/TEMP] " + AUTH_LOCKOUT.text.encode() + b"\r\n"))
+        self.assertFalse(s.closed)
+        login(s)
+        self.assertTrue(s.closed)
 
 
 # ---------------------------------------------------------------- the lane
