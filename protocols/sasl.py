@@ -111,6 +111,9 @@ class SaslOutcome:
     authzid: str
     password: Optional[str] = field(default=None, repr=False)
     scram_verified: Optional[bool] = None
+    # With ``hold_server_final``: the SCRAM server-final-message ("v=...") that the
+    # session sends only once ``backend.authenticate`` has accepted the attempt.
+    server_final: Optional[bytes] = None
 
 
 @dataclass(frozen=True)
@@ -316,11 +319,22 @@ class SaslServer:
     stable ones for unknown users), so an unknown user is indistinguishable
     from a wrong password.  ``nonce()`` returns the server's printable nonce
     part (RFC 5802 §7 ``s-nonce``); the default is base64 of random octets.
+
+    ``hold_server_final=True`` (what the protocol sessions use): a verified
+    SCRAM proof does not produce the server-final-message as a challenge at
+    once (that would tell a guesser the proof was right before the lockout and
+    the account penalty had a say); ``step`` returns the outcome with
+    ``outcome.server_final`` set, the session asks the backend, and only if it
+    accepts sends ``server_final`` as a challenge and notes the user in
+    ``approved``; the client's (empty) response to it is stepped as usual and
+    returns the same outcome again, now to be answered with success.
     """
 
     def __init__(self, mechanism: str,
                  scram_lookup: Callable[[str], ScramCredentials],
-                 nonce: Callable[[], bytes] = _default_nonce):
+                 nonce: Callable[[], bytes] = _default_nonce, hold_server_final: bool = False):
+        self.hold_server_final = hold_server_final
+        self.approved: Optional[str] = None     # set by the session once the backend accepted
         self.mechanism = mechanism.upper()  # RFC 4954 §4: AUTH plain == AUTH PLAIN
         steps: Dict[str, Callable] = {
             PLAIN: self._plain,
@@ -440,6 +454,9 @@ class SaslServer:
         signature = _hmac(creds.server_key, auth_message_b)
         st["outcome"] = outcome
         self._next = self._scram_done
+        if self.hold_server_final:
+            outcome.server_final = b"v=" + base64.b64encode(signature)
+            return None, outcome
         return b"v=" + base64.b64encode(signature), None
 
     def _scram_done(self, data: bytes) -> Tuple[None, SaslOutcome]:

@@ -28,7 +28,7 @@ import unittest
 from protocols import auth_limits
 from protocols.auth_limits import AuthLimiter, Limits, address_group
 from protocols.loop import Lane
-from protocols.sasl import AUTH_BUSY, AUTH_LOCKOUT, AUTH_THROTTLED
+from protocols.sasl import AUTH_BUSY, AUTH_LOCKOUT, AUTH_THROTTLED, ScramClient
 from tests.helpers import ServerTestCase, wait_for
 
 ALICE, BOB = "alice@example.test", "bob@example.test"
@@ -436,6 +436,27 @@ class LockoutReplyTest(ServerTestCase):
         self.assertFalse(any("secret" in line or "wrong-pw" in line for line in lines), lines)
         # another address is not affected
         self.assertEqual(smtp_auth(self.ports["submission"], "127.0.0.61", ALICE, "alice-secret")[0], 235)
+
+    def scram(self, source, password):
+        """SMTP AUTH SCRAM-SHA-256: the replies to client-first and client-final."""
+        client = ScramClient(ALICE, password)
+        with smtplib.SMTP("127.0.0.1", self.ports["submission"], source_address=(source, 0), timeout=30) as s:
+            s.ehlo("client.test")
+            code, first = s.docmd("AUTH", "SCRAM-SHA-256 " + base64.b64encode(client.first()).decode())
+            self.assertEqual(code, 334)
+            code, final = s.docmd(base64.b64encode(client.final(base64.b64decode(first))).decode())
+            if code == 334:
+                self.assertTrue(client.verify(base64.b64decode(final)))
+                return code, s.docmd("")[0]
+            return code, None
+
+    def test_scram_proof_is_not_confirmed_to_a_locked_out_address(self):
+        """The SCRAM server signature (v=) would tell a guesser its proof was right:
+        it goes out only after the lockout had its say."""
+        self.assertEqual(self.scram("127.0.0.62", "alice-secret"), (334, 235))
+        for _ in range(3):
+            self.assertEqual(self.scram("127.0.0.63", "wrong"), (535, None))
+        self.assertEqual(self.scram("127.0.0.63", "alice-secret"), (454, None))
 
 
 if __name__ == "__main__":
