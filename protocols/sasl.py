@@ -35,7 +35,7 @@ import hmac
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Tuple
 from store.users import saslprep, scram_keys   # RFC 4013 prep and RFC 5802 §3 keys: one definition
 
 PLAIN = "PLAIN"
@@ -131,6 +131,17 @@ class AuthTemporary:
 
     reason: str     # "lockout", "throttled" or "busy"
     text: str
+
+
+class Authenticator(Protocol):
+    """What SMTP, POP3 (and IMAP) sessions need from the backend to authenticate."""
+
+    def scram_lookup(self, username: str) -> "ScramCredentials":
+        """SCRAM secrets for ``username``, stable fake ones for an unknown name (RFC 5802 §9)."""
+
+    def authenticate(self, ctx, outcome: "SaslOutcome", done: Callable[[object], None]) -> None:
+        """Verify and count the attempt; later ``done(user)``, ``done(None)`` (wrong
+        credentials) or ``done(AuthTemporary)`` (not checked: try again later)."""
 
 
 AUTH_LOCKOUT = AuthTemporary("lockout", "Too many failed logins from your address, try again later")

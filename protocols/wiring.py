@@ -213,9 +213,9 @@ class Backend:
     def _hash_lane(self) -> Lane:
         cfg = self.config
         if self._lane is None:
-            self._lane = Lane(self.loop, "auth", cfg.auth_hash_threads, cfg.auth_hash_queue,
-                              cfg.auth_hash_per_address)
-        self._lane.max_waiting, self._lane.max_per_key = cfg.auth_hash_queue, cfg.auth_hash_per_address
+            self._lane = Lane(self.loop, "auth", cfg.auth_hash_threads, 0, 1)
+        self._lane.max_waiting = max(0, cfg.auth_hash_queue)            # live on SIGHUP
+        self._lane.max_per_key = max(1, cfg.auth_hash_per_address)
         return self._lane
 
     def authenticate(self, ctx: SessionContext, outcome: SaslOutcome, done: Callable[[object], None]) -> None:

@@ -19,6 +19,7 @@ the lane (the other work finished while N checks were still pending).
 """
 
 import base64
+import inspect
 import queue
 import smtplib
 import socket
@@ -197,6 +198,16 @@ class TemporaryAnswerTest(unittest.TestCase):
         self.assertFalse(s.closed)
         login(s)
         self.assertTrue(s.closed)
+
+
+    def test_the_real_backend_and_the_session_fakes_follow_the_contract(self):
+        from protocols.sasl import Authenticator
+        from protocols.wiring import Backend
+        from tests import test_pop3_session, test_smtp_session
+        for cls in (Backend, test_smtp_session.FakeBackend, test_pop3_session.FakeBackend):
+            for name in ("scram_lookup", "authenticate"):
+                self.assertEqual(len(inspect.signature(getattr(cls, name)).parameters),
+                                 len(inspect.signature(getattr(Authenticator, name)).parameters), (cls, name))
 
 
 # ---------------------------------------------------------------- the lane
