@@ -310,7 +310,7 @@ class FloodTest(ServerTestCase):
         threads = [threading.Thread(target=attacker, args=(i,)) for i in range(60)]
         for t in threads:
             t.start()
-        wait_for(lambda: len(replies) >= 50, "50 fast refusals", lambda: repr(replies))
+        wait_for(lambda: len(replies) >= 50, "50 fast refusals", lambda: repr(replies), timeout=60)
         lane = backend._lane
         wait_for(lambda: (lane.running, lane.waiting) == (2, 8), "a full lane",
                  lambda: repr((lane.running, lane.waiting)))
