@@ -24,7 +24,8 @@ Design, after CPython's selectors/asyncio transports:
   timeout, TLS handshake, connect);
 * ``call_soon_threadsafe`` through a socketpair, so worker threads (the store's
   fsync, scrypt) hand results back to the loop thread; ``run_in_thread(fn,
-  callback)`` is the packaged form (a small thread pool).
+  callback)`` is the packaged form (a small thread pool), and ``Lane`` a
+  dedicated, bounded, fair one for work that must not crowd it (scrypt).
 
 Beyond design.md's EventLoop interface: ``time()`` (the injected wall clock),
 ``run_in_thread``, ``AF_INET``/``AF_INET6`` (so callers of ``open_datagram``
@@ -87,7 +88,7 @@ TLS_HANDSHAKE_TIMEOUT = 30.0
 CLOSE_LINGER = 30.0
 ACCEPT_PAUSE = 0.1              # seconds to stop accepting when out of file descriptors
 TIMER_COMPACT_AT = 1024         # rebuild the timer heap when this many cancelled entries linger
-WORKER_THREADS = 8              # run_in_thread pool: scrypt, fsync-heavy store calls
+WORKER_THREADS = 8              # run_in_thread pool: fsync-heavy store calls (scrypt has its Lane)
 
 
 def _raise_fd_limit() -> None:
