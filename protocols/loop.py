@@ -24,7 +24,8 @@ Design, after CPython's selectors/asyncio transports:
   timeout, TLS handshake, connect);
 * ``call_soon_threadsafe`` through a socketpair, so worker threads (the store's
   fsync, scrypt) hand results back to the loop thread; ``run_in_thread(fn,
-  callback)`` is the packaged form (a small thread pool).
+  callback)`` is the packaged form (a small thread pool), and ``Lane`` a
+  dedicated, bounded, fair one for work that must not crowd it (scrypt).
 
 Beyond design.md's EventLoop interface: ``time()`` (the injected wall clock),
 ``run_in_thread``, ``AF_INET``/``AF_INET6`` (so callers of ``open_datagram``
@@ -94,7 +95,7 @@ TLS_HANDSHAKE_TIMEOUT = 30.0
 CLOSE_LINGER = 30.0
 ACCEPT_PAUSE = 0.1              # seconds to stop accepting when out of file descriptors
 TIMER_COMPACT_AT = 1024         # rebuild the timer heap when this many cancelled entries linger
-WORKER_THREADS = 8              # run_in_thread pool: scrypt, fsync-heavy store calls
+WORKER_THREADS = 8              # run_in_thread pool: fsync-heavy store calls (scrypt has its Lane)
 
 
 def _raise_fd_limit() -> None:
@@ -258,6 +259,89 @@ class Datagram:
                 self.on_datagram(data, addr)
             except Exception:
                 log.exception("datagram handler failed")
+
+
+class Lane:
+    """A small dedicated thread pool for one kind of CPU-heavy work (password hashing),
+    bounded and fair, so that a flood of it never delays the shared ``run_in_thread``
+    pool (maildrop opening, queue writes, deliveries).
+
+    At most ``threads`` jobs run; at most ``max_waiting`` wait; one key (a client
+    address group) has at most ``max_per_key`` jobs running or waiting.  Waiting jobs
+    start round-robin between keys, so one busy address cannot starve another.
+    ``submit`` returns False at once when a bound is reached, so the caller can give a
+    fast temporary refusal instead of a queue that grows.  Loop thread only; the
+    workers run ``fn`` alone and hand the result back through ``call_soon_threadsafe``
+    (the executor never holds more than ``threads`` jobs: the waiting is done here).
+    """
+
+    def __init__(self, loop: "EventLoop", name: str, threads: int,
+                 max_waiting: int, max_per_key: int):
+        self._loop = loop
+        self.name = name
+        self.threads = max(1, threads)
+        self.max_waiting = max_waiting
+        self.max_per_key = max_per_key
+        self.running = 0
+        self.waiting = 0
+        self._per_key: Dict[str, int] = {}
+        self._queues: "collections.OrderedDict[str, collections.deque]" = collections.OrderedDict()
+        self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._closed = False
+
+    def submit(self, key: str, fn: Callable[[], object], callback: Callable[[object], None]) -> bool:
+        """Run ``fn()`` on the lane, then ``callback(result or exception)`` in the loop
+        thread; False (and nothing queued) when the lane or ``key``'s share is full."""
+        if self._closed or self._per_key.get(key, 0) >= self.max_per_key:
+            return False
+        if self.running >= self.threads and self.waiting >= self.max_waiting:
+            return False
+        self._per_key[key] = self._per_key.get(key, 0) + 1
+        self._queues.setdefault(key, collections.deque()).append((fn, callback))
+        self.waiting += 1
+        self._dispatch()
+        return True
+
+    def _dispatch(self) -> None:
+        while self.running < self.threads and self._queues:
+            key, jobs = self._queues.popitem(last=False)     # round-robin: first key in line
+            fn, callback = jobs.popleft()
+            if jobs:
+                self._queues[key] = jobs                     # to the back of the line
+            self.waiting -= 1
+            self.running += 1
+            self._start(key, fn, callback)
+
+    def _start(self, key: str, fn, callback) -> None:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.threads, thread_name_prefix="mailsrv-" + self.name)
+
+        def job() -> None:
+            try:
+                result = fn()
+            except Exception as exc:
+                log.debug("%s lane job %r raised", self.name, fn, exc_info=True)
+                result = exc
+            self._loop.call_soon_threadsafe(lambda: self._finished(key, callback, result))
+        self._executor.submit(job)
+
+    def _finished(self, key: str, callback, result) -> None:
+        self.running -= 1
+        left = self._per_key[key] - 1
+        if left:
+            self._per_key[key] = left
+        else:
+            del self._per_key[key]
+        self._dispatch()
+        callback(result)
+
+    def close(self) -> None:
+        """Refuse new jobs; waiting ones never run (their sessions are gone)."""
+        self._closed = True
+        self._queues.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
 
 
 class EventLoop:

@@ -352,7 +352,7 @@ class Pop3Session:
         if mech not in mechs:
             self._send("-ERR Unsupported authentication mechanism")  # RFC 5034 §4
             return
-        self._sasl = sasl.SaslServer(mech, self.backend.scram_lookup)
+        self._sasl = sasl.SaslServer(mech, self.backend.scram_lookup, hold_server_final=True)
         if len(args) == 2:
             self._sasl_response(args[1])  # "=" is the empty response (RFC 5034 §4)
         else:
@@ -382,35 +382,49 @@ class Pop3Session:
         if outcome is None:
             self._send(b"+ " + base64.b64encode(challenge or b""))
             return
-        self._sasl = None
-        self._authenticate(outcome)
+        server, self._sasl = self._sasl, None
+        if server.approved is not None:     # the client took our server-final (RFC 4422 §5 item 2b)
+            self._login_ok(outcome, server.approved)
+            return
+        self._authenticate(outcome, server)
 
-    def _authenticate(self, outcome: sasl.SaslOutcome) -> None:
+    def _authenticate(self, outcome: sasl.SaslOutcome, server: Optional[sasl.SaslServer] = None) -> None:
         """Hand the credentials to the backend (it verifies and delays failures)."""
         self._waiting = True
         self.backend.authenticate(self.ctx, outcome,
-                                  lambda user: self._authenticated(outcome, user))
+                                  lambda user: self._authenticated(outcome, user, server))
 
-    def _authenticated(self, outcome: sasl.SaslOutcome, user: Optional[str]) -> None:
+    def _authenticated(self, outcome: sasl.SaslOutcome, user, server=None) -> None:
+        """``backend.authenticate``'s answer: a user, None, or sasl.AuthTemporary."""
         self._waiting = False
         if self._closing:
             return
-        if user is None:
+        if user is None or isinstance(user, sasl.AuthTemporary):
             self._auth_failures += 1
-            log.info("pop3 login failed user=%r mech=%s peer=%s",
-                     outcome.authcid, outcome.mechanism, self.ctx.peer_ip)
-            if self._auth_failures >= self.config.max_auth_failures:
-                self._fatal("-ERR [AUTH] Authentication failed, closing")
-            else:
-                self._send("-ERR [AUTH] Authentication failed")
+            last = self._auth_failures >= self.config.max_auth_failures
+            if user is None:
+                log.info("pop3 login failed user=%r mech=%s peer=%s",
+                         outcome.authcid, outcome.mechanism, self.ctx.peer_ip)
+                reply = "-ERR [AUTH] Authentication failed" + (", closing" if last else "")
+            else:   # RFC 3206 §4 SYS/TEMP: not checked now; the backend logged why
+                reply = "-ERR [SYS/TEMP] " + user.text
+            (self._fatal if last else self._send)(reply)
+        elif outcome.server_final is not None and server is not None:
+            # RFC 5802 §5: the server signature goes out only now that the backend has
+            # counted and accepted the attempt; RFC 5034 §4: as a "+ " challenge.
+            server.approved, self._sasl = user, server
+            self._send(b"+ " + base64.b64encode(outcome.server_final))
         else:
-            log.info("pop3 login ok user=%s mech=%s peer=%s tls=%s",
-                     user, outcome.mechanism, self.ctx.peer_ip, self.ctx.tls_active)
-            self._user = user
-            self._waiting = True
-            self.backend.open_maildrop(self.ctx, user, self._maildrop_opened)
+            self._login_ok(outcome, user)
             return
         self._resume()
+
+    def _login_ok(self, outcome: sasl.SaslOutcome, user: str) -> None:
+        log.info("pop3 login ok user=%s mech=%s peer=%s tls=%s",
+                 user, outcome.mechanism, self.ctx.peer_ip, self.ctx.tls_active)
+        self._user = user
+        self._waiting = True
+        self.backend.open_maildrop(self.ctx, user, self._maildrop_opened)
 
     def _maildrop_opened(self, result) -> None:
         """RFC 1939 §4: lock and open the maildrop, or -ERR and stay put."""

@@ -35,7 +35,7 @@ import hmac
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Protocol, Tuple
 from store.users import saslprep, scram_keys   # RFC 4013 prep and RFC 5802 §3 keys: one definition
 
 PLAIN = "PLAIN"
@@ -111,6 +111,42 @@ class SaslOutcome:
     authzid: str
     password: Optional[str] = field(default=None, repr=False)
     scram_verified: Optional[bool] = None
+    # With ``hold_server_final``: the SCRAM server-final-message ("v=...") that the
+    # session sends only once ``backend.authenticate`` has accepted the attempt.
+    server_final: Optional[bytes] = None
+
+
+@dataclass(frozen=True)
+class AuthTemporary:
+    """The third answer of ``backend.authenticate(ctx, outcome, done)``.
+
+    The contract every protocol session uses: ``done(user)`` = authenticated
+    as ``user``; ``done(None)`` = wrong credentials; ``done(AuthTemporary)`` =
+    not checked, try again later (the address is locked out, the account is
+    throttled, or the password-check lane is full).  SMTP answers ``454 4.7.0``
+    (RFC 4954 §6), POP3 ``-ERR [SYS/TEMP]`` (RFC 3206 §4), IMAP will answer
+    ``NO [UNAVAILABLE]`` (RFC 5530 §3).  ``text`` is the one line for the
+    client; the backend has logged the refusal (``reason``) already.
+    """
+
+    reason: str     # "lockout", "throttled" or "busy"
+    text: str
+
+
+class Authenticator(Protocol):
+    """What SMTP, POP3 (and IMAP) sessions need from the backend to authenticate."""
+
+    def scram_lookup(self, username: str) -> "ScramCredentials":
+        """SCRAM secrets for ``username``, stable fake ones for an unknown name (RFC 5802 §9)."""
+
+    def authenticate(self, ctx, outcome: "SaslOutcome", done: Callable[[object], None]) -> None:
+        """Verify and count the attempt; later ``done(user)``, ``done(None)`` (wrong
+        credentials) or ``done(AuthTemporary)`` (not checked: try again later)."""
+
+
+AUTH_LOCKOUT = AuthTemporary("lockout", "Too many failed logins from your address, try again later")
+AUTH_THROTTLED = AuthTemporary("throttled", "Too many failed logins for this account, try again later")
+AUTH_BUSY = AuthTemporary("busy", "Too many password checks in progress, try again later")
 
 
 def offered_mechanisms(plaintext_ok: bool) -> List[str]:
@@ -294,11 +330,22 @@ class SaslServer:
     stable ones for unknown users), so an unknown user is indistinguishable
     from a wrong password.  ``nonce()`` returns the server's printable nonce
     part (RFC 5802 §7 ``s-nonce``); the default is base64 of random octets.
+
+    ``hold_server_final=True`` (what the protocol sessions use): a verified
+    SCRAM proof does not produce the server-final-message as a challenge at
+    once (that would tell a guesser the proof was right before the lockout and
+    the account penalty had a say); ``step`` returns the outcome with
+    ``outcome.server_final`` set, the session asks the backend, and only if it
+    accepts sends ``server_final`` as a challenge and notes the user in
+    ``approved``; the client's (empty) response to it is stepped as usual and
+    returns the same outcome again, now to be answered with success.
     """
 
     def __init__(self, mechanism: str,
                  scram_lookup: Callable[[str], ScramCredentials],
-                 nonce: Callable[[], bytes] = _default_nonce):
+                 nonce: Callable[[], bytes] = _default_nonce, hold_server_final: bool = False):
+        self.hold_server_final = hold_server_final
+        self.approved: Optional[str] = None     # set by the session once the backend accepted
         self.mechanism = mechanism.upper()  # RFC 4954 §4: AUTH plain == AUTH PLAIN
         steps: Dict[str, Callable] = {
             PLAIN: self._plain,
@@ -418,6 +465,9 @@ class SaslServer:
         signature = _hmac(creds.server_key, auth_message_b)
         st["outcome"] = outcome
         self._next = self._scram_done
+        if self.hold_server_final:
+            outcome.server_final = b"v=" + base64.b64encode(signature)
+            return None, outcome
         return b"v=" + base64.b64encode(signature), None
 
     def _scram_done(self, data: bytes) -> Tuple[None, SaslOutcome]:

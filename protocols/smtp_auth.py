@@ -3,7 +3,8 @@
 A mixin so that protocols/smtp_server.py stays readable; it uses the
 session's ``_reply`` / ``_fail`` / ``_send`` / ``_await`` and state.
 SASL mechanisms come from ``protocols.sasl`` (PLAIN, LOGIN, SCRAM-SHA-256);
-the password check and lockout are the backend's (``backend.authenticate``).
+the password check and lockout are the backend's (``backend.authenticate``,
+whose answer is a user, None, or a ``sasl.AuthTemporary``).
 """
 
 from __future__ import annotations
@@ -78,9 +79,10 @@ class SmtpAuthMixin:
             if initial is None:
                 return
         if self.sasl_nonce is not None:
-            self._sasl = sasl.SaslServer(mech, self.backend.scram_lookup, nonce=self.sasl_nonce)
+            self._sasl = sasl.SaslServer(mech, self.backend.scram_lookup, nonce=self.sasl_nonce,
+                                         hold_server_final=True)
         else:
-            self._sasl = sasl.SaslServer(mech, self.backend.scram_lookup)
+            self._sasl = sasl.SaslServer(mech, self.backend.scram_lookup, hold_server_final=True)
         self._sasl_step(initial)
 
     def _decode_auth(self, line: bytes) -> Optional[bytes]:
@@ -117,9 +119,26 @@ class SmtpAuthMixin:
             # RFC 4954 §4: "334 " + base64 challenge (no enhanced code).
             self._send(b"334 " + base64.b64encode(challenge or b"") + b"\r\n")
             return
+        server = self._sasl
         self._end_auth()
+        if server.approved is not None:     # the client took our server-final (RFC 4422 §5 item 2b)
+            self._auth_user = server.approved
+            self._reply(235, "2.7.0", "Authentication successful")  # RFC 4954 §6
+            return
 
-        def finish(user: Optional[str]) -> None:
+        def finish(user) -> None:
+            if isinstance(user, sasl.AuthTemporary):
+                # RFC 4954 §6: 454 4.7.0 Temporary authentication failure (locked out,
+                # throttled, or too busy to check); the backend has logged why.
+                self._reply(454, "4.7.0", "Temporary authentication failure: " + user.text)
+                return
+            if user and outcome.server_final is not None:
+                # RFC 5802 §5: the server signature goes out only now that the backend has
+                # counted and accepted the attempt (a locked-out guess learns nothing);
+                # RFC 4954 §4: as a 334 challenge, answered with an empty line.
+                server.approved, self._sasl, self.state = user, server, State.AUTH
+                self._send(b"334 " + base64.b64encode(outcome.server_final) + b"\r\n")
+                return
             if user:
                 self._auth_user = user
                 self._reply(235, "2.7.0", "Authentication successful")  # RFC 4954 §6

@@ -4,9 +4,11 @@ The sessions (``smtp_server``, ``pop3_server``) are pure state machines that
 ask an injected backend for everything that needs the disk, a thread or the
 clock.  This module is that backend for the real server:
 
-* authentication for every protocol: scrypt verification off the loop thread,
-  a delay after each failure and a lockout counter per client address
-  (RFC 4954 §4 leaves both to the server; we follow Postfix/Dovecot practice);
+* authentication for every protocol: scrypt verification on its own bounded,
+  fair thread lane (``loop.Lane``: a flood of password checks never delays
+  maildrops, queue writes or deliveries), a delay after each failure, and the
+  per-address lockout and per-account penalty of ``protocols.auth_limits``
+  (RFC 4954 §4 leaves them to the server; we follow Postfix/Dovecot practice);
 * recipient policy (RFC 5321 §3.6, §4.5.1): local users, aliases,
   plus-addressing, postmaster, unknown users refused at RCPT time, and no
   relaying except for authenticated sessions or trusted networks;
@@ -16,7 +18,7 @@ clock.  This module is that backend for the real server:
   only after the file and its directory are fsync'd.
 
 It uses the event loop only through ``call_later``, ``call_soon_threadsafe``,
-``run_in_thread`` and ``time``; it never touches a socket.
+``run_in_thread``, a ``Lane`` and ``time``; it never touches a socket.
 """
 
 from __future__ import annotations
@@ -30,10 +32,12 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from email.utils import formatdate, make_msgid
 
+from protocols.auth_limits import AuthLimiter, Limits, address_group
 from protocols.base import SessionContext
 from protocols.dns_resolver import Resolver, parse_resolv_conf
 from protocols.relay import Relay, RelayConfig, parse_relayhost
-from protocols.sasl import SaslOutcome, ScramCredentials
+from protocols.loop import Lane
+from protocols.sasl import AUTH_BUSY, AuthTemporary, SaslOutcome, ScramCredentials
 from protocols.smtp_client import ClientConfig
 from protocols.smtp_server import Envelope, RcptDecision, SmtpConfig, SmtpSession
 from store.deliver import Deliverer, DeliveryJob
@@ -48,6 +52,9 @@ Reply = Tuple[int, str, str]
 
 # Bound on remembered logins (memory), like Dovecot's auth_cache_size.
 AUTH_CACHE_MAX = 10000
+# Characters of a client-supplied user name kept in logs and counters (RFC 5321
+# §4.5.3.1.1's 64-octet local part; longer names are an attack, not a user).
+MAX_ID_LOG = 64
 
 STORAGE_ERROR: Reply = (452, "4.3.1", "Insufficient system storage, try again later")  # RFC 3463 §3.4
 
@@ -69,7 +76,8 @@ class Backend:
         self.deliverer: Optional[Deliverer] = None
         self.relay = None          # set by the outbound wiring when it is enabled
         self.queue = None
-        self._failures: Dict[str, Tuple[int, float]] = {}   # ip -> (count, first failure time)
+        self._limiter = AuthLimiter(self._limits())    # failed-login counters (the only owner)
+        self._lane: Optional[Lane] = None              # password hashing's own threads
         self._auth_cache: Dict[str, Tuple[bytes, float]] = {}  # user -> (HMAC of the password, expiry)
         self._fake_key = os.urandom(32)   # for stable fake SCRAM credentials of unknown users
         self._trusted = config.trusted_networks()
@@ -114,6 +122,8 @@ class Backend:
             client=ClientConfig(allow_plaintext_auth=cfg.allow_plaintext_auth))
 
     def close(self) -> None:
+        if self._lane is not None:
+            self._lane.close()
         if self.relay is not None:
             self.relay.stop()
         if self.deliverer is not None:
@@ -126,6 +136,7 @@ class Backend:
             self.config = config
             self._trusted = config.trusted_networks()
             self.directory = self._make_directory()
+            self._limiter.limits = self._limits()
             if self.relay is not None:
                 self.relay.config = self._relay_config()
                 self.resolver = self.relay.resolver = self._make_resolver()
@@ -196,54 +207,82 @@ class Backend:
         seed = hmac.new(self._fake_key, username.encode("utf-8", "replace"), hashlib.sha256).digest()
         return ScramCredentials(salt=seed[:16], iterations=4096, stored_key=os.urandom(32), server_key=os.urandom(32))
 
-    def _locked_out(self, ip: str, now: float) -> bool:
-        count, first = self._failures.get(ip, (0, now))
-        if now - first > self.config.auth_lockout_seconds:
-            self._failures.pop(ip, None)
-            return False
-        return count >= self.config.auth_max_failures
+    def _limits(self) -> Limits:
+        cfg = self.config
+        return Limits(max_failures=cfg.auth_max_failures, lockout_seconds=cfg.auth_lockout_seconds,
+                      account_max_failures=cfg.auth_account_max_failures,
+                      account_delay=cfg.auth_account_delay, account_delay_max=cfg.auth_account_delay_max)
 
-    def authenticate(self, ctx: SessionContext, outcome: SaslOutcome, done: Callable[[Optional[str]], None]) -> None:
-        ip = ctx.peer_ip
-        now = self.loop.time()
+    def _hash_lane(self) -> Lane:
+        cfg = self.config
+        if self._lane is None:
+            self._lane = Lane(self.loop, "auth", cfg.auth_hash_threads, 0, 1)
+        self._lane.max_waiting = max(0, cfg.auth_hash_queue)            # live on SIGHUP
+        self._lane.max_per_key = max(1, cfg.auth_hash_per_address)
+        return self._lane
+
+    def authenticate(self, ctx: SessionContext, outcome: SaslOutcome, done: Callable[[object], None]) -> None:
+        """The contract of every protocol: ``done(user)``, ``done(None)`` for wrong
+        credentials, ``done(AuthTemporary)`` for "try again later" (sasl.AuthTemporary)."""
+        group = address_group(ctx.peer_ip)
         user = self._canonical(outcome.authcid)
+        account = user or outcome.authcid[:MAX_ID_LOG].lower()
+        attempt, refusal = self._limiter.begin(group, account, self.loop.time())
+        if refusal is not None:
+            self._refused(ctx, outcome, refusal, account)
+            done(refusal)
+            return
 
         def finish(ok: bool) -> None:
+            locked, penalised = self._limiter.end(attempt, ok, self.loop.time())
             if ok:
-                self._failures.pop(ip, None)
-                log.debug("auth ok user=%s mechanism=%s peer=%s listener=%s", user, outcome.mechanism, ip, ctx.listener)
+                log.debug("auth ok user=%s mechanism=%s peer=%s listener=%s", user, outcome.mechanism, ctx.peer_ip, ctx.listener)
                 done(user)
                 return
-            count, first = self._failures.get(ip, (0, self.loop.time()))
-            self._failures[ip] = (count + 1, first)
-            # The session logs each failure (one line, without the password); here only
-            # the lockout, once, when the address reaches auth_max_failures.
-            if count + 1 == self.config.auth_max_failures:
-                log.warning("auth lockout peer=%s after %d failures (last user=%r mechanism=%s listener=%s) for %.0fs",
-                            ip, count + 1, outcome.authcid[:64], outcome.mechanism, ctx.listener,
-                            self.config.auth_lockout_seconds)
+            # The session logs each failure (one line, without the password); here the
+            # lockout and the account penalty, once each, when they begin.
+            if locked:
+                log.warning("auth lockout peer=%s (group %s) after %d failures (last user=%r mechanism=%s listener=%s) for %.0fs",
+                            ctx.peer_ip, group, self.config.auth_max_failures, outcome.authcid[:MAX_ID_LOG],
+                            outcome.mechanism, ctx.listener, self.config.auth_lockout_seconds)
+            if penalised:
+                log.warning("auth penalty user=%r after %d failures: further attempts from addresses it has "
+                            "not logged in from are spaced (last peer=%s)", account,
+                            self._limiter.account_failures(account), ctx.peer_ip)
             self.loop.call_later(self.config.auth_failure_delay, lambda: done(None))
 
-        if self._locked_out(ip, now) or user is None:
-            finish(False)
-            return
-        if outcome.authzid and self._canonical(outcome.authzid) != user:
+        if user is None or (outcome.authzid and self._canonical(outcome.authzid) != user):
             finish(False)       # no proxy authorization (RFC 4616 §2 lets the server refuse)
             return
         self._refresh()
-        if outcome.password is not None:
-            pw = outcome.password
-            if self._auth_cached(user, pw):
-                finish(True)
-                return
-
-            def verified(ok) -> None:
-                if ok is True:
-                    self._auth_remember(user, pw)
-                finish(ok is True)
-            self.loop.run_in_thread(lambda: self.users.verify_password(user, pw), verified)
-        else:
+        if outcome.password is None:
             finish(bool(outcome.scram_verified) and self.users.exists(user))
+            return
+        pw = outcome.password
+        if self._auth_cached(user, pw):
+            finish(True)
+            return
+
+        def verified(ok) -> None:
+            if ok is True:
+                self._auth_remember(user, pw)
+            finish(ok is True)
+        if not self._hash_lane().submit(group, lambda: self.users.verify_password(user, pw), verified):
+            self._limiter.cancel(attempt)
+            self._refused(ctx, outcome, AUTH_BUSY, account)
+            done(AUTH_BUSY)
+
+    def _refused(self, ctx: SessionContext, outcome: SaslOutcome, refusal: AuthTemporary, account: str) -> None:
+        """One line per attempt refused without checking the password (never the password)."""
+        if refusal.reason == "lockout":
+            why = "%d failures from this address" % self._limiter.failures_from(address_group(ctx.peer_ip))
+        elif refusal.reason == "throttled":
+            wait = max(0.0, self._limiter.next_allowed(account) - self.loop.time())
+            why = "%d failures for this account, next attempt in %.0fs" % (self._limiter.account_failures(account), wait)
+        else:
+            why = "password-check lane full (%d running, %d waiting)" % (self._lane.running, self._lane.waiting)
+        log.info("auth %s user=%r mechanism=%s peer=%s listener=%s: refused, %s", refusal.reason,
+                 outcome.authcid[:MAX_ID_LOG], outcome.mechanism, ctx.peer_ip, ctx.listener, why)
 
     # Dovecot's auth cache, for the same reason: scrypt is deliberately slow
     # (tens of ms), and mail clients log in again every few minutes.  Only

@@ -239,12 +239,12 @@ class AuthLockoutTest(ServerTestCase):
 
     def test_lockout_after_repeated_failures(self):
         self.assertEqual(self.login("alice-secret"), 235)
-        with self.assertLogs("mailsrv.auth", "WARNING") as logs:
-            self.assertEqual(self.login("wrong-1"), 535)
-            self.assertEqual(self.login("wrong-2"), 535)
+        with self.assertLogs("mailsrv.auth", "INFO") as logs:
+            self.assertEqual(self.login("wrong-1"), 535)     # smtplib tries PLAIN, then LOGIN: 2 failures
+            self.assertEqual(self.login("wrong-2"), 454)     # locked out: a temporary refusal (issue 8)
         self.assertIn("lockout peer=127.0.0.1", "".join(logs.output))
         self.assertNotIn("wrong-", "".join(logs.output))
-        self.assertEqual(self.login("alice-secret"), 535)    # locked out now
+        self.assertEqual(self.login("alice-secret"), 454)    # locked out now, and told so
 
 
 if __name__ == "__main__":
