@@ -351,7 +351,8 @@ class Backend:
             done((250, "2.0.0", f"Ok: queued as {queue_id}"))
             return
         if local:
-            job = DeliveryJob(data=data, return_path=envelope.mail_from, users=local, queue_id=queue_id)
+            job = DeliveryJob(data=data, return_path=envelope.mail_from, users=local, queue_id=queue_id,
+                              delivered_to=self._delivered_to(envelope.rcpt_to, local))
             self.deliverer.submit(job, lambda r: self.loop.call_soon_threadsafe(lambda: part_done(r.ok, r.error)))
         if remote:
             def enqueue():
@@ -365,6 +366,21 @@ class Backend:
                 if ok and self.relay is not None:
                     self.relay.kick()
             self.loop.run_in_thread(enqueue, enqueued)
+
+    def _delivered_to(self, rcpts: List[str], users: List[str]) -> str:
+        """Delivered-To (RFC 9228 §4) for a one-user delivery: the recipient as
+        given, with its +tag, when it is that user's own address (as Postfix's
+        local(8) writes it); otherwise (an alias) the user."""
+        if len(users) != 1 or len(rcpts) != 1:
+            return ""
+        local, _, domain = rcpts[0].rpartition("@")
+        try:
+            given = normalize_address(rcpts[0])
+        except ValueError:
+            return ""
+        if "+" in local and normalize_address(local.split("+", 1)[0] + "@" + domain) == users[0]:
+            return given
+        return ""
 
     # -- POP3 ---------------------------------------------------------------
     def open_maildrop(self, ctx: SessionContext, user: str, done: Callable[[object], None]) -> None:
