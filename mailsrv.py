@@ -301,6 +301,7 @@ class MailServer:
         cfg = self.config
         self._tls = self._tls_context()
         self.backend.start()
+        self.backend.start_pickup()
         for name, (factory, busy) in self._factories().items():
             port = cfg.values[PORT_KEYS[name]]
             if port is None or (name in TLS_ONLY and self._tls is None):
@@ -613,6 +614,89 @@ def dns_main(cfg: Config, qtype: str, name: str) -> int:
     return 0
 
 
+def sendmail_main(argv: List[str]) -> int:
+    """`sendmail [-t] [-f sender] [-i] [-F name] [rcpt...] < message`: into
+    DATA/postdrop/ (durably), then a signal to the running server's pick-up;
+    with no server running, the server picks it up when it starts.  Exit codes
+    of sysexits.h (protocols/sendmail.py); one line on stderr when not 0."""
+    from protocols import sendmail as sm
+    try:
+        return _sendmail(sm, argv)
+    except sm.SendmailError as e:
+        print(f"sendmail: {e}", file=sys.stderr)
+        return e.code
+    except ConfigError as e:
+        print(f"sendmail: {e}", file=sys.stderr)
+        return sm.EX_CONFIG
+    except Exception as e:  # a bug: still a sysexits code, never a silent loss
+        print(f"sendmail: internal error: {e!r}", file=sys.stderr)
+        return sm.EX_SOFTWARE
+
+
+def _sendmail(sm, argv: List[str]) -> int:
+    import time
+    from email.utils import formatdate, make_msgid
+    from protocols.base import new_id
+    from store import postdrop
+    opts = sm.parse_args(argv)
+    cfg = load_config(argparse.Namespace(config=opts.config, data=opts.data))
+    data = os.path.abspath(cfg.data_dir)
+    if not os.path.isdir(data):
+        raise ConfigError(f"no data folder {data} (give --data DIR, or -C FILE with data_dir)")
+    host = cfg.hostname
+    sender = sm.address(opts.sender if opts.sender is not None else getpass.getuser(), host, sender=True)
+    raw = sys.stdin.buffer.read(cfg.max_message_size + 1)
+    message = sm.frame(raw, opts.ignore_dots)
+    if len(raw) > cfg.max_message_size or len(message) > cfg.max_message_size:
+        raise sm.SendmailError(sm.EX_DATAERR, f"message larger than max_message_size ({cfg.max_message_size} octets)")
+    rcpts = list(opts.recipients)
+    if opts.extract:
+        found, message = sm.extract(message)
+        rcpts += found
+    rcpts = list(dict.fromkeys(sm.address(r, host) for r in rcpts))
+    if not rcpts:
+        raise sm.SendmailError(sm.EX_USAGE, "no recipients (give them as arguments, or -t to read To/Cc/Bcc)")
+    _sendmail_check_users(sm, cfg, rcpts)
+    message = sm.complete(message, sender, opts.full_name, formatdate(localtime=True), make_msgid(domain=host))
+    name = "%d.%d.%s" % (time.time(), os.getpid(), new_id(5))
+    try:
+        postdrop.write(data, name, sender, rcpts, message)
+    except OSError as e:
+        raise sm.SendmailError(_sendmail_errno(sm, e.errno),
+                               f"cannot write to {postdrop.drop_dir(data)}: {e.strerror or e}") from None
+    pid = _running_pid(data)
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGUSR2)
+        except OSError:
+            pass           # picked up by the next round or the next start
+    return 0
+
+
+def _sendmail_check_users(sm, cfg: Config, rcpts: List[str]) -> None:
+    """EX_NOUSER now for a local address nobody has (when we may read the users)."""
+    from store.users import Directory
+    try:
+        directory = Directory(UserDB(cfg.data_dir), AliasDB(cfg.data_dir), cfg.local_domains(),
+                              cfg.postmaster or f"postmaster@{cfg.hostname.lower()}")
+        for r in rcpts:
+            local, _, domain = r.rpartition("@")
+            if directory.is_local_domain(domain) and directory.resolve(local, domain) is None:
+                raise sm.SendmailError(sm.EX_NOUSER, f"<{r}>: no such user or alias here")
+    except OSError:
+        pass               # the server checks (and bounces) at pick-up
+
+
+def _sendmail_errno(sm, err: Optional[int]) -> int:
+    if err in (errno.EACCES, errno.EPERM):
+        return sm.EX_NOPERM
+    if err in (errno.ENOSPC, errno.EDQUOT, errno.EAGAIN, errno.EINTR):
+        return sm.EX_TEMPFAIL
+    if err in (errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EEXIST):
+        return sm.EX_CANTCREAT
+    return sm.EX_OSERR
+
+
 def serve_main(argv: List[str]) -> int:
     args = _serve_parser().parse_args(argv)
     cfg = load_config(args)
@@ -637,6 +721,7 @@ def serve_main(argv: List[str]) -> int:
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, lambda _s, _f: server.loop.call_soon_threadsafe(reload))
     signal.signal(signal.SIGUSR1, lambda _s, _f: server.loop.call_soon_threadsafe(server.queue_control))
+    signal.signal(signal.SIGUSR2, lambda _s, _f: server.loop.call_soon_threadsafe(server.backend.pickup.kick))
     pidfile = os.path.join(cfg.data_dir, "mailsrv.pid")
     with open(pidfile, "w") as f:
         f.write(f"{os.getpid()}\n")
@@ -653,6 +738,8 @@ def serve_main(argv: List[str]) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "sendmail":
+        return sendmail_main(argv[1:])
     try:
         if argv and argv[0] in ("user", "alias", "queue", "dns", "config-example"):
             return admin_main(argv)

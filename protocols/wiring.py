@@ -69,6 +69,7 @@ class Backend:
         self.deliverer: Optional[Deliverer] = None
         self.relay = None          # set by the outbound wiring when it is enabled
         self.queue = None
+        self.pickup = None         # set by start_pickup (the serving server only)
         self._failures: Dict[str, Tuple[int, float]] = {}   # ip -> (count, first failure time)
         self._auth_cache: Dict[str, Tuple[bytes, float]] = {}  # user -> (HMAC of the password, expiry)
         self._fake_key = os.urandom(32)   # for stable fake SCRAM credentials of unknown users
@@ -111,6 +112,8 @@ class Backend:
             client=ClientConfig(allow_plaintext_auth=cfg.allow_plaintext_auth))
 
     def close(self) -> None:
+        if self.pickup is not None:
+            self.pickup.stop()
         if self.relay is not None:
             self.relay.stop()
         if self.deliverer is not None:
@@ -381,6 +384,38 @@ class Backend:
         if "+" in local and normalize_address(local.split("+", 1)[0] + "@" + domain) == users[0]:
             return given
         return ""
+
+    # -- local submission: the sendmail command's postdrop/ ------------------
+    def start_pickup(self) -> None:
+        """Serve DATA/postdrop/ (protocols/pickup.py): at start, on kick, periodically."""
+        from protocols.base import new_id
+        from protocols.pickup import Pickup
+        self.pickup = Pickup(self.loop, self.config.data_dir, self.config.hostname,
+                             lambda: self.config.max_message_size, self.deliver_dropped, new_id)
+        self.loop.call_soon(self.pickup.start)
+
+    def deliver_dropped(self, dropped, data: bytes, queue_id: str, done: Callable[[bool], None]) -> None:
+        """One message from ``sendmail``: local recipients into the Maildirs, the
+        rest queued; an unknown local recipient is queued too, so the relay
+        bounces it to the sender (RFC 5321 §3.6.2: the command has exited)."""
+        self._refresh()
+        targets = []
+        for rcpt in dropped.recipients:
+            local_part, _, domain = rcpt.rpartition("@")
+            resolved = self.directory.resolve(local_part, domain) if self.directory.is_local_domain(domain) else None
+            if resolved is None:
+                targets.append(([], [rcpt]))
+            else:
+                local = [t for t in resolved if self.directory.is_local_domain(t.rpartition("@")[2])]
+                targets.append((local, [t for t in resolved if t not in local]))
+        if self.queue is None and any(rem for _loc, rem in targets):
+            done(False)
+            return
+        utf8 = not all(a.isascii() for a in [dropped.sender, *dropped.recipients])
+        env = Envelope(mail_from=dropped.sender, rcpt_to=list(dropped.recipients), targets=targets,
+                       body="7BIT" if data.isascii() else "8BITMIME", smtputf8=utf8, helo="",
+                       peer_ip="", auth_user=None, tls=False, listener="sendmail", queue_id=queue_id)
+        self.deliver(env, data, lambda reply: done(reply[0] == 250))
 
     # -- POP3 ---------------------------------------------------------------
     def open_maildrop(self, ctx: SessionContext, user: str, done: Callable[[object], None]) -> None:
