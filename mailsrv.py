@@ -356,15 +356,48 @@ class MailServer:
     def reload(self, config: Optional[Config] = None) -> None:
         """SIGHUP: re-read users, aliases and the live configuration keys.
 
-        Keys that are not live (ports, addresses, certificates, data_dir)
-        keep their running values until a restart."""
+        Keys that are not live (ports, addresses, data_dir) keep their running
+        values until a restart, and a WARNING names each changed one.  The TLS
+        certificate and key are loaded again (renewals need no restart)."""
+        running_tls = (self.config.tls_cert, self.config.tls_key)
         if config is not None:
+            restart = self._restart_keys(config)
+            if restart:
+                log.warning("reload: changed keys need a restart to take effect: %s", "; ".join(restart))
             merged = dict(self.config.values)
             for k, (_kind, _d, live, _c) in KEYS.items():
-                if live:
+                if live or (k in ("tls_cert", "tls_key") and self._tls is not None and config.tls_cert):
                     merged[k] = config.values[k]
             self.config = Config(merged)
         self.backend.reload(self.config if config is not None else None)
+        if not self.reload_tls():
+            self.config.values["tls_cert"], self.config.values["tls_key"] = running_tls
+
+    def _restart_keys(self, config: Config) -> List[str]:
+        """Changed keys SIGHUP cannot apply (turning TLS on or off is one)."""
+        out = []
+        for k, (_kind, _d, live, _c) in KEYS.items():
+            if live or (k in ("tls_cert", "tls_key") and self._tls is not None and config.tls_cert):
+                continue
+            if config.values[k] != self.config.values[k]:
+                out.append(f"{k} (running {self.config.values[k]!r}, configured {config.values[k]!r})")
+        return out
+
+    def reload_tls(self) -> bool:
+        """Load tls_cert/tls_key again for new connections and their STARTTLS;
+        open sessions keep theirs.  A pair that does not load is refused with
+        one ERROR line naming the file, and the running one stays in use."""
+        if self._tls is None or not self.config.tls_cert:
+            return True
+        try:
+            ctx = self._tls_context()
+        except ConfigError as e:
+            log.error("TLS certificate not reloaded, the running one stays in use: %s", e)
+            return False
+        self._tls = ctx
+        count = self.loop.set_tls_context(ctx)
+        log.info("TLS certificate reloaded from %s (%d listeners)", self.config.tls_cert, count)
+        return True
 
     def queue_control(self) -> None:
         """SIGUSR1: apply requests left by `mailsrv.py queue ...` (loop thread)."""
