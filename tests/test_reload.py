@@ -65,6 +65,8 @@ class SighupTest(unittest.TestCase):
         self.addCleanup(self.srv.kill)
         self.port = self.srv.ports["smtp"]
         self.log = StderrReader(self.srv.proc)
+        # the pid file is written once the signal handlers are in place
+        wait_for(lambda: os.path.exists(os.path.join(self.data, "mailsrv.pid")), "the pid file", self.log.read)
 
     def install(self, cert, key):
         """Renew the way certbot does: new files under the configured names."""
