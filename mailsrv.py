@@ -29,6 +29,7 @@ import threading
 from dataclasses import dataclass, field, fields
 from typing import Dict, List, Optional, Tuple
 
+from protocols import logtarget
 from protocols.wiring import Backend
 from protocols.loop import EventLoop
 from protocols.smtp_server import SmtpConfig, SmtpSession
@@ -55,9 +56,10 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "pop3s_port": ("port", "2995", False, "POP3 over implicit TLS (real: 995); only with a certificate"),
     "imap_port": ("port", "2143", False, "IMAP (real: 143); not built yet"),
     "imaps_port": ("port", "2993", False, "IMAP over implicit TLS (real: 993); not built yet"),
-    "tls_cert": ("str", "", False, "PEM certificate chain; enables STARTTLS/STLS and the implicit-TLS ports"),
-    "tls_key": ("str", "", False, "PEM private key for tls_cert"),
+    "tls_cert": ("str", "", False, "PEM certificate chain; enables STARTTLS/STLS and the implicit-TLS ports; SIGHUP reloads it"),
+    "tls_key": ("str", "", False, "PEM private key for tls_cert; SIGHUP reloads it"),
     "log_level": ("str", "INFO", True, "DEBUG, INFO, WARNING or ERROR"),
+    "log_target": ("str", "stderr", False, "where the log goes: stderr, file:/path (reopened on SIGHUP, for logrotate) or syslog (facility mail)"),
     "max_message_size": ("int", "26214400", True, "largest message accepted, in octets (announced in EHLO SIZE)"),
     "max_recipients": ("int", "100", True, "recipients per message (RFC 5321 §4.5.3.1.8 minimum is 100)"),
     "max_received_headers": ("int", "30", True, "more Received: headers than this is a mail loop: 554 5.4.6 (RFC 5321 §6.3)"),
@@ -156,6 +158,8 @@ class Config:
                 ipaddress.ip_address(addr)
             except ValueError:
                 raise ConfigError(f"bad listen address: {addr!r} (give an IPv4 or IPv6 address)") from None
+        if logtarget.check(self.values["log_target"]):
+            raise ConfigError(logtarget.check(self.values["log_target"]))
         if self.values["relay_tls"] not in ("may", "require", "never", "implicit"):
             raise ConfigError("relay_tls must be may, require, never or implicit")
         self.trusted_networks()  # validate now
@@ -733,8 +737,10 @@ def _sendmail_errno(sm, err: Optional[int]) -> int:
 def serve_main(argv: List[str]) -> int:
     args = _serve_parser().parse_args(argv)
     cfg = load_config(args)
-    logging.basicConfig(level=getattr(logging, str(cfg.log_level).upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        log_handler = logtarget.install(cfg.log_target, str(cfg.log_level))
+    except OSError as e:
+        raise ConfigError(f"cannot open log_target {e.filename or cfg.log_target}: {e.strerror or e}") from None
     server = MailServer(cfg)
     server.bind()
     for line in server.listening_lines():
@@ -745,6 +751,7 @@ def serve_main(argv: List[str]) -> int:
         server.shutdown()
 
     def reload():
+        logtarget.reopen(log_handler)     # logrotate renamed the file: start a new one
         try:
             server.reload(load_config(args))
         except ConfigError as e:

@@ -130,7 +130,8 @@ class Backend:
                 self.relay.config = self._relay_config()
                 self.resolver = self.relay.resolver = self._make_resolver()
                 self.queue.set_policy([float(x) for x in config.retry_schedule], config.max_queue_age)
-            logging.getLogger().setLevel(getattr(logging, str(config.log_level).upper(), logging.INFO))
+            # our own loggers only: an embedding host's root logger is not ours to change
+            logging.getLogger("mailsrv").setLevel(getattr(logging, str(config.log_level).upper(), logging.INFO))
         self._refresh()
         log.info("reloaded users (%d), aliases and configuration", len(self.users.list()))
 
