@@ -681,7 +681,7 @@ def _sendmail(sm, argv: List[str]) -> int:
     if not os.path.isdir(data):
         raise ConfigError(f"no data folder {data} (give --data DIR, or -C FILE with data_dir)")
     host = cfg.hostname
-    sender = sm.address(opts.sender if opts.sender is not None else getpass.getuser(), host, sender=True)
+    sender = sm.address(opts.sender if opts.sender is not None else _unix_user(), host, sender=True)
     raw = sys.stdin.buffer.read(cfg.max_message_size + 1)
     message = sm.frame(raw, opts.ignore_dots)
     if len(raw) > cfg.max_message_size or len(message) > cfg.max_message_size:
@@ -708,6 +708,13 @@ def _sendmail(sm, argv: List[str]) -> int:
         except OSError:
             pass           # picked up by the next round or the next start
     return 0
+
+
+def _unix_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):       # a uid without a passwd entry (containers)
+        return f"uid{os.getuid()}"
 
 
 def _sendmail_check_users(sm, cfg: Config, rcpts: List[str]) -> None:

@@ -31,12 +31,16 @@ import stat
 from dataclasses import dataclass
 from typing import List
 
-from store.fsutil import fsync_dir
+from store.fsutil import fsync_dir, write_all
 
 DIRNAME = "postdrop"
 # The JSON envelope line: 100 recipients (RFC 5321 §4.5.3.1.8) of 256 octets
 # (§4.5.3.1.3) fit with room to spare.
 MAX_ENVELOPE_LINE = 64 * 1024
+# Readable by the directory's group: with a shared postdrop/ (README: "sendmail for
+# other users", a setgid directory of the server's group) the server reads
+# another user's file through the group, as Postfix's pickup does.
+FILE_MODE = 0o640
 _OPEN_WRITE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 _OPEN_READ = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
@@ -74,11 +78,9 @@ def write(data_dir: str, name: str, sender: str, recipients: List[str], message:
     if len(head) > MAX_ENVELOPE_LINE:
         raise ValueError("too many recipients")
     tmp = os.path.join(folder, ".tmp-" + name)
-    fd = os.open(tmp, _OPEN_WRITE, 0o600)
+    fd = os.open(tmp, _OPEN_WRITE, FILE_MODE)
     try:
-        view = memoryview(head + message)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, head + message)
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -88,9 +90,17 @@ def write(data_dir: str, name: str, sender: str, recipients: List[str], message:
     final = os.path.join(folder, name)
     try:
         os.rename(tmp, final)
-        fsync_dir(folder)
     except BaseException:
         _unlink_quietly(tmp)
+        raise
+    try:
+        fsync_dir(folder)
+    except PermissionError:
+        # A shared postdrop/ (mode 1730, README) may be written but not opened
+        # by the submitting user: sync(2) makes the rename durable instead.
+        os.sync()
+    except BaseException:
+        _unlink_quietly(final)        # not known to be durable: the caller reports failure
         raise
     return final
 
@@ -112,14 +122,16 @@ def read(data_dir: str, name: str, max_size: int) -> Dropped:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
             raise ValueError("not a regular file with one link")
-        if st.st_size > max_size + MAX_ENVELOPE_LINE:
-            raise ValueError("larger than max_message_size")
-        chunks = []
-        while True:
+        limit = max_size + MAX_ENVELOPE_LINE
+        chunks, size = [], 0
+        while size <= limit:           # bounded even if the owner appends meanwhile
             chunk = os.read(fd, 1 << 16)
             if not chunk:
                 break
             chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise ValueError("larger than max_message_size")
     finally:
         os.close(fd)
     content = b"".join(chunks)
