@@ -732,11 +732,13 @@ def _sendmail_check_users(sm, cfg: Config, rcpts: List[str]) -> None:
 
 
 def _sendmail_errno(sm, err: Optional[int]) -> int:
+    """sysexits.h for a failed write.  A full disk is EX_CANTCREAT, not
+    EX_TEMPFAIL: PHP's mail() counts 75 as accepted, and the message is not."""
     if err in (errno.EACCES, errno.EPERM):
         return sm.EX_NOPERM
-    if err in (errno.ENOSPC, errno.EDQUOT, errno.EAGAIN, errno.EINTR):
+    if err in (errno.EAGAIN, errno.EINTR, errno.EMFILE, errno.ENFILE, errno.ENOMEM):
         return sm.EX_TEMPFAIL
-    if err in (errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EEXIST):
+    if err in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
         return sm.EX_CANTCREAT
     return sm.EX_OSERR
 

@@ -147,6 +147,17 @@ class SendmailGrammarTest(unittest.TestCase):
         self.assertEqual(o.recipients, ["a@x.test", "b@x.test", "c@x.test"])
         self.assertEqual(sm.parse_args(["-bm", "-i", "-r", "s@x.test", "u"]).sender, "s@x.test")
 
+    def test_the_command_lines_of_cron_php_and_git(self):
+        debian_cron = sm.parse_args("-FCronDaemon -i -B8BITMIME -oem alice".split())
+        self.assertEqual((debian_cron.full_name, debian_cron.ignore_dots, debian_cron.recipients),
+                         ("CronDaemon", True, ["alice"]))
+        cronie = sm.parse_args("-FCronDaemon -i -odi -oem -oi -t -f root".split())
+        self.assertEqual((cronie.extract, cronie.sender, cronie.recipients), (True, "root", []))
+        php = sm.parse_args(["-t", "-i"])                      # PHP's default sendmail_path
+        self.assertEqual((php.extract, php.ignore_dots), (True, True))
+        git = sm.parse_args(["-i", "-f", "me@x.test", "a@x.test", "b@x.test"])   # git send-email
+        self.assertEqual(git.recipients, ["a@x.test", "b@x.test"])
+
     def test_extract_reads_folded_fields_and_drops_every_bcc_line(self):
         msg = (b"To: A <a@x.test>,\r\n\tb@x.test\r\nCc: c@x.test\r\nBcc: d@x.test,\r\n e@x.test\r\n"
                b"Resent-Bcc: f@x.test\r\nSubject: s\r\n\r\nTo: not@header.test\r\n")
