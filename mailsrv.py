@@ -680,26 +680,15 @@ def _sendmail(sm, argv: List[str]) -> int:
     data = os.path.abspath(cfg.data_dir)
     if not os.path.isdir(data):
         raise ConfigError(f"no data folder {data} (give --data DIR, or -C FILE with data_dir)")
-    host = cfg.hostname
-    sender = sm.address(opts.sender if opts.sender is not None else _unix_user(), host, sender=True)
     raw = sys.stdin.buffer.read(cfg.max_message_size + 1)
-    message = sm.frame(raw, opts.ignore_dots)
-    if len(raw) > cfg.max_message_size or len(message) > cfg.max_message_size:
-        raise sm.SendmailError(sm.EX_DATAERR, f"message larger than max_message_size ({cfg.max_message_size} octets)")
-    rcpts = list(opts.recipients)
-    if opts.extract:
-        found, message = sm.extract(message)
-        rcpts += found
-    rcpts = list(dict.fromkeys(sm.address(r, host) for r in rcpts))
-    if not rcpts:
-        raise sm.SendmailError(sm.EX_USAGE, "no recipients (give them as arguments, or -t to read To/Cc/Bcc)")
+    sender, rcpts, message = sm.prepare(opts, raw, cfg.hostname, _unix_user(), cfg.max_message_size,
+                                        formatdate(localtime=True), make_msgid(domain=cfg.hostname))
     _sendmail_check_users(sm, cfg, rcpts)
-    message = sm.complete(message, sender, opts.full_name, formatdate(localtime=True), make_msgid(domain=host))
     name = "%d.%d.%s" % (time.time(), os.getpid(), new_id(5))
     try:
         postdrop.write(data, name, sender, rcpts, message)
     except OSError as e:
-        raise sm.SendmailError(_sendmail_errno(sm, e.errno),
+        raise sm.SendmailError(sm.exit_code(e.errno),
                                f"cannot write to {postdrop.drop_dir(data)}: {e.strerror or e}") from None
     pid = _running_pid(data)
     if pid is not None:
@@ -729,18 +718,6 @@ def _sendmail_check_users(sm, cfg: Config, rcpts: List[str]) -> None:
                 raise sm.SendmailError(sm.EX_NOUSER, f"<{r}>: no such user or alias here")
     except OSError:
         pass               # the server checks (and bounces) at pick-up
-
-
-def _sendmail_errno(sm, err: Optional[int]) -> int:
-    """sysexits.h for a failed write.  A full disk is EX_CANTCREAT, not
-    EX_TEMPFAIL: PHP's mail() counts 75 as accepted, and the message is not."""
-    if err in (errno.EACCES, errno.EPERM):
-        return sm.EX_NOPERM
-    if err in (errno.EAGAIN, errno.EINTR, errno.EMFILE, errno.ENFILE, errno.ENOMEM):
-        return sm.EX_TEMPFAIL
-    if err in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
-        return sm.EX_CANTCREAT
-    return sm.EX_OSERR
 
 
 def serve_main(argv: List[str]) -> int:

@@ -119,7 +119,11 @@ class Pickup:
                      ",".join("<%s>" % r for r in got.recipients), qid)
             self.loop.run_in_thread(lambda: postdrop.remove(self.data_dir, name),
                                     lambda r: self._removed(name, r, names))
-        self.deliver(got, trace + got.message, qid, delivered)
+        try:
+            self.deliver(got, trace + got.message, qid, delivered)
+        except Exception:           # a bug: the file stays for the next round, the pick-up goes on
+            log.exception("delivery of %s/%s failed", postdrop.drop_dir(self.data_dir), name)
+            self._next(names)
 
     def _removed(self, name: str, result, names: List[str]) -> None:
         if isinstance(result, BaseException):

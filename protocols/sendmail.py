@@ -24,6 +24,7 @@ its header section, as Postfix's cleanup(8) does for local submissions
 from __future__ import annotations
 
 import email.utils
+import errno
 import re
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
@@ -222,3 +223,34 @@ def address(text: str, default_domain: str, sender: bool = False) -> str:
     if params.strip() or addr is None:
         raise SendmailError(EX_DATAERR, "bad address %r" % text)
     return addr.text
+
+
+def prepare(opts: Options, raw: bytes, hostname: str, unix_user: str, max_size: int,
+            date: str, msgid: str) -> Tuple[str, List[str], bytes]:
+    """(sender, recipients, message) from the options and stdin's ``raw`` bytes
+    (read up to ``max_size + 1``); SendmailError for what cannot be sent."""
+    sender = address(opts.sender if opts.sender is not None else unix_user, hostname, sender=True)
+    message = frame(raw, opts.ignore_dots)
+    if len(raw) > max_size or len(message) > max_size:
+        raise SendmailError(EX_DATAERR, "message larger than max_message_size (%d octets)" % max_size)
+    rcpts = list(opts.recipients)
+    if opts.extract:
+        found, message = extract(message)
+        rcpts += found
+    rcpts = list(dict.fromkeys(address(r, hostname) for r in rcpts))
+    if not rcpts:
+        raise SendmailError(EX_USAGE, "no recipients (give them as arguments, or -t to read To/Cc/Bcc)")
+    return sender, rcpts, complete(message, sender, opts.full_name, date, msgid)
+
+
+def exit_code(err: Optional[int]) -> int:
+    """sysexits.h for a failed write of the postdrop file.  A full disk is
+    EX_CANTCREAT, not EX_TEMPFAIL: PHP's mail() counts 75 as accepted, and the
+    message is not."""
+    if err in (errno.EACCES, errno.EPERM):
+        return EX_NOPERM
+    if err in (errno.EAGAIN, errno.EINTR, errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+        return EX_TEMPFAIL
+    if err in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
+        return EX_CANTCREAT
+    return EX_OSERR
