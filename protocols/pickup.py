@@ -31,7 +31,11 @@ PICKUP_INTERVAL = 60.0
 def received_field(hostname: str, uid: int, queue_id: str, rcpt: Optional[str], when: float) -> bytes:
     """RFC 5321 §4.4 time-stamp line for a local submission, in Postfix's words:
     ``Received: by HOST (mailsrv, from userid UID) id QID [for <RCPT>]; DATE``
-    ("for" only with one recipient, RFC 5321 §7.2), folded with TAB (RFC 5322 §2.2.3)."""
+    ("for" only with one recipient, RFC 5321 §7.2), folded with TAB (RFC 5322 §2.2.3).
+
+    DEVIATION(RFC 5321 §4.4): no "from" clause, as there is no SMTP client to
+    name; the uid in the comment says who submitted it (Postfix does the same,
+    and RFC 5322 §3.6.7's received-token grammar allows it)."""
     date = email.utils.format_datetime(datetime.datetime.fromtimestamp(when, datetime.timezone.utc))
     date = date.replace("-0000", "+0000")
     lines = ["Received: by %s (mailsrv, from userid %d)" % (hostname, uid), "\tid %s" % queue_id]
