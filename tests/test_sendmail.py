@@ -16,6 +16,7 @@ import unittest
 from protocols import sendmail as sm
 from store import postdrop
 from tests.helpers import ROOT, read_stored, strip_trace, wait_for
+from tests.test_reload import StderrReader
 from tests.test_server_cli import PY, ServerProcess, run_cli
 
 MSG = (b"From: Cron Daemon <cron@example.test>\n"
@@ -78,6 +79,23 @@ class SendmailCommandTest(unittest.TestCase):
         for user in ("bob@example.test", "carol@example.test"):
             [stored] = self.stored(user)      # signalled: well before the 60-second round
             self.assertEqual(strip_trace(stored), crlf(MSG), user)
+
+    def test_a_message_that_cannot_be_stored_stays_until_it_can(self):
+        new_dir = os.path.join(self.data, "mail", "example.test", "bob", "new")
+        os.rename(new_dir, new_dir + ".away")
+        with open(new_dir, "w"):
+            pass                                   # new/ is a file: delivery fails (ENOTDIR)
+        srv = self.server()
+        wait_for(lambda: os.path.exists(os.path.join(self.data, "mailsrv.pid")), "the pid file")
+        self.assertEqual(sendmail(self.data, "-i", "-f", "cron@example.test", "bob@example.test").returncode, 0)
+        StderrReader(srv.proc).wait_line("ERROR", "delivery failed")
+        self.assertEqual(len(postdrop.pending(self.data)), 1)    # kept: nothing was stored
+        os.unlink(new_dir)
+        os.rename(new_dir + ".away", new_dir)
+        srv.proc.send_signal(signal.SIGUSR2)       # what the next sendmail (or the 60 s round) does
+        [stored] = self.stored("bob@example.test")
+        self.assertEqual(strip_trace(stored), crlf(MSG))
+        wait_for(lambda: postdrop.pending(self.data) == [], "the postdrop file removed after delivery")
 
     def test_without_minus_i_a_lone_dot_ends_the_message_and_headers_are_completed(self):
         p = sendmail(self.data, "-F", "Backup Job", "-f", "cron@example.test", "bob@example.test",
