@@ -97,6 +97,14 @@ class SendmailCommandTest(unittest.TestCase):
         self.assertEqual(strip_trace(stored), crlf(MSG))
         wait_for(lambda: postdrop.pending(self.data) == [], "the postdrop file removed after delivery")
 
+    def test_an_unknown_local_recipient_found_at_pick_up_is_bounced_to_the_sender(self):
+        # what happens when the command could not read the users file (a shared postdrop/)
+        postdrop.write(self.data, "1.unknown", "bob@example.test", ["ghost@example.test"], crlf(MSG))
+        self.server()
+        [bounce] = self.stored("bob@example.test")
+        self.assertIn(b"Return-Path: <>", bounce)
+        self.assertIn(b"<ghost@example.test>: smtp; 550 5.1.1", bounce)
+
     def test_without_minus_i_a_lone_dot_ends_the_message_and_headers_are_completed(self):
         p = sendmail(self.data, "-F", "Backup Job", "-f", "cron@example.test", "bob@example.test",
                      stdin=b"Subject: short\n\nfirst\n.\nnever read\n")
