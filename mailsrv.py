@@ -28,12 +28,13 @@ import threading
 from dataclasses import dataclass, field, fields
 from typing import Dict, List, Optional, Tuple
 
+from protocols import logtarget
 from protocols.hostnames import NameFunc, choose_hostname, machine_names
 from protocols.wiring import Backend
 from protocols.loop import EventLoop
 from protocols.smtp_server import SmtpConfig, SmtpSession
 from protocols.startup import bind_error as _bind_error, describe, make_resolver, stop_line
-from store.datadir import DataDirError, ServerLock, lock_or_holder, open_data_dir, open_for_command, os_reason
+from store.datadir import DataDirError, ServerLock, lock_holder, lock_or_holder, open_data_dir, open_for_command, os_reason
 from store.tlsfiles import check_tls_files
 from store.users import AliasDB, UserDB, normalize_address
 
@@ -58,9 +59,10 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "pop3s_port": ("port", "2995", False, "POP3 over implicit TLS (real: 995); only with a certificate"),
     "imap_port": ("port", "2143", False, "IMAP (real: 143); not built yet"),
     "imaps_port": ("port", "2993", False, "IMAP over implicit TLS (real: 993); not built yet"),
-    "tls_cert": ("str", "", False, "PEM certificate chain; enables STARTTLS/STLS and the implicit-TLS ports"),
-    "tls_key": ("str", "", False, "PEM private key for tls_cert"),
+    "tls_cert": ("str", "", False, "PEM certificate chain; enables STARTTLS/STLS and the implicit-TLS ports; SIGHUP reloads it"),
+    "tls_key": ("str", "", False, "PEM private key for tls_cert; SIGHUP reloads it"),
     "log_level": ("str", "INFO", True, "DEBUG, INFO, WARNING or ERROR"),
+    "log_target": ("str", "stderr", False, "where the log goes: stderr, file:/path (reopened on SIGHUP, for logrotate) or syslog (facility mail)"),
     "max_message_size": ("int", "26214400", True, "largest message accepted, in octets (announced in EHLO SIZE)"),
     "max_recipients": ("int", "100", True, "recipients per message (RFC 5321 §4.5.3.1.8 minimum is 100)"),
     "max_received_headers": ("int", "30", True, "more Received: headers than this is a mail loop: 554 5.4.6 (RFC 5321 §6.3)"),
@@ -167,6 +169,8 @@ class Config:
                 ipaddress.ip_address(addr)
             except ValueError:
                 raise ConfigError(f"bad listen address: {addr!r} (give an IPv4 or IPv6 address)") from None
+        if logtarget.check(self.values["log_target"]):
+            raise ConfigError(logtarget.check(self.values["log_target"]))
         if self.values["relay_tls"] not in ("may", "require", "never", "implicit"):
             raise ConfigError("relay_tls must be may, require, never or implicit")
         self.trusted_networks()  # validate now
@@ -317,6 +321,7 @@ class MailServer:
         cfg = self.config
         self._tls = self._tls_context()
         self.backend.start()
+        self.backend.start_pickup()
         for name, (factory, busy) in self._factories().items():
             port = cfg.values[PORT_KEYS[name]]
             if port is None or (name in TLS_ONLY and self._tls is None):
@@ -371,15 +376,48 @@ class MailServer:
     def reload(self, config: Optional[Config] = None) -> None:
         """SIGHUP: re-read users, aliases and the live configuration keys.
 
-        Keys that are not live (ports, addresses, certificates, data_dir)
-        keep their running values until a restart."""
+        Keys that are not live (ports, addresses, data_dir) keep their running
+        values until a restart, and a WARNING names each changed one.  The TLS
+        certificate and key are loaded again (renewals need no restart)."""
+        running_tls = (self.config.tls_cert, self.config.tls_key)
         if config is not None:
+            restart = self._restart_keys(config)
+            if restart:
+                log.warning("reload: changed keys need a restart to take effect: %s", "; ".join(restart))
             merged = dict(self.config.values)
             for k, (_kind, _d, live, _c) in KEYS.items():
-                if live:
+                if live or (k in ("tls_cert", "tls_key") and self._tls is not None and config.tls_cert):
                     merged[k] = config.values[k]
             self.config = Config(merged, names=self.config.names)
         self.backend.reload(self.config if config is not None else None)
+        if not self.reload_tls():
+            self.config.values["tls_cert"], self.config.values["tls_key"] = running_tls
+
+    def _restart_keys(self, config: Config) -> List[str]:
+        """Changed keys SIGHUP cannot apply (turning TLS on or off is one)."""
+        out = []
+        for k, (_kind, _d, live, _c) in KEYS.items():
+            if live or (k in ("tls_cert", "tls_key") and self._tls is not None and config.tls_cert):
+                continue
+            if config.values[k] != self.config.values[k]:
+                out.append(f"{k} (running {self.config.values[k]!r}, configured {config.values[k]!r})")
+        return out
+
+    def reload_tls(self) -> bool:
+        """Load tls_cert/tls_key again for new connections and their STARTTLS;
+        open sessions keep theirs.  A pair that does not load is refused with
+        one ERROR line naming the file, and the running one stays in use."""
+        if self._tls is None or not self.config.tls_cert:
+            return True
+        try:
+            ctx = self._tls_context()
+        except ConfigError as e:
+            log.error("TLS certificate not reloaded, the running one stays in use: %s", e)
+            return False
+        self._tls = ctx
+        count = self.loop.set_tls_context(ctx)
+        log.info("TLS certificate reloaded from %s (%d listeners)", self.config.tls_cert, count)
+        return True
 
     def queue_control(self) -> None:
         """SIGUSR1: apply requests left by `mailsrv.py queue ...` (loop thread)."""
@@ -626,20 +664,91 @@ def check_main(cfg: Config) -> int:
     return run_check(cfg, EventLoop(), _read_resolv_conf(), PORT_KEYS, TLS_ONLY)
 
 
+def sendmail_main(argv: List[str]) -> int:
+    """`sendmail [-t] [-f sender] [-i] [-F name] [rcpt...] < message`: into
+    DATA/postdrop/ (durably), then a signal to the running server's pick-up;
+    with no server running, the server picks it up when it starts.  Exit codes
+    of sysexits.h (protocols/sendmail.py); one line on stderr when not 0."""
+    from protocols import sendmail as sm
+    try:
+        return _sendmail(sm, argv)
+    except sm.SendmailError as e:
+        print(f"sendmail: {e}", file=sys.stderr)
+        return e.code
+    except ConfigError as e:
+        print(f"sendmail: {e}", file=sys.stderr)
+        return sm.EX_CONFIG
+    except Exception as e:  # a bug: still a sysexits code, never a silent loss
+        print(f"sendmail: internal error: {e!r}", file=sys.stderr)
+        return sm.EX_SOFTWARE
+
+
+def _sendmail(sm, argv: List[str]) -> int:
+    import time
+    from email.utils import formatdate, make_msgid
+    from protocols.base import new_id
+    from store import postdrop
+    opts = sm.parse_args(argv)
+    cfg = load_config(argparse.Namespace(config=opts.config, data=opts.data))
+    data = os.path.abspath(cfg.data_dir)
+    if not os.path.isdir(data):
+        raise ConfigError(f"no data folder {data} (give --data DIR, or -C FILE with data_dir)")
+    raw = sys.stdin.buffer.read(cfg.max_message_size + 1)
+    sender, rcpts, message = sm.prepare(opts, raw, cfg.hostname, _unix_user(), cfg.max_message_size,
+                                        formatdate(localtime=True), make_msgid(domain=cfg.hostname))
+    _sendmail_check_users(sm, cfg, rcpts)
+    name = "%d.%d.%s" % (time.time(), os.getpid(), new_id(5))
+    try:
+        postdrop.write(data, name, sender, rcpts, message)
+    except OSError as e:
+        raise sm.SendmailError(sm.exit_code(e.errno),
+                               f"cannot write to {postdrop.drop_dir(data)}: {e.strerror or e}") from None
+    pid = lock_holder(data)          # only the server holding the data folder's lock
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGUSR2)
+        except OSError:
+            pass           # picked up by the next round or the next start
+    return 0
+
+
+def _unix_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):       # a uid without a passwd entry (containers)
+        return f"uid{os.getuid()}"
+
+
+def _sendmail_check_users(sm, cfg: Config, rcpts: List[str]) -> None:
+    """EX_NOUSER now for a local address nobody has (when we may read the users)."""
+    from store.users import Directory
+    try:
+        directory = Directory(UserDB(cfg.data_dir), AliasDB(cfg.data_dir), cfg.local_domains(),
+                              cfg.postmaster or f"postmaster@{cfg.hostname.lower()}")
+        for r in rcpts:
+            local, _, domain = r.rpartition("@")
+            if directory.is_local_domain(domain) and directory.resolve(local, domain) is None:
+                raise sm.SendmailError(sm.EX_NOUSER, f"<{r}>: no such user or alias here")
+    except OSError:
+        pass               # the server checks (and bounces) at pick-up
+
+
 def serve_main(argv: List[str]) -> int:
     args = _admin_parser().parse_args(argv)
     cfg = load_config(args)
-    logging.basicConfig(level=getattr(logging, str(cfg.log_level).upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        log_handler = logtarget.install(cfg.log_target, str(cfg.log_level))
+    except OSError as e:
+        raise ConfigError(f"cannot open log_target {e.filename or cfg.log_target}: {e.strerror or e}") from None
     cfg.values["data_dir"] = open_data_dir(cfg.data_dir, create=True)
     lock = ServerLock(cfg.data_dir).acquire()   # a second server on this folder stops here
     try:
-        return _serve(args, cfg)
+        return _serve(args, cfg, log_handler)
     finally:
         lock.release()
 
 
-def _serve(args: argparse.Namespace, cfg: Config) -> int:
+def _serve(args: argparse.Namespace, cfg: Config, log_handler) -> int:
     server = MailServer(cfg)
     server.bind()
 
@@ -648,6 +757,7 @@ def _serve(args: argparse.Namespace, cfg: Config) -> int:
         server.shutdown()
 
     def reload():
+        logtarget.reopen(log_handler)     # logrotate renamed the file: start a new one
         try:
             server.reload(load_config(args))
         except ConfigError as e:
@@ -657,9 +767,12 @@ def _serve(args: argparse.Namespace, cfg: Config) -> int:
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, lambda _s, _f: server.loop.call_soon_threadsafe(reload))
     signal.signal(signal.SIGUSR1, lambda _s, _f: server.loop.call_soon_threadsafe(server.queue_control))
+    signal.signal(signal.SIGUSR2, lambda _s, _f: server.loop.call_soon_threadsafe(server.backend.pickup.kick))
     # once, on stdout, now that signals are handled: listeners first (scripts wait for them), then the rest
     for line in server.listening_lines() + describe(cfg, server.backend.directory, cfg.data_dir):
         print(line, flush=True)
+        if cfg.log_target != "stderr":       # on a terminal they would show twice; a log file wants them
+            log.info("%s", line)
     print(stop_line(os.getpid()), flush=True)
     server.serve_forever()
     log.info("stopped")
@@ -668,6 +781,8 @@ def _serve(args: argparse.Namespace, cfg: Config) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "sendmail":
+        return sendmail_main(argv[1:])
     try:
         if _admin_parser().parse_args(argv).cmd is not None:
             return admin_main(argv)

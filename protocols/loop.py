@@ -571,6 +571,21 @@ class EventLoop:
         bound = sock.getsockname()
         return bound[0], bound[1]
 
+    def set_tls_context(self, context: ssl.SSLContext) -> int:
+        """Certificate reload (SIGHUP): every listener that has TLS (implicit or
+        STARTTLS) hands ``context`` to the connections it accepts from now on;
+        open connections keep the context they were accepted with.  A plain
+        attribute swap, safe from any thread.  Returns the listeners changed."""
+        changed = 0
+        for lst in list(self._listeners):
+            if lst.ssl_context is not None or lst.starttls_context is not None:
+                changed += 1
+            if lst.ssl_context is not None:
+                lst.ssl_context = context
+            if lst.starttls_context is not None:
+                lst.starttls_context = context
+        return changed
+
     def _close_listener(self, lst: _Listener) -> None:
         if lst in self._listeners:
             self._listeners.remove(lst)

@@ -76,6 +76,7 @@ class Backend:
         self.deliverer: Optional[Deliverer] = None
         self.relay = None          # set by the outbound wiring when it is enabled
         self.queue = None
+        self.pickup = None         # set by start_pickup (the serving server only)
         self._limiter = AuthLimiter(self._limits())    # failed-login counters (the only owner)
         self._lane: Optional[Lane] = None              # password hashing's own threads
         self._auth_cache: Dict[str, Tuple[bytes, float]] = {}  # user -> (HMAC of the password, expiry)
@@ -124,6 +125,8 @@ class Backend:
     def close(self) -> None:
         if self._lane is not None:
             self._lane.close()
+        if self.pickup is not None:
+            self.pickup.stop()
         if self.relay is not None:
             self.relay.stop()
         if self.deliverer is not None:
@@ -141,7 +144,8 @@ class Backend:
                 self.relay.config = self._relay_config()
                 self.resolver = self.relay.resolver = self._make_resolver()
                 self.queue.set_policy([float(x) for x in config.retry_schedule], config.max_queue_age)
-            logging.getLogger().setLevel(getattr(logging, str(config.log_level).upper(), logging.INFO))
+            # our own loggers only: an embedding host's root logger is not ours to change
+            logging.getLogger("mailsrv").setLevel(getattr(logging, str(config.log_level).upper(), logging.INFO))
         self._refresh()
         log.info("reloaded users (%d), aliases and configuration", len(self.users.list()))
 
@@ -395,7 +399,8 @@ class Backend:
             done((250, "2.0.0", f"Ok: queued as {queue_id}"))
             return
         if local:
-            job = DeliveryJob(data=data, return_path=envelope.mail_from, users=local, queue_id=queue_id)
+            job = DeliveryJob(data=data, return_path=envelope.mail_from, users=local, queue_id=queue_id,
+                              delivered_to=self._delivered_to(envelope.rcpt_to, local))
             self.deliverer.submit(job, lambda r: self.loop.call_soon_threadsafe(lambda: part_done(r.ok, r.error)))
         if remote:
             def enqueue():
@@ -409,6 +414,53 @@ class Backend:
                 if ok and self.relay is not None:
                     self.relay.kick()
             self.loop.run_in_thread(enqueue, enqueued)
+
+    def _delivered_to(self, rcpts: List[str], users: List[str]) -> str:
+        """Delivered-To (RFC 9228 §4) for a one-user delivery: the recipient as
+        given, with its +tag, when it is that user's own address (as Postfix's
+        local(8) writes it); otherwise (an alias) the user."""
+        if len(users) != 1 or len(rcpts) != 1:
+            return ""
+        local, _, domain = rcpts[0].rpartition("@")
+        try:
+            given = normalize_address(rcpts[0])
+        except ValueError:
+            return ""
+        if "+" in local and normalize_address(local.split("+", 1)[0] + "@" + domain) == users[0]:
+            return given
+        return ""
+
+    # -- local submission: the sendmail command's postdrop/ ------------------
+    def start_pickup(self) -> None:
+        """Serve DATA/postdrop/ (protocols/pickup.py): at start, on kick, periodically."""
+        from protocols.base import new_id
+        from protocols.pickup import Pickup
+        self.pickup = Pickup(self.loop, self.config.data_dir, self.config.hostname,
+                             lambda: self.config.max_message_size, self.deliver_dropped, new_id)
+        self.loop.call_soon(self.pickup.start)
+
+    def deliver_dropped(self, dropped, data: bytes, queue_id: str, done: Callable[[bool], None]) -> None:
+        """One message from ``sendmail``: local recipients into the Maildirs, the
+        rest queued; an unknown local recipient is queued too, so the relay
+        bounces it to the sender (RFC 5321 §3.6.2: the command has exited)."""
+        self._refresh()
+        targets = []
+        for rcpt in dropped.recipients:
+            local_part, _, domain = rcpt.rpartition("@")
+            resolved = self.directory.resolve(local_part, domain) if self.directory.is_local_domain(domain) else None
+            if resolved is None:
+                targets.append(([], [rcpt]))
+            else:
+                local = [t for t in resolved if self.directory.is_local_domain(t.rpartition("@")[2])]
+                targets.append((local, [t for t in resolved if t not in local]))
+        if self.queue is None and any(rem for _loc, rem in targets):
+            done(False)
+            return
+        utf8 = not all(a.isascii() for a in [dropped.sender, *dropped.recipients])
+        env = Envelope(mail_from=dropped.sender, rcpt_to=list(dropped.recipients), targets=targets,
+                       body="7BIT" if data.isascii() else "8BITMIME", smtputf8=utf8, helo="",
+                       peer_ip="", auth_user=None, tls=False, listener="sendmail", queue_id=queue_id)
+        self.deliver(env, data, lambda reply: done(reply[0] == 250))
 
     # -- POP3 ---------------------------------------------------------------
     def open_maildrop(self, ctx: SessionContext, user: str, done: Callable[[object], None]) -> None:

@@ -30,6 +30,7 @@ count fsyncs and inject faults.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 import os
@@ -56,6 +57,8 @@ class DeliveryJob:
     return_path: str     # "" for <>
     users: List[str]     # canonical local users
     queue_id: str
+    # the recipient as given (with its +tag) for the Delivered-To of a one-user job
+    delivered_to: str = ""
 
 
 @dataclass
@@ -104,7 +107,7 @@ def message_bytes(job: DeliveryJob) -> bytes:
     user) + data, CRLF line ends."""
     head = b"Return-Path: <" + job.return_path.encode("utf-8") + b">\r\n"
     if len(job.users) == 1:
-        head += b"Delivered-To: " + job.users[0].encode("utf-8") + b"\r\n"
+        head += b"Delivered-To: " + (job.delivered_to or job.users[0]).encode("utf-8") + b"\r\n"
     return head + job.data
 
 
@@ -145,7 +148,7 @@ def _check_job(job: DeliveryJob) -> List[str]:
     users = list(dict.fromkeys(job.users))
     if not users:
         raise ValueError("job without recipients")
-    for text in [job.return_path] + users:
+    for text in [job.return_path, job.delivered_to] + users:
         if any(c in text for c in "\r\n\x00"):
             raise ValueError("control character in address")
     return users
@@ -196,7 +199,7 @@ def _stage(store: MailStore, fs: FileOps, st: _State) -> None:
     """Steps 1-2 for one job; on error undo what it linked."""
     try:
         users = _check_job(st.job)
-        st.job = DeliveryJob(st.job.data, st.job.return_path, users, st.job.queue_id)
+        st.job = dataclasses.replace(st.job, users=users)
         wire = message_bytes(st.job)
         content = stored_form(wire)
         name = store.unique_name(len(content), len(wire))

@@ -38,6 +38,16 @@ class SmtpLoopbackTest(ServerTestCase):
         self.assertTrue(stored.startswith(b"Return-Path: <carol@elsewhere.test>\r\nDelivered-To: bob@example.test\r\n"))
         self.assertEqual(strip_trace(stored), MSG)
 
+    def test_delivered_to_keeps_the_plus_tag(self):
+        # Postfix local(8) and Dovecot keep the extension, so users can filter on it.
+        s = self.smtp()
+        self.assertEqual(s.sendmail("carol@elsewhere.test", ["Bob+Lists@example.test"], MSG), {})
+        s.quit()
+        [stored] = self.new_messages("bob@example.test")
+        self.assertTrue(stored.startswith(b"Return-Path: <carol@elsewhere.test>\r\n"
+                                          b"Delivered-To: bob+lists@example.test\r\n"), stored[:120])
+        self.assertEqual(strip_trace(stored), MSG)
+
     def test_ehlo_advertises_the_extensions(self):
         s = self.smtp()
         code, text = s.ehlo("client.test")
