@@ -3,7 +3,10 @@
 Procedure per job (maildir(5) "How a message is delivered", made durable):
 
 1. write ``Return-Path:`` (+ ``Delivered-To:``) + data into the first
-   recipient's ``tmp/<unique>`` (``O_CREAT|O_EXCL``), fsync, close;
+   recipient's ``tmp/<unique>`` (``O_CREAT|O_EXCL``), fsync, close; the data
+   is bytes or a source read in chunks (a queued message), never joined; a
+   message received over SMTP was already written there as it arrived
+   (``store/incoming.py``, ``DeliveryJob.spool``) and is only fsync'd;
 2. hard-link that file into ``new/<unique>`` of every recipient (one write,
    links for the rest); across file systems (EXDEV) write a copy into that
    recipient's own ``tmp/``, fsync it, and link the copy;
@@ -31,6 +34,7 @@ count fsyncs and inject faults.
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import os
 import threading
@@ -38,6 +42,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
+from store.fsutil import AppendFile, read_chunks
 from store.maildir import MailStore
 
 log = logging.getLogger("mailsrv.store")
@@ -51,11 +56,22 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass
+class Spooled:
+    """A message already written, in stored form with its Return-Path, to a
+    file in the first user's ``tmp/`` (store/incoming.py); not yet fsync'd."""
+
+    file: AppendFile
+    wire_size: int       # its size with CRLF line ends (the name's W=)
+
+
+@dataclass
 class DeliveryJob:
-    data: bytes          # message as on the wire (CRLF) without Return-Path/Delivered-To
+    data: object         # message as on the wire (CRLF) without Return-Path/Delivered-To:
+                         # bytes, or an object whose chunks() yields it in pieces
     return_path: str     # "" for <>
     users: List[str]     # canonical local users
     queue_id: str
+    spool: Optional[Spooled] = None   # written already: data is ignored
 
 
 @dataclass
@@ -99,13 +115,48 @@ class FileOps:
 DEFAULT_FS = FileOps()
 
 
+def delivery_head(return_path: str, users: List[str]) -> bytes:
+    """Return-Path (+ Delivered-To for one user), CRLF line ends."""
+    head = b"Return-Path: <" + return_path.encode("utf-8") + b">\r\n"
+    if len(users) == 1:
+        head += b"Delivered-To: " + users[0].encode("utf-8") + b"\r\n"
+    return head
+
+
 def message_bytes(job: DeliveryJob) -> bytes:
     """The message as it goes on the wire: Return-Path (+ Delivered-To for one
     user) + data, CRLF line ends."""
-    head = b"Return-Path: <" + job.return_path.encode("utf-8") + b">\r\n"
-    if len(job.users) == 1:
-        head += b"Delivered-To: " + job.users[0].encode("utf-8") + b"\r\n"
-    return head + job.data
+    return delivery_head(job.return_path, job.users) + b"".join(_data_chunks(job.data))
+
+
+def _data_chunks(data):
+    """bytes, or the pieces of a source with ``chunks()`` (a queued message)."""
+    return iter([data]) if isinstance(data, (bytes, bytearray)) else data.chunks()
+
+
+class LfWriter:
+    """Chunks of wire form (CRLF) in, stored form (LF) out, a CRLF split
+    between two chunks included; counts both sizes."""
+
+    def __init__(self, out: Callable[[bytes], None]):
+        self.out = out
+        self.wire_size = 0
+        self._cr = False
+
+    def write(self, data: bytes) -> None:
+        self.wire_size += len(data)
+        if self._cr:
+            data = b"\r" + data
+        self._cr = data.endswith(b"\r")
+        if self._cr:
+            data = data[:-1]
+        if data:
+            self.out(stored_form(data))
+
+    def end(self) -> None:
+        if self._cr:
+            self._cr = False
+            self.out(b"\r")
 
 
 def stored_form(wire: bytes) -> bytes:
@@ -151,8 +202,9 @@ def _check_job(job: DeliveryJob) -> List[str]:
     return users
 
 
-def _write_tmp(store: MailStore, fs: FileOps, user: str, name: str, content: bytes) -> str:
-    """Write+fsync ``content`` to the user's tmp/; creates a missing mailbox."""
+def _write_tmp(store: MailStore, fs: FileOps, user: str, name: str, chunks) -> str:
+    """Write+fsync ``chunks`` (stored form) to the user's tmp/; creates a
+    missing mailbox."""
     path = os.path.join(store.maildir_path(user), "tmp", name)
     try:
         fd = fs.create(path)
@@ -160,7 +212,8 @@ def _write_tmp(store: MailStore, fs: FileOps, user: str, name: str, content: byt
         store.create_mailbox(user)
         fd = fs.create(path)
     try:
-        fs.write_all(fd, content)
+        for chunk in chunks:
+            fs.write_all(fd, chunk)
         fs.fsync(fd)
     except BaseException:
         fs.close(fd)
@@ -170,8 +223,25 @@ def _write_tmp(store: MailStore, fs: FileOps, user: str, name: str, content: byt
     return path
 
 
-def _link_one(store: MailStore, fs: FileOps, st: _State, user: str, name: str,
-              content: bytes) -> None:
+def _stored_chunks(job: DeliveryJob, sizes: List[int]):
+    """The job's stored form in pieces; ``sizes`` gets [stored, wire] at the end."""
+    pending: List[bytes] = []
+    conv = LfWriter(pending.append)
+    stored = 0
+    for part in itertools.chain([delivery_head(job.return_path, job.users)], _data_chunks(job.data)):
+        conv.write(part)
+        for out in pending:
+            stored += len(out)
+            yield out
+        pending.clear()
+    conv.end()
+    for out in pending:
+        stored += len(out)
+        yield out
+    sizes[:] = [stored, conv.wire_size]
+
+
+def _link_one(store: MailStore, fs: FileOps, st: _State, user: str, name: str) -> None:
     root = store.maildir_path(user)
     new_dir = os.path.join(root, "new")
     dst = os.path.join(new_dir, name)
@@ -184,7 +254,8 @@ def _link_one(store: MailStore, fs: FileOps, st: _State, user: str, name: str,
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        copy = _write_tmp(store, fs, user, name, content)
+        # a copy of the first file (already in stored form), fsync'd, in this user's tmp/
+        copy = _write_tmp(store, fs, user, name, read_chunks(st.tmps[0]))
         st.tmps.append(copy)
         fs.link(copy, dst)
     st.linked.append(dst)
@@ -195,14 +266,21 @@ def _link_one(store: MailStore, fs: FileOps, st: _State, user: str, name: str,
 def _stage(store: MailStore, fs: FileOps, st: _State) -> None:
     """Steps 1-2 for one job; on error undo what it linked."""
     try:
-        users = _check_job(st.job)
-        st.job = DeliveryJob(st.job.data, st.job.return_path, users, st.job.queue_id)
-        wire = message_bytes(st.job)
-        content = stored_form(wire)
-        name = store.unique_name(len(content), len(wire))
-        st.tmps.append(_write_tmp(store, fs, users[0], name, content))
+        job = st.job
+        if job.spool is not None:
+            st.tmps.append(job.spool.file.path)     # removed in _finish, whatever happens
+        users = _check_job(job)
+        st.job = DeliveryJob(job.data, job.return_path, users, job.queue_id, job.spool)
+        if job.spool is not None:
+            job.spool.file.sync()
+            sizes = [job.spool.file.size, job.spool.wire_size]
+        else:
+            sizes: List[int] = []
+            tmp_name = store.unique_name(0).partition(",")[0]
+            st.tmps.append(_write_tmp(store, fs, users[0], tmp_name, _stored_chunks(st.job, sizes)))
+        name = store.unique_name(*sizes)
         for user in users:
-            _link_one(store, fs, st, user, name, content)
+            _link_one(store, fs, st, user, name)
     except (OSError, ValueError) as exc:
         st.fail(exc)
 
@@ -252,6 +330,8 @@ def _finish(fs: FileOps, st: _State) -> DeliveryResult:
     if st.error is not None:
         for path in st.linked:
             _quiet_unlink(fs, path)
+    if st.job.spool is not None:
+        st.job.spool.file.close()
     for path in st.tmps:
         _quiet_unlink(fs, path)
     if st.error is None:

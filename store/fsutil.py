@@ -50,3 +50,67 @@ def write_atomic(path: str, data: bytes, tmp: Optional[str] = None, mode: int = 
             pass
         raise
     fsync_dir(os.path.dirname(path))
+
+
+# Octets an AppendFile holds before it writes: one SMTP read (64 KiB, the
+# event loop's READ_CHUNK) is a system call per read, and the memory per
+# open message file stays this small constant.
+APPEND_BUFFER = 64 * 1024
+READ_CHUNK = 64 * 1024          # octets per read when a file is copied or sent
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+class AppendFile:
+    """A new file written by bounded buffered appends (never whole in memory).
+
+    ``write`` buffers at most ``APPEND_BUFFER`` octets, then appends them;
+    ``sync`` writes the rest, fsyncs and closes; ``discard`` closes and
+    removes the file.  The directory entry is the caller's business (link
+    or rename the file, then fsync the directory).
+    """
+
+    def __init__(self, path: str, mode: int = 0o600):
+        self.path = path
+        self.size = 0               # octets on disk
+        self._buf = bytearray()
+        self._fd: Optional[int] = os.open(path, _CREATE_FLAGS, mode)
+
+    def write(self, data: bytes) -> None:
+        self._buf += data
+        if len(self._buf) >= APPEND_BUFFER:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            write_all(self._fd, self._buf)
+            self.size += len(self._buf)
+            self._buf = bytearray()
+
+    def sync(self) -> None:
+        """Write what is buffered, fsync, close: the content is durable."""
+        self.flush()
+        os.fsync(self._fd)
+        self.close()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def discard(self) -> None:
+        self._buf = bytearray()
+        self.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def read_chunks(path: str, size: int = READ_CHUNK):
+    """The file's content in pieces of at most ``size`` octets."""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(size)
+            if not chunk:
+                return
+            yield chunk
