@@ -9,7 +9,7 @@ also reached disk").
 """
 
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -65,15 +65,31 @@ class AppendFile:
 
     ``write`` buffers at most ``APPEND_BUFFER`` octets, then appends them;
     ``sync`` writes the rest, fsyncs and closes; ``discard`` closes and
-    removes the file.  The directory entry is the caller's business (link
-    or rename the file, then fsync the directory).
+    removes the file.  The file is created (``O_EXCL``) by the first append,
+    so a small message costs the caller no system call at all: its ``sync``
+    on a worker thread creates, writes and fsyncs it.  ``prepare`` is called
+    once if the directory is missing (a mailbox to create).  The directory
+    entry is the caller's business (link or rename, then fsync the directory).
     """
 
-    def __init__(self, path: str, mode: int = 0o600):
+    def __init__(self, path: str, mode: int = 0o600, prepare: Optional[Callable[[], None]] = None):
         self.path = path
         self.size = 0               # octets on disk
         self._buf = bytearray()
-        self._fd: Optional[int] = os.open(path, _CREATE_FLAGS, mode)
+        self._mode = mode
+        self._prepare = prepare
+        self._fd: Optional[int] = None
+        self._created = False
+
+    def _create(self) -> None:
+        try:
+            self._fd = os.open(self.path, _CREATE_FLAGS, self._mode)
+        except FileNotFoundError:
+            if self._prepare is None:
+                raise
+            self._prepare()
+            self._fd = os.open(self.path, _CREATE_FLAGS, self._mode)
+        self._created = True
 
     def write(self, data: bytes) -> None:
         self._buf += data
@@ -81,6 +97,8 @@ class AppendFile:
             self.flush()
 
     def flush(self) -> None:
+        if not self._created:
+            self._create()
         if self._buf:
             write_all(self._fd, self._buf)
             self.size += len(self._buf)
@@ -100,10 +118,11 @@ class AppendFile:
     def discard(self) -> None:
         self._buf = bytearray()
         self.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        if self._created:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
 
 
 def read_chunks(path: str, size: int = READ_CHUNK):

@@ -16,7 +16,8 @@ files the message will be delivered from:
 A message for both is written to both as it comes (one copy each, never a
 second pass).  Writes are bounded buffered appends (``AppendFile``: 64 KiB
 held at most per file) made where ``write`` is called, the event loop's
-thread: an append to the page cache costs microseconds; every fsync runs
+thread: an append to the page cache costs microseconds; the rest (for a
+message under 64 KiB: creating and writing the file) and every fsync run
 on a worker thread.  A write error is remembered and reported once the
 message has been read (the session answers 452 4.3.1, RFC 3463 §3.4); the
 files are removed on any error or ``discard``.
@@ -58,11 +59,8 @@ class IncomingMessage:
     def _open_local(self, store: MailStore) -> AppendFile:
         name = store.unique_name(0).partition(",")[0]
         path = os.path.join(store.maildir_path(self.users[0]), "tmp", name)
-        try:
-            return AppendFile(path)
-        except FileNotFoundError:
-            store.create_mailbox(self.users[0])
-            return AppendFile(path)
+        user = self.users[0]
+        return AppendFile(path, prepare=lambda: store.create_mailbox(user))
 
     def write(self, data: bytes) -> None:
         """The next piece of the message (wire form: CRLF)."""
@@ -77,17 +75,13 @@ class IncomingMessage:
             self._fail(exc)
 
     def end(self) -> None:
-        """The message is complete: write what is buffered (fsyncs come later)."""
-        if self.error is not None:
-            return
-        try:
-            if self._lf is not None:
+        """The message is complete; what is still buffered (all of a small
+        message) is written by the fsync step, on a worker thread."""
+        if self.error is None and self._lf is not None:
+            try:
                 self._lf.end()
-                self.local.flush()
-            if self.remote is not None:
-                self.remote.flush()
-        except OSError as exc:
-            self._fail(exc)
+            except OSError as exc:
+                self._fail(exc)
 
     def local_job(self) -> DeliveryJob:
         """The Deliverer's job for the local part (it fsyncs, links, cleans up)."""
