@@ -130,8 +130,10 @@ class ContentCheck:
             self.overflow = True
             return
         if not self._head_done:
+            start = max(0, len(self._head) - 3)
             self._head += data[:HEAD_LIMIT - len(self._head)]
-            self._head_done = len(self._head) >= HEAD_LIMIT or b"\r\n\r\n" in self._head
+            self._head_done = (len(self._head) >= HEAD_LIMIT
+                               or self._head.find(b"\r\n\r\n", start) >= 0)
         if not self.eight_bit and not data.isascii():
             self.eight_bit = True
         if not self.nul and b"\0" in data:
