@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from protocols.base import LineReader, LineTooLong, SessionContext
+from protocols.smtp_data import DotStuffer
 
 Reply = Tuple[int, str, str]
 
@@ -160,40 +161,6 @@ def dot_stuff(data: bytes) -> bytes:
     if data.startswith(b"."):
         data = b"." + data
     return data + b".\r\n"
-
-
-class DotStuffer:
-    """``dot_stuff`` piece by piece (RFC 5321 §4.5.2, §2.3.8), so a large
-    queued message is sent without being read whole: the same output for
-    any split of the input."""
-
-    def __init__(self):
-        self._prev = b"\r\n"     # the last two octets out (the data starts a line)
-        self._cr = False         # the last piece ended in CR: its LF may follow
-        self._any = False
-
-    def feed(self, data: bytes) -> bytes:
-        if self._cr:
-            data = b"\r" + data
-        self._cr = data.endswith(b"\r")
-        if self._cr:
-            data = data[:-1]
-        return self._out(re.sub(rb"\r?\n", b"\r\n", data))
-
-    def _out(self, data: bytes) -> bytes:
-        if not data:
-            return b""
-        self._any = True
-        both = self._prev + data
-        self._prev = both[-2:]
-        return both.replace(b"\r\n.", b"\r\n..")[2:]
-
-    def end(self) -> bytes:
-        """The rest, a final CRLF if the data lacked one, then "." CRLF."""
-        out = self._out(b"\r") if self._cr else b""
-        if self._any and self._prev != b"\r\n":
-            out += b"\r\n"
-        return out + b".\r\n"
 
 
 def _chunks(data) -> "Iterator[bytes]":

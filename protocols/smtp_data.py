@@ -9,6 +9,7 @@
   passes, not a Python loop per octet.
 * ``ContentCheck``: the refusals (size, bare CR/LF, NUL, text line length,
   empty message, loop), decided chunk by chunk: no message is held whole.
+* ``DotStuffer``: the sending side (the relay's client), piece by piece.
 * ``count_received`` and ``received_header``: loop detection (RFC 5321
   §6.3) and the trace field (RFC 5321 §4.4, RFC 3848, RFC 6531 §3.7.3).
 
@@ -193,6 +194,41 @@ class ContentCheck:
             # RFC 5321 §6.3 loop detection; RFC 3463 X.4.6 routing loop.
             return (554, "5.4.6", "Too many Received headers: mail loop detected")
         return None
+
+
+class DotStuffer:
+    """The client side of DATA (``smtp_client.dot_stuff``) piece by piece:
+    CRLF line ends (RFC 5321 §2.3.8), a leading "." doubled (RFC 5321
+    §4.5.2), "." CRLF at the end; so a large queued message is sent without
+    being read whole, with the same output for any split of the input."""
+
+    def __init__(self):
+        self._prev = b"\r\n"     # the last two octets out (the data starts a line)
+        self._cr = False         # the last piece ended in CR: its LF may follow
+        self._any = False
+
+    def feed(self, data: bytes) -> bytes:
+        if self._cr:
+            data = b"\r" + data
+        self._cr = data.endswith(b"\r")
+        if self._cr:
+            data = data[:-1]
+        return self._out(re.sub(rb"\r?\n", b"\r\n", data))
+
+    def _out(self, data: bytes) -> bytes:
+        if not data:
+            return b""
+        self._any = True
+        both = self._prev + data
+        self._prev = both[-2:]
+        return both.replace(b"\r\n.", b"\r\n..")[2:]
+
+    def end(self) -> bytes:
+        """The rest, a final CRLF if the data lacked one, then "." CRLF."""
+        out = self._out(b"\r") if self._cr else b""
+        if self._any and self._prev != b"\r\n":
+            out += b"\r\n"
+        return out + b".\r\n"
 
 
 def count_received(data: bytes) -> int:
