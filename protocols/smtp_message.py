@@ -61,11 +61,12 @@ class SmtpMessageMixin:
         field (RFC 5321 §4.4) first.  A refusal (452 4.3.1 when the server's
         budget for messages in flight is spent) is returned."""
         qid = new_id()
-        sink = self.backend.open_message(self._envelope(txn, qid))
+        env = self._envelope(txn, qid)
+        sink = self.backend.open_message(env)
         if isinstance(sink, tuple):
             self._log_result(qid, txn, 0, sink)
             return sink
-        txn.queue_id, txn.sink = qid, sink
+        txn.queue_id, txn.sink, txn.envelope = qid, sink, env
         txn.check = ContentCheck(self.config.max_message_size, self.config.max_text_line)
         sink.write(received_header(
             self._helo, self.ctx.peer_ip, self.config.hostname,
@@ -160,7 +161,8 @@ class SmtpMessageMixin:
             # (RFC 6152 §3) is accepted and recorded as what it is.
             log.info("message %s: 8-bit data without BODY=8BITMIME", qid)
             txn.body = "8BITMIME"
-        env = self._envelope(txn, qid)
+        env = txn.envelope
+        env.body = txn.body         # fixed when data started, but for BODY (8-bit found)
         sink, txn.sink = txn.sink, None
         self._delivering = True
 

@@ -145,6 +145,7 @@ class Transaction:
     # Set once message data starts (DATA's 354 or the first BDAT): the
     # backend's MessageSink receiving the octets, and the checks on them.
     queue_id: str = ""
+    envelope: Optional["Envelope"] = None
     sink: Optional["MessageSink"] = None
     check: Optional[object] = None
 

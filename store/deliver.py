@@ -60,8 +60,7 @@ class Spooled:
     """A message already written, in stored form with its Return-Path, to a
     file in the first user's ``tmp/`` (store/incoming.py); not yet fsync'd."""
 
-    file: AppendFile
-    wire_size: int       # its size with CRLF line ends (the name's W=)
+    file: AppendFile     # lf=True: its wire_size is the size with CRLF line ends (W=)
 
 
 @dataclass
@@ -267,13 +266,12 @@ def _stage(store: MailStore, fs: FileOps, st: _State) -> None:
     """Steps 1-2 for one job; on error undo what it linked."""
     try:
         job = st.job
-        if job.spool is not None:
-            st.tmps.append(job.spool.file.path)     # removed in _finish, whatever happens
         users = _check_job(job)
         st.job = DeliveryJob(job.data, job.return_path, users, job.queue_id, job.spool)
         if job.spool is not None:
             job.spool.file.sync()
-            sizes = [job.spool.file.size, job.spool.wire_size]
+            st.tmps.append(job.spool.file.path)
+            sizes = [job.spool.file.size, job.spool.file.wire_size]
         else:
             sizes: List[int] = []
             tmp_name = store.unique_name(0).partition(",")[0]
@@ -282,6 +280,8 @@ def _stage(store: MailStore, fs: FileOps, st: _State) -> None:
         for user in users:
             _link_one(store, fs, st, user, name)
     except (OSError, ValueError) as exc:
+        if st.job.spool is not None and not st.tmps:
+            st.job.spool.file.discard()      # never synced: remove what was appended
         st.fail(exc)
 
 

@@ -65,23 +65,31 @@ class AppendFile:
 
     ``write`` buffers at most ``APPEND_BUFFER`` octets, then appends them;
     ``sync`` writes the rest, fsyncs and closes; ``discard`` closes and
-    removes the file.  The file is created (``O_EXCL``) by the first append,
-    so a small message costs the caller no system call at all: its ``sync``
-    on a worker thread creates, writes and fsyncs it.  ``prepare`` is called
-    once if the directory is missing (a mailbox to create).  The directory
-    entry is the caller's business (link or rename, then fsync the directory).
+    removes the file.  The file is named and created (``O_EXCL``) by the
+    first append, so a small message costs the caller nothing but the copy
+    into the buffer: its ``sync``, on a worker thread, names, creates,
+    writes and fsyncs it.  ``path`` may be a function giving the name then;
+    ``prepare`` is called once if the directory is missing (a mailbox to
+    create); ``lf`` stores CRLF as LF (the Maildir form, store/deliver.py),
+    a CRLF split between two appends included.  The directory entry is the
+    caller's business (link or rename, then fsync the directory).
     """
 
-    def __init__(self, path: str, mode: int = 0o600, prepare: Optional[Callable[[], None]] = None):
-        self.path = path
+    def __init__(self, path, mode: int = 0o600, prepare: Optional[Callable[[], None]] = None,
+                 lf: bool = False):
+        self._namer = path if callable(path) else (lambda: path)
+        self.path: Optional[str] = None if callable(path) else path
         self.size = 0               # octets on disk
+        self.wire_size = 0          # octets given to write()
         self._buf = bytearray()
         self._mode = mode
         self._prepare = prepare
+        self._lf = lf
         self._fd: Optional[int] = None
         self._created = False
 
     def _create(self) -> None:
+        self.path = self._namer()
         try:
             self._fd = os.open(self.path, _CREATE_FLAGS, self._mode)
         except FileNotFoundError:
@@ -92,21 +100,27 @@ class AppendFile:
         self._created = True
 
     def write(self, data: bytes) -> None:
+        self.wire_size += len(data)
         self._buf += data
         if len(self._buf) >= APPEND_BUFFER:
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, final: bool = False) -> None:
         if not self._created:
             self._create()
-        if self._buf:
-            write_all(self._fd, self._buf)
-            self.size += len(self._buf)
-            self._buf = bytearray()
+        buf, keep = self._buf, b""
+        if self._lf:
+            if not final and buf.endswith(b"\r"):
+                buf, keep = buf[:-1], b"\r"      # its LF may come with the next append
+            buf = bytes(buf).replace(b"\r\n", b"\n")
+        if buf:
+            write_all(self._fd, buf)
+            self.size += len(buf)
+        self._buf = bytearray(keep)
 
     def sync(self) -> None:
         """Write what is buffered, fsync, close: the content is durable."""
-        self.flush()
+        self.flush(final=True)
         os.fsync(self._fd)
         self.close()
 

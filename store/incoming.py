@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 from typing import List, Optional
 
-from store.deliver import DeliveryJob, LfWriter, Spooled, _check_job, delivery_head
+from store.deliver import DeliveryJob, Spooled, _check_job, delivery_head
 from store.fsutil import AppendFile
 from store.maildir import MailStore
 
@@ -44,49 +44,39 @@ class IncomingMessage:
         self.error: Optional[BaseException] = None
         self.local: Optional[AppendFile] = None
         self.remote: Optional[AppendFile] = None
-        self._lf: Optional[LfWriter] = None
         try:
             if self.users:
                 _check_job(DeliveryJob(b"", return_path, self.users, queue_id))
                 self.local = self._open_local(store)
-                self._lf = LfWriter(self.local.write)
-                self._lf.write(delivery_head(return_path, self.users))
+                self.local.write(delivery_head(return_path, self.users))
             if remote:
                 self.remote = queue.open_incoming(queue_id)
         except (OSError, ValueError) as exc:
             self._fail(exc)
 
     def _open_local(self, store: MailStore) -> AppendFile:
-        name = store.unique_name(0).partition(",")[0]
-        path = os.path.join(store.maildir_path(self.users[0]), "tmp", name)
         user = self.users[0]
-        return AppendFile(path, prepare=lambda: store.create_mailbox(user))
+
+        def path() -> str:      # named when first written (a worker thread, for small messages)
+            name = store.unique_name(0).partition(",")[0]
+            return os.path.join(store.maildir_path(user), "tmp", name)
+        return AppendFile(path, prepare=lambda: store.create_mailbox(user), lf=True)
 
     def write(self, data: bytes) -> None:
         """The next piece of the message (wire form: CRLF)."""
         if self.error is not None:
             return
         try:
-            if self._lf is not None:
-                self._lf.write(data)
+            if self.local is not None:
+                self.local.write(data)
             if self.remote is not None:
                 self.remote.write(data)
         except OSError as exc:
             self._fail(exc)
 
-    def end(self) -> None:
-        """The message is complete; what is still buffered (all of a small
-        message) is written by the fsync step, on a worker thread."""
-        if self.error is None and self._lf is not None:
-            try:
-                self._lf.end()
-            except OSError as exc:
-                self._fail(exc)
-
     def local_job(self) -> DeliveryJob:
         """The Deliverer's job for the local part (it fsyncs, links, cleans up)."""
-        job = DeliveryJob(b"", self.return_path, self.users, self.queue_id,
-                          Spooled(self.local, self._lf.wire_size))
+        job = DeliveryJob(b"", self.return_path, self.users, self.queue_id, Spooled(self.local))
         self.local = None
         return job
 
