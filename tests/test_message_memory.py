@@ -138,6 +138,43 @@ class LargeMessageTest(ServerTestCase):
         self.assertEqual(faked[faked.index(b"Subject: contract"):], msg + b"\r\n")
 
 
+class LargeRemoteAndSubmissionTest(ServerTestCase):
+    """The other two ways a large message streams: into the queue (a remote
+    recipient) and through submission's Date/Message-ID fixups."""
+
+    tls = False
+    extra_config = {"trusted_networks": "127.0.0.0/8", "relayhost": "127.0.0.1:9",
+                    "retry_schedule": "3600"}
+
+    def test_large_message_for_a_remote_recipient_is_queued_whole(self):
+        peaks = Peaks(self)
+        msg = big_message(5 * MiB, b"remote")
+        with smtplib.SMTP("127.0.0.1", self.ports["smtp"], timeout=60) as s:
+            self.assertEqual(s.sendmail("a@elsewhere.test", ["x@remote.example"], msg), {})
+        qdir = os.path.join(self.tmp, "queue")
+        [name] = [n for n in os.listdir(qdir) if n.endswith(".msg")]
+        with open(os.path.join(qdir, name), "rb") as f:
+            queued = f.read()
+        self.assertTrue(queued.startswith(b"Received: "))
+        self.assertEqual(queued[queued.index(b"From: a@elsewhere.test"):], msg)
+        self.assertLess(peaks.session, SESSION_BOUND)
+        self.assertLess(peaks.file, FILE_BOUND)
+        self.assertEqual([n for n in os.listdir(qdir) if n.startswith("tmp-")], [])
+
+    def test_large_submission_gets_date_and_message_id(self):
+        body = big_message(3 * MiB, b"submitted").replace(b"From: a@elsewhere.test\r\n",
+                                                          b"From: alice@example.test\r\n")
+        self.clear_mailbox("bob@example.test")
+        with smtplib.SMTP("127.0.0.1", self.ports["submission"], timeout=60) as s:
+            s.login("alice@example.test", "alice-secret")
+            self.assertEqual(s.sendmail("alice@example.test", ["bob@example.test"], body), {})
+        [stored] = self.new_messages("bob@example.test")
+        head, _, rest = strip_trace(stored).partition(b"\r\n\r\n")
+        self.assertIn(b"\r\nDate: ", head)
+        self.assertIn(b"\r\nMessage-ID: <", head)
+        self.assertEqual(rest, body.partition(b"\r\n\r\n")[2])
+
+
 class InflightBudgetTest(ServerTestCase):
     tls = False
     extra_config = {"max_inflight_message_bytes": "300000"}
