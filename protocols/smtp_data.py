@@ -143,21 +143,24 @@ class ContentCheck:
         self._cr = seg.endswith(b"\r")
         if self._cr:
             seg = seg[:-1]
-        if not self.bare and has_bare_cr_or_lf(seg):
-            self.bare = True
-        self._lines(seg)
+        self._scan(seg)
 
-    def _lines(self, seg: bytes) -> None:
-        """Track the longest line, CRLF included (RFC 5321 §4.5.3.1.6)."""
-        first = seg.find(b"\r\n")
-        if first < 0:
+    def _scan(self, seg: bytes) -> None:
+        """Bare CR/LF (RFC 5321 §2.3.8) and the longest line, CRLF included
+        (RFC 5321 §4.5.3.1.6), from one split: a bare CR or LF is one that
+        is not counted by a CRLF pair.  The last, partial line counts with
+        its length so far (it only grows)."""
+        lines = seg.split(b"\r\n")
+        pairs = len(lines) - 1
+        if not self.bare and (seg.count(b"\r") != pairs or seg.count(b"\n") != pairs):
+            self.bare = True
+        if not pairs:
             self._line += len(seg)
             return
-        longest = self._line + first
-        if self.max_line and len(seg) > self.max_line - 2:
-            longest = max(longest, max(map(len, seg.split(b"\r\n")[1:-1]), default=0))
-        self.longest = max(self.longest, longest + 2)
-        self._line = len(seg) - seg.rfind(b"\r\n") - 2
+        longest = max(self._line + len(lines[0]), max(map(len, lines))) + 2
+        if longest > self.longest:
+            self.longest = longest
+        self._line = len(lines[-1])
 
     def refusal(self, max_received: int) -> Optional[Reply]:
         """The refusal for the complete message, or None if it may be delivered.

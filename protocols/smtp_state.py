@@ -28,7 +28,7 @@ MAX_AUTH_LINE = 12288 + 2
 # check): a client waits for that reply (RFC 2920 §3.1: end of data and AUTH
 # end a pipelined group), so this only bounds a misbehaving one.  Message
 # data itself is never held: it streams to the backend's sink.
-MAX_HELD_INPUT = 1024 * 1024
+MAX_HELD_INPUT = 256 * 1024
 # Digits accepted in SIZE= and BDAT sizes: 20 digits hold any 64-bit count.
 MAX_DIGITS = 20
 DIGITS_RE = re.compile(r"[0-9]{1,%d}\Z" % MAX_DIGITS)

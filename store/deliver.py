@@ -271,12 +271,17 @@ def _stage(store: MailStore, fs: FileOps, st: _State) -> None:
         if job.spool is not None:
             job.spool.file.sync()
             st.tmps.append(job.spool.file.path)
-            sizes = [job.spool.file.size, job.spool.file.wire_size]
+            name = store.unique_name(job.spool.file.size, job.spool.file.wire_size)
+        elif isinstance(job.data, (bytes, bytearray)):
+            wire = message_bytes(st.job)        # small: one write, named at once
+            content = stored_form(wire)
+            name = store.unique_name(len(content), len(wire))
+            st.tmps.append(_write_tmp(store, fs, users[0], name, [content]))
         else:
-            sizes: List[int] = []
+            sizes: List[int] = []               # a source: sizes known once written
             tmp_name = store.unique_name(0).partition(",")[0]
             st.tmps.append(_write_tmp(store, fs, users[0], tmp_name, _stored_chunks(st.job, sizes)))
-        name = store.unique_name(*sizes)
+            name = store.unique_name(*sizes)
         for user in users:
             _link_one(store, fs, st, user, name)
     except (OSError, ValueError) as exc:
