@@ -94,8 +94,8 @@ class SmtpMessageMixin:
 
         A bare CR or LF is legal inside BDAT data only with BODY=BINARYMIME
         (RFC 3030 §3), which we do not offer; so the complete message gets
-        the same bare CR/LF refusal as DATA (checked once at LAST, so a CRLF
-        split across two chunks is fine)."""
+        the same bare CR/LF refusal as DATA (checked as the chunks arrive; a
+        CRLF split across two chunks is fine), answered at LAST."""
         m = BDAT_RE.match(arg)
         if not m:
             self._fail(501, "5.5.4", "Syntax: BDAT <size> [LAST]")
