@@ -159,7 +159,8 @@ class LargeRemoteAndSubmissionTest(ServerTestCase):
         self.assertEqual(queued[queued.index(b"From: a@elsewhere.test"):], msg)
         self.assertLess(peaks.session, SESSION_BOUND)
         self.assertLess(peaks.file, FILE_BOUND)
-        self.assertEqual([n for n in os.listdir(qdir) if n.startswith("tmp-")], [])
+        # no message file left being written (the relay may be rewriting the envelope)
+        self.assertEqual([n for n in os.listdir(qdir) if n.startswith("tmp-") and n.endswith(".msg")], [])
 
     def test_large_submission_gets_date_and_message_id(self):
         body = big_message(3 * MiB, b"submitted").replace(b"From: a@elsewhere.test\r\n",
