@@ -52,6 +52,8 @@ Reply = Tuple[int, str, str]
 # Bound on remembered logins (memory), like Dovecot's auth_cache_size.
 AUTH_CACHE_MAX = 10000
 
+# Pieces in which ``deliver`` hands a message in hand to its sink (one SMTP read).
+SINK_PIECE = 64 * 1024
 STORAGE_ERROR: Reply = (452, "4.3.1", "Insufficient system storage, try again later")  # RFC 3463 §3.4
 
 
@@ -348,6 +350,18 @@ class Backend:
             remote.extend(r for r in rem if r not in remote)
         fixups = bool(envelope.auth_user) or envelope.listener in ("submission", "smtps")
         return IncomingSink(self, envelope, local, remote, fixups)
+
+    def deliver(self, envelope, data: bytes, done: Callable[[Reply], None]) -> None:
+        """A whole message already in hand (a local submission): the same path
+        as SMTP's, through ``open_message``; ``done(reply)`` as for a session."""
+        sink = self.open_message(envelope)
+        if isinstance(sink, tuple):
+            done(sink)
+            return
+        view = memoryview(data)
+        for i in range(0, len(data), SINK_PIECE):
+            sink.write(bytes(view[i:i + SINK_PIECE]))
+        sink.finish(envelope, done)
 
     # -- POP3 ---------------------------------------------------------------
     def open_maildrop(self, ctx: SessionContext, user: str, done: Callable[[object], None]) -> None:

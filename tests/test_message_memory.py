@@ -176,6 +176,23 @@ class LargeRemoteAndSubmissionTest(ServerTestCase):
         self.assertEqual(rest, body.partition(b"\r\n\r\n")[2])
 
 
+    def test_backend_deliver_takes_a_message_in_hand_the_same_way(self):
+        """Backend.deliver (bytes in hand, e.g. a local submission) goes through
+        the same sink: into the Maildir, and the budget is released."""
+        from protocols.smtp_state import Envelope
+        self.clear_mailbox("bob@example.test")
+        backend, got = self.server.backend, []
+        msg = big_message(300 * 1024, b"in hand")
+        env = Envelope("a@elsewhere.test", ["bob@example.test"], [(["bob@example.test"], [])], "7BIT",
+                       False, "", "", None, False, "local", "HANDQID1")
+        self.server.loop.call_soon_threadsafe(lambda: backend.deliver(env, msg, got.append))
+        wait_for(lambda: got, "the delivery")
+        self.assertEqual(got, [(250, "2.0.0", "Ok: queued as HANDQID1")])
+        [stored] = self.new_messages("bob@example.test")
+        self.assertTrue(stored.endswith(msg))
+        self.assertEqual(backend.inflight_bytes, 0)
+
+
 class InflightBudgetTest(ServerTestCase):
     tls = False
     extra_config = {"max_inflight_message_bytes": "300000"}
