@@ -42,8 +42,9 @@ class IncomingSink:
     """One message being received (the MessageSink contract)."""
 
     def __init__(self, backend, envelope, local: List[str], remote: List[str],
-                 fixups: bool):
+                 fixups: bool, delivered_to: str = ""):
         self.backend = backend
+        self.delivered_to = delivered_to    # store/deliver.py DeliveryJob.delivered_to
         self.queue_id = envelope.queue_id
         self.return_path = envelope.mail_from
         self.local, self.remote = local, remote
@@ -68,7 +69,8 @@ class IncomingSink:
             self._fix_head()
         if not self.fixups and len(self.buf) >= SMALL_MESSAGE:
             self.msg = IncomingMessage(self.backend.store, self.backend.queue, self.queue_id,
-                                       self.return_path, self.local, bool(self.remote))
+                                       self.return_path, self.local, bool(self.remote),
+                                       self.delivered_to)
             self.msg.write(bytes(self.buf))
             self.buf = bytearray()
 
@@ -126,7 +128,7 @@ class IncomingSink:
     def _deliver_local(self, data: bytes, part_done) -> None:
         loop = self.backend.loop
         job = (self.msg.local_job() if self.msg is not None
-               else DeliveryJob(data, self.return_path, self.local, self.queue_id))
+               else DeliveryJob(data, self.return_path, self.local, self.queue_id, self.delivered_to))
         self.backend.deliverer.submit(
             job,
             lambda r: loop.call_soon_threadsafe(lambda: part_done(r.ok, r.error)))

@@ -33,6 +33,7 @@ count fsyncs and inject faults.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import itertools
 import logging
@@ -70,6 +71,8 @@ class DeliveryJob:
     return_path: str     # "" for <>
     users: List[str]     # canonical local users
     queue_id: str
+    # the recipient as given (with its +tag) for the Delivered-To of a one-user job
+    delivered_to: str = ""
     spool: Optional[Spooled] = None   # written already: data is ignored
 
 
@@ -114,18 +117,26 @@ class FileOps:
 DEFAULT_FS = FileOps()
 
 
-def delivery_head(return_path: str, users: List[str]) -> bytes:
-    """Return-Path (+ Delivered-To for one user), CRLF line ends."""
-    head = b"Return-Path: <" + return_path.encode("utf-8") + b">\r\n"
-    if len(users) == 1:
-        head += b"Delivered-To: " + users[0].encode("utf-8") + b"\r\n"
-    return head
-
-
 def message_bytes(job: DeliveryJob) -> bytes:
     """The message as it goes on the wire: Return-Path (+ Delivered-To for one
     user) + data, CRLF line ends."""
-    return delivery_head(job.return_path, job.users) + b"".join(_data_chunks(job.data))
+    head = b"Return-Path: <" + job.return_path.encode("utf-8") + b">\r\n"
+    if len(job.users) == 1:
+        head += b"Delivered-To: " + (job.delivered_to or job.users[0]).encode("utf-8") + b"\r\n"
+    return head + job.data
+
+
+def stored_form(wire: bytes) -> bytes:
+    """The stored form: LF line ends, as Unix mail tools (mutt, Dovecot, Postfix's
+    local delivery) keep Maildir files.  Every protocol turns LF back into CRLF
+    when it serves the file; the CRLF size travels in the name as ``,W=``."""
+    return wire.replace(b"\r\n", b"\n")
+
+
+def delivery_head(return_path: str, users: List[str], delivered_to: str = "") -> bytes:
+    """Return-Path (+ Delivered-To for one user), CRLF line ends: what
+    ``message_bytes`` puts before the data."""
+    return message_bytes(DeliveryJob(b"", return_path, users, "", delivered_to))
 
 
 def _data_chunks(data):
@@ -158,13 +169,6 @@ class LfWriter:
             self.out(b"\r")
 
 
-def stored_form(wire: bytes) -> bytes:
-    """The stored form: LF line ends, as Unix mail tools (mutt, Dovecot, Postfix's
-    local delivery) keep Maildir files.  Every protocol turns LF back into CRLF
-    when it serves the file; the CRLF size travels in the name as ``,W=``."""
-    return wire.replace(b"\r\n", b"\n")
-
-
 class _State:
     """Book-keeping for one job inside a batch."""
 
@@ -195,7 +199,7 @@ def _check_job(job: DeliveryJob) -> List[str]:
     users = list(dict.fromkeys(job.users))
     if not users:
         raise ValueError("job without recipients")
-    for text in [job.return_path] + users:
+    for text in [job.return_path, job.delivered_to] + users:
         if any(c in text for c in "\r\n\x00"):
             raise ValueError("control character in address")
     return users
@@ -227,7 +231,8 @@ def _stored_chunks(job: DeliveryJob, sizes: List[int]):
     pending: List[bytes] = []
     conv = LfWriter(pending.append)
     stored = 0
-    for part in itertools.chain([delivery_head(job.return_path, job.users)], _data_chunks(job.data)):
+    head = delivery_head(job.return_path, job.users, job.delivered_to)
+    for part in itertools.chain([head], _data_chunks(job.data)):
         conv.write(part)
         for out in pending:
             stored += len(out)
@@ -267,7 +272,7 @@ def _stage(store: MailStore, fs: FileOps, st: _State) -> None:
     try:
         job = st.job
         users = _check_job(job)
-        st.job = DeliveryJob(job.data, job.return_path, users, job.queue_id, job.spool)
+        st.job = dataclasses.replace(st.job, users=users)
         if job.spool is not None:
             job.spool.file.sync()
             st.tmps.append(job.spool.file.path)

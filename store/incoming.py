@@ -37,18 +37,19 @@ class IncomingMessage:
     """The files of one message being received (see the module docstring)."""
 
     def __init__(self, store: MailStore, queue, queue_id: str, return_path: str,
-                 users: List[str], remote: bool):
+                 users: List[str], remote: bool, delivered_to: str = ""):
         self.queue_id = queue_id
         self.return_path = return_path
+        self.delivered_to = delivered_to
         self.users = list(dict.fromkeys(users))
         self.error: Optional[BaseException] = None
         self.local: Optional[AppendFile] = None
         self.remote: Optional[AppendFile] = None
         try:
             if self.users:
-                _check_job(DeliveryJob(b"", return_path, self.users, queue_id))
+                _check_job(DeliveryJob(b"", return_path, self.users, queue_id, delivered_to))
                 self.local = self._open_local(store)
-                self.local.write(delivery_head(return_path, self.users))
+                self.local.write(delivery_head(return_path, self.users, delivered_to))
             if remote:
                 self.remote = queue.open_incoming(queue_id)
         except (OSError, ValueError) as exc:
@@ -76,7 +77,8 @@ class IncomingMessage:
 
     def local_job(self) -> DeliveryJob:
         """The Deliverer's job for the local part (it fsyncs, links, cleans up)."""
-        job = DeliveryJob(b"", self.return_path, self.users, self.queue_id, Spooled(self.local))
+        job = DeliveryJob(b"", self.return_path, self.users, self.queue_id, self.delivered_to,
+                          spool=Spooled(self.local))
         self.local = None
         return job
 
