@@ -275,7 +275,8 @@ class Relay:
         while self._waiting and self.connections < self.config.max_connections:
             d = self._waiting.popleft()
             self.connections += 1
-            self._offload(lambda d=d: self.queue.read_message(d.round.entry.id),
+            # a source read in chunks as it is sent, never the whole message (issue 7)
+            self._offload(lambda d=d: self.queue.message_source(d.round.entry.id),
                           lambda data, d=d: self._loaded(d, data))
 
     def _loaded(self, d: _Delivery, data) -> None:
@@ -466,7 +467,7 @@ class Relay:
             # one to the postmaster is dropped (logged), never reported again.
             report = [r for r in failed if not double or r.address.lower() != to.lower()]
             if report:
-                headers = _header_block(self.queue.read_message(entry.id))
+                headers = _header_block(self.queue.read_head(entry.id))
                 bounce = self._make_bounce(updated, report, rnd, headers, now, to) + (to,)
                 # The bounce is queued, durably, before the entry goes: a crash in
                 # between gives at worst a second attempt, never a lost report.

@@ -33,9 +33,10 @@ import enum
 import re
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from protocols.base import LineReader, LineTooLong, SessionContext
+from protocols.smtp_data import DotStuffer
 
 Reply = Tuple[int, str, str]
 
@@ -97,7 +98,9 @@ class ClientJob:
     helo_name: str
     mail_from: str                  # "" for <>
     rcpts: List[str]
-    data: bytes                     # CRLF message, not dot-stuffed
+    data: object                    # CRLF message, not dot-stuffed: bytes, or a source
+                                    # (len() and chunks(), store.queue.StoredMessage) read
+                                    # piece by piece as the socket drains
     need_smtputf8: bool = False
     body_8bit: bool = False
     auth: Optional[Tuple[str, str]] = None   # (user, password) for a smarthost
@@ -160,6 +163,10 @@ def dot_stuff(data: bytes) -> bytes:
     return data + b".\r\n"
 
 
+def _chunks(data) -> "Iterator[bytes]":
+    return iter([data]) if isinstance(data, (bytes, bytearray)) else data.chunks()
+
+
 def plain_response(user: str, password: str) -> str:
     """RFC 4616 §2: base64 of authzid NUL authcid NUL passwd (empty authzid)."""
     return base64.b64encode(b"\0" + user.encode("utf-8") + b"\0" + password.encode("utf-8")).decode("ascii")
@@ -219,6 +226,8 @@ class SmtpClientSession:
         self._queue: List[Tuple[bytes, Callable]] = []   # commands not yet written (no PIPELINING)
         self._result: Optional[ClientResult] = None
         self._last_error = ""
+        self._body: Optional[Iterator[bytes]] = None   # message pieces still to send
+        self._stuffer = DotStuffer()
 
     # -- session protocol ------------------------------------------------
     @property
@@ -235,9 +244,24 @@ class SmtpClientSession:
         return self.config.timeouts.get(self.stage, 300.0)
 
     def data_to_send(self) -> bytes:
+        if self._body is not None and len(self._out) < CHUNK:
+            self._read_body()
         out = bytes(self._out[:CHUNK])
         del self._out[:CHUNK]
         return out
+
+    def _read_body(self) -> None:
+        """The next piece of the message, dot-stuffed; "." CRLF after the last."""
+        try:
+            piece = next(self._body, None)
+        except OSError as exc:           # the queue file went away or cannot be read
+            self._body = None
+            return self._fail("temporary", None, "reading the queued message: %s" % exc, quit=False)
+        if piece is None:
+            self._body = None
+            self._out += self._stuffer.end()
+        else:
+            self._out += self._stuffer.feed(piece)
 
     def receive_data(self, data: bytes) -> None:
         if self.closed:
@@ -502,7 +526,7 @@ class SmtpClientSession:
             self._out += b".\r\n"
             self._expect.append(lambda _r: self._finish())
             return
-        self._out += dot_stuff(self.job.data)
+        self._body = _chunks(self.job.data)     # sent as the socket drains (data_to_send)
         self._expect.append(self._on_data_end)
         self.stage = Stage.DATA_TERM
         self.ctx.wake()
@@ -567,6 +591,7 @@ class SmtpClientSession:
         connection, a timeout or a 421 we just close."""
         text = text or str(r)
         self._last_error = text
+        self._body = None
         self._report(kind, self._synthetic(kind, r, text))
         if quit and self.stage != Stage.QUIT:
             self._quit()

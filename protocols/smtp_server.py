@@ -13,13 +13,17 @@ DSN (RFC 3461), reverse DNS in the Received field, VRFY/EXPN answers
 (RFC 5321 §3.5.3 / §7.3: 252 without looking anything up, no enumeration).
 
 Files: this one (session, command table, transaction), smtp_state.py
-(limits, SmtpConfig, Envelope, RcptDecision, State), smtp_auth.py (AUTH and
-STARTTLS handlers), smtp_data.py (DATA framing, content checks, Received),
+(limits, SmtpConfig, Envelope, MessageSink, RcptDecision, State), smtp_auth.py
+(AUTH and STARTTLS handlers), smtp_message.py (DATA and BDAT handlers),
+smtp_data.py (DATA framing, content checks, Received),
 smtp_address.py (paths and parameters).
 
 Shape: ``receive_data`` buffers; ``_process`` takes one command line (or
 DATA / BDAT octets) at a time and dispatches through ``_COMMANDS`` (verb →
-handler, allowed states).  While a backend call is outstanding (delivery,
+handler, allowed states).  Message data is never held whole: from DATA's
+354 or the first BDAT it goes, read by read, to the ``MessageSink`` that
+``backend.open_message(envelope)`` returned (smtp_state.py), while
+``ContentCheck`` decides the refusals incrementally.  While a backend call is outstanding (delivery,
 authentication) input is buffered but not processed, so pipelined commands
 are answered strictly in order (RFC 2920 §3).
 """
@@ -30,29 +34,31 @@ import logging
 from typing import Callable, Dict, FrozenSet, Optional, Tuple
 
 from protocols import sasl
-from protocols.base import LineReader, LineTooLong, SessionContext, new_id
+from protocols.base import LineReader, LineTooLong, SessionContext
 from protocols.smtp_address import (Address, AddressError, parse_forward_path,
                                     parse_parameters, parse_reverse_path)
 from protocols.smtp_auth import SmtpAuthMixin
-from protocols.smtp_data import (DataReader, check_content, count_received,
-                                 protocol_word, received_header, unstuff)
-from protocols.smtp_state import (ANY_STATE, BDAT_RE, MAX_AUTH_LINE, MAX_COMMAND_LINE,
-                                  DIGITS_RE, TXN_STATES, Chunk, Envelope, RcptDecision,
-                                  Reply, SmtpConfig, State, Transaction, fmt_reply)
+from protocols.smtp_message import SmtpMessageMixin
+from protocols.smtp_data import DataReader
+from protocols.smtp_state import (ANY_STATE, MAX_AUTH_LINE, MAX_COMMAND_LINE,
+                                  MAX_HELD_INPUT, DIGITS_RE, TXN_STATES, Chunk, Envelope,
+                                  MessageSink, RcptDecision, Reply, SmtpConfig, State,
+                                  Transaction, fmt_reply)
 
-__all__ = ["SmtpSession", "SmtpConfig", "Envelope", "RcptDecision", "State", "Address"]
+__all__ = ["SmtpSession", "SmtpConfig", "Envelope", "MessageSink", "RcptDecision", "State",
+           "Address"]
 
 log = logging.getLogger("mailsrv.smtp")
 
 
-class SmtpSession(SmtpAuthMixin):
+class SmtpSession(SmtpAuthMixin, SmtpMessageMixin):
     """One SMTP server connection; see protocols/base.py for the protocol."""
 
     def __init__(self, ctx: SessionContext, config: SmtpConfig, backend):
         self.ctx = ctx
         self.config = config
         self.backend = backend
-        self.closed = False
+        self._closed = False
         self.want_tls = False
         self.state = State.GREETING
         self._out = bytearray()
@@ -74,6 +80,18 @@ class SmtpSession(SmtpAuthMixin):
         self._send(fmt_reply(220, "", "%s ESMTP mailsrv" % config.hostname))
 
     # -- session protocol ------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @closed.setter
+    def closed(self, value: bool) -> None:
+        """However the session ends, a message being received is dropped."""
+        self._closed = value
+        if value and self._txn is not None and self._txn.sink is not None:
+            self._txn.sink.abort()
+            self._txn.sink = None
 
     @property
     def busy(self) -> bool:
@@ -109,7 +127,7 @@ class SmtpSession(SmtpAuthMixin):
         self._process()
 
     def _max_held(self) -> int:
-        return self.config.max_message_size + 1024 * 1024
+        return MAX_HELD_INPUT
 
     def data_to_send(self) -> bytes:
         out = bytes(self._out)
@@ -386,133 +404,6 @@ class SmtpSession(SmtpAuthMixin):
         self.state = State.RCPT
         self._reply(250, "2.1.5", "Ok")
 
-    def cmd_data(self, arg: str) -> None:
-        """DATA (RFC 5321 §4.1.1.4)."""
-        if arg:
-            self._fail(501, "5.5.4", "Syntax: DATA")
-            return
-        if self.state is State.MAIL:
-            # RFC 2920 §3 item (3) / RFC 5321 §3.3: no recipient accepted.
-            self._reply(554, "5.5.1", "No valid recipients")
-            return
-        size = self.config.max_message_size
-        # Keep up to 1/8 extra raw octets so dot-stuffing cannot push a
-        # message that is within the limit over it; the exact check is made
-        # on the unstuffed content.
-        self._data = DataReader(size + size // 8 + 1024)
-        self.state = State.DATA
-        # 354 is not 2xx/4xx/5xx: no enhanced code (RFC 2034 §4).
-        self._send(fmt_reply(354, "", "End data with <CR><LF>.<CR><LF>"))
-
-    def _pump_data(self) -> bool:
-        if not self._reader.buf:
-            return False
-        chunk = bytes(self._reader.buf)
-        self._reader.buf.clear()
-        end = self._data.feed(chunk)
-        if end is None:
-            return False
-        raw, leftover = end
-        self._reader.buf[:0] = leftover
-        overflow = self._data.overflow
-        self._data = None
-        self._finish_message(unstuff(raw), overflow)
-        return True
-
-    def cmd_bdat(self, arg: str) -> None:
-        """BDAT <size> [LAST] (RFC 3030 §2).  The chunk's octets are read
-        even when the command is refused, and never dot-unstuffed.
-
-        A bare CR or LF is legal inside BDAT data only with BODY=BINARYMIME
-        (RFC 3030 §3), which we do not offer; so the complete message gets
-        the same bare CR/LF refusal as DATA (checked once at LAST, so a CRLF
-        split across two chunks is fine)."""
-        m = BDAT_RE.match(arg)
-        if not m:
-            self._fail(501, "5.5.4", "Syntax: BDAT <size> [LAST]")
-            return
-        error: Optional[Reply] = None
-        if self.state not in (State.RCPT, State.BDAT):
-            # RFC 3030 §2: after a failed BDAT, pipelined chunks are discarded.
-            error = ((554, "5.5.1", "No valid recipients") if self.state is State.MAIL
-                     else (503, "5.5.1", "No mail transaction in progress"))
-        else:
-            self.state = State.BDAT
-        self._chunk = Chunk(int(m.group(1)), bool(m.group(2)), error)
-        if self._chunk.remaining == 0:
-            self._chunk_done()
-
-    def _pump_chunk(self) -> bool:
-        if not self._reader.buf:
-            return False
-        chunk = self._chunk
-        data = self._reader.take(chunk.remaining)
-        chunk.remaining -= len(data)
-        txn = self._txn
-        if chunk.error is None and not txn.overflow:
-            if len(txn.chunks) + len(data) > self.config.max_message_size:
-                txn.overflow = True
-                txn.chunks = bytearray()
-            else:
-                txn.chunks += data
-        if chunk.remaining == 0:
-            self._chunk_done()
-        return True
-
-    def _chunk_done(self) -> None:
-        chunk, self._chunk = self._chunk, None
-        if chunk.error is not None:
-            self._reply_t(chunk.error)
-            return
-        txn = self._txn
-        if txn.overflow:
-            # RFC 3030 §2 / RFC 1870 §6.3: fail the transaction.
-            self._log_result(new_id(), txn, 0, (552, "5.3.4", "size limit"))
-            self._reset_transaction(State.READY)
-            self._reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
-            return
-        if not chunk.last:
-            self._reply(250, "2.0.0", "%d octets received" % len(txn.chunks))
-            return
-        data = bytes(txn.chunks)
-        txn.chunks = bytearray()
-        self._finish_message(data, False)
-
-    def _finish_message(self, data: bytes, overflow: bool) -> None:
-        """Check the complete message, add Received:, hand it to the backend."""
-        txn = self._txn
-        qid = new_id()
-        refusal = check_content(data, self.config.max_message_size, overflow,
-                                self.config.max_text_line)
-        if refusal is None and count_received(data) > self.config.max_received:
-            # RFC 5321 §6.3 loop detection; RFC 3463 X.4.6 routing loop.
-            refusal = (554, "5.4.6", "Too many Received headers: mail loop detected")
-        if refusal is not None:
-            self._log_result(qid, txn, len(data), refusal)
-            self._reset_transaction(State.READY)
-            self._reply_t(refusal)
-            return
-        if txn.body == "7BIT" and not data.isascii():
-            # Be liberal (RFC 1123 §1.2.2): 8-bit data without BODY=8BITMIME
-            # (RFC 6152 §3) is accepted and recorded as what it is.
-            log.info("message %s: 8-bit data without BODY=8BITMIME", qid)
-            txn.body = "8BITMIME"
-        env = self._envelope(txn, qid)
-        trace = received_header(
-            self._helo, self.ctx.peer_ip, self.config.hostname,
-            protocol_word(self._esmtp, self.ctx.tls_active, self._auth_user is not None,
-                          txn.smtputf8),
-            qid, txn.rcpts[0] if len(txn.rcpts) == 1 else None, self.ctx.clock())
-        self._delivering = True
-
-        def finish(reply: Reply) -> None:
-            self._delivering = False
-            self._log_result(qid, txn, len(data), reply)
-            self._reset_transaction(State.READY)
-            self._reply_t(reply)
-
-        self._await(lambda done: self.backend.deliver(env, trace + data, done), finish)
-
     def _envelope(self, txn: Transaction, qid: str) -> Envelope:
         return Envelope(mail_from=txn.mail_from, rcpt_to=list(txn.rcpts),
                         targets=list(txn.targets), body=txn.body, smtputf8=txn.smtputf8,
@@ -526,6 +417,8 @@ class SmtpSession(SmtpAuthMixin):
 
     def _reset_transaction(self, state: State) -> None:
         """Forget the mail transaction (RFC 5321 §4.1.1.5)."""
+        if self._txn is not None and self._txn.sink is not None:
+            self._txn.sink.abort()
         self._txn = None
         self._data = None
         self.state = state

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
-from typing import FrozenSet, List, Optional, Tuple
+from typing import Callable, FrozenSet, List, Optional, Protocol, Tuple
 
 Reply = Tuple[int, str, str]
 
@@ -24,6 +24,11 @@ MAX_COMMAND_LINE = 2048
 # RFC 4954 §4: "12288 octets is considered to be a sufficient line length
 # limit" for AUTH responses (+2 for CRLF).
 MAX_AUTH_LINE = 12288 + 2
+# Input held while a backend call is outstanding (the final fsync, an AUTH
+# check): a client waits for that reply (RFC 2920 §3.1: end of data and AUTH
+# end a pipelined group), so this only bounds a misbehaving one.  Message
+# data itself is never held: it streams to the backend's sink.
+MAX_HELD_INPUT = 256 * 1024
 # Digits accepted in SIZE= and BDAT sizes: 20 digits hold any 64-bit count.
 MAX_DIGITS = 20
 DIGITS_RE = re.compile(r"[0-9]{1,%d}\Z" % MAX_DIGITS)
@@ -83,6 +88,26 @@ class Envelope:
     queue_id: str
 
 
+class MessageSink(Protocol):
+    """Where a message goes while it is received (``backend.open_message``).
+
+    The session writes the message (its Received field, then the content,
+    dot-unstuffed for DATA, as sent for BDAT) in order and in pieces of at
+    most one read; the sink stores it so memory stays bounded.  Then exactly
+    one of: ``finish(envelope, done)``, which makes the message durable
+    (file and directory fsync'd) and calls ``done(reply)`` later, from the
+    loop thread (250 only once it is on disk); or ``abort()`` (refused,
+    RSET, connection lost), which drops everything written.  A write error
+    is kept by the sink and reported by ``finish`` as 452 4.3.1.
+    """
+
+    def write(self, data: bytes) -> None: ...
+
+    def finish(self, envelope: "Envelope", done: Callable[[Reply], None]) -> None: ...
+
+    def abort(self) -> None: ...
+
+
 @dataclass
 class RcptDecision:
     ok: bool
@@ -117,8 +142,12 @@ class Transaction:
     smtputf8: bool = False
     rcpts: List[str] = field(default_factory=list)
     targets: List[object] = field(default_factory=list)
-    chunks: bytearray = field(default_factory=bytearray)
-    overflow: bool = False
+    # Set once message data starts (DATA's 354 or the first BDAT): the
+    # backend's MessageSink receiving the octets, and the checks on them.
+    queue_id: str = ""
+    envelope: Optional["Envelope"] = None
+    sink: Optional["MessageSink"] = None
+    check: Optional[object] = None
 
 
 @dataclass

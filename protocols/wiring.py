@@ -15,7 +15,9 @@ clock.  This module is that backend for the real server:
 * sender policy for authenticated users (RFC 6409 §6.1: the MSA may check that
   the submitter is allowed to use the sender address);
 * durable delivery through ``store.deliver.Deliverer``: the ``250`` is given
-  only after the file and its directory are fsync'd.
+  only after the file and its directory are fsync'd; the message goes to
+  disk as it arrives (``open_message``, protocols/wiring_sink.py), within a
+  budget for message bytes in flight.
 
 It uses the event loop only through ``call_later``, ``call_soon_threadsafe``,
 ``run_in_thread``, a ``Lane`` and ``time``; it never touches a socket.
@@ -40,6 +42,7 @@ from protocols.loop import Lane
 from protocols.sasl import AUTH_BUSY, AuthTemporary, SaslOutcome, ScramCredentials
 from protocols.smtp_client import ClientConfig
 from protocols.smtp_server import Envelope, RcptDecision, SmtpConfig, SmtpSession
+from protocols.wiring_sink import IncomingSink
 from store.deliver import Deliverer, DeliveryJob
 from store.maildir import MailStore
 from store.queue import Queue
@@ -56,6 +59,8 @@ AUTH_CACHE_MAX = 10000
 # §4.5.3.1.1's 64-octet local part; longer names are an attack, not a user).
 MAX_ID_LOG = 64
 
+# Pieces in which ``deliver`` hands a message in hand to its sink (one SMTP read).
+SINK_PIECE = 64 * 1024
 STORAGE_ERROR: Reply = (452, "4.3.1", "Insufficient system storage, try again later")  # RFC 3463 §3.4
 
 
@@ -81,6 +86,8 @@ class Backend:
         self._lane: Optional[Lane] = None              # password hashing's own threads
         self._auth_cache: Dict[str, Tuple[bytes, float]] = {}  # user -> (HMAC of the password, expiry)
         self._fake_key = os.urandom(32)   # for stable fake SCRAM credentials of unknown users
+        self.inflight_bytes = 0           # octets of messages being received (wiring_sink.py)
+        self.storage_error = STORAGE_ERROR
         self._trusted = config.trusted_networks()
 
     def _make_directory(self) -> Directory:
@@ -376,44 +383,34 @@ class Backend:
         # RFC 5321 §3.6.1: no open relay. RFC 3463 §3.8 X.7.1 delivery not authorized.
         return RcptDecision(False, (550, "5.7.1", f"<{address.text}>: Relay access denied"))
 
-    def deliver(self, envelope, data: bytes, done: Callable[[Reply], None]) -> None:
-        if envelope.auth_user or envelope.listener in ("submission", "smtps"):
-            data = self._submission_fixups(data)
+    def open_message(self, envelope):
+        """The MessageSink (protocols/smtp_state.py) for a message whose data
+        starts now: it goes to disk as it arrives (protocols/wiring_sink.py).
+        Over the budget for message bytes in flight: 452 4.3.1 (RFC 3463 §3.4)."""
+        if self.inflight_bytes >= self.config.max_inflight_message_bytes:
+            smtp_log.warning("message %s refused: %d octets of messages in flight (max_inflight_message_bytes)",
+                             envelope.queue_id, self.inflight_bytes)
+            return (452, "4.3.1", "Insufficient system storage: too much mail in flight, try again later")
         local: List[str] = []
         remote: List[str] = []
         for loc, rem in envelope.targets:
             local.extend(u for u in loc if u not in local)
             remote.extend(r for r in rem if r not in remote)
-        parts = {"pending": (1 if local else 0) + (1 if remote else 0), "ok": True}
-        queue_id = envelope.queue_id
+        fixups = bool(envelope.auth_user) or envelope.listener in ("submission", "smtps")
+        return IncomingSink(self, envelope, local, remote, fixups,
+                            delivered_to=self._delivered_to(envelope.rcpt_to, local))
 
-        def part_done(ok: bool, error: Optional[str]) -> None:
-            if not ok:
-                parts["ok"] = False
-                logging.getLogger("mailsrv.store").error("delivery of %s failed: %s", queue_id, error)
-            parts["pending"] -= 1
-            if parts["pending"] == 0:
-                done((250, "2.0.0", f"Ok: queued as {queue_id}") if parts["ok"] else STORAGE_ERROR)
-
-        if parts["pending"] == 0:
-            done((250, "2.0.0", f"Ok: queued as {queue_id}"))
+    def deliver(self, envelope, data: bytes, done: Callable[[Reply], None]) -> None:
+        """A whole message already in hand (a local submission): the same path
+        as SMTP's, through ``open_message``; ``done(reply)`` as for a session."""
+        sink = self.open_message(envelope)
+        if isinstance(sink, tuple):
+            done(sink)
             return
-        if local:
-            job = DeliveryJob(data=data, return_path=envelope.mail_from, users=local, queue_id=queue_id,
-                              delivered_to=self._delivered_to(envelope.rcpt_to, local))
-            self.deliverer.submit(job, lambda r: self.loop.call_soon_threadsafe(lambda: part_done(r.ok, r.error)))
-        if remote:
-            def enqueue():
-                self.queue.enqueue(envelope.mail_from, remote, data, queue_id, self.loop.time(),
-                                   smtputf8=envelope.smtputf8)
-                return True
-
-            def enqueued(result):
-                ok = result is True
-                part_done(ok, None if ok else repr(result))
-                if ok and self.relay is not None:
-                    self.relay.kick()
-            self.loop.run_in_thread(enqueue, enqueued)
+        view = memoryview(data)
+        for i in range(0, len(data), SINK_PIECE):
+            sink.write(bytes(view[i:i + SINK_PIECE]))
+        sink.finish(envelope, done)
 
     def _delivered_to(self, rcpts: List[str], users: List[str]) -> str:
         """Delivered-To (RFC 9228 §4) for a one-user delivery: the recipient as

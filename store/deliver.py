@@ -3,7 +3,10 @@
 Procedure per job (maildir(5) "How a message is delivered", made durable):
 
 1. write ``Return-Path:`` (+ ``Delivered-To:``) + data into the first
-   recipient's ``tmp/<unique>`` (``O_CREAT|O_EXCL``), fsync, close;
+   recipient's ``tmp/<unique>`` (``O_CREAT|O_EXCL``), fsync, close; the data
+   is bytes or a source read in chunks (a queued message), never joined; a
+   message received over SMTP was already written there as it arrived
+   (``store/incoming.py``, ``DeliveryJob.spool``) and is only fsync'd;
 2. hard-link that file into ``new/<unique>`` of every recipient (one write,
    links for the rest); across file systems (EXDEV) write a copy into that
    recipient's own ``tmp/``, fsync it, and link the copy;
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import itertools
 import logging
 import os
 import threading
@@ -39,6 +43,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
+from store.fsutil import AppendFile, read_chunks
 from store.maildir import MailStore
 
 log = logging.getLogger("mailsrv.store")
@@ -52,13 +57,23 @@ _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass
+class Spooled:
+    """A message already written, in stored form with its Return-Path, to a
+    file in the first user's ``tmp/`` (store/incoming.py); not yet fsync'd."""
+
+    file: AppendFile     # lf=True: its wire_size is the size with CRLF line ends (W=)
+
+
+@dataclass
 class DeliveryJob:
-    data: bytes          # message as on the wire (CRLF) without Return-Path/Delivered-To
+    data: object         # message as on the wire (CRLF) without Return-Path/Delivered-To:
+                         # bytes, or an object whose chunks() yields it in pieces
     return_path: str     # "" for <>
     users: List[str]     # canonical local users
     queue_id: str
     # the recipient as given (with its +tag) for the Delivered-To of a one-user job
     delivered_to: str = ""
+    spool: Optional[Spooled] = None   # written already: data is ignored
 
 
 @dataclass
@@ -118,6 +133,42 @@ def stored_form(wire: bytes) -> bytes:
     return wire.replace(b"\r\n", b"\n")
 
 
+def delivery_head(return_path: str, users: List[str], delivered_to: str = "") -> bytes:
+    """Return-Path (+ Delivered-To for one user), CRLF line ends: what
+    ``message_bytes`` puts before the data."""
+    return message_bytes(DeliveryJob(b"", return_path, users, "", delivered_to))
+
+
+def _data_chunks(data):
+    """bytes, or the pieces of a source with ``chunks()`` (a queued message)."""
+    return iter([data]) if isinstance(data, (bytes, bytearray)) else data.chunks()
+
+
+class LfWriter:
+    """Chunks of wire form (CRLF) in, stored form (LF) out, a CRLF split
+    between two chunks included; counts both sizes."""
+
+    def __init__(self, out: Callable[[bytes], None]):
+        self.out = out
+        self.wire_size = 0
+        self._cr = False
+
+    def write(self, data: bytes) -> None:
+        self.wire_size += len(data)
+        if self._cr:
+            data = b"\r" + data
+        self._cr = data.endswith(b"\r")
+        if self._cr:
+            data = data[:-1]
+        if data:
+            self.out(stored_form(data))
+
+    def end(self) -> None:
+        if self._cr:
+            self._cr = False
+            self.out(b"\r")
+
+
 class _State:
     """Book-keeping for one job inside a batch."""
 
@@ -154,8 +205,9 @@ def _check_job(job: DeliveryJob) -> List[str]:
     return users
 
 
-def _write_tmp(store: MailStore, fs: FileOps, user: str, name: str, content: bytes) -> str:
-    """Write+fsync ``content`` to the user's tmp/; creates a missing mailbox."""
+def _write_tmp(store: MailStore, fs: FileOps, user: str, name: str, chunks) -> str:
+    """Write+fsync ``chunks`` (stored form) to the user's tmp/; creates a
+    missing mailbox."""
     path = os.path.join(store.maildir_path(user), "tmp", name)
     try:
         fd = fs.create(path)
@@ -163,7 +215,8 @@ def _write_tmp(store: MailStore, fs: FileOps, user: str, name: str, content: byt
         store.create_mailbox(user)
         fd = fs.create(path)
     try:
-        fs.write_all(fd, content)
+        for chunk in chunks:
+            fs.write_all(fd, chunk)
         fs.fsync(fd)
     except BaseException:
         fs.close(fd)
@@ -173,8 +226,26 @@ def _write_tmp(store: MailStore, fs: FileOps, user: str, name: str, content: byt
     return path
 
 
-def _link_one(store: MailStore, fs: FileOps, st: _State, user: str, name: str,
-              content: bytes) -> None:
+def _stored_chunks(job: DeliveryJob, sizes: List[int]):
+    """The job's stored form in pieces; ``sizes`` gets [stored, wire] at the end."""
+    pending: List[bytes] = []
+    conv = LfWriter(pending.append)
+    stored = 0
+    head = delivery_head(job.return_path, job.users, job.delivered_to)
+    for part in itertools.chain([head], _data_chunks(job.data)):
+        conv.write(part)
+        for out in pending:
+            stored += len(out)
+            yield out
+        pending.clear()
+    conv.end()
+    for out in pending:
+        stored += len(out)
+        yield out
+    sizes[:] = [stored, conv.wire_size]
+
+
+def _link_one(store: MailStore, fs: FileOps, st: _State, user: str, name: str) -> None:
     root = store.maildir_path(user)
     new_dir = os.path.join(root, "new")
     dst = os.path.join(new_dir, name)
@@ -187,7 +258,8 @@ def _link_one(store: MailStore, fs: FileOps, st: _State, user: str, name: str,
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        copy = _write_tmp(store, fs, user, name, content)
+        # a copy of the first file (already in stored form), fsync'd, in this user's tmp/
+        copy = _write_tmp(store, fs, user, name, read_chunks(st.tmps[0]))
         st.tmps.append(copy)
         fs.link(copy, dst)
     st.linked.append(dst)
@@ -198,15 +270,28 @@ def _link_one(store: MailStore, fs: FileOps, st: _State, user: str, name: str,
 def _stage(store: MailStore, fs: FileOps, st: _State) -> None:
     """Steps 1-2 for one job; on error undo what it linked."""
     try:
-        users = _check_job(st.job)
+        job = st.job
+        users = _check_job(job)
         st.job = dataclasses.replace(st.job, users=users)
-        wire = message_bytes(st.job)
-        content = stored_form(wire)
-        name = store.unique_name(len(content), len(wire))
-        st.tmps.append(_write_tmp(store, fs, users[0], name, content))
+        if job.spool is not None:
+            job.spool.file.sync()
+            st.tmps.append(job.spool.file.path)
+            name = store.unique_name(job.spool.file.size, job.spool.file.wire_size)
+        elif isinstance(job.data, (bytes, bytearray)):
+            wire = message_bytes(st.job)        # small: one write, named at once
+            content = stored_form(wire)
+            name = store.unique_name(len(content), len(wire))
+            st.tmps.append(_write_tmp(store, fs, users[0], name, [content]))
+        else:
+            sizes: List[int] = []               # a source: sizes known once written
+            tmp_name = store.unique_name(0).partition(",")[0]
+            st.tmps.append(_write_tmp(store, fs, users[0], tmp_name, _stored_chunks(st.job, sizes)))
+            name = store.unique_name(*sizes)
         for user in users:
-            _link_one(store, fs, st, user, name, content)
+            _link_one(store, fs, st, user, name)
     except (OSError, ValueError) as exc:
+        if st.job.spool is not None and not st.tmps:
+            st.job.spool.file.discard()      # never synced: remove what was appended
         st.fail(exc)
 
 
@@ -255,6 +340,8 @@ def _finish(fs: FileOps, st: _State) -> DeliveryResult:
     if st.error is not None:
         for path in st.linked:
             _quiet_unlink(fs, path)
+    if st.job.spool is not None:
+        st.job.spool.file.close()
     for path in st.tmps:
         _quiet_unlink(fs, path)
     if st.error is None:

@@ -17,9 +17,15 @@ Each file is written under a ``tmp-`` name, flushed, fsync'd, renamed into
 place, and the directory fsync'd.  The message is written first and the
 envelope last: the envelope rename is the commit point.  A message file
 without an envelope is an interrupted enqueue (never acknowledged to the
-client) and is removed when the queue is opened; an envelope without its
-message cannot happen by this ordering.  ``remove`` unlinks the envelope
-first for the same reason.
+client): a failed enqueue removes it at once (a full disk must not stay
+full of it), and one left by a crash is removed when the queue is opened;
+an envelope without its message cannot happen by this ordering.
+``remove`` unlinks the envelope first for the same reason.
+
+A message received over SMTP is written to its ``tmp-`` file as it arrives
+(``open_incoming``, bounded buffered appends) and committed by
+``enqueue_file``; the relay reads it back in chunks (``message_source``),
+never whole.
 
 ``MemoryQueue`` has the same interface and keeps everything in memory (the
 idea of OpenSMTPD's queue_ram); tests of the relay use it.
@@ -38,7 +44,7 @@ import re
 import threading
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
-from store.fsutil import fsync_dir, write_atomic
+from store.fsutil import READ_CHUNK, AppendFile, fsync_dir, read_chunks, write_atomic
 
 # Recipient states.
 PENDING = "pending"        # never tried
@@ -58,6 +64,10 @@ DEFAULT_MAX_AGE = 5 * 24 * 3600.0
 EXPIRED_TEXT = "4.4.7 Delivery time expired: message too old, giving up"
 
 CONTROL_COMMANDS = ("flush", "delete", "bounce")
+
+# The first octets of a message read for a bounce's copy of the header
+# (RFC 3464 §2.1 text/rfc822-headers): the header block, within reason.
+HEAD_LIMIT = 256 * 1024
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -209,14 +219,53 @@ class Queue:
     def enqueue(self, sender: str, recipients: List[str], data: bytes, queue_id: str,
                 now: float, smtputf8: bool = False, body_8bit: Optional[bool] = None) -> QueueEntry:
         """Store a message durably; only after this returns may the sender get its 250."""
-        entry = _new_entry(sender, recipients, data, queue_id, now, smtputf8, body_8bit)
+        entry = _new_entry(sender, recipients, len(data), queue_id, now, smtputf8,
+                           has_8bit(data) if body_8bit is None else body_8bit)
         with self._lock:
             if queue_id in self._cache:
                 raise ValueError("queue id %s already queued" % queue_id)
             self._write_atomic(self._path(queue_id, ".msg"), data)
-            self._write_atomic(self._path(queue_id, ".env"), entry.to_json())   # commit point
-            self._cache[queue_id] = entry
+            self._commit(entry)
         return copy.deepcopy(entry)
+
+    def open_incoming(self, queue_id: str) -> AppendFile:
+        """A new message file to write as the message arrives, then give to
+        ``enqueue_file`` (or ``discard``)."""
+        return AppendFile(os.path.join(self.dir, "tmp-%d-%s.msg" % (os.getpid(), check_id(queue_id))))
+
+    def enqueue_file(self, file: AppendFile, sender: str, recipients: List[str], queue_id: str,
+                     now: float, smtputf8: bool, body_8bit: bool) -> QueueEntry:
+        """``enqueue`` for a message written with ``open_incoming``: fsync it,
+        rename it into place, then the envelope.  On error nothing is left."""
+        entry = _new_entry(sender, recipients, file.size, queue_id, now, smtputf8, body_8bit)
+        with self._lock:
+            if queue_id in self._cache:
+                file.discard()
+                raise ValueError("queue id %s already queued" % queue_id)
+            try:
+                file.sync()
+                entry.size = file.size
+                os.replace(file.path, self._path(queue_id, ".msg"))
+            except BaseException:
+                file.discard()
+                raise
+            self._fsync_dir()
+            self._commit(entry)
+        return copy.deepcopy(entry)
+
+    def _commit(self, entry: QueueEntry) -> None:
+        """Write the envelope (the commit point); if that fails, the message
+        file goes at once: a full disk must not stay full of it (issue 7)."""
+        try:
+            self._write_atomic(self._path(entry.id, ".env"), entry.to_json())
+        except BaseException:
+            _unlink(self._path(entry.id, ".msg"))
+            try:
+                self._fsync_dir()
+            except OSError:
+                pass        # at worst the next start removes it (_recover)
+            raise
+        self._cache[entry.id] = entry
 
     def list(self) -> List[QueueEntry]:
         with self._lock:
@@ -228,8 +277,19 @@ class Queue:
             return copy.deepcopy(e) if e else None
 
     def read_message(self, queue_id: str) -> bytes:
+        """The whole message (small ones: tests, tools); the relay uses ``message_source``."""
         with open(self._path(queue_id, ".msg"), "rb") as f:
             return f.read()
+
+    def message_source(self, queue_id: str) -> "StoredMessage":
+        """The message, to be read in chunks (the file must exist now)."""
+        path = self._path(queue_id, ".msg")
+        return StoredMessage(path, os.stat(path).st_size)
+
+    def read_head(self, queue_id: str, limit: int = HEAD_LIMIT) -> bytes:
+        """The message's first ``limit`` octets (its header block, for a DSN)."""
+        with open(self._path(queue_id, ".msg"), "rb") as f:
+            return f.read(limit)
 
     def due(self, now: float) -> List[QueueEntry]:
         """Entries with open recipients whose ``next_try`` has come."""
@@ -297,7 +357,8 @@ class MemoryQueue:
         self._lock = threading.Lock()
 
     def enqueue(self, sender, recipients, data, queue_id, now, smtputf8=False, body_8bit=None) -> QueueEntry:
-        entry = _new_entry(sender, recipients, data, queue_id, now, smtputf8, body_8bit)
+        entry = _new_entry(sender, recipients, len(data), queue_id, now, smtputf8,
+                           has_8bit(data) if body_8bit is None else body_8bit)
         with self._lock:
             if queue_id in self._entries:
                 raise ValueError("queue id %s already queued" % queue_id)
@@ -317,6 +378,13 @@ class MemoryQueue:
         with self._lock:
             return self._data[queue_id]
 
+    def message_source(self, queue_id) -> "MemoryMessage":
+        return MemoryMessage(self.read_message(queue_id))
+
+    def read_head(self, queue_id, limit: int = 0) -> bytes:
+        data = self.read_message(queue_id)
+        return data[:limit] if limit else data
+
     def due(self, now):
         return [e for e in self.list() if e.next_try <= now and e.open_recipients()]
 
@@ -332,7 +400,7 @@ class MemoryQueue:
             self._data.pop(queue_id, None)
 
 
-def _new_entry(sender, recipients, data, queue_id, now, smtputf8, body_8bit) -> QueueEntry:
+def _new_entry(sender, recipients, size, queue_id, now, smtputf8, body_8bit) -> QueueEntry:
     check_id(queue_id)
     if not recipients:
         raise ValueError("no recipients")
@@ -343,7 +411,37 @@ def _new_entry(sender, recipients, data, queue_id, now, smtputf8, body_8bit) -> 
     return QueueEntry(
         id=queue_id, sender=sender, recipients=[Recipient(a) for a in seen],
         first_seen=now, next_try=now, smtputf8=bool(smtputf8),
-        body_8bit=has_8bit(data) if body_8bit is None else bool(body_8bit), size=len(data))
+        body_8bit=bool(body_8bit), size=size)
+
+
+class StoredMessage:
+    """A queued message file, read in chunks each time ``chunks()`` is called
+    (each delivery attempt reads it again from the start)."""
+
+    def __init__(self, path: str, size: int):
+        self.path = path
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def chunks(self, size: int = READ_CHUNK):
+        return read_chunks(self.path, size)
+
+
+class MemoryMessage:
+    """``StoredMessage`` for bytes (MemoryQueue, tests)."""
+
+    def __init__(self, data: bytes, piece: int = READ_CHUNK):
+        self.data = data
+        self.size = len(data)
+        self.piece = piece
+
+    def __len__(self) -> int:
+        return self.size
+
+    def chunks(self):
+        return (self.data[i:i + self.piece] for i in range(0, self.size, self.piece))
 
 
 def _unlink(path: str) -> None:

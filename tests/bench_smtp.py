@@ -1,6 +1,7 @@
 """SMTP throughput benchmark (`make bench`): not a test, prints a table.
 
     python3 tests/bench_smtp.py [--runs 5] [--seconds 3] [--senders 1,8,32] [--keep] [--profile]
+                                [--baseline DIR]
 
 What is measured: durable messages per second accepted by ``python3 mailsrv.py``
 (a subprocess; every 250 after DATA means the message is fsync'd into the
@@ -28,6 +29,10 @@ other load on a shared machine.
 
 Peak RSS is VmHWM from /proc/<pid>/status of the mailsrv process just before
 it is stopped (the largest of the N runs).
+
+``--baseline DIR`` adds the mailsrv of another checkout (say the commit
+before a change, from ``git worktree add`` or ``git archive``) as one more
+server in the alternation, so a change is compared under the same load.
 
 ``--profile`` runs mailsrv under cProfile for one extra 32-sender run and prints
 the top functions (the delivery I/O threads are not in that profile: it covers
@@ -151,8 +156,8 @@ class Server:
         self.proc.stdout.close()
 
 
-def start_mailsrv(data, profile_to=None):
-    add = subprocess.run([sys.executable, "mailsrv.py", "user", "add", RCPT, "--data", data], cwd=ROOT,
+def start_mailsrv(data, profile_to=None, root=ROOT):
+    add = subprocess.run([sys.executable, "mailsrv.py", "user", "add", RCPT, "--data", data], cwd=root,
                          input=b"bench-secret\n", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
     if add.returncode:
         sys.exit(f"user add failed: {add.stderr.decode()}")
@@ -161,7 +166,7 @@ def start_mailsrv(data, profile_to=None):
     for proto in ("submission", "smtps", "pop3", "pop3s", "imap", "imaps"):
         off += [f"--{proto}-port", "off"]
     return Server(prefix + ["mailsrv.py", "--data", data, "--hostname", "mx.example.test", "--domain",
-                            "example.test", "--smtp-port", "0", "--log-level", "WARNING", *off])
+                            "example.test", "--smtp-port", "0", "--log-level", "WARNING", *off], cwd=root)
 
 
 def start_peer(data):
@@ -172,9 +177,12 @@ def start_aiosmtpd(data):
     return Server([aiosmtpd_python(), "-c", AIOSMTPD_PEER, os.path.join(data, "Maildir")])
 
 
-def servers():
-    """mailsrv and its peers, in the order they alternate."""
+def servers(baseline=None):
+    """mailsrv and its peers, in the order they alternate.  ``baseline``: the
+    mailsrv of another checkout (the code before a change) as a peer."""
     out = {"mailsrv": start_mailsrv, "smtpd": start_peer}
+    if baseline:
+        out["baseline"] = lambda data: start_mailsrv(data, root=os.path.abspath(baseline))
     if aiosmtpd_python():
         out["aiosmtpd"] = start_aiosmtpd
     return out
@@ -290,7 +298,7 @@ def machine() -> str:
 
 def measure(args, stamp):
     rows = []
-    kinds = servers()
+    kinds = servers(args.baseline)
     for n in args.senders:
         rates = {k: [] for k in kinds}
         cpu = {k: [] for k in kinds}
@@ -337,6 +345,7 @@ def main(argv=None):
     p.add_argument("--senders", default="1,8,32", help="comma separated sender counts")
     p.add_argument("--keep", action="store_true", help="keep this run's directories under bench-data/")
     p.add_argument("--profile", action="store_true", help="also profile mailsrv at 32 senders")
+    p.add_argument("--baseline", metavar="DIR", help="also measure the mailsrv of this checkout, alternating")
     args = p.parse_args(argv)
     args.senders = [int(x) for x in args.senders.split(",")]
     stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"

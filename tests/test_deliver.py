@@ -230,6 +230,38 @@ class DeliverBatchTest(_StoreCase):
         self.assertEqual(fs.calls["fsync_dir"], 2)    # alice/new and bob/new, once each
         self.assertEqual(len(self.files("alice@example.org")), 11)
 
+    def test_chunked_source_is_stored_like_bytes(self):
+        # a queued message is read in pieces (store.queue.StoredMessage), a CRLF
+        # split between two pieces included; never joined whole
+        from store.queue import MemoryMessage
+        data = DATA + b"line\r\n" * 1000
+        [a] = deliver_batch(self.store, [DeliveryJob(data, "s@r", ["alice@example.org"], "QA")])
+        for piece in (1, 2, 7, 4096):
+            [b] = deliver_batch(self.store, [DeliveryJob(MemoryMessage(data, piece), "s@r",
+                                                         ["alice@example.org"], "QB")])
+            self.assertEqual(self.read(b.paths[0]), self.read(a.paths[0]), piece)
+            self.assertEqual(b.paths[0].split(",", 1)[1], a.paths[0].split(",", 1)[1])  # S= and W=
+        self.assertEqual(self.files("alice@example.org", "tmp"), [])
+
+    def test_streamed_message_is_stored_like_bytes(self):
+        # store/incoming.py: written as it arrives (a CRLF split between two
+        # writes included), then fsync'd and linked by the batch
+        from store.incoming import IncomingMessage
+        data = DATA + b"line\r\n" * 30000
+        [a] = deliver_batch(self.store, [DeliveryJob(data, "s@r", ["alice@example.org"], "QA",
+                                                     delivered_to="alice+tag@example.org")])
+        msg = IncomingMessage(self.store, None, "QB", "s@r", ["alice@example.org"], False,
+                              delivered_to="alice+tag@example.org")
+        for i in range(0, len(data), 4097):
+            msg.write(data[i:i + 4097])
+        self.assertEqual(self.files("alice@example.org", "tmp"), [msg.local.path and os.path.basename(msg.local.path)])
+        [b] = deliver_batch(self.store, [msg.local_job()])
+        self.assertTrue(b.ok, b.error)
+        self.assertEqual(self.read(b.paths[0]), self.read(a.paths[0]))
+        self.assertIn(b"Delivered-To: alice+tag@example.org\n", self.read(b.paths[0]))
+        self.assertEqual(b.paths[0].split(",", 1)[1], a.paths[0].split(",", 1)[1])  # S= and W=
+        self.assertEqual(self.files("alice@example.org", "tmp"), [])
+
     def test_message_bytes(self):
         one = DeliveryJob(b"x", "a@b", ["u@d"], "Q")
         self.assertEqual(message_bytes(one), b"Return-Path: <a@b>\r\nDelivered-To: u@d\r\nx")

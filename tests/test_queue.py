@@ -1,9 +1,11 @@
 """store/queue.py: durability, crash recovery, retry schedule and expiry (RFC 5321 §4.5.4.1)."""
 
+import errno
 import json
 import os
 import tempfile
 import unittest
+from unittest import mock
 
 from store.queue import (DEFAULT_MAX_AGE, DELIVERED, DEFERRED, FAILED, PENDING,
                          MemoryQueue, Queue, has_8bit)
@@ -155,6 +157,54 @@ class DiskQueueTest(QueueContract, unittest.TestCase):
         q.remove("Q1")
         self.assertEqual(os.listdir(self.qdir()), [])
         self.assertIsNone(Queue(self.data).get("Q1"))
+
+    def enospc_after(self, writes):
+        """os.write succeeds ``writes`` times, then fails as on a full disk."""
+        real = os.write
+        calls = []
+
+        def write(fd, data):
+            calls.append(len(data))
+            if len(calls) > writes:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real(fd, data)
+        return mock.patch("os.write", write)
+
+    def test_failed_envelope_write_removes_the_message_at_once(self):
+        # issue 7 item 6: the .msg was written, the .env was not (disk full)
+        q = Queue(self.data)
+        with self.enospc_after(1), self.assertRaises(OSError) as cm:
+            q.enqueue("a@example.org", ["x@e.com"], MSG, "Q1", T0)
+        self.assertEqual(cm.exception.errno, errno.ENOSPC)
+        self.assertEqual(os.listdir(self.qdir()), [])       # not only at the next start
+        self.assertIsNone(q.get("Q1"))
+        q.enqueue("a@example.org", ["x@e.com"], MSG, "Q2", T0)   # the disk has room again
+        self.assertEqual(sorted(os.listdir(self.qdir())), ["Q2.env", "Q2.msg"])
+
+    def test_failed_incoming_write_leaves_nothing(self):
+        q = Queue(self.data)
+        for writes in (0, 1):           # the message's own append, or the envelope
+            f = q.open_incoming("Q%d" % writes)
+            f.write(MSG * 2000)         # over the append buffer: written now
+            with self.enospc_after(writes), self.assertRaises(OSError):
+                f.write(MSG)
+                q.enqueue_file(f, "a@example.org", ["x@e.com"], "Q%d" % writes, T0, False, False)
+            self.assertEqual(os.listdir(self.qdir()), [], writes)
+
+    def test_incoming_file_is_committed_and_read_in_chunks(self):
+        q = Queue(self.data)
+        f = q.open_incoming("Q1")
+        big = MSG * 5000
+        for i in range(0, len(big), 1000):
+            f.write(big[i:i + 1000])
+        e = q.enqueue_file(f, "a@example.org", ["x@e.com"], "Q1", T0, smtputf8=False, body_8bit=True)
+        self.assertEqual((e.size, e.body_8bit), (len(big), True))
+        self.assertEqual(sorted(os.listdir(self.qdir())), ["Q1.env", "Q1.msg"])
+        src = Queue(self.data).message_source("Q1")
+        pieces = list(src.chunks())
+        self.assertEqual((b"".join(pieces), len(src)), (big, len(big)))
+        self.assertLessEqual(max(map(len, pieces)), 64 * 1024)
+        self.assertEqual(q.read_head("Q1", 10), big[:10])
 
     def test_files_are_private(self):
         Queue(self.data).enqueue("", ["x@e.com"], MSG, "Q1", T0)

@@ -8,8 +8,9 @@ import base64
 import unittest
 
 from protocols.base import SessionContext
-from protocols.smtp_client import (ClientConfig, ClientJob, SmtpClientSession, Stage,
+from protocols.smtp_client import (ClientConfig, ClientJob, DotStuffer, SmtpClientSession, Stage,
                                    dot_stuff, parse_enhanced, plain_response)
+from store.queue import MemoryMessage
 
 EHLO_PIPE = (b"250-mx.example.com hello\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n"
              b"250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n")
@@ -495,6 +496,34 @@ class HelpersTest(unittest.TestCase):
         h.sent()
         h.server(b"250 ok\r\n250 ok\r\n354 go\r\n")
         self.assertEqual(h.sent(), b"Subject: s\r\n\r\n..\r\n..hidden\r\n.\r\n")
+
+    def test_dot_stuffer_equals_dot_stuff_at_any_split(self):
+        for data in (b".a\r\nb\r\n..c\r\n", b"no newline", b"lf\n.only\n", b"", b"x\r",
+                     b"a\r\n.\r\n.", b"\r\n.\r\n"):
+            for step in range(1, len(data) + 2):
+                st = DotStuffer()
+                out = b"".join(st.feed(data[i:i + step]) for i in range(0, len(data), step))
+                self.assertEqual(out + st.end(), dot_stuff(data), (data, step))
+
+    def test_large_queued_message_is_sent_piece_by_piece(self):
+        # issue 7: the relay never holds a queued message whole
+        body = (b"Subject: big\r\n\r\n" + b".line\r\n" * 120000)   # under SIZE 1000000
+        h = Harness(rcpts=["x@example.com"], data=MemoryMessage(body, piece=4096))
+        h.server(b"220 hi\r\n" + EHLO_PIPE)
+        h.sent()
+        h.server(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        self.assertLessEqual(len(h.s._out), 2 * 4096)
+        sent, largest = b"", 0
+        while True:
+            chunk = h.s.data_to_send()
+            if not chunk:
+                break
+            largest = max(largest, len(h.s._out))
+            sent += chunk
+        self.assertEqual(sent, dot_stuff(body))
+        self.assertLessEqual(largest, 2 * 4096)
+        h.server(b"250 ok\r\n")
+        self.assertEqual(h.result.per_rcpt["x@example.com"][0], 250)
 
     def test_parse_enhanced(self):
         self.assertEqual(parse_enhanced(550, "5.1.1 no"), "5.1.1")

@@ -46,6 +46,8 @@ class FakeBackend:
         self.deliveries = []            # (envelope, data)
         self.pending = []               # deferred done calls
         self.fail_delivery = False      # answer 452 4.3.1
+        self.refuse_open = None         # a reply: open_message refuses (budget spent)
+        self.sinks = []
         self.refused_senders = {"spammer@bad.example"}
         self.auth_outcomes = []
 
@@ -87,12 +89,42 @@ class FakeBackend:
             return RcptDecision(True, target=("remote", address.text))
         return RcptDecision(False, (550, "5.7.1", "Relaying denied"))
 
-    def deliver(self, envelope, data, done):
-        if self.fail_delivery:
-            self._call(done, (452, "4.3.1", "Insufficient system storage"))
+    def open_message(self, envelope):
+        if self.refuse_open is not None:
+            return self.refuse_open
+        sink = FakeSink(self)
+        self.sinks.append(sink)
+        return sink
+
+
+class FakeSink:
+    """The MessageSink contract (protocols/smtp_state.py) in memory; it
+    records how the session used it so tests can hold it to the contract."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.data = bytearray()
+        self.largest_write = 0
+        self.state = "open"             # open -> finished | aborted
+
+    def write(self, data):
+        assert self.state == "open", "write after %s" % self.state
+        self.largest_write = max(self.largest_write, len(data))
+        self.data += data
+
+    def abort(self):
+        assert self.state == "open", "abort after %s" % self.state
+        self.state = "aborted"
+
+    def finish(self, envelope, done):
+        assert self.state == "open", "finish after %s" % self.state
+        self.state = "finished"
+        b = self.backend
+        if b.fail_delivery:
+            b._call(done, (452, "4.3.1", "Insufficient system storage"))
             return
-        self.deliveries.append((envelope, data))
-        self._call(done, (250, "2.0.0", "Ok: queued as " + envelope.queue_id))
+        b.deliveries.append((envelope, bytes(self.data)))
+        b._call(done, (250, "2.0.0", "Ok: queued as " + envelope.queue_id))
 
 
 def new_session(backend=None, peer="192.0.2.10", tls_available=True, **config):
@@ -348,10 +380,20 @@ class DataTest(unittest.TestCase):
                          ("sender@remote.example", ["alice@example.org"], ["alice@example.org"],
                           "7BIT", "client.example", "192.0.2.10"))
 
-    def test_empty_message(self):
+    def test_empty_message_is_refused(self):
+        # README "Choices": no message at all (RFC 5322 §3.6 requires Date and From).
         s, b = in_rcpt()
-        self.assertEqual(codes(send(s, "DATA", ".")), [354, 250])
-        self.assertTrue(b.deliveries[0][1].endswith(b"+0000\r\n"))
+        self.assertEqual(send(s, "DATA", ".")[1:], ["554 5.6.0 Message refused: empty message"])
+        self.assertEqual((b.deliveries, b.sinks[0].state, s.state), ([], "aborted", State.READY))
+
+    def test_nul_in_body_is_refused_and_nothing_stored(self):
+        # README "Choices": NUL is refused (RFC 5322 §4.1, RFC 2045 §2.8), as bare CR/LF.
+        for body in (b"a\x00b", b"\x00", b"Subject: x\x00y"):
+            s, b = in_rcpt()
+            out = send(s, b"DATA\r\n" + body + b"\r\n.\r\n", "NOOP")
+            self.assertEqual(out[1:], ["550 5.6.0 Message refused: NUL in message data (RFC 5322 §4.1)",
+                                       "250 2.0.0 Ok"], body)
+            self.assertEqual((b.deliveries, b.sinks[0].state), ([], "aborted"))
 
     def test_no_for_clause_with_several_recipients(self):
         s, b = in_rcpt()
@@ -429,6 +471,19 @@ class BdatTest(unittest.TestCase):
         out = send(s, b"BDAT 10\r\n" + msg[:10] + b"BDAT %d LAST\r\n" % (len(msg) - 10) + msg[10:])
         self.assertEqual(codes(out), [250, 250])
         self.assertTrue(b.deliveries[0][1].endswith(msg))
+
+    def test_bdat_zero_last_alone_is_refused(self):
+        # README "Choices": RFC 3030 §2 "zero ... no additional data": nothing came.
+        s, b = in_rcpt()
+        out = send(s, "BDAT 0 LAST", "NOOP")
+        self.assertEqual(out, ["554 5.6.0 Message refused: empty message", "250 2.0.0 Ok"])
+        self.assertEqual((b.deliveries, b.sinks[0].state, s.state), ([], "aborted", State.READY))
+
+    def test_bdat_nul_is_refused(self):
+        s, b = in_rcpt()
+        out = send(s, b"BDAT 3\r\na\x00b", b"BDAT 2 LAST\r\n\r\n")
+        self.assertEqual(out[1], "550 5.6.0 Message refused: NUL in message data (RFC 5322 §4.1)")
+        self.assertEqual(b.deliveries, [])
 
     def test_bdat_zero_last(self):
         s, b = in_rcpt()
@@ -657,20 +712,28 @@ class ShutdownTimeoutTest(unittest.TestCase):
 class DataFunctionsTest(unittest.TestCase):
     """protocols/smtp_data.py on its own."""
 
-    def feed_all(self, data, step, keep=10 ** 6):
-        r = smtp_data.DataReader(keep)
+    def feed_all(self, data, step):
+        """((content, leftover) or None when no end, reader), content unstuffed."""
+        r = smtp_data.DataReader()
+        content = b""
         for i in range(0, len(data), step):
-            end = r.feed(data[i:i + step])
-            if end is not None:
-                return end, r
+            part, leftover = r.feed(data[i:i + step])
+            content += part
+            if leftover is not None:
+                return (content, leftover), r
         return None, r
 
     def test_end_of_data_found_at_any_split(self):
         data = b"a\r\n..b\r\n.\r\nNEXT"
         for step in (1, 2, 3, 5, 100):
-            (raw, leftover), _ = self.feed_all(data, step)
-            self.assertEqual((raw, leftover[:4]), (b"a\r\n..b\r\n", b"NEXT"[:len(leftover)]))
-            self.assertEqual(smtp_data.unstuff(raw), b"a\r\n.b\r\n")
+            (content, leftover), _ = self.feed_all(data, step)
+            self.assertEqual((content, leftover[:4]), (b"a\r\n.b\r\n", b"NEXT"[:len(leftover)]))
+
+    def test_unstuffing_at_every_split(self):
+        data = b"..a\r\n...\r\nb..\r\n.\r\n"
+        for step in range(1, len(data) + 1):
+            (content, _), _ = self.feed_all(data, step)
+            self.assertEqual(content, b".a\r\n..\r\nb..\r\n", step)
 
     def test_immediate_terminator_is_an_empty_message(self):
         (raw, leftover), _ = self.feed_all(b".\r\nQUIT\r\n", 1)
@@ -681,14 +744,26 @@ class DataFunctionsTest(unittest.TestCase):
             end, _ = self.feed_all(b"x" + probe + b"y", 1)
             self.assertIsNone(end, probe)
 
-    def test_overflow_keeps_memory_bounded(self):
-        r = smtp_data.DataReader(1000)
+    def test_reader_holds_six_octets_between_reads(self):
+        r = smtp_data.DataReader()
         for _ in range(1000):
-            self.assertIsNone(r.feed(b"z" * 997 + b"\r\n."))
-            self.assertLess(len(r.buf), 1100)
-        raw, leftover = r.feed(b"\r\n")
-        self.assertTrue(r.overflow)
-        self.assertEqual(smtp_data.check_content(raw, 1000, r.overflow)[0], 552)
+            content, leftover = r.feed(b"z" * 997 + b"\r\n.")
+            self.assertIsNone(leftover)
+            self.assertLessEqual(len(r.buf), 6)
+        self.assertEqual(r.feed(b"\r\n"), (b"z\r\n", b""))
+
+    def test_content_check_matches_whole_message_rules_at_any_split(self):
+        cases = [(b"a\r\nb\r\n", None), (b"a\nb", 550), (b"a\r", 550), (b"\r\r\n", 550),
+                 (b"x" * 999 + b"\r\n", 500), (b"x" * 998 + b"\r\n" + b"y" * 998, None),
+                 (b"a\x00", 550), (b"", 554), (b"Received: a\r\nReceived: b\r\n\r\n", 554),
+                 (b"z" * 3000, 552)]
+        for data, code in cases:
+            for step in (1, 2, 7, 1000, 5000):
+                c = smtp_data.ContentCheck(2000, 1000)
+                for i in range(0, len(data), step):
+                    c.feed(data[i:i + step])
+                refusal = c.refusal(max_received=1)
+                self.assertEqual(refusal and refusal[0], code, (data[:20], step))
 
     def test_bare_cr_lf_detection(self):
         self.assertFalse(smtp_data.has_bare_cr_or_lf(b"a\r\nb\r\n"))
