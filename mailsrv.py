@@ -30,9 +30,9 @@ from typing import Dict, List, Optional, Tuple
 
 from protocols import logtarget
 from protocols.hostnames import NameFunc, choose_hostname, machine_names
-from protocols.wiring import Backend
+from protocols.backend.wiring import Backend
 from protocols.loop import EventLoop
-from protocols.smtp_server import SmtpConfig, SmtpSession
+from protocols.smtp.server import SmtpConfig, SmtpSession
 from protocols.startup import bind_error as _bind_error, describe, make_resolver, stop_line
 from store.datadir import DataDirError, ServerLock, lock_holder, lock_or_holder, open_data_dir, open_for_command, os_reason
 from store.tlsfiles import check_tls_files
@@ -307,7 +307,7 @@ class MailServer:
         return ctx
 
     def _factories(self):
-        from protocols import pop3_server
+        from protocols.pop3 import server as pop3_server
         b = self.backend
         return {
             "smtp": (b.smtp_factory("smtp"), b"421 4.7.0 Too many connections, try later\r\n"),
@@ -624,8 +624,8 @@ def queue_main(cfg: Config, action: str, qid: Optional[str]) -> int:
 
 
 def _queue_offline(cfg: Config, what: str) -> int:
-    """No server runs: apply the request here, holding the lock (protocols/queue_admin.py)."""
-    from protocols.queue_admin import OFFLINE_LIMIT_SECONDS, apply_offline
+    """No server runs: apply the request here, holding the lock (protocols/outbound/queue_admin.py)."""
+    from protocols.outbound.queue_admin import OFFLINE_LIMIT_SECONDS, apply_offline
     server = MailServer(cfg)
     signal.signal(signal.SIGUSR1, lambda _s, _f: server.loop.call_soon_threadsafe(server.queue_control))  # we hold the lock
     outcome = apply_offline(server.backend, server.loop) or f"not finished within {OFFLINE_LIMIT_SECONDS:.0f} s (see the log)"
@@ -635,9 +635,9 @@ def _queue_offline(cfg: Config, what: str) -> int:
 
 def dns_main(cfg: Config, qtype: str, name: str) -> int:
     """`dns MX example.org`: what our own resolver finds (RFC 1035, RFC 5321 §5.1),
-    failures in DNS terms naming the server (protocols.dns_mx.describe)."""
-    from protocols import dns as dnsproto
-    from protocols.dns_mx import describe
+    failures in DNS terms naming the server (protocols.dns.mx.describe)."""
+    from protocols.dns import codec as dnsproto
+    from protocols.dns.mx import describe
     loop = EventLoop()          # not a MailServer: that would create the data folder
     resolver = make_resolver(loop, cfg.dns_servers, _read_resolv_conf())[0]
     out: List[object] = []
@@ -669,8 +669,8 @@ def sendmail_main(argv: List[str]) -> int:
     """`sendmail [-t] [-f sender] [-i] [-F name] [rcpt...] < message`: into
     DATA/postdrop/ (durably), then a signal to the running server's pick-up;
     with no server running, the server picks it up when it starts.  Exit codes
-    of sysexits.h (protocols/sendmail.py); one line on stderr when not 0."""
-    from protocols import sendmail as sm
+    of sysexits.h (protocols/backend/sendmail.py); one line on stderr when not 0."""
+    from protocols.backend import sendmail as sm
     try:
         return _sendmail(sm, argv)
     except sm.SendmailError as e:

@@ -14,9 +14,9 @@ import os
 import sys
 from typing import Dict, List, Tuple
 
-from protocols import dns
-from protocols.dns_resolver import DnsError, Resolver, parse_resolv_conf
-from protocols.relay import parse_relayhost
+from protocols.dns import codec as dns
+from protocols.dns.resolver import DnsError, Resolver, parse_resolv_conf
+from protocols.outbound.relay import parse_relayhost
 
 # `check` asks one question, once, per server: a DNS server on a working
 # network answers within a second; 3 s is resolv.conf(5)'s spirit, not its 5.

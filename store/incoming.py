@@ -1,7 +1,7 @@
 """A message being received, written to disk as it arrives (never whole in memory).
 
 The SMTP session hands the message over in pieces (its ``MessageSink``,
-protocols/smtp_state.py); the backend writes them here, straight into the
+protocols/smtp/state.py); the backend writes them here, straight into the
 files the message will be delivered from:
 
 * local recipients: the first recipient's Maildir ``tmp/<unique>``, in

@@ -8,7 +8,7 @@ feeds it into the normal delivery path.  (Here the directory is called
     DATA/postdrop/<name>        complete: written, fsync'd, renamed, directory fsync'd
 
 So a file without a dot is always whole, whatever moment a crash hits.  The
-pick-up (protocols/pickup.py) removes a file only after its message is in
+pick-up (protocols/backend/pickup.py) removes a file only after its message is in
 the Maildirs or the queue (durably), so a crash in between delivers it twice
 rather than never (at-least-once, like Postfix).
 

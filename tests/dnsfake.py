@@ -1,6 +1,6 @@
 """A tiny authoritative DNS server for tests, on 127.0.0.1, UDP and TCP.
 
-Built on protocols/dns.py.  It runs in its own thread (tests may use sockets
+Built on protocols/dns/codec.py.  It runs in its own thread (tests may use sockets
 and threads) and serves a dict zone; per (name, type) it can be told to
 truncate over UDP (TC, RFC 1035 §4.1.1), answer SERVFAIL or REFUSED, drop the
 query (the client times out), or send forged replies first (a wrong ID, the
@@ -22,8 +22,8 @@ import struct
 import threading
 from typing import Dict, List, Tuple
 
-from protocols import dns
-from protocols.dns import Message, Question, Record
+from protocols.dns import codec as dns
+from protocols.dns.codec import Message, Question, Record
 
 SOA_RECORD = dns.SOA("ns.test", "hostmaster.test", 1, 3600, 600, 86400, 300)
 

@@ -11,7 +11,7 @@
 * A refused attempt is told so: ``454 4.7.0`` / ``-ERR [SYS/TEMP]``, logged as a
   lockout, never with the password.
 
-The policy itself (protocols/auth_limits.py) and the lane (protocols/loop.py
+The policy itself (protocols/backend/auth_limits.py) and the lane (protocols/loop.py
 Lane) are tested directly with injected times and a fake loop; the server tests
 go over real loopback sockets from many source addresses.  No test asserts a
 duration: the flood test holds the hashes with an event and asserts in terms of
@@ -26,8 +26,8 @@ import socket
 import threading
 import unittest
 
-from protocols import auth_limits
-from protocols.auth_limits import AuthLimiter, Limits, address_group
+from protocols.backend import auth_limits as auth_limits
+from protocols.backend.auth_limits import AuthLimiter, Limits, address_group
 from protocols.loop import Lane
 from protocols.sasl import AUTH_BUSY, AUTH_LOCKOUT, AUTH_THROTTLED, ScramClient
 from tests.helpers import ServerTestCase, wait_for
@@ -202,7 +202,7 @@ class TemporaryAnswerTest(unittest.TestCase):
 
     def test_the_real_backend_and_the_session_fakes_follow_the_contract(self):
         from protocols.sasl import Authenticator
-        from protocols.wiring import Backend
+        from protocols.backend.wiring import Backend
         from tests import test_pop3_session, test_smtp_session
         for cls in (Backend, test_smtp_session.FakeBackend, test_pop3_session.FakeBackend):
             for name in ("scram_lookup", "authenticate"):

@@ -1,12 +1,12 @@
-"""Tests for protocols/dns.py: hand-written byte vectors (RFC 1035 §4.1),
+"""Tests for protocols/dns/codec.py: hand-written byte vectors (RFC 1035 §4.1),
 compression (§4.1.4) including hostile pointers, truncation and fuzzing."""
 
 import random
 import struct
 import unittest
 
-from protocols import dns
-from protocols.dns import (MX, SOA, DnsFormatError, DnsNameError, Message, Question, Record,
+from protocols.dns import codec as dns
+from protocols.dns.codec import (MX, SOA, DnsFormatError, DnsNameError, Message, Question, Record,
                            decode_message, encode_message, encode_query)
 
 # Header: ID 0x1234, flags 0x0100 (RD), QDCOUNT 1, AN/NS/AR 0 (RFC 1035 §4.1.1).

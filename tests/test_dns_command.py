@@ -10,7 +10,7 @@ import sys
 import tempfile
 import unittest
 
-from protocols import dns
+from protocols.dns import codec as dns
 from tests.dnsfake import FakeDnsServer
 from tests.helpers import ROOT
 

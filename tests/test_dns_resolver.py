@@ -1,15 +1,15 @@
-"""Tests for protocols/dns_resolver.py over the real EventLoop and tests/dnsfake.py
+"""Tests for protocols/dns/resolver.py over the real EventLoop and tests/dnsfake.py
 (127.0.0.1 only; every wait is bounded by a loop timer, never a sleep)."""
 
 import os
 import random
 import unittest
 
-from protocols import dns
-from protocols.dns import MX, Message, Question, Record
-from protocols.dns_mx import (LOOPS_BACK, MAX_MX_ADDRESSES, MAX_MX_HOSTS, NO_ADDRESS, NO_DOMAIN, NULL_MX,
+from protocols.dns import codec as dns
+from protocols.dns.codec import MX, Message, Question, Record
+from protocols.dns.mx import (LOOPS_BACK, MAX_MX_ADDRESSES, MAX_MX_HOSTS, NO_ADDRESS, NO_DOMAIN, NULL_MX,
                               TEMP_FAIL, MxHost)
-from protocols.dns_resolver import (MAX_WAITING, Answer, DnsError, Resolver, TcpQuerySession, _address_family,
+from protocols.dns.resolver import (MAX_WAITING, Answer, DnsError, Resolver, TcpQuerySession, _address_family,
                                     _same_address, interpret, parse_resolv_conf)
 from protocols.loop import EventLoop
 from tests.dnsfake import FakeDnsServer

@@ -1,10 +1,10 @@
-"""protocols/dsn.py: bounces parsed back with the stdlib email package (RFC 3464, RFC 6522, RFC 3834)."""
+"""protocols/outbound/dsn.py: bounces parsed back with the stdlib email package (RFC 3464, RFC 6522, RFC 3834)."""
 
 import email
 import email.policy
 import unittest
 
-from protocols.dsn import build_bounce, build_delay_notice, should_bounce
+from protocols.outbound.dsn import build_bounce, build_delay_notice, should_bounce
 
 ORIGINAL = (b"Received: from x by y; Thu, 1 Jan 2026 00:00:00 +0000\r\n"
             b"From: Alice <alice@example.org>\r\nTo: bob@example.com\r\n"

@@ -1,7 +1,7 @@
 """Our resolver against a real DNS server: Debian's dnsmasq serving a test zone.
 
 Two ways in: the `python3 mailsrv.py dns TYPE NAME --dns-server 127.0.0.1:PORT`
-command in a subprocess, and ``protocols.dns_resolver.Resolver`` driven by a
+command in a subprocess, and ``protocols.dns.resolver.Resolver`` driven by a
 ``protocols.loop.EventLoop`` in this process.  The zone covers RFC 5321 §5.1
 MX selection (two MX hosts ordered by preference; the implicit MX of a domain
 with only an A record), RFC 7505 null MX (556 5.1.10), NXDOMAIN (RFC 1035
@@ -24,9 +24,9 @@ import tempfile
 import time
 import unittest
 
-from protocols import dns
-from protocols.dns_mx import MAX_MX_ADDRESSES, NO_DOMAIN, NULL_MX
-from protocols.dns_resolver import Answer, DnsError, Resolver
+from protocols.dns import codec as dns
+from protocols.dns.mx import MAX_MX_ADDRESSES, NO_DOMAIN, NULL_MX
+from protocols.dns.resolver import Answer, DnsError, Resolver
 from protocols.loop import EventLoop
 from tests.helpers import ROOT
 
@@ -250,7 +250,7 @@ class _RecordingLoop(EventLoop):
 
 
 class ResolverAgainstDnsmasq(DnsmasqTestCase):
-    """protocols.dns_resolver.Resolver on a real EventLoop in this process."""
+    """protocols.dns.resolver.Resolver on a real EventLoop in this process."""
 
     def setUp(self):
         self.loop = _RecordingLoop()

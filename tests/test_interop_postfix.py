@@ -11,7 +11,7 @@ a bracketed next hop).  Of /etc/postfix only Debian's shipped files are read
 never configured, started or stopped.
 
 Cases:
-* our relay client (protocols/relay.py + smtp_client.py, relayhost =
+* our relay client (protocols/outbound/relay.py + smtp_client.py, relayhost =
   Postfix) delivers a submitted message into Postfix's Maildir, with STARTTLS
   (RFC 3207) because the instance offers it with the test certificate;
 * Postfix's smtp client delivers to our server (STARTTLS too): the message

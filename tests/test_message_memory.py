@@ -15,7 +15,7 @@ import socket
 import unittest
 from unittest import mock
 
-from protocols.smtp_server import SmtpSession
+from protocols.smtp.server import SmtpSession
 from store.fsutil import AppendFile
 from tests.helpers import ServerTestCase, strip_trace, wait_for
 from tests.test_smtp_session import FakeBackend, in_rcpt, send
@@ -179,7 +179,7 @@ class LargeRemoteAndSubmissionTest(ServerTestCase):
     def test_backend_deliver_takes_a_message_in_hand_the_same_way(self):
         """Backend.deliver (bytes in hand, e.g. a local submission) goes through
         the same sink: into the Maildir, and the budget is released."""
-        from protocols.smtp_state import Envelope
+        from protocols.smtp.state import Envelope
         self.clear_mailbox("bob@example.test")
         backend, got = self.server.backend, []
         msg = big_message(300 * 1024, b"in hand")

@@ -14,7 +14,7 @@ import random
 import unittest
 
 from protocols import sasl
-from protocols.pop3_server import MAX_COMMAND_LINE, Pop3State
+from protocols.pop3.server import MAX_COMMAND_LINE, Pop3State
 from tests.test_pop3_session import FakeMaildrop, drain, make_session, LOCAL, REMOTE
 
 # Walks per test; `make fuzz` raises it (MAILSRV_FUZZ_ITERATIONS), `make test` keeps it quick.

@@ -1,4 +1,4 @@
-"""Pop3Session (protocols/pop3_server.py) driven by transcripts: no sockets, no disk.
+"""Pop3Session (protocols/pop3/server.py) driven by transcripts: no sockets, no disk.
 
 Transcripts are "C:" / "S:" lines; each client block is fed whole, one byte at
 a time and split at random points, and the server's answer must be exactly the
@@ -16,7 +16,7 @@ import unittest
 
 from protocols import sasl
 from protocols.base import SessionContext
-from protocols.pop3_server import (MAX_COMMAND_LINE, MAX_PENDING_INPUT, READ_CHUNK, Pop3Config, Pop3Session,
+from protocols.pop3.server import (MAX_COMMAND_LINE, MAX_PENDING_INPUT, READ_CHUNK, Pop3Config, Pop3Session,
                                    Pop3State)
 from store.maildrop import MaildropLocked
 

@@ -1,4 +1,4 @@
-"""protocols/relay.py with the real event loop, a tiny SMTP sink on 127.0.0.1 and a fake resolver.
+"""protocols/outbound/relay.py with the real event loop, a tiny SMTP sink on 127.0.0.1 and a fake resolver.
 
 The sink is a stdlib socket server in a thread; the resolver maps test
 domains to 127.0.0.1 (and 127.0.0.2, where nothing listens, for an MX that
@@ -16,10 +16,10 @@ import tempfile
 import threading
 import unittest
 
-from protocols.dns_mx import NULL_MX, NO_DOMAIN, TEMP_FAIL, MxHost, MxResult
+from protocols.dns.mx import NULL_MX, NO_DOMAIN, TEMP_FAIL, MxHost, MxResult
 from protocols.loop import EventLoop
-from protocols.relay import Relay, RelayConfig, parse_relayhost
-from protocols.smtp_client import ClientConfig
+from protocols.outbound.relay import Relay, RelayConfig, parse_relayhost
+from protocols.smtp.client import ClientConfig
 from store.queue import DEFERRED, MemoryQueue, Queue
 
 WAIT = 10.0

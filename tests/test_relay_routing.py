@@ -1,4 +1,4 @@
-"""protocols/relay.py: where mail must not go, and what happens to what cannot go.
+"""protocols/outbound/relay.py: where mail must not go, and what happens to what cannot go.
 
 The harness of tests/test_relay.py (real loop, SMTP sink on 127.0.0.1, fake
 resolver).  Shown: loops by address (issue 7 item 8: an MX address that is one
@@ -12,8 +12,8 @@ ERROR and dropped, never looping).
 import email
 import unittest
 
-from protocols.dns_mx import MxHost, MxResult, is_own_address
-from protocols.relay import MX_SESSION_LIMIT
+from protocols.dns.mx import MxHost, MxResult, is_own_address
+from protocols.outbound.relay import MX_SESSION_LIMIT
 from store.queue import DEFERRED, FAILED
 from tests.test_relay import RelayHarness
 

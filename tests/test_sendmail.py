@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 import unittest
 
-from protocols import sendmail as sm
+from protocols.backend import sendmail as sm
 from store import postdrop
 from tests.helpers import ROOT, read_stored, strip_trace, wait_for
 from tests.test_reload import StderrReader

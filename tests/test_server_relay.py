@@ -47,7 +47,7 @@ import time
 import unittest
 import uuid
 
-from protocols import dns
+from protocols.dns import codec as dns
 from tests.dnsfake import FakeDnsServer
 from tests import helpers
 from tests.helpers import CERT, KEY, ROOT, read_stored
@@ -532,7 +532,7 @@ class RelayBetweenTwoServers(unittest.TestCase):
         wait_for(lambda: not self.a.queued(qid), "A's queue to empty")
 
     def test_retry_schedule_changes_on_sighup(self):
-        # BUG (protocols/wiring.py Backend.reload): retry_schedule and max_queue_age are
+        # BUG (protocols/backend/wiring.py Backend.reload): retry_schedule and max_queue_age are
         # marked [live] in mailsrv.py KEYS / config-example, but reload() rebuilds only the relay
         # config and the resolver; self.queue keeps the _Policy built in Backend.start(), so a
         # SIGHUP'd retry_schedule is ignored until a restart.

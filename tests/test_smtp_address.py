@@ -1,8 +1,8 @@
-"""Direct tests of the RFC 5321 §4.1.2 path grammar in protocols/smtp_address.py."""
+"""Direct tests of the RFC 5321 §4.1.2 path grammar in protocols/smtp/address.py."""
 
 import unittest
 
-from protocols.smtp_address import (Address, AddressError, parse_forward_path,
+from protocols.smtp.address import (Address, AddressError, parse_forward_path,
                                     parse_parameters, parse_reverse_path)
 
 

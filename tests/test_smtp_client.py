@@ -1,4 +1,4 @@
-"""protocols/smtp_client.py: transcripts against scripted server replies (no sockets).
+"""protocols/smtp/client.py: transcripts against scripted server replies (no sockets).
 
 Each test plays the server: it feeds reply bytes to the session and checks
 the exact commands the client wrote back.
@@ -8,7 +8,7 @@ import base64
 import unittest
 
 from protocols.base import SessionContext
-from protocols.smtp_client import (ClientConfig, ClientJob, DotStuffer, SmtpClientSession, Stage,
+from protocols.smtp.client import (ClientConfig, ClientJob, DotStuffer, SmtpClientSession, Stage,
                                    dot_stuff, parse_enhanced, plain_response)
 from store.queue import MemoryMessage
 

@@ -13,8 +13,8 @@ import unittest
 
 from protocols import sasl
 from protocols.base import SessionContext
-from protocols import smtp_data
-from protocols.smtp_server import RcptDecision, SmtpConfig, SmtpSession, State
+from protocols.smtp import data as smtp_data
+from protocols.smtp.server import RcptDecision, SmtpConfig, SmtpSession, State
 
 HOST = "mx.example.org"
 CLOCK = 1700000000.0        # Tue, 14 Nov 2023 22:13:20 +0000
@@ -98,7 +98,7 @@ class FakeBackend:
 
 
 class FakeSink:
-    """The MessageSink contract (protocols/smtp_state.py) in memory; it
+    """The MessageSink contract (protocols/smtp/state.py) in memory; it
     records how the session used it so tests can hold it to the contract."""
 
     def __init__(self, backend):
@@ -710,7 +710,7 @@ class ShutdownTimeoutTest(unittest.TestCase):
 
 
 class DataFunctionsTest(unittest.TestCase):
-    """protocols/smtp_data.py on its own."""
+    """protocols/smtp/data.py on its own."""
 
     def feed_all(self, data, step):
         """((content, leftover) or None when no end, reader), content unstuffed."""

@@ -7,7 +7,7 @@ clock.  This module is that backend for the real server:
 * authentication for every protocol: scrypt verification on its own bounded,
   fair thread lane (``loop.Lane``: a flood of password checks never delays
   maildrops, queue writes or deliveries), a delay after each failure, and the
-  per-address lockout and per-account penalty of ``protocols.auth_limits``
+  per-address lockout and per-account penalty of ``protocols.backend.auth_limits``
   (RFC 4954 §4 leaves them to the server; we follow Postfix/Dovecot practice);
 * recipient policy (RFC 5321 §3.6, §4.5.1): local users, aliases,
   plus-addressing, postmaster, unknown users refused at RCPT time, and no
@@ -16,7 +16,7 @@ clock.  This module is that backend for the real server:
   the submitter is allowed to use the sender address);
 * durable delivery through ``store.deliver.Deliverer``: the ``250`` is given
   only after the file and its directory are fsync'd; the message goes to
-  disk as it arrives (``open_message``, protocols/wiring_sink.py), within a
+  disk as it arrives (``open_message``, protocols/backend/sink.py), within a
   budget for message bytes in flight.
 
 It uses the event loop only through ``call_later``, ``call_soon_threadsafe``,
@@ -34,15 +34,15 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from email.utils import formatdate, make_msgid
 
-from protocols.auth_limits import AuthLimiter, Limits, address_group
+from protocols.backend.auth_limits import AuthLimiter, Limits, address_group
 from protocols.base import SessionContext
-from protocols.dns_resolver import Resolver, parse_resolv_conf
-from protocols.relay import Relay, RelayConfig, parse_relayhost
+from protocols.dns.resolver import Resolver, parse_resolv_conf
+from protocols.outbound.relay import Relay, RelayConfig, parse_relayhost
 from protocols.loop import Lane
 from protocols.sasl import AUTH_BUSY, AuthTemporary, SaslOutcome, ScramCredentials
-from protocols.smtp_client import ClientConfig
-from protocols.smtp_server import Envelope, RcptDecision, SmtpConfig, SmtpSession
-from protocols.wiring_sink import IncomingSink
+from protocols.smtp.client import ClientConfig
+from protocols.smtp.server import Envelope, RcptDecision, SmtpConfig, SmtpSession
+from protocols.backend.sink import IncomingSink
 from store.deliver import Deliverer, DeliveryJob
 from store.maildir import MailStore
 from store.queue import Queue
@@ -187,7 +187,7 @@ class Backend:
         return factory
 
     def pop3_factory(self):
-        from protocols.pop3_server import Pop3Config, Pop3Session
+        from protocols.pop3.server import Pop3Config, Pop3Session
 
         def factory(ctx: SessionContext):
             cfg = self.config
@@ -384,8 +384,8 @@ class Backend:
         return RcptDecision(False, (550, "5.7.1", f"<{address.text}>: Relay access denied"))
 
     def open_message(self, envelope):
-        """The MessageSink (protocols/smtp_state.py) for a message whose data
-        starts now: it goes to disk as it arrives (protocols/wiring_sink.py).
+        """The MessageSink (protocols/smtp/state.py) for a message whose data
+        starts now: it goes to disk as it arrives (protocols/backend/sink.py).
         Over the budget for message bytes in flight: 452 4.3.1 (RFC 3463 §3.4)."""
         if self.inflight_bytes >= self.config.max_inflight_message_bytes:
             smtp_log.warning("message %s refused: %d octets of messages in flight (max_inflight_message_bytes)",
@@ -429,9 +429,9 @@ class Backend:
 
     # -- local submission: the sendmail command's postdrop/ ------------------
     def start_pickup(self) -> None:
-        """Serve DATA/postdrop/ (protocols/pickup.py): at start, on kick, periodically."""
+        """Serve DATA/postdrop/ (protocols/backend/pickup.py): at start, on kick, periodically."""
         from protocols.base import new_id
-        from protocols.pickup import Pickup
+        from protocols.backend.pickup import Pickup
         self.pickup = Pickup(self.loop, self.config.data_dir, self.config.hostname,
                              lambda: self.config.max_message_size, self.deliver_dropped, new_id)
         self.loop.call_soon(self.pickup.start)

@@ -8,7 +8,7 @@ configured smarthost (RFC 5321 §3.6.3, RFC 6409) — and tries every address
 of every MX in order, moving on after a connection failure, a timeout, a
 4xx/5xx greeting or a 421 (RFC 5321 §5.1: "the SMTP client SHOULD try at
 least two addresses"), up to the bounds of Postfix: 5 addresses
-(``protocols.dns_mx.MAX_MX_ADDRESSES``, smtp_mx_address_limit) and 2 sessions
+(``protocols.dns.mx.MAX_MX_ADDRESSES``, smtp_mx_address_limit) and 2 sessions
 that got past the greeting and EHLO (``MX_SESSION_LIMIT``,
 smtp_mx_session_limit).  Each recipient's outcome is
 recorded in the queue: 2xx delivered, 4xx deferred (retried later with the
@@ -24,7 +24,7 @@ wording) instead of relaying to itself until the Received limit stops it.
 
 Permanent failures (a 5xx from the server, a null MX 556 5.1.10 per RFC 7505
 §4.1, a domain that does not exist, a loop, a message too old) produce a
-delivery status notification (``protocols/dsn.py``) handed to ``on_bounce``.
+delivery status notification (``protocols/outbound/dsn.py``) handed to ``on_bounce``.
 Never to the null reverse-path (RFC 5321 §4.5.5, §6.2): a bounce that cannot
 be delivered is a double bounce, and like Postfix (notify_classes 2bounce) it
 goes to the postmaster (``RelayConfig.postmaster``), logged at WARNING, so no
@@ -60,9 +60,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from protocols.base import SessionContext, new_id
-from protocols.dns_mx import is_own_address
-from protocols.dsn import Failure, build_bounce, should_bounce
-from protocols.smtp_client import ClientConfig, ClientJob, ClientResult, SmtpClientSession
+from protocols.dns.mx import is_own_address
+from protocols.outbound.dsn import Failure, build_bounce, should_bounce
+from protocols.smtp.client import ClientConfig, ClientJob, ClientResult, SmtpClientSession
 from store.queue import DEFERRED, DELIVERED, FAILED, OPEN_STATES
 
 log = logging.getLogger("mailsrv.relay")

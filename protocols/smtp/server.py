@@ -35,12 +35,12 @@ from typing import Callable, Dict, FrozenSet, Optional, Tuple
 
 from protocols import sasl
 from protocols.base import LineReader, LineTooLong, SessionContext
-from protocols.smtp_address import (Address, AddressError, parse_forward_path,
+from protocols.smtp.address import (Address, AddressError, parse_forward_path,
                                     parse_parameters, parse_reverse_path)
-from protocols.smtp_auth import SmtpAuthMixin
-from protocols.smtp_message import SmtpMessageMixin
-from protocols.smtp_data import DataReader
-from protocols.smtp_state import (ANY_STATE, MAX_AUTH_LINE, MAX_COMMAND_LINE,
+from protocols.smtp.auth import SmtpAuthMixin
+from protocols.smtp.transfer import SmtpMessageMixin
+from protocols.smtp.data import DataReader
+from protocols.smtp.state import (ANY_STATE, MAX_AUTH_LINE, MAX_COMMAND_LINE,
                                   MAX_HELD_INPUT, DIGITS_RE, TXN_STATES, Chunk, Envelope,
                                   MessageSink, RcptDecision, Reply, SmtpConfig, State,
                                   Transaction, fmt_reply)

@@ -1,6 +1,6 @@
 """DATA (RFC 5321 §4.1.1.4) and BDAT (RFC 3030 §2) command handlers of SmtpSession.
 
-A mixin so that protocols/smtp_server.py stays readable; it uses the
+A mixin so that protocols/smtp/server.py stays readable; it uses the
 session's ``_reply`` / ``_fail`` / ``_send`` / ``_await`` and state.  The
 message is never held whole: from DATA's 354 or the first BDAT its octets
 go, read by read, to the ``MessageSink`` of ``backend.open_message``
@@ -15,8 +15,8 @@ import logging
 from typing import Optional
 
 from protocols.base import new_id
-from protocols.smtp_data import ContentCheck, DataReader, protocol_word, received_header
-from protocols.smtp_state import BDAT_RE, Chunk, Reply, State, Transaction, fmt_reply
+from protocols.smtp.data import ContentCheck, DataReader, protocol_word, received_header
+from protocols.smtp.state import BDAT_RE, Chunk, Reply, State, Transaction, fmt_reply
 
 log = logging.getLogger("mailsrv.smtp")
 

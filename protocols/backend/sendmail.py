@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
-from protocols.smtp_address import AddressError, parse_forward_path, parse_reverse_path
+from protocols.smtp.address import AddressError, parse_forward_path, parse_reverse_path
 
 # sysexits.h
 EX_OK = 0

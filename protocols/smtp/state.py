@@ -1,8 +1,8 @@
 """SMTP server vocabulary: limits, configuration, envelope, states, replies.
 
-Shared by ``protocols/smtp_server.py`` (the session) and
-``protocols/smtp_auth.py`` (AUTH and STARTTLS handlers); the public names
-are re-exported by ``protocols.smtp_server`` (design.md defines Envelope
+Shared by ``protocols/smtp/server.py`` (the session) and
+``protocols/smtp/auth.py`` (AUTH and STARTTLS handlers); the public names
+are re-exported by ``protocols.smtp.server`` (design.md defines Envelope
 and RcptDecision there).
 """
 

@@ -17,7 +17,7 @@ Implements
     and of negative answers for min(SOA MINIMUM, SOA TTL) (RFC 2308 §5),
     timed with the loop clock;
   * MX selection for delivery (RFC 5321 §5.1, RFC 7505 null MX) is in
-    ``protocols/dns_mx.py``, reached through ``lookup_mx_hosts``.
+    ``protocols/dns/mx.py``, reached through ``lookup_mx_hosts``.
 
 Errors are values, not exceptions: ``done`` receives ``Answer`` or
 ``DnsError(kind)`` with kind ``nxdomain`` (permanent), ``nodata`` or
@@ -45,8 +45,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Deque, Dict, FrozenSet, List, Optional, Tuple, Union
 
-from protocols import dns
-from protocols.dns import DnsFormatError, DnsNameError, Message
+from protocols.dns import codec as dns
+from protocols.dns.codec import DnsFormatError, DnsNameError, Message
 
 MAX_CNAME_CHAIN = 8          # RFC 1034 §3.6.2 sets no number; 8 links, as Postfix and the brief use
 MAX_POSITIVE_TTL = 604800    # RFC 8767 §4 suggests capping cached TTLs at 7 days
@@ -495,6 +495,6 @@ class Resolver:
 
     def lookup_mx_hosts(self, domain: str, done: Callable[[object], None],
                         local_names: FrozenSet[str] = frozenset()) -> None:
-        """RFC 5321 §5.1 delivery targets of ``domain``: ``protocols.dns_mx.MxLookup``."""
-        from protocols.dns_mx import MxLookup     # dns_mx imports this module
+        """RFC 5321 §5.1 delivery targets of ``domain``: ``protocols.dns.mx.MxLookup``."""
+        from protocols.dns.mx import MxLookup     # dns_mx imports this module
         MxLookup(self, domain, done, local_names).start()

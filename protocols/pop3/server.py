@@ -35,7 +35,7 @@ from typing import Callable, Deque, Dict, FrozenSet, List, Optional, Set, Tuple,
 
 from protocols import sasl
 from protocols.base import LineReader, LineTooLong, SessionContext
-from protocols.pop3_stream import READ_CHUNK, MessageStream  # noqa: F401 (READ_CHUNK re-exported)
+from protocols.pop3.stream import READ_CHUNK, MessageStream  # noqa: F401 (READ_CHUNK re-exported)
 from store.maildrop import MaildropLocked
 
 log = logging.getLogger("mailsrv.pop3")

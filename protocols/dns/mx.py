@@ -24,9 +24,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Callable, Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Tuple
 
-from protocols import dns
-from protocols.dns import DnsNameError
-from protocols.dns_resolver import TYPE_NAMES, Answer, DnsError, Reply, Resolver, Result
+from protocols.dns import codec as dns
+from protocols.dns.codec import DnsNameError
+from protocols.dns.resolver import TYPE_NAMES, Answer, DnsError, Reply, Resolver, Result
 
 # Postfix: smtp_mx_address_limit = 5 (addresses tried per delivery).  We look
 # up as many hosts as could each give one address, so a huge MX answer costs

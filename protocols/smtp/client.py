@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from protocols.base import LineReader, LineTooLong, SessionContext
-from protocols.smtp_data import DotStuffer
+from protocols.smtp.data import DotStuffer
 
 Reply = Tuple[int, str, str]
 

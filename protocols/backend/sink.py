@@ -1,7 +1,7 @@
-"""The real ``MessageSink`` (protocols/smtp_state.py): a message received over
+"""The real ``MessageSink`` (protocols/smtp/state.py): a message received over
 SMTP goes to disk as it arrives, then is made durable before the 250.
 
-``Backend.open_message`` (protocols/wiring.py) creates one per message once
+``Backend.open_message`` (protocols/backend/wiring.py) creates one per message once
 data starts (DATA's 354 or the first BDAT).  Up to ``SMALL_MESSAGE`` octets
 are held; beyond, the pieces go to ``store.incoming.IncomingMessage``: the
 first local recipient's Maildir ``tmp/`` file and/or the queue's ``tmp-``
@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, List, Optional, Tuple
 
-from protocols.smtp_data import HEAD_LIMIT
+from protocols.smtp.data import HEAD_LIMIT
 from store.deliver import DeliveryJob
 from store.incoming import IncomingMessage
 

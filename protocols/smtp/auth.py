@@ -1,6 +1,6 @@
 """AUTH (RFC 4954) and STARTTLS (RFC 3207) command handlers of SmtpSession.
 
-A mixin so that protocols/smtp_server.py stays readable; it uses the
+A mixin so that protocols/smtp/server.py stays readable; it uses the
 session's ``_reply`` / ``_fail`` / ``_send`` / ``_await`` and state.
 SASL mechanisms come from ``protocols.sasl`` (PLAIN, LOGIN, SCRAM-SHA-256);
 the password check and lockout are the backend's (``backend.authenticate``,
@@ -14,7 +14,7 @@ import logging
 from typing import Callable, Optional
 
 from protocols import sasl
-from protocols.smtp_state import State
+from protocols.smtp.state import State
 
 log = logging.getLogger("mailsrv.smtp")
 
