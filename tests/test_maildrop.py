@@ -13,7 +13,8 @@ import unittest
 from unittest import mock
 
 from store.maildrop import DeleteFailed, MaildropLocked, open_maildrop, pop3_uid
-from store.uidindex import UIDLIST, UidIndex
+from store.dovecot_files import UIDLIST
+from store.folder import Folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UIDL_RE = re.compile(rb"[\x21-\x7e]{1,70}\Z")      # RFC 1939 §7 unique-id
@@ -156,8 +157,8 @@ class DeleteTests(MaildropTestCase):
             kept = drop.messages[1]
             drop.commit_deletes([0, 2])
         self.assertEqual(os.listdir(os.path.join(self.box, "new")), [self.names[1]])
-        snap = UidIndex(self.box).sync()
-        self.assertEqual([(e.uid, e.key) for e in snap.entries], [(2, self.names[1])])
+        snap = Folder(self.box).snapshot()
+        self.assertEqual([(e.uid, e.key) for e in snap.messages], [(2, self.names[1])])
         self.assertEqual(snap.uidnext, 4)                     # UIDs of deleted mail are not reused
         with self.open() as again:
             self.assertEqual(again.messages, [kept])
@@ -167,7 +168,7 @@ class DeleteTests(MaildropTestCase):
         drop.mark_seen(0)
         os.unlink(os.path.join(self.box, "cur", self.names[0] + ":2,S"))
         drop.commit_deletes([0])
-        self.assertEqual(len(UidIndex(self.box).sync().entries), 2)
+        self.assertEqual(len(Folder(self.box).snapshot().messages), 2)
 
     def test_commit_deletes_reports_failures(self):
         drop = self.open()
@@ -177,8 +178,8 @@ class DeleteTests(MaildropTestCase):
             if self.names[1] in path:
                 raise PermissionError(13, "denied")
             return real_unlink(path, *a, **kw)
-        with mock.patch("store.uidindex.os.unlink", unlink), \
-                self.assertLogs("mailsrv.store.uidindex", "WARNING"), \
+        with mock.patch("store.folder.os.unlink", unlink), \
+                self.assertLogs("mailsrv.store.folder", "WARNING"), \
                 self.assertRaises(DeleteFailed) as cm:
             drop.commit_deletes([0, 1, 2])
         self.assertEqual(cm.exception.indices, [1])

@@ -1,0 +1,700 @@
+"""One Maildir folder: the only way a mailbox changes (sync, append, copy, move,
+flags and keywords, expunge), each change returning what changed.
+
+IMAP (RFC 3501 / RFC 9051) and POP3 (RFC 1939, through store/maildrop.py) use
+this module; both number messages by the UIDs of RFC 3501 §2.3.1.1 kept in
+Dovecot's own ``dovecot-uidlist`` (formats in store/dovecot_files.py), so
+Dovecot and mailsrv can serve one Maildir at once:
+
+* Every change holds the folder's lock in this process and Dovecot's
+  ``dovecot-uidlist.lock`` dotlock between processes (Dovecot's own
+  processes, other mailsrv processes).  The calls block on the disk: run them
+  on worker threads, never on the event loop.
+* ``sync()`` scans new/ and cur/, gives new files UIDs in delivery order and
+  *appends* their records to the uidlist, as Dovecot does; the uidlist is
+  rewritten (tmp + rename) only to compact it once many records name files
+  that are gone, or once to store sizes measured for old records.  When
+  nothing changed (same stat of new/, cur/, the uidlist and the keywords file,
+  none touched within MTIME_SLACK_S) it costs four stat calls.
+* Flags are the ``:2,`` info letters (maildir-spec: S R F T D P, ASCII order);
+  keywords (RFC 3501 §2.3.2) are the letters a-z of ``dovecot-keywords``
+  (26 per folder, Dovecot's limit); a 27th keyword is refused.
+* MODSEQ (RFC 7162) in store/modseq.py: every append and flag/keyword change
+  gets a new one.  Dovecot keeps its modseqs in its index files, which we do
+  not write: when Dovecot (or mutt) changes flags behind our back, the next
+  sync sees the file name differ from the journal's letters and bumps the
+  message's MODSEQ then; a message Dovecot expunged is logged as expunged at
+  that sync.
+* Sizes (RFC 1939 §11, RFC 3501 RFC822.SIZE): the size with CRLF line ends:
+  ``,W=`` in the name, else the uidlist's ``W`` field, else the file is read
+  once and the size cached in the uidlist's ``W`` field (as Dovecot does).  A
+  name with only ``,S=`` is *not* trusted: Courier, maildrop and procmail
+  write LF files with ``S=``.
+* APPEND, COPY and MOVE are durable before they return: file fsync, rename,
+  directory fsync.  MOVE copies (hard link when possible) and fsyncs the
+  target before it removes the source, so a crash leaves the message in the
+  source, the target or both, never in neither.
+
+Left out: Maildir++ quota, the per-message cache of IMAP (ENVELOPE, ...).
+"""
+
+from __future__ import annotations
+
+import binascii
+import collections
+import itertools
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from store import dovecot_files as dv
+from store.fsutil import fsync_dir, write_all, write_atomic
+from store.modseq import ModseqLog
+
+log = logging.getLogger("mailsrv.store.folder")
+
+# The uidlist of mailsrv before it wrote Dovecot's (converted once, then renamed).
+OLD_UIDLIST = "mailsrv-uidlist"
+OLD_KEYWORDS = "mailsrv-keywords"
+# A directory changed this close to "now" may change again within one mtime
+# tick, so its cached scan is not trusted (FAT: 2 s ticks; ext3, HFS+: 1 s).
+MTIME_SLACK_S = 2.0
+# Folder objects kept per process, least recently used dropped first (ours).
+MAX_OPEN_FOLDERS = 1000
+# Compact the uidlist when more than this many records name vanished files and
+# they are over a quarter of it (ours; Dovecot also rewrites lazily).
+COMPACT_MIN_DEAD = 100
+# maildir-spec flag letters; Dovecot's keyword letters are a-z.
+SYSTEM_FLAGS = "DFPRST"
+_SIZE_W = re.compile(r",W=(\d+)")
+_ORDER = re.compile(r"(\d+)\.(?:[^.]*?M(\d+))?")
+_ATOM_SPECIALS = set('(){ %*"\\]')
+_counter = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class Message:
+    uid: int
+    key: str                 # base file name, stable across flag changes (and the POP3 UIDL source)
+    path: str
+    flags: str               # system flag letters, ASCII order
+    keywords: frozenset
+    size: int                # octets in CRLF form
+    modseq: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    messages: Tuple[Message, ...]
+    _index: Dict[int, Message] = field(default_factory=dict, compare=False, repr=False)
+
+    def by_uid(self, uid: int) -> Optional[Message]:
+        if not self._index and self.messages:
+            self._index.update((m.uid, m) for m in self.messages)
+        return self._index.get(uid)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    snapshot: Snapshot
+    new: Tuple[int, ...] = ()        # UIDs that appeared since this process's last sync
+    expunged: Tuple[int, ...] = ()
+    changed: Tuple[int, ...] = ()    # UIDs whose flags or keywords changed
+
+
+@dataclass(frozen=True)
+class Appended:
+    uid: int
+    uidvalidity: int
+    modseq: int
+    key: str
+
+
+@dataclass(frozen=True)
+class FlagChange:
+    uid: int
+    flags: str
+    keywords: frozenset
+    modseq: int
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    changed: Tuple[FlagChange, ...]
+    modified: Tuple[int, ...] = ()   # UNCHANGEDSINCE failed (RFC 7162 §3.1.3 MODIFIED)
+    missing: Tuple[int, ...] = ()    # UIDs not (or no longer) in the folder
+
+
+@dataclass(frozen=True)
+class Expunged:
+    uids: Tuple[int, ...]
+    modseq: int
+    failed: Tuple[int, ...] = ()     # files that could not be removed
+
+
+@dataclass(frozen=True)
+class Copied:
+    uid_map: Tuple[Tuple[int, int], ...]   # (source UID, target UID): COPYUID, RFC 4315 §3
+    uidvalidity: int                       # the target's
+    modseq: int                            # the target's new HIGHESTMODSEQ
+
+
+# -- helpers on names ------------------------------------------------------------
+def split_name(name: str) -> Tuple[str, str, str]:
+    """File name → (key, flag letters in ASCII order, non-standard tail after a comma).
+
+    Dovecot: "<flags>[,<non-standard fields>]" after ``:2,``; the tail is kept."""
+    key, sep, info = name.partition(":")
+    if not (sep and info.startswith("2,")):
+        return key, "", ""
+    letters, _, tail = info[2:].partition(",")
+    return key, "".join(sorted(set(c for c in letters if c.isascii() and c.isalpha()))), tail
+
+
+def crlf_size(path: str, chunk: int = 65536) -> int:
+    """Octets once every LF not preceded by CR is sent as CRLF (RFC 1939 §11)."""
+    total, prev_cr = 0, False
+    with open(path, "rb") as f:
+        while True:
+            data = f.read(chunk)
+            if not data:
+                return total
+            bare = data.count(b"\n") - data.count(b"\r\n") - (1 if prev_cr and data[:1] == b"\n" else 0)
+            total += len(data) + bare
+            prev_cr = data[-1:] == b"\r"
+
+
+def valid_keyword(word: str) -> bool:
+    """IMAP flag-keyword = atom (RFC 3501 §9), not a \\system flag."""
+    return bool(word) and all(0x20 < ord(c) < 0x7F and c not in _ATOM_SPECIALS for c in word)
+
+
+def _order_key(key: str) -> Tuple[int, int, str]:
+    """Delivery order of a new key: the time prefix, then M<usec>, then the name."""
+    m = _ORDER.match(key)
+    return (int(m.group(1)), int(m.group(2) or 0), key) if m else (1 << 62, 0, key)
+
+
+def _stat_sig(path: str) -> Optional[Tuple[int, int, int]]:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_mtime_ns, st.st_ino, st.st_size)
+
+
+def _unique_base(size: int, wire: int) -> str:
+    """maildir-spec unique name with Dovecot's ``,S=`` and ``,W=`` (file and CRLF sizes)."""
+    now = time.time()
+    host = (socket.gethostname() or "localhost").replace("/", "\\057").replace(":", "\\072")
+    return "%d.M%dP%dQ%dR%s.%s,S=%d,W=%d" % (
+        int(now), int((now % 1) * 1000000), os.getpid(), next(_counter),
+        binascii.hexlify(os.urandom(8)).decode("ascii"), host, size, wire)
+
+
+def _stored_form(data: bytes) -> bytes:
+    """LF line ends when the CRLF form can be rebuilt exactly from them (what the
+    protocols send: every LF not preceded by CR becomes CRLF), else the data as is."""
+    lf = data.replace(b"\r\n", b"\n")
+    if lf is data or re.sub(rb"(?<!\r)\n", b"\r\n", lf) != data:
+        return data
+    return lf
+
+
+# -- the registry: one Folder object per folder and process -------------------------
+_open: "collections.OrderedDict[str, Folder]" = collections.OrderedDict()
+_open_lock = threading.Lock()
+
+
+def open_folder(path: str) -> "Folder":
+    """The Folder for a Maildir folder (the root for INBOX, ``.Name`` for the rest),
+    shared by every thread of this process; least recently used ones are dropped."""
+    real = os.path.realpath(path)
+    with _open_lock:
+        folder = _open.get(real)
+        if folder is None:
+            folder = _open[real] = Folder(path)
+            while len(_open) > MAX_OPEN_FOLDERS:
+                _open.popitem(last=False)
+        else:
+            _open.move_to_end(real)
+        return folder
+
+
+class Folder:
+    """One Maildir folder; use ``open_folder`` to share it within a process."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._fresh = False        # the UIDVALIDITY was made by this process just now
+        self._header: Optional[dv.Header] = None
+        self._records: Dict[str, dv.Record] = {}     # key → record (dead ones too)
+        self._uidlist_sig: Optional[Tuple[int, int, int]] = None
+        self._uidlist_parsed = 0
+        self._sizes_dirty = False
+        self._kw: Dict[int, str] = {}
+        self._kw_sig: Optional[Tuple[int, int, int]] = None
+        self._modseq = ModseqLog(path)
+        self._snap: Optional[Snapshot] = None
+        self._sig: Optional[tuple] = None
+
+    # -- change detection ------------------------------------------------------------
+    def token(self) -> tuple:
+        """What ``changed_since`` compares: the stat of new/, cur/, the uidlist, the keywords."""
+        return tuple(_stat_sig(os.path.join(self.path, n)) for n in ("new", "cur", dv.UIDLIST, dv.KEYWORDS))
+
+    def changed_since(self, token: tuple) -> bool:
+        """True when a writer (this process, another one, Dovecot, mutt) may have changed the
+        folder since ``token`` was taken: cheap, four stat calls, no lock, no directory listing."""
+        now = self.token()
+        if now != token:
+            return True
+        recent = (time.time() - MTIME_SLACK_S) * 1e9
+        return any(sig is not None and sig[0] >= recent for sig in now)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The folder's lock, then the dotlock (re-entrant within one thread)."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            with dv.Dotlock(os.path.join(self.path, dv.UIDLIST)):
+                self._depth = 1
+                try:
+                    yield
+                finally:
+                    self._depth = 0
+        self._fresh = False        # the UIDVALIDITY was made by this process just now
+
+    # -- sync --------------------------------------------------------------------------
+    def sync(self) -> SyncResult:
+        """Scan the folder, give new messages UIDs (RFC 3501 §2.3.1.1), record MODSEQs;
+        returns the snapshot and what changed since this process's last sync."""
+        with self._lock:
+            if self._snap is not None and not self.changed_since(self._sig):
+                return SyncResult(self._snap)
+            with self._locked():
+                return self._sync_locked()
+
+    def snapshot(self) -> Snapshot:
+        return self.sync().snapshot
+
+    def _sync_locked(self) -> SyncResult:
+        sig = self.token()[:2]                       # before the scan: a later change shows
+        self._load_uidlist()
+        self._load_keywords()
+        found = self._scan()
+        live = [r for r in self._records.values() if r.key in found]
+        if len(live) < len(self._records) and self._snap is not None:
+            # readdir may skip a file renamed during the listing (Dovecot's doc, "Locking"): look twice.
+            found.update((k, v) for k, v in self._scan().items() if k not in found)
+            live = [r for r in self._records.values() if r.key in found]
+        new_keys = sorted((k for k in found if k not in self._records), key=_order_key)
+        if new_keys:
+            self._add_records(new_keys, found)
+            live = [r for r in self._records.values() if r.key in found]
+        live.sort(key=lambda r: r.uid)
+        snap = self._build(live, found)
+        self._maybe_compact(live, found)
+        self._sig = sig + (_stat_sig(os.path.join(self.path, dv.UIDLIST)),
+                           _stat_sig(os.path.join(self.path, dv.KEYWORDS)))
+        return self._diff(snap)
+
+    def _build(self, live: List[dv.Record], found) -> Snapshot:
+        """Messages of the live records; flags compared with the MODSEQ journal."""
+        header = self._header
+        self._modseq.load(header.uidvalidity, self._fresh)
+        self._fresh = False
+        states = []
+        for rec in live:
+            path, letters, _tail = found[rec.key]
+            states.append((rec, path, letters))
+        known = self._modseq.messages
+        changed = [(r.uid, letters) for r, _p, letters in states if known.get(r.uid, (0, None))[1] != letters]
+        live_uids = {r.uid for r in live}
+        gone = [u for u in known if u not in live_uids]
+        self._modseq.record(changed, gone)
+        messages = []
+        for rec, path, letters in states:
+            messages.append(Message(rec.uid, rec.key, path, "".join(c for c in letters if c.isupper()),
+                                    self._keywords_of(letters), self._size(rec, path),
+                                    self._modseq.modseq_of(rec.uid)))
+        return Snapshot(header.uidvalidity, header.nextuid, self._modseq.highest, tuple(messages))
+
+    def _diff(self, snap: Snapshot) -> SyncResult:
+        old = self._snap
+        self._snap = snap
+        if old is None or old.uidvalidity != snap.uidvalidity:
+            return SyncResult(snap, tuple(m.uid for m in snap.messages))
+        before = {m.uid: m for m in old.messages}
+        new = tuple(m.uid for m in snap.messages if m.uid not in before)
+        now = {m.uid for m in snap.messages}
+        gone = tuple(u for u in before if u not in now)
+        changed = tuple(m.uid for m in snap.messages if m.uid in before and
+                        (before[m.uid].flags, before[m.uid].keywords) != (m.flags, m.keywords))
+        return SyncResult(snap, new, gone, changed)
+
+    def _scan(self) -> Dict[str, Tuple[str, str, str]]:
+        """key → (path, letters, tail) for new/ then cur/ (cur/ wins a duplicate); no file opened."""
+        found: Dict[str, Tuple[str, str, str]] = {}
+        for sub in ("new", "cur"):
+            with os.scandir(os.path.join(self.path, sub)) as it:
+                for e in it:
+                    # maildir-spec: names never start with "."; a line break could not go in the uidlist.
+                    if e.name[0] == "." or "\n" in e.name or "\r" in e.name:
+                        continue
+                    key, letters, tail = split_name(e.name)
+                    found[key] = (e.path, letters, tail)
+        return found
+
+    # -- the uidlist ---------------------------------------------------------------------
+    def _load_uidlist(self) -> None:
+        """Read what is new in dovecot-uidlist: the appended tail when only appends happened,
+        else the whole file; convert mailsrv-uidlist or start over when there is none."""
+        path = os.path.join(self.path, dv.UIDLIST)
+        sig = _stat_sig(path)
+        if sig is not None and sig == self._uidlist_sig:
+            return
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            self._start_uidlist()
+            return
+        text = raw.decode("utf-8", "surrogateescape")
+        if (self._uidlist_sig is not None and sig[1] == self._uidlist_sig[1]
+                and self._header is not None and len(raw) > self._uidlist_parsed
+                and self._append_tail(text)):
+            self._uidlist_sig = sig
+            return
+        try:
+            header, records, parsed = dv.parse_uidlist(text)
+        except dv.UidlistError as e:
+            log.warning("%s unusable (%s): new UIDVALIDITY", path, e)
+            self._new_uidlist(e.validity, {})
+            return
+        self._header, self._uidlist_parsed, self._uidlist_sig = header, parsed, sig
+        self._records = {r.key: r for r in records}
+        if parsed < len(raw):
+            self._rewrite_uidlist(list(self._records.values()))    # drop a torn last line
+
+    def _append_tail(self, text: str) -> bool:
+        """Parse records appended since the last read (another process's new messages)."""
+        tail = text[self._uidlist_parsed:]
+        end = tail.rfind("\n") + 1
+        last = max((r.uid for r in self._records.values()), default=0)
+        try:
+            recs = [dv.parse_record(l) for l in tail[:end].split("\n") if l]
+        except ValueError:
+            return False
+        for r in recs:
+            if r.uid <= last:
+                return False
+            last = r.uid
+            self._records[r.key] = r
+        self._header = self._header._replace(nextuid=max(self._header.nextuid, last + 1))
+        self._uidlist_parsed += end
+        return True
+
+    def _start_uidlist(self) -> None:
+        old = os.path.join(self.path, OLD_UIDLIST)
+        if os.path.exists(old):
+            from store.folder_convert import convert_old_index
+            try:
+                header, records = convert_old_index(self.path)
+            except dv.UidlistError as e:
+                log.warning("%s unusable (%s): new UIDVALIDITY", old, e)
+                self._new_uidlist(e.validity, {})
+            else:
+                self._write_new_uidlist(header, records)
+                log.info("converted %s to %s (UIDVALIDITY %d kept)", old, dv.UIDLIST, header.uidvalidity)
+            os.replace(old, old + ".converted")
+            return
+        self._new_uidlist(0, {})
+
+    def _new_uidlist(self, old_validity: int, records: Dict[str, dv.Record]) -> None:
+        """A new UIDVALIDITY greater than any earlier one (RFC 3501 §2.3.1.1)."""
+        known = self._header.uidvalidity if self._header else 0
+        validity = max(int(time.time()), old_validity + 1, known + 1)
+        self._write_new_uidlist(dv.Header(validity if validity <= dv.MAX_UID else 1, 1, dv.new_guid()), [])
+
+    def _write_new_uidlist(self, header: dv.Header, records: List[dv.Record]) -> None:
+        self._header, self._fresh = header, True
+        self._records = {r.key: r for r in records}
+        self._rewrite_uidlist(records)
+
+    def _rewrite_uidlist(self, records: List[dv.Record]) -> None:
+        """Replace the whole uidlist (tmp + fsync + rename + dir fsync), dotlock held."""
+        path = os.path.join(self.path, dv.UIDLIST)
+        data = dv.format_uidlist(self._header, sorted(records, key=lambda r: r.uid))
+        write_atomic(path, data, tmp="%s.tmp.%d" % (path, os.getpid()))
+        self._uidlist_sig, self._uidlist_parsed = _stat_sig(path), len(data)
+        self._sizes_dirty = False
+
+    def _add_records(self, keys: List[str], found) -> None:
+        """UIDs for new keys, appended to the uidlist in one write (Dovecot's way)."""
+        nextuid = self._header.nextuid
+        if nextuid + len(keys) - 1 > dv.MAX_UID:
+            # RFC 3501 §9 nz-number exhausted: renumber everything under a new UIDVALIDITY.
+            log.warning("UIDs exhausted in %s: new UIDVALIDITY", self.path)
+            keys = sorted((k for k in set(keys) | set(self._records) if k in found), key=_order_key)
+            self._new_uidlist(self._header.uidvalidity, {})
+            nextuid = 1
+        added: List[dv.Record] = []
+        for key in keys:
+            path = found[key][0]
+            size = self._measure(key, path)
+            if size is None:
+                continue                      # vanished meanwhile: the next sync sees it
+            ext = (("W", str(size)),) if not _SIZE_W.search(key) else ()
+            added.append(dv.Record(nextuid, os.path.basename(path), ext))
+            nextuid += 1
+        self._header = self._header._replace(nextuid=nextuid)
+        for r in added:
+            self._records[r.key] = r
+        self._append_uidlist("".join(dv.format_record(r) for r in added).encode("utf-8", "surrogateescape"))
+
+    def _append_uidlist(self, data: bytes) -> None:
+        path = os.path.join(self.path, dv.UIDLIST)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._uidlist_sig = _stat_sig(path)
+        self._uidlist_parsed += len(data)
+
+    def _maybe_compact(self, live: List[dv.Record], found) -> None:
+        dead = len(self._records) - len(live)
+        if self._sizes_dirty or (dead > COMPACT_MIN_DEAD and dead * 4 > len(self._records)):
+            # the names written are the current ones, as Dovecot does when it rewrites
+            fresh = [self._records[r.key]._replace(name=os.path.basename(found[r.key][0])) for r in live]
+            self._records = {r.key: r for r in fresh}
+            self._rewrite_uidlist(fresh)
+
+    # -- sizes and keywords ----------------------------------------------------------
+    @staticmethod
+    def _measure(key: str, path: str) -> Optional[int]:
+        m = _SIZE_W.search(key)
+        if m:
+            return int(m.group(1))
+        try:
+            return crlf_size(path)            # S= alone may be an LF size: read once
+        except FileNotFoundError:
+            return None
+
+    def _size(self, rec: dv.Record, path: str) -> int:
+        m = _SIZE_W.search(rec.key)
+        if m:
+            return int(m.group(1))
+        w = rec.field("W")
+        if w is not None and w.isdigit():
+            return int(w)
+        size = self._measure(rec.key, path) or 0
+        self._records[rec.key] = rec._replace(ext=rec.ext + (("W", str(size)),))
+        self._sizes_dirty = True              # cached in the uidlist at the rewrite of this sync
+        return size
+
+    def _load_keywords(self) -> None:
+        path = os.path.join(self.path, dv.KEYWORDS)
+        sig = _stat_sig(path)
+        if sig == self._kw_sig:
+            return
+        try:
+            with open(path, "rb") as f:
+                self._kw = dv.parse_keywords(f.read().decode("utf-8", "surrogateescape"))
+        except FileNotFoundError:
+            self._kw = {}
+        self._kw_sig = sig
+
+    def _keywords_of(self, letters: str) -> frozenset:
+        return frozenset(self._kw[dv.letter_index(c)] for c in letters
+                         if c.islower() and dv.letter_index(c) in self._kw)
+
+    def _letters_for(self, keywords: Iterable[str]) -> str:
+        """Keyword letters, adding new keywords to dovecot-keywords (dotlock held)."""
+        self._load_keywords()
+        have = {w: i for i, w in self._kw.items()}
+        wanted = sorted(set(keywords))
+        missing = [w for w in wanted if w not in have]
+        for w in missing:
+            if not valid_keyword(w) or w.startswith("\\"):
+                raise ValueError("not a keyword atom: %r" % w)
+            free = [i for i in range(dv.MAX_KEYWORDS) if i not in self._kw]
+            if not free:
+                raise ValueError("%s already has %d keywords (Dovecot's limit)" % (self.path, dv.MAX_KEYWORDS))
+            self._kw[free[0]] = w
+            have[w] = free[0]
+        if missing:
+            path = os.path.join(self.path, dv.KEYWORDS)
+            write_atomic(path, dv.format_keywords(self._kw), tmp="%s.tmp.%d" % (path, os.getpid()))
+            self._kw_sig = _stat_sig(path)
+        return "".join(dv.keyword_letter(have[w]) for w in wanted)
+
+    # -- changes ------------------------------------------------------------------------
+    def append(self, data: bytes, flags: str = "", keywords: Iterable[str] = (),
+               internaldate: Optional[float] = None) -> Appended:
+        """IMAP APPEND (RFC 3501 §6.3.11): durable (file and directory fsync) before it returns;
+        ``internaldate`` becomes the file's mtime (Dovecot's INTERNALDATE)."""
+        stored = _stored_form(data)
+        wire = len(stored) + stored.count(b"\n") - stored.count(b"\r\n")
+        base = _unique_base(len(stored), wire)
+        tmp = os.path.join(self.path, "tmp", base)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            write_all(fd, stored)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if internaldate is not None:
+            os.utime(tmp, (internaldate, internaldate))
+        with self._locked():
+            letters = "".join(sorted(set(_check_flags(flags)) | set(self._letters_for(keywords))))
+            os.rename(tmp, os.path.join(self.path, "cur", base + ":2," + letters))
+            fsync_dir(os.path.join(self.path, "cur"))
+            result = self._sync_locked()
+        msg = next(m for m in result.snapshot.messages if m.key == base)
+        return Appended(msg.uid, result.snapshot.uidvalidity, msg.modseq, base)
+
+    def set_flags(self, uids: Iterable[int], flags: str, mode: str = "add",
+                  unchanged_since: Optional[int] = None) -> StoreResult:
+        """STORE [+-]FLAGS with system flag letters (RFC 3501 §6.4.6): ``mode`` add, remove, replace."""
+        letters = _check_flags(flags)
+        return self._store(uids, lambda old: _apply(old, letters, mode, str.isupper), unchanged_since)
+
+    def set_keywords(self, uids: Iterable[int], keywords: Iterable[str], mode: str = "add",
+                     unchanged_since: Optional[int] = None) -> StoreResult:
+        """STORE [+-]FLAGS with keywords (RFC 3501 §2.3.2); mode add, remove, replace."""
+        with self._locked():
+            letters = self._letters_for(keywords) if mode != "remove" else self._known_letters(keywords)
+            return self._store(uids, lambda old: _apply(old, letters, mode, str.islower), unchanged_since)
+
+    def _known_letters(self, keywords: Iterable[str]) -> str:
+        self._load_keywords()
+        have = {w: i for i, w in self._kw.items()}
+        return "".join(dv.keyword_letter(have[w]) for w in keywords if w in have)
+
+    def _store(self, uids, change, unchanged_since) -> StoreResult:
+        with self._locked():
+            snap = self._sync_locked().snapshot
+            modified, missing, touched = [], [], []
+            for uid in uids:
+                msg = snap.by_uid(uid)
+                if msg is None:
+                    missing.append(uid)
+                    continue
+                if unchanged_since is not None and msg.modseq > unchanged_since:
+                    modified.append(uid)      # RFC 7162 §3.1.3: not changed, reported MODIFIED
+                    continue
+                old_name = os.path.basename(msg.path)
+                _key, old, tail = split_name(old_name)
+                new = change(old)
+                if new != old and self._rename(msg, new + ("," + tail if tail else "")):
+                    touched.append(uid)
+            if touched:
+                fsync_dir(os.path.join(self.path, "cur"))
+            snap = self._sync_locked().snapshot
+            changes = tuple(FlagChange(m.uid, m.flags, m.keywords, m.modseq)
+                            for m in map(snap.by_uid, touched) if m is not None)
+            return StoreResult(changes, tuple(modified), tuple(missing))
+
+    def _rename(self, msg: Message, info: str) -> bool:
+        """Move the file to cur/<key>:2,<info> (maildir-spec), following outside renames."""
+        target = os.path.join(self.path, "cur", msg.key + ":2," + info)
+        path = msg.path
+        for _attempt in range(3):
+            try:
+                os.rename(path, target)
+                return True
+            except FileNotFoundError:
+                hit = self._scan().get(msg.key)
+                if hit is None:
+                    return False
+                path = hit[0]
+        return False
+
+    def expunge(self, uids: Iterable[int]) -> Expunged:
+        """Remove these messages (RFC 3501 §6.4.3, POP3 UPDATE RFC 1939 §6); a file already
+        gone counts as removed; UIDs are never reused."""
+        with self._locked():
+            snap = self._sync_locked().snapshot
+            done, failed = [], []
+            for uid in uids:
+                msg = snap.by_uid(uid)
+                if msg is None or self._unlink(msg):
+                    done.append(uid)
+                else:
+                    failed.append(uid)
+            for sub in ("new", "cur"):
+                fsync_dir(os.path.join(self.path, sub))
+            result = self._sync_locked()
+            return Expunged(tuple(done), result.snapshot.highestmodseq, tuple(failed))
+
+    def _unlink(self, msg: Message) -> bool:
+        path = msg.path
+        for _attempt in range(3):
+            try:
+                os.unlink(path)
+                return True
+            except FileNotFoundError:
+                hit = self._scan().get(msg.key)
+                if hit is None:
+                    return True
+                path = hit[0]
+            except OSError as e:
+                log.warning("cannot remove %s: %s", path, e)
+                return False
+        return False
+
+    def copy(self, uids: Sequence[int], target: "Folder") -> Copied:
+        """COPY (RFC 3501 §6.4.7): hard link (else a copy) into the target, fsync'd."""
+        from store.folder_convert import copy_messages
+        return copy_messages(self, uids, target)
+
+    def move(self, uids: Sequence[int], target: "Folder") -> Tuple[Copied, Expunged]:
+        """MOVE (RFC 6851): copy, durable in the target, then expunge from the source."""
+        copied = self.copy(uids, target)
+        return copied, self.expunge([src for src, _dst in copied.uid_map])
+
+    def expunged_since(self, modseq: int) -> Tuple[List[int], bool]:
+        """QRESYNC VANISHED (EARLIER) (RFC 7162 §3.2.10): see ModseqLog.expunged_since."""
+        with self._locked():
+            self._sync_locked()
+            return self._modseq.expunged_since(modseq)
+
+
+def _check_flags(flags: str) -> str:
+    for c in flags:
+        if c not in SYSTEM_FLAGS and not (c.isascii() and c.isupper()):
+            raise ValueError("not a maildir flag letter: %r" % c)
+    return "".join(sorted(set(flags)))
+
+
+def _apply(old: str, letters: str, mode: str, mine) -> str:
+    """New info letters: ``mine`` selects the class changed (upper: flags, lower: keywords)."""
+    if mode == "add":
+        new = set(old) | set(letters)
+    elif mode == "remove":
+        new = set(old) - set(letters)
+    elif mode == "replace":
+        new = {c for c in old if not mine(c)} | set(letters)
+    else:
+        raise ValueError("mode must be add, remove or replace: %r" % mode)
+    return "".join(sorted(new))
