@@ -40,20 +40,18 @@ Left out: Maildir++ quota, the per-message cache of IMAP (ENVELOPE, ...).
 
 from __future__ import annotations
 
-import binascii
 import collections
-import itertools
 import logging
 import os
-import re
-import socket
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from store import dovecot_files as dv
+from store.folder_types import (SIZE_W, Appended, Copied, Expunged, FlagChange, Message, Snapshot,  # noqa: F401
+                                StoreResult, SyncResult, apply_mode, check_flags, crlf_size, order_key,
+                                split_name, stat_sig, stored_form, unique_base, valid_keyword)
 from store.fsutil import fsync_dir, write_all, write_atomic
 from store.modseq import ModseqLog
 
@@ -70,144 +68,6 @@ MAX_OPEN_FOLDERS = 1000
 # Compact the uidlist when more than this many records name vanished files and
 # they are over a quarter of it (ours; Dovecot also rewrites lazily).
 COMPACT_MIN_DEAD = 100
-# maildir-spec flag letters; Dovecot's keyword letters are a-z.
-SYSTEM_FLAGS = "DFPRST"
-_SIZE_W = re.compile(r",W=(\d+)")
-_ORDER = re.compile(r"(\d+)\.(?:[^.]*?M(\d+))?")
-_ATOM_SPECIALS = set('(){ %*"\\]')
-_counter = itertools.count(1)
-
-
-@dataclass(frozen=True)
-class Message:
-    uid: int
-    key: str                 # base file name, stable across flag changes (and the POP3 UIDL source)
-    path: str
-    flags: str               # system flag letters, ASCII order
-    keywords: frozenset
-    size: int                # octets in CRLF form
-    modseq: int
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    uidvalidity: int
-    uidnext: int
-    highestmodseq: int
-    messages: Tuple[Message, ...]
-    _index: Dict[int, Message] = field(default_factory=dict, compare=False, repr=False)
-
-    def by_uid(self, uid: int) -> Optional[Message]:
-        if not self._index and self.messages:
-            self._index.update((m.uid, m) for m in self.messages)
-        return self._index.get(uid)
-
-
-@dataclass(frozen=True)
-class SyncResult:
-    snapshot: Snapshot
-    new: Tuple[int, ...] = ()        # UIDs that appeared since this process's last sync
-    expunged: Tuple[int, ...] = ()
-    changed: Tuple[int, ...] = ()    # UIDs whose flags or keywords changed
-
-
-@dataclass(frozen=True)
-class Appended:
-    uid: int
-    uidvalidity: int
-    modseq: int
-    key: str
-
-
-@dataclass(frozen=True)
-class FlagChange:
-    uid: int
-    flags: str
-    keywords: frozenset
-    modseq: int
-
-
-@dataclass(frozen=True)
-class StoreResult:
-    changed: Tuple[FlagChange, ...]
-    modified: Tuple[int, ...] = ()   # UNCHANGEDSINCE failed (RFC 7162 §3.1.3 MODIFIED)
-    missing: Tuple[int, ...] = ()    # UIDs not (or no longer) in the folder
-
-
-@dataclass(frozen=True)
-class Expunged:
-    uids: Tuple[int, ...]
-    modseq: int
-    failed: Tuple[int, ...] = ()     # files that could not be removed
-
-
-@dataclass(frozen=True)
-class Copied:
-    uid_map: Tuple[Tuple[int, int], ...]   # (source UID, target UID): COPYUID, RFC 4315 §3
-    uidvalidity: int                       # the target's
-    modseq: int                            # the target's new HIGHESTMODSEQ
-
-
-# -- helpers on names ------------------------------------------------------------
-def split_name(name: str) -> Tuple[str, str, str]:
-    """File name → (key, flag letters in ASCII order, non-standard tail after a comma).
-
-    Dovecot: "<flags>[,<non-standard fields>]" after ``:2,``; the tail is kept."""
-    key, sep, info = name.partition(":")
-    if not (sep and info.startswith("2,")):
-        return key, "", ""
-    letters, _, tail = info[2:].partition(",")
-    return key, "".join(sorted(set(c for c in letters if c.isascii() and c.isalpha()))), tail
-
-
-def crlf_size(path: str, chunk: int = 65536) -> int:
-    """Octets once every LF not preceded by CR is sent as CRLF (RFC 1939 §11)."""
-    total, prev_cr = 0, False
-    with open(path, "rb") as f:
-        while True:
-            data = f.read(chunk)
-            if not data:
-                return total
-            bare = data.count(b"\n") - data.count(b"\r\n") - (1 if prev_cr and data[:1] == b"\n" else 0)
-            total += len(data) + bare
-            prev_cr = data[-1:] == b"\r"
-
-
-def valid_keyword(word: str) -> bool:
-    """IMAP flag-keyword = atom (RFC 3501 §9), not a \\system flag."""
-    return bool(word) and all(0x20 < ord(c) < 0x7F and c not in _ATOM_SPECIALS for c in word)
-
-
-def _order_key(key: str) -> Tuple[int, int, str]:
-    """Delivery order of a new key: the time prefix, then M<usec>, then the name."""
-    m = _ORDER.match(key)
-    return (int(m.group(1)), int(m.group(2) or 0), key) if m else (1 << 62, 0, key)
-
-
-def _stat_sig(path: str) -> Optional[Tuple[int, int, int]]:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_mtime_ns, st.st_ino, st.st_size)
-
-
-def _unique_base(size: int, wire: int) -> str:
-    """maildir-spec unique name with Dovecot's ``,S=`` and ``,W=`` (file and CRLF sizes)."""
-    now = time.time()
-    host = (socket.gethostname() or "localhost").replace("/", "\\057").replace(":", "\\072")
-    return "%d.M%dP%dQ%dR%s.%s,S=%d,W=%d" % (
-        int(now), int((now % 1) * 1000000), os.getpid(), next(_counter),
-        binascii.hexlify(os.urandom(8)).decode("ascii"), host, size, wire)
-
-
-def _stored_form(data: bytes) -> bytes:
-    """LF line ends when the CRLF form can be rebuilt exactly from them (what the
-    protocols send: every LF not preceded by CR becomes CRLF), else the data as is."""
-    lf = data.replace(b"\r\n", b"\n")
-    if lf is data or re.sub(rb"(?<!\r)\n", b"\r\n", lf) != data:
-        return data
-    return lf
 
 
 # -- the registry: one Folder object per folder and process -------------------------
@@ -252,7 +112,7 @@ class Folder:
     # -- change detection ------------------------------------------------------------
     def token(self) -> tuple:
         """What ``changed_since`` compares: the stat of new/, cur/, the uidlist, the keywords."""
-        return tuple(_stat_sig(os.path.join(self.path, n)) for n in ("new", "cur", dv.UIDLIST, dv.KEYWORDS))
+        return tuple(stat_sig(os.path.join(self.path, n)) for n in ("new", "cur", dv.UIDLIST, dv.KEYWORDS))
 
     def changed_since(self, token: tuple) -> bool:
         """True when a writer (this process, another one, Dovecot, mutt) may have changed the
@@ -305,15 +165,15 @@ class Folder:
             # readdir may skip a file renamed during the listing (Dovecot's doc, "Locking"): look twice.
             found.update((k, v) for k, v in self._scan().items() if k not in found)
             live = [r for r in self._records.values() if r.key in found]
-        new_keys = sorted((k for k in found if k not in self._records), key=_order_key)
+        new_keys = sorted((k for k in found if k not in self._records), key=order_key)
         if new_keys:
             self._add_records(new_keys, found)
             live = [r for r in self._records.values() if r.key in found]
         live.sort(key=lambda r: r.uid)
         snap = self._build(live, found)
         self._maybe_compact(live, found)
-        self._sig = sig + (_stat_sig(os.path.join(self.path, dv.UIDLIST)),
-                           _stat_sig(os.path.join(self.path, dv.KEYWORDS)))
+        self._sig = sig + (stat_sig(os.path.join(self.path, dv.UIDLIST)),
+                           stat_sig(os.path.join(self.path, dv.KEYWORDS)))
         return self._diff(snap)
 
     def _build(self, live: List[dv.Record], found) -> Snapshot:
@@ -368,7 +228,7 @@ class Folder:
         """Read what is new in dovecot-uidlist: the appended tail when only appends happened,
         else the whole file; convert mailsrv-uidlist or start over when there is none."""
         path = os.path.join(self.path, dv.UIDLIST)
-        sig = _stat_sig(path)
+        sig = stat_sig(path)
         if sig is not None and sig == self._uidlist_sig:
             return
         try:
@@ -444,7 +304,7 @@ class Folder:
         path = os.path.join(self.path, dv.UIDLIST)
         data = dv.format_uidlist(self._header, sorted(records, key=lambda r: r.uid))
         write_atomic(path, data, tmp="%s.tmp.%d" % (path, os.getpid()))
-        self._uidlist_sig, self._uidlist_parsed = _stat_sig(path), len(data)
+        self._uidlist_sig, self._uidlist_parsed = stat_sig(path), len(data)
         self._sizes_dirty = False
 
     def _add_records(self, keys: List[str], found) -> None:
@@ -453,7 +313,7 @@ class Folder:
         if nextuid + len(keys) - 1 > dv.MAX_UID:
             # RFC 3501 §9 nz-number exhausted: renumber everything under a new UIDVALIDITY.
             log.warning("UIDs exhausted in %s: new UIDVALIDITY", self.path)
-            keys = sorted((k for k in set(keys) | set(self._records) if k in found), key=_order_key)
+            keys = sorted((k for k in set(keys) | set(self._records) if k in found), key=order_key)
             self._new_uidlist(self._header.uidvalidity, {})
             nextuid = 1
         added: List[dv.Record] = []
@@ -462,7 +322,7 @@ class Folder:
             size = self._measure(key, path)
             if size is None:
                 continue                      # vanished meanwhile: the next sync sees it
-            ext = (("W", str(size)),) if not _SIZE_W.search(key) else ()
+            ext = (("W", str(size)),) if not SIZE_W.search(key) else ()
             added.append(dv.Record(nextuid, os.path.basename(path), ext))
             nextuid += 1
         self._header = self._header._replace(nextuid=nextuid)
@@ -478,7 +338,7 @@ class Folder:
             os.fsync(fd)
         finally:
             os.close(fd)
-        self._uidlist_sig = _stat_sig(path)
+        self._uidlist_sig = stat_sig(path)
         self._uidlist_parsed += len(data)
 
     def _maybe_compact(self, live: List[dv.Record], found) -> None:
@@ -492,7 +352,7 @@ class Folder:
     # -- sizes and keywords ----------------------------------------------------------
     @staticmethod
     def _measure(key: str, path: str) -> Optional[int]:
-        m = _SIZE_W.search(key)
+        m = SIZE_W.search(key)
         if m:
             return int(m.group(1))
         try:
@@ -501,7 +361,7 @@ class Folder:
             return None
 
     def _size(self, rec: dv.Record, path: str) -> int:
-        m = _SIZE_W.search(rec.key)
+        m = SIZE_W.search(rec.key)
         if m:
             return int(m.group(1))
         w = rec.field("W")
@@ -514,7 +374,7 @@ class Folder:
 
     def _load_keywords(self) -> None:
         path = os.path.join(self.path, dv.KEYWORDS)
-        sig = _stat_sig(path)
+        sig = stat_sig(path)
         if sig == self._kw_sig:
             return
         try:
@@ -545,7 +405,7 @@ class Folder:
         if missing:
             path = os.path.join(self.path, dv.KEYWORDS)
             write_atomic(path, dv.format_keywords(self._kw), tmp="%s.tmp.%d" % (path, os.getpid()))
-            self._kw_sig = _stat_sig(path)
+            self._kw_sig = stat_sig(path)
         return "".join(dv.keyword_letter(have[w]) for w in wanted)
 
     # -- changes ------------------------------------------------------------------------
@@ -553,9 +413,9 @@ class Folder:
                internaldate: Optional[float] = None) -> Appended:
         """IMAP APPEND (RFC 3501 §6.3.11): durable (file and directory fsync) before it returns;
         ``internaldate`` becomes the file's mtime (Dovecot's INTERNALDATE)."""
-        stored = _stored_form(data)
+        stored = stored_form(data)
         wire = len(stored) + stored.count(b"\n") - stored.count(b"\r\n")
-        base = _unique_base(len(stored), wire)
+        base = unique_base(len(stored), wire)
         tmp = os.path.join(self.path, "tmp", base)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
@@ -566,7 +426,7 @@ class Folder:
         if internaldate is not None:
             os.utime(tmp, (internaldate, internaldate))
         with self._locked():
-            letters = "".join(sorted(set(_check_flags(flags)) | set(self._letters_for(keywords))))
+            letters = "".join(sorted(set(check_flags(flags)) | set(self._letters_for(keywords))))
             os.rename(tmp, os.path.join(self.path, "cur", base + ":2," + letters))
             fsync_dir(os.path.join(self.path, "cur"))
             result = self._sync_locked()
@@ -576,15 +436,15 @@ class Folder:
     def set_flags(self, uids: Iterable[int], flags: str, mode: str = "add",
                   unchanged_since: Optional[int] = None) -> StoreResult:
         """STORE [+-]FLAGS with system flag letters (RFC 3501 §6.4.6): ``mode`` add, remove, replace."""
-        letters = _check_flags(flags)
-        return self._store(uids, lambda old: _apply(old, letters, mode, str.isupper), unchanged_since)
+        letters = check_flags(flags)
+        return self._store(uids, lambda old: apply_mode(old, letters, mode, str.isupper), unchanged_since)
 
     def set_keywords(self, uids: Iterable[int], keywords: Iterable[str], mode: str = "add",
                      unchanged_since: Optional[int] = None) -> StoreResult:
         """STORE [+-]FLAGS with keywords (RFC 3501 §2.3.2); mode add, remove, replace."""
         with self._locked():
             letters = self._letters_for(keywords) if mode != "remove" else self._known_letters(keywords)
-            return self._store(uids, lambda old: _apply(old, letters, mode, str.islower), unchanged_since)
+            return self._store(uids, lambda old: apply_mode(old, letters, mode, str.islower), unchanged_since)
 
     def _known_letters(self, keywords: Iterable[str]) -> str:
         self._load_keywords()
@@ -679,22 +539,3 @@ class Folder:
             self._sync_locked()
             return self._modseq.expunged_since(modseq)
 
-
-def _check_flags(flags: str) -> str:
-    for c in flags:
-        if c not in SYSTEM_FLAGS and not (c.isascii() and c.isupper()):
-            raise ValueError("not a maildir flag letter: %r" % c)
-    return "".join(sorted(set(flags)))
-
-
-def _apply(old: str, letters: str, mode: str, mine) -> str:
-    """New info letters: ``mine`` selects the class changed (upper: flags, lower: keywords)."""
-    if mode == "add":
-        new = set(old) | set(letters)
-    elif mode == "remove":
-        new = set(old) - set(letters)
-    elif mode == "replace":
-        new = {c for c in old if not mine(c)} | set(letters)
-    else:
-        raise ValueError("mode must be add, remove or replace: %r" % mode)
-    return "".join(sorted(new))

@@ -28,10 +28,11 @@ import shutil
 from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
 
 from store import dovecot_files as dv
+from store.folder_types import Copied, split_name, unique_base
 from store.fsutil import fsync_dir, write_atomic
 
 if TYPE_CHECKING:
-    from store.folder import Copied, Folder
+    from store.folder import Folder
 
 log = logging.getLogger("mailsrv.store.folder")
 
@@ -71,7 +72,6 @@ def _convert_keywords(path: str, kw_path: str) -> None:
     for sub in ("new", "cur"):
         for name in os.listdir(os.path.join(path, sub)):
             files[name.partition(":")[0]] = os.path.join(path, sub, name)
-    from store.folder import split_name
     for key, words in table.items():
         old = files.get(key)
         letters = "".join(letter[w] for w in words if w in letter)
@@ -84,8 +84,7 @@ def _convert_keywords(path: str, kw_path: str) -> None:
     os.replace(kw_path, kw_path + ".converted")
 
 
-def copy_messages(source: "Folder", uids: Sequence[int], target: "Folder") -> "Copied":
-    from store.folder import Copied, _unique_base
+def copy_messages(source: "Folder", uids: Sequence[int], target: "Folder") -> Copied:
     snap = source.snapshot()
     staged = []                                   # (source uid, tmp base name, flags, keywords)
     for uid in uids:
@@ -111,12 +110,11 @@ def copy_messages(source: "Folder", uids: Sequence[int], target: "Folder") -> "C
 def _link_into_tmp(source: "Folder", msg, target: "Folder"):
     """Hard link (else copy + fsync) the message into target/tmp; its new base name, or
     None when the message vanished from the source meanwhile."""
-    from store.folder import _unique_base
     path = msg.path
     for _attempt in range(3):
         try:
             st = os.stat(path)
-            base = _unique_base(st.st_size, msg.size)
+            base = unique_base(st.st_size, msg.size)
             tmp = os.path.join(target.path, "tmp", base)
             try:
                 os.link(path, tmp)
