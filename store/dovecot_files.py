@@ -317,3 +317,34 @@ class Dotlock:
     def __exit__(self, *exc) -> None:
         self.release()
 
+
+
+# Dovecot subscription-file.c: SUBSCRIPTION_FILE_LOCK_TIMEOUT 120, SUBSCRIPTION_FILE_CHANGE_TIMEOUT 30.
+SUBSCRIPTIONS_LOCK_TIMEOUT_S = 120
+SUBSCRIPTIONS_STALE_S = 30
+
+
+def read_subscriptions(root: str) -> List[str]:
+    """The subscribed mailbox names of the Maildir at ``root`` ([] when there is no file)."""
+    try:
+        with open(os.path.join(root, SUBSCRIPTIONS), "rb") as f:
+            return parse_subscriptions(f.read().decode("utf-8", "surrogateescape"))
+    except FileNotFoundError:
+        return []
+
+
+def update_subscriptions(root: str, add: Iterable[str] = (), remove: Iterable[str] = ()) -> List[str]:
+    """Subscribe ``add`` and unsubscribe ``remove`` (RFC 3501 §6.3.6-7) under the file's
+    dotlock, as Dovecot does; the file is written (version 2) only when it changes."""
+    lock = Dotlock(os.path.join(root, SUBSCRIPTIONS), SUBSCRIPTIONS_STALE_S, SUBSCRIPTIONS_LOCK_TIMEOUT_S)
+    lock.acquire()
+    try:
+        names = read_subscriptions(root)
+        gone = set(remove)
+        new = [n for n in names if n not in gone]
+        new += [n for n in dict.fromkeys(add) if n not in new]
+        if new != names:
+            lock.replace(format_subscriptions(new))
+        return new
+    finally:
+        lock.release()
