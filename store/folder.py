@@ -290,7 +290,7 @@ class Folder:
 
     def _new_uidlist(self, old_validity: int, records: Dict[str, dv.Record]) -> None:
         """A new UIDVALIDITY greater than any earlier one (RFC 3501 §2.3.1.1)."""
-        known = self._header.uidvalidity if self._header else 0
+        known = max(self._header.uidvalidity if self._header else 0, self._modseq.last_uidvalidity())
         validity = max(int(time.time()), old_validity + 1, known + 1)
         self._write_new_uidlist(dv.Header(validity if validity <= dv.MAX_UID else 1, 1, dv.new_guid()), [])
 

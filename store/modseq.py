@@ -115,6 +115,16 @@ class ModseqLog:
         self.messages, self.expunged = {}, []
         self._rewrite()
 
+    def last_uidvalidity(self) -> int:
+        """The UIDVALIDITY the journal was kept for (0: none): a uidlist made anew must
+        get a greater one (RFC 3501 §2.3.1.1) even when it is lost within a second."""
+        try:
+            with open(self.path, "rb") as f:
+                head = f.readline().decode("ascii").split()
+            return max([int(x[1:]) for x in head[1:] if x[:1] == "V"] + [self.uidvalidity])
+        except (OSError, ValueError, UnicodeDecodeError):
+            return self.uidvalidity
+
     # -- queries ---------------------------------------------------------------
     def modseq_of(self, uid: int) -> int:
         hit = self.messages.get(uid)
