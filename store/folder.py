@@ -107,6 +107,9 @@ class Folder:
         self._kw_sig: Optional[Tuple[int, int, int]] = None
         self._modseq = ModseqLog(path)
         self._snap: Optional[Snapshot] = None
+        self._by_key: Dict[str, Message] = {}         # the last snapshot's messages by key
+        self._found: Dict[str, Tuple[str, str, str]] = {}   # the last scan, kept up to date by our changes
+        self._kw_built: object = None                 # the keywords file the snapshot was built with
         self._sig: Optional[tuple] = None
 
     # -- change detection ------------------------------------------------------------
@@ -160,55 +163,68 @@ class Folder:
         self._load_uidlist()
         self._load_keywords()
         found = self._scan()
-        live = [r for r in self._records.values() if r.key in found]
-        if len(live) < len(self._records) and self._snap is not None:
+        if any(k not in found for k in self._by_key):
             # readdir may skip a file renamed during the listing (Dovecot's doc, "Locking"): look twice.
             found.update((k, v) for k, v in self._scan().items() if k not in found)
-            live = [r for r in self._records.values() if r.key in found]
         new_keys = sorted((k for k in found if k not in self._records), key=order_key)
         if new_keys:
             self._add_records(new_keys, found)
-            live = [r for r in self._records.values() if r.key in found]
-        live.sort(key=lambda r: r.uid)
-        snap = self._build(live, found)
-        self._maybe_compact(live, found)
+        result = self._build(found)
+        self._found = found
+        self._maybe_compact(found)
         self._sig = sig + (stat_sig(os.path.join(self.path, dv.UIDLIST)),
                            stat_sig(os.path.join(self.path, dv.KEYWORDS)))
-        return self._diff(snap)
+        return result
 
-    def _build(self, live: List[dv.Record], found) -> Snapshot:
-        """Messages of the live records; flags compared with the MODSEQ journal."""
-        header = self._header
-        self._modseq.load(header.uidvalidity, self._fresh)
+    def _build(self, found) -> SyncResult:
+        """The snapshot of the live records (the records dict is in UID order), their flags
+        compared with the MODSEQ journal; unchanged messages are reused from the last one."""
+        header, journal = self._header, self._modseq
+        journal.load(header.uidvalidity, self._fresh)
         self._fresh = False
-        states = []
-        for rec in live:
-            path, letters, _tail = found[rec.key]
-            states.append((rec, path, letters))
-        known = self._modseq.messages
-        changed = [(r.uid, letters) for r, _p, letters in states if known.get(r.uid, (0, None))[1] != letters]
-        live_uids = {r.uid for r in live}
-        gone = [u for u in known if u not in live_uids]
-        self._modseq.record(changed, gone)
-        messages = []
-        for rec, path, letters in states:
-            messages.append(Message(rec.uid, rec.key, path, "".join(c for c in letters if c.isupper()),
-                                    self._keywords_of(letters), self._size(rec, path),
-                                    self._modseq.modseq_of(rec.uid)))
-        return Snapshot(header.uidvalidity, header.nextuid, self._modseq.highest, tuple(messages))
+        known = journal.messages
+        live = [(k, r, found[k]) for k, r in self._records.items() if k in found]
+        changed = [(r.uid, hit[1]) for _k, r, hit in live if known.get(r.uid, (0, None))[1] != hit[1]]
+        live_uids = {r.uid for _k, r, _h in live}
+        journal.record(changed, [u for u in known if u not in live_uids])
+        prev = self._by_key if self._snap is not None and self._snap.uidvalidity == header.uidvalidity else {}
+        same_kw = self._kw_built == self._kw_sig
+        messages, by_key, new, flagged = [], {}, [], []
+        for key, rec, (path, letters, _tail) in live:
+            old = prev.get(key)
+            modseq = known[rec.uid][0]
+            if old is not None and old.path == path and old.uid == rec.uid and old.modseq == modseq and same_kw:
+                msg = old
+            else:
+                msg = Message(rec.uid, key, path, "".join(c for c in letters if c.isupper()),
+                              self._keywords_of(letters), self._size(rec, path), modseq)
+                if old is None or old.uid != rec.uid:
+                    new.append(rec.uid)
+                elif (old.flags, old.keywords) != (msg.flags, msg.keywords):
+                    flagged.append(rec.uid)
+            messages.append(msg)
+            by_key[key] = msg
+        gone = tuple(m.uid for k, m in prev.items() if k not in by_key or by_key[k].uid != m.uid)
+        self._snap = Snapshot(header.uidvalidity, header.nextuid, journal.highest, tuple(messages))
+        self._by_key, self._kw_built = by_key, self._kw_sig
+        return SyncResult(self._snap, tuple(new), gone, tuple(flagged))
 
-    def _diff(self, snap: Snapshot) -> SyncResult:
-        old = self._snap
-        self._snap = snap
-        if old is None or old.uidvalidity != snap.uidvalidity:
-            return SyncResult(snap, tuple(m.uid for m in snap.messages))
-        before = {m.uid: m for m in old.messages}
-        new = tuple(m.uid for m in snap.messages if m.uid not in before)
-        now = {m.uid for m in snap.messages}
-        gone = tuple(u for u in before if u not in now)
-        changed = tuple(m.uid for m in snap.messages if m.uid in before and
-                        (before[m.uid].flags, before[m.uid].keywords) != (m.flags, m.keywords))
-        return SyncResult(snap, new, gone, changed)
+    def _current(self) -> SyncResult:
+        """The snapshot, synced first unless nothing changed (lock held)."""
+        if self._snap is not None and not self.changed_since(self._sig):
+            return SyncResult(self._snap)
+        return self._sync_locked()
+
+    def _after_own_change(self, updates: Dict[str, Optional[Tuple[str, str, str]]]) -> SyncResult:
+        """Rebuild after our own renames/unlinks without listing the directories again
+        (``updates``: key → new scan entry, None = removed).  The directories' new
+        mtimes make the next ``sync()`` rescan anyway."""
+        for key, hit in updates.items():
+            if hit is None:
+                self._found.pop(key, None)
+            else:
+                self._found[key] = hit
+        return self._build(self._found)
 
     def _scan(self) -> Dict[str, Tuple[str, str, str]]:
         """key → (path, letters, tail) for new/ then cur/ (cur/ wins a duplicate); no file opened."""
@@ -341,11 +357,11 @@ class Folder:
         self._uidlist_sig = stat_sig(path)
         self._uidlist_parsed += len(data)
 
-    def _maybe_compact(self, live: List[dv.Record], found) -> None:
-        dead = len(self._records) - len(live)
+    def _maybe_compact(self, found) -> None:
+        dead = len(self._records) - len(self._by_key)
         if self._sizes_dirty or (dead > COMPACT_MIN_DEAD and dead * 4 > len(self._records)):
             # the names written are the current ones, as Dovecot does when it rewrites
-            fresh = [self._records[r.key]._replace(name=os.path.basename(found[r.key][0])) for r in live]
+            fresh = [r._replace(name=os.path.basename(found[k][0])) for k, r in self._records.items() if k in found]
             self._records = {r.key: r for r in fresh}
             self._rewrite_uidlist(fresh)
 
@@ -426,10 +442,13 @@ class Folder:
         if internaldate is not None:
             os.utime(tmp, (internaldate, internaldate))
         with self._locked():
+            self._current()
             letters = "".join(sorted(set(check_flags(flags)) | set(self._letters_for(keywords))))
-            os.rename(tmp, os.path.join(self.path, "cur", base + ":2," + letters))
+            path = os.path.join(self.path, "cur", base + ":2," + letters)
+            os.rename(tmp, path)
             fsync_dir(os.path.join(self.path, "cur"))
-            result = self._sync_locked()
+            self._add_records([base], {base: (path, letters, "")})
+            result = self._after_own_change({base: (path, letters, "")})
         msg = next(m for m in result.snapshot.messages if m.key == base)
         return Appended(msg.uid, result.snapshot.uidvalidity, msg.modseq, base)
 
@@ -453,8 +472,8 @@ class Folder:
 
     def _store(self, uids, change, unchanged_since) -> StoreResult:
         with self._locked():
-            snap = self._sync_locked().snapshot
-            modified, missing, touched = [], [], []
+            snap = self._current().snapshot
+            modified, missing, touched, updates = [], [], [], {}
             for uid in uids:
                 msg = snap.by_uid(uid)
                 if msg is None:
@@ -466,45 +485,50 @@ class Folder:
                 old_name = os.path.basename(msg.path)
                 _key, old, tail = split_name(old_name)
                 new = change(old)
-                if new != old and self._rename(msg, new + ("," + tail if tail else "")):
+                path = self._rename(msg, new + ("," + tail if tail else "")) if new != old else None
+                if path is not None:
                     touched.append(uid)
+                    updates[msg.key] = (path, new, tail)
             if touched:
                 fsync_dir(os.path.join(self.path, "cur"))
-            snap = self._sync_locked().snapshot
+            snap = self._after_own_change(updates).snapshot
             changes = tuple(FlagChange(m.uid, m.flags, m.keywords, m.modseq)
                             for m in map(snap.by_uid, touched) if m is not None)
             return StoreResult(changes, tuple(modified), tuple(missing))
 
-    def _rename(self, msg: Message, info: str) -> bool:
-        """Move the file to cur/<key>:2,<info> (maildir-spec), following outside renames."""
+    def _rename(self, msg: Message, info: str) -> Optional[str]:
+        """Move the file to cur/<key>:2,<info> (maildir-spec), following outside renames;
+        the new path, or None when the message is gone."""
         target = os.path.join(self.path, "cur", msg.key + ":2," + info)
         path = msg.path
         for _attempt in range(3):
             try:
                 os.rename(path, target)
-                return True
+                return target
             except FileNotFoundError:
                 hit = self._scan().get(msg.key)
                 if hit is None:
-                    return False
+                    return None
                 path = hit[0]
-        return False
+        return None
 
     def expunge(self, uids: Iterable[int]) -> Expunged:
         """Remove these messages (RFC 3501 §6.4.3, POP3 UPDATE RFC 1939 §6); a file already
         gone counts as removed; UIDs are never reused."""
         with self._locked():
-            snap = self._sync_locked().snapshot
-            done, failed = [], []
+            snap = self._current().snapshot
+            done, failed, updates = [], [], {}
             for uid in uids:
                 msg = snap.by_uid(uid)
                 if msg is None or self._unlink(msg):
                     done.append(uid)
+                    if msg is not None:
+                        updates[msg.key] = None
                 else:
                     failed.append(uid)
             for sub in ("new", "cur"):
                 fsync_dir(os.path.join(self.path, sub))
-            result = self._sync_locked()
+            result = self._after_own_change(updates)
             return Expunged(tuple(done), result.snapshot.highestmodseq, tuple(failed))
 
     def _unlink(self, msg: Message) -> bool:
