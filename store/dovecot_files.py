@@ -19,7 +19,8 @@ src/lib-storage/list/subscription-file.c (read, not copied):
   be directly modified; it can only be replaced with rename()".
 * ``dovecot-uidlist.lock``: the dotlock taken for every uidlist (and keywords)
   change; created with O_EXCL, "stale" when untouched for 120 s
-  (MAILDIR_UIDLIST_LOCK_STALE_TIMEOUT); a rewrite is written into the lock
+  (MAILDIR_UIDLIST_LOCK_STALE_TIMEOUT) or at once when it names a process of
+  this host that is gone (we write ``<pid>:<host>`` into ours); a rewrite is written into the lock
   file itself and renamed over ``dovecot-uidlist``, as file_dotlock_replace()
   does, which also releases the lock.
 * ``dovecot-keywords``: ``<index> <keyword>`` lines; index 0 is letter ``a``
@@ -36,6 +37,7 @@ from __future__ import annotations
 import binascii
 import errno
 import os
+import socket
 import time
 from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
@@ -56,6 +58,7 @@ MAX_KEYWORDS = 26
 # RFC 3501 §9 uniqueid: non-zero unsigned 32-bit integer.
 MAX_UID = 0xFFFFFFFF
 SUBSCRIPTIONS_V2_HEADER = "V\t2\n\n"
+_HOST = socket.gethostname() or "localhost"
 
 
 class UidlistError(ValueError):
@@ -265,6 +268,7 @@ class Dotlock:
         while True:
             try:
                 self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                write_all(self.fd, ("%d:%s" % (os.getpid(), _HOST)).encode("utf-8", "replace"))
                 return self
             except FileExistsError:
                 pass
@@ -279,16 +283,33 @@ class Dotlock:
             st = os.stat(self.path)
         except FileNotFoundError:
             return
-        if time.time() - st.st_mtime > self.stale_s:
+        if time.time() - st.st_mtime > self.stale_s or self._holder_died():
             try:
                 os.unlink(self.path)
             except FileNotFoundError:
                 pass
 
+    def _holder_died(self) -> bool:
+        """The lock says ``<pid>:<host>`` (ours, as Dovecot's dotlocks do), the host is this
+        one and the process is gone: stale at once, not after 120 s."""
+        try:
+            with open(self.path, "rb") as f:
+                pid_s, _, host = f.read(256).decode("utf-8", "replace").partition(":")
+            if host != _HOST or not pid_s.isdigit() or int(pid_s) == os.getpid():
+                return False
+            os.kill(int(pid_s), 0)
+        except ProcessLookupError:
+            return True
+        except OSError:
+            return False
+        return False
+
     def replace(self, data: bytes) -> None:
         """The new content of the locked file, durable, in place; releases the lock."""
         fd, self.fd = self.fd, None
         try:
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
             write_all(fd, data)
             os.fsync(fd)
         except BaseException:

@@ -3,6 +3,9 @@ samples written the way Dovecot's documentation and source describe them."""
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -125,6 +128,13 @@ class DotlockTests(unittest.TestCase):
         os.utime(self.target + ".lock", (old, old))
         lock = dv.Dotlock(self.target, timeout_s=1).acquire()
         lock.release()
+
+    def test_the_lock_of_a_dead_process_of_this_host_is_stale_at_once(self):
+        child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                               stdout=subprocess.PIPE, check=True, timeout=30)
+        with open(self.target + ".lock", "w") as f:
+            f.write("%s:%s" % (child.stdout.decode().strip(), socket.gethostname()))
+        dv.Dotlock(self.target, timeout_s=1).acquire().release()
 
     def test_replace_writes_through_the_lock_file(self):
         lock = dv.Dotlock(self.target).acquire()

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import unittest
 
 from store import dovecot_files as dv
@@ -278,6 +279,28 @@ for i in range(int(sys.argv[2])):
 
 
 class ConcurrencyTests(FolderTestCase):
+    def test_threads_appending_and_flagging_at_once(self):
+        shared, other = open_folder(self.box), Folder(self.box)    # one object per folder, and a second
+        errors = []
+
+        def work(folder, tag):
+            try:
+                for i in range(15):
+                    uid = folder.append(b"Subject: %s %d\r\n\r\n" % (tag, i)).uid
+                    folder.set_flags([uid], "S")
+            except Exception as e:                                   # pragma: no cover (reported below)
+                errors.append(e)
+        threads = [threading.Thread(target=work, args=(f, t)) for f, t in
+                   ((shared, b"a"), (shared, b"b"), (other, b"c"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors, [])
+        snap = Folder(self.box).snapshot()
+        self.assertEqual([m.uid for m in snap.messages], list(range(1, 46)))
+        self.assertEqual({m.flags for m in snap.messages}, {"S"})
+
     def test_two_processes_appending_never_share_a_uid(self):
         env = dict(os.environ, PYTHONPATH=ROOT)
         procs = [subprocess.Popen([sys.executable, "-c", CHILD, self.box, "40", tag], env=env)
