@@ -557,6 +557,19 @@ class Folder:
         copied = self.copy(uids, target)
         return copied, self.expunge([src for src, _dst in copied.uid_map])
 
+    def note_delivered(self, names: Iterable[str]) -> Dict[str, int]:
+        """UIDs for messages a delivery just put in new/ (their file names), appended to the
+        uidlist at once without listing the folder; returns key → UID.  For the Deliverer,
+        after its file and directory fsync; the next ``sync()`` gives them their MODSEQ."""
+        keys = [split_name(n)[0] for n in names]
+        with self._locked():
+            self._load_uidlist()
+            fresh = [k for k in dict.fromkeys(keys) if k not in self._records]
+            if fresh:
+                self._add_records(sorted(fresh, key=order_key),
+                                  {k: (os.path.join(self.path, "new", k), "", "") for k in fresh})
+            return {k: self._records[k].uid for k in keys if k in self._records}
+
     def expunged_since(self, modseq: int) -> Tuple[List[int], bool]:
         """QRESYNC VANISHED (EARLIER) (RFC 7162 §3.2.10): see ModseqLog.expunged_since."""
         with self._locked():

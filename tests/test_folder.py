@@ -259,6 +259,20 @@ class ConversionTests(FolderTestCase):
         self.assertNotEqual(Folder(self.box).snapshot().uidvalidity, 1234)
 
 
+class DeliveryTests(FolderTestCase):
+    def test_note_delivered_appends_the_uid_line_without_a_scan(self):
+        folder = Folder(self.box)
+        folder.append(MSG)
+        name = "2000.M1P9Q1.host,S=%d,W=%d" % (len(MSG), len(MSG))
+        put(self.box, name, MSG)
+        self.assertEqual(folder.note_delivered([name]), {name: 2})
+        self.assertTrue(self.uidlist().endswith("2 :%s\n" % name))
+        self.assertEqual(folder.note_delivered([name]), {name: 2})       # idempotent
+        snap = Folder(self.box).snapshot()
+        self.assertEqual([m.uid for m in snap.messages], [1, 2])
+        self.assertGreater(snap.by_uid(2).modseq, snap.by_uid(1).modseq)
+
+
 class ChangeDetectionTests(FolderTestCase):
     def test_changed_since_sees_a_delivery_by_another_writer(self):
         folder = open_folder(self.box)
