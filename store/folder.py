@@ -176,23 +176,29 @@ class Folder:
                            stat_sig(os.path.join(self.path, dv.KEYWORDS)))
         return result
 
-    def _build(self, found) -> SyncResult:
+    def _build(self, found, only: Optional[set] = None) -> SyncResult:
         """The snapshot of the live records (the records dict is in UID order), their flags
-        compared with the MODSEQ journal; unchanged messages are reused from the last one."""
+        compared with the MODSEQ journal; unchanged messages are reused from the last one.
+        ``only``: the keys our own change touched; the rest of ``found`` may be older than
+        the journal (another process's changes), so only these are recorded."""
         header, journal = self._header, self._modseq
         journal.load(header.uidvalidity, self._fresh)
         self._fresh = False
         known = journal.messages
         live = [(k, r, found[k]) for k, r in self._records.items() if k in found]
-        changed = [(r.uid, hit[1]) for _k, r, hit in live if known.get(r.uid, (0, None))[1] != hit[1]]
+        changed = [(r.uid, hit[1]) for k, r, hit in live
+                   if (only is None or k in only) and known.get(r.uid, (0, None))[1] != hit[1]]
         live_uids = {r.uid for _k, r, _h in live}
-        journal.record(changed, [u for u in known if u not in live_uids])
+        gone = [u for u in known if u not in live_uids]
+        if only is not None:
+            gone = [self._records[k].uid for k in only if k not in found and self._records[k].uid in known]
+        journal.record(changed, gone)
         prev = self._by_key if self._snap is not None and self._snap.uidvalidity == header.uidvalidity else {}
         same_kw = self._kw_built == self._kw_sig
         messages, by_key, new, flagged = [], {}, [], []
         for key, rec, (path, letters, _tail) in live:
             old = prev.get(key)
-            modseq = known[rec.uid][0]
+            modseq = known[rec.uid][0] if rec.uid in known else journal.highest
             if old is not None and old.path == path and old.uid == rec.uid and old.modseq == modseq and same_kw:
                 msg = old
             else:
@@ -224,7 +230,7 @@ class Folder:
                 self._found.pop(key, None)
             else:
                 self._found[key] = hit
-        return self._build(self._found)
+        return self._build(self._found, set(updates))
 
     def _scan(self) -> Dict[str, Tuple[str, str, str]]:
         """key → (path, letters, tail) for new/ then cur/ (cur/ wins a duplicate); no file opened."""
@@ -471,40 +477,47 @@ class Folder:
         return "".join(dv.keyword_letter(have[w]) for w in keywords if w in have)
 
     def _store(self, uids, change, unchanged_since) -> StoreResult:
+        """Rename each file to its new flags.  The last snapshot is enough to find the files
+        (a file renamed meanwhile is looked up again), so no listing is needed unless a UID
+        is unknown or UNCHANGEDSINCE needs the MODSEQs of now."""
         with self._locked():
-            snap = self._current().snapshot
-            modified, missing, touched, updates = [], [], [], {}
+            if self._snap is None or unchanged_since is not None:
+                self._current()
+            uids = list(uids)
+            if any(self._snap.by_uid(u) is None for u in uids):
+                self._current()                   # another process may have given it its UID
+            snap = self._snap
+            modified, missing, updates = [], [], {}
             for uid in uids:
                 msg = snap.by_uid(uid)
                 if msg is None:
                     missing.append(uid)
-                    continue
-                if unchanged_since is not None and msg.modseq > unchanged_since:
-                    modified.append(uid)      # RFC 7162 §3.1.3: not changed, reported MODIFIED
-                    continue
-                old_name = os.path.basename(msg.path)
-                _key, old, tail = split_name(old_name)
-                new = change(old)
-                path = self._rename(msg, new + ("," + tail if tail else "")) if new != old else None
-                if path is not None:
-                    touched.append(uid)
-                    updates[msg.key] = (path, new, tail)
-            if touched:
+                elif unchanged_since is not None and msg.modseq > unchanged_since:
+                    modified.append(uid)          # RFC 7162 §3.1.3: not changed, reported MODIFIED
+                else:
+                    hit = self._rename(msg, change)
+                    if hit is not None:
+                        updates[msg.key] = hit
+            if updates:
                 fsync_dir(os.path.join(self.path, "cur"))
             snap = self._after_own_change(updates).snapshot
             changes = tuple(FlagChange(m.uid, m.flags, m.keywords, m.modseq)
-                            for m in map(snap.by_uid, touched) if m is not None)
+                            for m in (snap.by_uid(self._records[k].uid) for k in updates) if m is not None)
             return StoreResult(changes, tuple(modified), tuple(missing))
 
-    def _rename(self, msg: Message, info: str) -> Optional[str]:
-        """Move the file to cur/<key>:2,<info> (maildir-spec), following outside renames;
-        the new path, or None when the message is gone."""
-        target = os.path.join(self.path, "cur", msg.key + ":2," + info)
+    def _rename(self, msg: Message, change) -> Optional[Tuple[str, str, str]]:
+        """Move the file to cur/<key>:2,<changed letters> (maildir-spec), following renames made
+        meanwhile by others; its new scan entry, or None when unchanged or gone."""
         path = msg.path
         for _attempt in range(3):
+            _key, old, tail = split_name(os.path.basename(path))
+            new = change(old)
+            if new == old:
+                return None
+            target = os.path.join(self.path, "cur", msg.key + ":2," + new + ("," + tail if tail else ""))
             try:
                 os.rename(path, target)
-                return target
+                return (target, new, tail)
             except FileNotFoundError:
                 hit = self._scan().get(msg.key)
                 if hit is None:

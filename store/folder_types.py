@@ -44,12 +44,14 @@ class Snapshot:
     uidnext: int
     highestmodseq: int
     messages: Tuple[Message, ...]
-    _index: Dict[int, Message] = field(default_factory=dict, compare=False, repr=False)
+    _index: Optional[Dict[int, Message]] = field(default=None, compare=False, repr=False)
 
     def by_uid(self, uid: int) -> Optional[Message]:
-        if not self._index and self.messages:
-            self._index.update((m.uid, m) for m in self.messages)
-        return self._index.get(uid)
+        index = self._index
+        if index is None:                 # built whole, then published: safe across threads
+            index = {m.uid: m for m in self.messages}
+            object.__setattr__(self, "_index", index)
+        return index.get(uid)
 
 
 @dataclass(frozen=True)
