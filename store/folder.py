@@ -448,7 +448,9 @@ class Folder:
         if internaldate is not None:
             os.utime(tmp, (internaldate, internaldate))
         with self._locked():
-            self._current()
+            if self._snap is None:
+                self._sync_locked()
+            self._load_uidlist()                  # records other processes appended meanwhile
             letters = "".join(sorted(set(check_flags(flags)) | set(self._letters_for(keywords))))
             path = os.path.join(self.path, "cur", base + ":2," + letters)
             os.rename(tmp, path)
