@@ -143,7 +143,6 @@ class Folder:
                     yield
                 finally:
                     self._depth = 0
-        self._fresh = False        # the UIDVALIDITY was made by this process just now
 
     # -- sync --------------------------------------------------------------------------
     def sync(self) -> SyncResult:
@@ -239,7 +238,7 @@ class Folder:
             with os.scandir(os.path.join(self.path, sub)) as it:
                 for e in it:
                     # maildir-spec: names never start with "."; a line break could not go in the uidlist.
-                    if e.name[0] == "." or "\n" in e.name or "\r" in e.name:
+                    if e.name[0] == "." or "\n" in e.name or "\r" in e.name or e.is_dir():
                         continue
                     key, letters, tail = split_name(e.name)
                     found[key] = (e.path, letters, tail)

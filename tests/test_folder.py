@@ -82,6 +82,12 @@ class UidTests(FolderTestCase):
         self.assertEqual([r.ext for r in records], [(("P", "old-uidl"), ("W", "6")), (("G", "abcd"), ("W", "7"))])
         self.assertEqual(records[0].name, "1000.M1P1.host:2,FS")
 
+    def test_dot_files_and_directories_are_not_messages(self):
+        put(self.box, ".hidden", MSG)
+        os.mkdir(os.path.join(self.box, "cur", "subdir"))
+        put(self.box, "1000.M1P1.host", MSG)
+        self.assertEqual([m.key for m in Folder(self.box).snapshot().messages], ["1000.M1P1.host"])
+
     def test_records_appended_by_another_process_are_read_from_the_tail(self):
         folder = Folder(self.box)
         put(self.box, "1000.M1P1.host", MSG)
