@@ -268,7 +268,7 @@ class Folder:
             header, records, parsed = dv.parse_uidlist(text)
         except dv.UidlistError as e:
             log.warning("%s unusable (%s): new UIDVALIDITY", path, e)
-            self._new_uidlist(e.validity, {})
+            self._new_uidlist(e.validity)
             return
         self._header, self._uidlist_parsed, self._uidlist_sig = header, parsed, sig
         self._records = {r.key: r for r in records}
@@ -279,6 +279,8 @@ class Folder:
         """Parse records appended since the last read (another process's new messages)."""
         tail = text[self._uidlist_parsed:]
         end = tail.rfind("\n") + 1
+        if end < len(tail):
+            return False        # a torn line of a writer that died: reparse, and rewrite without it
         last = max((r.uid for r in self._records.values()), default=0)
         try:
             recs = [dv.parse_record(l) for l in tail[:end].split("\n") if l]
@@ -301,15 +303,15 @@ class Folder:
                 header, records = convert_old_index(self.path)
             except dv.UidlistError as e:
                 log.warning("%s unusable (%s): new UIDVALIDITY", old, e)
-                self._new_uidlist(e.validity, {})
+                self._new_uidlist(e.validity)
             else:
                 self._write_new_uidlist(header, records)
                 log.info("converted %s to %s (UIDVALIDITY %d kept)", old, dv.UIDLIST, header.uidvalidity)
             os.replace(old, old + ".converted")
             return
-        self._new_uidlist(0, {})
+        self._new_uidlist(0)
 
-    def _new_uidlist(self, old_validity: int, records: Dict[str, dv.Record]) -> None:
+    def _new_uidlist(self, old_validity: int) -> None:
         """A new UIDVALIDITY greater than any earlier one (RFC 3501 §2.3.1.1)."""
         known = max(self._header.uidvalidity if self._header else 0, self._modseq.last_uidvalidity())
         validity = max(int(time.time()), old_validity + 1, known + 1)
@@ -335,7 +337,7 @@ class Folder:
             # RFC 3501 §9 nz-number exhausted: renumber everything under a new UIDVALIDITY.
             log.warning("UIDs exhausted in %s: new UIDVALIDITY", self.path)
             keys = sorted((k for k in set(keys) | set(self._records) if k in found), key=order_key)
-            self._new_uidlist(self._header.uidvalidity, {})
+            self._new_uidlist(self._header.uidvalidity)
             nextuid = 1
         added: List[dv.Record] = []
         for key in keys:
@@ -349,7 +351,8 @@ class Folder:
         self._header = self._header._replace(nextuid=nextuid)
         for r in added:
             self._records[r.key] = r
-        self._append_uidlist("".join(dv.format_record(r) for r in added).encode("utf-8", "surrogateescape"))
+        if added:
+            self._append_uidlist("".join(dv.format_record(r) for r in added).encode("utf-8", "surrogateescape"))
 
     def _append_uidlist(self, data: bytes) -> None:
         path = os.path.join(self.path, dv.UIDLIST)

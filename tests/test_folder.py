@@ -97,6 +97,18 @@ class UidTests(FolderTestCase):
         put(self.box, "1002.M1P1.host", MSG)
         self.assertEqual([m.uid for m in folder.snapshot().messages], [1, 2, 3])
 
+    def test_a_torn_line_left_by_a_dead_writer_is_dropped_before_appending(self):
+        folder = Folder(self.box)
+        put(self.box, "1000.M1P1.host", MSG)
+        folder.sync()
+        with open(os.path.join(self.box, dv.UIDLIST), "a") as f:
+            f.write("2 W12 :1001.M")                                  # crashed mid-append
+        put(self.box, "1002.M1P1.host", MSG)
+        folder.sync()
+        header, records, parsed = dv.parse_uidlist(self.uidlist())
+        self.assertEqual([(r.uid, r.key) for r in records], [(1, "1000.M1P1.host"), (2, "1002.M1P1.host")])
+        self.assertEqual(parsed, len(self.uidlist()))
+
     def test_a_lost_uidlist_gives_a_greater_uidvalidity(self):
         put(self.box, "1000.M1P1.host", MSG)
         old = Folder(self.box).snapshot().uidvalidity
