@@ -485,12 +485,8 @@ class Folder:
         (a file renamed meanwhile is looked up again), so no listing is needed unless a UID
         is unknown or UNCHANGEDSINCE needs the MODSEQs of now."""
         with self._locked():
-            if self._snap is None or unchanged_since is not None:
-                self._current()
             uids = list(uids)
-            if any(self._snap.by_uid(u) is None for u in uids):
-                self._current()                   # another process may have given it its UID
-            snap = self._snap
+            snap = self._known(uids, unchanged_since is not None)
             modified, missing, updates = [], [], {}
             for uid in uids:
                 msg = snap.by_uid(uid)
@@ -504,10 +500,17 @@ class Folder:
                         updates[msg.key] = hit
             if updates:
                 fsync_dir(os.path.join(self.path, "cur"))
-            snap = self._after_own_change(updates).snapshot
+                snap = self._after_own_change(updates).snapshot
             changes = tuple(FlagChange(m.uid, m.flags, m.keywords, m.modseq)
                             for m in (snap.by_uid(self._records[k].uid) for k in updates) if m is not None)
             return StoreResult(changes, tuple(modified), tuple(missing))
+
+    def _known(self, uids: List[int], fresh: bool) -> Snapshot:
+        """A snapshot that knows ``uids``: the last one, synced first when ``fresh`` is asked
+        for, when there is none, or when a UID is unknown (another process gave it)."""
+        if fresh or self._snap is None or any(self._snap.by_uid(u) is None for u in uids):
+            self._current()
+        return self._snap
 
     def _rename(self, msg: Message, change) -> Optional[Tuple[str, str, str]]:
         """Move the file to cur/<key>:2,<changed letters> (maildir-spec), following renames made
@@ -533,7 +536,8 @@ class Folder:
         """Remove these messages (RFC 3501 §6.4.3, POP3 UPDATE RFC 1939 §6); a file already
         gone counts as removed; UIDs are never reused."""
         with self._locked():
-            snap = self._current().snapshot
+            uids = list(uids)
+            snap = self._known(uids, False)
             done, failed, updates = [], [], {}
             for uid in uids:
                 msg = snap.by_uid(uid)
