@@ -56,6 +56,7 @@ from store.fsutil import fsync_dir, write_all, write_atomic
 from store.modseq import ModseqLog
 
 log = logging.getLogger("mailsrv.store.folder")
+_NO_KEYWORDS: frozenset = frozenset()
 
 # The uidlist of mailsrv before it wrote Dovecot's (converted once, then renamed).
 OLD_UIDLIST = "mailsrv-uidlist"
@@ -201,8 +202,9 @@ class Folder:
             if old is not None and old.path == path and old.uid == rec.uid and old.modseq == modseq and same_kw:
                 msg = old
             else:
-                msg = Message(rec.uid, key, path, "".join(c for c in letters if c.isupper()),
-                              self._keywords_of(letters), self._size(rec, path), modseq)
+                plain = not letters or letters.isupper()        # no keyword letters
+                msg = Message(rec.uid, key, path, letters if plain else "".join(c for c in letters if c.isupper()),
+                              _NO_KEYWORDS if plain else self._keywords_of(letters), self._size(rec, path), modseq)
                 if old is None or old.uid != rec.uid:
                     new.append(rec.uid)
                 elif (old.flags, old.keywords) != (msg.flags, msg.keywords):

@@ -62,34 +62,43 @@ class ModseqLog:
 
     # -- reading --------------------------------------------------------------
     def load(self, uidvalidity: int, fresh: bool = False) -> None:
-        """Read the journal if it changed on disk; rebuild when it cannot serve ``uidvalidity``.
+        """Read the journal if it changed on disk (only the appended tail when it grew);
+        rebuild it when it cannot serve ``uidvalidity``.
 
         ``fresh``: the UIDVALIDITY was made just now (a new folder, or mailsrv's old
         index converted), so no client holds a MODSEQ of it and counting starts at 1."""
-        sig = _stat(self.path)
-        if sig is not None and sig == self._sig and self.uidvalidity == uidvalidity:
+        sig, old = _stat(self.path), self._sig
+        if sig is not None and sig == old and self.uidvalidity == uidvalidity:
             return
         try:
             with open(self.path, "rb") as f:
-                text = f.read().decode("ascii")
-            self._parse(text)
+                grown = old is not None and sig is not None and sig[1:] > old[1:] and sig[1] == old[1]
+                if grown and self.uidvalidity == uidvalidity:
+                    f.seek(old[2])                      # another process appended: read just that
+                    self._apply(f.read().decode("ascii").split("\n"))
+                else:
+                    self._parse(f.read().decode("ascii"))
             if self.uidvalidity != uidvalidity:
                 raise ValueError("journal is for UIDVALIDITY %d" % self.uidvalidity)
         except FileNotFoundError:
             self._rebuild(uidvalidity, "missing", fresh)
-        except (ValueError, UnicodeDecodeError, IndexError) as e:
+        except (ValueError, UnicodeDecodeError, IndexError, KeyError) as e:
             self._rebuild(uidvalidity, str(e))
         self._sig = _stat(self.path)
 
     def _parse(self, text: str) -> None:
         lines = text.split("\n")
-        if lines[-1]:
-            raise ValueError("last line incomplete")
         head = dict((f[0], int(f[1:])) for f in lines[0].split()[1:])
         self.uidvalidity, self.highest, self.expunge_start = head["V"], head["H"], head.get("E", 0)
-        messages: Dict[int, Tuple[int, str]] = {}
-        expunged: List[Tuple[int, int]] = []
-        for line in lines[1:-1]:
+        self.messages, self.expunged, self._lines = {}, [], 0
+        self._apply(lines[1:])
+
+    def _apply(self, lines: List[str]) -> None:
+        """Journal lines (the last element: what follows the last LF, which must be empty)."""
+        if lines[-1]:
+            raise ValueError("last line incomplete")
+        messages, expunged, highest = self.messages, self.expunged, self.highest
+        for line in lines[:-1]:
             if line.startswith("-"):
                 uid, modseq = (int(x) for x in line[1:].split(" "))
                 messages.pop(uid, None)
@@ -100,8 +109,9 @@ class ModseqLog:
                 messages[int(uid_s)] = (modseq, letters)
             if not 0 < modseq <= MAX_MODSEQ:
                 raise ValueError("modseq out of range")
-            self.highest = max(self.highest, modseq)
-        self.messages, self.expunged, self._lines = messages, expunged, len(lines) - 2
+            highest = max(highest, modseq)
+        self.highest = highest
+        self._lines += len(lines) - 1
 
     def _rebuild(self, uidvalidity: int, why: str, fresh: bool = False) -> None:
         """Start over above every earlier value: clients resync, UIDVALIDITY stays.

@@ -192,6 +192,18 @@ class ModseqTests(FolderTestCase):
         self.assertEqual(seen, sorted(seen))
         self.assertEqual(len(set(seen)), 4, seen)                   # the restart itself changes nothing
 
+    def test_two_writers_modseqs_interleave_and_only_grow(self):
+        a, b = Folder(self.box), Folder(self.box)          # as two processes would hold them
+        a.append(MSG)
+        a.append(MSG)
+        seen = []
+        for i in range(6):
+            writer, uid = (a, 1) if i % 2 else (b, 2)
+            seen.append(writer.set_flags([uid], "FS"[(i // 2) % 2], "replace").changed[0].modseq)
+            other = b if writer is a else a
+            self.assertEqual(other.snapshot().highestmodseq, seen[-1])
+        self.assertEqual(seen, sorted(set(seen)))
+
     def test_flags_changed_behind_our_back_get_a_new_modseq(self):
         folder = Folder(self.box)
         uid = folder.append(MSG).uid
