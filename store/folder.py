@@ -15,7 +15,10 @@ Dovecot and mailsrv can serve one Maildir at once:
   rewritten (tmp + rename) only to compact it once many records name files
   that are gone, or once to store sizes measured for old records.  When
   nothing changed (same stat of new/, cur/, the uidlist and the keywords file,
-  none touched within MTIME_SLACK_S) it costs four stat calls.
+  none touched within MTIME_SLACK_S) it costs four stat calls.  APPEND, flag
+  changes and EXPUNGE work from the last snapshot (a file renamed meanwhile is
+  looked up again) and list the folder only for a UID they do not know;
+  ``note_delivered`` gives a delivery's files their UIDs the same way.
 * Flags are the ``:2,`` info letters (maildir-spec: S R F T D P, ASCII order);
   keywords (RFC 3501 §2.3.2) are the letters a-z of ``dovecot-keywords``
   (26 per folder, Dovecot's limit); a 27th keyword is refused.
@@ -131,19 +134,16 @@ class Folder:
     def _locked(self) -> Iterator[None]:
         """The folder's lock, then the dotlock (re-entrant within one thread)."""
         with self._lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield
-                finally:
-                    self._depth -= 1
-                return
-            with dv.Dotlock(os.path.join(self.path, dv.UIDLIST)):
-                self._depth = 1
-                try:
-                    yield
-                finally:
-                    self._depth = 0
+            lock = dv.Dotlock(os.path.join(self.path, dv.UIDLIST)) if not self._depth else None
+            if lock is not None:
+                lock.acquire()
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if lock is not None:
+                    lock.release()
 
     # -- sync --------------------------------------------------------------------------
     def sync(self) -> SyncResult:
