@@ -39,7 +39,7 @@ log = logging.getLogger("mailsrv.store.folder")
 
 def convert_old_index(path: str) -> Tuple[dv.Header, List[dv.Record]]:
     """``mailsrv-uidlist`` (+ ``mailsrv-keywords``) → Dovecot's header and records."""
-    from store.folder import OLD_KEYWORDS, OLD_UIDLIST
+    from store.folder_uidlist import OLD_KEYWORDS, OLD_UIDLIST
     from store.uidindex import CorruptIndex, parse_uidlist
     with open(os.path.join(path, OLD_UIDLIST), "rb") as f:
         text = f.read().decode("utf-8", "surrogateescape")
