@@ -107,6 +107,7 @@ class Folder(UidlistMixin):
         self._modseq = ModseqLog(path)
         self._snap: Optional[Snapshot] = None
         self._by_key: Dict[str, Message] = {}         # the last snapshot's messages by key
+        self._pos: Dict[str, int] = {}                # key → index in the last snapshot's messages
         self._found: Dict[str, Tuple[str, str, str]] = {}   # the last scan, kept up to date by our changes
         self._kw_built: object = None                 # the keywords file the snapshot was built with
         self._sig: Optional[tuple] = None
@@ -197,18 +198,17 @@ class Folder(UidlistMixin):
             if old is not None and old.path == path and old.uid == rec.uid and old.modseq == modseq and same_kw:
                 msg = old
             else:
-                plain = not letters or letters.isupper()        # no keyword letters
-                msg = Message(rec.uid, key, path, letters if plain else "".join(c for c in letters if c.isupper()),
-                              _NO_KEYWORDS if plain else self._keywords_of(letters), self._size(rec, path), modseq)
+                msg = self._message(rec, key, path, letters, modseq)
                 if old is None or old.uid != rec.uid:
                     new.append(rec.uid)
                 elif (old.flags, old.keywords) != (msg.flags, msg.keywords):
                     flagged.append(rec.uid)
-            messages.append(msg)
             by_key[key] = msg
+            messages.append(msg)
         gone = tuple(m.uid for k, m in prev.items() if k not in by_key or by_key[k].uid != m.uid)
         self._snap = Snapshot(header.uidvalidity, header.nextuid, journal.highest, tuple(messages))
         self._by_key, self._kw_built = by_key, self._kw_sig
+        self._pos = {m.key: i for i, m in enumerate(messages)}
         return SyncResult(self._snap, tuple(new), gone, tuple(flagged))
 
     def _current(self) -> SyncResult:
@@ -218,15 +218,47 @@ class Folder(UidlistMixin):
         return self._sync_locked()
 
     def _after_own_change(self, updates: Dict[str, Optional[Tuple[str, str, str]]]) -> SyncResult:
-        """Rebuild after our own renames/unlinks without listing the directories again
-        (``updates``: key → new scan entry, None = removed).  The directories' new
-        mtimes make the next ``sync()`` rescan anyway."""
+        """The snapshot after our own renames/appends/unlinks, without listing the directories
+        again (``updates``: key → new scan entry, None = removed).  Renames and an append at
+        the end patch the last snapshot in place; the directories' new mtimes make the next
+        ``sync()`` rescan anyway."""
         for key, hit in updates.items():
             if hit is None:
                 self._found.pop(key, None)
             else:
                 self._found[key] = hit
-        return self._build(self._found, set(updates))
+        old = self._snap
+        if old is None or None in updates.values() or old.uidvalidity != self._header.uidvalidity:
+            return self._build(self._found, set(updates))
+        journal = self._modseq
+        journal.load(self._header.uidvalidity)
+        recs = {key: self._records[key] for key in updates}
+        journal.record([(r.uid, updates[k][1]) for k, r in recs.items()
+                        if journal.messages.get(r.uid, (0, None))[1] != updates[k][1]], [])
+        messages, index = list(old.messages), dict(old._index or {m.uid: m for m in old.messages})
+        new, flagged = [], []
+        for key, rec in recs.items():
+            path, letters, _tail = updates[key]
+            msg = self._message(rec, key, path, letters, journal.messages[rec.uid][0])
+            prev = self._by_key.get(key)
+            if prev is not None and prev.uid == rec.uid:
+                messages[self._pos[key]] = msg
+                if (prev.flags, prev.keywords) != (msg.flags, msg.keywords):
+                    flagged.append(rec.uid)
+            elif not messages or rec.uid > messages[-1].uid:
+                self._pos[key] = len(messages)
+                messages.append(msg)
+                new.append(rec.uid)
+            else:
+                return self._build(self._found, set(updates))
+            self._by_key[key] = index[rec.uid] = msg
+        self._snap = Snapshot(old.uidvalidity, self._header.nextuid, journal.highest, tuple(messages), index)
+        return SyncResult(self._snap, tuple(new), (), tuple(flagged))
+
+    def _message(self, rec: dv.Record, key: str, path: str, letters: str, modseq: int) -> Message:
+        plain = not letters or letters.isupper()        # no keyword letters
+        return Message(rec.uid, key, path, letters if plain else "".join(c for c in letters if c.isupper()),
+                       _NO_KEYWORDS if plain else self._keywords_of(letters), self._size(rec, path), modseq)
 
     def _scan(self) -> Dict[str, Tuple[str, str, str]]:
         """key → (path, letters, tail) for new/ then cur/ (cur/ wins a duplicate); no file opened."""
@@ -344,8 +376,7 @@ class Folder(UidlistMixin):
                     hit = self._rename(msg, change)
                     if hit is not None:
                         updates[msg.key] = hit
-            if updates:
-                fsync_dir(os.path.join(self.path, "cur"))
+            if updates:                           # a rename for flags is not fsync'd (nor by Dovecot)
                 snap = self._after_own_change(updates).snapshot
             changes = tuple(FlagChange(m.uid, m.flags, m.keywords, m.modseq)
                             for m in (snap.by_uid(self._records[k].uid) for k in updates) if m is not None)

@@ -11,6 +11,7 @@ dotlock::
     1 V<uidvalidity> H<highest modseq at the last rewrite> E<expunge log start>
     <uid> <modseq> <flag letters>      a message appended or its flags changed
     -<uid> <modseq>                    the message was expunged
+    B<boot id> <modseq>                the first write of this boot (below)
 
 The last line for a UID wins.  The flag letters (system flags and Dovecot
 keyword letters) are what the folder's sync compares with the file names: a
@@ -23,8 +24,17 @@ Rebuildable: a missing or unreadable journal, or one for another UIDVALIDITY,
 starts over with HIGHESTMODSEQ = the current time in microseconds (above any
 value the old journal could have handed out at fewer than a million changes a
 second), every message gets that MODSEQ and E moves up to it: clients resync,
-UIDVALIDITY stays.  Every append is fsync'd so MODSEQ only grows across
-restarts (RFC 7162 §3.1.1: "MUST be ... strictly increasing").
+UIDVALIDITY stays.
+
+MODSEQ only grows, across restarts too (RFC 7162 §3.1.1: "MUST be ...
+strictly increasing").  A process that dies loses nothing (the kernel keeps
+what was written); only an OS crash can lose appends not yet on disk.  So the
+journal carries a line ``B<boot id> <modseq>`` (Linux's
+/proc/sys/kernel/random/boot_id): the first writer after a reboot appends one
+with HIGHESTMODSEQ raised to the clock in microseconds, fsync'd, above
+anything the lost tail could have handed out; later appends in the same boot
+are not fsync'd each (a flag change costs no disk flush, as with Dovecot).
+Without a boot id, every append is fsync'd.
 """
 
 from __future__ import annotations
@@ -59,6 +69,7 @@ class ModseqLog:
         self.expunged: List[Tuple[int, int]] = []          # (uid, modseq), modseq ascending
         self._lines = 0
         self._sig: Optional[Tuple[int, int, int]] = None
+        self._boot = ""                                    # the boot id of the last B line
 
     # -- reading --------------------------------------------------------------
     def load(self, uidvalidity: int, fresh: bool = False) -> None:
@@ -90,7 +101,7 @@ class ModseqLog:
         lines = text.split("\n")
         head = dict((f[0], int(f[1:])) for f in lines[0].split()[1:])
         self.uidvalidity, self.highest, self.expunge_start = head["V"], head["H"], head.get("E", 0)
-        self.messages, self.expunged, self._lines = {}, [], 0
+        self.messages, self.expunged, self._lines, self._boot = {}, [], 0, ""
         self._apply(lines[1:])
 
     def _apply(self, lines: List[str]) -> None:
@@ -99,7 +110,10 @@ class ModseqLog:
             raise ValueError("last line incomplete")
         messages, expunged, highest = self.messages, self.expunged, self.highest
         for line in lines[:-1]:
-            if line.startswith("-"):
+            if line.startswith("B"):
+                self._boot, _, value = line[1:].partition(" ")
+                modseq = int(value)
+            elif line.startswith("-"):
                 uid, modseq = (int(x) for x in line[1:].split(" "))
                 messages.pop(uid, None)
                 expunged.append((uid, modseq))
@@ -148,13 +162,14 @@ class ModseqLog:
     # -- changes ---------------------------------------------------------------
     def record(self, changed: Iterable[Tuple[int, str]], gone: Iterable[int]) -> int:
         """One new MODSEQ for these flag states and expunges (RFC 7162 §3.1: messages
-        changed by one operation may share it); appended and fsync'd.  Returns it (0: nothing)."""
+        changed by one operation may share it); appended (fsync'd as the module docstring says).
+        Returns it (0: nothing)."""
         changed, gone = list(changed), [u for u in gone if u in self.messages]
         if not changed and not gone:
             return 0
+        out = [self._boot_line()]
         self.highest += 1
         modseq = self.highest
-        out = []
         for uid, letters in changed:
             self.messages[uid] = (modseq, letters)
             out.append("%d %d %s\n" % (uid, modseq, letters))
@@ -162,20 +177,31 @@ class ModseqLog:
             del self.messages[uid]
             self.expunged.append((uid, modseq))
             out.append("-%d %d\n" % (uid, modseq))
-        self._lines += len(out)
+        self._lines += len(out) - 1
         if len(self.expunged) > MAX_EXPUNGED or self._lines > len(self.messages) + len(self.expunged) + COMPACT_SLACK:
             self._rewrite()
         else:
             self._append("".join(out).encode("ascii"))
         return modseq
 
+    def _boot_line(self) -> str:
+        """The ``B`` line the first write since a reboot starts with (see the module
+        docstring): HIGHESTMODSEQ raised above what a lost tail could have held."""
+        if not BOOT_ID or self._boot == BOOT_ID:
+            return ""
+        self.highest = max(self.highest + 1, int(time.time() * 1000000))
+        return "B%s %d\n" % (BOOT_ID, self.highest)
+
     def _append(self, data: bytes) -> None:
+        synced = bool(BOOT_ID) and self._boot == BOOT_ID and not data.startswith(b"B")
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
         try:
             write_all(fd, data)
-            os.fsync(fd)
+            if not synced:
+                os.fsync(fd)
         finally:
             os.close(fd)
+        self._boot = BOOT_ID or self._boot
         self._sig = _stat(self.path)
 
     def _rewrite(self) -> None:
@@ -184,11 +210,25 @@ class ModseqLog:
             self.expunge_start = drop[-1][1]
             self.expunged = self.expunged[len(drop):]
         out = ["1 V%d H%d E%d\n" % (self.uidvalidity, self.highest, self.expunge_start)]
+        out += ["B%s %d\n" % (BOOT_ID, self.highest)] if BOOT_ID else []
         out += ["%d %d %s\n" % (u, m, f) for u, (m, f) in sorted(self.messages.items())]
         out += ["-%d %d\n" % (u, m) for u, m in self.expunged]
         write_atomic(self.path, "".join(out).encode("ascii"), tmp=self.path + ".tmp.%d" % os.getpid())
         self._lines = len(out) - 1
+        self._boot = BOOT_ID
         self._sig = _stat(self.path)
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            value = f.read(64).decode("ascii").strip()
+        return value if value and " " not in value else ""
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+BOOT_ID = _boot_id()
 
 
 def _stat(path: str) -> Optional[Tuple[int, int, int]]:

@@ -7,7 +7,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unittest
+from unittest import mock
 
 from store import dovecot_files as dv
 from store.folder import Folder, open_folder
@@ -203,6 +205,16 @@ class ModseqTests(FolderTestCase):
             other = b if writer is a else a
             self.assertEqual(other.snapshot().highestmodseq, seen[-1])
         self.assertEqual(seen, sorted(set(seen)))
+
+    def test_after_a_reboot_modseq_jumps_past_what_an_unsynced_tail_held(self):
+        folder = Folder(self.box)
+        folder.append(MSG)
+        before = folder.set_flags([1], "S").changed[0].modseq
+        with mock.patch("store.modseq.BOOT_ID", "another-boot"):
+            after = Folder(self.box).set_flags([1], "F").changed[0].modseq
+        self.assertGreater(after, max(before, int(time.time() * 1000000) - 10 ** 7))
+        later = Folder(self.box).set_flags([1], "R").changed[0].modseq       # back in this boot
+        self.assertGreater(later, after)
 
     def test_flags_changed_behind_our_back_get_a_new_modseq(self):
         folder = Folder(self.box)

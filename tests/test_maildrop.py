@@ -114,17 +114,28 @@ class StableUidTests(MaildropTestCase):
         with self.open() as drop:
             before = [m.uid for m in drop.messages]
             drop.mark_seen(0)
-            self.assertTrue(os.path.exists(os.path.join(self.box, "cur", self.names[0] + ":2,S")))
-            with drop.open_message(0) as f:                   # the moved file is still served
+        self.assertTrue(os.path.exists(os.path.join(self.box, "cur", self.names[0] + ":2,S")))
+        with self.open() as drop:
+            with drop.open_message(0) as f:                   # the moved file is served
                 self.assertEqual(f.read(), MSG1)
         with self.open() as again:
             self.assertEqual([m.uid for m in again.messages], before)
+
+    def test_seen_marks_are_applied_at_quit_in_one_change_skipping_deleted(self):
+        drop = self.open()
+        drop.mark_seen(0)
+        drop.mark_seen(2)
+        self.assertEqual(os.listdir(os.path.join(self.box, "cur")), [])
+        drop.commit_deletes([2])                              # QUIT: RFC 1939 §6 UPDATE
+        self.assertEqual(os.listdir(os.path.join(self.box, "cur")), [self.names[0] + ":2,S"])
+        self.assertEqual(os.listdir(os.path.join(self.box, "new")), [self.names[1]])
 
     def test_mark_seen_keeps_flags_set_by_others(self):
         drop = self.open()
         os.rename(os.path.join(self.box, "new", self.names[1]),
                   os.path.join(self.box, "cur", self.names[1] + ":2,F"))
         drop.mark_seen(1)
+        drop.close()                                          # \Seen applied when the session ends
         self.assertEqual(os.listdir(os.path.join(self.box, "cur")), [self.names[1] + ":2,FS"])
 
     def test_open_message_follows_an_outside_rename(self):
@@ -166,7 +177,7 @@ class DeleteTests(MaildropTestCase):
     def test_commit_deletes_tolerates_files_already_gone(self):
         drop = self.open()
         drop.mark_seen(0)
-        os.unlink(os.path.join(self.box, "cur", self.names[0] + ":2,S"))
+        os.unlink(os.path.join(self.box, "new", self.names[0]))
         drop.commit_deletes([0])
         self.assertEqual(len(Folder(self.box).snapshot().messages), 2)
 
