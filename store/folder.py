@@ -33,8 +33,9 @@ Dovecot and mailsrv can serve one Maildir at once:
   once and the size cached in the uidlist's ``W`` field (as Dovecot does).  A
   name with only ``,S=`` is *not* trusted: Courier, maildrop and procmail
   write LF files with ``S=``.
-* APPEND, COPY and MOVE are durable before they return: file fsync, rename,
-  directory fsync.  MOVE copies (hard link when possible) and fsyncs the
+* APPEND, COPY, MOVE and EXPUNGE are durable before they return: file fsync,
+  rename, directory fsync.  A flag change is a rename not fsync'd (as Dovecot
+  does): an OS crash may undo it, never lose a message.  MOVE copies (hard link when possible) and fsyncs the
   target before it removes the source, so a crash leaves the message in the
   source, the target or both, never in neither.
 

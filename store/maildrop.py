@@ -10,9 +10,10 @@
   and this module copes with files that move or vanish under it.
 * RFC 1939 §4: messages are numbered 1..n at open ("index 0 = message 1"
   here), in UID order of the folder's snapshot.  The maildrop is a view over
-  store/folder.py, the one module that changes a mailbox: RETR's \\Seen and
-  QUIT's deletes are a ``set_flags`` and an ``expunge`` through it, so IMAP
-  sessions and Dovecot see them with their MODSEQ.
+  store/folder.py, the one module that changes a mailbox: RETR's \\Seen marks
+  (applied together at QUIT or at the session's end) and QUIT's deletes are a
+  ``set_flags`` and an ``expunge`` through it, so IMAP sessions and Dovecot see
+  them with their MODSEQ.
 * RFC 1939 §7 UIDL: the unique-id must be 1-70 characters 0x21-0x7E and
   persist across sessions.  It is derived from the Maildir key (which survives
   new/ → cur/ moves and flag changes and even a lost UID index): the key
