@@ -5,12 +5,12 @@ Layout (design.md, Store)::
     DATA/mail/<domain>/<localpart>/{cur,new,tmp}          the INBOX
     DATA/mail/<domain>/<localpart>/.Sent/{cur,new,tmp,maildirfolder}
     ... .Drafts .Trash .Junk .Archive                    Maildir++ folders
-    DATA/mail/<domain>/<localpart>/subscriptions          one folder name a line
+    DATA/mail/<domain>/<localpart>/subscriptions          Dovecot's version 2 file
     DATA/mail/.deleted/<localpart>@<domain>.<time>.<rand> deleted mailboxes
 
 This is Dovecot's Maildir++ layout ("." hierarchy separator, the
-``maildirfolder`` marker file in each folder, ``subscriptions`` in the
-plain one-name-a-line form Dovecot also reads), so the stdlib
+``maildirfolder`` marker file in each folder, ``subscriptions`` in Dovecot's
+version 2 form), so the stdlib
 ``mailbox.Maildir`` and Dovecot can both open it.
 
 Unique names follow D. J. Bernstein's maildir spec ("How are unique names
@@ -34,6 +34,7 @@ from typing import Dict, Optional
 
 from store.users import normalize_address
 from store.fsutil import fsync_dir
+from store.dovecot_files import update_subscriptions
 
 # Maildir++ folders every mailbox gets (RFC 6154 §2 special-use names).
 DEFAULT_FOLDERS = ("Sent", "Drafts", "Trash", "Junk", "Archive")
@@ -141,22 +142,9 @@ class MailStore:
             _fsync_dir(root)
 
     def _write_subscriptions(self, root: str) -> None:
-        """Subscribe the default folders (RFC 3501 §6.3.6), keeping others."""
-        path = os.path.join(root, "subscriptions")
-        try:
-            with open(path, "r", encoding="utf-8") as fh:
-                have = [l.rstrip("\n") for l in fh if l.strip() and not l.startswith("V\t")]
-        except FileNotFoundError:
-            have = []
-        missing = [f for f in DEFAULT_FOLDERS if f not in have]
-        if not missing:
-            return
-        tmp = "%s.tmp.%d.%d" % (path, os.getpid(), threading.get_ident())
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write("".join(n + "\n" for n in have + missing))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        """Subscribe the default folders (RFC 3501 §6.3.6), keeping others; Dovecot's
+        version 2 file under its dotlock (store/dovecot_files.py)."""
+        update_subscriptions(root, add=DEFAULT_FOLDERS)
 
     def delete_mailbox(self, user: str) -> Optional[str]:
         """Move the mailbox aside to ``DATA/mail/.deleted/``; returns the new

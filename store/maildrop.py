@@ -9,7 +9,11 @@
   locked out; Maildir needs no locks (maildir-spec.txt "Two words: no locks"),
   and this module copes with files that move or vanish under it.
 * RFC 1939 §4: messages are numbered 1..n at open ("index 0 = message 1"
-  here), in UID order from the folder's UidIndex (store/uidindex.py).
+  here), in UID order of the folder's snapshot.  The maildrop is a view over
+  store/folder.py, the one module that changes a mailbox: RETR's \\Seen marks
+  (applied together at QUIT or at the session's end) and QUIT's deletes are a
+  ``set_flags`` and an ``expunge`` through it, so IMAP sessions and Dovecot see
+  them with their MODSEQ.
 * RFC 1939 §7 UIDL: the unique-id must be 1-70 characters 0x21-0x7E and
   persist across sessions.  It is derived from the Maildir key (which survives
   new/ → cur/ moves and flag changes and even a lost UID index): the key
@@ -17,8 +21,8 @@
   ``"H"`` + the SHA-1 of the key in hex (41 characters).
 * RFC 1939 §11 sizes: ``size`` is the octet count in CRLF form (stored files
   have LF line ends and carry their CRLF size as ``,W=`` in the name; a file
-  without it counts each bare LF as two octets), taken from the UID index, so
-  STAT/LIST/UIDL open no file.
+  without it is read once and its size cached in the uidlist, store/folder.py),
+  so STAT/LIST/UIDL open no file.
 
 Stored form served by ``open_message``: the raw file.  The POP3 session turns
 every LF not preceded by CR into CRLF and byte-stuffs lines starting with "."
@@ -36,9 +40,9 @@ import hashlib
 import os
 import re
 import threading
-from typing import BinaryIO, Dict, Iterable, List, NamedTuple, Optional, Tuple, Union
+from typing import BinaryIO, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple, Union
 
-from store.uidindex import UidIndex, UidSnapshot
+from store.folder import Folder, Snapshot, open_folder
 
 POP3_LOCK = "mailsrv-pop3.lock"
 # RFC 1939 §7: "one to 70 characters in the range 0x21 to 0x7E".
@@ -78,10 +82,11 @@ def pop3_uid(key: str) -> str:
 class Maildrop:
     """An open, locked maildrop; build it with ``open_maildrop``."""
 
-    def __init__(self, path: str, lock_fd: int, index: UidIndex, snapshot: UidSnapshot):
+    def __init__(self, path: str, lock_fd: int, folder: Folder, snapshot: Snapshot):
         self.path = path
         self._lock_fd: Optional[int] = lock_fd
-        self._index = index
+        self._folder = folder
+        self._seen: Set[int] = set()            # RETR'd, \\Seen not yet applied
         messages, paths = _listing(path, snapshot)
         self.messages: List[MaildropMessage] = list(messages)
         self._paths: List[str] = list(paths)
@@ -102,41 +107,51 @@ class Maildrop:
         try:
             return open(self._paths[i], "rb")
         except FileNotFoundError:
-            entry = self._index.lookup(key)
-            if entry is None:
+            entry = self._folder.sync().snapshot.by_uid(self.messages[i].imap_uid)
+            if entry is None or entry.key != key:
                 raise
             self._paths[i] = entry.path
             return open(entry.path, "rb")
 
     def mark_seen(self, i: int) -> None:
-        """RETR read the message: move it to cur/ with the S flag (maildir-spec), key kept.
+        """RETR read the message: it gets the S flag (maildir-spec; moved to cur/, key kept).
 
         RFC 1939 has no flags; like Dovecot, a message fetched over POP3 shows
-        as \\Seen (RFC 3501 §2.3.2) to IMAP and mutt afterwards.
+        as \\Seen (RFC 3501 §2.3.2) to IMAP and mutt afterwards: at QUIT, or when
+        the session ends without it, all in one change (one dotlock, one MODSEQ)
+        instead of one per RETR.
         """
-        try:
-            self._paths[i] = self._index.add_flags(self.messages[i].key, "S")
-        except KeyError:
-            pass      # deleted by another program meanwhile: nothing left to mark
+        self._seen.add(i)
+
+    def _flush_seen(self, skip: Iterable[int] = ()) -> None:
+        """Apply the pending \\Seen marks (a message deleted meanwhile has nothing to mark)."""
+        pending, self._seen = self._seen - set(skip), set()
+        if pending:
+            self._folder.set_flags([self.messages[i].imap_uid for i in sorted(pending)], "S", "add")
 
     def commit_deletes(self, indices: Iterable[int]) -> None:
-        """RFC 1939 §6 UPDATE: remove the messages marked deleted.
+        """RFC 1939 §6 UPDATE: remove the messages marked deleted (an expunge).
 
-        Unlinks the files and drops them from the UID index; a file already
-        gone counts as removed.  When some could not be removed, the rest are
-        still removed and DeleteFailed (an OSError) lists them, so POP3 answers
-        "-ERR some deleted messages not removed".
+        A file already gone counts as removed.  When some could not be removed,
+        the rest are still removed and DeleteFailed (an OSError) lists them, so
+        POP3 answers "-ERR some deleted messages not removed".
         """
         wanted = sorted(set(indices))
-        keys = [self.messages[i].key for i in wanted]
-        failed = set(self._index.remove(keys))
+        self._flush_seen(skip=wanted)
+        result = self._folder.expunge([self.messages[i].imap_uid for i in wanted])
+        failed = set(result.failed)
         if failed:
-            raise DeleteFailed([i for i in wanted if self.messages[i].key in failed])
+            raise DeleteFailed([i for i in wanted if self.messages[i].imap_uid in failed])
 
     def close(self) -> None:
-        """Release the maildrop lock (RFC 1939 §6); safe to call twice."""
+        """Apply pending \\Seen marks, release the maildrop lock (RFC 1939 §6); safe to
+        call twice."""
         fd, self._lock_fd = self._lock_fd, None
-        if fd is not None:
+        if fd is None:
+            return
+        try:
+            self._flush_seen()
+        finally:
             os.close(fd)
 
     @property
@@ -151,23 +166,26 @@ class Maildrop:
 
 
 # The listing built from the last snapshot of each maildrop in this process: a
-# login to an unchanged maildrop reuses it (UidIndex returns the same snapshot).
-_listings: Dict[str, Tuple[UidSnapshot, Tuple[MaildropMessage, ...], Tuple[str, ...]]] = {}
+# login to an unchanged maildrop reuses it (the Folder returns the same snapshot).
+_listings: Dict[str, Tuple[Snapshot, Tuple[MaildropMessage, ...], Tuple[str, ...]]] = {}
 _listings_lock = threading.Lock()
 
 
-def _listing(path: str, snapshot: UidSnapshot) -> Tuple[Tuple[MaildropMessage, ...], Tuple[str, ...]]:
+def _listing(path: str, snapshot: Snapshot) -> Tuple[Tuple[MaildropMessage, ...], Tuple[str, ...]]:
     """(messages, paths) for ``snapshot``, from the per-process cache when it is the same one."""
     with _listings_lock:
-        hit = _listings.get(path)
+        hit = _listings.pop(path, None)
+        if hit is not None:
+            _listings[path] = hit              # most recently used last
     if hit is not None and hit[0] is snapshot:
         return hit[1], hit[2]
-    entries = snapshot.entries
+    entries = snapshot.messages
     messages = tuple(MaildropMessage(pop3_uid(e.key), e.size, e.key, e.uid) for e in entries)
     paths = tuple(e.path for e in entries)
     with _listings_lock:
-        if len(_listings) >= MAX_CACHED_LISTINGS:
-            _listings.clear()
+        _listings.pop(path, None)
+        while len(_listings) >= MAX_CACHED_LISTINGS:      # LRU: dicts keep insertion order
+            del _listings[next(iter(_listings))]
         _listings[path] = (snapshot, messages, paths)
     return messages, paths
 
@@ -182,8 +200,8 @@ def open_maildrop(store_or_path: Union[object, str], user: Optional[str] = None)
     path = _maildir(store_or_path, user)
     fd = _lock(path)
     try:
-        index = UidIndex(path)
-        return Maildrop(path, fd, index, index.sync())
+        folder = open_folder(path)
+        return Maildrop(path, fd, folder, folder.sync().snapshot)
     except BaseException:
         os.close(fd)       # RFC 1939 §4: release the lock before answering -ERR
         raise

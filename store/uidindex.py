@@ -1,5 +1,11 @@
 """Per-folder UID index for a Maildir folder (what IMAP and POP3 number messages by).
 
+SUPERSEDED by store/folder.py, which keeps Dovecot's own ``dovecot-uidlist``.
+Only ``parse_uidlist`` / ``CorruptIndex`` are still used, by store/folder_convert.py
+to convert a folder's old ``mailsrv-uidlist`` once; the ``UidIndex`` class is
+kept for tests/test_uidindex.py until the lead removes both.  Nothing else may
+write ``mailsrv-uidlist``.
+
 Implements the store side of RFC 3501 §2.3.1.1 / RFC 9051 §2.3.1.1 (Unique
 Identifier message attribute, UIDVALIDITY, UIDNEXT) on top of Maildir
 (maildir-spec.txt, maildir.5 in /work/shared/rfc):

@@ -9,11 +9,11 @@ What is measured, with stdlib poplib on loopback against ``python3 mailsrv.py``
   ``retr@bench.test``;
 * on a 10,000-message maildrop (user ``big@bench.test``): connect + USER/PASS +
   STAT on the *first* login after the messages arrived (the UID index,
-  store/uidindex.py, has to learn all 10,000 keys: its file is removed before
+  store/folder.py, has to learn all 10,000 keys: its file is removed before
   each run, which is what a fresh arrival looks like to it), then LIST and
   UIDL in that session; and the same on a *later* login (index up to date;
   taken ``MTIME_SLACK_S`` + 0.2 s after the first, because within that window
-  store/uidindex.py distrusts directory mtimes and rescans by design);
+  store/folder.py distrusts directory mtimes and rescans by design);
 * login + STAT on an empty maildrop: mostly the cost of password checking.
 
 Each figure is the median of ``--runs`` runs.  If Dovecot is installed
@@ -111,7 +111,7 @@ class Mailsrv:
 
     def reset_first_login(self):
         try:
-            os.unlink(os.path.join(self.store.maildir_path(BIG_USER), "mailsrv-uidlist"))
+            os.unlink(os.path.join(self.store.maildir_path(BIG_USER), "dovecot-uidlist"))
         except FileNotFoundError:
             pass
 

@@ -43,7 +43,7 @@ import tempfile
 import time
 import unittest
 
-from store.uidindex import UidIndex
+from store.folder import Folder
 from tests.helpers import ServerTestCase
 
 BOB, BOB_PW = "bob@example.test", "bob-secret"
@@ -146,6 +146,14 @@ class DovecotCopy:
         with open(self.conf, "w") as f:
             f.write(DOVECOT_CONF.format(work=work, maildir=self.maildir, uid=owner.pw_uid, gid=owner.pw_gid))
 
+    def own(self):
+        """Give the files mailsrv wrote into the copy (dovecot-uidlist, ...) to the mail user."""
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam(MAIL_USER)
+            for base, dirs, files in os.walk(self.maildir):
+                for path in [base] + [os.path.join(base, f) for f in files]:
+                    os.chown(path, owner.pw_uid, owner.pw_gid)
+
     def doveadm(self, *args, stdin=None):
         """Run ``doveadm -c CONF -f tab ARGS`` as the user; stdout as text.
 
@@ -204,12 +212,13 @@ class DovecotInteropTest(ServerTestCase):
     def test_flag_letters_mean_the_same_to_dovecot(self):
         """maildir-spec "info" flags R S T D F (not P) = IMAP \\Answered \\Seen \\Deleted \\Draft \\Flagged, both ways."""
         dovecot = DovecotCopy(self.maildir(BOB), self.work, "bob")
-        index = UidIndex(dovecot.maildir)
+        folder = Folder(dovecot.maildir)
         letter_of = {}
-        for entry, letter in zip(index.sync().entries, LETTERS):
+        for entry, letter in zip(folder.snapshot().messages, LETTERS):
             letter_of[subject_of(read(entry.path))] = letter
-            index.set_flags(entry.key, letter)
+            folder.set_flags([entry.uid], letter, "replace")
         self.assertEqual(sorted(letter_of), sorted(SUBJECTS))
+        dovecot.own()
         rows = dovecot.fetch("uid flags hdr.subject")
         for row in rows:
             flags = set(row["flags"].split()) - {"\\Recent"}
@@ -219,7 +228,7 @@ class DovecotInteropTest(ServerTestCase):
             letter = LETTERS[(LETTERS.index(letter_of[row["hdr.subject"]]) + 1) % len(LETTERS)]
             dovecot.doveadm("flags", "replace", FLAG_OF[letter], "mailbox", "INBOX", "uid", row["uid"])
             letter_of[row["hdr.subject"]] = letter
-        entries = UidIndex(dovecot.maildir).sync().entries
+        entries = Folder(dovecot.maildir).snapshot().messages
         self.assertEqual({subject_of(read(e.path)): e.flags for e in entries}, letter_of)
 
     def test_dovecot_lists_the_maildirplusplus_folders(self):

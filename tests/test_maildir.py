@@ -8,6 +8,7 @@ import stat
 import tempfile
 import unittest
 
+from store.dovecot_files import read_subscriptions
 from store.maildir import DEFAULT_FOLDERS, MailStore
 
 
@@ -38,8 +39,9 @@ class MailStoreTest(unittest.TestCase):
             for sub in ("cur", "new", "tmp"):
                 self.assertTrue(os.path.isdir(os.path.join(fpath, sub)))
             self.assertTrue(os.path.isfile(os.path.join(fpath, "maildirfolder")))
+        self.assertEqual(read_subscriptions(root), list(DEFAULT_FOLDERS))
         with open(os.path.join(root, "subscriptions")) as fh:
-            self.assertEqual(fh.read().split(), list(DEFAULT_FOLDERS))
+            self.assertTrue(fh.read().startswith("V\t2\n\n"), "Dovecot's version 2 form")
 
     def test_stdlib_mailbox_reads_it(self):
         self.store.create_mailbox("alice@example.org")
@@ -57,12 +59,11 @@ class MailStoreTest(unittest.TestCase):
         self.store.create_mailbox("alice@example.org")
         root = self.store.maildir_path("alice@example.org")
         with open(os.path.join(root, "subscriptions"), "a") as fh:
-            fh.write("Lists\n")
+            fh.write("Lists\tDovecot\n")              # version 2: levels separated by TAB
         with open(os.path.join(root, "new", "keep"), "w") as fh:
             fh.write("x")
         self.store.create_mailbox("ALICE@example.org")
-        with open(os.path.join(root, "subscriptions")) as fh:
-            self.assertEqual(fh.read().split(), list(DEFAULT_FOLDERS) + ["Lists"])
+        self.assertEqual(read_subscriptions(root), list(DEFAULT_FOLDERS) + ["Lists.Dovecot"])
         self.assertEqual(os.listdir(os.path.join(root, "new")), ["keep"])
         self.assertFalse([n for n in os.listdir(root) if ".tmp." in n])
 

@@ -13,7 +13,8 @@ import unittest
 from unittest import mock
 
 from store.maildrop import DeleteFailed, MaildropLocked, open_maildrop, pop3_uid
-from store.uidindex import UIDLIST, UidIndex
+from store.dovecot_files import UIDLIST
+from store.folder import Folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UIDL_RE = re.compile(rb"[\x21-\x7e]{1,70}\Z")      # RFC 1939 §7 unique-id
@@ -113,17 +114,28 @@ class StableUidTests(MaildropTestCase):
         with self.open() as drop:
             before = [m.uid for m in drop.messages]
             drop.mark_seen(0)
-            self.assertTrue(os.path.exists(os.path.join(self.box, "cur", self.names[0] + ":2,S")))
-            with drop.open_message(0) as f:                   # the moved file is still served
+        self.assertTrue(os.path.exists(os.path.join(self.box, "cur", self.names[0] + ":2,S")))
+        with self.open() as drop:
+            with drop.open_message(0) as f:                   # the moved file is served
                 self.assertEqual(f.read(), MSG1)
         with self.open() as again:
             self.assertEqual([m.uid for m in again.messages], before)
+
+    def test_seen_marks_are_applied_at_quit_in_one_change_skipping_deleted(self):
+        drop = self.open()
+        drop.mark_seen(0)
+        drop.mark_seen(2)
+        self.assertEqual(os.listdir(os.path.join(self.box, "cur")), [])
+        drop.commit_deletes([2])                              # QUIT: RFC 1939 §6 UPDATE
+        self.assertEqual(os.listdir(os.path.join(self.box, "cur")), [self.names[0] + ":2,S"])
+        self.assertEqual(os.listdir(os.path.join(self.box, "new")), [self.names[1]])
 
     def test_mark_seen_keeps_flags_set_by_others(self):
         drop = self.open()
         os.rename(os.path.join(self.box, "new", self.names[1]),
                   os.path.join(self.box, "cur", self.names[1] + ":2,F"))
         drop.mark_seen(1)
+        drop.close()                                          # \Seen applied when the session ends
         self.assertEqual(os.listdir(os.path.join(self.box, "cur")), [self.names[1] + ":2,FS"])
 
     def test_open_message_follows_an_outside_rename(self):
@@ -156,8 +168,8 @@ class DeleteTests(MaildropTestCase):
             kept = drop.messages[1]
             drop.commit_deletes([0, 2])
         self.assertEqual(os.listdir(os.path.join(self.box, "new")), [self.names[1]])
-        snap = UidIndex(self.box).sync()
-        self.assertEqual([(e.uid, e.key) for e in snap.entries], [(2, self.names[1])])
+        snap = Folder(self.box).snapshot()
+        self.assertEqual([(e.uid, e.key) for e in snap.messages], [(2, self.names[1])])
         self.assertEqual(snap.uidnext, 4)                     # UIDs of deleted mail are not reused
         with self.open() as again:
             self.assertEqual(again.messages, [kept])
@@ -165,9 +177,9 @@ class DeleteTests(MaildropTestCase):
     def test_commit_deletes_tolerates_files_already_gone(self):
         drop = self.open()
         drop.mark_seen(0)
-        os.unlink(os.path.join(self.box, "cur", self.names[0] + ":2,S"))
+        os.unlink(os.path.join(self.box, "new", self.names[0]))
         drop.commit_deletes([0])
-        self.assertEqual(len(UidIndex(self.box).sync().entries), 2)
+        self.assertEqual(len(Folder(self.box).snapshot().messages), 2)
 
     def test_commit_deletes_reports_failures(self):
         drop = self.open()
@@ -177,8 +189,8 @@ class DeleteTests(MaildropTestCase):
             if self.names[1] in path:
                 raise PermissionError(13, "denied")
             return real_unlink(path, *a, **kw)
-        with mock.patch("store.uidindex.os.unlink", unlink), \
-                self.assertLogs("mailsrv.store.uidindex", "WARNING"), \
+        with mock.patch("store.folder.os.unlink", unlink), \
+                self.assertLogs("mailsrv.store.folder", "WARNING"), \
                 self.assertRaises(DeleteFailed) as cm:
             drop.commit_deletes([0, 1, 2])
         self.assertEqual(cm.exception.indices, [1])

@@ -1,0 +1,477 @@
+"""One Maildir folder: the only way a mailbox changes (sync, append, copy, move,
+flags and keywords, expunge), each change returning what changed.
+
+IMAP (RFC 3501 / RFC 9051) and POP3 (RFC 1939, through store/maildrop.py) use
+this module; both number messages by the UIDs of RFC 3501 §2.3.1.1 kept in
+Dovecot's own ``dovecot-uidlist`` (formats in store/dovecot_files.py), so
+Dovecot and mailsrv can serve one Maildir at once:
+
+* Every change holds the folder's lock in this process and Dovecot's
+  ``dovecot-uidlist.lock`` dotlock between processes (Dovecot's own
+  processes, other mailsrv processes).  The calls block on the disk: run them
+  on worker threads, never on the event loop.
+* ``sync()`` scans new/ and cur/, gives new files UIDs in delivery order and
+  *appends* their records to the uidlist, as Dovecot does; the uidlist is
+  rewritten (tmp + rename) only to compact it once many records name files
+  that are gone, or once to store sizes measured for old records.  When
+  nothing changed (same stat of new/, cur/, the uidlist and the keywords file,
+  none touched within MTIME_SLACK_S) it costs four stat calls.  APPEND, flag
+  changes and EXPUNGE work from the last snapshot (a file renamed meanwhile is
+  looked up again) and list the folder only for a UID they do not know;
+  ``note_delivered`` gives a delivery's files their UIDs the same way.
+* Flags are the ``:2,`` info letters (maildir-spec: S R F T D P, ASCII order);
+  keywords (RFC 3501 §2.3.2) are the letters a-z of ``dovecot-keywords``
+  (26 per folder, Dovecot's limit); a 27th keyword is refused.
+* MODSEQ (RFC 7162) in store/modseq.py: every append and flag/keyword change
+  gets a new one.  Dovecot keeps its modseqs in its index files, which we do
+  not write: when Dovecot (or mutt) changes flags behind our back, the next
+  sync sees the file name differ from the journal's letters and bumps the
+  message's MODSEQ then; a message Dovecot expunged is logged as expunged at
+  that sync.
+* Sizes (RFC 1939 §11, RFC 3501 RFC822.SIZE): the size with CRLF line ends:
+  ``,W=`` in the name, else the uidlist's ``W`` field, else the file is read
+  once and the size cached in the uidlist's ``W`` field (as Dovecot does).  A
+  name with only ``,S=`` is *not* trusted: Courier, maildrop and procmail
+  write LF files with ``S=``.
+* APPEND, COPY, MOVE and EXPUNGE are durable before they return: file fsync,
+  rename, directory fsync.  A flag change is a rename not fsync'd (as Dovecot
+  does): an OS crash may undo it, never lose a message.  MOVE copies (hard link when possible) and fsyncs the
+  target before it removes the source, so a crash leaves the message in the
+  source, the target or both, never in neither.
+
+Left out: Maildir++ quota, the per-message cache of IMAP (ENVELOPE, ...).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from contextlib import contextmanager
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from store import dovecot_files as dv
+from store.folder_types import (Appended, Copied, Expunged, FlagChange, Message, Snapshot,  # noqa: F401
+                                StoreResult, SyncResult, apply_mode, check_flags, order_key,
+                                split_name, stat_sig, stored_form, unique_base, valid_keyword)
+from store.folder_uidlist import UidlistMixin
+from store.fsutil import fsync_dir, write_all, write_atomic
+from store.modseq import ModseqLog
+
+log = logging.getLogger("mailsrv.store.folder")
+_NO_KEYWORDS: frozenset = frozenset()
+
+# A directory changed this close to "now" may change again within one mtime
+# tick, so its cached scan is not trusted (FAT: 2 s ticks; ext3, HFS+: 1 s).
+MTIME_SLACK_S = 2.0
+# Folder objects kept per process, least recently used dropped first (ours).
+MAX_OPEN_FOLDERS = 1000
+
+
+# -- the registry: one Folder object per folder and process -------------------------
+_open: "collections.OrderedDict[str, Folder]" = collections.OrderedDict()
+_open_lock = threading.Lock()
+
+
+def open_folder(path: str) -> "Folder":
+    """The Folder for a Maildir folder (the root for INBOX, ``.Name`` for the rest),
+    shared by every thread of this process; least recently used ones are dropped."""
+    real = os.path.realpath(path)
+    with _open_lock:
+        folder = _open.get(real)
+        if folder is None:
+            folder = _open[real] = Folder(path)
+            while len(_open) > MAX_OPEN_FOLDERS:
+                _open.popitem(last=False)
+        else:
+            _open.move_to_end(real)
+        return folder
+
+
+class Folder(UidlistMixin):
+    """One Maildir folder; use ``open_folder`` to share it within a process."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._fresh = False        # the UIDVALIDITY was made by this process just now
+        self._header: Optional[dv.Header] = None
+        self._records: Dict[str, dv.Record] = {}     # key → record (dead ones too)
+        self._uidlist_sig: Optional[Tuple[int, int, int]] = None
+        self._uidlist_parsed = 0
+        self._sizes_dirty = False
+        self._kw: Dict[int, str] = {}
+        self._kw_sig: Optional[Tuple[int, int, int]] = None
+        self._modseq = ModseqLog(path)
+        self._snap: Optional[Snapshot] = None
+        self._by_key: Dict[str, Message] = {}         # the last snapshot's messages by key
+        self._pos: Dict[str, int] = {}                # key → index in the last snapshot's messages
+        self._found: Dict[str, Tuple[str, str, str]] = {}   # the last scan, kept up to date by our changes
+        self._kw_built: object = None                 # the keywords file the snapshot was built with
+        self._sig: Optional[tuple] = None
+
+    # -- change detection ------------------------------------------------------------
+    def token(self) -> tuple:
+        """What ``changed_since`` compares: the stat of new/, cur/, the uidlist, the keywords."""
+        return tuple(stat_sig(os.path.join(self.path, n)) for n in ("new", "cur", dv.UIDLIST, dv.KEYWORDS))
+
+    def changed_since(self, token: tuple) -> bool:
+        """True when a writer (this process, another one, Dovecot, mutt) may have changed the
+        folder since ``token`` was taken: cheap, four stat calls, no lock, no directory listing."""
+        now = self.token()
+        if now != token:
+            return True
+        recent = (time.time() - MTIME_SLACK_S) * 1e9
+        return any(sig is not None and sig[0] >= recent for sig in now)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The folder's lock, then the dotlock (re-entrant within one thread)."""
+        with self._lock:
+            lock = dv.Dotlock(os.path.join(self.path, dv.UIDLIST)) if not self._depth else None
+            if lock is not None:
+                lock.acquire()
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if lock is not None:
+                    lock.release()
+
+    # -- sync --------------------------------------------------------------------------
+    def sync(self) -> SyncResult:
+        """Scan the folder, give new messages UIDs (RFC 3501 §2.3.1.1), record MODSEQs;
+        returns the snapshot and what changed since this process's last sync."""
+        with self._lock:
+            if self._snap is not None and not self.changed_since(self._sig):
+                return SyncResult(self._snap)
+            with self._locked():
+                return self._sync_locked()
+
+    def snapshot(self) -> Snapshot:
+        return self.sync().snapshot
+
+    def _sync_locked(self) -> SyncResult:
+        sig = self.token()[:2]                       # before the scan: a later change shows
+        self._load_uidlist()
+        self._load_keywords()
+        found = self._scan()
+        if any(k not in found for k in self._by_key):
+            # readdir may skip a file renamed during the listing (Dovecot's doc, "Locking"): look twice.
+            found.update((k, v) for k, v in self._scan().items() if k not in found)
+        new_keys = sorted((k for k in found if k not in self._records), key=order_key)
+        if new_keys:
+            self._add_records(new_keys, found)
+        result = self._build(found)
+        self._found = found
+        self._maybe_compact(found)
+        self._sig = sig + (stat_sig(os.path.join(self.path, dv.UIDLIST)),
+                           stat_sig(os.path.join(self.path, dv.KEYWORDS)))
+        return result
+
+    def _build(self, found, only: Optional[set] = None) -> SyncResult:
+        """The snapshot of the live records (the records dict is in UID order), their flags
+        compared with the MODSEQ journal; unchanged messages are reused from the last one.
+        ``only``: the keys our own change touched; the rest of ``found`` may be older than
+        the journal (another process's changes), so only these are recorded."""
+        header, journal = self._header, self._modseq
+        journal.load(header.uidvalidity, self._fresh)
+        self._fresh = False
+        known = journal.messages
+        live = [(k, r, found[k]) for k, r in self._records.items() if k in found]
+        changed = [(r.uid, hit[1]) for k, r, hit in live
+                   if (only is None or k in only) and known.get(r.uid, (0, None))[1] != hit[1]]
+        live_uids = {r.uid for _k, r, _h in live}
+        gone = [u for u in known if u not in live_uids]
+        if only is not None:
+            gone = [self._records[k].uid for k in only if k not in found and self._records[k].uid in known]
+        journal.record(changed, gone)
+        prev = self._by_key if self._snap is not None and self._snap.uidvalidity == header.uidvalidity else {}
+        same_kw = self._kw_built == self._kw_sig
+        messages, by_key, new, flagged = [], {}, [], []
+        for key, rec, (path, letters, _tail) in live:
+            old = prev.get(key)
+            modseq = known[rec.uid][0] if rec.uid in known else journal.highest
+            if old is not None and old.path == path and old.uid == rec.uid and old.modseq == modseq and same_kw:
+                msg = old
+            else:
+                msg = self._message(rec, key, path, letters, modseq)
+                if old is None or old.uid != rec.uid:
+                    new.append(rec.uid)
+                elif (old.flags, old.keywords) != (msg.flags, msg.keywords):
+                    flagged.append(rec.uid)
+            by_key[key] = msg
+            messages.append(msg)
+        gone = tuple(m.uid for k, m in prev.items() if k not in by_key or by_key[k].uid != m.uid)
+        self._snap = Snapshot(header.uidvalidity, header.nextuid, journal.highest, tuple(messages))
+        self._by_key, self._kw_built = by_key, self._kw_sig
+        self._pos = {m.key: i for i, m in enumerate(messages)}
+        return SyncResult(self._snap, tuple(new), gone, tuple(flagged))
+
+    def _current(self) -> SyncResult:
+        """The snapshot, synced first unless nothing changed (lock held)."""
+        if self._snap is not None and not self.changed_since(self._sig):
+            return SyncResult(self._snap)
+        return self._sync_locked()
+
+    def _after_own_change(self, updates: Dict[str, Optional[Tuple[str, str, str]]]) -> SyncResult:
+        """The snapshot after our own renames/appends/unlinks, without listing the directories
+        again (``updates``: key → new scan entry, None = removed).  Renames and an append at
+        the end patch the last snapshot in place; the directories' new mtimes make the next
+        ``sync()`` rescan anyway."""
+        for key, hit in updates.items():
+            if hit is None:
+                self._found.pop(key, None)
+            else:
+                self._found[key] = hit
+        old = self._snap
+        if old is None or None in updates.values() or old.uidvalidity != self._header.uidvalidity:
+            return self._build(self._found, set(updates))
+        journal = self._modseq
+        journal.load(self._header.uidvalidity)
+        recs = {key: self._records[key] for key in updates}
+        journal.record([(r.uid, updates[k][1]) for k, r in recs.items()
+                        if journal.messages.get(r.uid, (0, None))[1] != updates[k][1]], [])
+        messages, index = list(old.messages), dict(old._index or {m.uid: m for m in old.messages})
+        new, flagged = [], []
+        for key, rec in recs.items():
+            path, letters, _tail = updates[key]
+            msg = self._message(rec, key, path, letters, journal.messages[rec.uid][0])
+            prev = self._by_key.get(key)
+            if prev is not None and prev.uid == rec.uid:
+                messages[self._pos[key]] = msg
+                if (prev.flags, prev.keywords) != (msg.flags, msg.keywords):
+                    flagged.append(rec.uid)
+            elif not messages or rec.uid > messages[-1].uid:
+                self._pos[key] = len(messages)
+                messages.append(msg)
+                new.append(rec.uid)
+            else:
+                return self._build(self._found, set(updates))
+            self._by_key[key] = index[rec.uid] = msg
+        self._snap = Snapshot(old.uidvalidity, self._header.nextuid, journal.highest, tuple(messages), index)
+        return SyncResult(self._snap, tuple(new), (), tuple(flagged))
+
+    def _message(self, rec: dv.Record, key: str, path: str, letters: str, modseq: int) -> Message:
+        plain = not letters or letters.isupper()        # no keyword letters
+        return Message(rec.uid, key, path, letters if plain else "".join(c for c in letters if c.isupper()),
+                       _NO_KEYWORDS if plain else self._keywords_of(letters), self._size(rec, path), modseq)
+
+    def _scan(self) -> Dict[str, Tuple[str, str, str]]:
+        """key → (path, letters, tail) for new/ then cur/ (cur/ wins a duplicate); no file opened."""
+        found: Dict[str, Tuple[str, str, str]] = {}
+        for sub in ("new", "cur"):
+            with os.scandir(os.path.join(self.path, sub)) as it:
+                for e in it:
+                    # maildir-spec: names never start with "."; a line break could not go in the uidlist.
+                    if e.name[0] == "." or "\n" in e.name or "\r" in e.name or e.is_dir():
+                        continue
+                    key, letters, tail = split_name(e.name)
+                    found[key] = (e.path, letters, tail)
+        return found
+
+    # -- keywords ------------------------------------------------------------------
+    def _load_keywords(self) -> None:
+        path = os.path.join(self.path, dv.KEYWORDS)
+        sig = stat_sig(path)
+        if sig == self._kw_sig:
+            return
+        try:
+            with open(path, "rb") as f:
+                self._kw = dv.parse_keywords(f.read().decode("utf-8", "surrogateescape"))
+        except FileNotFoundError:
+            self._kw = {}
+        self._kw_sig = sig
+
+    def _keywords_of(self, letters: str) -> frozenset:
+        return frozenset(self._kw[dv.letter_index(c)] for c in letters
+                         if c.islower() and dv.letter_index(c) in self._kw)
+
+    def _letters_for(self, keywords: Iterable[str]) -> str:
+        """Keyword letters, adding new keywords to dovecot-keywords (dotlock held)."""
+        self._load_keywords()
+        have = {w: i for i, w in self._kw.items()}
+        wanted = sorted(set(keywords))
+        missing = [w for w in wanted if w not in have]
+        for w in missing:
+            if not valid_keyword(w) or w.startswith("\\"):
+                raise ValueError("not a keyword atom: %r" % w)
+            free = [i for i in range(dv.MAX_KEYWORDS) if i not in self._kw]
+            if not free:
+                raise ValueError("%s already has %d keywords (Dovecot's limit)" % (self.path, dv.MAX_KEYWORDS))
+            self._kw[free[0]] = w
+            have[w] = free[0]
+        if missing:
+            path = os.path.join(self.path, dv.KEYWORDS)
+            write_atomic(path, dv.format_keywords(self._kw), tmp="%s.tmp.%d" % (path, os.getpid()))
+            self._kw_sig = stat_sig(path)
+        return "".join(dv.keyword_letter(have[w]) for w in wanted)
+
+    # -- changes ------------------------------------------------------------------------
+    def append(self, data: bytes, flags: str = "", keywords: Iterable[str] = (),
+               internaldate: Optional[float] = None) -> Appended:
+        """IMAP APPEND (RFC 3501 §6.3.11): durable (file and directory fsync) before it returns;
+        ``internaldate`` becomes the file's mtime (Dovecot's INTERNALDATE)."""
+        stored = stored_form(data)
+        wire = len(stored) + stored.count(b"\n") - stored.count(b"\r\n")
+        base = unique_base(len(stored), wire)
+        tmp = os.path.join(self.path, "tmp", base)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            write_all(fd, stored)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if internaldate is not None:
+            os.utime(tmp, (internaldate, internaldate))
+        with self._locked():
+            if self._snap is None:
+                self._sync_locked()
+            self._load_uidlist()                  # records other processes appended meanwhile
+            letters = "".join(sorted(set(check_flags(flags)) | set(self._letters_for(keywords))))
+            path = os.path.join(self.path, "cur", base + ":2," + letters)
+            os.rename(tmp, path)
+            fsync_dir(os.path.join(self.path, "cur"))
+            self._add_records([base], {base: (path, letters, "")})
+            result = self._after_own_change({base: (path, letters, "")})
+        msg = next(m for m in result.snapshot.messages if m.key == base)
+        return Appended(msg.uid, result.snapshot.uidvalidity, msg.modseq, base)
+
+    def set_flags(self, uids: Iterable[int], flags: str, mode: str = "add",
+                  unchanged_since: Optional[int] = None) -> StoreResult:
+        """STORE [+-]FLAGS with system flag letters (RFC 3501 §6.4.6): ``mode`` add, remove, replace."""
+        letters = check_flags(flags)
+        return self._store(uids, lambda old: apply_mode(old, letters, mode, str.isupper), unchanged_since)
+
+    def set_keywords(self, uids: Iterable[int], keywords: Iterable[str], mode: str = "add",
+                     unchanged_since: Optional[int] = None) -> StoreResult:
+        """STORE [+-]FLAGS with keywords (RFC 3501 §2.3.2); mode add, remove, replace."""
+        with self._locked():
+            letters = self._letters_for(keywords) if mode != "remove" else self._known_letters(keywords)
+            return self._store(uids, lambda old: apply_mode(old, letters, mode, str.islower), unchanged_since)
+
+    def _known_letters(self, keywords: Iterable[str]) -> str:
+        self._load_keywords()
+        have = {w: i for i, w in self._kw.items()}
+        return "".join(dv.keyword_letter(have[w]) for w in keywords if w in have)
+
+    def _store(self, uids, change, unchanged_since) -> StoreResult:
+        """Rename each file to its new flags.  The last snapshot is enough to find the files
+        (a file renamed meanwhile is looked up again), so no listing is needed unless a UID
+        is unknown or UNCHANGEDSINCE needs the MODSEQs of now."""
+        with self._locked():
+            uids = list(uids)
+            snap = self._known(uids, unchanged_since is not None)
+            modified, missing, updates = [], [], {}
+            for uid in uids:
+                msg = snap.by_uid(uid)
+                if msg is None:
+                    missing.append(uid)
+                elif unchanged_since is not None and msg.modseq > unchanged_since:
+                    modified.append(uid)          # RFC 7162 §3.1.3: not changed, reported MODIFIED
+                else:
+                    hit = self._rename(msg, change)
+                    if hit is not None:
+                        updates[msg.key] = hit
+            if updates:                           # a rename for flags is not fsync'd (nor by Dovecot)
+                snap = self._after_own_change(updates).snapshot
+            changes = tuple(FlagChange(m.uid, m.flags, m.keywords, m.modseq)
+                            for m in (snap.by_uid(self._records[k].uid) for k in updates) if m is not None)
+            return StoreResult(changes, tuple(modified), tuple(missing))
+
+    def _known(self, uids: List[int], fresh: bool) -> Snapshot:
+        """A snapshot that knows ``uids``: the last one, synced first when ``fresh`` is asked
+        for, when there is none, or when a UID is unknown (another process gave it)."""
+        if fresh or self._snap is None or any(self._snap.by_uid(u) is None for u in uids):
+            self._current()
+        return self._snap
+
+    def _rename(self, msg: Message, change) -> Optional[Tuple[str, str, str]]:
+        """Move the file to cur/<key>:2,<changed letters> (maildir-spec), following renames made
+        meanwhile by others; its new scan entry, or None when unchanged or gone."""
+        path = msg.path
+        for _attempt in range(3):
+            _key, old, tail = split_name(os.path.basename(path))
+            new = change(old)
+            if new == old:
+                return None
+            target = os.path.join(self.path, "cur", msg.key + ":2," + new + ("," + tail if tail else ""))
+            try:
+                os.rename(path, target)
+                return (target, new, tail)
+            except FileNotFoundError:
+                hit = self._scan().get(msg.key)
+                if hit is None:
+                    return None
+                path = hit[0]
+        return None
+
+    def expunge(self, uids: Iterable[int]) -> Expunged:
+        """Remove these messages (RFC 3501 §6.4.3, POP3 UPDATE RFC 1939 §6); a file already
+        gone counts as removed; UIDs are never reused."""
+        with self._locked():
+            uids = list(uids)
+            snap = self._known(uids, False)
+            done, failed, updates = [], [], {}
+            for uid in uids:
+                msg = snap.by_uid(uid)
+                if msg is None or self._unlink(msg):
+                    done.append(uid)
+                    if msg is not None:
+                        updates[msg.key] = None
+                else:
+                    failed.append(uid)
+            for sub in ("new", "cur"):
+                fsync_dir(os.path.join(self.path, sub))
+            result = self._after_own_change(updates)
+            return Expunged(tuple(done), result.snapshot.highestmodseq, tuple(failed))
+
+    def _unlink(self, msg: Message) -> bool:
+        path = msg.path
+        for _attempt in range(3):
+            try:
+                os.unlink(path)
+                return True
+            except FileNotFoundError:
+                hit = self._scan().get(msg.key)
+                if hit is None:
+                    return True
+                path = hit[0]
+            except OSError as e:
+                log.warning("cannot remove %s: %s", path, e)
+                return False
+        return False
+
+    def copy(self, uids: Sequence[int], target: "Folder") -> Copied:
+        """COPY (RFC 3501 §6.4.7): hard link (else a copy) into the target, fsync'd."""
+        from store.folder_convert import copy_messages
+        return copy_messages(self, uids, target)
+
+    def move(self, uids: Sequence[int], target: "Folder") -> Tuple[Copied, Expunged]:
+        """MOVE (RFC 6851): copy, durable in the target, then expunge from the source."""
+        copied = self.copy(uids, target)
+        return copied, self.expunge([src for src, _dst in copied.uid_map])
+
+    def note_delivered(self, names: Iterable[str]) -> Dict[str, int]:
+        """UIDs for messages a delivery just put in new/ (their file names), appended to the
+        uidlist at once without listing the folder; returns key → UID.  For the Deliverer,
+        after its file and directory fsync; the next ``sync()`` gives them their MODSEQ."""
+        keys = [split_name(n)[0] for n in names]
+        with self._locked():
+            self._load_uidlist()
+            fresh = [k for k in dict.fromkeys(keys) if k not in self._records]
+            if fresh:
+                self._add_records(sorted(fresh, key=order_key),
+                                  {k: (os.path.join(self.path, "new", k), "", "") for k in fresh})
+            return {k: self._records[k].uid for k in keys if k in self._records}
+
+    def expunged_since(self, modseq: int) -> Tuple[List[int], bool]:
+        """QRESYNC VANISHED (EARLIER) (RFC 7162 §3.2.10): see ModseqLog.expunged_since."""
+        with self._locked():
+            self._sync_locked()
+            return self._modseq.expunged_since(modseq)
+

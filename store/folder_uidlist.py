@@ -1,0 +1,180 @@
+"""The uidlist side of store/folder.py: reading, appending to and rewriting
+Dovecot's ``dovecot-uidlist`` (format in store/dovecot_files.py), converting
+mailsrv's old ``mailsrv-uidlist`` once, and the CRLF sizes cached in it.
+
+A mixin of ``Folder`` (it shares the folder's state and runs with the folder's
+lock and dotlock held): kept apart only so each module stays readable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import List, Optional
+
+from store import dovecot_files as dv
+from store.folder_types import SIZE_W, crlf_size, order_key, stat_sig
+from store.fsutil import write_all, write_atomic
+
+log = logging.getLogger("mailsrv.store.folder")
+
+# The uidlist of mailsrv before it wrote Dovecot's (converted once, then renamed).
+OLD_UIDLIST = "mailsrv-uidlist"
+OLD_KEYWORDS = "mailsrv-keywords"
+# Compact the uidlist when more than this many records name vanished files and
+# they are over a quarter of it (ours; Dovecot also rewrites lazily).
+COMPACT_MIN_DEAD = 100
+
+
+class UidlistMixin:
+    # -- the uidlist ---------------------------------------------------------------------
+    def _load_uidlist(self) -> None:
+        """Read what is new in dovecot-uidlist: the appended tail when only appends happened,
+        else the whole file; convert mailsrv-uidlist or start over when there is none."""
+        path = os.path.join(self.path, dv.UIDLIST)
+        sig = stat_sig(path)
+        if sig is not None and sig == self._uidlist_sig:
+            return
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            self._start_uidlist()
+            return
+        text = raw.decode("utf-8", "surrogateescape")
+        if (self._uidlist_sig is not None and sig[1] == self._uidlist_sig[1]
+                and self._header is not None and len(raw) > self._uidlist_parsed
+                and self._append_tail(text)):
+            self._uidlist_sig = sig
+            return
+        try:
+            header, records, parsed = dv.parse_uidlist(text)
+        except dv.UidlistError as e:
+            log.warning("%s unusable (%s): new UIDVALIDITY", path, e)
+            self._new_uidlist(e.validity)
+            return
+        self._header, self._uidlist_parsed, self._uidlist_sig = header, parsed, sig
+        self._records = {r.key: r for r in records}
+        if parsed < len(raw):
+            self._rewrite_uidlist(list(self._records.values()))    # drop a torn last line
+
+    def _append_tail(self, text: str) -> bool:
+        """Parse records appended since the last read (another process's new messages)."""
+        tail = text[self._uidlist_parsed:]
+        end = tail.rfind("\n") + 1
+        if end < len(tail):
+            return False        # a torn line of a writer that died: reparse, and rewrite without it
+        last = max((r.uid for r in self._records.values()), default=0)
+        try:
+            recs = [dv.parse_record(l) for l in tail[:end].split("\n") if l]
+        except ValueError:
+            return False
+        for r in recs:
+            if r.uid <= last:
+                return False
+            last = r.uid
+            self._records[r.key] = r
+        self._header = self._header._replace(nextuid=max(self._header.nextuid, last + 1))
+        self._uidlist_parsed += end
+        return True
+
+    def _start_uidlist(self) -> None:
+        old = os.path.join(self.path, OLD_UIDLIST)
+        if os.path.exists(old):
+            from store.folder_convert import convert_old_index
+            try:
+                header, records = convert_old_index(self.path)
+            except dv.UidlistError as e:
+                log.warning("%s unusable (%s): new UIDVALIDITY", old, e)
+                self._new_uidlist(e.validity)
+            else:
+                self._write_new_uidlist(header, records)
+                log.info("converted %s to %s (UIDVALIDITY %d kept)", old, dv.UIDLIST, header.uidvalidity)
+            os.replace(old, old + ".converted")
+            return
+        self._new_uidlist(0)
+
+    def _new_uidlist(self, old_validity: int) -> None:
+        """A new UIDVALIDITY greater than any earlier one (RFC 3501 §2.3.1.1)."""
+        known = max(self._header.uidvalidity if self._header else 0, self._modseq.last_uidvalidity())
+        validity = max(int(time.time()), old_validity + 1, known + 1)
+        self._write_new_uidlist(dv.Header(validity if validity <= dv.MAX_UID else 1, 1, dv.new_guid()), [])
+
+    def _write_new_uidlist(self, header: dv.Header, records: List[dv.Record]) -> None:
+        self._header, self._fresh = header, True
+        self._records = {r.key: r for r in records}
+        self._rewrite_uidlist(records)
+
+    def _rewrite_uidlist(self, records: List[dv.Record]) -> None:
+        """Replace the whole uidlist (tmp + fsync + rename + dir fsync), dotlock held."""
+        path = os.path.join(self.path, dv.UIDLIST)
+        data = dv.format_uidlist(self._header, sorted(records, key=lambda r: r.uid))
+        write_atomic(path, data, tmp="%s.tmp.%d" % (path, os.getpid()))
+        self._uidlist_sig, self._uidlist_parsed = stat_sig(path), len(data)
+        self._sizes_dirty = False
+
+    def _add_records(self, keys: List[str], found) -> None:
+        """UIDs for new keys, appended to the uidlist in one write (Dovecot's way)."""
+        nextuid = self._header.nextuid
+        if nextuid + len(keys) - 1 > dv.MAX_UID:
+            # RFC 3501 §9 nz-number exhausted: renumber everything under a new UIDVALIDITY.
+            log.warning("UIDs exhausted in %s: new UIDVALIDITY", self.path)
+            keys = sorted((k for k in set(keys) | set(self._records) if k in found), key=order_key)
+            self._new_uidlist(self._header.uidvalidity)
+            nextuid = 1
+        added: List[dv.Record] = []
+        for key in keys:
+            path = found[key][0]
+            size = self._measure(key, path)
+            if size is None:
+                continue                      # vanished meanwhile: the next sync sees it
+            ext = (("W", str(size)),) if not SIZE_W.search(key) else ()
+            added.append(dv.Record(nextuid, os.path.basename(path), ext))
+            nextuid += 1
+        self._header = self._header._replace(nextuid=nextuid)
+        for r in added:
+            self._records[r.key] = r
+        if added:
+            self._append_uidlist("".join(dv.format_record(r) for r in added).encode("utf-8", "surrogateescape"))
+
+    def _append_uidlist(self, data: bytes) -> None:
+        path = os.path.join(self.path, dv.UIDLIST)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._uidlist_sig = stat_sig(path)
+        self._uidlist_parsed += len(data)
+
+    def _maybe_compact(self, found) -> None:
+        dead = len(self._records) - len(self._by_key)
+        if self._sizes_dirty or (dead > COMPACT_MIN_DEAD and dead * 4 > len(self._records)):
+            # the names written are the current ones, as Dovecot does when it rewrites
+            fresh = [r._replace(name=os.path.basename(found[k][0])) for k, r in self._records.items() if k in found]
+            self._records = {r.key: r for r in fresh}
+            self._rewrite_uidlist(fresh)
+
+    @staticmethod
+    def _measure(key: str, path: str) -> Optional[int]:
+        m = SIZE_W.search(key)
+        if m:
+            return int(m.group(1))
+        try:
+            return crlf_size(path)            # S= alone may be an LF size: read once
+        except FileNotFoundError:
+            return None
+
+    def _size(self, rec: dv.Record, path: str) -> int:
+        m = SIZE_W.search(rec.key)
+        if m:
+            return int(m.group(1))
+        w = rec.field("W")
+        if w is not None and w.isdigit():
+            return int(w)
+        size = self._measure(rec.key, path) or 0
+        self._records[rec.key] = rec._replace(ext=rec.ext + (("W", str(size)),))
+        self._sizes_dirty = True              # cached in the uidlist at the rewrite of this sync
+        return size
