@@ -68,7 +68,7 @@ from .base import SessionContext
 from .loop_tls import TLS_HANDSHAKE_TIMEOUT
 from .loop_transport import READ_CHUNK, WRITE_LOW_WATER, Connection, Datagram, fmt_addr  # noqa: F401 (re-exported)
 
-__all__ = ["EventLoop", "Lane", "TimerHandle", "Connection", "Datagram", "raise_fd_limit",
+__all__ = ["EventLoop", "Lane", "TimerHandle", "Connection", "Datagram", "raise_fd_limit", "machine_name_lookups",
            "READ_CHUNK", "WRITE_LOW_WATER", "TLS_HANDSHAKE_TIMEOUT"]
 
 log = logging.getLogger("mailsrv.loop")
@@ -97,6 +97,12 @@ def raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     except (ValueError, OSError) as exc:  # pragma: no cover - depends on the host
         log.debug("could not raise RLIMIT_NOFILE: %s", exc)
+
+
+def machine_name_lookups() -> Tuple[Callable[[], str], Callable[[], str]]:
+    """(getfqdn, gethostname): how the configuration asks this machine its names
+    (protocols/hostnames.py chooses among them; tests pass their own)."""
+    return socket.getfqdn, socket.gethostname
 
 
 class TimerHandle:
