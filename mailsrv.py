@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from protocols import logtarget
 from protocols.backend.wiring import Backend
 from protocols.config import KEYS, Config, ConfigError, config_example, load_config, read_config_file  # noqa: F401 (KEYS, read_config_file: for tests and embedders)
-from protocols.loop import EventLoop
+from protocols.loop import EventLoop, raise_fd_limit
 from protocols.startup import bind_error as _bind_error, describe, make_resolver, stop_line
 from store.datadir import DataDirError, ServerLock, lock_holder, lock_or_holder, open_data_dir, open_for_command, os_reason
 from store.tlsfiles import check_tls_files
@@ -550,6 +550,7 @@ def serve_main(argv: List[str]) -> int:
         log_handler = logtarget.install(cfg.log_target, str(cfg.log_level))
     except OSError as e:
         raise ConfigError(f"cannot open log_target {e.filename or cfg.log_target}: {e.strerror or e}") from None
+    raise_fd_limit()        # process-wide, so here and not in EventLoop: embedders keep theirs
     cfg.data_dir = open_data_dir(cfg.data_dir, create=True)
     lock = ServerLock(cfg.data_dir).acquire()   # a second server on this folder stops here
     try:

@@ -231,7 +231,6 @@ class EventLoop:
 
     def __init__(self, clock: Callable[[], float] = time.time,
                  tls_handshake_timeout: float = TLS_HANDSHAKE_TIMEOUT):
-        raise_fd_limit()
         self.clock = clock                  # wall clock handed to sessions (ctx.clock)
         self.tls_handshake_timeout = tls_handshake_timeout
         self._sel = selectors.DefaultSelector()
