@@ -30,6 +30,7 @@ from protocols import logtarget
 from protocols.backend.wiring import Backend
 from protocols.config import KEYS, Config, ConfigError, config_example, load_config, read_config_file  # noqa: F401 (KEYS, read_config_file: for tests and embedders)
 from protocols.loop import EventLoop, raise_fd_limit
+from protocols.loop_tls import client_tls_context, server_tls_context
 from protocols.startup import bind_error as _bind_error, describe, make_resolver, stop_line
 from store.datadir import DataDirError, ServerLock, lock_holder, lock_or_holder, open_data_dir, open_for_command, os_reason
 from store.tlsfiles import check_tls_files
@@ -37,10 +38,7 @@ from store.users import AliasDB, UserDB, normalize_address
 
 log = logging.getLogger("mailsrv")
 
-# ---------------------------------------------------------------------------
-# The listeners: one table, read by bind, the --NAME-port flags, `check` and
-# the start-up lines.  Their ports are configuration keys (protocols/config.py).
-# ---------------------------------------------------------------------------
+# The listeners: one table, read by bind, the --NAME-port flags and `check`; ports are config keys.
 
 STARTTLS = "starttls"   # plaintext; STARTTLS (RFC 3207) / STLS (RFC 2595) offered once a certificate is set
 IMPLICIT = "implicit"   # TLS from the first octet (RFC 8314 §3.3); only opened with a certificate
@@ -89,7 +87,7 @@ class MailServer:
     def __init__(self, config: Optional[Config] = None, **values):
         self.config = config if config is not None else Config(values)
         self.loop = EventLoop()
-        self.backend = Backend(self.config, self.loop, tls_client_context=client_tls_context(self.config),
+        self.backend = Backend(self.config, self.loop, tls_client_context=client_tls_context(self.config.tls_verify),
                                resolv_conf=_read_resolv_conf())
         self.addresses: Dict[str, List[Tuple[str, int]]] = {}
         self._thread: Optional[threading.Thread] = None
@@ -112,17 +110,14 @@ class MailServer:
             check_tls_files(cfg.tls_cert, cfg.tls_key)   # one line naming the file, not ssl's "PEM lib"
         except DataDirError as e:
             raise ConfigError(str(e)) from None
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 8314 §4.1 / RFC 7525
         try:
-            ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+            return server_tls_context(cfg.tls_cert, cfg.tls_key)
         except FileNotFoundError as e:
             raise ConfigError(f"cannot read TLS certificate or key: {e.filename}: {e.strerror}") from None
         except PermissionError as e:
             raise ConfigError(f"cannot read TLS certificate or key: {e.filename}: permission denied") from None
         except (ssl.SSLError, OSError) as e:
             raise ConfigError(f"cannot load TLS certificate {cfg.tls_cert} / key {cfg.tls_key}: {e}") from None
-        return ctx
 
     def bind(self) -> None:
         """Bind every configured listener; raises ConfigError with a readable message."""
@@ -232,16 +227,6 @@ class MailServer:
     def queue_control(self) -> None:
         """SIGUSR1: apply requests left by `mailsrv.py queue ...` (loop thread)."""
         self.backend.queue_control()
-
-
-def client_tls_context(config: Config) -> ssl.SSLContext:
-    """Outbound TLS (RFC 3207): opportunistic and unverified by default, like
-    Postfix's ``smtp_tls_security_level = may``; verified with tls_verify."""
-    ctx = ssl.create_default_context()
-    if not config.tls_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
 
 
 def _read_resolv_conf() -> str:

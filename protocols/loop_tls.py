@@ -32,6 +32,25 @@ TLS_HANDSHAKE_TIMEOUT = 30.0
 TLS_READ_CHUNK = 64 * 1024      # plaintext octets per SSLObject.read(), as the socket's READ_CHUNK
 
 
+def server_tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """The listeners' context: TLS 1.2 or newer (RFC 8314 §4.1, RFC 7525 §3.1.1).
+    Raises OSError / ssl.SSLError from loading the pair (the caller names the file)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def client_tls_context(verify: bool) -> ssl.SSLContext:
+    """Outbound TLS (RFC 3207): opportunistic and unverified unless ``verify``, like
+    Postfix's ``smtp_tls_security_level = may`` (RFC 7435 §4: opportunistic security)."""
+    ctx = ssl.create_default_context()
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 class TlsTransport:
     """The TLS half of a :class:`protocols.loop_transport.Connection` (a mixin: it
     works on the connection's buffer, session, deadline and loop)."""
