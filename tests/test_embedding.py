@@ -49,7 +49,7 @@ class EmbeddingLeavesTheProcessAloneTest(unittest.TestCase):
         d = tempfile.mkdtemp(prefix="mailsrv-embed-")
         self.addCleanup(__import__("shutil").rmtree, d, True)
         server = mailsrv.MailServer(mailsrv.Config(free_ports(data_dir=d, imap_port="off", imaps_port="off",
-                                                              log_level="DEBUG")))
+                                                              log_level="CRITICAL")))
         server.start()
         self.addCleanup(logging.getLogger("mailsrv").setLevel, logging.NOTSET)
         server.loop.call_soon_threadsafe(lambda: server.reload(mailsrv.Config(dict(server.config.values))))
