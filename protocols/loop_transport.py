@@ -111,6 +111,7 @@ class Connection(TlsTransport):
         """The session's ``progress`` counter (protocols/base.py), None without one."""
         return getattr(self.session, "progress", None) if self.session is not None else None
 
+    # ------------------------------------------------------------------ the session
     def guarded(self, fn, *args) -> None:
         """Run ``fn(*args)``; an exception from a session is a bug: log it, drop the connection."""
         if self.closed:
@@ -156,6 +157,7 @@ class Connection(TlsTransport):
                 self._loop.call_soon_threadsafe(run)
         return wake
 
+    # ------------------------------------------------------------------ read and write paths
     def _on_event(self, mask: int) -> None:
         if self.connecting:
             self._finish_connect()
@@ -285,6 +287,7 @@ class Connection(TlsTransport):
             self._loop._sel.modify(self.sock, want, lambda mask: self.guarded(self._on_event, mask))
         self.mask = want
 
+    # ------------------------------------------------------------------ deadlines
     def _deadline(self) -> Optional[float]:
         """When the connection's timer must act: the connect/handshake deadline, else
         ``session.idle_timeout`` after the last activity, else CLOSE_LINGER once closed."""
@@ -337,6 +340,7 @@ class Connection(TlsTransport):
             s.timeout()
             self.pump()
 
+    # ------------------------------------------------------------------ connecting and closing
     def _close_gently(self) -> None:
         """Before closing after a final reply: send TLS close_notify (RFC 8446 §6.1), and
         read away input that already arrived, because closing a socket with unread input
@@ -352,6 +356,9 @@ class Connection(TlsTransport):
                 return
 
     def close(self, graceful: bool = False) -> None:
+        """Close now (loop thread only); a session neither closed nor told about
+        end-of-file gets ``receive_data(b"")`` first.  ``graceful``: after its final
+        reply (see ``_close_gently``)."""
         if self.closed:
             return
         self.closed = True
@@ -411,6 +418,7 @@ class Connection(TlsTransport):
             self._loop._run_callback(lambda: on_error(exc))
 
     def shutdown(self) -> None:
+        """Server shutdown: the session says goodbye (RFC 5321 §3.8: 421), then it is flushed."""
         shutdown = getattr(self.session, "shutdown", None)
         if shutdown is not None:
             shutdown()
