@@ -5,8 +5,8 @@ This file is the composition root: the command line (serve, user, alias, dns,
 queue, check, sendmail), the table of listeners, and the wiring that connects
 the sans-I/O sessions in ``protocols/`` to the event loop and to the disk in
 ``store/``.  The configuration (its table of keys, the typed ``Config``, the
-INI file and the flags on top) is protocols/config.py.  Importing it starts nothing; embedders
-use :class:`MailServer` (see the README's "Embedding" section).
+INI file and the flags on top) is protocols/config.py.  Importing this file
+starts nothing; embedders use :class:`MailServer` (see README "Embedding").
 
     python3 mailsrv.py                       # serve in the foreground
     python3 mailsrv.py user add alice@localhost < password-file
