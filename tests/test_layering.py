@@ -48,6 +48,10 @@ class LayeringTest(unittest.TestCase):
                     bad.append(f"{rel}:{line} imports {name}")
         self.assertEqual(bad, [], "only the event loop (%s) may touch sockets, TLS, threads or the clock" % ", ".join(sorted(LOOP_MODULES)))
 
+    def test_the_event_loop_modules_exist(self):
+        # a renamed loop module must not leave a stale name in the allowed set
+        self.assertEqual([m for m in sorted(LOOP_MODULES) if not os.path.exists(os.path.join(ROOT, m))], [])
+
     def test_store_does_not_import_protocols_or_entry_point(self):
         bad = []
         for rel in python_files("store"):
