@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """mailsrv: a complete mail server in pure Python standard library.
 
-This file is the composition root: configuration (INI through configparser,
-flags on top), the command line (serve, user, alias, dns, queue, check), and the
-wiring that connects the sans-I/O sessions in ``protocols/`` to the event
-loop and to the disk in ``store/``.  Importing it starts nothing; embedders
-use :class:`MailServer` (see the README's "Embedding" section).
+This file is the composition root: the command line (serve, user, alias, dns,
+queue, check, sendmail), the table of listeners, and the wiring that connects
+the sans-I/O sessions in ``protocols/`` to the event loop and to the disk in
+``store/``.  The configuration (its table of keys, the typed ``Config``, the
+INI file and the flags on top) is protocols/config.py.  Importing this file
+starts nothing; embedders use :class:`MailServer` (see README "Embedding").
 
     python3 mailsrv.py                       # serve in the foreground
     python3 mailsrv.py user add alice@localhost < password-file
@@ -15,24 +16,21 @@ use :class:`MailServer` (see the README's "Embedding" section).
 from __future__ import annotations
 
 import argparse
-import configparser
 import getpass
-import ipaddress
 import logging
 import os
 import signal
-import socket
 import ssl
 import sys
 import threading
-from dataclasses import dataclass, field, fields
-from typing import Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple
 
 from protocols import logtarget
-from protocols.hostnames import NameFunc, choose_hostname, machine_names
 from protocols.backend.wiring import Backend
-from protocols.loop import EventLoop
-from protocols.smtp.server import SmtpConfig, SmtpSession
+from protocols.config import KEYS, Config, ConfigError, config_example, load_config, read_config_file  # noqa: F401 (KEYS, read_config_file: for tests and embedders)
+from protocols.loop import EventLoop, raise_fd_limit
+from protocols.loop_tls import client_tls_context, server_tls_context
 from protocols.startup import bind_error as _bind_error, describe, make_resolver, stop_line
 from store.datadir import DataDirError, ServerLock, lock_holder, lock_or_holder, open_data_dir, open_for_command, os_reason
 from store.tlsfiles import check_tls_files
@@ -40,219 +38,37 @@ from store.users import AliasDB, UserDB, normalize_address
 
 log = logging.getLogger("mailsrv")
 
-# ---------------------------------------------------------------------------
-# Configuration.  One table is the single source of truth: the parser, the
-# generated example file (`python3 mailsrv.py config-example`), the README's
-# key list and SIGHUP's live reload all read it.
-# ---------------------------------------------------------------------------
+# The listeners: one table, read by bind, the --NAME-port flags and `check`; ports are config keys.
 
-# name: (type, default, live-reloadable on SIGHUP, comment)
-KEYS: Dict[str, Tuple[str, object, bool, str]] = {
-    "data_dir": ("str", "./maildata", False, "where users, aliases, Maildirs and the queue live"),
-    "listen": ("list", "127.0.0.1", False, "addresses to listen on, comma separated (IPv4 and/or IPv6; 0.0.0.0 and :: for all)"),
-    "hostname": ("str", "", False, "this server's name in greetings and Received: (empty: the machine's FQDN if it has a dot, else its host name)"),
-    "domains": ("list", "", True, "local mail domains besides the hostname and localhost (domains of users are local too)"),
-    "smtp_port": ("port", "2525", False, "SMTP for other servers (real servers use 25); off disables, 0 picks a free port"),
-    "submission_port": ("port", "2587", False, "message submission for mail clients, AUTH required (RFC 6409; real: 587)"),
-    "smtps_port": ("port", "2465", False, "submission over implicit TLS (RFC 8314; real: 465); only with a certificate"),
-    "pop3_port": ("port", "2110", False, "POP3 (real: 110)"),
-    "pop3s_port": ("port", "2995", False, "POP3 over implicit TLS (real: 995); only with a certificate"),
-    "imap_port": ("port", "2143", False, "IMAP (real: 143); not built yet"),
-    "imaps_port": ("port", "2993", False, "IMAP over implicit TLS (real: 993); not built yet"),
-    "tls_cert": ("str", "", False, "PEM certificate chain; enables STARTTLS/STLS and the implicit-TLS ports; SIGHUP reloads it"),
-    "tls_key": ("str", "", False, "PEM private key for tls_cert; SIGHUP reloads it"),
-    "log_level": ("str", "INFO", True, "DEBUG, INFO, WARNING or ERROR"),
-    "log_target": ("str", "stderr", False, "where the log goes: stderr, file:/path (reopened on SIGHUP, for logrotate) or syslog (facility mail)"),
-    "max_message_size": ("int", "26214400", True, "largest message accepted, in octets (announced in EHLO SIZE)"),
-    "max_recipients": ("int", "100", True, "recipients per message (RFC 5321 §4.5.3.1.8 minimum is 100)"),
-    "max_inflight_message_bytes": ("int", "1073741824", True, "octets of messages being received at once, all clients; beyond it a new DATA/BDAT gets 452 4.3.1"),
-    "max_received_headers": ("int", "30", True, "more Received: headers than this is a mail loop: 554 5.4.6 (RFC 5321 §6.3)"),
-    "max_connections": ("int", "1000", False, "simultaneous connections per listener"),
-    "max_connections_per_ip": ("int", "50", False, "simultaneous connections per client address per listener"),
-    "smtp_idle_timeout": ("float", "300", True, "seconds an SMTP client may take to complete a command line (RFC 5321 §4.5.3.2.7: at least 5 minutes)"),
-    "pop3_idle_timeout": ("float", "600", True, "seconds a POP3 client may take to complete a command line (RFC 1939 §3: at least 10 minutes)"),
-    "allow_plaintext_auth": ("bool", "no", True, "allow PLAIN/LOGIN/USER over unencrypted non-loopback connections"),
-    "plaintext_auth_loopback": ("bool", "yes", True, "allow PLAIN/LOGIN/USER over unencrypted loopback connections"),
-    "auth_failure_delay": ("float", "2", True, "seconds before answering a failed authentication"),
-    "auth_max_failures": ("int", "10", True, "failed authentications from one address before it is locked out"),
-    "auth_cache_ttl": ("float", "3600", True, "seconds a successful password check is remembered (0: never; Dovecot's auth_cache_ttl)"),
-    "auth_lockout_seconds": ("float", "300", True, "how long a locked-out address stays locked out"),
-    "auth_account_max_failures": ("int", "10", True, "failed logins for one account (from any address) before its further attempts are spaced"),
-    "auth_account_delay": ("float", "2", True, "first spacing of a penalised account's attempts, doubling per failure (Dovecot's auth penalty)"),
-    "auth_account_delay_max": ("float", "60", True, "largest spacing of a penalised account's attempts, in seconds"),
-    "auth_hash_threads": ("int", "2", False, "threads for password hashing (scrypt), apart from all other work"),
-    "auth_hash_queue": ("int", "32", True, "password checks that may wait for a hashing thread; beyond it a temporary refusal"),
-    "auth_hash_per_address": ("int", "4", True, "password checks running or waiting per client address (IPv6: per /64)"),
-    "postmaster": ("str", "", True, "user that receives postmaster@ of every local domain (empty: the domain's first user, else the first user; printed at start)"),
-    "shutdown_grace": ("float", "30", False, "seconds SIGTERM waits for messages in flight before closing"),
-    "trusted_networks": ("list", "127.0.0.0/8,::1/128", True, "clients that may relay without AUTH (CIDRs; 'none' for nobody)"),
-    "sender_login_match": ("bool", "yes", True, "an authenticated user may send only as their own addresses and aliases"),
-    "relayhost": ("str", "", True, "smarthost host:port for all outbound mail (empty: deliver by MX)"),
-    "relay_port": ("int", "25", True, "destination port for MX delivery"),
-    "relay_tls": ("str", "may", True, "outbound TLS: may, require, never, or implicit (smarthost on 465)"),
-    "relay_auth_user": ("str", "", True, "user name for AUTH at the smarthost"),
-    "relay_auth_password": ("str", "", True, "password for AUTH at the smarthost"),
-    "tls_verify": ("bool", "no", True, "verify remote certificates on outbound TLS (Postfix 'may' does not)"),
-    "dns_servers": ("list", "", True, "DNS servers host[:port] for MX lookups (empty: /etc/resolv.conf)"),
-    "retry_schedule": ("list", "300,600,1200,1800", True, "seconds between delivery attempts; the last repeats (RFC 5321 §4.5.4.1)"),
-    "queue_interval": ("float", "60", True, "seconds between runs over the queue for due retries"),
-    "max_queue_age": ("float", "432000", True, "give up and bounce after this many seconds (5 days, RFC 5321 §4.5.4.1)"),
-}
-
-PORT_KEYS = {
-    "smtp": "smtp_port", "submission": "submission_port", "smtps": "smtps_port",
-    "pop3": "pop3_port", "pop3s": "pop3s_port", "imap": "imap_port", "imaps": "imaps_port",
-}
-TLS_ONLY = {"smtps", "pop3s", "imaps"}
+STARTTLS = "starttls"   # plaintext; STARTTLS (RFC 3207) / STLS (RFC 2595) offered once a certificate is set
+IMPLICIT = "implicit"   # TLS from the first octet (RFC 8314 §3.3); only opened with a certificate
+SMTP_BUSY = b"421 4.7.0 Too many connections, try later\r\n"    # RFC 5321 §3.8, RFC 3463 4.7.0
+POP3_BUSY = b"-ERR [SYS/TEMP] too many connections\r\n"          # RFC 3206 §4: SYS/TEMP
 
 
-class ConfigError(Exception):
-    """A configuration or command-line problem; the CLI prints it on one line."""
+@dataclass(frozen=True)
+class Listener:
+    """One kind of listener: its name (in logs, ``server.ports`` and start-up lines),
+    the configuration key of its port (and so its ``--NAME-port`` flag), its TLS
+    mode, how the backend makes its sessions (None: reserved, not built yet),
+    and the reply to a connection over the limits (not sent under implicit TLS)."""
+
+    name: str
+    port_key: str
+    tls: str
+    factory: Optional[Callable[[Backend], Callable]]
+    busy: bytes = b""
 
 
-def _convert(name: str, kind: str, raw: object):
-    text = raw if isinstance(raw, str) else None
-    try:
-        if kind == "str":
-            return str(raw)
-        if kind == "list":
-            if text is None:
-                return list(raw)
-            return [p.strip() for p in text.replace("\n", ",").split(",") if p.strip()]
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-        if kind == "bool":
-            if isinstance(raw, bool):
-                return raw
-            v = text.strip().lower()
-            if v in ("1", "yes", "true", "on"):
-                return True
-            if v in ("0", "no", "false", "off"):
-                return False
-            raise ValueError(raw)
-        if kind == "port":
-            if raw is None or (text is not None and text.strip().lower() == "off"):
-                return None
-            port = int(raw)
-            if not 0 <= port <= 65535:
-                raise ValueError(raw)
-            return port
-    except (TypeError, ValueError):
-        raise ConfigError(f"bad value for {name}: {raw!r} (expected {kind})") from None
-    raise AssertionError(kind)
-
-
-@dataclass
-class Config:
-    """Every setting, typed.  Build with :func:`load_config` or directly."""
-
-    values: Dict[str, object] = field(default_factory=dict)
-    # (getfqdn, gethostname): injected by tests so they never depend on this machine's name
-    names: Tuple[NameFunc, NameFunc] = field(default=(socket.getfqdn, socket.gethostname), repr=False)
-
-    def __post_init__(self):
-        merged = {k: _convert(k, kind, default) for k, (kind, default, _l, _c) in KEYS.items()}
-        for k, v in self.values.items():
-            if k not in KEYS:
-                raise ConfigError(f"unknown configuration key: {k}")
-            merged[k] = _convert(k, KEYS[k][0], v)
-        self.values = merged
-        self.values["hostname"], self.hostname_source = choose_hostname(self.values["hostname"], *self.names)
-        self.machine_names = machine_names(*self.names)
-        if self.values["hostname"].lower() == "localhost.localdomain":
-            self.values["hostname"] = "localhost"
-        if bool(self.values["tls_cert"]) != bool(self.values["tls_key"]):
-            raise ConfigError("tls_cert and tls_key must be given together")
-        for addr in self.values["listen"]:
-            try:
-                ipaddress.ip_address(addr)
-            except ValueError:
-                raise ConfigError(f"bad listen address: {addr!r} (give an IPv4 or IPv6 address)") from None
-        if logtarget.check(self.values["log_target"]):
-            raise ConfigError(logtarget.check(self.values["log_target"]))
-        if self.values["relay_tls"] not in ("may", "require", "never", "implicit"):
-            raise ConfigError("relay_tls must be may, require, never or implicit")
-        self.trusted_networks()  # validate now
-
-    def __getattr__(self, name):
-        try:
-            return self.__dict__["values"][name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def local_domains(self) -> List[str]:
-        return sorted({self.hostname.lower(), "localhost", *self.machine_names,
-                       *(d.lower().rstrip(".") for d in self.domains)})
-
-    def trusted_networks(self) -> List[ipaddress._BaseNetwork]:
-        nets = self.values["trusted_networks"]
-        if [n.lower() for n in nets] == ["none"]:
-            return []
-        try:
-            return [ipaddress.ip_network(n, strict=False) for n in nets]
-        except ValueError as e:
-            raise ConfigError(f"bad trusted_networks entry: {e}") from None
-
-
-def config_example() -> str:
-    """The commented example configuration, every key with its default."""
-    out = ["# mailsrv configuration (INI).  Every key, with its default.",
-           "# Flags on the command line override these.  Keys marked [live] change on SIGHUP.",
-           "[mailsrv]"]
-    for k, (_kind, default, live, comment) in KEYS.items():
-        out.append(f"# {comment}{' [live]' if live else ''}")
-        out.append(f"{k} = {default}")
-    return "\n".join(out) + "\n"
-
-
-def read_config_file(path: str) -> Dict[str, str]:
-    parser = configparser.ConfigParser(interpolation=None)
-    try:
-        with open(path, encoding="utf-8") as f:
-            parser.read_file(f)
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
-    except configparser.Error as e:
-        raise ConfigError(f"bad config file {path}: {e}") from None
-    values: Dict[str, str] = {}
-    for section in parser.sections():
-        if section != "mailsrv":
-            raise ConfigError(f"{path}: unknown section [{section}] (use [mailsrv])")
-        for k, v in parser.items(section):
-            if k not in KEYS:
-                raise ConfigError(f"{path}: unknown configuration key: {k}")
-            values[k] = v
-    return values
-
-
-FLAG_KEYS = {  # argparse dest -> config key
-    "data": "data_dir", "hostname": "hostname", "smtp_port": "smtp_port",
-    "submission_port": "submission_port", "smtps_port": "smtps_port", "pop3_port": "pop3_port",
-    "pop3s_port": "pop3s_port", "imap_port": "imap_port", "imaps_port": "imaps_port",
-    "tls_cert": "tls_cert", "tls_key": "tls_key", "log_level": "log_level",
-    "relay_port": "relay_port", "relayhost": "relayhost",
-}
-
-
-def load_config(args: argparse.Namespace) -> Config:
-    values: Dict[str, object] = {}
-    if getattr(args, "config", None):
-        values.update(read_config_file(args.config))
-    for dest, key in FLAG_KEYS.items():
-        v = getattr(args, dest, None)
-        if v is not None:
-            values[key] = v
-    if getattr(args, "listen", None):
-        values["listen"] = ",".join(args.listen)
-    if getattr(args, "domain", None):
-        values["domains"] = ",".join(args.domain)
-    if getattr(args, "dns_server", None):
-        values["dns_servers"] = ",".join(args.dns_server)
-    if getattr(args, "trusted_networks", None):
-        values["trusted_networks"] = args.trusted_networks
-    return Config(values)
+LISTENERS = (
+    Listener("smtp", "smtp_port", STARTTLS, lambda b: b.smtp_factory("smtp"), SMTP_BUSY),
+    Listener("submission", "submission_port", STARTTLS, lambda b: b.smtp_factory("submission"), SMTP_BUSY),
+    Listener("smtps", "smtps_port", IMPLICIT, lambda b: b.smtp_factory("smtps"), SMTP_BUSY),
+    Listener("pop3", "pop3_port", STARTTLS, lambda b: b.pop3_factory(), POP3_BUSY),
+    Listener("pop3s", "pop3s_port", IMPLICIT, lambda b: b.pop3_factory(), POP3_BUSY),
+    Listener("imap", "imap_port", STARTTLS, None),       # IMAP is not built yet: port reserved
+    Listener("imaps", "imaps_port", IMPLICIT, None),
+)
 
 
 # ---------------------------------------------------------------------------
@@ -271,7 +87,7 @@ class MailServer:
     def __init__(self, config: Optional[Config] = None, **values):
         self.config = config if config is not None else Config(values)
         self.loop = EventLoop()
-        self.backend = Backend(self.config, self.loop, tls_client_context=client_tls_context(self.config),
+        self.backend = Backend(self.config, self.loop, tls_client_context=client_tls_context(self.config.tls_verify),
                                resolv_conf=_read_resolv_conf())
         self.addresses: Dict[str, List[Tuple[str, int]]] = {}
         self._thread: Optional[threading.Thread] = None
@@ -294,28 +110,14 @@ class MailServer:
             check_tls_files(cfg.tls_cert, cfg.tls_key)   # one line naming the file, not ssl's "PEM lib"
         except DataDirError as e:
             raise ConfigError(str(e)) from None
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 8314 §4.1 / RFC 7525
         try:
-            ctx.load_cert_chain(cfg.tls_cert, cfg.tls_key)
+            return server_tls_context(cfg.tls_cert, cfg.tls_key)
         except FileNotFoundError as e:
             raise ConfigError(f"cannot read TLS certificate or key: {e.filename}: {e.strerror}") from None
         except PermissionError as e:
             raise ConfigError(f"cannot read TLS certificate or key: {e.filename}: permission denied") from None
         except (ssl.SSLError, OSError) as e:
             raise ConfigError(f"cannot load TLS certificate {cfg.tls_cert} / key {cfg.tls_key}: {e}") from None
-        return ctx
-
-    def _factories(self):
-        from protocols.pop3 import server as pop3_server
-        b = self.backend
-        return {
-            "smtp": (b.smtp_factory("smtp"), b"421 4.7.0 Too many connections, try later\r\n"),
-            "submission": (b.smtp_factory("submission"), b"421 4.7.0 Too many connections, try later\r\n"),
-            "smtps": (b.smtp_factory("smtps"), b"421 4.7.0 Too many connections, try later\r\n"),
-            "pop3": (b.pop3_factory(), b"-ERR [SYS/TEMP] too many connections\r\n"),
-            "pop3s": (b.pop3_factory(), b"-ERR [SYS/TEMP] too many connections\r\n"),
-        }
 
     def bind(self) -> None:
         """Bind every configured listener; raises ConfigError with a readable message."""
@@ -323,18 +125,20 @@ class MailServer:
         self._tls = self._tls_context()
         self.backend.start()
         self.backend.start_pickup()
-        for name, (factory, busy) in self._factories().items():
-            port = cfg.values[PORT_KEYS[name]]
-            if port is None or (name in TLS_ONLY and self._tls is None):
+        for lst in LISTENERS:
+            port = getattr(cfg, lst.port_key)
+            implicit = lst.tls == IMPLICIT
+            if lst.factory is None or port is None or (implicit and self._tls is None):
                 continue
+            name, factory = lst.name, lst.factory(self.backend)
             for host in cfg.listen:
                 try:
                     bound = self.loop.listen(
                         name, host, port, factory,
-                        ssl_context=self._tls if name in TLS_ONLY else None,
-                        starttls_context=None if name in TLS_ONLY else self._tls,
+                        ssl_context=self._tls if implicit else None,
+                        starttls_context=None if implicit else self._tls,
                         max_connections=cfg.max_connections,
-                        max_per_ip=cfg.max_connections_per_ip, busy_reply=busy)
+                        max_per_ip=cfg.max_connections_per_ip, busy_reply=lst.busy)
                 except OSError as e:
                     raise ConfigError(_bind_error(name, host, port, e)) from None
                 self.addresses.setdefault(name, []).append(bound)
@@ -392,7 +196,7 @@ class MailServer:
             self.config = Config(merged, names=self.config.names)
         self.backend.reload(self.config if config is not None else None)
         if not self.reload_tls():
-            self.config.values["tls_cert"], self.config.values["tls_key"] = running_tls
+            self.config.tls_cert, self.config.tls_key = running_tls
 
     def _restart_keys(self, config: Config) -> List[str]:
         """Changed keys SIGHUP cannot apply (turning TLS on or off is one)."""
@@ -425,16 +229,6 @@ class MailServer:
         self.backend.queue_control()
 
 
-def client_tls_context(config: Config) -> ssl.SSLContext:
-    """Outbound TLS (RFC 3207): opportunistic and unverified by default, like
-    Postfix's ``smtp_tls_security_level = may``; verified with tls_verify."""
-    ctx = ssl.create_default_context()
-    if not config.tls_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
-
 def _read_resolv_conf() -> str:
     try:
         with open("/etc/resolv.conf", encoding="utf-8", errors="replace") as f:
@@ -460,8 +254,8 @@ def _global_options(p: argparse.ArgumentParser, suppress: bool = False) -> argpa
     opt("--listen", metavar="ADDR", action="append", help="address to listen on (repeatable)")
     opt("--hostname", metavar="NAME")
     opt("--domain", metavar="NAME", action="append", help="local mail domain (repeatable)")
-    for proto in ("smtp", "submission", "smtps", "pop3", "pop3s", "imap", "imaps"):
-        opt(f"--{proto}-port", metavar="N", help="port number, 0 for any, off to disable")
+    for lst in LISTENERS:
+        opt("--" + lst.port_key.replace("_", "-"), metavar="N", help="port number, 0 for any, off to disable")
     opt("--tls-cert", metavar="FILE")
     opt("--tls-key", metavar="FILE")
     opt("--log-level", metavar="LEVEL")
@@ -524,7 +318,7 @@ def admin_main(argv: List[str]) -> int:
         return check_main(cfg)
     if args.cmd == "dns":        # asks DNS only: needs no data folder
         return dns_main(cfg, args.qtype, args.name)
-    data = cfg.values["data_dir"] = open_for_command(cfg.data_dir, args.cmd, getattr(args, "action", None))
+    data = cfg.data_dir = open_for_command(cfg.data_dir, args.cmd, getattr(args, "action", None))
     if args.cmd in ("user", "alias"):
         # Skipped lines of the users/aliases files (store/users.py) say so on stderr.
         logging.basicConfig(level=logging.WARNING, format="mailsrv: %(levelname)s: %(message)s")
@@ -662,7 +456,7 @@ def dns_main(cfg: Config, qtype: str, name: str) -> int:
 def check_main(cfg: Config) -> int:
     """`mailsrv.py check` (protocols/check.py): exit 0, or 2 on any problem."""
     from protocols.check import run_check
-    return run_check(cfg, EventLoop(), _read_resolv_conf(), PORT_KEYS, TLS_ONLY)
+    return run_check(cfg, EventLoop(), _read_resolv_conf(), LISTENERS)
 
 
 def sendmail_main(argv: List[str]) -> int:
@@ -741,7 +535,8 @@ def serve_main(argv: List[str]) -> int:
         log_handler = logtarget.install(cfg.log_target, str(cfg.log_level))
     except OSError as e:
         raise ConfigError(f"cannot open log_target {e.filename or cfg.log_target}: {e.strerror or e}") from None
-    cfg.values["data_dir"] = open_data_dir(cfg.data_dir, create=True)
+    raise_fd_limit()        # process-wide, so here and not in EventLoop: embedders keep theirs
+    cfg.data_dir = open_data_dir(cfg.data_dir, create=True)
     lock = ServerLock(cfg.data_dir).acquire()   # a second server on this folder stops here
     try:
         return _serve(args, cfg, log_handler)

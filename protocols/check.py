@@ -11,7 +11,7 @@ postmaster, relay mode and listeners.  Exit status 0, or 2 on any problem.
 from __future__ import annotations
 
 import os
-from typing import Callable, Dict, List
+from typing import Callable, List
 
 from protocols.startup import describe, make_resolver, planned_listeners, probe_dns
 from store.datadir import DataDirError, check_data_dir, check_record_file, lock_holder
@@ -38,7 +38,7 @@ def _check_files(cfg, data: str, problems: List[str], found: List[str]) -> Direc
     return Directory(users, aliases, cfg.local_domains(), cfg.postmaster or None)
 
 
-def run_check(cfg, loop, resolv_conf: str, port_keys: Dict[str, str], tls_only,
+def run_check(cfg, loop, resolv_conf: str, listeners,
               out: Callable[[str], None] = print) -> int:
     """Print the checks (``ok:`` / ``error:`` lines) and the plan; 0 or 2."""
     data = os.path.abspath(cfg.data_dir)
@@ -56,7 +56,7 @@ def run_check(cfg, loop, resolv_conf: str, port_keys: Dict[str, str], tls_only,
     for line in problems:
         out(f"error: {line}")
     out("the server would use:")
-    for line in describe(cfg, directory, data)[1:] + planned_listeners(cfg, port_keys, tls_only):
+    for line in describe(cfg, directory, data)[1:] + planned_listeners(cfg, listeners):
         out(f"  {line}")
     out(f"{len(problems)} problem(s)" if problems else "configuration OK")
     return 2 if problems else 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from typing import Dict, List, Tuple
+from typing import List, Tuple
 
 from protocols.dns import codec as dns
 from protocols.dns.resolver import DnsError, Resolver, parse_resolv_conf
@@ -67,14 +67,15 @@ def relay_line(cfg) -> str:
             f"looked up through {dns_text}")
 
 
-def planned_listeners(cfg, port_keys: Dict[str, str], tls_only) -> List[str]:
-    """The listeners ``bind`` would open, as ``listen NAME HOST:PORT`` lines."""
+def planned_listeners(cfg, listeners) -> List[str]:
+    """The listeners ``bind`` would open, as ``listen NAME HOST:PORT`` lines
+    (``listeners``: mailsrv.py's table, each with name, port_key, tls, factory)."""
     out = []
-    for name, key in port_keys.items():
-        port = cfg.values[key]
-        if port is None or name in ("imap", "imaps"):
+    for lst in listeners:
+        name, port = lst.name, getattr(cfg, lst.port_key)
+        if port is None or lst.factory is None:
             continue
-        if name in tls_only and not cfg.tls_cert:
+        if lst.tls == "implicit" and not cfg.tls_cert:
             out.append(f"{name}: off (needs tls_cert and tls_key)")
             continue
         for host in cfg.listen:

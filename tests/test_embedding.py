@@ -29,5 +29,34 @@ class EmbeddingExampleTest(unittest.TestCase):
         self.assertTrue(read_stored(files[0]).endswith(b"Subject: hi\r\n\r\nhello\r\n"))
 
 
+class EmbeddingLeavesTheProcessAloneTest(unittest.TestCase):
+    """A MailServer started and stopped inside a host program changes nothing
+    process-wide: the file descriptor limit is the command line's business
+    (mailsrv.py serve), the root logger the host's."""
+
+    def test_start_and_stop_leave_rlimit_and_root_logger_as_they_were(self):
+        import logging
+        import resource
+        import tempfile
+        import mailsrv
+        from tests.helpers import free_ports
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        lowered = min(soft, 4096) if hard == resource.RLIM_INFINITY else min(soft, hard - 1, 4096)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard))    # below the hard limit: room to raise
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        root = logging.getLogger()
+        before = (resource.getrlimit(resource.RLIMIT_NOFILE), root.level, list(root.handlers))
+        d = tempfile.mkdtemp(prefix="mailsrv-embed-")
+        self.addCleanup(__import__("shutil").rmtree, d, True)
+        server = mailsrv.MailServer(mailsrv.Config(free_ports(data_dir=d, imap_port="off", imaps_port="off",
+                                                              log_level="CRITICAL")))
+        server.start()
+        self.addCleanup(logging.getLogger("mailsrv").setLevel, logging.NOTSET)
+        server.loop.call_soon_threadsafe(lambda: server.reload(mailsrv.Config(dict(server.config.values))))
+        server.stop(grace=1)
+        self.assertFalse(server._thread.is_alive())
+        self.assertEqual((resource.getrlimit(resource.RLIMIT_NOFILE), root.level, list(root.handlers)), before)
+
+
 if __name__ == "__main__":
     unittest.main()

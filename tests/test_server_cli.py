@@ -190,6 +190,26 @@ class CliTest(unittest.TestCase):
             srv.kill()
         self.assertEqual(len(glob.glob(os.path.join(self.data, "mail", "example.test", "late", "new", "*"))), 1)
 
+    @unittest.skipUnless(os.path.exists("/proc/self/limits"), "reads /proc/PID/limits (Linux)")
+    def test_the_command_line_server_raises_its_file_descriptor_limit(self):
+        """The serve path, and only it (see test_embedding), raises RLIMIT_NOFILE to the hard limit."""
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        lowered = len(os.listdir("/proc/self/fd")) + 128       # room for this process, below the hard limit
+        if hard != resource.RLIM_INFINITY and lowered >= hard:
+            self.skipTest("the hard limit leaves no room to lower the soft one")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard))    # inherited by the server
+        try:
+            srv = ServerProcess(self.data)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        try:
+            with open(f"/proc/{srv.proc.pid}/limits", encoding="ascii") as f:
+                fields = next(line for line in f if line.startswith("Max open files")).split()
+            self.assertTrue(fields[3] == "unlimited" or int(fields[3]) > lowered, fields)
+        finally:
+            srv.kill()
+
     def test_sigterm_lets_data_in_flight_finish(self):
         run_cli("user", "add", "bob@example.test", data=self.data, stdin=b"pw\n")
         srv = ServerProcess(self.data)

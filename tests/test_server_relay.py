@@ -533,7 +533,7 @@ class RelayBetweenTwoServers(unittest.TestCase):
 
     def test_retry_schedule_changes_on_sighup(self):
         # BUG (protocols/backend/wiring.py Backend.reload): retry_schedule and max_queue_age are
-        # marked [live] in mailsrv.py KEYS / config-example, but reload() rebuilds only the relay
+        # marked [live] in protocols/config.py KEYS / config-example, but reload() rebuilds only the relay
         # config and the resolver; self.queue keeps the _Policy built in Backend.start(), so a
         # SIGHUP'd retry_schedule is ignored until a restart.
         self._with_a_config(restart=False, retry_schedule="600")

@@ -1,0 +1,255 @@
+"""The configuration: one table of keys, the typed ``Config`` built from it, and its parsing.
+
+``KEYS`` is the single source of truth: the parser, the generated example
+file (``python3 mailsrv.py config-example``), the README's key list, the typed
+fields of :class:`Config` and SIGHUP's live reload all read it.  The file is
+INI (``configparser``, one ``[mailsrv]`` section); command-line flags go on
+top (:func:`load_config`).  Every problem is a :class:`ConfigError`: one line
+naming the key, the value or the file.
+
+The protocol layer may import this module; store/ may not (it takes plain
+values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import dataclasses
+import ipaddress
+from typing import Dict, List, Optional, Tuple
+
+from protocols import logtarget
+from protocols.hostnames import NameFunc, choose_hostname, machine_names
+from protocols.loop import machine_name_lookups
+
+# name: (type, default, live-reloadable on SIGHUP, comment)
+KEYS: Dict[str, Tuple[str, object, bool, str]] = {
+    "data_dir": ("str", "./maildata", False, "where users, aliases, Maildirs and the queue live"),
+    "listen": ("list", "127.0.0.1", False, "addresses to listen on, comma separated (IPv4 and/or IPv6; 0.0.0.0 and :: for all)"),
+    "hostname": ("str", "", False, "this server's name in greetings and Received: (empty: the machine's FQDN if it has a dot, else its host name)"),
+    "domains": ("list", "", True, "local mail domains besides the hostname and localhost (domains of users are local too)"),
+    "smtp_port": ("port", "2525", False, "SMTP for other servers (real servers use 25); off disables, 0 picks a free port"),
+    "submission_port": ("port", "2587", False, "message submission for mail clients, AUTH required (RFC 6409; real: 587)"),
+    "smtps_port": ("port", "2465", False, "submission over implicit TLS (RFC 8314; real: 465); only with a certificate"),
+    "pop3_port": ("port", "2110", False, "POP3 (real: 110)"),
+    "pop3s_port": ("port", "2995", False, "POP3 over implicit TLS (real: 995); only with a certificate"),
+    "imap_port": ("port", "2143", False, "IMAP (real: 143); not built yet"),
+    "imaps_port": ("port", "2993", False, "IMAP over implicit TLS (real: 993); not built yet"),
+    "tls_cert": ("str", "", False, "PEM certificate chain; enables STARTTLS/STLS and the implicit-TLS ports; SIGHUP reloads it"),
+    "tls_key": ("str", "", False, "PEM private key for tls_cert; SIGHUP reloads it"),
+    "log_level": ("str", "INFO", True, "DEBUG, INFO, WARNING or ERROR"),
+    "log_target": ("str", "stderr", False, "where the log goes: stderr, file:/path (reopened on SIGHUP, for logrotate) or syslog (facility mail)"),
+    "max_message_size": ("int", "26214400", True, "largest message accepted, in octets (announced in EHLO SIZE)"),
+    "max_recipients": ("int", "100", True, "recipients per message (RFC 5321 §4.5.3.1.8 minimum is 100)"),
+    "max_inflight_message_bytes": ("int", "1073741824", True, "octets of messages being received at once, all clients; beyond it a new DATA/BDAT gets 452 4.3.1"),
+    "max_received_headers": ("int", "30", True, "more Received: headers than this is a mail loop: 554 5.4.6 (RFC 5321 §6.3)"),
+    "max_connections": ("int", "1000", False, "simultaneous connections per listener"),
+    "max_connections_per_ip": ("int", "50", False, "simultaneous connections per client address per listener"),
+    "smtp_idle_timeout": ("float", "300", True, "seconds an SMTP client may take to complete a command line (RFC 5321 §4.5.3.2.7: at least 5 minutes)"),
+    "pop3_idle_timeout": ("float", "600", True, "seconds a POP3 client may take to complete a command line (RFC 1939 §3: at least 10 minutes)"),
+    "allow_plaintext_auth": ("bool", "no", True, "allow PLAIN/LOGIN/USER over unencrypted non-loopback connections"),
+    "plaintext_auth_loopback": ("bool", "yes", True, "allow PLAIN/LOGIN/USER over unencrypted loopback connections"),
+    "auth_failure_delay": ("float", "2", True, "seconds before answering a failed authentication"),
+    "auth_max_failures": ("int", "10", True, "failed authentications from one address before it is locked out"),
+    "auth_cache_ttl": ("float", "3600", True, "seconds a successful password check is remembered (0: never; Dovecot's auth_cache_ttl)"),
+    "auth_lockout_seconds": ("float", "300", True, "how long a locked-out address stays locked out"),
+    "auth_account_max_failures": ("int", "10", True, "failed logins for one account (from any address) before its further attempts are spaced"),
+    "auth_account_delay": ("float", "2", True, "first spacing of a penalised account's attempts, doubling per failure (Dovecot's auth penalty)"),
+    "auth_account_delay_max": ("float", "60", True, "largest spacing of a penalised account's attempts, in seconds"),
+    "auth_hash_threads": ("int", "2", False, "threads for password hashing (scrypt), apart from all other work"),
+    "auth_hash_queue": ("int", "32", True, "password checks that may wait for a hashing thread; beyond it a temporary refusal"),
+    "auth_hash_per_address": ("int", "4", True, "password checks running or waiting per client address (IPv6: per /64)"),
+    "postmaster": ("str", "", True, "user that receives postmaster@ of every local domain (empty: the domain's first user, else the first user; printed at start)"),
+    "shutdown_grace": ("float", "30", False, "seconds SIGTERM waits for messages in flight before closing"),
+    "trusted_networks": ("list", "127.0.0.0/8,::1/128", True, "clients that may relay without AUTH (CIDRs; 'none' for nobody)"),
+    "sender_login_match": ("bool", "yes", True, "an authenticated user may send only as their own addresses and aliases"),
+    "relayhost": ("str", "", True, "smarthost host:port for all outbound mail (empty: deliver by MX)"),
+    "relay_port": ("int", "25", True, "destination port for MX delivery"),
+    "relay_tls": ("str", "may", True, "outbound TLS: may, require, never, or implicit (smarthost on 465)"),
+    "relay_auth_user": ("str", "", True, "user name for AUTH at the smarthost"),
+    "relay_auth_password": ("str", "", True, "password for AUTH at the smarthost"),
+    "tls_verify": ("bool", "no", True, "verify remote certificates on outbound TLS (Postfix 'may' does not)"),
+    "dns_servers": ("list", "", True, "DNS servers host[:port] for MX lookups (empty: /etc/resolv.conf)"),
+    "retry_schedule": ("list", "300,600,1200,1800", True, "seconds between delivery attempts; the last repeats (RFC 5321 §4.5.4.1)"),
+    "queue_interval": ("float", "60", True, "seconds between runs over the queue for due retries"),
+    "max_queue_age": ("float", "432000", True, "give up and bounce after this many seconds (5 days, RFC 5321 §4.5.4.1)"),
+}
+
+# The Python type of each kind of value in KEYS ("port": a number, or None for off).
+KIND_TYPES = {"str": str, "list": List[str], "int": int, "float": float, "bool": bool, "port": Optional[int]}
+
+
+class ConfigError(Exception):
+    """A configuration or command-line problem; the CLI prints it on one line."""
+
+
+def _convert(name: str, kind: str, raw: object):
+    text = raw if isinstance(raw, str) else None
+    try:
+        if kind == "str":
+            return str(raw)
+        if kind == "list":
+            if text is None:
+                return list(raw)
+            return [p.strip() for p in text.replace("\n", ",").split(",") if p.strip()]
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            v = text.strip().lower()
+            if v in ("1", "yes", "true", "on"):
+                return True
+            if v in ("0", "no", "false", "off"):
+                return False
+            raise ValueError(raw)
+        if kind == "port":
+            if raw is None or (text is not None and text.strip().lower() == "off"):
+                return None
+            port = int(raw)
+            if not 0 <= port <= 65535:
+                raise ValueError(raw)
+            return port
+    except (TypeError, ValueError):
+        raise ConfigError(f"bad value for {name}: {raw!r} (expected {kind})") from None
+    raise AssertionError(kind)
+
+
+class CidrList(list):
+    """``trusted_networks`` as configured (CIDRs as text, or ``["none"]``); called, or
+    through :meth:`networks`, the parsed networks (``none``: an empty list)."""
+
+    def networks(self) -> List[ipaddress._BaseNetwork]:
+        if [n.lower() for n in self] == ["none"]:
+            return []
+        try:
+            return [ipaddress.ip_network(n, strict=False) for n in self]
+        except ValueError as e:
+            raise ConfigError(f"bad trusted_networks entry: {e}") from None
+
+    __call__ = networks      # cfg.trusted_networks(): the spelling the backend uses
+
+
+class _ConfigBase:
+    """What every :class:`Config` has besides its typed fields (one per KEYS entry)."""
+
+    def __init__(self, values: Optional[Dict[str, object]] = None,
+                 names: Optional[Tuple[NameFunc, NameFunc]] = None):
+        """``values``: raw (text from a file or a flag) or typed values by key; a
+        missing key gets its default.  ``names`` = (getfqdn, gethostname), injected
+        by tests so they never depend on this machine's name."""
+        merged = {k: _convert(k, kind, default) for k, (kind, default, _l, _c) in KEYS.items()}
+        for k, v in (values or {}).items():
+            if k not in KEYS:
+                raise ConfigError(f"unknown configuration key: {k}")
+            merged[k] = _convert(k, KEYS[k][0], v)
+        merged["trusted_networks"] = CidrList(merged["trusted_networks"])
+        for k, v in merged.items():
+            setattr(self, k, v)
+        self.names = names or machine_name_lookups()
+        self.hostname, self.hostname_source = choose_hostname(self.hostname, *self.names)
+        self.machine_names = machine_names(*self.names)
+        if self.hostname.lower() == "localhost.localdomain":
+            self.hostname = "localhost"
+        self._validate()
+
+    def _validate(self) -> None:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls_cert and tls_key must be given together")
+        for addr in self.listen:
+            try:
+                ipaddress.ip_address(addr)
+            except ValueError:
+                raise ConfigError(f"bad listen address: {addr!r} (give an IPv4 or IPv6 address)") from None
+        if logtarget.check(self.log_target):
+            raise ConfigError(logtarget.check(self.log_target))
+        if self.relay_tls not in ("may", "require", "never", "implicit"):
+            raise ConfigError("relay_tls must be may, require, never or implicit")
+        self.trusted_networks.networks()  # validate now
+
+    @property
+    def values(self) -> Dict[str, object]:
+        """Every key with its typed value, as a new dict (set a key through its attribute)."""
+        return {k: getattr(self, k) for k in KEYS}
+
+    def local_domains(self) -> List[str]:
+        return sorted({self.hostname.lower(), "localhost", *self.machine_names,
+                       *(d.lower().rstrip(".") for d in self.domains)})
+
+
+def _field(key: str, kind: str):
+    """One typed field of Config; a password never shows in its repr."""
+    kind_type = CidrList if key == "trusted_networks" else KIND_TYPES[kind]
+    return (key, kind_type, dataclasses.field(repr="password" not in key))
+
+
+# Every setting, typed: one field per KEYS entry (``cfg.smtp_port`` is an int or None,
+# ``cfg.listen`` a list of str, ...).  Build with ``Config({key: value, ...})`` or
+# :func:`load_config`; a key added to KEYS is a field at once.
+Config = dataclasses.make_dataclass(
+    "Config", [_field(k, kind) for k, (kind, _d, _l, _c) in KEYS.items()],
+    bases=(_ConfigBase,), init=False)
+Config.__module__ = __name__
+Config.__doc__ = ("Every setting, typed, one field per KEYS entry; ``Config({key: value})``, "
+                  "or :func:`load_config` from a file and flags.")
+
+
+def config_example() -> str:
+    """The commented example configuration, every key with its default."""
+    out = ["# mailsrv configuration (INI).  Every key, with its default.",
+           "# Flags on the command line override these.  Keys marked [live] change on SIGHUP.",
+           "[mailsrv]"]
+    for k, (_kind, default, live, comment) in KEYS.items():
+        out.append(f"# {comment}{' [live]' if live else ''}")
+        out.append(f"{k} = {default}")
+    return "\n".join(out) + "\n"
+
+
+def read_config_file(path: str) -> Dict[str, str]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except configparser.Error as e:
+        raise ConfigError(f"bad config file {path}: {e}") from None
+    values: Dict[str, str] = {}
+    for section in parser.sections():
+        if section != "mailsrv":
+            raise ConfigError(f"{path}: unknown section [{section}] (use [mailsrv])")
+        for k, v in parser.items(section):
+            if k not in KEYS:
+                raise ConfigError(f"{path}: unknown configuration key: {k}")
+            values[k] = v
+    return values
+
+
+# argparse dest -> configuration key, for the global options (mailsrv.py); the
+# --NAME-port flags of the listeners have their key as dest and are added here.
+FLAG_KEYS = {"data": "data_dir", "hostname": "hostname", "tls_cert": "tls_cert", "tls_key": "tls_key",
+             "log_level": "log_level", "relay_port": "relay_port", "relayhost": "relayhost"}
+FLAG_KEYS.update({k: k for k, (kind, _d, _l, _c) in KEYS.items() if kind == "port"})
+
+
+def load_config(args: argparse.Namespace) -> "Config":
+    """The configuration file named by ``args.config`` (if any), the flags on top."""
+    values: Dict[str, object] = {}
+    if getattr(args, "config", None):
+        values.update(read_config_file(args.config))
+    for dest, key in FLAG_KEYS.items():
+        v = getattr(args, dest, None)
+        if v is not None:
+            values[key] = v
+    if getattr(args, "listen", None):
+        values["listen"] = ",".join(args.listen)
+    if getattr(args, "domain", None):
+        values["domains"] = ",".join(args.domain)
+    if getattr(args, "dns_server", None):
+        values["dns_servers"] = ",".join(args.dns_server)
+    if getattr(args, "trusted_networks", None):
+        values["trusted_networks"] = args.trusted_networks
+    return Config(values)
