@@ -148,7 +148,7 @@ class CommandReader:
                 return None
             line = bytes(self._buf[:i])
             del self._buf[:i + 1]
-            event = self._end_of_line(line[:-1] if line.endswith(b"\r") else line)
+            event = self._end_of_line(line)
             if event is not None:
                 return event
 
@@ -184,9 +184,12 @@ class CommandReader:
 
     def _end_of_line(self, text: bytes) -> Event:
         """A line ended (CRLF; a bare LF is taken too, as Dovecot does)."""
+        if self._error is not None:
+            text, self._tail = (self._tail + text)[-_TAIL:], b""
+        text = text[:-1] if text.endswith(b"\r") else text
         self._note_tag(text)
         if self._error is not None:
-            look, self._tail = (self._tail + text)[-_TAIL:], b""
+            look = text
         elif self._line_len + len(text) + 2 > self.max_line:
             self._skip("command line longer than %d octets" % self.max_line)
             look = text[-_TAIL:]
