@@ -22,7 +22,7 @@ ARGS = {
     "RENAME": A.two_mailboxes, "LIST": A.list_args, "LSUB": A.lsub, "STATUS": A.status,
     "APPEND": A.append, "STORE": A.store, "FETCH": A.fetch, "COPY": A.copy, "MOVE": A.copy,
     "SEARCH": S.search_args, "ENABLE": A.enable, "ID": A.id_params,
-    "EXPUNGE": lambda rest: g.end(rest) if bytes(rest) == b"\r\n" else g.sequence_set(g.sp(rest)),
+    "EXPUNGE": lambda rest: A.no_args(rest) if bytes(rest) == b"\r\n" else A.sequence_only(rest),
 }
 
 
@@ -245,6 +245,12 @@ class RfcExamples(unittest.TestCase):
         self.assertEqual((seqs.ranges, uids.ranges), (((5000, 5000), (7500, 7500)), ((15000, 15000), (22500, 22500))))
         self.assertTrue(A.select(b" x (CONDSTORE)\r\n").condstore)
         self.assertRaises(ImapParseError, A.select, b" x (FOO)\r\n")
+
+    def test_no_args_and_sequence_only(self):
+        A.no_args(b"\r\n")
+        self.assertRaises(ImapParseError, A.no_args, b" x\r\n")
+        self.assertEqual(A.sequence_only(b" 3000:3002\r\n").ranges, ((3000, 3002),))
+        self.assertRaises(ImapParseError, A.sequence_only, b" 1 2\r\n")
 
     def test_status_and_id_and_create(self):
         self.assertEqual(A.status(b" x (MESSAGES RECENT SIZE)\r\n"), ("x", ("MESSAGES", "RECENT", "SIZE")))

@@ -39,6 +39,19 @@ def _upper_atom(buf: memoryview) -> Tuple[str, memoryview]:
     return raw.decode("ascii").upper(), rest
 
 
+def no_args(buf: g.Buf) -> None:
+    """CRLF right after the name: CAPABILITY, NOOP, LOGOUT, CLOSE, UNSELECT,
+    EXPUNGE, IDLE, NAMESPACE, STARTTLS (RFC 9051 §9)."""
+    g.end(buf)
+
+
+def sequence_only(buf: g.Buf) -> g.SequenceSet:
+    """SP sequence-set CRLF: UID EXPUNGE (RFC 4315 §2.1, RFC 9051 §6.4.9)."""
+    seq, rest = g.sequence_set(g.sp(buf))
+    g.end(rest)
+    return seq
+
+
 def mailbox_only(buf: g.Buf, utf8: bool = False) -> str:
     """SP mailbox CRLF: DELETE, EXAMINE without parameters, SUBSCRIBE,
     UNSUBSCRIBE (RFC 9051 §9)."""

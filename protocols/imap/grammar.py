@@ -155,8 +155,10 @@ def quoted(buf: Buf) -> Tuple[bytes, memoryview]:
     """quoted = DQUOTE *QUOTED-CHAR DQUOTE (RFC 9051 §9).
 
     QUOTED-CHAR: any TEXT-CHAR except ``"`` and ``\\``, or ``\\"`` / ``\\\\``,
-    or UTF-8 (RFC 9051 §9 utf8-quoted; RFC 3501 allowed 7-bit only: any other
-    escape, CR, LF or NUL is an error).
+    or UTF-8 (RFC 9051 §9 utf8-quoted).  Any other escape, CR, LF, NUL or
+    invalid UTF-8 is an error.  DEVIATION(RFC 3501 §9): rev1 quoted strings
+    are 7-bit, but UTF-8 is accepted from rev1 clients too (mutt and
+    imaplib send 8-bit SEARCH strings quoted), as Dovecot does.
     """
     buf = _mv(buf)
     if bytes(buf[:1]) != b'"':

@@ -183,7 +183,12 @@ class CommandReader:
         self._buf.clear()
 
     def _end_of_line(self, text: bytes) -> Event:
-        """A line ended (CRLF; a bare LF is taken too, as Dovecot does)."""
+        """A line ended.
+
+        DEVIATION(RFC 9051 §2.2): a bare LF ends a line as CRLF does (the
+        stored command gets CRLF), as Dovecot accepts it; clients scripted
+        with printf and netcat send LF alone.
+        """
         if self._error is not None:
             text, self._tail = (self._tail + text)[-_TAIL:], b""
         text = text[:-1] if text.endswith(b"\r") else text
