@@ -518,3 +518,47 @@ class Wire(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Mutations(unittest.TestCase):
+    def test_mutated_examples_raise_only_parse_errors(self):
+        """Bad input is BAD, never a crash: every RFC example, mutated 300 times."""
+        rnd = random.Random(10)
+        alphabet = b' ()[]{}<>."\\*%$:,+-~0123456789\r\nAZaz\x00\xff'
+        for line in RFC_EXAMPLES:
+            for _ in range(300):
+                data = bytearray(line)
+                for _ in range(rnd.randint(1, 4)):
+                    pos = rnd.randrange(len(data) + 1)
+                    op = rnd.randrange(3)
+                    if op == 0 and pos < len(data):
+                        del data[pos]
+                    elif op == 1 and pos < len(data):
+                        data[pos] = rnd.choice(alphabet)
+                    else:
+                        data[pos:pos] = bytes([rnd.choice(alphabet)])
+                try:
+                    head = g.command_head(bytes(data) + b"\r\n")
+                    if head.name in ARGS:
+                        ARGS[head.name](head.rest)
+                except ImapParseError:
+                    pass
+
+    def test_reader_on_random_streams_stays_bounded(self):
+        rnd = random.Random(11)
+        pieces = [b"a APPEND x {5}\r\n", b"{3+}\r\n", b"~{2}\r\n", b"{99999}\r\n", b"{70000+}\r\n",
+                  b"\r\n", b"\n", b"b NOOP\r\n", b"x" * 300, b"{", b"}", b"+"]
+        for _ in range(200):
+            reader = CommandReader(1000, max_line=512)
+            data = b"".join(rnd.choice(pieces) for _ in range(40))
+            for chunk in splits(data, rnd.random()):
+                reader.feed(chunk)
+                while True:
+                    event = reader.next_event()
+                    if isinstance(event, NeedContinuation):
+                        (reader.continue_literal if rnd.random() < 0.5 else reader.refuse_literal)()
+                        continue
+                    if event is None or isinstance(event, ImapParseError) and not event.at_boundary:
+                        break
+                    self.assertIsInstance(event, (Command, ImapParseError))
+                self.assertLessEqual(reader.buffered - len(chunk), 512 + 1000)
