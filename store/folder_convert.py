@@ -1,7 +1,7 @@
 """The two slower paths of store/folder.py: converting mailsrv's old index, and COPY.
 
 * Conversion, once per folder: ``mailsrv-uidlist`` (mailsrv before it wrote
-  Dovecot's files; its format is in store/uidindex.py) becomes
+  Dovecot's files; its format is parsed by parse_uidlist below) becomes
   ``dovecot-uidlist`` with the same UIDVALIDITY, UIDNEXT and every UID
   (RFC 3501 §2.3.1.1: a client must not see a UIDVALIDITY change), and
   ``mailsrv-keywords`` (JSON, key → keywords) becomes ``dovecot-keywords``
@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import shutil
-from typing import TYPE_CHECKING, Dict, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
 from store import dovecot_files as dv
 from store.folder_types import Copied, split_name, unique_base
@@ -40,7 +40,6 @@ log = logging.getLogger("mailsrv.store.folder")
 def convert_old_index(path: str) -> Tuple[dv.Header, List[dv.Record]]:
     """``mailsrv-uidlist`` (+ ``mailsrv-keywords``) → Dovecot's header and records."""
     from store.folder_uidlist import OLD_KEYWORDS, OLD_UIDLIST
-    from store.uidindex import CorruptIndex, parse_uidlist
     with open(os.path.join(path, OLD_UIDLIST), "rb") as f:
         text = f.read().decode("utf-8", "surrogateescape")
     try:
@@ -138,3 +137,62 @@ def _copy_file(src: str, dst: str, st: os.stat_result) -> None:
         fout.flush()
         os.fsync(fout.fileno())
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+class CorruptIndex(Exception):
+    """The old uidlist could not be parsed; carries its UIDVALIDITY if readable."""
+
+    def __init__(self, why: str, old_validity: int = 0):
+        super().__init__(why)
+        self.old_validity = old_validity
+
+
+OLD_VERSION = "3"           # mailsrv-uidlist copied the shape of Dovecot's version 3 header
+MAX_UID = 0xFFFFFFFF        # RFC 3501 §2.3.1.1: UIDs are 32-bit
+
+
+def parse_uidlist(text: str) -> Tuple[int, int, List[Tuple[int, str, Optional[int]]]]:
+    """The old ``mailsrv-uidlist`` → (uidvalidity, uidnext, [(uid, key, cached CRLF size)]).
+
+    Its lines were ``3 V<uidvalidity> N<uidnext>`` then ``<uid> [W<size>] :<key>``.
+    Raises CorruptIndex when anything breaks RFC 3501 §2.3.1.1's invariants
+    (UIDs strictly ascending, all below UIDNEXT, keys unique)."""
+    lines = text.split("\n")
+    head = lines[0].split()
+    fields = {f[0]: f[1:] for f in head[1:] if f}
+    try:
+        if head[0] != OLD_VERSION:
+            raise ValueError("version")
+        validity, uidnext = int(fields["V"]), int(fields["N"])
+    except (IndexError, KeyError, ValueError):
+        raise CorruptIndex("bad header")
+    if not (0 < validity <= MAX_UID and 0 < uidnext <= MAX_UID + 1):
+        raise CorruptIndex("header out of range", validity)
+    rows: List[Tuple[int, str, Optional[int]]] = []
+    seen, last = set(), 0
+    for line in lines[1:]:
+        if not line:
+            continue
+        rows.append(_parse_row(line, validity))
+        uid, key = rows[-1][0], rows[-1][1]
+        if uid <= last or uid >= uidnext or key in seen:
+            raise CorruptIndex("UIDs not ascending or duplicate key", validity)
+        last = uid
+        seen.add(key)
+    return validity, uidnext, rows
+
+
+def _parse_row(line: str, validity: int) -> Tuple[int, str, Optional[int]]:
+    head, sep, key = line.partition(" :")
+    parts = head.split()
+    if not sep or not key or not parts or "/" in key:
+        raise CorruptIndex("bad line", validity)
+    try:
+        uid = int(parts[0])
+        size = None
+        for p in parts[1:]:
+            if p[:1] == "W":
+                size = int(p[1:])
+    except ValueError:
+        raise CorruptIndex("bad number", validity)
+    return uid, key, size

@@ -18,7 +18,7 @@ created?"): ``<time>.M<usec>P<pid>Q<n>R<random hex>.<hostname>``, the hostname
 with "/" written as ``\\057`` and ":" as ``\\072``; ``,S=<size>`` is appended
 (Dovecot's maildir "S=" size field) so readers get the size without a stat.
 
-Reading mail (UID lists, POP3 maildrops) is in store/uidindex.py and
+Reading and changing mail (UIDs, flags, expunges) is in store/folder.py and
 store/maildrop.py; this module is only the layout.
 """
 

@@ -49,7 +49,7 @@ sys.path.insert(0, ROOT)
 
 from store.deliver import DeliveryJob, deliver_batch  # noqa: E402
 from store.maildir import MailStore  # noqa: E402
-from store.uidindex import MTIME_SLACK_S  # noqa: E402
+from store.folder import MTIME_SLACK_S  # noqa: E402
 from store.users import UserDB  # noqa: E402
 from tests.test_server_cli import ServerProcess  # noqa: E402
 
@@ -239,7 +239,7 @@ def measure(server):
         for label in ("first", "later"):
             if label == "later":
                 # a later login comes later: past the window in which the UID index
-                # distrusts directory mtimes and rescans (store/uidindex.py)
+                # distrusts directory mtimes and rescans (store/folder.py)
                 time.sleep(MTIME_SLACK_S + 0.2)
             t, (p, (count, _)) = timed(lambda: login_stat(server.port, BIG_USER))
             assert count == BIG_COUNT, count

@@ -301,6 +301,22 @@ class ConversionTests(FolderTestCase):
         self.assertNotEqual(Folder(self.box).snapshot().uidvalidity, 1234)
 
 
+class OldUidlistParseTests(unittest.TestCase):
+    """The old mailsrv-uidlist, read once to convert it (store/folder_convert.py)."""
+
+    def test_rows_with_and_without_a_cached_size(self):
+        from store.folder_convert import parse_uidlist
+        text = "3 V99 N8\n1 :1.a.host,S=5\n7 W12 :2.b host\n"
+        self.assertEqual(parse_uidlist(text), (99, 8, [(1, "1.a.host,S=5", None), (7, "2.b host", 12)]))
+
+    def test_rejects_what_breaks_the_uid_invariants(self):
+        from store.folder_convert import CorruptIndex, parse_uidlist
+        for text in ("", "2 V1 N2\n", "3 V0 N2\n", "3 V1 N2\n2 :a\n", "3 V1 N5\n1 :a\n2 :a\n",
+                     "3 V1 N5\n1 a\n", "3 V1 N5\nx :a\n", "3 N5\n"):
+            with self.subTest(text=text), self.assertRaises(CorruptIndex):
+                parse_uidlist(text)
+
+
 class DeliveryTests(FolderTestCase):
     def test_note_delivered_appends_the_uid_line_without_a_scan(self):
         folder = Folder(self.box)
