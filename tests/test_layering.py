@@ -2,8 +2,10 @@
 
 mailsrv.py (config, CLI, wiring) -> protocols/ -> store/.  Inside protocols/
 only the event-loop module touches sockets, selectors, TLS, threads or the
-clock; store/ never imports the protocol layer; nothing imports a package
-outside the standard library.
+clock; store/ never imports the protocol layer; the protocol sessions
+(protocols/smtp, pop3, imap, dns and sasl.py) import nothing from store/ and
+open no file; common/ (pure functions both layers share) imports only the
+standard library; nothing imports a package outside the standard library.
 """
 
 import ast
@@ -12,7 +14,15 @@ import sys
 import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOCAL = {"mailsrv", "protocols", "store", "tests"}
+LOCAL = {"mailsrv", "protocols", "store", "tests", "common"}
+# The sans-I/O sessions and what they share (issue 9 §2, §3): they reach the disk
+# only through the backend contracts (protocols/backend/contracts.py).
+SESSION_PACKAGES = ("protocols/smtp", "protocols/pop3", "protocols/imap", "protocols/dns")
+SESSION_MODULES = ("protocols/sasl.py", "protocols/auth_exchange.py", "protocols/base.py")
+# Modules whose only use is the file system.
+FILE_MODULES = {"fcntl", "shutil", "tempfile", "pathlib", "glob", "mmap", "fileinput"}
+# os.* a session may use: randomness, nothing that touches a file.
+OS_ALLOWED = {"urandom"}
 IO_MODULES = {"socket", "selectors", "ssl", "time", "threading", "asyncio", "select"}
 LOOP_MODULES = {"protocols/loop.py"}
 
@@ -36,7 +46,56 @@ def python_files(top):
                 yield os.path.relpath(os.path.join(dirpath, f), ROOT)
 
 
+def session_files():
+    for top in SESSION_PACKAGES:
+        yield from python_files(top)
+    for rel in SESSION_MODULES:
+        if os.path.exists(os.path.join(ROOT, rel)):
+            yield rel
+
+
+def file_calls(path):
+    """``open(...)``, ``io.open``/``os.*`` uses other than os.urandom, in ``path``."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "open":
+            yield "open(", node.lineno
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if node.value.id == "os" and node.attr not in OS_ALLOWED:
+                yield "os." + node.attr, node.lineno
+            elif node.value.id == "io" and node.attr in ("open", "FileIO"):
+                yield "io." + node.attr, node.lineno
+
+
 class LayeringTest(unittest.TestCase):
+    def test_sessions_import_nothing_from_store(self):
+        bad = [f"{rel}:{line} imports {name}" for rel in session_files()
+               for name, line in imports_of(os.path.join(ROOT, rel)) if name.split(".")[0] == "store"]
+        self.assertEqual(bad, [], "sessions reach the store only through protocols/backend/contracts.py")
+
+    def test_no_session_opens_a_file(self):
+        bad = []
+        for rel in session_files():
+            bad += [f"{rel}:{line} uses {what}" for what, line in file_calls(os.path.join(ROOT, rel))]
+            bad += [f"{rel}:{line} imports {name}" for name, line in imports_of(os.path.join(ROOT, rel))
+                    if name.split(".")[0] in FILE_MODULES]
+        self.assertEqual(bad, [], "no protocol session touches a file: the store does, through the backend")
+
+    def test_common_imports_only_the_standard_library(self):
+        bad = [f"{rel}:{line} imports {name}" for rel in python_files("common")
+               for name, line in imports_of(os.path.join(ROOT, rel)) if name.split(".")[0] in LOCAL]
+        self.assertEqual(bad, [], "common/ sits below both layers")
+
+    def test_the_rules_see_a_violation(self):
+        """The checks above are not vacuous: they find what they look for."""
+        import tempfile
+        with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+            f.write("import os\nfrom store.maildrop import MaildropLocked\nopen('x')\nos.unlink('x')\nos.urandom(1)\n")
+        self.addCleanup(os.unlink, f.name)
+        self.assertEqual([n for n, _ in imports_of(f.name)], ["os", "store.maildrop"])
+        self.assertEqual([w for w, _ in file_calls(f.name)], ["open(", "os.unlink"])
+
     def test_protocol_sessions_do_no_io(self):
         bad = []
         for rel in python_files("protocols"):
@@ -64,7 +123,7 @@ class LayeringTest(unittest.TestCase):
     def test_only_standard_library_imports(self):
         std = set(sys.stdlib_module_names) | {"__future__"}
         bad = []
-        for top in ("protocols", "store", "tests"):
+        for top in ("protocols", "store", "tests", "common"):
             for rel in python_files(top):
                 for name, line in imports_of(os.path.join(ROOT, rel)):
                     head = name.split(".")[0]

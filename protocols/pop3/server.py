@@ -16,7 +16,8 @@ Left out:
   (none of our mechanisms has one), the UTF8 "USER" argument (RFC 6856 §2.2).
 
 The session never touches the disk itself: it asks ``backend.open_maildrop``
-for a maildrop object (``store/maildrop.py``) and streams messages from the
+for a maildrop object (the ``Maildrop`` contract of protocols/backend/contracts.py,
+served by store/maildrop.py) and streams messages from the
 file objects that object hands out.  The maildrop is a snapshot taken at
 login (RFC 1939 §4: messages are numbered when the maildrop is opened), so
 mail arriving during a session appears at the next login.  Only QUIT in
@@ -36,7 +37,7 @@ from typing import Callable, Deque, Dict, FrozenSet, List, Optional, Set, Tuple,
 from protocols import sasl
 from protocols.base import LineReader, LineTooLong, SessionContext
 from protocols.pop3.stream import READ_CHUNK, MessageStream  # noqa: F401 (READ_CHUNK re-exported)
-from store.maildrop import MaildropLocked
+from protocols.backend.contracts import MailboxInUse
 
 log = logging.getLogger("mailsrv.pop3")
 
@@ -434,7 +435,7 @@ class Pop3Session:
                 self._close_maildrop(result)  # the client left while we were opening
             return
         if isinstance(result, BaseException):
-            if isinstance(result, MaildropLocked):
+            if isinstance(result, MailboxInUse):
                 self._send("-ERR [IN-USE] Maildrop is locked by another session")  # RFC 2449 §8.1.2
             elif isinstance(result, (PermissionError, NotADirectoryError, ValueError)):
                 # RFC 3206 §4 SYS/PERM: a fault an operator must fix; retrying will not help.
@@ -489,8 +490,10 @@ class Pop3Session:
         self.state = Pop3State.UPDATE
         maildrop, self._maildrop = self._maildrop, None
         deleted = sorted(self._deleted)
+        failed: List[int] = []
         try:
-            failed = maildrop.commit_deletes(deleted) if deleted else []
+            if deleted:
+                maildrop.commit_deletes(deleted)    # None, or OSError (the contract)
         except OSError:
             log.exception("pop3 commit_deletes failed user=%s", self._user)
             failed = deleted
