@@ -69,7 +69,7 @@ class SmtpSession(SmtpAuthMixin, SmtpMessageMixin):
         self._txn: Optional[Transaction] = None
         self._data: Optional[DataReader] = None
         self._chunk: Optional[Chunk] = None
-        self._sasl: Optional[sasl.SaslServer] = None
+        self._sasl = None            # the AUTH exchange in progress (protocols/auth_exchange.py)
         self._bad = 0
         self._pending = False        # a backend call is outstanding
         self._delivering = False
