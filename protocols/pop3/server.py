@@ -36,7 +36,7 @@ from typing import Callable, Deque, Dict, FrozenSet, List, Optional, Set, Tuple,
 from protocols import auth_exchange as ax
 from protocols import sasl
 from protocols.auth_exchange import AuthExchange, Step
-from protocols.base import LineReader, LineTooLong, SessionContext
+from protocols.base import LineReader, LineTooLong, ProtocolError, SessionContext
 from protocols.pop3.stream import READ_CHUNK, MessageStream  # noqa: F401 (READ_CHUNK re-exported)
 from protocols.backend.contracts import MailboxInUse
 
@@ -251,7 +251,13 @@ class Pop3Session:
         if self.state not in states:
             self._bad_command("-ERR command not valid in this state")
             return
-        handler(self, rest)
+        try:
+            handler(self, rest)
+        except ProtocolError as e:      # the command boundary (protocols/base.py)
+            if e.close:
+                self._fatal(e.reply[:-2])
+            else:
+                self._out.append(e.reply)
 
     def _bad_command(self, reply: str) -> None:
         self._bad += 1
@@ -260,7 +266,7 @@ class Pop3Session:
         else:
             self._send(reply)
 
-    def _fatal(self, reply: str) -> None:
+    def _fatal(self, reply: Union[str, bytes]) -> None:
         """Send ``reply`` after any pending output, then close; deletes nothing."""
         self._send(reply)
         self._release("closed")
@@ -511,24 +517,20 @@ class Pop3Session:
         return len(live), sum(m.size for m in live)
 
     def _msg_arg(self, arg: bytes) -> Optional[int]:
-        """A message number (RFC 1939 §3) → 0-based index, or None after -ERR."""
+        """A message number (RFC 1939 §3) → 0-based index; ProtocolError (-ERR) if none."""
         if not arg.isdigit() or len(arg) > 9:
-            self._send("-ERR invalid message number")
-            return None
+            raise ProtocolError(_line("-ERR invalid message number"))
         n = int(arg)
         if not 1 <= n <= len(self._maildrop.messages):
-            self._send("-ERR no such message")
-            return None
+            raise ProtocolError(_line("-ERR no such message"))
         if n - 1 in self._deleted:
-            self._send("-ERR message %d already deleted" % n)  # RFC 1939 §5
-            return None
+            raise ProtocolError(_line("-ERR message %d already deleted" % n))  # RFC 1939 §5
         return n - 1
 
     def _args(self, rest: bytes, low: int, high: int) -> Optional[List[bytes]]:
         args = rest.split()
         if not low <= len(args) <= high:
-            self._send("-ERR wrong number of arguments")
-            return None
+            raise ProtocolError(_line("-ERR wrong number of arguments"))
         return args
 
     def _listing(self, rest: bytes, first: str, value: Callable[[object], bytes]) -> None:

@@ -34,7 +34,7 @@ import logging
 from typing import Callable, Dict, FrozenSet, Optional, Tuple
 
 from protocols import sasl
-from protocols.base import LineReader, LineTooLong, SessionContext
+from protocols.base import LineReader, LineTooLong, ProtocolError, SessionContext
 from protocols.smtp.address import (Address, AddressError, parse_forward_path,
                                     parse_parameters, parse_reverse_path)
 from protocols.smtp.auth import SmtpAuthMixin
@@ -273,6 +273,10 @@ class SmtpSession(SmtpAuthMixin, SmtpMessageMixin):
                 self._fail(*e.reply_tuple)
             else:
                 self._reply_t(e.reply_tuple)
+        except ProtocolError as e:      # the command boundary (protocols/base.py)
+            self._send(e.reply)
+            if e.close:
+                self.closed = True
 
     # -- HELO / EHLO (RFC 5321 §4.1.1.1) ---------------------------------
 
