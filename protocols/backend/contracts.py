@@ -63,10 +63,9 @@ class DeliveryService(Protocol):
     def open_message(self, envelope) -> Any:
         """A ``MessageSink`` (protocols/smtp/state.py: write / abort /
         finish(envelope, done(Reply))) for a message whose data starts now,
-        or a refusal Reply (over the in-flight budget: 452 4.3.1)."""
-
-    def deliver(self, envelope, data: bytes, done: Callable[[Reply], None]) -> None:
-        """A whole message in hand, through the same path; ``done(Reply)``."""
+        or a refusal Reply (over the in-flight budget: 452 4.3.1).  (The real
+        service also has ``deliver(envelope, data, done)`` for a message in
+        hand, used by local submission, not by sessions.)"""
 
 
 class MaildropMessage(Protocol):
