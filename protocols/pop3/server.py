@@ -38,7 +38,7 @@ from protocols import sasl
 from protocols.auth_exchange import AuthExchange, Step
 from protocols.base import LineReader, LineTooLong, ProtocolError, SessionContext
 from protocols.pop3.stream import READ_CHUNK, MessageStream  # noqa: F401 (READ_CHUNK re-exported)
-from protocols.backend.contracts import MailboxInUse
+from protocols.backend.contracts import MailboxInUse, Pop3Backend
 
 log = logging.getLogger("mailsrv.pop3")
 
@@ -104,7 +104,7 @@ Handler = Callable[["Pop3Session", bytes], None]
 class Pop3Session:
     """One POP3 connection: bytes in, bytes out (RFC 1939 §3)."""
 
-    def __init__(self, ctx: SessionContext, config: Pop3Config, backend):
+    def __init__(self, ctx: SessionContext, config: Pop3Config, backend: Pop3Backend):
         self.ctx = ctx
         self.config = config
         self.backend = backend

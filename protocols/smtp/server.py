@@ -34,6 +34,7 @@ import logging
 from typing import Callable, Dict, FrozenSet, Optional, Tuple
 
 from protocols import sasl
+from protocols.backend.contracts import SmtpBackend
 from protocols.base import LineReader, LineTooLong, ProtocolError, SessionContext
 from protocols.smtp.address import (Address, AddressError, parse_forward_path,
                                     parse_parameters, parse_reverse_path)
@@ -54,7 +55,7 @@ log = logging.getLogger("mailsrv.smtp")
 class SmtpSession(SmtpAuthMixin, SmtpMessageMixin):
     """One SMTP server connection; see protocols/base.py for the protocol."""
 
-    def __init__(self, ctx: SessionContext, config: SmtpConfig, backend):
+    def __init__(self, ctx: SessionContext, config: SmtpConfig, backend: SmtpBackend):
         self.ctx = ctx
         self.config = config
         self.backend = backend
