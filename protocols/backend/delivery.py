@@ -68,9 +68,12 @@ class DeliveryService:
         if self.deliverer is None:
             self.deliverer = Deliverer(self.store)
 
-    def close(self) -> None:
+    def stop_pickup(self) -> None:
         if self.pickup is not None:
-            self.pickup.stop()
+            self.pickup.stop()      # kept: SIGUSR2's handler may still kick it (mailsrv.py)
+
+    def close(self) -> None:
+        self.stop_pickup()
         if self.deliverer is not None:
             self.deliverer.close()
             self.deliverer = None

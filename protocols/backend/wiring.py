@@ -85,9 +85,7 @@ class Backend:
 
     def close(self) -> None:
         self.auth.close()
-        if self.delivery.pickup is not None:
-            self.delivery.pickup.stop()
-            self.delivery.pickup = None
+        self.delivery.stop_pickup()     # no new local submissions, then the relay, then the disk
         self.outbound.close()
         self.delivery.close()
 
