@@ -57,7 +57,10 @@ class ProtocolError(Exception):
 
     ``reply`` is the complete response line(s) to send (bytes, CRLF
     terminated); ``close`` says whether the connection ends after it.
-    The session turns it into 5xx / -ERR / BAD at the command boundary.
+    The one error type of every session: a handler (or a parse function it
+    calls) raises it, and the session's command dispatch (SMTP's
+    ``SmtpSession._command``, POP3's ``Pop3Session._command``, IMAP's next)
+    sends the reply -- 5xx / -ERR / BAD -- and closes when asked.
     """
 
     def __init__(self, reply: bytes, close: bool = False):

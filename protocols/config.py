@@ -119,8 +119,8 @@ def _convert(name: str, kind: str, raw: object):
 
 
 class CidrList(list):
-    """``trusted_networks`` as configured (CIDRs as text, or ``["none"]``); called, or
-    through :meth:`networks`, the parsed networks (``none``: an empty list)."""
+    """``trusted_networks`` as configured (CIDRs as text, or ``["none"]``);
+    :meth:`networks` gives the parsed networks (``none``: an empty list)."""
 
     def networks(self) -> List[ipaddress._BaseNetwork]:
         if [n.lower() for n in self] == ["none"]:
@@ -129,8 +129,6 @@ class CidrList(list):
             return [ipaddress.ip_network(n, strict=False) for n in self]
         except ValueError as e:
             raise ConfigError(f"bad trusted_networks entry: {e}") from None
-
-    __call__ = networks      # cfg.trusted_networks(): the spelling the backend uses
 
 
 class _ConfigBase:

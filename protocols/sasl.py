@@ -36,7 +36,8 @@ import os
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Protocol, Tuple
-from store.users import saslprep, scram_keys   # RFC 4013 prep and RFC 5802 §3 keys: one definition
+
+from store.scram import saslprep, scram_keys   # RFC 4013 prep and RFC 5802 §3 keys: one definition (store/scram.py)
 
 PLAIN = "PLAIN"
 LOGIN = "LOGIN"
@@ -200,8 +201,8 @@ def make_scram_credentials(password: str, salt: Optional[bytes] = None,
                            iterations: int = DEFAULT_ITERATIONS) -> ScramCredentials:
     """Derive the stored SCRAM-SHA-256 keys for ``password`` (RFC 5802 §3).
 
-    The math lives with the users file (``store.users.scram_keys``), which
-    computes the same keys at ``user add``; this is its protocol-side name."""
+    The math is store/scram.py's ``scram_keys``, which the users file uses
+    to compute the same keys at ``user add``; this is its protocol-side name."""
     if iterations < 1:
         raise ValueError("iterations must be positive")  # RFC 5802 §7 posit-number
     keys = scram_keys(password, os.urandom(SALT_OCTETS) if salt is None else bytes(salt), iterations)

@@ -5,7 +5,9 @@ prepared with the same "SASLprep-lite" as protocols/sasl.py (RFC 4013 §2.1
 mapping + §2.2 NFKC) before both scrypt and the SCRAM Hi() of RFC 5802 §2.2,
 as RFC 4616 §2 (PLAIN) and RFC 5802 §2.2 ask.
 DEVIATION(RFC 4013 §2.3-§2.5): prohibited-output, bidi and unassigned checks
-are not done (same as protocols/sasl.py, which store/ must not import).
+are not done.  ``saslprep`` and ``scram_keys`` are defined in store/scram.py,
+which both this module and protocols/sasl.py import (neither layer may import
+the other's modules).
 """
 
 from __future__ import annotations
@@ -14,10 +16,9 @@ import base64
 import hashlib
 import hmac
 import os
-import stringprep
-import unicodedata
-from collections import namedtuple
 from typing import Optional
+
+from store.scram import SCRAM_ITERATIONS, SCRAM_SALT_LEN, ScramKeys, saslprep, scram_keys  # noqa: F401 (re-exported)
 
 # Password hashing: scrypt (RFC 7914 §2 parameters): N=2**14, r=8, p=1;
 # 16-byte salt, 64-byte derived key.
@@ -28,33 +29,6 @@ SCRYPT_SALT_LEN = 16
 SCRYPT_DKLEN = 64
 # 128 * r * N octets are needed; leave headroom for larger parameters.
 SCRYPT_MAXMEM = 256 * 1024 * 1024
-# RFC 7677 §4: SCRAM-SHA-256 iteration count should be at least 4096.
-SCRAM_ITERATIONS = 4096
-SCRAM_SALT_LEN = 16
-
-ScramKeys = namedtuple("ScramKeys", "salt iterations stored_key server_key")
-ScramKeys.__doc__ = "SCRAM server secrets (RFC 5802 §3): salt, i, StoredKey, ServerKey."
-
-
-def saslprep(text: str) -> str:
-    """SASLprep-lite: RFC 4013 §2.1 mapping (B.1 characters map to nothing,
-    C.1.2 spaces to " ") plus §2.2 NFKC normalisation.  protocols/sasl.py uses
-    this same function, so stored SCRAM keys and logins always agree.
-
-    DEVIATION(RFC 4013 §2.3, §2.4, §2.5): the prohibited-output, bidi and
-    unassigned-code-point checks are not done, and NFKC uses the running
-    Python's Unicode version instead of Unicode 3.2.  A string a full
-    SASLprep would reject is hashed as mapped here; strings it accepts map
-    to the same result, so clients with a full SASLprep still interoperate.
-    """
-    mapped = []
-    for ch in text:
-        if stringprep.in_table_b1(ch):
-            continue
-        if stringprep.in_table_c12(ch):
-            ch = " "
-        mapped.append(ch)
-    return unicodedata.normalize("NFKC", "".join(mapped))
 
 
 def scrypt_hash(password: str, salt: Optional[bytes] = None) -> str:
@@ -79,20 +53,6 @@ def scrypt_check(password: str, stored: str) -> bool:
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(got, want)
-
-
-def scram_keys(password: str, salt: Optional[bytes] = None,
-               iterations: int = SCRAM_ITERATIONS) -> ScramKeys:
-    """RFC 5802 §3: SaltedPassword = Hi(Normalize(password), salt, i) (PBKDF2, §2.2);
-    ClientKey = HMAC(SaltedPassword, "Client Key"); StoredKey = H(ClientKey);
-    ServerKey = HMAC(SaltedPassword, "Server Key"); H = SHA-256 (RFC 7677 §3)."""
-    salt = os.urandom(SCRAM_SALT_LEN) if salt is None else salt
-    salted = hashlib.pbkdf2_hmac("sha256", saslprep(password).encode("utf-8"), salt,
-                                 iterations)
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    stored_key = hashlib.sha256(client_key).digest()
-    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-    return ScramKeys(salt, iterations, stored_key, server_key)
 
 
 def _scram_from(s: dict) -> ScramKeys:

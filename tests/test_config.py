@@ -48,8 +48,8 @@ class TypedConfigTest(unittest.TestCase):
     def test_trusted_networks_as_text_and_parsed(self):
         cfg = Config({"trusted_networks": "10.0.0.0/8,::1"}, names=NAMES)
         self.assertEqual(cfg.trusted_networks, ["10.0.0.0/8", "::1"])
-        self.assertEqual([str(n) for n in cfg.trusted_networks()], ["10.0.0.0/8", "::1/128"])
-        self.assertEqual(Config({"trusted_networks": "none"}, names=NAMES).trusted_networks(), [])
+        self.assertEqual([str(n) for n in cfg.trusted_networks.networks()], ["10.0.0.0/8", "::1/128"])
+        self.assertEqual(Config({"trusted_networks": "none"}, names=NAMES).trusted_networks.networks(), [])
 
     def test_the_relay_password_is_not_in_the_repr(self):
         cfg = Config({"relay_auth_user": "u", "relay_auth_password": "hunter2"}, names=NAMES)

@@ -18,7 +18,7 @@ from protocols import sasl
 from protocols.base import SessionContext
 from protocols.pop3.server import (MAX_COMMAND_LINE, MAX_PENDING_INPUT, READ_CHUNK, Pop3Config, Pop3Session,
                                    Pop3State)
-from store.maildrop import MaildropLocked
+from protocols.backend.contracts import MailboxInUse
 
 HOST = "pop.example.test"
 REMOTE = ("192.0.2.7", 40000)
@@ -62,7 +62,7 @@ class FakeMaildrop:
         self.seen = []
         self.committed = []
         self.closes = 0
-        self.commit_result = []
+        self.commit_error = None        # an OSError: commit_deletes fails (the Maildrop contract)
 
     def open_message(self, i):
         body = self.bodies[i]
@@ -72,10 +72,10 @@ class FakeMaildrop:
         self.seen.append(i)
 
     def commit_deletes(self, indices):
+        """The Maildrop contract (protocols/backend/contracts.py): None, or OSError."""
         self.committed.append(list(indices))
-        if isinstance(self.commit_result, Exception):
-            raise self.commit_result
-        return self.commit_result
+        if self.commit_error is not None:
+            raise self.commit_error
 
     def close(self):
         self.closes += 1
@@ -362,7 +362,7 @@ S: -ERR USER first
 
     def test_in_use_when_maildrop_locked(self):
         s, b = make_session(peer=LOCAL)
-        b.open_error = MaildropLocked("locked")
+        b.open_error = MailboxInUse("locked")
         self.assertEqual(login(s), b"+OK send PASS\r\n-ERR [IN-USE] Maildrop is locked by another session\r\n")
         self.assertIs(s.state, Pop3State.AUTHORIZATION)
         b.open_error = None
@@ -584,9 +584,9 @@ class TransactionTest(TranscriptCase):
         self.assertTrue(s.closed)
 
     def test_commit_failure_reports_sys_temp(self):
-        for failure in ([0], OSError("EIO")):
+        for failure in (OSError("EIO"), OSError(5, "1 deleted messages not removed")):
             s, b = self.session()
-            b.maildrop.commit_result = failure
+            b.maildrop.commit_error = failure
             self.send(s, b"DELE 1")
             with self.assertLogs("mailsrv.pop3", "ERROR"):
                 out = self.send(s, b"QUIT")

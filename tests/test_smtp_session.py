@@ -79,13 +79,16 @@ class FakeBackend:
             return (550, "5.7.1", "Sender refused")
         return None
 
+    def may_relay(self, ctx, auth_user):
+        return auth_user is not None
+
     def check_recipient(self, ctx, auth_user, address):
         if address.domain.lower() in self.local_domains:
             if address.text.lower() in self.users or address.local.lower() == "postmaster" \
                     or address.local.startswith("any"):
                 return RcptDecision(True, target=address.text.lower())
             return RcptDecision(False, (550, "5.1.1", "No such user"))
-        if auth_user is not None:
+        if self.may_relay(ctx, auth_user):
             return RcptDecision(True, target=("remote", address.text))
         return RcptDecision(False, (550, "5.7.1", "Relaying denied"))
 

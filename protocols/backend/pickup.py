@@ -4,7 +4,7 @@ Postfix's pickup(8): the server reads ``DATA/postdrop/`` (store/postdrop.py)
 at start, when ``sendmail`` signals it (SIGUSR2) and every PICKUP_INTERVAL
 seconds, adds a Received: field (RFC 5321 §4.4: every MTA that takes
 responsibility for a message adds one) and hands each message to the same
-delivery as SMTP (``Backend.deliver_dropped``: Maildirs and the queue).  A file
+delivery as SMTP (``DeliveryService.deliver_dropped``, protocols/backend/delivery.py: Maildirs and the queue).  A file
 is removed only once its message is stored durably; a delivery that fails
 (storage error) leaves it for the next round.  A file that cannot be read as
 a drop file is moved aside to ``.bad-<name>`` and logged, never retried.

@@ -1,7 +1,7 @@
 """The real ``MessageSink`` (protocols/smtp/state.py): a message received over
 SMTP goes to disk as it arrives, then is made durable before the 250.
 
-``Backend.open_message`` (protocols/backend/wiring.py) creates one per message once
+``DeliveryService.open_message`` (protocols/backend/delivery.py) creates one per message once
 data starts (DATA's 354 or the first BDAT).  Up to ``SMALL_MESSAGE`` octets
 are held; beyond, the pieces go to ``store.incoming.IncomingMessage``: the
 first local recipient's Maildir ``tmp/`` file and/or the queue's ``tmp-``
@@ -11,7 +11,7 @@ group-committed) and the remote part to a worker thread (``Queue.enqueue``
 or ``enqueue_file``: fsync, rename, envelope); ``done`` gets 250 only when
 both are on disk, else 452 4.3.1 (RFC 3463 §3.4).
 
-Submission fixups (RFC 6409 §8.2/§8.3, ``Backend._submission_fixups``)
+Submission fixups (RFC 6409 §8.2/§8.3, ``DeliveryService.submission_fixups``)
 need the header block: the first ``HEAD_LIMIT`` octets, up to the empty
 line that ends the header, are held and fixed before anything is written.
 
@@ -81,9 +81,9 @@ class IncomingSink:
         head = bytes(self.buf)
         if head.find(b"\r\n\r\n") < 0 and len(head) >= HEAD_LIMIT:
             cut = head.rfind(b"\r\n") + 2       # the fields seen so far
-            out = self.backend._submission_fixups(head[:cut]) + head[cut:] if cut >= 2 else head
+            out = self.backend.submission_fixups(head[:cut]) + head[cut:] if cut >= 2 else head
         else:
-            out = self.backend._submission_fixups(head)
+            out = self.backend.submission_fixups(head)
         self.buf = bytearray(out)
 
     def abort(self) -> None:

@@ -16,7 +16,8 @@ Left out:
   (none of our mechanisms has one), the UTF8 "USER" argument (RFC 6856 §2.2).
 
 The session never touches the disk itself: it asks ``backend.open_maildrop``
-for a maildrop object (``store/maildrop.py``) and streams messages from the
+for a maildrop object (the ``Maildrop`` contract of protocols/backend/contracts.py,
+served by store/maildrop.py) and streams messages from the
 file objects that object hands out.  The maildrop is a snapshot taken at
 login (RFC 1939 §4: messages are numbered when the maildrop is opened), so
 mail arriving during a session appears at the next login.  Only QUIT in
@@ -26,17 +27,18 @@ release the maildrop lock and delete nothing.
 
 from __future__ import annotations
 
-import base64
 import enum
 import logging
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Deque, Dict, FrozenSet, List, Optional, Set, Tuple, Union
 
+from protocols import auth_exchange as ax
 from protocols import sasl
-from protocols.base import LineReader, LineTooLong, SessionContext
+from protocols.auth_exchange import AuthExchange, Step
+from protocols.base import LineReader, LineTooLong, ProtocolError, SessionContext
 from protocols.pop3.stream import READ_CHUNK, MessageStream  # noqa: F401 (READ_CHUNK re-exported)
-from store.maildrop import MaildropLocked
+from protocols.backend.contracts import MailboxInUse, Pop3Backend
 
 log = logging.getLogger("mailsrv.pop3")
 
@@ -102,7 +104,7 @@ Handler = Callable[["Pop3Session", bytes], None]
 class Pop3Session:
     """One POP3 connection: bytes in, bytes out (RFC 1939 §3)."""
 
-    def __init__(self, ctx: SessionContext, config: Pop3Config, backend):
+    def __init__(self, ctx: SessionContext, config: Pop3Config, backend: Pop3Backend):
         self.ctx = ctx
         self.config = config
         self.backend = backend
@@ -113,7 +115,7 @@ class Pop3Session:
         self._closing = False
         self._waiting = False      # a backend call is in flight
         self._user_arg: Optional[str] = None   # USER given, PASS expected
-        self._sasl: Optional[sasl.SaslServer] = None
+        self._sasl: Optional[AuthExchange] = None    # an AUTH exchange waiting for a client line
         self._user: Optional[str] = None
         self._maildrop = None
         self._deleted: Set[int] = set()
@@ -249,7 +251,13 @@ class Pop3Session:
         if self.state not in states:
             self._bad_command("-ERR command not valid in this state")
             return
-        handler(self, rest)
+        try:
+            handler(self, rest)
+        except ProtocolError as e:      # the command boundary (protocols/base.py)
+            if e.close:
+                self._fatal(e.reply[:-2])
+            else:
+                self._out.append(e.reply)
 
     def _bad_command(self, reply: str) -> None:
         self._bad += 1
@@ -258,7 +266,7 @@ class Pop3Session:
         else:
             self._send(reply)
 
-    def _fatal(self, reply: str) -> None:
+    def _fatal(self, reply: Union[str, bytes]) -> None:
         """Send ``reply`` after any pending output, then close; deletes nothing."""
         self._send(reply)
         self._release("closed")
@@ -333,8 +341,8 @@ class Pop3Session:
         if not password:
             self._send("-ERR PASS needs a password")
             return
-        self._authenticate(sasl.SaslOutcome(mechanism="USER", authcid=user, authzid="",
-                                            password=password))
+        exchange = AuthExchange.password("USER", user, password)
+        self._auth_step(exchange, exchange.start())
 
     def _cmd_auth(self, rest: bytes) -> None:
         """RFC 5034 §4: AUTH mechanism [initial-response]."""
@@ -352,72 +360,58 @@ class Pop3Session:
         if mech not in mechs:
             self._send("-ERR Unsupported authentication mechanism")  # RFC 5034 §4
             return
-        self._sasl = sasl.SaslServer(mech, self.backend.scram_lookup, hold_server_final=True)
-        if len(args) == 2:
-            self._sasl_response(args[1])  # "=" is the empty response (RFC 5034 §4)
-        else:
-            self._sasl_step(None)
+        exchange = AuthExchange.sasl(mech, self.backend.scram_lookup)
+        # "=" is the empty initial response (RFC 5034 §4)
+        self._auth_step(exchange, exchange.start(args[1] if len(args) == 2 else None))
 
     def _sasl_response(self, line: bytes) -> None:
         """A client line in a SASL exchange: base64 or "*" (RFC 5034 §4)."""
-        try:
-            data = sasl.decode_response(line)
-        except sasl.SaslCancelled:
-            self._sasl = None
+        exchange, self._sasl = self._sasl, None
+        self._auth_step(exchange, exchange.respond(line))
+
+    def _auth_step(self, exchange: AuthExchange, step: Step) -> None:
+        """Frame one step of the shared exchange (protocols/auth_exchange.py) as POP3."""
+        if step.kind == ax.CHALLENGE:
+            # RFC 5034 §4: "+ " and the base64 challenge; a SCRAM server-final
+            # (sent only once the backend accepted, RFC 5802 §5) comes this way too.
+            self._sasl = exchange
+            self._send(b"+ " + step.encoded)
+        elif step.kind == ax.CHECK:
+            # the backend verifies and delays failures; input waits meanwhile
+            self._waiting = True
+            self.backend.authenticate(self.ctx, step.outcome,
+                                      lambda answer: self._authenticated(exchange, answer))
+        elif step.kind == ax.SUCCESS:
+            self._login_ok(step.outcome, step.user)
+        elif step.kind in (ax.REJECTED, ax.TEMPORARY):
+            self._login_failed(step)
+        elif step.kind == ax.CANCELLED:
             self._send("-ERR [AUTH] Authentication cancelled")
-            return
-        except sasl.SaslError:
-            self._sasl = None
+        elif step.kind == ax.BAD_BASE64:
             self._send("-ERR [AUTH] Invalid base64 in SASL response")
-            return
-        self._sasl_step(data)
+        else:
+            self._send("-ERR [AUTH] %s" % step.error)
 
-    def _sasl_step(self, data: Optional[bytes]) -> None:
-        try:
-            challenge, outcome = self._sasl.step(data)
-        except sasl.SaslError as exc:
-            self._sasl = None
-            self._send("-ERR [AUTH] %s" % exc)
-            return
-        if outcome is None:
-            self._send(b"+ " + base64.b64encode(challenge or b""))
-            return
-        server, self._sasl = self._sasl, None
-        if server.approved is not None:     # the client took our server-final (RFC 4422 §5 item 2b)
-            self._login_ok(outcome, server.approved)
-            return
-        self._authenticate(outcome, server)
-
-    def _authenticate(self, outcome: sasl.SaslOutcome, server: Optional[sasl.SaslServer] = None) -> None:
-        """Hand the credentials to the backend (it verifies and delays failures)."""
-        self._waiting = True
-        self.backend.authenticate(self.ctx, outcome,
-                                  lambda user: self._authenticated(outcome, user, server))
-
-    def _authenticated(self, outcome: sasl.SaslOutcome, user, server=None) -> None:
+    def _authenticated(self, exchange: AuthExchange, answer) -> None:
         """``backend.authenticate``'s answer: a user, None, or sasl.AuthTemporary."""
         self._waiting = False
         if self._closing:
             return
-        if user is None or isinstance(user, sasl.AuthTemporary):
-            self._auth_failures += 1
-            last = self._auth_failures >= self.config.max_auth_failures
-            if user is None:
-                log.info("pop3 login failed user=%r mech=%s peer=%s",
-                         outcome.authcid, outcome.mechanism, self.ctx.peer_ip)
-                reply = "-ERR [AUTH] Authentication failed" + (", closing" if last else "")
-            else:   # RFC 3206 §4 SYS/TEMP: not checked now; the backend logged why
-                reply = "-ERR [SYS/TEMP] " + user.text
-            (self._fatal if last else self._send)(reply)
-        elif outcome.server_final is not None and server is not None:
-            # RFC 5802 §5: the server signature goes out only now that the backend has
-            # counted and accepted the attempt; RFC 5034 §4: as a "+ " challenge.
-            server.approved, self._sasl = user, server
-            self._send(b"+ " + base64.b64encode(outcome.server_final))
-        else:
-            self._login_ok(outcome, user)
-            return
-        self._resume()
+        step = exchange.verdict(answer)
+        self._auth_step(exchange, step)
+        if step.kind != ax.SUCCESS:     # a login goes on to open the maildrop
+            self._resume()
+
+    def _login_failed(self, step: Step) -> None:
+        self._auth_failures += 1
+        last = self._auth_failures >= self.config.max_auth_failures
+        if step.kind == ax.REJECTED:
+            log.info("pop3 login failed user=%r mech=%s peer=%s",
+                     step.outcome.authcid, step.outcome.mechanism, self.ctx.peer_ip)
+            reply = "-ERR [AUTH] Authentication failed" + (", closing" if last else "")
+        else:   # RFC 3206 §4 SYS/TEMP: not checked now; the backend logged why
+            reply = "-ERR [SYS/TEMP] " + step.temporary.text
+        (self._fatal if last else self._send)(reply)
 
     def _login_ok(self, outcome: sasl.SaslOutcome, user: str) -> None:
         log.info("pop3 login ok user=%s mech=%s peer=%s tls=%s",
@@ -434,7 +428,7 @@ class Pop3Session:
                 self._close_maildrop(result)  # the client left while we were opening
             return
         if isinstance(result, BaseException):
-            if isinstance(result, MaildropLocked):
+            if isinstance(result, MailboxInUse):
                 self._send("-ERR [IN-USE] Maildrop is locked by another session")  # RFC 2449 §8.1.2
             elif isinstance(result, (PermissionError, NotADirectoryError, ValueError)):
                 # RFC 3206 §4 SYS/PERM: a fault an operator must fix; retrying will not help.
@@ -489,8 +483,10 @@ class Pop3Session:
         self.state = Pop3State.UPDATE
         maildrop, self._maildrop = self._maildrop, None
         deleted = sorted(self._deleted)
+        failed: List[int] = []
         try:
-            failed = maildrop.commit_deletes(deleted) if deleted else []
+            if deleted:
+                maildrop.commit_deletes(deleted)    # None, or OSError (the contract)
         except OSError:
             log.exception("pop3 commit_deletes failed user=%s", self._user)
             failed = deleted
@@ -521,24 +517,20 @@ class Pop3Session:
         return len(live), sum(m.size for m in live)
 
     def _msg_arg(self, arg: bytes) -> Optional[int]:
-        """A message number (RFC 1939 §3) → 0-based index, or None after -ERR."""
+        """A message number (RFC 1939 §3) → 0-based index; ProtocolError (-ERR) if none."""
         if not arg.isdigit() or len(arg) > 9:
-            self._send("-ERR invalid message number")
-            return None
+            raise ProtocolError(_line("-ERR invalid message number"))
         n = int(arg)
         if not 1 <= n <= len(self._maildrop.messages):
-            self._send("-ERR no such message")
-            return None
+            raise ProtocolError(_line("-ERR no such message"))
         if n - 1 in self._deleted:
-            self._send("-ERR message %d already deleted" % n)  # RFC 1939 §5
-            return None
+            raise ProtocolError(_line("-ERR message %d already deleted" % n))  # RFC 1939 §5
         return n - 1
 
     def _args(self, rest: bytes, low: int, high: int) -> Optional[List[bytes]]:
         args = rest.split()
         if not low <= len(args) <= high:
-            self._send("-ERR wrong number of arguments")
-            return None
+            raise ProtocolError(_line("-ERR wrong number of arguments"))
         return args
 
     def _listing(self, rest: bytes, first: str, value: Callable[[object], bytes]) -> None:

@@ -2,18 +2,22 @@
 
 A mixin so that protocols/smtp/server.py stays readable; it uses the
 session's ``_reply`` / ``_fail`` / ``_send`` / ``_await`` and state.
-SASL mechanisms come from ``protocols.sasl`` (PLAIN, LOGIN, SCRAM-SHA-256);
-the password check and lockout are the backend's (``backend.authenticate``,
-whose answer is a user, None, or a ``sasl.AuthTemporary``).
+The exchange itself (decoding, the mechanisms of ``protocols.sasl``, the
+backend's verdict, SCRAM's held server-final) is the one every protocol
+shares, ``protocols.auth_exchange.AuthExchange``; this module frames its
+steps as SMTP replies.  The password check and lockout are the backend's
+(``backend.authenticate``, whose answer is a user, None, or a
+``sasl.AuthTemporary``).
 """
 
 from __future__ import annotations
 
-import base64
 import logging
 from typing import Callable, Optional
 
+from protocols import auth_exchange as ax
 from protocols import sasl
+from protocols.auth_exchange import AuthExchange, Step
 from protocols.smtp.state import State
 
 log = logging.getLogger("mailsrv.smtp")
@@ -73,80 +77,44 @@ class SmtpAuthMixin:
             # RFC 4954 §6: 538 5.7.11.
             self._reply(538, "5.7.11", "Encryption required for requested authentication mechanism")
             return
-        initial = None
-        if len(parts) == 2:
-            initial = self._decode_auth(parts[1].encode("ascii", "replace"))
-            if initial is None:
-                return
-        if self.sasl_nonce is not None:
-            self._sasl = sasl.SaslServer(mech, self.backend.scram_lookup, nonce=self.sasl_nonce,
-                                         hold_server_final=True)
-        else:
-            self._sasl = sasl.SaslServer(mech, self.backend.scram_lookup, hold_server_final=True)
-        self._sasl_step(initial)
-
-    def _decode_auth(self, line: bytes) -> Optional[bytes]:
-        """Base64 per RFC 4954 §4; "*" cancels with 501 5.0.0."""
-        try:
-            return sasl.decode_response(line)
-        except sasl.SaslCancelled:
-            self._end_auth()
-            self._reply(501, "5.0.0", "Authentication cancelled")
-        except sasl.SaslError:
-            self._end_auth()
-            self._fail(501, "5.5.2", "Invalid base64 data")
-        return None
+        self._sasl = AuthExchange.sasl(mech, self.backend.scram_lookup, nonce=self.sasl_nonce)
+        self._auth_step(self._sasl, self._sasl.start(parts[1].encode("ascii", "replace") if len(parts) == 2 else None))
 
     def _auth_response(self, line: bytes) -> None:
-        response = self._decode_auth(line)
-        if response is not None:
-            self._sasl_step(response)
+        """A client line while in State.AUTH (RFC 4954 §4)."""
+        self._auth_step(self._sasl, self._sasl.respond(line))
 
     def _end_auth(self) -> None:
         self._sasl = None
         if self.state is State.AUTH:
             self.state = State.READY
 
-    def _sasl_step(self, response: Optional[bytes]) -> None:
-        try:
-            challenge, outcome = self._sasl.step(response)
-        except sasl.SaslError:
-            self._end_auth()
-            self._fail(501, "5.5.2", "Malformed authentication data")
+    def _auth_step(self, exchange: AuthExchange, step: Step) -> None:
+        """Frame one step of the shared exchange (protocols/auth_exchange.py) as SMTP."""
+        if step.kind == ax.CHALLENGE:
+            # RFC 4954 §4: "334 " + base64 challenge (no enhanced code); a SCRAM
+            # server-final comes this way too, answered with an empty line.
+            self._sasl, self.state = exchange, State.AUTH
+            self._send(b"334 " + step.encoded + b"\r\n")
             return
-        if outcome is None:
-            self.state = State.AUTH
-            # RFC 4954 §4: "334 " + base64 challenge (no enhanced code).
-            self._send(b"334 " + base64.b64encode(challenge or b"") + b"\r\n")
-            return
-        server = self._sasl
         self._end_auth()
-        if server.approved is not None:     # the client took our server-final (RFC 4422 §5 item 2b)
-            self._auth_user = server.approved
+        if step.kind == ax.CHECK:
+            self._await(lambda done: self.backend.authenticate(self.ctx, step.outcome, done),
+                        lambda answer: self._auth_step(exchange, exchange.verdict(answer)))
+        elif step.kind == ax.SUCCESS:
+            self._auth_user = step.user
             self._reply(235, "2.7.0", "Authentication successful")  # RFC 4954 §6
-            return
-
-        def finish(user) -> None:
-            if isinstance(user, sasl.AuthTemporary):
-                # RFC 4954 §6: 454 4.7.0 Temporary authentication failure (locked out,
-                # throttled, or too busy to check); the backend has logged why.
-                self._reply(454, "4.7.0", "Temporary authentication failure: " + user.text)
-                return
-            if user and outcome.server_final is not None:
-                # RFC 5802 §5: the server signature goes out only now that the backend has
-                # counted and accepted the attempt (a locked-out guess learns nothing);
-                # RFC 4954 §4: as a 334 challenge, answered with an empty line.
-                server.approved, self._sasl, self.state = user, server, State.AUTH
-                self._send(b"334 " + base64.b64encode(outcome.server_final) + b"\r\n")
-                return
-            if user:
-                self._auth_user = user
-                self._reply(235, "2.7.0", "Authentication successful")  # RFC 4954 §6
-                return
-            log.warning("auth failed user=%r mechanism=%s peer=%s", outcome.authcid,
-                        outcome.mechanism, self.ctx.peer_ip)
+        elif step.kind == ax.TEMPORARY:
+            # RFC 4954 §6: 454 4.7.0 Temporary authentication failure (locked out,
+            # throttled, or too busy to check); the backend has logged why.
+            self._reply(454, "4.7.0", "Temporary authentication failure: " + step.temporary.text)
+        elif step.kind == ax.REJECTED:
+            log.warning("auth failed user=%r mechanism=%s peer=%s", step.outcome.authcid,
+                        step.outcome.mechanism, self.ctx.peer_ip)
             self._reply(535, "5.7.8", "Authentication credentials invalid")  # RFC 4954 §6
-
-        self._await(lambda done: self.backend.authenticate(self.ctx, outcome, done), finish)
-
-
+        elif step.kind == ax.CANCELLED:
+            self._reply(501, "5.0.0", "Authentication cancelled")  # RFC 4954 §4
+        elif step.kind == ax.BAD_BASE64:
+            self._fail(501, "5.5.2", "Invalid base64 data")
+        else:
+            self._fail(501, "5.5.2", "Malformed authentication data")

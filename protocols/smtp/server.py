@@ -34,7 +34,8 @@ import logging
 from typing import Callable, Dict, FrozenSet, Optional, Tuple
 
 from protocols import sasl
-from protocols.base import LineReader, LineTooLong, SessionContext
+from protocols.backend.contracts import SmtpBackend
+from protocols.base import LineReader, LineTooLong, ProtocolError, SessionContext
 from protocols.smtp.address import (Address, AddressError, parse_forward_path,
                                     parse_parameters, parse_reverse_path)
 from protocols.smtp.auth import SmtpAuthMixin
@@ -54,7 +55,7 @@ log = logging.getLogger("mailsrv.smtp")
 class SmtpSession(SmtpAuthMixin, SmtpMessageMixin):
     """One SMTP server connection; see protocols/base.py for the protocol."""
 
-    def __init__(self, ctx: SessionContext, config: SmtpConfig, backend):
+    def __init__(self, ctx: SessionContext, config: SmtpConfig, backend: SmtpBackend):
         self.ctx = ctx
         self.config = config
         self.backend = backend
@@ -69,7 +70,7 @@ class SmtpSession(SmtpAuthMixin, SmtpMessageMixin):
         self._txn: Optional[Transaction] = None
         self._data: Optional[DataReader] = None
         self._chunk: Optional[Chunk] = None
-        self._sasl: Optional[sasl.SaslServer] = None
+        self._sasl = None            # the AUTH exchange in progress (protocols/auth_exchange.py)
         self._bad = 0
         self._pending = False        # a backend call is outstanding
         self._delivering = False
@@ -273,6 +274,10 @@ class SmtpSession(SmtpAuthMixin, SmtpMessageMixin):
                 self._fail(*e.reply_tuple)
             else:
                 self._reply_t(e.reply_tuple)
+        except ProtocolError as e:      # the command boundary (protocols/base.py)
+            self._send(e.reply)
+            if e.close:
+                self.closed = True
 
     # -- HELO / EHLO (RFC 5321 §4.1.1.1) ---------------------------------
 

@@ -1,0 +1,189 @@
+"""The authentication service shared by SMTP, POP3 and (later) IMAP.
+
+The ``AuthService`` contract (protocols/backend/contracts.py, which is
+protocols/sasl.py's ``Authenticator``): ``scram_lookup`` and
+``authenticate(ctx, outcome, done)`` answering ``done(user)``, ``done(None)``
+or ``done(AuthTemporary)``.
+
+* scrypt verification on its own bounded, fair thread lane (``loop.Lane``:
+  a flood of password checks never delays maildrops, queue writes or
+  deliveries);
+* a delay after each failure, and the per-address lockout and per-account
+  penalty of ``protocols.backend.auth_limits`` (RFC 4954 §4 leaves them to the
+  server; we follow Postfix/Dovecot practice);
+* a cache of recent successes (Dovecot's auth cache).
+
+This service is the only owner of the failure counters and of the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+from typing import Callable, Dict, Optional, Tuple
+
+from protocols.backend.auth_limits import AuthLimiter, Limits, address_group
+from protocols.base import SessionContext
+from protocols.loop import Lane
+from protocols.sasl import AUTH_BUSY, AuthTemporary, SaslOutcome, ScramCredentials
+from store.users import UserDB, normalize_address
+
+log = logging.getLogger("mailsrv.auth")
+
+# Bound on remembered logins (memory), like Dovecot's auth_cache_size.
+AUTH_CACHE_MAX = 10000
+# Characters of a client-supplied user name kept in logs and counters (RFC 5321
+# §4.5.3.1.1's 64-octet local part; longer names are an attack, not a user).
+MAX_ID_LOG = 64
+
+
+def canonical(address: str) -> Optional[str]:
+    """The users file's form of ``address``, or None when it is not one."""
+    try:
+        return normalize_address(address)
+    except ValueError:
+        return None
+
+
+def limits_of(cfg) -> Limits:
+    return Limits(max_failures=cfg.auth_max_failures, lockout_seconds=cfg.auth_lockout_seconds,
+                  account_max_failures=cfg.auth_account_max_failures,
+                  account_delay=cfg.auth_account_delay, account_delay_max=cfg.auth_account_delay_max)
+
+
+class AuthService:
+    """Passwords, SCRAM secrets, the failure counters and the success cache."""
+
+    def __init__(self, config, loop, users: UserDB):
+        self.config = config
+        self.loop = loop
+        self.users = users
+        self.limiter = AuthLimiter(limits_of(config))   # failed-login counters (the only owner)
+        self.lane: Optional[Lane] = None                 # password hashing's own threads
+        self._cache: Dict[str, Tuple[bytes, float]] = {}  # user -> (HMAC of the password, expiry)
+        self._key = os.urandom(32)   # for stable fake SCRAM credentials and the cache's HMAC
+
+    def configure(self, config) -> None:
+        """SIGHUP: the live keys (limits now, lane sizes at the next check)."""
+        self.config = config
+        self.limiter.limits = limits_of(config)
+
+    def refresh(self) -> None:
+        """Pick up `user` changes made by another process: a stat per lookup,
+        so a change counts from the next command; a changed password must not
+        stay valid through the cache."""
+        if self.users.reload_if_changed():
+            self._cache.clear()
+
+    def close(self) -> None:
+        if self.lane is not None:
+            self.lane.close()
+
+    def scram_lookup(self, username: str) -> ScramCredentials:
+        """RFC 5802 §5.1: an unknown user gets stable fake credentials, so
+        the exchange looks the same and reveals nothing (RFC 5802 §9)."""
+        self.refresh()
+        user = canonical(username)
+        creds = self.users.scram_credentials(user) if user else None
+        if creds is not None:
+            return ScramCredentials(salt=creds.salt, iterations=creds.iterations,
+                                    stored_key=creds.stored_key, server_key=creds.server_key)
+        seed = hmac.new(self._key, username.encode("utf-8", "replace"), hashlib.sha256).digest()
+        return ScramCredentials(salt=seed[:16], iterations=4096, stored_key=os.urandom(32), server_key=os.urandom(32))
+
+    def _hash_lane(self) -> Lane:
+        cfg = self.config
+        if self.lane is None:
+            self.lane = Lane(self.loop, "auth", cfg.auth_hash_threads, 0, 1)
+        self.lane.max_waiting = max(0, cfg.auth_hash_queue)            # live on SIGHUP
+        self.lane.max_per_key = max(1, cfg.auth_hash_per_address)
+        return self.lane
+
+    def authenticate(self, ctx: SessionContext, outcome: SaslOutcome, done: Callable[[object], None]) -> None:
+        """The contract of every protocol: ``done(user)``, ``done(None)`` for wrong
+        credentials, ``done(AuthTemporary)`` for "try again later" (sasl.AuthTemporary)."""
+        group = address_group(ctx.peer_ip)
+        user = canonical(outcome.authcid)
+        account = user or outcome.authcid[:MAX_ID_LOG].lower()
+        attempt, refusal = self.limiter.begin(group, account, self.loop.time())
+        if refusal is not None:
+            self._refused(ctx, outcome, refusal, account)
+            done(refusal)
+            return
+
+        def finish(ok: bool) -> None:
+            locked, penalised = self.limiter.end(attempt, ok, self.loop.time())
+            if ok:
+                log.debug("auth ok user=%s mechanism=%s peer=%s listener=%s", user, outcome.mechanism, ctx.peer_ip, ctx.listener)
+                done(user)
+                return
+            self._log_failure(ctx, outcome, group, account, locked, penalised)
+            self.loop.call_later(self.config.auth_failure_delay, lambda: done(None))
+
+        if user is None or (outcome.authzid and canonical(outcome.authzid) != user):
+            finish(False)       # no proxy authorization (RFC 4616 §2 lets the server refuse)
+            return
+        self.refresh()
+        if outcome.password is None:
+            finish(bool(outcome.scram_verified) and self.users.exists(user))
+            return
+        pw = outcome.password
+        if self._cached(user, pw):
+            finish(True)
+            return
+
+        def verified(ok) -> None:
+            if ok is True:
+                self._remember(user, pw)
+            finish(ok is True)
+        if not self._hash_lane().submit(group, lambda: self.users.verify_password(user, pw), verified):
+            self.limiter.cancel(attempt)
+            self._refused(ctx, outcome, AUTH_BUSY, account)
+            done(AUTH_BUSY)
+
+    def _log_failure(self, ctx, outcome: SaslOutcome, group: str, account: str, locked: bool, penalised: bool) -> None:
+        """The session logs each failure (one line, without the password); here the
+        lockout and the account penalty, once each, when they begin."""
+        if locked:
+            log.warning("auth lockout peer=%s (group %s) after %d failures (last user=%r mechanism=%s listener=%s) for %.0fs",
+                        ctx.peer_ip, group, self.config.auth_max_failures, outcome.authcid[:MAX_ID_LOG],
+                        outcome.mechanism, ctx.listener, self.config.auth_lockout_seconds)
+        if penalised:
+            log.warning("auth penalty user=%r after %d failures: further attempts from addresses it has "
+                        "not logged in from are spaced (last peer=%s)", account,
+                        self.limiter.account_failures(account), ctx.peer_ip)
+
+    def _refused(self, ctx: SessionContext, outcome: SaslOutcome, refusal: AuthTemporary, account: str) -> None:
+        """One line per attempt refused without checking the password (never the password)."""
+        if refusal.reason == "lockout":
+            why = "%d failures from this address" % self.limiter.failures_from(address_group(ctx.peer_ip))
+        elif refusal.reason == "throttled":
+            wait = max(0.0, self.limiter.next_allowed(account) - self.loop.time())
+            why = "%d failures for this account, next attempt in %.0fs" % (self.limiter.account_failures(account), wait)
+        else:
+            why = "password-check lane full (%d running, %d waiting)" % (self.lane.running, self.lane.waiting)
+        log.info("auth %s user=%r mechanism=%s peer=%s listener=%s: refused, %s", refusal.reason,
+                 outcome.authcid[:MAX_ID_LOG], outcome.mechanism, ctx.peer_ip, ctx.listener, why)
+
+    # Dovecot's auth cache, for the same reason: scrypt is deliberately slow
+    # (tens of ms), and mail clients log in again every few minutes.  Only
+    # successes are kept, as a keyed HMAC of the password (never the password),
+    # for auth_cache_ttl seconds, and all are dropped when the users file changes.
+    def _digest(self, user: str, password: str) -> bytes:
+        return hmac.new(self._key, (user + "\0" + password).encode("utf-8", "surrogatepass"),
+                        hashlib.sha256).digest()
+
+    def _cached(self, user: str, password: str) -> bool:
+        hit = self._cache.get(user)
+        if hit is None or hit[1] < self.loop.time():
+            return False
+        return hmac.compare_digest(hit[0], self._digest(user, password))
+
+    def _remember(self, user: str, password: str) -> None:
+        ttl = self.config.auth_cache_ttl
+        if ttl > 0:
+            if len(self._cache) >= AUTH_CACHE_MAX:
+                self._cache.clear()
+            self._cache[user] = (self._digest(user, password), self.loop.time() + ttl)

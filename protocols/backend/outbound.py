@@ -1,0 +1,116 @@
+"""The outbound service: the queue, the resolver and the relay, built from the
+configuration, and queue administration through the relay.
+
+The ``OutboundService`` contract (protocols/backend/contracts.py).  The relay
+owns every queue entry (it may be delivering the one an administrator names),
+so `mailsrv.py queue delete|bounce` are requests to it, never writes beside
+it (STYLE.md "One owner for each piece of changing state").
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional
+
+from protocols.dns.resolver import Resolver
+from protocols.outbound.relay import Relay, RelayConfig, parse_relayhost
+from protocols.smtp.client import ClientConfig
+from store.queue import Queue
+
+smtp_log = logging.getLogger("mailsrv.smtp")
+
+
+class OutboundService:
+    """Queue + resolver + relay; ``queue`` is None until ``start`` (outbound off)."""
+
+    def __init__(self, config, loop, tls_client_context=None, resolv_conf: str = "",
+                 is_local: Callable[[str], bool] = lambda domain: False,
+                 deliver_local: Optional[Callable] = None):
+        self.config = config
+        self.loop = loop
+        self.tls_client_context = tls_client_context
+        self.resolv_conf = resolv_conf
+        self.is_local = is_local              # the relay's "our own domain" test
+        self.deliver_local = deliver_local    # the relay's hook for queued local mail
+        self.queue: Optional[Queue] = None
+        self.relay: Optional[Relay] = None
+        self.resolver: Optional[Resolver] = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.queue is not None
+
+    def start(self) -> None:
+        if self.queue is not None:
+            return
+        cfg = self.config
+        self.queue = Queue(cfg.data_dir, schedule=[float(x) for x in cfg.retry_schedule],
+                           max_age=cfg.max_queue_age)
+        self.resolver = self._make_resolver()
+        self.relay = Relay(self.loop, self.queue, self.resolver, self._relay_config(),
+                           on_bounce=self._on_bounce, tls_client_context=self.tls_client_context,
+                           local=self.is_local, deliver_local=self.deliver_local)
+        self.loop.call_soon(self.relay.start)
+
+    def configure(self, config) -> None:
+        """SIGHUP: the relay's settings, a new resolver and the retry policy."""
+        self.config = config
+        if self.relay is not None:
+            self.relay.config = self._relay_config()
+            self.resolver = self.relay.resolver = self._make_resolver()
+            self.queue.set_policy([float(x) for x in config.retry_schedule], config.max_queue_age)
+
+    def close(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()
+
+    def kick(self) -> None:
+        """A new entry is on disk: try it now."""
+        if self.relay is not None:
+            self.relay.kick()
+
+    def _make_resolver(self) -> Resolver:
+        # "host", "host:port", "[v6]:port"; RFC 1035 §4.2: port 53 by default
+        servers = [parse_relayhost(spec, 53) for spec in self.config.dns_servers]
+        if servers:
+            return Resolver(self.loop, servers)
+        return Resolver.from_resolv_conf(self.loop, self.resolv_conf)
+
+    def _relay_config(self) -> RelayConfig:
+        cfg = self.config
+        return RelayConfig(
+            hostname=cfg.hostname, relayhost=cfg.relayhost or None,
+            relay_auth_user=cfg.relay_auth_user or None, relay_auth_password=cfg.relay_auth_password or None,
+            relay_tls=cfg.relay_tls, relay_port=cfg.relay_port, tls_verify=cfg.tls_verify,
+            interval=cfg.queue_interval,
+            local_names=tuple({cfg.hostname.lower()}),
+            # our SMTP listeners (RFC 5321 §5.1 loops by address) and where double bounces go
+            own_addresses=tuple((host, cfg.smtp_port) for host in cfg.listen) if cfg.smtp_port else (),
+            postmaster=cfg.postmaster or "postmaster@%s" % cfg.hostname.lower(),
+            client=ClientConfig(allow_plaintext_auth=cfg.allow_plaintext_auth))
+
+    def _on_bounce(self, entry, failures, dsn: bytes) -> None:
+        """The relay has queued an RFC 3464 DSN for the sender (never for <>,
+        RFC 5321 §4.5.5); it is delivered like any queued message."""
+        # the relay has logged it ("id=... bounce to <...> ... queued"); once is enough
+        smtp_log.debug("bounce for %s to <%s>: %s", entry.id, entry.sender,
+                       ", ".join("%s %s" % (f[0], f[1]) for f in failures))
+
+    def queue_control(self, done: Optional[Callable[[str, str, str], None]] = None) -> None:
+        """Apply `mailsrv.py queue flush|delete|bounce` requests (SIGUSR1, loop thread).
+
+        The relay owns the queue entries (it may be delivering the same one), so
+        delete and bounce are requests to it; ``done(command, id, outcome)``
+        follows each once it is on disk."""
+        if self.queue is None:
+            return
+        for command, qid in self.queue.take_requests():
+            smtp_log.info("queue %s %s", command, qid or "(all)")
+            if command == "flush":
+                self.relay.flush()
+                if done is not None:
+                    done(command, qid, "done")
+            else:
+                self.relay.administer(command, qid, None if done is None else
+                                      (lambda outcome, c=command, q=qid: done(c, q, outcome)))
+
