@@ -498,6 +498,9 @@ def _admin_parser() -> argparse.ArgumentParser:
     dns.add_argument("name")
     sub.add_parser("check", parents=[common], help="check the configuration, files and DNS; print what the server would do")
     sub.add_parser("config-example", help="print a commented configuration file with every key")
+    rfc = sub.add_parser("rfc", help="the code's RFC citations: rfc [NUMBER [SECTION]]")
+    rfc.add_argument("number", nargs="?", type=int)
+    rfc.add_argument("section", nargs="?", default="")
     return p
 
 
@@ -519,6 +522,8 @@ def admin_main(argv: List[str]) -> int:
     if args.cmd == "config-example":
         sys.stdout.write(config_example())
         return 0
+    if args.cmd == "rfc":       # reads our own source only: no configuration
+        return rfc_main(args.number, args.section)
     cfg = load_config(args)
     if args.cmd == "check":
         return check_main(cfg)
@@ -777,6 +782,34 @@ def _serve(args: argparse.Namespace, cfg: Config, log_handler) -> int:
     print(stop_line(os.getpid()), flush=True)
     server.serve_forever()
     log.info("stopped")
+    return 0
+
+
+def source_citations() -> list:
+    """Every RFC citation in the code (protocols/, store/, this file), for
+    `rfc` and its test; protocols/rfcindex.py does the reading of the text."""
+    from protocols import rfcindex
+    root = os.path.dirname(os.path.abspath(__file__))
+    paths = ["mailsrv.py"]
+    for top in ("protocols", "store"):
+        for dirpath, dirs, files in os.walk(os.path.join(root, top)):
+            dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__")))
+            paths += [os.path.relpath(os.path.join(dirpath, f), root) for f in sorted(files) if f.endswith(".py")]
+    out = []
+    for rel in paths:
+        with open(os.path.join(root, rel), encoding="utf-8") as f:
+            out += rfcindex.citations(f.read(), rel.replace(os.sep, "/"))
+    return out
+
+
+def rfc_main(number: Optional[int], section: str) -> int:
+    """`rfc [NUMBER [SECTION]]`: which functions cite which RFC sections."""
+    from protocols import rfcindex
+    lines = rfcindex.format_index(rfcindex.index(source_citations()), number, section.lstrip("\u00a7"))
+    if not lines:
+        print(f"mailsrv: no citation of RFC {number}" + (f" \u00a7{section}" if section else ""), file=sys.stderr)
+        return 1
+    print("\n".join(lines))
     return 0
 
 
