@@ -35,6 +35,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from email.utils import formatdate, make_msgid
 
 from protocols.backend.auth_limits import AuthLimiter, Limits, address_group
+from protocols import message
 from protocols.base import SessionContext
 from protocols.dns.resolver import Resolver, parse_resolv_conf
 from protocols.outbound.relay import Relay, RelayConfig, parse_relayhost
@@ -467,20 +468,13 @@ class Backend:
     # -- submission (RFC 6409) ------------------------------------------------
     def _submission_fixups(self, data: bytes) -> bytes:
         """RFC 6409 §8.2 / §8.3: an MSA adds Date: and Message-ID: when missing."""
-        end = data.find(b"\r\n\r\n")
-        head = data if end < 0 else data[: end + 2]
-        names = {line.split(b":", 1)[0].strip().lower() for line in head.split(b"\r\n")
-                 if line and line[:1] not in (b" ", b"\t") and b":" in line}
-        extra = b""
-        if b"date" not in names:
-            extra += b"Date: " + formatdate(self.loop.time(), localtime=True).encode() + b"\r\n"
-        if b"message-id" not in names:
-            extra += b"Message-ID: " + make_msgid(domain=self.config.hostname).encode() + b"\r\n"
-        if not extra:
-            return data
-        if end < 0:
-            return data + (b"" if data.endswith(b"\r\n") or not data else b"\r\n") + extra
-        return data[: end + 2] + extra + data[end + 2:]
+        head = message.parse_header(data)
+        extra = []
+        if b"date" not in head.names():
+            extra.append(b"Date: " + formatdate(self.loop.time(), localtime=True).encode())
+        if b"message-id" not in head.names():
+            extra.append(b"Message-ID: " + make_msgid(domain=self.config.hostname).encode())
+        return message.add_fields(data, extra, head)
 
     # -- queued mail for local recipients, bounces, administrative commands -----
     def directory_is_local(self, domain: str) -> bool:

@@ -34,6 +34,7 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, Tuple
 
 from protocols.base import new_id
+from protocols.message import header_block
 
 # (recipient, status "5.1.1", diagnostic "smtp; 550 5.1.1 ...", remote_mta host or "")
 Failure = Tuple[str, str, str, str]
@@ -61,10 +62,8 @@ def _clean(text: str) -> str:
 
 
 def _headers_only(original: bytes) -> bytes:
-    """The header section of a message (up to the first empty line), CRLF terminated."""
-    data = original.replace(b"\r\n", b"\n")
-    end = data.find(b"\n\n")
-    head = data if end < 0 else data[: end + 1]
+    """The header section of a message (its fields, protocols/message.py), CRLF terminated."""
+    head = header_block(original).replace(b"\r\n", b"\n")
     if head and not head.endswith(b"\n"):
         head += b"\n"
     return head.replace(b"\n", b"\r\n")

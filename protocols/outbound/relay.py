@@ -61,6 +61,7 @@ from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from protocols.base import SessionContext, new_id
 from protocols.dns.mx import is_own_address
+from protocols.message import header_block
 from protocols.outbound.dsn import Failure, build_bounce, should_bounce
 from protocols.smtp.client import ClientConfig, ClientJob, ClientResult, SmtpClientSession
 from store.queue import DEFERRED, DELIVERED, FAILED, OPEN_STATES
@@ -120,11 +121,6 @@ def _status_of(reply: Tuple[int, str, str]) -> str:
     """The RFC 3463 code of a reply; the class alone when the server gave none."""
     code, enhanced, _ = reply
     return enhanced or "%d.0.0" % (code // 100)
-
-
-def _header_block(message: bytes) -> bytes:
-    end = message.find(b"\r\n\r\n")
-    return message if end < 0 else message[: end + 2]
 
 
 @dataclass
@@ -467,7 +463,7 @@ class Relay:
             # one to the postmaster is dropped (logged), never reported again.
             report = [r for r in failed if not double or r.address.lower() != to.lower()]
             if report:
-                headers = _header_block(self.queue.read_head(entry.id))
+                headers = header_block(self.queue.read_head(entry.id))
                 bounce = self._make_bounce(updated, report, rnd, headers, now, to) + (to,)
                 # The bounce is queued, durably, before the entry goes: a crash in
                 # between gives at worst a second attempt, never a lost report.
