@@ -65,7 +65,7 @@ class Part:
     maintype: str = "text"
     subtype: str = "plain"
     params: List[Tuple[str, str]] = field(default_factory=list)
-    default_type: bool = True     # no (valid) Content-Type: the RFC 2045 §5.2 or §5.1.5 default
+    default_type: bool = True     # no (valid) Content-Type: RFC 2045 §5.2, RFC 2046 §5.1.5
     encoding: str = "7bit"
     disposition: Optional[str] = None
     disposition_params: List[Tuple[str, str]] = field(default_factory=list)
