@@ -25,14 +25,13 @@ import socket
 import ssl
 import sys
 import threading
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from protocols import logtarget
 from protocols.hostnames import NameFunc, choose_hostname, machine_names
 from protocols.backend.wiring import Backend
 from protocols.loop import EventLoop
-from protocols.smtp.server import SmtpConfig, SmtpSession
 from protocols.startup import bind_error as _bind_error, describe, make_resolver, stop_line
 from store.datadir import DataDirError, ServerLock, lock_holder, lock_or_holder, open_data_dir, open_for_command, os_reason
 from store.tlsfiles import check_tls_files
@@ -307,7 +306,6 @@ class MailServer:
         return ctx
 
     def _factories(self):
-        from protocols.pop3 import server as pop3_server
         b = self.backend
         return {
             "smtp": (b.smtp_factory("smtp"), b"421 4.7.0 Too many connections, try later\r\n"),

@@ -27,7 +27,7 @@ Design, after CPython's selectors/asyncio transports:
   callback)`` is the packaged form (a small thread pool), and ``Lane`` a
   dedicated, bounded, fair one for work that must not crowd it (scrypt).
 
-Beyond design.md's EventLoop interface: ``time()`` (the injected wall clock),
+Beyond the basic EventLoop interface (listeners, connections, timers): ``time()`` (the injected wall clock),
 ``run_in_thread``, ``AF_INET``/``AF_INET6`` (so callers of ``open_datagram``
 need not import socket), ``connect(..., implicit_tls=False)`` (without it the
 context is kept for the session's STARTTLS), ``close()``, and the constructor's

@@ -1,6 +1,6 @@
 """Maildir layout: where each user's mail lives, and unique file names.
 
-Layout (design.md, Store)::
+Layout::
 
     DATA/mail/<domain>/<localpart>/{cur,new,tmp}          the INBOX
     DATA/mail/<domain>/<localpart>/.Sent/{cur,new,tmp,maildirfolder}
@@ -33,7 +33,7 @@ import time
 from typing import Dict, Optional
 
 from store.users import normalize_address
-from store.fsutil import fsync_dir
+from store.fsutil import fsync_dir, write_atomic
 
 # Maildir++ folders every mailbox gets (RFC 6154 §2 special-use names).
 DEFAULT_FOLDERS = ("Sent", "Drafts", "Trash", "Junk", "Archive")
@@ -152,11 +152,7 @@ class MailStore:
         if not missing:
             return
         tmp = "%s.tmp.%d.%d" % (path, os.getpid(), threading.get_ident())
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write("".join(n + "\n" for n in have + missing))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, "".join(n + "\n" for n in have + missing).encode("utf-8"), tmp=tmp)
 
     def delete_mailbox(self, user: str) -> Optional[str]:
         """Move the mailbox aside to ``DATA/mail/.deleted/``; returns the new

@@ -2,7 +2,7 @@
 
 Implements the store side of RFC 3501 §2.3.1.1 / RFC 9051 §2.3.1.1 (Unique
 Identifier message attribute, UIDVALIDITY, UIDNEXT) on top of Maildir
-(maildir-spec.txt, maildir.5 in /work/shared/rfc):
+(the maildir spec at cr.yp.to/proto/maildir.html, and maildir(5)):
 
 * ``mailsrv-uidlist`` in the folder, modelled on Dovecot's ``dovecot-uidlist``
   version 3::

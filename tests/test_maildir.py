@@ -7,7 +7,9 @@ import shutil
 import stat
 import tempfile
 import unittest
+from unittest import mock
 
+from store.deliver import FileOps
 from store.maildir import DEFAULT_FOLDERS, MailStore
 
 
@@ -40,6 +42,24 @@ class MailStoreTest(unittest.TestCase):
             self.assertTrue(os.path.isfile(os.path.join(fpath, "maildirfolder")))
         with open(os.path.join(root, "subscriptions")) as fh:
             self.assertEqual(fh.read().split(), list(DEFAULT_FOLDERS))
+
+    def test_subscriptions_rename_is_made_durable_by_fsutil(self):
+        # store/fsutil.py write_atomic: tmp, fsync, rename, and the directory fsync
+        # that maildir.py's own copy of it skipped.
+        synced = []
+        with mock.patch("store.fsutil.fsync_dir", side_effect=synced.append):
+            self.store.create_mailbox("alice@example.org")
+        root = self.store.maildir_path("alice@example.org")
+        self.assertIn(root, synced)
+        self.assertEqual([n for n in os.listdir(root) if ".tmp" in n], [])
+
+    def test_delivery_file_ops_are_fsutil(self):
+        synced, written = [], []
+        with mock.patch("store.fsutil.fsync_dir", side_effect=synced.append), \
+                mock.patch("store.fsutil.write_all", side_effect=lambda fd, d: written.append(d)):
+            FileOps().fsync_dir(self.dir)
+            FileOps().write_all(-1, b"x")
+        self.assertEqual((synced, written), ([self.dir], [b"x"]))
 
     def test_stdlib_mailbox_reads_it(self):
         self.store.create_mailbox("alice@example.org")

@@ -37,7 +37,7 @@ from email.utils import formatdate, make_msgid
 from protocols.backend.auth_limits import AuthLimiter, Limits, address_group
 from protocols import message
 from protocols.base import SessionContext
-from protocols.dns.resolver import Resolver, parse_resolv_conf
+from protocols.dns.resolver import Resolver
 from protocols.outbound.relay import Relay, RelayConfig, parse_relayhost
 from protocols.loop import Lane
 from protocols.sasl import AUTH_BUSY, AuthTemporary, SaslOutcome, ScramCredentials
@@ -106,7 +106,7 @@ class Backend:
                                max_age=cfg.max_queue_age)
             self.resolver = self._make_resolver()
             self.relay = Relay(self.loop, self.queue, self.resolver, self._relay_config(),
-                               on_bounce=self._on_bounce, tls_client_context=self.tls_client_context,
+                               tls_client_context=self.tls_client_context,
                                local=self.directory_is_local, deliver_local=self.deliver_queued_locally)
             self.loop.call_soon(self.relay.start)
 
@@ -509,13 +509,6 @@ class Backend:
             done(replies)
         job = DeliveryJob(data=data, return_path=entry.sender, users=users, queue_id=entry.id)
         self.deliverer.submit(job, lambda r: self.loop.call_soon_threadsafe(lambda: stored(r)))
-
-    def _on_bounce(self, entry, failures, dsn: bytes) -> None:
-        """The relay has queued an RFC 3464 DSN for the sender (never for <>,
-        RFC 5321 §4.5.5); it is delivered like any queued message."""
-        # the relay has logged it ("id=... bounce to <...> ... queued"); once is enough
-        smtp_log.debug("bounce for %s to <%s>: %s", entry.id, entry.sender,
-                       ", ".join("%s %s" % (f[0], f[1]) for f in failures))
 
     def queue_control(self, done: Optional[Callable[[str, str, str], None]] = None) -> None:
         """Apply `mailsrv.py queue flush|delete|bounce` requests (SIGUSR1, loop thread).

@@ -48,7 +48,7 @@ a message is never bounced twice nor delivered after it was deleted.
 
 Left out: per-host connection caching and reuse, a host-down cache (RFC 5321
 §4.5.4.1 SHOULD), retrying in clear after a failed STARTTLS handshake, DANE
-and MTA-STS, delay notices (``dsn.build_delay_notice`` exists, unused).
+and MTA-STS, delay notices (RFC 3464 ``Action: delayed``).
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ class Relay:
     """See the module docstring."""
 
     def __init__(self, loop, queue, resolver, config: RelayConfig,
-                 on_bounce: Callable[[object, List[Failure], bytes], None],
+                 on_bounce: Optional[Callable[[object, List[Failure], bytes], None]] = None,
                  tls_client_context=None, clock: Optional[Callable[[], float]] = None,
                  on_round: Optional[Callable[[object], None]] = None,
                  local: Optional[Callable[[str], bool]] = None,
@@ -505,7 +505,8 @@ class Relay:
                             "(never back to <>, RFC 5321 §4.5.5)", updated.id, updated.sender,
                             ", ".join("<%s>" % i[0] for i in items), items[0][2], to)
             try:
-                self.on_bounce(updated, items, dsn)
+                if self.on_bounce is not None:
+                    self.on_bounce(updated, items, dsn)
             except Exception:
                 log.exception("id=%s on_bounce failed", updated.id)
             # Deliver the bounce now, in this callback, so the relay is never seen
