@@ -357,6 +357,7 @@ class MailServer:
     def serve_forever(self) -> None:
         self.loop.run()
         self.backend.close()
+        self.loop.close()
 
     def shutdown(self, grace: Optional[float] = None) -> None:
         """Threadsafe: stop accepting, 421 idle sessions, let DATA in flight finish."""
@@ -371,6 +372,8 @@ class MailServer:
                 self.loop.stop()
                 self._thread.join(10)
         self.backend.close()
+        if self._thread is None or not self._thread.is_alive():
+            self.loop.close()           # its wake-up socket pair and selector
 
     def reload(self, config: Optional[Config] = None) -> None:
         """SIGHUP: re-read users, aliases and the live configuration keys.

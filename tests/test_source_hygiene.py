@@ -1,4 +1,4 @@
-"""Loose ends that must not come back (issue 9 §4): references to documents
+"""Loose ends that must not come back (issue 9, item 4): references to documents
 the repository does not have, paths of a development machine, unused
 imports, comments about code that is gone or about a storage form we no
 longer use, and helpers written twice."""
