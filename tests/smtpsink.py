@@ -117,20 +117,7 @@ class SmtpSink:
                         rcpts.append(rcpt)
                     conn.sendall(reply)
                 elif verb == "DATA":
-                    if not rcpts:
-                        conn.sendall(b"554 5.5.1 no valid recipients\r\n")
-                        continue
-                    conn.sendall(b"354 go ahead\r\n")
-                    data = b""
-                    for dl in f:
-                        if dl == b".\r\n":
-                            break
-                        data += dl[1:] if dl.startswith(b".") else dl
-                    with self.lock:
-                        self.messages.append((mail_from, rcpts, data))
-                        self.in_txn -= 1
-                    conn.sendall(b"250 2.0.0 queued\r\n")
-                    self.arrived.set()
+                    self._data(conn, f, mail_from, rcpts)
                 elif verb in ("RSET", "NOOP"):
                     conn.sendall(b"250 2.0.0 ok\r\n")
                 elif verb == "QUIT":
@@ -150,6 +137,22 @@ class SmtpSink:
             self.connections = 0
             self.messages = []
             self.arrived.clear()
+
+    def _data(self, conn, f, mail_from, rcpts):
+        if not rcpts:
+            conn.sendall(b"554 5.5.1 no valid recipients\r\n")
+            return
+        conn.sendall(b"354 go ahead\r\n")
+        data = b""
+        for dl in f:
+            if dl == b".\r\n":
+                break
+            data += dl[1:] if dl.startswith(b".") else dl
+        with self.lock:
+            self.messages.append((mail_from, rcpts, data))
+            self.in_txn -= 1
+        conn.sendall(b"250 2.0.0 queued\r\n")
+        self.arrived.set()
 
     def close(self):
         self.sock.close()
