@@ -1,7 +1,7 @@
 # mailsrv: the README's commands.  Pure standard library: nothing to install.
 PYTHON ?= python3
 
-.PHONY: test interop fuzz bench bench-peers clean
+.PHONY: test interop fuzz bench bench-peers rfc-index clean
 
 # Every test: unit, transcript, fuzz, loopback (smtplib/poplib), and the interop
 # tests with Debian's clients, which skip (and say so) where a tool is missing.
@@ -27,6 +27,10 @@ bench:
 bench-peers:
 	$(PYTHON) -m venv bench-data/.venv-aiosmtpd
 	bench-data/.venv-aiosmtpd/bin/pip install -q aiosmtpd
+
+# Each RFC section the code cites, with the functions that cite it (from the code's comments).
+rfc-index:
+	$(PYTHON) mailsrv.py rfc
 
 clean:
 	rm -rf maildata bench-data

@@ -42,7 +42,7 @@ log = logging.getLogger("mailsrv")
 
 STARTTLS = "starttls"   # plaintext; STARTTLS (RFC 3207) / STLS (RFC 2595) offered once a certificate is set
 IMPLICIT = "implicit"   # TLS from the first octet (RFC 8314 §3.3); only opened with a certificate
-SMTP_BUSY = b"421 4.7.0 Too many connections, try later\r\n"    # RFC 5321 §3.8, RFC 3463 4.7.0
+SMTP_BUSY = b"421 4.7.0 Too many connections, try later\r\n"    # RFC 5321 §3.8; 4.7.0: RFC 3463 §3.8
 POP3_BUSY = b"-ERR [SYS/TEMP] too many connections\r\n"          # RFC 3206 §4: SYS/TEMP
 
 
@@ -163,6 +163,7 @@ class MailServer:
     def serve_forever(self) -> None:
         self.loop.run()
         self.backend.close()
+        self.loop.close()
 
     def shutdown(self, grace: Optional[float] = None) -> None:
         """Threadsafe: stop accepting, 421 idle sessions, let DATA in flight finish."""
@@ -177,6 +178,8 @@ class MailServer:
                 self.loop.stop()
                 self._thread.join(10)
         self.backend.close()
+        if self._thread is None or not self._thread.is_alive():
+            self.loop.close()           # its wake-up socket pair and selector
 
     def reload(self, config: Optional[Config] = None) -> None:
         """SIGHUP: re-read users, aliases and the live configuration keys.
@@ -292,6 +295,9 @@ def _admin_parser() -> argparse.ArgumentParser:
     dns.add_argument("name")
     sub.add_parser("check", parents=[common], help="check the configuration, files and DNS; print what the server would do")
     sub.add_parser("config-example", help="print a commented configuration file with every key")
+    rfc = sub.add_parser("rfc", help="the code's RFC citations: rfc [NUMBER [SECTION]]")
+    rfc.add_argument("number", nargs="?", type=int)
+    rfc.add_argument("section", nargs="?", default="")
     return p
 
 
@@ -313,6 +319,8 @@ def admin_main(argv: List[str]) -> int:
     if args.cmd == "config-example":
         sys.stdout.write(config_example())
         return 0
+    if args.cmd == "rfc":       # reads our own source only: no configuration
+        return rfc_main(args.number, args.section)
     cfg = load_config(args)
     if args.cmd == "check":
         return check_main(cfg)
@@ -572,6 +580,34 @@ def _serve(args: argparse.Namespace, cfg: Config, log_handler) -> int:
     print(stop_line(os.getpid()), flush=True)
     server.serve_forever()
     log.info("stopped")
+    return 0
+
+
+def source_citations() -> list:
+    """Every RFC citation in the code (protocols/, store/, this file), for
+    `rfc` and its test; protocols/rfcindex.py does the reading of the text."""
+    from protocols import rfcindex
+    root = os.path.dirname(os.path.abspath(__file__))
+    paths = ["mailsrv.py"]
+    for top in ("protocols", "store"):
+        for dirpath, dirs, files in os.walk(os.path.join(root, top)):
+            dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__")))
+            paths += [os.path.relpath(os.path.join(dirpath, f), root) for f in sorted(files) if f.endswith(".py")]
+    out = []
+    for rel in paths:
+        with open(os.path.join(root, rel), encoding="utf-8") as f:
+            out += rfcindex.citations(f.read(), rel.replace(os.sep, "/"))
+    return out
+
+
+def rfc_main(number: Optional[int], section: str) -> int:
+    """`rfc [NUMBER [SECTION]]`: which functions cite which RFC sections."""
+    from protocols import rfcindex
+    lines = rfcindex.format_index(rfcindex.index(source_citations()), number, section.lstrip("\u00a7"))
+    if not lines:
+        print(f"mailsrv: no citation of RFC {number}" + (f" \u00a7{section}" if section else ""), file=sys.stderr)
+        return 1
+    print("\n".join(lines))
     return 0
 
 

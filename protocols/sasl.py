@@ -558,6 +558,3 @@ class ScramClient:
         except SaslError:
             return False
         return hmac.compare_digest(signature, self._server_signature)
-
-
-scram_client = ScramClient  # the name /work/design.md uses

@@ -22,7 +22,7 @@ is reported (the SMTP session answers 452 4.3.1, RFC 3463 §3.4).
 Headers: ``Return-Path: <reverse-path>`` (RFC 5321 §4.4: the final delivery
 MTA adds it; RFC 5322 §3.6.7 syntax, ``<>`` for the null path).
 ``Delivered-To: <user>`` only for single-recipient jobs.
-DEVIATION (design.md): one file is hard-linked to all recipients, and a
+DEVIATION(RFC 9228): one file is hard-linked to all recipients, and a
 per-recipient Delivered-To would disclose Bcc recipients; Dovecot LMTP does
 the same.
 
@@ -43,6 +43,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
+from store import fsutil
 from store.fsutil import AppendFile, read_chunks
 from store.maildir import MailStore
 
@@ -90,9 +91,7 @@ class FileOps:
         return os.open(path, _OPEN_FLAGS, 0o600)
 
     def write_all(self, fd: int, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        fsutil.write_all(fd, data)
 
     def fsync(self, fd: int) -> None:
         os.fsync(fd)
@@ -107,11 +106,7 @@ class FileOps:
         os.unlink(path)
 
     def fsync_dir(self, path: str) -> None:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsutil.fsync_dir(path)
 
 
 DEFAULT_FS = FileOps()

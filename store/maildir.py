@@ -1,6 +1,6 @@
 """Maildir layout: where each user's mail lives, and unique file names.
 
-Layout (design.md, Store)::
+Layout::
 
     DATA/mail/<domain>/<localpart>/{cur,new,tmp}          the INBOX
     DATA/mail/<domain>/<localpart>/.Sent/{cur,new,tmp,maildirfolder}

@@ -42,7 +42,7 @@ import json
 import os
 import re
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 from store.fsutil import READ_CHUNK, AppendFile, fsync_dir, read_chunks, write_atomic
 
@@ -97,12 +97,6 @@ class QueueEntry:
     def open_recipients(self) -> List[str]:
         """Recipients still to be tried (pending or deferred)."""
         return [r.address for r in self.recipients if r.state in OPEN_STATES]
-
-    def state_of(self, address: str) -> Optional[str]:
-        for r in self.recipients:
-            if r.address == address:
-                return r.state
-        return None
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True).encode("utf-8")

@@ -1,6 +1,6 @@
 """Users, aliases and recipient resolution (the "directory" of local mail).
 
-Files (design.md, Store):
+Files (in the data folder):
 
 ``DATA/users``
     one JSON object per line: ``{"address", "scrypt", "scram": {...}}``.
@@ -494,7 +494,7 @@ def _alias_cycle(start: str, records: Dict[str, dict],
 # ---------------------------------------------------------------- resolution
 
 class Directory:
-    """Recipient resolution over UserDB + AliasDB (design.md, Store).
+    """Recipient resolution over UserDB + AliasDB.
 
     Order for ``local@domain`` (domain must be local): exact user; alias
     (targets expanded recursively, remote targets returned as-is); plus

@@ -1,6 +1,6 @@
 """The SASL exchange every protocol shares (protocols/auth_exchange.py), and
 the one ProtocolError every session turns into its reply at the command
-boundary (protocols/base.py).  Issue 9 §1: one SASL exchange instead of the
+boundary (protocols/base.py).  Issue 9, section 1: one SASL exchange instead of the
 two copies SMTP and POP3 had, ready for IMAP's AUTHENTICATE with SASL-IR."""
 
 import ast

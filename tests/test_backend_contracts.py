@@ -4,7 +4,7 @@ session tests use (tests/test_smtp_session.py, tests/test_pop3_session.py)
 and against the real services of a running server (protocols/backend/).
 
 So a session tested against a fake is tested against what the real store
-does (issue 9 §2: "the fakes in the tests and the real objects honour one
+does (issue 9, section 2: "the fakes in the tests and the real objects honour one
 contract, checked by one contract test run against both").  Each check runs
 on every implementation that offers the service; what an implementation
 must prepare (a user, a message, a locked mailbox) is its harness's job.

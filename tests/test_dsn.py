@@ -4,7 +4,7 @@ import email
 import email.policy
 import unittest
 
-from protocols.outbound.dsn import build_bounce, build_delay_notice, should_bounce
+from protocols.outbound.dsn import build_bounce, build_report, should_bounce
 
 ORIGINAL = (b"Received: from x by y; Thu, 1 Jan 2026 00:00:00 +0000\r\n"
             b"From: Alice <alice@example.org>\r\nTo: bob@example.com\r\n"
@@ -100,10 +100,10 @@ class BounceDetailsTest(unittest.TestCase):
         self.assertIn("jos\u00e9@x.com".encode(), raw)
 
     def test_delay_notice(self):
-        raw = build_delay_notice("mail.example.org", "alice@example.org",
-                                 [("bob@example.com", "4.4.1", "smtp; 451 4.4.1 no answer", "mx")],
-                                 ORIGINAL, "QID1", DATE, "<d@mail.example.org>",
-                                 retry_until="Tue, 06 Jan 2026 00:00:00 +0000")
+        raw = build_report("delayed", "mail.example.org", "alice@example.org",
+                           [("bob@example.com", "4.4.1", "smtp; 451 4.4.1 no answer", "mx")],
+                           ORIGINAL, "QID1", DATE, "<d@mail.example.org>",
+                           retry_until="Tue, 06 Jan 2026 00:00:00 +0000")
         m = email.message_from_bytes(raw)
         rc = m.get_payload()[1].get_payload()[1]
         self.assertEqual(rc["Action"], "delayed")

@@ -24,6 +24,8 @@ class EmbeddingExampleTest(unittest.TestCase):
         server = scope["server"]
         self.addCleanup(__import__("shutil").rmtree, server.config.data_dir, True)
         self.assertFalse(server._thread.is_alive(), "stop() must end the loop thread")
+        # and release the loop's own sockets (a ResourceWarning per server otherwise)
+        self.assertEqual((server.loop._wake_r.fileno(), server.loop._wake_w.fileno()), (-1, -1))
         files = glob.glob(os.path.join(server.config.data_dir, "mail", "example.test", "alice", "new", "*"))
         self.assertEqual(len(files), 1)
         self.assertTrue(read_stored(files[0]).endswith(b"Subject: hi\r\n\r\nhello\r\n"))

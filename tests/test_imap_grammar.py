@@ -90,7 +90,7 @@ class Primitives(unittest.TestCase):
 
 class ModifiedUtf7(unittest.TestCase):
     def test_rfc_example_round_trip(self):
-        # RFC 3501 §5.1.3 / RFC 9051 §5.1.3
+        # RFC 3501 §5.1.3 / RFC 9051 Appendix A.1
         raw = b"~peter/mail/&U,BTFw-/&ZeVnLIqe-"
         self.assertEqual(g.mutf7_decode(raw), "~peter/mail/\u53f0\u5317/\u65e5\u672c\u8a9e")
         self.assertEqual(g.mutf7_encode(g.mutf7_decode(raw)), raw)

@@ -39,8 +39,6 @@ import smtplib
 import socket
 import subprocess
 import tempfile
-import threading
-import time
 import unittest
 
 from tests import helpers

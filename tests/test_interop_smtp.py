@@ -44,7 +44,7 @@ NO_TLS = "swaks TLS needs Perl Net::SSLeay (apt-get install libnet-ssleay-perl)"
 BODY = (b"From: a@elsewhere.test\r\nTo: bob@example.test\r\nSubject: swaks interop\r\n"
         b"Message-ID: <swaks-1@elsewhere.test>\r\n\r\nHello from swaks.\r\n.a line with a leading dot\r\n"
         b"..two dots\r\n.\r\n\r\ntrailing blank line above\r\n")
-# What an authenticated user submits: own From:, and a Date: so the MSA adds none (RFC 6409 §8.1.3).
+# What an authenticated user submits: own From:, and a Date: so the MSA adds none (RFC 6409 §8.2).
 SUBMITTED = BODY.replace(b"From: a@elsewhere.test",
                          b"From: alice@example.test\r\nDate: Thu, 26 Nov 2026 12:00:00 +0000")
 # Reply lines in swaks' transcript: "<-" plain, "<~" over TLS, a "*" marks a reply swaks did not expect.
@@ -122,7 +122,7 @@ class SwaksInteropTest(ServerTestCase):
     def test_unknown_recipient_refused(self):
         rc, out = self.swaks(to="nobody@example.test")
         self.assertNotEqual(rc, 0, out)
-        # RFC 5321 §4.2.2 / RFC 3463 5.1.1: no such mailbox at RCPT, no DATA sent
+        # RFC 5321 §4.2.2 / RFC 3463 §3.2 (X.1.1): no such mailbox at RCPT, no DATA sent
         self.assertIn("550 5.1.1", out)
         self.assertNotIn("-> DATA", out)
         self.assertEqual(self.new_messages("bob@example.test"), [])

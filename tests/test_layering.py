@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOCAL = {"mailsrv", "protocols", "store", "tests"}
 # The one store module the sessions may import: pure functions, no I/O, no state.
 PURE_STORE = {"store.scram"}
-# The sans-I/O sessions and what they share (issue 9 §2, §3): they reach the disk
+# The sans-I/O sessions and what they share (issue 9, sections 2 and 3): they reach the disk
 # only through the backend contracts (protocols/backend/contracts.py).
 SESSION_PACKAGES = ("protocols/smtp", "protocols/pop3", "protocols/imap", "protocols/dns")
 SESSION_MODULES = ("protocols/sasl.py", "protocols/auth_exchange.py", "protocols/base.py",

@@ -96,6 +96,7 @@ class EmbeddingLeavesLoggingAloneTest(unittest.TestCase):
         srv.reload(mailsrv.Config({"data_dir": d, "log_level": "ERROR"}))
         self.addCleanup(logging.getLogger("mailsrv").setLevel, logging.NOTSET)
         srv.backend.close()
+        srv.loop.close()          # never started: nothing else releases its sockets
         self.assertEqual((root.level, list(root.handlers)), before)
 
 

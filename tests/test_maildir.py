@@ -7,8 +7,10 @@ import shutil
 import stat
 import tempfile
 import unittest
+from unittest import mock
 
 from store.dovecot_files import read_subscriptions
+from store.deliver import FileOps
 from store.maildir import DEFAULT_FOLDERS, MailStore
 
 
@@ -42,6 +44,24 @@ class MailStoreTest(unittest.TestCase):
         self.assertEqual(read_subscriptions(root), list(DEFAULT_FOLDERS))
         with open(os.path.join(root, "subscriptions")) as fh:
             self.assertTrue(fh.read().startswith("V\t2\n\n"), "Dovecot's version 2 form")
+
+    def test_subscriptions_rename_is_made_durable(self):
+        # Dovecot's subscriptions file is replaced under its dotlock: fsync, rename,
+        # and the directory fsync (store/dovecot_files.py, through store/fsutil.py).
+        synced = []
+        with mock.patch("store.dovecot_files.fsync_dir", side_effect=synced.append):
+            self.store.create_mailbox("alice@example.org")
+        root = self.store.maildir_path("alice@example.org")
+        self.assertIn(root, synced)
+        self.assertEqual([n for n in os.listdir(root) if ".tmp" in n], [])
+
+    def test_delivery_file_ops_are_fsutil(self):
+        synced, written = [], []
+        with mock.patch("store.fsutil.fsync_dir", side_effect=synced.append), \
+                mock.patch("store.fsutil.write_all", side_effect=lambda fd, d: written.append(d)):
+            FileOps().fsync_dir(self.dir)
+            FileOps().write_all(-1, b"x")
+        self.assertEqual((synced, written), ([self.dir], [b"x"]))
 
     def test_stdlib_mailbox_reads_it(self):
         self.store.create_mailbox("alice@example.org")

@@ -28,96 +28,16 @@ import glob
 import os
 import queue as stdqueue
 import smtplib
-import socket
 import ssl
 import threading
 import time
 import unittest
 
 from tests.helpers import ServerTestCase
+from tests.smtpsink import SmtpSink
 
 WAIT = 10.0          # bound on every wait in this file (seconds)
 MSG = b"From: x@elsewhere.test\r\nSubject: relay probe\r\n\r\nprobe body\r\n"
-
-
-class Sink:
-    """A minimal SMTP server on 127.0.0.1: accepts everything, records it.
-
-    ``connections`` counts accepted TCP connections; ``messages`` holds
-    (mail_from, [rcpts], data) per completed transaction; ``arrived`` is set
-    on each completed transaction."""
-
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self.connections = 0
-        self.messages = []
-        self.arrived = threading.Event()
-        self.lock = threading.Lock()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def close(self):
-        self.sock.close()
-
-    def reset(self):
-        with self.lock:
-            self.connections = 0
-            self.messages = []
-            self.arrived.clear()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with self.lock:
-                self.connections += 1
-            threading.Thread(target=self._talk, args=(conn,), daemon=True).start()
-
-    def _talk(self, conn):
-        conn.settimeout(WAIT)
-        f = conn.makefile("rb")
-        try:
-            conn.sendall(b"220 sink ESMTP\r\n")
-            mail_from, rcpts = "", []
-            while True:
-                line = f.readline()
-                if not line:
-                    return
-                verb = line[:4].upper()
-                if verb == b"EHLO":
-                    conn.sendall(b"250-sink\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 PIPELINING\r\n")
-                elif verb == b"MAIL":
-                    mail_from, rcpts = line.decode("utf-8", "replace").strip(), []
-                    conn.sendall(b"250 2.1.0 ok\r\n")
-                elif verb == b"RCPT":
-                    rcpts.append(line.decode("utf-8", "replace").strip())
-                    conn.sendall(b"250 2.1.5 ok\r\n")
-                elif verb == b"DATA":
-                    conn.sendall(b"354 go ahead\r\n")
-                    data = b""
-                    while True:
-                        chunk = f.readline()
-                        if not chunk or chunk == b".\r\n":
-                            break
-                        data += chunk
-                    with self.lock:
-                        self.messages.append((mail_from, rcpts, data))
-                    conn.sendall(b"250 2.0.0 ok\r\n")
-                    self.arrived.set()
-                elif verb == b"QUIT":
-                    conn.sendall(b"221 2.0.0 bye\r\n")
-                    return
-                else:
-                    conn.sendall(b"250 2.0.0 ok\r\n")
-        except OSError:
-            return
-        finally:
-            f.close()
-            conn.close()
 
 
 class _RelayCase(ServerTestCase):
@@ -128,7 +48,7 @@ class _RelayCase(ServerTestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.sink = Sink()
+        cls.sink = SmtpSink(ehlo=b"250-sink\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 PIPELINING\r\n")
         cls.extra_config = dict(relayhost="127.0.0.1:%d" % cls.sink.port, relay_tls="never",
                                 **cls.relay_extra)
         try:
@@ -363,9 +283,7 @@ class AuthenticatedRelay(_RelayCase):
         messages = self.wait_sink()
         self.assertEqual(len(messages), 1)
         mail_from, rcpts, data = messages[0]
-        self.assertIn("<alice@example.test>", mail_from)
-        self.assertEqual(len(rcpts), 1)
-        self.assertIn("<user@remote.test>", rcpts[0])
+        self.assertEqual((mail_from, rcpts), ("alice@example.test", ["user@remote.test"]))
         self.assertIn(b"probe body", data)
         self.assertEqual(self.flush_and_wait_idle(), [])
 
@@ -394,7 +312,7 @@ class AuthenticatedRelay(_RelayCase):
         self.assertEqual(s.data(MSG)[0], 250)
         _quit(s)
         messages = self.wait_sink()
-        self.assertIn("<someone@remote.test>", messages[0][1][0])
+        self.assertEqual(messages[0][1], ["someone@remote.test"])
 
 
 class TrustedNetworkRelay(_RelayCase):
@@ -410,7 +328,7 @@ class TrustedNetworkRelay(_RelayCase):
         _quit(s)
         messages = self.wait_sink()
         self.assertEqual(len(messages), 1)
-        self.assertIn("<user@remote.test>", messages[0][1][0])
+        self.assertEqual(messages[0][1], ["user@remote.test"])
         self.assertEqual(self.flush_and_wait_idle(), [])
 
 
@@ -432,7 +350,7 @@ class TrustedNetworkBoundary(_RelayCase):
         self.assertEqual(s.rcpt("user@remote.test")[0], 250)
         self.assertEqual(s.data(MSG)[0], 250)
         _quit(s)
-        self.assertIn("<user@remote.test>", self.wait_sink()[0][1][0])
+        self.assertEqual(self.wait_sink()[0][1], ["user@remote.test"])
 
 
 def _no_verify() -> ssl.SSLContext:
@@ -482,7 +400,7 @@ class TlsAuthState(_RelayCase):
         self.addCleanup(_quit, s)
         s.login("bob@example.test", "bob-secret")
         s.sendmail("bob@example.test", ["far@remote.test"], MSG)
-        self.assertIn("<far@remote.test>", self.wait_sink()[0][1][0])
+        self.assertEqual(self.wait_sink()[0][1], ["far@remote.test"])
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ import select
 import shutil
 import signal
 import smtplib
-import socket
 import ssl
 import tempfile
 import unittest

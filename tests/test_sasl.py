@@ -558,9 +558,6 @@ class MiscTest(unittest.TestCase):
         self.assertEqual(plain_response("tim", "pw"), b"\x00tim\x00pw")
         self.assertEqual(plain_response("tim", "pw", "boss"), b"boss\x00tim\x00pw")
 
-    def test_scram_client_alias(self):
-        self.assertIs(sasl.scram_client, ScramClient)
-
 
 if __name__ == "__main__":
     unittest.main()

@@ -532,10 +532,8 @@ class RelayBetweenTwoServers(unittest.TestCase):
         wait_for(lambda: not self.a.queued(qid), "A's queue to empty")
 
     def test_retry_schedule_changes_on_sighup(self):
-        # BUG (protocols/backend/wiring.py Backend.reload): retry_schedule and max_queue_age are
-        # marked [live] in protocols/config.py KEYS / config-example, but reload() rebuilds only the relay
-        # config and the resolver; self.queue keeps the _Policy built in Backend.start(), so a
-        # SIGHUP'd retry_schedule is ignored until a restart.
+        # retry_schedule and max_queue_age are [live] keys (protocols/config.py KEYS): a SIGHUP gives
+        # the queue the new policy (Backend.reload -> Queue.set_policy), no restart needed.
         self._with_a_config(restart=False, retry_schedule="600")
         self.b.stop()
         qid = submit(self.a, ALICE, ALICE_PW, [BOB], self.token)
@@ -543,12 +541,11 @@ class RelayBetweenTwoServers(unittest.TestCase):
         self.assertGreater(self._first_retry_delay(qid), 500)
 
     def test_queue_list_leaves_a_running_servers_files_alone(self):
-        # BUG (mailsrv.py queue_main, `queue = Queue(cfg.data_dir)`; store/queue.py Queue.__init__ runs
-        # _recover()): `mailsrv.py queue` in another process deletes tmp-* files and any <id>.msg whose
-        # <id>.env is not written yet -- exactly the state of a running server between the two renames
-        # of Queue.enqueue.  If the CLI runs in that window the server then commits an envelope
-        # without its message and answers 250: the message is lost (RFC 5321 §6.1).  The state is
-        # set up by hand here, as the server has it mid-enqueue.
+        # `mailsrv.py queue` in another process reads the queue without cleaning it
+        # (Queue(recover=False)): tmp-* files and an <id>.msg whose <id>.env is not written yet
+        # are a running server between the two renames of Queue.enqueue; removing them would
+        # lose a message the server then answers 250 for (RFC 5321 §6.1).  The state is set up
+        # by hand here, as the server has it mid-enqueue.
         qdir = os.path.join(self.a.data, "queue")
         mid_enqueue = [os.path.join(qdir, "MIDENQUEUE%s.msg" % self.token[:8]),
                        os.path.join(qdir, "tmp-%d-MIDENQUEUE%s.env" % (self.a.proc.pid, self.token[:8]))]
@@ -667,9 +664,8 @@ class RelayBetweenTwoServers(unittest.TestCase):
             self.assertEqual(p.stderr.decode().strip(), "mailsrv: no queue entry NOSUCHID")
 
     def test_queue_flush_without_a_running_server_returns_promptly(self):
-        # BUG (mailsrv.py queue_main, `server.loop.call_later(0.5 if action != "flush" else 30, ...)`):
-        # with no server running, `queue flush` starts one and always waits 30 s before shutting it
-        # down, even when the queue is empty or everything was delivered in the first second.
+        # with no server running, `queue flush` starts one that stops as soon as the queue has
+        # nothing more to try (protocols/outbound/queue_admin.py), not after a fixed wait.
         empty = tempfile.mkdtemp(prefix="mailsrv-flush-")
         self.addCleanup(shutil.rmtree, empty, True)
         p = subprocess.run([PY, "mailsrv.py", "queue", "flush", "--data", empty], cwd=ROOT,

@@ -11,12 +11,9 @@ import select
 import signal
 import smtplib
 import socket
-import stat
 import subprocess
-import sys
 import tempfile
 import shutil
-import time
 import unittest
 
 from tests.helpers import CERT, KEY, ROOT, wait_for

@@ -22,6 +22,7 @@ import logging
 from email.utils import formatdate, make_msgid
 from typing import Callable, Dict, List, Optional
 
+from protocols import message
 from protocols.backend.contracts import Reply
 from protocols.backend.sink import IncomingSink
 from protocols.smtp.state import Envelope
@@ -124,20 +125,13 @@ class DeliveryService:
 
     def submission_fixups(self, data: bytes) -> bytes:
         """RFC 6409 §8.2 / §8.3: an MSA adds Date: and Message-ID: when missing."""
-        end = data.find(b"\r\n\r\n")
-        head = data if end < 0 else data[: end + 2]
-        names = {line.split(b":", 1)[0].strip().lower() for line in head.split(b"\r\n")
-                 if line and line[:1] not in (b" ", b"\t") and b":" in line}
-        extra = b""
-        if b"date" not in names:
-            extra += b"Date: " + formatdate(self.loop.time(), localtime=True).encode() + b"\r\n"
-        if b"message-id" not in names:
-            extra += b"Message-ID: " + make_msgid(domain=self.config.hostname).encode() + b"\r\n"
-        if not extra:
-            return data
-        if end < 0:
-            return data + (b"" if data.endswith(b"\r\n") or not data else b"\r\n") + extra
-        return data[: end + 2] + extra + data[end + 2:]
+        head = message.parse_header(data)
+        extra = []
+        if b"date" not in head.names():
+            extra.append(b"Date: " + formatdate(self.loop.time(), localtime=True).encode())
+        if b"message-id" not in head.names():
+            extra.append(b"Message-ID: " + make_msgid(domain=self.config.hostname).encode())
+        return message.add_fields(data, extra, head)
 
     # -- local submission: the sendmail command's postdrop/ ------------------
     def start_pickup(self) -> None:

@@ -48,7 +48,7 @@ class OutboundService:
                            max_age=cfg.max_queue_age)
         self.resolver = self._make_resolver()
         self.relay = Relay(self.loop, self.queue, self.resolver, self._relay_config(),
-                           on_bounce=self._on_bounce, tls_client_context=self.tls_client_context,
+                           tls_client_context=self.tls_client_context,
                            local=self.is_local, deliver_local=self.deliver_local)
         self.loop.call_soon(self.relay.start)
 
@@ -88,13 +88,6 @@ class OutboundService:
             own_addresses=tuple((host, cfg.smtp_port) for host in cfg.listen) if cfg.smtp_port else (),
             postmaster=cfg.postmaster or "postmaster@%s" % cfg.hostname.lower(),
             client=ClientConfig(allow_plaintext_auth=cfg.allow_plaintext_auth))
-
-    def _on_bounce(self, entry, failures, dsn: bytes) -> None:
-        """The relay has queued an RFC 3464 DSN for the sender (never for <>,
-        RFC 5321 §4.5.5); it is delivered like any queued message."""
-        # the relay has logged it ("id=... bounce to <...> ... queued"); once is enough
-        smtp_log.debug("bounce for %s to <%s>: %s", entry.id, entry.sender,
-                       ", ".join("%s %s" % (f[0], f[1]) for f in failures))
 
     def queue_control(self, done: Optional[Callable[[str, str, str], None]] = None) -> None:
         """Apply `mailsrv.py queue flush|delete|bounce` requests (SIGUSR1, loop thread).

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import email.utils
 import errno
-import re
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
+from protocols.message import add_fields, field_value, parse_header, remove_fields
 from protocols.smtp.address import AddressError, parse_forward_path, parse_reverse_path
 
 # sysexits.h
@@ -49,8 +49,6 @@ _IGNORED_FLAGS = set("Uvm")
 # RFC 5322 §3.6.3: the destination fields -t reads, and the blind ones it removes
 _RCPT_FIELDS = (b"to", b"cc", b"bcc")
 _BLIND_FIELDS = (b"bcc", b"resent-bcc")
-# RFC 5322 §2.2 field-name: printable US-ASCII except colon
-_FIELD = re.compile(rb"^[\x21-\x39\x3b-\x7e]+[ \t]*:")
 
 
 class SendmailError(Exception):
@@ -148,46 +146,18 @@ def frame(raw: bytes, ignore_dots: bool) -> bytes:
     return b"".join(line + b"\r\n" for line in out)
 
 
-def split_header(message: bytes) -> Tuple[List[bytes], bytes]:
-    """(header lines, the rest): the header section is the leading lines that
-    are fields or their folds (RFC 5322 §2.2, §2.2.3); the rest starts with the
-    empty line when there is one, and is the whole message when the first line
-    is not a field (then the message has no header section)."""
-    lines = message.split(b"\r\n")
-    n = 0
-    while n < len(lines) and (_FIELD.match(lines[n]) or (n > 0 and lines[n][:1] in (b" ", b"\t"))):
-        n += 1
-    if n == len(lines):       # cannot happen for framed input, which ends with CRLF
-        n -= 1
-    return lines[:n], b"\r\n".join(lines[n:])
-
-
-def _fields(header: List[bytes]) -> List[Tuple[bytes, List[bytes]]]:
-    """[(lowercased name, [first line, folds...])] in order."""
-    out: List[Tuple[bytes, List[bytes]]] = []
-    for line in header:
-        if line[:1] in (b" ", b"\t") and out:
-            out[-1][1].append(line)
-        else:
-            out.append((line.split(b":", 1)[0].strip().lower(), [line]))
-    return out
-
-
 def extract(message: bytes) -> Tuple[List[str], bytes]:
     """-t: the addresses in To:, Cc:, Bcc: and the message without Bcc:."""
-    header, rest = split_header(message)
-    fields = _fields(header)
-    values = [b" ".join(f[1]).split(b":", 1)[1].decode("utf-8", "replace")
-              for f in fields if f[0] in _RCPT_FIELDS]
+    head = parse_header(message)
+    values = [field_value(raw).decode("utf-8", "replace") for name, raw in head.fields if name in _RCPT_FIELDS]
     addrs = [a for _n, a in email.utils.getaddresses(values) if a]
-    kept = [line for name, lines in fields if name not in _BLIND_FIELDS for line in lines]
-    return addrs, b"".join(line + b"\r\n" for line in kept) + rest
+    return addrs, remove_fields(message, _BLIND_FIELDS, head)
 
 
 def complete(message: bytes, sender: str, full_name: Optional[str], date: str, msgid: str) -> bytes:
     """Add From:, Date:, Message-ID: where missing, after the last field."""
-    header, rest = split_header(message)
-    names = {f[0] for f in _fields(header)}
+    head = parse_header(message)
+    names = head.names()
     extra: List[bytes] = []
     if b"from" not in names:
         shown = sender or "MAILER-DAEMON"
@@ -196,11 +166,7 @@ def complete(message: bytes, sender: str, full_name: Optional[str], date: str, m
         extra.append(b"Date: " + date.encode("ascii"))
     if b"message-id" not in names:
         extra.append(b"Message-ID: " + msgid.encode("utf-8"))
-    if not extra:
-        return message
-    if not header:
-        rest = b"\r\n" + rest     # no header section: the body follows an empty line
-    return b"".join(line + b"\r\n" for line in header + extra) + rest
+    return add_fields(message, extra, head)
 
 
 def address(text: str, default_domain: str, sender: bool = False) -> str:

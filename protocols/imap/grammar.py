@@ -12,7 +12,7 @@ octets".
 Implemented: tag, atom, number / nz-number / number64, quoted (with the
 RFC 9051 UTF-8 QUOTED-CHARs), literal ``{n}``, ``{n+}`` (RFC 7888),
 literal8 ``~{n}`` (RFC 3516 §4.1), string / astring / nstring, list-mailbox,
-mailbox with modified UTF-7 (RFC 3501 §5.1.3, RFC 9051 §5.1.3) or UTF-8
+mailbox with modified UTF-7 (RFC 3501 §5.1.3, RFC 9051 Appendix A.1) or UTF-8
 after ENABLE UTF8=ACCEPT (RFC 6855 §3), sequence-set with ``*``, ``$``
 (RFC 5182 §2) and reversed ranges, date, date-time, flag / flag-list,
 parenthesized lists with a depth limit, and the command head (tag, name,
@@ -249,7 +249,7 @@ def list_mailbox(buf: Buf) -> Tuple[bytes, memoryview]:
     return m.group(), buf[m.end():]
 
 
-# --- modified UTF-7 (RFC 3501 §5.1.3, RFC 9051 §5.1.3) -----------------------
+# --- modified UTF-7 (RFC 3501 §5.1.3, RFC 9051 Appendix A.1) -----------------------
 
 _B64_CHARS = re.compile(rb"[A-Za-z0-9+,]*")
 

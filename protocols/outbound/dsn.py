@@ -18,9 +18,6 @@ and must be sent with the null reverse-path (RFC 5321 §4.5.5, RFC 3464 §2:
 delivery status reports will be issued in response to the DSN itself").
 ``should_bounce`` is the rule the relay applies before sending one.
 
-``build_delay_notice`` is the optional "delayed" variant (RFC 3464 §2.3.3
-``Action: delayed`` with ``Will-Retry-Until``, §2.3.9).
-
 Left out: the DSN extension's ENVID/ORCPT/NOTIFY/RET parameters (RFC 3461)
 — no Original-Envelope-Id or Original-Recipient fields are written; and
 message/global-delivery-status for UTF-8 addresses (RFC 6533).
@@ -34,6 +31,7 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, Tuple
 
 from protocols.base import new_id
+from protocols.message import header_block
 
 # (recipient, status "5.1.1", diagnostic "smtp; 550 5.1.1 ...", remote_mta host or "")
 Failure = Tuple[str, str, str, str]
@@ -61,10 +59,8 @@ def _clean(text: str) -> str:
 
 
 def _headers_only(original: bytes) -> bytes:
-    """The header section of a message (up to the first empty line), CRLF terminated."""
-    data = original.replace(b"\r\n", b"\n")
-    end = data.find(b"\n\n")
-    head = data if end < 0 else data[: end + 1]
+    """The header section of a message (its fields, protocols/message.py), CRLF terminated."""
+    head = header_block(original).replace(b"\r\n", b"\n")
     if head and not head.endswith(b"\n"):
         head += b"\n"
     return head.replace(b"\n", b"\r\n")
@@ -165,11 +161,3 @@ def build_bounce(reporting_mta: str, original_sender: str, failed: Sequence[Fail
     """The non-delivery report (RFC 3464 ``Action: failed``)."""
     return build_report("failed", reporting_mta, original_sender, failed, original_message_headers,
                         queue_id, date_text, message_id, arrival_date)
-
-
-def build_delay_notice(reporting_mta: str, original_sender: str, delayed: Sequence[Failure],
-                       original_message_headers: bytes, queue_id: str, date_text: str, message_id: str,
-                       arrival_date: Optional[str] = None, retry_until: Optional[str] = None) -> bytes:
-    """The optional "still trying" notice (RFC 3464 §2.3.3 ``Action: delayed``)."""
-    return build_report("delayed", reporting_mta, original_sender, delayed, original_message_headers,
-                        queue_id, date_text, message_id, arrival_date, retry_until)

@@ -48,7 +48,7 @@ a message is never bounced twice nor delivered after it was deleted.
 
 Left out: per-host connection caching and reuse, a host-down cache (RFC 5321
 §4.5.4.1 SHOULD), retrying in clear after a failed STARTTLS handshake, DANE
-and MTA-STS, delay notices (``dsn.build_delay_notice`` exists, unused).
+and MTA-STS, delay notices (RFC 3464 ``Action: delayed``).
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from protocols.base import SessionContext, new_id
 from protocols.dns.mx import is_own_address
+from protocols.message import header_block
 from protocols.outbound.dsn import Failure, build_bounce, should_bounce
 from protocols.smtp.client import ClientConfig, ClientJob, ClientResult, SmtpClientSession
 from store.queue import DEFERRED, DELIVERED, FAILED, OPEN_STATES
@@ -122,11 +123,6 @@ def _status_of(reply: Tuple[int, str, str]) -> str:
     return enhanced or "%d.0.0" % (code // 100)
 
 
-def _header_block(message: bytes) -> bytes:
-    end = message.find(b"\r\n\r\n")
-    return message if end < 0 else message[: end + 2]
-
-
 @dataclass
 class _Round:
     """One queue entry's delivery round: one _Delivery per domain."""
@@ -157,7 +153,7 @@ class Relay:
     """See the module docstring."""
 
     def __init__(self, loop, queue, resolver, config: RelayConfig,
-                 on_bounce: Callable[[object, List[Failure], bytes], None],
+                 on_bounce: Optional[Callable[[object, List[Failure], bytes], None]] = None,
                  tls_client_context=None, clock: Optional[Callable[[], float]] = None,
                  on_round: Optional[Callable[[object], None]] = None,
                  local: Optional[Callable[[str], bool]] = None,
@@ -467,7 +463,7 @@ class Relay:
             # one to the postmaster is dropped (logged), never reported again.
             report = [r for r in failed if not double or r.address.lower() != to.lower()]
             if report:
-                headers = _header_block(self.queue.read_head(entry.id))
+                headers = header_block(self.queue.read_head(entry.id))
                 bounce = self._make_bounce(updated, report, rnd, headers, now, to) + (to,)
                 # The bounce is queued, durably, before the entry goes: a crash in
                 # between gives at worst a second attempt, never a lost report.
@@ -509,7 +505,8 @@ class Relay:
                             "(never back to <>, RFC 5321 §4.5.5)", updated.id, updated.sender,
                             ", ".join("<%s>" % i[0] for i in items), items[0][2], to)
             try:
-                self.on_bounce(updated, items, dsn)
+                if self.on_bounce is not None:
+                    self.on_bounce(updated, items, dsn)
             except Exception:
                 log.exception("id=%s on_bounce failed", updated.id)
             # Deliver the bounce now, in this callback, so the relay is never seen

@@ -195,8 +195,8 @@ class Pop3Session:
     def timeout(self) -> None:
         """RFC 1939 §3: close without removing messages or sending a response.
 
-        (design.md's generic note says "queue 421/-ERR"; for POP3 the RFC's
-        autologout rule wins: nothing is sent.)
+        (SMTP sends 421 on a timeout; for POP3 the RFC's autologout rule
+        wins: nothing is sent.)
         """
         log.info("pop3 timeout user=%s peer=%s", self._user, self.ctx.peer_ip)
         self._terminate("timeout")

@@ -2,9 +2,10 @@
 
 RFC 1939 §3: lines of a multi-line response that begin with "." are
 byte-stuffed, and the response ends with CRLF "." CRLF; RFC 1939 §7 TOP sends
-the headers, the blank line and k body lines.  Messages are stored with CRLF
-line ends, but files written by other programs (mutt, Dovecot) may use bare
-LF, which becomes CRLF here, so every octet count matches the wire.
+the headers, the blank line and k body lines.  Messages are stored with LF
+line ends (the Maildir form, store/deliver.py), and files written by other
+programs may use either; each bare LF becomes CRLF here, so every octet count
+matches the wire.
 """
 
 from typing import Optional
@@ -19,7 +20,7 @@ class MessageStream:
     """Produces a message as RFC 1939 §3 multi-line response data, chunk by chunk.
 
     Reads the file ``READ_CHUNK`` octets at a time, turns bare LF into CRLF
-    (stored files are CRLF, but outside programs may write LF), byte-stuffs
+    (stored files are LF, outside programs may write either), byte-stuffs
     lines that start with "." and ends with CRLF "." CRLF (adding a CRLF
     when the message does not end with one).  A CR at the end of a chunk is
     held back until the next chunk shows whether an LF follows it.

@@ -23,6 +23,8 @@ import email.utils
 import re
 from typing import Optional, Tuple
 
+from protocols.message import parse_header
+
 Reply = Tuple[int, str, str]
 
 # RFC 5321 §4.5.3.1.6: "The maximum total length of a text line including
@@ -33,7 +35,6 @@ MAX_TEXT_LINE = 1000
 _END = b"\r\n.\r\n"
 # A Received: field starts a line of the header block; continuation lines
 # start with WSP (RFC 5322 §2.2.3), so they can never match.
-_RECEIVED_RE = re.compile(rb"(?:^|\r\n)received[ \t]*:", re.IGNORECASE)
 
 
 class DataReader:
@@ -240,11 +241,7 @@ def count_received(data: bytes) -> int:
     The header block ends at the first empty line (RFC 5322 §2.1); the
     match is case-insensitive and ignores folded continuation lines.
     """
-    end = data.find(b"\r\n\r\n")
-    header = data if end < 0 else data[:end + 2]
-    if header.startswith(b"\r\n"):
-        return 0  # no header block at all
-    return len(_RECEIVED_RE.findall(header))
+    return parse_header(data).count(b"received")
 
 
 def protocol_word(esmtp: bool, tls: bool, auth: bool, smtputf8: bool) -> str:

@@ -212,7 +212,7 @@ class SmtpSession(SmtpAuthMixin, SmtpMessageMixin):
             self._processing = False
 
     def _await(self, start: Callable[[Callable], None], finish: Callable) -> None:
-        """Call the backend; input is held until ``done`` (design.md)."""
+        """Call the backend; input is held until it calls ``done``."""
         self._pending = True
         state = {"called": False}
 

@@ -2,8 +2,8 @@
 
 Shared by ``protocols/smtp/server.py`` (the session) and
 ``protocols/smtp/auth.py`` (AUTH and STARTTLS handlers); the public names
-are re-exported by ``protocols.smtp.server`` (design.md defines Envelope
-and RcptDecision there).
+are re-exported by ``protocols.smtp.server`` (the backend imports Envelope
+and RcptDecision from there).
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ class SmtpConfig:
 
 @dataclass
 class Envelope:
-    """What ``backend.deliver`` receives with the message (see /work/design.md)."""
+    """What the backend receives with the message (``MessageSink`` below)."""
 
     mail_from: str
     rcpt_to: List[str]

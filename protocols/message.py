@@ -1,0 +1,152 @@
+"""The header section of an Internet message: split, fields, unfolding.
+
+RFC 5322 §2.1: a message is a header section, then optionally an empty line
+and a body.  §2.2: a field is a name, a colon and a body; §2.2.3: a long field
+is folded by a line break before white space, and unfolding removes those line
+breaks.  One implementation for every reader of headers in mailsrv (the relay's
+DSN, the submission fixups, sendmail -t, loop detection, the MIME tree of
+protocols/mime.py).
+
+Line ends may be CRLF (the wire, the queue) or LF (Maildir files, store/deliver.py):
+every function here accepts both, and fields it adds use the message's own.
+
+The header section ends at the first line that is neither a field nor the fold
+of one.  When that line is empty it is the separator and the body follows it;
+any other line starts the body at once (``Header.separator`` is then empty), as
+Python's email parser reads it (its MissingHeaderBodySeparatorDefect).
+DEVIATION(RFC 5322 §3.6): a message with no header section at all, or with lines
+RFC 5322 forbids, is read as it is, never refused here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, List, Optional, Set, Tuple
+
+# RFC 5322 §3.6.8: field-name = 1*ftext (printable US-ASCII except ":");
+# white space before the colon is the obsolete syntax of §4.5 (obs-optional).
+_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
+_FOLD = re.compile(rb"\r?\n(?=[ \t])")
+
+
+@dataclass
+class Header:
+    """A parsed header section of ``data[start:end]``.
+
+    ``fields``: (lowercased name, raw bytes of the field with its folds and line
+    ends) in order.  Offsets are into the data given to :func:`parse_header`:
+    ``data[start:fields_end]`` is the fields, ``data[fields_end:body_start]`` the
+    empty line that separates them from the body (empty when there is none).
+    """
+    start: int
+    fields_end: int
+    body_start: int
+    fields: List[Tuple[bytes, bytes]] = field(default_factory=list)
+    defects: List[str] = field(default_factory=list)
+
+    @property
+    def has_separator(self) -> bool:
+        return self.body_start > self.fields_end
+
+    def names(self) -> Set[bytes]:
+        return {name for name, _ in self.fields}
+
+    def get_all(self, name: bytes) -> List[bytes]:
+        """Unfolded values of every field named ``name`` (any case)."""
+        key = name.lower()
+        return [field_value(raw) for n, raw in self.fields if n == key]
+
+    def get(self, name: bytes) -> Optional[bytes]:
+        """The unfolded value of the first field named ``name``, or None."""
+        values = self.get_all(name)
+        return values[0] if values else None
+
+    def count(self, name: bytes) -> int:
+        key = name.lower()
+        return sum(1 for n, _ in self.fields if n == key)
+
+
+def parse_header(data: bytes, start: int = 0, end: Optional[int] = None) -> Header:
+    """The header section at ``data[start:end]`` (RFC 5322 §2.1, §2.2)."""
+    end = len(data) if end is None else end
+    head = Header(start, end, end)
+    pos = start
+    while pos < end:
+        nl = data.find(b"\n", pos, end)
+        line_end = end if nl < 0 else nl + 1
+        first = data[pos:pos + 1]
+        if first in (b"\r", b"\n") and data[pos:line_end].rstrip(b"\r\n") == b"":
+            head.fields_end, head.body_start = pos, line_end
+            return head
+        if first in (b" ", b"\t") and head.fields:
+            name, raw = head.fields[-1]
+            head.fields[-1] = (name, raw + data[pos:line_end])
+        elif _FIELD.match(data, pos, line_end):
+            colon = data.index(b":", pos, line_end)
+            head.fields.append((data[pos:colon].rstrip(b" \t").lower(), data[pos:line_end]))
+        else:
+            head.defects.append("header section ends without an empty line")
+            head.fields_end = head.body_start = pos
+            return head
+        pos = line_end
+    return head
+
+
+def unfold(raw: bytes) -> bytes:
+    """RFC 5322 §2.2.3: remove each line break that is followed by white space."""
+    return _FOLD.sub(b"", raw)
+
+
+def field_value(raw: bytes) -> bytes:
+    """The unfolded body of one raw field: after the colon, without the white
+    space around it and the final line end (RFC 5322 §2.2)."""
+    return unfold(raw.split(b":", 1)[1].rstrip(b"\r\n")).strip(b" \t")
+
+
+def line_end_of(data: bytes, start: int = 0) -> bytes:
+    """The line end the message uses (its first line's), CRLF when it has none."""
+    nl = data.find(b"\n", start)
+    if nl < 0:
+        return b"\r\n"
+    return b"\r\n" if nl > start and data[nl - 1:nl] == b"\r" else b"\n"
+
+
+def header_block(data: bytes) -> bytes:
+    """The fields of the header section with their line ends, no empty line."""
+    head = parse_header(data)
+    return data[:head.fields_end]
+
+
+def add_fields(data: bytes, lines: Iterable[bytes], head: Optional[Header] = None) -> bytes:
+    """``data`` with the fields ``lines`` (each without its line end) added at
+    the end of the header section, in the message's own line ends.  A message
+    without a header section gets one, and the empty line before its body."""
+    lines = list(lines)
+    if not lines:
+        return data
+    head = head or parse_header(data)
+    eol = line_end_of(data)
+    at = head.fields_end
+    before = data[:at]
+    if before and not before.endswith(b"\n"):
+        before += eol              # a last field without its line end
+    added = b"".join(line + eol for line in lines)
+    if at == 0 and data and not head.has_separator:
+        added += eol               # no header section at all: the body follows an empty line
+    return before + added + data[at:]
+
+
+def remove_fields(data: bytes, names: Iterable[bytes], head: Optional[Header] = None) -> bytes:
+    """``data`` without the fields named ``names`` (any case), folds included."""
+    drop = {n.lower() for n in names}
+    head = head or parse_header(data)
+    kept = b"".join(raw for name, raw in head.fields if name not in drop)
+    return data[:head.start] + kept + data[head.fields_end:]
+
+
+def crlf_length(data: bytes, start: int = 0, end: Optional[int] = None) -> int:
+    """The length of ``data[start:end]`` once every bare LF is sent as CRLF
+    (what IMAP and POP3 count for a Maildir file stored with LF)."""
+    end = len(data) if end is None else end
+    return (end - start) + data.count(b"\n", start, end) - data.count(b"\r\n", start, end)
