@@ -8,7 +8,8 @@ unlock) runs on the worker pool, one after another in the order the session
 asked, and answers through a completion callback on the loop thread (issue 9
 §2: no session and no loop callback touches the disk).  Store errors a
 session must answer are translated to the contract's own (``MailboxInUse``),
-so no session imports a store class.
+so no session imports a store class.  The change hub (protocols/backend/hub.py)
+lives here: QUIT's expunge announces to it, as local delivery does.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections import deque
 from typing import Callable, Deque, Optional, Tuple
 
 from protocols.backend.contracts import MailboxInUse
+from protocols.backend.hub import ChangeHub
 from protocols.base import SessionContext
 from store.maildir import MailStore
 from store.maildrop import MaildropLocked, open_maildrop
@@ -60,9 +62,10 @@ class AsyncMaildrop:
     """The ``Maildrop`` contract over store/maildrop.py's Maildrop: each step on
     a worker, in order (a close never overtakes QUIT's expunge)."""
 
-    def __init__(self, loop, maildrop):
+    def __init__(self, loop, maildrop, announce: Callable[[], None] = lambda: None):
         self._loop = loop
         self._drop = maildrop
+        self._announce = announce       # the change hub, for (user, INBOX)
         self.messages = maildrop.messages
         self._jobs: Deque[Tuple[Callable[[], object], Done]] = deque()
         self._running = False
@@ -96,7 +99,11 @@ class AsyncMaildrop:
 
     def commit_deletes(self, indices, done: Done) -> None:
         wanted = list(indices)
-        self._submit(lambda: self._drop.commit_deletes(wanted), done)
+
+        def committed(result: object) -> None:
+            self._announce()            # removed, all or some: subscribers look again
+            done(result)
+        self._submit(lambda: self._drop.commit_deletes(wanted), committed)
 
     def close(self, done: Optional[Done] = None) -> None:
         self._submit(self._drop.close, done)
@@ -106,6 +113,10 @@ class MailAccessService:
     def __init__(self, loop, store: MailStore):
         self.loop = loop
         self.store = store
+        self.hub = ChangeHub(loop, store.maildir_path)   # (user, folder) -> subscribers
+
+    def close(self) -> None:
+        self.hub.close()
 
     def open_maildrop(self, ctx: SessionContext, user: str, done: Callable[[object], None]) -> None:
         """RFC 1939 §4: lock and open ``user``'s INBOX off the loop thread;
@@ -114,6 +125,6 @@ class MailAccessService:
             if isinstance(result, MaildropLocked):
                 result = MailboxInUse(str(result))
             elif not isinstance(result, BaseException):
-                result = AsyncMaildrop(self.loop, result)
+                result = AsyncMaildrop(self.loop, result, lambda: self.hub.announce(user, "INBOX"))
             done(result)
         self.loop.run_in_thread(lambda: open_maildrop(self.store, user), opened)

@@ -65,8 +65,9 @@ class Backend:
                                         deliver_local=self._deliver_queued_locally)
         self.policy = PolicyService(config, self.directory, self.aliases, self.refresh,
                                     lambda: self.outbound.enabled)
-        self.delivery = DeliveryService(config, loop, self.store, self.directory, self.outbound, self.refresh)
         self.mail = MailAccessService(loop, self.store)
+        self.delivery = DeliveryService(config, loop, self.store, self.directory, self.outbound, self.refresh,
+                                        changes=self.mail.hub)
 
     def _make_directory(self) -> Directory:
         cfg = self.config
@@ -88,6 +89,7 @@ class Backend:
         self.delivery.stop_pickup()     # no new local submissions, then the relay, then the disk
         self.outbound.close()
         self.delivery.close()
+        self.mail.close()
 
     def reload(self, config=None) -> None:
         """SIGHUP and periodic: pick up users, aliases and live config keys."""
