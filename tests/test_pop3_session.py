@@ -1007,15 +1007,12 @@ class DiskOffTheLoopTest(unittest.TestCase):
         self.assertGreater(len(s.wakes), wakes)                   # each chunk woke the loop
         self.assertTrue(body.endswith(b".\r\n+OK message 2 deleted\r\n"))
         self.assertEqual(drop.committed, [])                      # QUIT waits in the pipeline
-        self.assertEqual(drop.calls[-1], "commit_deletes")        # the stream's end let QUIT through
+        # the stream's end let QUIT through: the expunge, then the unlock, asked in order
+        self.assertEqual(drop.calls[-2:], ["commit_deletes", "close"])
         self.assertEqual((drop.committed, drain(s), s.closed), ([], b"", False))
-        drop.run_pending()                                        # the expunge is done
-        self.assertEqual(drop.committed, [[1]])
+        drop.run_pending()                                        # the expunge, then the unlock
+        self.assertEqual((drop.committed, drop.closes), ([[1]], 1))
         self.assertEqual(drain(s), b"+OK pop.example.test POP3 server signing off (1 messages left)\r\n")
-        self.assertEqual(drop.closes, 0)                          # the unlock is asked, not done
-        self.assertEqual(drop.calls[-1], "close")
-        drop.run_pending()
-        self.assertEqual(drop.closes, 1)
         self.assertTrue(s.closed)
 
     def test_stream_reads_at_most_two_chunks_ahead(self):

@@ -488,16 +488,21 @@ class Pop3Session:
         self.state = Pop3State.UPDATE
         maildrop, self._maildrop = self._maildrop, None
         deleted = sorted(self._deleted)
-        self._waiting = True    # the expunge runs on a worker; input waits (RFC 1939 §6)
+        # The expunge and the unlock (which applies the \\Seen marks) run on a
+        # worker, in order; the answer waits for both, so a client that has its
+        # +OK finds the maildrop updated and unlocked (RFC 1939 §6).
+        self._waiting = True
+        committed: List[object] = []
         if deleted:
-            maildrop.commit_deletes(deleted, lambda result: self._updated(maildrop, deleted, result))
-        else:
-            self._updated(maildrop, deleted, None)
+            maildrop.commit_deletes(deleted, committed.append)
+        maildrop.close(lambda closed: self._updated(maildrop, deleted, committed[0] if committed else None,
+                                                    closed))
 
-    def _updated(self, maildrop, deleted: List[int], result: object) -> None:
-        """``commit_deletes``'s answer: None, or an OSError (the Maildrop contract)."""
+    def _updated(self, maildrop, deleted: List[int], result: object, closed: object) -> None:
+        """``commit_deletes``'s answer (None, or an OSError: the Maildrop contract), then ``close``'s."""
         self._waiting = False
-        self._close_maildrop(maildrop)
+        if isinstance(closed, BaseException):
+            log.error("pop3 maildrop close failed user=%s: %r", self._user, closed)
         if self._closing:       # the connection went away meanwhile: nobody to answer
             return
         if isinstance(result, BaseException):
