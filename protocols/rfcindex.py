@@ -33,7 +33,10 @@ from typing import Dict, Iterable, Iterator, List, Optional, Set, Tuple
 SECTION = r"(?:\d+(?:\.\d+)*|[A-Z](?:\.\d+)*)\b(?!\.\d)"
 # "RFC 5321", optionally followed (across spaces or a line break) by "\u00a74.5.2";
 # "RFC822" is the name of a format (message/rfc822, RFC822.SIZE), not a citation.
-_CITE = re.compile(r"RFC (\d{1,5})\b(?:\s*\u00a7(" + SECTION + r"))?|\u00a7(" + SECTION + r")")
+# "issue 9 §2" names a section of one of our issues, not of an RFC: matched first
+# (group 4, at the number before the §) so it is never read as a section of the RFC cited before it.
+_CITE = re.compile(r"RFC (\d{1,5})\b(?:\s*\u00a7(" + SECTION + r"))?|\u00a7(" + SECTION + r")"
+                   r"|(?<=[Ii]ssue )(\d+,? \u00a7" + SECTION + r")")
 _MALFORMED = [
     (re.compile(r"\bRFC(?!822\b)-?\d+"), "no space between RFC and its number"),
     (re.compile(r"\bRFC\s{2,}\d|\bRFC\u00a0\d"), "one plain space between RFC and its number"),
@@ -126,6 +129,8 @@ def citations(source: str, path: str) -> List[Citation]:
     current: Optional[int] = None
     for first, text in _texts(source):
         for m in _CITE.finditer(text):
+            if m.group(4):
+                continue            # "issue N §x": ours, not an RFC's
             line = first + text.count("\n", 0, m.start())
             if m.group(1):
                 current = int(m.group(1))
@@ -152,6 +157,8 @@ def malformed(source: str, path: str) -> List[str]:
                     lines.add(line)
                     out.append(f"{path}:{line}: {m.group(0)!r} ({why})")
         for m in _CITE.finditer(text):
+            if m.group(4):
+                continue
             if m.group(1):
                 seen_rfc = True
             elif not seen_rfc:

@@ -11,7 +11,11 @@ Procedure per job (maildir(5) "How a message is delivered", made durable):
    links for the rest); across file systems (EXDEV) write a copy into that
    recipient's own ``tmp/``, fsync it, and link the copy;
 3. after ALL jobs of the batch: fsync each distinct ``new/`` directory once;
-4. unlink the ``tmp/`` names; report each job's result.
+4. the folder (store/folder.py ``note_delivered``) gives the new files
+   their UIDs, appended to ``dovecot-uidlist`` now rather than at the next
+   sync; a failure there is logged and does not fail the delivery (the
+   message is safe on disk; the next sync assigns the UID);
+5. unlink the ``tmp/`` names; report each job's result.
 
 Only complete, fsync'd files are ever linked into ``new/``, so a crash at any
 instant leaves nothing half-written there (at worst an orphan in ``tmp/``,
@@ -44,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 from store import fsutil
+from store.folder import open_folder
 from store.fsutil import AppendFile, read_chunks
 from store.maildir import MailStore
 
@@ -319,7 +324,29 @@ def deliver_batch(store: MailStore, jobs: List[DeliveryJob], fs: Optional[FileOp
             for st in item[1]:
                 st.fail(exc)
     _each(executor, sync_dir, list(by_dir.items()))
+    _each(executor, _note_delivered, _delivered_by_folder(states))
     return [_finish(fs, st) for st in states]
+
+
+def _delivered_by_folder(states: List[_State]) -> List[Tuple[str, List[str]]]:
+    """(Maildir folder, names of the files linked into its new/) for the jobs that succeeded."""
+    names: Dict[str, List[str]] = {}
+    for st in states:
+        if st.error is None:
+            for path in st.linked:
+                new_dir, name = os.path.split(path)
+                names.setdefault(os.path.dirname(new_dir), []).append(name)
+    return list(names.items())
+
+
+def _note_delivered(item: Tuple[str, List[str]]) -> None:
+    """Step 4: UIDs at delivery.  The files are durable already: an error here
+    (dotlock held too long, uidlist unwritable) is logged, never a failed delivery."""
+    folder, names = item
+    try:
+        open_folder(folder).note_delivered(names)
+    except Exception as exc:    # noqa: BLE001 - the mail is on disk; the next sync assigns the UID
+        log.error("cannot assign UIDs in %s (the next sync will): %s", folder, _describe(exc))
 
 
 def _each(executor: Optional[Executor], fn, items: list) -> None:

@@ -143,8 +143,8 @@ class RealHarness(Harness):
 
     def unlock_mailbox(self):
         if self.held is not None:
-            self.held.close()
-            self.held = None
+            held, self.held = self.held, None
+            self.run(lambda done: held.close(done))
 
 
 _peers = iter(range(1, 250))
@@ -282,16 +282,24 @@ class ContractChecks:
             for m in maildrop.messages:
                 self.assertIsInstance(m.uid, str)
                 self.assertIsInstance(m.size, int)
-            f = h.call(lambda: maildrop.open_message(0))
-            with f:
-                raw = f.read()
-            self.assertIsInstance(raw, bytes)
+            [reader] = h.run(lambda done: maildrop.open_message(0, done))
+            self.assertNotIsInstance(reader, BaseException)
+            raw = b""
+            while True:             # one read at a time, b"" at the end
+                [chunk] = h.run(lambda done: reader.read(7, done))
+                self.assertIsInstance(chunk, bytes)
+                self.assertLessEqual(len(chunk), 7)
+                if not chunk:
+                    break
+                raw += chunk
+            h.call(reader.close)
             self.assertEqual(crlf_size(raw), maildrop.messages[0].size)   # RFC 1939 §11
-            self.assertIsNone(h.call(lambda: maildrop.mark_seen(0)))
-            self.assertIsNone(h.call(lambda: maildrop.commit_deletes([0])))   # None, not a list
+            self.assertEqual(h.run(lambda done: maildrop.mark_seen(0, done)), [None])
+            # None, not a list
+            self.assertEqual(h.run(lambda done: maildrop.commit_deletes([0], done)), [None])
         finally:
-            h.call(maildrop.close)
-            h.call(maildrop.close)      # twice is safe
+            self.assertEqual(h.run(lambda done: maildrop.close(done)), [None])
+            self.assertEqual(h.run(lambda done: maildrop.close(done)), [None])    # twice is safe
 
     def test_a_held_mailbox_is_mailbox_in_use(self):
         """RFC 1939 §4: the contract's MailboxInUse, never a store class."""
@@ -305,7 +313,7 @@ class ContractChecks:
         self.assertIsInstance(got, MailboxInUse)
         again = self.open_maildrop()
         self.assertNotIsInstance(again, BaseException)
-        h.call(again.close)
+        h.run(lambda done: again.close(done))
 
 
 class FakeSmtpBackendContract(ContractChecks, unittest.TestCase):

@@ -422,5 +422,34 @@ class DelivererTest(_StoreCase):
             deliverer.submit(DeliveryJob(DATA, "s@r", ["bob@example.org"], "Q"), got.append)
 
 
+class UidAtDeliveryTest(_StoreCase):
+    """Issue 9 §2: the Deliverer gives each delivered file its UID at once
+    (store/folder.py note_delivered), appended to dovecot-uidlist."""
+
+    def uidlist(self, user):
+        with open(os.path.join(self.store.maildir_path(user), "dovecot-uidlist"), "rb") as fh:
+            return fh.read().decode()
+
+    def test_each_recipient_folder_gets_a_uid_line_without_a_sync(self):
+        users = ["alice@example.org", "bob@example.org"]
+        [res] = deliver_batch(self.store, [DeliveryJob(DATA, "s@r", users, "Q")])
+        self.assertTrue(res.ok, res.error)
+        for user, path in zip(users, res.paths):
+            key = os.path.basename(path).split(":")[0]
+            lines = self.uidlist(user).splitlines()
+            self.assertTrue(lines[0].startswith("3 V"), lines)       # Dovecot's version 3 header
+            self.assertEqual([l.split()[0] for l in lines[1:] if l.endswith(key)], ["1"])
+
+    def test_a_uid_failure_does_not_fail_the_delivery(self):
+        from unittest import mock
+        from store.folder import Folder
+        with mock.patch.object(Folder, "note_delivered", side_effect=OSError(errno.EACCES, "denied")):
+            with self.assertLogs("mailsrv.store", "ERROR") as logs:
+                [res] = deliver_batch(self.store, [DeliveryJob(DATA, "s@r", ["alice@example.org"], "Q")])
+        self.assertTrue(res.ok, res.error)
+        self.assertEqual(len(self.files("alice@example.org")), 1)         # the message is there
+        self.assertIn("cannot assign UIDs", logs.output[0])
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -50,8 +50,28 @@ class FakeMessage:
         self.uid, self.size, self.key = uid, size, key
 
 
+class FakeReader:
+    """The MessageReader contract over a file object (protocols/backend/contracts.py)."""
+
+    def __init__(self, maildrop, fileobj):
+        self.maildrop, self.file = maildrop, fileobj
+
+    def read(self, size, done):
+        def step():
+            try:
+                return self.file.read(size)
+            except OSError as e:
+                return e
+        self.maildrop.later("read", lambda: done(step()))
+
+    def close(self):
+        self.file.close()
+
+
 class FakeMaildrop:
-    """The store/maildrop.py Maildrop interface over byte strings (or file factories)."""
+    """The Maildrop contract (protocols/backend/contracts.py) over byte strings (or
+    file factories): each method records its call; ``done`` runs at once, or,
+    with ``deferred`` set, only when the test calls ``run_pending``."""
 
     def __init__(self, bodies, sizes=None):
         self.bodies = list(bodies)
@@ -63,22 +83,51 @@ class FakeMaildrop:
         self.committed = []
         self.closes = 0
         self.commit_error = None        # an OSError: commit_deletes fails (the Maildrop contract)
+        self.open_error = None          # an OSError: open_message fails
+        self.deferred = False
+        self.pending = []               # (name, completion) while deferred
+        self.calls = []                 # every method asked, in order
 
-    def open_message(self, i):
+    def later(self, name, completion):
+        self.calls.append(name)
+        if self.deferred:
+            self.pending.append((name, completion))
+        else:
+            completion()
+
+    def run_pending(self):
+        """Complete the steps asked so far (not the ones they lead to)."""
+        batch, self.pending = self.pending, []
+        for _, completion in batch:
+            completion()
+
+    def _open(self, i):
+        if self.open_error is not None:
+            return self.open_error
         body = self.bodies[i]
-        return body() if callable(body) else io.BytesIO(body)
+        return FakeReader(self, body() if callable(body) else io.BytesIO(body))
 
-    def mark_seen(self, i):
-        self.seen.append(i)
+    def open_message(self, i, done):
+        self.later("open_message", lambda: done(self._open(i)))
 
-    def commit_deletes(self, indices):
-        """The Maildrop contract (protocols/backend/contracts.py): None, or OSError."""
-        self.committed.append(list(indices))
-        if self.commit_error is not None:
-            raise self.commit_error
+    def mark_seen(self, i, done):
+        self.later("mark_seen", lambda: (self.seen.append(i), done(None)))
 
-    def close(self):
-        self.closes += 1
+    def commit_deletes(self, indices, done):
+        """None, or OSError (the Maildrop contract)."""
+        wanted = list(indices)
+
+        def commit():
+            self.committed.append(wanted)
+            done(self.commit_error)
+        self.later("commit_deletes", commit)
+
+    def close(self, done=None):
+        def close():
+            self.closes += 1
+            if done is not None:
+                done(None)
+        self.later("close", close)
 
 
 class FakeBackend:
@@ -674,9 +723,7 @@ class TransactionTest(TranscriptCase):
     def test_unreadable_message(self):
         s, b = self.session()
 
-        def gone(i):
-            raise FileNotFoundError("gone")
-        b.maildrop.open_message = gone
+        b.maildrop.open_error = FileNotFoundError("gone")
         with self.assertLogs("mailsrv.pop3", "ERROR"):
             self.assertEqual(self.send(s, b"RETR 1"), b"-ERR [SYS/TEMP] cannot read message 1\r\n")
         self.assertEqual(b.maildrop.seen, [])
@@ -927,6 +974,56 @@ class StreamAbortTest(unittest.TestCase):
         self.assertFalse(out.endswith(b".\r\n"))
         self.assertTrue(s.closed)
         self.assertEqual((b.maildrop.committed, b.maildrop.closes), ([], 1))
+
+
+class DiskOffTheLoopTest(unittest.TestCase):
+    """Issue 9 §2: the session never waits on the disk.  Every maildrop method
+    only records the call here; its completion runs when the test says so, and
+    until then the session answers nothing more (input waits)."""
+
+    def test_no_maildrop_step_completes_inside_receive_data(self):
+        raw = b"Subject: x\r\n\r\n" + b"z" * (3 * READ_CHUNK)
+        drop = FakeMaildrop([raw, MSG1])
+        drop.deferred = True
+        s, b = make_session(drop, peer=LOCAL)
+        login(s)
+        s.receive_data(b"RETR 1\r\nDELE 2\r\nQUIT\r\n")
+        self.assertEqual(drop.calls, ["open_message"])          # asked, not done
+        self.assertEqual(drain(s), b"")                           # waiting: nothing answered
+        drop.run_pending()                                        # the file is open
+        self.assertEqual(drop.calls, ["open_message", "mark_seen"])
+        head = s.data_to_send()
+        self.assertEqual(head, b"+OK %d octets\r\n" % drop.messages[0].size)
+        self.assertEqual(s.data_to_send(), b"")                   # the first read is in a worker
+        self.assertEqual(drop.calls.count("read"), 1)
+        body = b""
+        wakes = len(s.wakes)
+        while b"+OK" not in body:
+            self.assertLessEqual(len([p for p in drop.pending if p[0] == "read"]), 1)
+            drop.run_pending()
+            data = drain(s)
+            self.assertTrue(data or drop.pending, "the stream stalled")
+            body += data
+        self.assertGreater(len(s.wakes), wakes)                   # each chunk woke the loop
+        self.assertTrue(body.endswith(b".\r\n+OK message 2 deleted\r\n"))
+        self.assertEqual(drop.committed, [])                      # QUIT waits in the pipeline
+        # the stream's end let QUIT through: the expunge, then the unlock, asked in order
+        self.assertEqual(drop.calls[-2:], ["commit_deletes", "close"])
+        self.assertEqual((drop.committed, drain(s), s.closed), ([], b"", False))
+        drop.run_pending()                                        # the expunge, then the unlock
+        self.assertEqual((drop.committed, drop.closes), ([[1]], 1))
+        self.assertEqual(drain(s), b"+OK pop.example.test POP3 server signing off (1 messages left)\r\n")
+        self.assertTrue(s.closed)
+
+    def test_stream_reads_at_most_two_chunks_ahead(self):
+        raw = b"y" * (10 * READ_CHUNK)
+        drop = FakeMaildrop([raw])
+        s, b = make_session(drop, peer=LOCAL)
+        login(s)
+        s.receive_data(b"RETR 1\r\n")
+        s.data_to_send()                      # the +OK line
+        s.data_to_send()                      # one chunk taken
+        self.assertLessEqual(drop.calls.count("read"), 3)
 
 
 if __name__ == "__main__":

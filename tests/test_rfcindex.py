@@ -63,6 +63,12 @@ class CitationParsingTest(unittest.TestCase):
             (3207, "4.2", 17, "protocols.pop3.x:Session.stat.inner"),
         ])
 
+    def test_a_section_of_one_of_our_issues_is_not_an_rfc_citation(self):
+        source = '"""RFC 1939 §5 says so; issue 9 §2 asks for it; Issue 7, §3 too."""\n'
+        got = [(c.rfc, c.section) for c in rfcindex.citations(source, "protocols/x.py")]
+        self.assertEqual(got, [(1939, "5")])
+        self.assertEqual(rfcindex.malformed('"""issue 9 §2: no RFC here"""\n', "protocols/x.py"), [])
+
     def test_package_init_is_named_after_the_package(self):
         self.assertEqual(rfcindex.module_name("protocols/smtp/__init__.py"), "protocols.smtp")
         self.assertEqual(rfcindex.module_name("mailsrv.py"), "mailsrv")

@@ -640,6 +640,8 @@ class RelayBetweenTwoServers(unittest.TestCase):
         self.a.cli("alias", "add", "ping@a.test", "pong@b.test")
         self.addCleanup(self.b.cli, "alias", "del", "pong@b.test")
         self.addCleanup(self.a.cli, "alias", "del", "ping@a.test")
+        self.a.reload()         # both see the aliases now (unasked: within a second)
+        self.b.reload()
         submit(self.a, ALICE, ALICE_PW, ["pong@b.test"], self.token)
         [bounce] = wait_for(lambda: self.bounces_to_alice(self.token), "the loop bounce" + self.logs(), timeout=40)
         _, _, fields = delivery_status(bounce)

@@ -16,6 +16,7 @@ import tempfile
 import unittest
 
 from tests.test_server_cli import ServerProcess, run_cli
+from tests.helpers import wait_for
 
 BAD_USERS = [b'{"address": "b\xffob@example.test", "scrypt": "x"}', b'{"address": "bob"}', b'{"address": 5}']
 BAD_ALIAS = b'{"alias": "team", "targets": ["alice@example.test"]}'
@@ -122,14 +123,17 @@ class UsersCliTest(unittest.TestCase):
             wrong = self._pop3_login(port, "alice@example.test", "nope")
             p = run_cli("user", "disable", "alice@example.test", data=self.data)
             self.assertIn("disabled", p.stdout.decode())
-            self.assertEqual(self._pop3_login(port, "alice@example.test", "alice-pw"), wrong)
+            # the users file is checked at most once a second (protocols/backend/wiring.py)
+            wait_for(lambda: self._pop3_login(port, "alice@example.test", "alice-pw") == wrong,
+                     "the disabled user to be refused", timeout=10)
             with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=10) as s:
                 self.assertEqual(s.sendmail("a@elsewhere.test", ["alice@example.test"], b"Subject: x\r\n\r\nhi\r\n"), {})
             show = run_cli("user", "show", "alice@example.test", data=self.data).stdout.decode()
             self.assertIn("DISABLED", show)
             self.assertRegex(show, r"INBOX +1 message\(s\)")
             run_cli("user", "enable", "alice@example.test", data=self.data)
-            self.assertTrue(self._pop3_login(port, "alice@example.test", "alice-pw").startswith("+OK"))
+            wait_for(lambda: self._pop3_login(port, "alice@example.test", "alice-pw").startswith("+OK"),
+                     "the enabled user to log in", timeout=10)
         finally:
             err = self._stop(srv)
         self.assertIn("login refused for alice@example.test: user is disabled", err)

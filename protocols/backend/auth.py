@@ -56,8 +56,9 @@ def limits_of(cfg) -> Limits:
 class AuthService:
     """Passwords, SCRAM secrets, the failure counters and the success cache."""
 
-    def __init__(self, config, loop, users: UserDB):
+    def __init__(self, config, loop, users: UserDB, refresh: Optional[Callable[[], None]] = None):
         self.config = config
+        self._refresh = refresh     # the backend's throttled check of the users file, if any
         self.loop = loop
         self.users = users
         self.limiter = AuthLimiter(limits_of(config))   # failed-login counters (the only owner)
@@ -71,11 +72,17 @@ class AuthService:
         self.limiter.limits = limits_of(config)
 
     def refresh(self) -> None:
-        """Pick up `user` changes made by another process: a stat per lookup,
-        so a change counts from the next command; a changed password must not
-        stay valid through the cache."""
-        if self.users.reload_if_changed():
-            self._cache.clear()
+        """Pick up `user` changes made by another process: through the backend's
+        check (at most once a second, re-read on a worker: wiring.py), or, on
+        its own, a stat per lookup."""
+        if self._refresh is not None:
+            self._refresh()
+        elif self.users.reload_if_changed():
+            self.users_changed()
+
+    def users_changed(self) -> None:
+        """The users file was re-read: a changed password must not stay valid through the cache."""
+        self._cache.clear()
 
     def close(self) -> None:
         if self.lane is not None:

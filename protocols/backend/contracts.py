@@ -23,7 +23,7 @@ This module imports no store class and no session: both sides import it.
 
 from __future__ import annotations
 
-from typing import Any, BinaryIO, Callable, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Protocol, Sequence, Tuple
 
 from protocols.sasl import AuthTemporary, Authenticator, SaslOutcome, ScramCredentials  # noqa: F401
 
@@ -73,23 +73,39 @@ class MaildropMessage(Protocol):
     size: int       # octets in CRLF form (RFC 1939 §11)
 
 
+class MessageReader(Protocol):
+    """One message file being read for RETR/TOP, on a worker thread."""
+
+    def read(self, size: int, done: Callable[[object], None]) -> None:
+        """``done(bytes)``: the next at most ``size`` octets (b"" at the end),
+        or ``done(OSError)``.  One read at a time."""
+
+    def close(self) -> None:
+        """Release the file (after a read in flight ends); no answer."""
+
+
 class Maildrop(Protocol):
-    """A user's locked mailbox as POP3 sees it (RFC 1939 §4-§6)."""
+    """A user's locked mailbox as POP3 sees it (RFC 1939 §4-§6).
+
+    ``messages`` is plain data; every method that may touch the disk takes
+    ``done`` and runs on a worker thread (issue 9 §2: no session touches the
+    disk), one after another in the order asked."""
 
     messages: Sequence[MaildropMessage]
 
-    def open_message(self, i: int) -> BinaryIO:
-        """Message ``i`` (0-based) for reading; OSError if it cannot be read."""
+    def open_message(self, i: int, done: Callable[[object], None]) -> None:
+        """``done(MessageReader)`` for message ``i`` (0-based), or ``done(OSError)``."""
 
-    def mark_seen(self, i: int) -> None:
-        """RETR read message ``i`` (IMAP then shows it \\Seen)."""
+    def mark_seen(self, i: int, done: Callable[[object], None]) -> None:
+        """RETR read message ``i`` (IMAP then shows it \\Seen); ``done(None)``."""
 
-    def commit_deletes(self, indices: List[int]) -> None:
-        """RFC 1939 §6 UPDATE: remove these messages.  Returns None when all
-        are gone; raises OSError when some are left (the others are removed)."""
+    def commit_deletes(self, indices: List[int], done: Callable[[object], None]) -> None:
+        """RFC 1939 §6 UPDATE: remove these messages.  ``done(None)`` when all
+        are gone; ``done(OSError)`` when some are left (the others are removed)."""
 
-    def close(self) -> None:
-        """Release the lock; safe to call twice."""
+    def close(self, done: Optional[Callable[[object], None]] = None) -> None:
+        """Release the lock (pending \\Seen marks applied); ``done(None)`` after;
+        safe to call twice."""
 
 
 class MailAccess(Protocol):

@@ -40,7 +40,8 @@ STORAGE_ERROR: Reply = (452, "4.3.1", "Insufficient system storage, try again la
 class DeliveryService:
     """Local delivery and queue hand-off for SMTP, sendmail and the relay."""
 
-    def __init__(self, config, loop, store: MailStore, directory, outbound, refresh: Callable[[], None]):
+    def __init__(self, config, loop, store: MailStore, directory, outbound, refresh: Callable[[], None],
+                 changes=None):
         self.config = config
         self.loop = loop
         self.store = store
@@ -51,6 +52,14 @@ class DeliveryService:
         self.pickup = None              # set by start_pickup (the serving server only)
         self.inflight_bytes = 0         # octets of messages being received (sink.py)
         self.storage_error = STORAGE_ERROR
+        self.changes = changes          # the change hub (protocols/backend/hub.py), or None
+
+    def delivered(self, users: List[str]) -> None:
+        """On the loop thread, once the files and new/ are fsync'd: tell the
+        change hub each user's INBOX has new mail (an IDLE session learns at once)."""
+        if self.changes is not None:
+            for user in users:
+                self.changes.announce(user, "INBOX")
 
     def configure(self, config, directory) -> None:
         self.config = config
@@ -191,7 +200,9 @@ class DeliveryService:
             return
 
         def stored(result) -> None:
-            if not result.ok:
+            if result.ok:
+                self.delivered(users)
+            else:
                 for rcpt, reply in replies.items():
                     if reply[0] == 250:
                         replies[rcpt] = (451, "4.3.0", "Local delivery failed: %s" % result.error)

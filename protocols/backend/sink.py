@@ -129,9 +129,11 @@ class IncomingSink:
         loop = self.backend.loop
         job = (self.msg.local_job() if self.msg is not None
                else DeliveryJob(data, self.return_path, self.local, self.queue_id, self.delivered_to))
-        self.backend.deliverer.submit(
-            job,
-            lambda r: loop.call_soon_threadsafe(lambda: part_done(r.ok, r.error)))
+        def stored(r) -> None:      # on the loop thread, after the fsyncs
+            if r.ok:
+                self.backend.delivered(job.users)
+            part_done(r.ok, r.error)
+        self.backend.deliverer.submit(job, lambda r: loop.call_soon_threadsafe(lambda: stored(r)))
 
     def _enqueue(self, envelope, data: bytes, part_done) -> None:
         backend, msg = self.backend, self.msg

@@ -46,6 +46,12 @@ from store.users import AliasDB, Directory, UserDB, normalize_address
 
 log = logging.getLogger("mailsrv.auth")
 
+# Seconds between checks of the users and aliases files for changes made by
+# another process (`mailsrv.py user ...`, an editor).  Ours, issue 9 §2: the
+# check was two stat calls on the loop thread at every RCPT and login; now a
+# change counts within about a second, and the re-read runs on a worker.
+TABLE_CHECK_INTERVAL_S = 1.0
+
 
 class Backend:
     """The services of one server, composed for the sessions."""
@@ -59,14 +65,17 @@ class Backend:
         self.aliases = AliasDB(data)
         self.store = MailStore(data, config.hostname)
         self.directory = self._make_directory()
-        self.auth = AuthService(config, loop, self.users)
+        self._tables_checked: Optional[float] = None     # loop.time() of the last check
+        self._tables_checking = False
+        self.auth = AuthService(config, loop, self.users, refresh=self.refresh)
         self.outbound = OutboundService(config, loop, tls_client_context, resolv_conf,
                                         is_local=self.directory_is_local,
                                         deliver_local=self._deliver_queued_locally)
         self.policy = PolicyService(config, self.directory, self.aliases, self.refresh,
                                     lambda: self.outbound.enabled)
-        self.delivery = DeliveryService(config, loop, self.store, self.directory, self.outbound, self.refresh)
         self.mail = MailAccessService(loop, self.store)
+        self.delivery = DeliveryService(config, loop, self.store, self.directory, self.outbound, self.refresh,
+                                        changes=self.mail.hub)
 
     def _make_directory(self) -> Directory:
         cfg = self.config
@@ -88,6 +97,7 @@ class Backend:
         self.delivery.stop_pickup()     # no new local submissions, then the relay, then the disk
         self.outbound.close()
         self.delivery.close()
+        self.mail.close()
 
     def reload(self, config=None) -> None:
         """SIGHUP and periodic: pick up users, aliases and live config keys."""
@@ -100,14 +110,35 @@ class Backend:
             self.outbound.configure(config)
             # our own loggers only: an embedding host's root logger is not ours to change
             logging.getLogger("mailsrv").setLevel(getattr(logging, str(config.log_level).upper(), logging.INFO))
-        self.refresh()
+        # SIGHUP, an operator's explicit request: the files are checked now
+        # (rare, so on the loop thread), and the next lookups see them.
+        self._tables_reloaded(self._reload_tables())
+        self._tables_checked = self.loop.time()
         log.info("reloaded users (%d), aliases and configuration", len(self.users.list()))
 
-    def refresh(self) -> None:
-        """Pick up `user`/`alias` changes made by another process: two stats
-        per lookup (a few microseconds), so a change counts from the next command."""
-        self.auth.refresh()
-        self.aliases.reload_if_changed()
+    def refresh(self, force: bool = False) -> None:
+        """Pick up `user`/`alias` changes made by another process: at most every
+        TABLE_CHECK_INTERVAL_S, the two stats and any re-read on a worker thread;
+        lookups meanwhile use the tables last loaded (loop thread only)."""
+        now = self.loop.time()
+        last = self._tables_checked
+        if self._tables_checking or (not force and last is not None
+                                     and 0 <= now - last < TABLE_CHECK_INTERVAL_S):
+            return
+        self._tables_checked = now
+        self._tables_checking = True
+        self.loop.run_in_thread(self._reload_tables, self._tables_reloaded)
+
+    def _reload_tables(self):
+        """On a worker: (users re-read, aliases re-read)."""
+        return self.users.reload_if_changed(), self.aliases.reload_if_changed()
+
+    def _tables_reloaded(self, result) -> None:
+        self._tables_checking = False
+        if isinstance(result, BaseException):
+            log.error("cannot check %s and %s for changes: %r", self.users.path, self.aliases.path, result)
+        elif result[0]:
+            self.auth.users_changed()
 
     def add_user(self, address: str, password: str) -> None:
         self.users.add(address, password)

@@ -17,8 +17,10 @@ Left out:
 
 The session never touches the disk itself: it asks ``backend.open_maildrop``
 for a maildrop object (the ``Maildrop`` contract of protocols/backend/contracts.py,
-served by store/maildrop.py) and streams messages from the
-file objects that object hands out.  The maildrop is a snapshot taken at
+served through protocols/backend/mailaccess.py) whose every disk step
+(opening and reading a message, \\Seen marks, QUIT's expunge, the unlock)
+runs on a worker and answers through a callback; meanwhile the session holds
+further input (``_waiting``), as while it waits for authentication.  The maildrop is a snapshot taken at
 login (RFC 1939 §4: messages are numbered when the maildrop is opened), so
 mail arriving during a session appears at the next login.  Only QUIT in
 TRANSACTION removes messages (RFC 1939 §6); EOF, timeout, shutdown and errors
@@ -170,13 +172,15 @@ class Pop3Session:
                 continue
             if out:
                 break  # the lines before the stream now, the stream next call
-            try:
-                out.append(item.next_chunk())
-            except OSError:
-                log.exception("pop3 read error user=%s peer=%s", self._user, self.ctx.peer_ip)
+            chunk = item.take()    # None while a worker reads the next chunk
+            if item.error is not None:
+                log.error("pop3 read error user=%s peer=%s: %r", self._user, self.ctx.peer_ip, item.error)
                 self._terminate("read error")  # cannot report it mid-message: close
                 return b""
-            if not item.done:
+            if chunk is None:
+                break
+            out.append(chunk)
+            if not item.finished:
                 break
             self._out.popleft()
             self._process()  # commands pipelined behind the RETR
@@ -203,8 +207,8 @@ class Pop3Session:
 
     def shutdown(self) -> None:
         """Server stopping: -ERR [SYS/TEMP] and close; nothing is deleted."""
-        if self._closing:
-            return
+        if self._closing or self.state is Pop3State.UPDATE:
+            return  # (a QUIT's UPDATE in progress answers and closes by itself)
         self._fatal("-ERR [SYS/TEMP] server shutting down")
 
     # -- input processing -----------------------------------------------
@@ -292,10 +296,11 @@ class Pop3Session:
 
     @staticmethod
     def _close_maildrop(maildrop) -> None:
-        try:
-            maildrop.close()
-        except OSError:
-            log.exception("pop3 maildrop close failed")
+        """Unlock on a worker (the Maildrop contract); a failure is only logged."""
+        def closed(result: object) -> None:
+            if isinstance(result, BaseException):
+                log.error("pop3 maildrop close failed: %r", result)
+        maildrop.close(closed)
 
     # -- AUTHORIZATION (RFC 1939 §4, RFC 5034, RFC 2595) ------------------
 
@@ -483,15 +488,25 @@ class Pop3Session:
         self.state = Pop3State.UPDATE
         maildrop, self._maildrop = self._maildrop, None
         deleted = sorted(self._deleted)
-        failed: List[int] = []
-        try:
-            if deleted:
-                maildrop.commit_deletes(deleted)    # None, or OSError (the contract)
-        except OSError:
-            log.exception("pop3 commit_deletes failed user=%s", self._user)
-            failed = deleted
-        if failed:
-            log.error("pop3 %d deleted messages not removed user=%s", len(failed), self._user)
+        # The expunge and the unlock (which applies the \\Seen marks) run on a
+        # worker, in order; the answer waits for both, so a client that has its
+        # +OK finds the maildrop updated and unlocked (RFC 1939 §6).
+        self._waiting = True
+        committed: List[object] = []
+        if deleted:
+            maildrop.commit_deletes(deleted, committed.append)
+        maildrop.close(lambda closed: self._updated(maildrop, deleted, committed[0] if committed else None,
+                                                    closed))
+
+    def _updated(self, maildrop, deleted: List[int], result: object, closed: object) -> None:
+        """``commit_deletes``'s answer (None, or an OSError: the Maildrop contract), then ``close``'s."""
+        self._waiting = False
+        if isinstance(closed, BaseException):
+            log.error("pop3 maildrop close failed user=%s: %r", self._user, closed)
+        if self._closing:       # the connection went away meanwhile: nobody to answer
+            return
+        if isinstance(result, BaseException):
+            log.error("pop3 %d deleted messages not removed user=%s: %r", len(deleted), self._user, result)
             self._send("-ERR [SYS/TEMP] some deleted messages not removed")  # RFC 1939 §6
         else:
             left = len(maildrop.messages) - len(deleted)
@@ -500,8 +515,8 @@ class Pop3Session:
                 "maildrop empty" if not left else "%d messages left" % left))
         log.info("pop3 logout user=%s peer=%s retrieved=%d deleted=%d",
                  self._user, self.ctx.peer_ip, self._retrieved, len(deleted))
-        self._close_maildrop(maildrop)
         self._closing = True
+        self.ctx.wake()
 
     # -- TRANSACTION (RFC 1939 §5, §7) -----------------------------------
 
@@ -565,16 +580,32 @@ class Pop3Session:
         """RFC 1939 §7 UIDL [msg]: the unique-id listing."""
         self._listing(rest, "+OK unique-id listing follows", lambda m: m.uid.encode("ascii", "replace"))
 
-    def _open_stream(self, i: int, body_lines: Optional[int], first: str) -> bool:
-        try:
-            fileobj = self._maildrop.open_message(i)
-        except OSError:
-            log.exception("pop3 open message failed user=%s", self._user)
+    def _open_stream(self, i: int, body_lines: Optional[int], first: str) -> None:
+        """Open message ``i`` on a worker; input waits until it is open."""
+        self._waiting = True
+        self._maildrop.open_message(i, lambda result: self._stream_opened(i, body_lines, first, result))
+
+    def _stream_opened(self, i: int, body_lines: Optional[int], first: str, result: object) -> None:
+        """``open_message``'s answer: a MessageReader, or an OSError."""
+        self._waiting = False
+        if self._closing:
+            if not isinstance(result, BaseException):
+                result.close()
+            return
+        if isinstance(result, BaseException):
+            log.error("pop3 open message failed user=%s: %r", self._user, result)
             self._send("-ERR [SYS/TEMP] cannot read message %d" % (i + 1))  # RFC 3206
-            return False
-        self._send(first)
-        self._out.append(MessageStream(fileobj, body_lines))
-        return True
+        else:
+            self._send(first)
+            self._out.append(MessageStream(result, body_lines, self.ctx.wake))
+            if body_lines is None:      # RETR, not TOP: the message is now \Seen
+                self._retrieved += 1
+                self._maildrop.mark_seen(i, self._marked_seen)
+        self._resume()
+
+    def _marked_seen(self, result: object) -> None:
+        if isinstance(result, BaseException):
+            log.error("pop3 mark_seen failed user=%s: %r", self._user, result)
 
     def _cmd_retr(self, rest: bytes) -> None:
         """RFC 1939 §5 RETR msg: "+OK n octets", the message, "."; marks \\Seen."""
@@ -582,13 +613,7 @@ class Pop3Session:
         i = None if args is None else self._msg_arg(args[0])
         if i is None:
             return
-        if not self._open_stream(i, None, "+OK %d octets" % self._maildrop.messages[i].size):
-            return
-        self._retrieved += 1
-        try:
-            self._maildrop.mark_seen(i)
-        except OSError:
-            log.exception("pop3 mark_seen failed user=%s", self._user)
+        self._open_stream(i, None, "+OK %d octets" % self._maildrop.messages[i].size)
 
     def _cmd_top(self, rest: bytes) -> None:
         """RFC 1939 §7 TOP msg n: headers, blank line, n body lines."""

@@ -1,0 +1,131 @@
+"""The change hub: who waits for news of a folder, and who tells them.
+
+Issue 9 §2.  Keyed by (user, folder); everything here runs on the loop thread
+except the poll's stat calls, which run on a worker:
+
+* ``announce(user, folder)``: a change this process made (local delivery once
+  its file and directory fsync are done, so the mail is there to read; POP3's
+  QUIT expunge; later IMAP's changes) reaches every subscriber at once;
+* ``subscribe(user, folder, callback)`` returns a handle (``unsubscribe`` or
+  ``handle.cancel()``); IMAP IDLE sessions (RFC 2177) will subscribe;
+* writers outside this process (another mailsrv, Dovecot, mutt) are found by a
+  poll every ``POLL_INTERVAL_S`` of the folders that have subscribers: the
+  folder's ``token()`` (store/folder.py: four stat calls, no lock, no listing)
+  compared with the last one.  A change we announced ourselves is seen by the
+  poll as well: subscribers may hear of one change twice, never of none
+  ("something changed, look": they re-sync, which is cheap when nothing did).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable, Dict, List, Optional, Tuple
+
+from store.folder import open_folder
+
+log = logging.getLogger("mailsrv.hub")
+
+Key = Tuple[str, str]                     # (user, folder name; "INBOX" for the root)
+Callback = Callable[[str, str], None]     # callback(user, folder)
+
+# Seconds between polls for outside writers.  Dovecot's mailbox_idle_check_interval
+# defaults to 30 s; ours is shorter because a poll costs four stat calls per
+# watched folder (no listing), and RFC 2177 clients expect news within a minute.
+POLL_INTERVAL_S = 5.0
+
+
+class Subscription:
+    """A subscriber's handle: ``cancel()`` (or ``hub.unsubscribe(handle)``)."""
+
+    def __init__(self, hub: "ChangeHub", key: Key, callback: Callback):
+        self.hub, self.key, self.callback = hub, key, callback
+
+    def cancel(self) -> None:
+        self.hub.unsubscribe(self)
+
+
+class ChangeHub:
+    def __init__(self, loop, maildir_path: Callable[[str], str], poll_interval: float = POLL_INTERVAL_S):
+        self.loop = loop
+        self.maildir_path = maildir_path        # user -> the user's Maildir (MailStore's)
+        self.poll_interval = poll_interval
+        self._subs: Dict[Key, List[Subscription]] = {}
+        self._tokens: Dict[Key, tuple] = {}     # last token seen per watched folder
+        self._timer = None
+        self._polling = False
+        self._closed = False
+
+    def folder_path(self, user: str, folder: str) -> str:
+        """INBOX is the Maildir itself, another folder its Maildir++ ``.Name``."""
+        root = self.maildir_path(user)
+        return root if folder.upper() == "INBOX" else os.path.join(root, "." + folder)
+
+    def subscribe(self, user: str, folder: str, callback: Callback) -> Subscription:
+        """``callback(user, folder)`` on each change until unsubscribed.  A folder
+        newly watched is polled at once, so the poll's baseline is taken now."""
+        handle = Subscription(self, (user, folder), callback)
+        new_key = handle.key not in self._subs
+        self._subs.setdefault(handle.key, []).append(handle)
+        if not self._closed and not self._polling and (self._timer is None or new_key):
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_later(0 if new_key else self.poll_interval, self._poll)
+        return handle
+
+    def unsubscribe(self, handle: Subscription) -> None:
+        subs = self._subs.get(handle.key)
+        if subs and handle in subs:
+            subs.remove(handle)
+            if not subs:
+                del self._subs[handle.key]
+                self._tokens.pop(handle.key, None)
+
+    def subscribers(self, user: str, folder: str) -> int:
+        return len(self._subs.get((user, folder), ()))
+
+    def announce(self, user: str, folder: str = "INBOX") -> None:
+        """A change in (user, folder): every subscriber's callback, now (loop thread)."""
+        for handle in list(self._subs.get((user, folder), ())):
+            try:
+                handle.callback(user, folder)
+            except Exception:
+                log.exception("change subscriber failed user=%s folder=%s", user, folder)
+
+    def close(self) -> None:
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # -- the poll for writers outside this process ---------------------------
+    def _poll(self) -> None:
+        self._timer = None
+        if self._closed or not self._subs:
+            return
+        self._polling = True
+        watched = [(key, self.folder_path(*key)) for key in self._subs]
+        self.loop.run_in_thread(lambda: _tokens(watched), self._polled)
+
+    def _polled(self, result) -> None:
+        self._polling = False
+        if isinstance(result, BaseException):
+            log.error("change poll failed: %r", result)
+            result = {}
+        for key, token in result.items():
+            if key not in self._subs:
+                continue
+            before = self._tokens.get(key)
+            self._tokens[key] = token
+            if before is not None and token != before:
+                self.announce(*key)
+        if self._subs and not self._closed:
+            self._timer = self.loop.call_later(self.poll_interval, self._poll)
+
+
+def _tokens(watched: List[Tuple[Key, str]]) -> Dict[Key, Optional[tuple]]:
+    """On a worker: each watched folder's ``token()`` (a missing one is None)."""
+    out: Dict[Key, Optional[tuple]] = {}
+    for key, path in watched:
+        out[key] = open_folder(path).token() if os.path.isdir(path) else None
+    return out
