@@ -34,7 +34,7 @@ SECTION = r"(?:\d+(?:\.\d+)*|[A-Z](?:\.\d+)*)\b(?!\.\d)"
 # "RFC 5321", optionally followed (across spaces or a line break) by "\u00a74.5.2";
 # "RFC822" is the name of a format (message/rfc822, RFC822.SIZE), not a citation.
 # "issue 9 §2" names a section of one of our issues, not of an RFC: matched first
-# (group 4, at the number before the §) so it is never read as a section of the RFC cited before it.
+# (group 4, at the issue's number) so it is never read as a section of the RFC cited before it.
 _CITE = re.compile(r"RFC (\d{1,5})\b(?:\s*\u00a7(" + SECTION + r"))?|\u00a7(" + SECTION + r")"
                    r"|(?<=[Ii]ssue )(\d+,? \u00a7" + SECTION + r")")
 _MALFORMED = [
@@ -130,7 +130,7 @@ def citations(source: str, path: str) -> List[Citation]:
     for first, text in _texts(source):
         for m in _CITE.finditer(text):
             if m.group(4):
-                continue            # "issue N §x": ours, not an RFC's
+                continue            # a section of one of our issues, not of an RFC
             line = first + text.count("\n", 0, m.start())
             if m.group(1):
                 current = int(m.group(1))

@@ -5,8 +5,8 @@ locked maildrop on a worker thread (store/maildrop.py) and gets back an
 ``AsyncMaildrop``: every step that may touch the disk (reading a message
 file, \\Seen marks, QUIT's expunge with Dovecot's dotlock and fsyncs, the
 unlock) runs on the worker pool, one after another in the order the session
-asked, and answers through a completion callback on the loop thread (issue 9
-§2: no session and no loop callback touches the disk).  Store errors a
+asked, and answers through a completion callback on the loop thread (issue 9,
+section 2: no session and no loop callback touches the disk).  Store errors a
 session must answer are translated to the contract's own (``MailboxInUse``),
 so no session imports a store class.  The change hub (protocols/backend/hub.py)
 lives here: QUIT's expunge announces to it, as local delivery does.
