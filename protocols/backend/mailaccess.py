@@ -15,7 +15,7 @@ lives here: QUIT's expunge announces to it, as local delivery does.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Deque, Optional, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 from protocols.backend.contracts import MailboxInUse
 from protocols.backend.hub import ChangeHub
@@ -62,10 +62,12 @@ class AsyncMaildrop:
     """The ``Maildrop`` contract over store/maildrop.py's Maildrop: each step on
     a worker, in order (a close never overtakes QUIT's expunge)."""
 
-    def __init__(self, loop, maildrop, announce: Callable[[], None] = lambda: None):
+    def __init__(self, loop, maildrop, announce: Callable[[], None] = lambda: None,
+                 closing: Optional[Callable[[bool], None]] = None):
         self._loop = loop
         self._drop = maildrop
         self._announce = announce       # the change hub, for (user, INBOX)
+        self._closing = closing         # told True when the unlock is asked for, False once done
         self.messages = maildrop.messages
         self._jobs: Deque[Tuple[Callable[[], object], Done]] = deque()
         self._running = False
@@ -106,7 +108,15 @@ class AsyncMaildrop:
         self._submit(lambda: self._drop.commit_deletes(wanted), committed)
 
     def close(self, done: Optional[Done] = None) -> None:
-        self._submit(self._drop.close, done)
+        if self._closing is not None:
+            self._closing(True)
+
+        def closed(result: object) -> None:
+            if self._closing is not None:
+                self._closing(False)
+            if done is not None:
+                done(result)
+        self._submit(self._drop.close, closed)
 
 
 class MailAccessService:
@@ -114,17 +124,38 @@ class MailAccessService:
         self.loop = loop
         self.store = store
         self.hub = ChangeHub(loop, store.maildir_path)   # (user, folder) -> subscribers
+        # Users whose maildrop a finished session is still unlocking (on a worker),
+        # and the opens waiting for that: a client that drops the connection and
+        # logs in again at once must not be told [IN-USE] by its own last session.
+        self._closing: Dict[str, int] = {}
+        self._after_close: Dict[str, List[Callable[[], None]]] = {}
 
     def close(self) -> None:
         self.hub.close()
 
+    def _set_closing(self, user: str, starting: bool) -> None:
+        count = self._closing.get(user, 0) + (1 if starting else -1)
+        if count > 0:
+            self._closing[user] = count
+            return
+        self._closing.pop(user, None)
+        for resume in self._after_close.pop(user, []):
+            resume()
+
     def open_maildrop(self, ctx: SessionContext, user: str, done: Callable[[object], None]) -> None:
         """RFC 1939 §4: lock and open ``user``'s INBOX off the loop thread;
-        ``done(maildrop)`` or ``done(exception)`` (MailboxInUse when locked)."""
+        ``done(maildrop)`` or ``done(exception)`` (MailboxInUse when locked).
+        An open waits for the unlock of a session of the same user that has
+        already ended (its lock is on its way out, not held)."""
+        if self._closing.get(user):
+            self._after_close.setdefault(user, []).append(lambda: self.open_maildrop(ctx, user, done))
+            return
+
         def opened(result) -> None:
             if isinstance(result, MaildropLocked):
                 result = MailboxInUse(str(result))
             elif not isinstance(result, BaseException):
-                result = AsyncMaildrop(self.loop, result, lambda: self.hub.announce(user, "INBOX"))
+                result = AsyncMaildrop(self.loop, result, lambda: self.hub.announce(user, "INBOX"),
+                                       lambda starting: self._set_closing(user, starting))
             done(result)
         self.loop.run_in_thread(lambda: open_maildrop(self.store, user), opened)
