@@ -199,7 +199,7 @@ class ContentCheck:
 
 
 class DotStuffer:
-    """The client side of DATA (``smtp_client.dot_stuff``) piece by piece:
+    """The client side of DATA, piece by piece:
     CRLF line ends (RFC 5321 §2.3.8), a leading "." doubled (RFC 5321
     §4.5.2), "." CRLF at the end; so a large queued message is sent without
     being read whole, with the same output for any split of the input."""
