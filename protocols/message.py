@@ -20,6 +20,8 @@ RFC 5322 forbids, is read as it is, never refused here.
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, List, Optional, Set, Tuple
@@ -150,3 +152,19 @@ def crlf_length(data: bytes, start: int = 0, end: Optional[int] = None) -> int:
     (what IMAP and POP3 count for a Maildir file stored with LF)."""
     end = len(data) if end is None else end
     return (end - start) + data.count(b"\n", start, end) - data.count(b"\r\n", start, end)
+
+
+def trace_field(clauses: List[str], rcpt: Optional[str], when: float) -> bytes:
+    """A Received: field (RFC 5321 §4.4) from its leading clauses, one per
+    line: "for" only when there is exactly one recipient (RFC 5321 §7.2 warns
+    that "for" with several recipients discloses Bcc), then "; " and the
+    date-time in UTC (RFC 5322 §3.3, "+0000"), folded with TAB (RFC 5322 §2.2.3)."""
+    date = email.utils.format_datetime(datetime.datetime.fromtimestamp(when, datetime.timezone.utc))
+    date = date.replace("-0000", "+0000")
+    lines = ["Received: " + clauses[0]] + ["\t" + c for c in clauses[1:]]
+    if rcpt is not None:
+        lines.append("\tfor <%s>; %s" % (rcpt, date))
+    else:
+        lines[-1] += ";"
+        lines.append("\t" + date)
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")

@@ -143,7 +143,7 @@ class RfcCommandTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         lines = r.stdout.splitlines()
         at = lines.index("RFC 5321 \u00a74.5.2")
-        self.assertIn("    protocols.smtp.client:dot_stuff", lines[at + 1:at + 20])
+        self.assertIn("    protocols.smtp.data:DotStuffer", lines[at + 1:at + 20])
         self.assertIn("RFC 1939", [line.split(" \u00a7")[0] for line in lines])
 
     def test_one_section_shows_its_places_and_subsections(self):

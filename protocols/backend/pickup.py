@@ -15,11 +15,10 @@ slow disk must not make the pick-up race itself.
 
 from __future__ import annotations
 
-import datetime
-import email.utils
 import logging
 from typing import Callable, List, Optional
 
+from protocols.message import trace_field
 from store import postdrop
 
 log = logging.getLogger("mailsrv.pickup")
@@ -36,15 +35,7 @@ def received_field(hostname: str, uid: int, queue_id: str, rcpt: Optional[str], 
     DEVIATION(RFC 5321 §4.4): no "from" clause, as there is no SMTP client to
     name; the uid in the comment says who submitted it (Postfix does the same,
     and RFC 5322 §3.6.7's received-token grammar allows it)."""
-    date = email.utils.format_datetime(datetime.datetime.fromtimestamp(when, datetime.timezone.utc))
-    date = date.replace("-0000", "+0000")
-    lines = ["Received: by %s (mailsrv, from userid %d)" % (hostname, uid), "\tid %s" % queue_id]
-    if rcpt is not None:
-        lines.append("\tfor <%s>; %s" % (rcpt, date))
-    else:
-        lines[-1] += ";"
-        lines.append("\t" + date)
-    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+    return trace_field(["by %s (mailsrv, from userid %d)" % (hostname, uid), "id %s" % queue_id], rcpt, when)
 
 
 class Pickup:

@@ -146,23 +146,6 @@ def parse_enhanced(code: int, text: str) -> str:
     return m.group(0) if m and int(m.group(1)) == code // 100 else ""
 
 
-def dot_stuff(data: bytes) -> bytes:
-    """CRLF line ends, a leading "." doubled, then the end mark CRLF "." CRLF.
-
-    RFC 5321 §4.5.2: "Before sending a line of mail text, the SMTP client
-    checks the first character of the line.  If it is a period, one
-    additional period is inserted".  RFC 5321 §2.3.8: lines end in CRLF, so a
-    bare LF is sent as CRLF.
-    """
-    data = re.sub(rb"\r?\n", b"\r\n", data)
-    if data and not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    data = data.replace(b"\r\n.", b"\r\n..")
-    if data.startswith(b"."):
-        data = b"." + data
-    return data + b".\r\n"
-
-
 def _chunks(data) -> "Iterator[bytes]":
     return iter([data]) if isinstance(data, (bytes, bytearray)) else data.chunks()
 

@@ -18,12 +18,10 @@ Bytes in, bytes out; the date comes from the caller (the session's clock).
 
 from __future__ import annotations
 
-import datetime
-import email.utils
 import re
 from typing import Optional, Tuple
 
-from protocols.message import parse_header
+from protocols.message import parse_header, trace_field
 
 Reply = Tuple[int, str, str]
 
@@ -201,7 +199,7 @@ class ContentCheck:
 
 
 class DotStuffer:
-    """The client side of DATA (``smtp_client.dot_stuff``) piece by piece:
+    """The client side of DATA, piece by piece:
     CRLF line ends (RFC 5321 §2.3.8), a leading "." doubled (RFC 5321
     §4.5.2), "." CRLF at the end; so a large queued message is sent without
     being read whole, with the same output for any split of the input."""
@@ -268,18 +266,9 @@ def received_header(helo: str, peer_ip: str, hostname: str, with_word: str,
     that "for" with several recipients discloses Bcc), then "; " date-time
     (RFC 5322 §3.3), folded with TAB (RFC 5322 §2.2.3).
     """
-    date = email.utils.format_datetime(
-        datetime.datetime.fromtimestamp(when, datetime.timezone.utc))
-    date = date.replace("-0000", "+0000")
     helo = _sanitize(helo) or "unknown"
-    lines = ["Received: from %s (unknown %s)" % (helo, _ip_literal(peer_ip)),
-             "\tby %s with %s id %s" % (hostname, with_word, queue_id)]
-    if rcpt is not None:
-        lines.append("\tfor <%s>; %s" % (rcpt, date))
-    else:
-        lines[-1] += ";"
-        lines.append("\t" + date)
-    return ("\r\n".join(lines) + "\r\n").encode("utf-8")
+    return trace_field(["from %s (unknown %s)" % (helo, _ip_literal(peer_ip)),
+                        "by %s with %s id %s" % (hostname, with_word, queue_id)], rcpt, when)
 
 
 def _sanitize(text: str) -> str:
