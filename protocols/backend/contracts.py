@@ -23,7 +23,9 @@ This module imports no store class and no session: both sides import it.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Protocol, Sequence, Tuple
+import datetime
+from dataclasses import dataclass
+from typing import Any, Callable, FrozenSet, List, Optional, Protocol, Sequence, Tuple
 
 from protocols.sasl import AuthTemporary, Authenticator, SaslOutcome, ScramCredentials  # noqa: F401
 
@@ -127,9 +129,204 @@ class OutboundService(Protocol):
         ``done(command, id, outcome)`` once each is on disk."""
 
 
+# -- IMAP mail access (RFC 9051 §6.3, §6.4; RFC 3501) --------------------------------
+# Names are IMAP mailbox names as the client means them (already decoded from
+# modified UTF-7 or UTF-8), "INBOX" in that spelling, the hierarchy separator
+# is HIERARCHY_SEP.  Flags are IMAP flag strings: system flags with their
+# backslash ("\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft") and
+# keywords as given ("$Forwarded", "Junk"); "\\Recent" never appears in a
+# stored flag set (it is a session property, ``FolderState.recent``).
+HIERARCHY_SEP = "/"   # RFC 9051 §5.1: ours; on disk Dovecot's Maildir++ ".Sent", ".a.b"
+
+
+class MailboxError(Exception):
+    """A mailbox operation refused.  ``code`` is the response code the session
+    puts in its tagged NO (RFC 5530: NONEXISTENT, ALREADYEXISTS, CANNOT,
+    NOPERM, INUSE, LIMIT, OVERQUOTA, SERVERBUG, TRYCREATE of RFC 9051 §7.1),
+    ``text`` one line for the user, naming the mailbox."""
+
+    def __init__(self, code: str, text: str):
+        super().__init__(text)
+        self.code = code
+        self.text = text
+
+
+@dataclass(frozen=True)
+class FolderEntry:
+    """One mailbox for LIST (RFC 9051 §7.3.1, RFC 5258, RFC 6154)."""
+    name: str
+    special_use: Tuple[str, ...] = ()     # "\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive"
+    subscribed: bool = False
+    exists: bool = True                   # False: only subscribed (\\NonExistent), or a \\Noselect parent
+    has_children: bool = False
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    """STATUS items (RFC 9051 §6.3.11, RFC 3501 §6.3.10, RFC 8438 SIZE, RFC 7162 HIGHESTMODSEQ)."""
+    messages: int
+    uidnext: int
+    uidvalidity: int
+    unseen: int
+    deleted: int
+    size: int
+    recent: int
+    highestmodseq: int
+
+
+@dataclass(frozen=True)
+class AppendItem:
+    """One message of APPEND / MULTIAPPEND (RFC 3502): octets as the client sent them."""
+    data: bytes
+    flags: Tuple[str, ...] = ()
+    internal_date: Optional[datetime.datetime] = None   # None: now
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    """APPENDUID (RFC 4315 §3): the target's UIDVALIDITY and the new UIDs in order."""
+    uidvalidity: int
+    uids: Tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class MessageMeta:
+    """What a session keeps per message of the selected folder (no file content)."""
+    uid: int
+    flags: FrozenSet[str]                 # system flags and keywords, IMAP spelling
+    size: int                             # RFC822.SIZE: octets in CRLF form
+    internal_date: float                  # INTERNALDATE, seconds since the epoch (Maildir: the file's mtime)
+    modseq: int                           # RFC 7162 §3.1.4
+    save_date: Optional[float] = None     # SAVEDATE (RFC 8514), None if unknown
+
+
+@dataclass(frozen=True)
+class FolderState:
+    """The selected folder as the backend last saw it, in UID order."""
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    messages: Tuple[MessageMeta, ...]
+    keywords: Tuple[str, ...] = ()        # keywords defined in the folder, for FLAGS / PERMANENTFLAGS
+    recent: FrozenSet[int] = frozenset()  # UIDs \\Recent for this session only (RFC 3501 §2.3.2)
+
+
+@dataclass(frozen=True)
+class FolderChanges:
+    """What ``refresh`` found since the previous state this session was given."""
+    state: FolderState
+    new: Tuple[int, ...] = ()             # UIDs added
+    expunged: Tuple[int, ...] = ()        # UIDs gone
+    changed: Tuple[int, ...] = ()         # UIDs whose flags or modseq changed (by anyone)
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    """STORE's result (RFC 9051 §6.4.6; RFC 7162 §3.1.3 UNCHANGEDSINCE)."""
+    changed: Tuple[MessageMeta, ...]      # the messages whose flags changed, as they are now
+    modified: Tuple[int, ...] = ()        # UIDs refused by UNCHANGEDSINCE ([MODIFIED ...])
+
+
+@dataclass(frozen=True)
+class CopyOutcome:
+    """COPYUID (RFC 4315 §3): the target's UIDVALIDITY and (source, target) UID pairs."""
+    uidvalidity: int
+    uid_map: Tuple[Tuple[int, int], ...]
+    expunged: Tuple[int, ...] = ()        # MOVE: the source UIDs now gone (RFC 6851 §3.3)
+
+
+class OpenFolder(Protocol):
+    """A folder selected (or examined) by one IMAP session.  Every method with
+    ``done`` runs on a worker and answers a value or a ``MailboxError`` /
+    ``OSError``; calls are served one after another in the order asked."""
+
+    name: str
+    readonly: bool
+
+    def state(self) -> FolderState:
+        """The state last given to this session (at open, or by ``refresh``): plain data."""
+
+    def refresh(self, done: Callable[[object], None]) -> None:
+        """Sync from disk: ``done(FolderChanges)`` (every writer: this process,
+        another mailsrv, Dovecot, a POP3 QUIT)."""
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` on the loop thread when the folder may have changed
+        (the change hub: at once for this process's writers, by a stat poll for
+        others); returns the function that stops it."""
+
+    def read(self, uid: int, done: Callable[[object], None]) -> None:
+        """``done(bytes)``: the message in CRLF form, or ``done(None)`` if it is
+        gone (RFC 2180 §4.1), or ``done(OSError)``."""
+
+    def store(self, uids: Sequence[int], flags: Sequence[str], mode: str,
+              unchanged_since: Optional[int], done: Callable[[object], None]) -> None:
+        """``mode`` is "add", "remove" or "replace" (+FLAGS, -FLAGS, FLAGS):
+        ``done(StoreOutcome)``.  New keywords are created as needed."""
+
+    def expunge(self, uids: Sequence[int], done: Callable[[object], None]) -> None:
+        """Remove these messages if they carry \\Deleted: ``done(tuple of UIDs removed)``."""
+
+    def copy(self, uids: Sequence[int], target: str, move: bool,
+             done: Callable[[object], None]) -> None:
+        """COPY / MOVE into the mailbox ``target``: ``done(CopyOutcome)``, durable
+        in the target before the answer; ``MailboxError("TRYCREATE", ...)`` when
+        the target does not exist (RFC 9051 §6.4.7)."""
+
+    def close(self) -> None:
+        """Stop watching and release; no answer; safe to call twice."""
+
+
+class ImapAccount(Protocol):
+    """One user's mailboxes for one IMAP session (after LOGIN / AUTHENTICATE)."""
+
+    user: str
+
+    def list(self, done: Callable[[object], None]) -> None:
+        """``done(tuple of FolderEntry)``: every mailbox (INBOX first) and every
+        subscribed name, with special-use attributes and children."""
+
+    def create(self, name: str, special_use: Sequence[str], done: Callable[[object], None]) -> None:
+        """CREATE (RFC 9051 §6.3.4, RFC 6154 §3 USE): ``done(None)``."""
+
+    def delete(self, name: str, done: Callable[[object], None]) -> None:
+        """DELETE (RFC 9051 §6.3.5): ``done(None)``; INBOX cannot be deleted."""
+
+    def rename(self, old: str, new: str, done: Callable[[object], None]) -> None:
+        """RENAME (RFC 9051 §6.3.6; INBOX: its messages move, INBOX stays): ``done(None)``."""
+
+    def subscribe(self, name: str, subscribed: bool, done: Callable[[object], None]) -> None:
+        """SUBSCRIBE / UNSUBSCRIBE (RFC 9051 §6.3.7, §6.3.8): ``done(None)``."""
+
+    def status(self, name: str, done: Callable[[object], None]) -> None:
+        """``done(FolderStatus)``."""
+
+    def append(self, name: str, items: Sequence[AppendItem], done: Callable[[object], None]) -> None:
+        """APPEND / MULTIAPPEND (RFC 9051 §6.3.12, RFC 3502): all or none, durable
+        (files and directory fsync'd) before ``done(AppendResult)``."""
+
+    def open(self, name: str, readonly: bool, done: Callable[[object], None]) -> None:
+        """SELECT / EXAMINE: ``done(OpenFolder)``."""
+
+    def close(self) -> None:
+        """The session ended: release everything (open folders too)."""
+
+
+class ImapMailAccess(Protocol):
+    """The IMAP side of the mail access service."""
+
+    def open_account(self, ctx, user: str, done: Callable[[object], None]) -> None:
+        """``done(ImapAccount)`` (INBOX and the special-use folders made on first
+        use, RFC 6154), or ``done(exception)`` as ``open_maildrop``."""
+
+
 class SmtpBackend(AuthService, PolicyService, DeliveryService, Protocol):
     """What an SmtpSession is given."""
 
 
 class Pop3Backend(AuthService, MailAccess, Protocol):
     """What a Pop3Session is given."""
+
+
+class ImapBackend(AuthService, ImapMailAccess, Protocol):
+    """What an ImapSession is given."""
