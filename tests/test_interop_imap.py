@@ -10,7 +10,9 @@ the letters after ":2,") and what the client stored on its side.
   flags, deletions), and a second run changes nothing on either side;
 - imapfilter searches, flags and moves;
 - curl lists, fetches (byte-identical to what was sent) and appends;
-- fetchmail and getmail6 fetch over IMAP.
+- fetchmail and getmail6 fetch over IMAP;
+- neomutt (driven through tmux) opens INBOX over IMAP and copies every
+  message to Archive.
 
 Every test is skipped when its tool is missing (the skip names the Debian
 package) or when MAILSRV_SKIP_INTEROP is set; every subprocess is bounded by
@@ -20,10 +22,13 @@ a timeout.
 import glob
 import os
 import pwd
+import re
+import shlex
 import shutil
 import smtplib
 import subprocess
 import tempfile
+import time
 import unittest
 
 from tests.helpers import ServerTestCase, strip_trace
@@ -318,6 +323,43 @@ class ReadingClientsTest(ImapInteropTest):
                 got.append(as_sent(f.read(), lf_client=True))
         self.assertEqual(sorted(got), sorted(self.sent))
         self.assertEqual(len(self.server_state()["INBOX"]), self.count)   # delete = false keeps them
+
+    # -- neomutt under tmux ----------------------------------------------------
+    @tool("neomutt")
+    @tool("tmux")
+    def test_neomutt_opens_inbox_and_copies(self):
+        sock = os.path.join(self.work, "tmux.sock")
+        tmux = ["tmux", "-S", sock]
+        url = "imap://127.0.0.1:%d/" % self.ports["imap"]
+        settings = ["set imap_user=%s" % BOB, "set imap_pass=%s" % BOB_PW, "set ssl_starttls=no",
+                    "set ssl_force_tls=no", "set folder=%s" % url, "set confirmcreate=no",
+                    "set confirmappend=no", "set sort=mailbox-order", 'set index_format="NMIDX|%s"',
+                    "set header_cache=", "set message_cachedir="]
+        command = " ".join(["neomutt", "-n", "-F", "/dev/null", "-f", shlex.quote(url + "INBOX")]
+                           + ["-e %s" % shlex.quote(c) for c in settings])
+        env = dict(os.environ, HOME=self.work, TERM="xterm")
+        subprocess.run(tmux + ["new-session", "-d", "-s", "nm", "-x", "200", "-y", "50", command],
+                       check=True, timeout=TIMEOUT, env=env)
+        self.addCleanup(subprocess.run, tmux + ["kill-server"], timeout=TIMEOUT,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def pane():
+            return subprocess.run(tmux + ["capture-pane", "-p", "-t", "nm"], stdout=subprocess.PIPE,
+                                  timeout=TIMEOUT, env=env).stdout.decode(errors="replace")
+        deadline = time.monotonic() + TIMEOUT
+        while len(re.findall(r"NMIDX\|interop \d+", pane())) < 40:     # a screenful of the index
+            self.assertLess(time.monotonic(), deadline, "neomutt showed no index:\n" + pane())
+            time.sleep(0.05)   # bounded polling of the pane, not synchronisation
+        keys = "<tag-pattern>~A<enter><tag-prefix><copy-message>=Archive<enter>"
+        subprocess.run(tmux + ["send-keys", "-t", "nm", ":push %s" % keys, "Enter"], check=True, timeout=TIMEOUT)
+        archive = self.server_folder("Archive")
+        while len(messages_in(archive)) < self.count:
+            self.assertLess(time.monotonic(), deadline, "neomutt copied %d of %d:\n%s"
+                            % (len(messages_in(archive)), self.count, pane()))
+            time.sleep(0.05)   # bounded polling of the server's Maildir
+        state = self.server_state()
+        self.assertEqual(sorted(state["Archive"]), sorted(state["INBOX"]))
+        self.assertEqual(len(state["INBOX"]), self.count)
 
 
 if __name__ == "__main__":
