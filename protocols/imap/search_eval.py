@@ -52,8 +52,8 @@ ADVERTISED_CHARSETS = ("UTF-8", "US-ASCII")
 MAX_CHARSET_NAME = 40
 # Python codecs that decode bytes to text but are no charset of the IANA
 # registry (RFC 9051 §6.4.4 [CHARSET-REG]): refused like unknown names.
-_NOT_CHARSETS = frozenset({"unicode_escape", "raw_unicode_escape", "undefined", "idna",
-                           "punycode", "mbcs", "oem", "charmap", "palmos"})
+_NOT_CHARSETS = frozenset({"unicode-escape", "raw-unicode-escape", "undefined", "idna",
+                           "punycode", "charmap"})
 # Keys that need the message's content (header or body).
 CONTENT_KEYS = frozenset({"HEADER", "BODY", "TEXT", "FROM", "TO", "CC", "BCC", "SUBJECT",
                           "SENTBEFORE", "SENTON", "SENTSINCE"})
@@ -105,8 +105,8 @@ def check_charset(charset: Optional[str]) -> str:
         if not name or len(name) > MAX_CHARSET_NAME:
             raise LookupError(name)
         info = codecs.lookup(name)
-        b"".decode(info.name)           # LookupError for rot13, base64, zlib...
-    except LookupError:
+        b"a".decode(info.name)          # LookupError for rot13, base64, zlib...
+    except (LookupError, UnicodeError):
         raise SearchCharsetError("unknown charset %r" % charset[:MAX_CHARSET_NAME])
     if info.name in _NOT_CHARSETS:
         raise SearchCharsetError("unknown charset %r" % charset[:MAX_CHARSET_NAME])
@@ -135,8 +135,8 @@ def _codec(charset: Optional[str]) -> str:
     charset is missing, US-ASCII, or one Python does not know."""
     try:
         name = codecs.lookup((charset or "utf-8").strip()).name
-        b"".decode(name)
-    except (LookupError, ValueError):
+        b"a".decode(name)
+    except (LookupError, UnicodeError, ValueError):
         return "utf-8"
     return "utf-8" if name in ("ascii",) or name in _NOT_CHARSETS else name
 
@@ -208,7 +208,7 @@ def _transfer_decode(raw: bytes, encoding: str) -> bytes:
 class _Budget:
     """How much decoded text one message may still add (MAX_SEARCH_TEXT)."""
 
-    def __init__(self, left: int = MAX_SEARCH_TEXT):
+    def __init__(self, left: int):
         self.left = left
 
     def take(self, text: str) -> str:
@@ -223,7 +223,7 @@ class _Mail:
 
     def __init__(self, data: Optional[bytes]):
         self.data = data
-        self.budget = _Budget()
+        self.budget = _Budget(MAX_SEARCH_TEXT)
         self._head: Optional[Header] = None
         self._fields: Optional[Dict[bytes, List[str]]] = None
         self._header_text: Optional[str] = None
@@ -272,9 +272,9 @@ class _Mail:
 
 
 def _date_field(value: Optional[bytes]) -> Optional[datetime.date]:
-    """The calendar day of a Date: field as written, in its own zone (RFC
-    9051 §6.4.4 "disregarding time and timezone"; Dovecot reads it the same
-    way); None when it is missing or unparseable."""
+    """The calendar day of a Date: field as written, in its own zone
+    (RFC 9051 §6.4.4 "disregarding time and timezone"; Dovecot reads it the
+    same way); None when it is missing or unparseable."""
     if value is None:
         return None
     try:
@@ -509,8 +509,8 @@ def esearch(tag: bytes, uid: bool, numbers: Sequence[int], returns: Tuple[str, .
     No result options (or ``RETURN ()``) means ALL (RFC 4731 §3.1, RFC 9051
     §6.4.4).  With no match MIN, MAX and ALL are left out and COUNT stays
     (RFC 9051 §7.3.4 "MUST NOT include"... "MUST always be included"); the
-    response is still sent.  MODSEQ follows a non-empty result only (RFC
-    7162 §3.1.10, RFC 4731 §3.2; the caller picks its value).  SAVE alone
+    response is still sent.  MODSEQ follows a non-empty result only
+    (RFC 7162 §3.1.10, RFC 4731 §3.2; the caller picks its value).  SAVE alone
     suppresses the response (RFC 9051 §6.4.4): ``b""`` then.
     """
     opts = set(returns or ()) or {"ALL"}
