@@ -225,7 +225,7 @@ class _Mail:
         self.data = data
         self.budget = _Budget(MAX_SEARCH_TEXT)
         self._head: Optional[Header] = None
-        self._fields: Optional[Dict[bytes, List[str]]] = None
+        self._values: Dict[bytes, List[str]] = {}
         self._header_text: Optional[str] = None
         self._body: Optional[str] = None
         self._mime_headers: Optional[str] = None
@@ -237,21 +237,21 @@ class _Mail:
             self._head = parse_header(self.data or b"")
         return self._head
 
-    def fields(self) -> Dict[bytes, List[str]]:
-        """Field name -> its values, unfolded, decoded, casefolded."""
-        if self._fields is None:
-            self._fields = {}
-            for name, raw in self.head.fields:
-                text = self.budget.take(_field_text(field_value(raw))).casefold()
-                self._fields.setdefault(name, []).append(text)
-        return self._fields
+    def values(self, name: bytes) -> List[str]:
+        """The values of the fields named ``name`` (lowercase): unfolded,
+        decoded, casefolded; only the fields a key asks for are decoded."""
+        if name not in self._values:
+            self._values[name] = [self.budget.take(_field_text(field_value(raw))).casefold()
+                                  for n, raw in self.head.fields if n == name]
+        return self._values[name]
 
     def header_text(self) -> str:
         """The whole header, decoded, one field a line (TEXT)."""
         if self._header_text is None:
+            names = dict.fromkeys(n for n, _ in self.head.fields)
             self._header_text = "\n".join(
                 "%s: %s" % (name.decode("ascii", "replace"), value)
-                for name, values in self.fields().items() for value in values)
+                for name in names for value in self.values(name))
         return self._header_text
 
     def body_text(self) -> str:
@@ -416,9 +416,8 @@ def _date_key(op: str, m: _Message, wanted: datetime.date) -> bool:
 def _header_key(m: _Message, name: str, value: bytes) -> bool:
     """HEADER field-name string (RFC 9051 §6.4.4): a field of that name whose
     text contains the string; an empty string tests presence."""
-    values = m.mail.fields().get(name.strip().lower().encode("ascii", "replace"), [])
     needle = m.needle(value)
-    return any(needle in v for v in values)
+    return any(needle in v for v in m.mail.values(name.strip().lower().encode("ascii", "replace")))
 
 
 def _within(op: str, m: _Message, seconds: int) -> bool:
@@ -438,7 +437,7 @@ def _simple(key: SearchKey, m: _Message) -> bool:
     if op in _ENVELOPE_KEYS:
         needle = m.needle(args[0])
         return m.mail.data is not None and any(
-            needle in v for v in m.mail.fields().get(_ENVELOPE_KEYS[op], []))
+            needle in v for v in m.mail.values(_ENVELOPE_KEYS[op]))
     if op in ("BODY", "TEXT"):
         if m.mail.data is None:
             return False
