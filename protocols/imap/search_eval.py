@@ -273,8 +273,9 @@ class _Mail:
 
 def _date_field(value: Optional[bytes]) -> Optional[datetime.date]:
     """The calendar day of a Date: field as written, in its own zone
-    (RFC 9051 §6.4.4 "disregarding time and timezone"; Dovecot reads it the
-    same way); None when it is missing or unparseable."""
+    (RFC 9051 §6.4.4 "disregarding time and timezone"; RFC 5256 §2.2: the
+    SEARCH date keys "are not adjusted by time zone"; Dovecot does the
+    same); None when it is missing or unparseable."""
     if value is None:
         return None
     try:
@@ -401,8 +402,10 @@ def _date_key(op: str, m: _Message, wanted: datetime.date) -> bool:
     if op.startswith("SENT"):
         # Our choice: no Date: field, or one we cannot read, matches no SENT*
         # key (RFC 9051 §6.4.4 speaks of "messages whose Date: header field"
-        # is before / on / since; a message without one is neither).
-        # Dovecot reads such a date as 0 (1970), so its SENTBEFORE matches them.
+        # is before / on / since; a message without one is neither).  Dovecot
+        # reads such a date as 0, 1970 (lib-storage index-mail.c, "0 = not
+        # found / invalid"), so its SENTBEFORE matches them; the fallback to
+        # the internal date is SORT's (RFC 5256 §2.2), not SEARCH's.
         day, test = m.mail.sent_date(), op[4:]
     elif op.startswith("SAVED"):
         # RFC 8514 §4.3: without a save date, the internal date is used.
