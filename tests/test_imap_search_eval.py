@@ -5,6 +5,7 @@ sends them; decoded header and body text; the ESEARCH and SEARCH responses."""
 
 import base64
 import datetime
+import random
 import unittest
 from unittest import mock
 
@@ -269,6 +270,26 @@ class TextTest(unittest.TestCase):
         for data in bad:
             with self.subTest(data=data):
                 E.matches(k, 1, meta(), False, data, ctx())
+
+
+    def test_mangled_messages_never_raise(self):
+        """Seeded random damage to real messages: truncation, flipped
+        octets, stray encoded-word and boundary markers."""
+        rnd = random.Random(9051)
+        k = key(b"OR TEXT q OR BODY r OR SUBJECT s OR HEADER content-type t SENTON 1-Jan-2000")
+        junk = (b"=?", b"?=", b"=?utf-8?b?", b"--BB", b"\r\n\r\n", b"=\r\n", b"\xff", b";charset=")
+        for n in range(300):
+            data = bytearray(rnd.choice((PLAIN, MULTI)))
+            for _ in range(rnd.randint(1, 8)):
+                at = rnd.randrange(len(data) + 1)
+                if rnd.random() < 0.5:
+                    data[at:at] = rnd.choice(junk)
+                elif data:
+                    data[min(at, len(data) - 1)] = rnd.randrange(256)
+            if rnd.random() < 0.2:
+                del data[rnd.randrange(len(data) + 1):]
+            with self.subTest(n=n):
+                E.matches(k, 1, meta(), False, bytes(data), ctx())
 
 
 class DecodeWordsTest(unittest.TestCase):
