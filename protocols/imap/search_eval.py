@@ -138,7 +138,7 @@ def _codec(charset: Optional[str]) -> str:
         b"a".decode(name)
     except (LookupError, UnicodeError, ValueError):
         return "utf-8"
-    return "utf-8" if name in ("ascii",) or name in _NOT_CHARSETS else name
+    return "utf-8" if name == "ascii" or name in _NOT_CHARSETS else name
 
 
 def _b64(raw: bytes) -> bytes:
@@ -307,8 +307,8 @@ def _body_text(data: bytes, budget: _Budget) -> Tuple[str, str]:
             (body if id(part) in enclosed else headers).append(text)
         if part.is_multipart or part.message is not None or part.maintype != "text":
             continue
-        # base64 and quoted-printable shrink when decoded; 3x the budget of
-        # raw octets always yields the budget (or all) of decoded text.
+        # Decoding shrinks: base64 is 4 raw octets for 3, quoted-printable at
+        # most 3 for 1; so 3x the budget in raw octets gives about the budget.
         raw = data[part.body_start:min(part.end, part.body_start + 3 * budget.left + 4096)]
         octets = _transfer_decode(raw, part.encoding)[:budget.left]
         body.append(budget.take(octets.decode(_codec(part.param("charset")), "replace")).casefold())
