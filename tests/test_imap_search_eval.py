@@ -292,6 +292,24 @@ class TextTest(unittest.TestCase):
                 E.matches(k, 1, meta(), False, bytes(data), ctx())
 
 
+class ParseErrorTest(unittest.TestCase):
+    """search.py's errors name the key (one line naming the value)."""
+
+    def error(self, text):
+        with self.assertRaises(S.g.ImapParseError) as cm:
+            S.search_args(b" " + text + b"\r\n")
+        return cm.exception.message
+
+    def test_unknown_key_named_even_at_the_end(self):
+        self.assertEqual(self.error(b"BOGUS"), "unknown search key 'BOGUS'")
+        self.assertEqual(self.error(b"SEEN BOGUS"), "unknown search key 'BOGUS'")
+        self.assertEqual(self.error(b"BOGUS x"), "unknown search key 'BOGUS'")
+
+    def test_missing_argument_named(self):
+        self.assertEqual(self.error(b"SUBJECT"), "search key SUBJECT needs an argument")
+        self.assertEqual(self.error(b"NOT SEEN UID"), "search key UID needs an argument")
+
+
 class DecodeWordsTest(unittest.TestCase):
     def test_rfc2047_examples(self):
         # RFC 2047 §8: white space between adjacent encoded words is dropped.
