@@ -27,6 +27,8 @@ DATE_KEYS = ("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE",
 NUMBER_KEYS = ("LARGER", "SMALLER")  # number64 (RFC 9051 §9)
 INTERVAL_KEYS = ("OLDER", "YOUNGER")  # nz-number seconds (RFC 5032 §3)
 KEYWORD_KEYS = ("KEYWORD", "UNKEYWORD")
+# Every key that takes arguments (RFC 9051 §9 search-key).
+ARG_KEYS = STRING_KEYS + DATE_KEYS + NUMBER_KEYS + INTERVAL_KEYS + KEYWORD_KEYS + ("UID", "HEADER", "MODSEQ")
 # RFC 4731 §3.1, RFC 5182 §2 (SAVE), RFC 9051 §6.4.4.
 RETURN_OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE")
 
@@ -72,7 +74,11 @@ def search_key(buf: g.Buf, depth: int = 1) -> Tuple[SearchKey, memoryview]:
         a, rest = search_key(g.sp(rest), depth + 1)
         b, rest = search_key(g.sp(rest), depth + 1)
         return SearchKey("OR", (a, b)), rest
-    return _key_with_args(name, g.sp(rest), buf)
+    if name not in ARG_KEYS:
+        raise g.ImapParseError("unknown search key %r" % name[:30])
+    if bytes(rest[:1]) != b" ":
+        raise g.ImapParseError("search key %s needs an argument" % name)
+    return _key_with_args(name, rest[1:], buf)
 
 
 def _key_with_args(name: str, rest: memoryview, at: memoryview) -> Tuple[SearchKey, memoryview]:
