@@ -194,8 +194,8 @@ def binary_data(path: Tuple[int, ...], data: bytes, root: mime.Part) -> bytes:
 
 
 def decode(part: mime.Part, data: bytes) -> bytes:
-    """The body of ``part`` with its Content-Transfer-Encoding removed (RFC
-    2045 §6); text/* with CRLF line ends (RFC 9051 §7.5.2, RFC 3516 §6)."""
+    """The body of ``part`` with its Content-Transfer-Encoding removed
+    (RFC 2045 §6); text/* with CRLF line ends (RFC 9051 §7.5.2, RFC 3516 §6)."""
     raw = data[part.body_start:part.end]
     if part.encoding in IDENTITY or part.is_multipart or part.message is not None:
         return raw
