@@ -6,6 +6,7 @@ where they exist); a walk over every part of every message checks that
 each BODYSTRUCTURE size and line count is exactly what BODY[part] sends."""
 
 import itertools
+import random
 import unittest
 
 from protocols import mime
@@ -174,6 +175,8 @@ def read_item(buf, i=0):
 def fetch_value(item):
     """The value of ``NAME value`` (the name may hold a section with spaces)."""
     head = item.index(b"]") + 1 if b"[" in item.split(b" ", 1)[0] else item.index(b" ")
+    if item[head:head + 1] == b"<":                  # BODY[...]<origin>
+        head = item.index(b">", head) + 1
     value, end = read_item(item, head)
     assert end == len(item), "junk after the value: %r" % item[end:]
     return value
@@ -508,3 +511,50 @@ class SeenAndContentTest(unittest.TestCase):
         att, _rest = fetch_att(b"FLAGS")
         with self.assertRaises(ValueError):
             fd.render(att, EMPTY_BODY, mime.parse(EMPTY_BODY))
+
+
+ALL_ITEMS = ("ENVELOPE", "BODYSTRUCTURE", "BODY", "BODY[]", "BODY[HEADER]", "BODY[TEXT]",
+             "BODY[HEADER.FIELDS (FROM TO SUBJECT)]", "BODY[HEADER.FIELDS.NOT (SUBJECT)]",
+             "RFC822", "RFC822.HEADER", "RFC822.TEXT", "BINARY[]", "BINARY.SIZE[1]")
+
+
+class DamagedInputTest(unittest.TestCase):
+    """Bad input gets an answer or FetchError, never another exception, and
+    what is sent always reads back as IMAP (RFC 9051 §9)."""
+
+    def check(self, data):
+        for spec in ALL_ITEMS:
+            try:
+                item = fetch(spec, data)
+            except fd.FetchError:
+                continue
+            fetch_value(item)
+        structure = fetch_value(fetch("BODYSTRUCTURE", data))
+        for path, size, lines, _kind in leaves(structure, []):
+            got = fetch_value(fetch("BODY.PEEK[%s]" % section_text(path), data))
+            self.assertEqual(size, len(got), path)
+            if lines is not None:
+                self.assertEqual(lines, got.count(b"\n"), path)
+            for spec in ("BODY[%s.MIME]", "BODY[%s.HEADER]", "BINARY.SIZE[%s]", "BINARY[%s]<1.7>"):
+                try:
+                    fetch_value(fetch(spec % section_text(path), data))
+                except fd.FetchError as e:
+                    self.assertEqual(e.code, "UNKNOWN-CTE")
+
+    def test_cut_and_mangled_corpus_messages(self):
+        rng = random.Random(10)
+        noise = [b"\x00", b"\xff", b"(", b")", b'"', b"\\", b"<", b">", b"@", b",", b";", b":",
+                 b"\r\n", b"\n", b"--", b"=?", b"*0*=", b"'", b"\r\n\r\n"]
+        for name, data in CORPUS.items():
+            for n in range(40):
+                cut = bytearray(data[:rng.randrange(len(data) + 1)] if n % 4 == 0 else data)
+                for _ in range(rng.randrange(1, 6)):
+                    at = rng.randrange(len(cut) + 1)
+                    cut[at:at + rng.randrange(3)] = rng.choice(noise)
+                with self.subTest(message=name, n=n):
+                    self.check(bytes(cut))
+
+    def test_nul_in_header_text(self):
+        data = msg("Subject: a\x00b", "From: N\x00ame <a@b.test>", "Content-Type: text/plain; name=x\x00y", "", "x")
+        self.assertEqual(fetch_value(fetch("ENVELOPE", data))[1], b"a\x80b")
+        self.assertNotIn(b"\x00", fetch("ENVELOPE", data) + fetch("BODYSTRUCTURE", data))

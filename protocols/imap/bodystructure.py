@@ -28,8 +28,7 @@ from __future__ import annotations
 from typing import List, Optional, Tuple
 
 from protocols import mime
-from protocols.imap import wire
-from protocols.imap.envelope import envelope
+from protocols.imap.envelope import envelope, nstring
 
 # RFC 9051 §9 body-fld-param: the default charset (RFC 2046 §4.1.2).
 DEFAULT_CHARSET = ("charset", "us-ascii")
@@ -38,7 +37,7 @@ _EMPTY_ENVELOPE = b"(" + b" ".join([b"NIL"] * 10) + b")"
 
 def _s(text: str) -> bytes:
     """A header-derived str back to its bytes, then as an IMAP string."""
-    return wire.string(text.encode("utf-8", "surrogateescape"))
+    return nstring(text.encode("utf-8", "surrogateescape"))
 
 
 def _ns(text: Optional[str]) -> bytes:

@@ -49,17 +49,24 @@ def envelope(data: bytes, start: int, end: int) -> bytes:
     for name in (b"sender", b"reply-to"):
         if not addresses[name]:
             addresses[name] = addresses[b"from"]
-    items = [wire.nstring(first(b"date")), wire.nstring(first(b"subject"))]
+    items = [nstring(first(b"date")), nstring(first(b"subject"))]
     items += [_render_list(addresses[name]) for name in _ADDRESS_FIELDS]
-    items += [wire.nstring(first(b"in-reply-to")), wire.nstring(first(b"message-id"))]
+    items += [nstring(first(b"in-reply-to")), nstring(first(b"message-id"))]
     return b"(" + b" ".join(items) + b")"
+
+
+def nstring(value: Optional[bytes]) -> bytes:
+    """nstring (RFC 9051 §9) of header text; a NUL, which neither a quoted
+    string nor a literal may hold (CHAR8 is %x01-ff), sent as 0x80 as
+    Dovecot sends it in literals."""
+    return wire.nstring(None if value is None else value.replace(b"\x00", b"\x80"))
 
 
 def _render_list(addrs: List[Address]) -> bytes:
     """env-from etc. = "(" 1*address ")" / nil (RFC 9051 §9)."""
     if not addrs:
         return b"NIL"
-    return b"(" + b"".join(b"(" + b" ".join(wire.nstring(v) for v in a) + b")" for a in addrs) + b")"
+    return b"(" + b"".join(b"(" + b" ".join(nstring(v) for v in a) + b")" for a in addrs) + b")"
 
 
 # -- RFC 5322 §3.2 lexical tokens ----------------------------------------------
