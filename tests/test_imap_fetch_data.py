@@ -360,6 +360,14 @@ class BodyStructureTest(unittest.TestCase):
         self.assertEqual(fetch("BODY[2.1]", OPAQUE_RFC822), b"BODY[2.1] {0}\r\n")
 
 
+    def test_encoding_with_a_comment_is_its_token(self):
+        # RFC 2045 §6.1 mechanism is a token; RFC 5322 §3.2.2 comments around it (mime.py fix).
+        data = msg("Content-Type: multipart/mixed; boundary=b", "Content-Transfer-Encoding: 7bit (plain)", "",
+                   "--b", "Content-Transfer-Encoding: (x) BASE64 ", "", "YWJj", "--b--")
+        self.assertEqual(fetch("BODY", data),
+                         b'BODY (("text" "plain" ("charset" "us-ascii") NIL NIL "base64" 4 0) "mixed")')
+        self.assertEqual(fetch("BINARY[1]", data), b"BINARY[1] {3}\r\nabc")
+
 class BodySectionTest(unittest.TestCase):
     def test_whole_header_text(self):
         header_end = NESTED.index(b"\r\n\r\n") + 4
@@ -558,3 +566,4 @@ class DamagedInputTest(unittest.TestCase):
         data = msg("Subject: a\x00b", "From: N\x00ame <a@b.test>", "Content-Type: text/plain; name=x\x00y", "", "x")
         self.assertEqual(fetch_value(fetch("ENVELOPE", data))[1], b"a\x80b")
         self.assertNotIn(b"\x00", fetch("ENVELOPE", data) + fetch("BODYSTRUCTURE", data))
+
