@@ -284,6 +284,11 @@ class EnvelopeTest(unittest.TestCase):
             [None, None, b"MISSING_MAILBOX", b"MISSING_DOMAIN"],
             [None, None, b"MISSING_MAILBOX", b"odd"]])
 
+    def test_empty_members_and_lone_comments_are_no_addresses(self):
+        data = msg("To: , (nobody) ,a@b.test,,", "Cc: (just a comment)", "Bcc:  ", "", "x")
+        env = fetch_value(fetch("ENVELOPE", data))
+        self.assertEqual(env[5:8], [[[None, None, b"a", b"b.test"]], None, None])
+
     def test_folded_fields_are_unfolded(self):
         data = msg("Subject: one", "\ttwo", "To: a@b.test,", " c@d.test", "", "x")
         env = fetch_value(fetch("ENVELOPE", data))

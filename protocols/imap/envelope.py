@@ -148,7 +148,7 @@ def address_list(value: Optional[bytes]) -> List[Address]:
     start and a (NIL NIL NIL NIL) end (RFC 9051 §7.5.2)."""
     if value is None:
         return []
-    toks = [t for t in tokens(value.decode("utf-8", "surrogateescape"))]
+    toks = tokens(value.decode("utf-8", "surrogateescape"))
     out: List[Address] = []
     i = 0
     while i < len(toks):
@@ -209,6 +209,8 @@ def _mailbox(toks: List[Token], i: int, out: List[Address]) -> int:
         return _to_end(toks, k + 1)
     end = _to_end(toks, i)
     span = toks[i:end]
+    if all(kind == "comment" for kind, _t in span):
+        return end                      # CFWS only: no address (RFC 5322 §3.4 obs-mbox-list)
     at = next((n for n, t in enumerate(span) if t[0] == "@"), None)
     local = span if at is None else span[:at]
     domain = [] if at is None else span[at + 1:]
