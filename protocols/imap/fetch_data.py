@@ -20,7 +20,11 @@ imap-msgpart.c, imap/imap-fetch-body.c) makes them:
 - section data always goes as a literal, ``{0}`` included, and NUL octets
   (which a literal cannot carry, RFC 9051 §9 CHAR8) go as 0x80;
 - BINARY of the whole message (``BINARY[]``) is its header without the
-  Content-Transfer-Encoding field and its decoded body, as mox sends it.
+  Content-Transfer-Encoding field and its decoded body, as mox sends it;
+- BINARY goes as literal8 only when what is sent holds a NUL (RFC 9051
+  §7.5.2 SHOULD), and a partial BINARY names its origin as the prose of
+  RFC 9051 §7.5.2 and RFC 3516 §4.3 write it (``BINARY[1]<0>``), although
+  their msg-att-static ABNF leaves it out (Dovecot sends it, mox does not).
 DEVIATION(RFC 9051 §6.4.5): BINARY is for leaf parts only; asked of a
 multipart or message part we send its content unchanged, which is its
 decoded form (RFC 2046 §5.1.1 and §5.2.1 allow such parts only the identity
