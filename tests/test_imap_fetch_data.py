@@ -125,6 +125,19 @@ UNKNOWN_CTE = msg("Content-Type: application/x-thing", "Content-Transfer-Encodin
 BASE64_TEXT = msg("Content-Type: text/plain", "Content-Transfer-Encoding: base64", "", "YQpiCg==")
 QP_SINGLE = msg("Subject: q", "Content-Type: text/plain; charset=utf-8",
                 "Content-Transfer-Encoding: quoted-printable", "", "caf=C3=A9 =", "soft  ", "end")
+# What Dovecot's own bodystructure and envelope tests exercise, in a message of
+# ours: a folded quoted boundary, an escaped quote in a parameter, an invalid
+# encoding token, a Content-Language list, a comment as the name, groups.
+QUIRKS = msg(
+    "From: list@example.net (The List)",
+    "To: team: ann@example.net, bob@example.net;, others: (none) ;",
+    "Date: Fri, 2 Feb 2024 10:00:00 +0100", "MIME-Version: 1.0",
+    'Content-Type: multipart/related; boundary="two', ' words"', "",
+    "prologue", "",
+    "--two words", 'Content-Type: text/x-note; charset=us-ascii; label="say \\"hi\\""',
+    "Content-Language: en, fr, nl", "Content-Disposition: inline; tag=one", "", "note", "",
+    "--two words", "Content-Type: text/plain", "Content-Transfer-Encoding: ?bogus", "",
+    "bogus encoding", "", "--two words--", "epilogue")
 
 CORPUS = {
     "rfc3501": RFC3501, "rfc9051_mixed": RFC9051_MIXED, "nested": NESTED,
@@ -132,7 +145,7 @@ CORPUS = {
     "bad_boundary": BAD_BOUNDARY, "no_close": NO_CLOSE, "no_content_type": NO_CONTENT_TYPE,
     "empty_body": EMPTY_BODY, "header_only": HEADER_ONLY, "no_header": NO_HEADER,
     "single_rfc822": SINGLE_RFC822, "digest": DIGEST, "opaque_rfc822": OPAQUE_RFC822,
-    "unknown_cte": UNKNOWN_CTE, "base64_text": BASE64_TEXT, "qp_single": QP_SINGLE,
+    "unknown_cte": UNKNOWN_CTE, "quirks": QUIRKS, "base64_text": BASE64_TEXT, "qp_single": QP_SINGLE,
 }
 
 
@@ -274,6 +287,13 @@ class EnvelopeTest(unittest.TestCase):
                 + b" (({%d}\r\n" % len(zoe) + zoe + b' NIL "z" "example.fr")) NIL NIL NIL NIL)')
         self.assertEqual(fetch("ENVELOPE", EIGHTBIT), want)
 
+    def test_comment_as_name_and_groups_with_empty_members(self):
+        env = fetch("ENVELOPE", QUIRKS)
+        listing = b'(("The List" NIL "list" "example.net"))'
+        self.assertEqual(env, b'ENVELOPE ("Fri, 2 Feb 2024 10:00:00 +0100" NIL ' + b" ".join([listing] * 3)
+                         + b' ((NIL NIL "team" NIL)(NIL NIL "ann" "example.net")(NIL NIL "bob" "example.net")'
+                         b'(NIL NIL NIL NIL)(NIL NIL "others" NIL)(NIL NIL NIL NIL)) NIL NIL NIL NIL)')
+
     def test_no_header_is_all_nil(self):
         self.assertEqual(fetch("ENVELOPE", NO_HEADER), b"ENVELOPE (" + b" ".join([b"NIL"] * 10) + b")")
 
@@ -326,6 +346,13 @@ class BodyStructureTest(unittest.TestCase):
                 '("inline" NIL) ("en" "de") "http://example.org/a.gif") '
                 '"mixed" ("boundary" "outer") NIL NIL NIL)')
         self.assertEqual(fetch("BODYSTRUCTURE", NESTED), want.encode())
+
+    def test_folded_boundary_escaped_quote_bad_encoding_languages(self):
+        want = (b'BODYSTRUCTURE (("text" "x-note" ("charset" "us-ascii" "label" "say \\"hi\\"") NIL NIL "7bit" 6 1 '
+                b'NIL ("inline" ("tag" "one")) ("en" "fr" "nl") NIL)'
+                b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 16 1 NIL NIL NIL NIL) '
+                b'"related" ("boundary" "two words") NIL NIL NIL)')
+        self.assertEqual(fetch("BODYSTRUCTURE", QUIRKS), want)
 
     def test_rfc2231_parameters(self):
         # Continuations joined; an extended value stays name* in its encoded form (RFC 9051 §7.5.2).
