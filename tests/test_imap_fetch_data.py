@@ -459,6 +459,8 @@ class BodySectionTest(unittest.TestCase):
         self.assertEqual(fetch("BODY[HEADER.FIELDS.NOT (to subject x-long)]", data),
                          b"BODY[HEADER.FIELDS.NOT (TO SUBJECT X-LONG)] {18}\r\nFrom: f@x.test\r\n\r\n")
         self.assertEqual(fetch("BODY[HEADER.FIELDS (NOPE)]", data), b"BODY[HEADER.FIELDS (NOPE)] {2}\r\n\r\n")
+        self.assertEqual(fetch('BODY[HEADER.FIELDS ("a]b" "x y")]', data),
+                         b'BODY[HEADER.FIELDS ("A]B" "X Y")] {2}\r\n\r\n')
 
     def test_no_blank_line_when_the_message_has_no_body_and_no_blank_line(self):
         self.assertEqual(fetch("BODY[HEADER]", HEADER_ONLY), b"BODY[HEADER] {12}\r\nSubject: e\r\n")

@@ -127,8 +127,15 @@ def section_name(sec: Section, binary: bool = False) -> bytes:
         return out
     out += (b"." if sec.part else b"") + sec.text.encode("ascii")
     if sec.text.startswith("HEADER.FIELDS"):
-        out += b" (" + b" ".join(wire.astring(f.encode("ascii")) for f in sec.fields) + b")"
+        out += b" (" + b" ".join(_field_name(f) for f in sec.fields) + b")"
     return out
+
+
+def _field_name(name: str) -> bytes:
+    """header-fld-name = astring (RFC 9051 §9); quoted when it holds "]",
+    which an atom may (resp-specials) but which would end the section."""
+    raw = name.encode("ascii")
+    return wire.string(raw) if b"]" in raw else wire.astring(raw)
 
 
 def _partial(value: bytes, partial: Optional[Tuple[int, int]]) -> bytes:
