@@ -212,20 +212,18 @@ def leaves(structure, path):
         yield from leaves(inner, here if isinstance(inner[0], list) else here + [1])
 
 
-def section_text(path):
-    return ".".join(str(n) for n in path)
+def assert_sizes_match(test, data):
+    """Each body's size and lines in BODYSTRUCTURE are those of BODY[part]."""
+    for path, size, lines, _kind in leaves(fetch_value(fetch("BODYSTRUCTURE", data)), []):
+        got = fetch_value(fetch("BODY.PEEK[%s]" % ".".join(map(str, path)), data))
+        test.assertEqual((size, lines), (len(got), got.count(b"\n") if lines is not None else None), path)
 
 
 class SizesMatchBodyTest(unittest.TestCase):
     def test_every_part_size_and_lines_are_those_of_body_section(self):
         for name, data in CORPUS.items():
-            structure = fetch_value(fetch("BODYSTRUCTURE", data))
-            for path, size, lines, kind in leaves(structure, []):
-                with self.subTest(message=name, part=path):
-                    got = fetch_value(fetch("BODY.PEEK[%s]" % section_text(path), data))
-                    self.assertEqual(size, len(got))
-                    if lines is not None:
-                        self.assertEqual(lines, got.count(b"\n"))
+            with self.subTest(message=name):
+                assert_sizes_match(self, data)
 
     def test_body_is_bodystructure_without_extension_data(self):
         for name, data in CORPUS.items():
@@ -528,7 +526,7 @@ class BinaryTest(unittest.TestCase):
             if name == "unknown_cte":
                 continue
             for path, *_ in leaves(fetch_value(fetch("BODYSTRUCTURE", data)), []):
-                spec = section_text(path)
+                spec = ".".join(map(str, path))
                 with self.subTest(message=name, part=spec):
                     self.assertEqual(fetch_value(fetch("BINARY.SIZE[%s]" % spec, data)),
                                      len(fetch_value(fetch("BINARY[%s]" % spec, data))))
@@ -571,15 +569,11 @@ class DamagedInputTest(unittest.TestCase):
             except fd.FetchError:
                 continue
             fetch_value(item)
-        structure = fetch_value(fetch("BODYSTRUCTURE", data))
-        for path, size, lines, _kind in leaves(structure, []):
-            got = fetch_value(fetch("BODY.PEEK[%s]" % section_text(path), data))
-            self.assertEqual(size, len(got), path)
-            if lines is not None:
-                self.assertEqual(lines, got.count(b"\n"), path)
+        assert_sizes_match(self, data)
+        for path, *_ in leaves(fetch_value(fetch("BODYSTRUCTURE", data)), []):
             for spec in ("BODY[%s.MIME]", "BODY[%s.HEADER]", "BINARY.SIZE[%s]", "BINARY[%s]<1.7>"):
                 try:
-                    fetch_value(fetch(spec % section_text(path), data))
+                    fetch_value(fetch(spec % ".".join(map(str, path)), data))
                 except fd.FetchError as e:
                     self.assertEqual(e.code, "UNKNOWN-CTE")
 
