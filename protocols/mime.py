@@ -146,8 +146,8 @@ def _entity(data: bytes, start: int, end: int, depth: int, in_digest: bool, budg
 
     _content_type(part, text(b"content-type"), in_digest)
     encoding = text(b"content-transfer-encoding")
-    if encoding is not None:
-        part.encoding = encoding.strip().lower() or "7bit"
+    if encoding is not None:      # RFC 2045 §6.1: a token, comments around it allowed
+        part.encoding = _token(encoding, _skip_cfws(encoding, 0))[0].lower() or "7bit"
     disposition = text(b"content-disposition")
     if disposition is not None:
         parsed = _value_and_params(disposition, part.defects)
