@@ -27,6 +27,7 @@ stays readable.
 from __future__ import annotations
 
 import os
+import re
 from typing import Dict, Iterable, Tuple
 
 from store import dovecot_files as dv
@@ -34,6 +35,7 @@ from store import dovecot_files as dv
 RECENT_FILE = "mailsrv-recent"
 # Dates kept per folder beyond the live messages before the stale ones are dropped (ours).
 DATES_SLACK = 1000
+_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 class ImapMixin:
@@ -70,6 +72,21 @@ class ImapMixin:
                 self.__dict__["_dates"] = {k: v for k, v in cache.items() if k in out}
             return out
 
+    def read_crlf(self, uid: int):
+        """The message in CRLF form (every LF not after a CR sent as CRLF, the size
+        RFC822.SIZE counts), or None when it is gone (RFC 2180 §4.1)."""
+        for fresh in (False, True):
+            snap = self._snap if not fresh and self._snap is not None else self.sync().snapshot
+            msg = snap.by_uid(uid)
+            if msg is None:
+                continue
+            try:
+                with open(msg.path, "rb") as f:
+                    return _BARE_LF.sub(b"\r\n", f.read())
+            except FileNotFoundError:
+                continue              # renamed by a flag change meanwhile: look again
+        return None
+
     # -- \Recent --------------------------------------------------------------------
     def recent_from(self) -> int:
         """The first UID no session has claimed as recent (1: none claimed)."""
@@ -92,3 +109,4 @@ class ImapMixin:
                     f.write(b"%d\n" % uidnext)
                 os.replace(tmp, path)
             return first
+
