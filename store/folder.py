@@ -333,7 +333,7 @@ class Folder(UidlistMixin, ImapMixin):
         return self.append_many([(data, flags, keywords, internaldate)])[0]
 
     def append_many(self, items: Sequence[Tuple[bytes, str, Iterable[str], Optional[float]]]) -> List[Appended]:
-        """MULTIAPPEND (RFC 3502 §3: all or none): every message written and fsync'd in
+        """MULTIAPPEND (RFC 3502 §6.3.11: all or none): every message written and fsync'd in
         tmp/ with its date set by utime (Dovecot sets the INTERNALDATE the same way, before
         the file is visible), then, under the locks, all renamed into cur/, the directory
         fsync'd and the UIDs appended to the uidlist.  A failure before the renames leaves

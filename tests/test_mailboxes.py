@@ -212,7 +212,7 @@ class AppendTest(MailboxesTestCase):
         self.assertEqual(folder.dates([msg])[msg.key][0], when)
 
     def test_multiappend_failure_leaves_nothing(self):
-        # RFC 3502 §3: all or none.  The 27th keyword fails before anything is visible.
+        # RFC 3502 §6.3.11: all or none.  The 27th keyword fails before anything is visible.
         folder = self.boxes.folder("INBOX")
         words = ["k%d" % i for i in range(dv.MAX_KEYWORDS + 1)]
         with self.assertRaises(ValueError):
