@@ -176,8 +176,9 @@ class ImapAccessService:
         """The user's account, made ready on a worker (Maildir, first-login folders)."""
         key = (user, ctx.peer_ip if ctx is not None else "")
         if self._open.get(key, 0) >= self.max_userip:
-            done(MailboxError("LIMIT", "too many IMAP sessions for %s from %s (limit %d)"
-                              % (user, key[1], self.max_userip)))
+            refusal = MailboxError("LIMIT", "too many IMAP sessions for %s from %s (imap_max_userip_connections %d)"
+                                   % (user, key[1], self.max_userip))
+            self.loop.call_soon(lambda: done(refusal))
             return
 
         def work() -> mb.Mailboxes:
@@ -392,6 +393,11 @@ class OpenFolder:
         """The message in CRLF form; None once it is gone (RFC 2180 §4.1)."""
         self._serial.submit(lambda: self._folder.read_crlf(uid), done, self.name)
 
+    def _refuse_readonly(self, done: Done) -> None:
+        """RFC 9051 §6.3.3: EXAMINE permits no change; answered in order, on the loop."""
+        refusal = MailboxError("CANNOT", "mailbox %s is read-only (selected with EXAMINE)" % self.name)
+        self._serial.submit(lambda: refusal, lambda result: done(refusal))
+
     def _announce(self, names: Sequence[str], done: Done) -> Done:
         return self._account._then_announce(names, done)
 
@@ -400,7 +406,7 @@ class OpenFolder:
         """STORE (RFC 9051 §6.4.6; RFC 7162 §3.1.3 UNCHANGEDSINCE)."""
         uids, flags = list(uids), list(flags)
         if self.readonly:
-            done(MailboxError("CANNOT", "mailbox %s is read-only (EXAMINE)" % self.name))
+            self._refuse_readonly(done)
             return
         self._serial.submit(lambda: self._store(uids, flags, mode, unchanged_since),
                             self._announce([self.name], done), self.name)
@@ -433,7 +439,7 @@ class OpenFolder:
         """EXPUNGE / UID EXPUNGE (RFC 9051 §6.4.3, RFC 4315 §2.1): only messages marked \\Deleted."""
         uids = list(uids)
         if self.readonly:
-            done(MailboxError("CANNOT", "mailbox %s is read-only (EXAMINE)" % self.name))
+            self._refuse_readonly(done)
             return
 
         def work() -> Tuple[int, ...]:
@@ -446,7 +452,7 @@ class OpenFolder:
         """COPY (RFC 9051 §6.4.7) / MOVE (RFC 6851 §3): durable in the target first."""
         uids = list(uids)
         if move and self.readonly:
-            done(MailboxError("CANNOT", "mailbox %s is read-only (EXAMINE)" % self.name))
+            self._refuse_readonly(done)
             return
 
         def work() -> CopyOutcome:
