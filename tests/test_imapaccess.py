@@ -7,7 +7,6 @@ the change hub are the real ones.
 """
 
 import datetime
-import os
 import shutil
 import smtplib
 import tempfile
