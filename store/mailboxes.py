@@ -26,8 +26,9 @@ mailbox-list-delete.c, mailbox-uidvalidity.c, read, not copied):
   deleted and made again never gets its old UIDVALIDITY back (RFC 9051
   §2.3.1.1).  Superior names are created as folders too (the RFC's SHOULD;
   Dovecot's Maildir++ leaves them implicit, \\Noselect).
-* DELETE (RFC 9051 §6.3.5) renames ``.Name`` to ``.DOVECOT-TRASHED`` (atomic:
-  no half-deleted folder is ever listed) and removes that.  Children are
+* DELETE (RFC 9051 §6.3.5) renames ``.Name`` to ``.DOVECOT-TRASHED.<unique>``
+  (atomic: no half-deleted folder is ever listed; Dovecot's trash name, made
+  unique so two deletions cannot meet) and removes that.  Children are
   separate directories and stay: the name then lists as a \\Noselect (rev2:
   \\NonExistent) parent with \\HasChildren, which RFC 9051 §6.3.5 allows.
   Deleting such a parent, or INBOX, is refused.
@@ -190,7 +191,7 @@ def mutf7_decode(text: str) -> Optional[str]:
 
 def name_of(entry: str) -> Optional[str]:
     """``.a.b`` -> "a/b" (None when the directory name is no mailbox of ours)."""
-    if not entry.startswith(".") or entry in (".", "..", TRASH_DIR):
+    if not entry.startswith(".") or entry in (".", "..") or entry.startswith(TRASH_DIR):
         return None
     levels = [mutf7_decode(l) for l in entry[1:].split(DISK_SEP)]
     if any(not l for l in levels):
@@ -364,9 +365,9 @@ class Mailboxes:
             if any(e.name.startswith(name + SEP) for e in self.list() if e.exists):
                 raise Refused("mailbox %s holds only other mailboxes; delete them first" % name, "HASCHILDREN")
             raise NoMailbox("mailbox %s does not exist" % name)
-        trash = os.path.join(self.root, TRASH_DIR)
-        if os.path.lexists(trash):
-            shutil.rmtree(trash, ignore_errors=True)     # a deletion that died half-way
+        for left in [e for e in os.listdir(self.root) if e.startswith(TRASH_DIR)]:
+            shutil.rmtree(os.path.join(self.root, left), ignore_errors=True)   # a deletion that died
+        trash = os.path.join(self.root, "%s.%d.%s" % (TRASH_DIR, os.getpid(), os.urandom(6).hex()))
         os.rename(path, trash)
         fsync_dir(self.root)
         forget_folder(path)

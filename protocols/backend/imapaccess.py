@@ -338,7 +338,9 @@ class OpenFolder:
             first = folder.recent_from()      # EXAMINE claims nothing (RFC 3501 §6.3.2)
             recent = frozenset(m.uid for m in snap.messages if m.uid >= first)
         else:
-            first = folder.claim_recent(snap.uidnext)
+            # nothing new since the last look: nothing to claim (no dotlock taken)
+            fresh = prev is None or snap.uidnext != prev.uidnext or snap.uidvalidity != prev.uidvalidity
+            first = folder.claim_recent(snap.uidnext) if fresh else snap.uidnext
             kept = prev.recent if prev is not None else frozenset()
             recent = frozenset(m.uid for m in snap.messages if m.uid >= first or m.uid in kept)
         dates = folder.dates(snap.messages)
