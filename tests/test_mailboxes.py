@@ -12,6 +12,7 @@ from store import dovecot_files as dv
 from store import mailboxes as mb
 from store.folder import open_folder
 from store.maildir import MailStore
+from tests.test_interop_maildir import DovecotCopy, dovecot_skip_reason
 
 USER = "bob@example.org"
 MSG = b"Subject: hi\r\n\r\nbody\r\n"
@@ -254,6 +255,36 @@ class RecentTest(MailboxesTestCase):
         self.assertEqual(folder.claim_recent(snap.uidnext), 3)      # the next one gets none
         folder.append(MSG)
         self.assertEqual(folder.recent_from(), 3)
+
+
+@unittest.skipIf(dovecot_skip_reason(), dovecot_skip_reason())
+class DovecotAgreesTest(MailboxesTestCase):
+    """doveadm (Dovecot's default Maildir++ namespace, separator ".") on the tree we made."""
+
+    def test_dovecot_lists_our_folders_subscriptions_and_uidvalidity_and_we_list_its(self):
+        self.boxes.create("Work/2024")
+        self.boxes.create("Entwürfe")
+        self.boxes.folder("Work/2024").append(MSG, "S")
+        self.boxes.subscribe("Work/2024", True)
+        ours = self.boxes.folder("Work/2024").snapshot().uidvalidity
+        work = tempfile.mkdtemp(prefix="mailsrv-dovecot-")
+        self.addCleanup(shutil.rmtree, work, True)
+        dovecot = DovecotCopy(self.root, work, "bob")
+        listed = dovecot.doveadm("mailbox", "list").split("\n")[1:]
+        self.assertEqual(sorted(n for n in listed if n),
+                         sorted(["INBOX", "Archive", "Drafts", "Junk", "Sent", "Trash", "Work", "Work.2024", "Entwürfe"]))
+        self.assertIn("Work.2024", dovecot.doveadm("mailbox", "list", "-s").split("\n"))
+        status = dovecot.doveadm("mailbox", "status", "uidvalidity messages unseen", "Work.2024").split("\n")[1]
+        self.assertEqual(status.split("\t")[1:], ["1", str(ours), "0"])
+        dovecot.doveadm("mailbox", "create", "Neu.Sub")
+        dovecot.own()
+        theirs = {e.name: e for e in mb.Mailboxes(dovecot.maildir).list()}
+        self.assertTrue(theirs["Neu/Sub"].exists)
+        self.assertFalse(theirs["Neu"].exists)            # Dovecot leaves the parent implicit
+        self.assertTrue(theirs["Neu"].has_children)
+        # Dovecot took its UIDVALIDITY from the dovecot-uidvalidity we keep: greater than ours
+        self.assertTrue(os.path.exists(os.path.join(dovecot.maildir, ".Neu.Sub", dv.UIDLIST)))
+        self.assertGreater(open_folder(os.path.join(dovecot.maildir, ".Neu.Sub")).snapshot().uidvalidity, ours)
 
 
 if __name__ == "__main__":
