@@ -321,6 +321,9 @@ class Mailboxes:
         if name == "INBOX" or self.exists(name):
             raise MailboxExists("mailbox %s already exists" % name)
         levels = check_name(name)
+        if "*" in name or "%" in name:
+            # RFC 9051 §5.1: LIST's wildcards in a name make it unlistable by pattern (Dovecot refuses them too)
+            raise BadName("mailbox name %r: '*' and '%%' are LIST wildcards, not allowed in new names" % name[:60])
         for i in range(1, len(levels)):
             parent = SEP.join(levels[:i])
             if not self.exists(parent):

@@ -127,7 +127,7 @@ class AccountTest(AccessTestCase):
         self.assertNotIn("Jobs/2024", [e.name for e in self.ok(self.account.list) if e.exists])
 
     def test_mailbox_error_codes(self):
-        # RFC 5530 §3, RFC 9051 §7.1, RFC 6154 §6
+        # RFC 5530 §3, RFC 9051 §7.1, RFC 6154 §3
         self.refused(lambda done: self.account.open("Nowhere", False, done), "NONEXISTENT")
         self.refused(lambda done: self.account.create("Sent", (), done), "ALREADYEXISTS")
         self.refused(lambda done: self.account.create("../etc", (), done), "CANNOT")

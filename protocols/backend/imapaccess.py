@@ -18,7 +18,7 @@ this module only translates:
   \\Recent is never stored (a session property, store/folder_imap.py);
 * errors: the store's exceptions become ``MailboxError`` with the response
   code of RFC 5530 / RFC 9051 §7.1 (NONEXISTENT, ALREADYEXISTS, CANNOT,
-  HASCHILDREN, TRYCREATE, LIMIT, INUSE) and RFC 6154 §6 (USEATTR); other
+  HASCHILDREN, TRYCREATE, LIMIT, INUSE) and RFC 6154 §3 (USEATTR); other
   OSErrors are handed over as they are (the session answers NO, logs it).
 
 Own changes (APPEND, STORE, EXPUNGE, COPY/MOVE, DELETE, RENAME) are announced
