@@ -14,6 +14,7 @@ callbacks run.  The checks are written once, in ContractChecks.
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import tempfile
 import unittest
@@ -235,6 +236,19 @@ class ContractChecks:
         self.addCleanup(other.close)
         first, second = self.select(), self.select(account=other)
         self.assertEqual(len(first.state().recent) + len(second.state().recent), 1)
+
+
+class BackendOffersImapTest(unittest.TestCase):
+    def test_the_backend_has_every_method_of_the_imap_backend_contract(self):
+        # what an ImapSession is given (contracts.ImapBackend): the server's Backend
+        from protocols.backend.wiring import Backend
+        wanted = [n for n in dir(c.ImapBackend) if not n.startswith("_") and callable(getattr(c.ImapBackend, n))]
+        self.assertIn("open_account", wanted)
+        for name in wanted:
+            mine = getattr(Backend, name, None)
+            self.assertIsNotNone(mine, "Backend lacks %s" % name)
+            self.assertEqual(list(inspect.signature(mine).parameters),
+                             list(inspect.signature(getattr(c.ImapBackend, name)).parameters), name)
 
 
 for _h in HARNESSES:
