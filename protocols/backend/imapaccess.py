@@ -143,6 +143,7 @@ class Serial:
             except Exception as exc:
                 mapped = translate(exc, name)
                 if mapped is exc:
+                    log.warning("IMAP mailbox step failed mailbox=%s: %r", name or "-", exc)
                     raise
                 raise mapped from exc
 
