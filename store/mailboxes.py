@@ -295,16 +295,18 @@ class Mailboxes:
         with os.scandir(self.root) as it:
             for e in it:
                 name = name_of(e.name)
-                if name is not None and e.is_dir() and os.path.isdir(os.path.join(e.path, "cur")):
-                    names.add(name)
+                if name is None or not e.is_dir() or not os.path.isdir(os.path.join(e.path, "cur")):
+                    continue
+                if e.is_symlink() and os.path.dirname(os.path.realpath(e.path)) != self._real_root:
+                    continue              # leads out of the Maildir: never listed, never opened
+                names.add(name)
         parents = {SEP.join(n.split(SEP)[:i]) for n in names for i in range(1, n.count(SEP) + 1)}
         subscribed = set(self.subscriptions())
         special = self._special()
         out = []
         for name in sorted(names | parents | subscribed, key=lambda n: (n != "INBOX", n)):
             uses = special.get(dir_name(name.split(SEP))) if name != "INBOX" else None
-            out.append(Entry(name, tuple(uses or ()), name in subscribed, name in names,
-                             any(p.startswith(name + SEP) for p in names)))
+            out.append(Entry(name, tuple(uses or ()), name in subscribed, name in names, name in parents))
         return out
 
     # CREATE

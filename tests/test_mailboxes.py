@@ -80,6 +80,7 @@ class NameTest(MailboxesTestCase):
         os.symlink(outside, os.path.join(self.root, ".evil"))
         with self.assertRaises(mb.BadName):
             self.boxes.folder("evil")
+        self.assertNotIn("evil", [e.name for e in self.boxes.list()])
 
     def test_non_ascii_names_are_modified_utf7_on_disk_as_dovecot_writes_them(self):
         self.boxes.create("Entwürfe/a&b")
