@@ -325,6 +325,8 @@ class OpenFolder:
         self._serial = Serial(account._loop)
         self._state: Optional[FolderState] = None
         self._metas: Dict[int, Tuple[object, MessageMeta]] = {}   # uid -> (store message, its meta)
+        self._seen: object = None          # the store snapshot the last state was built from
+        self._seen_first = 0               # EXAMINE: the first recent UID then
         self._watches: List[object] = []
         self._closed = False
 
@@ -337,13 +339,19 @@ class OpenFolder:
         snap = folder.sync().snapshot
         if self.readonly:
             first = folder.recent_from()      # EXAMINE claims nothing (RFC 3501 §6.3.2)
+            if prev is not None and snap is self._seen and first == self._seen_first:
+                return prev, (), (), ()       # the store's snapshot object is unchanged: so is ours
+            self._seen_first = first
             recent = frozenset(m.uid for m in snap.messages if m.uid >= first)
+        elif prev is not None and snap is self._seen:
+            return prev, (), (), ()           # same snapshot: no message, flag or \Recent change
         else:
             # nothing new since the last look: nothing to claim (no dotlock taken)
             fresh = prev is None or snap.uidnext != prev.uidnext or snap.uidvalidity != prev.uidvalidity
             first = folder.claim_recent(snap.uidnext) if fresh else snap.uidnext
             kept = prev.recent if prev is not None else frozenset()
             recent = frozenset(m.uid for m in snap.messages if m.uid >= first or m.uid in kept)
+        self._seen = snap
         dates = folder.dates(snap.messages)
         metas, cache = [], {}
         for m in snap.messages:
