@@ -6,6 +6,7 @@ call (issue 9 §2); one class runs a real server, so a delivery over SMTP and
 the change hub are the real ones.
 """
 
+import builtins
 import datetime
 import shutil
 import smtplib
@@ -20,6 +21,7 @@ from protocols.backend.imapaccess import ImapAccessService, imap_flags, split_fl
 from protocols.base import SessionContext
 from store.maildir import MailStore
 from tests.helpers import ServerTestCase
+from unittest import mock
 
 USER = "bob@example.org"
 MSG = b"Subject: hi\r\n\r\nbody\r\n"
@@ -162,6 +164,19 @@ class AccountTest(AccessTestCase):
         self.assertEqual(meta.flags, frozenset({"\\Seen", "$Work"}))
         self.assertEqual(meta.internal_date, when.timestamp())
         self.assertIn("$Work", state.keywords)
+
+    def test_status_opens_no_message_file(self):
+        # issue 10: STATUS counts from the file names (and the uidlist), not the messages
+        self.append("INBOX", (MSG, ("\\Seen",)), (b"Subject: lf\n\nx\n",))
+        real_open = builtins.open
+
+        def guarded(path, *args, **kwargs):
+            if "/cur/" in str(path) or "/new/" in str(path):
+                raise AssertionError("STATUS opened %s" % path)
+            return real_open(path, *args, **kwargs)
+        with mock.patch("builtins.open", guarded):
+            status = self.ok(lambda done: self.account.status("INBOX", done))
+        self.assertEqual((status.messages, status.unseen), (2, 1))
 
     def test_multiappend_is_all_or_none(self):
         words = ["k%d" % i for i in range(27)]

@@ -239,6 +239,19 @@ class AppendTest(MailboxesTestCase):
         self.assertEqual(os.listdir(os.path.join(self.root, "cur")), [])
         self.assertEqual(os.listdir(os.path.join(self.root, "tmp")), [])
 
+    def test_multiappend_is_durable_before_it_returns(self):
+        # every file fsync'd, then renamed, then cur/ fsync'd (issue 10: OK only after that)
+        folder = self.boxes.folder("INBOX")
+        folder.append(MSG)                # the uidlist and the MODSEQ journal exist already
+        events = []
+        real_fsync, real_rename, real_dir = os.fsync, os.rename, __import__("store.folder").folder.fsync_dir
+        with mock.patch("os.fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1]), \
+                mock.patch("os.rename", lambda a, b: (events.append("rename"), real_rename(a, b))[1]), \
+                mock.patch("store.folder.fsync_dir", lambda p: (events.append("dir " + os.path.basename(p)),
+                                                                real_dir(p))[1]):
+            folder.append_many([(MSG, "", (), None), (MSG, "S", (), None)])
+        self.assertEqual(events[:5], ["fsync", "fsync", "rename", "rename", "dir cur"])
+
     def test_multiappend_gives_consecutive_uids(self):
         added = self.boxes.folder("Sent").append_many([(MSG, "S", (), None), (MSG, "", ("$Forwarded",), None)])
         self.assertEqual([a.uid for a in added], [1, 2])
