@@ -284,7 +284,7 @@ class Mailboxes:
         for name, _use in DEFAULT_SPECIAL:
             if not self.exists(name):
                 self._make(name)
-        self._write_special(dict((dir_name([n]), (u,)) for n, u in DEFAULT_SPECIAL))
+        self._change_special(lambda table: table.update((dir_name([n]), (u,)) for n, u in DEFAULT_SPECIAL))
         dv.update_subscriptions(self.root, add=[self._sub_name(n) for n, _u in DEFAULT_SPECIAL])
 
     # LIST
@@ -332,9 +332,7 @@ class Mailboxes:
                 self._make(parent)
         self._make(name)
         if uses:
-            table = self._special()
-            table[dir_name(levels)] = uses
-            self._write_special(table)
+            self._change_special(lambda table: table.__setitem__(dir_name(levels), uses))
 
     def _make(self, name: str) -> None:
         """The directory with cur/ new/ tmp/ and maildirfolder, made in a temporary name
@@ -377,9 +375,7 @@ class Mailboxes:
         fsync_dir(self.root)
         forget_folder(path)
         shutil.rmtree(trash, ignore_errors=True)
-        table = self._special()
-        if table.pop(os.path.basename(path), None) is not None:
-            self._write_special(table)
+        self._change_special(lambda table: table.pop(os.path.basename(path), None))
 
     # RENAME
     def rename(self, old: str, new: str) -> None:
@@ -402,19 +398,23 @@ class Mailboxes:
             if not self.exists(parent):
                 self._make(parent)
         moves = ([(old, new)] if self.exists(old) else []) + [(c, new + c[len(old):]) for c in children]
-        table = self._special()
+        done = []
         for src, dst in moves:
             src_path, dst_path = self.path_of(src), self.path_of(dst)
             if os.path.lexists(dst_path):
                 continue              # Dovecot: a child whose new name is taken stays where it was
             os.rename(src_path, dst_path)
             forget_folder(src_path)
-            uses = table.pop(os.path.basename(src_path), None)
-            if uses:
-                table[os.path.basename(dst_path)] = uses
+            done.append((os.path.basename(src_path), os.path.basename(dst_path), src, dst))
         fsync_dir(self.root)
-        self._write_special(table)
-        renamed = {self._sub_name(s): self._sub_name(d) for s, d in moves}
+
+        def move_uses(table):
+            for src_dir, dst_dir, _s, _d in done:
+                uses = table.pop(src_dir, None)
+                if uses:
+                    table[dst_dir] = uses
+        self._change_special(move_uses)
+        renamed = {self._sub_name(s): self._sub_name(d) for _a, _b, s, d in done}
         subs = [s for s in self.subscriptions_raw() if s in renamed]
         if subs:
             dv.update_subscriptions(self.root, add=[renamed[s] for s in subs], remove=subs)
@@ -466,7 +466,14 @@ class Mailboxes:
                 table[entry] = tuple(u for u in uses.split() if u in SPECIAL_USES)
         return table
 
-    def _write_special(self, table: Dict[str, Tuple[str, ...]]) -> None:
-        body = "".join("%s\t%s\n" % (k, " ".join(v)) for k, v in sorted(table.items()) if v)
+    def _change_special(self, change) -> None:
+        """Read, ``change(table)``, write back, under the file's dotlock (two sessions of
+        one user may CREATE ... USE at once), as the subscriptions file is changed."""
         path = os.path.join(self.root, SPECIAL_USE_FILE)
-        write_atomic(path, body.encode("utf-8"), tmp="%s.tmp.%d" % (path, os.getpid()))
+        with dv.Dotlock(path, dv.SUBSCRIPTIONS_STALE_S, dv.SUBSCRIPTIONS_LOCK_TIMEOUT_S) as lock:
+            table = self._special()
+            before = dict(table)
+            change(table)
+            if table != before or not os.path.exists(path):
+                body = "".join("%s\t%s\n" % (k, " ".join(v)) for k, v in sorted(table.items()) if v)
+                lock.replace(body.encode("utf-8"))
