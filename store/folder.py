@@ -384,8 +384,8 @@ class Folder(UidlistMixin, ImapMixin):
         self._add_records([base for base, _l in names], found)
         result = self._after_own_change(found)
         snap = result.snapshot
-        return [Appended(snap.by_uid(self._records[b].uid).uid, snap.uidvalidity,
-                         snap.by_uid(self._records[b].uid).modseq, b) for b, _l in names]
+        msgs = [snap.by_uid(self._records[base].uid) for base, _l in names]
+        return [Appended(m.uid, snap.uidvalidity, m.modseq, m.key) for m in msgs]
 
     def set_flags(self, uids: Iterable[int], flags: str, mode: str = "add",
                   unchanged_since: Optional[int] = None) -> StoreResult:
