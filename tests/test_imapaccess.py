@@ -149,6 +149,17 @@ class AccountTest(AccessTestCase):
         self.assertEqual(result.code, "LIMIT")
         self.open_account(ip="127.0.0.2")          # another address is counted apart
 
+    def test_opens_in_flight_count_toward_the_limit(self):
+        ctx = SessionContext(peer=("127.0.0.1", 9), listener="imap")
+        got = []
+        for _ in range(3):                         # one is open already (setUp): limit 3
+            self.service.open_account(ctx, USER, got.append)
+        self.loop.run_all()
+        self.assertEqual(sorted(type(r).__name__ for r in got), ["ImapAccount", "ImapAccount", "MailboxError"])
+        for r in got:
+            if not isinstance(r, BaseException):
+                r.close()
+
     def test_append_and_status(self):
         when = datetime.datetime(2021, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc)
         result = self.append("INBOX", (MSG, ("\\Seen", "$Work"), when), (b"Subject: x\n\nlf only\n",))

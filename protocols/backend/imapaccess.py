@@ -185,11 +185,13 @@ class ImapAccessService:
         def work() -> mb.Mailboxes:
             return mb.user_mailboxes(self.store, user)
 
+        self._open[key] = self._open.get(key, 0) + 1     # counted from now: opens in flight too
+
         def opened(result: object) -> None:
             if isinstance(result, BaseException):
+                self._closed(key)
                 done(result)
                 return
-            self._open[key] = self._open.get(key, 0) + 1
             done(ImapAccount(self, user, result, lambda: self._closed(key)))
         self.loop.run_in_thread(work, opened)
 
@@ -202,9 +204,10 @@ class ImapAccessService:
 
     def announce(self, user: str, name: str) -> None:
         try:
-            self.hub.announce(user, hub_key(name))
-        except MailboxError:
-            pass
+            key = hub_key(name)
+        except mb.BadName:
+            return                            # no such folder can exist: nobody watches it
+        self.hub.announce(user, key)
 
 
 class ImapAccount:
