@@ -222,6 +222,16 @@ class OpenFolderTest(AccessTestCase):
         self.assertEqual(out.modified, (1,))          # RFC 7162 §3.1.3
         self.assertEqual([m.uid for m in out.changed], [2])
 
+    def test_keywords_are_case_insensitive(self):
+        # RFC 9051 §9 note 1: "$label1" names the folder's "$Label1"
+        self.append("INBOX", (MSG, ("$Label1",)), (MSG,))
+        folder = self.select()
+        out = self.ok(lambda done: folder.store([2], ["$LABEL1", "$label1"], "add", None, done))
+        self.assertEqual(out.changed[0].flags, frozenset({"$Label1"}))
+        out = self.ok(lambda done: folder.store([1], ["$label1"], "remove", None, done))
+        self.assertEqual(out.changed[0].flags, frozenset())
+        self.assertEqual(self.ok(folder.refresh).state.keywords, ("$Label1",))
+
     def test_examine_is_read_only(self):
         self.append("INBOX", (MSG,))
         folder = self.select(readonly=True)

@@ -75,6 +75,17 @@ def split_flags(flags: Iterable[str]) -> Tuple[str, Tuple[str, ...]]:
     return "".join(sorted(set(letters))), tuple(dict.fromkeys(keywords))
 
 
+def same_case(defined: Sequence[str], keywords: Sequence[str]) -> Tuple[str, ...]:
+    """Keywords in the spelling the folder already has: flag names are atoms, and "all
+    alphabetic characters are case insensitive" (RFC 9051 §9, note 1), so "$label1" is
+    the folder's "$Label1", and one request's case variants are one keyword."""
+    have = {w.lower(): w for w in defined}
+    out: Dict[str, str] = {}
+    for word in keywords:
+        out.setdefault(word.lower(), have.get(word.lower(), word))
+    return tuple(out.values())
+
+
 @functools.lru_cache(maxsize=256)
 def _system_flags(letters: str) -> FrozenSet[str]:
     return frozenset(LETTER_FLAGS[c] for c in letters if c in LETTER_FLAGS)
@@ -281,6 +292,7 @@ class ImapAccount:
             batch = []
             for item in items:
                 letters, keywords = split_flags(item.flags)
+                keywords = same_case(folder.keywords(), keywords)
                 batch.append((item.data, letters, keywords, _timestamp(item.internal_date)))
             added = folder.append_many(batch)
             return AppendResult(added[0].uidvalidity if added else folder.snapshot().uidvalidity,
@@ -427,6 +439,7 @@ class OpenFolder:
 
     def _store(self, uids, flags, mode, unchanged_since) -> StoreOutcome:
         letters, keywords = split_flags(flags)
+        keywords = same_case(self._folder.keywords(), keywords)
         if mode not in ("add", "remove", "replace"):
             raise MailboxError("CANNOT", "STORE mode %r" % mode)
         folder, modified, touched = self._folder, (), set()
