@@ -56,6 +56,7 @@ from store import dovecot_files as dv
 from store.folder_types import (Appended, Copied, Expunged, FlagChange, Message, Snapshot,  # noqa: F401
                                 StoreResult, SyncResult, apply_mode, check_flags, order_key,
                                 split_name, stat_sig, stored_form, unique_base, valid_keyword)
+from store.folder_imap import ImapMixin
 from store.folder_uidlist import UidlistMixin
 from store.fsutil import fsync_dir, write_all, write_atomic
 from store.modseq import ModseqLog
@@ -90,7 +91,20 @@ def open_folder(path: str) -> "Folder":
         return folder
 
 
-class Folder(UidlistMixin):
+def forget_folder(path: str) -> None:
+    """Drop the shared Folder of a folder deleted or renamed away (its state names old paths)."""
+    with _open_lock:
+        _open.pop(os.path.realpath(path), None)
+
+
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class Folder(UidlistMixin, ImapMixin):
     """One Maildir folder; use ``open_folder`` to share it within a process."""
 
     def __init__(self, path: str):
@@ -316,6 +330,26 @@ class Folder(UidlistMixin):
                internaldate: Optional[float] = None) -> Appended:
         """IMAP APPEND (RFC 3501 §6.3.11): durable (file and directory fsync) before it returns;
         ``internaldate`` becomes the file's mtime (Dovecot's INTERNALDATE)."""
+        return self.append_many([(data, flags, keywords, internaldate)])[0]
+
+    def append_many(self, items: Sequence[Tuple[bytes, str, Iterable[str], Optional[float]]]) -> List[Appended]:
+        """MULTIAPPEND (RFC 3502 §6.3.11: all or none): every message written and fsync'd in
+        tmp/ with its date set by utime (Dovecot sets the INTERNALDATE the same way, before
+        the file is visible), then, under the locks, all renamed into cur/, the directory
+        fsync'd and the UIDs appended to the uidlist.  A failure before the renames leaves
+        nothing; one during them removes what was renamed."""
+        staged: List[Tuple[str, str, Iterable[str]]] = []
+        try:
+            for data, flags, keywords, internaldate in items:
+                staged.append((self._stage(data, internaldate), check_flags(flags), keywords))
+            with self._locked():
+                return self._publish(staged)
+        except BaseException:
+            for base, _f, _k in staged:
+                _unlink_quiet(os.path.join(self.path, "tmp", base))
+            raise
+
+    def _stage(self, data: bytes, internaldate: Optional[float]) -> str:
         stored = stored_form(data)
         wire = len(stored) + stored.count(b"\n") - stored.count(b"\r\n")
         base = unique_base(len(stored), wire)
@@ -328,18 +362,30 @@ class Folder(UidlistMixin):
             os.close(fd)
         if internaldate is not None:
             os.utime(tmp, (internaldate, internaldate))
-        with self._locked():
-            if self._snap is None:
-                self._sync_locked()
-            self._load_uidlist()                  # records other processes appended meanwhile
-            letters = "".join(sorted(set(check_flags(flags)) | set(self._letters_for(keywords))))
-            path = os.path.join(self.path, "cur", base + ":2," + letters)
-            os.rename(tmp, path)
+        return base
+
+    def _publish(self, staged) -> List[Appended]:
+        """Rename the staged files into cur/ (locks held): all, or none left behind."""
+        if self._snap is None:
+            self._sync_locked()
+        self._load_uidlist()                      # records other processes appended meanwhile
+        names = [(base, "".join(sorted(set(flags) | set(self._letters_for(kw))))) for base, flags, kw in staged]
+        done: List[str] = []
+        try:
+            for base, letters in names:
+                os.rename(os.path.join(self.path, "tmp", base), os.path.join(self.path, "cur", base + ":2," + letters))
+                done.append(base + ":2," + letters)
             fsync_dir(os.path.join(self.path, "cur"))
-            self._add_records([base], {base: (path, letters, "")})
-            result = self._after_own_change({base: (path, letters, "")})
-        msg = next(m for m in result.snapshot.messages if m.key == base)
-        return Appended(msg.uid, result.snapshot.uidvalidity, msg.modseq, base)
+        except BaseException:
+            for name in done:
+                _unlink_quiet(os.path.join(self.path, "cur", name))
+            raise
+        found = {base: (os.path.join(self.path, "cur", base + ":2," + letters), letters, "") for base, letters in names}
+        self._add_records([base for base, _l in names], found)
+        result = self._after_own_change(found)
+        snap = result.snapshot
+        msgs = [snap.by_uid(self._records[base].uid) for base, _l in names]
+        return [Appended(m.uid, snap.uidvalidity, m.modseq, m.key) for m in msgs]
 
     def set_flags(self, uids: Iterable[int], flags: str, mode: str = "add",
                   unchanged_since: Optional[int] = None) -> StoreResult:

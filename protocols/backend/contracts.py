@@ -143,7 +143,9 @@ class MailboxError(Exception):
     """A mailbox operation refused.  ``code`` is the response code the session
     puts in its tagged NO (RFC 5530: NONEXISTENT, ALREADYEXISTS, CANNOT,
     NOPERM, INUSE, LIMIT, OVERQUOTA, SERVERBUG, TRYCREATE of RFC 9051 §7.1),
-    ``text`` one line for the user, naming the mailbox."""
+    ``text`` one line for the user, naming the mailbox.  Also HASCHILDREN
+    (RFC 9051 §7.1: DELETE of a \\Noselect name with children) and USEATTR
+    (RFC 6154 §3: CREATE ... USE with an attribute the server cannot give)."""
 
     def __init__(self, code: str, text: str):
         super().__init__(text)
@@ -317,7 +319,9 @@ class ImapMailAccess(Protocol):
 
     def open_account(self, ctx, user: str, done: Callable[[object], None]) -> None:
         """``done(ImapAccount)`` (INBOX and the special-use folders made on first
-        use, RFC 6154), or ``done(exception)`` as ``open_maildrop``."""
+        use, RFC 6154), or ``done(exception)`` as ``open_maildrop``, or
+        ``done(MailboxError("LIMIT", ...))`` over the user's session limit
+        (too many sessions of this user from this address)."""
 
 
 class SmtpBackend(AuthService, PolicyService, DeliveryService, Protocol):

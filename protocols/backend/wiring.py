@@ -14,14 +14,15 @@ policy             protocols/backend/policy.py (configuration only)
 delivery           protocols/backend/delivery  in-flight bytes, the Deliverer,
                    .py                         sendmail pick-up
 mail access        protocols/backend/          (the store owns mailboxes)
-                   mailaccess.py
+                   mailaccess.py, imapaccess.py
 outbound           protocols/backend/          the queue, resolver, relay
                    outbound.py                 (the relay owns queue entries)
 =================  ==========================  ===============================
 
 ``Backend`` builds them from one configuration, hands each session the
 methods of its contract (``SmtpBackend``: auth + policy + delivery;
-``Pop3Backend``: auth + mail access), starts, reloads and closes them.  The
+``Pop3Backend``: auth + mail access; ``ImapBackend``: auth + IMAP mail
+access), starts, reloads and closes them.  The
 session factories live here and nowhere else.
 
 It uses the event loop only through ``call_later``, ``call_soon_threadsafe``,
@@ -30,12 +31,14 @@ It uses the event loop only through ``call_later``, ``call_soon_threadsafe``,
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Callable, Optional
 
 from protocols.backend.auth import AuthService
 from protocols.backend.delivery import DeliveryService
+from protocols.backend.imapaccess import ImapAccessService
 from protocols.backend.mailaccess import MailAccessService
 from protocols.backend.outbound import OutboundService
 from protocols.backend.policy import PolicyService
@@ -74,6 +77,7 @@ class Backend:
         self.policy = PolicyService(config, self.directory, self.aliases, self.refresh,
                                     lambda: self.outbound.enabled)
         self.mail = MailAccessService(loop, self.store)
+        self.imap = ImapAccessService(loop, self.store, self.mail.hub, config.imap_max_userip_connections)
         self.delivery = DeliveryService(config, loop, self.store, self.directory, self.outbound, self.refresh,
                                         changes=self.mail.hub)
 
@@ -108,6 +112,7 @@ class Backend:
             self.policy.configure(config, self.directory)
             self.delivery.configure(config, self.directory)
             self.outbound.configure(config)
+            self.imap.max_userip = config.imap_max_userip_connections
             # our own loggers only: an embedding host's root logger is not ours to change
             logging.getLogger("mailsrv").setLevel(getattr(logging, str(config.log_level).upper(), logging.INFO))
         # SIGHUP, an operator's explicit request: the files are checked now
@@ -211,6 +216,10 @@ class Backend:
     def open_maildrop(self, ctx: SessionContext, user: str, done: Callable[[object], None]) -> None:
         self.mail.open_maildrop(ctx, user, done)
 
+    # ImapMailAccess
+    def open_account(self, ctx: SessionContext, user: str, done: Callable[[object], None]) -> None:
+        self.imap.open_account(ctx, user, done)
+
     # -- session factories --------------------------------------------------
     def smtp_config(self, listener: str) -> SmtpConfig:
         cfg = self.config
@@ -239,4 +248,32 @@ class Backend:
                               allow_plaintext_auth=cfg.allow_plaintext_auth,
                               plaintext_auth_loopback=cfg.plaintext_auth_loopback)
             return Pop3Session(ctx, pcfg, self)
+        return factory
+
+    def imap_settings(self, listener: str) -> dict:
+        """What an IMAP session is configured with, from the configuration keys."""
+        cfg = self.config
+        return dict(hostname=cfg.hostname, idle_timeout=cfg.imap_idle_timeout,
+                    append_limit=cfg.imap_append_limit, implicit_tls=listener == "imaps",
+                    allow_plaintext_auth=cfg.allow_plaintext_auth,
+                    plaintext_auth_loopback=cfg.plaintext_auth_loopback)
+
+    def imap_factory(self, listener: str):
+        """The IMAP session factory, or None while protocols/imap/session.py is not there.
+
+        TODO(merge of the IMAP session branch): the session module comes with that
+        branch (``ImapSession(ctx, backend, ...)``); check its config argument here."""
+        try:
+            from protocols.imap import session as imap_session
+        except ImportError:
+            log.debug("protocols.imap.session missing: no IMAP listener")
+            return None
+        settings = self.imap_settings(listener)
+        config_cls = getattr(imap_session, "ImapConfig", None)
+        if config_cls is not None and dataclasses.is_dataclass(config_cls):
+            names = {f.name for f in dataclasses.fields(config_cls)}
+            settings = config_cls(**{k: v for k, v in settings.items() if k in names})
+
+        def factory(ctx: SessionContext):
+            return imap_session.ImapSession(ctx, self, settings)
         return factory

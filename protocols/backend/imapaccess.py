@@ -1,0 +1,503 @@
+"""The IMAP side of the mail access service (contracts.ImapMailAccess).
+
+An IMAP session (RFC 9051, RFC 3501) asks for a user's mailboxes
+(``open_account``), and for one selected folder (``ImapAccount.open``).
+Every step that touches the disk runs on the worker pool through
+``loop.run_in_thread`` and answers through a completion callback on the loop
+thread, one step after another per account and per open folder in the order
+asked (as mailaccess.py's AsyncMaildrop does for POP3: issue 9 §2).  The store
+does the work (store/mailboxes.py: the folder tree; store/folder.py: messages);
+this module only translates:
+
+* names: the contract's IMAP names go to store/mailboxes.py as they are; the
+  change hub is keyed by the on-disk Maildir++ name ("a.b" for "a/b"), the
+  key delivery and POP3 already announce INBOX under;
+* flags: IMAP's system flags to the maildir-spec letters (\\Seen S,
+  \\Answered R, \\Flagged F, \\Deleted T, \\Draft D, RFC 9051 §2.3.2) and
+  keywords to Dovecot's letters through dovecot-keywords (store/folder.py);
+  \\Recent is never stored (a session property, store/folder_imap.py);
+* errors: the store's exceptions become ``MailboxError`` with the response
+  code of RFC 5530 / RFC 9051 §7.1 (NONEXISTENT, ALREADYEXISTS, CANNOT,
+  HASCHILDREN, TRYCREATE, LIMIT, INUSE) and RFC 6154 §3 (USEATTR); other
+  OSErrors are handed over as they are (the session answers NO, logs it).
+
+Own changes (APPEND, STORE, EXPUNGE, COPY/MOVE, DELETE, RENAME) are announced
+to the change hub once done, so the other sessions on the folder hear at
+once; local delivery and POP3 announce INBOX themselves.
+
+Per-user limit: at most ``max_userip`` accounts open for one user from one
+address (Dovecot's mail_max_userip_connections, default 10); beyond it
+``open_account`` answers ``MailboxError("LIMIT", ...)``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import logging
+from collections import deque
+from typing import Callable, Deque, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+
+from protocols.backend.contracts import (AppendResult, CopyOutcome, FolderChanges, FolderEntry, FolderState,
+                                         FolderStatus, MailboxError, MessageMeta, StoreOutcome)
+from store import dovecot_files as dv
+from store import mailboxes as mb
+from store.maildir import MailStore
+
+log = logging.getLogger("mailsrv.imap.access")
+Done = Callable[[object], None]
+
+# RFC 9051 §2.3.2 system flags and maildir-spec's info letters (as Dovecot maps them).
+FLAG_LETTERS = {"\\Seen": "S", "\\Answered": "R", "\\Flagged": "F", "\\Deleted": "T", "\\Draft": "D"}
+LETTER_FLAGS = {v: k for k, v in FLAG_LETTERS.items()}
+_BY_LOWER = {k.lower(): v for k, v in FLAG_LETTERS.items()}
+# Dovecot's mail_max_userip_connections default: IMAP sessions of one user from one address.
+MAX_USERIP_CONNECTIONS = 10
+
+
+def _ignore(result: object) -> None:
+    pass
+
+
+def split_flags(flags: Iterable[str]) -> Tuple[str, Tuple[str, ...]]:
+    """IMAP flags -> (maildir letters, keywords).  \\Recent is dropped (RFC 9051 §2.3.2:
+    not storable); another \\word is no flag of ours: MailboxError CANNOT."""
+    letters, keywords = [], []
+    for flag in flags:
+        if flag.startswith("\\"):
+            letter = _BY_LOWER.get(flag.lower())
+            if letter is not None:
+                letters.append(letter)
+            elif flag.lower() != "\\recent":
+                raise MailboxError("CANNOT", "%s is not a flag that can be stored" % flag[:40])
+        else:
+            keywords.append(flag)
+    return "".join(sorted(set(letters))), tuple(dict.fromkeys(keywords))
+
+
+def same_case(defined: Sequence[str], keywords: Sequence[str]) -> Tuple[str, ...]:
+    """Keywords in the spelling the folder already has: flag names are atoms, and "all
+    alphabetic characters are case insensitive" (RFC 9051 §9, note 1), so "$label1" is
+    the folder's "$Label1", and one request's case variants are one keyword."""
+    have = {w.lower(): w for w in defined}
+    out: Dict[str, str] = {}
+    for word in keywords:
+        out.setdefault(word.lower(), have.get(word.lower(), word))
+    return tuple(out.values())
+
+
+@functools.lru_cache(maxsize=256)
+def _system_flags(letters: str) -> FrozenSet[str]:
+    return frozenset(LETTER_FLAGS[c] for c in letters if c in LETTER_FLAGS)
+
+
+def imap_flags(letters: str, keywords: FrozenSet[str]) -> FrozenSet[str]:
+    """Maildir letters and keywords -> IMAP flag strings (letters we do not know, like P, are not shown)."""
+    system = _system_flags(letters)
+    return system | keywords if keywords else system
+
+
+def hub_key(name: str) -> str:
+    """The change hub's folder key: "INBOX", else the Maildir++ name without its dot."""
+    name = mb.normalize(name)
+    return "INBOX" if name == "INBOX" else mb.dir_name(mb.check_name(name))[1:]
+
+
+def translate(exc: BaseException, name: str = "") -> BaseException:
+    """A store exception -> the contract's MailboxError (others as they are)."""
+    if isinstance(exc, MailboxError):
+        return exc
+    if isinstance(exc, mb.NoMailbox):
+        return MailboxError("NONEXISTENT", str(exc))
+    if isinstance(exc, mb.MailboxExists):
+        return MailboxError("ALREADYEXISTS", str(exc))
+    if isinstance(exc, mb.Refused):
+        return MailboxError(exc.code, str(exc))
+    if isinstance(exc, mb.BadUse):
+        return MailboxError("USEATTR", str(exc))
+    if isinstance(exc, mb.BadName):
+        return MailboxError("CANNOT", str(exc))
+    if isinstance(exc, dv.LockTimeout):
+        return MailboxError("INUSE", "mailbox %s is locked by another process; try again" % name)
+    if isinstance(exc, FileNotFoundError) and name:
+        return MailboxError("NONEXISTENT", "mailbox %s no longer exists" % name)
+    if isinstance(exc, ValueError):
+        text = str(exc)
+        return MailboxError("LIMIT" if "keywords" in text else "CANNOT", text)
+    return exc
+
+
+class Serial:
+    """Jobs on the worker pool one after another, answers on the loop thread in order;
+    a store exception is translated in the worker (run_in_thread hands exceptions over)."""
+
+    def __init__(self, loop):
+        self._loop = loop
+        self._jobs: Deque[Tuple[Callable[[], object], Done, str]] = deque()
+        self._running = False
+
+    def submit(self, fn: Callable[[], object], done: Optional[Done], name: str = "") -> None:
+        self._jobs.append((fn, done or _ignore, name))
+        if not self._running:
+            self._next()
+
+    def _next(self) -> None:
+        if not self._jobs:
+            self._running = False
+            return
+        self._running = True
+        fn, done, name = self._jobs.popleft()
+
+        def job() -> object:
+            try:
+                return fn()
+            except Exception as exc:
+                mapped = translate(exc, name)
+                if mapped is exc:
+                    log.warning("IMAP mailbox step failed mailbox=%s: %r", name or "-", exc)
+                    raise
+                raise mapped from exc
+
+        def answered(result: object) -> None:
+            try:
+                done(result)
+            finally:
+                self._next()
+        self._loop.run_in_thread(job, answered)
+
+
+def _timestamp(when: Optional[datetime.datetime]) -> Optional[float]:
+    if when is None:
+        return None
+    if when.tzinfo is None:                   # no zone: taken as UTC (RFC 9051 date-time has one)
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
+
+
+class ImapAccessService:
+    """``open_account`` for the IMAP sessions; one per server."""
+
+    def __init__(self, loop, store: MailStore, hub, max_userip: int = MAX_USERIP_CONNECTIONS):
+        self.loop = loop
+        self.store = store
+        self.hub = hub
+        self.max_userip = max_userip
+        self._open: Dict[Tuple[str, str], int] = {}
+
+    def open_account(self, ctx, user: str, done: Done) -> None:
+        """The user's account, made ready on a worker (Maildir, first-login folders)."""
+        key = (user, ctx.peer_ip if ctx is not None else "")
+        if self._open.get(key, 0) >= self.max_userip:
+            refusal = MailboxError("LIMIT", "too many IMAP sessions for %s from %s (imap_max_userip_connections %d)"
+                                   % (user, key[1], self.max_userip))
+            self.loop.call_soon(lambda: done(refusal))
+            return
+
+        def work() -> mb.Mailboxes:
+            return mb.user_mailboxes(self.store, user)
+
+        self._open[key] = self._open.get(key, 0) + 1     # counted from now: opens in flight too
+
+        def opened(result: object) -> None:
+            if isinstance(result, BaseException):
+                self._closed(key)
+                done(result)
+                return
+            done(ImapAccount(self, user, result, lambda: self._closed(key)))
+        self.loop.run_in_thread(work, opened)
+
+    def _closed(self, key: Tuple[str, str]) -> None:
+        left = self._open.get(key, 0) - 1
+        if left > 0:
+            self._open[key] = left
+        else:
+            self._open.pop(key, None)
+
+    def announce(self, user: str, name: str) -> None:
+        try:
+            key = hub_key(name)
+        except mb.BadName:
+            return                            # no such folder can exist: nobody watches it
+        self.hub.announce(user, key)
+
+
+class ImapAccount:
+    """contracts.ImapAccount over store/mailboxes.py."""
+
+    def __init__(self, service: ImapAccessService, user: str, boxes: mb.Mailboxes, on_close):
+        self.user = user
+        self._service = service
+        self._loop = service.loop
+        self._boxes = boxes
+        self._serial = Serial(service.loop)
+        self._folders: List["OpenFolder"] = []
+        self._on_close = on_close
+
+    def _then_announce(self, names: Sequence[str], done: Done) -> Done:
+        def answered(result: object) -> None:
+            if not isinstance(result, BaseException):
+                for name in names:
+                    self._service.announce(self.user, name)
+            done(result)
+        return answered
+
+    def list(self, done: Done) -> None:
+        """LIST (RFC 9051 §6.3.9): every mailbox, INBOX first."""
+        def work():
+            return tuple(FolderEntry(e.name, e.special_use, e.subscribed, e.exists, e.has_children)
+                         for e in self._boxes.list())
+        self._serial.submit(work, done)
+
+    def create(self, name: str, special_use: Sequence[str], done: Done) -> None:
+        """CREATE (RFC 9051 §6.3.4, RFC 6154 §3)."""
+        uses = tuple(special_use)
+        self._serial.submit(lambda: self._boxes.create(name, uses), done, name)
+
+    def delete(self, name: str, done: Done) -> None:
+        """DELETE (RFC 9051 §6.3.5): sessions that had it selected hear of it."""
+        self._serial.submit(lambda: self._boxes.delete(name), self._then_announce([name], done), name)
+
+    def rename(self, old: str, new: str, done: Done) -> None:
+        """RENAME (RFC 9051 §6.3.6)."""
+        self._serial.submit(lambda: self._boxes.rename(old, new), self._then_announce([old, new], done), old)
+
+    def subscribe(self, name: str, subscribed: bool, done: Done) -> None:
+        """SUBSCRIBE / UNSUBSCRIBE (RFC 9051 §6.3.7, §6.3.8)."""
+        self._serial.submit(lambda: self._boxes.subscribe(name, subscribed), done, name)
+
+    def status(self, name: str, done: Done) -> None:
+        """STATUS (RFC 9051 §6.3.11): from the snapshot (file names), no message file read."""
+        def work() -> FolderStatus:
+            folder = self._boxes.folder(name)
+            snap = folder.sync().snapshot
+            first = folder.recent_from()
+            msgs = snap.messages
+            return FolderStatus(len(msgs), snap.uidnext, snap.uidvalidity,
+                                sum(1 for m in msgs if "S" not in m.flags),
+                                sum(1 for m in msgs if "T" in m.flags),
+                                sum(m.size for m in msgs), sum(1 for m in msgs if m.uid >= first),
+                                snap.highestmodseq)
+        self._serial.submit(work, done, name)
+
+    def append(self, name: str, items, done: Done) -> None:
+        """APPEND / MULTIAPPEND (RFC 9051 §6.3.12, RFC 3502): all or none, durable; a
+        missing mailbox is TRYCREATE (RFC 9051 §6.3.12), never created."""
+        items = list(items)
+
+        def work() -> AppendResult:
+            try:
+                folder = self._boxes.folder(name)
+            except mb.NoMailbox as e:
+                raise MailboxError("TRYCREATE", str(e))
+            batch = []
+            for item in items:
+                letters, keywords = split_flags(item.flags)
+                keywords = same_case(folder.keywords(), keywords)
+                batch.append((item.data, letters, keywords, _timestamp(item.internal_date)))
+            added = folder.append_many(batch)
+            return AppendResult(added[0].uidvalidity if added else folder.snapshot().uidvalidity,
+                                tuple(a.uid for a in added))
+        self._serial.submit(work, self._then_announce([name], done), name)
+
+    def open(self, name: str, readonly: bool, done: Done) -> None:
+        """SELECT / EXAMINE (RFC 9051 §6.3.2, §6.3.3)."""
+        def work():
+            folder = self._boxes.folder(name)
+            opened = OpenFolder(self, mb.normalize(name), readonly, folder)
+            opened._state = opened._look(None)[0]
+            return opened
+
+        def answered(result: object) -> None:
+            if isinstance(result, OpenFolder):
+                self._folders.append(result)
+            done(result)
+        self._serial.submit(work, answered, name)
+
+    def target(self, name: str):
+        """The Folder of a COPY/MOVE target (on a worker): TRYCREATE when missing."""
+        try:
+            return self._boxes.folder(name)
+        except mb.NoMailbox as e:
+            raise MailboxError("TRYCREATE", str(e))
+
+    def close(self) -> None:
+        for folder in list(self._folders):
+            folder.close()
+        self._folders = []
+        if self._on_close is not None:
+            self._on_close()
+            self._on_close = None
+
+
+class OpenFolder:
+    """contracts.OpenFolder: a selected folder of one session."""
+
+    def __init__(self, account: ImapAccount, name: str, readonly: bool, folder):
+        self.name = name
+        self.readonly = readonly
+        self._account = account
+        self._folder = folder
+        self._serial = Serial(account._loop)
+        self._state: Optional[FolderState] = None
+        self._metas: Dict[int, Tuple[object, MessageMeta]] = {}   # uid -> (store message, its meta)
+        self._seen: object = None          # the store snapshot the last state was built from
+        self._seen_first = 0               # EXAMINE: the first recent UID then
+        self._watches: List[object] = []
+        self._closed = False
+
+    def state(self) -> FolderState:
+        return self._state
+
+    # -- building states (on a worker) ----------------------------------------------
+    def _look(self, prev: Optional[FolderState]) -> Tuple[FolderState, Tuple[int, ...], Tuple[int, ...], Tuple[int, ...]]:
+        folder = self._folder
+        snap = folder.sync().snapshot
+        if self.readonly:
+            first = folder.recent_from()      # EXAMINE claims nothing (RFC 3501 §6.3.2)
+            if prev is not None and snap is self._seen and first == self._seen_first:
+                return prev, (), (), ()       # the store's snapshot object is unchanged: so is ours
+            self._seen_first = first
+            recent = frozenset(m.uid for m in snap.messages if m.uid >= first)
+        elif prev is not None and snap is self._seen:
+            return prev, (), (), ()           # same snapshot: no message, flag or \Recent change
+        else:
+            # nothing new since the last look: nothing to claim (no dotlock taken)
+            fresh = prev is None or snap.uidnext != prev.uidnext or snap.uidvalidity != prev.uidvalidity
+            first = folder.claim_recent(snap.uidnext) if fresh else snap.uidnext
+            kept = prev.recent if prev is not None else frozenset()
+            recent = frozenset(m.uid for m in snap.messages if m.uid >= first or m.uid in kept)
+        self._seen = snap
+        dates = folder.dates(snap.messages)
+        metas, cache = [], {}
+        for m in snap.messages:
+            hit = self._metas.get(m.uid)
+            if hit is not None and hit[0] is m:
+                meta = hit[1]
+            else:
+                internal, saved = dates[m.key]
+                meta = MessageMeta(m.uid, imap_flags(m.flags, m.keywords), m.size, internal, m.modseq, saved)
+            cache[m.uid] = (m, meta)
+            metas.append(meta)
+        self._metas = cache
+        state = FolderState(snap.uidvalidity, snap.uidnext, snap.highestmodseq, tuple(metas),
+                            folder.keywords(), recent)
+        if prev is None:
+            return state, (), (), ()
+        before = {m.uid: m for m in prev.messages}
+        now = {m.uid for m in metas}
+        new = tuple(m.uid for m in metas if m.uid not in before)
+        gone = tuple(u for u in before if u not in now)
+        changed = tuple(m.uid for m in metas if m.uid in before and
+                        (before[m.uid].flags, before[m.uid].modseq) != (m.flags, m.modseq))
+        return state, new, gone, changed
+
+    def refresh(self, done: Done) -> None:
+        """Sync: ``FolderChanges`` since the state last given to this session."""
+        def work() -> FolderChanges:
+            state, new, gone, changed = self._look(self._state)
+            return FolderChanges(state, new, gone, changed)
+
+        def answered(result: object) -> None:
+            if isinstance(result, FolderChanges):
+                self._state = result.state
+            done(result)
+        self._serial.submit(work, answered, self.name)
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """The change hub (protocols/backend/hub.py): own process at once, others by its poll."""
+        account = self._account
+        handle = account._service.hub.subscribe(account.user, hub_key(self.name), lambda _u, _f: callback())
+        self._watches.append(handle)
+
+        def stop() -> None:
+            handle.cancel()
+            if handle in self._watches:
+                self._watches.remove(handle)
+        return stop
+
+    def read(self, uid: int, done: Done) -> None:
+        """The message in CRLF form; None once it is gone (RFC 2180 §4.1)."""
+        self._serial.submit(lambda: self._folder.read_crlf(uid), done, self.name)
+
+    def _refuse_readonly(self, done: Done) -> None:
+        """RFC 9051 §6.3.3: EXAMINE permits no change; answered in order, on the loop."""
+        refusal = MailboxError("CANNOT", "mailbox %s is read-only (selected with EXAMINE)" % self.name)
+        self._serial.submit(lambda: refusal, lambda result: done(refusal))
+
+    def _announce(self, names: Sequence[str], done: Done) -> Done:
+        return self._account._then_announce(names, done)
+
+    def store(self, uids: Sequence[int], flags: Sequence[str], mode: str,
+              unchanged_since: Optional[int], done: Done) -> None:
+        """STORE (RFC 9051 §6.4.6; RFC 7162 §3.1.3 UNCHANGEDSINCE)."""
+        uids, flags = list(uids), list(flags)
+        if self.readonly:
+            self._refuse_readonly(done)
+            return
+        self._serial.submit(lambda: self._store(uids, flags, mode, unchanged_since),
+                            self._announce([self.name], done), self.name)
+
+    def _store(self, uids, flags, mode, unchanged_since) -> StoreOutcome:
+        letters, keywords = split_flags(flags)
+        keywords = same_case(self._folder.keywords(), keywords)
+        if mode not in ("add", "remove", "replace"):
+            raise MailboxError("CANNOT", "STORE mode %r" % mode)
+        folder, modified, touched = self._folder, (), set()
+        todo = list(uids)
+        if letters or mode == "replace":
+            result = folder.set_flags(todo, letters, mode, unchanged_since)
+            modified, unchanged_since = result.modified, None
+            touched.update(c.uid for c in result.changed)
+            todo = [u for u in todo if u not in set(modified)]
+        if keywords or mode == "replace":
+            result = folder.set_keywords(todo, keywords, mode, unchanged_since)
+            modified = tuple(modified) + tuple(result.modified)
+            touched.update(c.uid for c in result.changed)
+        snap = folder.snapshot()
+        changed = []
+        for uid in sorted(touched):
+            m = snap.by_uid(uid)
+            if m is not None:
+                internal, saved = folder.dates([m])[m.key]
+                changed.append(MessageMeta(uid, imap_flags(m.flags, m.keywords), m.size, internal, m.modseq, saved))
+        return StoreOutcome(tuple(changed), tuple(modified))
+
+    def expunge(self, uids: Sequence[int], done: Done) -> None:
+        """EXPUNGE / UID EXPUNGE (RFC 9051 §6.4.3, RFC 4315 §2.1): only messages marked \\Deleted."""
+        uids = list(uids)
+        if self.readonly:
+            self._refuse_readonly(done)
+            return
+
+        def work() -> Tuple[int, ...]:
+            snap = self._folder.sync().snapshot
+            marked = [u for u in uids if snap.by_uid(u) is not None and "T" in snap.by_uid(u).flags]
+            return self._folder.expunge(marked).uids if marked else ()
+        self._serial.submit(work, self._announce([self.name], done), self.name)
+
+    def copy(self, uids: Sequence[int], target: str, move: bool, done: Done) -> None:
+        """COPY (RFC 9051 §6.4.7) / MOVE (RFC 6851 §3): durable in the target first."""
+        uids = list(uids)
+        if move and self.readonly:
+            self._refuse_readonly(done)
+            return
+
+        def work() -> CopyOutcome:
+            dest = self._account.target(target)
+            if move:
+                copied, gone = self._folder.move(uids, dest)
+                return CopyOutcome(copied.uidvalidity, copied.uid_map, gone.uids)
+            copied = self._folder.copy(uids, dest)
+            return CopyOutcome(copied.uidvalidity, copied.uid_map)
+        self._serial.submit(work, self._announce([target] + ([self.name] if move else []), done), self.name)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for handle in list(self._watches):
+            handle.cancel()
+        self._watches = []
+        folders = self._account._folders
+        if self in folders:
+            folders.remove(self)

@@ -1,0 +1,112 @@
+"""What IMAP asks of a folder beyond store/folder.py's changes: a UIDVALIDITY
+chosen by the caller for a folder just created, the keywords defined,
+INTERNALDATE / SAVEDATE of each message, and \\Recent.
+
+A mixin of ``Folder`` (same state, same locks), kept apart so each module
+stays readable.
+
+* INTERNALDATE (RFC 9051 §2.3.3) is the file's mtime, as Dovecot's Maildir
+  has it (APPEND with a date sets it with utime before the file is visible,
+  store/folder.py); SAVEDATE (RFC 8514 §3) the file's ctime when first seen,
+  as Dovecot's maildir_mail_get_save_date() falls back to.  Both are stat'ed
+  once per message and process, kept by Maildir key (the key survives flag
+  renames), so a second SELECT stats nothing.
+* \\Recent (RFC 3501 §2.3.2: "this session is the first session to have been
+  notified about this message"): Dovecot keeps the first UID not yet claimed
+  in its index header (first_recent_uid); we keep it in ``mailsrv-recent``
+  (one decimal number) in the folder.  A read-write SELECT, and each later
+  look of that session at the folder, claims every UID from that number up
+  to the UIDNEXT it saw, under the folder's lock, so exactly one session gets
+  each message as recent; EXAMINE and STATUS only read it (RFC 3501 §6.3.2:
+  EXAMINE "MUST NOT cause messages to lose the \\Recent flag").  The file is
+  replaced by rename without fsync: an OS crash may make messages recent a
+  second time, never lose one.  A folder without the file has every message
+  recent (as a new Dovecot index does).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Dict, Iterable, Tuple
+
+from store import dovecot_files as dv
+
+RECENT_FILE = "mailsrv-recent"
+# Dates kept per folder beyond the live messages before the stale ones are dropped (ours).
+DATES_SLACK = 1000
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+class ImapMixin:
+    def initialize(self, uidvalidity: int) -> None:
+        """A folder just created gets this UIDVALIDITY (a new uidlist), unless it has one."""
+        with self._locked():
+            if not os.path.exists(os.path.join(self.path, dv.UIDLIST)):
+                self._write_new_uidlist(dv.Header(uidvalidity, 1, dv.new_guid()), [])
+
+    def keywords(self) -> Tuple[str, ...]:
+        """The keywords defined in dovecot-keywords, in letter order (FLAGS, RFC 9051 §7.3.5)."""
+        with self._lock:
+            self._load_keywords()
+            return tuple(self._kw[i] for i in sorted(self._kw))
+
+    def dates(self, messages: Iterable) -> Dict[str, Tuple[float, float]]:
+        """Maildir key -> (INTERNALDATE, SAVEDATE) for these snapshot messages; a file
+        gone meanwhile gets (0, 0) until the next look."""
+        with self._lock:
+            cache = self.__dict__.setdefault("_dates", {})
+            out, live = {}, 0
+            for m in messages:
+                live += 1
+                hit = cache.get(m.key)
+                if hit is None:
+                    try:
+                        st = os.stat(m.path)
+                    except FileNotFoundError:
+                        out[m.key] = (0.0, 0.0)
+                        continue
+                    hit = cache[m.key] = (st.st_mtime, st.st_ctime)
+                out[m.key] = hit
+            if len(cache) > live + DATES_SLACK:
+                self.__dict__["_dates"] = {k: v for k, v in cache.items() if k in out}
+            return out
+
+    def read_crlf(self, uid: int):
+        """The message in CRLF form (every LF not after a CR sent as CRLF, the size
+        RFC822.SIZE counts), or None when it is gone (RFC 2180 §4.1)."""
+        for fresh in (False, True):
+            snap = self._snap if not fresh and self._snap is not None else self.sync().snapshot
+            msg = snap.by_uid(uid)
+            if msg is None:
+                continue
+            try:
+                with open(msg.path, "rb") as f:
+                    return _BARE_LF.sub(b"\r\n", f.read())
+            except FileNotFoundError:
+                continue              # renamed by a flag change meanwhile: look again
+        return None
+
+    # -- \Recent --------------------------------------------------------------------
+    def recent_from(self) -> int:
+        """The first UID no session has claimed as recent (1: none claimed)."""
+        try:
+            with open(os.path.join(self.path, RECENT_FILE), "rb") as f:
+                value = f.read(32).strip()
+            return int(value) if value.isdigit() and int(value) > 0 else 1
+        except FileNotFoundError:
+            return 1
+
+    def claim_recent(self, uidnext: int) -> int:
+        """Claim the UIDs below ``uidnext`` for the calling session; returns the first UID
+        it got (those from it to ``uidnext`` - 1 are recent for it alone)."""
+        with self._locked():
+            first = self.recent_from()
+            if uidnext > first:
+                path = os.path.join(self.path, RECENT_FILE)
+                tmp = "%s.tmp.%d" % (path, os.getpid())
+                with open(tmp, "wb") as f:
+                    f.write(b"%d\n" % uidnext)
+                os.replace(tmp, path)
+            return first
+

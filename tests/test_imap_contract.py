@@ -1,0 +1,261 @@
+"""One set of checks of the IMAP mail-access contract (protocols/backend/contracts.py:
+ImapMailAccess, ImapAccount, OpenFolder), run against every implementation.
+
+The IMAP session is tested against a fake (tests/imap_fake.py, from the session's
+branch); this module holds the fake and the real service
+(protocols/backend/imapaccess.py over store/) to the same answers, so a session
+tested against the fake is tested against what the store does (issue 9 §2).
+
+An implementation joins by a harness class in HARNESSES: ``open_account(peer)``
+gives an ImapAccount, ``run(start)`` calls ``start(done)`` and returns the one
+value ``done`` got (driving its loop as needed), ``drain()`` lets pending
+callbacks run.  The checks are written once, in ContractChecks.
+"""
+
+from __future__ import annotations
+
+import inspect
+import shutil
+import tempfile
+import unittest
+from typing import Callable, List
+
+from protocols.backend import contracts as c
+from protocols.backend.hub import ChangeHub
+from protocols.backend.imapaccess import ImapAccessService
+from protocols.base import SessionContext
+from store.maildir import MailStore
+
+USER = "carol@example.org"
+MSG = b"Subject: contract\r\n\r\nbody\r\n"
+
+
+class Harness:
+    """What a check needs from one implementation."""
+
+    name = "?"
+
+    def open_account(self, peer: str = "127.0.0.1") -> c.ImapAccount: ...
+
+    def run(self, start: Callable[[Callable], None]) -> object: ...
+
+    def drain(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class RealHarness(Harness):
+    """protocols/backend/imapaccess.py on a temporary Maildir, its worker steps run in order."""
+
+    name = "real"
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="mailsrv-imapcontract-")
+        self.jobs: List = []
+        store = MailStore(self.dir, "mx.example.org")
+        self.service = ImapAccessService(self, store, ChangeHub(self, store.maildir_path))
+
+    # the loop, as the service uses it
+    def run_in_thread(self, fn, callback):
+        self.jobs.append((fn, callback))
+
+    def call_soon(self, fn):
+        self.jobs.append((lambda: None, lambda _r: fn()))
+
+    def call_later(self, delay, fn):
+        return None
+
+    def drain(self) -> None:
+        while self.jobs:
+            fn, callback = self.jobs.pop(0)
+            try:
+                result = fn()
+            except Exception as exc:
+                result = exc
+            callback(result)
+
+    def run(self, start):
+        got: List[object] = []
+        start(got.append)
+        self.drain()
+        assert len(got) == 1, "done called %d times" % len(got)
+        return got[0]
+
+    def open_account(self, peer: str = "127.0.0.1"):
+        ctx = SessionContext(peer=(peer, 1143), listener="imap")
+        return self.run(lambda done: self.service.open_account(ctx, USER, done))
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, True)
+
+
+# The lead adds the session helper's fake here at the merge (tests/imap_fake.py).
+HARNESSES = [RealHarness]
+
+
+class ContractChecks:
+    """Mixed into one TestCase per harness (below)."""
+
+    harness_class = Harness
+
+    def setUp(self):
+        self.h = self.harness_class()
+        self.addCleanup(self.h.close)
+        self.account = self.h.open_account()
+        self.addCleanup(self.account.close)
+
+    def ok(self, start):
+        result = self.h.run(start)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def code(self, start) -> str:
+        result = self.h.run(start)
+        self.assertIsInstance(result, c.MailboxError, "%s: expected a MailboxError" % self.h.name)
+        return result.code
+
+    def append(self, name, *items):
+        return self.ok(lambda done: self.account.append(name, [c.AppendItem(*i) for i in items], done))
+
+    def select(self, name="INBOX", readonly=False, account=None):
+        folder = self.ok(lambda done: (account or self.account).open(name, readonly, done))
+        self.addCleanup(folder.close)
+        return folder
+
+    # -- ImapAccount --------------------------------------------------------------
+    def test_account_has_its_user_and_lists_inbox_first_with_special_use(self):
+        self.assertEqual(self.account.user, USER)
+        entries = self.ok(self.account.list)
+        self.assertTrue(all(isinstance(e, c.FolderEntry) for e in entries))
+        self.assertEqual(entries[0].name, "INBOX")
+        uses = {u for e in entries for u in e.special_use}
+        self.assertEqual(uses, {"\\Sent", "\\Drafts", "\\Trash", "\\Junk", "\\Archive"})
+
+    def test_create_rename_delete(self):
+        self.assertIsNone(self.ok(lambda done: self.account.create("A/B", (), done)))
+        names = {e.name for e in self.ok(self.account.list) if e.exists}
+        self.assertTrue({"A", "A" + c.HIERARCHY_SEP + "B"} <= names)
+        self.assertIsNone(self.ok(lambda done: self.account.rename("A", "Z", done)))
+        names = {e.name for e in self.ok(self.account.list) if e.exists}
+        self.assertIn("Z/B", names)
+        self.assertNotIn("A/B", names)
+        self.assertIsNone(self.ok(lambda done: self.account.delete("Z/B", done)))
+
+    def test_error_codes(self):
+        self.assertEqual(self.code(lambda done: self.account.create("Sent", (), done)), "ALREADYEXISTS")
+        self.assertEqual(self.code(lambda done: self.account.delete("INBOX", done)), "CANNOT")
+        self.assertEqual(self.code(lambda done: self.account.delete("Nope", done)), "NONEXISTENT")
+        self.assertEqual(self.code(lambda done: self.account.open("Nope", False, done)), "NONEXISTENT")
+        self.assertEqual(self.code(lambda done: self.account.status("Nope", done)), "NONEXISTENT")
+        self.assertEqual(self.code(lambda done: self.account.append("Nope", [c.AppendItem(MSG)], done)),
+                         "TRYCREATE")
+
+    def test_subscribe_shows_in_list(self):
+        self.ok(lambda done: self.account.subscribe("Sent", False, done))
+        self.ok(lambda done: self.account.subscribe("Elsewhere", True, done))
+        entries = {e.name: e for e in self.ok(self.account.list)}
+        self.assertFalse(entries["Sent"].subscribed)
+        self.assertTrue(entries["Elsewhere"].subscribed)
+        self.assertFalse(entries["Elsewhere"].exists)
+
+    def test_append_answers_appenduid_and_status_counts(self):
+        result = self.append("INBOX", (MSG, ("\\Seen",)), (MSG, ("\\Deleted", "$Label1")))
+        self.assertIsInstance(result, c.AppendResult)
+        self.assertEqual(len(result.uids), 2)
+        self.assertLess(result.uids[0], result.uids[1])
+        status = self.ok(lambda done: self.account.status("INBOX", done))
+        self.assertIsInstance(status, c.FolderStatus)
+        self.assertEqual((status.messages, status.unseen, status.deleted), (2, 1, 1))
+        self.assertEqual(status.uidvalidity, result.uidvalidity)
+        self.assertGreater(status.uidnext, result.uids[1])
+        self.assertEqual(status.size, 2 * len(MSG))
+        self.assertGreater(status.highestmodseq, 0)
+
+    # -- OpenFolder ---------------------------------------------------------------
+    def test_open_gives_plain_state(self):
+        result = self.append("INBOX", (MSG, ("\\Flagged", "Work")))
+        folder = self.select()
+        self.assertEqual((folder.name, folder.readonly), ("INBOX", False))
+        state = folder.state()
+        self.assertIsInstance(state, c.FolderState)
+        self.assertEqual(state.uidvalidity, result.uidvalidity)
+        meta = state.messages[0]
+        self.assertEqual((meta.uid, meta.flags, meta.size), (result.uids[0], frozenset({"\\Flagged", "Work"}), len(MSG)))
+        self.assertNotIn("\\Recent", meta.flags)
+        self.assertIn("Work", state.keywords)
+
+    def test_read_store_expunge(self):
+        uids = self.append("INBOX", (MSG,), (MSG,)).uids
+        folder = self.select()
+        self.assertEqual(self.ok(lambda done: folder.read(uids[0], done)), MSG)
+        self.assertIsNone(self.ok(lambda done: folder.read(uids[1] + 100, done)))
+        out = self.ok(lambda done: folder.store([uids[0]], ["\\Deleted", "\\Seen"], "add", None, done))
+        self.assertIsInstance(out, c.StoreOutcome)
+        self.assertEqual(out.changed[0].flags, frozenset({"\\Deleted", "\\Seen"}))
+        out = self.ok(lambda done: folder.store([uids[0]], ["\\Seen"], "remove", None, done))
+        self.assertEqual(out.changed[0].flags, frozenset({"\\Deleted"}))
+        self.assertEqual(tuple(self.ok(lambda done: folder.expunge(list(uids), done))), (uids[0],))
+        changes = self.ok(folder.refresh)
+        self.assertIsInstance(changes, c.FolderChanges)
+        self.assertEqual(tuple(changes.expunged), (uids[0],))
+        self.assertEqual([m.uid for m in folder.state().messages], [uids[1]])
+
+    def test_copy_move_and_trycreate(self):
+        uids = self.append("INBOX", (MSG,), (MSG,)).uids
+        folder = self.select()
+        out = self.ok(lambda done: folder.copy([uids[0]], "Archive", False, done))
+        self.assertIsInstance(out, c.CopyOutcome)
+        self.assertEqual([src for src, _dst in out.uid_map], [uids[0]])
+        out = self.ok(lambda done: folder.copy([uids[1]], "Trash", True, done))
+        self.assertEqual(tuple(out.expunged), (uids[1],))
+        self.assertEqual(self.code(lambda done: folder.copy([uids[0]], "Nope", False, done)), "TRYCREATE")
+        for name in ("Archive", "Trash"):
+            self.assertEqual(self.ok(lambda done: self.account.status(name, done)).messages, 1)
+
+    def test_another_sessions_changes_reach_watch_and_refresh(self):
+        uids = self.append("INBOX", (MSG,)).uids
+        other = self.h.open_account()
+        self.addCleanup(other.close)
+        mine, theirs = self.select(), self.select(account=other)
+        heard: List[int] = []
+        stop = mine.watch(lambda: heard.append(1))
+        self.assertTrue(callable(stop))
+        self.ok(lambda done: theirs.store([uids[0]], ["\\Answered"], "add", None, done))
+        self.append("INBOX", (MSG,))
+        self.h.drain()
+        self.assertTrue(heard, "%s: watch not called after another session's changes" % self.h.name)
+        changes = self.ok(mine.refresh)
+        self.assertEqual(tuple(changes.changed), (uids[0],))
+        self.assertEqual(len(changes.new), 1)
+        stop()
+
+    def test_recent_is_seen_by_one_session(self):
+        self.append("INBOX", (MSG,))
+        other = self.h.open_account()
+        self.addCleanup(other.close)
+        first, second = self.select(), self.select(account=other)
+        self.assertEqual(len(first.state().recent) + len(second.state().recent), 1)
+
+
+class BackendOffersImapTest(unittest.TestCase):
+    def test_the_backend_has_every_method_of_the_imap_backend_contract(self):
+        # what an ImapSession is given (contracts.ImapBackend): the server's Backend
+        from protocols.backend.wiring import Backend
+        wanted = [n for n in dir(c.ImapBackend) if not n.startswith("_") and callable(getattr(c.ImapBackend, n))]
+        self.assertIn("open_account", wanted)
+        for name in wanted:
+            mine = getattr(Backend, name, None)
+            self.assertIsNotNone(mine, "Backend lacks %s" % name)
+            self.assertEqual(list(inspect.signature(mine).parameters),
+                             list(inspect.signature(getattr(c.ImapBackend, name)).parameters), name)
+
+
+for _h in HARNESSES:
+    _name = "Contract%sTest" % _h.name.capitalize()
+    globals()[_name] = type(_name, (ContractChecks, unittest.TestCase), {"harness_class": _h})
+del _h, _name
+
+
+if __name__ == "__main__":
+    unittest.main()
