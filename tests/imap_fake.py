@@ -12,6 +12,8 @@ every change is announced to the folder's watchers (the change hub).
 from __future__ import annotations
 
 import itertools
+import random
+import re
 from typing import Callable, Dict, List, Optional
 
 from protocols import sasl
@@ -21,7 +23,6 @@ from protocols.backend.contracts import (AppendResult, CopyOutcome, FolderChange
 
 SPECIAL = (("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"),
            ("Junk", "\\Junk"), ("Archive", "\\Archive"))
-_validity = itertools.count(1000)
 
 
 class Msg:
@@ -35,10 +36,10 @@ class Msg:
 class Folder:
     """One stored mailbox."""
 
-    def __init__(self, name: str, special_use=()):
+    def __init__(self, name: str, special_use=(), uidvalidity: int = 1):
         self.name = name
         self.special_use = tuple(special_use)
-        self.uidvalidity = next(_validity)
+        self.uidvalidity = uidvalidity
         self.uidnext = 1
         self.modseq = 1
         self.messages: Dict[int, Msg] = {}
@@ -81,6 +82,11 @@ class FakeImapBackend:
         self.open_error: Optional[BaseException] = None
         self.clock = 1700000000.0
         self._creds = {}
+        self._validity = itertools.count(1000)
+
+    def folder(self, name: str, special_use=()) -> Folder:
+        """A new stored folder with a UIDVALIDITY never used before."""
+        return Folder(name, special_use, next(self._validity))
 
     # -- plumbing -------------------------------------------------------------
 
@@ -121,9 +127,9 @@ class FakeImapBackend:
 
     def mailboxes(self, user: str) -> Dict[str, Folder]:
         if user not in self.boxes:
-            self.boxes[user] = {"INBOX": Folder("INBOX")}
+            self.boxes[user] = {"INBOX": self.folder("INBOX")}
             for name, use in SPECIAL:
-                self.boxes[user][name] = Folder(name, (use,))
+                self.boxes[user][name] = self.folder(name, (use,))
             self.subscriptions[user] = set(["INBOX"] + [n for n, _ in SPECIAL])
         return self.boxes[user]
 
@@ -187,7 +193,7 @@ class FakeAccount:
         def create():
             if name in self.boxes:
                 raise MailboxError("ALREADYEXISTS", "Mailbox %r exists" % name)
-            self.boxes[name] = Folder(name, special_use)
+            self.boxes[name] = self.backend.folder(name, special_use)
         self._run(done, create)
 
     def delete(self, name, done):
@@ -204,7 +210,7 @@ class FakeAccount:
             if new in self.boxes:
                 raise MailboxError("ALREADYEXISTS", "Mailbox %r exists" % new)
             if old == "INBOX":
-                target = self.boxes[new] = Folder(new)
+                target = self.boxes[new] = self.backend.folder(new)
                 for m in list(box.messages.values()):
                     target.add(m.data, m.flags, m.date)
                 box.messages.clear()
@@ -350,3 +356,88 @@ class FakeOpenFolder:
             if cb in self.box.watchers:
                 self.box.watchers.remove(cb)
         self._watching = []
+
+
+# -- the session harness: transcripts fed whole, byte by byte, at random splits --
+
+def make_session(backend=None, peer=("127.0.0.1", 40000), tls_active=False, tls_available=True,
+                 **config):
+    """An ImapSession over ``backend`` (a FakeImapBackend by default), greeting drained."""
+    from protocols.base import SessionContext
+    from protocols.imap.session import ImapConfig, ImapSession
+    backend = backend or FakeImapBackend()
+    wakes = []
+    clock = [backend.clock]
+    ctx = SessionContext(peer=peer, listener="imap", tls_active=tls_active,
+                         tls_available=tls_available, wake=lambda: wakes.append(1),
+                         clock=lambda: clock[0])
+    session = ImapSession(ctx, ImapConfig(hostname="imap.example.test", **config), backend)
+    session.wakes, session.clock = wakes, clock
+    session.greeting = drain(session)
+    return session, backend
+
+
+def drain(session) -> bytes:
+    out = b""
+    while True:
+        data = session.data_to_send()
+        if not data:
+            return out
+        out += data
+
+
+def whole(data, rng):
+    return [data]
+
+
+def bytewise(data, rng):
+    return [data[i:i + 1] for i in range(len(data))]
+
+
+def random_split(data, rng):
+    if len(data) < 2:
+        return [data]
+    cuts = sorted(rng.sample(range(1, len(data)), min(len(data) - 1, rng.randint(1, 6))))
+    return [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)])]
+
+
+FEEDERS = (whole, bytewise, random_split)
+
+
+def parse_transcript(text: str):
+    """[(client bytes, expected server bytes)] from "C: " / "S: " lines; a
+    "S: " line may end in "{n}" followed by its literal lines (joined by CRLF)."""
+    steps = []
+    for raw in text.strip("\n").splitlines():
+        raw = raw.lstrip()
+        if not raw:
+            continue
+        who, line = raw[:2], raw[3:].encode("utf-8") + b"\r\n"
+        if who == "C:":
+            if not steps or steps[-1][1]:
+                steps.append([b"", b""])
+            steps[-1][0] += line
+        else:
+            if not steps:
+                steps.append([b"", b""])
+            steps[-1][1] += line
+    return steps
+
+
+def feed(session, data: bytes, feeder=whole, rng=None) -> bytes:
+    got = b""
+    for piece in feeder(data, rng or random.Random(1)):
+        session.receive_data(piece)
+        got += drain(session)
+    return got + drain(session)
+
+
+def login(session, user=b"fred", password=b"secret") -> bytes:
+    out = feed(session, b"L1 LOGIN " + user + b" " + password + b"\r\n")
+    assert b"L1 OK" in out, out
+    return out
+
+
+def mask(data: bytes) -> bytes:
+    """INTERNALDATE / capability lists vary with the test: not what a transcript checks."""
+    return re.sub(rb'INTERNALDATE "[^"]*"', b'INTERNALDATE "*"', data)
