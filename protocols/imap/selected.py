@@ -84,6 +84,8 @@ class SelectedCommands(FetchCommands):
         content = search_eval.needs_content(sa.key)
         hits = []
         for i, uid in enumerate(list(view.uids)):
+            if uid in view.gone:
+                continue    # RFC 2180 §4.3: expunged by another session, not reported
             data = None
             if content:
                 data = yield from self._read(uid)

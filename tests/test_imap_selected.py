@@ -1,0 +1,295 @@
+"""IMAP selected-state commands (protocols/imap/selected.py, fetching.py, view.py):
+SELECT / EXAMINE, FETCH, STORE, SEARCH (ESEARCH, SEARCHRES), COPY / MOVE,
+EXPUNGE / UID EXPUNGE, CLOSE / UNSELECT, and two sessions on one folder
+seeing each other's changes at the moments RFC 9051 §7.5.1 allows."""
+
+import unittest
+
+from tests.imap_fake import FakeImapBackend, drain, feed, login, make_session, mask
+from tests.test_imap_session import TranscriptCase
+
+M1 = b"From: a@example.test\r\nSubject: one\r\n\r\nbody one\r\n"
+M2 = b"From: b@example.test\r\nSubject: two\r\n\r\nbody two\r\n"
+M3 = b"From: c@example.test\r\nSubject: three\r\n\r\nbody three\r\n"
+
+
+def mailbox(*flags_list):
+    """A backend whose INBOX holds M1, M2, M3 with these flags."""
+    b = FakeImapBackend()
+    for data, flags in zip((M1, M2, M3), flags_list or ((), (), ())):
+        b.deliver("fred", data, flags=flags)
+    return b
+
+
+def selected(b=None, rev2=False, cmd=b"SELECT INBOX"):
+    s, b = make_session(b or mailbox())
+    login(s)
+    if rev2:
+        feed(s, b"e ENABLE IMAP4rev2\r\n")
+    out = feed(s, b"s " + cmd + b"\r\n")
+    assert b"s OK" in out, out
+    return s, b
+
+
+class SelectTest(TranscriptCase):
+    def test_rfc3501_6_3_1_select(self):
+        s, b = make_session(mailbox((), ("\\Seen",), ()))
+        login(s)
+        out = feed(s, b"A142 SELECT INBOX\r\n")
+        self.assertEqual(out, b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n"
+                              b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] "
+                              b"Flags permitted\r\n"
+                              b"* 3 EXISTS\r\n* 3 RECENT\r\n* OK [UNSEEN 1] First unseen\r\n"
+                              b"* OK [UIDVALIDITY 1000] UIDs valid\r\n* OK [UIDNEXT 4] Predicted next UID\r\n"
+                              b"A142 OK [READ-WRITE] SELECT completed\r\n")
+
+    def test_rfc9051_6_3_2_select_rev2_and_closed(self):
+        s, b = selected(rev2=True)
+        out = feed(s, b"A143 EXAMINE Trash\r\n")
+        self.assertEqual(out, b"* OK [CLOSED] Previous mailbox closed\r\n"
+                              b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n"
+                              b"* OK [PERMANENTFLAGS ()] Read-only mailbox\r\n"
+                              b"* 0 EXISTS\r\n"
+                              b"* OK [UIDVALIDITY 1003] UIDs valid\r\n* OK [UIDNEXT 1] Predicted next UID\r\n"
+                              b'* LIST () "/" Trash\r\n'
+                              b"A143 OK [READ-ONLY] EXAMINE completed\r\n")
+
+    def test_recent_belongs_to_one_session(self):
+        b = mailbox()
+        s1, _ = selected(b)
+        s2, _ = make_session(b)
+        login(s2)
+        self.assertIn(b"* 0 RECENT", feed(s2, b"s SELECT INBOX\r\n"))
+        out = feed(s1, b"f FETCH 1 FLAGS\r\n")
+        self.assertEqual(out, b"* 1 FETCH (FLAGS (\\Recent))\r\nf OK FETCH completed\r\n")
+
+    def test_failed_select_leaves_selected_state(self):
+        s, _ = selected()
+        self.assertEqual(feed(s, b"a SELECT nope\r\n"),
+                         b"a NO [NONEXISTENT] Mailbox 'nope' does not exist\r\n")
+        self.assertEqual(feed(s, b"b FETCH 1 FLAGS\r\n"),
+                         b"b BAD FETCH not allowed in the AUTHENTICATED state\r\n")
+
+    def test_condstore_not_offered(self):
+        s, _ = make_session(mailbox())
+        login(s)
+        self.assertEqual(feed(s, b"a SELECT INBOX (CONDSTORE)\r\n"),
+                         b"a BAD CONDSTORE and QRESYNC are not supported\r\n")
+
+
+class FetchTest(TranscriptCase):
+    def test_metadata_items(self):
+        s, b = selected()
+        out = mask(feed(s, b"a FETCH 1:2 (UID FLAGS RFC822.SIZE INTERNALDATE MODSEQ)\r\n"))
+        self.assertEqual(out, b'* 1 FETCH (UID 1 FLAGS (\\Recent) RFC822.SIZE 48 INTERNALDATE "*" MODSEQ (2))\r\n'
+                              b'* 2 FETCH (UID 2 FLAGS (\\Recent) RFC822.SIZE 48 INTERNALDATE "*" MODSEQ (3))\r\n'
+                              b"a OK FETCH completed\r\n")
+        out = feed(s, b"b FETCH 3 INTERNALDATE\r\n")
+        self.assertEqual(out, b'* 3 FETCH (INTERNALDATE "14-Nov-2023 22:13:20 +0000")\r\nb OK FETCH completed\r\n')
+
+    def test_uid_fetch_adds_uid_and_ignores_missing(self):
+        s, _ = selected()
+        out = feed(s, b"a UID FETCH 2:* FLAGS\r\nb UID FETCH 9 FLAGS\r\nc UID FETCH 9:* RFC822.SIZE\r\n")
+        self.assertEqual(out, b"* 2 FETCH (UID 2 FLAGS (\\Recent))\r\n* 3 FETCH (UID 3 FLAGS (\\Recent))\r\n"
+                              b"a OK FETCH completed\r\nb OK FETCH completed\r\n"
+                              b"* 3 FETCH (UID 3 RFC822.SIZE 52)\r\nc OK FETCH completed\r\n")
+
+    def test_sequence_number_beyond_exists_is_bad(self):
+        s, _ = selected()
+        self.assertEqual(feed(s, b"a FETCH 4 FLAGS\r\n"), b"a BAD no message 4 (3 exist)\r\n")
+        self.assertEqual(feed(s, b"a FETCH 0 FLAGS\r\n")[:6], b"a BAD ")
+
+    def test_body_fetch_sets_seen_and_reports_flags(self):
+        s, b = selected()
+        out = feed(s, b"a FETCH 1 BODY[]\r\n")
+        self.assertEqual(out, b"* 1 FETCH (BODY[] {48}\r\n" + M1 + b" FLAGS (\\Seen \\Recent))\r\n"
+                              b"a OK FETCH completed\r\n")
+        self.assertEqual(b.boxes["fred"]["INBOX"].messages[1].flags, {"\\Seen"})
+        out = feed(s, b"b FETCH 2 (BODY.PEEK[] FLAGS)\r\nc FETCH 2 RFC822.HEADER\r\n")
+        self.assertEqual(out, b"* 2 FETCH (BODY[] {48}\r\n" + M2 + b" FLAGS (\\Recent))\r\nb OK FETCH completed\r\n"
+                              b"* 2 FETCH (RFC822.HEADER {38}\r\n" + M2[:38] + b")\r\nc OK FETCH completed\r\n")
+
+    def test_examine_never_sets_seen(self):
+        s, b = selected(cmd=b"EXAMINE INBOX")
+        out = feed(s, b"a FETCH 1 RFC822\r\n")
+        self.assertEqual(out, b"* 1 FETCH (RFC822 {48}\r\n" + M1 + b")\r\na OK FETCH completed\r\n")
+        self.assertEqual(b.boxes["fred"]["INBOX"].messages[1].flags, set())
+
+    def test_unserved_item_is_no(self):
+        s, _ = selected()
+        out = feed(s, b"a FETCH 1 EMAILID\r\n")
+        self.assertEqual(out, b"a BAD EMAILID is not supported\r\n")
+
+    def test_big_fetch_waits_for_the_output_to_drain(self):
+        b = FakeImapBackend()
+        big = b"Subject: big\r\n\r\n" + b"x" * 100000 + b"\r\n"
+        for _ in range(10):
+            b.deliver("fred", big)
+        s, _ = selected(b)
+        s.receive_data(b"a FETCH 1:* BODY.PEEK[]\r\n")
+        self.assertLess(s._out_size, 400000)    # not all ten messages queued at once
+        out = drain(s)
+        self.assertEqual(out.count(b"FETCH (BODY[]"), 10)
+        self.assertTrue(out.endswith(b"a OK FETCH completed\r\n"))
+
+
+class StoreTest(TranscriptCase):
+    def test_rfc9051_6_4_6_store(self):
+        s, b = selected()
+        out = feed(s, b"A003 STORE 2:3 +FLAGS (\\Deleted)\r\n")
+        self.assertEqual(out, b"* 2 FETCH (FLAGS (\\Deleted \\Recent))\r\n* 3 FETCH (FLAGS (\\Deleted \\Recent))\r\n"
+                              b"A003 OK STORE completed\r\n")
+        out = feed(s, b"A004 STORE 2 -FLAGS.SILENT (\\Deleted)\r\nA005 UID STORE 1 FLAGS ($Work \\Flagged)\r\n")
+        self.assertEqual(out, b"A004 OK STORE completed\r\n"
+                              b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work)\r\n"
+                              b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Work \\*)] "
+                              b"Flags permitted\r\n"
+                              b"* 1 FETCH (UID 1 FLAGS (\\Flagged $Work \\Recent))\r\n"
+                              b"A005 OK STORE completed\r\n")
+        self.assertEqual(b.boxes["fred"]["INBOX"].messages[2].flags, set())
+
+    def test_store_refusals(self):
+        s, _ = selected(cmd=b"EXAMINE INBOX")
+        self.assertEqual(feed(s, b"a STORE 1 +FLAGS (\\Seen)\r\n"),
+                         b"a NO [READ-ONLY] Mailbox is read-only\r\n")
+        s, _ = selected()
+        self.assertEqual(feed(s, b"a STORE 1 +FLAGS (\\Frob)\r\n"), b"a BAD Unknown system flag \\Frob\r\n")
+        self.assertEqual(feed(s, b"a STORE 1 (UNCHANGEDSINCE 5) +FLAGS (x)\r\n"),
+                         b"a BAD CONDSTORE is not supported\r\n")
+
+
+class SearchTest(TranscriptCase):
+    def test_search_rev1_and_esearch(self):
+        s, _ = selected(mailbox((), ("\\Seen",), ("\\Deleted",)))
+        out = feed(s, b"a SEARCH UNSEEN\r\nb UID SEARCH SEEN\r\nc SEARCH RETURN (MIN MAX COUNT) ALL\r\n"
+                      b"d SEARCH CHARSET KOI8-R ALL\r\n")
+        self.assertEqual(out, b"* SEARCH 1 3\r\na OK SEARCH completed\r\n* SEARCH 2\r\nb OK SEARCH completed\r\n"
+                              b'* ESEARCH (TAG "c") MIN 1 MAX 3 COUNT 3\r\nc OK SEARCH completed\r\n'
+                              b'd NO [BADCHARSET (US-ASCII UTF-8)] Unsupported charset\r\n')
+
+    def test_rev2_search_answers_esearch(self):
+        s, _ = selected(mailbox((), ("\\Seen",), ()), rev2=True)
+        out = feed(s, b"a SEARCH UNSEEN\r\nb UID SEARCH NOT SEEN\r\n")
+        self.assertEqual(out, b'* ESEARCH (TAG "a") ALL 1,3\r\na OK SEARCH completed\r\n'
+                              b'* ESEARCH (TAG "b") UID ALL 1,3\r\nb OK SEARCH completed\r\n')
+
+    def test_rfc5182_searchres_save_and_dollar(self):
+        s, _ = selected(mailbox((), ("\\Seen",), ()))
+        out = feed(s, b"a SEARCH RETURN (SAVE) UNSEEN\r\nb FETCH $ (UID)\r\nc UID SEARCH UID $\r\n")
+        self.assertEqual(out, b"a OK SEARCH completed\r\n* 1 FETCH (UID 1)\r\n* 3 FETCH (UID 3)\r\n"
+                              b"b OK FETCH completed\r\n* SEARCH 1 3\r\nc OK SEARCH completed\r\n")
+        out = feed(s, b"d SEARCH RETURN (SAVE MIN) UNSEEN\r\ne FETCH $ UID\r\n")
+        self.assertEqual(out, b'* ESEARCH (TAG "d") MIN 1\r\nd OK SEARCH completed\r\n'
+                              b"* 1 FETCH (UID 1)\r\ne OK FETCH completed\r\n")
+
+
+class CopyMoveExpungeTest(TranscriptCase):
+    def test_rfc4315_copy_with_copyuid(self):
+        s, b = selected()
+        out = feed(s, b"a COPY 2:3 Archive\r\nb UID COPY 7 Archive\r\nc COPY 1 nope\r\n")
+        self.assertEqual(out, b"a OK [COPYUID 1005 2:3 1:2] COPY completed\r\nb OK No messages\r\n"
+                              b"c NO [TRYCREATE] Mailbox 'nope' does not exist\r\n")
+        self.assertEqual(len(b.boxes["fred"]["Archive"].messages), 2)
+
+    def test_rfc6851_move(self):
+        s, b = selected()
+        out = feed(s, b"a MOVE 1:2 Trash\r\n")
+        self.assertEqual(out, b"* OK [COPYUID 1003 1:2 1:2] Moved\r\n* 2 EXPUNGE\r\n* 1 EXPUNGE\r\n"
+                              b"a OK MOVE completed\r\n")
+        out = feed(s, b"b FETCH 1 UID\r\nc UID MOVE 3 Trash\r\n")
+        self.assertEqual(out, b"* 1 FETCH (UID 3)\r\nb OK FETCH completed\r\n"
+                              b"* OK [COPYUID 1003 3 3] Moved\r\n* 1 EXPUNGE\r\nc OK MOVE completed\r\n")
+
+    def test_rfc9051_6_4_3_expunge_and_uid_expunge(self):
+        s, b = selected(mailbox(("\\Deleted",), (), ("\\Deleted",)))
+        out = feed(s, b"a UID EXPUNGE 3\r\nb EXPUNGE\r\nc FETCH 1 UID\r\n")
+        self.assertEqual(out, b"* 3 EXPUNGE\r\na OK EXPUNGE completed\r\n* 1 EXPUNGE\r\nb OK EXPUNGE completed\r\n"
+                              b"* 1 FETCH (UID 2)\r\nc OK FETCH completed\r\n")
+
+    def test_close_expunges_silently_unselect_does_not(self):
+        s, b = selected(mailbox(("\\Deleted",), (), ()))
+        self.assertEqual(feed(s, b"a CLOSE\r\n"), b"a OK CLOSE completed\r\n")
+        self.assertEqual(sorted(b.boxes["fred"]["INBOX"].messages), [2, 3])
+        feed(s, b"s SELECT INBOX\r\nt STORE 1 +FLAGS (\\Deleted)\r\n")
+        self.assertEqual(feed(s, b"u UNSELECT\r\nv NOOP\r\n"), b"u OK UNSELECT completed\r\nv OK NOOP completed\r\n")
+        self.assertEqual(sorted(b.boxes["fred"]["INBOX"].messages), [2, 3])
+        s, b = selected(mailbox(("\\Deleted",), (), ()), cmd=b"EXAMINE INBOX")
+        feed(s, b"a CLOSE\r\n")
+        self.assertEqual(len(b.boxes["fred"]["INBOX"].messages), 3)
+        s, b = selected(cmd=b"EXAMINE INBOX")
+        self.assertEqual(feed(s, b"a EXPUNGE\r\n"), b"a NO [READ-ONLY] Mailbox is read-only\r\n")
+
+
+class TwoSessionsTest(unittest.TestCase):
+    def test_new_mail_and_flag_changes_reach_the_other_session(self):
+        b = mailbox()
+        a, _ = selected(b)
+        c, _ = selected(b)
+        feed(a, b"x STORE 1 +FLAGS (\\Flagged)\r\n")
+        b.deliver("fred", b"Subject: four\r\n\r\n4\r\n")
+        out = feed(c, b"n NOOP\r\n")
+        self.assertEqual(out, b"* 4 EXISTS\r\n* 1 RECENT\r\n* 1 FETCH (FLAGS (\\Flagged))\r\nn OK NOOP completed\r\n")
+
+    def test_expunge_is_deferred_during_fetch_store_search(self):
+        """RFC 9051 §7.5.1, RFC 2180 §4.1: the expunged message keeps its number
+        until a command that may send EXPUNGE; its content cannot be fetched."""
+        b = mailbox(("\\Deleted",), (), ())
+        a, _ = selected(b)
+        c, _ = selected(b)
+        feed(a, b"x EXPUNGE\r\n")
+        out = feed(c, b"f FETCH 1:3 UID\r\n")
+        self.assertEqual(out, b"* 1 FETCH (UID 1)\r\n* 2 FETCH (UID 2)\r\n* 3 FETCH (UID 3)\r\nf OK FETCH completed\r\n")
+        out = feed(c, b"g FETCH 1 BODY.PEEK[]\r\nh STORE 2 +FLAGS (\\Seen)\r\ni SEARCH ALL\r\n")
+        self.assertEqual(out, b"g NO [EXPUNGEISSUED] Some messages were expunged meanwhile\r\n"
+                              b"* 2 FETCH (FLAGS (\\Seen))\r\nh OK STORE completed\r\n"
+                              b"* SEARCH 2 3\r\ni OK SEARCH completed\r\n")
+        out = feed(c, b"n NOOP\r\n")
+        self.assertEqual(out, b"* 1 EXPUNGE\r\nn OK NOOP completed\r\n")
+        out = feed(c, b"o FETCH 1 UID\r\n")
+        self.assertEqual(out, b"* 1 FETCH (UID 2)\r\no OK FETCH completed\r\n")
+
+    def test_new_mail_during_a_pending_expunge_keeps_numbers_right(self):
+        b = mailbox(("\\Deleted",), (), ())
+        a, _ = selected(b)
+        c, _ = selected(b)
+        feed(a, b"x EXPUNGE\r\n")
+        b.deliver("fred", b"Subject: four\r\n\r\n4\r\n")
+        out = feed(c, b"f FETCH 4 UID\r\n")
+        self.assertEqual(out, b"f BAD no message 4 (3 exist)\r\n")   # not announced yet
+        out = feed(c, b"n NOOP\r\ng FETCH 3 UID\r\n")
+        self.assertEqual(out, b"* 1 EXPUNGE\r\n* 3 EXISTS\r\n* 1 RECENT\r\nn OK NOOP completed\r\n"
+                              b"* 3 FETCH (UID 4)\r\ng OK FETCH completed\r\n")
+
+    def test_idle_hears_delivery_flags_and_expunge_at_once(self):
+        b = mailbox()
+        a, _ = selected(b)
+        c, _ = selected(b)
+        self.assertEqual(feed(c, b"i IDLE\r\n"), b"+ idling\r\n")
+        b.deliver("fred", b"Subject: four\r\n\r\n4\r\n")
+        self.assertEqual(drain(c), b"* 4 EXISTS\r\n* 1 RECENT\r\n")
+        self.assertTrue(c.wakes)
+        feed(a, b"x STORE 2 +FLAGS (\\Deleted)\r\ny EXPUNGE\r\n")
+        self.assertEqual(drain(c), b"* 2 FETCH (FLAGS (\\Deleted))\r\n* 2 EXPUNGE\r\n")
+        self.assertEqual(feed(c, b"DONE\r\n"), b"i OK IDLE terminated\r\n")
+
+    def test_idle_with_a_deferred_backend(self):
+        b = mailbox()
+        c, _ = selected(b)
+        b.deferred = True
+        feed(c, b"i IDLE\r\n")
+        b.deliver("fred", b"Subject: four\r\n\r\n4\r\n")
+        self.assertEqual(drain(c), b"")
+        b.run_pending()
+        self.assertEqual(drain(c), b"* 4 EXISTS\r\n* 4 RECENT\r\n")
+        c.receive_data(b"DONE\r\n")
+        b.run_pending()
+        self.assertEqual(drain(c), b"i OK IDLE terminated\r\n")
+
+    def test_idle_ends_with_bad_on_anything_but_done(self):
+        s, _ = selected()
+        feed(s, b"i IDLE\r\n")
+        self.assertEqual(feed(s, b"x NOOP\r\n"), b"i BAD Expected DONE\r\n")
+
+
+if __name__ == "__main__":
+    unittest.main()
