@@ -1,0 +1,75 @@
+"""ImapSession under the real event loop (protocols/loop.py) on loopback: the
+greeting, a login, IDLE hearing a delivery pushed from the loop thread, the
+keep-alive ``* OK Still here`` the loop asks for (``keepalive()``) and the
+autologout once IDLE has lasted the idle timeout."""
+
+import socket
+import threading
+import unittest
+
+from protocols.imap.session import ImapConfig, ImapSession
+from protocols.loop import EventLoop
+from tests.imap_fake import FakeImapBackend
+
+WAIT = 10.0
+
+
+class QuickKeepalive(ImapSession):
+    """KEEPALIVE of 0.3 s instead of 120 s, so the test runs in a second."""
+
+    @property
+    def idle_timeout(self):
+        return 0.3 if self._idling else super().idle_timeout
+
+
+class ImapOverLoopTest(unittest.TestCase):
+    def setUp(self):
+        self.loop = EventLoop()
+        self.backend = FakeImapBackend()
+        config = ImapConfig(hostname="imap.test", idle_timeout=1.0)
+        addr = self.loop.listen("imap", "127.0.0.1", 0,
+                                lambda ctx: QuickKeepalive(ctx, config, self.backend))
+        self.thread = threading.Thread(target=self.loop.run, daemon=True)
+        self.thread.start()
+        self.sock = socket.create_connection(addr, timeout=WAIT)
+        self.buf = b""
+
+    def tearDown(self):
+        self.sock.close()
+        self.loop.stop()
+        self.thread.join(WAIT)
+        self.loop.close()
+
+    def line(self) -> bytes:
+        while b"\n" not in self.buf:
+            data = self.sock.recv(65536)
+            if not data:
+                raise EOFError(self.buf)
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.rstrip(b"\r")
+
+    def test_idle_push_keepalive_and_autologout(self):
+        self.assertTrue(self.line().startswith(b"* OK [CAPABILITY IMAP4rev2"))
+        self.sock.sendall(b"a LOGIN fred secret\r\nb SELECT INBOX\r\nc IDLE\r\n")
+        while not self.line().startswith(b"b OK"):
+            pass
+        self.assertEqual(self.line(), b"+ idling")
+        self.loop.call_soon_threadsafe(lambda: self.backend.deliver("fred", b"Subject: x\r\n\r\ny\r\n"))
+        self.assertEqual(self.line(), b"* 1 EXISTS")
+        self.assertEqual(self.line(), b"* 1 RECENT")
+        self.assertEqual(self.line(), b"* OK Still here")
+        self.assertEqual(self.line(), b"* OK Still here")
+        lines = []
+        while True:
+            line = self.line()
+            lines.append(line)
+            if line.startswith(b"* BYE"):
+                break
+        self.assertEqual(lines[-1], b"* BYE Autologout; idle for too long")
+        self.assertTrue(set(lines[:-1]) <= {b"* OK Still here"}, lines)
+        self.assertEqual(self.sock.recv(100), b"")
+
+
+if __name__ == "__main__":
+    unittest.main()
