@@ -287,6 +287,14 @@ class EndTest(unittest.TestCase):
         self.assertTrue(out.endswith(b"* BYE Server shutting down\r\n"))
         self.assertTrue(s.closed)
 
+    def test_shutdown_does_not_wait_for_the_client(self):
+        s, _ = make_session()
+        feed(s, b"a AUTHENTICATE PLAIN\r\n")
+        self.assertFalse(s.busy)
+        s.shutdown()
+        self.assertEqual(drain(s), b"* BYE Server shutting down\r\n")
+        self.assertTrue(s.closed)
+
     def test_idle_keepalive_until_the_idle_timeout(self):
         s, _ = make_session()
         login(s)

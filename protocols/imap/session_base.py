@@ -101,8 +101,9 @@ class SessionCore:
 
     @property
     def busy(self) -> bool:
-        """A command is waiting for the backend (an APPEND's fsync, a MOVE)."""
-        return self._current is not None and not self._idling
+        """A command is waiting for the backend (an APPEND's fsync, a MOVE),
+        not for the client (IDLE, an AUTHENTICATE line)."""
+        return self._current is not None and self._line_waiter is None
 
     @property
     def progress(self) -> int:
