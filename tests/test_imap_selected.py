@@ -6,7 +6,7 @@ seeing each other's changes at the moments RFC 9051 §7.5.1 allows."""
 import unittest
 
 from tests.imap_fake import FakeImapBackend, drain, feed, login, make_session, mask
-from tests.test_imap_session import TranscriptCase
+from tests.test_imap_session import POST_CAPS, TranscriptCase
 
 M1 = b"From: a@example.test\r\nSubject: one\r\n\r\nbody one\r\n"
 M2 = b"From: b@example.test\r\nSubject: two\r\n\r\nbody two\r\n"
@@ -21,8 +21,8 @@ def mailbox(*flags_list):
     return b
 
 
-def selected(b=None, rev2=False, cmd=b"SELECT INBOX"):
-    s, b = make_session(b or mailbox())
+def selected(b=None, rev2=False, cmd=b"SELECT INBOX", **config):
+    s, b = make_session(b or mailbox(), **config)
     login(s)
     if rev2:
         feed(s, b"e ENABLE IMAP4rev2\r\n")
@@ -293,3 +293,92 @@ class TwoSessionsTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+SAMPLE = (b"Date: Wed, 17 Jul 1996 02:23:25 -0700 (PDT)\r\n"
+          b"From: Terry Gray <gray@cac.washington.edu>\r\n"
+          b"Subject: IMAP4rev2 WG mtg summary and minutes\r\n"
+          b"To: imap@cac.washington.edu\r\n"
+          b"cc: minutes@CNRI.Reston.VA.US, John Klensin <KLENSIN@MIT.EDU>\r\n"
+          b"Message-Id: <B27397-0100000@cac.washington.edu>\r\n"
+          b"MIME-Version: 1.0\r\n"
+          b"Content-Type: TEXT/PLAIN; CHARSET=US-ASCII\r\n"
+          b"\r\n"
+          b"minutes\r\n")
+
+
+class Rfc9051SampleTest(TranscriptCase):
+    def make(self):
+        b = FakeImapBackend()
+        for i in range(18):
+            b.deliver("fred", SAMPLE if i == 11 else M1, flags=("\\Seen",) if i == 11 else ())
+        return make_session(b)
+
+    def test_rfc9051_8_sample_connection(self):
+        """RFC 9051 §8 with LOGIN for SCRAM (its nonce is random here), and the
+        FETCH items the session serves itself for FULL (ENVELOPE and BODY are
+        fetch_data.py's, tested there)."""
+        s, b = self.run_transcript("""
+C: A001 LOGIN fred secret
+S: A001 OK [CAPABILITY %s] Logged in
+C: babc ENABLE IMAP4rev2
+S: * ENABLED IMAP4rev2
+S: babc OK ENABLE completed
+C: a002 select inbox
+S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)
+S: * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted
+S: * 18 EXISTS
+S: * OK [UIDVALIDITY 1000] UIDs valid
+S: * OK [UIDNEXT 19] Predicted next UID
+S: * LIST () "/" INBOX
+S: a002 OK [READ-WRITE] SELECT completed
+C: a003 fetch 12 fast
+S: * 12 FETCH (FLAGS (\\Seen) INTERNALDATE "14-Nov-2023 22:13:20 +0000" RFC822.SIZE 351)
+S: a003 OK FETCH completed
+C: a004 fetch 12 body[header]
+S: * 12 FETCH (BODY[HEADER] {342}
+S: Date: Wed, 17 Jul 1996 02:23:25 -0700 (PDT)
+S: From: Terry Gray <gray@cac.washington.edu>
+S: Subject: IMAP4rev2 WG mtg summary and minutes
+S: To: imap@cac.washington.edu
+S: cc: minutes@CNRI.Reston.VA.US, John Klensin <KLENSIN@MIT.EDU>
+S: Message-Id: <B27397-0100000@cac.washington.edu>
+S: MIME-Version: 1.0
+S: Content-Type: TEXT/PLAIN; CHARSET=US-ASCII
+S: 
+S: )
+S: a004 OK FETCH completed
+C: a005 store 12 +flags \\deleted
+S: * 12 FETCH (FLAGS (\\Deleted \\Seen))
+S: a005 OK STORE completed
+C: a006 logout
+S: * BYE imap.example.test logging out
+S: a006 OK LOGOUT completed
+""" % POST_CAPS, make=self.make)
+        self.assertTrue(s.closed)
+        self.assertEqual(b.boxes["fred"]["INBOX"].messages[12].flags, {"\\Seen", "\\Deleted"})
+
+
+# Each command's error paths in the selected state: (command, the reply's start).
+SELECTED_ERRORS = [
+    (b"a FETCH", b"a BAD "), (b"a FETCH 1", b"a BAD "), (b"a FETCH 1 (FROB)", b"a BAD "),
+    (b"a FETCH x FLAGS", b"a BAD "), (b"a FETCH 1 (FLAGS) (CHANGEDSINCE 5)", b"a BAD CONDSTORE"),
+    (b"a STORE 1 FLAGS", b"a BAD "), (b"a STORE 1 FROB (\\Seen)", b"a BAD "),
+    (b"a SEARCH", b"a BAD "), (b"a SEARCH FROB", b"a BAD "), (b"a SEARCH OR SEEN", b"a BAD "),
+    (b"a SEARCH RETURN (FROB) ALL", b"a BAD "), (b"a COPY 1", b"a BAD "), (b"a COPY 1 ../x", b"a NO [CANNOT]"),
+    (b"a MOVE 1 nope", b"a NO [TRYCREATE]"), (b"a UID EXPUNGE", b"a BAD "), (b"a UID EXPUNGE x", b"a BAD "),
+    (b"a EXPUNGE 1", b"a BAD "), (b"a CLOSE now", b"a BAD "), (b"a UNSELECT x", b"a BAD "),
+    (b"a UID FROB 1", b"a BAD Unknown command"), (b"a UID", b"a BAD "), (b"a CHECK x", b"a BAD "),
+    (b"a ENABLE IMAP4rev2", b"a BAD ENABLE not allowed in the SELECTED state"),
+    (b"a LOGIN fred secret", b"a BAD LOGIN not allowed"), (b"a IDLE now", b"a BAD "),
+]
+
+
+class SelectedErrorPathsTest(unittest.TestCase):
+    def test_each_error_answers_and_the_session_goes_on(self):
+        s, b = selected(max_bad_commands=100)
+        for command, start in SELECTED_ERRORS:
+            out = feed(s, command + b"\r\n")
+            self.assertTrue(out.startswith(start) and out.count(b"\r\n") == 1, (command, out))
+            self.assertEqual(feed(s, b"n NOOP\r\n"), b"n OK NOOP completed\r\n", command)
+        self.assertEqual(len(b.boxes["fred"]["INBOX"].messages), 3)
