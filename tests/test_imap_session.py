@@ -355,8 +355,13 @@ FUZZ_LINES = [
 
 class FuzzTest(unittest.TestCase):
     def test_random_walks_never_raise(self):
-        rng = random.Random(2177)
-        for run in range(120):
+        self.walk(random.Random(2177), deferred=False)
+
+    def test_random_walks_with_a_backend_that_answers_later(self):
+        self.walk(random.Random(5161), deferred=True)
+
+    def walk(self, rng, deferred):
+        for run in range(250):
             b = FakeImapBackend()
             b.deliver("fred", b"Subject: a\r\n\r\nbody\r\n")
             b.deliver("fred", b"Subject: b\r\n\r\nmore\r\n", flags=("\\Seen",))
@@ -369,7 +374,12 @@ class FuzzTest(unittest.TestCase):
                     data = bytes(rng.randrange(256) for _ in range(rng.randint(1, 30)))
                 else:
                     data = rng.choice(FUZZ_LINES) + b"\r\n"
+                b.deferred = deferred and rng.random() < 0.7
                 feed(s, data, rng.choice(FEEDERS), rng)
+                if rng.random() < 0.5:
+                    b.deferred = False
+                    b.run_pending()
+                    drain(s)
                 if rng.random() < 0.2:
                     b.deliver("fred", b"Subject: new\r\n\r\nx\r\n")
                 if rng.random() < 0.2:
@@ -377,10 +387,16 @@ class FuzzTest(unittest.TestCase):
                                             b"o NOOP\r\n", b"o STORE 1:* -FLAGS (\\Seen)\r\n"]))
                 if s.want_tls:
                     s.tls_started({})
+                if rng.random() < 0.05:
+                    (s.timeout if rng.random() < 0.5 else s.shutdown)()
                 if s.closed:
                     break
             s.receive_data(b"")
+            b.deferred = False
+            b.run_pending()
             self.assertTrue(s.closed)
+            self.assertEqual([w for box in b.boxes["fred"].values() for w in box.watchers
+                              if getattr(w, "__self__", None) is s], [])
 
 
 if __name__ == "__main__":
