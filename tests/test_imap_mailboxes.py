@@ -247,3 +247,31 @@ S: c BAD \\Recent cannot be set by a client (RFC 9051 §2.3.2)
 
 if __name__ == "__main__":
     unittest.main()
+
+
+# Each command's error paths in the authenticated state: (command, the reply's start).
+AUTH_ERRORS = [
+    (b"a CREATE", b"a BAD "), (b'a CREATE ""', b"a NO [CANNOT]"), (b"a CREATE x (USE)", b"a BAD "),
+    (b"a DELETE", b"a BAD "), (b"a DELETE nope", b"a NO [NONEXISTENT]"), (b"a RENAME x", b"a BAD "),
+    (b"a RENAME nope other", b"a NO [NONEXISTENT]"), (b"a RENAME Sent Trash", b"a NO [ALREADYEXISTS]"),
+    (b"a SUBSCRIBE", b"a BAD "), (b"a UNSUBSCRIBE a b", b"a BAD "), (b"a LIST", b"a BAD "),
+    (b'a LIST ""', b"a BAD "), (b'a LIST (FROB) "" *', b"a BAD "), (b'a LIST "" * RETURN (FROB)', b"a BAD "),
+    (b'a LIST (RECURSIVEMATCH) "" *', b"a BAD "), (b"a LSUB", b"a BAD "), (b"a NAMESPACE x", b"a BAD "),
+    (b"a STATUS INBOX", b"a BAD "), (b"a STATUS INBOX ()", b"a BAD "), (b"a STATUS", b"a BAD "),
+    (b"a APPEND INBOX", b"a BAD "), (b"a APPEND INBOX (\\Seen)", b"a BAD "),
+    (b'a APPEND INBOX "bad date" {1+}\r\nx', b"a BAD "), (b"a SELECT", b"a BAD "),
+    (b"a SELECT INBOX (QRESYNC (1 2))", b"a BAD "), (b"a EXAMINE nope", b"a NO [NONEXISTENT]"),
+    (b"a FETCH 1 FLAGS", b"a BAD FETCH not allowed in the AUTHENTICATED state"),
+    (b"a CLOSE", b"a BAD CLOSE not allowed"), (b"a ENABLE", b"a BAD "), (b"a ID (", b"a BAD "),
+    (b"a AUTHENTICATE PLAIN", b"a BAD AUTHENTICATE not allowed"),
+]
+
+
+class AuthenticatedErrorPathsTest(unittest.TestCase):
+    def test_each_error_answers_and_the_session_goes_on(self):
+        s, b = logged_in(max_bad_commands=100)()
+        for command, start in AUTH_ERRORS:
+            out = feed(s, command + b"\r\n")
+            self.assertTrue(out.startswith(start) and out.count(b"\r\n") == 1, (command, out))
+            self.assertEqual(feed(s, b"n NOOP\r\n"), b"n OK NOOP completed\r\n", command)
+        self.assertEqual(len(b.boxes["fred"]), 6)

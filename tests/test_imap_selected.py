@@ -382,3 +382,50 @@ class SelectedErrorPathsTest(unittest.TestCase):
             self.assertTrue(out.startswith(start) and out.count(b"\r\n") == 1, (command, out))
             self.assertEqual(feed(s, b"n NOOP\r\n"), b"n OK NOOP completed\r\n", command)
         self.assertEqual(len(b.boxes["fred"]["INBOX"].messages), 3)
+
+
+class RfcExampleTranscriptTest(TranscriptCase):
+    """RFC examples of the selected state, fed whole, byte by byte and at random splits."""
+
+    def test_rfc9051_6_4_examples(self):
+        """§6.4.3 EXPUNGE (highest number first here), §6.4.6 STORE, §6.4.7 COPY,
+        §6.4.4 ESEARCH MIN / COUNT, RFC 6851 §4.3 UID MOVE, RFC 3691 UNSELECT."""
+        self.run_transcript("""
+C: A202 EXPUNGE
+S: * 3 EXPUNGE
+S: * 1 EXPUNGE
+S: A202 OK EXPUNGE completed
+C: A003 STORE 1 +FLAGS (\\Deleted)
+S: * 1 FETCH (FLAGS (\\Deleted \\Seen))
+S: A003 OK STORE completed
+C: A004 COPY 1 Archive
+S: A004 OK [COPYUID 1005 2 1] COPY completed
+C: A284 SEARCH RETURN (MIN COUNT) UNDELETED
+S: * ESEARCH (TAG "A284") COUNT 0
+S: A284 OK SEARCH completed
+C: a UID MOVE 2 Trash
+S: * OK [COPYUID 1003 2 1] Moved
+S: * 1 EXPUNGE
+S: a OK MOVE completed
+C: A342 UNSELECT
+S: A342 OK UNSELECT completed
+""", make=lambda: selected(mailbox(("\\Deleted",), ("\\Seen",), ("\\Deleted",)), rev2=True))
+
+    def test_two_sessions_transcript(self):
+        """The other session's EXPUNGE waits for this session's NOOP (RFC 9051 §7.5.1)."""
+        def prepare(s, b):
+            other, _ = selected(b)
+            feed(other, b"x STORE 2 +FLAGS (\\Deleted)\r\ny EXPUNGE\r\n")
+        self.run_transcript("""
+C: f FETCH 1:3 (UID)
+S: * 1 FETCH (UID 1)
+S: * 2 FETCH (UID 2)
+S: * 3 FETCH (UID 3)
+S: f OK FETCH completed
+C: n NOOP
+S: * 2 EXPUNGE
+S: n OK NOOP completed
+C: g FETCH 2 (UID)
+S: * 2 FETCH (UID 3)
+S: g OK FETCH completed
+""", make=lambda: selected(mailbox(), rev2=True), prepare=prepare)
