@@ -171,6 +171,15 @@ S: a OK LSUB completed
 C: b LSUB "" g*
 S: * LSUB (\\Noselect) "/" gone
 S: b OK LSUB completed
+C: b2 LSUB "" %
+S: * LSUB () "/" INBOX
+S: * LSUB () "/" Archive
+S: * LSUB () "/" Drafts
+S: * LSUB () "/" Sent
+S: * LSUB () "/" Trash
+S: * LSUB (\\Noselect) "/" gone
+S: * LSUB (\\Noselect) "/" a
+S: b2 OK LSUB completed
 C: c NAMESPACE
 S: * NAMESPACE (("" "/")) NIL NIL
 S: c OK NAMESPACE completed

@@ -107,14 +107,22 @@ def _subscribed_parents(entries: Sequence[FolderEntry]) -> set:
 
 
 def lsub_rows(entries: Iterable[FolderEntry], reference: str, pattern: str, utf8: bool) -> List[bytes]:
-    """RFC 3501 §6.3.9: the subscribed names matching; \\Noselect when gone."""
+    """RFC 3501 §6.3.9: the subscribed names matching; \\Noselect when gone,
+    and for "%" an unsubscribed level above a subscribed name (the RFC's
+    "news/comp/mail/misc" example)."""
     rx = [pattern_regex(reference, pattern)]
+    entries = list(entries)
+    subscribed = set(e.name for e in entries if e.subscribed)
+    names = [(e.name, e.exists) for e in entries if e.subscribed]
+    if "%" in pattern:
+        names += [(p, False) for p in sorted(_subscribed_parents(entries) - subscribed)]
     out = []
-    for e in entries:
-        if e.subscribed and _matches(rx, e.name):
-            attrs = [] if e.exists else [b"\\Noselect"]
+    for name, exists in names:
+        if _matches(rx, name):
+            noselect = not exists or name not in subscribed
             out.append(wire.untagged(b'LSUB %s "%s" %s' % (
-                wire.paren(attrs), HIERARCHY_SEP.encode(), wire.mailbox(e.name, utf8))))
+                wire.paren([b"\\Noselect"] if noselect else []), HIERARCHY_SEP.encode(),
+                wire.mailbox(name, utf8))))
     return out
 
 
