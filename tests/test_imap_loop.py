@@ -3,6 +3,7 @@ greeting, a login, IDLE hearing a delivery pushed from the loop thread, the
 keep-alive ``* OK Still here`` the loop asks for (``keepalive()``) and the
 autologout once IDLE has lasted the idle timeout."""
 
+import imaplib
 import socket
 import threading
 import unittest
@@ -69,6 +70,51 @@ class ImapOverLoopTest(unittest.TestCase):
         self.assertEqual(lines[-1], b"* BYE Autologout; idle for too long")
         self.assertTrue(set(lines[:-1]) <= {b"* OK Still here"}, lines)
         self.assertEqual(self.sock.recv(100), b"")
+
+
+class ImaplibTest(unittest.TestCase):
+    """Python's imaplib (one of the clients of issue 10) against the session."""
+
+    def setUp(self):
+        self.loop = EventLoop()
+        self.backend = FakeImapBackend()
+        self.backend.deliver("fred", b"From: a@example.test\r\nSubject: hello\r\n\r\nbody\r\n")
+        config = ImapConfig(hostname="imap.test")
+        self.addr = self.loop.listen("imap", "127.0.0.1", 0,
+                                     lambda ctx: ImapSession(ctx, config, self.backend))
+        self.thread = threading.Thread(target=self.loop.run, daemon=True)
+        self.thread.start()
+
+    def tearDown(self):
+        self.loop.stop()
+        self.thread.join(WAIT)
+        self.loop.close()
+
+    def test_imaplib_session(self):
+        m = imaplib.IMAP4(*self.addr, timeout=WAIT)
+        self.assertIn("IMAP4REV1", m.capabilities)
+        self.assertEqual(m.login("fred", "secret")[0], "OK")
+        typ, data = m.list()
+        self.assertIn(b'(\\HasNoChildren \\Sent) "/" Sent', data)
+        self.assertEqual(m.select("INBOX"), ("OK", [b"1"]))
+        typ, data = m.fetch("1", "(FLAGS BODY.PEEK[])")
+        self.assertEqual(data[0][1], b"From: a@example.test\r\nSubject: hello\r\n\r\nbody\r\n")
+        typ, data = m.append("INBOX", "(\\Seen)", imaplib.Time2Internaldate(1700000000),
+                             b"Subject: two\r\n\r\nx\r\n")
+        self.assertEqual(typ, "OK")
+        self.assertIn(b"APPENDUID", data[0])
+        self.assertEqual(m.search(None, "UNSEEN"), ("OK", [b"1"]))
+        self.assertEqual(m.uid("SEARCH", "SEEN"), ("OK", [b"2"]))
+        self.assertEqual(m.store("1", "+FLAGS", "(\\Deleted)")[0], "OK")
+        self.assertEqual(m.expunge(), ("OK", [b"1"]))
+        self.assertEqual(m.uid("COPY", "2", "Archive")[0], "OK")
+        self.assertEqual(m.status("Archive", "(MESSAGES UIDNEXT)"),
+                         ("OK", [b"Archive (MESSAGES 1 UIDNEXT 2)"]))
+        self.assertEqual(m.create("Lists/python")[0], "OK")
+        self.assertEqual(m.rename("Lists/python", "Lists/py")[0], "OK")
+        self.assertEqual(m.namespace(), ("OK", [b'(("" "/")) NIL NIL']))
+        self.assertEqual(m.close()[0], "OK")
+        self.assertEqual(m.logout()[0], "BYE")
 
 
 if __name__ == "__main__":
