@@ -98,6 +98,10 @@ class FetchTest(TranscriptCase):
         s, _ = selected()
         self.assertEqual(feed(s, b"a FETCH 4 FLAGS\r\n"), b"a BAD no message 4 (3 exist)\r\n")
         self.assertEqual(feed(s, b"a FETCH 0 FLAGS\r\n")[:6], b"a BAD ")
+        s, _ = selected(cmd=b"SELECT Trash")
+        self.assertEqual(feed(s, b"a FETCH 1:* FLAGS\r\nb UID FETCH 1:* FLAGS\r\n"),
+                         b"a BAD no messages in the mailbox: use UID commands or wait for EXISTS\r\n"
+                         b"b OK FETCH completed\r\n")
 
     def test_body_fetch_sets_seen_and_reports_flags(self):
         s, b = selected()

@@ -87,6 +87,8 @@ class FolderView:
         if uid_mode:
             return self._resolve_uids(seqset)
         largest = len(self.uids)
+        if not largest:
+            raise BadSequence("no messages in the mailbox: use UID commands or wait for EXISTS")
         picked: Set[int] = set()
         for lo, hi in seqset.resolve(largest):
             if hi > largest or lo < 1:
