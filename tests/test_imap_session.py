@@ -229,15 +229,25 @@ class LimitsTest(unittest.TestCase):
     def test_literal_before_login_is_small(self):
         s, _ = make_session()
         out = feed(s, b"a LOGIN fred {%d}\r\n" % (PREAUTH_LITERAL + 1))
-        self.assertTrue(out.startswith(b"a BAD [TOOBIG]"), out)
+        self.assertTrue(out.startswith(b"a NO [TOOBIG]"), out)
         self.assertEqual(feed(s, b"b NOOP\r\n"), b"b OK NOOP completed\r\n")
 
     def test_append_literal_over_limit_refused_without_continuation(self):
         s, _ = make_session(max_append=1000)
         login(s)
         out = feed(s, b"a APPEND INBOX {1001}\r\n")
-        self.assertTrue(out.startswith(b"a BAD [TOOBIG]"), out)
+        self.assertTrue(out.startswith(b"a NO [TOOBIG]"), out)
         self.assertNotIn(b"+ ", out)
+
+    def test_multiappend_over_the_total_is_refused_before_its_continuation(self):
+        s, _ = make_session(max_append=100000)
+        login(s)
+        out = feed(s, b"a APPEND INBOX {100000}\r\n")
+        out += feed(s, b"x" * 100000 + b" {100000}\r\n")
+        out += feed(s, b"x" * 100000 + b" {100000}\r\n")
+        self.assertEqual(out.count(b"+ "), 2)
+        self.assertTrue(out.endswith(b"a NO [TOOBIG] Command with literals over 231072 octets\r\n"), out)
+        self.assertEqual(feed(s, b"b NOOP\r\n"), b"b OK NOOP completed\r\n")
 
     def test_literal_sent_without_waiting_after_refusal_closes(self):
         s, _ = make_session(max_append=10)

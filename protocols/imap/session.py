@@ -166,6 +166,10 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, SessionCore):
             waiter, self._line_waiter = self._line_waiter, None
             waiter(None)
             return
+        if err.code == "TOOBIG":
+            # RFC 7889 §4, RFC 4469 §4.2: a message over APPENDLIMIT is a NO [TOOBIG]
+            self._emit(wire.status_line(err.tag, b"NO", err.message, wire.response_code("TOOBIG")))
+            return
         code = wire.response_code(err.code) if err.code else None
         self._bad(err.tag, err.message, code)
 
@@ -176,9 +180,9 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, SessionCore):
             if self._line_waiter is not None:
                 waiter, self._line_waiter = self._line_waiter, None
                 waiter(None)
-            else:
-                self._bad(need.tag, "Command with literals over %d octets" % self._total_limit(),
-                          wire.response_code("TOOBIG"))
+            else:   # RFC 7889 §4: NO [TOOBIG], and no "+"
+                self._emit(wire.status_line(need.tag, b"NO", "Command with literals over %d octets"
+                                            % self._total_limit(), wire.response_code("TOOBIG")))
             return
         self._emit(wire.continuation(b"Ready for literal data"))
         self._reader.continue_literal()
