@@ -241,9 +241,16 @@ class SessionCore:
             gen.close()
             _discard(result)
             return
-        self._step(gen, result)
-        self._process()
-        self.ctx.wake()
+        try:
+            self._step(gen, result)
+            self._process()
+        except Exception:
+            # a bug: the client hears BYE instead of waiting forever, and the
+            # exception goes on to whoever called done (it is logged there)
+            self._fatal("Internal server error")
+            raise
+        finally:
+            self.ctx.wake()
 
     def _command_over(self) -> None:
         self._current = None
