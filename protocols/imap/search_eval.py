@@ -28,15 +28,17 @@ class SearchCharsetError(Exception):
 class SearchContext:
     largest_seq: int
     largest_uid: int
-    saved: Any            # the UIDs saved by SEARCH RETURN (SAVE) (RFC 5182), a frozenset
-    now: float            # seconds since the epoch (WITHIN, RFC 5032)
-    charset: Optional[str]
-    tz: Any
+    saved: Tuple[int, ...]   # the UIDs saved by SEARCH RETURN (SAVE) (RFC 5182)
+    now: float               # seconds since the epoch (WITHIN, RFC 5032)
+    charset: str = "utf-8"
+    tz: Any = None
 
 
-def check_charset(charset: Optional[str]) -> None:
+def check_charset(charset: Optional[str]) -> str:
+    """The codec name for a SEARCH CHARSET; no CHARSET means UTF-8."""
     if charset not in (None, "US-ASCII", "UTF-8"):
         raise SearchCharsetError(charset)
+    return "us-ascii" if charset == "US-ASCII" else "utf-8"
 
 
 def needs_content(key: SearchKey) -> bool:

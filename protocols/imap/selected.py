@@ -73,14 +73,16 @@ class SelectedCommands(FetchCommands):
     def _cmd_search(self, head):
         sa = S.search_args(head.rest)
         try:
-            search_eval.check_charset(sa.charset)
+            charset = search_eval.check_charset(sa.charset)
         except search_eval.SearchCharsetError:
             return (NO, "Unsupported charset", wire.response_code("BADCHARSET", [b"US-ASCII", b"UTF-8"]))
         view = self._view
+        now = self.ctx.clock()
+        # dates are compared on the server's calendar, as Dovecot does (search_eval.py)
+        local = datetime.datetime.fromtimestamp(now).astimezone().tzinfo
         ctx = search_eval.SearchContext(
             largest_seq=len(view), largest_uid=view.uids[-1] if view.uids else 0,
-            saved=frozenset(self._saved), now=self.ctx.clock(), charset=sa.charset,
-            tz=datetime.timezone.utc)
+            saved=tuple(self._saved), now=now, charset=charset, tz=local)
         content = search_eval.needs_content(sa.key)
         hits = []
         for i, uid in enumerate(list(view.uids)):

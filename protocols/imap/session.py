@@ -9,12 +9,12 @@ MULTIAPPEND (RFC 3502), SASL-IR (RFC 4959), LITERAL+ (RFC 7888), CHILDREN
 (RFC 3348), LIST-EXTENDED (RFC 5258), LIST-STATUS (RFC 5819), SPECIAL-USE and
 CREATE-SPECIAL-USE (RFC 6154), ESEARCH (RFC 4731), SEARCHRES (RFC 5182),
 STATUS=SIZE (RFC 8438), APPENDLIMIT (RFC 7889), UTF8=ACCEPT (RFC 6855 §3:
-mailbox names in UTF-8).
+mailbox names in UTF-8), BINARY (RFC 3516, fetch_data.py), SAVEDATE (RFC
+8514), WITHIN (RFC 5032, search_eval.py).
 
 Left out (a later issue): CONDSTORE / QRESYNC (RFC 7162) are not
-advertised, though MODSEQ is fetched when asked; BINARY, SAVEDATE and the
-other items of fetch_data.py / search_eval.py are served as those modules
-serve them but not announced here.
+advertised (MODSEQ is fetched when asked; CHANGEDSINCE, UNCHANGEDSINCE and
+SELECT's CONDSTORE / QRESYNC parameters are BAD); OBJECTID (RFC 8474).
 
 Shape: the command reader (reader.py) cuts the input into commands and
 literal continuations; each command runs as a generator (``_run_command``)
@@ -301,7 +301,10 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, SessionCore):
         caps += [b"LITERAL+", b"ENABLE", b"ID", b"IDLE", b"NAMESPACE", b"UNSELECT", b"UIDPLUS",
                  b"MOVE", b"MULTIAPPEND", b"CHILDREN", b"LIST-EXTENDED", b"LIST-STATUS",
                  b"SPECIAL-USE", b"CREATE-SPECIAL-USE", b"ESEARCH", b"SEARCHRES", b"STATUS=SIZE",
-                 b"APPENDLIMIT=%d" % self.config.max_append, b"UTF8=ACCEPT"]
+                 b"APPENDLIMIT=%d" % self.config.max_append, b"UTF8=ACCEPT",
+                 # served by fetch_data.py (RFC 3516 BINARY), the session and
+                 # search_eval.py (RFC 8514 SAVEDATE), search_eval.py (RFC 5032 WITHIN)
+                 b"BINARY", b"SAVEDATE", b"WITHIN"]
         return b" ".join(caps)
 
 
