@@ -75,7 +75,7 @@ class FetchCommands:
         view = self._view
         if self._folder.readonly or not any(fetch_data.sets_seen(a) for a in atts):
             return set()
-        unseen = [u for u in uids if u in view.meta and "\\Seen" not in view.meta[u].flags]
+        unseen = [u for u in uids if "\\Seen" not in view.meta(u).flags]
         if not unseen:
             return set()
         outcome = yield from self._ask(self._folder.store, unseen, ["\\Seen"], "add", None)
@@ -95,7 +95,7 @@ class FetchCommands:
                         root: Optional[mime.Part], add_flags: bool) -> bytes:
         """``* n FETCH (...)``: items in the order asked (RFC 9051 §7.5.2)."""
         view = self._view
-        meta = view.meta[uid]
+        meta = view.meta(uid)
         items: List[bytes] = []
         for att in atts:
             name = att.name

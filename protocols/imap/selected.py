@@ -85,7 +85,7 @@ class SelectedCommands(FetchCommands):
             saved=tuple(self._saved), now=now, charset=charset, tz=local)
         content = search_eval.needs_content(sa.key)
         hits = []
-        for i, uid in enumerate(list(view.uids)):
+        for i, (uid, meta) in enumerate(zip(list(view.uids), list(view.metas))):
             if uid in view.gone:
                 continue    # RFC 2180 §4.3: expunged by another session, not reported
             data = None
@@ -93,7 +93,7 @@ class SelectedCommands(FetchCommands):
                 data = yield from self._read(uid)
                 if data is None:
                     continue
-            if search_eval.matches(sa.key, i + 1, view.meta[uid], uid in view.recent, data, ctx):
+            if search_eval.matches(sa.key, i + 1, meta, uid in view.recent, data, ctx):
                 hits.append(uid)
         self._search_answer(head, sa.returns, hits)
         return None
@@ -136,7 +136,7 @@ class SelectedCommands(FetchCommands):
         self._emit(view.note_keywords(sa.flags))
         self.counts["stored"] += len(uids)
         for uid in uids:
-            if uid not in view.meta or uid in view.gone:
+            if uid in view.gone:
                 continue
             if sa.silent:
                 view.mark_shown(uid)    # our own change: .SILENT says no FETCH

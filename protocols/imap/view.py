@@ -42,14 +42,20 @@ class BadSequence(ProtocolError):
 
 
 class FolderView:
-    """The sequence map and the pending updates (see the module docstring)."""
+    """The sequence map and the pending updates (see the module docstring).
+
+    Kept small, since every IDLE connection holds one (issue 10's benchmark:
+    memory of 1,000 IDLE connections): two lists aligned by position (UIDs
+    ascending, so a UID's number is a bisection) and, per message, only what
+    differs from the backend's metadata (the flags last sent, while a change
+    is not yet announced)."""
 
     def __init__(self, state: FolderState, rev2: bool, readonly: bool):
         self.rev2 = rev2
         self.readonly = readonly
         self.uids: List[int] = [m.uid for m in state.messages]
-        self.meta: Dict[int, MessageMeta] = {m.uid: m for m in state.messages}
-        self.shown: Dict[int, FrozenSet[str]] = {m.uid: m.flags for m in state.messages}
+        self.metas: List[MessageMeta] = list(state.messages)
+        self.shown: Dict[int, FrozenSet[str]] = {}   # flags as last sent, for changed ones
         self.recent: Set[int] = set(state.recent)
         self.gone: Set[int] = set()          # expunged; EXPUNGE not sent yet
         self.flag_dirty: Set[int] = set()    # maybe changed; FETCH not sent yet
@@ -60,17 +66,23 @@ class FolderView:
         self.known_recent = len(self.recent)
         self.known_keywords = self.keywords
         self.fetch_uid = False               # add UID to unsolicited FETCH (a UID command runs)
-        self._pos: Dict[int, int] = {}
-        self._reindex()
 
     # -- numbers ----------------------------------------------------------
 
-    def _reindex(self) -> None:
-        self._pos = {uid: i for i, uid in enumerate(self.uids)}
+    def _index(self, uid: int) -> Optional[int]:
+        i = bisect.bisect_left(self.uids, uid)
+        return i if i < len(self.uids) and self.uids[i] == uid else None
 
     def seq(self, uid: int) -> Optional[int]:
-        i = self._pos.get(uid)
+        i = self._index(uid)
         return None if i is None else i + 1
+
+    def has(self, uid: int) -> bool:
+        return self._index(uid) is not None
+
+    def meta(self, uid: int) -> Optional[MessageMeta]:
+        i = self._index(uid)
+        return None if i is None else self.metas[i]
 
     def __len__(self) -> int:
         return len(self.uids)
@@ -83,7 +95,7 @@ class FolderView:
         BAD); UIDs that do not exist are ignored (RFC 9051 §6.4.8). ``$``
         (RFC 5182 §2) is ``saved``: UIDs no longer here drop out."""
         if seqset.saved:
-            return sorted(u for u in (saved or ()) if u in self._pos)
+            return sorted(u for u in (saved or ()) if self.has(u))
         if uid_mode:
             return self._resolve_uids(seqset)
         largest = len(self.uids)
@@ -114,36 +126,36 @@ class FolderView:
         st = changes.state
         self.uidnext, self.keywords = st.uidnext, tuple(st.keywords)
         if changes.new or changes.changed:
-            by_uid = {m.uid: m for m in st.messages}
+            wanted = set(changes.new) | set(changes.changed)
+            by_uid = {m.uid: m for m in st.messages if m.uid in wanted}
             for uid in sorted(changes.new):
                 m = by_uid.get(uid)
-                if m is None or uid in self._pos:
-                    continue
-                if self.uids and uid < self.uids[-1]:
-                    continue  # UIDs only grow (RFC 9051 §2.3.1.1); never renumber
-                self._pos[uid] = len(self.uids)
+                if m is None or (self.uids and uid <= self.uids[-1]):
+                    continue  # known already, or below: UIDs only grow (RFC 9051 §2.3.1.1)
                 self.uids.append(uid)
-                self.meta[uid] = m
-                self.shown[uid] = m.flags
+                self.metas.append(m)
             for uid in changes.changed:
                 m = by_uid.get(uid)
-                if m is not None and uid in self._pos:
+                if m is not None:
                     self.update(m)
         for uid in changes.expunged:
-            if uid in self._pos:
+            if self.has(uid):
                 self.gone.add(uid)
-        self.recent = set(u for u in st.recent if u in self._pos and u not in self.gone)
+        self.recent = set(u for u in st.recent if u not in self.gone and self.has(u))
 
     def update(self, meta: MessageMeta) -> None:
         """New metadata for a message (a refresh, or our own STORE)."""
-        if meta.uid in self._pos:
-            self.meta[meta.uid] = meta
-            self.flag_dirty.add(meta.uid)
+        i = self._index(meta.uid)
+        if i is None:
+            return
+        self.shown.setdefault(meta.uid, self.metas[i].flags)
+        self.metas[i] = meta
+        self.flag_dirty.add(meta.uid)
 
     def expunged(self, uids: Iterable[int]) -> None:
         """Our own EXPUNGE / MOVE removed these."""
         for uid in uids:
-            if uid in self._pos:
+            if self.has(uid):
                 self.gone.add(uid)
 
     def note_keywords(self, flags: Iterable[str]) -> bytes:
@@ -157,14 +169,14 @@ class FolderView:
 
     def mark_shown(self, uid: int) -> None:
         """A FETCH response carrying FLAGS was just sent for ``uid``."""
-        self.shown[uid] = self.meta[uid].flags
+        self.shown.pop(uid, None)
         self.flag_dirty.discard(uid)
 
     # -- what the client hears ------------------------------------------------
 
     def flags_of(self, uid: int) -> bytes:
         """FLAGS as sent: with \\Recent for IMAP4rev1 (RFC 3501 §2.3.2)."""
-        flags = sorted(self.meta[uid].flags, key=_flag_order)
+        flags = sorted(self.meta(uid).flags, key=_flag_order)
         if not self.rev2 and uid in self.recent:
             flags.append("\\Recent")
         return wire.paren([f.encode("utf-8") for f in flags])
@@ -192,12 +204,12 @@ class FolderView:
         if not self.rev2 and len(self.recent) != self.known_recent:
             self.known_recent = len(self.recent)
             out.append(wire.untagged(b"%d RECENT" % self.known_recent))
-        for uid in sorted(self.flag_dirty, key=lambda u: self._pos.get(u, -1)):
-            if uid in self.gone or uid not in self._pos:
+        for uid in sorted(self.flag_dirty):
+            if uid in self.gone or not self.has(uid):
                 continue
-            if self.meta[uid].flags != self.shown.get(uid):
+            if uid in self.shown and self.meta(uid).flags != self.shown[uid]:
                 out.append(self.flag_fetch(uid))
-        self.flag_dirty = set(u for u in self.flag_dirty if u in self.gone)
+            self.mark_shown(uid)
         return b"".join(out)
 
     def flag_fetch(self, uid: int, with_uid: Optional[bool] = None) -> bytes:
@@ -212,17 +224,17 @@ class FolderView:
         """RFC 9051 §7.5.1: one EXPUNGE each, highest number first so that
         every number sent is still right when the client reads it."""
         out = []
-        for uid in sorted(self.gone, key=lambda u: self._pos[u], reverse=True):
-            out.append(wire.untagged(b"%d EXPUNGE" % (self._pos[uid] + 1)))
-            for table in (self.meta, self.shown):
-                table.pop(uid, None)
+        for uid in sorted(self.gone, reverse=True):   # UIDs ascend with numbers
+            out.append(wire.untagged(b"%d EXPUNGE" % self.seq(uid)))
+            self.shown.pop(uid, None)
             self.recent.discard(uid)
-        self.uids = [u for u in self.uids if u not in self.gone]
+        keep = [i for i, u in enumerate(self.uids) if u not in self.gone]
+        self.uids = [self.uids[i] for i in keep]
+        self.metas = [self.metas[i] for i in keep]
         self.known -= len(self.gone)
         self.known_recent = min(self.known_recent, len(self.recent))
         self.flag_dirty -= self.gone
         self.gone = set()
-        self._reindex()
         return b"".join(out)
 
 
