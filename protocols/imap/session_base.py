@@ -27,6 +27,11 @@ Reply = Optional[Tuple[bytes, str, Optional[bytes]]]
 # FETCH 1:* BODY[] of a big folder streams instead of filling memory (the
 # loop's write buffer drains it; local policy, as POP3's RETR chunks).
 OUTPUT_HIGH_WATER = 256 * 1024
+# Input buffered beyond the command being read (its literals included) while
+# a command waits for the backend: RFC 9051 §5.5 lets clients pipeline, none
+# needs more than this (about 4,000 "UID FETCH n FLAGS" lines); beyond it the
+# connection gets BYE.  The "commands in flight" bound of issue 10.
+MAX_PIPELINED = 128 * 1024
 # Characters refused in a mailbox name by the session (issue 10, Security;
 # the backend checks again): control characters; "*" and "%" are LIST
 # wildcards (RFC 9051 §6.3.9) and cannot be listed back unambiguously.
@@ -118,7 +123,7 @@ class SessionCore:
             return   # RFC 9051 §6.2.1: nothing pipelined after STARTTLS is read
         self._lines += data.count(b"\n")
         self._reader.feed(data)
-        if self._reader.buffered > self._total_limit() + 2 * 65536:
+        if self._reader.buffered > self._total_limit() + MAX_PIPELINED:
             self._fatal("Too much input pipelined")
             return
         self._process()
