@@ -256,7 +256,16 @@ class LimitsTest(unittest.TestCase):
         self.assertIn(b"* BYE", out)
         self.assertTrue(s.closed)
 
-    def test_too_many_commands_before_login(self):
+    def test_pipelining_is_bounded_while_a_command_waits(self):
+        b = FakeImapBackend()
+        b.deferred = True
+        s, _ = make_session(b)
+        feed(s, b"a LOGIN fred secret\r\n")
+        feed(s, b"b NOOP\r\n" * 20000)        # 160 KB: held until LOGIN answers
+        self.assertFalse(s.closed)
+        out = feed(s, b"c NOOP\r\n" * 20000)
+        self.assertEqual(out, b"* BYE Too much input pipelined\r\n")
+        self.assertTrue(s.closed)
         s, _ = make_session(max_commands_before_login=3)
         out = feed(s, b"a NOOP\r\n" * 5)
         self.assertEqual(out, b"a OK NOOP completed\r\n" * 3 + b"* BYE Too many commands without logging in\r\n")
