@@ -266,6 +266,8 @@ class LimitsTest(unittest.TestCase):
         out = feed(s, b"c NOOP\r\n" * 20000)
         self.assertEqual(out, b"* BYE Too much input pipelined\r\n")
         self.assertTrue(s.closed)
+
+    def test_too_many_commands_before_login(self):
         s, _ = make_session(max_commands_before_login=3)
         out = feed(s, b"a NOOP\r\n" * 5)
         self.assertEqual(out, b"a OK NOOP completed\r\n" * 3 + b"* BYE Too many commands without logging in\r\n")
