@@ -4,7 +4,10 @@ keep-alive ``* OK Still here`` the loop asks for (``keepalive()``) and the
 autologout once IDLE has lasted the idle timeout."""
 
 import imaplib
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
 import unittest
 
@@ -115,6 +118,22 @@ class ImaplibTest(unittest.TestCase):
         self.assertEqual(m.namespace(), ("OK", [b'(("" "/")) NIL NIL']))
         self.assertEqual(m.close()[0], "OK")
         self.assertEqual(m.logout()[0], "BYE")
+
+    @unittest.skipUnless(shutil.which("curl"), "curl is not installed (apt-get install curl)")
+    def test_curl_lists_fetches_and_appends(self):
+        url = "imap://%s:%d/" % self.addr
+
+        def curl(*args):
+            return subprocess.run(["curl", "-s", "--max-time", "10", "-u", "fred:secret"] + list(args),
+                                  capture_output=True, timeout=WAIT * 2, check=True).stdout
+        self.assertIn(b'* LIST (\\HasNoChildren \\Junk) "/" Junk', curl(url))
+        self.assertEqual(curl(url + "INBOX;UID=1"), b"From: a@example.test\r\nSubject: hello\r\n\r\nbody\r\n")
+        with tempfile.NamedTemporaryFile() as f:
+            f.write(b"Subject: up\r\n\r\nloaded\r\n")
+            f.flush()
+            curl(url + "Drafts", "-T", f.name)
+        self.assertEqual([m.data for m in self.backend.boxes["fred"]["Drafts"].messages.values()],
+                         [b"Subject: up\r\n\r\nloaded\r\n"])
 
 
 if __name__ == "__main__":
