@@ -61,8 +61,9 @@ S: c BAD unknown special use '\\\\Bogus' (RFC 6154 §2)
         out = feed(s, b'c CREATE {3}\r\n')
         out += feed(s, b'a\x01b\r\n')
         self.assertIn(b"c BAD mailbox name", out)
-        out = feed(s, b'c CREATE a&AAA-b\r\n')     # NUL in modified UTF-7
-        self.assertTrue(out.startswith(b"c NO [CANNOT] Invalid mailbox name"), out)
+        for name in (b"a&AAA-b", b"a&AIU-b", b"a&ICg-b"):   # NUL, U+0085, U+2028 in modified UTF-7
+            out = feed(s, b"c CREATE " + name + b"\r\n")
+            self.assertTrue(out.startswith(b"c NO [CANNOT] Invalid mailbox name"), (name, out))
         for cmd in (b"d SELECT ../x", b"d RENAME INBOX ../x", b"d DELETE .x", b"d STATUS ../x (MESSAGES)",
                     b"d APPEND ../x {1+}\r\nx", b"d SUBSCRIBE .x"):
             out = feed(s, cmd + b"\r\n")

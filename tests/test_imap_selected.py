@@ -172,6 +172,13 @@ class SearchTest(TranscriptCase):
                               b'* ESEARCH (TAG "c") MIN 1 MAX 3 COUNT 3\r\nc OK SEARCH completed\r\n'
                               b'd NO [BADCHARSET (US-ASCII UTF-8)] Unsupported charset\r\n')
 
+    def test_no_charset_after_utf8_accept(self):
+        s, _ = make_session(mailbox())
+        login(s)
+        feed(s, b"e ENABLE UTF8=ACCEPT\r\ns SELECT INBOX\r\n")
+        self.assertEqual(feed(s, b"a SEARCH CHARSET UTF-8 ALL\r\nb SEARCH ALL\r\n"),
+                         b"a BAD No CHARSET after ENABLE UTF8=ACCEPT\r\n* SEARCH 1 2 3\r\nb OK SEARCH completed\r\n")
+
     def test_rev2_search_answers_esearch(self):
         s, _ = selected(mailbox((), ("\\Seen",), ()), rev2=True)
         out = feed(s, b"a SEARCH UNSEEN\r\nb UID SEARCH NOT SEEN\r\n")

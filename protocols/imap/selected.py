@@ -72,6 +72,8 @@ class SelectedCommands(FetchCommands):
 
     def _cmd_search(self, head):
         sa = S.search_args(head.rest)
+        if self.utf8 and sa.charset is not None:
+            return (BAD, "No CHARSET after ENABLE UTF8=ACCEPT", None)   # RFC 6855 §3
         try:
             charset = search_eval.check_charset(sa.charset)
         except search_eval.SearchCharsetError:

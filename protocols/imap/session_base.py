@@ -33,9 +33,11 @@ OUTPUT_HIGH_WATER = 256 * 1024
 # connection gets BYE.  The "commands in flight" bound of issue 10.
 MAX_PIPELINED = 128 * 1024
 # Characters refused in a mailbox name by the session (issue 10, Security;
-# the backend checks again): control characters; "*" and "%" are LIST
-# wildcards (RFC 9051 §6.3.9) and cannot be listed back unambiguously.
-_NAME_BAD = set(chr(c) for c in range(0x20)) | {"\x7f", "*", "%"}
+# the backend checks again): control characters, C1 controls and the line
+# and paragraph separators (RFC 6855 §3); "*" and "%" are LIST wildcards
+# (RFC 9051 §6.3.9) and cannot be listed back unambiguously.
+_NAME_BAD = (set(chr(c) for c in range(0x20)) | set(chr(c) for c in range(0x7f, 0xa0))
+             | {"\u2028", "\u2029", "*", "%"})
 
 
 class Refusal(Exception):
