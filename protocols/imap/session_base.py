@@ -293,11 +293,11 @@ class SessionCore:
 
     # -- the selected folder's updates (RFC 9051 §5.2, §7.5.1) -----------------
 
-    def _sync(self, allow_expunge: bool, force: bool = False):
+    def _sync(self, allow_expunge: bool):
         """Refresh if the folder may have changed, then send what is due."""
         if self._folder is None:
             return
-        if self._dirty or force:
+        if self._dirty:
             self._dirty = False
             folder = self._folder
             changes = yield folder.refresh
