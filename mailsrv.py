@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import importlib.util
 import logging
 import os
 import signal
@@ -45,9 +44,6 @@ STARTTLS = "starttls"   # plaintext; STARTTLS (RFC 3207) / STLS (RFC 2595) offer
 IMPLICIT = "implicit"   # TLS from the first octet (RFC 8314 §3.3); only opened with a certificate
 SMTP_BUSY = b"421 4.7.0 Too many connections, try later\r\n"    # RFC 5321 §3.8; 4.7.0: RFC 3463 §3.8
 POP3_BUSY = b"-ERR [SYS/TEMP] too many connections\r\n"          # RFC 3206 §4: SYS/TEMP
-# TODO(merge of the IMAP session branch): protocols/imap/session.py comes with it; until
-# then the IMAP listeners are planned and opened by nobody (``check`` does not list them).
-_IMAP_BUILT = importlib.util.find_spec("protocols.imap.session") is not None
 IMAP_BUSY = b"* BYE [UNAVAILABLE] Too many connections, try later\r\n"   # RFC 9051 §7.1.5, RFC 5530 §3
 
 
@@ -71,8 +67,8 @@ LISTENERS = (
     Listener("smtps", "smtps_port", IMPLICIT, lambda b: b.smtp_factory("smtps"), SMTP_BUSY),
     Listener("pop3", "pop3_port", STARTTLS, lambda b: b.pop3_factory(), POP3_BUSY),
     Listener("pop3s", "pop3s_port", IMPLICIT, lambda b: b.pop3_factory(), POP3_BUSY),
-    Listener("imap", "imap_port", STARTTLS, (lambda b: b.imap_factory("imap")) if _IMAP_BUILT else None, IMAP_BUSY),
-    Listener("imaps", "imaps_port", IMPLICIT, (lambda b: b.imap_factory("imaps")) if _IMAP_BUILT else None, IMAP_BUSY),
+    Listener("imap", "imap_port", STARTTLS, lambda b: b.imap_factory(), IMAP_BUSY),
+    Listener("imaps", "imaps_port", IMPLICIT, lambda b: b.imap_factory(), IMAP_BUSY),
 )
 
 
@@ -136,8 +132,6 @@ class MailServer:
             if lst.factory is None or port is None or (implicit and self._tls is None):
                 continue
             name, factory = lst.name, lst.factory(self.backend)
-            if factory is None:
-                continue                  # a protocol not in this build (IMAP before its session)
             for host in cfg.listen:
                 try:
                     bound = self.loop.listen(

@@ -21,6 +21,11 @@ or the clock) can drive any of them:
 ``idle_timeout``
     seconds the session tolerates without progress in its current state; the
     loop re-reads it after every call and calls ``timeout()`` when it expires.
+``keepalive()`` (optional)
+    asked first when the idle deadline passes: a session that answers True
+    has queued a keep-alive (IMAP IDLE's ``* OK Still here``, RFC 2177 §3) and
+    stays open with its idle clock restarted; False (or no such method) and
+    the loop calls ``timeout()`` as usual.
 ``progress`` (optional)
     a counter that grows whenever a complete record has arrived: a command
     line, a line of message content, a complete BDAT chunk or (IMAP) literal

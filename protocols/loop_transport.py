@@ -334,6 +334,9 @@ class Connection(TlsTransport):
             self.close()
         elif s.closed or self.force_close:
             self.close()
+        elif getattr(s, "keepalive", None) is not None and s.keepalive():
+            self.last_activity = time.monotonic()   # IMAP IDLE's "* OK Still here" (RFC 2177 §3)
+            self.pump()
         else:                             # idle timeout, e.g. RFC 5321 §4.5.3.2.7
             self.force_close = True
             self.last_activity = time.monotonic()

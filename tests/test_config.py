@@ -77,7 +77,8 @@ class ListenerTableTest(unittest.TestCase):
         cfg = Config({"smtp_port": "25", "submission_port": "off"}, names=NAMES)
         lines = planned_listeners(cfg, mailsrv.LISTENERS)
         self.assertEqual(lines, ["listen smtp 127.0.0.1:25", "smtps: off (needs tls_cert and tls_key)",
-                                 "listen pop3 127.0.0.1:2110", "pop3s: off (needs tls_cert and tls_key)"])
+                                 "listen pop3 127.0.0.1:2110", "pop3s: off (needs tls_cert and tls_key)",
+                                 "listen imap 127.0.0.1:2143", "imaps: off (needs tls_cert and tls_key)"])
 
 
 if __name__ == "__main__":

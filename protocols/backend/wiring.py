@@ -31,7 +31,6 @@ It uses the event loop only through ``call_later``, ``call_soon_threadsafe``,
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from typing import Callable, Optional
@@ -250,30 +249,14 @@ class Backend:
             return Pop3Session(ctx, pcfg, self)
         return factory
 
-    def imap_settings(self, listener: str) -> dict:
-        """What an IMAP session is configured with, from the configuration keys."""
-        cfg = self.config
-        return dict(hostname=cfg.hostname, idle_timeout=cfg.imap_idle_timeout,
-                    append_limit=cfg.imap_append_limit, implicit_tls=listener == "imaps",
-                    allow_plaintext_auth=cfg.allow_plaintext_auth,
-                    plaintext_auth_loopback=cfg.plaintext_auth_loopback)
-
-    def imap_factory(self, listener: str):
-        """The IMAP session factory, or None while protocols/imap/session.py is not there.
-
-        TODO(merge of the IMAP session branch): the session module comes with that
-        branch (``ImapSession(ctx, backend, ...)``); check its config argument here."""
-        try:
-            from protocols.imap import session as imap_session
-        except ImportError:
-            log.debug("protocols.imap.session missing: no IMAP listener")
-            return None
-        settings = self.imap_settings(listener)
-        config_cls = getattr(imap_session, "ImapConfig", None)
-        if config_cls is not None and dataclasses.is_dataclass(config_cls):
-            names = {f.name for f in dataclasses.fields(config_cls)}
-            settings = config_cls(**{k: v for k, v in settings.items() if k in names})
+    def imap_factory(self):
+        from protocols.imap.session import ImapConfig, ImapSession
 
         def factory(ctx: SessionContext):
-            return imap_session.ImapSession(ctx, self, settings)
+            cfg = self.config
+            icfg = ImapConfig(hostname=cfg.hostname, idle_timeout=cfg.imap_idle_timeout,
+                              max_append=cfg.imap_append_limit,
+                              allow_plaintext_auth=cfg.allow_plaintext_auth,
+                              plaintext_auth_loopback=cfg.plaintext_auth_loopback)
+            return ImapSession(ctx, icfg, self)
         return factory

@@ -231,6 +231,14 @@ class CommandReader:
             return self._finish()  # no "+": the client sends no octets
         if size > self.max_literal:
             self._skip("literal of %d octets is over the limit" % size, code="TOOBIG")
+            if self._buf:
+                # octets after a refused {n} can only be the literal sent
+                # without waiting (RFC 9051 §4.3): never read them as commands
+                self._state = _CLOSED
+                self._buf.clear()
+                self._reset()
+                return ImapParseError("literal of %d octets is over the limit and sent without "
+                                      "waiting" % size, at_boundary=False, code="TOOBIG")
             return self._finish()
         self._pending = NeedContinuation(size, self._tag)
         self._state = _AWAIT_PLUS

@@ -1,0 +1,128 @@
+"""FETCH (RFC 9051 §6.4.5, §7.5.2; RFC 3501 §6.4.5), a mixin of
+protocols/imap/session.py's ImapSession.
+
+The session answers the metadata items itself (FLAGS, UID, INTERNALDATE,
+RFC822.SIZE, MODSEQ (RFC 7162 §3.1.4), SAVEDATE (RFC 8514 §4)) from the
+view; the content items go to fetch_data.py with the message read through
+``OpenFolder.read`` one at a time, each response queued before the next read
+and the next read held while too much output waits (``_wait_drain``).  A
+non-PEEK body fetch on a read-write mailbox sets \\Seen through
+``OpenFolder.store`` first, and the FETCH response carries the new FLAGS
+(RFC 9051 §6.4.5).  A message expunged by another session meanwhile: its
+metadata is still served, its content cannot be, and the command ends
+``NO [EXPUNGEISSUED]`` (RFC 2180 §4.1.2, RFC 5530 §3).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import List, Optional, Sequence
+
+from protocols import mime
+from protocols.imap import args as A
+from protocols.imap import fetch_data, wire
+from protocols.imap.fetch_args import FetchAtt
+from protocols.imap.session_base import BAD, NO, Refusal
+
+log = logging.getLogger("mailsrv.imap")
+
+# RFC 8474 (OBJECTID) is not offered: its items are refused (BAD).
+_NOT_OFFERED = ("EMAILID", "THREADID")
+
+
+def _date(seconds: Optional[float]) -> bytes:
+    if seconds is None:
+        return b"NIL"
+    return wire.date_time(datetime.datetime.fromtimestamp(seconds, tz=datetime.timezone.utc))
+
+
+class FetchCommands:
+    """FETCH / UID FETCH (see the module docstring)."""
+
+    def _cmd_fetch(self, head):
+        seqset, fa = A.fetch(head.rest)
+        if fa.changed_since is not None or fa.vanished:
+            return (BAD, "CONDSTORE is not supported", None)
+        atts = list(fa.atts)
+        for att in atts:
+            if att.name in _NOT_OFFERED:
+                return (BAD, "%s is not supported" % att.name, None)
+        if head.uid and not any(a.name == "UID" for a in atts):
+            atts.insert(0, FetchAtt("UID"))    # RFC 9051 §6.4.9
+        view = self._view
+        uids = view.resolve(seqset, head.uid, self._saved)
+        flagged = yield from self._set_seen(uids, atts)
+        content = any(fetch_data.needs_content(a) for a in atts)
+        missing = False
+        for uid in uids:
+            data = root = None
+            if content:
+                data = yield from self._read(uid)
+                if data is None:
+                    missing = True
+                    continue
+                root = mime.parse(data)
+            self._emit(self._fetch_response(uid, atts, data, root, uid in flagged))
+            self.counts["fetched"] += 1
+            yield self._wait_drain
+        if missing:
+            return (NO, "Some messages were expunged meanwhile", wire.response_code("EXPUNGEISSUED"))
+        return None
+
+    def _set_seen(self, uids: Sequence[int], atts: List[FetchAtt]):
+        """RFC 9051 §6.4.5: BODY[...] (not PEEK), RFC822, RFC822.TEXT set \\Seen."""
+        view = self._view
+        if self._folder.readonly or not any(fetch_data.sets_seen(a) for a in atts):
+            return set()
+        unseen = [u for u in uids if "\\Seen" not in view.meta(u).flags]
+        if not unseen:
+            return set()
+        outcome = yield from self._ask(self._folder.store, unseen, ["\\Seen"], "add", None)
+        for meta in outcome.changed:
+            view.update(meta)
+        return set(m.uid for m in outcome.changed)
+
+    def _read(self, uid: int):
+        """The message's octets, or None when it is gone (RFC 2180 §4.1)."""
+        data = yield lambda done: self._folder.read(uid, done)
+        if isinstance(data, BaseException):
+            log.error("imap read failed user=%s uid=%d: %r", self._user, uid, data)
+            raise Refusal(NO, "Cannot read message UID %d, try again" % uid, "UNAVAILABLE")
+        return data
+
+    def _fetch_response(self, uid: int, atts: Sequence[FetchAtt], data: Optional[bytes],
+                        root: Optional[mime.Part], add_flags: bool) -> bytes:
+        """``* n FETCH (...)``: items in the order asked (RFC 9051 §7.5.2)."""
+        view = self._view
+        meta = view.meta(uid)
+        items: List[bytes] = []
+        for att in atts:
+            name = att.name
+            if name == "FLAGS":
+                items.append(b"FLAGS " + view.flags_of(uid))
+                view.mark_shown(uid)
+                add_flags = False
+            elif name == "UID":
+                items.append(b"UID %d" % uid)
+            elif name == "INTERNALDATE":
+                items.append(b"INTERNALDATE " + _date(meta.internal_date))
+            elif name == "RFC822.SIZE":
+                items.append(b"RFC822.SIZE %d" % meta.size)
+            elif name == "MODSEQ":
+                items.append(b"MODSEQ (%d)" % meta.modseq)
+            elif name == "SAVEDATE":
+                items.append(b"SAVEDATE " + _date(meta.save_date))
+            else:
+                items.append(self._render(att, data, root))
+        if add_flags:   # \\Seen was just set: the client hears it here
+            items.append(b"FLAGS " + view.flags_of(uid))
+            view.mark_shown(uid)
+        return b"* %d FETCH (" % view.seq(uid) + b" ".join(items) + b")\r\n"
+
+    @staticmethod
+    def _render(att: FetchAtt, data: bytes, root: mime.Part) -> bytes:
+        try:
+            return fetch_data.render(att, data, root)
+        except fetch_data.FetchError as exc:
+            raise Refusal(NO, exc.text, exc.code)

@@ -1,0 +1,180 @@
+"""IMAP selected state (RFC 9051 §6.4): CLOSE, UNSELECT (RFC 3691), EXPUNGE and
+UID EXPUNGE (RFC 4315 §2.1), SEARCH (with ESEARCH, RFC 4731, and SEARCHRES,
+RFC 5182), STORE, COPY and MOVE (RFC 6851) with COPYUID (RFC 4315 §3), a
+mixin of protocols/imap/session.py's ImapSession; FETCH is in fetching.py.
+
+Message numbers are this session's (view.py); each command works on UIDs and
+the backend's OpenFolder; what it changed comes back into the view, and the
+untagged responses go out before the tagged reply when RFC 9051 §7.5.1
+allows (``SessionCore._sync``).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+
+from protocols.imap import args as A
+from protocols.imap import search as S
+from protocols.imap import search_eval, wire
+from protocols.imap.fetching import FetchCommands
+from protocols.imap.mailboxes import check_flags
+from protocols.imap.session_base import BAD, NO, OK, check_name
+
+log = logging.getLogger("mailsrv.imap")
+
+_STORE_MODES = {"": "replace", "+": "add", "-": "remove"}   # RFC 9051 §6.4.6
+_READ_ONLY = (NO, "Mailbox is read-only", wire.response_code("READ-ONLY"))
+
+
+class SelectedCommands(FetchCommands):
+    """The selected-state handlers (see the module docstring)."""
+
+    # -- leaving (RFC 9051 §6.4.1, §6.4.2) -------------------------------------
+
+    def _cmd_close(self, head):
+        """RFC 9051 §6.4.1: expunge silently (read-write only), then deselect."""
+        A.no_args(head.rest)
+        if not self._folder.readonly:
+            removed = yield from self._ask(self._folder.expunge, list(self._view.uids))
+            self.counts["expunged"] += len(removed)
+        self._deselect()
+        return None
+
+    def _cmd_unselect(self, head):
+        """RFC 3691 §2, RFC 9051 §6.4.2: deselect without expunging."""
+        A.no_args(head.rest)
+        self._deselect()
+        return None
+
+    def _deselect(self) -> None:
+        self._close_folder()
+        self.state = type(self.state).AUTHENTICATED
+
+    # -- EXPUNGE (RFC 9051 §6.4.3, RFC 4315 §2.1) -----------------------------------
+
+    def _cmd_expunge(self, head):
+        view = self._view
+        if head.uid:
+            uids = view.resolve(A.sequence_only(head.rest), True)
+        else:
+            A.no_args(head.rest)
+            uids = list(view.uids)
+        if self._folder.readonly:
+            return _READ_ONLY
+        if uids:    # the backend removes only those with \Deleted
+            removed = yield from self._ask(self._folder.expunge, uids)
+            view.expunged(removed)
+            self.counts["expunged"] += len(removed)
+        return None
+
+    # -- SEARCH (RFC 9051 §6.4.4, RFC 4731, RFC 5182) ----------------------------------
+
+    def _cmd_search(self, head):
+        sa = S.search_args(head.rest)
+        if self.utf8 and sa.charset is not None:
+            return (BAD, "No CHARSET after ENABLE UTF8=ACCEPT", None)   # RFC 6855 §3
+        try:
+            charset = search_eval.check_charset(sa.charset)
+        except search_eval.SearchCharsetError:
+            return (NO, "Unsupported charset", wire.response_code("BADCHARSET", [b"US-ASCII", b"UTF-8"]))
+        view = self._view
+        now = self.ctx.clock()
+        # dates are compared on the server's calendar, as Dovecot does (search_eval.py)
+        local = datetime.datetime.fromtimestamp(now).astimezone().tzinfo
+        ctx = search_eval.SearchContext(
+            largest_seq=len(view), largest_uid=view.uids[-1] if view.uids else 0,
+            saved=tuple(self._saved), now=now, charset=charset, tz=local)
+        content = search_eval.needs_content(sa.key)
+        hits = []
+        for i, (uid, meta) in enumerate(zip(list(view.uids), list(view.metas))):
+            if uid in view.gone:
+                continue    # RFC 2180 §4.3: expunged by another session, not reported
+            data = None
+            if content:
+                data = yield from self._read(uid)
+                if data is None:
+                    continue
+            if search_eval.matches(sa.key, i + 1, meta, uid in view.recent, data, ctx):
+                hits.append(uid)
+        self._search_answer(head, sa.returns, hits)
+        return None
+
+    def _search_answer(self, head, returns, hits) -> None:
+        """SEARCH (rev1 without RETURN) or ESEARCH (RFC 4731 §3.1, RFC 9051
+        §7.3.4); RETURN (SAVE) keeps the UIDs for ``$`` (RFC 5182 §2.1)."""
+        numbers = hits if head.uid else [self._view.seq(u) for u in hits]
+        if returns is not None and "SAVE" in returns:
+            saved = hits
+            if hits and ("MIN" in returns or "MAX" in returns) and not (
+                    "ALL" in returns or "COUNT" in returns):
+                saved = sorted(set(([hits[0]] if "MIN" in returns else [])
+                                   + ([hits[-1]] if "MAX" in returns else [])))
+            self._saved = tuple(saved)
+            returns = tuple(r for r in returns if r != "SAVE")
+            if not returns:
+                return      # RFC 5182 §2.1: SAVE alone sends no ESEARCH
+        if returns is None and not self.rev2:
+            self._emit(search_eval.search_response(numbers))
+        else:
+            self._emit(search_eval.esearch(head.tag, head.uid, numbers, returns or ("ALL",)))
+
+    # -- STORE (RFC 9051 §6.4.6) ---------------------------------------------------------
+
+    def _cmd_store(self, head):
+        sa = A.store(head.rest)
+        if sa.unchanged_since is not None:
+            return (BAD, "CONDSTORE is not supported", None)
+        check_flags(sa.flags)
+        view = self._view
+        uids = view.resolve(sa.sequence, head.uid, self._saved)
+        if self._folder.readonly:
+            return _READ_ONLY
+        if not uids:
+            return None
+        outcome = yield from self._ask(self._folder.store, uids, list(sa.flags), _STORE_MODES[sa.mode], None)
+        for meta in outcome.changed:
+            view.update(meta)
+        self._emit(view.note_keywords(sa.flags))
+        self.counts["stored"] += len(uids)
+        for uid in uids:
+            if uid in view.gone:
+                continue
+            if sa.silent:
+                view.mark_shown(uid)    # our own change: .SILENT says no FETCH
+            else:
+                self._emit(view.flag_fetch(uid, head.uid))
+        return None
+
+    # -- COPY / MOVE (RFC 9051 §6.4.7, RFC 6851, RFC 4315 §3) --------------------------------
+
+    def _cmd_copy(self, head):
+        return (yield from self._copy(head, move=False))
+
+    def _cmd_move(self, head):
+        return (yield from self._copy(head, move=True))
+
+    def _copy(self, head, move: bool):
+        seqset, target = A.copy(head.rest, self.utf8)
+        check_name(target)
+        view = self._view
+        uids = view.resolve(seqset, head.uid, self._saved)
+        if move and self._folder.readonly:
+            return _READ_ONLY
+        if not uids:
+            return (OK, "No messages", None)
+        out = yield from self._ask(self._folder.copy, uids, target, move)
+        self.counts["copied"] += len(out.uid_map)
+        if target == self._folder.name:
+            self._dirty = True
+        code = None
+        if out.uid_map:
+            src = wire.sequence_set(a for a, _ in out.uid_map)
+            dst = wire.sequence_set(b for _, b in out.uid_map)
+            code = wire.response_code("COPYUID", b"%d %s %s" % (out.uidvalidity, src, dst))
+        if not move:
+            return (OK, "COPY completed", code)
+        if code:    # RFC 6851 §4.3: COPYUID in an untagged OK before the EXPUNGEs
+            self._emit(wire.status_line(None, b"OK", "Moved", code))
+        view.expunged(out.expunged)
+        return (OK, "MOVE completed", None)

@@ -1,0 +1,128 @@
+"""IMAP not-authenticated state (RFC 9051 §6.2): STARTTLS, AUTHENTICATE (with
+SASL-IR, RFC 4959) and LOGIN, a mixin of protocols/imap/session.py's
+ImapSession.  The SASL steps are the shared exchange of
+protocols/auth_exchange.py, framed as IMAP: ``+ base64`` continuations,
+``*`` cancels (BAD), OK / NO [AUTHENTICATIONFAILED] / NO [UNAVAILABLE]
+(RFC 5530).  The backend's ``authenticate`` applies the shared failure delay
+and lockout; plaintext mechanisms and LOGIN only where POP3 would take them
+(``_plaintext_ok``: TLS, loopback or the operator's choice).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from protocols import auth_exchange as ax
+from protocols import sasl
+from protocols.auth_exchange import AuthExchange, Step
+from protocols.imap import grammar as g
+from protocols.imap import wire
+from protocols.imap.session_base import BAD, NO, OK, Reply
+
+log = logging.getLogger("mailsrv.imap")
+
+
+def _authenticate_args(rest: memoryview):
+    """authenticate = "AUTHENTICATE" SP auth-type [SP initial-resp];
+    initial-resp = (base64 / "=") (RFC 9051 §9, RFC 4959 §7)."""
+    mech, rest = g.atom(g.sp(rest))
+    initial = None
+    if bytes(rest[:1]) == b" ":
+        raw = bytes(rest[1:]).rstrip(b"\r\n")
+        if not raw or b" " in raw:
+            raise g.ImapParseError("bad initial response")
+        initial, rest = raw, memoryview(b"\r\n")
+    g.end(rest)
+    return mech.decode("ascii").upper(), initial
+
+
+class AuthCommands:
+    """STARTTLS, AUTHENTICATE, LOGIN (see the module docstring)."""
+
+    def _cmd_starttls(self, head) -> Reply:
+        """RFC 9051 §6.2.1: OK, then the loop starts TLS; later input is discarded."""
+        g.end(head.rest)
+        if self.ctx.tls_active:
+            return (BAD, "TLS is already active", None)
+        if not self.ctx.tls_available:
+            return (NO, "TLS is not available", None)
+        self._starttls = True
+        return (OK, "Begin TLS negotiation now", None)
+
+    def _cmd_authenticate(self, head):
+        """RFC 9051 §6.2.2, RFC 4959 (SASL-IR)."""
+        mech, initial = _authenticate_args(head.rest)
+        if mech not in sasl.MECHANISMS:
+            return (NO, "Unsupported authentication mechanism", wire.response_code("CANNOT"))
+        if mech not in self._mechanisms():
+            return (NO, "Plaintext authentication disallowed without TLS",
+                    wire.response_code("PRIVACYREQUIRED"))
+        exchange = AuthExchange.sasl(mech, self.backend.scram_lookup)
+        return (yield from self._auth_steps(exchange, exchange.start(initial)))
+
+    def _cmd_login(self, head):
+        """RFC 9051 §6.2.3: LOGIN userid password; refused while LOGINDISABLED."""
+        user, rest = g.astring(g.sp(head.rest))
+        password, rest = g.astring(g.sp(rest))
+        g.end(rest)
+        if not self._plaintext_ok():
+            return (NO, "Plaintext authentication disallowed without TLS",
+                    wire.response_code("PRIVACYREQUIRED"))
+        try:
+            name, secret = user.decode("utf-8"), password.decode("utf-8")
+        except UnicodeDecodeError:
+            return (BAD, "User name and password must be UTF-8", None)
+        exchange = AuthExchange.password("LOGIN", name, secret)
+        return (yield from self._auth_steps(exchange, exchange.start()))
+
+    def _auth_steps(self, exchange: AuthExchange, step: Step):
+        """Frame the shared exchange's steps as IMAP until it ends."""
+        while True:
+            if step.kind == ax.CHALLENGE:
+                self._emit(wire.sasl_continuation(step.encoded))
+                line = yield self._wait_line
+                if line is None:
+                    return (BAD, "Authentication line too long", None)
+                step = exchange.respond(line)
+            elif step.kind == ax.CHECK:
+                outcome = step.outcome
+                answer = yield lambda done: self.backend.authenticate(self.ctx, outcome, done)
+                step = exchange.verdict(answer)
+            elif step.kind == ax.SUCCESS:
+                return (yield from self._login_ok(step))
+            elif step.kind in (ax.REJECTED, ax.TEMPORARY):
+                return self._login_failed(step)
+            elif step.kind == ax.CANCELLED:
+                return (BAD, "Authentication cancelled", None)   # RFC 9051 §6.2.2
+            elif step.kind == ax.BAD_BASE64:
+                return (BAD, "Invalid base64 in SASL response", None)
+            else:
+                return (NO, "Authentication failed: %s" % step.error,
+                        wire.response_code("AUTHENTICATIONFAILED"))
+
+    def _login_failed(self, step: Step) -> Reply:
+        self._auth_failures += 1
+        if step.kind == ax.TEMPORARY:   # not checked now; the backend logged why
+            return (NO, step.temporary.text, wire.response_code("UNAVAILABLE"))
+        log.info("imap login failed user=%r mech=%s peer=%s",
+                 step.outcome.authcid, step.outcome.mechanism, self.ctx.peer_ip)
+        if self._auth_failures >= self.config.max_auth_failures:
+            self._shutdown = True   # BYE after the NO (RFC 9051 §7.1.5)
+            self._shutdown_text = "Too many failed logins"
+        return (NO, "Authentication failed", wire.response_code("AUTHENTICATIONFAILED"))
+
+    def _login_ok(self, step: Step):
+        """Open the user's account (INBOX and the special-use folders), then
+        AUTHENTICATED with the capabilities in the OK (RFC 9051 §6.2.2)."""
+        user = step.user
+        answer = yield lambda done: self.backend.open_account(self.ctx, user, done)
+        if isinstance(answer, BaseException):
+            log.error("imap open account failed user=%s: %r", user, answer)
+            return (NO, "Cannot open the mailboxes, try again later", wire.response_code("UNAVAILABLE"))
+        log.info("imap login ok user=%s mech=%s peer=%s tls=%s",
+                 user, step.outcome.mechanism, self.ctx.peer_ip, self.ctx.tls_active)
+        self._user = user
+        self._account = answer
+        self.state = type(self.state).AUTHENTICATED
+        self._reader.max_literal = self.config.max_append
+        return (OK, "Logged in", b"[CAPABILITY " + self._capabilities() + b"]")
