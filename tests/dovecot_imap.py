@@ -15,7 +15,8 @@ index cache goes to the work directory.
 
 Dovecot refuses to run mail processes as uid 0, so when we are root they run
 as ``nobody`` (``MAIL_USER``) and the Maildir must belong to that user:
-``own_tree()`` hands a tree over (``chown=True`` does it at start).  As an
+``own_tree()`` hands a tree over (``chown=True`` does it at start) and
+``open_path_to()`` lets that user through the directories above it.  As an
 ordinary user, Dovecot's master, login and auth processes run as that user
 too (``default_internal_user`` / ``default_login_user``).
 
@@ -141,16 +142,30 @@ def own_tree(path, owner=None):
                 pass
 
 
-def open_path_to(path):
-    """Let the mail user traverse every directory above ``path`` (mkdtemp makes them 0700)."""
+def open_path_to(path, top):
+    """Let the mail user traverse the directories above ``path`` up to ``top``, ``top``
+    included (mkdtemp makes them 0700); nothing above ``top`` is changed."""
     if os.geteuid() != 0:
         return
+    top = os.path.abspath(top)
     parent = os.path.dirname(os.path.abspath(path))
-    while parent not in ("/", ""):
+    while parent.startswith(top):
         mode = os.stat(parent).st_mode
         if mode & 0o001 == 0:
             os.chmod(parent, (mode & 0o7777) | 0o011)
         parent = os.path.dirname(parent)
+
+
+def unreachable(path):
+    """The first directory above ``path`` the mail user cannot traverse, or None."""
+    if os.geteuid() != 0:
+        return None
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent not in ("/", ""):
+        if os.path.isdir(parent) and os.stat(parent).st_mode & 0o001 == 0:
+            return parent
+        parent = os.path.dirname(parent)
+    return None
 
 
 def free_port(host):
@@ -185,7 +200,6 @@ class DovecotImap:
     def _write_files(self):
         os.makedirs(self.work, exist_ok=True)
         os.chmod(self.work, 0o755)     # the auth process (user dovecot) reads the passwd-file
-        open_path_to(self.work)
         for d in ("run", "state", "index", "home"):
             os.makedirs(os.path.join(self.work, d), exist_ok=True)
         for d in ("index", "home"):
@@ -212,8 +226,12 @@ class DovecotImap:
 
     # -- running --------------------------------------------------------
     def start(self):
+        for path in (self.maildir, self.work):
+            closed = unreachable(path)
+            if closed:
+                raise RuntimeError("%s: the mail user %s cannot enter %s (mode %o); open_path_to() opens it"
+                                   % (path, self.owner.pw_name, closed, os.stat(closed).st_mode & 0o7777))
         if self.chown:
-            open_path_to(self.maildir)
             own_tree(self.maildir, self.owner)
         for attempt in range(3):        # a free port can be taken between our probe and Dovecot's bind
             self.port = free_port(self.host)
