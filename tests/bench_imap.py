@@ -367,7 +367,7 @@ def print_table(results, memory, names, facts, count, rounds, idle_count):
             line += "%12.2f" % (values[0] / values[1])
         print(line)
     for i, label in ((0, "RSS"), (2, "PSS")):
-        line = "%-66s" % ("%d sessions IDLE on INBOX: %s added (MB)" % (idle_count, label))
+        line = "%-66s" % ("{:,} sessions IDLE on INBOX: {} added (MB)".format(idle_count, label))
         values = [(memory[n][i + 1] - memory[n][i]) / 1024 if n in memory else None for n in names]
         line += "".join("%12.1f" % v if v is not None else "%12s" % "-" for v in values)
         if len(names) == 2 and None not in values and values[1] > 0:

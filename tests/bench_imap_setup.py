@@ -353,7 +353,7 @@ class External:
 
     def memory(self):
         if not self.pid:
-            raise Unavailable("no --pid given: memory not measured")
+            raise Unavailable("no --pid given (the server's process)")
         return proc_kb(self.pid, "VmRSS"), proc_kb(self.pid, "Pss", "smaps_rollup")
 
 
