@@ -18,7 +18,7 @@ as ``nobody`` (``MAIL_USER``) and the Maildir must belong to that user:
 ``own_tree()`` hands a tree over (``chown=True`` does it at start) and
 ``open_path_to()`` lets that user through the directories above it.  As an
 ordinary user, Dovecot's master, login and auth processes run as that user
-too (``default_internal_user`` / ``default_login_user``).
+too (``default_internal_user``, ``default_login_user``, ``default_internal_group``).
 
 The configuration is Dovecot 2.3 syntax (Debian 12); ``skip_reason()`` says
 why the fixture cannot run here (Dovecot or dovecot-imapd missing, or not 2.3),
@@ -27,6 +27,7 @@ wait is bounded; ``stop()`` ends the server (SIGTERM to the master, which
 stops its children; SIGKILL to our process group if it does not go).
 """
 
+import grp
 import os
 import pwd
 import re
@@ -71,6 +72,7 @@ protocol imap {{
   mail_max_userip_connections = {max_connections}
 }}
 service imap-login {{
+{chroot}
   inet_listener imap {{
     address = {host}
     port = {port}
@@ -83,6 +85,7 @@ service imap {{
   process_limit = {max_connections}
 }}
 service anvil {{
+{chroot}
   client_limit = {client_limit}
 }}
 {extra}
@@ -206,16 +209,19 @@ class DovecotImap:
             own_tree(os.path.join(self.work, d), self.owner)
         with open(os.path.join(self.work, "passwd"), "w") as f:
             f.write("%s:{PLAIN}%s\n" % (self.user, self.password))
-        internal = ""
+        internal, chroot = "", ""
         if os.geteuid() != 0:
+            chroot = "  chroot =      # only root may chroot"
             me = pwd.getpwuid(os.geteuid()).pw_name
-            internal = "default_internal_user = %s\ndefault_login_user = %s\n" % (me, me)
+            group = grp.getgrgid(os.getegid()).gr_name
+            internal = ("default_internal_user = %s\ndefault_login_user = %s\ndefault_internal_group = %s\n"
+                        % (me, me, group))
         with open(self.conf, "w") as f:
             f.write(CONF.format(host=self.host, work=self.work, maildir=self.maildir, port=self.port,
                                 uid=self.owner.pw_uid, gid=self.owner.pw_gid,
                                 max_connections=self.max_connections,
                                 client_limit=self.max_connections * 3 + 100,
-                                internal_users=internal, extra=self.extra))
+                                internal_users=internal, chroot=chroot, extra=self.extra))
 
     def reset_index(self):
         """Forget Dovecot's index cache (the control files in the Maildir stay); only while stopped."""
