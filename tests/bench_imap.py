@@ -264,21 +264,32 @@ def one_line(e):
 
 
 def measure_round(server, corpus, rnd, first_open):
-    """One round on a freshly started server: {row: seconds}, {check: (got, expected key)}."""
-    out, counts = {}, {}
+    """One round on a freshly started server: ({row: seconds}, {check: (got, expected)}, [failures]).
+
+    A step that fails (a command refused, an answer imaplib cannot parse, a
+    timeout) is one line in the failures and the round goes on with the next
+    step in new sessions: a server still missing one command is measured on
+    the others."""
+    out, counts, failures = {}, {}, []
     if first_open:
         server.forget_state()
     server.start()
+    steps = [("first open" if first_open else "open", lambda: measure_reads(
+                 server, "first open" if first_open else "open", out, counts)),
+             ("later open", lambda: (time.sleep(MTIME_SLACK_S + 0.2),     # see the module docstring
+                                     measure_reads(server, "later open", out, counts))),
+             ("STORE", lambda: measure_store(server, out, counts)),
+             ("APPEND", lambda: measure_append(server, corpus, "Append-%d-%d" % (os.getpid(), rnd), out, counts)),
+             ("IDLE", lambda: measure_idle_latency(server, "Idle", out, counts))]
     try:
-        measure_reads(server, "first open" if first_open else "open", out, counts)
-        time.sleep(MTIME_SLACK_S + 0.2)    # a later open comes later (see the module docstring)
-        measure_reads(server, "later open", out, counts)
-        measure_store(server, out, counts)
-        measure_append(server, corpus, "Append-%d-%d" % (os.getpid(), rnd), out, counts)
-        measure_idle_latency(server, "Idle", out, counts)
+        for what, step in steps:
+            try:
+                step()
+            except Exception as e:     # a benchmark reports a server's failure in one line and goes on
+                failures.append("%s: %s" % (what, str(e) if isinstance(e, Unavailable) else one_line(e)))
     finally:
         server.stop()
-    return out, counts
+    return out, counts, failures
 
 
 # ---------------------------------------------------------------------------
@@ -318,18 +329,25 @@ def make_servers(args, corpus, work):
 
 
 def run_rounds(servers, corpus, rounds, first_open):
-    """Alternating servers round by round; a server that fails is dropped with one line."""
+    """Alternating servers round by round; a server that cannot start is dropped with one line,
+    each failed step is printed once."""
     results = {s.name: [] for s in servers}
-    live = list(servers)
+    live, said = list(servers), set()
     for rnd in range(1, rounds + 1):
-        for server in (live if rnd % 2 else live[::-1]):
+        for server in list(live if rnd % 2 else live[::-1]):
             try:
-                results[server.name].append(measure_round(server, corpus, rnd, first_open))
-            except (Unavailable, OSError, imaplib.IMAP4.error, EOFError, ValueError) as e:
+                out, counts, failures = measure_round(server, corpus, rnd, first_open)
+            except (Unavailable, OSError, subprocess.SubprocessError) as e:
                 msg = str(e) if isinstance(e, Unavailable) else one_line(e)
                 print("%s: round %d failed, dropped from the run: %s" % (server.name, rnd, msg), flush=True)
                 live.remove(server)
                 server.stop()
+                continue
+            results[server.name].append((out, counts))
+            for failure in failures:
+                if (server.name, failure) not in said:
+                    said.add((server.name, failure))
+                    print("%s: round %d: %s" % (server.name, rnd, failure), flush=True)
         print("round %d of %d done" % (rnd, rounds), flush=True)
     return results
 
@@ -366,7 +384,7 @@ def print_table(results, memory, names, facts, count, rounds, idle_count):
         if len(names) == 2 and None not in values and values[1] > 0:
             line += "%12.2f" % (values[0] / values[1])
         print(line)
-    for i, label in ((0, "RSS"), (2, "PSS")):
+    for i, label in ((0, "RSS"), (2, "PSS")) if idle_count else ():
         line = "%-66s" % ("{:,} sessions IDLE on INBOX: {} added (MB)".format(idle_count, label))
         values = [(memory[n][i + 1] - memory[n][i]) / 1024 if n in memory else None for n in names]
         line += "".join("%12.1f" % v if v is not None else "%12s" % "-" for v in values)
@@ -375,7 +393,7 @@ def print_table(results, memory, names, facts, count, rounds, idle_count):
         print(line)
     if len(names) == 2:
         print("ratio: %s / %s (below 1: %s is faster or smaller)" % (names[0], names[1], names[0]))
-    if "dovecot" in names:
+    if "dovecot" in names and idle_count:
         print("Dovecot's memory: the sum over its imap processes, one per session.")
     check_answers(results, names, facts)
 
@@ -397,7 +415,7 @@ def check_answers(results, names, facts):
     for line in wrong[:20]:
         print("WRONG ANSWER " + line)
     if not wrong:
-        print("answers checked: every FETCH answered for all %d messages, SEARCH SUBJECT %s found %d, SEARCH BODY "
+        print("answers checked (of the steps measured): every FETCH answered for all %d messages, SEARCH SUBJECT %s found %d, SEARCH BODY "
               "%s found %d, every APPEND arrived" % (facts["messages"], SUBJECT_WORD, facts["subject_hits"],
                                                      BODY_WORD, facts["body_hits"]))
 
