@@ -70,7 +70,8 @@ from tests.bench_imap_setup import (BODY_WORD, DATA, PASSWORD, SUBJECT_WORD, USE
 APPENDS = 1000               # issue 10: "APPEND of 1,000 messages"
 IDLE_SAMPLES = 20            # issue 10 asks for the IDLE latency; 20 samples give a steady median
 TIMEOUT = 600                # seconds for one IMAP command on 10,000 messages on a busy 2-core machine
-SOURCES = 50                 # client addresses 127.0.0.2.. for the IDLE connections (per-address limits)
+SOURCES = 100                # client addresses 127.0.0.2.. for the IDLE sessions: 10 each, within a
+                             # default per-user-and-address limit of 10 (Dovecot's mail_max_userip_connections)
 
 
 # ---------------------------------------------------------------------------
@@ -126,7 +127,7 @@ HEADER_FIELDS = "BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)]"
 READS = [  # (row, call, counts what)
     ("UID FETCH 1:* (FLAGS)", lambda c: responses(ok(c.uid("FETCH", "1:*", "(FLAGS)"), "UID FETCH")), "messages"),
     ("FETCH 1:* (ENVELOPE)", lambda c: responses(ok(c.fetch("1:*", "(ENVELOPE)"), "FETCH ENVELOPE")), "messages"),
-    ("FETCH 1:* " + HEADER_FIELDS, lambda c: responses(ok(c.fetch("1:*", "(%s)" % HEADER_FIELDS), "FETCH")),
+    ("FETCH 1:* " + HEADER_FIELDS, lambda c: responses(ok(c.fetch("1:*", "(%s)" % HEADER_FIELDS), "FETCH HEADER.FIELDS")),
      "messages"),
     ("SEARCH SUBJECT " + SUBJECT_WORD, lambda c: len(ok(c.search(None, "SUBJECT", SUBJECT_WORD), "SEARCH")[0].split()),
      "subject_hits"),
@@ -135,16 +136,32 @@ READS = [  # (row, call, counts what)
 ]
 
 
-def measure_reads(server, label, out, counts):
-    """login+SELECT and every READS row in one session; the rows get ``label``."""
+def measure_reads(server, label, out, counts, failures):
+    """login+SELECT and every READS row in one session; the rows get ``label``.
+    A command the server refuses is a line in ``failures``; the next row goes on."""
     t, (c, exists) = timed(lambda: login_select(server))
     out["login+SELECT INBOX, " + label] = t
     counts["SELECT EXISTS"] = exists
     for row, call, what in READS:
-        t, n = timed(lambda: call(c))
+        try:
+            t, n = timed(lambda: call(c))
+        except imaplib.IMAP4.abort:
+            raise                         # the connection is gone: the step fails
+        except (Unavailable, imaplib.IMAP4.error) as e:     # a NO or BAD: the session is still usable
+            failures.append("%s: %s" % (label, e))
+            continue
         out[row + ", " + label] = t
-        counts[row] = (n, what)
+        counts[row + ", " + label] = (n, what)
     c.logout()
+
+
+def row_order(first_label):
+    """The rows in the order they are measured (the table's order, whichever server answered)."""
+    rows = []
+    for label in (first_label, "later open"):
+        rows += ["login+SELECT INBOX, " + label] + [row + ", " + label for row, _call, _what in READS]
+    return rows + ["STORE 1:* +FLAGS (\\Flagged)", "STORE 1:* -FLAGS (\\Flagged)", "APPEND 1,000 messages",
+                   "IDLE push latency (median of %d)" % IDLE_SAMPLES]
 
 
 def measure_store(server, out, counts):
@@ -274,10 +291,10 @@ def measure_round(server, corpus, rnd, first_open):
     if first_open:
         server.forget_state()
     server.start()
-    steps = [("first open" if first_open else "open", lambda: measure_reads(
-                 server, "first open" if first_open else "open", out, counts)),
+    label = "first open" if first_open else "open"
+    steps = [(label, lambda: measure_reads(server, label, out, counts, failures)),
              ("later open", lambda: (time.sleep(MTIME_SLACK_S + 0.2),     # see the module docstring
-                                     measure_reads(server, "later open", out, counts))),
+                                     measure_reads(server, "later open", out, counts, failures))),
              ("STORE", lambda: measure_store(server, out, counts)),
              ("APPEND", lambda: measure_append(server, corpus, "Append-%d-%d" % (os.getpid(), rnd), out, counts)),
              ("IDLE", lambda: measure_idle_latency(server, "Idle", out, counts))]
@@ -368,10 +385,9 @@ def run_memory(servers, count):
 
 
 def print_table(results, memory, names, facts, count, rounds, idle_count):
-    rows = []
-    for name in names:
-        for out, _counts in results.get(name, []):
-            rows += [r for r in out if r not in rows]
+    measured = {r for name in names for out, _counts in results.get(name, []) for r in out}
+    order = row_order("first open") + row_order("open")
+    rows = sorted(measured, key=lambda r: order.index(r) if r in order else len(order))
     print("\nIMAP, medians of %d rounds (seconds); INBOX of %d messages, APPEND %d" % (rounds, count, APPENDS))
     cols = names + (["ratio"] if len(names) == 2 else [])
     print("%-66s" % "" + "".join("%12s" % c for c in cols))
