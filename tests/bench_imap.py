@@ -127,8 +127,8 @@ HEADER_FIELDS = "BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)]"
 READS = [  # (row, call, counts what)
     ("UID FETCH 1:* (FLAGS)", lambda c: responses(ok(c.uid("FETCH", "1:*", "(FLAGS)"), "UID FETCH")), "messages"),
     ("FETCH 1:* (ENVELOPE)", lambda c: responses(ok(c.fetch("1:*", "(ENVELOPE)"), "FETCH ENVELOPE")), "messages"),
-    ("FETCH 1:* " + HEADER_FIELDS, lambda c: responses(ok(c.fetch("1:*", "(%s)" % HEADER_FIELDS), "FETCH HEADER.FIELDS")),
-     "messages"),
+    ("FETCH 1:* " + HEADER_FIELDS,
+     lambda c: responses(ok(c.fetch("1:*", "(%s)" % HEADER_FIELDS), "FETCH HEADER.FIELDS")), "messages"),
     ("SEARCH SUBJECT " + SUBJECT_WORD, lambda c: len(ok(c.search(None, "SUBJECT", SUBJECT_WORD), "SEARCH")[0].split()),
      "subject_hits"),
     ("SEARCH BODY " + BODY_WORD, lambda c: len(ok(c.search(None, "BODY", BODY_WORD), "SEARCH")[0].split()),
@@ -431,9 +431,9 @@ def check_answers(results, names, facts):
     for line in wrong[:20]:
         print("WRONG ANSWER " + line)
     if not wrong:
-        print("answers checked (of the steps measured): every FETCH answered for all %d messages, SEARCH SUBJECT %s found %d, SEARCH BODY "
-              "%s found %d, every APPEND arrived" % (facts["messages"], SUBJECT_WORD, facts["subject_hits"],
-                                                     BODY_WORD, facts["body_hits"]))
+        print("answers checked (of the steps measured): every FETCH answered for all %d messages, SEARCH SUBJECT "
+              "%s found %d, SEARCH BODY %s found %d, every APPEND arrived"
+              % (facts["messages"], SUBJECT_WORD, facts["subject_hits"], BODY_WORD, facts["body_hits"]))
 
 
 def parse_args():

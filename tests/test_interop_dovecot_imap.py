@@ -148,7 +148,8 @@ class DovecotAndMailsrvShareTheMaildir(ServerTestCase):
                 port = self.dovecot.port
             else:
                 if "imap" not in self.ports:
-                    self.fail("mailsrv has no IMAP listener: imap_port = 0 gave only %s" % ", ".join(sorted(self.ports)))
+                    self.fail("mailsrv has no IMAP listener: imap_port = 0 gave only %s"
+                              % ", ".join(sorted(self.ports)))
                 port = self.ports["imap"]
             c = imaplib.IMAP4("127.0.0.1", port, timeout=TIMEOUT)
             check(c.login(BOB, BOB_PW), "%s LOGIN" % name)
