@@ -80,15 +80,17 @@ def fetch_rows(data):
 
 
 def subjects(c, tag):
-    """{subject: uid} of the messages whose Subject holds ``tag``, after a NOOP (RFC 3501 §6.1.2)."""
+    """{subject: uid} of the messages whose Subject starts with ``tag``, after a NOOP (RFC 3501
+    §6.1.2).  Filtered here rather than with SEARCH: this test is about sharing, not searching."""
     check(c.noop(), "NOOP")
     c.untagged_responses.clear()         # the changes the NOOP reported: not wanted here
-    uids = check(c.uid("SEARCH", "SUBJECT", '"%s"' % tag), "UID SEARCH")[0].split()
-    if not uids:
-        return {}
-    rows = fetch_rows(check(c.uid("FETCH", b",".join(uids).decode(), "(UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])"),
-                            "UID FETCH"))
-    return {row["literal"].decode().split(":", 1)[1].strip(): row["uid"] for row in rows}
+    rows = fetch_rows(check(c.uid("FETCH", "1:*", "(UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])"), "UID FETCH"))
+    out = {}
+    for row in rows:
+        subject = (row["literal"] or b"").decode().partition(":")[2].strip()
+        if subject.startswith(tag + " "):
+            out[subject] = row["uid"]
+    return out
 
 
 def flags(c, uids):
