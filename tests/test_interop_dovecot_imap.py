@@ -16,9 +16,10 @@ tests/test_interop_dovecot.py does, the tree is handed to ``nobody``
 (``own_tree``) before every step Dovecot takes, so it can read the files
 mailsrv wrote (mailsrv, as root, reads and renames Dovecot's files anyway).
 
-The first test needs only mailsrv's SMTP and the store and runs on any
-checkout; the others need mailsrv's IMAP listener and fail, saying so, where
-it is missing.  Skipped when Dovecot (dovecot-core, dovecot-imapd) is
+Two tests need only mailsrv's SMTP and its store (store/folder.py), among
+them the keyword that the store adds within the second a Dovecot session read
+``dovecot-keywords`` (Dovecot notices a rewrite by its mtime in seconds); the
+others need mailsrv's IMAP listener and fail, saying so, where it is missing.  Skipped when Dovecot (dovecot-core, dovecot-imapd) is
 missing or not 2.3, or MAILSRV_SKIP_INTEROP is set; every wait is bounded.
 """
 
@@ -26,6 +27,7 @@ import imaplib
 import os
 import re
 import smtplib
+import time
 import unittest
 
 from store.folder import Folder
@@ -192,6 +194,26 @@ class DovecotAndMailsrvShareTheMaildir(ServerTestCase):
         self.assertEqual(ours, seen)
         self.assertEqual(uidvalidity(self.on("dovecot")), snap.uidvalidity)
 
+    def test_keywords_mailsrv_adds_in_the_second_dovecot_read_the_file(self):
+        """Dovecot reads dovecot-keywords again only when its mtime, in whole seconds, differs from
+        the one it read last; its own writers make the mtime grow for that reason (maildir-keywords.c,
+        "mtime must grow every time").  A keyword mailsrv's store adds within the second a Dovecot
+        session read the file must still reach that session by name, not as "unknown-N"."""
+        uids = sorted(subjects(self.on("dovecot"), self.tag).values())
+        for n in range(3):      # three tries: on a slow machine one may cross a second and prove nothing
+            while time.time() % 1 > 0.2:           # start early in a second (the clock, not an event)
+                time.sleep(0.01)
+            check(self.on("dovecot").uid("STORE", str(uids[0]), "+FLAGS", "($OnDovecot%d)" % n), "STORE")
+            reader = imaplib.IMAP4("127.0.0.1", self.dovecot.port, timeout=TIMEOUT)
+            self.sessions["reader%d" % n] = reader
+            check(reader.login(BOB, BOB_PW), "LOGIN")
+            check(reader.select("INBOX"), "SELECT")            # this session reads the file now
+            Folder(self.bob).set_keywords([uids[1]], ["$OnMailsrv%d" % n])
+            dovecot_imap.own_tree(self.bob)
+            wait_for(lambda: "$OnMailsrv%d" % n in flags(reader, [uids[1]])[uids[1]],
+                     "Dovecot to name the keyword mailsrv added in the same second",
+                     lambda: "Dovecot shows %s" % flags(reader, [uids[1]]), timeout=5)
+
     # -- need mailsrv's IMAP ---------------------------------------------------
     def test_same_uidvalidity_and_uids(self):
         view = self.both_see(self.tag, "the same UIDs for the delivered messages")
@@ -205,7 +227,9 @@ class DovecotAndMailsrvShareTheMaildir(ServerTestCase):
         check(self.on("mailsrv").uid("STORE", ",".join(map(str, marked)), "+FLAGS", "(\\Flagged $Label1)"),
               "mailsrv STORE")
         wait_for(lambda: all({"\\Flagged", "$Label1"} <= f for f in flags(self.on("dovecot"), marked).values()),
-                 "Dovecot to show mailsrv's \\Flagged $Label1", self.dovecot.log_tail, timeout=TIMEOUT)
+                 "Dovecot to show mailsrv's \\Flagged $Label1",
+                 lambda: "Dovecot shows %s\n%s" % (flags(self.on("dovecot"), marked), self.dovecot.log_tail()),
+                 timeout=TIMEOUT)
         for uid, f in flags(self.on("dovecot"), other).items():
             self.assertFalse({"\\Flagged", "$Label1"} & f, uid)
 
