@@ -227,7 +227,7 @@ class Mailsrv:
     host, user, password = "127.0.0.1", USER, PASSWORD
 
     def __init__(self, work, corpus, settings):
-        self.work, self.proc, self.port = work, None, None
+        self.work, self.proc, self.port, self.log_seen = work, None, None, 0
         self.data = os.path.join(work, "data")
         self.maildir = os.path.join(self.data, "mail", "example.test", "bob")
         self.conf = os.path.join(work, "mailsrv.ini")
@@ -301,6 +301,11 @@ class Mailsrv:
         self.proc.stdout.close()
         self.proc = None
 
+    def notes(self):
+        """Warnings and errors mailsrv logged since the last call."""
+        return log_notes(self, os.path.join(self.work, "mailsrv.log"), r" (WARNING|ERROR|CRITICAL) ",
+                         r"^\S+ \S+ ")
+
     def memory(self):
         """(RSS kB, PSS kB) of the server process."""
         return proc_kb(self.proc.pid, "VmRSS"), proc_kb(self.proc.pid, "Pss", "smaps_rollup")
@@ -318,6 +323,7 @@ class Dovecot:
             raise Unavailable(reason)
         self.maildir = os.path.join(work, "Maildir")
         copy_maildir(corpus, self.maildir)
+        self.log_seen = 0
         self.server = dovecot_imap.DovecotImap(self.maildir, USER, PASSWORD, work=os.path.join(work, "dovecot"),
                                                max_connections=2100)
 
@@ -334,6 +340,11 @@ class Dovecot:
 
     def stop(self):
         self.server.stop()
+
+    def notes(self):
+        """Warnings and errors Dovecot logged since the last call (e.g. no inotify: IDLE polls)."""
+        notes = log_notes(self, self.server.log_path, r": (Warning|Error|Fatal|Panic): ", r"^.*?: (?=[A-Z]\w+: )")
+        return [n for n in notes if "Killed with signal 15 (by pid=%d " % os.getpid() not in n]    # our stop()
 
     def memory(self):
         """Sums over the imap processes (one per session): (RSS kB, PSS kB)."""
@@ -358,10 +369,27 @@ class External:
     def stop(self):
         pass
 
+    def notes(self):
+        return []
+
     def memory(self):
         if not self.pid:
             raise Unavailable("no --pid given (the server's process)")
         return proc_kb(self.pid, "VmRSS"), proc_kb(self.pid, "Pss", "smaps_rollup")
+
+
+def log_notes(server, path, pattern, strip):
+    """The lines of the log at ``path`` matching ``pattern`` since the last call, each once,
+    without the part ``strip`` removes (time stamps, process ids)."""
+    try:
+        with open(path, errors="replace") as f:
+            f.seek(server.log_seen)
+            text = f.read()
+            server.log_seen = f.tell()
+    except OSError:
+        return []
+    found = [re.sub(strip, "", line) for line in text.splitlines() if re.search(pattern, line)]
+    return ["log: " + line[:300] for line in dict.fromkeys(found)]
 
 
 def last_line(data):
