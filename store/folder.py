@@ -321,7 +321,16 @@ class Folder(UidlistMixin, ImapMixin):
             have[w] = free[0]
         if missing:
             path = os.path.join(self.path, dv.KEYWORDS)
+            try:
+                before: Optional[int] = int(os.stat(path).st_mtime)
+            except FileNotFoundError:
+                before = None
             write_atomic(path, dv.format_keywords(self._kw), tmp="%s.tmp.%d" % (path, os.getpid()))
+            # Dovecot re-reads dovecot-keywords only when its mtime, in whole seconds, grew
+            # (maildir-keywords.c: "mtime must grow every time"): a rewrite within the same
+            # second is pushed one second on, or Dovecot shows the new keyword as unknown.
+            if before is not None and int(os.stat(path).st_mtime) <= before:
+                os.utime(path, (before + 1, before + 1))
             self._kw_sig = stat_sig(path)
         return "".join(dv.keyword_letter(have[w]) for w in wanted)
 
