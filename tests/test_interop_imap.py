@@ -55,6 +55,16 @@ def messages_in(folder_dir):
     return sorted(glob.glob(os.path.join(folder_dir, "new", "*")) + glob.glob(os.path.join(folder_dir, "cur", "*")))
 
 
+# Headers the clients add on their side: mbsync's X-TUID (its own tracking id),
+# getmail's X-getmail-retrieved-from-mailbox.
+CLIENT_HEADERS = re.compile(rb"(?m)^(?:X-TUID|X-getmail-retrieved-from-mailbox): [^\r\n]*\r?\n")
+
+
+def as_fetched(data):
+    """What a client stored, back in the form our SMTP client sent it."""
+    return as_sent(CLIENT_HEADERS.sub(b"", data), lf_client=True)
+
+
 def tree_listing(root):
     """Every file under root with its size, for "a second run changes nothing"."""
     out = []
@@ -86,6 +96,18 @@ class ImapInteropTest(ServerTestCase):
             if os.path.isdir(d) and os.path.basename(d) not in (".", ".."):
                 shutil.rmtree(d)
         self.clear_mailbox(BOB)
+
+    def assert_same_messages(self, paths):
+        """The files a client stored are the messages sent, each once (no list diff:
+        difflib on 500 messages takes minutes)."""
+        got = []
+        for path in paths:
+            with open(path, "rb") as f:
+                got.append(as_fetched(f.read()))
+        self.assertEqual(len(got), len(self.sent))
+        missing = [m for m in self.sent if m not in set(got)]
+        self.assertFalse(missing, "%d messages differ; first sent: %r; first got: %r"
+                         % (len(missing), missing[:1], sorted(set(got) - set(self.sent))[:1]))
 
     def run_tool(self, args, env=None, cwd=None, check=True):
         p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=TIMEOUT,
@@ -164,11 +186,7 @@ class SyncClientsTest(ImapInteropTest):
                     "SyncState *\nSync All\n" % (self.ports["imap"], BOB, BOB_PW, local, local))
         self.mbsync(conf)
         inbox = os.path.join(local, "INBOX")
-        got = []
-        for path in messages_in(inbox):
-            with open(path, "rb") as f:
-                got.append(as_sent(f.read(), lf_client=True))
-        self.assertEqual(sorted(got), sorted(self.sent))
+        self.assert_same_messages(messages_in(inbox))
         self.local_changes(inbox)
         self.add_local_folder(os.path.join(local, "Projects"))
         self.mbsync(conf)
@@ -202,11 +220,7 @@ class SyncClientsTest(ImapInteropTest):
         run = ["offlineimap", "-c", conf, "-o", "-u", "quiet"]
         self.run_tool(run)
         inbox = os.path.join(local, "INBOX")
-        got = []
-        for path in messages_in(inbox):
-            with open(path, "rb") as f:
-                got.append(as_sent(f.read(), lf_client=True))
-        self.assertEqual(sorted(got), sorted(self.sent))
+        self.assert_same_messages(messages_in(inbox))
         self.local_changes(inbox)
         self.add_local_folder(os.path.join(local, "Projects"))
         self.run_tool(run)
@@ -290,11 +304,7 @@ class ReadingClientsTest(ImapInteropTest):
         os.chmod(rc, 0o600)
         self.run_tool(["fetchmail", "-f", rc, "--nosyslog", "--fetchall", "--nokeep",
                        "--pidfile", os.path.join(self.work, "fetchmail.pid")], env=dict(os.environ, HOME=self.work))
-        got = []
-        for path in glob.glob(os.path.join(out, "*")):
-            with open(path, "rb") as f:
-                got.append(as_sent(f.read(), lf_client=True))
-        self.assertEqual(sorted(got), sorted(self.sent))
+        self.assert_same_messages(glob.glob(os.path.join(out, "*")))
         self.assertEqual(self.server_state()["INBOX"], [])     # --nokeep: \Deleted + EXPUNGE
 
     # -- getmail6 --------------------------------------------------------------
@@ -317,13 +327,7 @@ class ReadingClientsTest(ImapInteropTest):
                     "[options]\nread_all = true\ndelete = false\ndelivered_to = false\nreceived = false\n"
                     % (self.ports["imap"], BOB, BOB_PW, md, run_as))
         self.run_tool([*getmail_command(), "--getmaildir", self.work, "--rcfile", rc, "--quiet"])
-        got = []
-        for path in glob.glob(os.path.join(md, "new", "*")):
-            with open(path, "rb") as f:
-                # getmail's own header naming the IMAP mailbox, added to the header
-                data = re.sub(rb"(?m)^X-getmail-retrieved-from-mailbox: [^\r\n]*\r?\n", b"", f.read())
-                got.append(as_sent(data, lf_client=True))
-        self.assertEqual(sorted(got), sorted(self.sent))
+        self.assert_same_messages(glob.glob(os.path.join(md, "new", "*")))
         self.assertEqual(len(self.server_state()["INBOX"]), self.count)   # delete = false keeps them
 
     # -- neomutt under tmux ----------------------------------------------------

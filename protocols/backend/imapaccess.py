@@ -153,6 +153,8 @@ class Serial:
                 return fn()
             except Exception as exc:
                 mapped = translate(exc, name)
+                if mapped is exc and isinstance(exc, MailboxError):
+                    raise                   # a refusal the session answers (NO [TRYCREATE] ...)
                 if mapped is exc:
                     log.warning("IMAP mailbox step failed mailbox=%s: %r", name or "-", exc)
                     raise
