@@ -99,7 +99,9 @@ S: f NO [ALREADYEXISTS] INBOX exists
 
 class ListTest(TranscriptCase):
     def prepare(self, s, b):
-        feed(s, b"p CREATE a/b/c\r\np CREATE a/x\r\np CREATE other\r\n"
+        # CREATE makes a and a/b too (RFC 9051 §6.3.4); deleting them leaves names with
+        # children only, which LIST shows as \Noselect / \NonExistent (RFC 5258 §3)
+        feed(s, b"p CREATE a/b/c\r\np CREATE a/x\r\np DELETE a/b\r\np DELETE a\r\np CREATE other\r\n"
                 b"p SUBSCRIBE a/b/c\r\np UNSUBSCRIBE Junk\r\np SUBSCRIBE gone\r\n")
 
     def test_rfc9051_6_3_9_empty_pattern_and_percent(self):
