@@ -12,10 +12,12 @@ import poplib
 import re
 import smtplib
 import socket
+import subprocess
+import sys
 import time
 import unittest
 
-from tests.helpers import ServerTestCase, client_tls, strip_trace
+from tests.helpers import ROOT, ServerTestCase, client_tls, strip_trace
 
 BOB, BOB_PW = "bob@example.test", "bob-secret"
 ALICE, ALICE_PW = "alice@example.test", "alice-secret"
@@ -162,6 +164,29 @@ class ImapServerTest(ServerTestCase):
             line = f.readline()
         self.assertEqual(line, b"* 1 EXISTS\r\n")
         self.assertLess(time.monotonic() - start, 1.0 + 0.5)   # the send itself is part of it
+        sock.sendall(b"DONE\r\n")
+        while not f.readline().startswith(b"c OK"):
+            pass
+
+    def test_idle_hears_another_process_writing_the_maildir(self):
+        """A writer outside this process (another mailsrv, Dovecot, mutt) is seen by the
+        hub's stat poll within a few seconds, not only at the client's next command."""
+        sock = socket.create_connection(("127.0.0.1", self.ports["imap"]), timeout=WAIT)
+        self.addCleanup(sock.close)
+        f = sock.makefile("rb")
+        f.readline()
+        sock.sendall(b"a LOGIN %s %s\r\nb SELECT INBOX\r\nc IDLE\r\n" % (BOB.encode(), BOB_PW.encode()))
+        while not f.readline().startswith(b"+ "):
+            pass
+        start = time.monotonic()
+        subprocess.run([sys.executable, "-c", "import sys; from store.folder import Folder; "
+                        "Folder(sys.argv[1]).append(b'Subject: outside\\r\\n\\r\\nx\\r\\n')", self.maildir(BOB)],
+                       cwd=ROOT, check=True, timeout=WAIT)
+        line = f.readline()
+        while not line.endswith(b"EXISTS\r\n"):
+            line = f.readline()
+        self.assertEqual(line, b"* 1 EXISTS\r\n")
+        self.assertLess(time.monotonic() - start, 5.0)
         sock.sendall(b"DONE\r\n")
         while not f.readline().startswith(b"c OK"):
             pass
