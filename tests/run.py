@@ -5,12 +5,47 @@
 The closing line reads ``N passed, N failed, N skipped``; skipped interop
 tests name the missing tool, so a developer sees what CI will run that their
 box did not.
+
+Test modules run in parallel: a pool of worker processes (``python3 -m
+tests.run --worker``), each running whole modules one after another, the
+longest first.  Each module's output is printed in one piece when it ends.
+``MAILSRV_TEST_JOBS=N`` sets the number of workers (default: the number of
+CPUs, at least 2); ``MAILSRV_TEST_JOBS=1``, or a pattern naming one module,
+runs everything serially in this process as one unittest run.
+``MAILSRV_TEST_LOG=DEBUG`` shows the servers' logs.
 """
 
+import fnmatch
+import json
 import logging
 import os
+import re
+import select
+import subprocess
 import sys
+import tempfile
+import threading
+import time
 import unittest
+
+TESTS_DIR = "tests"
+JOBS_ENV = "MAILSRV_TEST_JOBS"
+
+# Seconds each slow module took alone (2-core machine, measured after the
+# speed-ups of issue 9): the pool starts the longest first, so that no long
+# module starts last and keeps one worker busy alone at the end.  Modules not
+# listed are estimated from their size (small: they fill the gaps at the end).
+SLOW_MODULES = {
+    "test_server_startup.py": 23, "test_server_relay.py": 20, "test_interop_pop3.py": 18,
+    "test_server_cli.py": 14, "test_sendmail.py": 13, "test_dns_command.py": 13,
+    "test_users_cli.py": 10, "test_idle_drip.py": 9, "test_rfcindex.py": 9,
+    "test_source_hygiene.py": 8, "test_interop_dns.py": 7, "test_auth_hardening.py": 5,
+    "test_users.py": 4, "test_server_stress.py": 4, "test_interop_postfix.py": 4,
+    "test_interop_dovecot.py": 4, "test_reload.py": 4, "test_loop.py": 3, "test_server_pop3.py": 3,
+    "test_layering.py": 3,
+}
+# A module file of this many octets counts as one second.
+OCTETS_PER_SECOND = 100_000
 
 
 def main(argv):
@@ -18,18 +53,217 @@ def main(argv):
     # keep them off the test output unless asked (MAILSRV_TEST_LOG=DEBUG).
     logging.basicConfig(level=os.environ.get("MAILSRV_TEST_LOG", "CRITICAL"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if argv[1:2] == ["--worker"]:
+        return worker(int(argv[2]), int(argv[3]))
     patterns = argv[1:] or ["test*.py"]
-    suite = unittest.TestSuite(unittest.defaultTestLoader.discover("tests", pattern=p, top_level_dir=".")
-                               for p in patterns)
+    try:
+        jobs = job_count()
+    except ValueError as exc:
+        print(f"tests.run: {exc}", file=sys.stderr)
+        return 2
+    modules = find_modules(patterns)
+    if jobs <= 1 or len(modules) <= 1:
+        return run_serial(patterns)
+    return Pool(modules, jobs).run()
+
+
+def job_count() -> int:
+    """Workers: $MAILSRV_TEST_JOBS, else the CPUs this process may use (at least 2)."""
+    text = os.environ.get(JOBS_ENV, "").strip()
+    if text:
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"{JOBS_ENV}={text!r}: want a number of workers, 1 or more")
+        return int(text)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(2, cpus or 1)
+
+
+def find_modules(patterns):
+    """Test module files under tests/ matching any pattern, as unittest's
+    discovery finds them (file name matched, a valid module name), each once."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(TESTS_DIR):
+        # discovery enters only packages
+        dirnames[:] = sorted(d for d in dirnames if os.path.exists(os.path.join(dirpath, d, "__init__.py")))
+        for name in sorted(filenames):
+            if re.match(r"[_a-z]\w*\.py$", name, re.I) and any(fnmatch.fnmatch(name, p) for p in patterns):
+                found.append(os.path.relpath(os.path.join(dirpath, name), TESTS_DIR))
+    return found
+
+
+def estimate(module) -> float:
+    """Expected seconds for one module: the table above, else from its size."""
+    name = os.path.basename(module)
+    if name in SLOW_MODULES:
+        return SLOW_MODULES[name]
+    return os.path.getsize(os.path.join(TESTS_DIR, module)) / OCTETS_PER_SECOND
+
+
+def load(pattern):
+    return unittest.TestLoader().discover(TESTS_DIR, pattern=pattern, top_level_dir=".")
+
+
+def run_serial(patterns):
+    """Every matching test in this process, in one unittest run (as before the pool)."""
+    suite = unittest.TestSuite(load(p) for p in patterns)
     result = unittest.TextTestRunner(verbosity=1, buffer=False).run(suite)
     failed = len(result.failures) + len(result.errors) + len(getattr(result, "unexpectedSuccesses", []))
-    skipped = len(result.skipped)
-    passed = result.testsRun - failed - skipped
-    reasons = sorted({reason for _test, reason in result.skipped})
-    for reason in reasons:
+    skipped = [reason for _test, reason in result.skipped]
+    return summary(result.testsRun, failed, skipped)
+
+
+def summary(run, failed, skip_reasons, broken=()):
+    """The skip reasons, the broken modules, and the closing line; the exit status."""
+    for reason in sorted(set(skip_reasons)):
         print(f"skipped: {reason}")
-    print(f"{passed} passed, {failed} failed, {skipped} skipped")
-    return 0 if failed == 0 and result.testsRun > 0 else 1
+    for line in broken:
+        print(line)
+    skipped = len(skip_reasons)
+    print(f"{run - failed - skipped} passed, {failed} failed, {skipped} skipped", flush=True)
+    return 0 if failed == 0 and run > 0 and not broken else 1
+
+
+# ---------------------------------------------------------------------------
+# The worker: runs the modules named on its command pipe, one at a time.
+
+def worker(cmd_fd, result_fd):
+    """Read module paths (one a line) from ``cmd_fd``; for each, run it with
+    its output captured and write one JSON line to ``result_fd``."""
+    for fd in (cmd_fd, result_fd):
+        os.set_inheritable(fd, False)     # not for the tests' own child processes
+    with os.fdopen(cmd_fd, "r") as commands, os.fdopen(result_fd, "w") as results:
+        for line in commands:
+            results.write(json.dumps(run_module(line.strip())) + "\n")
+            results.flush()
+    return 0
+
+
+def run_module(module):
+    """One module's tests, with everything written to fd 1 and 2 meanwhile
+    (runner, warnings, child processes) captured; the counts and that text."""
+    start = time.monotonic()
+    with tempfile.TemporaryFile() as out:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        os.dup2(out.fileno(), 1)
+        os.dup2(out.fileno(), 2)
+        try:
+            result = unittest.TextTestRunner(stream=sys.stderr, verbosity=1, buffer=False).run(
+                load(os.path.basename(module)))
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, old in zip((1, 2), saved):
+                os.dup2(old, fd)
+                os.close(old)
+        out.seek(0)
+        text = out.read().decode("utf-8", "replace")
+    failed = len(result.failures) + len(result.errors) + len(getattr(result, "unexpectedSuccesses", []))
+    return {"module": module, "run": result.testsRun, "failed": failed, "output": text,
+            "skipped": [reason for _test, reason in result.skipped], "seconds": time.monotonic() - start}
+
+
+# ---------------------------------------------------------------------------
+# The pool: one thread per worker process hands it modules and prints results.
+
+class Worker:
+    """One `python3 -m tests.run --worker` process and its two pipes."""
+
+    def __init__(self):
+        cmd_r, self.cmd_w = os.pipe()
+        self.result_r, result_w = os.pipe()
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.run", "--worker", str(cmd_r), str(result_w)],
+                                     stdin=subprocess.DEVNULL, pass_fds=(cmd_r, result_w))
+        os.close(cmd_r)
+        os.close(result_w)
+        self.results = os.fdopen(self.result_r, "r")
+
+    def run(self, module):
+        """The module's result, or None if the worker died meanwhile."""
+        try:
+            os.write(self.cmd_w, (module + "\n").encode())
+        except BrokenPipeError:
+            return None
+        while True:
+            ready, _, _ = select.select([self.result_r], [], [], 1.0)
+            if ready:
+                line = self.results.readline()
+                return json.loads(line) if line.endswith("\n") else None
+            if self.proc.poll() is not None:      # gone, though its pipe may live on in a child
+                return None
+
+    def close(self, kill=False):
+        if kill and self.proc.poll() is None:
+            self.proc.kill()
+        os.close(self.cmd_w)                      # EOF: the worker's loop ends
+        self.proc.wait()
+        self.results.close()
+
+
+class Pool:
+    """Modules handed out longest first to ``jobs`` workers; each module's
+    output printed whole as it ends; the totals at the end."""
+
+    def __init__(self, modules, jobs):
+        self.todo = sorted(modules, key=estimate, reverse=True)
+        self.jobs = min(jobs, len(modules))
+        self.lock = threading.Lock()
+        self.results, self.broken = [], []
+
+    def run(self):
+        start = time.monotonic()
+        print(f"running {len(self.todo)} test modules in {self.jobs} worker processes ({JOBS_ENV}=1: serially)",
+              flush=True)
+        threads = [threading.Thread(target=self._slot, daemon=True) for _ in range(self.jobs)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        run = sum(r["run"] for r in self.results)
+        failed = sum(r["failed"] for r in self.results) + len(self.broken)
+        skipped = [reason for r in self.results for reason in r["skipped"]]
+        print(f"{len(self.results)} modules in {time.monotonic() - start:.1f} s with {self.jobs} workers "
+              f"(the modules' own times add up to {sum(r['seconds'] for r in self.results):.1f} s)")
+        failing = sorted(r["module"] for r in self.results if r["failed"])
+        broken = [f"failed: {m}" for m in failing] + self.broken
+        return summary(run + len(self.broken), failed, skipped, broken)
+
+    def _next(self):
+        with self.lock:
+            return self.todo.pop(0) if self.todo else None
+
+    def _slot(self):
+        """Feed one worker until no module is left; replace it if it dies."""
+        worker = None
+        while True:
+            module = self._next()
+            if module is None:
+                break
+            worker = worker or Worker()
+            result = worker.run(module)
+            if result is None:
+                worker.close(kill=True)
+                with self.lock:
+                    self.broken.append(f"broken: {module}: the worker process running it died "
+                                       f"(exit status {worker.proc.returncode})")
+                    print(self.broken[-1], flush=True)
+                worker = None
+                continue
+            self._report(result)
+        if worker:
+            worker.close()
+
+    def _report(self, r):
+        """One module's lines, printed together; the whole runner output if
+        anything beyond the dots and the `OK` was written."""
+        skipped = f", {len(r['skipped'])} skipped" if r["skipped"] else ""
+        state = "FAILED" if r["failed"] else "ok"
+        head = f"{r['module']}: {state}, {r['run']} tests{skipped}, {r['seconds']:.1f} s"
+        clean = re.fullmatch(r"[.s]*\n-+\nRan \d+ tests? in [\d.]+s\n\nOK( \(skipped=\d+\))?\n", r["output"])
+        with self.lock:
+            self.results.append(r)
+            print(head if clean else f"{head}\n{r['output'].rstrip()}\n", flush=True)
 
 
 if __name__ == "__main__":
