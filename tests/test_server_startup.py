@@ -261,8 +261,11 @@ class UnusableFilesTest(StartupTestCase):
             shutil.copy(KEY, locked)
             os.chmod(locked, 0)
             cases.append(([CERT, locked], f"TLS key {locked}: cannot read: permission denied"))
+        from tests.dnsfake import FakeDnsServer
+        dns = FakeDnsServer().start()      # answers at once: `check` then waits for no DNS timeout
+        self.addCleanup(dns.stop)
         for (cert, key), text in cases:
-            for cmd in ([], ["check", "--dns-server", UNREACHABLE_DNS]):
+            for cmd in ([], ["check", "--dns-server", "%s:%d" % dns.address]):
                 p = mailsrv("--data", self.data, "--smtp-port", "0", *OFF, "--tls-cert", cert, "--tls-key", key, *cmd)
                 if cmd:
                     self.assertEqual(p.returncode, 2)
