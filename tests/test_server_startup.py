@@ -16,7 +16,7 @@ import tempfile
 import shutil
 import unittest
 
-from tests.helpers import CERT, KEY, ROOT, wait_for
+from tests.helpers import CERT, KEY, ROOT, mailsrv_cli, wait_for
 from tests.test_server_cli import OFF, PY
 
 UNREACHABLE_DNS = "127.0.0.1:9"     # discard port: nothing answers DNS there
@@ -73,8 +73,8 @@ class StartupTestCase(unittest.TestCase):
         self.data = os.path.join(self.tmp, "data")
 
     def add_user(self, address, *extra):
-        p = mailsrv("--data", self.data, "user", "add", address, *extra, stdin=b"pw\n")
-        self.assertEqual(p.returncode, 0, p.stderr)
+        rc, _out, err = mailsrv_cli("--data", self.data, "user", "add", address, *extra, stdin="pw\n")
+        self.assertEqual(rc, 0, err)
 
     def server(self, *extra, cwd=ROOT, data=None):
         srv = Server(data or self.data, *extra, cwd=cwd)
