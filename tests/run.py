@@ -56,7 +56,7 @@ def main(argv):
     logging.basicConfig(level=os.environ.get("MAILSRV_TEST_LOG", "CRITICAL"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if argv[1:2] == ["--worker"]:
-        return worker(int(argv[2]), int(argv[3]))
+        return worker(int(argv[2]), int(argv[3]), argv[4])
     patterns = argv[1:] or ["test*.py"]
     try:
         jobs = job_count()
@@ -149,23 +149,25 @@ def summary(run, failed, skip_reasons, broken=()):
 # ---------------------------------------------------------------------------
 # The worker: runs the modules named on its command pipe, one at a time.
 
-def worker(cmd_fd, result_fd):
+def worker(cmd_fd, result_fd, capture):
     """Read module paths (one a line) from ``cmd_fd``; for each, run it with
-    its output captured and write one JSON line to ``result_fd``."""
+    its output captured in the file ``capture`` and write one JSON line to
+    ``result_fd``."""
     for fd in (cmd_fd, result_fd):
         os.set_inheritable(fd, False)     # not for the tests' own child processes
     with os.fdopen(cmd_fd, "r") as commands, os.fdopen(result_fd, "w") as results:
         for line in commands:
-            results.write(json.dumps(run_module(line.strip())) + "\n")
+            results.write(json.dumps(run_module(line.strip(), capture)) + "\n")
             results.flush()
     return 0
 
 
-def run_module(module):
+def run_module(module, capture):
     """One module's tests, with everything written to fd 1 and 2 meanwhile
-    (runner, warnings, child processes) captured; the counts and that text."""
+    (runner, warnings, child processes) captured; the counts and that text.
+    If the worker dies, the parent reads what the module wrote from ``capture``."""
     start, cpu = time.monotonic(), cpu_seconds()
-    with tempfile.TemporaryFile() as out:
+    with open(capture, "w+b") as out:
         sys.stdout.flush()
         sys.stderr.flush()
         saved = os.dup(1), os.dup(2)
@@ -202,10 +204,15 @@ class Worker:
     """One `python3 -m tests.run --worker` process and its two pipes."""
 
     def __init__(self):
+        fd, self.capture = tempfile.mkstemp(prefix="mailsrv-test-output-")
+        os.close(fd)
         cmd_r, self.cmd_w = os.pipe()
         self.result_r, result_w = os.pipe()
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.run", "--worker", str(cmd_r), str(result_w)],
-                                     stdin=subprocess.DEVNULL, pass_fds=(cmd_r, result_w))
+        # the interpreter's own -W and -X options (e.g. -W error::ResourceWarning) apply in the workers too
+        options = [f"-W{w}" for w in sys.warnoptions]
+        options += [f"-X{k}" if v is True else f"-X{k}={v}" for k, v in sys._xoptions.items()]
+        self.proc = subprocess.Popen([sys.executable, *options, "-m", "tests.run", "--worker", str(cmd_r),
+                                      str(result_w), self.capture], stdin=subprocess.DEVNULL, pass_fds=(cmd_r, result_w))
         os.close(cmd_r)
         os.close(result_w)
         self.results = os.fdopen(self.result_r, "r")
@@ -225,11 +232,18 @@ class Worker:
                 return None
 
     def close(self, kill=False):
+        """End the worker; what its last module wrote (for a worker that died)."""
+        if self.results.closed:
+            return ""
         if kill and self.proc.poll() is None:
             self.proc.kill()
         os.close(self.cmd_w)                      # EOF: the worker's loop ends
         self.proc.wait()
         self.results.close()
+        with open(self.capture, "rb") as f:
+            text = f.read().decode("utf-8", "replace")
+        os.unlink(self.capture)
+        return text
 
 
 class Pool:
@@ -241,16 +255,26 @@ class Pool:
         self.jobs = min(jobs, len(modules))
         self.lock = threading.Lock()
         self.results, self.broken = [], []
+        self.workers = set()        # running, for Ctrl-C
+        self.interrupted = False
 
     def run(self):
         start = time.monotonic()
-        print(f"running {len(self.todo)} test modules in {self.jobs} worker processes ({JOBS_ENV}=1: serially)",
-              flush=True)
+        print(f"running {len(self.todo)} test modules in {self.jobs} worker processes "
+              f"(serially: {JOBS_ENV}=1)", flush=True)
         threads = [threading.Thread(target=self._slot, daemon=True) for _ in range(self.jobs)]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join()
+        try:
+            for t in threads:
+                t.join()
+        except KeyboardInterrupt:
+            with self.lock:
+                self.interrupted = True
+                self.todo.clear()
+                for worker in self.workers:
+                    worker.close(kill=True)
+            raise
         run = sum(r["run"] for r in self.results)
         failed = sum(r["failed"] for r in self.results) + len(self.broken)
         skipped = [reason for r in self.results for reason in r["skipped"]]
@@ -272,18 +296,26 @@ class Pool:
             module = self._next()
             if module is None:
                 break
-            worker = worker or Worker()
+            if worker is None:
+                worker = Worker()
+                with self.lock:
+                    self.workers.add(worker)
             result = worker.run(module)
             if result is None:
-                worker.close(kill=True)
                 with self.lock:
+                    if self.interrupted:
+                        return
+                    self.workers.discard(worker)
+                    output = worker.close(kill=True)
                     self.broken.append(f"broken: {module}: the worker process running it died "
                                        f"(exit status {worker.proc.returncode})")
-                    print(self.broken[-1], flush=True)
+                    print(f"{self.broken[-1]}; its output:\n{output.rstrip()}\n", flush=True)
                 worker = None
                 continue
             self._report(result)
         if worker:
+            with self.lock:
+                self.workers.discard(worker)
             worker.close()
 
     def _report(self, r):
