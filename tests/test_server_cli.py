@@ -241,7 +241,10 @@ class CliTest(unittest.TestCase):
 
     def test_password_change_applies_at_once_despite_the_auth_cache(self):
         run_cli("user", "add", "bob@example.test", data=self.data, stdin=b"old-pw\n")
-        srv = ServerProcess(self.data)
+        conf = os.path.join(self.data, "fast.ini")
+        with open(conf, "w") as f:           # the refusal of the old password comes without the 2 s delay
+            f.write("[mailsrv]\nauth_failure_delay = 0.05\n")
+        srv = ServerProcess(self.data, "--config", conf)
         try:
             def login(pw):
                 with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=10) as s:
