@@ -33,21 +33,25 @@ import unittest
 TESTS_DIR = "tests"
 JOBS_ENV = "MAILSRV_TEST_JOBS"
 
-# Seconds each slow module took alone (2-core machine, measured after the
-# speed-ups of issue 9): the pool starts the longest first, so that no long
-# module starts last and keeps one worker busy alone at the end.  Modules not
-# listed are estimated from their size (small: they fill the gaps at the end).
+# Seconds each slow module took in a parallel run (two workers on the 2-core
+# build machine, shared with other work): the pool starts the longest first,
+# so that no long module starts last and keeps one worker busy alone at the
+# end.  Modules not listed are estimated from their size (small: they fill the
+# gaps at the end).
 SLOW_MODULES = {
-    "test_server_startup.py": 23, "test_server_relay.py": 20, "test_interop_pop3.py": 18,
-    "test_server_cli.py": 14, "test_sendmail.py": 13, "test_dns_command.py": 13,
-    "test_users_cli.py": 10, "test_idle_drip.py": 9, "test_rfcindex.py": 9,
-    "test_source_hygiene.py": 8, "test_interop_dns.py": 7, "test_auth_hardening.py": 5,
-    "test_users.py": 4, "test_server_stress.py": 4, "test_interop_postfix.py": 4,
-    "test_interop_dovecot.py": 4, "test_reload.py": 4, "test_loop.py": 3, "test_server_pop3.py": 3,
-    "test_layering.py": 3,
+    "test_server_startup.py": 44, "test_server_relay.py": 42, "test_dns_command.py": 25,
+    "test_rfcindex.py": 25, "test_interop_pop3.py": 23, "test_sendmail.py": 21, "test_server_cli.py": 20,
+    "test_interop_dns.py": 12, "test_idle_drip.py": 12, "test_users_cli.py": 11,
+    "test_source_hygiene.py": 10, "test_interop_dovecot.py": 9, "test_deliver.py": 8,
+    "test_interop_postfix.py": 7, "test_users.py": 6, "test_auth_hardening.py": 6, "test_layering.py": 5,
+    "test_reload.py": 4, "test_message_memory.py": 4, "test_loop.py": 4, "test_server_stress.py": 4,
+    "test_server_smtp.py": 4, "test_open_relay.py": 4, "test_server_pop3.py": 3,
 }
 # A module file of this many octets counts as one second.
 OCTETS_PER_SECOND = 100_000
+# Warnings as `python3 -m unittest` shows them (each once per place; with
+# ResourceWarning, so an unclosed socket or file is reported), unless -W says otherwise.
+WARNINGS = None if sys.warnoptions else "default"
 
 
 def main(argv):
@@ -129,7 +133,7 @@ def load(pattern):
 def run_serial(patterns):
     """Every matching test in this process, in one unittest run (as before the pool)."""
     suite = unittest.TestSuite(load(p) for p in patterns)
-    result = unittest.TextTestRunner(verbosity=1, buffer=False).run(suite)
+    result = unittest.TextTestRunner(verbosity=1, buffer=False, warnings=WARNINGS).run(suite)
     failed = len(result.failures) + len(result.errors) + len(getattr(result, "unexpectedSuccesses", []))
     skipped = [reason for _test, reason in result.skipped]
     return summary(result.testsRun, failed, skipped)
@@ -174,7 +178,7 @@ def run_module(module, capture):
         os.dup2(out.fileno(), 1)
         os.dup2(out.fileno(), 2)
         try:
-            result = unittest.TextTestRunner(stream=sys.stderr, verbosity=1, buffer=False).run(
+            result = unittest.TextTestRunner(stream=sys.stderr, verbosity=1, buffer=False, warnings=WARNINGS).run(
                 load(os.path.basename(module)))
         finally:
             sys.stdout.flush()
