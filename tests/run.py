@@ -272,13 +272,12 @@ class Pool:
         try:
             for t in threads:
                 t.join()
-        except KeyboardInterrupt:
+        finally:                    # Ctrl-C, or our own output gone: end the workers
             with self.lock:
-                self.interrupted = True
+                self.interrupted = bool(self.workers)
                 self.todo.clear()
                 for worker in self.workers:
                     worker.close(kill=True)
-            raise
         run = sum(r["run"] for r in self.results)
         failed = sum(r["failed"] for r in self.results) + len(self.broken)
         skipped = [reason for r in self.results for reason in r["skipped"]]
