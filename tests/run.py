@@ -12,7 +12,10 @@ longest first.  Each module's output is printed in one piece when it ends.
 ``MAILSRV_TEST_JOBS=N`` sets the number of workers (default: the number of
 CPUs, at least 2); ``MAILSRV_TEST_JOBS=1``, or a pattern naming one module,
 runs everything serially in this process as one unittest run.
-``MAILSRV_TEST_LOG=DEBUG`` shows the servers' logs.
+``MAILSRV_TEST_LOG=DEBUG`` shows the servers' logs.  Warnings (ResourceWarning
+too) are shown as ``python3 -m unittest`` shows them; the interpreter's -W and
+-X options reach the workers (``python3 -X tracemalloc=10 -m tests.run`` says
+where an unclosed socket was opened).
 """
 
 import fnmatch
