@@ -1,5 +1,6 @@
 """Shared fixtures for the loopback tests: an in-process server on free ports."""
 
+import contextlib
 import glob
 import os
 import shutil
@@ -39,6 +40,56 @@ def wait_for(predicate, what, log=lambda: "", timeout=20.0):
         time.sleep(0.05)      # polling interval, not synchronisation
 
 
+# scrypt N for password hashes made by tests' setup: 2**10 costs about 3 ms where
+# the product's 2**14 (store/passwords.py) costs about 60 ms, a few hundred times a run.
+TEST_SCRYPT_N = 2 ** 10
+
+
+@contextlib.contextmanager
+def cheap_scrypt():
+    """Password hashes made meanwhile (in this process) use scrypt N=TEST_SCRYPT_N.
+    The parameters are stored with each hash, so checking it later, here or in a
+    server process, is as cheap; the product's default stays for all else."""
+    from store import passwords
+    saved, passwords.SCRYPT_N = passwords.SCRYPT_N, TEST_SCRYPT_N
+    try:
+        yield
+    finally:
+        passwords.SCRYPT_N = saved
+
+
+def mailsrv_cli(*argv, stdin=""):
+    """`python3 mailsrv.py ARGV` run inside this process (mailsrv.main, the
+    same code) for a test's setup: a subprocess costs about half a second of
+    CPU, several hundred times a run.  Returns (exit status, stdout, stderr);
+    the root logger is left as it was (`user` and `alias` configure it).
+    Passwords set this way are hashed with cheap_scrypt()."""
+    import io
+    import logging
+    import sys
+    import mailsrv
+    out, err = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers))
+    saved_stdin, sys.stdin = sys.stdin, io.StringIO(stdin)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), cheap_scrypt():
+            rc = mailsrv.main(list(argv))
+    finally:
+        sys.stdin = saved_stdin
+        root.setLevel(before[0])
+        root.handlers[:] = before[1]
+    return rc, out.getvalue(), err.getvalue()
+
+
+def add_user_cli(data, address, password="pw", *options):
+    """`mailsrv.py user add ADDRESS --data DATA` (as mailsrv_cli); fails the test if it fails."""
+    rc, out, err = mailsrv_cli("user", "add", address, "--data", data, *options, stdin=password + "\n")
+    if rc != 0:
+        raise AssertionError(f"user add {address} failed: {err}")
+    return out
+
+
 def free_ports(**overrides):
     values = {k: "0" for k in ("smtp_port", "submission_port", "smtps_port", "pop3_port", "pop3s_port")}
     values.update({"imap_port": "off", "imaps_port": "off"})
@@ -64,8 +115,9 @@ class ServerTestCase(unittest.TestCase):
             values.update(tls_cert=CERT, tls_key=KEY)
         values.update(cls.extra_config)
         cls.server = MailServer(Config(values))
-        for address, password in cls.users.items():
-            cls.server.add_user(address, password)
+        with cheap_scrypt():
+            for address, password in cls.users.items():
+                cls.server.add_user(address, password)
         cls.server.start()
         cls.ports = cls.server.ports
 

@@ -10,8 +10,8 @@ import ssl
 import tempfile
 import unittest
 
-from tests.helpers import HERE, client_tls, wait_for
-from tests.test_server_cli import ServerProcess, run_cli
+from tests.helpers import HERE, add_user_cli, client_tls, wait_for
+from tests.test_server_cli import ServerProcess
 
 CERTS = os.path.join(HERE, "certs")
 
@@ -55,7 +55,7 @@ class SighupTest(unittest.TestCase):
         self.dir = tempfile.mkdtemp(prefix="mailsrv-hup-")
         self.addCleanup(shutil.rmtree, self.dir, True)
         self.data = os.path.join(self.dir, "data")
-        run_cli("user", "add", "bob@example.test", data=self.data, stdin=b"pw\n")
+        add_user_cli(self.data, "bob@example.test")
         self.cert, self.key = os.path.join(self.dir, "cert.pem"), os.path.join(self.dir, "key.pem")
         self.install("cert.pem", "key.pem")
         self.conf = os.path.join(self.dir, "mailsrv.ini")

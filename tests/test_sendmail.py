@@ -15,9 +15,9 @@ import unittest
 
 from protocols.backend import sendmail as sm
 from store import postdrop
-from tests.helpers import ROOT, read_stored, strip_trace, wait_for
+from tests.helpers import ROOT, add_user_cli, read_stored, strip_trace, wait_for
 from tests.test_reload import StderrReader
-from tests.test_server_cli import PY, ServerProcess, run_cli
+from tests.test_server_cli import PY, ServerProcess
 
 MSG = (b"From: Cron Daemon <cron@example.test>\n"
        b"To: bob@example.test\n"
@@ -44,7 +44,7 @@ class SendmailCommandTest(unittest.TestCase):
         self.data = tempfile.mkdtemp(prefix="mailsrv-sendmail-")
         self.addCleanup(shutil.rmtree, self.data, True)
         for user in ("bob@example.test", "carol@example.test"):
-            run_cli("user", "add", user, data=self.data, stdin=b"pw\n")
+            add_user_cli(self.data, user)
 
     def server(self):
         srv = ServerProcess(self.data)

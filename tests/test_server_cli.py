@@ -18,7 +18,7 @@ import threading
 import shutil
 import unittest
 
-from tests.helpers import ROOT, read_stored, strip_trace, wait_for
+from tests.helpers import ROOT, add_user_cli, read_stored, strip_trace, wait_for
 
 PY = sys.executable
 BODY = (b"x" * 74 + b"\r\n") * 40    # 3 KB in lines well under the 1000-octet limit
@@ -171,7 +171,7 @@ class CliTest(unittest.TestCase):
         self.assertIn("```ini\n" + mailsrv.config_example() + "```", readme)   # the shipped example is current
 
     def test_start_prints_listening_lines_and_sigterm_exits_zero(self):
-        run_cli("user", "add", "bob@example.test", data=self.data, stdin=b"pw\n")
+        add_user_cli(self.data, "bob@example.test")
         srv = ServerProcess(self.data)
         try:
             self.assertRegex(srv.first_line, r"^listening smtp 127\.0\.0\.1:\d+$")
@@ -217,7 +217,7 @@ class CliTest(unittest.TestCase):
             srv.kill()
 
     def test_sigterm_lets_data_in_flight_finish(self):
-        run_cli("user", "add", "bob@example.test", data=self.data, stdin=b"pw\n")
+        add_user_cli(self.data, "bob@example.test")
         srv = ServerProcess(self.data)
         try:
             c = socket.create_connection(("127.0.0.1", srv.ports["smtp"]), timeout=10)
@@ -240,8 +240,11 @@ class CliTest(unittest.TestCase):
         self.assertTrue(read_stored(path).endswith(b"first half\r\nsecond half\r\n"))
 
     def test_password_change_applies_at_once_despite_the_auth_cache(self):
-        run_cli("user", "add", "bob@example.test", data=self.data, stdin=b"old-pw\n")
-        srv = ServerProcess(self.data)
+        add_user_cli(self.data, "bob@example.test", "old-pw")
+        conf = os.path.join(self.data, "fast.ini")
+        with open(conf, "w") as f:           # the refusal of the old password comes without the 2 s delay
+            f.write("[mailsrv]\nauth_failure_delay = 0.05\n")
+        srv = ServerProcess(self.data, "--config", conf)
         try:
             def login(pw):
                 with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=10) as s:
@@ -281,7 +284,7 @@ class CliTest(unittest.TestCase):
             srv.kill()
 
     def test_sigkill_loses_no_acknowledged_message(self):
-        run_cli("user", "add", "bob@example.test", data=self.data, stdin=b"pw\n")
+        add_user_cli(self.data, "bob@example.test")
         srv = ServerProcess(self.data)
         acked = []
         lock = threading.Lock()

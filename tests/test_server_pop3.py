@@ -23,8 +23,8 @@ import unittest
 from protocols.sasl import ScramClient
 from store.deliver import DeliveryJob, deliver_batch
 from store.maildir import MailStore
-from tests.helpers import client_tls, ServerTestCase, strip_trace
-from tests.test_server_cli import ServerProcess, run_cli
+from tests.helpers import add_user_cli, client_tls, ServerTestCase, strip_trace
+from tests.test_server_cli import ServerProcess
 
 ALICE, BOB = "alice@example.test", "bob@example.test"
 MSG = (b"From: carol@elsewhere.test\r\nTo: bob@example.test\r\nSubject: hello\r\n"
@@ -392,7 +392,7 @@ class Pop3MemoryTest(unittest.TestCase):
         self.addCleanup(shutil.rmtree, self.data, True)
 
     def test_retr_20mb_keeps_rss_flat(self):
-        run_cli("user", "add", BOB, data=self.data, stdin=b"pw\n")
+        add_user_cli(self.data, BOB)
         line = b"y" * 998 + b"\r\n"
         body = b"From: a@elsewhere.test\r\nSubject: big\r\n\r\n" + line * (self.SIZE // len(line))
         [result] = deliver_batch(MailStore(self.data, "mx.example.test"),

@@ -16,7 +16,7 @@ import tempfile
 import shutil
 import unittest
 
-from tests.helpers import CERT, KEY, ROOT, wait_for
+from tests.helpers import CERT, KEY, ROOT, mailsrv_cli, wait_for
 from tests.test_server_cli import OFF, PY
 
 UNREACHABLE_DNS = "127.0.0.1:9"     # discard port: nothing answers DNS there
@@ -73,8 +73,8 @@ class StartupTestCase(unittest.TestCase):
         self.data = os.path.join(self.tmp, "data")
 
     def add_user(self, address, *extra):
-        p = mailsrv("--data", self.data, "user", "add", address, *extra, stdin=b"pw\n")
-        self.assertEqual(p.returncode, 0, p.stderr)
+        rc, _out, err = mailsrv_cli("--data", self.data, "user", "add", address, *extra, stdin="pw\n")
+        self.assertEqual(rc, 0, err)
 
     def server(self, *extra, cwd=ROOT, data=None):
         srv = Server(data or self.data, *extra, cwd=cwd)
@@ -261,8 +261,11 @@ class UnusableFilesTest(StartupTestCase):
             shutil.copy(KEY, locked)
             os.chmod(locked, 0)
             cases.append(([CERT, locked], f"TLS key {locked}: cannot read: permission denied"))
+        from tests.dnsfake import FakeDnsServer
+        dns = FakeDnsServer().start()      # answers at once: `check` then waits for no DNS timeout
+        self.addCleanup(dns.stop)
         for (cert, key), text in cases:
-            for cmd in ([], ["check", "--dns-server", UNREACHABLE_DNS]):
+            for cmd in ([], ["check", "--dns-server", "%s:%d" % dns.address]):
                 p = mailsrv("--data", self.data, "--smtp-port", "0", *OFF, "--tls-cert", cert, "--tls-key", key, *cmd)
                 if cmd:
                     self.assertEqual(p.returncode, 2)

@@ -4,6 +4,7 @@ imports, comments about code that is gone or about a storage form we no
 longer use, and helpers written twice."""
 
 import ast
+import functools
 import io
 import os
 import re
@@ -27,16 +28,18 @@ def python_files(*tops):
                     yield os.path.relpath(os.path.join(dirpath, f), ROOT)
 
 
+@functools.lru_cache(maxsize=None)
 def read(rel):
     with open(os.path.join(ROOT, rel), encoding="utf-8") as f:
         return f.read()
 
 
+@functools.lru_cache(maxsize=None)
 def comments_and_strings(source):
-    """(line, text) of every comment and string literal."""
-    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-        if tok.type in (tokenize.COMMENT, tokenize.STRING):
-            yield tok.start[0], tok.string
+    """(line, text) of every comment and string literal (each file tokenized
+    once for all the tests here)."""
+    return tuple((tok.start[0], tok.string) for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+                 if tok.type in (tokenize.COMMENT, tokenize.STRING))
 
 
 def unused_imports(source, rel):

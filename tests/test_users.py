@@ -14,12 +14,19 @@ from store.maildir import MailStore
 from store.users import (AliasDB, Directory, MAX_ALIAS_DEPTH, UserDB, normalize_address,
                          normalize_domain, scram_keys)
 from store.usershow import show_user
+from tests.helpers import cheap_scrypt
 
 
 class _TmpDir(unittest.TestCase):
+    cheap_hashing = True      # UserDBTest tests the hashing itself, with the product's parameters
+
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="mailsrv-users-")
         self.addCleanup(shutil.rmtree, self.dir, True)
+        if self.cheap_hashing:
+            cheap = cheap_scrypt()
+            cheap.__enter__()
+            self.addCleanup(cheap.__exit__, None, None, None)
 
 
 class NormalizeTest(unittest.TestCase):
@@ -50,6 +57,7 @@ class NormalizeTest(unittest.TestCase):
 
 
 class UserDBTest(_TmpDir):
+    cheap_hashing = False
     def test_add_verify_and_wrong_password(self):
         db = UserDB(self.dir)
         db.add("Alice@Example.org", "s3cret")

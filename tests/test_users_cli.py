@@ -16,7 +16,7 @@ import tempfile
 import unittest
 
 from tests.test_server_cli import ServerProcess, run_cli
-from tests.helpers import wait_for
+from tests.helpers import add_user_cli, mailsrv_cli, wait_for
 
 BAD_USERS = [b'{"address": "b\xffob@example.test", "scrypt": "x"}', b'{"address": "bob"}', b'{"address": 5}']
 BAD_ALIAS = b'{"alias": "team", "targets": ["alice@example.test"]}'
@@ -31,8 +31,9 @@ class UsersCliTest(unittest.TestCase):
             f.write("[mailsrv]\nauth_failure_delay = 0.05\n")
 
     def _bad_files(self):
-        run_cli("user", "add", "alice@example.test", data=self.data, stdin=b"alice-pw\n")
-        run_cli("alias", "add", "team@example.test", "alice@example.test", data=self.data)
+        add_user_cli(self.data, "alice@example.test", "alice-pw")
+        rc, _out, err = mailsrv_cli("alias", "add", "team@example.test", "alice@example.test", "--data", self.data)
+        self.assertEqual(rc, 0, err)
         with open(os.path.join(self.data, "users"), "ab") as f:
             f.write(b"".join(line + b"\n" for line in BAD_USERS))
         with open(os.path.join(self.data, "aliases"), "ab") as f:
@@ -115,7 +116,7 @@ class UsersCliTest(unittest.TestCase):
         self.assertIn("team@example.test still list bob@example.test", p.stderr.decode())
 
     def test_disabled_user_login_refused_like_a_wrong_password_mail_accepted(self):
-        run_cli("user", "add", "alice@example.test", data=self.data, stdin=b"alice-pw\n")
+        add_user_cli(self.data, "alice@example.test", "alice-pw")
         srv = self._server()
         try:
             port = srv.ports["pop3"]
