@@ -58,7 +58,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 from store.fsutil import write_atomic
 from store.passwords import (SCRAM_ITERATIONS, SCRAM_SALT_LEN, SCRYPT_DKLEN,  # noqa: F401 (re-exported)
                              SCRYPT_MAXMEM, SCRYPT_N, SCRYPT_P, SCRYPT_R, SCRYPT_SALT_LEN,
-                             ScramKeys, _DUMMY_HASH, _b64, _scram_from, saslprep, scram_keys,
+                             ScramKeys, dummy_hash, _b64, _scram_from, saslprep, scram_keys,
                              scrypt_check, scrypt_hash)
 
 log = logging.getLogger("mailsrv.store")
@@ -358,7 +358,7 @@ class UserDB(_RecordFile):
         addr = self.canonical(address)
         rec = self._records.get(addr) if addr else None
         stored = rec.get("scrypt", "") if rec else ""
-        ok = scrypt_check(password, stored or _DUMMY_HASH)
+        ok = scrypt_check(password, stored or dummy_hash())
         if ok and rec and rec.get("disabled"):
             log.warning("login refused for %s: user is disabled (user enable %s)", addr, addr)
             return False

@@ -72,6 +72,7 @@ class UserDBTest(_TmpDir):
         import store.passwords as users_mod
         db = UserDB(self.dir)
         db.add("alice@example.org", "pw")
+        users_mod.dummy_hash()          # made once per process, on first use
         calls = []
         real = users_mod.hashlib.scrypt
 
