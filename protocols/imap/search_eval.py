@@ -227,6 +227,7 @@ class _Mail:
         self._head: Optional[Header] = None
         self._values: Dict[bytes, List[str]] = {}
         self._header_text: Optional[str] = None
+        self._parts: Optional[List[Tuple[mime.Part, Optional[bool], bool]]] = None
         self._body: Optional[str] = None
         self._mime_headers: Optional[str] = None
         self._sent: Optional[Tuple[Optional[datetime.date]]] = None
@@ -248,15 +249,26 @@ class _Mail:
     def header_text(self) -> str:
         """The whole header, decoded, one field a line (TEXT)."""
         if self._header_text is None:
-            names = dict.fromkeys(n for n, _ in self.head.fields)
+            groups: Dict[bytes, List[bytes]] = {}
+            for name, raw in self.head.fields:
+                groups.setdefault(name, []).append(raw)
+            for name, raws in groups.items():       # values() in the same order, one pass
+                if name not in self._values:
+                    self._values[name] = [self.budget.take(_field_text(field_value(raw))).casefold()
+                                          for raw in raws]
             self._header_text = "\n".join(
                 "%s: %s" % (name.decode("ascii", "replace"), value)
-                for name in names for value in self.values(name))
+                for name in groups for value in self._values[name])
         return self._header_text
+
+    def parts(self) -> List[Tuple[mime.Part, Optional[bool], bool]]:
+        if self._parts is None:
+            self._parts = _body_text(self.data or b"")
+        return self._parts
 
     def body_text(self) -> str:
         if self._body is None:
-            self._body, self._mime_headers = _body_text(self.data or b"", self.budget)
+            self._body, self._mime_headers = _decoded_body(self.data or b"", self.parts(), self.budget)
         return self._body
 
     def all_text(self) -> str:
@@ -265,10 +277,64 @@ class _Mail:
         body = self.body_text()
         return "\n".join((self.header_text(), body, self._mime_headers or ""))
 
+    def body_has(self, needle: str, text: bool = False) -> bool:
+        """``needle in body_text()`` (``all_text()`` when ``text``), the same
+        answer without decoding where the raw octets give it: the needle is
+        ASCII with no LF (so it cannot span two of the pieces the text joins
+        with LF), and the message is under MAX_SEARCH_TEXT (so no piece is
+        cut: the decoded text is never longer than the octets it comes from)."""
+        data = self.data or b""
+        if self._body is not None or "\n" in needle or not needle.isascii() \
+                or len(data) >= MAX_SEARCH_TEXT:
+            return needle in (self.all_text() if text else self.body_text())
+        if not needle or (text and needle in self.header_text()):
+            return True
+        raw_needle = needle.encode("ascii")
+        for part, in_body, is_text in self.parts():
+            if (in_body or (text and in_body is not None)) and _raw_has(
+                    data[part.start:part.fields_end], raw_needle, needle, None):
+                return True
+            if is_text and _raw_has(_transfer_decode(data[part.body_start:part.end], part.encoding),
+                                    raw_needle, needle, _codec(part.param("charset"))):
+                return True
+        return False
+
     def sent_date(self) -> Optional[datetime.date]:
         if self._sent is None:
             self._sent = (_date_field(self.head.get(b"date")),)
         return self._sent[0]
+
+
+# Codecs that read every octet below 0x80 as that ASCII character, and never
+# as part of a multi-octet sequence: in them an ASCII needle found in the
+# lowercased octets is in the decoded text (RFC 2046 §4.1.2 charsets that
+# extend US-ASCII; ISO-2022-*, UTF-7, UTF-16 and the CJK double-byte sets do not).
+_ASCII_SAFE = frozenset(codecs.lookup(name).name for name in (
+    "utf-8", "latin-1", "iso8859-2", "iso8859-3", "iso8859-4", "iso8859-5", "iso8859-6",
+    "iso8859-7", "iso8859-8", "iso8859-9", "iso8859-10", "iso8859-13", "iso8859-14",
+    "iso8859-15", "iso8859-16", "cp1250", "cp1251", "cp1252", "cp1253", "cp1254", "cp1255",
+    "cp1256", "cp1257", "cp1258", "koi8-r", "koi8-u"))
+
+
+def _raw_has(octets: bytes, raw_needle: bytes, needle: str, codec: Optional[str]) -> bool:
+    """``needle`` (casefolded ASCII) in the casefolded text of ``octets``: a
+    header block (``codec`` None: as _field_text decodes it) or a text part
+    in ``codec``.  Decoded only when the octets alone cannot tell: non-ASCII
+    text may casefold to ASCII (U+212A KELVIN SIGN is "k"), and RFC 2047
+    encoded words hide their text."""
+    if codec is None:
+        if b"=?" not in octets:
+            if raw_needle in octets.lower():
+                return True
+            if octets.isascii():
+                return False
+        return needle in _field_text(octets).casefold()
+    if codec in _ASCII_SAFE:
+        if raw_needle in octets.lower():
+            return True
+        if octets.isascii():
+            return False
+    return needle in octets.decode(codec, "replace").casefold()
 
 
 def _date_field(value: Optional[bytes]) -> Optional[datetime.date]:
@@ -286,26 +352,36 @@ def _date_field(value: Optional[bytes]) -> Optional[datetime.date]:
         return None
 
 
-def _body_text(data: bytes, budget: _Budget) -> Tuple[str, str]:
-    """(BODY text, MIME header text of the body parts), casefolded.
-
-    BODY text: every text/* leaf decoded (RFC 2045 §6 transfer encoding,
-    then its charset), and the header of every enclosed message/rfc822
-    (part of the outer body).  Parts of other types are skipped (RFC 9051
-    §6.4.4 "MAY exclude ... body parts with terminal content media types
-    other than TEXT and MESSAGE")."""
+def _body_text(data: bytes) -> List[Tuple[mime.Part, Optional[bool], bool]]:
+    """The parts BODY and TEXT read, from one mime.parse of ``data``, in
+    the order of ``Part.walk``: (part, where its header goes, text leaf?).
+    The header of an enclosed message/rfc822 is body text (True), the MIME
+    header of any other part below the root is TEXT's alone (False), the
+    root's is neither (None).  Leaves whose type is not text/* are skipped
+    (RFC 9051 §6.4.4 "MAY exclude ... body parts with terminal content media
+    types other than TEXT and MESSAGE")."""
     root = mime.parse(data)
     enclosed = {id(p.message) for p in root.walk() if p.message is not None}
+    return [(part, None if part is root else id(part) in enclosed,
+             not (part.is_multipart or part.message is not None or part.maintype != "text"))
+            for part in root.walk()]
+
+
+def _decoded_body(data: bytes, parts, budget: _Budget) -> Tuple[str, str]:
+    """(BODY text, MIME header text of the body parts), casefolded: every
+    text/* leaf decoded (RFC 2045 §6 transfer encoding, then its charset),
+    and the header of every enclosed message/rfc822 (part of the outer
+    body)."""
     body: List[str] = []
     headers: List[str] = []
-    for part in root.walk():
+    for part, in_body, is_text in parts:
         if budget.left <= 0:
             break
-        if part is not root:
+        if in_body is not None:
             head = data[part.start:part.fields_end]
             text = budget.take(_field_text(head)).casefold()
-            (body if id(part) in enclosed else headers).append(text)
-        if part.is_multipart or part.message is not None or part.maintype != "text":
+            (body if in_body else headers).append(text)
+        if not is_text:
             continue
         # Decoding shrinks: base64 is 4 raw octets for 3, quoted-printable at
         # most 3 for 1; so 3x the budget in raw octets gives about the budget.
@@ -444,8 +520,7 @@ def _simple(key: SearchKey, m: _Message) -> bool:
     if op in ("BODY", "TEXT"):
         if m.mail.data is None:
             return False
-        text = m.mail.body_text() if op == "BODY" else m.mail.all_text()
-        return m.needle(args[0]) in text
+        return m.mail.body_has(m.needle(args[0]), text=op == "TEXT")
     if op == "HEADER":
         return m.mail.data is not None and _header_key(m, args[0], args[1])
     if op in DATE_KEYS:
