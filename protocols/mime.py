@@ -52,13 +52,15 @@ _TSPECIALS = set('()<>@,;:\\"/[]?=')
 # The common shape of a Content-Type or Content-Disposition value, read by
 # one regex: tokens, quoted strings without backslashes, no comments, no
 # RFC 2231 "*" names.  It gives what the general parser below gives for it
-# (which reads every other value, and records the defects).
+# (which reads every other value, and records the defects).  Each piece of
+# text can match only one way, so a failed match stays linear in the length.
 _TOKEN_RX = r'[^\x00-\x20\x7f()<>@,;:\\"/\[\]?=]+'
-_PARAM_RX = (r'[ \t\r\n]*;[ \t\r\n]*([^\x00-\x20\x7f()<>@,;:\\"/\[\]?=*]+)[ \t\r\n]*=[ \t\r\n]*'
-             r'("[^"\\]*"|[^; \t\r\n"(][^; \t\r\n]*|)')
+_PARAM_RX = (r'[ \t\r\n]*;[ \t\r\n]*([^\x00-\x20\x7f()<>@,;:\\"/\[\]?=*]+)[ \t\r\n]*='
+             r'(?:[ \t\r\n]*("[^"\\]*"|[^; \t\r\n"(][^; \t\r\n]*))?')
 _SIMPLE_VALUE = re.compile(r'[ \t\r\n]*(%s)(?:[ \t\r\n]*/[ \t\r\n]*(%s))?((?:%s)*)(?:[ \t\r\n]*;)?[ \t\r\n]*'
                            % (_TOKEN_RX, _TOKEN_RX, _PARAM_RX))
 _SIMPLE_PARAM = re.compile(_PARAM_RX)
+_SIMPLE_MAX = 4096      # ours: longer values skip the regex (a bound on its work)
 
 
 @dataclass
@@ -150,14 +152,11 @@ def _entity(data: bytes, start: int, end: int, depth: int, in_digest: bool, budg
     part.defects += head.defects
     budget[0] -= 1
 
-    firsts: Dict[bytes, bytes] = {}          # the first field of each Content-* name
+    firsts: Dict[bytes, str] = {}            # the first field of each Content-* name, unfolded
     for name, raw in head.fields:
         if name.startswith(b"content-") and name not in firsts:
-            firsts[name] = raw
-
-    def text(name: bytes) -> Optional[str]:
-        raw = firsts.get(name)
-        return None if raw is None else field_value(raw).decode("utf-8", "surrogateescape")
+            firsts[name] = field_value(raw).decode("utf-8", "surrogateescape")
+    text = firsts.get
 
     _content_type(part, text(b"content-type"), in_digest)
     encoding = text(b"content-transfer-encoding")
@@ -327,7 +326,7 @@ def _quoted(s: str, i: int, defects: List[str]) -> Tuple[str, int]:
 def _value_and_params(s: str, defects: List[str]) -> Optional[Tuple[str, List[Tuple[str, str]]]]:
     """``type/subtype`` (or a disposition) and its parameters, RFC 2231
     continuations joined; None when the value itself is not there."""
-    simple = _SIMPLE_VALUE.fullmatch(s)
+    simple = _SIMPLE_VALUE.fullmatch(s) if len(s) <= _SIMPLE_MAX else None
     if simple is not None:
         params = [(name.lower(), value[1:-1] if value[:1] == '"' else value)
                   for name, value in _SIMPLE_PARAM.findall(simple.group(3))]
