@@ -37,6 +37,21 @@ _SPECIALS = set('()<>[]:;@\\,"')
 _ATOM_OR_SPACE = re.compile(r'[ \t\r\n]+|([^()<>\[\]:;@\\,"\ \t\r\n]+)')
 # A quoted-string with no quoted-pair and no line break: its content as is.
 _SIMPLE_QUOTED = re.compile(r'"([^"\\\r\n]*)"')
+# The common shape of an address list, read by regex: mailboxes
+# ``[phrase] <local@domain>`` or ``local@domain`` of atoms and plain
+# quoted-strings, separated by commas; no comments, groups, routes or empty
+# members (any other list goes through tokens()).  Words are apart by white
+# space so that no run of text can be matched in more than one way (a failed
+# match stays linear in the length, never exponential).
+_ATOM_RX = r'[^()<>\[\]:;@\\,"\ \t\r\n]+'
+_WORD_RX = r'"[^"\\\r\n]*"|%s' % _ATOM_RX
+_MAILBOX_RX = (r'((?:%s)(?:[ \t\r\n]+(?:%s))*)?[ \t\r\n]*<(%s)@(%s)>|(%s)@(%s)'
+               % (_WORD_RX, _WORD_RX, _ATOM_RX, _ATOM_RX, _ATOM_RX, _ATOM_RX))
+_SIMPLE_MAILBOX = re.compile(_MAILBOX_RX)
+_SIMPLE_LIST = re.compile(r'[ \t\r\n]*(?:%s)(?:[ \t\r\n]*,[ \t\r\n]*(?:%s))*[ \t\r\n]*'
+                          % (_MAILBOX_RX, _MAILBOX_RX))
+_SIMPLE_MAX = 4096      # ours: longer lists skip the regex (a bound on its work)
+_WORD = re.compile(r'"([^"\\\r\n]*)"|(%s)' % _ATOM_RX)
 # Octets wire.string sends as a quoted string with nothing escaped (its
 # quotable set without DQUOTE and backslash).
 _PLAIN = re.compile(rb'[\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*')
@@ -172,7 +187,10 @@ def address_list(value: Optional[bytes]) -> List[Address]:
     start and a (NIL NIL NIL NIL) end (RFC 9051 §7.5.2)."""
     if value is None:
         return []
-    toks = tokens(value.decode("utf-8", "surrogateescape"))
+    text = value.decode("utf-8", "surrogateescape")
+    if len(text) <= _SIMPLE_MAX and _SIMPLE_LIST.fullmatch(text):
+        return [_simple_mailbox(m) for m in _SIMPLE_MAILBOX.finditer(text)]
+    toks = tokens(text)
     out: List[Address] = []
     i = 0
     while i < len(toks):
@@ -185,6 +203,17 @@ def address_list(value: Optional[bytes]) -> List[Address]:
         else:
             i = _mailbox(toks, i, out)
     return out
+
+
+def _simple_mailbox(m) -> Address:
+    """One mailbox of a list _SIMPLE_LIST matched: what _mailbox gives it."""
+    if m.group(1) is None and m.group(4) is not None:          # a bare addr-spec
+        return (None, None, _enc(m.group(4)), _enc(m.group(5)))
+    words = None
+    if m.group(1) is not None:
+        words = [w.group(1) if w.group(1) is not None else w.group(2)
+                 for w in _WORD.finditer(m.group(1))]
+    return (None if words is None else _enc(" ".join(words)), None, _enc(m.group(2)), _enc(m.group(3)))
 
 
 def _enc(text: str) -> bytes:
