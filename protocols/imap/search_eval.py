@@ -28,6 +28,7 @@ import bisect
 import codecs
 import datetime
 import email.utils
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -200,9 +201,11 @@ class _Mail:
         if self._body is not None or "\n" in needle or not needle.isascii() \
                 or len(data) >= MAX_SEARCH_TEXT:
             return needle in (self.all_text() if text else self.body_text())
-        if not needle or (text and needle in self.header_text()):
+        if not needle:
             return True
         raw_needle = needle.encode("ascii")
+        if text and self._header_has(data, raw_needle, needle):
+            return True
         for part, in_body, is_text in self.parts():
             if (in_body or (text and in_body is not None)) and _raw_has(
                     data[part.start:part.fields_end], raw_needle, needle, None):
@@ -211,6 +214,19 @@ class _Mail:
                                     raw_needle, needle, _codec(part.param("charset"))):
                 return True
         return False
+
+    def _header_has(self, data: bytes, raw_needle: bytes, needle: str) -> bool:
+        """``needle in header_text()``.  Without white space, colon or line
+        end in the needle, a match lies inside one field name or inside one
+        run of a value, and those runs are the same in the raw fields
+        (unfolding removes only a line end before white space): so an ASCII
+        header without encoded words is searched as it is."""
+        root = self.parts()[0][0]
+        head = data[root.start:root.fields_end]
+        if self._header_text is None and b"=?" not in head and head.isascii() \
+                and not _HEADER_SEPARATORS.search(needle):
+            return raw_needle in head.lower()
+        return needle in self.header_text()
 
     def sent_date(self) -> Optional[datetime.date]:
         if self._sent is None:
@@ -291,6 +307,10 @@ class _Ranges:
     def __contains__(self, n: int) -> bool:
         i = bisect.bisect_right(self.starts, n) - 1
         return i >= 0 and n <= self.ends[i]
+
+
+# What separates field names and value runs in header_text() (_header_has).
+_HEADER_SEPARATORS = re.compile(r"[ \t\r\n:]")
 
 
 @dataclass
