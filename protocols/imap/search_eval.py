@@ -38,8 +38,11 @@ from protocols.imap import wire
 from protocols.imap.grammar import SequenceSet
 from protocols.imap.search import DATE_KEYS, SearchKey
 from protocols.imap.search_text import (_NOT_CHARSETS, _codec, _field_text, _raw_has,
-                                        _transfer_decode, decode_words)   # decode_words: part of this API
+                                        _transfer_decode, decode_words)
 from protocols.message import Header, field_value, parse_header
+
+__all__ = ["ADVERTISED_CHARSETS", "CONTENT_KEYS", "MAX_SEARCH_TEXT", "SearchCharsetError", "SearchContext",
+           "check_charset", "decode_words", "esearch", "matches", "needs_content", "search_response"]
 
 # Ours: at most 8 MiB of decoded text (header and body together) is searched
 # per message, so one message with a huge text attachment cannot hold a
