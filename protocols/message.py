@@ -26,10 +26,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, List, Optional, Set, Tuple
 
-# RFC 5322 §3.6.8: field-name = 1*ftext (printable US-ASCII except ":");
-# white space before the colon is the obsolete syntax of §4.5 (obs-optional).
-_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
 _FOLD = re.compile(rb"\r?\n(?=[ \t])")
+# A field as parse_header reads it: its name (group 1; RFC 5322 §3.6.8
+# field-name = 1*ftext, printable US-ASCII except ":"; white space before the
+# colon is the obsolete syntax of §4.5), the rest of its first line, then
+# every following line that starts with white space (§2.2.3 folds).
+_FIELD_AND_FOLDS = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:[^\n]*\n?(?:[ \t][^\n]*\n?)*")
 
 
 @dataclass
@@ -70,28 +72,30 @@ class Header:
 
 
 def parse_header(data: bytes, start: int = 0, end: Optional[int] = None) -> Header:
-    """The header section at ``data[start:end]`` (RFC 5322 §2.1, §2.2)."""
+    """The header section at ``data[start:end]`` (RFC 5322 §2.1, §2.2).
+
+    One regex match per field, its folds included (``_FIELD_AND_FOLDS``), so
+    no Python work is done per line."""
     end = len(data) if end is None else end
     head = Header(start, end, end)
+    fields = head.fields
+    match = _FIELD_AND_FOLDS.match
     pos = start
     while pos < end:
-        nl = data.find(b"\n", pos, end)
-        line_end = end if nl < 0 else nl + 1
-        first = data[pos:pos + 1]
-        if first in (b"\r", b"\n") and data[pos:line_end].rstrip(b"\r\n") == b"":
-            head.fields_end, head.body_start = pos, line_end
-            return head
-        if first in (b" ", b"\t") and head.fields:
-            name, raw = head.fields[-1]
-            head.fields[-1] = (name, raw + data[pos:line_end])
-        elif _FIELD.match(data, pos, line_end):
-            colon = data.index(b":", pos, line_end)
-            head.fields.append((data[pos:colon].rstrip(b" \t").lower(), data[pos:line_end]))
-        else:
-            head.defects.append("header section ends without an empty line")
-            head.fields_end = head.body_start = pos
-            return head
-        pos = line_end
+        m = match(data, pos, end)
+        if m is not None:
+            fields.append((m.group(1).lower(), m.group()))
+            pos = m.end()
+            continue
+        if data[pos] in b"\r\n":
+            nl = data.find(b"\n", pos, end)
+            line_end = end if nl < 0 else nl + 1
+            if not data[pos:line_end].rstrip(b"\r\n"):
+                head.fields_end, head.body_start = pos, line_end
+                return head
+        head.defects.append("header section ends without an empty line")
+        head.fields_end = head.body_start = pos
+        return head
     return head
 
 

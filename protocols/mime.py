@@ -34,7 +34,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from protocols.message import parse_header
+from protocols.message import field_value, parse_header
 
 # Nesting and part limits: a hostile message must not exhaust the stack or
 # memory.  Dovecot's message parser allows 100 nested parts and 10,000 parts in
@@ -49,6 +49,18 @@ MAX_BOUNDARY = 70
 IDENTITY_ENCODINGS = ("7bit", "8bit", "binary")
 # RFC 2045 §5.1: tspecials (plus white space and controls end a token).
 _TSPECIALS = set('()<>@,;:\\"/[]?=')
+# The common shape of a Content-Type or Content-Disposition value, read by
+# one regex: tokens, quoted strings without backslashes, no comments, no
+# RFC 2231 "*" names.  It gives what the general parser below gives for it
+# (which reads every other value, and records the defects).  Each piece of
+# text can match only one way, so a failed match stays linear in the length.
+_TOKEN_RX = r'[^\x00-\x20\x7f()<>@,;:\\"/\[\]?=]+'
+_PARAM_RX = (r'[ \t\r\n]*;[ \t\r\n]*([^\x00-\x20\x7f()<>@,;:\\"/\[\]?=*]+)[ \t\r\n]*='
+             r'(?:[ \t\r\n]*("[^"\\]*"|[^; \t\r\n"(][^; \t\r\n]*))?')
+_SIMPLE_VALUE = re.compile(r'[ \t\r\n]*(%s)(?:[ \t\r\n]*/[ \t\r\n]*(%s))?((?:%s)*)(?:[ \t\r\n]*;)?[ \t\r\n]*'
+                           % (_TOKEN_RX, _TOKEN_RX, _PARAM_RX))
+_SIMPLE_PARAM = re.compile(_PARAM_RX)
+_SIMPLE_MAX = 4096      # ours: longer values skip the regex (a bound on its work)
 
 
 @dataclass
@@ -140,9 +152,11 @@ def _entity(data: bytes, start: int, end: int, depth: int, in_digest: bool, budg
     part.defects += head.defects
     budget[0] -= 1
 
-    def text(name: bytes) -> Optional[str]:
-        value = head.get(name)
-        return None if value is None else value.decode("utf-8", "surrogateescape")
+    firsts: Dict[bytes, str] = {}            # the first field of each Content-* name, unfolded
+    for name, raw in head.fields:
+        if name.startswith(b"content-") and name not in firsts:
+            firsts[name] = field_value(raw).decode("utf-8", "surrogateescape")
+    text = firsts.get
 
     _content_type(part, text(b"content-type"), in_digest)
     encoding = text(b"content-transfer-encoding")
@@ -222,14 +236,37 @@ def _delimiters(data: bytes, boundary: bytes, start: int, end: int) -> List[Tupl
     """(line start, line end, is close-delimiter) of each delimiter line up to
     the close-delimiter: "--" boundary ["--"] then only white space (RFC 2046
     §5.1.1 transport-padding) at the start of a line."""
-    rx = re.compile(rb"^--" + re.escape(boundary) + rb"(--)?[ \t]*\r?$", re.M)
     out: List[Tuple[int, int, bool]] = []
-    for m in rx.finditer(data, start, end):
-        line_end = m.end() + 1 if m.end() < end else m.end()      # past the LF
-        out.append((m.start(), line_end, bool(m.group(1))))
-        if m.group(1):
+    dashed = b"--" + boundary
+    at = data.find(dashed, start, end)
+    while at >= 0:
+        stop = -1
+        if at == 0 or data[at - 1] == 0x0a:          # at the start of a line
+            after = at + len(dashed)
+            close = data.startswith(b"--", after, end)
+            stop = _padding_to_line_end(data, after + 2, end) if close else -1
+            if stop < 0:
+                close = False
+                stop = _padding_to_line_end(data, after, end)
+        if stop < 0:
+            at = data.find(dashed, at + 1, end)
+            continue
+        out.append((at, stop + 1 if stop < end else stop, close))      # past the LF
+        if close:
             break
+        at = data.find(dashed, stop, end)
     return out
+
+
+def _padding_to_line_end(data: bytes, i: int, end: int) -> int:
+    """The offset of the line end (the LF, or ``end``) when only transport
+    padding (RFC 2046 §5.1.1: spaces and tabs) and a CR stand between ``i``
+    and it; -1 otherwise."""
+    while i < end and data[i] in (0x20, 0x09):
+        i += 1
+    if i < end and data[i] == 0x0d:
+        i += 1
+    return i if i == end or data[i] == 0x0a else -1
 
 
 def _before_line_end(data: bytes, line_start: int) -> int:
@@ -289,6 +326,13 @@ def _quoted(s: str, i: int, defects: List[str]) -> Tuple[str, int]:
 def _value_and_params(s: str, defects: List[str]) -> Optional[Tuple[str, List[Tuple[str, str]]]]:
     """``type/subtype`` (or a disposition) and its parameters, RFC 2231
     continuations joined; None when the value itself is not there."""
+    simple = _SIMPLE_VALUE.fullmatch(s) if len(s) <= _SIMPLE_MAX else None
+    if simple is not None:
+        params = [(name.lower(), value[1:-1] if value[:1] == '"' else value)
+                  for name, value in _SIMPLE_PARAM.findall(simple.group(3))]
+        if len({name for name, _v in params}) == len(params):
+            first = simple.group(1) if simple.group(2) is None else simple.group(1) + "/" + simple.group(2)
+            return first, params
     i = _skip_cfws(s, 0)
     first, i = _token(s, i)
     if not first:

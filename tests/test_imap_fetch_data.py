@@ -590,6 +590,12 @@ class DamagedInputTest(unittest.TestCase):
                 with self.subTest(message=name, n=n):
                     self.check(bytes(cut))
 
+    def test_long_display_names_without_an_address(self):
+        """A phrase of many words and no address: no exponential regex
+        backtracking; its words become the mailbox, as Dovecot makes it."""
+        data = msg("From: " + "word " * 60 + "end", "", "x")
+        self.assertEqual(fetch_value(fetch("ENVELOPE", data))[2][0][2:], [b"word" * 60 + b"end", b"MISSING_DOMAIN"])
+
     def test_nul_in_header_text(self):
         data = msg("Subject: a\x00b", "From: N\x00ame <a@b.test>", "Content-Type: text/plain; name=x\x00y", "", "x")
         self.assertEqual(fetch_value(fetch("ENVELOPE", data))[1], b"a\x80b")

@@ -292,6 +292,37 @@ class TextTest(unittest.TestCase):
                 E.matches(k, 1, meta(), False, bytes(data), ctx())
 
 
+class RawOctetsTest(unittest.TestCase):
+    """BODY and TEXT look in the raw octets where they can (search_eval
+    _Mail.body_has): the answers must be those of the decoded text."""
+
+    def body(self, charset, octets, cte=b"8bit"):
+        return (b"Subject: s\r\nContent-Type: text/plain; charset=" + charset
+                + b"\r\nContent-Transfer-Encoding: " + cte + b"\r\n\r\n" + octets + b"\r\n")
+
+    def test_non_ascii_text_that_casefolds_to_ascii(self):
+        self.assertTrue(hit(b"BODY kelvin", data=self.body(b"utf-8", "\u212aelvin".encode())))
+        self.assertTrue(hit(b"BODY strasse", data=self.body(b"iso-8859-1", b"Stra\xdfe")))
+        self.assertTrue(hit(b"BODY fine", data=self.body(b"utf-8", "\ufb01ne".encode())))
+
+    def test_charsets_whose_ascii_octets_mean_something_else(self):
+        self.assertTrue(hit(b"BODY day", data=self.body(b"utf-7", b"+AGQ-ay", b"7bit")))
+        jis = "\u65e5\u672c".encode("iso-2022-jp")          # ESC $ B then ASCII octets
+        self.assertFalse(hit(b"BODY " + jis[3:5], data=self.body(b"iso-2022-jp", jis, b"7bit")))
+
+    def test_soft_line_break_and_encoded_words(self):
+        self.assertTrue(hit(b"BODY budget", data=self.body(b"us-ascii", b"bud=\r\nget", b"quoted-printable")))
+        inner = b"Content-Type: message/rfc822\r\n\r\nSubject: =?utf-8?q?K=C3=B6ln_x?=\r\n\r\nhi\r\n"
+        self.assertTrue(hit(b"BODY ln_x", data=inner) is False and hit(b'BODY "ln x"', data=inner))
+
+    def test_text_header_as_written_and_as_decoded(self):
+        data = b"X-A:  b\r\n\tc:d\r\nFrom : Mr  X <x@y>\r\n\r\nbody\r\n"
+        self.assertTrue(hit(b'TEXT "x-a: b"', data=data))           # stripped, one space after ":"
+        self.assertTrue(hit(b'TEXT "from: mr  x"', data=data))
+        self.assertTrue(hit(b"TEXT c:d", data=data))
+        self.assertFalse(hit(b'TEXT "a:  b"', data=data))
+
+
 class ParseErrorTest(unittest.TestCase):
     """search.py's errors name the key (one line naming the value)."""
 

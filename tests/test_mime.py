@@ -210,6 +210,15 @@ class ParametersTest(unittest.TestCase):
         self.assertEqual(p.param("charset"), "a")
         self.assertTrue(p.defects)
 
+    def test_hostile_values_that_almost_match_the_common_shape(self):
+        """Many empty parameters then junk: read by the general parser with
+        its defects (a regex that could match these in many ways would take
+        2**60 steps here before giving up)."""
+        p = self.ctype(b"text/plain" + b"; x= " * 60 + b" (junk")
+        self.assertEqual(p.content_type, "text/plain")
+        self.assertEqual(p.params[0], ("x", ""))
+        self.assertTrue(p.defects)
+
 
 if __name__ == "__main__":
     unittest.main()

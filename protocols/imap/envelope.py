@@ -16,10 +16,11 @@ Leaves out: decoding of RFC 2047 words, comments inside a display name.
 
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+import re
+from typing import Dict, List, Optional, Tuple
 
 from protocols.imap import wire
-from protocols.message import parse_header
+from protocols.message import field_value, parse_header
 
 # RFC 9051 §7.5.2: the order of the envelope's members.
 _ADDRESS_FIELDS = (b"from", b"sender", b"reply-to", b"to", b"cc", b"bcc")
@@ -31,6 +32,31 @@ MISSING_DOMAIN = b"MISSING_DOMAIN"
 # RFC 5322 §3.2.3: specials that end an atom ("." is kept inside it so a
 # dot-atom or obs-phrase such as "John Q. Public" is one token).
 _SPECIALS = set('()<>[]:;@\\,"')
+# One regex step of tokens(): white space, or an atom (group 1): a run of
+# characters that are neither _SPECIALS nor white space.
+_ATOM_OR_SPACE = re.compile(r'[ \t\r\n]+|([^()<>\[\]:;@\\,"\ \t\r\n]+)')
+# A quoted-string with no quoted-pair and no line break: its content as is.
+_SIMPLE_QUOTED = re.compile(r'"([^"\\\r\n]*)"')
+# The common shape of an address list, read by regex: mailboxes
+# ``[phrase] <local@domain>`` or ``local@domain`` of atoms and plain
+# quoted-strings, separated by commas; no comments, groups, routes or empty
+# members (any other list goes through tokens()).  Words are apart by white
+# space so that no run of text can be matched in more than one way (a failed
+# match stays linear in the length, never exponential).
+_ATOM_RX = r'[^()<>\[\]:;@\\,"\ \t\r\n]+'
+_WORD_RX = r'"[^"\\\r\n]*"|%s' % _ATOM_RX
+_MAILBOX_RX = (r'((?:%s)(?:[ \t\r\n]+(?:%s))*)?[ \t\r\n]*<(%s)@(%s)>|(%s)@(%s)'
+               % (_WORD_RX, _WORD_RX, _ATOM_RX, _ATOM_RX, _ATOM_RX, _ATOM_RX))
+_SIMPLE_MAILBOX = re.compile(_MAILBOX_RX)
+_SIMPLE_LIST = re.compile(r'[ \t\r\n]*(?:%s)(?:[ \t\r\n]*,[ \t\r\n]*(?:%s))*[ \t\r\n]*'
+                          % (_MAILBOX_RX, _MAILBOX_RX))
+_SIMPLE_MAX = 4096      # ours: longer lists skip the regex (a bound on its work)
+_WORD = re.compile(r'"([^"\\\r\n]*)"|(%s)' % _ATOM_RX)
+# Octets wire.string sends as a quoted string with nothing escaped (its
+# quotable set without DQUOTE and backslash).
+_PLAIN = re.compile(rb'[\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*')
+# The fields the envelope reads (RFC 9051 §7.5.2).
+_USED = frozenset(_ADDRESS_FIELDS + (b"date", b"subject", b"in-reply-to", b"message-id"))
 
 Token = Tuple[str, str]            # (kind, text): atom, quoted, literal, comment, or the special itself
 Address = Tuple[Optional[bytes], Optional[bytes], Optional[bytes], Optional[bytes]]
@@ -40,9 +66,14 @@ def envelope(data: bytes, start: int, end: int) -> bytes:
     """The parenthesized envelope of the message whose header is in
     ``data[start:end]`` (RFC 9051 §7.5.2, §9 envelope)."""
     head = parse_header(data, start, end)
+    firsts: Dict[bytes, bytes] = {}             # the first field of each name used, raw
+    for name, raw in head.fields:
+        if name in _USED and name not in firsts:
+            firsts[name] = raw
 
     def first(name: bytes) -> Optional[bytes]:
-        return head.get(name)
+        raw = firsts.get(name)
+        return None if raw is None else field_value(raw)
 
     addresses = {name: address_list(first(name)) for name in _ADDRESS_FIELDS}
     # RFC 9051 §7.5.2: Sender and Reply-To absent or empty default to From.
@@ -59,7 +90,11 @@ def nstring(value: Optional[bytes]) -> bytes:
     """nstring (RFC 9051 §9) of header text; a NUL, which neither a quoted
     string nor a literal may hold (CHAR8 is %x01-ff), sent as 0x80 as
     Dovecot sends it in literals."""
-    return wire.nstring(None if value is None else value.replace(b"\x00", b"\x80"))
+    if value is None:
+        return b"NIL"
+    if len(value) <= wire.MAX_QUOTED and _PLAIN.fullmatch(value):
+        return b'"' + value + b'"'              # what wire.string gives it, sooner
+    return wire.nstring(value.replace(b"\x00", b"\x80"))
 
 
 def _render_list(addrs: List[Address]) -> bytes:
@@ -77,11 +112,21 @@ def tokens(text: str) -> List[Token]:
     removed, comments, and the specials; white space separates."""
     out: List[Token] = []
     i, n = 0, len(text)
+    atom_or_space = _ATOM_OR_SPACE.match
     while i < n:
+        m = atom_or_space(text, i)
+        if m is not None:                 # an atom, or white space (skipped)
+            if m.group(1) is not None:
+                out.append(("atom", m.group(1)))
+            i = m.end()
+            continue
         c = text[i]
-        if c in " \t\r\n":
-            i += 1
-        elif c == '"':
+        if c == '"':
+            simple = _SIMPLE_QUOTED.match(text, i)
+            if simple is not None:
+                out.append(("quoted", simple.group(1)))
+                i = simple.end()
+                continue
             value, i = _delimited(text, i + 1, '"')
             out.append(("quoted", value))
         elif c == "(":
@@ -90,15 +135,9 @@ def tokens(text: str) -> List[Token]:
         elif c == "[":
             value, i = _delimited(text, i + 1, "]")
             out.append(("literal", "[" + value + "]"))
-        elif c in _SPECIALS:
-            out.append((c, c))
-            i += 1
         else:
-            j = i
-            while j < n and text[j] not in _SPECIALS and text[j] not in " \t\r\n":
-                j += 1
-            out.append(("atom", text[i:j]))
-            i = j
+            out.append((c, c))            # one of _SPECIALS
+            i += 1
     return out
 
 
@@ -148,7 +187,10 @@ def address_list(value: Optional[bytes]) -> List[Address]:
     start and a (NIL NIL NIL NIL) end (RFC 9051 §7.5.2)."""
     if value is None:
         return []
-    toks = tokens(value.decode("utf-8", "surrogateescape"))
+    text = value.decode("utf-8", "surrogateescape")
+    if len(text) <= _SIMPLE_MAX and _SIMPLE_LIST.fullmatch(text):
+        return [_simple_mailbox(m) for m in _SIMPLE_MAILBOX.finditer(text)]
+    toks = tokens(text)
     out: List[Address] = []
     i = 0
     while i < len(toks):
@@ -161,6 +203,17 @@ def address_list(value: Optional[bytes]) -> List[Address]:
         else:
             i = _mailbox(toks, i, out)
     return out
+
+
+def _simple_mailbox(m) -> Address:
+    """One mailbox of a list _SIMPLE_LIST matched: what _mailbox gives it."""
+    if m.group(1) is None and m.group(4) is not None:          # a bare addr-spec
+        return (None, None, _enc(m.group(4)), _enc(m.group(5)))
+    words = None
+    if m.group(1) is not None:
+        words = [w.group(1) if w.group(1) is not None else w.group(2)
+                 for w in _WORD.finditer(m.group(1))]
+    return (None if words is None else _enc(" ".join(words)), None, _enc(m.group(2)), _enc(m.group(3)))
 
 
 def _enc(text: str) -> bytes:

@@ -24,7 +24,6 @@ word-stem matching.
 
 from __future__ import annotations
 
-import binascii
 import bisect
 import codecs
 import datetime
@@ -38,7 +37,12 @@ from protocols.backend.contracts import MessageMeta
 from protocols.imap import wire
 from protocols.imap.grammar import SequenceSet
 from protocols.imap.search import DATE_KEYS, SearchKey
+from protocols.imap.search_text import (_NOT_CHARSETS, _codec, _field_text, _raw_has,
+                                        _transfer_decode, decode_words)
 from protocols.message import Header, field_value, parse_header
+
+__all__ = ["ADVERTISED_CHARSETS", "CONTENT_KEYS", "MAX_SEARCH_TEXT", "SearchCharsetError", "SearchContext",
+           "check_charset", "decode_words", "esearch", "matches", "needs_content", "search_response"]
 
 # Ours: at most 8 MiB of decoded text (header and body together) is searched
 # per message, so one message with a huge text attachment cannot hold a
@@ -50,10 +54,6 @@ MAX_SEARCH_TEXT = 8 * 1024 * 1024
 ADVERTISED_CHARSETS = ("UTF-8", "US-ASCII")
 # RFC 2978 §2.3: a registered charset name is at most 40 characters.
 MAX_CHARSET_NAME = 40
-# Python codecs that decode bytes to text but are no charset of the IANA
-# registry (RFC 9051 §6.4.4 [CHARSET-REG]): refused like unknown names.
-_NOT_CHARSETS = frozenset({"unicode-escape", "raw-unicode-escape", "undefined", "idna",
-                           "punycode", "charmap"})
 # Keys that need the message's content (header or body).
 CONTENT_KEYS = frozenset({"HEADER", "BODY", "TEXT", "FROM", "TO", "CC", "BCC", "SUBJECT",
                           "SENTBEFORE", "SENTON", "SENTSINCE"})
@@ -122,89 +122,6 @@ def needs_content(key: SearchKey) -> bool:
     return False
 
 
-# -- text decoding ---------------------------------------------------------------------
-
-# RFC 2047 §2: encoded-word = "=?" charset "?" encoding "?" encoded-text "?=";
-# RFC 2231 §5 lets the charset carry "*language".
-_ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([QqBb])\?([^?\s]*)\?=")
-_B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
-
-
-def _codec(charset: Optional[str]) -> str:
-    """A codec for a MIME charset; UTF-8 (a superset of US-ASCII) when the
-    charset is missing, US-ASCII, or one Python does not know."""
-    try:
-        name = codecs.lookup((charset or "utf-8").strip()).name
-        b"a".decode(name)
-    except (LookupError, UnicodeError, ValueError):
-        return "utf-8"
-    return "utf-8" if name == "ascii" or name in _NOT_CHARSETS else name
-
-
-def _b64(raw: bytes) -> bytes:
-    """Lenient base64 (RFC 2045 §6.8: characters outside the alphabet are
-    ignored); a truncated last quantum is padded or dropped."""
-    clean = _B64_JUNK.sub(b"", raw)
-    if len(clean) % 4 == 1:
-        clean = clean[:-1]
-    try:
-        return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4))
-    except binascii.Error:
-        return b""
-
-
-def _word(encoding: str, text: str) -> bytes:
-    raw = text.encode("ascii", "replace")
-    if encoding in "Bb":
-        return _b64(raw)
-    return binascii.a2b_qp(raw, header=True)          # RFC 2047 §4.2: "_" is a space
-
-
-def decode_words(text: str) -> str:
-    """``text`` with its RFC 2047 encoded words decoded (§6.1); white space
-    between two encoded words dropped (§6.2).  Adjacent words in one charset
-    are joined before decoding, so a character split across two words (which
-    §5 forbids, but senders do) comes out whole."""
-    out: List[str] = []
-    pending: List[bytes] = []
-    pending_cs = [""]
-    pos, prev_word = 0, False
-
-    def flush():
-        if pending:
-            out.append(b"".join(pending).decode(_codec(pending_cs[0]), "replace"))
-            pending.clear()
-
-    for m in _ENCODED_WORD.finditer(text):
-        gap = text[pos:m.start()]
-        charset = m.group(1).split("*", 1)[0]
-        if not (prev_word and not gap.strip(" \t\r\n")):
-            flush()
-            out.append(gap)
-        elif charset.lower() != pending_cs[0].lower():
-            flush()
-        pending.append(_word(m.group(2), m.group(3)))
-        pending_cs[0], pos, prev_word = charset, m.end(), True
-    flush()
-    out.append(text[pos:])
-    return "".join(out)
-
-
-def _field_text(value: bytes) -> str:
-    """An unfolded field value as text: 8-bit octets read as UTF-8 (RFC 6532
-    §3.2), encoded words decoded."""
-    return decode_words(value.decode("utf-8", "replace"))
-
-
-def _transfer_decode(raw: bytes, encoding: str) -> bytes:
-    """The content of a body under its Content-Transfer-Encoding (RFC 2045 §6)."""
-    if encoding == "base64":
-        return _b64(raw)
-    if encoding == "quoted-printable":
-        return binascii.a2b_qp(raw)
-    return raw
-
-
 class _Budget:
     """How much decoded text one message may still add (MAX_SEARCH_TEXT)."""
 
@@ -227,6 +144,7 @@ class _Mail:
         self._head: Optional[Header] = None
         self._values: Dict[bytes, List[str]] = {}
         self._header_text: Optional[str] = None
+        self._parts: Optional[List[Tuple[mime.Part, Optional[bool], bool]]] = None
         self._body: Optional[str] = None
         self._mime_headers: Optional[str] = None
         self._sent: Optional[Tuple[Optional[datetime.date]]] = None
@@ -248,15 +166,26 @@ class _Mail:
     def header_text(self) -> str:
         """The whole header, decoded, one field a line (TEXT)."""
         if self._header_text is None:
-            names = dict.fromkeys(n for n, _ in self.head.fields)
+            groups: Dict[bytes, List[bytes]] = {}
+            for name, raw in self.head.fields:
+                groups.setdefault(name, []).append(raw)
+            for name, raws in groups.items():       # values() in the same order, one pass
+                if name not in self._values:
+                    self._values[name] = [self.budget.take(_field_text(field_value(raw))).casefold()
+                                          for raw in raws]
             self._header_text = "\n".join(
                 "%s: %s" % (name.decode("ascii", "replace"), value)
-                for name in names for value in self.values(name))
+                for name in groups for value in self._values[name])
         return self._header_text
+
+    def parts(self) -> List[Tuple[mime.Part, Optional[bool], bool]]:
+        if self._parts is None:
+            self._parts = _body_text(self.data or b"")
+        return self._parts
 
     def body_text(self) -> str:
         if self._body is None:
-            self._body, self._mime_headers = _body_text(self.data or b"", self.budget)
+            self._body, self._mime_headers = _decoded_body(self.data or b"", self.parts(), self.budget)
         return self._body
 
     def all_text(self) -> str:
@@ -264,6 +193,43 @@ class _Mail:
         (RFC 9051 §6.4.4 "header (including MIME header fields) or body")."""
         body = self.body_text()
         return "\n".join((self.header_text(), body, self._mime_headers or ""))
+
+    def body_has(self, needle: str, text: bool = False) -> bool:
+        """``needle in body_text()`` (``all_text()`` when ``text``), the same
+        answer without decoding where the raw octets give it: the needle is
+        ASCII with no LF (so it cannot span two of the pieces the text joins
+        with LF), and the message is under MAX_SEARCH_TEXT (so no piece is
+        cut: the decoded text is never longer than the octets it comes from)."""
+        data = self.data or b""
+        if self._body is not None or "\n" in needle or not needle.isascii() \
+                or len(data) >= MAX_SEARCH_TEXT:
+            return needle in (self.all_text() if text else self.body_text())
+        if not needle:
+            return True
+        raw_needle = needle.encode("ascii")
+        if text and self._header_has(data, raw_needle, needle):
+            return True
+        for part, in_body, is_text in self.parts():
+            if (in_body or (text and in_body is not None)) and _raw_has(
+                    data[part.start:part.fields_end], raw_needle, needle, None):
+                return True
+            if is_text and _raw_has(_transfer_decode(data[part.body_start:part.end], part.encoding),
+                                    raw_needle, needle, _codec(part.param("charset"))):
+                return True
+        return False
+
+    def _header_has(self, data: bytes, raw_needle: bytes, needle: str) -> bool:
+        """``needle in header_text()``.  Without white space, colon or line
+        end in the needle, a match lies inside one field name or inside one
+        run of a value, and those runs are the same in the raw fields
+        (unfolding removes only a line end before white space): so an ASCII
+        header without encoded words is searched as it is."""
+        root = self.parts()[0][0]
+        head = data[root.start:root.fields_end]
+        if self._header_text is None and b"=?" not in head and head.isascii() \
+                and not _HEADER_SEPARATORS.search(needle):
+            return raw_needle in head.lower()
+        return needle in self.header_text()
 
     def sent_date(self) -> Optional[datetime.date]:
         if self._sent is None:
@@ -286,26 +252,36 @@ def _date_field(value: Optional[bytes]) -> Optional[datetime.date]:
         return None
 
 
-def _body_text(data: bytes, budget: _Budget) -> Tuple[str, str]:
-    """(BODY text, MIME header text of the body parts), casefolded.
-
-    BODY text: every text/* leaf decoded (RFC 2045 §6 transfer encoding,
-    then its charset), and the header of every enclosed message/rfc822
-    (part of the outer body).  Parts of other types are skipped (RFC 9051
-    §6.4.4 "MAY exclude ... body parts with terminal content media types
-    other than TEXT and MESSAGE")."""
+def _body_text(data: bytes) -> List[Tuple[mime.Part, Optional[bool], bool]]:
+    """The parts BODY and TEXT read, from one mime.parse of ``data``, in
+    the order of ``Part.walk``: (part, where its header goes, text leaf?).
+    The header of an enclosed message/rfc822 is body text (True), the MIME
+    header of any other part below the root is TEXT's alone (False), the
+    root's is neither (None).  Leaves whose type is not text/* are skipped
+    (RFC 9051 §6.4.4 "MAY exclude ... body parts with terminal content media
+    types other than TEXT and MESSAGE")."""
     root = mime.parse(data)
     enclosed = {id(p.message) for p in root.walk() if p.message is not None}
+    return [(part, None if part is root else id(part) in enclosed,
+             not (part.is_multipart or part.message is not None or part.maintype != "text"))
+            for part in root.walk()]
+
+
+def _decoded_body(data: bytes, parts, budget: _Budget) -> Tuple[str, str]:
+    """(BODY text, MIME header text of the body parts), casefolded: every
+    text/* leaf decoded (RFC 2045 §6 transfer encoding, then its charset),
+    and the header of every enclosed message/rfc822 (part of the outer
+    body)."""
     body: List[str] = []
     headers: List[str] = []
-    for part in root.walk():
+    for part, in_body, is_text in parts:
         if budget.left <= 0:
             break
-        if part is not root:
+        if in_body is not None:
             head = data[part.start:part.fields_end]
             text = budget.take(_field_text(head)).casefold()
-            (body if id(part) in enclosed else headers).append(text)
-        if part.is_multipart or part.message is not None or part.maintype != "text":
+            (body if in_body else headers).append(text)
+        if not is_text:
             continue
         # Decoding shrinks: base64 is 4 raw octets for 3, quoted-printable at
         # most 3 for 1; so 3x the budget in raw octets gives about the budget.
@@ -334,6 +310,10 @@ class _Ranges:
     def __contains__(self, n: int) -> bool:
         i = bisect.bisect_right(self.starts, n) - 1
         return i >= 0 and n <= self.ends[i]
+
+
+# What separates field names and value runs in header_text() (_header_has).
+_HEADER_SEPARATORS = re.compile(r"[ \t\r\n:]")
 
 
 @dataclass
@@ -444,8 +424,7 @@ def _simple(key: SearchKey, m: _Message) -> bool:
     if op in ("BODY", "TEXT"):
         if m.mail.data is None:
             return False
-        text = m.mail.body_text() if op == "BODY" else m.mail.all_text()
-        return m.needle(args[0]) in text
+        return m.mail.body_has(m.needle(args[0]), text=op == "TEXT")
     if op == "HEADER":
         return m.mail.data is not None and _header_key(m, args[0], args[1])
     if op in DATE_KEYS:
