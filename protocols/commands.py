@@ -53,7 +53,7 @@ def serve(server, reread: Callable[[], Config], log_handler) -> int:
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, lambda _s, _f: server.loop.call_soon_threadsafe(reload))
     signal.signal(signal.SIGUSR1, lambda _s, _f: server.loop.call_soon_threadsafe(server.queue_control))
-    signal.signal(signal.SIGUSR2, lambda _s, _f: server.loop.call_soon_threadsafe(server.backend.pickup.kick))
+    signal.signal(signal.SIGUSR2, lambda _s, _f: server.loop.call_soon_threadsafe(server.backend.delivery.pickup.kick))
     # once, on stdout, now that signals are handled: listeners first (scripts wait for them), then the rest
     for line in server.listening_lines() + describe(cfg, server.backend.directory, cfg.data_dir):
         print(line, flush=True)
