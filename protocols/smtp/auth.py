@@ -23,7 +23,7 @@ from protocols.smtp.state import State
 log = logging.getLogger("mailsrv.smtp")
 
 
-class SmtpAuthMixin:
+class AuthCommands:
     """STARTTLS and AUTH handlers (see SmtpSession for the attributes)."""
 
     # The SCRAM server nonce source (RFC 5802 §5.1 "r"); None = sasl's

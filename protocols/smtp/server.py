@@ -38,8 +38,8 @@ from protocols.backend.contracts import SmtpBackend
 from protocols.base import LineReader, LineTooLong, ProtocolError, SessionContext
 from protocols.smtp.address import (Address, AddressError, parse_forward_path,
                                     parse_parameters, parse_reverse_path)
-from protocols.smtp.auth import SmtpAuthMixin
-from protocols.smtp.transfer import SmtpMessageMixin
+from protocols.smtp.auth import AuthCommands
+from protocols.smtp.transfer import TransferCommands
 from protocols.smtp.data import DataReader
 from protocols.smtp.state import (ANY_STATE, MAX_AUTH_LINE, MAX_COMMAND_LINE,
                                   MAX_HELD_INPUT, DIGITS_RE, TXN_STATES, Chunk, Envelope,
@@ -52,7 +52,7 @@ __all__ = ["SmtpSession", "SmtpConfig", "Envelope", "MessageSink", "RcptDecision
 log = logging.getLogger("mailsrv.smtp")
 
 
-class SmtpSession(SmtpAuthMixin, SmtpMessageMixin):
+class SmtpSession(AuthCommands, TransferCommands):
     """One SMTP server connection; see protocols/base.py for the protocol."""
 
     def __init__(self, ctx: SessionContext, config: SmtpConfig, backend: SmtpBackend):

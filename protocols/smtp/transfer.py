@@ -21,7 +21,7 @@ from protocols.smtp.state import BDAT_RE, Chunk, Reply, State, Transaction, fmt_
 log = logging.getLogger("mailsrv.smtp")
 
 
-class SmtpMessageMixin:
+class TransferCommands:
     """DATA and BDAT handlers (see SmtpSession for the attributes)."""
 
     def _cmd_data(self, arg: str) -> None:
