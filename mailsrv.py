@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """mailsrv: a complete mail server in pure Python standard library.
 
-This file is the composition root: the command line (serve, user, alias, dns,
-queue, check, sendmail), the table of listeners, and the wiring that connects
-the sans-I/O sessions in ``protocols/`` to the event loop and to the disk in
-``store/``.  The configuration (its table of keys, the typed ``Config``, the
+This file is the composition root: the table of listeners, ``MailServer`` (the
+wiring that connects the sans-I/O sessions in ``protocols/`` to the event loop
+and to the disk in ``store/``) and the command line: its parser and the
+dispatch to the subcommands (serve, user, alias, dns, queue, rfc:
+protocols/commands.py; check: protocols/check.py; sendmail:
+protocols/backend/sendmail.py), each handed what only this file knows (the
+server, the listeners, the clock, /etc/resolv.conf).  The configuration (its table of keys, the typed ``Config``, the
 INI file and the flags on top) is protocols/config.py.  Importing this file
 starts nothing; embedders use :class:`MailServer` (see README "Embedding").
 
@@ -16,25 +19,23 @@ starts nothing; embedders use :class:`MailServer` (see README "Embedding").
 from __future__ import annotations
 
 import argparse
-import getpass
 import logging
-import os
-import signal
 import ssl
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 from protocols import logtarget
 from protocols.backend.wiring import Backend
+from protocols.commands import dns_main, queue_main, rfc_main, serve, source_citations, user_alias_main  # noqa: F401 (source_citations: for tests)
 from protocols.config import KEYS, Config, ConfigError, config_example, load_config, read_config_file  # noqa: F401 (KEYS, read_config_file: for tests and embedders)
 from protocols.loop import EventLoop, raise_fd_limit
 from protocols.loop_tls import client_tls_context, server_tls_context
-from protocols.startup import bind_error as _bind_error, describe, make_resolver, stop_line
-from store.datadir import DataDirError, ServerLock, lock_holder, lock_or_holder, open_data_dir, open_for_command, os_reason
+from protocols.startup import bind_error as _bind_error
+from store.datadir import DataDirError, ServerLock, open_data_dir, open_for_command, os_reason
 from store.tlsfiles import check_tls_files
-from store.users import AliasDB, UserDB, normalize_address
 
 log = logging.getLogger("mailsrv")
 
@@ -302,19 +303,6 @@ def _admin_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _read_password(prompt: str) -> str:
-    if sys.stdin is not None and sys.stdin.isatty():
-        first = getpass.getpass(prompt)
-        if getpass.getpass("again: ") != first:
-            raise ConfigError("passwords do not match")
-        pw = first
-    else:
-        pw = (sys.stdin.readline() if sys.stdin else "").rstrip("\r\n")
-    if not pw:
-        raise ConfigError("empty password")
-    return pw
-
-
 def admin_main(argv: List[str]) -> int:
     args = _admin_parser().parse_args(argv)
     if args.cmd == "config-example":
@@ -326,140 +314,15 @@ def admin_main(argv: List[str]) -> int:
     if args.cmd == "check":
         return check_main(cfg)
     if args.cmd == "dns":        # asks DNS only: needs no data folder
-        return dns_main(cfg, args.qtype, args.name)
+        return dns_main(cfg, args.qtype, args.name, _read_resolv_conf())
     data = cfg.data_dir = open_for_command(cfg.data_dir, args.cmd, getattr(args, "action", None))
     if args.cmd in ("user", "alias"):
         # Skipped lines of the users/aliases files (store/users.py) say so on stderr.
         logging.basicConfig(level=logging.WARNING, format="mailsrv: %(levelname)s: %(message)s")
-        return _user_alias_main(args, data, cfg)
+        return user_alias_main(args, data, cfg)
     if args.cmd == "queue":
-        return queue_main(cfg, args.action, args.id)
+        return queue_main(cfg, args.action, args.id, MailServer)
     return 2
-
-
-def _user_alias_main(args: argparse.Namespace, data: str, cfg: Config) -> int:
-    """`user ...` and `alias ...` (store/users.py does the checking)."""
-    from store.maildir import MailStore
-    users, aliases = UserDB(data), AliasDB(data)
-    try:
-        if args.cmd == "alias":
-            return _alias_action(args, users, aliases)
-        store = MailStore(data, cfg.hostname)
-        addr = normalize_address(args.address) if args.action != "list" else ""
-        if args.action == "add":
-            users.add(args.address, _read_password("password: "))
-            store.create_mailbox(addr)
-            print(f"added {addr}")
-            if aliases.targets(addr) is not None:
-                print(f"mailsrv: warning: {addr} is also an alias; mail to it now goes to the user "
-                      f"(`alias del {addr}` to tidy up)", file=sys.stderr)
-        elif args.action == "passwd":
-            users.set_password(args.address, _read_password("new password: "))
-            print(f"password changed for {addr}")
-        elif args.action == "del":
-            users.delete(args.address)
-            print(f"deleted {addr} (its Maildir was moved under {os.path.join(data, 'mail', '.deleted')})")
-            store.delete_mailbox(addr)
-            pointing = aliases.pointing_at(addr)
-            if pointing:
-                print(f"mailsrv: warning: alias(es) {', '.join(pointing)} still list {addr}; mail to them "
-                      f"skips it (change them with `alias add`)", file=sys.stderr)
-        elif args.action in ("disable", "enable"):
-            changed = users.set_disabled(args.address, args.action == "disable")
-            state = "disabled: logins refused, mail still accepted" if args.action == "disable" else "enabled"
-            print(f"{addr} {state}" if changed else f"{addr} was already {args.action}d")
-        elif args.action == "show":
-            from store.usershow import show_user
-            print("\n".join(show_user(users, aliases, store, addr)))
-        else:
-            print("\n".join(users.list()) if users.list() else "no users")
-    except (KeyError, ValueError) as e:
-        raise ConfigError(str(e).strip("'\"")) from None
-    return 0
-
-
-def _alias_action(args: argparse.Namespace, users: UserDB, aliases: AliasDB) -> int:
-    if args.action == "add":
-        name = aliases.add(args.alias, args.targets, users=users)
-        print(f"alias {name} -> {', '.join(aliases.targets(name) or [])}")
-    elif args.action == "del":
-        print(f"deleted alias {aliases.delete(args.alias)}")
-    else:
-        entries = sorted(aliases.list().items())
-        for name, targets in entries:
-            print(f"{name}: {', '.join(targets)}")
-        if not entries:
-            print("no aliases")
-    return 0
-
-
-def queue_main(cfg: Config, action: str, qid: Optional[str]) -> int:
-    """`queue` lists; flush/delete/bounce are applied by the running server
-    (SIGUSR1), or here, by a server started just for them, when none runs."""
-    from store.queue import Queue
-    queue = Queue(cfg.data_dir, recover=False)   # a running server may be writing it
-    if action == "list":
-        import time
-        entries = queue.list()
-        for e in entries:
-            nxt = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.next_try))
-            print(f"{e.id}  <{e.sender}>  size={e.size}  attempts={e.attempts}  next={nxt}")
-            for r in e.recipients:
-                print(f"    {r.state:9s} <{r.address}>  {r.last_error}")
-        print(f"{len(entries)} message(s) in the queue")
-        return 0
-    if action in ("delete", "bounce"):
-        if not qid:
-            raise ConfigError(f"queue {action} needs a queue id (see `python3 mailsrv.py queue`)")
-        if queue.get(qid) is None:
-            raise ConfigError(f"no queue entry {qid}")
-    queue.request(action, qid or "")
-    what = f"queue {action} {qid}" if qid else f"queue {action}"
-    lock, pid = lock_or_holder(cfg.data_dir)   # signal only the process holding the lock
-    if pid is not None:
-        os.kill(pid, signal.SIGUSR1)
-        print(f"{what}: handed to the running server (pid {pid})")
-        return 0
-    try:
-        return _queue_offline(cfg, what)
-    finally:
-        lock.release()
-
-
-def _queue_offline(cfg: Config, what: str) -> int:
-    """No server runs: apply the request here, holding the lock (protocols/outbound/queue_admin.py)."""
-    from protocols.outbound.queue_admin import OFFLINE_LIMIT_SECONDS, apply_offline
-    server = MailServer(cfg)
-    signal.signal(signal.SIGUSR1, lambda _s, _f: server.loop.call_soon_threadsafe(server.queue_control))  # we hold the lock
-    outcome = apply_offline(server.backend, server.loop) or f"not finished within {OFFLINE_LIMIT_SECONDS:.0f} s (see the log)"
-    print(f"{what}: {outcome}")
-    return 0 if outcome in ("done", "deleted", "bounced") else 1
-
-
-def dns_main(cfg: Config, qtype: str, name: str) -> int:
-    """`dns MX example.org`: what our own resolver finds (RFC 1035, RFC 5321 §5.1),
-    failures in DNS terms naming the server (protocols.dns.mx.describe)."""
-    from protocols.dns import codec as dnsproto
-    from protocols.dns.mx import describe
-    loop = EventLoop()          # not a MailServer: that would create the data folder
-    resolver = make_resolver(loop, cfg.dns_servers, _read_resolv_conf())[0]
-    out: List[object] = []
-
-    def done(result):
-        out.append(result)
-        loop.stop()
-    if qtype == "MX":
-        resolver.lookup_mx_hosts(name, done)
-    else:
-        resolver.resolve(name, dnsproto.TYPE_A if qtype == "A" else dnsproto.TYPE_AAAA, done)
-    loop.call_later(60, loop.stop)
-    loop.run()
-    if not out:
-        print(f"{name} {qtype}: no answer from the resolver within 60 s")
-        return 1
-    lines, ok = describe(name, qtype, out[0])
-    print("\n".join(lines))
-    return 0 if ok else 1
 
 
 def check_main(cfg: Config) -> int:
@@ -469,72 +332,9 @@ def check_main(cfg: Config) -> int:
 
 
 def sendmail_main(argv: List[str]) -> int:
-    """`sendmail [-t] [-f sender] [-i] [-F name] [rcpt...] < message`: into
-    DATA/postdrop/ (durably), then a signal to the running server's pick-up;
-    with no server running, the server picks it up when it starts.  Exit codes
-    of sysexits.h (protocols/backend/sendmail.py); one line on stderr when not 0."""
-    from protocols.backend import sendmail as sm
-    try:
-        return _sendmail(sm, argv)
-    except sm.SendmailError as e:
-        print(f"sendmail: {e}", file=sys.stderr)
-        return e.code
-    except ConfigError as e:
-        print(f"sendmail: {e}", file=sys.stderr)
-        return sm.EX_CONFIG
-    except Exception as e:  # a bug: still a sysexits code, never a silent loss
-        print(f"sendmail: internal error: {e!r}", file=sys.stderr)
-        return sm.EX_SOFTWARE
-
-
-def _sendmail(sm, argv: List[str]) -> int:
-    import time
-    from email.utils import formatdate, make_msgid
-    from protocols.base import new_id
-    from store import postdrop
-    opts = sm.parse_args(argv)
-    cfg = load_config(argparse.Namespace(config=opts.config, data=opts.data))
-    data = os.path.abspath(cfg.data_dir)
-    if not os.path.isdir(data):
-        raise ConfigError(f"no data folder {data} (give --data DIR, or -C FILE with data_dir)")
-    raw = sys.stdin.buffer.read(cfg.max_message_size + 1)
-    sender, rcpts, message = sm.prepare(opts, raw, cfg.hostname, _unix_user(), cfg.max_message_size,
-                                        formatdate(localtime=True), make_msgid(domain=cfg.hostname))
-    _sendmail_check_users(sm, cfg, rcpts)
-    name = "%d.%d.%s" % (time.time(), os.getpid(), new_id(5))
-    try:
-        postdrop.write(data, name, sender, rcpts, message)
-    except OSError as e:
-        raise sm.SendmailError(sm.exit_code(e.errno),
-                               f"cannot write to {postdrop.drop_dir(data)}: {e.strerror or e}") from None
-    pid = lock_holder(data)          # only the server holding the data folder's lock
-    if pid is not None:
-        try:
-            os.kill(pid, signal.SIGUSR2)
-        except OSError:
-            pass           # picked up by the next round or the next start
-    return 0
-
-
-def _unix_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):       # a uid without a passwd entry (containers)
-        return f"uid{os.getuid()}"
-
-
-def _sendmail_check_users(sm, cfg: Config, rcpts: List[str]) -> None:
-    """EX_NOUSER now for a local address nobody has (when we may read the users)."""
-    from store.users import Directory
-    try:
-        directory = Directory(UserDB(cfg.data_dir), AliasDB(cfg.data_dir), cfg.local_domains(),
-                              cfg.postmaster or f"postmaster@{cfg.hostname.lower()}")
-        for r in rcpts:
-            local, _, domain = r.rpartition("@")
-            if directory.is_local_domain(domain) and directory.resolve(local, domain) is None:
-                raise sm.SendmailError(sm.EX_NOUSER, f"<{r}>: no such user or alias here")
-    except OSError:
-        pass               # the server checks (and bounces) at pick-up
+    """`sendmail [options] [rcpt...] < message` (protocols/backend/sendmail.py)."""
+    from protocols.backend import sendmail
+    return sendmail.main(argv, time.time)
 
 
 def serve_main(argv: List[str]) -> int:
@@ -548,68 +348,9 @@ def serve_main(argv: List[str]) -> int:
     cfg.data_dir = open_data_dir(cfg.data_dir, create=True)
     lock = ServerLock(cfg.data_dir).acquire()   # a second server on this folder stops here
     try:
-        return _serve(args, cfg, log_handler)
+        return serve(MailServer(cfg), lambda: load_config(args), log_handler)
     finally:
         lock.release()
-
-
-def _serve(args: argparse.Namespace, cfg: Config, log_handler) -> int:
-    server = MailServer(cfg)
-    server.bind()
-
-    def on_term(signum, _frame):
-        log.info("signal %d: shutting down (grace %.0fs)", signum, cfg.shutdown_grace)
-        server.shutdown()
-
-    def reload():
-        logtarget.reopen(log_handler)     # logrotate renamed the file: start a new one
-        try:
-            server.reload(load_config(args))
-        except ConfigError as e:
-            log.error("reload refused, keeping the running configuration: %s", e)
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    signal.signal(signal.SIGHUP, lambda _s, _f: server.loop.call_soon_threadsafe(reload))
-    signal.signal(signal.SIGUSR1, lambda _s, _f: server.loop.call_soon_threadsafe(server.queue_control))
-    signal.signal(signal.SIGUSR2, lambda _s, _f: server.loop.call_soon_threadsafe(server.backend.pickup.kick))
-    # once, on stdout, now that signals are handled: listeners first (scripts wait for them), then the rest
-    for line in server.listening_lines() + describe(cfg, server.backend.directory, cfg.data_dir):
-        print(line, flush=True)
-        if cfg.log_target != "stderr":       # on a terminal they would show twice; a log file wants them
-            log.info("%s", line)
-    print(stop_line(os.getpid()), flush=True)
-    server.serve_forever()
-    log.info("stopped")
-    return 0
-
-
-def source_citations() -> list:
-    """Every RFC citation in the code (protocols/, store/, this file), for
-    `rfc` and its test; protocols/rfcindex.py does the reading of the text."""
-    from protocols import rfcindex
-    root = os.path.dirname(os.path.abspath(__file__))
-    paths = ["mailsrv.py"]
-    for top in ("protocols", "store"):
-        for dirpath, dirs, files in os.walk(os.path.join(root, top)):
-            dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__")))
-            paths += [os.path.relpath(os.path.join(dirpath, f), root) for f in sorted(files) if f.endswith(".py")]
-    out = []
-    for rel in paths:
-        with open(os.path.join(root, rel), encoding="utf-8") as f:
-            out += rfcindex.citations(f.read(), rel.replace(os.sep, "/"))
-    return out
-
-
-def rfc_main(number: Optional[int], section: str) -> int:
-    """`rfc [NUMBER [SECTION]]`: which functions cite which RFC sections."""
-    from protocols import rfcindex
-    lines = rfcindex.format_index(rfcindex.index(source_citations()), number, section.lstrip("\u00a7"))
-    if not lines:
-        print(f"mailsrv: no citation of RFC {number}" + (f" \u00a7{section}" if section else ""), file=sys.stderr)
-        return 1
-    print("\n".join(lines))
-    return 0
 
 
 def main(argv: Optional[List[str]] = None) -> int:

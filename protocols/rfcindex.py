@@ -9,8 +9,8 @@ or the module itself.  ``python3 mailsrv.py rfc`` prints the index;
 subsections.  The index is generated, so it cannot go stale (mox keeps one by
 hand).
 
-Pure: source text in, records out.  The caller reads the files (mailsrv.py,
-the tests).
+Pure: source text in, records out.  The caller reads the files (protocols/
+commands.py's source_citations, the tests).
 
 The citation form: "RFC" and the number (the whole RFC), then optionally
 the section sign and the section number, dotted digits or an appendix letter

@@ -165,7 +165,7 @@ class ProtocolErrorTest(unittest.TestCase):
 
         def handler(session, arg):
             raise ProtocolError(b"554 5.7.0 refused here\r\n", close=arg == "close")
-        with mock.patch.dict(smtp._COMMANDS, {"NOOP": (handler, smtp._COMMANDS["NOOP"][1])}):
+        with mock.patch.dict(smtp.COMMANDS, {"NOOP": (handler, smtp.COMMANDS["NOOP"][1])}):
             s, _ = t.ready_session()
             self.assertEqual(t.send(s, "NOOP"), ["554 5.7.0 refused here"])
             self.assertFalse(s.closed)

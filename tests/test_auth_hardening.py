@@ -311,7 +311,7 @@ class FloodTest(ServerTestCase):
         for t in threads:
             t.start()
         wait_for(lambda: len(replies) >= 50, "50 fast refusals", lambda: repr(replies), timeout=60)
-        lane = backend._lane
+        lane = backend.auth.lane
         wait_for(lambda: (lane.running, lane.waiting) == (2, 8), "a full lane",
                  lambda: repr((lane.running, lane.waiting)))
         self.assertEqual(sorted({c for c, _ in replies}), [454], replies)

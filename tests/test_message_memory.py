@@ -115,7 +115,7 @@ class LargeMessageTest(ServerTestCase):
         self.assertEqual(cm.exception.smtp_code, 550)
         self.assertEqual(os.listdir(self.maildir("bob@example.test", "tmp")), [])
         self.assertEqual(self.new_messages("bob@example.test"), [])
-        self.assertEqual(self.server.backend.inflight_bytes, 0)
+        self.assertEqual(self.server.backend.delivery.inflight_bytes, 0)
 
     def test_fake_and_real_sink_store_the_same_message(self):
         """One contract: what the session tests' FakeSink records is what the
@@ -190,7 +190,7 @@ class LargeRemoteAndSubmissionTest(ServerTestCase):
         self.assertEqual(got, [(250, "2.0.0", "Ok: queued as HANDQID1")])
         [stored] = self.new_messages("bob@example.test")
         self.assertTrue(stored.endswith(msg))
-        self.assertEqual(backend.inflight_bytes, 0)
+        self.assertEqual(backend.delivery.inflight_bytes, 0)
 
 
 class InflightBudgetTest(ServerTestCase):
@@ -214,7 +214,7 @@ class InflightBudgetTest(ServerTestCase):
         self.assertEqual(fa.readline()[:3], b"354")
         part = big_message(400 * 1024)
         a.sendall(part)                     # no end of data yet: in flight
-        wait_for(lambda: backend.inflight_bytes >= 300000, "the first message in flight")
+        wait_for(lambda: backend.delivery.inflight_bytes >= 300000, "the first message in flight")
         b, fb = self.open_data()
         self.assertEqual(fb.readline(), b"452 4.3.1 Insufficient system storage: "
                                         b"too much mail in flight, try again later\r\n")
@@ -223,7 +223,7 @@ class InflightBudgetTest(ServerTestCase):
         self.assertEqual(fc.readline()[:9], b"452 4.3.1")
         a.sendall(b".\r\n")
         self.assertEqual(fa.readline()[:3], b"250")
-        self.assertEqual(backend.inflight_bytes, 0)
+        self.assertEqual(backend.delivery.inflight_bytes, 0)
         b.sendall(b"DATA\r\n")              # the transaction was kept: DATA again
         self.assertEqual(fb.readline()[:3], b"354")
         b.sendall(b"Subject: later\r\n\r\nok\r\n.\r\n")

@@ -91,12 +91,12 @@ class _RelayCase(ServerTestCase):
     def flush_and_wait_idle(self):
         """Force a queue run, then wait (bounded) until the relay has nothing
         in flight and the queue is empty.  Returns the queue ids left over."""
-        relay = self.server.backend.relay
+        relay = self.server.backend.outbound.relay
         self.assertIsNotNone(relay, "outbound delivery must be enabled for this test")
         self.on_loop(relay.flush)
         deadline = time.monotonic() + WAIT
         while True:
-            busy, left = self.on_loop(lambda: (relay.in_flight, [e.id for e in self.server.backend.queue.list()]))
+            busy, left = self.on_loop(lambda: (relay.in_flight, [e.id for e in self.server.backend.outbound.queue.list()]))
             if (not busy and not left) or time.monotonic() > deadline:
                 return left
             threading.Event().wait(0.02)      # bounded poll of loop-thread state, not a sync sleep

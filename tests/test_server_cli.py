@@ -129,6 +129,17 @@ class CliTest(unittest.TestCase):
         self.assertIn("setcap cap_net_bind_service=+ep", text)
         self.assertIn("AmbientCapabilities=CAP_NET_BIND_SERVICE", text)
 
+    def test_entry_point_is_thin_and_keeps_its_names(self):
+        # issue 9 §1: mailsrv.py holds the listener table, MailServer, the parser and the
+        # dispatch; the subcommands live in protocols/ and keep their old names here.
+        import mailsrv
+        with open(os.path.join(ROOT, "mailsrv.py"), encoding="utf-8") as f:
+            self.assertLess(len(f.read().splitlines()), 400)
+        for name in ("user_alias_main", "queue_main", "dns_main", "rfc_main", "serve", "source_citations"):
+            self.assertEqual(getattr(mailsrv, name).__module__, "protocols.commands", name)
+        from protocols.backend import sendmail
+        self.assertTrue(callable(sendmail.main))
+
     def test_listen_on_ipv4_and_ipv6_at_once(self):
         import mailsrv
         if not socket.has_ipv6:

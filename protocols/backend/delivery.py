@@ -80,7 +80,7 @@ class DeliveryService:
 
     def stop_pickup(self) -> None:
         if self.pickup is not None:
-            self.pickup.stop()      # kept: SIGUSR2's handler may still kick it (mailsrv.py)
+            self.pickup.stop()      # kept: SIGUSR2's handler may still kick it (protocols/commands.py)
 
     def close(self) -> None:
         self.stop_pickup()

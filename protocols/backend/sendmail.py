@@ -1,8 +1,9 @@
 """The ``sendmail`` command's grammar: options, message framing, -t recipients.
 
 The subset of Postfix's sendmail(1) that cron, PHP's mail(), git send-email
-and monitoring tools use, as pure functions (the command in mailsrv.py reads
-stdin, writes the postdrop file and picks the exit code):
+and monitoring tools use, as pure functions, and at the end the command
+itself (``main``: reads stdin, writes the postdrop file, signals the server
+and picks the exit code):
 
     -t           recipients from To:, Cc:, Bcc: (added to those on the command
                  line, as Postfix does); Bcc: and Resent-Bcc: are removed
@@ -23,13 +24,23 @@ its header section, as Postfix's cleanup(8) does for local submissions
 
 from __future__ import annotations
 
+import argparse
 import email.utils
 import errno
+import getpass
+import os
+import signal
+import sys
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
+from protocols.base import new_id
+from protocols.config import Config, ConfigError, load_config
 from protocols.message import add_fields, field_value, parse_header, remove_fields
 from protocols.smtp.address import AddressError, parse_forward_path, parse_reverse_path
+from store import postdrop
+from store.datadir import lock_holder
+from store.users import AliasDB, Directory, UserDB
 
 # sysexits.h
 EX_OK = 0
@@ -220,3 +231,70 @@ def exit_code(err: Optional[int]) -> int:
     if err in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EEXIST, errno.EISDIR):
         return EX_CANTCREAT
     return EX_OSERR
+
+
+# -- the command: stdin -> DATA/postdrop/ -> a signal to the running server ----
+
+def main(argv: List[str], clock: Callable[[], float]) -> int:
+    """`sendmail [-t] [-f sender] [-i] [-F name] [rcpt...] < message`: into
+    DATA/postdrop/ (durably), then a signal to the running server's pick-up;
+    with no server running, the server picks it up when it starts.  Exit codes
+    of sysexits.h; one line on stderr when not 0.  ``clock`` (time.time, from
+    mailsrv.py) names the postdrop file."""
+    try:
+        return _submit(argv, clock)
+    except SendmailError as e:
+        print(f"sendmail: {e}", file=sys.stderr)
+        return e.code
+    except ConfigError as e:
+        print(f"sendmail: {e}", file=sys.stderr)
+        return EX_CONFIG
+    except Exception as e:  # a bug: still a sysexits code, never a silent loss
+        print(f"sendmail: internal error: {e!r}", file=sys.stderr)
+        return EX_SOFTWARE
+
+
+def _submit(argv: List[str], clock: Callable[[], float]) -> int:
+    opts = parse_args(argv)
+    cfg = load_config(argparse.Namespace(config=opts.config, data=opts.data))
+    data = os.path.abspath(cfg.data_dir)
+    if not os.path.isdir(data):
+        raise ConfigError(f"no data folder {data} (give --data DIR, or -C FILE with data_dir)")
+    raw = sys.stdin.buffer.read(cfg.max_message_size + 1)
+    sender, rcpts, message = prepare(opts, raw, cfg.hostname, _unix_user(), cfg.max_message_size,
+                                     email.utils.formatdate(localtime=True),
+                                     email.utils.make_msgid(domain=cfg.hostname))
+    _check_users(cfg, rcpts)
+    name = "%d.%d.%s" % (clock(), os.getpid(), new_id(5))
+    try:
+        postdrop.write(data, name, sender, rcpts, message)
+    except OSError as e:
+        raise SendmailError(exit_code(e.errno),
+                            f"cannot write to {postdrop.drop_dir(data)}: {e.strerror or e}") from None
+    pid = lock_holder(data)          # only the server holding the data folder's lock
+    if pid is not None:
+        try:
+            os.kill(pid, signal.SIGUSR2)
+        except OSError:
+            pass           # picked up by the next round or the next start
+    return 0
+
+
+def _unix_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):       # a uid without a passwd entry (containers)
+        return f"uid{os.getuid()}"
+
+
+def _check_users(cfg: Config, rcpts: List[str]) -> None:
+    """EX_NOUSER now for a local address nobody has (when we may read the users)."""
+    try:
+        directory = Directory(UserDB(cfg.data_dir), AliasDB(cfg.data_dir), cfg.local_domains(),
+                              cfg.postmaster or f"postmaster@{cfg.hostname.lower()}")
+        for r in rcpts:
+            local, _, domain = r.rpartition("@")
+            if directory.is_local_domain(domain) and directory.resolve(local, domain) is None:
+                raise SendmailError(EX_NOUSER, f"<{r}>: no such user or alias here")
+    except OSError:
+        pass               # the server checks (and bounces) at pick-up

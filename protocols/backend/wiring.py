@@ -154,35 +154,8 @@ class Backend:
     def _deliver_queued_locally(self, entry, rcpts, data, done) -> None:
         self.delivery.deliver_queued_locally(entry, rcpts, data, done)
 
-    # -- what the queue commands, the CLI and the tests look at ---------------
-    @property
-    def queue(self):
-        return self.outbound.queue
-
-    @property
-    def relay(self):
-        return self.outbound.relay
-
-    @property
-    def resolver(self):
-        return self.outbound.resolver
-
-    @property
-    def pickup(self):
-        return self.delivery.pickup
-
-    @property
-    def deliverer(self):
-        return self.delivery.deliverer
-
-    @property
-    def inflight_bytes(self) -> int:
-        return self.delivery.inflight_bytes
-
-    @property
-    def _lane(self):
-        return self.auth.lane
-
+    # -- for the queue commands; the queue, relay, pick-up and in-flight count are
+    # reached on the service that owns them (backend.outbound.relay, .delivery.pickup)
     def queue_control(self, done: Optional[Callable[[str, str, str], None]] = None) -> None:
         self.outbound.queue_control(done)
 

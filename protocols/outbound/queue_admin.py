@@ -21,7 +21,7 @@ def apply_offline(backend, loop) -> Optional[str]:
     """Run ``loop`` until the relay has applied the request and is idle; the
     request's outcome ("done", "deleted", "bounced", ...) or None on timeout."""
     backend.start()
-    relay = backend.relay
+    relay = backend.outbound.relay
     outcomes: List[str] = []
     loop.call_soon(lambda: backend.queue_control(lambda c, q, outcome: outcomes.append(outcome)))
     left = [OFFLINE_LIMIT_SECONDS]

@@ -506,7 +506,12 @@ class Pop3Session(TransactionCommands):
         self.ctx.wake()
 
 
-# RFC 1939 §9 (command summary) + extensions: verb → (handler, allowed states).
+# The command table: verb → (handler, states in which it is allowed), one
+# ``_cmd_<verb>`` method each, as in protocols/smtp/server.py.  The states come
+# from RFC 1939 §3 (AUTHORIZATION until USER/PASS or AUTH succeeds, then
+# TRANSACTION; QUIT there leads to UPDATE) and its command summary (§9), and
+# the extensions' own rules; a known verb in another state, or an unknown one,
+# is -ERR (_bad_command).
 COMMANDS: Dict[bytes, Tuple[Handler, FrozenSet[Pop3State]]] = {
     b"CAPA": (Pop3Session._cmd_capa, BOTH),      # RFC 2449 §5
     b"QUIT": (Pop3Session._cmd_quit, BOTH),      # RFC 1939 §4, §6

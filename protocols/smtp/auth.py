@@ -23,14 +23,14 @@ from protocols.smtp.state import State
 log = logging.getLogger("mailsrv.smtp")
 
 
-class SmtpAuthMixin:
+class AuthCommands:
     """STARTTLS and AUTH handlers (see SmtpSession for the attributes)."""
 
     # The SCRAM server nonce source (RFC 5802 §5.1 "r"); None = sasl's
     # random default.  Tests set a fixed one to replay SCRAM transcripts.
     sasl_nonce: Optional[Callable[[], bytes]] = None
 
-    def cmd_starttls(self, arg: str) -> None:
+    def _cmd_starttls(self, arg: str) -> None:
         """STARTTLS (RFC 3207 §4)."""
         if arg:
             self._fail(501, "5.5.4", "Syntax error (no parameters allowed)")
@@ -54,7 +54,7 @@ class SmtpAuthMixin:
         return (self.ctx.tls_active or self.config.allow_plaintext_auth
                 or (self.ctx.is_loopback and self.config.plaintext_auth_loopback))
 
-    def cmd_auth(self, arg: str) -> None:
+    def _cmd_auth(self, arg: str) -> None:
         """AUTH mechanism [initial-response] (RFC 4954 §4)."""
         if not self.config.auth_enabled:
             self._fail(502, "5.5.1", "AUTH not available")

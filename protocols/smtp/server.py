@@ -12,17 +12,17 @@ Left out: BINARYMIME (RFC 3030 §3; so bare CR/LF is refused in BDAT too),
 DSN (RFC 3461), reverse DNS in the Received field, VRFY/EXPN answers
 (RFC 5321 §3.5.3 / §7.3: 252 without looking anything up, no enumeration).
 
-Files: this one (session, command table, transaction), smtp_state.py
-(limits, SmtpConfig, Envelope, MessageSink, RcptDecision, State), smtp_auth.py
-(AUTH and STARTTLS handlers), smtp_message.py (DATA and BDAT handlers),
-smtp_data.py (DATA framing, content checks, Received),
-smtp_address.py (paths and parameters).
+Files (protocols/smtp/): this one (session, command table, transaction),
+state.py (limits, SmtpConfig, Envelope, MessageSink, RcptDecision, State),
+auth.py (AUTH and STARTTLS handlers), transfer.py (DATA and BDAT handlers),
+data.py (DATA framing, content checks, Received), address.py (paths and
+parameters).
 
 Shape: ``receive_data`` buffers; ``_process`` takes one command line (or
-DATA / BDAT octets) at a time and dispatches through ``_COMMANDS`` (verb →
-handler, allowed states).  Message data is never held whole: from DATA's
+DATA / BDAT octets) at a time and dispatches through ``COMMANDS`` (verb →
+``_cmd_<verb>`` handler, allowed states).  Message data is never held whole: from DATA's
 354 or the first BDAT it goes, read by read, to the ``MessageSink`` that
-``backend.open_message(envelope)`` returned (smtp_state.py), while
+``backend.open_message(envelope)`` returned (smtp/state.py), while
 ``ContentCheck`` decides the refusals incrementally.  While a backend call is outstanding (delivery,
 authentication) input is buffered but not processed, so pipelined commands
 are answered strictly in order (RFC 2920 §3).
@@ -38,8 +38,8 @@ from protocols.backend.contracts import SmtpBackend
 from protocols.base import LineReader, LineTooLong, ProtocolError, SessionContext
 from protocols.smtp.address import (Address, AddressError, parse_forward_path,
                                     parse_parameters, parse_reverse_path)
-from protocols.smtp.auth import SmtpAuthMixin
-from protocols.smtp.transfer import SmtpMessageMixin
+from protocols.smtp.auth import AuthCommands
+from protocols.smtp.transfer import TransferCommands
 from protocols.smtp.data import DataReader
 from protocols.smtp.state import (ANY_STATE, MAX_AUTH_LINE, MAX_COMMAND_LINE,
                                   MAX_HELD_INPUT, DIGITS_RE, TXN_STATES, Chunk, Envelope,
@@ -52,7 +52,7 @@ __all__ = ["SmtpSession", "SmtpConfig", "Envelope", "MessageSink", "RcptDecision
 log = logging.getLogger("mailsrv.smtp")
 
 
-class SmtpSession(SmtpAuthMixin, SmtpMessageMixin):
+class SmtpSession(AuthCommands, TransferCommands):
     """One SMTP server connection; see protocols/base.py for the protocol."""
 
     def __init__(self, ctx: SessionContext, config: SmtpConfig, backend: SmtpBackend):
@@ -251,14 +251,14 @@ class SmtpSession(SmtpAuthMixin, SmtpMessageMixin):
         return True
 
     def _command(self, line: bytes) -> None:
-        """Dispatch one command line through ``_COMMANDS`` (RFC 5321 §4.1)."""
+        """Dispatch one command line through ``COMMANDS`` (RFC 5321 §4.1)."""
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
             self._fail(500, "5.5.2", "Syntax error: invalid UTF-8")
             return
         verb, _, arg = text.partition(" ")
-        entry = _COMMANDS.get(verb.upper())
+        entry = COMMANDS.get(verb.upper())
         if entry is None:
             # RFC 5321 §4.2.4: 500 for an unrecognized command.
             self._fail(500, "5.5.2", "Command unrecognized")
@@ -293,7 +293,7 @@ class SmtpSession(SmtpAuthMixin, SmtpMessageMixin):
         self._reset_transaction(State.READY)
         return True
 
-    def cmd_ehlo(self, arg: str) -> None:
+    def _cmd_ehlo(self, arg: str) -> None:
         """EHLO (RFC 5321 §4.1.1.1); the keyword list per extension RFC."""
         if not self._hello(arg, True):
             return
@@ -315,14 +315,14 @@ class SmtpSession(SmtpAuthMixin, SmtpMessageMixin):
         out = "".join("250-%s\r\n" % s for s in lines[:-1]) + "250 %s\r\n" % lines[-1]
         self._send(out.encode("utf-8", "replace"))
 
-    def cmd_helo(self, arg: str) -> None:
+    def _cmd_helo(self, arg: str) -> None:
         """HELO (RFC 5321 §4.1.1.1): plain SMTP, no extensions."""
         if self._hello(arg, False):
             self._send(fmt_reply(250, "", self.config.hostname))
 
     # -- mail transaction (RFC 5321 §3.3) --------------------------------
 
-    def cmd_mail(self, arg: str) -> None:
+    def _cmd_mail(self, arg: str) -> None:
         """MAIL FROM:<reverse-path> [params] (RFC 5321 §4.1.1.2)."""
         if self.config.require_auth and self._auth_user is None:
             # RFC 4954 §6, RFC 6409 §4.3.
@@ -384,7 +384,7 @@ class SmtpSession(SmtpAuthMixin, SmtpMessageMixin):
                 return False
         return True
 
-    def cmd_rcpt(self, arg: str) -> None:
+    def _cmd_rcpt(self, arg: str) -> None:
         """RCPT TO:<forward-path> (RFC 5321 §4.1.1.3)."""
         txn = self._txn
         if arg[:3].upper() != "TO:":
@@ -430,7 +430,7 @@ class SmtpSession(SmtpAuthMixin, SmtpMessageMixin):
 
     # -- other commands ------------------------------------------------------
 
-    def cmd_rset(self, arg: str) -> None:
+    def _cmd_rset(self, arg: str) -> None:
         """RSET (RFC 5321 §4.1.1.5): no arguments."""
         if arg:
             self._fail(501, "5.5.4", "Syntax: RSET")
@@ -438,26 +438,26 @@ class SmtpSession(SmtpAuthMixin, SmtpMessageMixin):
         self._reset_transaction(State.GREETING if self.state is State.GREETING else State.READY)
         self._reply(250, "2.0.0", "Ok")
 
-    def cmd_noop(self, arg: str) -> None:
+    def _cmd_noop(self, arg: str) -> None:
         """NOOP (RFC 5321 §4.1.1.9): any argument is ignored."""
         self._reply(250, "2.0.0", "Ok")
 
-    def cmd_vrfy(self, arg: str) -> None:
+    def _cmd_vrfy(self, arg: str) -> None:
         """VRFY (RFC 5321 §3.5.3): 252, never confirming a user (no enumeration)."""
         if not arg:
             self._fail(501, "5.5.4", "Syntax: VRFY <address>")
             return
         self._reply(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery")
 
-    def cmd_expn(self, arg: str) -> None:
+    def _cmd_expn(self, arg: str) -> None:
         """EXPN (RFC 5321 §3.5.3, §7.3): not implemented."""
         self._fail(502, "5.5.1", "EXPN not supported")
 
-    def cmd_help(self, arg: str) -> None:
+    def _cmd_help(self, arg: str) -> None:
         """HELP (RFC 5321 §4.1.1.8)."""
-        self._reply(214, "2.0.0", "Commands: " + " ".join(sorted(_COMMANDS)))
+        self._reply(214, "2.0.0", "Commands: " + " ".join(sorted(COMMANDS)))
 
-    def cmd_quit(self, arg: str) -> None:
+    def _cmd_quit(self, arg: str) -> None:
         """QUIT (RFC 5321 §4.1.1.10): 221 then close."""
         if arg:
             self._fail(501, "5.5.4", "Syntax: QUIT")
@@ -466,23 +466,33 @@ class SmtpSession(SmtpAuthMixin, SmtpMessageMixin):
         self.closed = True
 
 
-# Verb → (handler, states in which it is allowed); anything else is 503.
-_COMMANDS: Dict[str, Tuple[Callable[[SmtpSession, str], None], FrozenSet[State]]] = {
-    "EHLO": (SmtpSession.cmd_ehlo, ANY_STATE),
-    "HELO": (SmtpSession.cmd_helo, ANY_STATE),
-    "MAIL": (SmtpSession.cmd_mail, frozenset({State.READY})),
-    "RCPT": (SmtpSession.cmd_rcpt, frozenset({State.MAIL, State.RCPT})),
-    "DATA": (SmtpSession.cmd_data, frozenset({State.MAIL, State.RCPT})),
-    "BDAT": (SmtpSession.cmd_bdat, ANY_STATE),
-    "RSET": (SmtpSession.cmd_rset, ANY_STATE),
-    "NOOP": (SmtpSession.cmd_noop, ANY_STATE),
-    "QUIT": (SmtpSession.cmd_quit, ANY_STATE),
-    "VRFY": (SmtpSession.cmd_vrfy, ANY_STATE),
-    "EXPN": (SmtpSession.cmd_expn, ANY_STATE),
-    "HELP": (SmtpSession.cmd_help, ANY_STATE),
-    "AUTH": (SmtpSession.cmd_auth, frozenset({State.READY})),
-    "STARTTLS": (SmtpSession.cmd_starttls, frozenset({State.READY})),
+# The command table: verb → (handler, states in which it is allowed), one
+# ``_cmd_<verb>`` method each, as in protocols/pop3/server.py.  The states come
+# from RFC 5321 §4.1.4 (the order of commands: EHLO/HELO before MAIL, MAIL
+# outside a transaction, RCPT after MAIL, DATA after RCPT; EHLO, RSET, NOOP,
+# VRFY, EXPN, HELP at any time, even before EHLO) and the extensions' own
+# rules; a known verb in another state is 503 (_sequence_error), an unknown
+# one 500 (§4.2.4).
+Handler = Callable[["SmtpSession", str], None]
+READY = frozenset({State.READY})
+IN_TXN = frozenset({State.MAIL, State.RCPT})
+COMMANDS: Dict[str, Tuple[Handler, FrozenSet[State]]] = {
+    "EHLO": (SmtpSession._cmd_ehlo, ANY_STATE),      # RFC 5321 §4.1.1.1
+    "HELO": (SmtpSession._cmd_helo, ANY_STATE),      # RFC 5321 §4.1.1.1
+    "MAIL": (SmtpSession._cmd_mail, READY),          # RFC 5321 §4.1.1.2
+    "RCPT": (SmtpSession._cmd_rcpt, IN_TXN),         # RFC 5321 §4.1.1.3
+    "DATA": (SmtpSession._cmd_data, IN_TXN),         # RFC 5321 §4.1.1.4
+    "BDAT": (SmtpSession._cmd_bdat, ANY_STATE),      # RFC 3030 §2 (its own state checks)
+    "RSET": (SmtpSession._cmd_rset, ANY_STATE),      # RFC 5321 §4.1.1.5
+    "NOOP": (SmtpSession._cmd_noop, ANY_STATE),      # RFC 5321 §4.1.1.9
+    "QUIT": (SmtpSession._cmd_quit, ANY_STATE),      # RFC 5321 §4.1.1.10
+    "VRFY": (SmtpSession._cmd_vrfy, ANY_STATE),      # RFC 5321 §4.1.1.6
+    "EXPN": (SmtpSession._cmd_expn, ANY_STATE),      # RFC 5321 §4.1.1.7
+    "HELP": (SmtpSession._cmd_help, ANY_STATE),      # RFC 5321 §4.1.1.8
+    "AUTH": (SmtpSession._cmd_auth, READY),          # RFC 4954 §4
+    "STARTTLS": (SmtpSession._cmd_starttls, READY),  # RFC 3207 §4
 }
+
 
 def _sequence_error(verb: str, state: State) -> str:
     """The 503 text for a command out of sequence (RFC 5321 §4.1.4, §4.3.1)."""

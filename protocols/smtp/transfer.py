@@ -4,7 +4,7 @@ A mixin so that protocols/smtp/server.py stays readable; it uses the
 session's ``_reply`` / ``_fail`` / ``_send`` / ``_await`` and state.  The
 message is never held whole: from DATA's 354 or the first BDAT its octets
 go, read by read, to the ``MessageSink`` of ``backend.open_message``
-(smtp_state.py), and ``ContentCheck`` (smtp_data.py) decides the refusals
+(smtp/state.py), and ``ContentCheck`` (smtp/data.py) decides the refusals
 as they pass.  The sink's ``finish`` gives the final reply once the message
 is on disk.
 """
@@ -21,10 +21,10 @@ from protocols.smtp.state import BDAT_RE, Chunk, Reply, State, Transaction, fmt_
 log = logging.getLogger("mailsrv.smtp")
 
 
-class SmtpMessageMixin:
+class TransferCommands:
     """DATA and BDAT handlers (see SmtpSession for the attributes)."""
 
-    def cmd_data(self, arg: str) -> None:
+    def _cmd_data(self, arg: str) -> None:
         """DATA (RFC 5321 §4.1.1.4)."""
         if arg:
             self._fail(501, "5.5.4", "Syntax: DATA")
@@ -88,7 +88,7 @@ class SmtpMessageMixin:
             else:
                 txn.sink.write(data)
 
-    def cmd_bdat(self, arg: str) -> None:
+    def _cmd_bdat(self, arg: str) -> None:
         """BDAT <size> [LAST] (RFC 3030 §2).  The chunk's octets are read
         even when the command is refused, and never dot-unstuffed.
 
