@@ -32,7 +32,7 @@ import time
 import unittest
 
 from tests.helpers import ServerTestCase, strip_trace
-from tests.test_interop_pop3 import as_sent, getmail_command, message
+from tests.test_interop_pop3 import as_sent, getmail_command, message, run_fetchmail
 
 BOB, BOB_PW = "bob@example.test", "bob-secret"
 TIMEOUT = 180
@@ -279,21 +279,7 @@ class ReadingClientsTest(ImapInteropTest):
     # -- fetchmail -------------------------------------------------------------
     @tool("fetchmail")
     def test_fetchmail_over_imap(self):
-        out = os.path.join(self.work, "out")
-        os.mkdir(out)
-        mda = os.path.join(self.work, "mda.py")
-        with open(mda, "w") as f:
-            f.write("import os, sys\nd = sys.argv[1]\n"
-                    "with open(os.path.join(d, '%05d' % len(os.listdir(d))), 'wb') as f:\n"
-                    "    f.write(sys.stdin.buffer.read())\n")
-        rc = os.path.join(self.work, "fetchmailrc")
-        with open(rc, "w") as f:
-            f.write('poll 127.0.0.1 service %d protocol imap user "%s" password "%s" sslproto "" mda "%s %s %s"\n'
-                    % (self.ports["imap"], BOB, BOB_PW, shutil.which("python3") or "python3", mda, out))
-        os.chmod(rc, 0o600)
-        self.run_tool(["fetchmail", "-f", rc, "--nosyslog", "--fetchall", "--nokeep",
-                       "--pidfile", os.path.join(self.work, "fetchmail.pid")], env=dict(os.environ, HOME=self.work))
-        self.assert_same_messages(glob.glob(os.path.join(out, "*")))
+        self.assert_same_messages(run_fetchmail(self, "imap", self.ports["imap"], keep=False))
         self.assertEqual(self.server_state()["INBOX"], [])     # --nokeep: \Deleted + EXPUNGE
 
     # -- getmail6 --------------------------------------------------------------

@@ -79,6 +79,28 @@ def getmail_command():
     return [interpreter, "-c", GETMAIL_SHIM, path]
 
 
+def run_fetchmail(test, protocol, port, keep):
+    """fetchmail over ``protocol`` (pop3 or imap) on loopback into numbered files under
+    test.work/out; returns their paths in order.  ``test`` has work and run_tool."""
+    out = os.path.join(test.work, "out")
+    os.mkdir(out)
+    # the MDA stores each message in the next numbered file: a shell script, since
+    # fetchmail starts it once per message (a Python MDA cost 5 s for the 100)
+    mda = os.path.join(test.work, "mda.sh")
+    with open(mda, "w") as f:
+        f.write('n=$(ls "$1" | wc -l)\nexec cat > "$1/$(printf %05d "$n")"\n')
+    rc = os.path.join(test.work, "fetchmailrc")
+    with open(rc, "w") as f:
+        # sslproto "": plain on loopback, no opportunistic STARTTLS with our self-signed certificate
+        f.write('poll 127.0.0.1 service %d protocol %s user "%s" password "%s" sslproto "" mda "/bin/sh %s %s"\n'
+                % (port, protocol, BOB, BOB_PW, mda, out))
+    os.chmod(rc, 0o600)      # fetchmail refuses an rcfile others can read
+    env = dict(os.environ, HOME=test.work)
+    test.run_tool(["fetchmail", "-f", rc, "--nosyslog", "--fetchall", "--keep" if keep else "--nokeep",
+                   "--pidfile", os.path.join(test.work, "fetchmail.pid")], env=env)
+    return sorted(glob.glob(os.path.join(out, "*")))
+
+
 def tool(name):
     return unittest.skipUnless(shutil.which(name), "%s is not installed (apt-get install %s)"
                                % (name, {"getmail": "getmail6"}.get(name, name)))
@@ -134,23 +156,7 @@ class Pop3InteropTest(ServerTestCase):
     # -- fetchmail ---------------------------------------------------------
 
     def fetchmail(self, keep):
-        out = os.path.join(self.work, "out")
-        os.mkdir(out)
-        # the MDA stores each message in the next numbered file: a shell script, since
-        # fetchmail starts it once per message (a Python MDA cost 5 s for the 100)
-        mda = os.path.join(self.work, "mda.sh")
-        with open(mda, "w") as f:
-            f.write('n=$(ls "$1" | wc -l)\nexec cat > "$1/$(printf %05d "$n")"\n')
-        rc = os.path.join(self.work, "fetchmailrc")
-        with open(rc, "w") as f:
-            # sslproto "": plain POP3 on loopback, no opportunistic STLS with our self-signed certificate
-            f.write('poll 127.0.0.1 service %d protocol pop3 user "%s" password "%s" sslproto "" mda "/bin/sh %s %s"\n'
-                    % (self.ports["pop3"], BOB, BOB_PW, mda, out))
-        os.chmod(rc, 0o600)      # fetchmail refuses an rcfile others can read
-        env = dict(os.environ, HOME=self.work)
-        self.run_tool(["fetchmail", "-f", rc, "--nosyslog", "--fetchall", "--keep" if keep else "--nokeep",
-                       "--pidfile", os.path.join(self.work, "fetchmail.pid")], env=env)
-        return sorted(glob.glob(os.path.join(out, "*")))
+        return run_fetchmail(self, "pop3", self.ports["pop3"], keep)
 
     @tool("fetchmail")
     def test_fetchmail_keep(self):
