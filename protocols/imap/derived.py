@@ -80,7 +80,11 @@ def render(att: FetchAtt, entry: Dict[str, bytes]) -> Optional[bytes]:
     header = entry.get("HEADER")
     if header is None:
         return None
-    return fetch_data.render(att, header, mime.parse(header))
+    # The message's own header sections read only the root's start and body
+    # start (fetch_data.section_data): the block is the whole header, so no
+    # MIME parse is needed (fields_end is not read for them).
+    root = mime.Part(start=0, fields_end=len(header), body_start=len(header), end=len(header))
+    return fetch_data.render(att, header, root)
 
 
 def header_only(key: SearchKey) -> bool:
