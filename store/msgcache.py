@@ -209,24 +209,30 @@ class MsgCache:
         return key, kind
 
     def _run(self, writer: bool, fn):
-        """``fn()`` with the file locked and indexed; a damaged file is deleted
-        and the work done once more on a new one."""
+        """``fn()`` with the file locked and indexed.  Damage seen under the
+        shared lock is looked at again under the exclusive one (another
+        process may be replacing the file); damage seen under the exclusive
+        lock deletes the file, and the work is done on a new one."""
         with self._lock:
-            for attempt in (0, 1):
-                self._locked_fd(fcntl.LOCK_EX if writer or attempt else fcntl.LOCK_SH)
+            exclusive = writer
+            for _ in range(3):
+                self._locked_fd(fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
                 try:
                     try:
-                        self._catch_up(writer or attempt == 1)
+                        self._catch_up(exclusive)
                     except CacheDamaged as exc:
-                        if attempt:
-                            raise
-                        log.warning("cache damaged, rebuilt: %s", exc)
-                        self._discard()
+                        if exclusive:
+                            log.warning("cache damaged, rebuilt: %s", exc)
+                            self._discard()
+                        else:
+                            self._unlock()
+                            self.close()
+                        exclusive = True
                         continue
                     return fn()
                 finally:
                     self._unlock()
-            raise AssertionError("unreachable")
+            raise OSError("cache %s: still damaged after it was rebuilt" % self.path)
 
     def _discard(self) -> None:
         """Delete the file (our lock held on it) and forget it."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import unittest
+from typing import List
 
 from store import msgcache
 from store.msgcache import CACHE_FILE, MAGIC, MsgCache
@@ -120,6 +122,26 @@ class MsgCacheTest(unittest.TestCase):
         keys = ["p%d-%d" % (p, i) for p in range(2) for i in range(200)]
         got = MsgCache(self.dir).get_many(keys, KIND)
         self.assertEqual(got, {k: entry(int(k.split("-")[1])) for k in keys})
+
+    def test_threads_of_one_process_share_a_cache(self):
+        cache = msgcache.cache_for(self.dir)
+        errors: List[BaseException] = []
+
+        def work(t: int) -> None:
+            try:
+                for i in range(100):
+                    cache.put_many([("t%d-%d" % (t, i), KIND, entry(i))])
+                    self.assertEqual(len(cache.get_many(["t%d-%d" % (t, i)], KIND)), 1)
+            except BaseException as exc:      # reported below, in the test's thread
+                errors.append(exc)
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        keys = ["t%d-%d" % (t, i) for t in range(4) for i in range(100)]
+        self.assertEqual(len(MsgCache(self.dir).get_many(keys, KIND)), 400)
 
     def test_open_caches_are_bounded_per_process(self):
         dirs = []
