@@ -11,6 +11,12 @@ non-PEEK body fetch on a read-write mailbox sets \\Seen through
 (RFC 9051 §6.4.5).  A message expunged by another session meanwhile: its
 metadata is still served, its content cannot be, and the command ends
 ``NO [EXPUNGEISSUED]`` (RFC 2180 §4.1.2, RFC 5530 §3).
+
+A FETCH whose content items are all ones derived.py keeps (ENVELOPE,
+BODYSTRUCTURE, BODY, the message's own HEADER / HEADER.FIELDS (.NOT) and
+RFC822.HEADER) asks ``OpenFolder.derived`` instead, ``CACHE_BATCH`` UIDs at a
+time: the folder's cache answers without opening the files, and the
+response is byte for byte the one built from the message.
 """
 
 from __future__ import annotations
