@@ -20,7 +20,10 @@ import tempfile
 import unittest
 from typing import Callable, List
 
+from unittest import mock
+
 from protocols.backend import contracts as c
+from protocols.backend import imapaccess
 from protocols.backend.hub import ChangeHub
 from protocols.backend.imapaccess import ImapAccessService
 from protocols.base import SessionContext
@@ -53,6 +56,7 @@ class RealHarness(Harness):
     """protocols/backend/imapaccess.py on a temporary Maildir, its worker steps run in order."""
 
     name = "real"
+    caches = True      # OpenFolder.derived keeps what it computed
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="mailsrv-imapcontract-")
@@ -105,6 +109,7 @@ class FakeHarness(Harness):
     """tests/imap_fake.py, the session tests' backend, answering later as the real one does."""
 
     name = "fake"
+    caches = False
 
     def __init__(self):
         self.backend = FakeImapBackend(users={USER: "x"})
@@ -242,6 +247,33 @@ class ContractChecks:
         # our own expunge may come back in refresh or not: the session's view takes it once
         self.assertLessEqual(set(changes.expunged), {uids[0]})
         self.assertEqual([m.uid for m in folder.state().messages], [uids[1]])
+
+    def test_derived_is_computed_once_and_kept_by_key_and_kind(self):
+        uids = self.append("INBOX", (MSG,), (MSG + b"two\r\n",), (MSG + b"three\r\n",)).uids
+        folder = self.select()
+        seen: List[bytes] = []
+
+        def compute(data: bytes):
+            seen.append(data)
+            return {"LEN": b"%d" % len(data), "HEAD": data[:8]}
+        want = {u: {"LEN": b"%d" % len(d), "HEAD": d[:8]}
+                for u, d in zip(uids, (MSG, MSG + b"two\r\n", MSG + b"three\r\n"))}
+        with mock.patch.object(imapaccess, "DERIVED_BATCH", 2):    # two worker jobs, one answer
+            self.assertEqual(self.ok(lambda done: folder.derived(list(uids), "t-v1", compute, done)), want)
+            self.assertEqual(len(seen), 3)
+            again = self.ok(lambda done: folder.derived(list(uids), "t-v1", compute, done))
+        self.assertEqual(again, want)
+        if self.h.caches:
+            self.assertEqual(len(seen), 3, "the second call is served from the cache")
+        self.ok(lambda done: folder.store([uids[0]], ["\\Deleted"], "add", None, done))
+        self.ok(lambda done: folder.expunge([uids[0]], done))
+        gone = self.ok(lambda done: folder.derived([uids[0], uids[1], uids[2] + 50], "t-v1", compute, done))
+        self.assertEqual(gone, {uids[1]: want[uids[1]]}, "a message gone is missing (RFC 2180 §4.1)")
+        count = len(seen)
+        other = self.ok(lambda done: folder.derived([uids[1]], "t-v2", compute, done))
+        self.assertEqual(other, {uids[1]: want[uids[1]]})
+        self.assertEqual(len(seen), count + 1, "another kind is computed")
+        self.assertEqual(self.ok(lambda done: folder.derived([], "t-v1", compute, done)), {})
 
     def test_copy_move_and_trycreate(self):
         uids = self.append("INBOX", (MSG,), (MSG,)).uids

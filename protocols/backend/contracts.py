@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
-from typing import Any, Callable, FrozenSet, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Protocol, Sequence, Tuple
 
 from protocols.sasl import AuthTemporary, Authenticator, SaslOutcome, ScramCredentials  # noqa: F401
 
@@ -260,6 +260,18 @@ class OpenFolder(Protocol):
     def read(self, uid: int, done: Callable[[object], None]) -> None:
         """``done(bytes)``: the message in CRLF form, or ``done(None)`` if it is
         gone (RFC 2180 §4.1), or ``done(OSError)``."""
+
+    def derived(self, uids: Sequence[int], kind: str, compute: Callable[[bytes], Dict[str, bytes]],
+                done: Callable[[object], None]) -> None:
+        """``done({uid: dict})``: for each UID, what ``compute(message in CRLF
+        form)`` returns, taken from the folder's cache (store/msgcache.py) when
+        it holds an entry for (the message's Maildir key, ``kind``), else
+        computed on the worker from the file and kept; UIDs gone are missing
+        from the dict (RFC 2180 §4.1), or ``done(OSError)``.  ``kind`` names
+        ``compute`` and its version ("imap-v1"): a changed renderer takes a new
+        kind and old entries are not used.  ``compute`` must be pure (it runs on
+        a worker thread) and return the same dict for the same octets.  An
+        implementation may compute each time (the cache is an optimisation)."""
 
     def store(self, uids: Sequence[int], flags: Sequence[str], mode: str,
               unchanged_since: Optional[int], done: Callable[[object], None]) -> None:

@@ -42,6 +42,7 @@ from protocols.backend.contracts import (AppendResult, CopyOutcome, FolderChange
                                          FolderStatus, MailboxError, MessageMeta, StoreOutcome)
 from store import dovecot_files as dv
 from store import mailboxes as mb
+from store import msgcache
 from store.maildir import MailStore
 
 log = logging.getLogger("mailsrv.imap.access")
@@ -53,6 +54,9 @@ LETTER_FLAGS = {v: k for k, v in FLAG_LETTERS.items()}
 _BY_LOWER = {k.lower(): v for k, v in FLAG_LETTERS.items()}
 # Dovecot's mail_max_userip_connections default: IMAP sessions of one user from one address.
 MAX_USERIP_CONNECTIONS = 10
+# Ours: UIDs per worker job of ``derived``: 10,000 messages are 40 round trips,
+# and one job holds the folder's queue for a few hundred file reads at most.
+DERIVED_BATCH = 256
 
 
 def _ignore(result: object) -> None:
@@ -346,6 +350,7 @@ class OpenFolder:
         self._seen_first = 0               # EXAMINE: the first recent UID then
         self._watches: List[object] = []
         self._closed = False
+        self._compact_checked: object = None   # the snapshot the cache's dead entries were counted for
 
     def state(self) -> FolderState:
         return self._state
@@ -420,6 +425,67 @@ class OpenFolder:
     def read(self, uid: int, done: Done) -> None:
         """The message in CRLF form; None once it is gone (RFC 2180 §4.1)."""
         self._serial.submit(lambda: self._folder.read_crlf(uid), done, self.name)
+
+    def derived(self, uids: Sequence[int], kind: str, compute: Callable[[bytes], Dict[str, bytes]],
+                done: Done) -> None:
+        """contracts.OpenFolder.derived over store/msgcache.py: one worker job
+        per ``DERIVED_BATCH`` UIDs, the answers merged into one dict."""
+        uids = list(uids)
+        merged: Dict[int, Dict[str, bytes]] = {}
+
+        def step(start: int) -> None:
+            def answered(result: object) -> None:
+                if isinstance(result, BaseException):
+                    done(result)
+                    return
+                merged.update(result)
+                if start + DERIVED_BATCH < len(uids):
+                    step(start + DERIVED_BATCH)
+                else:
+                    done(merged)
+            batch = uids[start:start + DERIVED_BATCH]
+            self._serial.submit(functools.partial(self._derive, batch, kind, compute), answered, self.name)
+        step(0)
+
+    def _derive(self, uids: Sequence[int], kind: str, compute) -> Dict[int, Dict[str, bytes]]:
+        """On the worker: cache hits by Maildir key, the misses read and computed."""
+        folder = self._folder
+        snap = folder.sync().snapshot
+        keys = {}
+        for uid in uids:
+            msg = snap.by_uid(uid)
+            if msg is not None:
+                keys[uid] = msg.key
+        cache = msgcache.cache_for(folder.path)
+        try:
+            hits = cache.get_many(keys.values(), kind)
+        except OSError as exc:                # a cache: without it, compute (and say so)
+            log.warning("message cache unusable folder=%s: %r", folder.path, exc)
+            cache, hits = None, {}
+        out: Dict[int, Dict[str, bytes]] = {}
+        fresh = []
+        for uid, key in keys.items():
+            entry = hits.get(key)
+            if entry is None:
+                data = folder.read_crlf(uid)
+                if data is None:
+                    continue                  # gone meanwhile (RFC 2180 §4.1)
+                entry = compute(data)
+                fresh.append((key, kind, entry))
+            out[uid] = entry
+        if cache is not None:
+            self._keep(cache, fresh, snap)
+        return out
+
+    def _keep(self, cache, fresh, snap) -> None:
+        """Store what was computed; compact when expunges left most entries dead."""
+        try:
+            cache.put_many(fresh)
+            if snap is not self._compact_checked:     # look once per snapshot
+                self._compact_checked = snap
+                cache.compact(set(m.key for m in snap.messages))
+        except OSError as exc:
+            log.warning("message cache not written folder=%s: %r", self._folder.path, exc)
 
     def _refuse_readonly(self, done: Done) -> None:
         """RFC 9051 §6.3.3: EXAMINE permits no change; answered in order, on the loop."""

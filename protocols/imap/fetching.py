@@ -11,17 +11,23 @@ non-PEEK body fetch on a read-write mailbox sets \\Seen through
 (RFC 9051 §6.4.5).  A message expunged by another session meanwhile: its
 metadata is still served, its content cannot be, and the command ends
 ``NO [EXPUNGEISSUED]`` (RFC 2180 §4.1.2, RFC 5530 §3).
+
+A FETCH whose content items are all ones derived.py keeps (ENVELOPE,
+BODYSTRUCTURE, BODY, the message's own HEADER / HEADER.FIELDS (.NOT) and
+RFC822.HEADER) asks ``OpenFolder.derived`` instead, ``CACHE_BATCH`` UIDs at a
+time: the folder's cache answers without opening the files, and the
+response is byte for byte the one built from the message.
 """
 
 from __future__ import annotations
 
 import datetime
 import logging
-from typing import List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from protocols import mime
 from protocols.imap import args as A
-from protocols.imap import fetch_data, wire
+from protocols.imap import derived, fetch_data, wire
 from protocols.imap.fetch_args import FetchAtt
 from protocols.imap.session_base import BAD, NO, Refusal
 
@@ -29,6 +35,9 @@ log = logging.getLogger("mailsrv.imap")
 
 # RFC 8474 (OBJECTID) is not offered: its items are refused (BAD).
 _NOT_OFFERED = ("EMAILID", "THREADID")
+# Ours: UIDs asked of the folder's cache at once (imapaccess.DERIVED_BATCH's
+# size): a round trip per 256 messages, at most 256 entries held.
+CACHE_BATCH = 256
 
 
 def _date(seconds: Optional[float]) -> bytes:
@@ -53,7 +62,17 @@ class FetchCommands:
         view = self._view
         uids = view.resolve(seqset, head.uid, self._saved)
         flagged = yield from self._set_seen(uids, atts)
-        content = any(fetch_data.needs_content(a) for a in atts)
+        wanted = [a for a in atts if fetch_data.needs_content(a)]
+        if wanted and all(derived.cacheable(a) for a in wanted):
+            missing = yield from self._fetch_cached(uids, atts, flagged)
+        else:
+            missing = yield from self._fetch_read(uids, atts, flagged, bool(wanted))
+        if missing:
+            return (NO, "Some messages were expunged meanwhile", wire.response_code("EXPUNGEISSUED"))
+        return None
+
+    def _fetch_read(self, uids, atts, flagged, content: bool):
+        """Each message read whole (when an item needs content); True if one was gone."""
         missing = False
         for uid in uids:
             data = root = None
@@ -63,12 +82,51 @@ class FetchCommands:
                     missing = True
                     continue
                 root = mime.parse(data)
-            self._emit(self._fetch_response(uid, atts, data, root, uid in flagged))
+            self._emit(self._fetch_response(uid, atts, lambda att: self._render(att, data, root),
+                                            uid in flagged))
             self.counts["fetched"] += 1
             yield self._wait_drain
-        if missing:
-            return (NO, "Some messages were expunged meanwhile", wire.response_code("EXPUNGEISSUED"))
-        return None
+        return missing
+
+    def _fetch_cached(self, uids, atts, flagged):
+        """The content items from the folder's cache (derived.py), ``CACHE_BATCH``
+        UIDs a request; a message whose entry lacks an item is read whole."""
+        missing = False
+        for start in range(0, len(uids), CACHE_BATCH):
+            batch = uids[start:start + CACHE_BATCH]
+            entries = yield from self._derived(batch)
+            for uid in batch:
+                entry = entries.get(uid)
+                if entry is None:
+                    missing = True
+                    continue
+                rendered = {}
+                for att in atts:
+                    if fetch_data.needs_content(att):
+                        rendered[att] = self._cached_item(att, entry)
+                if any(v is None for v in rendered.values()):
+                    gone = yield from self._fetch_read([uid], atts, flagged, True)
+                    missing = missing or gone
+                    continue
+                self._emit(self._fetch_response(uid, atts, rendered.__getitem__, uid in flagged))
+                self.counts["fetched"] += 1
+                yield self._wait_drain
+        return missing
+
+    def _derived(self, uids: Sequence[int]):
+        """``{uid: entry}`` from ``OpenFolder.derived``; gone UIDs missing (RFC 2180 §4.1)."""
+        result = yield lambda done: self._folder.derived(uids, derived.KIND, derived.compute, done)
+        if isinstance(result, BaseException):
+            log.error("imap cache read failed user=%s: %r", self._user, result)
+            raise Refusal(NO, "Cannot read messages, try again", "UNAVAILABLE")
+        return result
+
+    @staticmethod
+    def _cached_item(att: FetchAtt, entry) -> Optional[bytes]:
+        try:
+            return derived.render(att, entry)
+        except fetch_data.FetchError as exc:
+            raise Refusal(NO, exc.text, exc.code)
 
     def _set_seen(self, uids: Sequence[int], atts: List[FetchAtt]):
         """RFC 9051 §6.4.5: BODY[...] (not PEEK), RFC822, RFC822.TEXT set \\Seen."""
@@ -91,8 +149,8 @@ class FetchCommands:
             raise Refusal(NO, "Cannot read message UID %d, try again" % uid, "UNAVAILABLE")
         return data
 
-    def _fetch_response(self, uid: int, atts: Sequence[FetchAtt], data: Optional[bytes],
-                        root: Optional[mime.Part], add_flags: bool) -> bytes:
+    def _fetch_response(self, uid: int, atts: Sequence[FetchAtt],
+                        render: Callable[[FetchAtt], bytes], add_flags: bool) -> bytes:
         """``* n FETCH (...)``: items in the order asked (RFC 9051 §7.5.2)."""
         view = self._view
         meta = view.meta(uid)
@@ -114,7 +172,7 @@ class FetchCommands:
             elif name == "SAVEDATE":
                 items.append(b"SAVEDATE " + _date(meta.save_date))
             else:
-                items.append(self._render(att, data, root))
+                items.append(render(att))
         if add_flags:   # \\Seen was just set: the client hears it here
             items.append(b"FLAGS " + view.flags_of(uid))
             view.mark_shown(uid)

@@ -16,8 +16,8 @@ import logging
 
 from protocols.imap import args as A
 from protocols.imap import search as S
-from protocols.imap import search_eval, wire
-from protocols.imap.fetching import FetchCommands
+from protocols.imap import derived, search_eval, wire
+from protocols.imap.fetching import CACHE_BATCH, FetchCommands
 from protocols.imap.mailboxes import check_flags
 from protocols.imap.session_base import BAD, NO, OK, check_name
 
@@ -86,17 +86,25 @@ class SelectedCommands(FetchCommands):
             largest_seq=len(view), largest_uid=view.uids[-1] if view.uids else 0,
             saved=tuple(self._saved), now=now, charset=charset, tz=local)
         content = search_eval.needs_content(sa.key)
+        cached = content and derived.header_only(sa.key)
         hits = []
-        for i, (uid, meta) in enumerate(zip(list(view.uids), list(view.metas))):
-            if uid in view.gone:
-                continue    # RFC 2180 §4.3: expunged by another session, not reported
-            data = None
-            if content:
-                data = yield from self._read(uid)
-                if data is None:
-                    continue
-            if search_eval.matches(sa.key, i + 1, meta, uid in view.recent, data, ctx):
-                hits.append(uid)
+        rows = [(i + 1, uid, meta) for i, (uid, meta) in enumerate(zip(list(view.uids), list(view.metas)))
+                if uid not in view.gone]    # RFC 2180 §4.3: expunged by another session, not reported
+        for start in range(0, len(rows), CACHE_BATCH):
+            batch = rows[start:start + CACHE_BATCH]
+            entries = (yield from self._derived([uid for _, uid, _ in batch])) if cached else {}
+            for seq, uid, meta in batch:
+                data = None
+                if cached:      # the header block is the message for header-only keys (derived.py)
+                    data = entries.get(uid, {}).get("HEADER")
+                    if data is None and uid not in entries:
+                        continue
+                if content and data is None:
+                    data = yield from self._read(uid)
+                    if data is None:
+                        continue
+                if search_eval.matches(sa.key, seq, meta, uid in view.recent, data, ctx):
+                    hits.append(uid)
         self._search_answer(head, sa.returns, hits)
         return None
 
