@@ -273,6 +273,17 @@ class OpenFolderTest(AccessTestCase):
         again = self.ok(two.refresh)
         self.assertEqual((again.new, again.expunged, again.changed), ((), (), ()))
 
+    def test_sessions_of_one_folder_share_its_message_metadata(self):
+        """1,000 IDLE sessions on one big folder hold its metadata once (issue 10: memory)."""
+        self.append("INBOX", (MSG,), (MSG,), (MSG,))
+        one, two = self.select(), self.select(account=self.open_account(), readonly=True)
+        self.assertIs(one.state().messages, two.state().messages)
+        self.ok(lambda done: one.store([2], ["\\Flagged"], "add", None, done))
+        a, b = self.ok(one.refresh).state.messages, self.ok(two.refresh).state.messages
+        self.assertIs(a, b)
+        self.assertIs(a[0], one.state().messages[0])       # an unchanged message keeps its object
+        self.assertIn("\\Flagged", a[1].flags)
+
     def test_watch_hears_another_sessions_store_and_append(self):
         self.append("INBOX", (MSG,))
         other = self.open_account()
