@@ -475,9 +475,11 @@ class _UidNoter:
         if not items:
             return
         with self._cond:
+            start = not self._pending
             for folder, names in items:
                 self._pending.setdefault(folder, []).extend(names)
-            self._cond.notify_all()
+            if start or self._now():    # else the thread is gathering: no wake-up per delivery
+                self._cond.notify_all()
 
     def flush(self) -> None:
         with self._cond:
