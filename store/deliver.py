@@ -14,7 +14,10 @@ Procedure per job (maildir(5) "How a message is delivered", made durable):
 4. the folder (store/folder.py ``note_delivered``) gives the new files
    their UIDs, appended to ``dovecot-uidlist`` now rather than at the next
    sync; a failure there is logged and does not fail the delivery (the
-   message is safe on disk; the next sync assigns the UID);
+   message is safe on disk; the next sync assigns the UID).  The Deliverer
+   does this step on a thread of its own after the results are reported,
+   batched (see ``_UidNoter``): the 250 waits for the message's fsyncs, not
+   for the uidlist's dotlock and fdatasync;
 5. unlink the ``tmp/`` names; report each job's result.
 
 Only complete, fsync'd files are ever linked into ``new/``, so a crash at any
@@ -59,6 +62,11 @@ MAX_BATCH = 256
 # I/O threads per Deliverer: concurrent fsyncs let the file system merge
 # journal commits (measured here: 4 threads ~2x the serial rate under load).
 IO_THREADS = 4
+# Step 4 gathers deliveries this long before it writes their UIDs (ours: at one
+# sender ~10 messages per dotlock + append + fdatasync instead of one; a reader
+# never waits for it, its own sync gives a missing UID at once), or until
+# MAX_BATCH names wait.
+UID_NOTE_DELAY_S = 0.05
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -304,10 +312,12 @@ def _quiet_unlink(fs: FileOps, path: str) -> None:
 
 
 def deliver_batch(store: MailStore, jobs: List[DeliveryJob], fs: Optional[FileOps] = None,
-                  executor: Optional[Executor] = None) -> List[DeliveryResult]:
+                  executor: Optional[Executor] = None,
+                  uids: Optional[Callable[[List[Tuple[str, List[str]]]], None]] = None) -> List[DeliveryResult]:
     """Deliver ``jobs`` durably; blocking.  One directory fsync per distinct
     new/ for the whole batch (group commit); results in job order.  With an
-    ``executor`` the jobs' writes and the directory fsyncs run concurrently."""
+    ``executor`` the jobs' writes and the directory fsyncs run concurrently.
+    Step 4 (UIDs) runs here, unless ``uids`` takes the (folder, names) to do later."""
     fs = fs or DEFAULT_FS
     states = [_State(job) for job in jobs]
     _each(executor, lambda st: _stage(store, fs, st), states)
@@ -324,7 +334,10 @@ def deliver_batch(store: MailStore, jobs: List[DeliveryJob], fs: Optional[FileOp
             for st in item[1]:
                 st.fail(exc)
     _each(executor, sync_dir, list(by_dir.items()))
-    _each(executor, _note_delivered, _delivered_by_folder(states))
+    if uids is None:
+        _each(executor, _note_delivered, _delivered_by_folder(states))
+    else:
+        uids(_delivered_by_folder(states))
     return [_finish(fs, st) for st in states]
 
 
@@ -385,6 +398,7 @@ class Deliverer:
         self._cond = threading.Condition()
         self._pending: List[Tuple[DeliveryJob, Callable[[DeliveryResult], None]]] = []
         self._closed = False
+        self._uids = _UidNoter(self._pool)
         self._thread = threading.Thread(target=self._run, name="mailsrv-deliver", daemon=True)
         self._thread.start()
 
@@ -402,7 +416,12 @@ class Deliverer:
             self._closed = True
             self._cond.notify()
         self._thread.join()
+        self._uids.close()
         self._pool.shutdown(wait=True)
+
+    def flush_uids(self) -> None:
+        """Wait until every delivered file so far has been given its UID (step 4)."""
+        self._uids.flush()
 
     def _run(self) -> None:
         while True:
@@ -418,7 +437,8 @@ class Deliverer:
     def _run_batch(self, batch) -> None:
         self.batches += 1
         try:
-            results = deliver_batch(self.store, [job for job, _ in batch], self.fs, self._pool)
+            results = deliver_batch(self.store, [job for job, _ in batch], self.fs, self._pool,
+                                    uids=self._uids.add)
         except Exception as exc:  # a bug: still answer every job
             log.exception("delivery batch failed")
             results = [DeliveryResult(False, _describe(exc)) for _ in batch]
@@ -427,3 +447,71 @@ class Deliverer:
                 callback(result)
             except Exception:
                 log.exception("delivery callback failed queue_id=%s", job.queue_id)
+
+
+class _UidNoter:
+    """Step 4 for the Deliverer, on a thread of its own, after the results.
+
+    Taking the folder's dotlock and appending to dovecot-uidlist with an
+    fdatasync (store/folder_uidlist.py) is work the 250 need not wait for
+    (issue 9: it made SMTP slower than before UIDs were given at delivery):
+    the message is durable without its UID, and until the line is written a
+    reader's sync gives the UID itself, under the same lock.  Every name
+    waiting when the thread wakes goes in one ``note_delivered`` per folder:
+    one dotlock, one append, one fdatasync for many messages, gathered for
+    ``UID_NOTE_DELAY_S`` (cut short by ``flush``, ``close`` and a full batch)."""
+
+    def __init__(self, pool: Executor):
+        self._pool = pool
+        self._cond = threading.Condition()
+        self._pending: Dict[str, List[str]] = {}
+        self._busy = False
+        self._closed = False
+        self._hurry = 0                 # flush() callers waiting
+        self._thread = threading.Thread(target=self._run, name="mailsrv-deliver-uids", daemon=True)
+        self._thread.start()
+
+    def add(self, items: List[Tuple[str, List[str]]]) -> None:
+        if not items:
+            return
+        with self._cond:
+            start = not self._pending
+            for folder, names in items:
+                self._pending.setdefault(folder, []).extend(names)
+            if start or self._now():    # else the thread is gathering: no wake-up per delivery
+                self._cond.notify_all()
+
+    def flush(self) -> None:
+        with self._cond:
+            self._hurry += 1
+            self._cond.notify_all()
+            while self._pending or self._busy:
+                self._cond.wait()
+            self._hurry -= 1
+
+    def _now(self) -> bool:
+        return self._closed or self._hurry > 0 or sum(map(len, self._pending.values())) >= MAX_BATCH
+
+    def close(self) -> None:
+        """Note what is waiting, then stop."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                self._cond.wait_for(self._now, UID_NOTE_DELAY_S)
+                work, self._pending, self._busy = list(self._pending.items()), {}, True
+            try:
+                _each(self._pool, _note_delivered, work)
+            except Exception:  # a bug: _note_delivered logs its own errors
+                log.exception("assigning UIDs failed")
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()

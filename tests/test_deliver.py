@@ -451,5 +451,62 @@ class UidAtDeliveryTest(_StoreCase):
         self.assertIn("cannot assign UIDs", logs.output[0])
 
 
+class UidsAfterTheReplyTest(_StoreCase):
+    """The Deliverer reports a delivery (SMTP's 250) once the message is durable,
+    without waiting for the uidlist's dotlock and fdatasync (step 4), and writes
+    the UIDs of many deliveries in one note."""
+
+    def uidlist_uids(self, user):
+        path = os.path.join(self.store.maildir_path(user), "dovecot-uidlist")
+        with open(path, "rb") as fh:
+            return [int(l.split()[0]) for l in fh.read().decode().splitlines()[1:]]
+
+    def test_the_result_does_not_wait_for_the_uid(self):
+        from unittest import mock
+        from store.folder import Folder
+        gate, entered = threading.Event(), threading.Event()
+        real = Folder.note_delivered
+
+        def slow_note(folder, names):
+            entered.set()
+            self.assertTrue(gate.wait(10))
+            return real(folder, names)
+        deliverer = Deliverer(self.store)
+        got = threading.Event()
+        with mock.patch.object(Folder, "note_delivered", slow_note), \
+                mock.patch("store.deliver.UID_NOTE_DELAY_S", 0):
+            deliverer.submit(DeliveryJob(DATA, "s@r", ["alice@example.org"], "Q"), lambda r: got.set())
+            self.assertTrue(entered.wait(10))
+            self.assertTrue(got.wait(10), "the result waited for the uidlist")
+            gate.set()
+            deliverer.flush_uids()
+        deliverer.close()
+        self.assertEqual(self.uidlist_uids("alice@example.org"), [1])
+
+    def test_deliveries_one_after_another_get_their_uids_in_one_note(self):
+        from unittest import mock
+        from store.folder import Folder
+        calls = []
+        real = Folder.note_delivered
+
+        def counting(folder, names):
+            calls.append(list(names))
+            return real(folder, names)
+        deliverer = Deliverer(self.store)
+        with mock.patch.object(Folder, "note_delivered", counting), \
+                mock.patch("store.deliver.UID_NOTE_DELAY_S", 60):
+            for i in range(5):                          # one sender: each waits for its result
+                done = threading.Event()
+                deliverer.submit(DeliveryJob(DATA, "s@r", ["alice@example.org"], "Q%d" % i),
+                                 lambda r: done.set())
+                self.assertTrue(done.wait(10))
+            self.assertEqual(calls, [])                 # gathered, not yet written
+            deliverer.flush_uids()                      # cuts the wait short
+            self.assertEqual([len(c) for c in calls], [5])
+            deliverer.submit(DeliveryJob(DATA, "s@r", ["alice@example.org"], "Q5"), lambda r: None)
+            deliverer.close()                           # writes what waits, at once
+        self.assertEqual(self.uidlist_uids("alice@example.org"), [1, 2, 3, 4, 5, 6])
+
+
 if __name__ == "__main__":
     unittest.main()
