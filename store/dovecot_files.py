@@ -41,7 +41,7 @@ import socket
 import time
 from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
-from store.fsutil import fsync_dir, write_all
+from store.fsutil import write_all, write_atomic
 
 UIDLIST = "dovecot-uidlist"
 UIDLIST_LOCK = "dovecot-uidlist.lock"
@@ -266,17 +266,34 @@ class Dotlock:
         deadline = time.monotonic() + self.timeout_s
         pause = 0.001
         while True:
-            try:
-                self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-                write_all(self.fd, ("%d:%s" % (os.getpid(), _HOST)).encode("utf-8", "replace"))
+            if self._take():
                 return self
-            except FileExistsError:
-                pass
             self._remove_if_stale()
             if time.monotonic() >= deadline:
                 raise LockTimeout(errno.EAGAIN, "lock held for %ds" % self.timeout_s, self.path)
             time.sleep(pause)              # a holder in another process: poll, as Dovecot does
             pause = min(pause * 2, 0.05)
+
+    def _take(self) -> bool:
+        """Create the lock with its ``<pid>:<host>`` already inside: written to a private
+        file, then hard-linked to the lock name (Dovecot's file_dotlock link method), so
+        a holder killed at any instant never leaves an empty lock that only the 120 s
+        rule could clear.  The private file stays open as our handle."""
+        tmp = "%s.%s.tmp" % (self.path, os.urandom(6).hex())
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            write_all(fd, ("%d:%s" % (os.getpid(), _HOST)).encode("utf-8", "replace"))
+            os.link(tmp, self.path)
+        except FileExistsError:
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        finally:
+            os.unlink(tmp)
+        self.fd = fd
+        return True
 
     def _remove_if_stale(self) -> None:
         try:
@@ -305,20 +322,16 @@ class Dotlock:
         return False
 
     def replace(self, data: bytes) -> None:
-        """The new content of the locked file, durable, in place; releases the lock."""
-        fd, self.fd = self.fd, None
+        """The new content of the locked file, durable, in place; releases the lock.
+
+        Written to a file of its own and renamed over the target, then the lock is
+        removed: the lock keeps naming its holder to the end (Dovecot renames the lock
+        file itself, but a lock holding half a uidlist cannot say who left it)."""
+        tmp = "%s.%s.new" % (self.path, os.urandom(6).hex())
         try:
-            os.ftruncate(fd, 0)
-            os.lseek(fd, 0, os.SEEK_SET)
-            write_all(fd, data)
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            self._unlink()
-            raise
-        os.close(fd)
-        os.rename(self.path, self.target)
-        fsync_dir(os.path.dirname(self.target))
+            write_atomic(self.target, data, tmp=tmp)
+        finally:
+            self.release()
 
     def release(self) -> None:
         if self.fd is not None:

@@ -136,6 +136,34 @@ class DotlockTests(unittest.TestCase):
             f.write("%s:%s" % (child.stdout.decode().strip(), socket.gethostname()))
         dv.Dotlock(self.target, timeout_s=1).acquire().release()
 
+    def test_a_holder_killed_in_any_step_leaves_a_lock_naming_it(self):
+        """A holder killed while taking the lock or in the middle of replace() (before the
+        rename that publishes the new list) leaves a lock that still names it, so the next
+        taker removes it at once instead of waiting 120 s (found by tests/test_imap_kill.py)."""
+        for step in ("link", "rename", "replace"):
+            with self.subTest(killed_in=step):
+                pid = os.fork()
+                if pid == 0:                              # pragma: no cover (the child)
+                    def die(*_a, **_k):
+                        os._exit(0)                       # as SIGKILL: no cleanup runs
+                    try:
+                        if step == "link":
+                            real_link = os.link
+                            os.link = lambda a, b: (real_link(a, b), die())
+                            dv.Dotlock(self.target).acquire()
+                        else:
+                            lock = dv.Dotlock(self.target).acquire()
+                            os.rename = os.replace = die
+                            lock.replace(b"3 V1 N2 G00\n1 :half-written\n")
+                    finally:
+                        os._exit(1)
+                _, status = os.waitpid(pid, 0)
+                self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+                self.assertTrue(os.path.exists(self.target + ".lock"), "the child died holding it")
+                started = time.monotonic()
+                dv.Dotlock(self.target, timeout_s=5).acquire().release()
+                self.assertLess(time.monotonic() - started, 2.0)
+
     def test_replace_writes_through_the_lock_file(self):
         lock = dv.Dotlock(self.target).acquire()
         lock.replace(b"3 V1 N1 G00\n")
