@@ -51,6 +51,7 @@ CACHE_FILE = "mailsrv-cache"
 MAGIC = b"mailsrv-cache 1\n"
 _HEAD = struct.Struct(">cII")          # b"R", body length, crc32 of the body
 _RECORD = b"R"
+_U16, _U32 = struct.Struct(">H"), struct.Struct(">I")
 # Ours: a record is at most 16 MiB (the IMAP entries are a few KiB; the
 # header block they keep is capped at 64 KiB), so a damaged length field
 # cannot make us read or allocate more.
@@ -86,34 +87,47 @@ def encode_record(key: str, kind: str, entry: Entry) -> bytes:
     return _HEAD.pack(_RECORD, len(body), zlib.crc32(body)) + body
 
 
-def _take(body: bytes, at: int, size: int) -> Tuple[bytes, int]:
-    end = at + size
+def _text(body: bytes, at: int, errors: str = "surrogateescape") -> Tuple[str, int]:
+    """A text of ``encode_body`` (2-octet length, UTF-8) at ``at``."""
+    (n,) = _U16.unpack_from(body, at)
+    end = at + 2 + n
     if end > len(body):
         raise CacheDamaged("record body too short")
-    return body[at:end], end
+    return body[at + 2:end].decode("utf-8", errors), end
+
+
+def key_kind(body: bytes) -> Tuple[str, str]:
+    """The key and kind of a record body, its entry left unread."""
+    try:
+        key, at = _text(body, 0)
+        kind, _ = _text(body, at)
+    except struct.error as exc:
+        raise CacheDamaged("record body does not parse: %s" % exc)
+    return key, kind
 
 
 def decode_body(body: bytes) -> Tuple[str, str, Entry]:
     """The inverse of ``encode_body``; CacheDamaged when it does not parse."""
+    size_of = len(body)
     try:
-        at = 0
-        texts = []
-        for _ in range(2):
-            (n,), at = struct.unpack(">H", body[at:at + 2]), at + 2
-            raw, at = _take(body, at, n)
-            texts.append(raw.decode("utf-8", "surrogateescape"))
-        (count,), at = struct.unpack(">H", body[at:at + 2]), at + 2
+        key, at = _text(body, 0)
+        kind, at = _text(body, at)
+        (count,) = _U16.unpack_from(body, at)
+        at += 2
         entry: Entry = {}
         for _ in range(count):
-            (n,), at = struct.unpack(">H", body[at:at + 2]), at + 2
-            name, at = _take(body, at, n)
-            (size,), at = struct.unpack(">I", body[at:at + 4]), at + 4
-            entry[name.decode("utf-8")], at = _take(body, at, size)
+            name, at = _text(body, at, "strict")
+            (size,) = _U32.unpack_from(body, at)
+            start = at + 4
+            at = start + size
+            if at > size_of:
+                raise CacheDamaged("record body too short")
+            entry[name] = body[start:at]
     except (struct.error, UnicodeDecodeError) as exc:
         raise CacheDamaged("record body does not parse: %s" % exc)
-    if at != len(body):
-        raise CacheDamaged("record body has %d octets too many" % (len(body) - at))
-    return texts[0], texts[1], entry
+    if at != size_of:
+        raise CacheDamaged("record body has %d octets too many" % (size_of - at))
+    return key, kind, entry
 
 
 class MsgCache:
@@ -205,8 +219,7 @@ class MsgCache:
 
     @staticmethod
     def _key_kind(body: bytes) -> Tuple[str, str]:
-        key, kind, _ = decode_body(body)
-        return key, kind
+        return key_kind(body)
 
     def _run(self, writer: bool, fn):
         """``fn()`` with the file locked and indexed.  Damage seen under the
