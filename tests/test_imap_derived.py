@@ -80,12 +80,15 @@ class RenderFromEntryTest(unittest.TestCase):
             key = search_args(b" " + text + b"\r\n").key
             self.assertTrue(derived.header_only(key), text)
             for name, data in MESSAGES.items():
-                header = derived.compute(data).get("HEADER")
+                entry = derived.compute(data)
+                header = entry.get("HEADER")
                 if header is None:
                     continue
                 with self.subTest(search=text, message=name):
-                    self.assertEqual(search_eval.matches(key, 1, meta, False, header, ctx),
-                                     search_eval.matches(key, 1, meta, False, data, ctx))
+                    whole = search_eval.matches(key, 1, meta, False, data, ctx)
+                    self.assertEqual(search_eval.matches(key, 1, meta, False, header, ctx), whole)
+                    # the decoded values kept in the entry (search_eval.kept_values) give the same
+                    self.assertEqual(search_eval.matches(key, 1, meta, False, header, ctx, entry), whole)
         for text in (b"BODY x", b"TEXT x", b"OR SUBJECT x BODY y", b"NOT TEXT y"):
             self.assertFalse(derived.header_only(search_args(b" " + text + b"\r\n").key), text)
 
