@@ -13,7 +13,7 @@ It is a cache: nothing is fsync'd, and losing it (a crash, a deletion, a
 damaged file) costs recomputation only.  So:
 
 * the file is a magic line then append-only records, each
-  ``b"R" length(4) crc32(4) body``; a record is written whole by one
+  ``b"R" length(4) crc32(4) body``; a batch of records is written by one
   ``os.write`` on an ``O_APPEND`` descriptor under an exclusive ``flock`` of
   the file (threads of one process: the cache's own lock too);
 * a record whose length runs past the end of the file is a torn write (a
@@ -276,20 +276,29 @@ class MsgCache:
         return self._run(False, look)
 
     def put_many(self, items: Sequence[Tuple[str, str, Entry]]) -> None:
-        """Append these entries, each record whole in one write."""
+        """Append these entries, the batch in one write."""
         if not items:
             return
 
         def append() -> None:
+            # One write for the batch: a reader that sees part of it takes the
+            # whole records and leaves the rest for later (a torn tail, above).
+            at = os.lseek(self._fd, 0, os.SEEK_END)
+            records, placed = [], []
             for key, kind, entry in items:
                 record = encode_record(key, kind, entry)
                 if len(record) - _HEAD.size > MAX_RECORD:
                     continue                          # too big to cache: computed each time
-                at = os.lseek(self._fd, 0, os.SEEK_END)
-                os.write(self._fd, record)
-                self._index[(key, kind)] = (at + _HEAD.size, len(record) - _HEAD.size)
-                self._records += 1
-            self._scanned = os.lseek(self._fd, 0, os.SEEK_END)
+                records.append(record)
+                placed.append(((key, kind), (at + _HEAD.size, len(record) - _HEAD.size)))
+                at += len(record)
+            blob = b"".join(records)
+            done = 0
+            while done < len(blob):                   # a short write: the rest after it
+                done += os.write(self._fd, blob[done:])
+            self._index.update(placed)
+            self._records += len(placed)
+            self._scanned = at
         self._run(True, append)
 
     def dead(self, live_keys: Set[str]) -> Tuple[int, int]:
