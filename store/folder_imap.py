@@ -79,6 +79,15 @@ class ImapMixin:
                 self.__dict__["_dates"] = {k: v for k, v in cache.items() if k in out}
             return out
 
+    def knowing(self, uids: Iterable[int]):
+        """The last snapshot when it has every one of ``uids`` (a UID names one
+        Maildir key for ever, RFC 3501 §2.3.1.1), else a fresh one: no rescan
+        for lookups by UID, which a young uidlist (MTIME_SLACK_S) would force."""
+        snap = self._snap
+        if snap is None or any(snap.by_uid(u) is None for u in uids):
+            snap = self.sync().snapshot
+        return snap
+
     def read_crlf(self, uid: int):
         """The message in CRLF form (every LF not after a CR sent as CRLF, the size
         RFC822.SIZE counts), or None when it is gone (RFC 2180 §4.1)."""

@@ -209,6 +209,16 @@ class SecondFetchOpensNoFileTest(unittest.TestCase):
         self.assertIn(b"h OK", headers)
         self.assertIn(b"q OK", found)
 
+    def test_cached_fetches_do_not_rescan_the_folder_while_its_uidlist_is_young(self):
+        """The UIDs' keys come from the last snapshot: no directory listing per
+        batch during the MTIME_SLACK_S after the uidlist was written."""
+        s = self.session()
+        feed(s, b"f FETCH 1:* (ENVELOPE)\r\n")
+        with mock.patch.object(Folder, "_scan", side_effect=AssertionError("rescanned")):
+            out = feed(s, b"g FETCH 1:* (ENVELOPE)\r\n") + feed(s, b"q SEARCH SUBJECT e\r\n")
+        self.assertIn(b"g OK", out)
+        self.assertIn(b"q OK", out)
+
     def test_a_lost_cache_is_rebuilt(self):
         n = len(MESSAGES)
         feed(self.session(), b"f FETCH 1:* (BODYSTRUCTURE)\r\n")

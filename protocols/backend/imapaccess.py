@@ -480,9 +480,13 @@ class OpenFolder:
         step(0)
 
     def _derive(self, uids: Sequence[int], kind: str, compute) -> Dict[int, Dict[str, bytes]]:
-        """On the worker: cache hits by Maildir key, the misses read and computed."""
+        """On the worker: cache hits by Maildir key, the misses read and computed.
+        The UIDs' keys come from the folder's last snapshot (a rescan only for a
+        UID it lacks): a message expunged by another process since may still be
+        answered from the cache, which RFC 2180 §4.1.1 allows; a miss reads the
+        file, and a file gone leaves the UID out (§4.1)."""
         folder = self._folder
-        snap = folder.sync().snapshot
+        snap = folder.knowing(uids)
         keys = {}
         for uid in uids:
             msg = snap.by_uid(uid)
