@@ -80,6 +80,8 @@ def _tiled_fields(data: bytes, start: int, end: int) -> Optional[Header]:
     parse_header finds one match at a time (a match cannot run past ``sep``:
     the line before it ends with LF and the empty line starts with no white
     space); otherwise None, and the loop reads it."""
+    if not isinstance(data, (bytes, bytearray)):
+        return None                # a memoryview has no find: the loop reads it as before
     lf, crlf = data.find(b"\n\n", start, end), data.find(b"\n\r\n", start, end)
     sep = crlf if lf < 0 or (0 <= crlf < lf) else lf
     if sep < 0:
