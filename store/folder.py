@@ -450,7 +450,11 @@ class Folder(UidlistMixin, ImapMixin):
         meanwhile by others; its new scan entry, or None when unchanged or gone."""
         path = msg.path
         for _attempt in range(3):
-            _key, old, tail = split_name(os.path.basename(path))
+            hit = self._found.get(msg.key)
+            if hit is not None and hit[0] == path:
+                _path, old, tail = hit          # the scan split this very name already
+            else:
+                _key, old, tail = split_name(os.path.basename(path))
             new = change(old)
             if new == old:
                 return None

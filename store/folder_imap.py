@@ -27,7 +27,6 @@ stays readable.
 from __future__ import annotations
 
 import os
-import re
 from typing import Dict, Iterable, Tuple
 
 from store import dovecot_files as dv
@@ -35,7 +34,15 @@ from store import dovecot_files as dv
 RECENT_FILE = "mailsrv-recent"
 # Dates kept per folder beyond the live messages before the stale ones are dropped (ours).
 DATES_SLACK = 1000
-_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+def to_crlf(data: bytes) -> bytes:
+    """Every LF not after a CR as CRLF, the rest as it is: each LF gets exactly
+    one CR before it, so CRLF -> LF -> CRLF is the same, and two C-level
+    replaces are ~30x faster than a look-behind regex sub over the message."""
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n")
+    return data.replace(b"\n", b"\r\n")
 
 
 class ImapMixin:
@@ -72,6 +79,15 @@ class ImapMixin:
                 self.__dict__["_dates"] = {k: v for k, v in cache.items() if k in out}
             return out
 
+    def knowing(self, uids: Iterable[int]):
+        """The last snapshot when it has every one of ``uids`` (a UID names one
+        Maildir key for ever, RFC 3501 §2.3.1.1), else a fresh one: no rescan
+        for lookups by UID, which a young uidlist (MTIME_SLACK_S) would force."""
+        snap = self._snap
+        if snap is None or any(snap.by_uid(u) is None for u in uids):
+            snap = self.sync().snapshot
+        return snap
+
     def read_crlf(self, uid: int):
         """The message in CRLF form (every LF not after a CR sent as CRLF, the size
         RFC822.SIZE counts), or None when it is gone (RFC 2180 §4.1)."""
@@ -82,7 +98,7 @@ class ImapMixin:
                 continue
             try:
                 with open(msg.path, "rb") as f:
-                    return _BARE_LF.sub(b"\r\n", f.read())
+                    return to_crlf(f.read())
             except FileNotFoundError:
                 continue              # renamed by a flag change meanwhile: look again
         return None

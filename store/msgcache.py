@@ -13,7 +13,7 @@ It is a cache: nothing is fsync'd, and losing it (a crash, a deletion, a
 damaged file) costs recomputation only.  So:
 
 * the file is a magic line then append-only records, each
-  ``b"R" length(4) crc32(4) body``; a record is written whole by one
+  ``b"R" length(4) crc32(4) body``; a batch of records is written by one
   ``os.write`` on an ``O_APPEND`` descriptor under an exclusive ``flock`` of
   the file (threads of one process: the cache's own lock too);
 * a record whose length runs past the end of the file is a torn write (a
@@ -51,6 +51,7 @@ CACHE_FILE = "mailsrv-cache"
 MAGIC = b"mailsrv-cache 1\n"
 _HEAD = struct.Struct(">cII")          # b"R", body length, crc32 of the body
 _RECORD = b"R"
+_U16, _U32 = struct.Struct(">H"), struct.Struct(">I")
 # Ours: a record is at most 16 MiB (the IMAP entries are a few KiB; the
 # header block they keep is capped at 64 KiB), so a damaged length field
 # cannot make us read or allocate more.
@@ -86,34 +87,59 @@ def encode_record(key: str, kind: str, entry: Entry) -> bytes:
     return _HEAD.pack(_RECORD, len(body), zlib.crc32(body)) + body
 
 
-def _take(body: bytes, at: int, size: int) -> Tuple[bytes, int]:
-    end = at + size
+def _text(body: bytes, at: int, errors: str = "surrogateescape") -> Tuple[str, int]:
+    """A text of ``encode_body`` (2-octet length, UTF-8) at ``at``."""
+    (n,) = _U16.unpack_from(body, at)
+    end = at + 2 + n
     if end > len(body):
         raise CacheDamaged("record body too short")
-    return body[at:end], end
+    return body[at + 2:end].decode("utf-8", errors), end
+
+
+def key_kind(body: bytes) -> Tuple[str, str]:
+    """The key and kind of a record body, its entry left unread."""
+    try:
+        key, at = _text(body, 0)
+        kind, _ = _text(body, at)
+    except struct.error as exc:
+        raise CacheDamaged("record body does not parse: %s" % exc)
+    return key, kind
 
 
 def decode_body(body: bytes) -> Tuple[str, str, Entry]:
-    """The inverse of ``encode_body``; CacheDamaged when it does not parse."""
+    """The inverse of ``encode_body``; CacheDamaged when it does not parse.
+    (Inlined: it runs once per message of every cached FETCH and SEARCH.)"""
+    size_of = len(body)
+    unpack16, unpack32 = _U16.unpack_from, _U32.unpack_from
     try:
-        at = 0
-        texts = []
-        for _ in range(2):
-            (n,), at = struct.unpack(">H", body[at:at + 2]), at + 2
-            raw, at = _take(body, at, n)
-            texts.append(raw.decode("utf-8", "surrogateescape"))
-        (count,), at = struct.unpack(">H", body[at:at + 2]), at + 2
+        key, at = _text(body, 0)
+        kind, at = _text(body, at)
+        (count,) = unpack16(body, at)
+        at += 2
         entry: Entry = {}
         for _ in range(count):
-            (n,), at = struct.unpack(">H", body[at:at + 2]), at + 2
-            name, at = _take(body, at, n)
-            (size,), at = struct.unpack(">I", body[at:at + 4]), at + 4
-            entry[name.decode("utf-8")], at = _take(body, at, size)
+            (n,) = unpack16(body, at)
+            raw = body[at + 2:at + 2 + n]
+            name = _NAMES.get(raw)
+            if name is None:
+                name = raw.decode("utf-8")
+                if len(_NAMES) < 64:
+                    _NAMES[raw] = name
+            (size,) = unpack32(body, at + 2 + n)
+            start = at + 6 + n
+            at = start + size
+            if at > size_of:
+                raise CacheDamaged("record body too short")
+            entry[name] = body[start:at]
     except (struct.error, UnicodeDecodeError) as exc:
         raise CacheDamaged("record body does not parse: %s" % exc)
-    if at != len(body):
-        raise CacheDamaged("record body has %d octets too many" % (len(body) - at))
-    return texts[0], texts[1], entry
+    if at != size_of:
+        raise CacheDamaged("record body has %d octets too many" % (size_of - at))
+    return key, kind, entry
+
+
+# Entry names seen (a handful: ENVELOPE, HEADER, ...), decoded once.
+_NAMES: Dict[bytes, str] = {}
 
 
 class MsgCache:
@@ -205,8 +231,7 @@ class MsgCache:
 
     @staticmethod
     def _key_kind(body: bytes) -> Tuple[str, str]:
-        key, kind, _ = decode_body(body)
-        return key, kind
+        return key_kind(body)
 
     def _run(self, writer: bool, fn):
         """``fn()`` with the file locked and indexed.  Damage seen under the
@@ -263,20 +288,29 @@ class MsgCache:
         return self._run(False, look)
 
     def put_many(self, items: Sequence[Tuple[str, str, Entry]]) -> None:
-        """Append these entries, each record whole in one write."""
+        """Append these entries, the batch in one write."""
         if not items:
             return
 
         def append() -> None:
+            # One write for the batch: a reader that sees part of it takes the
+            # whole records and leaves the rest for later (a torn tail, above).
+            at = os.lseek(self._fd, 0, os.SEEK_END)
+            records, placed = [], []
             for key, kind, entry in items:
                 record = encode_record(key, kind, entry)
                 if len(record) - _HEAD.size > MAX_RECORD:
                     continue                          # too big to cache: computed each time
-                at = os.lseek(self._fd, 0, os.SEEK_END)
-                os.write(self._fd, record)
-                self._index[(key, kind)] = (at + _HEAD.size, len(record) - _HEAD.size)
-                self._records += 1
-            self._scanned = os.lseek(self._fd, 0, os.SEEK_END)
+                records.append(record)
+                placed.append(((key, kind), (at + _HEAD.size, len(record) - _HEAD.size)))
+                at += len(record)
+            blob = b"".join(records)
+            done = 0
+            while done < len(blob):                   # a short write: the rest after it
+                done += os.write(self._fd, blob[done:])
+            self._index.update(placed)
+            self._records += len(placed)
+            self._scanned = at
         self._run(True, append)
 
     def dead(self, live_keys: Set[str]) -> Tuple[int, int]:

@@ -132,6 +132,21 @@ class SizeTests(FolderTestCase):
         self.assertEqual(Folder(self.box).snapshot().messages[0].size, 99)
 
 
+class CrlfTests(unittest.TestCase):
+    def test_to_crlf_is_the_bare_lf_rule(self):
+        """read_crlf's conversion: every LF not after a CR becomes CRLF, any
+        other octet (a CR alone, CR CR LF) stays; checked against the
+        look-behind regex it replaces, over every string of CR, LF, "a" up to 7."""
+        import itertools
+        import re
+        from store.folder_imap import to_crlf
+        bare_lf = re.compile(rb"(?<!\r)\n")
+        for n in range(8):
+            for combo in itertools.product(b"\r\na", repeat=n):
+                data = bytes(combo)
+                self.assertEqual(to_crlf(data), bare_lf.sub(b"\r\n", data), data)
+
+
 class FlagTests(FolderTestCase):
     def setUp(self):
         super().setUp()

@@ -48,6 +48,28 @@ class ParseHeaderTest(unittest.TestCase):
         self.assertEqual(message.unfold(b"a\r\n b\r\n\tc\nd\n e"), b"a b\tc\nd e")
 
 
+    def test_fast_path_reads_as_the_field_loop_does(self):
+        """parse_header's one-findall path (_tiled_fields) gives what the
+        loop gives, over random mixes of fields, folds, bad lines, empty
+        lines (CRLF, LF, CR CR LF) and ranges."""
+        import random
+        from unittest import mock
+        pieces = [b"Subject: hi\r\n", b"From: a\n", b" fold\r\n", b"\tfold\n", b"\r\n", b"\n",
+                  b"\r\r\n", b"X :y\r\n", b"bad line\r\n", b"a:", b"\r", b" ", b"Z:\n", b"\xff: x\n"]
+        rnd = random.Random(5)
+        cases = []
+        for _ in range(20000):
+            data = b"".join(rnd.choice(pieces) for _ in range(rnd.randint(0, 8)))
+            start = min(rnd.randint(0, 3), len(data)) if rnd.random() < 0.3 else 0
+            end = None if rnd.random() < 0.7 else rnd.randint(start, len(data))
+            cases.append((data, start, end))
+        fast = [message.parse_header(*case) for case in cases]
+        with mock.patch.object(message, "_tiled_fields", lambda *a: None):
+            slow = [message.parse_header(*case) for case in cases]
+        for case, a, b in zip(cases, fast, slow):
+            self.assertEqual(a, b, case)
+
+
 class EditTest(unittest.TestCase):
     def test_add_fields_at_end_of_header_in_the_message_line_ends(self):
         self.assertEqual(message.add_fields(b"A: 1\n\nbody\n", [b"B: 2"]), b"A: 1\nB: 2\n\nbody\n")

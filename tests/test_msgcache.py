@@ -39,6 +39,16 @@ class MsgCacheTest(unittest.TestCase):
         writer.put_many([("k3", KIND, entry(3))])      # appended after the reader indexed
         self.assertEqual(reader.get_many(["k3"], KIND), {"k3": entry(3)})
 
+    def test_record_bodies_round_trip_and_every_cut_is_damage(self):
+        body = msgcache.encode_body("k\udcff1", KIND, {"A": b"x" * 70000, "": b"", "B": b"\r\n"})
+        self.assertEqual(msgcache.decode_body(body), ("k\udcff1", KIND, {"A": b"x" * 70000, "": b"", "B": b"\r\n"}))
+        self.assertEqual(msgcache.key_kind(body), ("k\udcff1", KIND))
+        for cut in list(range(0, 40)) + [len(body) - 1]:
+            with self.assertRaises(msgcache.CacheDamaged):
+                msgcache.decode_body(body[:cut])
+        with self.assertRaises(msgcache.CacheDamaged):
+            msgcache.decode_body(body + b"?")
+
     def test_a_torn_last_record_is_ignored_then_cut_off_by_the_next_writer(self):
         cache = MsgCache(self.dir)
         self.fill(cache, ["k0", "k1"])

@@ -480,9 +480,13 @@ class OpenFolder:
         step(0)
 
     def _derive(self, uids: Sequence[int], kind: str, compute) -> Dict[int, Dict[str, bytes]]:
-        """On the worker: cache hits by Maildir key, the misses read and computed."""
+        """On the worker: cache hits by Maildir key, the misses read and computed.
+        The UIDs' keys come from the folder's last snapshot (a rescan only for a
+        UID it lacks): a message expunged by another process since may still be
+        answered from the cache, which RFC 2180 §4.1.1 allows; a miss reads the
+        file, and a file gone leaves the UID out (§4.1)."""
         folder = self._folder
-        snap = folder.sync().snapshot
+        snap = folder.knowing(uids)
         keys = {}
         for uid in uids:
             msg = snap.by_uid(uid)
@@ -548,19 +552,18 @@ class OpenFolder:
             result = folder.set_flags(todo, letters, mode, unchanged_since)
             modified, unchanged_since = result.modified, None
             touched.update(c.uid for c in result.changed)
-            todo = [u for u in todo if u not in set(modified)]
+            skip = set(modified)
+            todo = [u for u in todo if u not in skip]
         if keywords or mode == "replace":
             result = folder.set_keywords(todo, keywords, mode, unchanged_since)
             modified = tuple(modified) + tuple(result.modified)
             touched.update(c.uid for c in result.changed)
         snap = folder.snapshot()
-        changed = []
-        for uid in sorted(touched):
-            m = snap.by_uid(uid)
-            if m is not None:
-                internal, saved = folder.dates([m])[m.key]
-                changed.append(MessageMeta(uid, imap_flags(m.flags, m.keywords), m.size, internal, m.modseq, saved))
-        return StoreOutcome(tuple(changed), tuple(modified))
+        msgs = [m for m in (snap.by_uid(uid) for uid in sorted(touched)) if m is not None]
+        dates = folder.dates(msgs)          # one call (one lock) for them all
+        changed = tuple(MessageMeta(m.uid, imap_flags(m.flags, m.keywords), m.size, dates[m.key][0],
+                                    m.modseq, dates[m.key][1]) for m in msgs)
+        return StoreOutcome(changed, tuple(modified))
 
     def expunge(self, uids: Sequence[int], done: Done) -> None:
         """EXPUNGE / UID EXPUNGE (RFC 9051 §6.4.3, RFC 4315 §2.1): only messages marked \\Deleted."""

@@ -20,14 +20,15 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 from protocols import mime
-from protocols.imap import fetch_data
+from protocols.imap import fetch_data, search_eval
 from protocols.imap.fetch_args import FetchAtt
 from protocols.imap.search import SearchKey
 
 # The entries' kind (contracts.OpenFolder.derived): bump the number when
 # envelope.py, bodystructure.py or fetch_data.py render differently, so the
-# entries written by the older code are not used.
-KIND = "imap-v1"
+# entries written by the older code are not used (v2: the envelope SEARCH
+# keys' decoded values, search_eval.kept_values).
+KIND = "imap-v2"
 # Ours: a header block is kept up to 64 KiB (a usual header is 1-4 KiB;
 # Dovecot's header cache fields are similarly bounded); beyond, it is read
 # from the file each time, so one huge header does not bloat the cache.
@@ -49,6 +50,7 @@ def compute(data: bytes) -> Dict[str, bytes]:
     header = data[root.start:root.body_start]
     if len(header) <= MAX_HEADER:
         entry["HEADER"] = header
+        entry.update(search_eval.kept_values(header))
     return entry
 
 

@@ -34,8 +34,9 @@ encodings), rather than refuse the whole FETCH.
 from __future__ import annotations
 
 import binascii
+import functools
 import re
-from typing import Optional, Tuple
+from typing import FrozenSet, Optional, Tuple
 
 from protocols import mime
 from protocols.imap import wire
@@ -119,6 +120,7 @@ def _literal(value: bytes) -> bytes:
     return wire.literal(value.replace(b"\x00", b"\x80"))
 
 
+@functools.lru_cache(maxsize=256)
 def section_name(sec: Section, binary: bool = False) -> bytes:
     """section-spec / section-binary as the response repeats it (RFC 9051
     §9): ``1.2.HEADER.FIELDS (FROM TO)``."""
@@ -174,11 +176,17 @@ def section_data(sec: Optional[Section], data: bytes, root: mime.Part) -> bytes:
     return header_fields(data, msg, sec.fields, sec.text == "HEADER.FIELDS.NOT")
 
 
+@functools.lru_cache(maxsize=256)
+def _wanted(names: Tuple[str, ...]) -> FrozenSet[bytes]:
+    """The field names asked, lowercased (one FETCH asks the same of every message)."""
+    return frozenset(n.lower().encode("ascii") for n in names)
+
+
 def header_fields(data: bytes, msg: mime.Part, names, exclude: bool) -> bytes:
     """HEADER.FIELDS / HEADER.FIELDS.NOT: the fields whose name matches
     (ASCII case-insensitive, otherwise exact) in message order, then the
     blank line the header has (RFC 9051 §6.4.5.1)."""
-    wanted = {n.lower().encode("ascii") for n in names}
+    wanted = _wanted(tuple(names))
     head = parse_header(data, msg.start, msg.body_start)
     out = []
     for name, raw in head.fields:

@@ -28,6 +28,7 @@ import bisect
 import codecs
 import datetime
 import email.utils
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -138,8 +139,9 @@ class _Mail:
     """One message's decoded text, computed on first use and kept for the rest
     of one ``matches`` call (so an OR of many text keys decodes once)."""
 
-    def __init__(self, data: Optional[bytes]):
+    def __init__(self, data: Optional[bytes], kept: Optional[Dict[str, bytes]] = None):
         self.data = data
+        self.kept = kept
         self.budget = _Budget(MAX_SEARCH_TEXT)
         self._head: Optional[Header] = None
         self._values: Dict[bytes, List[str]] = {}
@@ -159,9 +161,23 @@ class _Mail:
         """The values of the fields named ``name`` (lowercase): unfolded,
         decoded, casefolded; only the fields a key asks for are decoded."""
         if name not in self._values:
-            self._values[name] = [self.budget.take(_field_text(field_value(raw))).casefold()
-                                  for n, raw in self.head.fields if n == name]
+            if self.kept is not None:
+                self._take_kept()
+            if name not in self._values:
+                self._values[name] = [self.budget.take(_value_text(raw)).casefold()
+                                      for n, raw in self.head.fields if n == name]
         return self._values[name]
+
+    def _take_kept(self) -> None:
+        """The values ``kept_values`` computed, read once; an item that is not
+        what it writes is ignored (the header is parsed instead)."""
+        raw, self.kept = self.kept.get(KEPT_ITEM), None
+        try:
+            kept = _JSON.decode(raw.decode("ascii")) if raw is not None else {}
+            values = {KEPT_FIELDS[text]: v for text, v in kept.items() if type(v) is list}
+        except (ValueError, KeyError, AttributeError):
+            return
+        self._values.update(values)     # ours, written whole (crc-checked, store/msgcache.py)
 
     def header_text(self) -> str:
         """The whole header, decoded, one field a line (TEXT)."""
@@ -171,7 +187,7 @@ class _Mail:
                 groups.setdefault(name, []).append(raw)
             for name, raws in groups.items():       # values() in the same order, one pass
                 if name not in self._values:
-                    self._values[name] = [self.budget.take(_field_text(field_value(raw))).casefold()
+                    self._values[name] = [self.budget.take(_value_text(raw)).casefold()
                                           for raw in raws]
             self._header_text = "\n".join(
                 "%s: %s" % (name.decode("ascii", "replace"), value)
@@ -235,6 +251,29 @@ class _Mail:
         if self._sent is None:
             self._sent = (_date_field(self.head.get(b"date")),)
         return self._sent[0]
+
+
+def _value_text(raw: bytes) -> str:
+    """search_text._field_text of the field's value; decode_words only where
+    an encoded word may be (it finds none without "=?", RFC 2047 §2)."""
+    text = field_value(raw).decode("utf-8", "replace")
+    return decode_words(text) if "=?" in text else text
+
+
+def kept_values(header: bytes) -> Dict[str, bytes]:
+    """What derived.py keeps per message for the envelope keys (FROM, TO, CC,
+    BCC, SUBJECT): ``{"SEARCH": JSON}`` of each field's ``_Mail.values``, so
+    such a SEARCH on a cached message parses and decodes no header.  Only
+    for a header block the cache holds (at most derived.MAX_HEADER octets,
+    far below MAX_SEARCH_TEXT: ``_Budget`` never cuts, so the values are the
+    same whichever keys were evaluated first)."""
+    groups: Dict[bytes, List[str]] = {name: [] for name in KEPT_FIELDS.values()}
+    for name, raw in parse_header(header).fields:
+        values = groups.get(name)
+        if values is not None:
+            values.append(_value_text(raw).casefold())
+    kept = {text: groups[name] for text, name in KEPT_FIELDS.items()}
+    return {KEPT_ITEM: json.dumps(kept).encode("ascii")}
 
 
 def _date_field(value: Optional[bytes]) -> Optional[datetime.date]:
@@ -372,6 +411,10 @@ _FLAG_KEYS = {   # RFC 9051 §6.4.4: key -> (flag, set?)
     "SEEN": ("\\Seen", True), "UNSEEN": ("\\Seen", False),
 }
 _ENVELOPE_KEYS = {"FROM": b"from", "TO": b"to", "CC": b"cc", "BCC": b"bcc", "SUBJECT": b"subject"}
+# The fields ``kept_values`` keeps (as JSON keys) in the entry item KEPT_ITEM (derived.py).
+KEPT_FIELDS = {name.decode("ascii"): name for name in _ENVELOPE_KEYS.values()}
+KEPT_ITEM = "SEARCH"
+_JSON = json.JSONDecoder()
 _DATE_TESTS = {   # BEFORE / ON / SINCE on a day (RFC 9051 §6.4.4, RFC 8514 §4.3)
     "BEFORE": lambda day, d: day < d, "ON": lambda day, d: day == d,
     "SINCE": lambda day, d: day >= d,
@@ -472,12 +515,14 @@ def _eval(key: SearchKey, m: _Message) -> bool:
 
 
 def matches(key: SearchKey, seq: int, meta: MessageMeta, recent: bool,
-            data: Optional[bytes], ctx: SearchContext) -> bool:
+            data: Optional[bytes], ctx: SearchContext, kept: Optional[Dict[str, bytes]] = None) -> bool:
     """Whether message ``seq`` (``meta``, ``recent`` for this session) matches
     ``key`` (RFC 9051 §6.4.4).  ``data`` is the whole message in CRLF form
     when ``needs_content(key)``, else None; content keys never match without
-    it.  Never raises on any message content."""
-    return _eval(key, _Message(seq, meta, recent, _Mail(data), ctx))
+    it.  ``kept``: the message's cache entry holding ``kept_values`` of its
+    header (derived.py), used instead of parsing ``data``.  Never raises on
+    any message content."""
+    return _eval(key, _Message(seq, meta, recent, _Mail(data, kept), ctx))
 
 
 # -- responses -------------------------------------------------------------------------

@@ -94,16 +94,17 @@ class SelectedCommands(FetchCommands):
             batch = rows[start:start + CACHE_BATCH]
             entries = (yield from self._derived([uid for _, uid, _ in batch])) if cached else {}
             for seq, uid, meta in batch:
-                data = None
+                data = kept = None
                 if cached:      # the header block is the message for header-only keys (derived.py)
                     data = entries.get(uid, {}).get("HEADER")
                     if data is None and uid not in entries:
                         continue
+                    kept = entries[uid] if data is not None else None
                 if content and data is None:
                     data = yield from self._read(uid)
                     if data is None:
                         continue
-                if search_eval.matches(sa.key, seq, meta, uid in view.recent, data, ctx):
+                if search_eval.matches(sa.key, seq, meta, uid in view.recent, data, ctx, kept):
                     hits.append(uid)
         self._search_answer(head, sa.returns, hits)
         return None
