@@ -49,7 +49,7 @@ class MailStoreTest(unittest.TestCase):
         # Dovecot's subscriptions file is replaced under its dotlock: fsync, rename,
         # and the directory fsync (store/dovecot_files.py, through store/fsutil.py).
         synced = []
-        with mock.patch("store.dovecot_files.fsync_dir", side_effect=synced.append):
+        with mock.patch("store.fsutil.fsync_dir", side_effect=synced.append):
             self.store.create_mailbox("alice@example.org")
         root = self.store.maildir_path("alice@example.org")
         self.assertIn(root, synced)
