@@ -35,11 +35,12 @@ from __future__ import annotations
 import datetime
 import functools
 import logging
-from collections import OrderedDict, deque
-from typing import Callable, Deque, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+from collections import OrderedDict
+from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 from protocols.backend.contracts import (AppendResult, CopyOutcome, FolderChanges, FolderEntry, FolderState,
                                          FolderStatus, MailboxError, MessageMeta, StoreOutcome)
+from protocols.backend.serial import SerialJobs
 from store import dovecot_files as dv
 from store import mailboxes as mb
 from store import msgcache
@@ -60,10 +61,6 @@ DERIVED_BATCH = 256
 # Folders whose message metadata is kept for sharing between sessions (ours: a
 # 10,000-message folder's is about 3 MB; the least recently looked at fall out first).
 SHARED_FOLDERS = 32
-
-
-def _ignore(result: object) -> None:
-    pass
 
 
 def split_flags(flags: Iterable[str]) -> Tuple[str, Tuple[str, ...]]:
@@ -135,26 +132,13 @@ def translate(exc: BaseException, name: str = "") -> BaseException:
 
 
 class Serial:
-    """Jobs on the worker pool one after another, answers on the loop thread in order;
-    a store exception is translated in the worker (run_in_thread hands exceptions over)."""
+    """A session's store steps in order (protocols/backend/serial.py), each store
+    exception translated in the worker to what the session answers."""
 
     def __init__(self, loop):
-        self._loop = loop
-        self._jobs: Deque[Tuple[Callable[[], object], Done, str]] = deque()
-        self._running = False
+        self._jobs = SerialJobs(loop)
 
     def submit(self, fn: Callable[[], object], done: Optional[Done], name: str = "") -> None:
-        self._jobs.append((fn, done or _ignore, name))
-        if not self._running:
-            self._next()
-
-    def _next(self) -> None:
-        if not self._jobs:
-            self._running = False
-            return
-        self._running = True
-        fn, done, name = self._jobs.popleft()
-
         def job() -> object:
             try:
                 return fn()
@@ -166,13 +150,7 @@ class Serial:
                     log.warning("IMAP mailbox step failed mailbox=%s: %r", name or "-", exc)
                     raise
                 raise mapped from exc
-
-        def answered(result: object) -> None:
-            try:
-                done(result)
-            finally:
-                self._next()
-        self._loop.run_in_thread(job, answered)
+        self._jobs.submit(job, done)
 
 
 def _timestamp(when: Optional[datetime.datetime]) -> Optional[float]:

@@ -17,11 +17,11 @@ lives here: QUIT's expunge announces to it, as local delivery does.
 
 from __future__ import annotations
 
-from collections import deque
-from typing import Callable, Deque, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from protocols.backend.contracts import MailboxInUse
 from protocols.backend.hub import ChangeHub
+from protocols.backend.serial import SerialJobs
 from protocols.base import SessionContext
 from store.maildir import MailStore
 from store.maildrop import MaildropLocked, open_maildrop
@@ -122,34 +122,21 @@ class AsyncMaildrop:
         self._announce = announce       # the change hub, for (user, INBOX)
         self._closing = closing         # told True when the unlock is asked for, False once done
         self.messages = maildrop.messages
-        self._jobs: Deque[Tuple[Callable[[], object], Done]] = deque()
-        self._running = False
+        self._jobs = SerialJobs(loop, self._with_pending_seen)
         self._seen: List[int] = []      # RETRs not yet told to the store (see mark_seen)
         self._ahead: Dict[int, bytes] = {}   # whole small messages read ahead (open_message)
         self._last_open = -2
         self._closed = False
 
     def _submit(self, fn: Callable[[], object], done: Optional[Done]) -> None:
-        self._jobs.append((fn, done or _ignore))
-        if not self._running:
-            self._next()
+        self._jobs.submit(fn, done)
 
-    def _next(self) -> None:
-        if not self._jobs:
-            self._running = False
-            return
-        self._running = True
-        fn, done = self._jobs.popleft()
-        if self._seen:
-            seen, self._seen = self._seen, []
-            fn = self._with_seen(seen, fn)
-
-        def answered(result: object) -> None:
-            try:
-                done(result)
-            finally:
-                self._next()
-        self._loop.run_in_thread(fn, answered)
+    def _with_pending_seen(self, fn: Callable[[], object]) -> Callable[[], object]:
+        """At the start of each job: the \\Seen marks gathered since the last one go with it."""
+        if not self._seen:
+            return fn
+        seen, self._seen = self._seen, []
+        return self._with_seen(seen, fn)
 
     def _with_seen(self, seen: List[int], fn: Callable[[], object]) -> Callable[[], object]:
         def job() -> object:
