@@ -346,3 +346,73 @@ class Pop3Backend(AuthService, MailAccess, Protocol):
 
 class ImapBackend(AuthService, ImapMailAccess, Protocol):
     """What an ImapSession is given."""
+
+
+# -- the test server (issue 11): caught mail and injected faults ---------------
+# Written before the code so that the catch-all catalog (protocols/backend/
+# caught.py), the fault engine (protocols/faults.py) and the HTTP session
+# (protocols/http/) can be built apart; each honours its part.
+
+@dataclass(frozen=True)
+class CaughtMessage:
+    """One message the test server caught, as its list shows it."""
+
+    id: str                         # stable, URL-safe, opaque; unique in the data dir
+    mailbox: str                    # the address whose mailbox holds it
+    mail_from: str                  # the SMTP envelope ("" for <>; "" too for deliver()/APPEND)
+    rcpt_to: Tuple[str, ...]
+    header_from: str                # decoded (RFC 2047) header fields, "" if absent
+    header_to: str
+    subject: str
+    date: str                       # the Date field as sent
+    received: float                 # arrival, seconds since the epoch
+    size: int                       # octets as stored
+    tls: bool = False               # how it was submitted (False for deliver()/APPEND)
+    auth_user: Optional[str] = None
+    helo: str = ""
+    peer_ip: str = ""
+    listener: str = ""              # "smtp", "submission", "smtps", "deliver", "imap"
+
+
+class CaughtMail(Protocol):
+    """The catch-all catalog, for the HTTP session and the in-process API.
+    Called on the loop thread; ``done`` as the rules at the top of this module."""
+
+    def list_caught(self, query: Dict[str, str], limit: int, done: Callable[[object], None]) -> None:
+        """``done([CaughtMessage, ...])`` newest first.  ``query`` keys (all
+        optional, case-insensitive substring matches, ANDed): "to" (any
+        envelope recipient or the To field), "from" (envelope sender or From),
+        "subject", "text" (any of those or the mailbox)."""
+
+    def caught_raw(self, message_id: str, done: Callable[[object], None]) -> None:
+        """``done((CaughtMessage, bytes))``, or ``done(None)`` for an unknown id."""
+
+    def delete_caught(self, message_id: str, done: Callable[[object], None]) -> None:
+        """``done(True)`` once removed from disk, ``done(False)`` for an unknown id."""
+
+    def delete_all_caught(self, done: Callable[[object], None]) -> None:
+        """``done(count)`` once every caught message is removed."""
+
+    def watch_caught(self, callback: Callable[[CaughtMessage], None]) -> Callable[[], None]:
+        """``callback(message)`` on the loop thread for each message caught
+        from now on (after its fsync); returns the function that stops it."""
+
+
+class FaultControl(Protocol):
+    """The injected faults (protocols/faults.py), for the in-process API and
+    the HTTP API.  A rule is a dict: {"id", "protocol" ("smtp" | "pop3" |
+    "imap"), "command" (verb, upper case), "action" ("fail" | "delay" |
+    "disconnect" | "greylist" | "tls_required"), "code", "text", "seconds",
+    "times" (None: every time), "hits"}."""
+
+    def rules(self) -> List[Dict[str, object]]:
+        """The rules in force, oldest first."""
+
+    def add_rule(self, rule: Dict[str, object]) -> Dict[str, object]:
+        """Validate and add one rule (ValueError naming the bad key); returns it with its id."""
+
+    def remove_rule(self, rule_id: str) -> bool:
+        """False for an unknown id."""
+
+    def reset(self) -> None:
+        """Remove every rule."""
