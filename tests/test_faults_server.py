@@ -161,6 +161,23 @@ class SmtpFaultsTest(FaultsServerCase):
         self.deliver_one()
 
 
+class ReadmeExampleTest(FaultsServerCase):
+    def test_the_readme_example_runs_as_printed(self):
+        import contextlib
+        import io
+        import os
+        import re
+        from tests.helpers import ROOT
+        with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+            section = f.read().split("### Fault injection (test server)", 1)[1].split("\n## ", 1)[0]
+        code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, "README.md", "exec"), {"server": self.server})
+        self.assertIn("'hits': 0", out.getvalue())
+        self.assertEqual(self.faults.rules(), [])
+
+
 class Pop3FaultsTest(FaultsServerCase):
     def login(self):
         p = self.pop()
