@@ -10,6 +10,7 @@ a delayed command holds the pipelined ones behind it, a dropped DATA stores
 nothing, a refused BDAT still reads its chunk.
 """
 
+import random
 import threading
 import unittest
 
@@ -489,6 +490,37 @@ class ImapHookTest(unittest.TestCase):
         self.assertEqual(out, b"L1 NO [PRIVACYREQUIRED] Must issue a STARTTLS command first\r\n")
         s, _ = imap_fake.make_session(backend, tls_active=True)
         imap_fake.login(s)
+
+
+class FuzzWithFaultsTest(unittest.TestCase):
+    """test_smtp_fuzz's corpus and mutations with a rule of every kind in force
+    (delays fired at once): no exception escapes, every line is a reply."""
+
+    def test_smtp_commands_under_every_kind_of_fault(self):
+        from tests.test_smtp_fuzz import CORPUS, LINE_RE, mutate
+        rng = random.Random(3030)
+        for _ in range(300):
+            backend = with_faults(smtpt.FakeBackend())
+            f = backend.faults
+            rules = [lambda: f.greylist(), lambda: f.fail("RCPT", times=1), lambda: f.delay("DATA", seconds=1),
+                     lambda: f.disconnect("BDAT", times=1), lambda: f.fail("BDAT", code=452, times=1),
+                     lambda: f.fail("MAIL", code=421, when=lambda env: "a" in env.mail_from),
+                     lambda: f.delay("RCPT", seconds=1, times=2), lambda: f.disconnect("DATA"),
+                     lambda: f.tls_required(protocol="smtp", when=lambda env: env.command == "VRFY")]
+            for add in rng.sample(rules, rng.randint(1, len(rules))):
+                add()
+            s, _ = smtpt.new_session(backend=backend)
+            for _ in range(10):
+                line = rng.choice(CORPUS)
+                if rng.random() < 0.3:
+                    line = mutate(rng, line)
+                s.receive_data(line + b"\r\n")
+                fire(backend)
+                out = s.data_to_send()
+                for reply in out.split(b"\r\n")[:-1]:
+                    self.assertRegex(reply, LINE_RE)
+                if s.closed:
+                    break
 
 
 if __name__ == "__main__":
