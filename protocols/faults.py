@@ -58,6 +58,9 @@ LOGIN_COMMANDS = {"smtp": frozenset(["AUTH"]), "pop3": frozenset(["PASS", "AUTH"
 # tls_required refuses: SMTP every command but NOOP, EHLO, STARTTLS, QUIT (RFC 3207 §4);
 # POP3 and IMAP the commands that send a name or password (RFC 2595 §2.3, RFC 9051 §6.2.3).
 TLS_FREE_SMTP = frozenset(["NOOP", "EHLO", "STARTTLS", "QUIT"])
+# DEVIATION(RFC 9051 §6.2.3): CAPABILITY still lists no LOGINDISABLED (nor CAPA
+# drops USER) under tls_required: the rule plays a server that refuses at the
+# command, which clients must handle anyway; the capability lists stay the sessions'.
 TLS_COMMANDS = {"pop3": frozenset(["USER", "PASS", "AUTH"]), "imap": LOGIN_COMMANDS["imap"]}
 # Longest delay a rule may ask: ten minutes, the shortest idle timeout of the
 # three protocols (RFC 1939 §3); longer and the client's own timer decides.
