@@ -115,6 +115,35 @@ class SessionContext:
         return ip.startswith("127.") or ip in ("::1", "::ffff:127.0.0.1") or ip.startswith("::ffff:127.")
 
 
+@dataclass(frozen=True)
+class FaultView:
+    """What an injected fault's condition sees of a command (protocols/faults.py,
+    ``when=lambda view: ...``).  ``rcpt_to``: the recipients accepted so far
+    and, at RCPT, the one it names last; ``mail_from``: at MAIL, the one it names."""
+
+    protocol: str                   # smtp, pop3, imap
+    command: str                    # the verb, upper case (IMAP: UID FETCH is FETCH)
+    arguments: str
+    client_ip: str
+    mail_from: str = ""
+    rcpt_to: Tuple[str, ...] = ()
+    user: Optional[str] = None      # logged in as (POP3 at PASS: the USER given)
+    tls: bool = False
+
+
+@dataclass(frozen=True)
+class FaultAction:
+    """What a fault that fired does to one command (``backend.fault``): "fail"
+    (send ``reply`` instead of running it, then close when ``close``; IMAP's
+    lacks the tag), "delay" (run it ``seconds`` later, holding the input), or
+    "disconnect" (close without a reply; SMTP DATA/BDAT after the message)."""
+
+    kind: str
+    reply: bytes = b""
+    close: bool = False
+    seconds: float = 0.0
+
+
 class LineReader:
     """Accumulates input and splits it into lines, with a length limit.
 

@@ -41,7 +41,8 @@ from protocols.backend.imapaccess import ImapAccessService
 from protocols.backend.mailaccess import MailAccessService
 from protocols.backend.outbound import OutboundService
 from protocols.backend.policy import PolicyService
-from protocols.base import SessionContext
+from protocols.base import FaultAction, FaultView, SessionContext
+from protocols.faults import Faults
 from protocols.smtp.server import SmtpConfig, SmtpSession
 from store.maildir import MailStore
 from store.users import AliasDB, Directory, UserDB, normalize_address
@@ -79,6 +80,8 @@ class Backend:
         self.imap = ImapAccessService(loop, self.store, self.mail.hub, config.imap_max_userip_connections)
         self.delivery = DeliveryService(config, loop, self.store, self.directory, self.outbound, self.refresh,
                                         changes=self.mail.hub)
+        # injected faults (issue 11, protocols/faults.py): always present, empty unless a test adds rules
+        self.faults = Faults(clock=loop.time)
 
     def _make_directory(self) -> Directory:
         cfg = self.config
@@ -191,6 +194,14 @@ class Backend:
     # ImapMailAccess
     def open_account(self, ctx: SessionContext, user: str, done: Callable[[object], None]) -> None:
         self.imap.open_account(ctx, user, done)
+
+    # Faults: the sessions ask only while ``faults.active`` holds a rule
+    def fault(self, protocol: str, command: str, view: FaultView) -> Optional[FaultAction]:
+        return self.faults.decide(protocol, command, view)
+
+    def fault_delay(self, seconds: float, done: Callable[[object], None]) -> None:
+        """A delay fault: ``done(None)`` on the loop thread ``seconds`` from now."""
+        self.loop.call_later(seconds, lambda: done(None))
 
     # -- session factories --------------------------------------------------
     def smtp_config(self, listener: str) -> SmtpConfig:

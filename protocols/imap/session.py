@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, FrozenSet, Optional
 
 from protocols.backend.contracts import ImapBackend
-from protocols.base import SessionContext
+from protocols.base import FaultView, SessionContext
 from protocols.imap import args as A
 from protocols.imap import grammar as g
 from protocols.imap import wire
@@ -106,6 +106,7 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, SessionCore):
         SessionCore.__init__(self, ctx, config, backend)
         self.state = ImapState.NOT_AUTHENTICATED
         self._reader = CommandReader(max_literal=PREAUTH_LITERAL)
+        self._faults = getattr(backend, "faults", None)    # injected faults (issue 11), if any
         # RFC 9051 §7.1.1: greeting with the capabilities (saves a round trip).
         self._emit(wire.status_line(None, b"OK", "%s IMAP4rev2 server ready" % config.hostname,
                                     b"[CAPABILITY " + self._capabilities() + b"]"))
@@ -220,7 +221,30 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, SessionCore):
         if self.state not in entry.states:
             self._bad(head.tag, "%s not allowed in the %s state" % (head.name, self.state.value))
             return
+        if self._faults is not None and self._faults.active and self._fault(entry, head):
+            return      # an injected fault took the command (protocols/faults.py)
         self._start(self._run_command(entry, head))
+
+    def _fault(self, entry: Entry, head: g.CommandHead) -> bool:
+        """Ask the backend about this command (issue 11); True when a fault
+        took it: its tagged NO/BAD instead, the command run later (input held,
+        RFC 9051 §5.5 order kept), or the connection dropped without a reply."""
+        view = FaultView("imap", head.name, bytes(head.rest).decode("utf-8", "replace").rstrip("\r\n"),
+                         self.ctx.peer_ip, user=self._user, tls=self.ctx.tls_active)
+        action = self.backend.fault("imap", head.name, view)
+        if action is None:
+            return False
+        if action.kind == "fail":
+            self._emit(head.tag + b" " + action.reply)
+        elif action.kind == "delay":
+            self._start(self._delayed(action.seconds, entry, head))
+        else:
+            self._terminate("injected fault")
+        return True
+
+    def _delayed(self, seconds: float, entry: Entry, head: g.CommandHead):
+        yield lambda done: self.backend.fault_delay(seconds, done)
+        yield from self._run_command(entry, head)
 
     def _run_command(self, entry: Entry, head: g.CommandHead):
         """One command to its tagged reply; untagged updates first where allowed."""

@@ -38,7 +38,7 @@ from typing import Callable, Deque, Dict, FrozenSet, List, Optional, Set, Tuple,
 from protocols import auth_exchange as ax
 from protocols import sasl
 from protocols.auth_exchange import AuthExchange, Step
-from protocols.base import LineReader, LineTooLong, ProtocolError, SessionContext
+from protocols.base import FaultView, LineReader, LineTooLong, ProtocolError, SessionContext
 from protocols.pop3.stream import READ_CHUNK, MessageStream  # noqa: F401 (READ_CHUNK re-exported)
 from protocols.pop3.transaction import TransactionCommands, _line, _multiline
 from protocols.backend.contracts import MailboxInUse, Pop3Backend
@@ -113,6 +113,7 @@ class Pop3Session(TransactionCommands):
         self._bad = 0
         self._commands = 0
         self._auth_failures = 0
+        self._faults = getattr(backend, "faults", None)    # injected faults (issue 11), if any
         # RFC 1939 §4 greeting; no APOP timestamp (see the module docstring).
         self._send("+OK %s POP3 server ready" % config.hostname)
 
@@ -242,6 +243,12 @@ class Pop3Session(TransactionCommands):
         if self.state not in states:
             self._bad_command("-ERR command not valid in this state")
             return
+        if self._faults is not None and self._faults.active and self._fault(verb.decode("ascii"), rest, handler):
+            return      # an injected fault took the command (protocols/faults.py)
+        self._run(handler, rest)
+
+    def _run(self, handler: Handler, rest: bytes) -> None:
+        """One command's handler, a ProtocolError turned into its reply."""
         try:
             handler(self, rest)
         except ProtocolError as e:      # the command boundary (protocols/base.py)
@@ -249,6 +256,32 @@ class Pop3Session(TransactionCommands):
                 self._fatal(e.reply[:-2])
             else:
                 self._out.append(e.reply)
+
+    def _fault(self, verb: str, rest: bytes, handler: Handler) -> bool:
+        """Ask the backend about this command (issue 11); True when a fault
+        took it: its -ERR instead, the command run later (input held, RFC 2449
+        §6.6 order kept), or the connection dropped without a reply."""
+        user = self._user or (self._user_arg if verb == "PASS" else None)
+        view = FaultView("pop3", verb, rest.decode("utf-8", "replace"), self.ctx.peer_ip,
+                         user=user, tls=self.ctx.tls_active)
+        action = self.backend.fault("pop3", verb, view)
+        if action is None:
+            return False
+        if action.kind == "fail":
+            self._user_arg = None   # a PASS after a refused one needs USER again (RFC 1939 §7)
+            self._out.append(action.reply)
+        elif action.kind == "delay":
+            self._waiting = True
+
+            def later(_result) -> None:
+                self._waiting = False
+                if not self._closing:
+                    self._run(handler, rest)
+                    self._resume()
+            self.backend.fault_delay(action.seconds, later)
+        else:
+            self._terminate("injected fault")
+        return True
 
     def _bad_command(self, reply: str) -> None:
         self._bad += 1

@@ -39,6 +39,7 @@ from protocols.base import LineReader, LineTooLong, ProtocolError, SessionContex
 from protocols.smtp.address import (Address, AddressError, parse_forward_path,
                                     parse_parameters, parse_reverse_path)
 from protocols.smtp.auth import AuthCommands
+from protocols.smtp.faulting import FaultHooks
 from protocols.smtp.transfer import TransferCommands
 from protocols.smtp.data import DataReader
 from protocols.smtp.state import (ANY_STATE, MAX_AUTH_LINE, MAX_COMMAND_LINE,
@@ -52,7 +53,7 @@ __all__ = ["SmtpSession", "SmtpConfig", "Envelope", "MessageSink", "RcptDecision
 log = logging.getLogger("mailsrv.smtp")
 
 
-class SmtpSession(AuthCommands, TransferCommands):
+class SmtpSession(AuthCommands, TransferCommands, FaultHooks):
     """One SMTP server connection; see protocols/base.py for the protocol."""
 
     def __init__(self, ctx: SessionContext, config: SmtpConfig, backend: SmtpBackend):
@@ -77,6 +78,8 @@ class SmtpSession(AuthCommands, TransferCommands):
         self._processing = False
         self._eof = False
         self._shutdown_requested = False
+        self._faults = getattr(backend, "faults", None)    # injected faults (issue 11), if any
+        self._drop_after_data = False    # disconnect("DATA"): close once the message is read
         # RFC 5321 §4.2 / RFC 2034 §4: no enhanced code in the greeting.
         self._send(fmt_reply(220, "", "%s ESMTP mailsrv" % config.hostname))
 
@@ -267,8 +270,14 @@ class SmtpSession(AuthCommands, TransferCommands):
         if self.state not in states:
             self._fail(503, "5.5.1", _sequence_error(verb.upper(), self.state))
             return
+        if self._faults is not None and self._faults.active and self._fault(verb.upper(), arg.strip(" "), handler):
+            return      # an injected fault took the command (protocols/smtp/faulting.py)
+        self._run(handler, arg.strip(" "))
+
+    def _run(self, handler: "Handler", arg: str) -> None:
+        """One command's handler, its errors turned into replies."""
         try:
-            handler(self, arg.strip(" "))
+            handler(self, arg)
         except AddressError as e:
             if e.code in (500, 501, 502, 503, 504, 555):
                 self._fail(*e.reply_tuple)
@@ -426,6 +435,7 @@ class SmtpSession(AuthCommands, TransferCommands):
             self._txn.sink.abort()
         self._txn = None
         self._data = None
+        self._drop_after_data = False
         self.state = state
 
     # -- other commands ------------------------------------------------------

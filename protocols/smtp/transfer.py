@@ -149,6 +149,12 @@ class TransferCommands:
     def _finish_message(self) -> None:
         """The whole message was read: refuse it, or have the sink make it durable."""
         txn = self._txn
+        if self._drop_after_data:
+            # an injected disconnect("DATA") (protocols/faults.py): no reply, and
+            # the closed setter aborts the sink, so nothing is stored
+            log.info("message %s: connection dropped after the data (injected fault)", txn.queue_id)
+            self.closed = True
+            return
         qid, size = txn.queue_id, txn.check.size
         refusal = txn.check.refusal(self.config.max_received)
         if refusal is not None:
