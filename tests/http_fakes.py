@@ -138,7 +138,7 @@ class FakeService:
     def authenticate(self, ctx, outcome, done) -> None:
         self.logins.append(outcome.authcid)
         if self.temporary:
-            done(sasl.AuthTemporary("try again later"))
+            done(sasl.AuthTemporary("busy", "try again later"))
         elif self.users.get(outcome.authcid.lower()) == outcome.password:
             done(outcome.authcid.lower())
         else:

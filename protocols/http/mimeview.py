@@ -30,10 +30,11 @@ def _text(part) -> str:
     """The decoded text of a part; an unknown charset or a broken encoding is
     replaced, never raised (the ``email`` package records defects the same way)."""
     try:
-        return part.get_content()
+        text = part.get_content()
     except (LookupError, UnicodeError, ValueError, AssertionError):
         payload = part.get_payload(decode=True) or b""
-        return payload.decode("utf-8", errors="replace")
+        text = payload.decode("utf-8", errors="replace")
+    return text.replace("\r\n", "\n")
 
 
 def _bodies(msg) -> Tuple[Optional[object], Optional[object]]:
