@@ -20,9 +20,10 @@ header input{flex:1;max-width:30em;padding:.3em}
 #status{font-size:12px;opacity:.8}
 main{display:flex;gap:1em;padding:1em}
 #list-pane{flex:1;min-width:0}
-#view{flex:1.3;min-width:0;background:#fff;border:1px solid #ccc;padding:.8em}
+#view{flex:1.2;min-width:0;background:#fff;border:1px solid #ccc;padding:.8em}
 table{border-collapse:collapse;width:100%}
 th,td{text-align:left;padding:.25em .5em;border-bottom:1px solid #e4e4e4;vertical-align:top;overflow-wrap:anywhere}
+#list td:nth-child(5),#list th:nth-child(5){white-space:nowrap;text-align:right}
 #list tbody tr{cursor:pointer}
 #list tbody tr:hover{background:#eef3fa}
 #list tbody tr.selected{background:#dbe7f7}
