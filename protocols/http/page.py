@@ -1,12 +1,12 @@
 """The web page: one HTML document, its CSS and script inline, allowed by hash in its
-Content-Security-Policy (CSP Level 3 §8.3: hash-source), nothing else may run.
+Content-Security-Policy (CSP Level 3 8.3: hash-source), nothing else may run.
 
 The page has no server-side data in it: the script fetches the JSON API and puts
 message data into the document only through ``textContent`` and attribute setters
 (never ``innerHTML``), so a caught message cannot inject markup.  A message's HTML
 part is shown in ``<iframe sandbox>`` (no allow-scripts, no allow-same-origin: WHATWG
-HTML §4.8.5) from /api/messages/{id}/html, itself served with a sandbox CSP.  Live
-updates come from an ``EventSource`` on /api/events (WHATWG HTML §9.2).
+HTML 4.8.5) from /api/messages/{id}/html, itself served with a sandbox CSP.  Live
+updates come from an ``EventSource`` on /api/events (WHATWG HTML 9.2).
 """
 
 import base64
@@ -190,7 +190,7 @@ BODY = """<!doctype html>
 
 
 def _hash(text: str) -> str:
-    """CSP hash-source of an inline element's text (CSP Level 3 §8.3)."""
+    """CSP hash-source of an inline element's text (CSP Level 3 8.3)."""
     return "'sha256-%s'" % base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
 
 

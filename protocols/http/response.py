@@ -4,7 +4,7 @@ Every response carries ``Date`` (RFC 9110 §6.6.1: an origin server with a clock
 send it; the clock is the loop's, through ``ctx.clock``), ``Content-Length`` (RFC 9112
 §6.2) except the event stream, which ends with the connection (RFC 9112 §6.3 item 8),
 and the security fields: ``Content-Security-Policy`` (CSP Level 3),
-``X-Content-Type-Options: nosniff`` (WHATWG Fetch §3.7), ``Referrer-Policy:
+``X-Content-Type-Options: nosniff`` (WHATWG Fetch 3.7), ``Referrer-Policy:
 no-referrer`` and ``X-Frame-Options`` (RFC 7034) so that no other site frames our page.
 """
 

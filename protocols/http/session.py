@@ -3,7 +3,7 @@
 Implements RFC 9112 (message syntax, persistent connections §9.3, pipelining §9.3.2:
 requests are answered one at a time in the order received), RFC 9110 (methods GET,
 HEAD, POST, DELETE; status codes), RFC 7617 (Basic authentication, checked by the same
-auth service as IMAP, with its failure delay and lockout) and WHATWG HTML §9.2
+auth service as IMAP, with its failure delay and lockout) and WHATWG HTML 9.2
 (server-sent events: ``text/event-stream``).  The routes are protocols/http/api.py.
 
 The session is in one of three situations: reading requests; waiting for the backend
@@ -34,10 +34,10 @@ from protocols.http.response import Response, error, render
 
 log = logging.getLogger("mailsrv.http")
 
-# WHATWG HTML §9.2.7 (authoring notes): "include a comment line ... every 15 seconds
+# WHATWG HTML 9.2.7 (authoring notes): "include a comment line ... every 15 seconds
 # or so" against proxies that drop quiet connections; ours are on loopback, 30 s.
 HEARTBEAT_S = 30.0
-# WHATWG HTML §9.2.6: "retry:" sets the client's reconnection time, milliseconds.
+# WHATWG HTML 9.2.6: "retry:" sets the client's reconnection time, milliseconds.
 RETRY_MS = 3000
 # Input buffered while a request waits for the backend: one largest request plus a
 # little pipelined after it; more is an abuse and closes the connection.
@@ -110,7 +110,7 @@ class HttpSession:
         return out
 
     def keepalive(self) -> bool:
-        """An event stream quiet for HEARTBEAT_S gets a comment line (WHATWG HTML §9.2.6:
+        """An event stream quiet for HEARTBEAT_S gets a comment line (WHATWG HTML 9.2.6:
         a line starting with ":" is ignored by the client)."""
         if not self._streaming or self._closing:
             return False
@@ -192,7 +192,7 @@ class HttpSession:
         self._waiting = False
         self._out.clear()
 
-    # -- server-sent events (WHATWG HTML §9.2) ------------------------------
+    # -- server-sent events (WHATWG HTML 9.2) ------------------------------
     def start_stream(self, unwatch: Callable[[], None]) -> Response:
         """The event-stream response; ``unwatch`` stops the catalog's callback."""
         self._unwatch = unwatch
@@ -200,7 +200,7 @@ class HttpSession:
         return Response(200, body, "text/event-stream; charset=utf-8", stream=True)
 
     def push_event(self, payload: dict) -> None:
-        """One ``message`` event (WHATWG HTML §9.2.6: "event:" and "data:" lines, a
+        """One ``message`` event (WHATWG HTML 9.2.6: "event:" and "data:" lines, a
         blank line dispatches it); JSON on one line, so no "data:" splitting is needed."""
         if not self._streaming or self._closing:
             return
