@@ -1,10 +1,12 @@
 """The HTTP listener over real loopback sockets (http.client, urllib), against a
 whole MailServer.
 
-The catalog of caught mail is the test server's (protocols/backend/caught.py, built
-apart); where the server has none, the fake of tests/http_fakes.py is put in its place
-(``backend.caught``, ``backend.faults``), which is how the test server hands them over.
-Messages are added on the loop thread, as the real catalog reports them.
+The catalog of caught mail and the faults are the fakes of tests/http_fakes.py, put in
+the place of the server's own (``backend.caught``, ``backend.faults``, where the test
+server keeps them) for the test and put back before the server stops: this tests the
+HTTP side against the contracts; tests/test_interop_http.py sends real mail through
+the real catalog.  Messages are added on the loop thread, as the real catalog reports
+them.
 """
 
 import base64
@@ -38,10 +40,15 @@ class HttpServerCase(ServerTestCase):
     def setUpClass(cls):
         super().setUpClass()
         backend = cls.server.backend
-        if getattr(backend, "caught", None) is None:
-            backend.caught = FakeCaught()
-            backend.faults = FakeFaults()
+        cls.own = {name: getattr(backend, name, None) for name in ("caught", "faults")}
+        backend.caught, backend.faults = FakeCaught(), FakeFaults()
         cls.server.config.catch_all = cls.catch_all
+
+    @classmethod
+    def tearDownClass(cls):
+        for name, value in cls.own.items():
+            setattr(cls.server.backend, name, value)
+        super().tearDownClass()
 
     def setUp(self):
         on_loop(self.server, lambda: self.server.backend.caught.delete_all_caught(lambda n: None))
@@ -180,8 +187,9 @@ class HttpListenerTest(ServerTestCase):
         self.assertEqual(Config({}).http_address, ["127.0.0.1"])
 
     def test_without_a_catalog_the_api_answers_503(self):
-        if getattr(self.server.backend, "caught", None) is not None:
-            self.skipTest("this server has a catalog")
+        own = getattr(self.server.backend, "caught", None)
+        self.server.backend.caught = None
+        self.addCleanup(setattr, self.server.backend, "caught", own)
         c = http.client.HTTPConnection("127.0.0.1", self.server.ports["http"], timeout=10)
         self.addCleanup(c.close)
         c.request("GET", "/api/messages", headers={
