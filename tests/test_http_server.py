@@ -111,9 +111,9 @@ class CatchAllHttpTest(HttpServerCase):
         self.assertEqual(status, 200)
 
     def test_pipelined_requests_over_a_socket(self):
-        req = b"GET /api/health HTTP/1.1\r\nHost: x\r\n\r\n"
+        req = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
         with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
-            s.sendall(req * 3 + b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            s.sendall(req * 3 + b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             data = b""
             while True:
                 chunk = s.recv(65536)
@@ -125,7 +125,7 @@ class CatchAllHttpTest(HttpServerCase):
 
     def test_events_arrive_as_mail_is_caught(self):
         with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
-            s.sendall(b"GET /api/events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+            s.sendall(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
             data = b""
             while b"retry:" not in data:
                 data += s.recv(65536)

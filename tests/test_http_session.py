@@ -227,6 +227,17 @@ class RoutesTest(HttpSessionCase):
         s, out = self.feed(get("/api/health"), session=self.session(service=service))
         self.assertEqual(json.loads(parse_responses(out)[0][2]), {"status": "ok", "catalog": False, "faults": False})
 
+    def test_foreign_host_names_are_refused_without_a_login(self):
+        for host in ("127.0.0.1:8025", "localhost:8025", "[::1]:8025", "mail.localhost", "LOCALHOST"):
+            st, h, body = self.one(get("/api/messages").replace(b"Host: 127.0.0.1", b"Host: " + host.encode()))
+            self.assertEqual(st, 200, host)
+        st, h, body = self.one(get("/api/messages").replace(b"Host: 127.0.0.1", b"Host: evil.example:8025"))
+        self.assertEqual(st, 403)
+        self.assertIn("DNS rebinding", json.loads(body)["error"])
+        self.config.host_names = ("mx.example.test",)
+        st, h, body = self.one(get("/api/messages").replace(b"Host: 127.0.0.1", b"Host: MX.example.test:80"))
+        self.assertEqual(st, 200)
+
     def test_cross_site_state_changes_are_refused(self):
         st, h, body = self.one(get("/api/messages", "Origin: http://evil.example", method="DELETE"))
         self.assertEqual(st, 403)
@@ -288,7 +299,7 @@ class ProtocolTest(HttpSessionCase):
             self.assertEqual(responses[0][2].count(b"\n"), 1)
 
     def test_lenient_where_the_rfc_allows(self):
-        data = b"\r\nGET /api/health HTTP/1.1\nHost: a\n\n" + b"GET http://127.0.0.1/api/health HTTP/1.1\r\nHost: a\r\n\r\n"
+        data = b"\r\nGET /api/health HTTP/1.1\nHost: 127.0.0.1\n\n" + b"GET http://127.0.0.1/api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
         self.assertEqual([r[0] for r in self.exchange(data)], [200, 200])
 
     def test_methods_405_with_allow_and_501(self):

@@ -246,6 +246,7 @@ class Backend:
             hcfg = HttpConfig(require_login=not getattr(cfg, "catch_all", False),
                               idle_timeout=cfg.http_idle_timeout,
                               allow_plaintext_auth=cfg.allow_plaintext_auth,
-                              plaintext_auth_loopback=cfg.plaintext_auth_loopback)
+                              plaintext_auth_loopback=cfg.plaintext_auth_loopback,
+                              host_names=tuple([cfg.hostname] + list(cfg.machine_names)))
             return HttpSession(ctx, hcfg, service)
         return factory

@@ -278,6 +278,21 @@ def _cross_site(req: Request) -> bool:
     return origin.split("://", 1)[-1].rstrip("/").lower() != (req.header("host") or "").lower()
 
 
+def _foreign_host(s, req: Request) -> bool:
+    """DNS rebinding (a site whose name comes to resolve to 127.0.0.1 reads our API as
+    its own origin): without a login, the Host field (RFC 9110 §7.2) must be an IP
+    literal, localhost or one of this server's names."""
+    if s.config.require_login:
+        return False
+    host = (req.header("host") or "").strip().lower()
+    if host.startswith("["):
+        return False                                  # an IPv6 literal
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    if re.match(r"^[0-9.]+$", name) or name == "localhost" or name.endswith(".localhost"):
+        return False
+    return name not in {n.lower() for n in s.config.host_names}
+
+
 def dispatch(s, req: Request) -> None:
     try:
         handler, params, login = route(req.method, req.path)
@@ -288,6 +303,9 @@ def dispatch(s, req: Request) -> None:
             s.reply(error(405, e.message, [("Allow", ", ".join(allow))]))
             return
         raise
+    if _foreign_host(s, req):
+        raise HttpError(403, "Host %s refused (DNS rebinding protection): use the address, "
+                             "e.g. http://127.0.0.1:PORT/" % req.header("host"))
     if _cross_site(req):
         raise HttpError(403, "cross-site %s refused (Origin %s)" % (req.method, req.header("origin")))
     if login and s.config.require_login:

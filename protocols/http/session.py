@@ -24,7 +24,7 @@ import json
 import logging
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Deque, Optional
+from typing import Callable, Deque, Optional, Tuple
 
 from protocols import sasl
 from protocols.base import SessionContext
@@ -53,6 +53,9 @@ class HttpConfig:
     allow_plaintext_auth: bool = False  # as IMAP LOGIN (RFC 9051 §6.2.3, RFC 2595 §2.3)
     plaintext_auth_loopback: bool = True
     realm: str = "mailsrv"
+    # Names the Host field may carry besides IP literals and localhost (this server's
+    # names): anything else is refused without a login, against DNS rebinding.
+    host_names: Tuple[str, ...] = ()
 
 
 class HttpSession:
