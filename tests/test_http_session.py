@@ -275,7 +275,9 @@ class ProtocolTest(HttpSessionCase):
             self.assertEqual(responses[0][1]["connection"], "close")
             self.assertTrue(s.closed)
         s, out = self.feed(get("/api/health", "Connection: keep-alive", version="HTTP/1.0") + get("/api/health"))
-        self.assertEqual(len(parse_responses(out)), 2)
+        responses = parse_responses(out)
+        self.assertEqual(len(responses), 2)
+        self.assertEqual(responses[0][1]["connection"], "keep-alive")
 
     def test_bad_requests(self):
         cases = [(b"GARBAGE\r\n\r\n", 400), (b"GET /\r\n\r\n", 400), (b"GET / HTTP/1.1\r\n\r\n", 400),

@@ -180,9 +180,11 @@ class HttpSession:
         req = self._current
         head_only = req is not None and req.method == "HEAD"
         close = close or req is None or not req.keep_alive or self._stopping
+        if not close and req.version < (1, 1):
+            resp.headers.append(("Connection", "keep-alive"))     # RFC 9112 §C.2.2 (HTTP/1.0 keep-alive)
         self._out.append(render(resp, self.ctx.clock(), head_only, close))
-        if resp.stream and not head_only and not close:
-            self._streaming = True
+        if resp.stream and not head_only and not self._stopping:
+            self._streaming = True      # the stream ends the connection whatever the request asked
         else:
             self._stop_stream()
             self._closing = self._closing or close or resp.stream
