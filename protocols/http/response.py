@@ -43,7 +43,7 @@ class Response:
 
 
 def json_response(status: int, obj: object, **kw) -> Response:
-    body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+    body = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str).encode("utf-8") + b"\n"
     return Response(status, body, "application/json; charset=utf-8", **kw)
 
 
