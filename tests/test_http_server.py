@@ -17,6 +17,7 @@ import socket
 import threading
 import urllib.error
 import urllib.request
+from unittest import mock
 
 from protocols.config import Config
 from tests.helpers import ServerTestCase, wait_for
@@ -137,6 +138,15 @@ class CatchAllHttpTest(HttpServerCase):
             self.assertTrue(event.startswith(b"event: message\ndata: "))
             self.assertEqual(json.loads(event.split(b"data: ", 1)[1])["id"], m.id)
         wait_for(lambda: not self.server.backend.caught.watchers, "the closed stream to stop watching")
+
+    def test_the_loop_sends_heartbeats_on_a_quiet_stream(self):
+        with mock.patch("protocols.http.session.HEARTBEAT_S", 0.2), \
+                socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            s.sendall(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            data = b""
+            while data.count(b": heartbeat\n\n") < 2:
+                data += s.recv(65536)
+            self.assertIn(b"retry: 3000\n\n", data)
 
     def test_bad_request_gets_400_and_close(self):
         with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:

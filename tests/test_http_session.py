@@ -51,6 +51,18 @@ def parse_responses(data: bytes):
     return out
 
 
+class FakesFollowTheContractsTest(unittest.TestCase):
+    def test_fakes_have_every_method_of_the_contracts_with_its_parameters(self):
+        import inspect
+        from protocols.backend import contracts
+        for contract, fake in ((contracts.CaughtMail, FakeCaught), (contracts.FaultControl, FakeFaults)):
+            for name, fn in vars(contract).items():
+                if name.startswith("_") or not callable(fn):
+                    continue
+                self.assertEqual(list(inspect.signature(getattr(fake, name)).parameters),
+                                 list(inspect.signature(fn).parameters), (fake.__name__, name))
+
+
 class HttpSessionCase(unittest.TestCase):
     def setUp(self):
         self.caught = FakeCaught()
