@@ -68,7 +68,8 @@ def safe_filename(name: Optional[str], index: int) -> str:
 
 def parse_message(raw: bytes) -> Dict[str, object]:
     """The JSON view of a message: header fields (decoded, RFC 2047), the text part,
-    whether an HTML part exists, and the attachments (index, filename, type, size)."""
+    the HTML part (as text: JSON, never rendered), and the attachments (index,
+    filename, type, size)."""
     msg = _message(raw)
     headers = []
     for name, value in msg.items():
@@ -85,6 +86,7 @@ def parse_message(raw: bytes) -> Dict[str, object]:
                             "safe_filename": safe_filename(part.get_filename(), i),
                             "type": part.get_content_type(), "size": len(payload)})
     return {"headers": headers, "text": _text(plain) if plain is not None else None,
+            "html": _text(html) if html is not None else None,
             "has_html": html is not None, "attachments": attachments,
             "defects": len(msg.defects)}
 
