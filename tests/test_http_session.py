@@ -162,7 +162,7 @@ class RoutesTest(HttpSessionCase):
         m = json.loads(body)
         self.assertEqual(m["subject"], "Résumé")
         self.assertTrue(m["has_html"])
-        self.assertEqual(m["html"], "<p>html body</p><script>document.title='PWNED'</script>\n")
+        self.assertEqual(m["html"], "<p>html body</p><script>document.title='PWNED'</script>")
         self.assertEqual(m["attachments"], [{"index": 0, "filename": '../../etc/pa ss"wd.pdf',
                                              "safe_filename": "pa_ss_wd.pdf", "type": "application/pdf",
                                              "size": 9}])
