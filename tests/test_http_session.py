@@ -345,6 +345,22 @@ class ProtocolTest(HttpSessionCase):
         self.assertEqual(parse_responses(s.data_to_send())[0][0], 414)
         self.assertTrue(s.closed)
 
+    def test_requests_before_end_of_input_are_answered(self):
+        s = self.session()
+        s.receive_data(get("/api/health") + get("/api/messages"))
+        s.receive_data(b"")
+        self.assertEqual([r[0] for r in parse_responses(s.data_to_send())], [200, 200])
+        self.assertTrue(s.closed)
+        self.caught.deferred = True
+        s = self.session()
+        s.receive_data(get("/api/messages"))
+        s.receive_data(b"")
+        self.assertFalse(s.closed)          # the answer is still to come
+        self.caught.run_pending()
+        responses = parse_responses(s.data_to_send())
+        self.assertEqual([(r[0], r[1]["connection"]) for r in responses], [(200, "close")])
+        self.assertTrue(s.closed)
+
     def test_idle_timeout_closes_quietly(self):
         s = self.session()
         self.assertEqual(s.idle_timeout, self.config.idle_timeout)

@@ -96,7 +96,7 @@ class HttpSession:
 
     def receive_data(self, data: bytes) -> None:
         if not data:
-            self._terminate()
+            self._end_of_input()
             return
         if self._closing or self._streaming:
             return      # after an event stream began nothing more is read (it ends the connection)
@@ -188,8 +188,17 @@ class HttpSession:
         else:
             self._stop_stream()
             self._closing = self._closing or close or resp.stream
-        log.info("http %s %s %d peer=%s user=%s", req.method if req else "-",
-                 req.path if req else "-", resp.status, self.ctx.peer_ip, self.user)
+        (log.info if resp.status >= 400 else log.debug)(
+            "http %s %s %d peer=%s user=%s", req.method if req else "-", req.path if req else "-",
+            resp.status, self.ctx.peer_ip, self.user)
+
+    def _end_of_input(self) -> None:
+        """The client closed its side (RFC 9112 §9.6): requests it completed are still
+        answered, then the connection closes; an event stream ends at once."""
+        self._stop_stream()
+        self._stopping = True
+        if not self._waiting:
+            self._closing = True
 
     def _terminate(self) -> None:
         self._stop_stream()
