@@ -161,10 +161,13 @@ class BrowserTest(HttpInteropCase):
 
     def test_page_lists_a_message_sent_a_moment_before(self):
         self.send(message("Your order 4711 shipped"))
+        self.send(message("<img src=x onerror=document.title='MARKUP-RAN'>"))
         dom = self.dump()
         self.assertIn("Your order 4711 shipped", dom)
         self.assertIn("Shop &lt;shop@example.com&gt;", dom)   # text, escaped by textContent
-        self.assertIn('data-loaded="1"', dom)
+        self.assertIn("&lt;img src=x onerror=", dom)         # a subject is never markup
+        self.assertNotIn("<title>MARKUP-RAN", dom)
+        self.assertIn('data-loaded="2"', dom)
 
     def test_no_script_runs_from_a_caught_html_part(self):
         marker = Marker()
