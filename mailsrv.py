@@ -46,6 +46,8 @@ IMPLICIT = "implicit"   # TLS from the first octet (RFC 8314 §3.3); only opened
 SMTP_BUSY = b"421 4.7.0 Too many connections, try later\r\n"    # RFC 5321 §3.8; 4.7.0: RFC 3463 §3.8
 POP3_BUSY = b"-ERR [SYS/TEMP] too many connections\r\n"          # RFC 3206 §4: SYS/TEMP
 IMAP_BUSY = b"* BYE [UNAVAILABLE] Too many connections, try later\r\n"   # RFC 9051 §7.1.5, RFC 5530 §3
+PLAIN = "plain"         # no TLS at all (the HTTP listener: loopback only unless http_address says otherwise)
+HTTP_BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"   # RFC 9110 §15.6.4
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Listener:
     tls: str
     factory: Optional[Callable[[Backend], Callable]]
     busy: bytes = b""
+    address_key: str = ""     # a config key of addresses that replaces ``listen`` for this listener
 
 
 LISTENERS = (
@@ -70,6 +73,7 @@ LISTENERS = (
     Listener("pop3s", "pop3s_port", IMPLICIT, lambda b: b.pop3_factory(), POP3_BUSY),
     Listener("imap", "imap_port", STARTTLS, lambda b: b.imap_factory(), IMAP_BUSY),
     Listener("imaps", "imaps_port", IMPLICIT, lambda b: b.imap_factory(), IMAP_BUSY),
+    Listener("http", "http_port", PLAIN, lambda b: b.http_factory(), HTTP_BUSY, address_key="http_address"),
 )
 
 
@@ -133,12 +137,12 @@ class MailServer:
             if lst.factory is None or port is None or (implicit and self._tls is None):
                 continue
             name, factory = lst.name, lst.factory(self.backend)
-            for host in cfg.listen:
+            for host in getattr(cfg, lst.address_key) if lst.address_key else cfg.listen:
                 try:
                     bound = self.loop.listen(
                         name, host, port, factory,
                         ssl_context=self._tls if implicit else None,
-                        starttls_context=None if implicit else self._tls,
+                        starttls_context=None if implicit or lst.tls == PLAIN else self._tls,
                         max_connections=cfg.max_connections,
                         max_per_ip=cfg.max_connections_per_ip, busy_reply=lst.busy)
                 except OSError as e:

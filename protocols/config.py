@@ -36,6 +36,9 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "pop3s_port": ("port", "2995", False, "POP3 over implicit TLS (real: 995); only with a certificate"),
     "imap_port": ("port", "2143", False, "IMAP (real: 143), STARTTLS offered with a certificate"),
     "imaps_port": ("port", "2993", False, "IMAP over implicit TLS (real: 993); only with a certificate"),
+    "http_port": ("port", "off", False, "the web page and JSON API of caught mail (README \"Web page and HTTP API\"); off unless set (the test server turns it on)"),
+    "http_address": ("list", "127.0.0.1", False, "addresses the HTTP listener binds, whatever listen says (loopback only unless told otherwise)"),
+    "http_idle_timeout": ("float", "60", True, "seconds an idle HTTP keep-alive connection stays open (RFC 9112 §9.5)"),
     "tls_cert": ("str", "", False, "PEM certificate chain; enables STARTTLS/STLS and the implicit-TLS ports; SIGHUP reloads it"),
     "tls_key": ("str", "", False, "PEM private key for tls_cert; SIGHUP reloads it"),
     "log_level": ("str", "INFO", True, "DEBUG, INFO, WARNING or ERROR"),
@@ -160,11 +163,12 @@ class _ConfigBase:
     def _validate(self) -> None:
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("tls_cert and tls_key must be given together")
-        for addr in self.listen:
-            try:
-                ipaddress.ip_address(addr)
-            except ValueError:
-                raise ConfigError(f"bad listen address: {addr!r} (give an IPv4 or IPv6 address)") from None
+        for key in ("listen", "http_address"):
+            for addr in getattr(self, key):
+                try:
+                    ipaddress.ip_address(addr)
+                except ValueError:
+                    raise ConfigError(f"bad {key} address: {addr!r} (give an IPv4 or IPv6 address)") from None
         if logtarget.check(self.log_target):
             raise ConfigError(logtarget.check(self.log_target))
         if self.relay_tls not in ("may", "require", "never", "implicit"):

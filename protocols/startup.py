@@ -78,7 +78,8 @@ def planned_listeners(cfg, listeners) -> List[str]:
         if lst.tls == "implicit" and not cfg.tls_cert:
             out.append(f"{name}: off (needs tls_cert and tls_key)")
             continue
-        for host in cfg.listen:
+        address_key = getattr(lst, "address_key", "")
+        for host in getattr(cfg, address_key) if address_key else cfg.listen:
             host_text = f"[{host}]" if ":" in host else host
             out.append(f"listen {name} {host_text}:{port if port else 'any free port'}")
     return out

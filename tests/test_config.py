@@ -63,7 +63,7 @@ class ListenerTableTest(unittest.TestCase):
         self.assertEqual(sorted(lst.port_key for lst in mailsrv.LISTENERS), sorted(port_keys))
         self.assertEqual(len({lst.name for lst in mailsrv.LISTENERS}), len(mailsrv.LISTENERS))
         for lst in mailsrv.LISTENERS:
-            self.assertIn(lst.tls, (mailsrv.STARTTLS, mailsrv.IMPLICIT), lst.name)
+            self.assertIn(lst.tls, (mailsrv.STARTTLS, mailsrv.IMPLICIT, mailsrv.PLAIN), lst.name)
             self.assertTrue(lst.factory is None or lst.busy.endswith(b"\r\n"), lst.name)
 
     def test_each_listener_has_its_port_flag(self):

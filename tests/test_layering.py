@@ -22,7 +22,7 @@ LOCAL = {"mailsrv", "protocols", "store", "tests"}
 PURE_STORE = {"store.scram"}
 # The sans-I/O sessions and what they share (issue 9, sections 2 and 3): they reach the disk
 # only through the backend contracts (protocols/backend/contracts.py).
-SESSION_PACKAGES = ("protocols/smtp", "protocols/pop3", "protocols/imap", "protocols/dns")
+SESSION_PACKAGES = ("protocols/smtp", "protocols/pop3", "protocols/imap", "protocols/dns", "protocols/http")
 SESSION_MODULES = ("protocols/sasl.py", "protocols/auth_exchange.py", "protocols/base.py",
                    "protocols/backend/contracts.py")   # the sessions import the contracts
 # Modules whose only use is the file system.

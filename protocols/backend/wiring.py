@@ -244,3 +244,20 @@ class Backend:
                               plaintext_auth_loopback=cfg.plaintext_auth_loopback)
             return ImapSession(ctx, icfg, self)
         return factory
+
+    def http_factory(self):
+        """The web page and JSON API (protocols/http/); the catalog and faults are
+        ``self.caught`` / ``self.faults`` when the test server made them."""
+        from protocols.http.service import HttpService
+        from protocols.http.session import HttpConfig, HttpSession
+        service = HttpService(self, self.loop)
+
+        def factory(ctx: SessionContext):
+            cfg = self.config
+            hcfg = HttpConfig(require_login=not getattr(cfg, "catch_all", False),
+                              idle_timeout=cfg.http_idle_timeout,
+                              allow_plaintext_auth=cfg.allow_plaintext_auth,
+                              plaintext_auth_loopback=cfg.plaintext_auth_loopback,
+                              host_names=tuple([cfg.hostname] + list(cfg.machine_names)))
+            return HttpSession(ctx, hcfg, service)
+        return factory
