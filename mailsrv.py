@@ -4,7 +4,7 @@
 This file is the composition root: the table of listeners, ``MailServer`` (the
 wiring that connects the sans-I/O sessions in ``protocols/`` to the event loop
 and to the disk in ``store/``) and the command line: its parser and the
-dispatch to the subcommands (serve, user, alias, dns, queue, rfc:
+dispatch to the subcommands (serve, user, alias, dns, queue, rfc, test-server:
 protocols/commands.py; check: protocols/check.py; sendmail:
 protocols/backend/sendmail.py), each handed what only this file knows (the
 server, the listeners, the clock, /etc/resolv.conf).  The configuration (its table of keys, the typed ``Config``, the
@@ -29,7 +29,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from protocols import logtarget
 from protocols.backend.wiring import Backend
-from protocols.commands import dns_main, queue_main, rfc_main, serve, source_citations, user_alias_main  # noqa: F401 (source_citations: for tests)
+from protocols import testserver
+from protocols.commands import dns_main, queue_main, rfc_main, serve, source_citations, test_server_main, user_alias_main  # noqa: F401 (source_citations: for tests)
 from protocols.config import KEYS, Config, ConfigError, config_example, load_config, read_config_file  # noqa: F401 (KEYS, read_config_file: for tests and embedders)
 from protocols.loop import EventLoop, raise_fd_limit
 from protocols.loop_tls import client_tls_context, server_tls_context
@@ -234,6 +235,14 @@ class MailServer:
         self.backend.queue_control()
 
 
+class TestServer(testserver.TestServer):
+    """The in-process test mail server (protocols/testserver.py, README "Test server"):
+    ``with TestServer() as mail: ...``."""
+
+    __test__ = False        # pytest: not a test class
+    server_class = MailServer
+
+
 def _read_resolv_conf() -> str:
     try:
         with open("/etc/resolv.conf", encoding="utf-8", errors="replace") as f:
@@ -297,6 +306,13 @@ def _admin_parser() -> argparse.ArgumentParser:
     dns.add_argument("name")
     sub.add_parser("check", parents=[common], help="check the configuration, files and DNS; print what the server would do")
     sub.add_parser("config-example", help="print a commented configuration file with every key")
+    ts = sub.add_parser("test-server", parents=[common], help="a test mail server: every address caught, nothing "
+                        "relayed, any address logs in (README \"Test server\")")
+    ts.add_argument("--password", metavar="P", default="", help="password of every address (default: the address itself)")
+    ts.add_argument("--any-password", action="store_true", help="any password logs in any address")
+    ts.add_argument("--ports-base", metavar="N", type=int, default=3000,
+                    help="GreenMail's ports: N+25 smtp, N+110 pop3, N+143 imap, N+465 smtps, N+995 pop3s, "
+                    "N+993 imaps, N+587 submission (default 3000; 0: free ports)")
     rfc = sub.add_parser("rfc", help="the code's RFC citations: rfc [NUMBER [SECTION]]")
     rfc.add_argument("number", nargs="?", type=int)
     rfc.add_argument("section", nargs="?", default="")
@@ -310,6 +326,8 @@ def admin_main(argv: List[str]) -> int:
         return 0
     if args.cmd == "rfc":       # reads our own source only: no configuration
         return rfc_main(args.number, args.section)
+    if args.cmd == "test-server":   # its own defaults under the configuration (protocols/commands.py)
+        return test_server_main(args, MailServer)
     cfg = load_config(args)
     if args.cmd == "check":
         return check_main(cfg)
