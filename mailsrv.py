@@ -90,8 +90,9 @@ class MailServer:
     def __init__(self, config: Optional[Config] = None, **values):
         self.config = config if config is not None else Config(values)
         self.loop = EventLoop()
-        self.backend = Backend(self.config, self.loop, tls_client_context=client_tls_context(self.config.tls_verify),
-                               resolv_conf=_read_resolv_conf())
+        # catch-all mode never relays: no client TLS context (loading the CA store is most of a start)
+        client_tls = None if self.config.catch_all else client_tls_context(self.config.tls_verify)
+        self.backend = Backend(self.config, self.loop, tls_client_context=client_tls, resolv_conf=_read_resolv_conf())
         self.addresses: Dict[str, List[Tuple[str, int]]] = {}
         self._thread: Optional[threading.Thread] = None
         self._tls = None
