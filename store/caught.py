@@ -125,6 +125,8 @@ def scan(mail_root: str) -> List[Found]:
     out: List[Found] = []
     for address, root in mailboxes(mail_root):
         for folder, path in folders(root):
+            if not (_names(os.path.join(path, "new")) or _names(os.path.join(path, "cur"))):
+                continue        # empty: no snapshot, which would write the folder's UID list
             try:
                 snap = open_folder(path).snapshot()
             except (OSError, ValueError) as e:
