@@ -5,6 +5,7 @@ Over loopback with smtplib, poplib and imaplib against ``mailsrv.TestServer``
 and, for normal mode, a plain ``MailServer``.
 """
 
+import base64
 import imaplib
 import os
 import poplib
@@ -16,6 +17,7 @@ import unittest
 from mailsrv import Config, MailServer, TestServer
 from protocols.backend.auth import AuthService
 from protocols.backend.catchall import CatchAllAuth, CatchAllDirectory
+from protocols.sasl import ScramClient
 from protocols.testserver import ports_from_base
 from store.users import Directory
 from tests.helpers import CERT, KEY, cheap_scrypt, client_tls, free_ports
@@ -118,6 +120,25 @@ class CatchAllMode(unittest.TestCase):
         sent = self.mail.sent()
         self.assertEqual([(x.auth_user, x.mail_from, x.listener, x.tls) for x in sent],
                          [("app@shop.test", "noreply@shop.test", "submission", False)])
+
+    def scram_pop3(self, port, user, password):
+        """POP3 AUTH SCRAM-SHA-256 (RFC 5034 §4): whether the login succeeded."""
+        p = poplib.POP3("127.0.0.1", port, timeout=10)
+        try:
+            client = ScramClient(user, password)
+            challenge = p._shortcmd("AUTH SCRAM-SHA-256 " + base64.b64encode(client.first()).decode())
+            final = client.final(base64.b64decode(challenge[2:]))
+            server_final = p._shortcmd(base64.b64encode(final).decode())
+            self.assertTrue(client.verify(base64.b64decode(server_final[2:])))
+            return p._shortcmd("").startswith(b"+OK")
+        except poplib.error_proto:
+            return False
+        finally:
+            p.close()
+
+    def test_scram_works_with_the_mode_password(self):
+        self.assertTrue(self.scram_pop3(self.mail.pop3_port, "gus@example.org", "gus@example.org"))
+        self.assertFalse(self.scram_pop3(self.mail.pop3_port, "gus@example.org", "something else"))
 
     def test_a_user_added_keeps_its_own_password(self):
         with cheap_scrypt():
