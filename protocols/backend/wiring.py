@@ -97,7 +97,8 @@ class Backend:
     # -- life cycle ---------------------------------------------------------
     def start(self, outbound: bool = True) -> None:
         self.delivery.start()
-        self.caught.start()
+        if self.config.catch_all:       # listening for news costs a listing per change: the test server's only
+            self.caught.start()
         if outbound and not self.config.catch_all:     # catch-all mode relays nothing
             self.outbound.start()
 
