@@ -280,7 +280,7 @@ class TestServer:
 
     def sent(self) -> List[Submitted]:
         """What programs submitted over SMTP (or sendmail), with the envelope, oldest first."""
-        records = self._call(lambda done: done(self.backend.caught.submitted()))
+        records = self._call(lambda done: self.backend.caught.submitted(done))
         return [Submitted(mail_from=r.get("mail_from") or "", rcpt_to=tuple(r.get("rcpt_to") or ()),
                           auth_user=r.get("auth_user"), tls=bool(r.get("tls")), helo=r.get("helo") or "",
                           listener=r.get("listener") or "", size=int(r.get("size") or 0),

@@ -170,9 +170,12 @@ class CaughtCatalog:
         self.loop.call_soon_threadsafe(lambda: self._add_record(rec))
         return rec
 
-    def submitted(self) -> List[dict]:
-        """The envelope records of what programs sent us (SUBMITTING listeners), oldest first."""
-        return [dict(r) for r in self._sent if r.get("listener") in SUBMITTING]
+    def submitted(self, done: Done) -> None:
+        """``done([record, ...])``: the envelope records of what programs sent us
+        (SUBMITTING listeners), oldest first, once the log has been read at start."""
+        def answer(_result) -> None:
+            done([dict(r) for r in self._sent if r.get("listener") in SUBMITTING])
+        self._jobs.submit(lambda: None, answer)     # after the log's load, a job before it
 
     # -- listing -------------------------------------------------------------
     def _rescan(self, done: Optional[Done]) -> None:
