@@ -288,6 +288,31 @@ class TestServer:
                           queue_id=r.get("queue_id") or "", received=float(r.get("received") or 0))
                 for r in records]
 
+    # -- injected faults (protocols/faults.py, README "Fault injection"): thread-safe, here as
+    # on ``backend.faults``; each returns the rule it added, ``reset()`` clears them all
+    @property
+    def faults(self):
+        faults = getattr(self.backend, "faults", None)
+        if faults is None:
+            raise RuntimeError("this server has no fault injection (protocols/faults.py)")
+        return faults
+
+    def fail(self, command: str, **rule) -> Dict[str, object]:
+        """``fail("RCPT", code=451, times=2)``, ``fail("MAIL", code=550, when=lambda env: ...)``."""
+        return self.faults.fail(command, **rule)
+
+    def delay(self, command: str, seconds: float, **rule) -> Dict[str, object]:
+        return self.faults.delay(command, seconds, **rule)
+
+    def disconnect(self, command: str, **rule) -> Dict[str, object]:
+        return self.faults.disconnect(command, **rule)
+
+    def greylist(self, **rule) -> Dict[str, object]:
+        return self.faults.greylist(**rule)
+
+    def tls_required(self, **rule) -> Dict[str, object]:
+        return self.faults.tls_required(**rule)
+
     # -- changing what the server holds ----------------------------------------
     def reset(self) -> int:
         """Delete every caught message and every record of what was sent (and the

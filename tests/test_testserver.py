@@ -182,6 +182,24 @@ class Api(unittest.TestCase):
         self.assertEqual(self.mail.caught(subject="appended")[0].mailbox, "gina@example.org")
 
 
+class Faults(unittest.TestCase):
+    """TestServer.fail/delay/... are backend.faults' (protocols/faults.py, merged apart)."""
+
+    def test_fail_rcpt_twice_then_it_passes_and_reset_clears(self):
+        with TestServer() as mail:
+            if getattr(mail.backend, "faults", None) is None:
+                self.skipTest("no protocols/faults.py in this tree")
+            mail.fail("RCPT", code=451, times=2)
+            with smtplib.SMTP("127.0.0.1", mail.smtp_port, timeout=10) as s:
+                s.ehlo()
+                s.mail("app@shop.test")
+                self.assertEqual([s.rcpt("bob@example.org")[0] for _ in range(3)], [451, 451, 250])
+            mail.greylist()
+            self.assertEqual(len(mail.faults.rules()), 1)
+            mail.reset()
+            self.assertEqual(mail.faults.rules(), [])
+
+
 class ReadmeExample(unittest.TestCase):
     def test_the_readme_example_runs_as_written(self):
         with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
