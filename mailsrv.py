@@ -167,7 +167,7 @@ class MailServer:
     def serve_forever(self) -> None:
         self.loop.run()
         self.backend.close()
-        self.loop.close()
+        self.loop.close(wait=True)      # no worker still writing once this returns
 
     def shutdown(self, grace: Optional[float] = None) -> None:
         """Threadsafe: stop accepting, 421 idle sessions, let DATA in flight finish."""
@@ -183,7 +183,7 @@ class MailServer:
                 self._thread.join(10)
         self.backend.close()
         if self._thread is None or not self._thread.is_alive():
-            self.loop.close()           # its wake-up socket pair and selector
+            self.loop.close(wait=True)  # its wake-up socket pair, selector, and the workers' last jobs
 
     def reload(self, config: Optional[Config] = None) -> None:
         """SIGHUP: re-read users, aliases and the live configuration keys.

@@ -52,6 +52,8 @@ class TestServerCommand(unittest.TestCase):
             self.assertEqual(s.sendmail("app@shop.test", ["bob@example.org", "x@elsewhere.test"],
                                         b"Subject: hi\r\n\r\nx\r\n"), {})
         self.assertTrue(os.path.isdir(os.path.join(data, "mail", "elsewhere.test", "x", "new")))
+        with smtplib.SMTP("127.0.0.1", ports["smtp"], timeout=10) as s:     # the catalog lists them as we stop
+            s.sendmail("app@shop.test", ["n%d@example.org" % i for i in range(5)], b"Subject: hi\r\n\r\nx\r\n")
         rc, err = self.stop(proc, signal.SIGTERM)
         self.assertEqual(rc, 0, err)
         self.assertFalse(os.path.exists(data), "the temporary data folder is removed at exit")
