@@ -2,6 +2,7 @@
 CaughtMail contract, the envelope log across a restart, a corrupt log line.
 """
 
+import inspect
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import unittest
 
 from mailsrv import TestServer
 from protocols.backend.caught import head_fields, message_id
+from protocols.backend import contracts
 from protocols.backend.contracts import CaughtMessage
 from protocols.loop_sync import call_and_wait
 from store.caught import ENVELOPE_LOG
@@ -39,6 +41,15 @@ class Contract(unittest.TestCase):
     def send(self, rcpts, data=MSG, sender="shop@a.test"):
         with smtplib.SMTP("127.0.0.1", self.mail.smtp_port, timeout=10) as s:
             s.sendmail(sender, rcpts, data)
+
+    def test_methods_match_the_contract(self):
+        for name, fn in inspect.getmembers(contracts.CaughtMail, inspect.isfunction):
+            if name.startswith("_"):
+                continue
+            impl = getattr(self.catalog, name, None)
+            self.assertTrue(callable(impl), name)
+            self.assertEqual(list(inspect.signature(impl).parameters),
+                             list(inspect.signature(fn).parameters)[1:], name)
 
     def test_list_newest_first_with_decoded_fields_and_the_envelope(self):
         self.send(["bob@example.org"])
