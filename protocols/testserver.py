@@ -45,9 +45,10 @@ from store.users import normalize_address
 # Seconds a call into the server waits for its event loop before it gives up
 # (ours: a listing of a few thousand messages takes well under a second).
 CALL_TIMEOUT = 30.0
-# Seconds ``stop`` lets open connections finish (their sessions are told to end at once).
+# Seconds ``stop`` lets open connections finish (their sessions are told to end at once);
+# ours: a test's client is on loopback, a second is plenty.
 STOP_GRACE = 1.0
-# Messages named in a wait_for failure (the rest are counted).
+# Messages named in a wait_for failure, the newest (the rest are counted); ours: a screenful.
 SHOWN_IN_FAILURE = 10
 
 # What catch-all mode changes from the product's defaults, for `test-server` and TestServer.
