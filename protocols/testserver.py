@@ -17,7 +17,8 @@ caught.py).  Messages come back as ``email.message.EmailMessage``
 (``email.policy.default``), oldest first.
 
 Filters, all optional and ANDed: ``to`` -- the message was delivered to this
-address (its mailbox, case-insensitive); ``from_`` and ``subject`` --
+address (its mailbox, case-insensitive; text without "@" is a substring of the
+mailbox, "example.org" finds that domain's); ``from_`` and ``subject`` --
 case-insensitive substrings of the envelope sender or From field, and of the
 Subject field.
 """
@@ -32,7 +33,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from protocols.backend.caught import matches
 from protocols.backend.contracts import CaughtMessage
@@ -192,16 +193,26 @@ class TestServer:
         return call_and_wait(self.server.loop, start, timeout)
 
     @staticmethod
-    def _filters(to, from_, subject) -> Tuple[Dict[str, str], str]:
+    def _filters(to, from_, subject) -> Tuple[Dict[str, str], Callable[[CaughtMessage], bool]]:
+        """The catalog's query (from, subject) and the test of the mailbox (``to``):
+        an address names one mailbox; text without "@" ("example.org") is a substring."""
         query = {k: v for k, v in (("from", from_), ("subject", subject)) if v}
-        return query, (normalize_address(to) if to else "")
+        if not to:
+            return query, lambda msg: True
+        if "@" not in to:
+            return query, lambda msg: to.lower() in msg.mailbox
+        try:
+            mailbox = normalize_address(to)
+        except ValueError:
+            raise ValueError(f"to= is not an address a mailbox can have: {to!r}") from None
+        return query, lambda msg: msg.mailbox == mailbox
 
     def caught(self, to: Optional[str] = None, from_: Optional[str] = None,
                subject: Optional[str] = None) -> List[CaughtMessage]:
         """What was caught (the catalog's records, with the envelope), oldest first."""
-        query, mailbox = self._filters(to, from_, subject)
+        query, in_mailbox = self._filters(to, from_, subject)
         found = self._call(lambda done: self.backend.caught.list_caught(query, 0, done))
-        return [m for m in reversed(found) if not mailbox or m.mailbox == mailbox]
+        return [m for m in reversed(found) if in_mailbox(m)]
 
     def _parsed(self, found: Sequence[CaughtMessage]) -> List[EmailMessage]:
         raws = self._call(lambda done: self.backend.caught.read_many([m.id for m in found], done))
@@ -232,7 +243,7 @@ class TestServer:
         were caught: the newest of them when ``count`` is 1, else all of them oldest
         first.  ``WaitTimeout`` (an AssertionError and a TimeoutError) names what was
         expected and what was caught."""
-        query, mailbox = self._filters(to, from_, subject)
+        query, in_mailbox = self._filters(to, from_, subject)
         catalog = self.backend.caught
         state: Dict[str, object] = {"cancel": None}
 
@@ -240,7 +251,7 @@ class TestServer:
             seen: Dict[str, CaughtMessage] = {}
 
             def consider(msg: CaughtMessage) -> None:
-                if state.get("answered") or (mailbox and msg.mailbox != mailbox) or not matches(msg, query):
+                if state.get("answered") or not in_mailbox(msg) or not matches(msg, query):
                     return
                 seen[msg.id] = msg
                 if len(seen) >= count:

@@ -56,6 +56,9 @@ class Api(unittest.TestCase):
         self.assertEqual([m["Subject"] for m in self.mail.messages(to="carol@example.org", subject="order")],
                          ["Your order"])
         self.assertEqual(self.mail.messages(subject="nothing like it"), [])
+        self.assertEqual(len(self.mail.messages(to="EXAMPLE.org")), 3)      # no "@": part of the mailbox
+        with self.assertRaises(ValueError):
+            self.mail.messages(to="a/b@example.org")
         self.assertIsInstance(self.mail.messages()[0], email.message.EmailMessage)
 
     def test_a_copy_per_recipient_and_to_means_the_mailbox(self):
