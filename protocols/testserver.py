@@ -243,9 +243,16 @@ class TestServer:
         were caught: the newest of them when ``count`` is 1, else all of them oldest
         first.  ``WaitTimeout`` (an AssertionError and a TimeoutError) names what was
         expected and what was caught."""
+        if count < 1:
+            raise ValueError(f"wait_for: count must be 1 or more, not {count!r}")
         query, in_mailbox = self._filters(to, from_, subject)
         catalog = self.backend.caught
         state: Dict[str, object] = {"cancel": None}
+
+        def give_up() -> None:      # on the loop thread, after start (both come in order)
+            state["answered"] = True
+            if state["cancel"] is not None:
+                state["cancel"]()
 
         def start(done) -> None:
             seen: Dict[str, CaughtMessage] = {}
@@ -273,8 +280,7 @@ class TestServer:
         try:
             found = self._call(start, timeout)
         except TimeoutError:
-            if state["cancel"] is not None:
-                self.server.loop.call_soon_threadsafe(state["cancel"])
+            self.server.loop.call_soon_threadsafe(give_up)
             raise WaitTimeout(self._timeout_text(count, timeout, to, from_, subject)) from None
         messages = self._parsed(found)
         if len(messages) < count:      # deleted between the news and the read: look again

@@ -102,6 +102,12 @@ class Api(unittest.TestCase):
         self.assertIn("bob@example.org", text)
         self.assertIn("'Welcome'", text)
         self.assertEqual(self.mail.backend.caught._watchers, [])
+        with self.assertRaises(WaitTimeout):
+            self.mail.wait_for(to="carol@example.org", timeout=0)      # gave up before it began
+        self.mail.caught()          # a call after it: the give-up has run by then
+        self.assertEqual(self.mail.backend.caught._watchers, [])
+        with self.assertRaises(ValueError):
+            self.mail.wait_for(count=0)
 
     def test_raw_is_the_stored_message_in_crlf_form(self):
         send(self.mail.smtp_port, "shop@a.test", ["bob@example.org"], "Raw one")
