@@ -97,7 +97,8 @@ class Backend:
     # -- life cycle ---------------------------------------------------------
     def start(self, outbound: bool = True) -> None:
         self.delivery.start()
-        if self.config.catch_all:       # listening for news costs a listing per change: the test server's only
+        # news of caught mail (a listing per change) for the test server and the web page's live list
+        if self.config.catch_all or getattr(self.config, "http_port", None) is not None:
             self.caught.start()
         if outbound and not self.config.catch_all:     # catch-all mode relays nothing
             self.outbound.start()
