@@ -30,7 +30,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 from protocols import logtarget
 from protocols.backend.wiring import Backend
 from protocols import testserver
-from protocols.commands import dns_main, queue_main, rfc_main, serve, source_citations, test_server_main, user_alias_main  # noqa: F401 (source_citations: for tests)
+from protocols.commands import (dns_main, queue_main, rfc_main, serve, source_citations,  # noqa: F401 (source_citations: for tests)
+                                 test_server_main, test_server_parser, user_alias_main)
 from protocols.config import KEYS, Config, ConfigError, config_example, load_config, read_config_file  # noqa: F401 (KEYS, read_config_file: for tests and embedders)
 from protocols.loop import EventLoop, raise_fd_limit
 from protocols.loop_tls import client_tls_context, server_tls_context
@@ -237,11 +238,8 @@ class MailServer:
 
 
 class TestServer(testserver.TestServer):
-    """The in-process test mail server (protocols/testserver.py, README "Test server"):
-    ``with TestServer() as mail: ...``."""
-
-    __test__ = False        # pytest: not a test class
-    server_class = MailServer
+    """The in-process test mail server (protocols/testserver.py, README "Test server")."""
+    __test__, server_class = False, MailServer      # pytest: not a test class
 
 
 def _read_resolv_conf() -> str:
@@ -307,13 +305,7 @@ def _admin_parser() -> argparse.ArgumentParser:
     dns.add_argument("name")
     sub.add_parser("check", parents=[common], help="check the configuration, files and DNS; print what the server would do")
     sub.add_parser("config-example", help="print a commented configuration file with every key")
-    ts = sub.add_parser("test-server", parents=[common], help="a test mail server: every address caught, nothing "
-                        "relayed, any address logs in (README \"Test server\")")
-    ts.add_argument("--password", metavar="P", default="", help="password of every address (default: the address itself)")
-    ts.add_argument("--any-password", action="store_true", help="any password logs in any address")
-    ts.add_argument("--ports-base", metavar="N", type=int, default=3000,
-                    help="GreenMail's ports: N+25 smtp, N+110 pop3, N+143 imap, N+465 smtps, N+995 pop3s, "
-                    "N+993 imaps, N+587 submission (default 3000; 0: free ports)")
+    test_server_parser(sub, common)
     rfc = sub.add_parser("rfc", help="the code's RFC citations: rfc [NUMBER [SECTION]]")
     rfc.add_argument("number", nargs="?", type=int)
     rfc.add_argument("section", nargs="?", default="")

@@ -69,6 +69,17 @@ def serve(server, reread: Callable[[], Config], log_handler) -> int:
 
 # -- test-server: serve in catch-all mode (protocols/testserver.py, README "Test server") --
 
+def test_server_parser(sub, common: argparse.ArgumentParser) -> None:
+    """`test-server`'s own options (mailsrv.py's parser; the global ones come with ``common``)."""
+    ts = sub.add_parser("test-server", parents=[common], help="a test mail server: every address caught, nothing "
+                        "relayed, any address logs in (README \"Test server\")")
+    ts.add_argument("--password", metavar="P", default="", help="password of every address (default: the address itself)")
+    ts.add_argument("--any-password", action="store_true", help="any password logs in any address")
+    ts.add_argument("--ports-base", metavar="N", type=int, default=3000,
+                    help="GreenMail's ports: N+25 smtp, N+110 pop3, N+143 imap, N+465 smtps, N+995 pop3s, "
+                    "N+993 imaps, N+587 submission (default 3000; 0: free ports)")
+
+
 def test_server_main(args: argparse.Namespace, make_server: Callable[[Config], object]) -> int:
     """`test-server`: its defaults (catch-all, GreenMail's ports from --ports-base,
     a temporary data folder removed at exit unless --data), the configuration

@@ -43,7 +43,8 @@ class TestServerCommand(unittest.TestCase):
         proc, lines = self.start("--ports-base", "0", "--log-level", "WARNING")
         ports = {m.group(1): int(m.group(2)) for m in
                  (re.match(r"listening (\w+) 127\.0\.0\.1:(\d+)$", l) for l in lines) if m}
-        self.assertEqual(sorted(ports), ["imap", "pop3", "smtp", "submission"])
+        self.assertLessEqual({"imap", "pop3", "smtp", "submission"}, set(ports))
+        self.assertFalse({"smtps", "pop3s", "imaps"} & set(ports))     # implicit TLS needs a certificate
         self.assertTrue(all(p > 0 for p in ports.values()))
         data = [l for l in lines if l.startswith("data folder ")][0][len("data folder "):]
         self.assertTrue(os.path.isdir(data))
