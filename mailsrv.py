@@ -4,7 +4,7 @@
 This file is the composition root: the table of listeners, ``MailServer`` (the
 wiring that connects the sans-I/O sessions in ``protocols/`` to the event loop
 and to the disk in ``store/``) and the command line: its parser and the
-dispatch to the subcommands (serve, user, alias, dns, queue, rfc:
+dispatch to the subcommands (serve, user, alias, dns, queue, rfc, test-server:
 protocols/commands.py; check: protocols/check.py; sendmail:
 protocols/backend/sendmail.py), each handed what only this file knows (the
 server, the listeners, the clock, /etc/resolv.conf).  The configuration (its table of keys, the typed ``Config``, the
@@ -29,7 +29,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from protocols import logtarget
 from protocols.backend.wiring import Backend
-from protocols.commands import dns_main, queue_main, rfc_main, serve, source_citations, user_alias_main  # noqa: F401 (source_citations: for tests)
+from protocols import testserver
+from protocols.commands import (dns_main, queue_main, rfc_main, serve, source_citations,  # noqa: F401 (source_citations: for tests)
+                                 test_server_main, test_server_parser, user_alias_main)
 from protocols.config import KEYS, Config, ConfigError, config_example, load_config, read_config_file  # noqa: F401 (KEYS, read_config_file: for tests and embedders)
 from protocols.loop import EventLoop, raise_fd_limit
 from protocols.loop_tls import client_tls_context, server_tls_context
@@ -93,8 +95,9 @@ class MailServer:
     def __init__(self, config: Optional[Config] = None, **values):
         self.config = config if config is not None else Config(values)
         self.loop = EventLoop()
-        self.backend = Backend(self.config, self.loop, tls_client_context=client_tls_context(self.config.tls_verify),
-                               resolv_conf=_read_resolv_conf())
+        # catch-all mode never relays: no client TLS context (loading the CA store is most of a start)
+        client_tls = None if self.config.catch_all else client_tls_context(self.config.tls_verify)
+        self.backend = Backend(self.config, self.loop, tls_client_context=client_tls, resolv_conf=_read_resolv_conf())
         self.addresses: Dict[str, List[Tuple[str, int]]] = {}
         self._thread: Optional[threading.Thread] = None
         self._tls = None
@@ -169,7 +172,7 @@ class MailServer:
     def serve_forever(self) -> None:
         self.loop.run()
         self.backend.close()
-        self.loop.close()
+        self.loop.close(wait=True)      # no worker still writing once this returns
 
     def shutdown(self, grace: Optional[float] = None) -> None:
         """Threadsafe: stop accepting, 421 idle sessions, let DATA in flight finish."""
@@ -185,7 +188,7 @@ class MailServer:
                 self._thread.join(10)
         self.backend.close()
         if self._thread is None or not self._thread.is_alive():
-            self.loop.close()           # its wake-up socket pair and selector
+            self.loop.close(wait=True)  # its wake-up socket pair, selector, and the workers' last jobs
 
     def reload(self, config: Optional[Config] = None) -> None:
         """SIGHUP: re-read users, aliases and the live configuration keys.
@@ -236,6 +239,11 @@ class MailServer:
     def queue_control(self) -> None:
         """SIGUSR1: apply requests left by `mailsrv.py queue ...` (loop thread)."""
         self.backend.queue_control()
+
+
+class TestServer(testserver.TestServer):
+    """The in-process test mail server (protocols/testserver.py, README "Test server")."""
+    __test__, server_class = False, MailServer      # pytest: not a test class
 
 
 def _read_resolv_conf() -> str:
@@ -301,6 +309,7 @@ def _admin_parser() -> argparse.ArgumentParser:
     dns.add_argument("name")
     sub.add_parser("check", parents=[common], help="check the configuration, files and DNS; print what the server would do")
     sub.add_parser("config-example", help="print a commented configuration file with every key")
+    test_server_parser(sub, common)
     rfc = sub.add_parser("rfc", help="the code's RFC citations: rfc [NUMBER [SECTION]]")
     rfc.add_argument("number", nargs="?", type=int)
     rfc.add_argument("section", nargs="?", default="")
@@ -314,6 +323,8 @@ def admin_main(argv: List[str]) -> int:
         return 0
     if args.cmd == "rfc":       # reads our own source only: no configuration
         return rfc_main(args.number, args.section)
+    if args.cmd == "test-server":   # its own defaults under the configuration (protocols/commands.py)
+        return test_server_main(args, MailServer)
     cfg = load_config(args)
     if args.cmd == "check":
         return check_main(cfg)

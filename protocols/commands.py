@@ -1,5 +1,5 @@
 """The subcommands of ``mailsrv.py``: serve's signals and start-up lines, user,
-alias, queue, dns, rfc.
+alias, queue, dns, rfc, test-server.
 
 mailsrv.py parses the command line and hands each subcommand its part here,
 with what only the entry point knows: the server it built (``MailServer``),
@@ -15,16 +15,18 @@ import argparse
 import getpass
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import sys
 from datetime import datetime
 from typing import Callable, List, Optional
 
-from protocols.config import Config, ConfigError
+from protocols.config import Config, ConfigError, load_config
 from protocols.loop import EventLoop
 from protocols import logtarget
 from protocols.startup import describe, make_resolver, stop_line
-from store.datadir import lock_or_holder
+from store.datadir import ServerLock, lock_or_holder, open_data_dir
 from store.users import AliasDB, UserDB, normalize_address
 
 log = logging.getLogger("mailsrv")
@@ -63,6 +65,49 @@ def serve(server, reread: Callable[[], Config], log_handler) -> int:
     server.serve_forever()
     log.info("stopped")
     return 0
+
+
+# -- test-server: serve in catch-all mode (protocols/testserver.py, README "Test server") --
+
+def test_server_parser(sub, common: argparse.ArgumentParser) -> None:
+    """`test-server`'s own options (mailsrv.py's parser; the global ones come with ``common``)."""
+    ts = sub.add_parser("test-server", parents=[common], help="a test mail server: every address caught, nothing "
+                        "relayed, any address logs in (README \"Test server\")")
+    ts.add_argument("--password", metavar="P", default="", help="password of every address (default: the address itself)")
+    ts.add_argument("--any-password", action="store_true", help="any password logs in any address")
+    ts.add_argument("--ports-base", metavar="N", type=int, default=3000,
+                    help="GreenMail's ports: N+25 smtp, N+110 pop3, N+143 imap, N+465 smtps, N+995 pop3s, "
+                    "N+993 imaps, N+587 submission (default 3000; 0: free ports)")
+
+
+def test_server_main(args: argparse.Namespace, make_server: Callable[[Config], object]) -> int:
+    """`test-server`: its defaults (catch-all, GreenMail's ports from --ports-base,
+    a temporary data folder removed at exit unless --data), the configuration
+    file and flags on top; then as `serve`."""
+    from protocols.testserver import TEST_SERVER_VALUES, ports_from_base
+    try:
+        base: dict = dict(TEST_SERVER_VALUES, **ports_from_base(args.ports_base))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    base.update(catch_all_password=args.password, catch_all_any_password=args.any_password)
+    tmp = None if getattr(args, "data", None) else tempfile.mkdtemp(prefix="mailsrv-test-server-")
+    if tmp:
+        base["data_dir"] = tmp
+    try:
+        cfg = load_config(args, base=base)
+        try:
+            log_handler = logtarget.install(cfg.log_target, str(cfg.log_level))
+        except OSError as e:
+            raise ConfigError(f"cannot open log_target {e.filename or cfg.log_target}: {e.strerror or e}") from None
+        cfg.data_dir = open_data_dir(cfg.data_dir, create=True)
+        lock = ServerLock(cfg.data_dir).acquire()
+        try:
+            return serve(make_server(cfg), lambda: load_config(args, base=base), log_handler)
+        finally:
+            lock.release()
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_password(prompt: str) -> str:

@@ -80,6 +80,9 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "retry_schedule": ("list", "300,600,1200,1800", True, "seconds between delivery attempts; the last repeats (RFC 5321 §4.5.4.1)"),
     "queue_interval": ("float", "60", True, "seconds between runs over the queue for due retries"),
     "max_queue_age": ("float", "432000", True, "give up and bounce after this many seconds (5 days, RFC 5321 §4.5.4.1)"),
+    "catch_all": ("bool", "no", False, "test mail server: accept every address of every domain into a mailbox of its own, relay nothing, any address logs in (`mailsrv.py test-server` sets it; README \"Test server\")"),
+    "catch_all_password": ("str", "", True, "catch-all mode: the password of every address that is not a user (empty: the address itself, as GreenMail)"),
+    "catch_all_any_password": ("bool", "no", True, "catch-all mode: any password logs in any address that is not a user"),
 }
 
 # The Python type of each kind of value in KEYS ("port": a number, or None for off).
@@ -240,9 +243,10 @@ FLAG_KEYS = {"data": "data_dir", "hostname": "hostname", "tls_cert": "tls_cert",
 FLAG_KEYS.update({k: k for k, (kind, _d, _l, _c) in KEYS.items() if kind == "port"})
 
 
-def load_config(args: argparse.Namespace) -> "Config":
-    """The configuration file named by ``args.config`` (if any), the flags on top."""
-    values: Dict[str, object] = {}
+def load_config(args: argparse.Namespace, base: Optional[Dict[str, object]] = None) -> "Config":
+    """The configuration file named by ``args.config`` (if any), the flags on top;
+    ``base`` under both (the defaults of `test-server`)."""
+    values: Dict[str, object] = dict(base or {})
     if getattr(args, "config", None):
         values.update(read_config_file(args.config))
     for dest, key in FLAG_KEYS.items():

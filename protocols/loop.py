@@ -390,15 +390,17 @@ class EventLoop:
         for conn in list(self._conns):
             conn.close()
 
-    def close(self) -> None:
-        """Release everything (after ``run`` returned): listeners, connections, datagrams."""
+    def close(self, wait: bool = False) -> None:
+        """Release everything (after ``run`` returned): listeners, connections, datagrams;
+        ``wait``: also let the worker jobs already running end (their answers are dropped),
+        for a caller about to remove the files they write."""
         for lst in list(self._listeners):
             self._close_listener(lst)
         self._close_all()
         for dg in list(self._datagrams):
             dg.close()
         if self._workers is not None:
-            self._workers.shutdown(wait=False)
+            self._workers.shutdown(wait=wait)
         self._sel.close()
         self._wake_r.close()
         self._wake_w.close()

@@ -27,6 +27,8 @@ DNS_PROBE_SECONDS = 12.0
 
 def describe(cfg, directory, data: str) -> List[str]:
     """The lines that say what this server does with mail (no listeners)."""
+    if getattr(cfg, "catch_all", False):
+        return [f"data folder {data}", catch_all_line(cfg)]
     return [
         f"data folder {data}",
         f"host name {cfg.hostname} (from {cfg.hostname_source}; set hostname = NAME to change)",
@@ -34,6 +36,18 @@ def describe(cfg, directory, data: str) -> List[str]:
         postmaster_line(cfg, directory),
         relay_line(cfg),
     ]
+
+
+def catch_all_line(cfg) -> str:
+    """Catch-all mode (protocols/backend/catchall.py): what it accepts, who logs in."""
+    if cfg.catch_all_any_password:
+        rule = "any password"
+    elif cfg.catch_all_password:
+        rule = "the catch_all_password setting (--password)"
+    else:
+        rule = "the address itself as password"
+    return ("catch-all: mail to every address of every domain is kept in a mailbox of its own, nothing is "
+            f"relayed; any address logs in (POP3, IMAP, SMTP AUTH) with {rule}")
 
 
 def postmaster_line(cfg, directory) -> str:

@@ -30,7 +30,8 @@ FILE_MODULES = {"fcntl", "shutil", "tempfile", "pathlib", "glob", "mmap", "filei
 # os.* a session may use: randomness, nothing that touches a file.
 OS_ALLOWED = {"urandom"}
 IO_MODULES = {"socket", "selectors", "ssl", "time", "threading", "asyncio", "select"}
-LOOP_MODULES = {"protocols/loop.py", "protocols/loop_transport.py", "protocols/loop_tls.py"}
+LOOP_MODULES = {"protocols/loop.py", "protocols/loop_transport.py", "protocols/loop_tls.py",
+                "protocols/loop_sync.py"}   # loop_sync: a test's thread waits for the loop's answer (TestServer)
 
 
 def imports_of(path):

@@ -134,7 +134,7 @@ class AuthService:
             return
         self.refresh()
         if outcome.password is None:
-            finish(bool(outcome.scram_verified) and self.users.exists(user))
+            finish(bool(outcome.scram_verified) and self.has_account(user))
             return
         pw = outcome.password
         if self._cached(user, pw):
@@ -145,10 +145,18 @@ class AuthService:
             if ok is True:
                 self._remember(user, pw)
             finish(ok is True)
-        if not self._hash_lane().submit(group, lambda: self.users.verify_password(user, pw), verified):
+        if not self._hash_lane().submit(group, lambda: self.check_password(user, pw), verified):
             self.limiter.cancel(attempt)
             self._refused(ctx, outcome, AUTH_BUSY, account)
             done(AUTH_BUSY)
+
+    # the two questions catch-all mode answers differently (protocols/backend/catchall.py)
+    def has_account(self, user: str) -> bool:
+        return self.users.exists(user)
+
+    def check_password(self, user: str, password: str) -> bool:
+        """On the hashing lane: the users file's scrypt check."""
+        return self.users.verify_password(user, password)
 
     def _log_failure(self, ctx, outcome: SaslOutcome, group: str, account: str, locked: bool, penalised: bool) -> None:
         """The session logs each failure (one line, without the password); here the

@@ -53,6 +53,7 @@ class ChangeHub:
         self.maildir_path = maildir_path        # user -> the user's Maildir (MailStore's)
         self.poll_interval = poll_interval
         self._subs: Dict[Key, List[Subscription]] = {}
+        self._all: List[Callback] = []          # watch_all: every announce (the catch-all catalog)
         self._tokens: Dict[Key, tuple] = {}     # last token seen per watched folder
         self._timer = None
         self._polling = False
@@ -86,8 +87,19 @@ class ChangeHub:
     def subscribers(self, user: str, folder: str) -> int:
         return len(self._subs.get((user, folder), ()))
 
+    def watch_all(self, callback: Callback) -> Callable[[], None]:
+        """``callback(user, folder)`` for every change this process announces (no
+        poll); returns the function that stops it."""
+        self._all.append(callback)
+        return lambda: self._all.remove(callback) if callback in self._all else None
+
     def announce(self, user: str, folder: str = "INBOX") -> None:
         """A change in (user, folder): every subscriber's callback, now (loop thread)."""
+        for callback in list(self._all):
+            try:
+                callback(user, folder)
+            except Exception:
+                log.exception("change watcher failed user=%s folder=%s", user, folder)
         for handle in list(self._subs.get((user, folder), ())):
             try:
                 handle.callback(user, folder)

@@ -36,6 +36,8 @@ import os
 from typing import Callable, Optional
 
 from protocols.backend.auth import AuthService
+from protocols.backend.catchall import CatchAllAuth, CatchAllDirectory
+from protocols.backend.caught import CaughtCatalog, RecordingDelivery
 from protocols.backend.delivery import DeliveryService
 from protocols.backend.imapaccess import ImapAccessService
 from protocols.backend.mailaccess import MailAccessService
@@ -70,7 +72,8 @@ class Backend:
         self.directory = self._make_directory()
         self._tables_checked: Optional[float] = None     # loop.time() of the last check
         self._tables_checking = False
-        self.auth = AuthService(config, loop, self.users, refresh=self.refresh)
+        # catch-all mode (issue 11): its directory and auth variants, chosen here only
+        self.auth = (CatchAllAuth if config.catch_all else AuthService)(config, loop, self.users, refresh=self.refresh)
         self.outbound = OutboundService(config, loop, tls_client_context, resolv_conf,
                                         is_local=self.directory_is_local,
                                         deliver_local=self._deliver_queued_locally)
@@ -78,20 +81,29 @@ class Backend:
                                     lambda: self.outbound.enabled)
         self.mail = MailAccessService(loop, self.store)
         self.imap = ImapAccessService(loop, self.store, self.mail.hub, config.imap_max_userip_connections)
-        self.delivery = DeliveryService(config, loop, self.store, self.directory, self.outbound, self.refresh,
-                                        changes=self.mail.hub)
+        self.caught = CaughtCatalog(loop, self.store, self.mail.hub)     # what the test server caught
+        delivery = RecordingDelivery if config.catch_all else DeliveryService
+        self.delivery = delivery(config, loop, self.store, self.directory, self.outbound, self.refresh,
+                                 changes=self.mail.hub)
+        if config.catch_all:
+            self.delivery.catalog = self.caught
         # injected faults (issue 11, protocols/faults.py): always present, empty unless a test adds rules
         self.faults = Faults(clock=loop.time)
 
     def _make_directory(self) -> Directory:
         cfg = self.config
+        if cfg.catch_all:
+            return CatchAllDirectory(self.users, self.aliases, cfg.local_domains(), cfg.postmaster or None)
         # no postmaster set: Directory picks an existing user (README "Users and aliases")
         return Directory(self.users, self.aliases, cfg.local_domains(), cfg.postmaster or None)
 
     # -- life cycle ---------------------------------------------------------
     def start(self, outbound: bool = True) -> None:
         self.delivery.start()
-        if outbound:
+        # news of caught mail (a listing per change) for the test server and the web page's live list
+        if self.config.catch_all or getattr(self.config, "http_port", None) is not None:
+            self.caught.start()
+        if outbound and not self.config.catch_all:     # catch-all mode relays nothing
             self.outbound.start()
 
     def start_pickup(self) -> None:
@@ -103,6 +115,7 @@ class Backend:
         self.delivery.stop_pickup()     # no new local submissions, then the relay, then the disk
         self.outbound.close()
         self.delivery.close()
+        self.caught.close()
         self.mail.close()
 
     def reload(self, config=None) -> None:
