@@ -1,6 +1,6 @@
 """Recording an SPF result: the Received-SPF header field (RFC 7208 §9.1)
-and the ``spf=`` clause of Authentication-Results (RFC 8601 §2.7.2, RFC
-7208 §9.2).
+and the ``spf=`` clause of Authentication-Results (RFC 8601 §2.7.2; see
+also RFC 7208 §9.2).
 
 Every value that came from the SMTP client or from DNS (sender, HELO name,
 problem text) is reduced to printable US-ASCII and quoted, so the field can
