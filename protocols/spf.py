@@ -319,15 +319,14 @@ def _within(name: str, domain: str) -> bool:
 
 
 def _txt_str(record) -> Optional[str]:
-    """A TXT record's strings joined without spaces (RFC 7208 §3.3); None
-    when it is not text (SPF records are US-ASCII, §3)."""
+    """A TXT record's strings joined without spaces (RFC 7208 §3.3), octet
+    for character: a non-ASCII octet in an SPF record is then a syntax error
+    (§3: US-ASCII), not a reason to overlook the record.  None when it is
+    not TXT data."""
     if isinstance(record, tuple):
         record = b"".join(record)
     if isinstance(record, bytes):
-        try:
-            return record.decode("ascii")
-        except UnicodeDecodeError:
-            return None
+        return record.decode("latin-1")
     return None
 
 

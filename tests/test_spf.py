@@ -289,6 +289,11 @@ class ResultsTest(unittest.TestCase):
         self.assertEqual(run(r, "192.0.2.1", "example.com").result, "pass")          # §3.3
         self.assertEqual(run(r, "192.0.2.2", "example.com").result, "fail")
 
+    def test_non_ascii_record_is_permerror(self):
+        r = FakeResolver()
+        r.zone[("example.com", dns.TYPE_TXT)] = [(b"v=spf1 a:caf\xc3\xa9.example.com -all",)]
+        self.assertEqual(run(r, "192.0.2.1", "example.com").result, "permerror")     # §3: US-ASCII
+
     def test_syntax_error_anywhere_is_permerror(self):
         r = FakeResolver().add("example.com", "TXT", "v=spf1 +all ip4:bogus")
         self.assertEqual(run(r, "192.0.2.1", "example.com").result, "permerror")     # §4.6
