@@ -381,6 +381,9 @@ class SpfCheck:
                     return self._finish(*stop.value)
                 except _Stop as stop:
                     return self._finish(stop.result, "", "", stop.problem)
+                except Exception:       # a bug: said in the log, and the caller still gets an answer
+                    log.exception("spf: evaluation of %s failed", self.base.domain)
+                    return self._finish("temperror", "", "", "internal error")
                 self.queries += 1
                 self.resolver.resolve(name, qtype, self._answer)
                 if not self._pending:

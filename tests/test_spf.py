@@ -320,6 +320,46 @@ class ResultsTest(unittest.TestCase):
         self.assertEqual(run(r, "192.0.2.1", "example.com", "@example.com").result, "pass")
 
 
+class FuzzTest(unittest.TestCase):
+    """Random records: the parser raises only SpfSyntaxError, and check_host()
+    always answers once with one of the seven results (RFC 7208 §2.6)."""
+
+    MECHS = ["a", "mx", "ptr", "all", "include", "exists", "ip4", "ip6", "redirect=", "exp=", "foo=", "bar"]
+    DOMAINS = ["example.com", "example.org", "x.example.com", "%{d}", "%{ir}.%{v}.example.com", "%{p}.example.com",
+               "%{d2}", "%{l1r-}.example.com", "%{o}", "nx.example.com", "%{x}", "%", "example.com.", "foo",
+               "192.0.2.0", "2001:db8::", "%{c}", "%%.example.com", "a..example.com"]
+    ARGS = ["", ":{d}", "/{n}", "//{n}", ":{d}/{n}", ":{d}/{n}//{n}", ":", "/"]
+    NUMS = ["0", "24", "28", "30", "32", "33", "64", "128", "129", "024", "x"]
+
+    def term(self, rng):
+        if rng.random() < 0.05:
+            return rng.choice(["\xff", "\t", "%", "=", ":", "v=spf1"])
+        mech = rng.choice(self.MECHS)
+        if mech.endswith("="):
+            return mech + rng.choice(self.DOMAINS)
+        arg = rng.choice(self.ARGS).format(d=rng.choice(self.DOMAINS), n=rng.choice(self.NUMS))
+        return rng.choice(["", "", "+", "-", "~", "?"]) + mech + arg
+
+    def test_random_records(self):
+        import random
+        rng = random.Random(7208)
+        zone = appendix_a_zone()
+        seen = set()
+        for _ in range(500):
+            text = "v=spf1" + "".join(" " * rng.randrange(1, 3) + self.term(rng) for _ in range(rng.randrange(0, 6)))
+            try:
+                parse_record(text)
+            except SpfSyntaxError:
+                pass
+            zone.zone[("x.example.com", dns.TYPE_TXT)] = [(text.encode("latin-1"),)]
+            for ip in ("192.0.2.65", "2001:db8::1"):
+                res = run(zone, ip, "x.example.com")
+                self.assertIn(res.result, spf.RESULTS, text)
+                self.assertNotEqual(res.problem, "internal error", text)
+                seen.add(res.result)
+        self.assertLessEqual({"pass", "fail", "neutral", "permerror"}, seen)    # the generator reaches them
+
+
 class LimitsTest(unittest.TestCase):
     def test_ten_dns_terms_pass_eleven_are_permerror(self):
         r = FakeResolver()
