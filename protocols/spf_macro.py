@@ -63,7 +63,9 @@ class MacroContext:
 
     @property
     def sender_domain(self) -> str:
-        return self.sender.rpartition("@")[2]
+        """%{o}: lowercase, as <domain> (%{d}) is: names compare without case
+        (RFC 1035 §2.3.3) and Mail::SPF expands both so; %{s} and %{l} stay as given."""
+        return self.sender.rpartition("@")[2].lower()
 
 
 def parse_macro_string(text: str, exp: bool = False) -> Tuple[List[Piece], bool]:

@@ -160,6 +160,7 @@ CASES = [
     ("192.0.2.1", "a@exp.test", "", "pass", None),
     ("192.0.2.9", "joe@exp.test", "", "fail", None),
     ("192.0.2.9", "joe@redirect-exp.test", "", "fail", None),
+    ("192.0.2.9", "Joe@Exp.TEST", "", "fail", None),
     ("192.0.2.1", "a@two.test", "", "permerror", None),
     ("192.0.2.1", "a@syntax.test", "", "permerror", None),
     ("192.0.2.1", "a@bad-cidr.test", "", "permerror", None),
@@ -272,8 +273,10 @@ class SpfAgainstSpfquery(unittest.TestCase):
         self.assertEqual(problems, [])
         exp = [r for r in ours if r.explanation]
         self.assertEqual([r.explanation for r in exp],
-                         ["192.0.2.9 is not one of exp.test's designated mail servers (joe at %s: joe@%s)" % (domain, domain)
-                          for domain in ("exp.test", "redirect-exp.test")])   # §6.2: the redirect target's exp
+                         ["192.0.2.9 is not one of exp.test's designated mail servers (%s at %s: %s@%s)" % args
+                          for args in (("joe", "exp.test", "joe", "exp.test"),
+                                       ("joe", "redirect-exp.test", "joe", "redirect-exp.test"),  # §6.2: the target's exp
+                                       ("Joe", "exp.test", "Joe", "Exp.TEST"))])   # %{o} lowercase, %{s} as given
 
     def test_helo_results_agree(self):
         theirs = self.spfquery("helo", [(ip, name) for ip, name, _ in HELO_CASES])

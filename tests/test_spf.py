@@ -313,6 +313,12 @@ class ResultsTest(unittest.TestCase):
     def test_bad_client_ip_is_permerror(self):
         self.assertEqual(run(FakeResolver(), "not-an-ip", "example.com").result, "permerror")
 
+    def test_domains_lowercase_in_macros_local_part_as_given(self):
+        r = FakeResolver().add("example.com", "TXT", "v=spf1 -all exp=e.example.com")
+        r.add("e.example.com", "TXT", "%{d} %{o} %{l} %{s}")
+        res = run(r, "192.0.2.1", "Example.COM", "Joe@Example.COM")
+        self.assertEqual((res.result, res.explanation), ("fail", "example.com example.com Joe Joe@Example.COM"))
+
     def test_sender_without_local_part_is_postmaster(self):
         r = FakeResolver().add("example.com", "TXT", "v=spf1 exists:%{l}.x.example.com -all")
         r.add("postmaster.x.example.com", "A", "127.0.0.2")
