@@ -78,6 +78,8 @@ RECORDS = {
     "macro-h.test": "v=spf1 exists:%{h}.hm.test -all",
     "macro-v6.test": "v=spf1 exists:%{ir}.%{v}.m6.test -all",
     "helo.test": "v=spf1 a -all",
+    "urlexp.test": "v=spf1 -all exp=why.urlexp.test",
+    "why.urlexp.test": "See http://%{d}/why?s=%{S}&i=%{I}&c=%{c}&v=%{v}%_%-%%",
     "sub.macro-d.test": "v=spf1 exists:%{d2}.%{dr}.dm.test -all",
     "macro-s.test": "v=spf1 exists:%{l}.%{o}.%{v}.sm.test -all",
 }
@@ -161,6 +163,8 @@ CASES = [
     ("192.0.2.9", "joe@exp.test", "", "fail", None),
     ("192.0.2.9", "joe@redirect-exp.test", "", "fail", None),
     ("192.0.2.9", "Joe@Exp.TEST", "", "fail", None),
+    ("192.0.2.9", "a+b/c@urlexp.test", "", "fail", None),
+    ("2001:db8::cb01", "x@urlexp.test", "", "fail", None),
     ("192.0.2.1", "a@two.test", "", "permerror", None),
     ("192.0.2.1", "a@syntax.test", "", "permerror", None),
     ("192.0.2.1", "a@bad-cidr.test", "", "permerror", None),
@@ -271,7 +275,11 @@ class SpfAgainstSpfquery(unittest.TestCase):
             elif mine.explanation and mine.explanation != their_exp:
                 problems.append("%s from %s: explanation %r, spfquery %r" % (sender, ip, mine.explanation, their_exp))
         self.assertEqual(problems, [])
-        exp = [r for r in ours if r.explanation]
+        self.assertEqual([r.explanation for r in ours if r.explanation.startswith("See ")],
+                         ["See http://urlexp.test/why?s=a%2Bb%2Fc%40urlexp.test&i=192.0.2.9&c=192.0.2.9&v=in-addr %20%",
+                          "See http://urlexp.test/why?s=x%40urlexp.test&i=2.0.0.1.0.d.b.8.0.0.0.0.0.0.0.0.0.0.0.0.0.0."
+                          "0.0.0.0.0.0.c.b.0.1&c=2001:db8::cb01&v=ip6 %20%"])      # §7.3: upper case URL-escapes
+        exp = [r for r in ours if "designated" in r.explanation]
         self.assertEqual([r.explanation for r in exp],
                          ["192.0.2.9 is not one of exp.test's designated mail servers (%s at %s: %s@%s)" % args
                           for args in (("joe", "exp.test", "joe", "exp.test"),
