@@ -75,6 +75,14 @@ class SessionTest(unittest.TestCase):
         send(s, "MAIL FROM:<alice@example.org>", "RCPT TO:<bob@example.org>", "DATA", "x", ".")
         self.assertEqual(b.spf_asked, [])
 
+    def test_trusted_clients_are_not_checked(self):
+        backend = SpfBackend()
+        backend.may_relay = lambda ctx, auth_user: ctx.peer_ip == "192.0.2.10"   # a trusted network
+        s, b = session(backend, spf_check="header")
+        send(s, "MAIL FROM:<a@remote.example>", "RCPT TO:<alice@example.org>", "DATA", "x", ".")
+        self.assertEqual(b.spf_asked, [])
+        self.assertNotIn(b"Received-SPF", b.deliveries[0][1])
+
     def test_each_transaction_is_checked_again(self):
         s, b = session(SpfBackend(), spf_check="header")
         for sender in ("a@one.example", "b@two.example"):

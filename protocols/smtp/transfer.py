@@ -62,8 +62,15 @@ class TransferCommands:
     def _spf_pending(self, txn: Transaction, resume) -> bool:
         """spf_check = header: find the SPF result of MAIL FROM (RFC 7208
         §2.4, through the backend's resolver) before message data starts,
-        holding input meanwhile, then run the command again (``resume``)."""
-        if self.config.spf_check != "header" or self._auth_user is not None or txn.spf is not None:
+        holding input meanwhile, then run the command again (``resume``).
+        Not for clients that may relay (authenticated, trusted networks):
+        the check is between border MTAs of different ADMDs, internal hops
+        do not perform it (RFC 7208 Appendix F).
+        DEVIATION(RFC 7208 §2.5): checked at DATA, not at MAIL: the same
+        inputs (MAIL FROM and client address) within the same transaction,
+        and no DNS for transactions that never get a recipient."""
+        if self.config.spf_check != "header" or txn.spf is not None \
+                or self._auth_user is not None or self.backend.may_relay(self.ctx, None):
             return False
 
         def finish(result) -> None:
