@@ -194,6 +194,8 @@ def dns_main(cfg: Config, qtype: str, name: str, resolv_conf: str, ip: Optional[
     from protocols.dns.mx import describe
     if qtype == "SPF":
         return spf_main(cfg, name, ip, sender, helo, resolv_conf)
+    if ip or sender or helo:
+        raise ConfigError(f"dns {qtype} takes one name; an IP address, --sender and --helo are for dns SPF")
     loop = EventLoop()          # not a MailServer: that would create the data folder
     resolver = make_resolver(loop, cfg.dns_servers, resolv_conf)[0]
     out: List[object] = []

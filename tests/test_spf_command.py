@@ -53,6 +53,11 @@ class SpfCommandTest(unittest.TestCase):
         self.assertNotEqual(rc, 0)
         self.assertIn("IP address", err)
 
+    def test_spf_options_only_with_spf(self):
+        rc, _, err = self.run_cli("MX", "spf.test", "192.0.2.1")
+        self.assertEqual((rc, err.strip()), (2, "mailsrv: dns MX takes one name; an IP address, --sender and "
+                                                "--helo are for dns SPF"))
+
     def test_txt_and_ptr(self):
         rc, out, _ = self.run_cli("TXT", "spf.test")
         self.assertEqual((rc, out), (0, '"v=spf1 ip4:192.0.2.0/24 " "-all exp=why.spf.test"\n'))
