@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import ipaddress
 import logging
 import os
 import signal
@@ -22,7 +21,6 @@ from datetime import datetime
 from typing import Callable, List, Optional
 
 from protocols.config import Config, ConfigError
-from protocols.dns.resolver import DnsError
 from protocols.loop import EventLoop
 from protocols import logtarget
 from protocols.startup import describe, make_resolver, stop_line
@@ -190,8 +188,10 @@ def dns_main(cfg: Config, qtype: str, name: str, resolv_conf: str, ip: Optional[
     """`dns MX example.org`: what our own resolver finds (RFC 1035, RFC 5321 §5.1),
     failures in DNS terms naming the server (protocols.dns.mx.describe);
     `dns SPF example.org IP`: spf_main."""
+    import ipaddress
     from protocols.dns import codec as dnsproto
     from protocols.dns.mx import describe
+    from protocols.dns.resolver import DnsError
     if qtype == "SPF":
         return spf_main(cfg, name, ip, sender, helo, resolv_conf)
     if ip or sender or helo:
@@ -224,6 +224,7 @@ def dns_main(cfg: Config, qtype: str, name: str, resolv_conf: str, ip: Optional[
 
 
 def _is_ip(text: str) -> bool:
+    import ipaddress
     try:
         ipaddress.ip_address(text)
     except ValueError:
