@@ -304,9 +304,13 @@ def _admin_parser() -> argparse.ArgumentParser:
     queue = sub.add_parser("queue", parents=[common], help="list the outbound queue, or flush/delete/bounce")
     queue.add_argument("action", nargs="?", default="list", choices=("list", "flush", "delete", "bounce"))
     queue.add_argument("id", nargs="?")
-    dns = sub.add_parser("dns", parents=[common], help="ask our resolver: dns MX|A|AAAA NAME")
-    dns.add_argument("qtype", type=str.upper, choices=("MX", "A", "AAAA"))
+    dns = sub.add_parser("dns", parents=[common], help="ask our resolver: dns MX|A|AAAA|TXT|PTR NAME; "
+                         "dns SPF DOMAIN IP [--sender S] [--helo H]")
+    dns.add_argument("qtype", type=str.upper, choices=("MX", "A", "AAAA", "TXT", "PTR", "SPF"))
     dns.add_argument("name")
+    dns.add_argument("ip", nargs="?", help="SPF: the SMTP client's address (RFC 7208 §4.1 <ip>)")
+    dns.add_argument("--sender", help="SPF: the MAIL FROM address (default postmaster@DOMAIN)")
+    dns.add_argument("--helo", help="SPF: the HELO/EHLO name (for %%{h})")
     sub.add_parser("check", parents=[common], help="check the configuration, files and DNS; print what the server would do")
     sub.add_parser("config-example", help="print a commented configuration file with every key")
     test_server_parser(sub, common)
@@ -329,7 +333,7 @@ def admin_main(argv: List[str]) -> int:
     if args.cmd == "check":
         return check_main(cfg)
     if args.cmd == "dns":        # asks DNS only: needs no data folder
-        return dns_main(cfg, args.qtype, args.name, _read_resolv_conf())
+        return dns_main(cfg, args.qtype, args.name, _read_resolv_conf(), args.ip, args.sender, args.helo)
     data = cfg.data_dir = open_for_command(cfg.data_dir, args.cmd, getattr(args, "action", None))
     if args.cmd in ("user", "alias"):
         # Skipped lines of the users/aliases files (store/users.py) say so on stderr.

@@ -228,11 +228,19 @@ def _queue_offline(server, what: str) -> int:
 
 # -- dns -----------------------------------------------------------------------
 
-def dns_main(cfg: Config, qtype: str, name: str, resolv_conf: str) -> int:
+def dns_main(cfg: Config, qtype: str, name: str, resolv_conf: str, ip: Optional[str] = None,
+             sender: Optional[str] = None, helo: Optional[str] = None) -> int:
     """`dns MX example.org`: what our own resolver finds (RFC 1035, RFC 5321 §5.1),
-    failures in DNS terms naming the server (protocols.dns.mx.describe)."""
+    failures in DNS terms naming the server (protocols.dns.mx.describe);
+    `dns SPF example.org IP`: spf_main."""
+    import ipaddress
     from protocols.dns import codec as dnsproto
     from protocols.dns.mx import describe
+    from protocols.dns.resolver import DnsError
+    if qtype == "SPF":
+        return spf_main(cfg, name, ip, sender, helo, resolv_conf)
+    if ip or sender or helo:
+        raise ConfigError(f"dns {qtype} takes one name; an IP address, --sender and --helo are for dns SPF")
     loop = EventLoop()          # not a MailServer: that would create the data folder
     resolver = make_resolver(loop, cfg.dns_servers, resolv_conf)[0]
     out: List[object] = []
@@ -243,15 +251,63 @@ def dns_main(cfg: Config, qtype: str, name: str, resolv_conf: str) -> int:
     if qtype == "MX":
         resolver.lookup_mx_hosts(name, done)
     else:
-        resolver.resolve(name, dnsproto.TYPE_A if qtype == "A" else dnsproto.TYPE_AAAA, done)
+        if qtype == "PTR" and _is_ip(name):
+            name = ipaddress.ip_address(name).reverse_pointer    # RFC 1035 §3.5, RFC 3596 §2.5
+        resolver.resolve(name, getattr(dnsproto, "TYPE_" + qtype), done)
     loop.call_later(60, loop.stop)
     loop.run()
     if not out:
         print(f"{name} {qtype}: no answer from the resolver within 60 s")
         return 1
+    if qtype == "TXT" and not isinstance(out[0], DnsError):    # RFC 1035 §3.3.14: its strings, quoted
+        print("\n".join(" ".join('"%s"' % s.decode("ascii", "backslashreplace").replace('"', '\\"')
+                                 for s in rec) for rec in out[0].records))
+        return 0
     lines, ok = describe(name, qtype, out[0])
     print("\n".join(lines))
     return 0 if ok else 1
+
+
+def _is_ip(text: str) -> bool:
+    import ipaddress
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def spf_main(cfg: Config, domain: str, ip: Optional[str], sender: Optional[str], helo: Optional[str],
+             resolv_conf: str) -> int:
+    """`dns SPF DOMAIN IP [--sender S] [--helo H]`: check_host() of RFC 7208
+    §4 through our resolver; prints the result, the matching mechanism, the
+    explanation (§6.2) or the problem, and the Received-SPF field (§9.1).
+    Exit 0 when a result was found (whatever it is), 2 on bad arguments."""
+    from protocols import spf
+    from protocols.spf_header import received_spf
+    if not ip or not _is_ip(ip.strip("[]")):
+        raise ConfigError(f"dns SPF {domain}: give the client's IP address after the domain, not {ip!r}")
+    loop = EventLoop()
+    resolver = make_resolver(loop, cfg.dns_servers, resolv_conf)[0]
+    out: List[object] = []
+
+    def done(result):
+        out.append(result)
+        loop.stop()
+    receiver = cfg.hostname or "unknown"
+    spf.check_host(ip, domain, sender or "postmaster@" + domain, helo or "", resolver, done, receiver=receiver)
+    if not out:
+        loop.run()
+    res = out[0]
+    print(f"{domain} SPF for {ip}: {res.result}")
+    if res.mechanism:
+        print(f"mechanism: {res.mechanism}")
+    if res.explanation:
+        print(f"explanation: {res.explanation}")
+    if res.problem:
+        print(f"problem: {res.problem}")
+    print(received_spf(res, receiver).decode("ascii").rstrip("\r\n").replace("\r\n", "\n"))
+    return 0
 
 
 # -- rfc -----------------------------------------------------------------------

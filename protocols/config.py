@@ -70,6 +70,7 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "shutdown_grace": ("float", "30", False, "seconds SIGTERM waits for messages in flight before closing"),
     "trusted_networks": ("list", "127.0.0.0/8,::1/128", True, "clients that may relay without AUTH (CIDRs; 'none' for nobody)"),
     "sender_login_match": ("bool", "yes", True, "an authenticated user may send only as their own addresses and aliases"),
+    "spf_check": ("str", "off", True, "SPF (RFC 7208) on mail from unauthenticated clients: off, or header (a Received-SPF: field on accepted mail; nothing is refused)"),
     "relayhost": ("str", "", True, "smarthost host:port for all outbound mail (empty: deliver by MX)"),
     "relay_port": ("int", "25", True, "destination port for MX delivery"),
     "relay_tls": ("str", "may", True, "outbound TLS: may, require, never, or implicit (smarthost on 465)"),
@@ -176,6 +177,8 @@ class _ConfigBase:
             raise ConfigError(logtarget.check(self.log_target))
         if self.relay_tls not in ("may", "require", "never", "implicit"):
             raise ConfigError("relay_tls must be may, require, never or implicit")
+        if self.spf_check not in ("off", "header"):
+            raise ConfigError(f"spf_check must be off or header, not {self.spf_check!r}")
         self.trusted_networks.networks()  # validate now
 
     @property

@@ -62,7 +62,7 @@ def free_udp_tcp_port(host="127.0.0.1"):
 
 def zone_args(records):
     """dnsmasq flags for a zone given as (kind, ...) tuples:
-    ("mx", domain, host, pref), ("a", name, address...), ("cname", alias, target)."""
+    ("mx", domain, host, pref), ("a", name, address...), ("cname", alias, target), ("raw", flag)."""
     out = []
     for rec in records:
         if rec[0] == "mx":
@@ -71,6 +71,8 @@ def zone_args(records):
             out.append("--host-record=" + ",".join(rec[1:]))
         elif rec[0] == "cname":
             out.append("--cname=%s,%s" % rec[1:])
+        elif rec[0] == "raw":           # any other dnsmasq flag (--txt-record, --ptr-record...)
+            out.append(rec[1])
     return out
 
 

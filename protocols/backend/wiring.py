@@ -89,6 +89,7 @@ class Backend:
             self.delivery.catalog = self.caught
         # injected faults (issue 11, protocols/faults.py): always present, empty unless a test adds rules
         self.faults = Faults(clock=loop.time)
+        self._spf_resolver = None       # for spf_check when outbound mail is off (check_spf)
 
     def _make_directory(self) -> Directory:
         cfg = self.config
@@ -127,6 +128,7 @@ class Backend:
             self.policy.configure(config, self.directory)
             self.delivery.configure(config, self.directory)
             self.outbound.configure(config)
+            self._spf_resolver = None       # dns_servers may have changed
             self.imap.max_userip = config.imap_max_userip_connections
             # our own loggers only: an embedding host's root logger is not ours to change
             logging.getLogger("mailsrv").setLevel(getattr(logging, str(config.log_level).upper(), logging.INFO))
@@ -193,6 +195,19 @@ class Backend:
     def may_relay(self, ctx: SessionContext, auth_user: Optional[str]) -> bool:
         return self.policy.may_relay(ctx, auth_user)
 
+    # SPF (RFC 7208, protocols/spf.py): spf_check = header
+    def check_spf(self, ctx: SessionContext, helo: str, mail_from: str, done: Callable[[object], None]) -> None:
+        """The MAIL FROM identity's SPF result (RFC 7208 §2.4) for the client
+        of ``ctx``: DNS through the relay's resolver (its cache), or one of our
+        own when outbound mail is off; ``done`` runs on the loop thread."""
+        from protocols.spf import check_mail_from
+        resolver = self.outbound.resolver
+        if resolver is None:
+            if self._spf_resolver is None:
+                self._spf_resolver = self.outbound._make_resolver()
+            resolver = self._spf_resolver
+        check_mail_from(ctx.peer_ip or "", mail_from, helo, resolver, done, receiver=self.config.hostname)
+
     # DeliveryService
     def open_message(self, envelope):
         return self.delivery.open_message(envelope)
@@ -228,6 +243,7 @@ class Backend:
             require_auth=listener in ("submission", "smtps"),
             allow_plaintext_auth=cfg.allow_plaintext_auth,
             plaintext_auth_loopback=cfg.plaintext_auth_loopback,
+            spf_check=cfg.spf_check,
         )
 
     def smtp_factory(self, listener: str) -> Callable[[SessionContext], SmtpSession]:

@@ -22,7 +22,7 @@ outside printable ASCII, and ``.`` or ``\\`` inside a label, are shown in the
 master-file escape form ``\\DDD`` (RFC 1035 §5.1), which ``encode_name``
 reads back.
 
-Left out: DNSSEC records, TXT parsing (raw), EDNS options, name
+Left out: DNSSEC records, EDNS options, name
 decompression for unknown types (RFC 3597 §4: kept raw, never decompressed).
 """
 
@@ -55,6 +55,7 @@ HEADER_LEN = 12          # RFC 1035 §4.1.1: six 16-bit fields
 MAX_LABEL = 63           # RFC 1035 §2.3.4: labels are 63 octets or less
 MAX_NAME = 255           # RFC 1035 §2.3.4: names are 255 octets or less (wire form)
 MAX_POINTER_HOPS = 127   # RFC 1035 §4.1.4 sets no bound; 255 octets hold at most 127 labels
+MAX_CHARACTER_STRING = 255  # RFC 1035 §3.3: a character-string is a length octet and up to 255 octets
 MAX_UDP = 512            # RFC 1035 §2.3.4 / §4.2.1: UDP messages are 512 octets or less
 # DEVIATION(RFC 6891 §6.2.5 suggests starting at 4096): 1232 octets, the
 # DNS Flag Day 2020 value, fits an IPv6 minimum-MTU packet and so avoids
@@ -96,12 +97,13 @@ class SOA(NamedTuple):
     minimum: int
 
 
-RData = Union[str, MX, SOA, bytes]
+RData = Union[str, MX, SOA, bytes, Tuple[bytes, ...]]
 
 
 class Record(NamedTuple):
     """A resource record, RFC 1035 §4.1.3.  ``data`` is text for A/AAAA
-    (addresses) and CNAME/NS/PTR (names), MX or SOA, else the raw octets."""
+    (addresses) and CNAME/NS/PTR (names), MX or SOA, a tuple of bytes for
+    TXT (its character-strings), else the raw octets."""
     name: str
     rtype: int
     rclass: int
@@ -347,7 +349,24 @@ def _rdata(cur: _Unpacker, rtype: int, rdlength: int) -> RData:
     if rtype == TYPE_SOA:
         mname, rname = cur.name(), cur.name()
         return SOA(mname, rname, cur.u32(), cur.u32(), cur.u32(), cur.u32(), cur.u32())
+    if rtype == TYPE_TXT:
+        return _txt(cur, rdlength)
     return cur.take(rdlength)
+
+
+def _txt(cur: _Unpacker, rdlength: int) -> Tuple[bytes, ...]:
+    """TXT-DATA: one or more <character-string>s (RFC 1035 §3.3.14), each a
+    length octet and that many octets (§3.3); one running past RDLENGTH is
+    a format error.  An empty RDATA (no strings, against §3.3.14) is read as
+    an empty tuple: a lenient reading, nothing is lost."""
+    end, strings = cur.pos + rdlength, []
+    while cur.err is None and cur.pos < end:
+        length = cur.take(1)[0]
+        if cur.pos + length > end:
+            cur.fail("TXT character-string of %d octets runs past rdlength (RFC 1035 §3.3)" % length)
+            break
+        strings.append(cur.take(length))
+    return tuple(strings)
 
 
 # ---------------------------------------------------------------- encoding
@@ -394,8 +413,39 @@ class _Packer:
             self.name(data.mname)
             self.name(data.rname)
             self.buf += struct.pack("!IIIII", *data[2:])
+        elif rtype == TYPE_TXT:
+            self.buf += encode_txt(data)
         else:
             self.name(data)
+
+
+def encode_txt(strings) -> bytes:
+    """TXT RDATA from a sequence of character-strings (bytes, or str as
+    UTF-8), RFC 1035 §3.3.14; a string over 255 octets raises DnsNameError
+    (RFC 1035 §3.3: one length octet).  Split long text with ``split_txt``."""
+    if isinstance(strings, (str, bytes)):
+        strings = (strings,)
+    out = bytearray()
+    for s in strings:
+        s = s.encode("utf-8") if isinstance(s, str) else bytes(s)
+        if len(s) > MAX_CHARACTER_STRING:
+            raise DnsNameError("TXT string of %d octets, over %d (RFC 1035 §3.3)" % (len(s), MAX_CHARACTER_STRING))
+        out += bytes([len(s)]) + s
+    return bytes(out)
+
+
+def split_txt(text: bytes) -> Tuple[bytes, ...]:
+    """Cut a long value into 255-octet character-strings (RFC 7208 §3.3,
+    RFC 6376 §3.6.2.2: readers concatenate them without separators)."""
+    if not text:
+        return (b"",)
+    return tuple(text[i:i + MAX_CHARACTER_STRING] for i in range(0, len(text), MAX_CHARACTER_STRING))
+
+
+def txt_text(strings: Tuple[bytes, ...]) -> bytes:
+    """The strings of one TXT record joined without separators, as SPF
+    (RFC 7208 §3.3) and DKIM (RFC 6376 §3.6.2.2) read them."""
+    return b"".join(strings)
 
 
 def encode_message(msg: Message, compress: bool = True) -> bytes:

@@ -69,6 +69,9 @@ class SmtpConfig:
     allow_plaintext_auth: bool = False
     plaintext_auth_loopback: bool = True
     auth_enabled: bool = True
+    # "header": the SPF result of MAIL FROM (RFC 7208 §2.4) goes into a
+    # Received-SPF field above our Received (§9.1); "off": no SPF.
+    spf_check: str = "off"
 
 
 @dataclass
@@ -148,6 +151,7 @@ class Transaction:
     envelope: Optional["Envelope"] = None
     sink: Optional["MessageSink"] = None
     check: Optional[object] = None
+    spf: Optional[object] = None        # the SpfResult once found (spf_check = header)
 
 
 @dataclass

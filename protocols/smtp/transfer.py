@@ -17,6 +17,7 @@ from typing import Optional
 from protocols.base import new_id
 from protocols.smtp.data import ContentCheck, DataReader, protocol_word, received_header
 from protocols.smtp.state import BDAT_RE, Chunk, Reply, State, Transaction, fmt_reply
+from protocols.spf_header import received_spf
 
 log = logging.getLogger("mailsrv.smtp")
 
@@ -32,6 +33,8 @@ class TransferCommands:
         if self.state is State.MAIL:
             # RFC 2920 §3 item (3) / RFC 5321 §3.3: no recipient accepted.
             self._reply(554, "5.5.1", "No valid recipients")
+            return
+        if self._spf_pending(self._txn, lambda: self._cmd_data(arg)):
             return
         refusal = self._open_message(self._txn)
         if refusal is not None:
@@ -56,6 +59,27 @@ class TransferCommands:
         self._finish_message()
         return True
 
+    def _spf_pending(self, txn: Transaction, resume) -> bool:
+        """spf_check = header: find the SPF result of MAIL FROM (RFC 7208
+        §2.4, through the backend's resolver) before message data starts,
+        holding input meanwhile, then run the command again (``resume``).
+        Not for clients that may relay (authenticated, trusted networks):
+        the check is between border MTAs of different ADMDs, internal hops
+        do not perform it (RFC 7208 Appendix F).
+        DEVIATION(RFC 7208 §2.5): checked at DATA, not at MAIL: the same
+        inputs (MAIL FROM and client address) within the same transaction,
+        and no DNS for transactions that never get a recipient."""
+        if self.config.spf_check != "header" or txn.spf is not None \
+                or self._auth_user is not None or self.backend.may_relay(self.ctx, None):
+            return False
+
+        def finish(result) -> None:
+            txn.spf = result
+            if not self.closed:
+                resume()
+        self._await(lambda done: self.backend.check_spf(self.ctx, self._helo or "", txn.mail_from, done), finish)
+        return True
+
     def _open_message(self, txn: Transaction) -> Optional[Reply]:
         """Message data starts: ask the backend for a sink, write the trace
         field (RFC 5321 §4.4) first.  A refusal (452 4.3.1 when the server's
@@ -68,6 +92,8 @@ class TransferCommands:
             return sink
         txn.queue_id, txn.sink, txn.envelope = qid, sink, env
         txn.check = ContentCheck(self.config.max_message_size, self.config.max_text_line)
+        if txn.spf is not None:     # RFC 7208 §9.1: above the Received field we add
+            sink.write(received_spf(txn.spf, self.config.hostname))
         sink.write(received_header(
             self._helo, self.ctx.peer_ip, self.config.hostname,
             protocol_word(self._esmtp, self.ctx.tls_active, self._auth_user is not None,
@@ -106,6 +132,8 @@ class TransferCommands:
             error = ((554, "5.5.1", "No valid recipients") if self.state is State.MAIL
                      else (503, "5.5.1", "No mail transaction in progress"))
         elif self.state is State.RCPT:
+            if self._spf_pending(self._txn, lambda: self._cmd_bdat(arg)):
+                return
             error = self._open_message(self._txn)
             if error is not None:
                 # RFC 3030 §2: the chunk is read and discarded, then 4xx; the
