@@ -4,7 +4,7 @@
 This file is the composition root: the table of listeners, ``MailServer`` (the
 wiring that connects the sans-I/O sessions in ``protocols/`` to the event loop
 and to the disk in ``store/``) and the command line: its parser and the
-dispatch to the subcommands (serve, user, alias, dns, queue, rfc:
+dispatch to the subcommands (serve, user, alias, dns, queue, tls, rfc:
 protocols/commands.py; check: protocols/check.py; sendmail:
 protocols/backend/sendmail.py), each handed what only this file knows (the
 server, the listeners, the clock, /etc/resolv.conf).  The configuration (its table of keys, the typed ``Config``, the
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import ssl
 import sys
 import threading
@@ -29,7 +30,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from protocols import logtarget
 from protocols.backend.wiring import Backend
-from protocols.commands import dns_main, queue_main, rfc_main, serve, source_citations, user_alias_main  # noqa: F401 (source_citations: for tests)
+from protocols.commands import dns_main, queue_main, rfc_main, serve, source_citations, tls_main, user_alias_main  # noqa: F401 (source_citations: for tests)
 from protocols.config import KEYS, Config, ConfigError, config_example, load_config, read_config_file  # noqa: F401 (KEYS, read_config_file: for tests and embedders)
 from protocols.loop import EventLoop, raise_fd_limit
 from protocols.loop_tls import client_tls_context, server_tls_context
@@ -111,7 +112,7 @@ class MailServer:
     def _tls_context(self) -> Optional[ssl.SSLContext]:
         cfg = self.config
         if not cfg.tls_cert:
-            return None
+            return self._self_signed_context() if cfg.tls_self_signed else None
         try:
             check_tls_files(cfg.tls_cert, cfg.tls_key)   # one line naming the file, not ssl's "PEM lib"
         except DataDirError as e:
@@ -124,6 +125,20 @@ class MailServer:
             raise ConfigError(f"cannot read TLS certificate or key: {e.filename}: permission denied") from None
         except (ssl.SSLError, OSError) as e:
             raise ConfigError(f"cannot load TLS certificate {cfg.tls_cert} / key {cfg.tls_key}: {e}") from None
+
+    def _self_signed_context(self) -> ssl.SSLContext:
+        """No certificate configured: the one made in the data folder (protocols/selfsigned.py)."""
+        from protocols import selfsigned
+        directory = os.path.join(self.config.data_dir, selfsigned.TLS_DIR)
+        try:
+            made = selfsigned.ensure(self.config.hostname, directory, time.time)
+            context = server_tls_context(made.cert, made.key)
+        except DataDirError as e:
+            raise ConfigError(str(e)) from None
+        except (ssl.SSLError, OSError) as e:
+            raise ConfigError(f"cannot load the self-signed certificate in {directory}: {e}") from None
+        log.info("%s", selfsigned.log_line(made))
+        return context
 
     def bind(self) -> None:
         """Bind every configured listener; raises ConfigError with a readable message."""
@@ -299,6 +314,11 @@ def _admin_parser() -> argparse.ArgumentParser:
     dns = sub.add_parser("dns", parents=[common], help="ask our resolver: dns MX|A|AAAA NAME")
     dns.add_argument("qtype", type=str.upper, choices=("MX", "A", "AAAA"))
     dns.add_argument("name")
+    tls = sub.add_parser("tls", help="tls selfsigned: make a new self-signed certificate and key in DATA/tls/")
+    tls_self = tls.add_subparsers(dest="action", required=True).add_parser("selfsigned", parents=[common])
+    tls_self.add_argument("--days", type=int, metavar="N", help="validity in days (default 3650)")
+    tls_self.add_argument("--host", metavar="NAME", help="the name in the certificate (default: the host name)")
+    tls_self.add_argument("--ip", metavar="ADDR", action="append", default=[], help="an IP address in it too (repeatable)")
     sub.add_parser("check", parents=[common], help="check the configuration, files and DNS; print what the server would do")
     sub.add_parser("config-example", help="print a commented configuration file with every key")
     rfc = sub.add_parser("rfc", help="the code's RFC citations: rfc [NUMBER [SECTION]]")
@@ -326,6 +346,8 @@ def admin_main(argv: List[str]) -> int:
         return user_alias_main(args, data, cfg)
     if args.cmd == "queue":
         return queue_main(cfg, args.action, args.id, MailServer)
+    if args.cmd == "tls":
+        return tls_main(cfg, args.days, args.host, args.ip, time.time)
     return 2
 
 

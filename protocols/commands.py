@@ -1,5 +1,5 @@
 """The subcommands of ``mailsrv.py``: serve's signals and start-up lines, user,
-alias, queue, dns, rfc.
+alias, queue, dns, tls, rfc.
 
 mailsrv.py parses the command line and hands each subcommand its part here,
 with what only the entry point knows: the server it built (``MailServer``),
@@ -207,6 +207,26 @@ def dns_main(cfg: Config, qtype: str, name: str, resolv_conf: str) -> int:
     lines, ok = describe(name, qtype, out[0])
     print("\n".join(lines))
     return 0 if ok else 1
+
+
+# -- tls -----------------------------------------------------------------------
+
+def tls_main(cfg: Config, days: Optional[int], host: Optional[str], ips: List[str], clock: Callable[[], float]) -> int:
+    """`tls selfsigned [--days N] [--host NAME] [--ip ADDR]`: a new key and
+    self-signed certificate in DATA/tls/ (protocols/selfsigned.py); a running
+    server takes it at its next start."""
+    from protocols import selfsigned
+    from protocols.crypto.x509 import DEFAULT_DAYS
+    if days is not None and not 1 <= days <= 36500:
+        raise ConfigError(f"--days {days}: give a number of days from 1 to 36500")
+    directory = os.path.join(cfg.data_dir, selfsigned.TLS_DIR)
+    made = selfsigned.ensure(host or cfg.hostname, directory, clock, days=days or DEFAULT_DAYS, ips=ips, force=True,
+                             names=[cfg.hostname])     # the server makes it again at start if its name is not in it
+    print(f"certificate {made.cert}\nkey {made.key}\nvalid until {made.not_after:%Y-%m-%d %H:%M} UTC"
+          f"\nSHA-256 fingerprint {made.fingerprint}")
+    if cfg.tls_cert:
+        print(f"mailsrv: note: tls_cert is set ({cfg.tls_cert}): the server uses that one, not this", file=sys.stderr)
+    return 0
 
 
 # -- rfc -----------------------------------------------------------------------
