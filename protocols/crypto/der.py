@@ -53,7 +53,7 @@ def tlv(tag: int, value: bytes) -> bytes:
 
 def integer(n: int) -> bytes:
     """X.690 clause 8.3: two's complement, big-endian, in the fewest octets."""
-    size = n.bit_length() // 8 + 1          # room for the sign bit
+    size = (n if n >= 0 else ~n).bit_length() // 8 + 1      # room for the sign bit
     return tlv(INTEGER, n.to_bytes(size, "big", signed=True))
 
 
