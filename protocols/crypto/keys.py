@@ -3,8 +3,8 @@
 One entry point per direction, whatever made the file (mailsrv, ``openssl
 genpkey -algorithm RSA|ed25519``, ``openssl genrsa`` of OpenSSL 1.x):
 
-- :func:`load_private_key`: a PEM ``PRIVATE KEY`` (OneAsymmetricKey, RFC
-  5958 §2; RFC 7468 §10) holding rsaEncryption or id-Ed25519, or a
+- :func:`load_private_key`: a PEM ``PRIVATE KEY`` (OneAsymmetricKey,
+  RFC 5958 §2; RFC 7468 §10) holding rsaEncryption or id-Ed25519, or a
   ``RSA PRIVATE KEY`` (RSAPrivateKey, RFC 8017 §A.1.2);
 - :func:`load_public_key`: a PEM ``PUBLIC KEY`` (SubjectPublicKeyInfo,
   RFC 7468 §13) or ``RSA PUBLIC KEY``, or the DER of a SubjectPublicKeyInfo

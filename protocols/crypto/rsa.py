@@ -7,7 +7,7 @@
 - RSASSA-PKCS1-v1_5 (RFC 8017 §8.2) with EMSA-PKCS1-v1_5 and SHA-256 (§9.2):
   what DKIM's rsa-sha256 (RFC 6376) and X.509's sha256WithRSAEncryption use.
   Verification builds the expected encoded message and compares it whole
-  (§8.2.2 step 4), never parsing the padding (the way Bleichenbacher's
+  (RFC 8017 §8.2.2 step 4), never parsing the padding (the way Bleichenbacher's
   2006 forgery gets in).
 - Key syntax: RSAPublicKey / RSAPrivateKey (RFC 8017 §A.1), wrapped in
   PKCS#8 (RFC 5958 §2) and SubjectPublicKeyInfo (RFC 5280 §4.1.2.7).

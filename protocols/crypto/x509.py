@@ -79,7 +79,7 @@ def self_signed(key: PrivateKey, host: str, now: datetime.datetime, days: int = 
     names = list(dict.fromkeys([host, *dns_names]))
     serial = serial or secrets.randbits(SERIAL_BITS) | 1 << (SERIAL_BITS - 1)
     spki = key.public.spki()
-    key_id = hashlib.sha1(der.to_bits(der.children(der.read_all(spki))[1])).digest()  # §4.2.1.2 method (1)
+    key_id = hashlib.sha1(der.to_bits(der.children(der.read_all(spki))[1])).digest()  # RFC 5280 §4.2.1.2 method (1)
     extensions = [
         _extension(ID_BASIC_CONSTRAINTS, der.sequence(), critical=True),        # cA FALSE (DEFAULT)
         _extension(ID_KEY_USAGE, der.named_bits(*(
@@ -91,15 +91,15 @@ def self_signed(key: PrivateKey, host: str, now: datetime.datetime, days: int = 
     ]
     now = now.astimezone(datetime.timezone.utc).replace(microsecond=0)
     tbs = der.sequence(
-        der.context(0, der.integer(2)),                 # version v3 (§4.1.2.1)
-        der.integer(serial),                            # §4.1.2.2
-        _signature_algorithm(key),                      # §4.1.2.3: the same as signatureAlgorithm
-        _name(host),                                    # issuer (§4.1.2.4)
+        der.context(0, der.integer(2)),                 # version v3 (RFC 5280 §4.1.2.1)
+        der.integer(serial),                            # RFC 5280 §4.1.2.2
+        _signature_algorithm(key),                      # RFC 5280 §4.1.2.3: the same as signatureAlgorithm
+        _name(host),                                    # issuer (RFC 5280 §4.1.2.4)
         der.sequence(der.validity_time(now - BACKDATE),
-                     der.validity_time(now + datetime.timedelta(days=days))),     # §4.1.2.5
-        _name(host),                                    # subject (§4.1.2.6): self-issued
-        spki,                                           # §4.1.2.7
-        der.context(3, der.sequence(*extensions)),      # §4.1.2.9
+                     der.validity_time(now + datetime.timedelta(days=days))),     # RFC 5280 §4.1.2.5
+        _name(host),                                    # subject (RFC 5280 §4.1.2.6): self-issued
+        spki,                                           # RFC 5280 §4.1.2.7
+        der.context(3, der.sequence(*extensions)),      # RFC 5280 §4.1.2.9
     )
     # RFC 5280 §4.1.1.3: the signature over the DER of tbsCertificate
     return der.sequence(tbs, _signature_algorithm(key), der.bit_string(key.sign(tbs)))
