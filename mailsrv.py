@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import ssl
 import sys
 import threading
@@ -34,6 +33,7 @@ from protocols.commands import dns_main, queue_main, rfc_main, serve, source_cit
 from protocols.config import KEYS, Config, ConfigError, config_example, load_config, read_config_file  # noqa: F401 (KEYS, read_config_file: for tests and embedders)
 from protocols.loop import EventLoop, raise_fd_limit
 from protocols.loop_tls import client_tls_context, server_tls_context
+from protocols.selfsigned import for_server as self_signed_for_server
 from protocols.startup import bind_error as _bind_error
 from store.datadir import DataDirError, ServerLock, open_data_dir, open_for_command, os_reason
 from store.tlsfiles import check_tls_files
@@ -111,34 +111,23 @@ class MailServer:
     # -- listeners -----------------------------------------------------
     def _tls_context(self) -> Optional[ssl.SSLContext]:
         cfg = self.config
-        if not cfg.tls_cert:
-            return self._self_signed_context() if cfg.tls_self_signed else None
+        cert, key = cfg.tls_cert, cfg.tls_key
+        if not cert and not cfg.tls_self_signed:
+            return None
+        if not cert:        # made at first start in DATA/tls/ and logged with its fingerprint
+            cert, key = self_signed_for_server(cfg.hostname, cfg.data_dir, time.time)
         try:
-            check_tls_files(cfg.tls_cert, cfg.tls_key)   # one line naming the file, not ssl's "PEM lib"
+            check_tls_files(cert, key)   # one line naming the file, not ssl's "PEM lib"
         except DataDirError as e:
             raise ConfigError(str(e)) from None
         try:
-            return server_tls_context(cfg.tls_cert, cfg.tls_key)
+            return server_tls_context(cert, key)
         except FileNotFoundError as e:
             raise ConfigError(f"cannot read TLS certificate or key: {e.filename}: {e.strerror}") from None
         except PermissionError as e:
             raise ConfigError(f"cannot read TLS certificate or key: {e.filename}: permission denied") from None
         except (ssl.SSLError, OSError) as e:
-            raise ConfigError(f"cannot load TLS certificate {cfg.tls_cert} / key {cfg.tls_key}: {e}") from None
-
-    def _self_signed_context(self) -> ssl.SSLContext:
-        """No certificate configured: the one made in the data folder (protocols/selfsigned.py)."""
-        from protocols import selfsigned
-        directory = os.path.join(self.config.data_dir, selfsigned.TLS_DIR)
-        try:
-            made = selfsigned.ensure(self.config.hostname, directory, time.time)
-            context = server_tls_context(made.cert, made.key)
-        except DataDirError as e:
-            raise ConfigError(str(e)) from None
-        except (ssl.SSLError, OSError) as e:
-            raise ConfigError(f"cannot load the self-signed certificate in {directory}: {e}") from None
-        log.info("%s", selfsigned.log_line(made))
-        return context
+            raise ConfigError(f"cannot load TLS certificate {cert} / key {key}: {e}") from None
 
     def bind(self) -> None:
         """Bind every configured listener; raises ConfigError with a readable message."""
@@ -282,6 +271,7 @@ def _global_options(p: argparse.ArgumentParser, suppress: bool = False) -> argpa
         opt("--" + lst.port_key.replace("_", "-"), metavar="N", help="port number, 0 for any, off to disable")
     opt("--tls-cert", metavar="FILE")
     opt("--tls-key", metavar="FILE")
+    opt("--tls-self-signed", metavar="yes|no", help="with no --tls-cert: a self-signed certificate (default yes)")
     opt("--log-level", metavar="LEVEL")
     opt("--dns-server", metavar="HOST:PORT", action="append", help="DNS server for MX lookups (repeatable)")
     opt("--relay-port", metavar="N", help="destination port for outbound SMTP (default 25)")
@@ -314,8 +304,8 @@ def _admin_parser() -> argparse.ArgumentParser:
     dns = sub.add_parser("dns", parents=[common], help="ask our resolver: dns MX|A|AAAA NAME")
     dns.add_argument("qtype", type=str.upper, choices=("MX", "A", "AAAA"))
     dns.add_argument("name")
-    tls = sub.add_parser("tls", help="tls selfsigned: make a new self-signed certificate and key in DATA/tls/")
-    tls_self = tls.add_subparsers(dest="action", required=True).add_parser("selfsigned", parents=[common])
+    tls_self = sub.add_parser("tls", help="tls selfsigned: make a new self-signed certificate and key in DATA/tls/") \
+        .add_subparsers(dest="action", required=True).add_parser("selfsigned", parents=[common])
     tls_self.add_argument("--days", type=int, metavar="N", help="validity in days (default 3650)")
     tls_self.add_argument("--host", metavar="NAME", help="the name in the certificate (default: the host name)")
     tls_self.add_argument("--ip", metavar="ADDR", action="append", default=[], help="an IP address in it too (repeatable)")

@@ -25,15 +25,19 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import logging
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
-from protocols.crypto import der, keys, rsa, x509
+from protocols.config import ConfigError
+from protocols.crypto import der, ed25519, keys, rsa, x509
 from store.datadir import DataDirError
 from store.tlsfiles import read_pem, write_pem_pair
+
+log = logging.getLogger("mailsrv")
 
 TLS_DIR = "tls"                             # under the data folder
 CERT_FILE = "selfsigned-cert.pem"
@@ -44,7 +48,8 @@ RENEW_BEFORE = datetime.timedelta(days=30)
 # Names beside the host name that local clients use: RFC 6761 §6.3 localhost.
 EXTRA_NAMES = ("localhost",)
 
-_KEYS: Dict[str, rsa.RsaPrivateKey] = {}        # host name -> key made by this process
+_KEYS: Dict[str, keys.PrivateKey] = {}         # "host/type" -> key made by this process
+KEY_TYPES = ("rsa", "ed25519")
 _TEMP: Dict[str, str] = {}                      # "dir" -> this process's temporary directory
 
 
@@ -61,11 +66,13 @@ class SelfSigned:
     not_after: datetime.datetime
 
 
-def key_for(hostname: str, bits: int = rsa.DEFAULT_BITS) -> rsa.RsaPrivateKey:
-    """This process's key for ``hostname``, made on first use."""
-    cache_key = f"{hostname.lower()}/{bits}"
+def key_for(hostname: str, key_type: str = "rsa") -> keys.PrivateKey:
+    """This process's key for ``hostname``, made on first use: RSA-2048
+    (about a second), or Ed25519 (milliseconds; TLS 1.3 only, and not every
+    client takes it: Python's ssl does)."""
+    cache_key = f"{hostname.lower()}/{key_type}"
     if cache_key not in _KEYS:
-        _KEYS[cache_key] = rsa.generate(bits)
+        _KEYS[cache_key] = ed25519.generate() if key_type == "ed25519" else rsa.generate()
     return _KEYS[cache_key]
 
 
@@ -106,11 +113,13 @@ def _why_new(cert: Optional[bytes], hostname: str, now: datetime.datetime) -> st
 
 
 def ensure(hostname: str, directory: str, clock: Callable[[], float], days: int = x509.DEFAULT_DAYS,
-           ips: Sequence[str] = (), force: bool = False, names: Sequence[str] = ()) -> SelfSigned:
+           ips: Sequence[str] = (), force: bool = False, names: Sequence[str] = (),
+           key_type: str = "rsa") -> SelfSigned:
     """The self-signed pair in ``directory``: reused when it is good for
     ``hostname``, else made (from the key on disk if there is one, else from
     this process's key for ``hostname``).  ``names``: more DNS names in it;
-    ``force``: a new certificate (and a new key) whatever is there.  Raises
+    ``force``: a new certificate (and a new key) whatever is there;
+    ``key_type``: "rsa" or "ed25519" for a new key.  Raises
     SelfSignedError/DataDirError."""
     cert_path, key_path = os.path.join(directory, CERT_FILE), os.path.join(directory, KEY_FILE)
     now = _now(clock)
@@ -118,7 +127,9 @@ def ensure(hostname: str, directory: str, clock: Callable[[], float], days: int 
     made = "new key" if key is None else _why_new(cert, hostname, now)
     if made:
         if key is None:
-            key = rsa.generate() if force else key_for(hostname)
+            if force:
+                _KEYS.pop(f"{hostname.lower()}/{key_type}", None)     # a new key, not this process's
+            key = key_for(hostname, key_type)
         cert = x509.self_signed(key, hostname, now, days=days, ips=ips,
                                 dns_names=[n for n in (*names, *EXTRA_NAMES) if n.lower() != hostname.lower()])
         write_pem_pair(cert_path, x509.pem(cert), key_path, key.pem())
@@ -126,19 +137,32 @@ def ensure(hostname: str, directory: str, clock: Callable[[], float], days: int 
 
 
 def self_signed(hostname: str, data_dir: Optional[str], clock: Callable[[], float],
-                ips: Sequence[str] = ()) -> Tuple[str, str]:
+                ips: Sequence[str] = (), key_type: str = "rsa") -> Tuple[str, str]:
     """(cert_path, key_path) of a self-signed pair for ``hostname``, for
     ``ssl.SSLContext.load_cert_chain``: in ``<data_dir>/tls/``, or, with
     ``data_dir=None``, in a temporary directory of this process (removed at
-    exit) from this process's key: after the first call, milliseconds."""
+    exit) from this process's key: after the first call, milliseconds.
+    ``key_type="ed25519"`` makes even the first call take milliseconds, for
+    clients that take an Ed25519 certificate (TLS 1.3; Python's ssl does)."""
     if data_dir is None:
         if "dir" not in _TEMP:
             _TEMP["dir"] = tempfile.mkdtemp(prefix="mailsrv-selfsigned-")
             atexit.register(shutil.rmtree, _TEMP["dir"], True)
-        directory = os.path.join(_TEMP["dir"], hostname.lower() + ("-ip" if ips else ""))
+        directory = os.path.join(_TEMP["dir"], f"{hostname.lower()}-{key_type}" + ("-ip" if ips else ""))
     else:
         directory = os.path.join(data_dir, TLS_DIR)
-    made = ensure(hostname, directory, clock, ips=ips)
+    made = ensure(hostname, directory, clock, ips=ips, key_type=key_type)
+    return made.cert, made.key
+
+
+def for_server(hostname: str, data_dir: str, clock: Callable[[], float]) -> Tuple[str, str]:
+    """The server's pair in ``<data_dir>/tls/`` (:func:`ensure`), logged
+    with its fingerprint; ConfigError, one line naming the file, if unusable."""
+    try:
+        made = ensure(hostname, os.path.join(data_dir, TLS_DIR), clock)
+    except DataDirError as e:
+        raise ConfigError(str(e)) from None
+    log.info("%s", log_line(made))
     return made.cert, made.key
 
 

@@ -156,6 +156,14 @@ class EnsureTest(unittest.TestCase):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         ctx.load_cert_chain(cert2, key2)
 
+    def test_an_ed25519_certificate_for_the_impatient(self):
+        started = time.monotonic()
+        cert, key = selfsigned.self_signed("b.example.test", None, time.time, key_type="ed25519")
+        self.assertLess(time.monotonic() - started, 5.0)     # milliseconds, bounded loosely
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        self.assertIn(b"BEGIN PRIVATE KEY", read(key))
+
 
 class CommandTest(unittest.TestCase):
     def test_tls_selfsigned_prints_paths_and_fingerprint(self):
