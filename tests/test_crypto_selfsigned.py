@@ -3,6 +3,7 @@
 first start, the same certificate after a restart, a damaged file is one
 error line naming it; and `mailsrv.py tls selfsigned`."""
 
+import logging
 import os
 import poplib
 import shutil
@@ -16,7 +17,7 @@ import unittest
 from mailsrv import Config, ConfigError, MailServer
 from protocols import selfsigned
 from protocols.crypto import der, x509
-from tests.helpers import client_tls, free_ports, mailsrv_cli
+from tests.helpers import CERT, KEY, client_tls, free_ports, mailsrv_cli
 
 HOST = "mx.example.test"
 DAY = 86400.0
@@ -78,6 +79,18 @@ class ServerTest(unittest.TestCase):
         first = read(files(self.data)[0])
         self.start()
         self.assertEqual(read(files(self.data)[0]), first)
+
+    def test_sighup_replaces_it_with_a_configured_certificate(self):
+        server = self.start()
+        mailsrv_log = logging.getLogger("mailsrv")
+        self.addCleanup(mailsrv_log.setLevel, mailsrv_log.level)     # the reload sets log_level
+        with self.assertLogs("mailsrv", "INFO"):
+            server.reload(config(self.data, tls_cert=CERT, tls_key=KEY, log_level="INFO"))
+        with open(CERT, "rb") as f:
+            configured = der.pem_block(f.read(), "CERTIFICATE")[1]
+        with socket.create_connection(("127.0.0.1", server.ports["smtps"]), timeout=10) as raw:
+            with client_tls().wrap_socket(raw) as tls:
+                self.assertEqual(tls.getpeercert(binary_form=True), configured)
 
     def test_tls_self_signed_no_keeps_tls_off(self):
         server = self.start(tls_self_signed="no")
