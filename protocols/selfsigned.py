@@ -19,6 +19,9 @@ into a temporary directory of this process, removed at exit.
 
 A file that is there but unreadable or damaged is an error naming the file
 (delete it, and a new one is made); it is never silently replaced.
+
+Call it from one thread at a time (the server does, at start): two threads
+making the same pair at once would race on its temporary files.
 """
 
 from __future__ import annotations

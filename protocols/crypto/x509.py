@@ -61,7 +61,8 @@ def _extension(oid: str, value: bytes, critical: bool = False) -> bytes:
 def _alt_names(dns_names: Iterable[str], ips: Iterable[str]) -> bytes:
     """GeneralNames (RFC 5280 §4.2.1.6): dNSName [2] IA5String, iPAddress [7]
     the 4 or 16 octets, both IMPLICIT so primitive."""
-    names = [der.context(2, name.encode("ascii"), constructed=False) for name in dns_names]
+    names = [der.context(2, name.encode("ascii"), constructed=False) for name in dns_names
+             if name.isascii()]        # §4.2.1.6: IA5String; a U-label belongs there as its A-label
     names += [der.context(7, ipaddress.ip_address(ip).packed, constructed=False) for ip in ips]
     return der.sequence(*names)
 
