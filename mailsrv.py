@@ -225,7 +225,7 @@ class MailServer:
         """Load tls_cert/tls_key again for new connections and their STARTTLS;
         open sessions keep theirs.  A pair that does not load is refused with
         one ERROR line naming the file, and the running one stays in use."""
-        if self._tls is None or not self.config.tls_cert:
+        if self._tls is None:          # TLS off; turning it on needs a restart
             return True
         try:
             ctx = self._tls_context()
@@ -234,7 +234,7 @@ class MailServer:
             return False
         self._tls = ctx
         count = self.loop.set_tls_context(ctx)
-        log.info("TLS certificate reloaded from %s (%d listeners)", self.config.tls_cert, count)
+        log.info("TLS certificate reloaded from %s (%d listeners)", self.config.tls_cert or "DATA/tls (self-signed)", count)
         return True
 
     def queue_control(self) -> None:

@@ -214,7 +214,7 @@ def dns_main(cfg: Config, qtype: str, name: str, resolv_conf: str) -> int:
 def tls_main(cfg: Config, days: Optional[int], host: Optional[str], ips: List[str], clock: Callable[[], float]) -> int:
     """`tls selfsigned [--days N] [--host NAME] [--ip ADDR]`: a new key and
     self-signed certificate in DATA/tls/ (protocols/selfsigned.py); a running
-    server takes it at its next start."""
+    server takes it on SIGHUP."""
     from protocols import selfsigned
     from protocols.crypto.x509 import DEFAULT_DAYS
     if days is not None and not 1 <= days <= 36500:

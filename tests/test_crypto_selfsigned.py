@@ -92,6 +92,14 @@ class ServerTest(unittest.TestCase):
             with client_tls().wrap_socket(raw) as tls:
                 self.assertEqual(tls.getpeercert(binary_form=True), configured)
 
+    def test_sighup_takes_a_new_self_signed_pair(self):
+        server = self.start()
+        made = selfsigned.ensure(HOST, os.path.join(self.data, selfsigned.TLS_DIR), time.time, force=True)
+        server.reload()
+        with socket.create_connection(("127.0.0.1", server.ports["smtps"]), timeout=10) as raw:
+            with client_tls().wrap_socket(raw) as tls:
+                self.assertEqual(x509.fingerprint(tls.getpeercert(binary_form=True)), made.fingerprint)
+
     def test_tls_self_signed_no_keeps_tls_off(self):
         server = self.start(tls_self_signed="no")
         with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as smtp:
