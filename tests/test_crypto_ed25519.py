@@ -11,7 +11,8 @@ import unittest
 from protocols.crypto import der, ed25519, keys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RFC_8032 = [os.path.join(HERE, *up, "shared", "rfc", "rfc8032.txt") for up in ((os.pardir, os.pardir), (os.pardir, os.pardir, os.pardir))]
+RFC_8032 = [os.path.join(HERE, *up, "shared", "rfc", "rfc8032.txt")
+            for up in ((os.pardir, os.pardir), (os.pardir, os.pardir, os.pardir))]   # beside a checkout or a worktree
 OPENSSL = shutil.which("openssl")
 
 # RFC 8032 §7.1: TEST 1, 2, 3 and SHA(abc), as (secret key, public key, message, signature).
