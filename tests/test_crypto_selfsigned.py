@@ -122,6 +122,23 @@ class ServerTest(unittest.TestCase):
         self.assertNotIn("\n", message)
 
 
+class CheckTest(unittest.TestCase):
+    def test_check_says_where_the_certificate_is_or_will_be(self):
+        data = tempfile.mkdtemp(prefix="mailsrv-tlscheck-")
+        self.addCleanup(shutil.rmtree, data, True)
+        args = ("--data", data, "--hostname", HOST, "--dns-server", "127.0.0.1:9", "check")
+        _rc, out, _err = mailsrv_cli(*args)
+        self.assertIn("ok: TLS with a self-signed certificate, made at first start in "
+                      + os.path.join(data, selfsigned.TLS_DIR), out)
+        selfsigned.ensure(HOST, os.path.join(data, selfsigned.TLS_DIR), time.time)
+        _rc, out, _err = mailsrv_cli(*args)
+        self.assertIn(f"ok: TLS with the self-signed certificate {files(data)[0]}", out)
+        with open(files(data)[1], "wb") as f:
+            f.write(b"garbage")
+        _rc, out, _err = mailsrv_cli(*args)
+        self.assertIn(f"error: TLS key {files(data)[1]}", out)
+
+
 class EnsureTest(unittest.TestCase):
     """protocols.selfsigned.ensure with the clock in the test's hand."""
 
