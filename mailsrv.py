@@ -29,11 +29,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from protocols import logtarget
 from protocols.backend.wiring import Backend
-from protocols.commands import dns_main, queue_main, rfc_main, serve, source_citations, tls_main, user_alias_main  # noqa: F401 (source_citations: for tests)
+from protocols.commands import dns_main, queue_main, rfc_main, serve, source_citations, tls_main, tls_parser, user_alias_main  # noqa: F401 (source_citations: for tests)
 from protocols.config import KEYS, Config, ConfigError, config_example, load_config, read_config_file  # noqa: F401 (KEYS, read_config_file: for tests and embedders)
 from protocols.loop import EventLoop, raise_fd_limit
 from protocols.loop_tls import client_tls_context, server_tls_context
-from protocols.selfsigned import for_server as self_signed_for_server
+from protocols.selfsigned import server_pair as tls_pair
 from protocols.startup import bind_error as _bind_error
 from store.datadir import DataDirError, ServerLock, open_data_dir, open_for_command, os_reason
 from store.tlsfiles import check_tls_files
@@ -110,12 +110,9 @@ class MailServer:
 
     # -- listeners -----------------------------------------------------
     def _tls_context(self) -> Optional[ssl.SSLContext]:
-        cfg = self.config
-        cert, key = cfg.tls_cert, cfg.tls_key
-        if not cert and not cfg.tls_self_signed:
+        cert, key = tls_pair(self.config, time.time)     # tls_cert/tls_key, or the self-signed pair in DATA/tls/
+        if not cert:
             return None
-        if not cert:        # made at first start in DATA/tls/ and logged with its fingerprint
-            cert, key = self_signed_for_server(cfg.hostname, cfg.data_dir, time.time)
         try:
             check_tls_files(cert, key)   # one line naming the file, not ssl's "PEM lib"
         except DataDirError as e:
@@ -304,11 +301,7 @@ def _admin_parser() -> argparse.ArgumentParser:
     dns = sub.add_parser("dns", parents=[common], help="ask our resolver: dns MX|A|AAAA NAME")
     dns.add_argument("qtype", type=str.upper, choices=("MX", "A", "AAAA"))
     dns.add_argument("name")
-    tls_self = sub.add_parser("tls", help="tls selfsigned: make a new self-signed certificate and key in DATA/tls/") \
-        .add_subparsers(dest="action", required=True).add_parser("selfsigned", parents=[common])
-    tls_self.add_argument("--days", type=int, metavar="N", help="validity in days (default 3650)")
-    tls_self.add_argument("--host", metavar="NAME", help="the name in the certificate (default: the host name)")
-    tls_self.add_argument("--ip", metavar="ADDR", action="append", default=[], help="an IP address in it too (repeatable)")
+    tls_parser(sub, common)
     sub.add_parser("check", parents=[common], help="check the configuration, files and DNS; print what the server would do")
     sub.add_parser("config-example", help="print a commented configuration file with every key")
     rfc = sub.add_parser("rfc", help="the code's RFC citations: rfc [NUMBER [SECTION]]")

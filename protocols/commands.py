@@ -211,6 +211,15 @@ def dns_main(cfg: Config, qtype: str, name: str, resolv_conf: str) -> int:
 
 # -- tls -----------------------------------------------------------------------
 
+def tls_parser(sub, common: argparse.ArgumentParser) -> None:
+    """`tls selfsigned`'s options (mailsrv.py's parser; the global ones come with ``common``)."""
+    tls_self = sub.add_parser("tls", help="tls selfsigned: make a new self-signed certificate and key in DATA/tls/") \
+        .add_subparsers(dest="action", required=True).add_parser("selfsigned", parents=[common])
+    tls_self.add_argument("--days", type=int, metavar="N", help="validity in days (default 3650)")
+    tls_self.add_argument("--host", metavar="NAME", help="the name in the certificate (default: the host name)")
+    tls_self.add_argument("--ip", metavar="ADDR", action="append", default=[], help="an IP address in it too (repeatable)")
+
+
 def tls_main(cfg: Config, days: Optional[int], host: Optional[str], ips: List[str], clock: Callable[[], float]) -> int:
     """`tls selfsigned [--days N] [--host NAME] [--ip ADDR]`: a new key and
     self-signed certificate in DATA/tls/ (protocols/selfsigned.py); a running

@@ -158,11 +158,15 @@ def self_signed(hostname: str, data_dir: Optional[str], clock: Callable[[], floa
     return made.cert, made.key
 
 
-def for_server(hostname: str, data_dir: str, clock: Callable[[], float]) -> Tuple[str, str]:
-    """The server's pair in ``<data_dir>/tls/`` (:func:`ensure`), logged
-    with its fingerprint; ConfigError, one line naming the file, if unusable."""
+def server_pair(cfg, clock: Callable[[], float]) -> Tuple[str, str]:
+    """The server's certificate and key files: ``tls_cert``/``tls_key``; with
+    none configured and ``tls_self_signed``, the pair in ``<data_dir>/tls/``
+    (:func:`ensure`), logged with its fingerprint; else ("", ""): no TLS.
+    ConfigError, one line naming the file, if the pair cannot be used."""
+    if cfg.tls_cert or not cfg.tls_self_signed:
+        return cfg.tls_cert, cfg.tls_key
     try:
-        made = ensure(hostname, os.path.join(data_dir, TLS_DIR), clock)
+        made = ensure(cfg.hostname, os.path.join(cfg.data_dir, TLS_DIR), clock)
     except DataDirError as e:
         raise ConfigError(str(e)) from None
     log.info("%s", log_line(made))
