@@ -27,13 +27,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
-from protocols import logtarget
+from protocols import logtarget, selfsigned
 from protocols.backend.wiring import Backend
 from protocols.commands import dns_main, queue_main, rfc_main, serve, source_citations, tls_main, tls_parser, user_alias_main  # noqa: F401 (source_citations: for tests)
 from protocols.config import KEYS, Config, ConfigError, config_example, load_config, read_config_file  # noqa: F401 (KEYS, read_config_file: for tests and embedders)
 from protocols.loop import EventLoop, raise_fd_limit
 from protocols.loop_tls import client_tls_context, server_tls_context
-from protocols.selfsigned import server_pair as tls_pair
 from protocols.startup import bind_error as _bind_error
 from store.datadir import DataDirError, ServerLock, open_data_dir, open_for_command, os_reason
 from store.tlsfiles import check_tls_files
@@ -110,7 +109,7 @@ class MailServer:
 
     # -- listeners -----------------------------------------------------
     def _tls_context(self) -> Optional[ssl.SSLContext]:
-        cert, key = tls_pair(self.config, time.time)     # tls_cert/tls_key, or the self-signed pair in DATA/tls/
+        cert, key = selfsigned.server_pair(self.config, time.time)     # tls_cert/tls_key, or the self-signed pair in DATA/tls/
         if not cert:
             return None
         try:
