@@ -4,7 +4,7 @@
 This file is the composition root: the table of listeners, ``MailServer`` (the
 wiring that connects the sans-I/O sessions in ``protocols/`` to the event loop
 and to the disk in ``store/``) and the command line: its parser and the
-dispatch to the subcommands (serve, user, alias, dns, queue, rfc, test-server:
+dispatch to the subcommands (serve, user, alias, dns, queue, tls, rfc, test-server:
 protocols/commands.py; check: protocols/check.py; sendmail:
 protocols/backend/sendmail.py), each handed what only this file knows (the
 server, the listeners, the clock, /etc/resolv.conf).  The configuration (its table of keys, the typed ``Config``, the
@@ -27,11 +27,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
-from protocols import logtarget
+from protocols import logtarget, selfsigned, testserver
 from protocols.backend.wiring import Backend
-from protocols import testserver
 from protocols.commands import (dns_main, queue_main, rfc_main, serve, source_citations,  # noqa: F401 (source_citations: for tests)
-                                 test_server_main, test_server_parser, user_alias_main)
+                                 test_server_main, test_server_parser, tls_main, tls_parser, user_alias_main)
 from protocols.config import KEYS, Config, ConfigError, config_example, load_config, read_config_file  # noqa: F401 (KEYS, read_config_file: for tests and embedders)
 from protocols.loop import EventLoop, raise_fd_limit
 from protocols.loop_tls import client_tls_context, server_tls_context
@@ -112,21 +111,21 @@ class MailServer:
 
     # -- listeners -----------------------------------------------------
     def _tls_context(self) -> Optional[ssl.SSLContext]:
-        cfg = self.config
-        if not cfg.tls_cert:
+        cert, key = selfsigned.server_pair(self.config, time.time)     # tls_cert/tls_key, or the self-signed pair in DATA/tls/
+        if not cert:
             return None
         try:
-            check_tls_files(cfg.tls_cert, cfg.tls_key)   # one line naming the file, not ssl's "PEM lib"
+            check_tls_files(cert, key)   # one line naming the file, not ssl's "PEM lib"
         except DataDirError as e:
             raise ConfigError(str(e)) from None
         try:
-            return server_tls_context(cfg.tls_cert, cfg.tls_key)
+            return server_tls_context(cert, key)
         except FileNotFoundError as e:
             raise ConfigError(f"cannot read TLS certificate or key: {e.filename}: {e.strerror}") from None
         except PermissionError as e:
             raise ConfigError(f"cannot read TLS certificate or key: {e.filename}: permission denied") from None
         except (ssl.SSLError, OSError) as e:
-            raise ConfigError(f"cannot load TLS certificate {cfg.tls_cert} / key {cfg.tls_key}: {e}") from None
+            raise ConfigError(f"cannot load TLS certificate {cert} / key {key}: {e}") from None
 
     def bind(self) -> None:
         """Bind every configured listener; raises ConfigError with a readable message."""
@@ -224,7 +223,7 @@ class MailServer:
         """Load tls_cert/tls_key again for new connections and their STARTTLS;
         open sessions keep theirs.  A pair that does not load is refused with
         one ERROR line naming the file, and the running one stays in use."""
-        if self._tls is None or not self.config.tls_cert:
+        if self._tls is None:          # TLS off; turning it on needs a restart
             return True
         try:
             ctx = self._tls_context()
@@ -233,7 +232,7 @@ class MailServer:
             return False
         self._tls = ctx
         count = self.loop.set_tls_context(ctx)
-        log.info("TLS certificate reloaded from %s (%d listeners)", self.config.tls_cert, count)
+        log.info("TLS certificate reloaded from %s (%d listeners)", self.config.tls_cert or "DATA/tls (self-signed)", count)
         return True
 
     def queue_control(self) -> None:
@@ -275,6 +274,7 @@ def _global_options(p: argparse.ArgumentParser, suppress: bool = False) -> argpa
         opt("--" + lst.port_key.replace("_", "-"), metavar="N", help="port number, 0 for any, off to disable")
     opt("--tls-cert", metavar="FILE")
     opt("--tls-key", metavar="FILE")
+    opt("--tls-self-signed", metavar="yes|no", help="with no --tls-cert: a self-signed certificate (default yes)")
     opt("--log-level", metavar="LEVEL")
     opt("--dns-server", metavar="HOST:PORT", action="append", help="DNS server for MX lookups (repeatable)")
     opt("--relay-port", metavar="N", help="destination port for outbound SMTP (default 25)")
@@ -311,6 +311,7 @@ def _admin_parser() -> argparse.ArgumentParser:
     dns.add_argument("ip", nargs="?", help="SPF: the SMTP client's address (RFC 7208 §4.1 <ip>)")
     dns.add_argument("--sender", help="SPF: the MAIL FROM address (default postmaster@DOMAIN)")
     dns.add_argument("--helo", help="SPF: the HELO/EHLO name (for %%{h})")
+    tls_parser(sub, common)
     sub.add_parser("check", parents=[common], help="check the configuration, files and DNS; print what the server would do")
     sub.add_parser("config-example", help="print a commented configuration file with every key")
     test_server_parser(sub, common)
@@ -341,6 +342,8 @@ def admin_main(argv: List[str]) -> int:
         return user_alias_main(args, data, cfg)
     if args.cmd == "queue":
         return queue_main(cfg, args.action, args.id, MailServer)
+    if args.cmd == "tls":
+        return tls_main(cfg, args.days, args.host, args.ip, time.time)
     return 2
 
 

@@ -19,6 +19,21 @@ from store.tlsfiles import check_tls_files
 from store.users import AliasDB, Directory, UserDB
 
 
+def _check_self_signed(data: str, problems: List[str], found: List[str]) -> None:
+    """No tls_cert: the self-signed pair the server makes (protocols/selfsigned.py)."""
+    from protocols.selfsigned import CERT_FILE, KEY_FILE, TLS_DIR
+    cert, key = os.path.join(data, TLS_DIR, CERT_FILE), os.path.join(data, TLS_DIR, KEY_FILE)
+    if not os.path.exists(cert) or not os.path.exists(key):
+        found.append(f"TLS with a self-signed certificate, made at first start in {os.path.dirname(cert)} "
+                     f"(tls_self_signed = no: no TLS without tls_cert)")
+        return
+    try:
+        check_tls_files(cert, key)
+        found.append(f"TLS with the self-signed certificate {cert} (set tls_cert/tls_key for a real one)")
+    except DataDirError as e:
+        problems.append(str(e))
+
+
 def _check_files(cfg, data: str, problems: List[str], found: List[str]) -> Directory:
     if cfg.tls_cert:
         try:
@@ -26,6 +41,8 @@ def _check_files(cfg, data: str, problems: List[str], found: List[str]) -> Direc
             found.append(f"TLS certificate {cfg.tls_cert} and key {cfg.tls_key} load")
         except DataDirError as e:
             problems.append(str(e))
+    elif cfg.tls_self_signed:
+        _check_self_signed(data, problems, found)
     else:
         found.append("TLS off (no tls_cert/tls_key): no STARTTLS, no smtps/pop3s")
     for name, key in (("users", "address"), ("aliases", "alias")):

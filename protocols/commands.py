@@ -1,5 +1,5 @@
 """The subcommands of ``mailsrv.py``: serve's signals and start-up lines, user,
-alias, queue, dns, rfc, test-server.
+alias, queue, dns, tls, rfc, test-server.
 
 mailsrv.py parses the command line and hands each subcommand its part here,
 with what only the entry point knows: the server it built (``MailServer``),
@@ -307,6 +307,35 @@ def spf_main(cfg: Config, domain: str, ip: Optional[str], sender: Optional[str],
     if res.problem:
         print(f"problem: {res.problem}")
     print(received_spf(res, receiver).decode("ascii").rstrip("\r\n").replace("\r\n", "\n"))
+    return 0
+
+
+# -- tls -----------------------------------------------------------------------
+
+def tls_parser(sub, common: argparse.ArgumentParser) -> None:
+    """`tls selfsigned`'s options (mailsrv.py's parser; the global ones come with ``common``)."""
+    tls_self = sub.add_parser("tls", help="tls selfsigned: make a new self-signed certificate and key in DATA/tls/") \
+        .add_subparsers(dest="action", required=True).add_parser("selfsigned", parents=[common])
+    tls_self.add_argument("--days", type=int, metavar="N", help="validity in days (default 3650)")
+    tls_self.add_argument("--host", metavar="NAME", help="the name in the certificate (default: the host name)")
+    tls_self.add_argument("--ip", metavar="ADDR", action="append", default=[], help="an IP address in it too (repeatable)")
+
+
+def tls_main(cfg: Config, days: Optional[int], host: Optional[str], ips: List[str], clock: Callable[[], float]) -> int:
+    """`tls selfsigned [--days N] [--host NAME] [--ip ADDR]`: a new key and
+    self-signed certificate in DATA/tls/ (protocols/selfsigned.py); a running
+    server takes it on SIGHUP."""
+    from protocols import selfsigned
+    from protocols.crypto.x509 import DEFAULT_DAYS
+    if days is not None and not 1 <= days <= 36500:
+        raise ConfigError(f"--days {days}: give a number of days from 1 to 36500")
+    directory = os.path.join(cfg.data_dir, selfsigned.TLS_DIR)
+    made = selfsigned.ensure(host or cfg.hostname, directory, clock, days=days or DEFAULT_DAYS, ips=ips, force=True,
+                             names=[cfg.hostname])     # the server makes it again at start if its name is not in it
+    print(f"certificate {made.cert}\nkey {made.key}\nvalid until {made.not_after:%Y-%m-%d %H:%M} UTC"
+          f"\nSHA-256 fingerprint {made.fingerprint}")
+    if cfg.tls_cert:
+        print(f"mailsrv: note: tls_cert is set ({cfg.tls_cert}): the server uses that one, not this", file=sys.stderr)
     return 0
 
 

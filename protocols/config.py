@@ -41,6 +41,7 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "http_idle_timeout": ("float", "60", True, "seconds an idle HTTP keep-alive connection stays open (RFC 9112 §9.5)"),
     "tls_cert": ("str", "", False, "PEM certificate chain; enables STARTTLS/STLS and the implicit-TLS ports; SIGHUP reloads it"),
     "tls_key": ("str", "", False, "PEM private key for tls_cert; SIGHUP reloads it"),
+    "tls_self_signed": ("bool", "yes", False, "with no tls_cert: make a self-signed certificate at first start (DATA/tls/), so TLS works at once; no: no TLS without tls_cert"),
     "log_level": ("str", "INFO", True, "DEBUG, INFO, WARNING or ERROR"),
     "log_target": ("str", "stderr", False, "where the log goes: stderr, file:/path (reopened on SIGHUP, for logrotate) or syslog (facility mail)"),
     "max_message_size": ("int", "26214400", True, "largest message accepted, in octets (announced in EHLO SIZE)"),
@@ -242,6 +243,7 @@ def read_config_file(path: str) -> Dict[str, str]:
 # argparse dest -> configuration key, for the global options (mailsrv.py); the
 # --NAME-port flags of the listeners have their key as dest and are added here.
 FLAG_KEYS = {"data": "data_dir", "hostname": "hostname", "tls_cert": "tls_cert", "tls_key": "tls_key",
+             "tls_self_signed": "tls_self_signed",
              "log_level": "log_level", "relay_port": "relay_port", "relayhost": "relayhost"}
 FLAG_KEYS.update({k: k for k, (kind, _d, _l, _c) in KEYS.items() if kind == "port"})
 

@@ -89,8 +89,8 @@ def planned_listeners(cfg, listeners) -> List[str]:
         name, port = lst.name, getattr(cfg, lst.port_key)
         if port is None or lst.factory is None:
             continue
-        if lst.tls == "implicit" and not cfg.tls_cert:
-            out.append(f"{name}: off (needs tls_cert and tls_key)")
+        if lst.tls == "implicit" and not cfg.tls_cert and not cfg.tls_self_signed:
+            out.append(f"{name}: off (needs tls_cert and tls_key, or tls_self_signed)")
             continue
         address_key = getattr(lst, "address_key", "")
         for host in getattr(cfg, address_key) if address_key else cfg.listen:

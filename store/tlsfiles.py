@@ -13,6 +13,7 @@ import os
 import ssl
 
 from store.datadir import DataDirError, os_reason
+from store.fsutil import write_atomic
 
 # RFC 7468 §2: the pre-encapsulation boundary names the type of the content.
 CERT_MARK = b"-----BEGIN CERTIFICATE-----"
@@ -60,3 +61,27 @@ def check_tls_files(cert: str, key: str) -> None:
         raise DataDirError(f"TLS certificate {cert} / key {key}: {reason}") from None
     except OSError as e:
         raise DataDirError(f"TLS certificate {cert} / key {key}: {os_reason(e)}") from None
+
+
+# -- the self-signed certificate's files (protocols/selfsigned.py makes their content) --
+
+def read_pem(kind: str, path: str) -> bytes:
+    """A PEM file's content; DataDirError naming the file when it cannot be read."""
+    return _read(kind, path)
+
+
+def write_pem_pair(cert_path: str, cert_pem: bytes, key_path: str, key_pem: bytes) -> None:
+    """Write a key and its certificate durably (store/fsutil.py's write_atomic):
+    the key first, mode 0600, in a directory only we may enter (0700), then the
+    certificate (0644: it is public), so a crash between the two leaves a key
+    without a certificate, which is made again from the key."""
+    for directory in {os.path.dirname(cert_path), os.path.dirname(key_path)}:
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise DataDirError(f"cannot create {directory}: {os_reason(e)}") from None
+    try:
+        write_atomic(key_path, key_pem, mode=0o600)
+        write_atomic(cert_path, cert_pem, mode=0o644)
+    except OSError as e:
+        raise DataDirError(f"cannot write {e.filename or key_path}: {os_reason(e)}") from None

@@ -113,6 +113,8 @@ class ServerTestCase(unittest.TestCase):
                             dns_servers="127.0.0.1:9")
         if cls.tls:
             values.update(tls_cert=CERT, tls_key=KEY)
+        else:
+            values.update(tls_self_signed="no")     # tls = False: no TLS at all, as the class asks
         values.update(cls.extra_config)
         cls.server = MailServer(Config(values))
         with cheap_scrypt():

@@ -74,11 +74,15 @@ class ListenerTableTest(unittest.TestCase):
 
     def test_check_plans_the_listeners_of_the_table(self):
         from protocols.startup import planned_listeners
-        cfg = Config({"smtp_port": "25", "submission_port": "off"}, names=NAMES)
+        cfg = Config({"smtp_port": "25", "submission_port": "off", "tls_self_signed": "no"}, names=NAMES)
         lines = planned_listeners(cfg, mailsrv.LISTENERS)
-        self.assertEqual(lines, ["listen smtp 127.0.0.1:25", "smtps: off (needs tls_cert and tls_key)",
-                                 "listen pop3 127.0.0.1:2110", "pop3s: off (needs tls_cert and tls_key)",
-                                 "listen imap 127.0.0.1:2143", "imaps: off (needs tls_cert and tls_key)"])
+        off = "off (needs tls_cert and tls_key, or tls_self_signed)"
+        self.assertEqual(lines, ["listen smtp 127.0.0.1:25", f"smtps: {off}",
+                                 "listen pop3 127.0.0.1:2110", f"pop3s: {off}",
+                                 "listen imap 127.0.0.1:2143", f"imaps: {off}"])
+        # by default a self-signed certificate is made at start: the implicit-TLS listeners open
+        cfg = Config({"smtp_port": "25", "submission_port": "off"}, names=NAMES)
+        self.assertIn("listen smtps 127.0.0.1:2465", planned_listeners(cfg, mailsrv.LISTENERS))
 
 
 if __name__ == "__main__":

@@ -593,7 +593,7 @@ class RelayBetweenTwoServers(unittest.TestCase):
     def test_relay_tls_require_defers_when_b_offers_no_starttls(self):
         # RFC 3207 §4: a client that requires TLS must not send over a cleartext session
         self.b.stop()
-        self.b.write_config(tls_cert="", tls_key="")
+        self.b.write_config(tls_cert="", tls_key="", tls_self_signed="no")
         self.addCleanup(self.b.write_config)
         self.b.start()
         self._with_a_config(restart=False, relay_tls="require")
