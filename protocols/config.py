@@ -42,6 +42,7 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "tls_cert": ("str", "", False, "PEM certificate chain; enables STARTTLS/STLS and the implicit-TLS ports; SIGHUP reloads it"),
     "tls_key": ("str", "", False, "PEM private key for tls_cert; SIGHUP reloads it"),
     "tls_self_signed": ("bool", "yes", False, "with no tls_cert: make a self-signed certificate at first start (DATA/tls/), so TLS works at once; no: no TLS without tls_cert"),
+    "tls_self_signed_type": ("str", "rsa", False, "key of a self-signed certificate made at start: rsa (2048 bits, every client; about a second to make) or ed25519 (milliseconds; TLS 1.3 clients such as Python's ssl)"),
     "log_level": ("str", "INFO", True, "DEBUG, INFO, WARNING or ERROR"),
     "log_target": ("str", "stderr", False, "where the log goes: stderr, file:/path (reopened on SIGHUP, for logrotate) or syslog (facility mail)"),
     "max_message_size": ("int", "26214400", True, "largest message accepted, in octets (announced in EHLO SIZE)"),
@@ -178,6 +179,8 @@ class _ConfigBase:
             raise ConfigError(logtarget.check(self.log_target))
         if self.relay_tls not in ("may", "require", "never", "implicit"):
             raise ConfigError("relay_tls must be may, require, never or implicit")
+        if self.tls_self_signed_type not in ("rsa", "ed25519"):
+            raise ConfigError(f"tls_self_signed_type must be rsa or ed25519, not {self.tls_self_signed_type!r}")
         if self.spf_check not in ("off", "header"):
             raise ConfigError(f"spf_check must be off or header, not {self.spf_check!r}")
         self.trusted_networks.networks()  # validate now

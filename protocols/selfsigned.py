@@ -166,7 +166,7 @@ def server_pair(cfg, clock: Callable[[], float]) -> Tuple[str, str]:
     if cfg.tls_cert or not cfg.tls_self_signed:
         return cfg.tls_cert, cfg.tls_key
     try:
-        made = ensure(cfg.hostname, os.path.join(cfg.data_dir, TLS_DIR), clock)
+        made = ensure(cfg.hostname, os.path.join(cfg.data_dir, TLS_DIR), clock, key_type=cfg.tls_self_signed_type)
     except DataDirError as e:
         raise ConfigError(str(e)) from None
     log.info("%s", log_line(made))

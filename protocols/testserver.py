@@ -62,6 +62,11 @@ TEST_SERVER_VALUES: Dict[str, str] = {
     "auth_max_failures": "1000000",
     "auth_account_max_failures": "1000000",
 }
+# The in-process server's self-signed certificate: Ed25519, made in milliseconds, so a
+# test process starts its first TestServer well under a second (an RSA key takes about one);
+# TLS 1.3 clients (Python's ssl, OpenSSL, Go, Java 15+) take it.  `test-server` on the
+# command line keeps RSA, for desktop clients.  tls_self_signed_type="rsa" changes it.
+IN_PROCESS_VALUES: Dict[str, str] = {"tls_self_signed_type": "ed25519"}
 
 # GreenMail's port layout for `test-server --ports-base N` (3000: 3025 smtp, 3110 pop3,
 # 3143 imap, 3465 smtps, 3995 pop3s, 3993 imaps); submission (GreenMail has none)
@@ -118,7 +123,7 @@ class TestServer:
         """``password``: of every address (default: the address itself);
         ``any_password``: any; ``data_dir``: kept (default: a temporary folder
         removed by ``stop``); ``config``: more configuration keys."""
-        values: Dict[str, object] = dict(TEST_SERVER_VALUES)
+        values: Dict[str, object] = dict(TEST_SERVER_VALUES, **IN_PROCESS_VALUES)
         values.update(ports_from_base(0))
         values.update(listen=host, catch_all_password=password, catch_all_any_password=any_password,
                       tls_cert=tls_cert, tls_key=tls_key)
@@ -176,7 +181,7 @@ class TestServer:
     def backend(self):
         return self.server.backend
 
-    # the listeners' ports (None: not listening; the implicit-TLS ones need tls_cert)
+    # the listeners' ports (None: not listening)
     smtp_port = property(lambda self: self.ports.get("smtp"))
     submission_port = property(lambda self: self.ports.get("submission"))
     smtps_port = property(lambda self: self.ports.get("smtps"))

@@ -43,7 +43,27 @@ class Api(unittest.TestCase):
         for name in ("smtp", "submission", "pop3", "imap"):
             self.assertGreater(self.mail.ports[name], 0)
         self.assertEqual(self.mail.smtp_port, self.mail.ports["smtp"])
-        self.assertIsNone(self.mail.smtps_port)      # implicit TLS needs a certificate
+        for name in ("smtps", "pop3s", "imaps"):      # TLS out of the box: a self-signed certificate
+            self.assertGreater(self.mail.ports[name], 0)
+
+    def test_tls_works_out_of_the_box(self):
+        """Issue 11: STARTTLS and implicit TLS with the certificate made at start."""
+        import imaplib
+        import smtplib
+        import ssl
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with smtplib.SMTP_SSL("127.0.0.1", self.mail.smtps_port, context=ctx, timeout=10) as s:
+            s.sendmail("app@a.test", ["tls@example.org"], b"Subject: over smtps\r\n\r\nx\r\n")
+        with smtplib.SMTP("127.0.0.1", self.mail.smtp_port, timeout=10) as s:
+            s.starttls(context=ctx)
+            s.sendmail("app@a.test", ["tls@example.org"], b"Subject: over starttls\r\n\r\nx\r\n")
+        self.mail.wait_for(count=2, to="tls@example.org", timeout=10)
+        self.assertEqual([r.tls for r in self.mail.sent() if "tls@example.org" in r.rcpt_to], [True, True])
+        with imaplib.IMAP4_SSL("127.0.0.1", self.mail.imaps_port, ssl_context=ctx, timeout=10) as imap:
+            imap.login("tls@example.org", "tls@example.org")
+            self.assertEqual(imap.select("INBOX")[1], [b"2"])
 
     def test_messages_filters(self):
         send(self.mail.smtp_port, "shop@a.test", ["bob@example.org"], "Welcome Bob")

@@ -240,7 +240,9 @@ class Backend:
             max_recipients=cfg.max_recipients,
             max_received=cfg.max_received_headers,
             command_timeout=cfg.smtp_idle_timeout,
-            require_auth=listener in ("submission", "smtps"),
+            # catch-all (the test server): AUTH offered everywhere, required nowhere, as
+            # GreenMail and Mailpit, so an app set up for submission without a login still sends
+            require_auth=listener in ("submission", "smtps") and not cfg.catch_all,
             allow_plaintext_auth=cfg.allow_plaintext_auth,
             plaintext_auth_loopback=cfg.plaintext_auth_loopback,
             spf_check=cfg.spf_check,
