@@ -50,7 +50,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
-from store import fsutil
+from store import fsutil, quota
 from store.folder import open_folder
 from store.fsutil import AppendFile, read_chunks
 from store.maildir import MailStore
@@ -356,6 +356,7 @@ def _note_delivered(item: Tuple[str, List[str]]) -> None:
     """Step 4: UIDs at delivery.  The files are durable already: an error here
     (dotlock held too long, uidlist unwritable) is logged, never a failed delivery."""
     folder, names = item
+    quota.note_delivered(folder, names)     # Maildir++ maildirsize, if the user has one (store/quota.py)
     try:
         open_folder(folder).note_delivered(names)
     except Exception as exc:    # noqa: BLE001 - the mail is on disk; the next sync assigns the UID

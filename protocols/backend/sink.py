@@ -104,17 +104,19 @@ class IncomingSink:
             self._release()
             done(self.backend.storage_error)
             return
-        parts = {"pending": (1 if self.local else 0) + (1 if self.remote else 0), "ok": True}
+        parts = {"pending": (1 if self.local else 0) + (1 if self.remote else 0), "ok": True, "reply": None}
 
-        def part_done(ok: bool, error: Optional[str]) -> None:
+        def part_done(ok: bool, error: Optional[str], reply: Optional[Reply] = None) -> None:
             if not ok:
                 parts["ok"] = False
-                store_log.error("delivery of %s failed: %s", self.queue_id, error)
+                parts["reply"] = parts["reply"] or reply
+                if reply is None:
+                    store_log.error("delivery of %s failed: %s", self.queue_id, error)
             parts["pending"] -= 1
             if parts["pending"] == 0:
                 self._release()
                 done((250, "2.0.0", "Ok: queued as %s" % self.queue_id) if parts["ok"]
-                     else self.backend.storage_error)
+                     else parts["reply"] or self.backend.storage_error)
 
         if parts["pending"] == 0:
             part_done(True, None)       # no recipient left (cannot happen after RCPT)
@@ -133,7 +135,20 @@ class IncomingSink:
             if r.ok:
                 self.backend.delivered(job.users)
             part_done(r.ok, r.error)
-        self.backend.deliverer.submit(job, lambda r: loop.call_soon_threadsafe(lambda: stored(r)))
+        submit = lambda: self.backend.deliverer.submit(job, lambda r: loop.call_soon_threadsafe(lambda: stored(r)))
+        quota = getattr(self.backend, "quota", None)
+        if quota is None or not quota.limited(job.users):
+            submit()
+            return
+
+        def checked(refusal) -> None:     # protocols/backend/quota.py: 452 4.2.2, nothing stored
+            if refusal is None:
+                submit()
+                return
+            if job.spool is not None:
+                job.spool.file.discard()     # the local part's tmp/ file only
+            part_done(False, None, refusal)
+        quota.check_delivery(job.users, self.counted, checked)
 
     def _enqueue(self, envelope, data: bytes, part_done) -> None:
         backend, msg = self.backend, self.msg
