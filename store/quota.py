@@ -21,8 +21,10 @@ same way by Dovecot's ``quota = maildir``, maildrop and Exim).  The file
   else ``stat``; written to ``tmp/`` and renamed over, as the spec says) when
   it is missing, when its first line no longer names the configured limits,
   when it has grown to ``RECALC_SIZE`` octets, or, as the spec asks, when the
-  sum says "over quota" and the file is older than ``RECALC_AGE_S``: counting
-  is cheap at every delivery, a rescan happens rarely.
+  sum says "over quota" and the file is older than ``RECALC_AGE_S`` (ours
+  too: over quota and a ``cur/`` or ``new/`` changed after the file, as when
+  POP3 or another program removed mail): counting is cheap at every
+  delivery, a rescan happens rarely.
 
 The quota is soft, as in Maildir++: two deliveries racing may both pass the
 check and end a little over the limit; the next one is refused.
@@ -289,9 +291,23 @@ def usage(root: str, limits: Limits, now: Optional[float] = None) -> Usage:
     now = time.time() if now is None else now
     if have != limits or size >= RECALC_SIZE:
         return recalculate(root, limits)
-    if over(used, limits) and now - mtime > RECALC_AGE_S:
+    if over(used, limits) and (now - mtime > RECALC_AGE_S or _changed_since(root, mtime)):
         return recalculate(root, limits)
     return used
+
+
+def _changed_since(root: str, mtime: float) -> bool:
+    """A cur/ or new/ directory changed after maildirsize (mail removed by POP3, by
+    Dovecot, by hand): ours, so a user over quota who deletes mail is let in again
+    at once rather than after RECALC_AGE_S.  Looked at only while over quota."""
+    for folder in folders_of(root):
+        for sub in ("cur", "new"):
+            try:
+                if os.stat(os.path.join(folder, sub)).st_mtime > mtime:
+                    return True
+            except FileNotFoundError:
+                continue
+    return False
 
 
 def over(used: Usage, limits: Limits, add_bytes: int = 0, add_messages: int = 0) -> bool:
@@ -340,3 +356,24 @@ def forget(root: str) -> None:
         os.unlink(os.path.join(root, MAILDIRSIZE))
     except OSError:
         pass
+
+
+def quota_command(data_dir: str, root: str, address: str, limit: Optional[str],
+                  messages: Optional[int], default: str = "0") -> List[str]:
+    """`mailsrv.py user quota ADDRESS [SIZE] [--messages N]`: set (SIZE ``0`` /
+    ``none`` and no --messages removes the user's line) or show; the lines to print.
+    ValueError (one line naming the value) on a bad size or count."""
+    table = QuotaTable(data_dir, Limits(parse_size(default), 0))
+    if limit is not None or messages is not None:
+        if messages is not None and messages < 0:
+            raise ValueError("--messages %d: give 0 (no limit) or more" % messages)
+        old = table.get(address) if table.has_line(address) else Limits()
+        new = Limits(parse_size(limit) if limit is not None else old.bytes,
+                     messages if messages is not None else old.messages)
+        table.set(address, new)
+    limits = table.get(address)
+    used = usage(root, limits) if limits.any and os.path.isdir(root) else scan(root)
+    where = "" if table.has_line(address) else " (default_quota)"
+    return ["%s: storage %s of %s, messages %d of %s%s" % (
+        address, format_size(used.bytes), format_size(limits.bytes) if limits.bytes else "unlimited",
+        used.messages, limits.messages or "unlimited", where)]
