@@ -51,7 +51,9 @@ class QuotaService:
 
     # -- on a worker ---------------------------------------------------------------
     def usage(self, user: str) -> Tuple[sq.Limits, sq.Usage]:
-        """(limits, usage) of ``user``; the usage only computed when limited."""
+        """(limits, usage) of ``user``; the usage only computed when limited.  The
+        limits file is looked at first (a stat: this is a worker)."""
+        self.table.reload_if_changed()
         limits = self.table.get(user)
         if not limits.any:
             return limits, sq.Usage(0, 0)
