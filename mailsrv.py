@@ -295,10 +295,8 @@ def _admin_parser() -> argparse.ArgumentParser:
     for action in ("add", "passwd", "del", "disable", "enable", "show"):
         user.add_parser(action, parents=[common]).add_argument("address")
     user.add_parser("list", parents=[common])
-    uq = user.add_parser("quota", parents=[common], help="show a user's quota, or set it: SIZE like 2G, 500M (0 or none removes)")
-    uq.add_argument("address")
-    uq.add_argument("size", nargs="?")
-    uq.add_argument("--messages", type=int, metavar="N", help="most messages the user may keep (0: no limit)")
+    from protocols.commands import user_quota_parser     # local: no hunk in the shared import block
+    user_quota_parser(user, common)
     alias = sub.add_parser("alias", help="manage aliases").add_subparsers(dest="action", required=True)
     aa = alias.add_parser("add", parents=[common])
     aa.add_argument("alias")

@@ -173,6 +173,14 @@ def user_alias_main(args: argparse.Namespace, data: str, cfg: Config) -> int:
     return 0
 
 
+def user_quota_parser(user, common) -> None:
+    """`user quota ADDRESS [SIZE] [--messages N]` (store/quota.py quota_command)."""
+    uq = user.add_parser("quota", parents=[common], help="show a user's quota, or set it: SIZE like 2G, 500M (0 or none removes)")
+    uq.add_argument("address")
+    uq.add_argument("size", nargs="?")
+    uq.add_argument("--messages", type=int, metavar="N", help="most messages the user may keep (0: no limit)")
+
+
 def _alias_action(args: argparse.Namespace, users: UserDB, aliases: AliasDB) -> int:
     if args.action == "add":
         name = aliases.add(args.alias, args.targets, users=users)
