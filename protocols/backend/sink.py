@@ -9,7 +9,9 @@ file, by bounded appends.  ``finish`` hands the local part to the Deliverer
 (write or fsync, hard links into every ``new/``, directory fsyncs,
 group-committed) and the remote part to a worker thread (``Queue.enqueue``
 or ``enqueue_file``: fsync, rename, envelope); ``done`` gets 250 only when
-both are on disk, else 452 4.3.1 (RFC 3463 §3.4).
+both are on disk, else 452 4.3.1 (RFC 3463 §3.4).  First, when a local
+recipient has a quota, a worker checks it: over, ``done`` gets 452 4.2.2
+and nothing is stored (protocols/backend/quota.py).
 
 Submission fixups (RFC 6409 §8.2/§8.3, ``DeliveryService.submission_fixups``)
 need the header block: the first ``HEAD_LIMIT`` octets, up to the empty
@@ -104,24 +106,41 @@ class IncomingSink:
             self._release()
             done(self.backend.storage_error)
             return
-        parts = {"pending": (1 if self.local else 0) + (1 if self.remote else 0), "ok": True, "reply": None}
+        parts = {"pending": (1 if self.local else 0) + (1 if self.remote else 0), "ok": True}
 
-        def part_done(ok: bool, error: Optional[str], reply: Optional[Reply] = None) -> None:
+        def part_done(ok: bool, error: Optional[str]) -> None:
             if not ok:
                 parts["ok"] = False
-                parts["reply"] = parts["reply"] or reply
-                if reply is None:
-                    store_log.error("delivery of %s failed: %s", self.queue_id, error)
+                store_log.error("delivery of %s failed: %s", self.queue_id, error)
             parts["pending"] -= 1
             if parts["pending"] == 0:
                 self._release()
                 done((250, "2.0.0", "Ok: queued as %s" % self.queue_id) if parts["ok"]
-                     else parts["reply"] or self.backend.storage_error)
+                     else self.backend.storage_error)
 
         if parts["pending"] == 0:
             part_done(True, None)       # no recipient left (cannot happen after RCPT)
             return
         data, self.buf = bytes(self.buf), bytearray()
+        quota = getattr(self.backend, "quota", None)
+        if self.local and quota is not None and quota.limited(self.local):
+            quota.check_delivery(self.local, self.counted,
+                                 lambda refusal: self._after_quota(refusal, envelope, data, part_done, done))
+            return
+        self._dispatch(envelope, data, part_done)
+
+    def _after_quota(self, refusal, envelope, data: bytes, part_done, done) -> None:
+        """A local recipient over quota (protocols/backend/quota.py): 452 4.2.2 and
+        nothing stored, locally or in the queue; else on as usual."""
+        if refusal is None:
+            self._dispatch(envelope, data, part_done)
+            return
+        if self.msg is not None:
+            self.msg.discard()
+        self._release()
+        done(refusal)
+
+    def _dispatch(self, envelope, data: bytes, part_done) -> None:
         if self.local:
             self._deliver_local(data, part_done)
         if self.remote:
@@ -135,20 +154,7 @@ class IncomingSink:
             if r.ok:
                 self.backend.delivered(job.users)
             part_done(r.ok, r.error)
-        submit = lambda: self.backend.deliverer.submit(job, lambda r: loop.call_soon_threadsafe(lambda: stored(r)))
-        quota = getattr(self.backend, "quota", None)
-        if quota is None or not quota.limited(job.users):
-            submit()
-            return
-
-        def checked(refusal) -> None:     # protocols/backend/quota.py: 452 4.2.2, nothing stored
-            if refusal is None:
-                submit()
-                return
-            if job.spool is not None:
-                job.spool.file.discard()     # the local part's tmp/ file only
-            part_done(False, None, refusal)
-        quota.check_delivery(job.users, self.counted, checked)
+        self.backend.deliverer.submit(job, lambda r: loop.call_soon_threadsafe(lambda: stored(r)))
 
     def _enqueue(self, envelope, data: bytes, part_done) -> None:
         backend, msg = self.backend, self.msg
