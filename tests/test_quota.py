@@ -32,6 +32,13 @@ class SizesTest(unittest.TestCase):
         self.assertEqual(sq.format_size(1000), "1000")
 
 
+    def test_default_quota_key_is_checked_at_load(self):
+        from protocols.config import Config, ConfigError
+        self.assertEqual(Config({"default_quota": "2G"}).default_quota, "2G")
+        with self.assertRaisesRegex(ConfigError, "default_quota: quota 'lots'"):
+            Config({"default_quota": "lots"})
+
+
 class MaildirsizeTest(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="mailsrv-quota-")

@@ -89,8 +89,9 @@ class Backend:
                                  changes=self.mail.hub)
         if config.catch_all:
             self.delivery.catalog = self.caught
-        else:       # per-user limits (protocols/backend/quota.py); catch-all mode has none
-            self.quota = QuotaService(loop, self.store, data, parse_size(config.default_quota))
+        # per-user limits (protocols/backend/quota.py); catch-all mode has none
+        self.quota = None if config.catch_all else QuotaService(loop, self.store, data, parse_size(config.default_quota))
+        if self.quota is not None:
             self.policy.quota = self.delivery.quota = self.imap.quota = self.quota
         # injected faults (issue 11, protocols/faults.py): always present, empty unless a test adds rules
         self.faults = Faults(clock=loop.time)
