@@ -295,6 +295,8 @@ def _admin_parser() -> argparse.ArgumentParser:
     for action in ("add", "passwd", "del", "disable", "enable", "show"):
         user.add_parser(action, parents=[common]).add_argument("address")
     user.add_parser("list", parents=[common])
+    from protocols.commands import user_quota_parser     # local: no hunk in the shared import block
+    user_quota_parser(user, common)
     alias = sub.add_parser("alias", help="manage aliases").add_subparsers(dest="action", required=True)
     aa = alias.add_parser("add", parents=[common])
     aa.add_argument("alias")

@@ -157,6 +157,12 @@ def user_alias_main(args: argparse.Namespace, data: str, cfg: Config) -> int:
             changed = users.set_disabled(args.address, args.action == "disable")
             state = "disabled: logins refused, mail still accepted" if args.action == "disable" else "enabled"
             print(f"{addr} {state}" if changed else f"{addr} was already {args.action}d")
+        elif args.action == "quota":     # store/quota.py: DATA/quotas and maildirsize
+            from store.quota import quota_command
+            if not users.exists(addr):
+                raise ValueError(f"no such user: {addr}")
+            print("\n".join(quota_command(data, store.maildir_path(addr), addr, args.size, args.messages,
+                                           cfg.default_quota)))
         elif args.action == "show":
             from store.usershow import show_user
             print("\n".join(show_user(users, aliases, store, addr)))
@@ -165,6 +171,14 @@ def user_alias_main(args: argparse.Namespace, data: str, cfg: Config) -> int:
     except (KeyError, ValueError) as e:
         raise ConfigError(str(e).strip("'\"")) from None
     return 0
+
+
+def user_quota_parser(user, common) -> None:
+    """`user quota ADDRESS [SIZE] [--messages N]` (store/quota.py quota_command)."""
+    uq = user.add_parser("quota", parents=[common], help="show a user's quota, or set it: SIZE like 2G, 500M (0 or none removes)")
+    uq.add_argument("address")
+    uq.add_argument("size", nargs="?")
+    uq.add_argument("--messages", type=int, metavar="N", help="most messages the user may keep (0: no limit)")
 
 
 def _alias_action(args: argparse.Namespace, users: UserDB, aliases: AliasDB) -> int:

@@ -56,6 +56,7 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "imap_idle_timeout": ("float", "1800", True, "seconds an IMAP client may stay silent, IDLE included (RFC 9051 §5.4: at least 30 minutes)"),
     "imap_append_limit": ("int", "26214400", True, "largest message APPEND accepts, in octets (announced as APPENDLIMIT, RFC 7889)"),
     "imap_max_userip_connections": ("int", "10", True, "IMAP sessions of one user from one address (Dovecot's mail_max_userip_connections)"),
+    "default_quota": ("str", "0", True, "storage limit of a user without one of their own (`mailsrv.py user quota`): 0 for none, or a size like 2G, 500M (1024-based)"),
     "allow_plaintext_auth": ("bool", "no", True, "allow PLAIN/LOGIN/USER over unencrypted non-loopback connections"),
     "plaintext_auth_loopback": ("bool", "yes", True, "allow PLAIN/LOGIN/USER over unencrypted loopback connections"),
     "auth_failure_delay": ("float", "2", True, "seconds before answering a failed authentication"),
@@ -183,6 +184,11 @@ class _ConfigBase:
             raise ConfigError(f"tls_self_signed_type must be rsa or ed25519, not {self.tls_self_signed_type!r}")
         if self.spf_check not in ("off", "header"):
             raise ConfigError(f"spf_check must be off or header, not {self.spf_check!r}")
+        from store.quota import parse_size
+        try:
+            parse_size(self.default_quota)
+        except ValueError as exc:
+            raise ConfigError(f"default_quota: {exc}") from None
         self.trusted_networks.networks()  # validate now
 
     @property

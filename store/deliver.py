@@ -11,6 +11,8 @@ Procedure per job (maildir(5) "How a message is delivered", made durable):
    links for the rest); across file systems (EXDEV) write a copy into that
    recipient's own ``tmp/``, fsync it, and link the copy;
 3. after ALL jobs of the batch: fsync each distinct ``new/`` directory once;
+   then each user's Maildir++ ``maildirsize`` (store/quota.py), if it exists,
+   gets one ``bytes count`` line appended for what was linked;
 4. the folder (store/folder.py ``note_delivered``) gives the new files
    their UIDs, appended to ``dovecot-uidlist`` now rather than at the next
    sync; a failure there is logged and does not fail the delivery (the
@@ -50,7 +52,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
-from store import fsutil
+from store import fsutil, quota
 from store.folder import open_folder
 from store.fsutil import AppendFile, read_chunks
 from store.maildir import MailStore
@@ -334,10 +336,13 @@ def deliver_batch(store: MailStore, jobs: List[DeliveryJob], fs: Optional[FileOp
             for st in item[1]:
                 st.fail(exc)
     _each(executor, sync_dir, list(by_dir.items()))
+    delivered = _delivered_by_folder(states)
+    for folder, names in delivered:     # Maildir++ maildirsize, if the user has one (store/quota.py)
+        quota.note_delivered(folder, names)
     if uids is None:
-        _each(executor, _note_delivered, _delivered_by_folder(states))
+        _each(executor, _note_delivered, delivered)
     else:
-        uids(_delivered_by_folder(states))
+        uids(delivered)
     return [_finish(fs, st) for st in states]
 
 

@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Optional
 from protocols import sasl
 from protocols.backend.contracts import (HIERARCHY_SEP, AppendResult, CopyOutcome, FolderChanges, FolderEntry,
                                          FolderState, FolderStatus, MailboxError, MessageMeta,
-                                         StoreOutcome)
+                                         QuotaState, StoreOutcome)
 
 SPECIAL = (("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"),
            ("Junk", "\\Junk"), ("Archive", "\\Archive"))
@@ -66,7 +66,8 @@ class Folder:
         return FolderStatus(len(self.messages), self.uidnext, self.uidvalidity,
                             sum(1 for m in msgs if "\\Seen" not in m.flags),
                             sum(1 for m in msgs if "\\Deleted" in m.flags),
-                            sum(len(m.data) for m in msgs), len(self.unclaimed_recent), self.modseq)
+                            sum(len(m.data) for m in msgs), len(self.unclaimed_recent), self.modseq,
+                            sum(len(m.data) for m in msgs if "\\Deleted" in m.flags))
 
 
 class FakeImapBackend:
@@ -83,6 +84,7 @@ class FakeImapBackend:
         self.clock = 1700000000.0
         self._creds = {}
         self._validity = itertools.count(1000)
+        self.quotas: Dict[str, tuple] = {}     # user -> (limit octets, limit messages), 0: none (RFC 9208)
 
     def folder(self, name: str, special_use=()) -> Folder:
         """A new stored folder with a UIDVALIDITY never used before."""
@@ -240,6 +242,7 @@ class FakeAccount:
             box = self.boxes.get(name)
             if box is None:
                 raise MailboxError("TRYCREATE", "Mailbox %r does not exist" % name)
+            self.check_quota(sum(len(it.data) for it in items), len(items))
             uids = tuple(box.add(it.data, it.flags, it.internal_date.timestamp() if it.internal_date
                                  else self.backend.clock) for it in items)
             self.backend.announce(box)
@@ -248,6 +251,22 @@ class FakeAccount:
 
     def open(self, name, readonly, done):
         self._run(done, lambda: FakeOpenFolder(self, self._get(name), readonly))
+
+    def used(self):
+        msgs = [m for box in self.boxes.values() for m in box.messages.values()]
+        return sum(len(m.data) for m in msgs), len(msgs)
+
+    def check_quota(self, add_bytes: int, add_messages: int) -> None:
+        """RFC 9208 §4.3.1 OVERQUOTA, as protocols/backend/imapquota.py."""
+        limit_bytes, limit_messages = self.backend.quotas.get(self.user, (0, 0))
+        size, count = self.used()
+        if (limit_bytes and size + add_bytes > limit_bytes) or (limit_messages and count + add_messages > limit_messages):
+            raise MailboxError("OVERQUOTA", "Quota exceeded for %s" % self.user)
+
+    def quota(self, done):
+        limit_bytes, limit_messages = self.backend.quotas.get(self.user, (0, 0))
+        size, count = self.used()
+        self.backend.call(done, QuotaState((size + 1023) // 1024, limit_bytes // 1024, count, limit_messages))
 
     def close(self):
         self.closed = True
@@ -347,6 +366,13 @@ class FakeOpenFolder:
             self.backend.call(done, MailboxError("TRYCREATE", "Mailbox %r does not exist" % target))
             return
         pairs = []
+        if not move:
+            msgs = [self.box.messages[u] for u in uids if u in self.box.messages]
+            try:
+                self.account.check_quota(sum(len(m.data) for m in msgs), len(msgs))
+            except MailboxError as exc:
+                self.backend.call(done, exc)
+                return
         for uid in uids:
             m = self.box.messages.get(uid)
             if m is not None:

@@ -51,6 +51,9 @@ class Harness:
 
     def close(self) -> None: ...
 
+    def set_quota(self, limit_bytes: int, limit_messages: int) -> None:
+        """The administrator's limits for the user (RFC 9208 STORAGE in octets, MESSAGE)."""
+
 
 class RealHarness(Harness):
     """protocols/backend/imapaccess.py on a temporary Maildir, its worker steps run in order."""
@@ -104,6 +107,12 @@ class RealHarness(Harness):
     def close(self) -> None:
         shutil.rmtree(self.dir, True)
 
+    def set_quota(self, limit_bytes: int, limit_messages: int) -> None:
+        from protocols.backend.quota import QuotaService
+        from store.quota import Limits
+        self.service.quota = QuotaService(self, self.store, self.dir)
+        self.service.quota.table.set(USER, Limits(limit_bytes, limit_messages))
+
 
 class FakeHarness(Harness):
     """tests/imap_fake.py, the session tests' backend, answering later as the real one does."""
@@ -134,6 +143,9 @@ class FakeHarness(Harness):
 
     def close(self) -> None:
         pass
+
+    def set_quota(self, limit_bytes: int, limit_messages: int) -> None:
+        self.backend.quotas[USER] = (limit_bytes, limit_messages)
 
 
 HARNESSES = [RealHarness, FakeHarness]
@@ -286,6 +298,31 @@ class ContractChecks:
         self.assertEqual(self.code(lambda done: folder.copy([uids[0]], "Nope", False, done)), "TRYCREATE")
         for name in ("Archive", "Trash"):
             self.assertEqual(self.ok(lambda done: self.account.status(name, done)).messages, 1)
+
+    def test_quota_counts_and_refuses_append_and_copy_over_the_limit(self):
+        # RFC 9208 §4.1.1 usage and limits; §4.3.1 OVERQUOTA on APPEND / COPY, MOVE adds nothing
+        q = self.ok(self.account.quota)
+        self.assertEqual((q.storage_limit, q.messages_limit, q.messages_used), (0, 0, 0))
+        self.h.set_quota(1024 * 1024, 2)
+        uids = self.append("INBOX", (MSG,)).uids
+        q = self.ok(self.account.quota)
+        self.assertEqual((q.storage_used, q.storage_limit, q.messages_used, q.messages_limit), (1, 1024, 1, 2))
+        self.assertEqual(self.code(lambda done: self.account.append(
+            "INBOX", [c.AppendItem(MSG), c.AppendItem(MSG)], done)), "OVERQUOTA")
+        uids += self.append("Archive", (MSG,)).uids
+        folder = self.select()
+        self.assertEqual(self.code(lambda done: folder.copy([uids[0]], "Trash", False, done)), "OVERQUOTA")
+        self.ok(lambda done: folder.copy([uids[0]], "Trash", True, done))
+        self.assertEqual(self.ok(self.account.quota).messages_used, 2)
+        trash = self.select("Trash")
+        self.ok(lambda done: trash.refresh(done))
+        moved = trash.state().messages[0].uid
+        self.ok(lambda done: trash.store([moved], ["\\Deleted"], "add", None, done))
+        st = self.ok(lambda done: self.account.status("Trash", done))
+        self.assertEqual((st.deleted, st.deleted_storage), (1, st.size))     # RFC 9208 §4.1.4
+        self.ok(lambda done: trash.expunge([moved], done))
+        self.assertEqual(self.ok(self.account.quota).messages_used, 1)
+        self.append("INBOX", (MSG,))
 
     def test_another_sessions_changes_reach_watch_and_refresh(self):
         uids = self.append("INBOX", (MSG,)).uids

@@ -174,6 +174,17 @@ class FolderStatus:
     size: int
     recent: int
     highestmodseq: int
+    deleted_storage: int = 0              # RFC 9208 §4.1.4 DELETED-STORAGE: octets of the \\Deleted messages
+
+
+@dataclass(frozen=True)
+class QuotaState:
+    """The user's quota root "" (RFC 9208 §4.2.1): STORAGE in units of 1024 octets
+    (§5.1), MESSAGE a count (§5.2); a limit of 0 means not limited."""
+    storage_used: int
+    storage_limit: int
+    messages_used: int
+    messages_limit: int
 
 
 @dataclass(frozen=True)
@@ -321,6 +332,11 @@ class ImapAccount(Protocol):
 
     def open(self, name: str, readonly: bool, done: Callable[[object], None]) -> None:
         """SELECT / EXAMINE: ``done(OpenFolder)``."""
+
+    def quota(self, done: Callable[[object], None]) -> None:
+        """GETQUOTA / GETQUOTAROOT (RFC 9208): ``done(QuotaState)`` of the user's
+        one quota root "".  APPEND and COPY/MOVE into the account answer
+        ``MailboxError("OVERQUOTA", ...)`` when over (RFC 9208 §4.3.1)."""
 
     def close(self) -> None:
         """The session ended: release everything (open folders too)."""

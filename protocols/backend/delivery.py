@@ -53,6 +53,7 @@ class DeliveryService:
         self.inflight_bytes = 0         # octets of messages being received (sink.py)
         self.storage_error = STORAGE_ERROR
         self.changes = changes          # the change hub (protocols/backend/hub.py), or None
+        self.quota = None               # protocols/backend/quota.py QuotaService (sink.py asks it)
 
     def delivered(self, users: List[str]) -> None:
         """On the loop thread, once the files and new/ are fsync'd: tell the

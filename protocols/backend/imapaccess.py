@@ -40,6 +40,7 @@ from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence
 
 from protocols.backend.contracts import (AppendResult, CopyOutcome, FolderChanges, FolderEntry, FolderState,
                                          FolderStatus, MailboxError, MessageMeta, StoreOutcome)
+from protocols.backend import imapquota
 from protocols.backend.serial import SerialJobs
 from store import dovecot_files as dv
 from store import mailboxes as mb
@@ -169,6 +170,7 @@ class ImapAccessService:
         self.store = store
         self.hub = hub
         self.max_userip = max_userip
+        self.quota = None       # protocols/backend/quota.py QuotaService (set by wiring.py), or none
         self._open: Dict[Tuple[str, str], int] = {}
         # Per folder (its path): the store snapshot last turned into MessageMeta, the tuple
         # built from it and uid -> (store message, meta).  Every session of that folder
@@ -248,7 +250,8 @@ class ImapAccount:
 
     def delete(self, name: str, done: Done) -> None:
         """DELETE (RFC 9051 §6.3.5): sessions that had it selected hear of it."""
-        self._serial.submit(lambda: self._boxes.delete(name), self._then_announce([name], done), name)
+        self._serial.submit(lambda: imapquota.forget(self, self._boxes.delete(name)),
+                            self._then_announce([name], done), name)
 
     def rename(self, old: str, new: str, done: Done) -> None:
         """RENAME (RFC 9051 §6.3.6)."""
@@ -269,7 +272,7 @@ class ImapAccount:
                                 sum(1 for m in msgs if "S" not in m.flags),
                                 sum(1 for m in msgs if "T" in m.flags),
                                 sum(m.size for m in msgs), sum(1 for m in msgs if m.uid >= first),
-                                snap.highestmodseq)
+                                snap.highestmodseq, sum(m.size for m in msgs if "T" in m.flags))
         self._serial.submit(work, done, name)
 
     def append(self, name: str, items, done: Done) -> None:
@@ -287,7 +290,9 @@ class ImapAccount:
                 letters, keywords = split_flags(item.flags)
                 keywords = same_case(folder.keywords(), keywords)
                 batch.append((item.data, letters, keywords, _timestamp(item.internal_date)))
+            imapquota.check(self, sum(len(item.data) for item in items), len(items))   # RFC 9208 §4.3.1
             added = folder.append_many(batch)
+            imapquota.note(self, imapquota.sizes_of(a.key for a in added), len(added))
             return AppendResult(added[0].uidvalidity if added else folder.snapshot().uidvalidity,
                                 tuple(a.uid for a in added))
         self._serial.submit(work, self._then_announce([name], done), name)
@@ -305,6 +310,10 @@ class ImapAccount:
                 self._folders.append(result)
             done(result)
         self._serial.submit(work, answered, name)
+
+    def quota(self, done: Done) -> None:
+        """GETQUOTA / GETQUOTAROOT (RFC 9208 §4.1.1, §4.1.2): protocols/backend/imapquota.py."""
+        self._serial.submit(lambda: imapquota.state(self), done)
 
     def target(self, name: str):
         """The Folder of a COPY/MOVE target (on a worker): TRYCREATE when missing."""
@@ -553,7 +562,8 @@ class OpenFolder:
         def work() -> Tuple[int, ...]:
             snap = self._folder.sync().snapshot
             marked = [u for u in uids if snap.by_uid(u) is not None and "T" in snap.by_uid(u).flags]
-            return self._folder.expunge(marked).uids if marked else ()
+            gone = self._folder.expunge(marked).uids if marked else ()
+            return imapquota.note_uids(self._account, snap, gone, -1)
         self._serial.submit(work, self._announce([self.name], done), self.name)
 
     def copy(self, uids: Sequence[int], target: str, move: bool, done: Done) -> None:
@@ -565,10 +575,12 @@ class OpenFolder:
 
         def work() -> CopyOutcome:
             dest = self._account.target(target)
+            snap = imapquota.check_copy(self._account, self._folder, uids, move)    # RFC 9208 §4.3.1
             if move:
                 copied, gone = self._folder.move(uids, dest)
                 return CopyOutcome(copied.uidvalidity, copied.uid_map, gone.uids)
             copied = self._folder.copy(uids, dest)
+            imapquota.note_uids(self._account, snap, [s for s, _t in copied.uid_map], 1)
             return CopyOutcome(copied.uidvalidity, copied.uid_map)
         self._serial.submit(work, self._announce([target] + ([self.name] if move else []), done), self.name)
 

@@ -36,6 +36,7 @@ class PolicyService:
         self.aliases = aliases
         self.refresh = refresh                    # users/aliases changed by another process
         self.outbound_enabled = outbound_enabled  # relaying and alias forwarding need the relay
+        self.quota = None                         # protocols/backend/quota.py QuotaService, if any
         self.configure(config, directory)
 
     def configure(self, config, directory: Directory) -> None:
@@ -104,6 +105,9 @@ class PolicyService:
                 remote = []     # alias forwarding needs outbound delivery
             if not local and not remote:
                 return RcptDecision(False, (550, "5.1.1", f"<{address.text}>: Recipient address rejected: User unknown"))
+            if self.quota is not None and any(self.quota.full(u) for u in local):
+                # RFC 3463 §3.3 X.2.2, temporary (protocols/backend/quota.py)
+                return RcptDecision(False, (452, "4.2.2", f"<{address.text}>: Mailbox full, try again later"))
             return RcptDecision(True, target=(local, remote))
         if self.may_relay(ctx, auth_user):
             return RcptDecision(True, target=([], [address.text]))

@@ -9,7 +9,9 @@ file, by bounded appends.  ``finish`` hands the local part to the Deliverer
 (write or fsync, hard links into every ``new/``, directory fsyncs,
 group-committed) and the remote part to a worker thread (``Queue.enqueue``
 or ``enqueue_file``: fsync, rename, envelope); ``done`` gets 250 only when
-both are on disk, else 452 4.3.1 (RFC 3463 §3.4).
+both are on disk, else 452 4.3.1 (RFC 3463 §3.4).  First, when a local
+recipient has a quota, a worker checks it: over, ``done`` gets 452 4.2.2
+and nothing is stored (protocols/backend/quota.py).
 
 Submission fixups (RFC 6409 §8.2/§8.3, ``DeliveryService.submission_fixups``)
 need the header block: the first ``HEAD_LIMIT`` octets, up to the empty
@@ -120,6 +122,25 @@ class IncomingSink:
             part_done(True, None)       # no recipient left (cannot happen after RCPT)
             return
         data, self.buf = bytes(self.buf), bytearray()
+        quota = getattr(self.backend, "quota", None)
+        if self.local and quota is not None and quota.limited(self.local):
+            quota.check_delivery(self.local, self.counted,
+                                 lambda refusal: self._after_quota(refusal, envelope, data, part_done, done))
+            return
+        self._dispatch(envelope, data, part_done)
+
+    def _after_quota(self, refusal, envelope, data: bytes, part_done, done) -> None:
+        """A local recipient over quota (protocols/backend/quota.py): 452 4.2.2 and
+        nothing stored, locally or in the queue; else on as usual."""
+        if refusal is None:
+            self._dispatch(envelope, data, part_done)
+            return
+        if self.msg is not None:
+            self.msg.discard()
+        self._release()
+        done(refusal)
+
+    def _dispatch(self, envelope, data: bytes, part_done) -> None:
         if self.local:
             self._deliver_local(data, part_done)
         if self.remote:

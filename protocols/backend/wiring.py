@@ -43,10 +43,12 @@ from protocols.backend.imapaccess import ImapAccessService
 from protocols.backend.mailaccess import MailAccessService
 from protocols.backend.outbound import OutboundService
 from protocols.backend.policy import PolicyService
+from protocols.backend.quota import QuotaService
 from protocols.base import FaultAction, FaultView, SessionContext
 from protocols.faults import Faults
 from protocols.smtp.server import SmtpConfig, SmtpSession
 from store.maildir import MailStore
+from store.quota import parse_size
 from store.users import AliasDB, Directory, UserDB, normalize_address
 
 log = logging.getLogger("mailsrv.auth")
@@ -87,6 +89,10 @@ class Backend:
                                  changes=self.mail.hub)
         if config.catch_all:
             self.delivery.catalog = self.caught
+        # per-user limits (protocols/backend/quota.py); catch-all mode has none
+        self.quota = None if config.catch_all else QuotaService(loop, self.store, data, parse_size(config.default_quota))
+        if self.quota is not None:
+            self.policy.quota = self.delivery.quota = self.imap.quota = self.quota
         # injected faults (issue 11, protocols/faults.py): always present, empty unless a test adds rules
         self.faults = Faults(clock=loop.time)
         self._spf_resolver = None       # for spf_check when outbound mail is off (check_spf)
@@ -130,6 +136,8 @@ class Backend:
             self.outbound.configure(config)
             self._spf_resolver = None       # dns_servers may have changed
             self.imap.max_userip = config.imap_max_userip_connections
+            if self.imap.quota is not None:
+                self.imap.quota.configure(parse_size(config.default_quota))
             # our own loggers only: an embedding host's root logger is not ours to change
             logging.getLogger("mailsrv").setLevel(getattr(logging, str(config.log_level).upper(), logging.INFO))
         # SIGHUP, an operator's explicit request: the files are checked now

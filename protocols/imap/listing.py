@@ -131,6 +131,7 @@ def status_response(name: str, st: FolderStatus, items: Sequence[str], utf8: boo
     """``* STATUS name (...)`` (RFC 9051 §7.3.2; RFC 8438 SIZE; RFC 7889 APPENDLIMIT)."""
     values = {"MESSAGES": st.messages, "UIDNEXT": st.uidnext, "UIDVALIDITY": st.uidvalidity,
               "UNSEEN": st.unseen, "DELETED": st.deleted, "SIZE": st.size, "RECENT": st.recent,
-              "HIGHESTMODSEQ": st.highestmodseq, "APPENDLIMIT": append_limit}
+              "HIGHESTMODSEQ": st.highestmodseq, "APPENDLIMIT": append_limit,
+              "DELETED-STORAGE": st.deleted_storage}     # RFC 9208 §4.1.4
     parts = [b"%s %d" % (item.encode("ascii"), values[item]) for item in dict.fromkeys(items)]
     return wire.untagged(b"STATUS " + wire.mailbox(name, utf8) + b" (" + b" ".join(parts) + b")")

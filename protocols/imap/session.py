@@ -45,6 +45,7 @@ from protocols.imap.reader import Command, CommandReader, NeedContinuation
 from protocols.imap.selected import SelectedCommands
 from protocols.imap.session_auth import AuthCommands
 from protocols.imap.mailboxes import MailboxCommands
+from protocols.imap.quota import QUOTA_CAPABILITIES, QuotaCommands
 from protocols.imap.session_base import BAD, OK, Refusal, Reply, SessionCore
 from protocols.imap.view import BadSequence
 
@@ -99,7 +100,7 @@ class Entry:
     expunge: bool = True
 
 
-class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, SessionCore):
+class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, SessionCore):
     """One IMAP connection: bytes in, bytes out (RFC 9051 §3)."""
 
     def __init__(self, ctx: SessionContext, config: ImapConfig, backend: ImapBackend):
@@ -329,6 +330,8 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, SessionCore):
                  # served by fetch_data.py (RFC 3516 BINARY), the session and
                  # search_eval.py (RFC 8514 SAVEDATE), search_eval.py (RFC 5032 WITHIN)
                  b"BINARY", b"SAVEDATE", b"WITHIN"]
+        if self.state is not ImapState.NOT_AUTHENTICATED:
+            caps += QUOTA_CAPABILITIES      # RFC 9208 §5 (protocols/imap/quota.py), after login as Dovecot
         return b" ".join(caps)
 
 
@@ -373,6 +376,9 @@ COMMANDS: Dict[str, Entry] = {
     "STORE": Entry(S._cmd_store, SELECTED, False),        # RFC 9051 §6.4.6
     "COPY": Entry(S._cmd_copy, SELECTED),                 # RFC 9051 §6.4.7
     "MOVE": Entry(S._cmd_move, SELECTED),                 # RFC 6851 §3.1
+    "GETQUOTA": Entry(S._cmd_getquota, LOGGED_IN),        # RFC 9208 §4.1.1
+    "GETQUOTAROOT": Entry(S._cmd_getquotaroot, LOGGED_IN),  # RFC 9208 §4.1.2
+    "SETQUOTA": Entry(S._cmd_setquota, LOGGED_IN),        # RFC 9208 §4.1.3
 }
 # RFC 9051 §6.4.9, RFC 4315 §2.1 (UID EXPUNGE), RFC 6851 §3.2 (UID MOVE).
 UID_COMMANDS = frozenset(["FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"])
