@@ -29,8 +29,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from protocols import logtarget, selfsigned, testserver
 from protocols.backend.wiring import Backend
-from protocols.commands import (dns_main, queue_main, rfc_main, serve, source_citations,  # noqa: F401 (source_citations: for tests)
-                                 test_server_main, test_server_parser, tls_main, tls_parser, user_alias_main)
+from protocols.commands import (dns_main, dns_parser, queue_main, rfc_main, serve, source_citations,  # noqa: F401 (source_citations: for tests)
+                                 test_server_main, test_server_parser, tls_main, tls_parser, user_alias_main, user_quota_parser)
 from protocols.config import KEYS, Config, ConfigError, config_example, load_config, read_config_file  # noqa: F401 (KEYS, read_config_file: for tests and embedders)
 from protocols.loop import EventLoop, raise_fd_limit
 from protocols.loop_tls import client_tls_context, server_tls_context
@@ -295,7 +295,6 @@ def _admin_parser() -> argparse.ArgumentParser:
     for action in ("add", "passwd", "del", "disable", "enable", "show"):
         user.add_parser(action, parents=[common]).add_argument("address")
     user.add_parser("list", parents=[common])
-    from protocols.commands import user_quota_parser     # local: no hunk in the shared import block
     user_quota_parser(user, common)
     alias = sub.add_parser("alias", help="manage aliases").add_subparsers(dest="action", required=True)
     aa = alias.add_parser("add", parents=[common])
@@ -306,13 +305,7 @@ def _admin_parser() -> argparse.ArgumentParser:
     queue = sub.add_parser("queue", parents=[common], help="list the outbound queue, or flush/delete/bounce")
     queue.add_argument("action", nargs="?", default="list", choices=("list", "flush", "delete", "bounce"))
     queue.add_argument("id", nargs="?")
-    dns = sub.add_parser("dns", parents=[common], help="ask our resolver: dns MX|A|AAAA|TXT|PTR NAME; "
-                         "dns SPF DOMAIN IP [--sender S] [--helo H]")
-    dns.add_argument("qtype", type=str.upper, choices=("MX", "A", "AAAA", "TXT", "PTR", "SPF"))
-    dns.add_argument("name")
-    dns.add_argument("ip", nargs="?", help="SPF: the SMTP client's address (RFC 7208 §4.1 <ip>)")
-    dns.add_argument("--sender", help="SPF: the MAIL FROM address (default postmaster@DOMAIN)")
-    dns.add_argument("--helo", help="SPF: the HELO/EHLO name (for %%{h})")
+    dns_parser(sub, common)
     tls_parser(sub, common)
     sub.add_parser("check", parents=[common], help="check the configuration, files and DNS; print what the server would do")
     sub.add_parser("config-example", help="print a commented configuration file with every key")

@@ -291,6 +291,17 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+def dns_parser(sub, common: argparse.ArgumentParser) -> None:
+    """`dns`'s arguments (mailsrv.py's parser; the global options come with ``common``)."""
+    dns = sub.add_parser("dns", parents=[common], help="ask our resolver: dns MX|A|AAAA|TXT|PTR NAME; "
+                         "dns SPF DOMAIN IP [--sender S] [--helo H]")
+    dns.add_argument("qtype", type=str.upper, choices=("MX", "A", "AAAA", "TXT", "PTR", "SPF"))
+    dns.add_argument("name")
+    dns.add_argument("ip", nargs="?", help="SPF: the SMTP client's address (RFC 7208 §4.1 <ip>)")
+    dns.add_argument("--sender", help="SPF: the MAIL FROM address (default postmaster@DOMAIN)")
+    dns.add_argument("--helo", help="SPF: the HELO/EHLO name (for %%{h})")
+
+
 def spf_main(cfg: Config, domain: str, ip: Optional[str], sender: Optional[str], helo: Optional[str],
              resolv_conf: str) -> int:
     """`dns SPF DOMAIN IP [--sender S] [--helo H]`: check_host() of RFC 7208
