@@ -54,8 +54,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from store import dovecot_files as dv
 from store.folder_types import (Appended, Copied, Expunged, FlagChange, Message, Snapshot,  # noqa: F401
-                                StoreResult, SyncResult, apply_mode, check_flags, order_key,
-                                split_name, stat_sig, stored_form, unique_base, valid_keyword)
+                                StoreResult, SyncResult, apply_mode, check_flags, name_size, order_key,
+                                scan_dir, sort_keys, split_name, stat_sig, stored_form, unique_base, valid_keyword)
 from store.folder_imap import ImapMixin
 from store.folder_uidlist import UidlistMixin
 from store.fsutil import fsync_dir, write_all, write_atomic
@@ -63,6 +63,7 @@ from store.modseq import ModseqLog
 
 log = logging.getLogger("mailsrv.store.folder")
 _NO_KEYWORDS: frozenset = frozenset()
+_new_message = tuple.__new__            # Message(...) without the NamedTuple's Python-level __new__
 
 # A directory changed this close to "now" may change again within one mtime
 # tick, so its cached scan is not trusted (FAT: 2 s ticks; ext3, HFS+: 1 s).
@@ -112,6 +113,8 @@ class Folder(UidlistMixin, ImapMixin):
         self._lock = threading.RLock()
         self._depth = 0
         self._fresh = False        # the UIDVALIDITY was made by this process just now
+        self._unwritten = False    # the uidlist was made anew in this change and is not on disk yet
+        self._added_sizes: Dict[str, int] = {}        # sizes of the records _add_records just made
         self._header: Optional[dv.Header] = None
         self._records: Dict[str, dv.Record] = {}     # key → record (dead ones too)
         self._uidlist_sig: Optional[Tuple[int, int, int]] = None
@@ -122,7 +125,7 @@ class Folder(UidlistMixin, ImapMixin):
         self._modseq = ModseqLog(path)
         self._snap: Optional[Snapshot] = None
         self._by_key: Dict[str, Message] = {}         # the last snapshot's messages by key
-        self._pos: Dict[str, int] = {}                # key → index in the last snapshot's messages
+        self._pos: Optional[Dict[str, int]] = None    # key → index in the last snapshot's messages (made when needed)
         self._found: Dict[str, Tuple[str, str, str]] = {}   # the last scan, kept up to date by our changes
         self._kw_built: object = None                 # the keywords file the snapshot was built with
         self._sig: Optional[tuple] = None
@@ -177,9 +180,11 @@ class Folder(UidlistMixin, ImapMixin):
         if any(k not in found for k in self._by_key):
             # readdir may skip a file renamed during the listing (Dovecot's doc, "Locking"): look twice.
             found.update((k, v) for k, v in self._scan().items() if k not in found)
-        new_keys = sorted((k for k in found if k not in self._records), key=order_key)
+        records = self._records
+        new_keys = [k for k in found if k not in records]
         if new_keys:
-            self._add_records(new_keys, found)
+            self._add_records(sort_keys(new_keys), found)
+        self._flush_new_uidlist()
         result = self._build(found)
         self._found = found
         self._maybe_compact(found)
@@ -196,34 +201,47 @@ class Folder(UidlistMixin, ImapMixin):
         journal.load(header.uidvalidity, self._fresh)
         self._fresh = False
         known = journal.messages
-        live = [(k, r, found[k]) for k, r in self._records.items() if k in found]
-        changed = [(r.uid, hit[1]) for k, r, hit in live
-                   if (only is None or k in only) and known.get(r.uid, (0, None))[1] != hit[1]]
-        live_uids = {r.uid for _k, r, _h in live}
-        gone = [u for u in known if u not in live_uids]
+        live = [(k, r.uid) for k, r in self._records.items() if k in found]
         if only is not None:
+            changed = [(uid, found[k][1]) for k, uid in live
+                       if k in only and known.get(uid, (0, None))[1] != found[k][1]]
             gone = [self._records[k].uid for k in only if k not in found and self._records[k].uid in known]
+        elif not known:                              # a journal started anew: every message is news
+            changed, gone = [(uid, found[k][1]) for k, uid in live], []
+        else:
+            changed = [(uid, found[k][1]) for k, uid in live if known.get(uid, (0, None))[1] != found[k][1]]
+            live_uids = {uid for _k, uid in live}
+            gone = [u for u in known if u not in live_uids]
         journal.record(changed, gone)
         prev = self._by_key if self._snap is not None and self._snap.uidvalidity == header.uidvalidity else {}
         same_kw = self._kw_built == self._kw_sig
+        highest, kinds, sizes = journal.highest, {}, self._added_sizes
+        self._added_sizes = {}
         messages, by_key, new, flagged = [], {}, [], []
-        for key, rec, (path, letters, _tail) in live:
+        for key, uid in live:
+            path, letters, _tail = found[key]
+            hit = known.get(uid)
+            modseq = hit[0] if hit is not None else highest
             old = prev.get(key)
-            modseq = known[rec.uid][0] if rec.uid in known else journal.highest
-            if old is not None and old.path == path and old.uid == rec.uid and old.modseq == modseq and same_kw:
+            if old is not None and old.path == path and old.uid == uid and old.modseq == modseq and same_kw:
                 msg = old
             else:
-                msg = self._message(rec, key, path, letters, modseq)
-                if old is None or old.uid != rec.uid:
-                    new.append(rec.uid)
+                kind = kinds.get(letters)
+                if kind is None:
+                    kind = kinds[letters] = self._flags_of(letters)
+                size = sizes.get(key)
+                if size is None:
+                    size = self._size(self._records[key], path)
+                msg = _new_message(Message, (uid, key, path, kind[0], kind[1], size, modseq))
+                if old is None or old.uid != uid:
+                    new.append(uid)
                 elif (old.flags, old.keywords) != (msg.flags, msg.keywords):
-                    flagged.append(rec.uid)
+                    flagged.append(uid)
             by_key[key] = msg
             messages.append(msg)
         gone = tuple(m.uid for k, m in prev.items() if k not in by_key or by_key[k].uid != m.uid)
-        self._snap = Snapshot(header.uidvalidity, header.nextuid, journal.highest, tuple(messages))
-        self._by_key, self._kw_built = by_key, self._kw_sig
-        self._pos = {m.key: i for i, m in enumerate(messages)}
+        self._snap = Snapshot(header.uidvalidity, header.nextuid, highest, tuple(messages))
+        self._by_key, self._kw_built, self._pos = by_key, self._kw_sig, None
         return SyncResult(self._snap, tuple(new), gone, tuple(flagged))
 
     def _current(self) -> SyncResult:
@@ -231,6 +249,11 @@ class Folder(UidlistMixin, ImapMixin):
         if self._snap is not None and not self.changed_since(self._sig):
             return SyncResult(self._snap)
         return self._sync_locked()
+
+    def _positions(self) -> Dict[str, int]:
+        if self._pos is None:
+            self._pos = {m.key: i for i, m in enumerate(self._snap.messages)}
+        return self._pos
 
     def _after_own_change(self, updates: Dict[str, Optional[Tuple[str, str, str]]]) -> SyncResult:
         """The snapshot after our own renames/appends/unlinks, without listing the directories
@@ -257,11 +280,11 @@ class Folder(UidlistMixin, ImapMixin):
             msg = self._message(rec, key, path, letters, journal.messages[rec.uid][0])
             prev = self._by_key.get(key)
             if prev is not None and prev.uid == rec.uid:
-                messages[self._pos[key]] = msg
+                messages[self._positions()[key]] = msg
                 if (prev.flags, prev.keywords) != (msg.flags, msg.keywords):
                     flagged.append(rec.uid)
             elif not messages or rec.uid > messages[-1].uid:
-                self._pos[key] = len(messages)
+                self._positions()[key] = len(messages)
                 messages.append(msg)
                 new.append(rec.uid)
             else:
@@ -271,21 +294,20 @@ class Folder(UidlistMixin, ImapMixin):
         return SyncResult(self._snap, tuple(new), (), tuple(flagged))
 
     def _message(self, rec: dv.Record, key: str, path: str, letters: str, modseq: int) -> Message:
-        plain = not letters or letters.isupper()        # no keyword letters
-        return Message(rec.uid, key, path, letters if plain else "".join(c for c in letters if c.isupper()),
-                       _NO_KEYWORDS if plain else self._keywords_of(letters), self._size(rec, path), modseq)
+        flags, keywords = self._flags_of(letters)
+        return Message(rec.uid, key, path, flags, keywords, self._size(rec, path), modseq)
+
+    def _flags_of(self, letters: str) -> Tuple[str, frozenset]:
+        """Info letters → (system flag letters, keywords)."""
+        if not letters or letters.isupper():        # no keyword letters
+            return letters, _NO_KEYWORDS
+        return "".join(c for c in letters if c.isupper()), self._keywords_of(letters)
 
     def _scan(self) -> Dict[str, Tuple[str, str, str]]:
         """key → (path, letters, tail) for new/ then cur/ (cur/ wins a duplicate); no file opened."""
         found: Dict[str, Tuple[str, str, str]] = {}
         for sub in ("new", "cur"):
-            with os.scandir(os.path.join(self.path, sub)) as it:
-                for e in it:
-                    # maildir-spec: names never start with "."; a line break could not go in the uidlist.
-                    if e.name[0] == "." or "\n" in e.name or "\r" in e.name or e.is_dir():
-                        continue
-                    key, letters, tail = split_name(e.name)
-                    found[key] = (e.path, letters, tail)
+            scan_dir(os.path.join(self.path, sub), found)
         return found
 
     # -- keywords ------------------------------------------------------------------
@@ -524,8 +546,9 @@ class Folder(UidlistMixin, ImapMixin):
             self._load_uidlist()
             fresh = [k for k in dict.fromkeys(keys) if k not in self._records]
             if fresh:
-                self._add_records(sorted(fresh, key=order_key),
+                self._add_records(sort_keys(fresh),
                                   {k: (os.path.join(self.path, "new", k), "", "") for k in fresh})
+            self._flush_new_uidlist()
             return {k: self._records[k].uid for k in keys if k in self._records}
 
     def expunged_since(self, modseq: int) -> Tuple[List[int], bool]:

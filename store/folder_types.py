@@ -16,12 +16,20 @@ import re
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 # maildir-spec flag letters; Dovecot's keyword letters are a-z.
 SYSTEM_FLAGS = "DFPRST"
 SIZE_W = re.compile(r",W=(\d+)")
 _ORDER = re.compile(r"(\d+)\.(?:[^.]*?M(\d+))?")
+# sort_keys: per line of keys joined by LF, the time and the usec right after "M".
+_ORDER_FAST = re.compile(r"^(?:(\d+)\.(?:M(\d+))?)?", re.M)
+_USEC_SCALE = 10 ** 7                  # above any usec value of 7 digits
+_NO_TIME = (1 << 62) * _USEC_SCALE     # order_key's rank of a key without a time prefix
+# Distinct raw info-letter strings whose normal form is kept (ours: a folder uses a
+# few dozen flag combinations; a bound so odd names cannot grow it for ever).
+MAX_LETTER_SETS = 4096
+_LETTERS: Dict[str, str] = {}
 # IMAP atom-specials (RFC 3501 §9): not allowed in a keyword.
 _ATOM_SPECIALS = set('(){ %*"\\]')
 _counter = itertools.count(1)
@@ -108,7 +116,69 @@ def split_name(name: str) -> Tuple[str, str, str]:
     if not (sep and info.startswith("2,")):
         return key, "", ""
     letters, _, tail = info[2:].partition(",")
-    return key, "".join(sorted(set(c for c in letters if c.isascii() and c.isalpha()))), tail
+    return key, _normal_letters(letters), tail
+
+
+def _normal_letters(raw: str) -> str:
+    """The info letters as kept: ASCII letters only, each once, in ASCII order.  A folder
+    has few distinct sets (the flag combinations in use), so they are kept once made."""
+    norm = _LETTERS.get(raw)
+    if norm is None:
+        norm = "".join(sorted(set(c for c in raw if c.isascii() and c.isalpha())))
+        if len(_LETTERS) < MAX_LETTER_SETS:
+            _LETTERS[raw] = norm
+    return norm
+
+
+def name_size(key: str) -> Optional[int]:
+    """The CRLF size Dovecot puts in a name as ``,W=<octets>`` (None: not there)."""
+    i = key.find(",W=")
+    if i < 0:
+        return None
+    digits = key[i + 3:].partition(",")[0]
+    if digits.isdecimal():
+        return int(digits)
+    m = SIZE_W.search(key)                 # another field glued on, or a second ,W=
+    return int(m.group(1)) if m else None
+
+
+def scan_dir(path: str, found: Dict[str, Tuple[str, str, str]]) -> None:
+    """Add key → (path, flag letters, tail) for each message file of ``path`` (new/ or
+    cur/) to ``found``; no file is opened.  maildir-spec: names starting with "." are
+    not messages; nor are directories, nor names with a line break (the uidlist could
+    not hold them).  One listdir and plain string operations per name; a directory
+    that may hold subdirectories (its link count, which POSIX file systems raise by
+    one per subdirectory, is not 2) or odd names go through scandir one by one."""
+    names = os.listdir(path)
+    if not names:
+        return
+    joined = "\n".join(names)
+    if (os.stat(path).st_nlink != 2 or "\r" in joined or joined.count("\n") != len(names) - 1
+            or joined[0] == "." or "\n." in joined):
+        _scan_slowly(path, found)
+        return
+    prefix = path + os.sep
+    if ":" not in joined:                   # new/ as delivered: no info part
+        found.update({name: (prefix + name, "", "") for name in names})
+        return
+    norm = _LETTERS
+    for name in names:
+        key, sep, info = name.partition(":")
+        if sep and info[:2] == "2,":
+            letters, _, tail = info[2:].partition(",")
+            found[key] = (prefix + name, norm[letters] if letters in norm else _normal_letters(letters), tail)
+        else:
+            found[key] = (prefix + name, "", "")
+
+
+def _scan_slowly(path: str, found: Dict[str, Tuple[str, str, str]]) -> None:
+    with os.scandir(path) as it:
+        for e in it:
+            name = e.name
+            if name[0] == "." or "\n" in name or "\r" in name or e.is_dir():
+                continue
+            key, letters, tail = split_name(name)
+            found[key] = (e.path, letters, tail)
 
 
 def crlf_size(path: str, chunk: int = 65536) -> int:
@@ -133,6 +203,32 @@ def order_key(key: str) -> Tuple[int, int, str]:
     """Delivery order of a new key: the time prefix, then M<usec>, then the name."""
     m = _ORDER.match(key)
     return (int(m.group(1)), int(m.group(2) or 0), key) if m else (1 << 62, 0, key)
+
+
+def sort_keys(keys: Iterable[str]) -> List[str]:
+    """``sorted(keys, key=order_key)``, made cheaper for many keys: sorted as strings
+    (the ties), then stably by one integer per key, time * 10**7 + usec, read for all
+    the keys by one regex pass over them joined.  Keys this shortcut cannot read the
+    way order_key does (an M not right after the first dot, 8 or more usec digits, a
+    line break) send the whole list through order_key."""
+    ordered = sorted(keys)
+    if len(ordered) < 2:
+        return ordered
+    found = _ORDER_FAST.findall("\n".join(ordered))
+    if len(found) != len(ordered):
+        return sorted(ordered, key=order_key)
+    ranks = []
+    for (secs, usecs), key in zip(found, ordered):
+        if not usecs:
+            if secs and "M" in key.split(".", 2)[1]:
+                return sorted(ordered, key=order_key)    # order_key looks for M further on
+            ranks.append(int(secs) * _USEC_SCALE if secs else _NO_TIME)
+        elif len(usecs) < 8:
+            ranks.append(int(secs) * _USEC_SCALE + int(usecs))
+        else:
+            return sorted(ordered, key=order_key)
+    index = sorted(range(len(ordered)), key=ranks.__getitem__)
+    return [ordered[i] for i in index]
 
 
 def stat_sig(path: str) -> Optional[Tuple[int, int, int]]:

@@ -70,6 +70,7 @@ class ModseqLog:
         self._lines = 0
         self._sig: Optional[Tuple[int, int, int]] = None
         self._boot = ""                                    # the boot id of the last B line
+        self._unwritten = False                            # rebuilt in memory, not yet on disk
 
     # -- reading --------------------------------------------------------------
     def load(self, uidvalidity: int, fresh: bool = False) -> None:
@@ -78,6 +79,10 @@ class ModseqLog:
 
         ``fresh``: the UIDVALIDITY was made just now (a new folder, or mailsrv's old
         index converted), so no client holds a MODSEQ of it and counting starts at 1."""
+        if self._unwritten:
+            # a rebuild the last change did not get to write (it failed before record()):
+            # what is on disk wins again
+            self._unwritten, self._sig = False, None
         sig, old = _stat(self.path), self._sig
         if sig is not None and sig == old and self.uidvalidity == uidvalidity:
             return
@@ -88,7 +93,7 @@ class ModseqLog:
                     f.seek(old[2])                      # another process appended: read just that
                     self._apply(f.read().decode("ascii").split("\n"))
                 else:
-                    self._parse(f.read().decode("ascii"))
+                    self._parse(f.read().decode("ascii"), uidvalidity)
             if self.uidvalidity != uidvalidity:
                 raise ValueError("journal is for UIDVALIDITY %d" % self.uidvalidity)
         except FileNotFoundError:
@@ -97,12 +102,13 @@ class ModseqLog:
             self._rebuild(uidvalidity, str(e))
         self._sig = _stat(self.path)
 
-    def _parse(self, text: str) -> None:
-        lines = text.split("\n")
-        head = dict((f[0], int(f[1:])) for f in lines[0].split()[1:])
+    def _parse(self, text: str, uidvalidity: int) -> None:
+        first, _, rest = text.partition("\n")
+        head = dict((f[0], int(f[1:])) for f in first.split()[1:])
         self.uidvalidity, self.highest, self.expunge_start = head["V"], head["H"], head.get("E", 0)
         self.messages, self.expunged, self._lines, self._boot = {}, [], 0, ""
-        self._apply(lines[1:])
+        if self.uidvalidity == uidvalidity:      # else rebuilt: its lines are not read
+            self._apply(rest.split("\n"))
 
     def _apply(self, lines: List[str]) -> None:
         """Journal lines (the last element: what follows the last LF, which must be empty)."""
@@ -137,7 +143,7 @@ class ModseqLog:
         base = 1 if fresh else max(self.highest, int(time.time() * 1000000))
         self.uidvalidity, self.highest, self.expunge_start = uidvalidity, base, 0 if fresh else base
         self.messages, self.expunged = {}, []
-        self._rewrite()
+        self._unwritten = True         # written once, with the records of the change (record())
 
     def last_uidvalidity(self) -> int:
         """The UIDVALIDITY the journal was kept for (0: none): a uidlist made anew must
@@ -165,6 +171,8 @@ class ModseqLog:
         changed by one operation may share it); appended (fsync'd as the module docstring says).
         Returns it (0: nothing)."""
         changed, gone = list(changed), [u for u in gone if u in self.messages]
+        if self._unwritten:
+            return self._record_rewritten(changed, gone)
         if not changed and not gone:
             return 0
         out = [self._boot_line()]
@@ -182,6 +190,21 @@ class ModseqLog:
             self._rewrite()
         else:
             self._append("".join(out).encode("ascii"))
+        return modseq
+
+    def _record_rewritten(self, changed: List[Tuple[int, str]], gone: List[int]) -> int:
+        """record() on a journal rebuilt in this change: one rewrite holds it all."""
+        modseq = 0
+        if changed or gone:
+            self.highest += 1
+            modseq = self.highest
+            messages = self.messages
+            for uid, letters in changed:
+                messages[uid] = (modseq, letters)
+            for uid in gone:
+                del messages[uid]
+                self.expunged.append((uid, modseq))
+        self._rewrite()
         return modseq
 
     def _boot_line(self) -> str:
@@ -215,7 +238,7 @@ class ModseqLog:
         out += ["-%d %d\n" % (u, m) for u, m in self.expunged]
         write_atomic(self.path, "".join(out).encode("ascii"), tmp=self.path + ".tmp.%d" % os.getpid())
         self._lines = len(out) - 1
-        self._boot = BOOT_ID
+        self._boot, self._unwritten = BOOT_ID, False
         self._sig = _stat(self.path)
 
 
