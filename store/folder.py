@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import operator
 import os
 import threading
 import time
@@ -55,7 +56,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 from store import dovecot_files as dv
 from store.folder_types import (Appended, Copied, Expunged, FlagChange, Message, Snapshot,  # noqa: F401
                                 StoreResult, SyncResult, apply_mode, check_flags, name_size, order_key,
-                                scan_dir, sort_keys, split_name, stat_sig, stored_form, unique_base, valid_keyword)
+                                sort_keys, split_name, stat_sig, stored_form, unique_base, valid_keyword)
+from store.folder_bulk import messages_of, scan_dir
 from store.folder_imap import ImapMixin
 from store.folder_uidlist import UidlistMixin
 from store.fsutil import fsync_dir, write_all, write_atomic
@@ -64,6 +66,9 @@ from store.modseq import ModseqLog
 log = logging.getLogger("mailsrv.store.folder")
 _NO_KEYWORDS: frozenset = frozenset()
 _new_message = tuple.__new__            # Message(...) without the NamedTuple's Python-level __new__
+_uid_of = _modseq_of = operator.itemgetter(0)      # of a dv.Record; of a journal entry (modseq, letters)
+_letters_of = operator.itemgetter(1)               # of a scan entry (path, letters, tail)
+_UNKNOWN = (0, None)                               # a journal entry no message has
 
 # A directory changed this close to "now" may change again within one mtime
 # tick, so its cached scan is not trusted (FAT: 2 s ticks; ext3, HFS+: 1 s).
@@ -197,29 +202,44 @@ class Folder(UidlistMixin, ImapMixin):
         compared with the MODSEQ journal; unchanged messages are reused from the last one.
         ``only``: the keys our own change touched; the rest of ``found`` may be older than
         the journal (another process's changes), so only these are recorded."""
-        header, journal = self._header, self._modseq
+        header, journal, records = self._header, self._modseq, self._records
         journal.load(header.uidvalidity, self._fresh)
         self._fresh = False
         known = journal.messages
-        live = [(k, r.uid) for k, r in self._records.items() if k in found]
+        keys = list(records) if found.keys() == records.keys() else [k for k in records if k in found]
+        uids = list(map(_uid_of, map(records.__getitem__, keys)))
+        entries = list(map(found.__getitem__, keys))
         if only is not None:
-            changed = [(uid, found[k][1]) for k, uid in live
-                       if k in only and known.get(uid, (0, None))[1] != found[k][1]]
-            gone = [self._records[k].uid for k in only if k not in found and self._records[k].uid in known]
+            changed = [(uid, e[1]) for k, uid, e in zip(keys, uids, entries)
+                       if k in only and known.get(uid, _UNKNOWN)[1] != e[1]]
+            gone = [records[k].uid for k in only if k not in found and records[k].uid in known]
         elif not known:                              # a journal started anew: every message is news
-            changed, gone = [(uid, found[k][1]) for k, uid in live], []
+            changed, gone = list(zip(uids, map(_letters_of, entries))), []
         else:
-            changed = [(uid, found[k][1]) for k, uid in live if known.get(uid, (0, None))[1] != found[k][1]]
-            live_uids = {uid for _k, uid in live}
+            changed = [(uid, e[1]) for uid, e in zip(uids, entries) if known.get(uid, _UNKNOWN)[1] != e[1]]
+            live_uids = set(uids)
             gone = [u for u in known if u not in live_uids]
         journal.record(changed, gone)
         prev = self._by_key if self._snap is not None and self._snap.uidvalidity == header.uidvalidity else {}
-        same_kw = self._kw_built == self._kw_sig
-        highest, kinds, sizes = journal.highest, {}, self._added_sizes
-        self._added_sizes = {}
+        sizes, self._added_sizes = self._added_sizes, {}
+        if not prev and only is None:
+            # a first snapshot: every message is new and (after record()) in the journal
+            messages = messages_of(keys, uids, entries, self._sizes_of(keys, entries, sizes),
+                                   map(_modseq_of, map(known.__getitem__, uids)), self._flags_of)
+            by_key, new, flagged = dict(zip(keys, messages)), uids, []
+        else:
+            messages, by_key, new, flagged = self._rebuild_messages(keys, uids, entries, prev, sizes)
+        gone = tuple(m.uid for k, m in prev.items() if k not in by_key or by_key[k].uid != m.uid)
+        self._snap = Snapshot(header.uidvalidity, header.nextuid, journal.highest, tuple(messages))
+        self._by_key, self._kw_built, self._pos = by_key, self._kw_sig, None
+        return SyncResult(self._snap, tuple(new), gone, tuple(flagged))
+
+    def _rebuild_messages(self, keys, uids, entries, prev, sizes):
+        """_build's messages when there is a last snapshot: unchanged ones reused."""
+        known, highest = self._modseq.messages, self._modseq.highest
+        same_kw, kinds = self._kw_built == self._kw_sig, {}
         messages, by_key, new, flagged = [], {}, [], []
-        for key, uid in live:
-            path, letters, _tail = found[key]
+        for key, uid, (path, letters, _tail) in zip(keys, uids, entries):
             hit = known.get(uid)
             modseq = hit[0] if hit is not None else highest
             old = prev.get(key)
@@ -239,10 +259,15 @@ class Folder(UidlistMixin, ImapMixin):
                     flagged.append(uid)
             by_key[key] = msg
             messages.append(msg)
-        gone = tuple(m.uid for k, m in prev.items() if k not in by_key or by_key[k].uid != m.uid)
-        self._snap = Snapshot(header.uidvalidity, header.nextuid, highest, tuple(messages))
-        self._by_key, self._kw_built, self._pos = by_key, self._kw_sig, None
-        return SyncResult(self._snap, tuple(new), gone, tuple(flagged))
+        return messages, by_key, new, flagged
+
+    def _sizes_of(self, keys: List[str], entries, sizes: Dict[str, int]) -> List[int]:
+        """The CRLF size of each key: what _add_records just learnt, else _size."""
+        got = list(map(sizes.get, keys))
+        if None in got:
+            records = self._records
+            got = [s if s is not None else self._size(records[k], e[0]) for s, k, e in zip(got, keys, entries)]
+        return got
 
     def _current(self) -> SyncResult:
         """The snapshot, synced first unless nothing changed (lock held)."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import binascii
 import itertools
 import os
+from itertools import repeat
+from operator import itemgetter
 import re
 import socket
 import time
@@ -23,7 +25,7 @@ SYSTEM_FLAGS = "DFPRST"
 SIZE_W = re.compile(r",W=(\d+)")
 _ORDER = re.compile(r"(\d+)\.(?:[^.]*?M(\d+))?")
 # sort_keys: per line of keys joined by LF, the time and the usec right after "M".
-_ORDER_FAST = re.compile(r"^(?:(\d+)\.(?:M(\d+))?)?", re.M)
+_ORDER_FAST = re.compile(r"^(?:(\d+)\.(?:M(\d+))?)?[^\n]*", re.M)
 _USEC_SCALE = 10 ** 7                  # above any usec value of 7 digits
 _NO_TIME = (1 << 62) * _USEC_SCALE     # order_key's rank of a key without a time prefix
 # Distinct raw info-letter strings whose normal form is kept (ours: a folder uses a
@@ -33,6 +35,7 @@ _LETTERS: Dict[str, str] = {}
 # IMAP atom-specials (RFC 3501 §9): not allowed in a keyword.
 _ATOM_SPECIALS = set('(){ %*"\\]')
 _counter = itertools.count(1)
+_first, _second = itemgetter(0), itemgetter(1)
 
 
 class Message(NamedTuple):
@@ -116,10 +119,10 @@ def split_name(name: str) -> Tuple[str, str, str]:
     if not (sep and info.startswith("2,")):
         return key, "", ""
     letters, _, tail = info[2:].partition(",")
-    return key, _normal_letters(letters), tail
+    return key, normal_letters(letters), tail
 
 
-def _normal_letters(raw: str) -> str:
+def normal_letters(raw: str) -> str:
     """The info letters as kept: ASCII letters only, each once, in ASCII order.  A folder
     has few distinct sets (the flag combinations in use), so they are kept once made."""
     norm = _LETTERS.get(raw)
@@ -140,45 +143,6 @@ def name_size(key: str) -> Optional[int]:
         return int(digits)
     m = SIZE_W.search(key)                 # another field glued on, or a second ,W=
     return int(m.group(1)) if m else None
-
-
-def scan_dir(path: str, found: Dict[str, Tuple[str, str, str]]) -> None:
-    """Add key → (path, flag letters, tail) for each message file of ``path`` (new/ or
-    cur/) to ``found``; no file is opened.  maildir-spec: names starting with "." are
-    not messages; nor are directories, nor names with a line break (the uidlist could
-    not hold them).  One listdir and plain string operations per name; a directory
-    that may hold subdirectories (its link count, which POSIX file systems raise by
-    one per subdirectory, is not 2) or odd names go through scandir one by one."""
-    names = os.listdir(path)
-    if not names:
-        return
-    joined = "\n".join(names)
-    if (os.stat(path).st_nlink != 2 or "\r" in joined or joined.count("\n") != len(names) - 1
-            or joined[0] == "." or "\n." in joined):
-        _scan_slowly(path, found)
-        return
-    prefix = path + os.sep
-    if ":" not in joined:                   # new/ as delivered: no info part
-        found.update({name: (prefix + name, "", "") for name in names})
-        return
-    norm = _LETTERS
-    for name in names:
-        key, sep, info = name.partition(":")
-        if sep and info[:2] == "2,":
-            letters, _, tail = info[2:].partition(",")
-            found[key] = (prefix + name, norm[letters] if letters in norm else _normal_letters(letters), tail)
-        else:
-            found[key] = (prefix + name, "", "")
-
-
-def _scan_slowly(path: str, found: Dict[str, Tuple[str, str, str]]) -> None:
-    with os.scandir(path) as it:
-        for e in it:
-            name = e.name
-            if name[0] == "." or "\n" in name or "\r" in name or e.is_dir():
-                continue
-            key, letters, tail = split_name(name)
-            found[key] = (e.path, letters, tail)
 
 
 def crlf_size(path: str, chunk: int = 65536) -> int:
@@ -217,18 +181,21 @@ def sort_keys(keys: Iterable[str]) -> List[str]:
     found = _ORDER_FAST.findall("\n".join(ordered))
     if len(found) != len(ordered):
         return sorted(ordered, key=order_key)
-    ranks = []
-    for (secs, usecs), key in zip(found, ordered):
-        if not usecs:
-            if secs and "M" in key.split(".", 2)[1]:
-                return sorted(ordered, key=order_key)    # order_key looks for M further on
-            ranks.append(int(secs) * _USEC_SCALE if secs else _NO_TIME)
-        elif len(usecs) < 8:
-            ranks.append(int(secs) * _USEC_SCALE + int(usecs))
-        else:
-            return sorted(ordered, key=order_key)
-    index = sorted(range(len(ordered)), key=ranks.__getitem__)
-    return [ordered[i] for i in index]
+    usecs = list(map(_second, found))
+    if "" not in usecs and max(map(len, usecs)) < 8:      # all "<time>.M<usec>": one int each
+        ranks = list(map(int, map(str.__add__, map(_first, found), map(str.zfill, usecs, repeat(7)))))
+    else:
+        ranks = []
+        for (secs, usec), key in zip(found, ordered):
+            if not usec:
+                if secs and "M" in key.split(".", 2)[1]:
+                    return sorted(ordered, key=order_key)    # order_key looks for M further on
+                ranks.append(int(secs) * _USEC_SCALE if secs else _NO_TIME)
+            elif len(usec) < 8:
+                ranks.append(int(secs) * _USEC_SCALE + int(usec))
+            else:
+                return sorted(ordered, key=order_key)
+    return list(map(ordered.__getitem__, sorted(range(len(ordered)), key=ranks.__getitem__)))
 
 
 def stat_sig(path: str) -> Optional[Tuple[int, int, int]]:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from store import dovecot_files as dv
+from store.folder_bulk import new_records
 from store.folder_types import crlf_size, name_size, sort_keys, stat_sig
 from store.fsutil import write_all, write_atomic
 
@@ -136,9 +137,9 @@ class UidlistMixin:
 
     def _add_records(self, keys: List[str], found) -> None:
         """UIDs for new keys (in delivery order), appended to the uidlist in one write
-        (Dovecot's way), or the whole file written once when it is new.  Records are
-        built with plain string operations: this runs for every message of a folder
-        nobody indexed yet (10,000 at a first login)."""
+        (Dovecot's way), or the whole file written once when it is new.  Many keys at
+        once (10,000 at the first login after they arrived) go column by column
+        (store/folder_bulk.py)."""
         nextuid = self._header.nextuid
         if nextuid + len(keys) - 1 > dv.MAX_UID:
             # RFC 3501 §9 nz-number exhausted: renumber everything under a new UIDVALIDITY.
@@ -146,9 +147,28 @@ class UidlistMixin:
             keys = sort_keys(k for k in set(keys) | set(self._records) if k in found)
             self._new_uidlist(self._header.uidvalidity)
             nextuid = 1
-        records, first, sizes = self._records, nextuid, self._added_sizes
+        records, first = self._records, nextuid
         whole = self._unwritten and not records      # a new uidlist: header and records in one write
-        lines = [dv.format_header(self._header)] if whole else []
+        bulk = new_records(keys, found, nextuid) if len(keys) > 1 else None
+        if bulk is not None:
+            added, text, sizes = bulk
+            records.update(zip(keys, added))
+            self._added_sizes.update(zip(keys, sizes))
+            nextuid += len(keys)
+        else:
+            text, nextuid = self._add_one_by_one(keys, found, nextuid)
+        self._header = self._header._replace(nextuid=nextuid)
+        if whole:
+            self._rewrite_uidlist([], (dv.format_header(self._header) + text).encode("utf-8", "surrogateescape"))
+        elif self._unwritten:
+            self._rewrite_uidlist(list(records.values()))
+        elif nextuid > first:
+            self._append_uidlist(text.encode("utf-8", "surrogateescape"))
+
+    def _add_one_by_one(self, keys: List[str], found, nextuid: int) -> Tuple[str, int]:
+        """_add_records for keys some of which lack ``,W=``: those files are read once
+        for their CRLF size, kept in the record's W field (as Dovecot does)."""
+        records, sizes, lines = self._records, self._added_sizes, []
         for key in keys:
             path = found[key][0]
             name = path[path.rfind(os.sep) + 1:]
@@ -166,13 +186,7 @@ class UidlistMixin:
             records[key] = _new_record(dv.Record, (nextuid, name, ext))
             sizes[key] = size
             nextuid += 1
-        self._header = self._header._replace(nextuid=nextuid)
-        if whole:
-            self._rewrite_uidlist([], "".join(lines).encode("utf-8", "surrogateescape"))
-        elif self._unwritten:
-            self._rewrite_uidlist(list(records.values()))
-        elif nextuid > first:
-            self._append_uidlist("".join(lines).encode("utf-8", "surrogateescape"))
+        return "".join(lines), nextuid
 
     def _append_uidlist(self, data: bytes) -> None:
         """Append records, durable before the lock is let go.  Kept, not dropped:

@@ -34,7 +34,11 @@ journal carries a line ``B<boot id> <modseq>`` (Linux's
 with HIGHESTMODSEQ raised to the clock in microseconds, fsync'd, above
 anything the lost tail could have handed out; later appends in the same boot
 are not fsync'd each (a flag change costs no disk flush, as with Dovecot).
-Without a boot id, every append is fsync'd.
+A rewrite (a rebuild, a compaction) is renamed into place without fsync for
+the same reason: after an OS crash the file is the old one (its B line is of
+another boot), or one that does not parse (rebuilt from the clock), and the
+first write of the new boot raises HIGHESTMODSEQ above the clock either way.
+Without a boot id, every append and rewrite is fsync'd.
 """
 
 from __future__ import annotations
@@ -42,13 +46,17 @@ from __future__ import annotations
 import logging
 import os
 import time
+from itertools import repeat
+from operator import itemgetter
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from store.folder_bulk import journal_lines
 from store.fsutil import write_all, write_atomic
 
 log = logging.getLogger("mailsrv.store.modseq")
 
 MODSEQ_FILE = "mailsrv-modseq"
+_first, _second = itemgetter(0), itemgetter(1)
 # RFC 7162 §7 mod-sequence-value = 1*DIGIT, "Positive unsigned 63-bit integer".
 MAX_MODSEQ = (1 << 63) - 1
 # Expunges kept for VANISHED (EARLIER); older ones raise E (ours: ~1 MB of journal).
@@ -199,8 +207,7 @@ class ModseqLog:
             self.highest += 1
             modseq = self.highest
             messages = self.messages
-            for uid, letters in changed:
-                messages[uid] = (modseq, letters)
+            messages.update(zip(map(_first, changed), zip(repeat(modseq), map(_second, changed))))
             for uid in gone:
                 del messages[uid]
                 self.expunged.append((uid, modseq))
@@ -234,12 +241,33 @@ class ModseqLog:
             self.expunged = self.expunged[len(drop):]
         out = ["1 V%d H%d E%d\n" % (self.uidvalidity, self.highest, self.expunge_start)]
         out += ["B%s %d\n" % (BOOT_ID, self.highest)] if BOOT_ID else []
-        out += ["%d %d %s\n" % (u, m, f) for u, (m, f) in sorted(self.messages.items())]
+        out.append(journal_lines(sorted(self.messages.items())))
         out += ["-%d %d\n" % (u, m) for u, m in self.expunged]
-        write_atomic(self.path, "".join(out).encode("ascii"), tmp=self.path + ".tmp.%d" % os.getpid())
-        self._lines = len(out) - 1
+        data, tmp = "".join(out).encode("ascii"), self.path + ".tmp.%d" % os.getpid()
+        if BOOT_ID:
+            _replace_unsynced(self.path, data, tmp)       # see the module docstring
+        else:
+            write_atomic(self.path, data, tmp=tmp)
+        self._lines = len(out) - 2 + len(self.messages)
         self._boot, self._unwritten = BOOT_ID, False
         self._sig = _stat(self.path)
+
+
+def _replace_unsynced(path: str, data: bytes, tmp: str) -> None:
+    """``path`` replaced by ``data`` atomically (tmp + rename), not flushed to disk."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _boot_id() -> str:
