@@ -170,32 +170,38 @@ def order_key(key: str) -> Tuple[int, int, str]:
 
 
 def sort_keys(keys: Iterable[str]) -> List[str]:
-    """``sorted(keys, key=order_key)``, made cheaper for many keys: sorted as strings
-    (the ties), then stably by one integer per key, time * 10**7 + usec, read for all
-    the keys by one regex pass over them joined.  Keys this shortcut cannot read the
-    way order_key does (an M not right after the first dot, 8 or more usec digits, a
-    line break) send the whole list through order_key."""
-    ordered = sorted(keys)
-    if len(ordered) < 2:
-        return ordered
-    found = _ORDER_FAST.findall("\n".join(ordered))
-    if len(found) != len(ordered):
-        return sorted(ordered, key=order_key)
+    """``sorted(keys, key=order_key)``, made cheaper for many keys: sorted as text
+    (the ties' order), then stably by one rank per key, its time and usec read for
+    all the keys by one regex pass over them joined.  The rank
+    is the time followed by the usec in 7 digits: as text when every time has the
+    same number of ASCII digits (text order is then number order), else as an
+    integer.  Keys this shortcut cannot read the way order_key does (an M not right
+    after the first dot, 8 or more usec digits, a line break) go through order_key."""
+    keys = sorted(keys)                 # the tie order, and ranks then nearly in order: a cheap sort
+    if len(keys) < 2:
+        return keys
+    joined = "\n".join(keys)
+    found = _ORDER_FAST.findall(joined)
+    if len(found) != len(keys):
+        return sorted(keys, key=order_key)
     usecs = list(map(_second, found))
-    if "" not in usecs and max(map(len, usecs)) < 8:      # all "<time>.M<usec>": one int each
-        ranks = list(map(int, map(str.__add__, map(_first, found), map(str.zfill, usecs, repeat(7)))))
+    if "" not in usecs and max(map(len, usecs)) < 8:      # all "<time>.M<usec>..."
+        secs = list(map(_first, found))
+        ranks: list = list(map(str.__add__, secs, map(str.zfill, usecs, repeat(7))))
+        if not (joined.isascii() and len(set(map(len, secs))) == 1):
+            ranks = list(map(int, ranks))
     else:
         ranks = []
-        for (secs, usec), key in zip(found, ordered):
+        for (secs_, usec), key in zip(found, keys):
             if not usec:
-                if secs and "M" in key.split(".", 2)[1]:
-                    return sorted(ordered, key=order_key)    # order_key looks for M further on
-                ranks.append(int(secs) * _USEC_SCALE if secs else _NO_TIME)
+                if secs_ and "M" in key.split(".", 2)[1]:
+                    return sorted(keys, key=order_key)       # order_key looks for M further on
+                ranks.append(int(secs_) * _USEC_SCALE if secs_ else _NO_TIME)
             elif len(usec) < 8:
-                ranks.append(int(secs) * _USEC_SCALE + int(usec))
+                ranks.append(int(secs_) * _USEC_SCALE + int(usec))
             else:
-                return sorted(ordered, key=order_key)
-    return list(map(ordered.__getitem__, sorted(range(len(ordered)), key=ranks.__getitem__)))
+                return sorted(keys, key=order_key)
+    return list(map(keys.__getitem__, sorted(range(len(keys)), key=ranks.__getitem__)))
 
 
 def stat_sig(path: str) -> Optional[Tuple[int, int, int]]:
