@@ -57,7 +57,7 @@ from store import dovecot_files as dv
 from store.folder_types import (Appended, Copied, Expunged, FlagChange, Message, Snapshot,  # noqa: F401
                                 StoreResult, SyncResult, apply_mode, check_flags, name_size, order_key,
                                 sort_keys, split_name, stat_sig, stored_form, unique_base, valid_keyword)
-from store.folder_bulk import GC_PAUSE_MIN, gc_paused, messages_of, scan_dir
+from store.folder_bulk import messages_of, scan_dir
 from store.folder_imap import ImapMixin
 from store.folder_uidlist import UidlistMixin
 from store.fsutil import fsync_dir, write_all, write_atomic
@@ -178,27 +178,24 @@ class Folder(UidlistMixin, ImapMixin):
         return self.sync().snapshot
 
     def _sync_locked(self) -> SyncResult:
-        # the first sync of this process and those of big folders make an object or more per message
-        with gc_paused(self._snap is None or len(self._snap.messages) >= GC_PAUSE_MIN):
-            sig = self.token()[:2]                       # before the scan: a later change shows
-            self._load_uidlist()
-            self._load_keywords()
-            found = self._scan()
-            if any(k not in found for k in self._by_key):
-                # readdir may skip a file renamed during the listing (Dovecot's doc, "Locking"): look twice.
-                found.update((k, v) for k, v in self._scan().items() if k not in found)
-            records = self._records
-            new_keys = [k for k in found if k not in records]
-            with gc_paused(len(new_keys) >= GC_PAUSE_MIN):
-                if new_keys:
-                    self._add_records(sort_keys(new_keys), found)
-                self._flush_new_uidlist()
-                result = self._build(found)
-            self._found = found
-            self._maybe_compact(found)
-            self._sig = sig + (stat_sig(os.path.join(self.path, dv.UIDLIST)),
-                               stat_sig(os.path.join(self.path, dv.KEYWORDS)))
-            return result
+        sig = self.token()[:2]                       # before the scan: a later change shows
+        self._load_uidlist()
+        self._load_keywords()
+        found = self._scan()
+        if any(k not in found for k in self._by_key):
+            # readdir may skip a file renamed during the listing (Dovecot's doc, "Locking"): look twice.
+            found.update((k, v) for k, v in self._scan().items() if k not in found)
+        records = self._records
+        new_keys = [k for k in found if k not in records]
+        if new_keys:
+            self._add_records(sort_keys(new_keys), found)
+        self._flush_new_uidlist()
+        result = self._build(found)
+        self._found = found
+        self._maybe_compact(found)
+        self._sig = sig + (stat_sig(os.path.join(self.path, dv.UIDLIST)),
+                           stat_sig(os.path.join(self.path, dv.KEYWORDS)))
+        return result
 
     def _build(self, found, only: Optional[set] = None) -> SyncResult:
         """The snapshot of the live records (the records dict is in UID order), their flags

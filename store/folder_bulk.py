@@ -14,12 +14,10 @@ store/folder_uidlist.py and store/folder_types.py gives
 
 from __future__ import annotations
 
-import gc
 import os
-from contextlib import contextmanager
 from itertools import repeat
 from operator import itemgetter
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from store import dovecot_files as dv
 from store.folder_types import Message, normal_letters, split_name
@@ -29,28 +27,6 @@ _new = tuple.__new__            # a NamedTuple made from a tuple, without its Py
 # Distinct ``:2,`` info strings of one directory above which the scan goes name by
 # name (ours: a folder uses a few dozen flag combinations; tails make more).
 MAX_INFOS = 2000
-# Messages a sync makes objects for above which the cyclic collector waits (ours:
-# 10,000 messages make ~50,000 tuples, whose collections cost ~20% of the sync).
-GC_PAUSE_MIN = 1000
-
-
-@contextmanager
-def gc_paused(pause: bool) -> Iterator[None]:
-    """Hold the cyclic garbage collector off while ``pause``: a big sync makes tens
-    of thousands of tuples of strings and ints, none part of a cycle, and every
-    700 of them would start a collection (gc.get_threshold) that walks them again.
-    Reference counting still frees all of it; collections resume at the end.  The
-    switch is process-wide: another thread making objects meanwhile only has its
-    collections put off as long (a few tenths of a second), and a collector some
-    other code switched off stays off."""
-    if not pause or not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def scan_dir(path: str, found: Dict[str, Tuple[str, str, str]]) -> None:
