@@ -12,6 +12,7 @@ from unittest import mock
 
 from store import dovecot_files as dv
 from store import folder_bulk as fb
+from store import maildrop
 from store.folder import Folder
 from store.folder_types import crlf_size, name_size, order_key, sort_keys, split_name
 from store.modseq import MODSEQ_FILE
@@ -78,6 +79,18 @@ class ShortcutTests(unittest.TestCase):
                 for key, (path, letters, tail) in found.items():
                     self.assertEqual(split_name(os.path.basename(path))[1:], (letters, tail))
                     self.assertTrue(os.path.exists(path))
+
+
+class MaildropListingTests(unittest.TestCase):
+    def test_pop3_uids_of_a_whole_maildrop_are_pop3_uid_of_each_key(self):
+        """RFC 1939 §7: the UIDL of a key never changes; the one-pass form must agree."""
+        rng = random.Random(15)
+        pieces = ["a", "H", "x" * 69, "x" * 70, " ", "\x7f", "\u00e9", ":", "~", "!", "\udcff", "\n", "\t"]
+        for _ in range(20000):
+            keys = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 3))) for _ in range(rng.randint(0, 5))]
+            self.assertEqual(maildrop._pop3_uids(keys), [maildrop.pop3_uid(k) for k in keys], keys)
+        ours = ["1795982523.M%dP28161Q%dR3c8c13d89989ae4c.mx.bench.test,S=4089,W=4159" % (i, i) for i in range(50)]
+        self.assertEqual(maildrop._pop3_uids(ours), [maildrop.pop3_uid(k) for k in ours])
 
 
 @unittest.skipUnless(os.path.isdir("/proc/self/fd"), "names the flushed files through /proc")
