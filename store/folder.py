@@ -162,6 +162,8 @@ class Folder(UidlistMixin, ImapMixin):
             finally:
                 self._depth -= 1
                 if lock is not None:
+                    if self._unwritten:
+                        self._forget_unwritten()     # a change that failed midway
                     lock.release()
 
     # -- sync --------------------------------------------------------------------------

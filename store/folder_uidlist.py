@@ -115,6 +115,12 @@ class UidlistMixin:
         self._header = dv.Header(validity if validity <= dv.MAX_UID else 1, 1, dv.new_guid())
         self._records, self._fresh, self._unwritten = {}, True, True
 
+    def _forget_unwritten(self) -> None:
+        """Drop a uidlist made in memory that a failed change did not write: the next
+        change reads the disk again (another process may have written one since)."""
+        self._header, self._records, self._unwritten = None, {}, False
+        self._uidlist_sig, self._uidlist_parsed = None, 0
+
     def _flush_new_uidlist(self) -> None:
         """Write a uidlist made by ``_new_uidlist`` that no record was added to."""
         if self._unwritten:

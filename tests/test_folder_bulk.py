@@ -200,6 +200,21 @@ class FirstSyncTests(unittest.TestCase):
         self.assertEqual(sorted(os.path.basename(p) for p in flushed),
                          sorted([os.path.basename(box), dv.UIDLIST + ".tmp.%d" % os.getpid()]))
 
+    def test_a_first_sync_that_fails_midway_leaves_no_uidlist_in_memory(self):
+        """The new uidlist is written at the end of the change; if the change fails first,
+        the next one reads the disk (another process may have written one meanwhile)."""
+        box = self.make(random.Random(16), 5)
+        ours = Folder(box)
+        with mock.patch("store.folder.sort_keys", side_effect=MemoryError):
+            with self.assertRaises(MemoryError):
+                ours.sync()
+        self.assertFalse(os.path.exists(os.path.join(box, dv.UIDLIST)))
+        other = Folder(box)                              # another process, first
+        other.initialize(12345)
+        theirs = other.snapshot()
+        self.assertEqual(ours.snapshot().uidvalidity, 12345)
+        self.assertEqual(ours.snapshot().messages, theirs.messages)
+
     def test_later_messages_continue_the_uids_the_plain_way(self):
         rng = random.Random(13)
         box = self.make(rng, 60)
