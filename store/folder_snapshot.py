@@ -34,25 +34,28 @@ class SnapshotMixin:
         header, journal, records = self._header, self._modseq, self._records
         journal.load(header.uidvalidity, self._fresh)
         self._fresh = False
-        known = journal.messages
         keys = list(records) if found.keys() == records.keys() else [k for k in records if k in found]
         uids = list(map(_uid_of, map(records.__getitem__, keys)))
         entries = list(map(found.__getitem__, keys))
+        known = journal.messages
         if only is not None:
             changed = [(uid, e[1]) for k, uid, e in zip(keys, uids, entries)
                        if k in only and known.get(uid, _UNKNOWN)[1] != e[1]]
             gone = [records[k].uid for k in only if k not in found and records[k].uid in known]
         elif not known:                              # a journal started anew: every message is news
-            changed, gone = list(zip(uids, map(_letters_of, entries))), []
+            changed = gone = None
+            journal.record_all(uids, list(map(_letters_of, entries)))
         else:
             changed = [(uid, e[1]) for uid, e in zip(uids, entries) if known.get(uid, _UNKNOWN)[1] != e[1]]
             live_uids = set(uids)
             gone = [u for u in known if u not in live_uids]
-        journal.record(changed, gone)
+        if changed is not None:
+            journal.record(changed, gone)
         prev = self._by_key if self._snap is not None and self._snap.uidvalidity == header.uidvalidity else {}
         sizes, self._added_sizes = self._added_sizes, {}
         if not prev and only is None:
             # a first snapshot: every message is new and (after record()) in the journal
+            known = journal.messages                 # (record_all replaces the dict)
             messages = messages_of(keys, uids, entries, self._sizes_of(keys, entries, sizes),
                                    map(_modseq_of, map(known.__getitem__, uids)), self._flags_of)
             by_key, new, flagged = dict(zip(keys, messages)), uids, []

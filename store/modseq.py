@@ -48,9 +48,9 @@ import os
 import time
 from itertools import repeat
 from operator import itemgetter
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
-from store.folder_bulk import journal_lines
+from store.folder_bulk import journal_columns, journal_lines
 from store.fsutil import write_all, write_atomic
 
 log = logging.getLogger("mailsrv.store.modseq")
@@ -200,6 +200,24 @@ class ModseqLog:
             self._append("".join(out).encode("ascii"))
         return modseq
 
+    def record_all(self, uids: Sequence[int], letters: Sequence[str]) -> int:
+        """record() of a journal that holds no message yet, the messages given as two
+        columns in UID order (a folder's first sync: 10,000 messages at a first login);
+        nothing expunged."""
+        if self.messages or not uids:
+            return self.record(zip(uids, letters), ())
+        out = [self._boot_line()] if not self._unwritten else []
+        self.highest += 1
+        modseq = self.highest
+        self.messages = dict(zip(uids, zip(repeat(modseq), letters)))
+        lines = journal_columns(uids, [modseq] * len(uids), letters)
+        self._lines += len(uids)
+        if self._unwritten or len(self.expunged) > MAX_EXPUNGED or self._lines > len(uids) + len(self.expunged) + COMPACT_SLACK:
+            self._rewrite(lines)
+        else:
+            self._append(("".join(out) + lines).encode("ascii"))
+        return modseq
+
     def _record_rewritten(self, changed: List[Tuple[int, str]], gone: List[int]) -> int:
         """record() on a journal rebuilt in this change: one rewrite holds it all."""
         modseq = 0
@@ -234,14 +252,15 @@ class ModseqLog:
         self._boot = BOOT_ID or self._boot
         self._sig = _stat(self.path)
 
-    def _rewrite(self) -> None:
+    def _rewrite(self, lines: Optional[str] = None) -> None:
+        """Write the journal anew; ``lines``: its message lines, already made."""
         if len(self.expunged) > MAX_EXPUNGED:
             drop = self.expunged[:len(self.expunged) - MAX_EXPUNGED]
             self.expunge_start = drop[-1][1]
             self.expunged = self.expunged[len(drop):]
         out = ["1 V%d H%d E%d\n" % (self.uidvalidity, self.highest, self.expunge_start)]
         out += ["B%s %d\n" % (BOOT_ID, self.highest)] if BOOT_ID else []
-        out.append(journal_lines(sorted(self.messages.items())))
+        out.append(lines if lines is not None else journal_lines(sorted(self.messages.items())))
         out += ["-%d %d\n" % (u, m) for u, m in self.expunged]
         data, tmp = "".join(out).encode("ascii"), self.path + ".tmp.%d" % os.getpid()
         if BOOT_ID:

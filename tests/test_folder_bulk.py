@@ -215,6 +215,22 @@ class FirstSyncTests(unittest.TestCase):
         self.assertEqual(ours.snapshot().uidvalidity, 12345)
         self.assertEqual(ours.snapshot().messages, theirs.messages)
 
+    def test_messages_into_a_folder_known_empty_get_journal_lines_another_process_reads(self):
+        rng = random.Random(17)
+        box = self.make(rng, 0)
+        folder = Folder(box)
+        empty = folder.snapshot()
+        more = self.make(rng, 30)
+        for sub in ("new", "cur"):
+            for name in os.listdir(os.path.join(more, sub)):
+                if not os.path.isdir(os.path.join(more, sub, name)):
+                    os.rename(os.path.join(more, sub, name), os.path.join(box, sub, name))
+        snap = folder.sync().snapshot
+        self.assertGreater(snap.highestmodseq, empty.highestmodseq)
+        self.assertEqual({m.modseq for m in snap.messages}, {snap.highestmodseq})
+        again = Folder(box).snapshot()
+        self.assertEqual((again.messages, again.highestmodseq), (snap.messages, snap.highestmodseq))
+
     def test_later_messages_continue_the_uids_the_plain_way(self):
         rng = random.Random(13)
         box = self.make(rng, 60)
