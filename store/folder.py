@@ -116,7 +116,7 @@ class Folder(SnapshotMixin, UidlistMixin, ImapMixin):
         self._depth = 0
         self._fresh = False        # the UIDVALIDITY was made by this process just now
         self._unwritten = False    # the uidlist was made anew in this change and is not on disk yet
-        self._added_sizes: Dict[str, int] = {}        # sizes of the records _add_records just made
+        self._added: List[Tuple[List[str], List[int]]] = []   # (keys, sizes) of the records just made
         self._header: Optional[dv.Header] = None
         self._records: Dict[str, dv.Record] = {}     # key → record (dead ones too)
         self._uidlist_sig: Optional[Tuple[int, int, int]] = None

@@ -35,7 +35,7 @@ class SnapshotMixin:
         journal.load(header.uidvalidity, self._fresh)
         self._fresh = False
         keys = list(records) if found.keys() == records.keys() else [k for k in records if k in found]
-        uids = list(map(_uid_of, map(records.__getitem__, keys)))
+        uids = list(map(_uid_of, records.values() if len(keys) == len(records) else map(records.__getitem__, keys)))
         entries = list(map(found.__getitem__, keys))
         known = journal.messages
         if only is not None:
@@ -52,14 +52,15 @@ class SnapshotMixin:
         if changed is not None:
             journal.record(changed, gone)
         prev = self._by_key if self._snap is not None and self._snap.uidvalidity == header.uidvalidity else {}
-        sizes, self._added_sizes = self._added_sizes, {}
+        added, self._added = self._added, []
         if not prev and only is None:
             # a first snapshot: every message is new and (after record()) in the journal
             known = journal.messages                 # (record_all replaces the dict)
-            messages = messages_of(keys, uids, entries, self._sizes_of(keys, entries, sizes),
+            messages = messages_of(keys, uids, entries, self._sizes_of(keys, entries, added),
                                    map(_modseq_of, map(known.__getitem__, uids)), self._flags_of)
             by_key, new, flagged = dict(zip(keys, messages)), uids, []
         else:
+            sizes = {k: n for chunk_keys, chunk_sizes in added for k, n in zip(chunk_keys, chunk_sizes)}
             messages, by_key, new, flagged = self._rebuild_messages(keys, uids, entries, prev, sizes)
         gone = tuple(m.uid for k, m in prev.items() if k not in by_key or by_key[k].uid != m.uid)
         self._snap = Snapshot(header.uidvalidity, header.nextuid, journal.highest, tuple(messages))
@@ -93,12 +94,16 @@ class SnapshotMixin:
             messages.append(msg)
         return messages, by_key, new, flagged
 
-    def _sizes_of(self, keys: List[str], entries, sizes: Dict[str, int]) -> List[int]:
-        """The CRLF size of each key: what _add_records just learnt, else _size."""
+    def _sizes_of(self, keys: List[str], entries, added: List[Tuple[List[str], List[int]]]) -> List[int]:
+        """The CRLF size of each key: what _add_records just learnt (``added``: its keys and
+        their sizes; as they are when it gave UIDs to these very keys), else _size."""
+        if len(added) == 1 and added[0][0] == keys:
+            return added[0][1]
+        sizes = {k: n for chunk_keys, chunk_sizes in added for k, n in zip(chunk_keys, chunk_sizes)}
         got = list(map(sizes.get, keys))
         if None in got:
             records = self._records
-            got = [s if s is not None else self._size(records[k], e[0]) for s, k, e in zip(got, keys, entries)]
+            got = [n if n is not None else self._size(records[k], e[0]) for n, k, e in zip(got, keys, entries)]
         return got
 
     def _positions(self) -> Dict[str, int]:
@@ -142,6 +147,7 @@ class SnapshotMixin:
                 return self._build(self._found, set(updates))
             self._by_key[key] = index[rec.uid] = msg
         self._snap = Snapshot(old.uidvalidity, self._header.nextuid, journal.highest, tuple(messages), index)
+        self._added = []                          # (their sizes are in the messages made above)
         return SyncResult(self._snap, tuple(new), (), tuple(flagged))
 
     def _message(self, rec: dv.Record, key: str, path: str, letters: str, modseq: int) -> Message:

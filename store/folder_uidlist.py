@@ -159,7 +159,7 @@ class UidlistMixin:
         if bulk is not None:
             added, text, sizes = bulk
             records.update(zip(keys, added))
-            self._added_sizes.update(zip(keys, sizes))
+            self._added.append((keys, sizes))
             nextuid += len(keys)
         else:
             text, nextuid = self._add_one_by_one(keys, found, nextuid)
@@ -174,7 +174,7 @@ class UidlistMixin:
     def _add_one_by_one(self, keys: List[str], found, nextuid: int) -> Tuple[str, int]:
         """_add_records for keys some of which lack ``,W=``: those files are read once
         for their CRLF size, kept in the record's W field (as Dovecot does)."""
-        records, sizes, lines = self._records, self._added_sizes, []
+        records, added, sizes, lines = self._records, [], [], []
         for key in keys:
             path = found[key][0]
             name = path[path.rfind(os.sep) + 1:]
@@ -190,8 +190,10 @@ class UidlistMixin:
                 ext = (("W", str(size)),)
                 lines.append("%d W%d :%s\n" % (nextuid, size, name))
             records[key] = _new_record(dv.Record, (nextuid, name, ext))
-            sizes[key] = size
+            added.append(key)
+            sizes.append(size)
             nextuid += 1
+        self._added.append((added, sizes))
         return "".join(lines), nextuid
 
     def _append_uidlist(self, data: bytes) -> None:
