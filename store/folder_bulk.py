@@ -35,8 +35,10 @@ def scan_dir(path: str, found: Dict[str, Tuple[str, str, str]]) -> None:
     maildir-spec: names starting with "." are not messages; nor are directories, nor
     names with a line break (the uidlist could not hold them).  One listdir; a
     directory that may hold subdirectories (its link count, which POSIX file systems
-    raise by one per subdirectory, is not 2), odd names or many different info parts
-    go through scandir name by name."""
+    raise by one per subdirectory, is not 2; btrfs says 1), odd names or many
+    different info parts go through scandir name by name.  A symbolic link to a
+    directory does not raise the count and is taken for a message (maildir-spec
+    puts none there)."""
     names = os.listdir(path)
     if not names:
         return
