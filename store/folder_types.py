@@ -12,19 +12,30 @@ from __future__ import annotations
 import binascii
 import itertools
 import os
+from itertools import repeat
+from operator import itemgetter
 import re
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 # maildir-spec flag letters; Dovecot's keyword letters are a-z.
 SYSTEM_FLAGS = "DFPRST"
 SIZE_W = re.compile(r",W=(\d+)")
 _ORDER = re.compile(r"(\d+)\.(?:[^.]*?M(\d+))?")
+# sort_keys: per line of keys joined by LF, the time and the usec right after "M".
+_ORDER_FAST = re.compile(r"^(?:(\d+)\.(?:M(\d+))?)?[^\n]*", re.M)
+_USEC_SCALE = 10 ** 7                  # above any usec value of 7 digits
+_NO_TIME = (1 << 62) * _USEC_SCALE     # order_key's rank of a key without a time prefix
+# Distinct raw info-letter strings whose normal form is kept (ours: a folder uses a
+# few dozen flag combinations; a bound so odd names cannot grow it for ever).
+MAX_LETTER_SETS = 4096
+_LETTERS: Dict[str, str] = {}
 # IMAP atom-specials (RFC 3501 §9): not allowed in a keyword.
 _ATOM_SPECIALS = set('(){ %*"\\]')
 _counter = itertools.count(1)
+_first, _second = itemgetter(0), itemgetter(1)
 
 
 class Message(NamedTuple):
@@ -108,7 +119,30 @@ def split_name(name: str) -> Tuple[str, str, str]:
     if not (sep and info.startswith("2,")):
         return key, "", ""
     letters, _, tail = info[2:].partition(",")
-    return key, "".join(sorted(set(c for c in letters if c.isascii() and c.isalpha()))), tail
+    return key, normal_letters(letters), tail
+
+
+def normal_letters(raw: str) -> str:
+    """The info letters as kept: ASCII letters only, each once, in ASCII order.  A folder
+    has few distinct sets (the flag combinations in use), so they are kept once made."""
+    norm = _LETTERS.get(raw)
+    if norm is None:
+        norm = "".join(sorted(set(c for c in raw if c.isascii() and c.isalpha())))
+        if len(_LETTERS) < MAX_LETTER_SETS:
+            _LETTERS[raw] = norm
+    return norm
+
+
+def name_size(key: str) -> Optional[int]:
+    """The CRLF size Dovecot puts in a name as ``,W=<octets>`` (None: not there)."""
+    i = key.find(",W=")
+    if i < 0:
+        return None
+    digits = key[i + 3:].partition(",")[0]
+    if digits.isdecimal():
+        return int(digits)
+    m = SIZE_W.search(key)                 # another field glued on, or a second ,W=
+    return int(m.group(1)) if m else None
 
 
 def crlf_size(path: str, chunk: int = 65536) -> int:
@@ -133,6 +167,41 @@ def order_key(key: str) -> Tuple[int, int, str]:
     """Delivery order of a new key: the time prefix, then M<usec>, then the name."""
     m = _ORDER.match(key)
     return (int(m.group(1)), int(m.group(2) or 0), key) if m else (1 << 62, 0, key)
+
+
+def sort_keys(keys: Iterable[str]) -> List[str]:
+    """``sorted(keys, key=order_key)``, made cheaper for many keys: sorted as text
+    (the ties' order), then stably by one rank per key, its time and usec read for
+    all the keys by one regex pass over them joined.  The rank
+    is the time followed by the usec in 7 digits: as text when every time has the
+    same number of ASCII digits (text order is then number order), else as an
+    integer.  Keys this shortcut cannot read the way order_key does (an M not right
+    after the first dot, 8 or more usec digits, a line break) go through order_key."""
+    keys = sorted(keys)                 # the tie order, and ranks then nearly in order: a cheap sort
+    if len(keys) < 2:
+        return keys
+    joined = "\n".join(keys)
+    found = _ORDER_FAST.findall(joined)
+    if len(found) != len(keys):
+        return sorted(keys, key=order_key)
+    usecs = list(map(_second, found))
+    if "" not in usecs and max(map(len, usecs)) < 8:      # all "<time>.M<usec>..."
+        secs = list(map(_first, found))
+        ranks: list = list(map(str.__add__, secs, map(str.zfill, usecs, repeat(7))))
+        if not (joined.isascii() and len(set(map(len, secs))) == 1):
+            ranks = list(map(int, ranks))
+    else:
+        ranks = []
+        for (secs_, usec), key in zip(found, keys):
+            if not usec:
+                if secs_ and "M" in key.split(".", 2)[1]:
+                    return sorted(keys, key=order_key)       # order_key looks for M further on
+                ranks.append(int(secs_) * _USEC_SCALE if secs_ else _NO_TIME)
+            elif len(usec) < 8:
+                ranks.append(int(secs_) * _USEC_SCALE + int(usec))
+            else:
+                return sorted(keys, key=order_key)
+    return list(map(keys.__getitem__, sorted(range(len(keys)), key=ranks.__getitem__)))
 
 
 def stat_sig(path: str) -> Optional[Tuple[int, int, int]]:

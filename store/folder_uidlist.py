@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from store import dovecot_files as dv
-from store.folder_types import SIZE_W, crlf_size, order_key, stat_sig
+from store.folder_bulk import new_records
+from store.folder_types import crlf_size, name_size, sort_keys, stat_sig
 from store.fsutil import write_all, write_atomic
 
 log = logging.getLogger("mailsrv.store.folder")
@@ -25,8 +26,13 @@ OLD_KEYWORDS = "mailsrv-keywords"
 # Compact the uidlist when more than this many records name vanished files and
 # they are over a quarter of it (ours; Dovecot also rewrites lazily).
 COMPACT_MIN_DEAD = 100
+_new_record = tuple.__new__        # dv.Record(...) without the NamedTuple's Python-level __new__
 # fdatasync where the platform has it (Linux), else fsync (macOS has no fdatasync).
 _fdatasync = getattr(os, "fdatasync", os.fsync)
+
+
+def _uid_of(record: dv.Record) -> int:
+    return record.uid
 
 
 class UidlistMixin:
@@ -34,6 +40,8 @@ class UidlistMixin:
     def _load_uidlist(self) -> None:
         """Read what is new in dovecot-uidlist: the appended tail when only appends happened,
         else the whole file; convert mailsrv-uidlist or start over when there is none."""
+        if self._unwritten:
+            return                  # made in this locked change, written before it ends
         path = os.path.join(self.path, dv.UIDLIST)
         sig = stat_sig(path)
         if sig is not None and sig == self._uidlist_sig:
@@ -90,6 +98,7 @@ class UidlistMixin:
             except dv.UidlistError as e:
                 log.warning("%s unusable (%s): new UIDVALIDITY", old, e)
                 self._new_uidlist(e.validity)
+                self._flush_new_uidlist()         # on disk before the old file is renamed away
             else:
                 self._write_new_uidlist(header, records)
                 log.info("converted %s to %s (UIDVALIDITY %d kept)", old, dv.UIDLIST, header.uidvalidity)
@@ -98,47 +107,94 @@ class UidlistMixin:
         self._new_uidlist(0)
 
     def _new_uidlist(self, old_validity: int) -> None:
-        """A new UIDVALIDITY greater than any earlier one (RFC 3501 §2.3.1.1)."""
+        """A new UIDVALIDITY greater than any earlier one (RFC 3501 §2.3.1.1).  Written
+        once, with the records the same change gives (``_add_records``) or alone before
+        the change ends (``_flush_new_uidlist``), as Dovecot writes a new uidlist whole."""
         known = max(self._header.uidvalidity if self._header else 0, self._modseq.last_uidvalidity())
         validity = max(int(time.time()), old_validity + 1, known + 1)
-        self._write_new_uidlist(dv.Header(validity if validity <= dv.MAX_UID else 1, 1, dv.new_guid()), [])
+        self._header = dv.Header(validity if validity <= dv.MAX_UID else 1, 1, dv.new_guid())
+        self._records, self._fresh, self._unwritten = {}, True, True
+
+    def _forget_unwritten(self) -> None:
+        """Drop a uidlist made in memory that a failed change did not write: the next
+        change reads the disk again (another process may have written one since)."""
+        self._header, self._records, self._unwritten = None, {}, False
+        self._uidlist_sig, self._uidlist_parsed = None, 0
+
+    def _flush_new_uidlist(self) -> None:
+        """Write a uidlist made by ``_new_uidlist`` that no record was added to."""
+        if self._unwritten:
+            self._rewrite_uidlist(list(self._records.values()))
 
     def _write_new_uidlist(self, header: dv.Header, records: List[dv.Record]) -> None:
         self._header, self._fresh = header, True
         self._records = {r.key: r for r in records}
         self._rewrite_uidlist(records)
 
-    def _rewrite_uidlist(self, records: List[dv.Record]) -> None:
-        """Replace the whole uidlist (tmp + fsync + rename + dir fsync), dotlock held."""
+    def _rewrite_uidlist(self, records: List[dv.Record], data: Optional[bytes] = None) -> None:
+        """Replace the whole uidlist (tmp + fsync + rename + dir fsync), dotlock held;
+        ``data``: the file already formatted from ``records``."""
         path = os.path.join(self.path, dv.UIDLIST)
-        data = dv.format_uidlist(self._header, sorted(records, key=lambda r: r.uid))
+        if data is None:
+            data = dv.format_uidlist(self._header, sorted(records, key=_uid_of))
         write_atomic(path, data, tmp="%s.tmp.%d" % (path, os.getpid()))
         self._uidlist_sig, self._uidlist_parsed = stat_sig(path), len(data)
-        self._sizes_dirty = False
+        self._sizes_dirty = self._unwritten = False
 
     def _add_records(self, keys: List[str], found) -> None:
-        """UIDs for new keys, appended to the uidlist in one write (Dovecot's way)."""
+        """UIDs for new keys (in delivery order), appended to the uidlist in one write
+        (Dovecot's way), or the whole file written once when it is new.  Many keys at
+        once (10,000 at the first login after they arrived) go column by column
+        (store/folder_bulk.py)."""
         nextuid = self._header.nextuid
         if nextuid + len(keys) - 1 > dv.MAX_UID:
             # RFC 3501 §9 nz-number exhausted: renumber everything under a new UIDVALIDITY.
             log.warning("UIDs exhausted in %s: new UIDVALIDITY", self.path)
-            keys = sorted((k for k in set(keys) | set(self._records) if k in found), key=order_key)
+            keys = sort_keys(k for k in set(keys) | set(self._records) if k in found)
             self._new_uidlist(self._header.uidvalidity)
             nextuid = 1
-        added: List[dv.Record] = []
+        records, first = self._records, nextuid
+        whole = self._unwritten and not records      # a new uidlist: header and records in one write
+        bulk = new_records(keys, found, nextuid) if len(keys) > 1 else None
+        if bulk is not None:
+            added, text, sizes = bulk
+            records.update(zip(keys, added))
+            self._added.append((keys, sizes))
+            nextuid += len(keys)
+        else:
+            text, nextuid = self._add_one_by_one(keys, found, nextuid)
+        self._header = self._header._replace(nextuid=nextuid)
+        if whole:
+            self._rewrite_uidlist([], (dv.format_header(self._header) + text).encode("utf-8", "surrogateescape"))
+        elif self._unwritten:
+            self._rewrite_uidlist(list(records.values()))
+        elif nextuid > first:
+            self._append_uidlist(text.encode("utf-8", "surrogateescape"))
+
+    def _add_one_by_one(self, keys: List[str], found, nextuid: int) -> Tuple[str, int]:
+        """_add_records for keys some of which lack ``,W=``: those files are read once
+        for their CRLF size, kept in the record's W field (as Dovecot does)."""
+        records, added, sizes, lines = self._records, [], [], []
         for key in keys:
             path = found[key][0]
-            size = self._measure(key, path)
-            if size is None:
-                continue                      # vanished meanwhile: the next sync sees it
-            ext = (("W", str(size)),) if not SIZE_W.search(key) else ()
-            added.append(dv.Record(nextuid, os.path.basename(path), ext))
+            name = path[path.rfind(os.sep) + 1:]
+            size = name_size(key)
+            if size is not None:
+                lines.append("%d :%s\n" % (nextuid, name))
+                ext: tuple = ()
+            else:
+                try:
+                    size = crlf_size(path)        # S= alone may be an LF size: read once
+                except FileNotFoundError:
+                    continue                      # vanished meanwhile: the next sync sees it
+                ext = (("W", str(size)),)
+                lines.append("%d W%d :%s\n" % (nextuid, size, name))
+            records[key] = _new_record(dv.Record, (nextuid, name, ext))
+            added.append(key)
+            sizes.append(size)
             nextuid += 1
-        self._header = self._header._replace(nextuid=nextuid)
-        for r in added:
-            self._records[r.key] = r
-        if added:
-            self._append_uidlist("".join(dv.format_record(r) for r in added).encode("utf-8", "surrogateescape"))
+        self._added.append((added, sizes))
+        return "".join(lines), nextuid
 
     def _append_uidlist(self, data: bytes) -> None:
         """Append records, durable before the lock is let go.  Kept, not dropped:
@@ -166,24 +222,17 @@ class UidlistMixin:
             self._records = {r.key: r for r in fresh}
             self._rewrite_uidlist(fresh)
 
-    @staticmethod
-    def _measure(key: str, path: str) -> Optional[int]:
-        m = SIZE_W.search(key)
-        if m:
-            return int(m.group(1))
-        try:
-            return crlf_size(path)            # S= alone may be an LF size: read once
-        except FileNotFoundError:
-            return None
-
     def _size(self, rec: dv.Record, path: str) -> int:
-        m = SIZE_W.search(rec.key)
-        if m:
-            return int(m.group(1))
+        size = name_size(rec.key)
+        if size is not None:
+            return size
         w = rec.field("W")
         if w is not None and w.isdigit():
             return int(w)
-        size = self._measure(rec.key, path) or 0
+        try:
+            size = crlf_size(path)            # S= alone may be an LF size: read once
+        except FileNotFoundError:
+            size = 0
         self._records[rec.key] = rec._replace(ext=rec.ext + (("W", str(size)),))
         self._sizes_dirty = True              # cached in the uidlist at the rewrite of this sync
         return size

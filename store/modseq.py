@@ -34,7 +34,11 @@ journal carries a line ``B<boot id> <modseq>`` (Linux's
 with HIGHESTMODSEQ raised to the clock in microseconds, fsync'd, above
 anything the lost tail could have handed out; later appends in the same boot
 are not fsync'd each (a flag change costs no disk flush, as with Dovecot).
-Without a boot id, every append is fsync'd.
+A rewrite (a rebuild, a compaction) is renamed into place without fsync for
+the same reason: after an OS crash the file is the old one (its B line is of
+another boot), or one that does not parse (rebuilt from the clock), and the
+first write of the new boot raises HIGHESTMODSEQ above the clock either way.
+Without a boot id, every append and rewrite is fsync'd.
 """
 
 from __future__ import annotations
@@ -42,13 +46,17 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Dict, Iterable, List, Optional, Tuple
+from itertools import repeat
+from operator import itemgetter
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from store.folder_bulk import journal_columns, journal_lines
 from store.fsutil import write_all, write_atomic
 
 log = logging.getLogger("mailsrv.store.modseq")
 
 MODSEQ_FILE = "mailsrv-modseq"
+_first, _second = itemgetter(0), itemgetter(1)
 # RFC 7162 §7 mod-sequence-value = 1*DIGIT, "Positive unsigned 63-bit integer".
 MAX_MODSEQ = (1 << 63) - 1
 # Expunges kept for VANISHED (EARLIER); older ones raise E (ours: ~1 MB of journal).
@@ -70,6 +78,7 @@ class ModseqLog:
         self._lines = 0
         self._sig: Optional[Tuple[int, int, int]] = None
         self._boot = ""                                    # the boot id of the last B line
+        self._unwritten = False                            # rebuilt in memory, not yet on disk
 
     # -- reading --------------------------------------------------------------
     def load(self, uidvalidity: int, fresh: bool = False) -> None:
@@ -78,6 +87,10 @@ class ModseqLog:
 
         ``fresh``: the UIDVALIDITY was made just now (a new folder, or mailsrv's old
         index converted), so no client holds a MODSEQ of it and counting starts at 1."""
+        if self._unwritten:
+            # a rebuild the last change did not get to write (it failed before record()):
+            # what is on disk wins again
+            self._unwritten, self._sig = False, None
         sig, old = _stat(self.path), self._sig
         if sig is not None and sig == old and self.uidvalidity == uidvalidity:
             return
@@ -88,7 +101,7 @@ class ModseqLog:
                     f.seek(old[2])                      # another process appended: read just that
                     self._apply(f.read().decode("ascii").split("\n"))
                 else:
-                    self._parse(f.read().decode("ascii"))
+                    self._parse(f.read().decode("ascii"), uidvalidity)
             if self.uidvalidity != uidvalidity:
                 raise ValueError("journal is for UIDVALIDITY %d" % self.uidvalidity)
         except FileNotFoundError:
@@ -97,12 +110,13 @@ class ModseqLog:
             self._rebuild(uidvalidity, str(e))
         self._sig = _stat(self.path)
 
-    def _parse(self, text: str) -> None:
-        lines = text.split("\n")
-        head = dict((f[0], int(f[1:])) for f in lines[0].split()[1:])
+    def _parse(self, text: str, uidvalidity: int) -> None:
+        first, _, rest = text.partition("\n")
+        head = dict((f[0], int(f[1:])) for f in first.split()[1:])
         self.uidvalidity, self.highest, self.expunge_start = head["V"], head["H"], head.get("E", 0)
         self.messages, self.expunged, self._lines, self._boot = {}, [], 0, ""
-        self._apply(lines[1:])
+        if self.uidvalidity == uidvalidity:      # else rebuilt: its lines are not read
+            self._apply(rest.split("\n"))
 
     def _apply(self, lines: List[str]) -> None:
         """Journal lines (the last element: what follows the last LF, which must be empty)."""
@@ -137,7 +151,7 @@ class ModseqLog:
         base = 1 if fresh else max(self.highest, int(time.time() * 1000000))
         self.uidvalidity, self.highest, self.expunge_start = uidvalidity, base, 0 if fresh else base
         self.messages, self.expunged = {}, []
-        self._rewrite()
+        self._unwritten = True         # written once, with the records of the change (record())
 
     def last_uidvalidity(self) -> int:
         """The UIDVALIDITY the journal was kept for (0: none): a uidlist made anew must
@@ -165,6 +179,8 @@ class ModseqLog:
         changed by one operation may share it); appended (fsync'd as the module docstring says).
         Returns it (0: nothing)."""
         changed, gone = list(changed), [u for u in gone if u in self.messages]
+        if self._unwritten:
+            return self._record_rewritten(changed, gone)
         if not changed and not gone:
             return 0
         out = [self._boot_line()]
@@ -182,6 +198,38 @@ class ModseqLog:
             self._rewrite()
         else:
             self._append("".join(out).encode("ascii"))
+        return modseq
+
+    def record_all(self, uids: Sequence[int], letters: Sequence[str]) -> int:
+        """record() of a journal that holds no message yet, the messages given as two
+        columns in UID order (a folder's first sync: 10,000 messages at a first login);
+        nothing expunged."""
+        if self.messages or not uids:
+            return self.record(zip(uids, letters), ())
+        out = [self._boot_line()] if not self._unwritten else []
+        self.highest += 1
+        modseq = self.highest
+        self.messages = dict(zip(uids, zip(repeat(modseq), letters)))
+        lines = journal_columns(uids, [modseq] * len(uids), letters)
+        self._lines += len(uids)
+        if self._unwritten or len(self.expunged) > MAX_EXPUNGED or self._lines > len(uids) + len(self.expunged) + COMPACT_SLACK:
+            self._rewrite(lines)
+        else:
+            self._append(("".join(out) + lines).encode("ascii"))
+        return modseq
+
+    def _record_rewritten(self, changed: List[Tuple[int, str]], gone: List[int]) -> int:
+        """record() on a journal rebuilt in this change: one rewrite holds it all."""
+        modseq = 0
+        if changed or gone:
+            self.highest += 1
+            modseq = self.highest
+            messages = self.messages
+            messages.update(zip(map(_first, changed), zip(repeat(modseq), map(_second, changed))))
+            for uid in gone:
+                del messages[uid]
+                self.expunged.append((uid, modseq))
+        self._rewrite()
         return modseq
 
     def _boot_line(self) -> str:
@@ -204,19 +252,41 @@ class ModseqLog:
         self._boot = BOOT_ID or self._boot
         self._sig = _stat(self.path)
 
-    def _rewrite(self) -> None:
+    def _rewrite(self, lines: Optional[str] = None) -> None:
+        """Write the journal anew; ``lines``: its message lines, already made."""
         if len(self.expunged) > MAX_EXPUNGED:
             drop = self.expunged[:len(self.expunged) - MAX_EXPUNGED]
             self.expunge_start = drop[-1][1]
             self.expunged = self.expunged[len(drop):]
         out = ["1 V%d H%d E%d\n" % (self.uidvalidity, self.highest, self.expunge_start)]
         out += ["B%s %d\n" % (BOOT_ID, self.highest)] if BOOT_ID else []
-        out += ["%d %d %s\n" % (u, m, f) for u, (m, f) in sorted(self.messages.items())]
+        out.append(lines if lines is not None else journal_lines(sorted(self.messages.items())))
         out += ["-%d %d\n" % (u, m) for u, m in self.expunged]
-        write_atomic(self.path, "".join(out).encode("ascii"), tmp=self.path + ".tmp.%d" % os.getpid())
-        self._lines = len(out) - 1
-        self._boot = BOOT_ID
+        data, tmp = "".join(out).encode("ascii"), self.path + ".tmp.%d" % os.getpid()
+        if BOOT_ID:
+            _replace_unsynced(self.path, data, tmp)       # see the module docstring
+        else:
+            write_atomic(self.path, data, tmp=tmp)
+        self._lines = len(out) - 2 + len(self.messages)
+        self._boot, self._unwritten = BOOT_ID, False
         self._sig = _stat(self.path)
+
+
+def _replace_unsynced(path: str, data: bytes, tmp: str) -> None:
+    """``path`` replaced by ``data`` atomically (tmp + rename), not flushed to disk."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            write_all(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _boot_id() -> str:
