@@ -46,6 +46,7 @@ class Folder:
         self.keywords: List[str] = []
         self.unclaimed_recent = set()
         self.watchers: List[Callable[[], None]] = []
+        self.shared: Dict[tuple, dict] = {}      # OpenFolder.shared: (UIDVALIDITY, name) -> dict
 
     def add(self, data: bytes, flags=(), date: float = 1700000000.0) -> int:
         uid = self.uidnext
@@ -301,6 +302,10 @@ class FakeOpenFolder:
     def read(self, uid, done):
         m = self.box.messages.get(uid)
         self.backend.call(done, None if m is None else m.data)
+
+    def shared(self, name):
+        """One dict per mailbox, UIDVALIDITY and name, for its sessions."""
+        return self.box.shared.setdefault((self._state.uidvalidity, name), {})
 
     def derived(self, uids, kind, compute, done):
         """No cache: computed each time (the contract allows it)."""

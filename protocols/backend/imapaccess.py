@@ -176,6 +176,8 @@ class ImapAccessService:
         # metadata, not 1,000.  Built on workers without a lock: two workers racing build
         # two equal tuples and the last one stays (the dict operations are atomic).
         self.shared_metas: "OrderedDict[str, Tuple[object, Tuple[MessageMeta, ...], Dict[int, tuple]]]" = OrderedDict()
+        # OpenFolder.shared: (folder path, UIDVALIDITY) -> name -> {uid: value}; loop thread only
+        self.shared_values: "OrderedDict[Tuple[str, int], Dict[str, dict]]" = OrderedDict()
 
     def open_account(self, ctx, user: str, done: Done) -> None:
         """The user's account, made ready on a worker (Maildir, first-login folders)."""
@@ -431,6 +433,16 @@ class OpenFolder:
             if handle in self._watches:
                 self._watches.remove(handle)
         return stop
+
+    def shared(self, name: str) -> Dict[int, object]:
+        """contracts.OpenFolder.shared: kept per folder path and UIDVALIDITY, as the metadata."""
+        shared = self._account._service.shared_values
+        key = (self._folder.path, self._state.uidvalidity if self._state is not None else 0)
+        values = shared.setdefault(key, {})
+        shared.move_to_end(key)
+        while len(shared) > SHARED_FOLDERS:
+            shared.popitem(last=False)
+        return values.setdefault(name, {})
 
     def read(self, uid: int, done: Done) -> None:
         """The message in CRLF form; None once it is gone (RFC 2180 §4.1)."""

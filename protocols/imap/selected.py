@@ -16,7 +16,7 @@ import logging
 
 from protocols.imap import args as A
 from protocols.imap import search as S
-from protocols.imap import derived, search_eval, wire
+from protocols.imap import derived, search_columns, search_eval, wire
 from protocols.imap.fetching import CACHE_BATCH, FetchCommands
 from protocols.imap.mailboxes import check_flags
 from protocols.imap.session_base import BAD, NO, OK, check_name
@@ -85,15 +85,50 @@ class SelectedCommands(FetchCommands):
         ctx = search_eval.SearchContext(
             largest_seq=len(view), largest_uid=view.uids[-1] if view.uids else 0,
             saved=tuple(self._saved), now=now, charset=charset, tz=local)
-        content = search_eval.needs_content(sa.key)
-        cached = content and derived.header_only(sa.key)
+        gone, recent = view.gone, view.recent
+        rows = [(i + 1, uid, meta, uid in recent) for i, (uid, meta) in enumerate(zip(list(view.uids), list(view.metas)))
+                if uid not in gone]    # RFC 2180 §4.3: expunged by another session, not reported
+        if search_columns.usable(sa.key):
+            hits = yield from self._search_columns(sa.key, rows, ctx)
+        else:
+            hits = yield from self._search_each(sa.key, rows, ctx)
+        self._search_answer(head, sa.returns, hits)
+        return None
+
+    def _search_columns(self, key, rows, ctx):
+        """A program whose only content keys are envelope keys, over the whole
+        folder at once (search_columns.py): the kept values from the folder's
+        shared column, which the cache fills for the messages it lacks; a
+        message without kept values is evaluated alone, a message gone is left
+        out (RFC 2180 §4.1)."""
+        kept = slow = None
+        if search_columns.reads_kept(key):
+            column = self._folder.shared(search_columns.COLUMN)
+            missing = [row[1] for row in rows if row[1] not in column]
+            for start in range(0, len(missing), CACHE_BATCH):
+                yield from self._derived(missing[start:start + CACHE_BATCH])   # noted in the column
+            search_columns.prune(column, self._view.uids)
+            items = [column.get(row[1], False) for row in rows]
+            if any(item is None or item is False for item in items):
+                slow = [row for row, item in zip(rows, items) if item is None]
+                rows = [row for row, item in zip(rows, items) if item]
+                items = [item for item in items if item]
+            kept = items
+        hits = [rows[i][1] for i in search_columns.select(key, rows, kept, ctx)]
+        if slow:
+            hits = sorted(hits + (yield from self._search_each(key, slow, ctx)))
+        return hits
+
+    def _search_each(self, key, rows, ctx):
+        """Message by message (search_eval.matches): the header block from the
+        cache for header-only keys (derived.py), else the message."""
+        content = search_eval.needs_content(key)
+        cached = content and derived.header_only(key)
         hits = []
-        rows = [(i + 1, uid, meta) for i, (uid, meta) in enumerate(zip(list(view.uids), list(view.metas)))
-                if uid not in view.gone]    # RFC 2180 §4.3: expunged by another session, not reported
         for start in range(0, len(rows), CACHE_BATCH):
             batch = rows[start:start + CACHE_BATCH]
-            entries = (yield from self._derived([uid for _, uid, _ in batch])) if cached else {}
-            for seq, uid, meta in batch:
+            entries = (yield from self._derived([row[1] for row in batch])) if cached else {}
+            for seq, uid, meta, recent in batch:
                 data = kept = None
                 if cached:      # the header block is the message for header-only keys (derived.py)
                     data = entries.get(uid, {}).get("HEADER")
@@ -104,10 +139,17 @@ class SelectedCommands(FetchCommands):
                     data = yield from self._read(uid)
                     if data is None:
                         continue
-                if search_eval.matches(sa.key, seq, meta, uid in view.recent, data, ctx, kept):
+                if search_eval.matches(key, seq, meta, recent, data, ctx, kept):
                     hits.append(uid)
-        self._search_answer(head, sa.returns, hits)
-        return None
+        return hits
+
+    def _derived(self, uids, *args, **kwargs):
+        """FetchCommands._derived, each entry's kept envelope values noted in
+        the folder's shared column on the way (search_columns.note): a SEARCH
+        FROM / SUBJECT... after a FETCH of ENVELOPE decodes nothing."""
+        entries = yield from super()._derived(uids, *args, **kwargs)
+        search_columns.note(self._folder.shared(search_columns.COLUMN), entries)
+        return entries
 
     def _search_answer(self, head, returns, hits) -> None:
         """SEARCH (rev1 without RETURN) or ESEARCH (RFC 4731 §3.1, RFC 9051
