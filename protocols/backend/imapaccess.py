@@ -40,6 +40,7 @@ from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence
 
 from protocols.backend.contracts import (AppendResult, CopyOutcome, FolderChanges, FolderEntry, FolderState,
                                          FolderStatus, MailboxError, MessageMeta, StoreOutcome)
+from protocols.backend import imapstore
 from protocols.backend.serial import SerialJobs
 from store import dovecot_files as dv
 from store import mailboxes as mb
@@ -528,8 +529,12 @@ class OpenFolder:
         if self.readonly:
             self._refuse_readonly(done)
             return
+        def answered(result: object) -> None:
+            if isinstance(result, StoreOutcome) and self._state is not None:
+                self._state = imapstore.with_changes(self._state, result.changed)   # the session has them
+            done(result)
         self._serial.submit(lambda: self._store(uids, flags, mode, unchanged_since),
-                            self._announce([self.name], done), self.name)
+                            self._announce([self.name], answered), self.name)
 
     def _store(self, uids, flags, mode, unchanged_since) -> StoreOutcome:
         letters, keywords = split_flags(flags)
@@ -548,12 +553,8 @@ class OpenFolder:
             result = folder.set_keywords(todo, keywords, mode, unchanged_since)
             modified = tuple(modified) + tuple(result.modified)
             touched.update(c.uid for c in result.changed)
-        snap = folder.snapshot()
-        msgs = [m for m in (snap.by_uid(uid) for uid in sorted(touched)) if m is not None]
-        dates = folder.dates(msgs)          # one call (one lock) for them all
-        changed = tuple(MessageMeta(m.uid, imap_flags(m.flags, m.keywords), m.size, dates[m.key][0],
-                                    m.modseq, dates[m.key][1]) for m in msgs)
-        return StoreOutcome(changed, tuple(modified))
+        shared = self._account._service.shared_metas.get(folder.path)
+        return StoreOutcome(imapstore.changed_metas(folder, touched, imap_flags, shared), tuple(modified))
 
     def expunge(self, uids: Sequence[int], done: Done) -> None:
         """EXPUNGE / UID EXPUNGE (RFC 9051 §6.4.3, RFC 4315 §2.1): only messages marked \\Deleted."""

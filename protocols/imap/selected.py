@@ -184,17 +184,12 @@ class SelectedCommands(FetchCommands):
         if not uids:
             return None
         outcome = yield from self._ask(self._folder.store, uids, list(sa.flags), _STORE_MODES[sa.mode], None)
-        for meta in outcome.changed:
-            view.update(meta)
-        self._emit(view.note_keywords(sa.flags))
+        keywords = view.note_keywords(sa.flags)
+        # our own change: .SILENT says no FETCH; the others' FETCH in one pass
+        fetches = view.stored(outcome.changed, uids, head.uid, sa.silent)
+        self._emit(keywords)
+        self._emit(fetches)
         self.counts["stored"] += len(uids)
-        for uid in uids:
-            if uid in view.gone:
-                continue
-            if sa.silent:
-                view.mark_shown(uid)    # our own change: .SILENT says no FETCH
-            else:
-                self._emit(view.flag_fetch(uid, head.uid))
         return None
 
     # -- COPY / MOVE (RFC 9051 §6.4.7, RFC 6851, RFC 4315 §3) --------------------------------
