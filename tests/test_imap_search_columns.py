@@ -92,12 +92,13 @@ class SelectIsMatchesTest(unittest.TestCase):
             key = search_args(b" " + text + b"\r\n").key
             self.assertTrue(search_columns.usable(key), text)
             keep = [i for i, e in enumerate(entries) if search_kept.plain(e.get(search_kept.KEPT_ITEM))]
-            sub = [rows[i] for i in keep]
-            kept = [entries[i][search_kept.KEPT_ITEM] for i in keep]
-            want = [j for j, i in enumerate(keep)
+            cols = search_columns.Rows([r[1] for r in rows], [r[2] for r in rows],
+                                       {r[1] for r in rows if r[3]},
+                                       [e.get(search_kept.KEPT_ITEM) for e in entries])
+            want = [i for i in keep
                     if search_eval.matches(key, rows[i][0], rows[i][2], rows[i][3], entries[i]["HEADER"], ctx)]
             with self.subTest(program=text):
-                self.assertEqual(search_columns.select(key, sub, kept, ctx), want)
+                self.assertEqual(search_columns.select(key, keep, cols, ctx), want)
                 self.assertEqual(search_columns.reads_kept(key), search_eval.needs_content(key))
         self.assertGreater(len(keep), len(CORPUS) - 3)
 

@@ -17,7 +17,7 @@ message (tests/test_imap_search_columns.py compares them).
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import Container, List, NamedTuple, Optional, Sequence
 
 from protocols.backend.contracts import MessageMeta
 from protocols.imap import search_eval, search_kept
@@ -33,8 +33,6 @@ _SEPARATORS = (search_kept.FIELD_SEP, search_kept.VALUE_SEP)
 # Keys whose answer depends on the message's flags alone (RFC 9051 §6.4.4).
 _FLAG_ONLY = frozenset({"ANSWERED", "UNANSWERED", "DELETED", "UNDELETED", "DRAFT", "UNDRAFT", "FLAGGED",
                         "UNFLAGGED", "SEEN", "UNSEEN", "KEYWORD", "UNKEYWORD"})
-
-Row = Tuple[int, int, MessageMeta, bool]      # (sequence number, UID, metadata, recent)
 
 
 def usable(key: SearchKey) -> bool:
@@ -70,56 +68,61 @@ def prune(column: dict, uids: Sequence[int]) -> None:
         del column[uid]
 
 
-def select(key: SearchKey, rows: Sequence[Row], kept: Optional[Sequence[bytes]],
-           ctx: search_eval.SearchContext) -> List[int]:
-    """The positions in ``rows`` of the messages matching ``key`` (``usable``),
-    ascending; ``kept[i]``: row i's item (search_kept.plain), needed only when
-    ``reads_kept(key)``."""
-    return _select(key, list(range(len(rows))), rows, kept, ctx)
+class Rows(NamedTuple):
+    """The messages ``select`` looks at, by position (sequence number - 1)."""
+    uids: Sequence[int]
+    metas: Sequence[MessageMeta]
+    recent: Container[int]                 # UIDs \\Recent for this session
+    kept: Optional[Sequence[bytes]]        # each one's kept item (search_kept.plain) when reads_kept
 
 
-def _select(key: SearchKey, cand: List[int], rows, kept, ctx) -> List[int]:
-    op = key.op
+def select(key: SearchKey, cand: List[int], rows: Rows, ctx: search_eval.SearchContext) -> List[int]:
+    """The positions among ``cand`` (ascending) of the messages matching
+    ``key`` (``usable``), ascending."""
     if not cand:
         return cand
+    op = key.op
     if op == "AND":
         for k in sorted(key.args, key=lambda k: not reads_kept(k)):    # the narrowest first
-            cand = _select(k, cand, rows, kept, ctx)
+            cand = select(k, cand, rows, ctx)
         return cand
     if op == "OR":
-        first = _select(key.args[0], cand, rows, kept, ctx)
+        first = select(key.args[0], cand, rows, ctx)
         taken = set(first)
-        rest = _select(key.args[1], [i for i in cand if i not in taken], rows, kept, ctx)
+        rest = select(key.args[1], [i for i in cand if i not in taken], rows, ctx)
         return sorted(first + rest) if rest else first
     if op == "NOT":
-        taken = set(_select(key.args[0], cand, rows, kept, ctx))
+        taken = set(select(key.args[0], cand, rows, ctx))
         return [i for i in cand if i not in taken]
     if op in search_eval.ENVELOPE_KEYS:
-        return _envelope(key, cand, rows, kept, ctx)
+        return _envelope(key, cand, rows, ctx)
     if op == "ALL":
         return cand
     if op in ("SEQ", "UID"):
         return _in_set(key.args[0], op == "UID", cand, rows, ctx)
-    match = search_eval.matches
-    if op in _FLAG_ONLY:        # one answer per set of flags (most messages share a few)
-        answers: dict = {}
-        out = []
-        for i in cand:
-            flags = rows[i][2].flags
-            hit = answers.get(flags)
-            if hit is None:
-                hit = answers[flags] = match(key, rows[i][0], rows[i][2], rows[i][3], None, ctx)
-            if hit:
-                out.append(i)
-        return out
-    return [i for i in cand if match(key, rows[i][0], rows[i][2], rows[i][3], None, ctx)]
+    uids, metas, recent, match = rows.uids, rows.metas, rows.recent, search_eval.matches
+    if op not in _FLAG_ONLY:
+        return [i for i in cand if match(key, i + 1, metas[i], uids[i] in recent, None, ctx)]
+    answers: dict = {}          # one answer per set of flags (most messages share a few)
+    out = []
+    for i in cand:
+        flags = metas[i].flags
+        hit = answers.get(flags)
+        if hit is None:
+            hit = answers[flags] = match(key, i + 1, metas[i], uids[i] in recent, None, ctx)
+        if hit:
+            out.append(i)
+    return out
 
 
-def _envelope(key: SearchKey, cand: List[int], rows, kept, ctx) -> List[int]:
+def _envelope(key: SearchKey, cand: List[int], rows: Rows, ctx) -> List[int]:
     needle = search_eval.needle_of(key.args[0], ctx)
+    kept = rows.kept
     if any(sep in needle for sep in _SEPARATORS):     # rare: the values one by one
+        uids, metas, recent = rows.uids, rows.metas, rows.recent
         item, match = search_kept.KEPT_ITEM, search_eval.matches
-        return [i for i in cand if match(key, rows[i][0], rows[i][2], rows[i][3], b"", ctx, {item: kept[i]})]
+        return [i for i in cand
+                if match(key, i + 1, metas[i], uids[i] in recent, b"", ctx, {item: kept[i]})]
     index = search_kept.FIELD_INDEX[search_eval.ENVELOPE_KEYS[key.op]]
     raw = needle.encode("utf-8", "surrogatepass")
     has = search_kept.field_has
@@ -128,12 +131,14 @@ def _envelope(key: SearchKey, cand: List[int], rows, kept, ctx) -> List[int]:
     return [i for i in cand if raw in kept[i] and has(kept[i], raw, index)]
 
 
-def _in_set(seqset, uid: bool, cand: List[int], rows, ctx) -> List[int]:
+def _in_set(seqset, uid: bool, cand: List[int], rows: Rows, ctx) -> List[int]:
     """A sequence set or UID set (RFC 9051 §6.4.4); ``$`` is the saved result,
     kept as UIDs (RFC 5182 §2.1), as search_eval._Message.in_set has it."""
-    at = 1 if uid else 0
+    uids = rows.uids
     if seqset.saved:
         saved = frozenset(ctx.saved)
-        return [i for i in cand if rows[i][1] in saved]
+        return [i for i in cand if uids[i] in saved]
     ranges = search_eval._Ranges(seqset, ctx.largest_uid if uid else ctx.largest_seq)
-    return [i for i in cand if rows[i][at] in ranges]
+    if uid:
+        return [i for i in cand if uids[i] in ranges]
+    return [i for i in cand if i + 1 in ranges]

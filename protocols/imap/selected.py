@@ -85,36 +85,38 @@ class SelectedCommands(FetchCommands):
         ctx = search_eval.SearchContext(
             largest_seq=len(view), largest_uid=view.uids[-1] if view.uids else 0,
             saved=tuple(self._saved), now=now, charset=charset, tz=local)
-        gone, recent = view.gone, view.recent
-        rows = [(i + 1, uid, meta, uid in recent) for i, (uid, meta) in enumerate(zip(list(view.uids), list(view.metas)))
-                if uid not in gone]    # RFC 2180 §4.3: expunged by another session, not reported
         if search_columns.usable(sa.key):
-            hits = yield from self._search_columns(sa.key, rows, ctx)
+            hits = yield from self._search_columns(sa.key, ctx)
         else:
+            gone, recent = view.gone, view.recent
+            rows = [(i + 1, uid, meta, uid in recent) for i, (uid, meta) in enumerate(zip(view.uids, view.metas))
+                    if uid not in gone]    # RFC 2180 §4.3: expunged by another session, not reported
             hits = yield from self._search_each(sa.key, rows, ctx)
         self._search_answer(head, sa.returns, hits)
         return None
 
-    def _search_columns(self, key, rows, ctx):
+    def _search_columns(self, key, ctx):
         """A program whose only content keys are envelope keys, over the whole
         folder at once (search_columns.py): the kept values from the folder's
         shared column, which the cache fills for the messages it lacks; a
         message without kept values is evaluated alone, a message gone is left
-        out (RFC 2180 §4.1)."""
-        kept = slow = None
+        out (RFC 2180 §4.1), as one expunged by another session (§4.3)."""
+        view = self._view
+        uids, metas, gone = list(view.uids), list(view.metas), view.gone
+        cand = [i for i, uid in enumerate(uids) if uid not in gone] if gone else list(range(len(uids)))
+        kept, slow = None, []
         if search_columns.reads_kept(key):
             column = self._folder.shared(search_columns.COLUMN)
-            missing = [row[1] for row in rows if row[1] not in column]
+            missing = [uids[i] for i in cand if uids[i] not in column]
             for start in range(0, len(missing), CACHE_BATCH):
                 yield from self._derived(missing[start:start + CACHE_BATCH])   # noted in the column
-            search_columns.prune(column, self._view.uids)
-            items = [column.get(row[1], False) for row in rows]
-            if any(item is None or item is False for item in items):
-                slow = [row for row, item in zip(rows, items) if item is None]
-                rows = [row for row, item in zip(rows, items) if item]
-                items = [item for item in items if item]
-            kept = items
-        hits = [rows[i][1] for i in search_columns.select(key, rows, kept, ctx)]
+            search_columns.prune(column, uids)
+            kept = [column.get(uid, False) for uid in uids]
+            if None in kept or False in kept:
+                slow = [(i + 1, uids[i], metas[i], uids[i] in view.recent) for i in cand if kept[i] is None]
+                cand = [i for i in cand if kept[i]]
+        rows = search_columns.Rows(uids, metas, view.recent, kept)
+        hits = [uids[i] for i in search_columns.select(key, cand, rows, ctx)]
         if slow:
             hits = sorted(hits + (yield from self._search_each(key, slow, ctx)))
         return hits
