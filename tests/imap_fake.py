@@ -101,8 +101,8 @@ class FakeImapBackend:
         while self.pending:
             self.pending.pop(0)()
 
-    def announce(self, folder: Folder) -> None:
-        for cb in list(folder.watchers):
+    def announce(self, folder: Folder, quiet=()) -> None:
+        for cb in [cb for cb in folder.watchers if cb not in quiet]:
             if self.deferred:
                 self.pending.append(cb)
             else:
@@ -332,7 +332,7 @@ class FakeOpenFolder:
         b.note_keywords(flags)
         self.backend.call(done, StoreOutcome(tuple(changed)))
         if changed:
-            self.backend.announce(b)
+            self.backend.announce(b, quiet=self._watching)   # the contract: not our own watches
 
     def expunge(self, uids, done):
         b = self.box

@@ -57,6 +57,20 @@ class BackendStoreTest(AccessTestCase):
             self.assertIs(mine.state.messages[meta.uid - 1], meta)
         self.assertEqual(mine.state.highestmodseq, max(m.modseq for m in out.changed))
 
+    def test_the_storing_session_is_not_woken_by_its_own_store(self):
+        one = self.select()
+        two = self.select(account=self.open_account())
+        heard = []
+        one.watch(lambda: heard.append("one"))
+        two.watch(lambda: heard.append("two"))
+        self.ok(lambda done: one.store([1], ["\\Seen"], "add", None, done))
+        self.assertEqual(heard, ["two"])
+        self.ok(lambda done: two.store([1], ["\\Flagged"], "add", None, done))
+        self.assertEqual(heard, ["two", "one"])
+        self.ok(lambda done: one.store([1], ["\\Seen"], "add", None, done))   # nothing changed
+        self.assertEqual(heard, ["two", "one", "two"])
+        self.assertEqual(self.ok(one.refresh).changed, (1,), "two's change, not its own")
+
 
 def view_of(flags_list, rev2=False):
     metas = tuple(MessageMeta(i + 1, frozenset(f), 10, 1.7e9, 1) for i, f in enumerate(flags_list))

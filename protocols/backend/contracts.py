@@ -286,7 +286,10 @@ class OpenFolder(Protocol):
     def store(self, uids: Sequence[int], flags: Sequence[str], mode: str,
               unchanged_since: Optional[int], done: Callable[[object], None]) -> None:
         """``mode`` is "add", "remove" or "replace" (+FLAGS, -FLAGS, FLAGS):
-        ``done(StoreOutcome)``.  New keywords are created as needed."""
+        ``done(StoreOutcome)``.  New keywords are created as needed.  The
+        outcome's metadata counts as given to this session: a later
+        ``refresh`` does not report those changes again, and this folder's own
+        ``watch`` callbacks are not called for them (other sessions' are)."""
 
     def expunge(self, uids: Sequence[int], done: Callable[[object], None]) -> None:
         """Remove these messages if they carry \\Deleted: ``done(tuple of UIDs removed)``."""

@@ -340,6 +340,7 @@ class OpenFolder:
         self._watches: List[object] = []
         self._closed = False
         self._compact_checked: object = None   # the snapshot the cache's dead entries were counted for
+        self._quiet = False                # announcing our own STORE: our watches are not called
 
     def state(self) -> FolderState:
         return self._state
@@ -426,7 +427,8 @@ class OpenFolder:
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         """The change hub (protocols/backend/hub.py): own process at once, others by its poll."""
         account = self._account
-        handle = account._service.hub.subscribe(account.user, hub_key(self.name), lambda _u, _f: callback())
+        handle = account._service.hub.subscribe(account.user, hub_key(self.name),
+                                                lambda _u, _f: None if self._quiet else callback())
         self._watches.append(handle)
 
         def stop() -> None:
@@ -530,11 +532,16 @@ class OpenFolder:
             self._refuse_readonly(done)
             return
         def answered(result: object) -> None:
-            if isinstance(result, StoreOutcome) and self._state is not None:
-                self._state = imapstore.with_changes(self._state, result.changed)   # the session has them
+            if isinstance(result, StoreOutcome):
+                if self._state is not None:
+                    self._state = imapstore.with_changes(self._state, result.changed)   # the session has them
+                self._quiet = True              # the others hear at once; this session has the outcome
+                try:
+                    self._account._service.announce(self._account.user, self.name)
+                finally:
+                    self._quiet = False
             done(result)
-        self._serial.submit(lambda: self._store(uids, flags, mode, unchanged_since),
-                            self._announce([self.name], answered), self.name)
+        self._serial.submit(lambda: self._store(uids, flags, mode, unchanged_since), answered, self.name)
 
     def _store(self, uids, flags, mode, unchanged_since) -> StoreOutcome:
         letters, keywords = split_flags(flags)
