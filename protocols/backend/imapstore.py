@@ -105,15 +105,21 @@ def changed_metas(folder, uids: Iterable[int], flags_of: Callable, shared: Optio
     meta)})``, or None."""
     uids = sorted(uids)
     snap = folder.knowing(uids)         # the snapshot our change left: no listing
-    msgs = [m for m in (snap.by_uid(uid) for uid in uids) if m is not None]
+    msgs = [m for m in map(snap.by_uid, uids) if m is not None]
     dates = folder.dates(msgs)          # one call (one lock) for them all
-    changed = tuple(MessageMeta(m.uid, flags_of(m.flags, m.keywords), m.size, dates[m.key][0],
-                                m.modseq, dates[m.key][1]) for m in msgs)
+    flag_sets: Dict[tuple, FrozenSet[str]] = {}      # a STORE 1:* makes few distinct ones
+    changed = []
+    for m in msgs:
+        flags = flag_sets.get((m.flags, m.keywords))
+        if flags is None:
+            flags = flag_sets[(m.flags, m.keywords)] = flags_of(m.flags, m.keywords)
+        internal, saved = dates[m.key]
+        changed.append(MessageMeta(m.uid, flags, m.size, internal, m.modseq, saved))
     if shared is not None:
         cache: Dict[int, tuple] = shared[2]
         for m, meta in zip(msgs, changed):
             cache[m.uid] = (m, meta)    # one dict store each: safe beside another worker's look
-    return changed
+    return tuple(changed)
 
 
 def with_changes(state: FolderState, changed: Sequence[MessageMeta]) -> FolderState:
