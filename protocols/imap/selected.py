@@ -187,7 +187,7 @@ class SelectedCommands(FetchCommands):
             return None
         outcome = yield from self._ask(self._folder.store, uids, list(sa.flags), _STORE_MODES[sa.mode], None)
         keywords = view.note_keywords(sa.flags)
-        # our own change: .SILENT says no FETCH; the others' FETCH in one pass
+        # RFC 9051 §6.4.6: a FETCH (FLAGS) per message unless .SILENT, built in one pass
         fetches = view.stored(outcome.changed, uids, head.uid, sa.silent)
         self._emit(keywords)
         self._emit(fetches)
