@@ -107,6 +107,34 @@ class SelectIsMatchesTest(unittest.TestCase):
             self.assertFalse(search_columns.usable(search_args(b" " + text + b"\r\n").key), text)
 
 
+class SessionColumnsAreMatchesTest(unittest.TestCase):
+    """Whole SEARCH commands through a session: the same responses with the
+    column path and message by message (search_columns.usable patched off)."""
+
+    COMMANDS = [b"SEARCH " + p for p in PROGRAMS if not p.startswith(b"$")] + [
+        b"UID SEARCH SUBJECT e", b"SEARCH RETURN (MIN MAX COUNT) FROM example",
+        b"SEARCH CHARSET ISO-8859-1 SUBJECT {4}\r\nstra", b"SEARCH CHARSET ISO-8859-1 FROM {6}\r\nj\xfcrgen",
+        b"SEARCH RETURN (SAVE) SUBJECT e", b"SEARCH $ NOT FROM x", b"UID SEARCH OR $ SUBJECT alpha"]
+
+    def transcript(self, columns: bool) -> bytes:
+        b = FakeImapBackend()
+        for i, data in enumerate(CORPUS.values()):
+            b.deliver("fred", data, flags=("\\Seen",) if i % 3 else ())
+        s, _ = make_session(b)
+        login(s)
+        out = feed(s, b"s SELECT INBOX\r\n")
+        with mock.patch.object(search_columns, "usable", search_columns.usable if columns else (lambda key: False)):
+            for i, cmd in enumerate(self.COMMANDS):
+                out += feed(s, b"c%d %s\r\n" % (i, cmd))
+        return out
+
+    def test_the_same_responses_both_ways(self):
+        with_columns = self.transcript(True)
+        self.assertEqual(with_columns, self.transcript(False))
+        self.assertEqual(with_columns.count(b" OK SEARCH completed"), len(self.COMMANDS))
+        self.assertIn(b"* SEARCH 1 ", with_columns)
+
+
 class CountingDerived:
     """Counts the UIDs asked of OpenFolder.derived."""
 
