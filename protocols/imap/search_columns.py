@@ -24,8 +24,9 @@ from protocols.imap import search_eval, search_kept
 from protocols.imap.search import SearchKey
 
 # The name of the shared per-folder dict (OpenFolder.shared): UID -> the
-# message's kept item (bytes), or None when its entry has none (a header
-# over derived.MAX_HEADER): such messages are evaluated one by one.
+# message's kept item (bytes), or None when its entry has none in the
+# separator form (a header over derived.MAX_HEADER, a value holding a
+# separator): such messages are evaluated one by one.
 COLUMN = "imap-search-kept-v1"
 # Ours: UIDs expunged from a folder kept in its column before they are dropped.
 PRUNE_SLACK = 1000
