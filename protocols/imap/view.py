@@ -22,6 +22,7 @@ The module is pure data: no backend call, no I/O.
 from __future__ import annotations
 
 import bisect
+import functools
 from typing import Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
 from protocols.backend.contracts import FolderChanges, FolderState, MessageMeta
@@ -172,12 +173,6 @@ class FolderView:
         self.shown.pop(uid, None)
         self.flag_dirty.discard(uid)
 
-    # -- what the client hears ------------------------------------------------
-
-    def flags_of(self, uid: int) -> bytes:
-        """FLAGS as sent: with \\Recent for IMAP4rev1 (RFC 3501 §2.3.2)."""
-        return _flags_list(self.meta(uid).flags, not self.rev2 and uid in self.recent)
-
     def stored(self, changed: Iterable[MessageMeta], uids: Iterable[int], with_uid: bool, silent: bool) -> bytes:
         """Our own STORE on ``uids`` (ascending) changed ``changed``: their new
         metadata, and ``* n FETCH (FLAGS (...))`` for each of ``uids`` still
@@ -186,7 +181,6 @@ class FolderView:
         STORE 1:* on 10,000 messages)."""
         new = {m.uid: m for m in changed}
         out: List[bytes] = []
-        lists: Dict[Tuple[FrozenSet[str], bool], bytes] = {}    # few distinct flag sets
         rev1, uids_, metas = not self.rev2, self.uids, self.metas
         shown, dirty, gone, recent = self.shown, self.flag_dirty, self.gone, self.recent
         lo = 0
@@ -206,12 +200,21 @@ class FolderView:
             dirty.discard(uid)
             if silent:
                 continue
-            key = (metas[i].flags, rev1 and uid in recent)
-            flags = lists.get(key)
-            if flags is None:
-                flags = lists[key] = _flags_list(*key)
+            flags = metas[i].flags
+            if type(flags) is not frozenset:      # the contract's type; anything else made one
+                flags = frozenset(flags)
+            flags = _flag_list(flags, rev1 and uid in recent)     # a few distinct sets: each rendered once
             out.append(b"* %d FETCH (%sFLAGS %s)\r\n" % (i + 1, b"UID %d " % uid if with_uid else b"", flags))
         return b"".join(out)
+
+    # -- what the client hears ------------------------------------------------
+
+    def flags_of(self, uid: int) -> bytes:
+        """FLAGS as sent: with \\Recent for IMAP4rev1 (RFC 3501 §2.3.2)."""
+        flags = self.meta(uid).flags
+        if type(flags) is not frozenset:      # the contract's type; anything else made one
+            flags = frozenset(flags)
+        return _flag_list(flags, not self.rev2 and uid in self.recent)
 
     def flags_response(self) -> bytes:
         """FLAGS and PERMANENTFLAGS (RFC 9051 §7.3.5, §7.1): \\* lets clients make keywords."""
@@ -270,8 +273,10 @@ class FolderView:
         return b"".join(out)
 
 
-def _flags_list(flags: FrozenSet[str], recent: bool) -> bytes:
-    """``(\\Seen $Label1)``: system flags first, \\Recent last when ``recent``."""
+@functools.lru_cache(maxsize=1024)
+def _flag_list(flags: FrozenSet[str], recent: bool) -> bytes:
+    """flag-fetch list (RFC 9051 §7.5.2) of a flag set; a mailbox has few
+    distinct sets, so each is rendered once (ours: 1,024 remembered)."""
     ordered = sorted(flags, key=_flag_order)
     if recent:
         ordered.append("\\Recent")
