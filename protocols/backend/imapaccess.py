@@ -330,7 +330,10 @@ class OpenFolder:
                             folder.keywords(), recent)
         if prev is None:
             return state, (), (), ()
-        before = {m.uid: m for m in prev.messages}
+        old = prev.messages
+        if len(metas) >= len(old) and all(a is b for a, b in zip(old, metas)):
+            return state, tuple(m.uid for m in metas[len(old):]), (), ()    # the shared metas: only appended
+        before = {m.uid: m for m in old}
         now = {m.uid for m in metas}
         new = tuple(m.uid for m in metas if m.uid not in before)
         gone = tuple(u for u in before if u not in now)
