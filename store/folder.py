@@ -336,6 +336,7 @@ class Folder(SnapshotMixin, UidlistMixin, ImapMixin):
             uids = list(uids)
             snap = self._known(uids, unchanged_since is not None)
             modified, missing, updates = [], [], {}
+            cur, answers = os.path.join(self.path, "cur", ""), {}    # a STORE 1:* meets few flag sets
             for uid in uids:
                 msg = snap.by_uid(uid)
                 if msg is None:
@@ -343,7 +344,7 @@ class Folder(SnapshotMixin, UidlistMixin, ImapMixin):
                 elif unchanged_since is not None and msg.modseq > unchanged_since:
                     modified.append(uid)          # RFC 7162 §3.1.3: not changed, reported MODIFIED
                 else:
-                    hit = self._rename(msg, change)
+                    hit = self._rename(msg, change, cur, answers)
                     if hit is not None:
                         updates[msg.key] = hit
             if updates:                           # a rename for flags is not fsync'd (nor by Dovecot)
@@ -359,9 +360,10 @@ class Folder(SnapshotMixin, UidlistMixin, ImapMixin):
             self._current()
         return self._snap
 
-    def _rename(self, msg: Message, change) -> Optional[Tuple[str, str, str]]:
-        """Move the file to cur/<key>:2,<changed letters> (maildir-spec), following renames made
-        meanwhile by others; its new scan entry, or None when unchanged or gone."""
+    def _rename(self, msg: Message, change, cur: str, answers: Dict[str, str]) -> Optional[Tuple[str, str, str]]:
+        """Move the file to cur/<key>:2,<changed letters> (maildir-spec; ``cur``: that
+        directory's path with its separator), following renames made meanwhile by others;
+        its new scan entry, or None when unchanged or gone.  ``answers``: ``change``'s so far."""
         path = msg.path
         for _attempt in range(3):
             hit = self._found.get(msg.key)
@@ -369,10 +371,12 @@ class Folder(SnapshotMixin, UidlistMixin, ImapMixin):
                 _path, old, tail = hit          # the scan split this very name already
             else:
                 _key, old, tail = split_name(os.path.basename(path))
-            new = change(old)
+            new = answers.get(old)
+            if new is None:
+                new = answers[old] = change(old)
             if new == old:
                 return None
-            target = os.path.join(self.path, "cur", msg.key + ":2," + new + ("," + tail if tail else ""))
+            target = cur + msg.key + ":2," + new + ("," + tail if tail else "")
             try:
                 os.rename(path, target)
                 return (target, new, tail)

@@ -84,7 +84,7 @@ class ImapMixin:
         Maildir key for ever, RFC 3501 §2.3.1.1), else a fresh one: no rescan
         for lookups by UID, which a young uidlist (MTIME_SLACK_S) would force."""
         snap = self._snap
-        if snap is None or any(snap.by_uid(u) is None for u in uids):
+        if snap is None or None in map(snap.by_uid, uids):
             snap = self.sync().snapshot
         return snap
 

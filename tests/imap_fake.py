@@ -46,6 +46,7 @@ class Folder:
         self.keywords: List[str] = []
         self.unclaimed_recent = set()
         self.watchers: List[Callable[[], None]] = []
+        self.shared: Dict[tuple, dict] = {}      # OpenFolder.shared: (UIDVALIDITY, name) -> dict
 
     def add(self, data: bytes, flags=(), date: float = 1700000000.0) -> int:
         uid = self.uidnext
@@ -102,8 +103,8 @@ class FakeImapBackend:
         while self.pending:
             self.pending.pop(0)()
 
-    def announce(self, folder: Folder) -> None:
-        for cb in list(folder.watchers):
+    def announce(self, folder: Folder, quiet=()) -> None:
+        for cb in [cb for cb in folder.watchers if cb not in quiet]:
             if self.deferred:
                 self.pending.append(cb)
             else:
@@ -321,6 +322,10 @@ class FakeOpenFolder:
         m = self.box.messages.get(uid)
         self.backend.call(done, None if m is None else m.data)
 
+    def shared(self, name):
+        """One dict per mailbox, UIDVALIDITY and name, for its sessions."""
+        return self.box.shared.setdefault((self._state.uidvalidity, name), {})
+
     def derived(self, uids, kind, compute, done):
         """No cache: computed each time (the contract allows it)."""
         out = {}
@@ -346,7 +351,7 @@ class FakeOpenFolder:
         b.note_keywords(flags)
         self.backend.call(done, StoreOutcome(tuple(changed)))
         if changed:
-            self.backend.announce(b)
+            self.backend.announce(b, quiet=self._watching)   # the contract: not our own watches
 
     def expunge(self, uids, done):
         b = self.box

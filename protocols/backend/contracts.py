@@ -284,10 +284,23 @@ class OpenFolder(Protocol):
         a worker thread) and return the same dict for the same octets.  An
         implementation may compute each time (the cache is an optimisation)."""
 
+    def shared(self, name: str) -> Dict[int, object]:
+        """A dict named ``name``, by UID, that every session of this process
+        with this folder open under the same UIDVALIDITY gets (the one of this
+        session's ``state()``), for values that depend on a message's content
+        alone: the mailbox name, UIDVALIDITY and UID name one immutable message
+        (RFC 9051 §2.3.1.1).  Loop thread only, no I/O; what a session puts
+        there is its own business (e.g. SEARCH's decoded header fields).  An
+        implementation may hand out a new empty dict (nothing shared) at any
+        time."""
+
     def store(self, uids: Sequence[int], flags: Sequence[str], mode: str,
               unchanged_since: Optional[int], done: Callable[[object], None]) -> None:
         """``mode`` is "add", "remove" or "replace" (+FLAGS, -FLAGS, FLAGS):
-        ``done(StoreOutcome)``.  New keywords are created as needed."""
+        ``done(StoreOutcome)``.  New keywords are created as needed.  The
+        outcome's metadata counts as given to this session: a later
+        ``refresh`` does not report those changes again, and this folder's own
+        ``watch`` callbacks are not called for them (other sessions' are)."""
 
     def expunge(self, uids: Sequence[int], done: Callable[[object], None]) -> None:
         """Remove these messages if they carry \\Deleted: ``done(tuple of UIDs removed)``."""

@@ -15,7 +15,8 @@ this module only translates:
 * flags: IMAP's system flags to the maildir-spec letters (\\Seen S,
   \\Answered R, \\Flagged F, \\Deleted T, \\Draft D, RFC 9051 §2.3.2) and
   keywords to Dovecot's letters through dovecot-keywords (store/folder.py);
-  \\Recent is never stored (a session property, store/folder_imap.py);
+  \\Recent is never stored (a session property, store/folder_imap.py); the mapping
+  and STORE itself are in imapstore.py;
 * errors: the store's exceptions become ``MailboxError`` with the response
   code of RFC 5530 / RFC 9051 §7.1 (NONEXISTENT, ALREADYEXISTS, CANNOT,
   HASCHILDREN, TRYCREATE, LIMIT, INUSE) and RFC 6154 §3 (USEATTR); other
@@ -36,11 +37,14 @@ import datetime
 import functools
 import logging
 from collections import OrderedDict
-from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from protocols.backend.contracts import (AppendResult, CopyOutcome, FolderChanges, FolderEntry, FolderState,
                                          FolderStatus, MailboxError, MessageMeta, StoreOutcome)
 from protocols.backend import imapquota
+from protocols.backend import imapstore
+from protocols.backend.imapstore import (FLAG_LETTERS, LETTER_FLAGS, imap_flags, same_case,  # noqa: F401
+                                         split_flags)
 from protocols.backend.serial import SerialJobs
 from store import dovecot_files as dv
 from store import mailboxes as mb
@@ -50,10 +54,6 @@ from store.maildir import MailStore
 log = logging.getLogger("mailsrv.imap.access")
 Done = Callable[[object], None]
 
-# RFC 9051 §2.3.2 system flags and maildir-spec's info letters (as Dovecot maps them).
-FLAG_LETTERS = {"\\Seen": "S", "\\Answered": "R", "\\Flagged": "F", "\\Deleted": "T", "\\Draft": "D"}
-LETTER_FLAGS = {v: k for k, v in FLAG_LETTERS.items()}
-_BY_LOWER = {k.lower(): v for k, v in FLAG_LETTERS.items()}
 # Dovecot's mail_max_userip_connections default: IMAP sessions of one user from one address.
 MAX_USERIP_CONNECTIONS = 10
 # Ours: UIDs per worker job of ``derived``: 10,000 messages are 40 round trips,
@@ -62,44 +62,6 @@ DERIVED_BATCH = 256
 # Folders whose message metadata is kept for sharing between sessions (ours: a
 # 10,000-message folder's is about 3 MB; the least recently looked at fall out first).
 SHARED_FOLDERS = 32
-
-
-def split_flags(flags: Iterable[str]) -> Tuple[str, Tuple[str, ...]]:
-    """IMAP flags -> (maildir letters, keywords).  \\Recent is dropped (RFC 9051 §2.3.2:
-    not storable); another \\word is no flag of ours: MailboxError CANNOT."""
-    letters, keywords = [], []
-    for flag in flags:
-        if flag.startswith("\\"):
-            letter = _BY_LOWER.get(flag.lower())
-            if letter is not None:
-                letters.append(letter)
-            elif flag.lower() != "\\recent":
-                raise MailboxError("CANNOT", "%s is not a flag that can be stored" % flag[:40])
-        else:
-            keywords.append(flag)
-    return "".join(sorted(set(letters))), tuple(dict.fromkeys(keywords))
-
-
-def same_case(defined: Sequence[str], keywords: Sequence[str]) -> Tuple[str, ...]:
-    """Keywords in the spelling the folder already has: flag names are atoms, and "all
-    alphabetic characters are case insensitive" (RFC 9051 §9, note 1), so "$label1" is
-    the folder's "$Label1", and one request's case variants are one keyword."""
-    have = {w.lower(): w for w in defined}
-    out: Dict[str, str] = {}
-    for word in keywords:
-        out.setdefault(word.lower(), have.get(word.lower(), word))
-    return tuple(out.values())
-
-
-@functools.lru_cache(maxsize=256)
-def _system_flags(letters: str) -> FrozenSet[str]:
-    return frozenset(LETTER_FLAGS[c] for c in letters if c in LETTER_FLAGS)
-
-
-def imap_flags(letters: str, keywords: FrozenSet[str]) -> FrozenSet[str]:
-    """Maildir letters and keywords -> IMAP flag strings (letters we do not know, like P, are not shown)."""
-    system = _system_flags(letters)
-    return system | keywords if keywords else system
 
 
 def hub_key(name: str) -> str:
@@ -178,6 +140,8 @@ class ImapAccessService:
         # metadata, not 1,000.  Built on workers without a lock: two workers racing build
         # two equal tuples and the last one stays (the dict operations are atomic).
         self.shared_metas: "OrderedDict[str, Tuple[object, Tuple[MessageMeta, ...], Dict[int, tuple]]]" = OrderedDict()
+        # OpenFolder.shared: (folder path, UIDVALIDITY) -> name -> {uid: value}; loop thread only
+        self.shared_values: "OrderedDict[Tuple[str, int], Dict[str, dict]]" = OrderedDict()
 
     def open_account(self, ctx, user: str, done: Done) -> None:
         """The user's account, made ready on a worker (Maildir, first-login folders)."""
@@ -346,6 +310,7 @@ class OpenFolder:
         self._watches: List[object] = []
         self._closed = False
         self._compact_checked: object = None   # the snapshot the cache's dead entries were counted for
+        self._quiet = False                # announcing our own STORE: our watches are not called
 
     def state(self) -> FolderState:
         return self._state
@@ -374,7 +339,10 @@ class OpenFolder:
                             folder.keywords(), recent)
         if prev is None:
             return state, (), (), ()
-        before = {m.uid: m for m in prev.messages}
+        old = prev.messages
+        if len(metas) >= len(old) and all(a is b for a, b in zip(old, metas)):
+            return state, tuple(m.uid for m in metas[len(old):]), (), ()    # the shared metas: only appended
+        before = {m.uid: m for m in old}
         now = {m.uid for m in metas}
         new = tuple(m.uid for m in metas if m.uid not in before)
         gone = tuple(u for u in before if u not in now)
@@ -432,7 +400,8 @@ class OpenFolder:
     def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
         """The change hub (protocols/backend/hub.py): own process at once, others by its poll."""
         account = self._account
-        handle = account._service.hub.subscribe(account.user, hub_key(self.name), lambda _u, _f: callback())
+        handle = account._service.hub.subscribe(account.user, hub_key(self.name),
+                                                lambda _u, _f: None if self._quiet else callback())
         self._watches.append(handle)
 
         def stop() -> None:
@@ -440,6 +409,16 @@ class OpenFolder:
             if handle in self._watches:
                 self._watches.remove(handle)
         return stop
+
+    def shared(self, name: str) -> Dict[int, object]:
+        """contracts.OpenFolder.shared: kept per folder path and UIDVALIDITY, as the metadata."""
+        shared = self._account._service.shared_values
+        key = (self._folder.path, self._state.uidvalidity if self._state is not None else 0)
+        values = shared.setdefault(key, {})
+        shared.move_to_end(key)
+        while len(shared) > SHARED_FOLDERS:
+            shared.popitem(last=False)
+        return values.setdefault(name, {})
 
     def read(self, uid: int, done: Done) -> None:
         """The message in CRLF form; None once it is gone (RFC 2180 §4.1)."""
@@ -525,32 +504,21 @@ class OpenFolder:
         if self.readonly:
             self._refuse_readonly(done)
             return
-        self._serial.submit(lambda: self._store(uids, flags, mode, unchanged_since),
-                            self._announce([self.name], done), self.name)
+        def answered(result: object) -> None:
+            if isinstance(result, StoreOutcome):
+                if self._state is not None:
+                    self._state = imapstore.with_changes(self._state, result.changed)   # the session has them
+                self._quiet = True              # the others hear at once; this session has the outcome
+                try:
+                    self._account._service.announce(self._account.user, self.name)
+                finally:
+                    self._quiet = False
+            done(result)
+        self._serial.submit(lambda: self._store(uids, flags, mode, unchanged_since), answered, self.name)
 
     def _store(self, uids, flags, mode, unchanged_since) -> StoreOutcome:
-        letters, keywords = split_flags(flags)
-        keywords = same_case(self._folder.keywords(), keywords)
-        if mode not in ("add", "remove", "replace"):
-            raise MailboxError("CANNOT", "STORE mode %r" % mode)
-        folder, modified, touched = self._folder, (), set()
-        todo = list(uids)
-        if letters or mode == "replace":
-            result = folder.set_flags(todo, letters, mode, unchanged_since)
-            modified, unchanged_since = result.modified, None
-            touched.update(c.uid for c in result.changed)
-            skip = set(modified)
-            todo = [u for u in todo if u not in skip]
-        if keywords or mode == "replace":
-            result = folder.set_keywords(todo, keywords, mode, unchanged_since)
-            modified = tuple(modified) + tuple(result.modified)
-            touched.update(c.uid for c in result.changed)
-        snap = folder.snapshot()
-        msgs = [m for m in (snap.by_uid(uid) for uid in sorted(touched)) if m is not None]
-        dates = folder.dates(msgs)          # one call (one lock) for them all
-        changed = tuple(MessageMeta(m.uid, imap_flags(m.flags, m.keywords), m.size, dates[m.key][0],
-                                    m.modseq, dates[m.key][1]) for m in msgs)
-        return StoreOutcome(changed, tuple(modified))
+        shared = self._account._service.shared_metas.get(self._folder.path)
+        return imapstore.store_flags(self._folder, uids, flags, mode, unchanged_since, shared)
 
     def expunge(self, uids: Sequence[int], done: Done) -> None:
         """EXPUNGE / UID EXPUNGE (RFC 9051 §6.4.3, RFC 4315 §2.1): only messages marked \\Deleted."""

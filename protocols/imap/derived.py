@@ -27,8 +27,9 @@ from protocols.imap.search import SearchKey
 # The entries' kind (contracts.OpenFolder.derived): bump the number when
 # envelope.py, bodystructure.py or fetch_data.py render differently, so the
 # entries written by the older code are not used (v2: the envelope SEARCH
-# keys' decoded values, search_eval.kept_values).
-KIND = "imap-v2"
+# keys' decoded values, search_eval.kept_values; v3: those values in
+# search_kept.py's separator form instead of JSON).
+KIND = "imap-v3"
 # Ours: a header block is kept up to 64 KiB (a usual header is 1-4 KiB;
 # Dovecot's header cache fields are similarly bounded); beyond, it is read
 # from the file each time, so one huge header does not bloat the cache.

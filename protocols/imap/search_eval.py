@@ -28,7 +28,6 @@ import bisect
 import codecs
 import datetime
 import email.utils
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -38,12 +37,14 @@ from protocols.backend.contracts import MessageMeta
 from protocols.imap import wire
 from protocols.imap.grammar import SequenceSet
 from protocols.imap.search import DATE_KEYS, SearchKey
+from protocols.imap import search_kept
 from protocols.imap.search_text import (_NOT_CHARSETS, _codec, _field_text, _raw_has,
-                                        _transfer_decode, decode_words)
-from protocols.message import Header, field_value, parse_header
+                                        _transfer_decode, decode_words, value_text)
+from protocols.message import Header, parse_header
 
-__all__ = ["ADVERTISED_CHARSETS", "CONTENT_KEYS", "MAX_SEARCH_TEXT", "SearchCharsetError", "SearchContext",
-           "check_charset", "decode_words", "esearch", "matches", "needs_content", "search_response"]
+__all__ = ["ADVERTISED_CHARSETS", "CONTENT_KEYS", "ENVELOPE_KEYS", "MAX_SEARCH_TEXT", "SearchCharsetError",
+           "SearchContext", "check_charset", "decode_words", "esearch", "kept_values", "matches",
+           "needle_of", "needs_content", "search_response"]
 
 # Ours: at most 8 MiB of decoded text (header and body together) is searched
 # per message, so one message with a huge text attachment cannot hold a
@@ -164,20 +165,17 @@ class _Mail:
             if self.kept is not None:
                 self._take_kept()
             if name not in self._values:
-                self._values[name] = [self.budget.take(_value_text(raw)).casefold()
+                self._values[name] = [self.budget.take(value_text(raw)).casefold()
                                       for n, raw in self.head.fields if n == name]
         return self._values[name]
 
     def _take_kept(self) -> None:
-        """The values ``kept_values`` computed, read once; an item that is not
-        what it writes is ignored (the header is parsed instead)."""
-        raw, self.kept = self.kept.get(KEPT_ITEM), None
-        try:
-            kept = _JSON.decode(raw.decode("ascii")) if raw is not None else {}
-            values = {KEPT_FIELDS[text]: v for text, v in kept.items() if type(v) is list}
-        except (ValueError, KeyError, AttributeError):
-            return
-        self._values.update(values)     # ours, written whole (crc-checked, store/msgcache.py)
+        """The values search_kept.kept_values computed, read once; an item
+        that is not what it writes is ignored (the header is parsed instead)."""
+        raw, self.kept = self.kept.get(search_kept.KEPT_ITEM), None
+        values = search_kept.decode(raw)
+        if values is not None:
+            self._values.update(values)     # ours, written whole (crc-checked, store/msgcache.py)
 
     def header_text(self) -> str:
         """The whole header, decoded, one field a line (TEXT)."""
@@ -187,7 +185,7 @@ class _Mail:
                 groups.setdefault(name, []).append(raw)
             for name, raws in groups.items():       # values() in the same order, one pass
                 if name not in self._values:
-                    self._values[name] = [self.budget.take(_value_text(raw)).casefold()
+                    self._values[name] = [self.budget.take(value_text(raw)).casefold()
                                           for raw in raws]
             self._header_text = "\n".join(
                 "%s: %s" % (name.decode("ascii", "replace"), value)
@@ -253,27 +251,14 @@ class _Mail:
         return self._sent[0]
 
 
-def _value_text(raw: bytes) -> str:
-    """search_text._field_text of the field's value; decode_words only where
-    an encoded word may be (it finds none without "=?", RFC 2047 §2)."""
-    text = field_value(raw).decode("utf-8", "replace")
-    return decode_words(text) if "=?" in text else text
-
-
 def kept_values(header: bytes) -> Dict[str, bytes]:
     """What derived.py keeps per message for the envelope keys (FROM, TO, CC,
-    BCC, SUBJECT): ``{"SEARCH": JSON}`` of each field's ``_Mail.values``, so
-    such a SEARCH on a cached message parses and decodes no header.  Only
-    for a header block the cache holds (at most derived.MAX_HEADER octets,
-    far below MAX_SEARCH_TEXT: ``_Budget`` never cuts, so the values are the
-    same whichever keys were evaluated first)."""
-    groups: Dict[bytes, List[str]] = {name: [] for name in KEPT_FIELDS.values()}
-    for name, raw in parse_header(header).fields:
-        values = groups.get(name)
-        if values is not None:
-            values.append(_value_text(raw).casefold())
-    kept = {text: groups[name] for text, name in KEPT_FIELDS.items()}
-    return {KEPT_ITEM: json.dumps(kept).encode("ascii")}
+    BCC, SUBJECT): each field's ``_Mail.values`` (search_kept.py), so such a
+    SEARCH on a cached message parses and decodes no header.  Only for a
+    header block the cache holds (at most derived.MAX_HEADER octets, far below
+    MAX_SEARCH_TEXT: ``_Budget`` never cuts, so the values are the same
+    whichever keys were evaluated first)."""
+    return search_kept.kept_values(header)
 
 
 def _date_field(value: Optional[bytes]) -> Optional[datetime.date]:
@@ -383,9 +368,7 @@ class _Message:
         return number in ranges[1]
 
     def needle(self, raw: bytes) -> str:
-        """A search string decoded with the CHARSET (bad octets replaced) and
-        casefolded (RFC 9051 §6.4.4: case-insensitive matching)."""
-        return self.ctx.memo(raw, lambda: raw.decode(_codec_strict(self.ctx.charset), "replace").casefold())
+        return needle_of(raw, self.ctx)
 
     def day(self, when: Optional[float]) -> Optional[datetime.date]:
         if when is None:
@@ -394,6 +377,12 @@ class _Message:
             return datetime.datetime.fromtimestamp(when, self.ctx.tz).date()
         except (OverflowError, OSError, ValueError):
             return None
+
+
+def needle_of(raw: bytes, ctx: SearchContext) -> str:
+    """A search string decoded with the CHARSET (bad octets replaced) and
+    casefolded (RFC 9051 §6.4.4: case-insensitive matching)."""
+    return ctx.memo(raw, lambda: raw.decode(_codec_strict(ctx.charset), "replace").casefold())
 
 
 def _codec_strict(charset: str) -> str:
@@ -410,11 +399,7 @@ _FLAG_KEYS = {   # RFC 9051 §6.4.4: key -> (flag, set?)
     "FLAGGED": ("\\Flagged", True), "UNFLAGGED": ("\\Flagged", False),
     "SEEN": ("\\Seen", True), "UNSEEN": ("\\Seen", False),
 }
-_ENVELOPE_KEYS = {"FROM": b"from", "TO": b"to", "CC": b"cc", "BCC": b"bcc", "SUBJECT": b"subject"}
-# The fields ``kept_values`` keeps (as JSON keys) in the entry item KEPT_ITEM (derived.py).
-KEPT_FIELDS = {name.decode("ascii"): name for name in _ENVELOPE_KEYS.values()}
-KEPT_ITEM = "SEARCH"
-_JSON = json.JSONDecoder()
+ENVELOPE_KEYS = {"FROM": b"from", "TO": b"to", "CC": b"cc", "BCC": b"bcc", "SUBJECT": b"subject"}
 _DATE_TESTS = {   # BEFORE / ON / SINCE on a day (RFC 9051 §6.4.4, RFC 8514 §4.3)
     "BEFORE": lambda day, d: day < d, "ON": lambda day, d: day == d,
     "SINCE": lambda day, d: day >= d,
@@ -460,10 +445,10 @@ def _simple(key: SearchKey, m: _Message) -> bool:
     if op in _FLAG_KEYS:
         flag, want = _FLAG_KEYS[op]
         return m.has_flag(flag) == want
-    if op in _ENVELOPE_KEYS:
+    if op in ENVELOPE_KEYS:
         needle = m.needle(args[0])
         return m.mail.data is not None and any(
-            needle in v for v in m.mail.values(_ENVELOPE_KEYS[op]))
+            needle in v for v in m.mail.values(ENVELOPE_KEYS[op]))
     if op in ("BODY", "TEXT"):
         if m.mail.data is None:
             return False

@@ -11,6 +11,8 @@ import codecs
 import re
 from typing import List, Optional
 
+from protocols.message import field_value
+
 # Python codecs that decode bytes to text but are no charset of the IANA
 # registry (RFC 9051 §6.4.4 [CHARSET-REG]): refused like unknown names.
 _NOT_CHARSETS = frozenset({"unicode-escape", "raw-unicode-escape", "undefined", "idna",
@@ -85,6 +87,14 @@ def _field_text(value: bytes) -> str:
     """An unfolded field value as text: 8-bit octets read as UTF-8 (RFC 6532
     §3.2), encoded words decoded."""
     return decode_words(value.decode("utf-8", "replace"))
+
+
+def value_text(raw: bytes) -> str:
+    """The text of one raw field (RFC 5322 §2.2: unfolded, without the name):
+    ``_field_text`` of its value, decode_words only where an encoded word may
+    be (it finds none without "=?", RFC 2047 §2)."""
+    text = field_value(raw).decode("utf-8", "replace")
+    return decode_words(text) if "=?" in text else text
 
 
 def _transfer_decode(raw: bytes, encoding: str) -> bytes:

@@ -16,7 +16,7 @@ import logging
 
 from protocols.imap import args as A
 from protocols.imap import search as S
-from protocols.imap import derived, search_eval, wire
+from protocols.imap import derived, search_columns, search_eval, wire
 from protocols.imap.fetching import CACHE_BATCH, FetchCommands
 from protocols.imap.mailboxes import check_flags
 from protocols.imap.session_base import BAD, NO, OK, check_name
@@ -85,15 +85,52 @@ class SelectedCommands(FetchCommands):
         ctx = search_eval.SearchContext(
             largest_seq=len(view), largest_uid=view.uids[-1] if view.uids else 0,
             saved=tuple(self._saved), now=now, charset=charset, tz=local)
-        content = search_eval.needs_content(sa.key)
-        cached = content and derived.header_only(sa.key)
+        if search_columns.usable(sa.key):
+            hits = yield from self._search_columns(sa.key, ctx)
+        else:
+            gone, recent = view.gone, view.recent
+            rows = [(i + 1, uid, meta, uid in recent) for i, (uid, meta) in enumerate(zip(view.uids, view.metas))
+                    if uid not in gone]    # RFC 2180 §4.3: expunged by another session, not reported
+            hits = yield from self._search_each(sa.key, rows, ctx)
+        self._search_answer(head, sa.returns, hits)
+        return None
+
+    def _search_columns(self, key, ctx):
+        """A program whose only content keys are envelope keys, over the whole
+        folder at once (search_columns.py): the kept values from the folder's
+        shared column, which the cache fills for the messages it lacks; a
+        message without kept values is evaluated alone, a message gone is left
+        out (RFC 2180 §4.1), as one expunged by another session (§4.3)."""
+        view = self._view
+        uids, metas, gone = list(view.uids), list(view.metas), view.gone
+        cand = [i for i, uid in enumerate(uids) if uid not in gone] if gone else list(range(len(uids)))
+        kept, slow = None, []
+        if search_columns.reads_kept(key):
+            column = self._folder.shared(search_columns.COLUMN)
+            missing = [uids[i] for i in cand if uids[i] not in column]
+            for start in range(0, len(missing), CACHE_BATCH):
+                yield from self._derived(missing[start:start + CACHE_BATCH])   # noted in the column
+            search_columns.prune(column, uids)
+            kept = [column.get(uid, False) for uid in uids]
+            if None in kept or False in kept:
+                slow = [(i + 1, uids[i], metas[i], uids[i] in view.recent) for i in cand if kept[i] is None]
+                cand = [i for i in cand if kept[i]]
+        rows = search_columns.Rows(uids, metas, view.recent, kept)
+        hits = [uids[i] for i in search_columns.select(key, cand, rows, ctx)]
+        if slow:
+            hits = sorted(hits + (yield from self._search_each(key, slow, ctx)))
+        return hits
+
+    def _search_each(self, key, rows, ctx):
+        """Message by message (search_eval.matches): the header block from the
+        cache for header-only keys (derived.py), else the message."""
+        content = search_eval.needs_content(key)
+        cached = content and derived.header_only(key)
         hits = []
-        rows = [(i + 1, uid, meta) for i, (uid, meta) in enumerate(zip(list(view.uids), list(view.metas)))
-                if uid not in view.gone]    # RFC 2180 §4.3: expunged by another session, not reported
         for start in range(0, len(rows), CACHE_BATCH):
             batch = rows[start:start + CACHE_BATCH]
-            entries = (yield from self._derived([uid for _, uid, _ in batch])) if cached else {}
-            for seq, uid, meta in batch:
+            entries = (yield from self._derived([row[1] for row in batch])) if cached else {}
+            for seq, uid, meta, recent in batch:
                 data = kept = None
                 if cached:      # the header block is the message for header-only keys (derived.py)
                     data = entries.get(uid, {}).get("HEADER")
@@ -104,10 +141,17 @@ class SelectedCommands(FetchCommands):
                     data = yield from self._read(uid)
                     if data is None:
                         continue
-                if search_eval.matches(sa.key, seq, meta, uid in view.recent, data, ctx, kept):
+                if search_eval.matches(key, seq, meta, recent, data, ctx, kept):
                     hits.append(uid)
-        self._search_answer(head, sa.returns, hits)
-        return None
+        return hits
+
+    def _derived(self, uids, *args, **kwargs):
+        """FetchCommands._derived, each entry's kept envelope values noted in
+        the folder's shared column on the way (search_columns.note): a SEARCH
+        FROM / SUBJECT... after a FETCH of ENVELOPE decodes nothing."""
+        entries = yield from super()._derived(uids, *args, **kwargs)
+        search_columns.note(self._folder.shared(search_columns.COLUMN), entries)
+        return entries
 
     def _search_answer(self, head, returns, hits) -> None:
         """SEARCH (rev1 without RETURN) or ESEARCH (RFC 4731 §3.1, RFC 9051
@@ -142,17 +186,12 @@ class SelectedCommands(FetchCommands):
         if not uids:
             return None
         outcome = yield from self._ask(self._folder.store, uids, list(sa.flags), _STORE_MODES[sa.mode], None)
-        for meta in outcome.changed:
-            view.update(meta)
-        self._emit(view.note_keywords(sa.flags))
+        keywords = view.note_keywords(sa.flags)
+        # RFC 9051 §6.4.6: a FETCH (FLAGS) per message unless .SILENT, built in one pass
+        fetches = view.stored(outcome.changed, uids, head.uid, sa.silent)
+        self._emit(keywords)
+        self._emit(fetches)
         self.counts["stored"] += len(uids)
-        for uid in uids:
-            if uid in view.gone:
-                continue
-            if sa.silent:
-                view.mark_shown(uid)    # our own change: .SILENT says no FETCH
-            else:
-                self._emit(view.flag_fetch(uid, head.uid))
         return None
 
     # -- COPY / MOVE (RFC 9051 §6.4.7, RFC 6851, RFC 4315 §3) --------------------------------

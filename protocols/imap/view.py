@@ -22,6 +22,7 @@ The module is pure data: no backend call, no I/O.
 from __future__ import annotations
 
 import bisect
+import functools
 from typing import Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
 from protocols.backend.contracts import FolderChanges, FolderState, MessageMeta
@@ -172,14 +173,48 @@ class FolderView:
         self.shown.pop(uid, None)
         self.flag_dirty.discard(uid)
 
+    def stored(self, changed: Iterable[MessageMeta], uids: Iterable[int], with_uid: bool, silent: bool) -> bytes:
+        """Our own STORE on ``uids`` (ascending) changed ``changed``: their new
+        metadata, and ``* n FETCH (FLAGS (...))`` for each of ``uids`` still
+        here (RFC 9051 §6.4.6), none with .SILENT; ``update`` then
+        ``flag_fetch`` (or ``mark_shown``) for each, built in one pass (a
+        STORE 1:* on 10,000 messages)."""
+        new = {m.uid: m for m in changed}
+        out: List[bytes] = []
+        rev1, uids_, metas = not self.rev2, self.uids, self.metas
+        shown, dirty, gone, recent = self.shown, self.flag_dirty, self.gone, self.recent
+        lo = 0
+        for uid in uids:
+            i = bisect.bisect_left(uids_, uid, lo)
+            if i == len(uids_) or uids_[i] != uid:
+                continue
+            lo, meta = i, new.get(uid)
+            if uid in gone:
+                if meta is not None:
+                    self.update(meta)       # announced with the EXPUNGE's flush
+                continue
+            if meta is not None:
+                metas[i] = meta
+            if shown:
+                shown.pop(uid, None)
+            dirty.discard(uid)
+            if silent:
+                continue
+            flags = metas[i].flags
+            if type(flags) is not frozenset:      # the contract's type; anything else made one
+                flags = frozenset(flags)
+            flags = _flag_list(flags, rev1 and uid in recent)     # a few distinct sets: each rendered once
+            out.append(b"* %d FETCH (%sFLAGS %s)\r\n" % (i + 1, b"UID %d " % uid if with_uid else b"", flags))
+        return b"".join(out)
+
     # -- what the client hears ------------------------------------------------
 
     def flags_of(self, uid: int) -> bytes:
         """FLAGS as sent: with \\Recent for IMAP4rev1 (RFC 3501 §2.3.2)."""
-        flags = sorted(self.meta(uid).flags, key=_flag_order)
-        if not self.rev2 and uid in self.recent:
-            flags.append("\\Recent")
-        return wire.paren([f.encode("utf-8") for f in flags])
+        flags = self.meta(uid).flags
+        if type(flags) is not frozenset:      # the contract's type; anything else made one
+            flags = frozenset(flags)
+        return _flag_list(flags, not self.rev2 and uid in self.recent)
 
     def flags_response(self) -> bytes:
         """FLAGS and PERMANENTFLAGS (RFC 9051 §7.3.5, §7.1): \\* lets clients make keywords."""
@@ -236,6 +271,16 @@ class FolderView:
         self.flag_dirty -= self.gone
         self.gone = set()
         return b"".join(out)
+
+
+@functools.lru_cache(maxsize=1024)
+def _flag_list(flags: FrozenSet[str], recent: bool) -> bytes:
+    """flag-fetch list (RFC 9051 §7.5.2) of a flag set; a mailbox has few
+    distinct sets, so each is rendered once (ours: 1,024 remembered)."""
+    ordered = sorted(flags, key=_flag_order)
+    if recent:
+        ordered.append("\\Recent")
+    return wire.paren([f.encode("utf-8") for f in ordered])
 
 
 def _flag_order(flag: str) -> Tuple[int, str]:
