@@ -114,7 +114,7 @@ class CompressTest(unittest.TestCase):
         self.assertNotIn(b"COMPRESS=DEFLATE", feed(s, b"a CAPABILITY\r\n"))
         login(s)
         caps = feed(s, b"b CAPABILITY\r\n")
-        self.assertIn(b" COMPRESS=DEFLATE UNAUTHENTICATE\r\n", caps)
+        self.assertIn(b" COMPRESS=DEFLATE UNAUTHENTICATE ", caps)
 
     def test_corrupt_stream_is_bye(self):
         s, _, c = compressed_session()

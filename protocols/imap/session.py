@@ -325,6 +325,8 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, SessionCore):
                 caps.append(b"LOGINDISABLED")   # RFC 9051 §6.2.3
             caps += [b"AUTH=" + m.encode("ascii") for m in self._mechanisms()]
             caps.append(b"SASL-IR")     # RFC 4959
+        else:   # after a login: RFC 4978 §5 (command-auth), RFC 8437 §2
+            caps += [b"COMPRESS=DEFLATE", b"UNAUTHENTICATE"]
         caps += [b"LITERAL+", b"ENABLE", b"ID", b"IDLE", b"NAMESPACE", b"UNSELECT", b"UIDPLUS",
                  b"MOVE", b"MULTIAPPEND", b"CHILDREN", b"LIST-EXTENDED", b"LIST-STATUS",
                  b"SPECIAL-USE", b"CREATE-SPECIAL-USE", b"ESEARCH", b"SEARCHRES", b"STATUS=SIZE",
@@ -332,9 +334,6 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, SessionCore):
                  # served by fetch_data.py (RFC 3516 BINARY), the session and
                  # search_eval.py (RFC 8514 SAVEDATE), search_eval.py (RFC 5032 WITHIN)
                  b"BINARY", b"SAVEDATE", b"WITHIN"]
-        if self.state is not ImapState.NOT_AUTHENTICATED:
-            # RFC 4978 §5 (command-auth), RFC 8437 §2: after a login
-            caps += [b"COMPRESS=DEFLATE", b"UNAUTHENTICATE"]
         return b" ".join(caps)
 
 
