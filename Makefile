@@ -23,6 +23,7 @@ bench:
 	$(PYTHON) tests/bench_memory.py
 	$(PYTHON) tests/bench_imap.py
 	$(PYTHON) tests/bench_imap_content.py
+	$(PYTHON) tests/bench_imap_compress.py
 	$(PYTHON) tests/bench_testserver.py
 
 # Optional: the issue's reference peer (aiosmtpd) in a venv under bench-data/, used

@@ -113,6 +113,13 @@ class CommandReader:
         if self._state != _CLOSED:
             self._buf += data
 
+    def take_unread(self) -> bytes:
+        """Octets fed and not read yet, given back (at a command boundary:
+        the session's COMPRESS, RFC 4978 §3, inflates them instead)."""
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
+
     def continue_literal(self) -> None:
         """The session sent ``+ ...``: the literal's octets may come."""
         assert self._pending is not None

@@ -10,7 +10,8 @@ MULTIAPPEND (RFC 3502), SASL-IR (RFC 4959), LITERAL+ (RFC 7888), CHILDREN
 CREATE-SPECIAL-USE (RFC 6154), ESEARCH (RFC 4731), SEARCHRES (RFC 5182),
 STATUS=SIZE (RFC 8438), APPENDLIMIT (RFC 7889), UTF8=ACCEPT (RFC 6855 §3:
 mailbox names in UTF-8), BINARY (RFC 3516, fetch_data.py), SAVEDATE (RFC
-8514), WITHIN (RFC 5032, search_eval.py).
+8514), WITHIN (RFC 5032, search_eval.py), COMPRESS=DEFLATE (RFC 4978,
+compress.py), UNAUTHENTICATE (RFC 8437).
 
 Left out (a later issue): CONDSTORE / QRESYNC (RFC 7162) are not
 advertised (MODSEQ is fetched when asked; CHANGEDSINCE, UNCHANGEDSINCE and
@@ -107,6 +108,7 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
         SessionCore.__init__(self, ctx, config, backend)
         self.state = ImapState.NOT_AUTHENTICATED
         self._reader = CommandReader(max_literal=PREAUTH_LITERAL)
+        self._preauth_literal = PREAUTH_LITERAL   # again after UNAUTHENTICATE (RFC 8437)
         self._faults = getattr(backend, "faults", None)    # injected faults (issue 11), if any
         # RFC 9051 §7.1.1: greeting with the capabilities (saves a round trip).
         self._emit(wire.status_line(None, b"OK", "%s IMAP4rev2 server ready" % config.hostname,
@@ -207,7 +209,8 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
     def _dispatch(self, cmd: Command) -> None:
         """RFC 9051 §2.2.1: tag, command name, arguments; table lookup by state."""
         self._commands += 1
-        if self.state is ImapState.NOT_AUTHENTICATED and self._commands > self.config.max_commands_before_login:
+        if self.state is ImapState.NOT_AUTHENTICATED and \
+                self._commands - self._preauth_base > self.config.max_commands_before_login:
             self._fatal("Too many commands without logging in")
             return
         try:
@@ -317,12 +320,14 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
         """RFC 9051 §7.2.2: what this state offers."""
         caps = [b"IMAP4rev2", b"IMAP4rev1"]
         if self.state is ImapState.NOT_AUTHENTICATED:
-            if self.ctx.tls_available and not self.ctx.tls_active:
-                caps.append(b"STARTTLS")   # RFC 9051 §6.2.1
+            if self.ctx.tls_available and not self.ctx.tls_active and self._deflate is None:
+                caps.append(b"STARTTLS")   # RFC 9051 §6.2.1 (not under COMPRESS: session_auth.py)
             if not self._plaintext_ok():
                 caps.append(b"LOGINDISABLED")   # RFC 9051 §6.2.3
             caps += [b"AUTH=" + m.encode("ascii") for m in self._mechanisms()]
             caps.append(b"SASL-IR")     # RFC 4959
+        else:   # after a login: RFC 4978 §5 (command-auth), RFC 8437 §2
+            caps += [b"COMPRESS=DEFLATE", b"UNAUTHENTICATE"]
         caps += [b"LITERAL+", b"ENABLE", b"ID", b"IDLE", b"NAMESPACE", b"UNSELECT", b"UIDPLUS",
                  b"MOVE", b"MULTIAPPEND", b"CHILDREN", b"LIST-EXTENDED", b"LIST-STATUS",
                  b"SPECIAL-USE", b"CREATE-SPECIAL-USE", b"ESEARCH", b"SEARCHRES", b"STATUS=SIZE",
@@ -354,6 +359,8 @@ COMMANDS: Dict[str, Entry] = {
     "AUTHENTICATE": Entry(S._cmd_authenticate, NOT_AUTH),  # RFC 9051 §6.2.2
     "LOGIN": Entry(S._cmd_login, NOT_AUTH),               # RFC 9051 §6.2.3
     "ENABLE": Entry(S._cmd_enable, AUTH),                 # RFC 5161 §3.1
+    "COMPRESS": Entry(S._cmd_compress, LOGGED_IN),        # RFC 4978 §3
+    "UNAUTHENTICATE": Entry(S._cmd_unauthenticate, LOGGED_IN),  # RFC 8437 §3
     "SELECT": Entry(S._cmd_select, LOGGED_IN),            # RFC 9051 §6.3.2
     "EXAMINE": Entry(S._cmd_examine, LOGGED_IN),          # RFC 9051 §6.3.3
     "CREATE": Entry(S._cmd_create, LOGGED_IN),            # RFC 9051 §6.3.4

@@ -1,6 +1,8 @@
 """IMAP not-authenticated state (RFC 9051 §6.2): STARTTLS, AUTHENTICATE (with
 SASL-IR, RFC 4959) and LOGIN, a mixin of protocols/imap/session.py's
-ImapSession.  The SASL steps are the shared exchange of
+ImapSession; with them the commands that change the connection's layers or
+its login: COMPRESS (RFC 4978, the streams in compress.py) and UNAUTHENTICATE
+(RFC 8437).  The SASL steps are the shared exchange of
 protocols/auth_exchange.py, framed as IMAP: ``+ base64`` continuations,
 ``*`` cancels (BAD), OK / NO [AUTHENTICATIONFAILED] / NO [UNAVAILABLE]
 (RFC 5530).  The backend's ``authenticate`` applies the shared failure delay
@@ -44,10 +46,45 @@ class AuthCommands:
         g.end(head.rest)
         if self.ctx.tls_active:
             return (BAD, "TLS is already active", None)
+        if self._deflate is not None:
+            # RFC 4978 §3: TLS must sit below COMPRESS; starting it under a
+            # running compression layer (after UNAUTHENTICATE) is refused
+            return (NO, "TLS cannot start under COMPRESS", None)
         if not self.ctx.tls_available:
             return (NO, "TLS is not available", None)
         self._starttls = True
         return (OK, "Begin TLS negotiation now", None)
+
+    def _cmd_compress(self, head) -> Reply:
+        """RFC 4978 §3: COMPRESS DEFLATE; the tagged OK goes out uncompressed,
+        everything after it is compressed both ways (session_base.py)."""
+        algorithm, rest = g.atom(g.sp(head.rest))
+        g.end(rest)
+        if algorithm.upper() != b"DEFLATE":
+            return (BAD, "Unknown compression algorithm %s" % algorithm[:30].decode("ascii", "replace"), None)
+        if self._deflate is not None:
+            # RFC 4978 §3 / RFC 5530 §3: the same mechanism is already active
+            # (Dovecot answers the same NO)
+            return (NO, "DEFLATE is already active", wire.response_code("COMPRESSIONACTIVE"))
+        self._compress_next = True
+        log.info("imap compress deflate user=%s peer=%s tls=%s", self._user, self.ctx.peer_ip,
+                 self.ctx.tls_active)
+        return (OK, "DEFLATE active", None)
+
+    def _cmd_unauthenticate(self, head) -> Reply:
+        """RFC 8437 §3: back to the not-authenticated state: the selected
+        mailbox is closed without expunging, the account released, what ENABLE
+        turned on is off again (RFC 8437 §4.1).  TLS and COMPRESS are layers of
+        the connection, not of the login: they stay."""
+        g.end(head.rest)
+        log.info("imap unauthenticate user=%s peer=%s", self._user, self.ctx.peer_ip)
+        self._release()
+        self._user = None
+        self.rev2 = self.utf8 = False
+        self.state = type(self.state).NOT_AUTHENTICATED
+        self._reader.max_literal = self._preauth_literal
+        self._preauth_base = self._commands
+        return (OK, "UNAUTHENTICATE completed", None)
 
     def _cmd_authenticate(self, head):
         """RFC 9051 §6.2.2, RFC 4959 (SASL-IR)."""

@@ -16,6 +16,7 @@ from protocols import sasl
 from protocols.backend.contracts import FolderChanges, MailboxError
 from protocols.base import SessionContext
 from protocols.imap import wire
+from protocols.imap.compress import CompressError, Deflater, Inflater
 from protocols.imap.view import FolderView
 
 log = logging.getLogger("mailsrv.imap")
@@ -85,6 +86,11 @@ class SessionCore:
         self._idle_refreshing = False
         self._end_after: Optional[str] = None   # close once the running command answered
         self._starttls = False
+        self._compress_next = False   # COMPRESS answered OK: switch after it (RFC 4978 §3)
+        self._deflate: Optional[Deflater] = None
+        self._inflate: Optional[Inflater] = None
+        self._plain_head = b""         # output queued before the switch, sent as is
+        self._preauth_base = 0         # commands counted before a (re)login
         self._shutdown = False
         self._shutdown_text = "Server shutting down"
         self._user: Optional[str] = None
@@ -104,7 +110,7 @@ class SessionCore:
 
     @property
     def closed(self) -> bool:
-        return self._closing and not self._out
+        return self._closing and not self._out and not self._plain_head
 
     @property
     def busy(self) -> bool:
@@ -123,6 +129,14 @@ class SessionCore:
             return
         if self._closing or self.want_tls:
             return   # RFC 9051 §6.2.1: nothing pipelined after STARTTLS is read
+        if self._inflate is not None:
+            self._inflate.feed(data)
+        else:
+            self._take(data)
+        self._inflate_input()
+
+    def _take(self, data: bytes) -> None:
+        """Command octets (inflated, under COMPRESS) to the reader, within its limits."""
         self._lines += data.count(b"\n")
         self._reader.feed(data)
         if self._reader.buffered > self._total_limit() + MAX_PIPELINED:
@@ -130,10 +144,28 @@ class SessionCore:
             return
         self._process()
 
+    def _inflate_input(self) -> None:
+        """RFC 4978 §3: under COMPRESS, input is inflated before the reader, a
+        bounded step at a time with the limits checked after each (compress.py)."""
+        while self._inflate is not None and not (self._closing or self.want_tls):
+            try:
+                chunk = self._inflate.read()
+            except CompressError as exc:
+                log.info("imap compress error user=%s peer=%s: %s", self._user, self.ctx.peer_ip, exc)
+                self._fatal("Compression error: %s" % exc)
+                return
+            if not chunk:
+                return
+            self._take(chunk)
+
     def data_to_send(self) -> bytes:
         data = b"".join(self._out)
         self._out.clear()
         self._out_size = 0
+        if self._deflate is not None:
+            # RFC 4978 §4: each batch ends with a sync flush (compress.py)
+            head, self._plain_head = self._plain_head, b""
+            data = head + self._deflate.compress(data)
         if self._drain_waiter is not None:
             waiter, self._drain_waiter = self._drain_waiter, None
             waiter(None)
@@ -179,6 +211,7 @@ class SessionCore:
         """The connection is gone: nothing more is sent."""
         self._out.clear()
         self._out_size = 0
+        self._plain_head = b""
         self._finish(why)
         self._end_after = "gone"
 
@@ -193,6 +226,10 @@ class SessionCore:
         log.info("imap session ended (%s) user=%s peer=%s commands=%d fetched=%d stored=%d "
                  "appended=%d copied=%d expunged=%d", why, self._user, self.ctx.peer_ip,
                  self._commands, c["fetched"], c["stored"], c["appended"], c["copied"], c["expunged"])
+        if self._deflate is not None:
+            log.info("imap compress totals user=%s peer=%s in=%d/%d out=%d/%d (wire/plain)",
+                     self._user, self.ctx.peer_ip, self._inflate.wire, self._inflate.plain,
+                     self._deflate.wire, self._deflate.plain)
 
     def _release(self) -> None:
         self._close_folder()
@@ -251,6 +288,7 @@ class SessionCore:
         try:
             self._step(gen, result)
             self._process()
+            self._inflate_input()
         except Exception:
             # a bug: the client hears BYE instead of waiting forever, and the
             # exception goes on to whoever called done (it is logged there)
@@ -264,10 +302,24 @@ class SessionCore:
         if self._starttls:
             self._starttls = False
             self.want_tls = True
+        if self._compress_next:
+            self._start_compression()
         if self._end_after == "logout":
             self._finish("logout")
         elif self._shutdown:
             self._fatal(self._shutdown_text)
+
+    def _start_compression(self) -> None:
+        """RFC 4978 §3: compress "starting immediately after the CRLF which
+        ends the tagged OK" (what is queued so far goes out as it is), and
+        the client compresses from the first command after COMPRESS: octets
+        already read past it are compressed ones, inflated by the callers."""
+        self._compress_next = False
+        self._plain_head = b"".join(self._out)
+        self._out.clear()
+        self._out_size = 0
+        self._deflate, self._inflate = Deflater(), Inflater()
+        self._inflate.feed(self._reader.take_unread())
 
     def _wait_line(self, done: Callable) -> None:
         """Yielded by AUTHENTICATE: the next client line comes to ``done``."""
