@@ -27,7 +27,7 @@ from typing import Callable, List, Optional, Sequence
 
 from protocols import mime
 from protocols.imap import args as A
-from protocols.imap import derived, fetch_data, wire
+from protocols.imap import derived, fetch_cache, fetch_data, wire
 from protocols.imap.fetch_args import FetchAtt
 from protocols.imap.session_base import BAD, NO, Refusal
 
@@ -64,7 +64,8 @@ class FetchCommands:
         flagged = yield from self._set_seen(uids, atts)
         wanted = [a for a in atts if fetch_data.needs_content(a)]
         if wanted and all(derived.cacheable(a) for a in wanted):
-            missing = yield from self._fetch_cached(uids, atts, flagged)
+            head = all(fetch_cache.from_head(a) for a in wanted)
+            missing = yield from self._fetch_cached(uids, atts, flagged, head)
         else:
             missing = yield from self._fetch_read(uids, atts, flagged, bool(wanted))
         if missing:
@@ -88,13 +89,14 @@ class FetchCommands:
             yield self._wait_drain
         return missing
 
-    def _fetch_cached(self, uids, atts, flagged):
-        """The content items from the folder's cache (derived.py), ``CACHE_BATCH``
-        UIDs a request; a message whose entry lacks an item is read whole."""
+    def _fetch_cached(self, uids, atts, flagged, head: bool):
+        """The content items from the folder's cache (derived.py; ``head``: the
+        header-only entries of fetch_cache.py), ``CACHE_BATCH`` UIDs a request;
+        a message whose entry lacks an item is read whole."""
         missing = False
         for start in range(0, len(uids), CACHE_BATCH):
             batch = uids[start:start + CACHE_BATCH]
-            entries = yield from self._derived(batch)
+            entries = yield from self._derived(batch, not head)
             for uid in batch:
                 entry = entries.get(uid)
                 if entry is None:
@@ -113,9 +115,13 @@ class FetchCommands:
                 yield self._wait_drain
         return missing
 
-    def _derived(self, uids: Sequence[int]):
-        """``{uid: entry}`` from ``OpenFolder.derived``; gone UIDs missing (RFC 2180 §4.1)."""
-        result = yield lambda done: self._folder.derived(uids, derived.KIND, derived.compute, done)
+    def _derived(self, uids: Sequence[int], full: bool = False):
+        """``{uid: entry}`` from ``OpenFolder.derived``; gone UIDs missing (RFC 2180 §4.1).
+        The header-only entries (fetch_cache.py: ENVELOPE, HEADER, the SEARCH
+        values), unless ``full``: derived.compute's, BODYSTRUCTURE and BODY too."""
+        kind, compute = ((derived.KIND, derived.compute) if full
+                         else (fetch_cache.HEAD_KIND, fetch_cache.compute_head))
+        result = yield lambda done: self._folder.derived(uids, kind, compute, done)
         if isinstance(result, BaseException):
             log.error("imap cache read failed user=%s: %r", self._user, result)
             raise Refusal(NO, "Cannot read messages, try again", "UNAVAILABLE")

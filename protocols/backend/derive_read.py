@@ -1,0 +1,45 @@
+"""What ``OpenFolder.derived`` (imapaccess.py) gives a ``compute`` when the
+cache misses: the whole message in CRLF form, or, for a compute that
+carries a ``header_end`` function (contracts.OpenFolder.derived;
+protocols/imap/fetch_cache.py), only its header block, read from the start
+of the file in one bounded read (a second, whole read when the header runs
+past it).  Runs on the folder's worker thread.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from store.folder_imap import to_crlf
+
+# Ours: the first read of a message file when only its header is wanted.
+# The benchmark corpus's headers are 0.6-2 KiB and a usual one is 1-4 KiB
+# (protocols/imap/derived.py MAX_HEADER's comment); a longer header takes a
+# second read of the whole file.
+HEAD_READ = 16 * 1024
+
+
+def message_for(folder, msg, uid: int, compute: Callable) -> Optional[bytes]:
+    """The octets ``compute`` is given for the message ``msg`` (UID ``uid``)
+    of the snapshot; None when it is gone (RFC 2180 §4.1)."""
+    header_end = getattr(compute, "header_end", None)
+    if header_end is not None and msg is not None:
+        try:
+            return _header_block(msg.path, header_end)
+        except FileNotFoundError:
+            pass                      # renamed by a flag change: read_crlf looks again
+    return folder.read_crlf(uid)
+
+
+def _header_block(path: str, header_end: Callable) -> bytes:
+    """The header block of the message file at ``path``, in CRLF form;
+    ``header_end(prefix, complete)`` says where it ends, or None: read more."""
+    with open(path, "rb") as f:
+        raw = f.read(HEAD_READ)
+        complete = len(raw) < HEAD_READ
+        prefix = to_crlf(raw)       # a prefix of the file's CRLF form (each LF gets one CR)
+        end = header_end(prefix, complete)
+        if end is None:
+            prefix = to_crlf(raw + f.read())
+            end = header_end(prefix, True)
+    return prefix[:end]

@@ -1,0 +1,118 @@
+"""protocols/imap/fetch_cache.py and protocols/backend/derive_read.py: the
+header-only cache entry, computed from the first octets of the file, is the
+entry derived.compute gives from the whole message for every item it holds,
+and header_end never answers an offset the whole message would not."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import unittest
+
+from protocols.backend import derive_read
+from protocols.imap import derived, fetch_cache
+from protocols.imap.fetch_args import FetchAtt, Section
+from store.folder_imap import to_crlf
+from tests.test_imap_derived import HEADER_ATTS, MESSAGES
+from tests.test_imap_fetch_data import msg
+
+# Headers that are easy to get wrong when cut from a prefix of the file.
+TRICKY = {
+    "folded_everywhere": msg("Subject: one", " two", "\tthree", "From: a@example.test (A", " B)",
+                             "To: \"Q, R\" <q@example.test>,", "  s@example.test", "", "body"),
+    "rfc2047": msg("Subject: =?utf-8?b?R3LDvMOfZQ==?= =?iso-8859-1?q?caf=E9?=",
+                   "From: =?utf-8?q?J=C3=BCrgen?= <j@example.test>", "", "x"),
+    "missing_fields": msg("X-Only: nothing the envelope reads", "", "body"),
+    "no_fields": msg("", "body only"),
+    "eightbit": ("Subject: Gr\u00fc\u00dfe\r\nFrom: \u00fc@example.test\r\n\r\nx\r\n").encode("utf-8")
+    + b"Subject: \xff\xfe raw\r\n",
+    "duplicates": msg("Subject: first", "Subject: second", "From: a@example.test",
+                      "From: b@example.test", "Date: 1 Jan 2020 00:00 +0000", "Date: 2 Jan 2020 00:00 +0000",
+                      "", "x"),
+    "header_only_no_blank": msg("Subject: just a header", "From: a@example.test"),
+    "header_only_no_final_crlf": msg("Subject: just a header", "From: a@example.test", end=False),
+    "non_field_line_ends_header": msg("Subject: s", "this is not a field", "From: late@example.test",
+                                      "", "x"),
+    "empty": b"",
+    "blank_line_with_space": msg("Subject: s", " ", "From: a@example.test", "", "x"),
+    "cr_only_line": b"Subject: s\r\n\r\rFrom: x\r\n\r\nbody\r\n",
+    "long_header": msg("Subject: long", "X-Pad: " + "p" * (derive_read.HEAD_READ + 100), "", "body"),
+    "header_at_read_edge": msg("Subject: edge", "X-Pad: " + "p" * (derive_read.HEAD_READ - 29), "", "b"),
+}
+ALL = dict(MESSAGES, **TRICKY)
+
+
+def lf_form(data: bytes) -> bytes:
+    """As Maildir files are written (LF line ends)."""
+    return data.replace(b"\r\n", b"\n")
+
+
+class HeaderEndTest(unittest.TestCase):
+    def test_no_prefix_answers_an_offset_the_whole_message_would_not(self):
+        for name, data in ALL.items():
+            for raw in (data, lf_form(data)):
+                if len(raw) > 3000:
+                    continue                      # every cut of the small ones is enough
+                whole = to_crlf(raw)
+                want = fetch_cache.header_end(whole, True)
+                for cut in range(len(raw)):
+                    got = fetch_cache.header_end(to_crlf(raw[:cut]), False)
+                    self.assertIn(got, (None, want), "%s cut at %d" % (name, cut))
+                self.assertEqual(fetch_cache.header_end(whole, False) in (None, want), True, name)
+
+    def test_a_usual_header_is_found_before_the_body(self):
+        data = MESSAGES["folded"]
+        end = data.index(b"\r\n\r\n") + 4
+        self.assertEqual(fetch_cache.header_end(data[:end + 1], False), end)
+        self.assertIsNone(fetch_cache.header_end(data[:end - 3], False))
+
+
+class ComputeHeadTest(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="mailsrv-fetchcache-")
+        self.addCleanup(shutil.rmtree, self.dir, True)
+
+    def read_head(self, raw: bytes) -> bytes:
+        path = os.path.join(self.dir, "m")
+        with open(path, "wb") as f:
+            f.write(raw)
+        return derive_read._header_block(path, fetch_cache.header_end)
+
+    def test_the_entry_from_the_header_read_is_the_full_entrys_part(self):
+        for name, data in ALL.items():
+            for raw in (data, lf_form(data)):
+                full = derived.compute(to_crlf(raw))
+                block = self.read_head(raw)
+                head = fetch_cache.compute_head(block)
+                self.assertEqual(head, fetch_cache.compute_head(to_crlf(raw)), name)
+                self.assertEqual(set(head) - set(full), set(), name)
+                for key, value in head.items():
+                    self.assertEqual(value, full[key], "%s %s" % (name, key))
+                self.assertEqual("HEADER" in head, "HEADER" in full, name)
+
+    def test_items_render_the_same_from_either_entry(self):
+        atts = [FetchAtt("ENVELOPE")] + HEADER_ATTS
+        for name, data in ALL.items():
+            full = derived.compute(to_crlf(data))
+            head = fetch_cache.compute_head(self.read_head(lf_form(data)))
+            for att in atts:
+                self.assertTrue(fetch_cache.from_head(att))
+                self.assertEqual(derived.render(att, head), derived.render(att, full), "%s %s" % (name, att))
+
+    def test_long_header_takes_a_second_read(self):
+        raw = lf_form(TRICKY["long_header"])
+        self.assertGreater(raw.index(b"\n\n"), derive_read.HEAD_READ)
+        block = self.read_head(raw)
+        self.assertTrue(block.endswith(b"\r\n\r\n"))
+        self.assertEqual(block, to_crlf(raw)[:to_crlf(raw).index(b"\r\n\r\n") + 4])
+
+    def test_body_items_are_not_answered_from_the_head(self):
+        for att in (FetchAtt("BODYSTRUCTURE"), FetchAtt("BODY"),
+                    FetchAtt("BODY", Section(text="TEXT"), peek=True),
+                    FetchAtt("BODY", Section(part=(1,), text="HEADER"), peek=True)):
+            self.assertFalse(fetch_cache.from_head(att), att)
+
+
+if __name__ == "__main__":
+    unittest.main()
