@@ -134,7 +134,8 @@ def unfold(raw: bytes) -> bytes:
 def field_value(raw: bytes) -> bytes:
     """The unfolded body of one raw field: after the colon, without the white
     space around it and the final line end (RFC 5322 §2.2)."""
-    return unfold(raw.split(b":", 1)[1].rstrip(b"\r\n")).strip(b" \t")
+    value = raw[raw.index(b":") + 1:].rstrip(b"\r\n")
+    return (unfold(value) if b"\n" in value else value).strip(b" \t")
 
 
 def line_end_of(data: bytes, start: int = 0) -> bytes:

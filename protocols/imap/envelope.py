@@ -20,7 +20,7 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 from protocols.imap import wire
-from protocols.message import field_value, parse_header
+from protocols.message import Header, field_value, parse_header
 
 # RFC 9051 §7.5.2: the order of the envelope's members.
 _ADDRESS_FIELDS = (b"from", b"sender", b"reply-to", b"to", b"cc", b"bcc")
@@ -52,6 +52,12 @@ _SIMPLE_LIST = re.compile(r'[ \t\r\n]*(?:%s)(?:[ \t\r\n]*,[ \t\r\n]*(?:%s))*[ \t
                           % (_MAILBOX_RX, _MAILBOX_RX))
 _SIMPLE_MAX = 4096      # ours: longer lists skip the regex (a bound on its work)
 _WORD = re.compile(r'"([^"\\\r\n]*)"|(%s)' % _ATOM_RX)
+# The same three over the octets (a byte of 0x80 or more matches where its
+# surrogateescape character does, so they match the same text the same way):
+# the common list is read and rendered with no decoding.
+_SIMPLE_LIST_B = re.compile(_SIMPLE_LIST.pattern.encode("ascii"))
+_SIMPLE_MAILBOX_B = re.compile(_MAILBOX_RX.encode("ascii"))
+_WORD_B = re.compile(_WORD.pattern.encode("ascii"))
 # Octets wire.string sends as a quoted string with nothing escaped (its
 # quotable set without DQUOTE and backslash).
 _PLAIN = re.compile(rb'[\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*')
@@ -62,28 +68,26 @@ Token = Tuple[str, str]            # (kind, text): atom, quoted, literal, commen
 Address = Tuple[Optional[bytes], Optional[bytes], Optional[bytes], Optional[bytes]]
 
 
-def envelope(data: bytes, start: int, end: int) -> bytes:
+def envelope(data: bytes, start: int, end: int, head: Optional[Header] = None) -> bytes:
     """The parenthesized envelope of the message whose header is in
-    ``data[start:end]`` (RFC 9051 §7.5.2, §9 envelope)."""
-    head = parse_header(data, start, end)
+    ``data[start:end]`` (RFC 9051 §7.5.2, §9 envelope); ``head``: that
+    header's parse_header, when the caller has it."""
+    if head is None:
+        head = parse_header(data, start, end)
     firsts: Dict[bytes, bytes] = {}             # the first field of each name used, raw
     for name, raw in head.fields:
         if name in _USED and name not in firsts:
             firsts[name] = raw
-
-    def first(name: bytes) -> Optional[bytes]:
-        raw = firsts.get(name)
-        return None if raw is None else field_value(raw)
-
-    addresses = {name: address_list(first(name)) for name in _ADDRESS_FIELDS}
+    values = {name: field_value(raw) for name, raw in firsts.items()}
+    value = values.get
+    lists = {name: _render_list(address_list(value(name))) for name in _ADDRESS_FIELDS}
     # RFC 9051 §7.5.2: Sender and Reply-To absent or empty default to From.
     for name in (b"sender", b"reply-to"):
-        if not addresses[name]:
-            addresses[name] = addresses[b"from"]
-    items = [nstring(first(b"date")), nstring(first(b"subject"))]
-    items += [_render_list(addresses[name]) for name in _ADDRESS_FIELDS]
-    items += [nstring(first(b"in-reply-to")), nstring(first(b"message-id"))]
-    return b"(" + b" ".join(items) + b")"
+        if lists[name] == b"NIL":
+            lists[name] = lists[b"from"]
+    return b"".join((b"(", nstring(value(b"date")), b" ", nstring(value(b"subject")), b" ",
+                     b" ".join([lists[name] for name in _ADDRESS_FIELDS]), b" ",
+                     nstring(value(b"in-reply-to")), b" ", nstring(value(b"message-id")), b")"))
 
 
 def nstring(value: Optional[bytes]) -> bytes:
@@ -98,9 +102,17 @@ def nstring(value: Optional[bytes]) -> bytes:
 
 
 def _render_list(addrs: List[Address]) -> bytes:
-    """env-from etc. = "(" 1*address ")" / nil (RFC 9051 §9)."""
+    """env-from etc. = "(" 1*address ")" / nil (RFC 9051 §9).  When every
+    value is plain (one _PLAIN match of them all: \x01 is plain itself, and
+    no value is longer than MAX_QUOTED when all of them together are not),
+    each goes quoted as nstring would send it, with no test of its own."""
     if not addrs:
         return b"NIL"
+    present = [v for a in addrs for v in a if v is not None]
+    joined = b"\x01".join(present)
+    if len(joined) <= wire.MAX_QUOTED and _PLAIN.fullmatch(joined):
+        return b"((" + b")(".join([b" ".join([b"NIL" if v is None else b'"' + v + b'"' for v in a])
+                                   for a in addrs]) + b"))"
     return b"(" + b"".join(b"(" + b" ".join(nstring(v) for v in a) + b")" for a in addrs) + b")"
 
 
@@ -187,6 +199,8 @@ def address_list(value: Optional[bytes]) -> List[Address]:
     start and a (NIL NIL NIL NIL) end (RFC 9051 §7.5.2)."""
     if value is None:
         return []
+    if len(value) <= _SIMPLE_MAX and _SIMPLE_LIST_B.fullmatch(value):
+        return [_simple_mailbox_b(m) for m in _SIMPLE_MAILBOX_B.finditer(value)]
     text = value.decode("utf-8", "surrogateescape")
     if len(text) <= _SIMPLE_MAX and _SIMPLE_LIST.fullmatch(text):
         return [_simple_mailbox(m) for m in _SIMPLE_MAILBOX.finditer(text)]
@@ -214,6 +228,17 @@ def _simple_mailbox(m) -> Address:
         words = [w.group(1) if w.group(1) is not None else w.group(2)
                  for w in _WORD.finditer(m.group(1))]
     return (None if words is None else _enc(" ".join(words)), None, _enc(m.group(2)), _enc(m.group(3)))
+
+
+def _simple_mailbox_b(m) -> Address:
+    """_simple_mailbox over the octets."""
+    if m.group(1) is None and m.group(4) is not None:          # a bare addr-spec
+        return (None, None, m.group(4), m.group(5))
+    name = None
+    if m.group(1) is not None:
+        name = b" ".join([w.group(1) if w.group(1) is not None else w.group(2)
+                          for w in _WORD_B.finditer(m.group(1))])
+    return (name, None, m.group(2), m.group(3))
 
 
 def _enc(text: str) -> bytes:

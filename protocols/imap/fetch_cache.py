@@ -21,6 +21,7 @@ are computed only when a FETCH asks for them.
 
 from __future__ import annotations
 
+import re
 from typing import Dict, Optional
 
 from protocols.imap import derived, search_eval
@@ -31,6 +32,9 @@ from protocols.message import parse_header
 # The entries' kind: derived.KIND's version follows, so a change of what
 # derived.py keeps (search_eval.kept_values) also retires these entries.
 HEAD_KIND = derived.KIND + "-head1"
+# Fields with their folds, each line ended by LF (message.py's
+# _FIELD_AND_FOLDS with every line whole), then the empty line (RFC 5322 §2.1).
+_BLOCK = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]+[ \t]*:[^\n]*\n(?:[ \t][^\n]*\n)*)*\r?\n")
 
 
 def header_end(prefix: bytes, complete: bool) -> Optional[int]:
@@ -41,7 +45,12 @@ def header_end(prefix: bytes, complete: bool) -> Optional[int]:
     parse_header ends the header at the first line that is neither a field
     nor a fold; when that line is whole in ``prefix`` (its LF is there),
     the octets after it cannot change where the header ends, so the answer
-    is that of the whole message."""
+    is that of the whole message.  The usual header, fields then an empty
+    line, is one match of ``_BLOCK``, which ends where parse_header does (no
+    line of it can end the header sooner)."""
+    usual = _BLOCK.match(prefix)
+    if usual is not None:
+        return usual.end()
     head = parse_header(prefix)
     if complete:
         return head.body_start
@@ -53,8 +62,9 @@ def header_end(prefix: bytes, complete: bool) -> Optional[int]:
 def compute_head(data: bytes) -> Dict[str, bytes]:
     """The header-only entry of a message (see the module docstring);
     ``data`` is its header block or the whole message, in CRLF form."""
-    header = data[:parse_header(data).body_start]
-    entry = {"ENVELOPE": b"ENVELOPE " + envelope(header, 0, len(header))}
+    head = parse_header(data)
+    header = data[:head.body_start]       # the offsets of ``head`` hold in it
+    entry = {"ENVELOPE": b"ENVELOPE " + envelope(header, 0, len(header), head)}
     if len(header) <= derived.MAX_HEADER:
         entry["HEADER"] = header
         entry.update(search_eval.kept_values(header))
