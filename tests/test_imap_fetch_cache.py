@@ -10,8 +10,10 @@ import shutil
 import tempfile
 import unittest
 
+from protocols import mime
 from protocols.backend import derive_read
-from protocols.imap import derived, fetch_cache
+from protocols.imap import derived, fetch_cache, fetch_data
+from protocols.message import parse_header
 from protocols.imap.fetch_args import FetchAtt, Section
 from store.folder_imap import to_crlf
 from tests.test_imap_derived import HEADER_ATTS, MESSAGES
@@ -35,6 +37,8 @@ TRICKY = {
     "non_field_line_ends_header": msg("Subject: s", "this is not a field", "From: late@example.test",
                                       "", "x"),
     "empty": b"",
+    "bare_cr_and_space_before_colon": b"Subject: a\rFrom: hidden\r\nFrom: real@example.test\r\n"
+                                      b"Subject : spaced\r\nFROM:\r\n folded@example.test\r\n\r\nx",
     "blank_line_with_space": msg("Subject: s", " ", "From: a@example.test", "", "x"),
     "cr_only_line": b"Subject: s\r\n\r\rFrom: x\r\n\r\nbody\r\n",
     "long_header": msg("Subject: long", "X-Pad: " + "p" * (derive_read.HEAD_READ + 100), "", "body"),
@@ -66,6 +70,34 @@ class HeaderEndTest(unittest.TestCase):
         end = data.index(b"\r\n\r\n") + 4
         self.assertEqual(fetch_cache.header_end(data[:end + 1], False), end)
         self.assertIsNone(fetch_cache.header_end(data[:end - 3], False))
+
+
+def fields_by_parse(data: bytes, names) -> bytes:
+    """HEADER.FIELDS as parse_header reads it (the code before the regex)."""
+    wanted = set(n.lower().encode("ascii") for n in names)
+    head = parse_header(data, 0, mime.parse(data).body_start)
+    out = [raw if raw.endswith(b"\n") else raw + b"\r\n" for name, raw in head.fields if name in wanted]
+    return b"".join(out) + data[head.fields_end:head.body_start]
+
+
+class HeaderFieldsTest(unittest.TestCase):
+    NAMES = [("FROM", "SUBJECT", "DATE"), ("subject",), ("x-only", "To"), ("nope",), ("X.Y*",),
+             ("x-long", "Subject", "SUBJECT"), ("From", "Fro"), ("content-type", "MIME-Version")]
+
+    def test_the_regex_finds_what_parse_header_finds(self):
+        for name, data in ALL.items():
+            for raw in (data, lf_form(data), to_crlf(data)):
+                root = mime.parse(raw)
+                for names in self.NAMES:
+                    self.assertEqual(fetch_data.header_fields(raw, root, names, False),
+                                     fields_by_parse(raw, names), "%s %s" % (name, names))
+
+    def test_from_the_cached_block_too(self):
+        att = FetchAtt("BODY", Section(text="HEADER.FIELDS", fields=("FROM", "SUBJECT", "DATE")), peek=True)
+        for name, data in ALL.items():
+            full = derived.compute(data)
+            if "HEADER" in full:
+                self.assertEqual(derived.render(att, full), fetch_data.render(att, data, mime.parse(data)), name)
 
 
 class ComputeHeadTest(unittest.TestCase):

@@ -182,17 +182,47 @@ def _wanted(names: Tuple[str, ...]) -> FrozenSet[bytes]:
     return frozenset(n.lower().encode("ascii") for n in names)
 
 
+@functools.lru_cache(maxsize=256)
+def _fields_rx(names: Tuple[str, ...]):
+    """The fields named ``names`` (ASCII case-insensitive) with their folds,
+    each at a line start: message.py's _FIELD_AND_FOLDS for these names."""
+    alts = b"|".join(re.escape(n.encode("ascii")) for n in sorted(set(names), key=len, reverse=True))
+    return re.compile(rb"^(?:" + alts + rb")[ \t]*:[^\n]*\n?(?:[ \t][^\n]*\n?)*",
+                      re.IGNORECASE | re.MULTILINE)
+
+
 def header_fields(data: bytes, msg: mime.Part, names, exclude: bool) -> bytes:
     """HEADER.FIELDS / HEADER.FIELDS.NOT: the fields whose name matches
     (ASCII case-insensitive, otherwise exact) in message order, then the
-    blank line the header has (RFC 9051 §6.4.5.1)."""
-    wanted = _wanted(tuple(names))
+    blank line the header has (RFC 9051 §6.4.5.1).
+
+    HEADER.FIELDS is one regex search over ``data[msg.start:msg.body_start]``:
+    every line there is a field, a fold, or the final empty line (that is
+    where parse_header ends the header), so a line starting with a wanted
+    name and a colon is exactly a field parse_header would name so."""
+    names = tuple(names)
+    if not exclude:
+        found = [raw if raw.endswith(b"\n") else raw + b"\r\n"
+                 for raw in _fields_rx(names).findall(data, msg.start, msg.body_start)]
+        return b"".join(found) + _separator(data, msg.start, msg.body_start)
+    wanted = _wanted(names)
     head = parse_header(data, msg.start, msg.body_start)
     out = []
     for name, raw in head.fields:
         if (name in wanted) != exclude:
             out.append(raw if raw.endswith(b"\n") else raw + b"\r\n")
     return b"".join(out) + data[head.fields_end:head.body_start]
+
+
+def _separator(data: bytes, start: int, end: int) -> bytes:
+    """The empty line that ends the header block ``data[start:end]``, or b""
+    (parse_header: a last line of only CR and LF octets, which no field or
+    fold is)."""
+    if end <= start or data[end - 1:end] != b"\n":
+        return b""
+    line = data.rfind(b"\n", start, end - 1) + 1
+    line = max(line, start)
+    return data[line:end] if not data[line:end].strip(b"\r\n") else b""
 
 
 # -- BINARY[part] (RFC 3516, RFC 9051 §6.4.5, §7.5.2) -------------------------------
