@@ -106,14 +106,27 @@ def key_kind(body: bytes) -> Tuple[str, str]:
     return key, kind
 
 
+def _length_prefixed(text: str) -> bytes:
+    raw = text.encode("utf-8", "surrogateescape")
+    return _U16.pack(len(raw)) + raw
+
+
 def decode_body(body: bytes) -> Tuple[str, str, Entry]:
-    """The inverse of ``encode_body``; CacheDamaged when it does not parse.
+    """The inverse of ``encode_body``; CacheDamaged when it does not parse."""
+    try:
+        key, at = _text(body, 0)
+        kind, at = _text(body, at)
+    except struct.error as exc:
+        raise CacheDamaged("record body does not parse: %s" % exc)
+    return key, kind, decode_entry(body, at)
+
+
+def decode_entry(body: bytes, at: int) -> Entry:
+    """The entry of a record body, from ``at`` (past its key and kind).
     (Inlined: it runs once per message of every cached FETCH and SEARCH.)"""
     size_of = len(body)
     unpack16, unpack32 = _U16.unpack_from, _U32.unpack_from
     try:
-        key, at = _text(body, 0)
-        kind, at = _text(body, at)
         (count,) = unpack16(body, at)
         at += 2
         entry: Entry = {}
@@ -135,7 +148,7 @@ def decode_body(body: bytes) -> Tuple[str, str, Entry]:
         raise CacheDamaged("record body does not parse: %s" % exc)
     if at != size_of:
         raise CacheDamaged("record body has %d octets too many" % (size_of - at))
-    return key, kind, entry
+    return entry
 
 
 # Entry names seen (a handful: ENVELOPE, HEADER, ...), decoded once.
@@ -271,19 +284,25 @@ class MsgCache:
     # -- the interface ----------------------------------------------------------------
     def get_many(self, keys: Iterable[str], kind: str) -> Dict[str, Entry]:
         """The entries held for these keys and this kind (the others are missing)."""
+        raw_kind = _length_prefixed(kind)
+
         def look() -> Dict[str, Entry]:
             out: Dict[str, Entry] = {}
+            index, fd = self._index, self._fd
             for key in keys:
-                where = self._index.get((key, kind))
+                where = index.get((key, kind))
                 if where is None:
                     continue
-                body = os.pread(self._fd, where[1], where[0])
+                body = os.pread(fd, where[1], where[0])
+                # the record is this key's and kind's (the index said so; checked
+                # on the octets, the names left undecoded)
+                head = _length_prefixed(key) + raw_kind
+                if not body.startswith(head):
+                    continue
                 try:
-                    k, c, entry = decode_body(body)
+                    out[key] = decode_entry(body, len(head))
                 except CacheDamaged:
                     continue
-                if (k, c) == (key, kind):
-                    out[key] = entry
             return out
         return self._run(False, look)
 

@@ -94,6 +94,7 @@ class FetchCommands:
         header-only entries of fetch_cache.py), ``CACHE_BATCH`` UIDs a request;
         a message whose entry lacks an item is read whole."""
         missing = False
+        content = [att for att in atts if fetch_data.needs_content(att)]
         for start in range(0, len(uids), CACHE_BATCH):
             batch = uids[start:start + CACHE_BATCH]
             entries = yield from self._derived(batch, not head)
@@ -102,15 +103,12 @@ class FetchCommands:
                 if entry is None:
                     missing = True
                     continue
-                rendered = {}
-                for att in atts:
-                    if fetch_data.needs_content(att):
-                        rendered[att] = self._cached_item(att, entry)
-                if any(v is None for v in rendered.values()):
+                rendered = {id(att): self._cached_item(att, entry) for att in content}
+                if None in rendered.values():
                     gone = yield from self._fetch_read([uid], atts, flagged, True)
                     missing = missing or gone
                     continue
-                self._emit(self._fetch_response(uid, atts, rendered.__getitem__, uid in flagged))
+                self._emit(self._fetch_response(uid, atts, lambda att: rendered[id(att)], uid in flagged))
                 self.counts["fetched"] += 1
                 yield self._wait_drain
         return missing
