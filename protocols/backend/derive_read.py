@@ -37,12 +37,9 @@ def _header_block(path: str, header_end: Callable) -> bytes:
     ``header_end(prefix, complete)`` says where it ends, or None: read more."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
+        # read(2) of a regular file is short only at its end (POSIX: unless a
+        # signal interrupts it, which a local file's read is not)
         raw = os.read(fd, HEAD_READ)
-        while len(raw) < HEAD_READ:          # a short read before the end: read on
-            more = os.read(fd, HEAD_READ - len(raw))
-            if not more:
-                break
-            raw += more
         prefix = to_crlf(raw)       # a prefix of the file's CRLF form (each LF gets one CR)
         end = header_end(prefix, len(raw) < HEAD_READ)
         if end is None:

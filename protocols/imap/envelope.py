@@ -64,6 +64,14 @@ _PLAIN = re.compile(rb'[\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*')
 # The fields the envelope reads (RFC 9051 §7.5.2).
 _USED = frozenset(_ADDRESS_FIELDS + (b"date", b"subject", b"in-reply-to", b"message-id"))
 
+# Ours: address fields remembered rendered (_list_field), at most 4,096 of at
+# most 512 octets each (a few MiB at worst; a mailbox's distinct senders and
+# recipients are usually far fewer).  Shared by the threads (a dict's get and
+# set are atomic in CPython; a lost race renders a field twice).
+_LIST_MEMO_MAX = 4096
+_LIST_MEMO_FIELD = 512
+_LISTS: Dict[bytes, bytes] = {}
+
 Token = Tuple[str, str]            # (kind, text): atom, quoted, literal, comment, or the special itself
 Address = Tuple[Optional[bytes], Optional[bytes], Optional[bytes], Optional[bytes]]
 
@@ -78,16 +86,36 @@ def envelope(data: bytes, start: int, end: int, head: Optional[Header] = None) -
     for name, raw in head.fields:
         if name in _USED and name not in firsts:
             firsts[name] = raw
-    values = {name: field_value(raw) for name, raw in firsts.items()}
-    value = values.get
-    lists = {name: _render_list(address_list(value(name))) for name in _ADDRESS_FIELDS}
+    get = firsts.get
+    lists = {name: _list_field(get(name)) for name in _ADDRESS_FIELDS}
     # RFC 9051 §7.5.2: Sender and Reply-To absent or empty default to From.
     for name in (b"sender", b"reply-to"):
         if lists[name] == b"NIL":
             lists[name] = lists[b"from"]
-    return b"".join((b"(", nstring(value(b"date")), b" ", nstring(value(b"subject")), b" ",
+    return b"".join((b"(", _text_field(get(b"date")), b" ", _text_field(get(b"subject")), b" ",
                      b" ".join([lists[name] for name in _ADDRESS_FIELDS]), b" ",
-                     nstring(value(b"in-reply-to")), b" ", nstring(value(b"message-id")), b")"))
+                     _text_field(get(b"in-reply-to")), b" ", _text_field(get(b"message-id")), b")"))
+
+
+def _text_field(raw: Optional[bytes]) -> bytes:
+    """A field's unfolded value as an nstring; NIL when the field is absent."""
+    return b"NIL" if raw is None else nstring(field_value(raw))
+
+
+def _list_field(raw: Optional[bytes]) -> bytes:
+    """An address field (the raw field, name included) as env-from etc.
+    Senders and recipients repeat from message to message: the rendering of
+    a short field is remembered (``_LISTS``), keyed by its octets."""
+    if raw is None:
+        return b"NIL"
+    out = _LISTS.get(raw)
+    if out is None:
+        out = _render_list(address_list(field_value(raw)))
+        if len(raw) <= _LIST_MEMO_FIELD:
+            if len(_LISTS) >= _LIST_MEMO_MAX:
+                _LISTS.clear()            # a plain bound: a new mailbox's senders refill it
+            _LISTS[raw] = out
+    return out
 
 
 def nstring(value: Optional[bytes]) -> bytes:
