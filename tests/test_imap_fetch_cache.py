@@ -12,7 +12,7 @@ import unittest
 
 from protocols import mime
 from protocols.backend import derive_read
-from protocols.imap import derived, fetch_cache, fetch_data
+from protocols.imap import derived, envelope, fetch_cache, fetch_data
 from protocols.message import parse_header
 from protocols.imap.fetch_args import FetchAtt, Section
 from store.folder_imap import to_crlf
@@ -37,6 +37,8 @@ TRICKY = {
     "non_field_line_ends_header": msg("Subject: s", "this is not a field", "From: late@example.test",
                                       "", "x"),
     "empty": b"",
+    "odd_addresses": b"From: \"a\\\"b\" <x@y>, (c) d@e, group: f@g, h@i;, <@r1,@r2:k@l>\r\n"
+                     b"To: \xc3\xbc <\xff@x>\r\nCc: a@b (Name (nested))\r\nSender:\r\nReply-To:  \r\n\r\n",
     "bare_cr_and_space_before_colon": b"Subject: a\rFrom: hidden\r\nFrom: real@example.test\r\n"
                                       b"Subject : spaced\r\nFROM:\r\n folded@example.test\r\n\r\nx",
     "blank_line_with_space": msg("Subject: s", " ", "From: a@example.test", "", "x"),
@@ -98,6 +100,23 @@ class HeaderFieldsTest(unittest.TestCase):
             full = derived.compute(data)
             if "HEADER" in full:
                 self.assertEqual(derived.render(att, full), fetch_data.render(att, data, mime.parse(data)), name)
+
+
+class EnvelopeMemoTest(unittest.TestCase):
+    def test_a_remembered_address_field_renders_as_a_fresh_one(self):
+        for name, data in ALL.items():
+            root = mime.parse(data)
+            envelope._LISTS.clear()
+            fresh = envelope.envelope(data, root.start, root.body_start)
+            self.assertEqual(envelope.envelope(data, root.start, root.body_start), fresh, name)
+
+    def test_the_memo_is_bounded(self):
+        for i in range(envelope._LIST_MEMO_MAX + 10):
+            envelope._list_field(b"From: a%d@example.test\r\n" % i)
+        self.assertLessEqual(len(envelope._LISTS), envelope._LIST_MEMO_MAX)
+        long_field = b"To: " + b"x" * envelope._LIST_MEMO_FIELD + b"@example.test\r\n"
+        envelope._list_field(long_field)
+        self.assertNotIn(long_field, envelope._LISTS)
 
 
 class ComputeHeadTest(unittest.TestCase):
