@@ -94,6 +94,14 @@ class HeaderFieldsTest(unittest.TestCase):
                     self.assertEqual(fetch_data.header_fields(raw, root, names, False),
                                      fields_by_parse(raw, names), "%s %s" % (name, names))
 
+    def test_header_item_is_derived_render(self):
+        for name, data in ALL.items():
+            full = derived.compute(data)
+            for att in HEADER_ATTS:
+                if "HEADER" in full:
+                    self.assertEqual(fetch_data.header_item(att, full["HEADER"]), derived.render(att, full),
+                                     "%s %s" % (name, att))
+
     def test_from_the_cached_block_too(self):
         att = FetchAtt("BODY", Section(text="HEADER.FIELDS", fields=("FROM", "SUBJECT", "DATE")), peek=True)
         for name, data in ALL.items():

@@ -151,6 +151,21 @@ def _partial(value: bytes, partial: Optional[Tuple[int, int]]) -> bytes:
 
 # -- BODY[section] (RFC 9051 §6.4.5.1) -------------------------------------------
 
+def header_item(att: FetchAtt, header: bytes) -> bytes:
+    """``render(att, ...)`` for RFC822.HEADER and BODY[HEADER], BODY[HEADER.FIELDS
+    (...)] (.NOT too) of the message itself, from its header block alone (the
+    message's fields and empty line, as the folder's cache keeps it): what
+    section_data gives for them reads nothing past it."""
+    if att.name == "RFC822.HEADER":
+        return b"RFC822.HEADER " + _literal(header)
+    sec = att.section
+    if sec.text == "HEADER":
+        value = header
+    else:
+        value = _header_fields_in(header, 0, len(header), tuple(sec.fields), sec.text == "HEADER.FIELDS.NOT")
+    return _item(b"BODY", att, _partial(value, att.partial))
+
+
 def section_data(sec: Optional[Section], data: bytes, root: mime.Part) -> bytes:
     """The octets BODY[sec] names; empty when the part does not exist."""
     sec = sec or Section()
@@ -200,13 +215,17 @@ def header_fields(data: bytes, msg: mime.Part, names, exclude: bool) -> bytes:
     every line there is a field, a fold, or the final empty line (that is
     where parse_header ends the header), so a line starting with a wanted
     name and a colon is exactly a field parse_header would name so."""
-    names = tuple(names)
+    return _header_fields_in(data, msg.start, msg.body_start, tuple(names), exclude)
+
+
+def _header_fields_in(data: bytes, start: int, end: int, names: Tuple[str, ...], exclude: bool) -> bytes:
+    """header_fields of the header block ``data[start:end]``."""
     if not exclude:
         found = [raw if raw.endswith(b"\n") else raw + b"\r\n"
-                 for raw in _fields_rx(names).findall(data, msg.start, msg.body_start)]
-        return b"".join(found) + _separator(data, msg.start, msg.body_start)
+                 for raw in _fields_rx(names).findall(data, start, end)]
+        return b"".join(found) + _separator(data, start, end)
     wanted = _wanted(names)
-    head = parse_header(data, msg.start, msg.body_start)
+    head = parse_header(data, start, end)
     out = []
     for name, raw in head.fields:
         if (name in wanted) != exclude:

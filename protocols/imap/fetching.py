@@ -127,6 +127,9 @@ class FetchCommands:
 
     @staticmethod
     def _cached_item(att: FetchAtt, entry) -> Optional[bytes]:
+        if derived.needs_header(att):         # derived.render's answer, with no MIME Part made
+            header = entry.get("HEADER")
+            return None if header is None else fetch_data.header_item(att, header)
         try:
             return derived.render(att, entry)
         except fetch_data.FetchError as exc:
