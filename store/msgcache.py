@@ -71,14 +71,14 @@ class CacheDamaged(Exception):
 
 def encode_body(key: str, kind: str, entry: Entry) -> bytes:
     """key, kind, then the names and values, each with its length."""
-    parts = []
-    for text in (key, kind):
-        raw = text.encode("utf-8", "surrogateescape")
-        parts.append(struct.pack(">H", len(raw)) + raw)
-    parts.append(struct.pack(">H", len(entry)))
+    parts = [_length_prefixed(key), _length_prefixed(kind), _U16.pack(len(entry))]
     for name, value in entry.items():
-        raw = name.encode("utf-8")
-        parts.append(struct.pack(">H", len(raw)) + raw + struct.pack(">I", len(value)) + bytes(value))
+        raw = _NAME_OCTETS.get(name)
+        if raw is None:
+            raw = _length_prefixed(name, "strict")
+            if len(_NAME_OCTETS) < 64:
+                _NAME_OCTETS[name] = raw
+        parts += (raw, _U32.pack(len(value)), value if type(value) is bytes else bytes(value))
     return b"".join(parts)
 
 
@@ -106,8 +106,9 @@ def key_kind(body: bytes) -> Tuple[str, str]:
     return key, kind
 
 
-def _length_prefixed(text: str) -> bytes:
-    raw = text.encode("utf-8", "surrogateescape")
+def _length_prefixed(text: str, errors: str = "surrogateescape") -> bytes:
+    """A text as encode_body writes it: 2-octet length, UTF-8."""
+    raw = text.encode("utf-8", errors)
     return _U16.pack(len(raw)) + raw
 
 
@@ -151,8 +152,9 @@ def decode_entry(body: bytes, at: int) -> Entry:
     return entry
 
 
-# Entry names seen (a handful: ENVELOPE, HEADER, ...), decoded once.
+# Entry names seen (a handful: ENVELOPE, HEADER, ...), decoded / encoded once.
 _NAMES: Dict[bytes, str] = {}
+_NAME_OCTETS: Dict[str, bytes] = {}
 
 
 class MsgCache:
