@@ -40,7 +40,20 @@ def _header_block(path: str, header_end: Callable) -> bytes:
         # read(2) of a regular file is short only at its end (POSIX: unless a
         # signal interrupts it, which a local file's read is not)
         raw = os.read(fd, HEAD_READ)
-        prefix = to_crlf(raw)       # a prefix of the file's CRLF form (each LF gets one CR)
+        # to_crlf of a prefix of the file is a prefix of its CRLF form (each LF
+        # gets one CR): first only up to the first empty line, usually enough
+        blank = raw.find(b"\n\n")
+        if blank < 0:
+            blank = raw.find(b"\n\r\n")
+        else:
+            crlf = raw.find(b"\n\r\n", 0, blank)
+            blank = crlf if crlf >= 0 else blank
+        if blank >= 0:
+            prefix = to_crlf(raw[:blank + 3])
+            end = header_end(prefix, False)
+            if end is not None:
+                return prefix[:end]
+        prefix = to_crlf(raw)
         end = header_end(prefix, len(raw) < HEAD_READ)
         if end is None:
             with os.fdopen(os.dup(fd), "rb") as f:
