@@ -110,6 +110,22 @@ class HeaderFieldsTest(unittest.TestCase):
                 self.assertEqual(derived.render(att, full), fetch_data.render(att, data, mime.parse(data)), name)
 
 
+class ParseMemoTest(unittest.TestCase):
+    def test_the_last_header_is_reused_only_for_the_same_object_and_range(self):
+        data = ALL["duplicates"]
+        head = parse_header(data)
+        self.assertIs(parse_header(data), head)
+        self.assertIsNot(parse_header(data, 0, len(data) - 1), head)
+        self.assertEqual(parse_header(data, 0, 20).fields, [(b"subject", b"Subject: first\r\n")])
+        copy = bytes(bytearray(data))
+        self.assertIsNot(parse_header(copy), parse_header(data))
+        self.assertEqual(parse_header(copy), parse_header(data))
+        mutable = bytearray(data)
+        first = parse_header(mutable)
+        mutable[:7] = b"X-Other"
+        self.assertEqual(parse_header(mutable).fields[0][0], b"x-other", first)
+
+
 class EnvelopeMemoTest(unittest.TestCase):
     def test_a_remembered_address_field_renders_as_a_fresh_one(self):
         for name, data in ALL.items():
