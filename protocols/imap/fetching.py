@@ -16,7 +16,11 @@ A FETCH whose content items are all ones derived.py keeps (ENVELOPE,
 BODYSTRUCTURE, BODY, the message's own HEADER / HEADER.FIELDS (.NOT) and
 RFC822.HEADER) asks ``OpenFolder.derived`` instead, ``CACHE_BATCH`` UIDs at a
 time: the folder's cache answers without opening the files, and the
-response is byte for byte the one built from the message.
+response is byte for byte the one built from the message.  When every such
+item is one the header block answers (ENVELOPE, the header sections), the
+entries asked for are fetch_cache.py's header-only ones, whose misses read
+only the start of each file; BODYSTRUCTURE and BODY take derived.py's whole
+entries.
 """
 
 from __future__ import annotations
