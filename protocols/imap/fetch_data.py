@@ -36,7 +36,7 @@ from __future__ import annotations
 import binascii
 import functools
 import re
-from typing import FrozenSet, Optional, Tuple
+from typing import Callable, FrozenSet, Optional, Tuple
 
 from protocols import mime
 from protocols.imap import wire
@@ -156,14 +156,33 @@ def header_item(att: FetchAtt, header: bytes) -> bytes:
     (...)] (.NOT too) of the message itself, from its header block alone (the
     message's fields and empty line, as the folder's cache keeps it): what
     section_data gives for them reads nothing past it."""
+    return header_renderer(att)(header)
+
+
+@functools.lru_cache(maxsize=64)
+def header_renderer(att: FetchAtt) -> Callable[[bytes], bytes]:
+    """header_item for ``att``, made once per FETCH: the item's name and the
+    field-name regex are the same for every message."""
     if att.name == "RFC822.HEADER":
-        return b"RFC822.HEADER " + _literal(header)
-    sec = att.section
+        return lambda header: b"RFC822.HEADER " + _literal(header)
+    sec, partial = att.section, att.partial
+    prefix = _item(b"BODY", att, None) + b" "
     if sec.text == "HEADER":
-        value = header
-    else:
-        value = _header_fields_in(header, 0, len(header), tuple(sec.fields), sec.text == "HEADER.FIELDS.NOT")
-    return _item(b"BODY", att, _partial(value, att.partial))
+        return lambda header: prefix + _literal(_partial(header, partial))
+    if sec.text == "HEADER.FIELDS.NOT":
+        names = tuple(sec.fields)
+        return lambda header: prefix + _literal(_partial(
+            _header_fields_in(header, 0, len(header), names, True), partial))
+    findall = _fields_rx(tuple(sec.fields)).findall
+
+    def fields(header: bytes) -> bytes:
+        found = findall(header)
+        # only the last field can lack its LF (a header that ends the data)
+        if found and not found[-1].endswith(b"\n"):
+            found[-1] += b"\r\n"
+        value = b"".join(found) + _separator(header, 0, len(header))
+        return prefix + _literal(_partial(value, partial))
+    return fields
 
 
 def section_data(sec: Optional[Section], data: bytes, root: mime.Part) -> bytes:

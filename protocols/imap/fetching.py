@@ -98,7 +98,7 @@ class FetchCommands:
         header-only entries of fetch_cache.py), ``CACHE_BATCH`` UIDs a request;
         a message whose entry lacks an item is read whole."""
         missing = False
-        content = [att for att in atts if fetch_data.needs_content(att)]
+        content = [(att, self._header_renderer(att)) for att in atts if fetch_data.needs_content(att)]
         for start in range(0, len(uids), CACHE_BATCH):
             batch = uids[start:start + CACHE_BATCH]
             entries = yield from self._derived(batch, not head)
@@ -107,7 +107,8 @@ class FetchCommands:
                 if entry is None:
                     missing = True
                     continue
-                rendered = {id(att): self._cached_item(att, entry) for att in content}
+                rendered = {id(att): (self._cached_item(att, entry) if fast is None
+                                      else fast(entry.get("HEADER"))) for att, fast in content}
                 if None in rendered.values():
                     gone = yield from self._fetch_read([uid], atts, flagged, True)
                     missing = missing or gone
@@ -130,10 +131,17 @@ class FetchCommands:
         return result
 
     @staticmethod
+    def _header_renderer(att: FetchAtt) -> Optional[Callable[[Optional[bytes]], Optional[bytes]]]:
+        """For a header section: derived.render's answer from the entry's header
+        block, made with no MIME Part (fetch_data.header_renderer); None (the
+        entry lacks the block) when the message must be read."""
+        if not derived.needs_header(att):
+            return None
+        render = fetch_data.header_renderer(att)
+        return lambda header: None if header is None else render(header)
+
+    @staticmethod
     def _cached_item(att: FetchAtt, entry) -> Optional[bytes]:
-        if derived.needs_header(att):         # derived.render's answer, with no MIME Part made
-            header = entry.get("HEADER")
-            return None if header is None else fetch_data.header_item(att, header)
         try:
             return derived.render(att, entry)
         except fetch_data.FetchError as exc:
