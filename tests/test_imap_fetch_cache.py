@@ -13,7 +13,7 @@ import unittest
 from protocols import mime
 from protocols.backend import derive_read
 from protocols.imap import derived, envelope, fetch_cache, fetch_data
-from protocols.message import parse_header
+from protocols.message import field_value, parse_header
 from protocols.imap.fetch_args import FetchAtt, Section
 from store.folder_imap import to_crlf
 from tests.test_imap_derived import HEADER_ATTS, MESSAGES
@@ -133,6 +133,14 @@ class EnvelopeMemoTest(unittest.TestCase):
             envelope._LISTS.clear()
             fresh = envelope.envelope(data, root.start, root.body_start)
             self.assertEqual(envelope.envelope(data, root.start, root.body_start), fresh, name)
+
+    def test_a_text_field_read_at_once_is_what_field_value_and_nstring_give(self):
+        for raw in (b"Subject: a b \r\n", b"Subject:\r\n", b"Subject:  \t \r\n", b"Subject: x \r \n",
+                    b"Subject: a\r\n b\r\n", b"Subject: \x00\r\n", b"Subject: \"q\"\r\n", b"Subject: a\\b\r\n",
+                    b"Subject: \xff\r\n", b"Subject: x\r\r\n", b"Subject: x\n", b"Subject: x",
+                    b"Subject: " + b"y" * 1024 + b"\r\n", b"Subject: " + b"y" * 1025 + b"\r\n",
+                    b"Subject :a:b\r\n", b"Subject: \tv\t\r\n", b"Subject: v\n\n"):
+            self.assertEqual(envelope._text_field(raw), envelope.nstring(field_value(raw)), raw)
 
     def test_the_memo_is_bounded(self):
         for i in range(envelope._LIST_MEMO_MAX + 10):

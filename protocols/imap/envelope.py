@@ -61,6 +61,9 @@ _WORD_B = re.compile(_WORD.pattern.encode("ascii"))
 # Octets wire.string sends as a quoted string with nothing escaped (its
 # quotable set without DQUOTE and backslash).
 _PLAIN = re.compile(rb'[\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*')
+# A field on one line whose value (white space around it and the line end
+# left out, as message.field_value does) is all _PLAIN octets: group 1.
+_PLAIN_FIELD = re.compile(rb'[^:]*:[ \t]*([\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*?)[ \t]*[\r\n]*')
 # The fields the envelope reads (RFC 9051 §7.5.2).
 _USED = frozenset(_ADDRESS_FIELDS + (b"date", b"subject", b"in-reply-to", b"message-id"))
 
@@ -98,8 +101,15 @@ def envelope(data: bytes, start: int, end: int, head: Optional[Header] = None) -
 
 
 def _text_field(raw: Optional[bytes]) -> bytes:
-    """A field's unfolded value as an nstring; NIL when the field is absent."""
-    return b"NIL" if raw is None else nstring(field_value(raw))
+    """A field's unfolded value as an nstring; NIL when the field is absent.
+    A one-line value of plain octets is read by one match of
+    ``_PLAIN_FIELD`` (what field_value and nstring give it)."""
+    if raw is None:
+        return b"NIL"
+    plain = _PLAIN_FIELD.fullmatch(raw)
+    if plain is not None and len(plain.group(1)) <= wire.MAX_QUOTED:
+        return b'"' + plain.group(1) + b'"'
+    return nstring(field_value(raw))
 
 
 def _list_field(raw: Optional[bytes]) -> bytes:
