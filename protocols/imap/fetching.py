@@ -33,7 +33,7 @@ from protocols import mime
 from protocols.imap import args as A
 from protocols.imap import derived, fetch_cache, fetch_data, wire
 from protocols.imap.fetch_args import FetchAtt
-from protocols.imap.session_base import BAD, NO, Refusal
+from protocols.imap.session_base import BAD, NO, OUTPUT_HIGH_WATER, Refusal
 
 log = logging.getLogger("mailsrv.imap")
 
@@ -115,7 +115,8 @@ class FetchCommands:
                     continue
                 self._emit(self._fetch_response(uid, atts, lambda att: rendered[id(att)], uid in flagged))
                 self.counts["fetched"] += 1
-                yield self._wait_drain
+                if self._out_size >= OUTPUT_HIGH_WATER:   # what _wait_drain looks at: yield only then
+                    yield self._wait_drain
         return missing
 
     def _derived(self, uids: Sequence[int], full: bool = False):
@@ -172,7 +173,8 @@ class FetchCommands:
                         render: Callable[[FetchAtt], bytes], add_flags: bool) -> bytes:
         """``* n FETCH (...)``: items in the order asked (RFC 9051 §7.5.2)."""
         view = self._view
-        meta = view.meta(uid)
+        at = view.position(uid)
+        meta = view.metas[at]
         items: List[bytes] = []
         for att in atts:
             name = att.name
@@ -195,7 +197,7 @@ class FetchCommands:
         if add_flags:   # \\Seen was just set: the client hears it here
             items.append(b"FLAGS " + view.flags_of(uid))
             view.mark_shown(uid)
-        return b"* %d FETCH (" % view.seq(uid) + b" ".join(items) + b")\r\n"
+        return b"* %d FETCH (" % (at + 1) + b" ".join(items) + b")\r\n"
 
     @staticmethod
     def _render(att: FetchAtt, data: bytes, root: mime.Part) -> bytes:
