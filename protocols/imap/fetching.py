@@ -90,7 +90,8 @@ class FetchCommands:
             self._emit(self._fetch_response(uid, atts, lambda att: self._render(att, data, root),
                                             uid in flagged))
             self.counts["fetched"] += 1
-            yield self._wait_drain
+            if self._out_size >= OUTPUT_HIGH_WATER:   # what _wait_drain looks at: yield only then
+                yield self._wait_drain
         return missing
 
     def _fetch_cached(self, uids, atts, flagged, head: bool):

@@ -22,6 +22,7 @@ The module is pure data: no backend call, no I/O.
 from __future__ import annotations
 
 import bisect
+import functools
 from typing import Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
 from protocols.backend.contracts import FolderChanges, FolderState, MessageMeta
@@ -180,10 +181,10 @@ class FolderView:
 
     def flags_of(self, uid: int) -> bytes:
         """FLAGS as sent: with \\Recent for IMAP4rev1 (RFC 3501 §2.3.2)."""
-        flags = sorted(self.meta(uid).flags, key=_flag_order)
-        if not self.rev2 and uid in self.recent:
-            flags.append("\\Recent")
-        return wire.paren([f.encode("utf-8") for f in flags])
+        flags = self.meta(uid).flags
+        if type(flags) is not frozenset:      # the contract's type; anything else made one
+            flags = frozenset(flags)
+        return _flag_list(flags, not self.rev2 and uid in self.recent)
 
     def flags_response(self) -> bytes:
         """FLAGS and PERMANENTFLAGS (RFC 9051 §7.3.5, §7.1): \\* lets clients make keywords."""
@@ -240,6 +241,16 @@ class FolderView:
         self.flag_dirty -= self.gone
         self.gone = set()
         return b"".join(out)
+
+
+@functools.lru_cache(maxsize=1024)
+def _flag_list(flags: FrozenSet[str], recent: bool) -> bytes:
+    """flag-fetch list (RFC 9051 §7.5.2) of a flag set; a mailbox has few
+    distinct sets, so each is rendered once (ours: 1,024 remembered)."""
+    ordered = sorted(flags, key=_flag_order)
+    if recent:
+        ordered.append("\\Recent")
+    return wire.paren([f.encode("utf-8") for f in ordered])
 
 
 def _flag_order(flag: str) -> Tuple[int, str]:
