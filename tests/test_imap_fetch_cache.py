@@ -142,6 +142,21 @@ class EnvelopeMemoTest(unittest.TestCase):
                     b"Subject :a:b\r\n", b"Subject: \tv\t\r\n", b"Subject: v\n\n"):
             self.assertEqual(envelope._text_field(raw), envelope.nstring(field_value(raw)), raw)
 
+    def test_address_lists_read_as_octets_are_those_read_as_text(self):
+        values = [b"a@example.test", b"A B <a@b>", b'"Q, R" <q@r>, s@t', b"\xc3\xbc <\xff@x>", b"x\xfe <y@z>",
+                  b"Jo\xc3\xabl Q. Public <jq@example.test>,  \"x y\" <z@w>", b"a@b,c@d", b" a@b , c@d "]
+        for data in ALL.values():
+            for name, raw in parse_header(data, 0, mime.parse(data).body_start).fields:
+                if name in (b"from", b"to", b"cc", b"bcc", b"sender", b"reply-to"):
+                    values.append(field_value(raw))
+        for value in values:
+            if envelope._SIMPLE_LIST_B.fullmatch(value) is None:
+                continue
+            text = value.decode("utf-8", "surrogateescape")
+            self.assertIsNotNone(envelope._SIMPLE_LIST.fullmatch(text), value)
+            self.assertEqual(envelope.address_list(value),
+                             [envelope._simple_mailbox(m) for m in envelope._SIMPLE_MAILBOX.finditer(text)], value)
+
     def test_the_memo_is_bounded(self):
         for i in range(envelope._LIST_MEMO_MAX + 10):
             envelope._list_field(b"From: a%d@example.test\r\n" % i)
