@@ -180,8 +180,12 @@ def header_renderer(att: FetchAtt) -> Callable[[bytes], bytes]:
         # only the last field can lack its LF (a header that ends the data)
         if found and not found[-1].endswith(b"\n"):
             found[-1] += b"\r\n"
-        value = b"".join(found) + _separator(header, 0, len(header))
-        return prefix + _literal(_partial(value, partial))
+        # the usual block ends with an empty line after a field's CRLF
+        found.append(b"\r\n" if header.endswith(b"\r\n\r\n") else _separator(header, 0, len(header)))
+        value = b"".join(found)
+        if partial is not None:
+            value = _partial(value, partial)
+        return prefix + _literal(value)
     return fields
 
 
