@@ -100,7 +100,27 @@ def parse_header(data: bytes, start: int = 0, end: Optional[int] = None) -> Head
     One regex match per field, its folds included (``_FIELD_AND_FOLDS``), so
     no Python work is done per line; the usual header in one ``findall``
     (``_tiled_fields``)."""
+    global _LAST
     end = len(data) if end is None else end
+    last = _LAST
+    if last[0] is data and last[1] == start and last[2] == end:
+        return last[3]
+    head = _parse_header(data, start, end)
+    if type(data) is bytes and len(data) <= _LAST_MAX:
+        _LAST = (data, start, end, head)
+    return head
+
+
+# The last header parsed (one immutable bytes object and range -> its Header,
+# which callers only read): the IMAP cache's entry parses a header block for
+# ENVELOPE and again for the SEARCH values (protocols/imap/fetch_cache.py).
+# Ours: kept for data up to 64 KiB (protocols/imap/derived.py MAX_HEADER), so
+# the reference held is small.
+_LAST_MAX = 64 * 1024
+_LAST: Tuple[object, int, int, Optional[Header]] = (None, 0, 0, None)
+
+
+def _parse_header(data: bytes, start: int, end: int) -> Header:
     fast = _tiled_fields(data, start, end)
     if fast is not None:
         return fast
@@ -134,7 +154,8 @@ def unfold(raw: bytes) -> bytes:
 def field_value(raw: bytes) -> bytes:
     """The unfolded body of one raw field: after the colon, without the white
     space around it and the final line end (RFC 5322 §2.2)."""
-    return unfold(raw.split(b":", 1)[1].rstrip(b"\r\n")).strip(b" \t")
+    value = raw[raw.index(b":") + 1:].rstrip(b"\r\n")
+    return (unfold(value) if b"\n" in value else value).strip(b" \t")
 
 
 def line_end_of(data: bytes, start: int = 0) -> bytes:

@@ -71,14 +71,14 @@ class CacheDamaged(Exception):
 
 def encode_body(key: str, kind: str, entry: Entry) -> bytes:
     """key, kind, then the names and values, each with its length."""
-    parts = []
-    for text in (key, kind):
-        raw = text.encode("utf-8", "surrogateescape")
-        parts.append(struct.pack(">H", len(raw)) + raw)
-    parts.append(struct.pack(">H", len(entry)))
+    parts = [_length_prefixed(key), _length_prefixed(kind), _U16.pack(len(entry))]
     for name, value in entry.items():
-        raw = name.encode("utf-8")
-        parts.append(struct.pack(">H", len(raw)) + raw + struct.pack(">I", len(value)) + bytes(value))
+        raw = _NAME_OCTETS.get(name)
+        if raw is None:
+            raw = _length_prefixed(name, "strict")
+            if len(_NAME_OCTETS) < 64:
+                _NAME_OCTETS[name] = raw
+        parts += (raw, _U32.pack(len(value)), value if type(value) is bytes else bytes(value))
     return b"".join(parts)
 
 
@@ -106,14 +106,28 @@ def key_kind(body: bytes) -> Tuple[str, str]:
     return key, kind
 
 
+def _length_prefixed(text: str, errors: str = "surrogateescape") -> bytes:
+    """A text as encode_body writes it: 2-octet length, UTF-8."""
+    raw = text.encode("utf-8", errors)
+    return _U16.pack(len(raw)) + raw
+
+
 def decode_body(body: bytes) -> Tuple[str, str, Entry]:
-    """The inverse of ``encode_body``; CacheDamaged when it does not parse.
+    """The inverse of ``encode_body``; CacheDamaged when it does not parse."""
+    try:
+        key, at = _text(body, 0)
+        kind, at = _text(body, at)
+    except struct.error as exc:
+        raise CacheDamaged("record body does not parse: %s" % exc)
+    return key, kind, decode_entry(body, at)
+
+
+def decode_entry(body: bytes, at: int) -> Entry:
+    """The entry of a record body, from ``at`` (past its key and kind).
     (Inlined: it runs once per message of every cached FETCH and SEARCH.)"""
     size_of = len(body)
     unpack16, unpack32 = _U16.unpack_from, _U32.unpack_from
     try:
-        key, at = _text(body, 0)
-        kind, at = _text(body, at)
         (count,) = unpack16(body, at)
         at += 2
         entry: Entry = {}
@@ -135,11 +149,12 @@ def decode_body(body: bytes) -> Tuple[str, str, Entry]:
         raise CacheDamaged("record body does not parse: %s" % exc)
     if at != size_of:
         raise CacheDamaged("record body has %d octets too many" % (size_of - at))
-    return key, kind, entry
+    return entry
 
 
-# Entry names seen (a handful: ENVELOPE, HEADER, ...), decoded once.
+# Entry names seen (a handful: ENVELOPE, HEADER, ...), decoded / encoded once.
 _NAMES: Dict[bytes, str] = {}
+_NAME_OCTETS: Dict[str, bytes] = {}
 
 
 class MsgCache:
@@ -271,19 +286,25 @@ class MsgCache:
     # -- the interface ----------------------------------------------------------------
     def get_many(self, keys: Iterable[str], kind: str) -> Dict[str, Entry]:
         """The entries held for these keys and this kind (the others are missing)."""
+        raw_kind = _length_prefixed(kind)
+
         def look() -> Dict[str, Entry]:
             out: Dict[str, Entry] = {}
+            index, fd = self._index, self._fd
             for key in keys:
-                where = self._index.get((key, kind))
+                where = index.get((key, kind))
                 if where is None:
                     continue
-                body = os.pread(self._fd, where[1], where[0])
+                body = os.pread(fd, where[1], where[0])
+                # the record is this key's and kind's (the index said so; checked
+                # on the octets, the names left undecoded)
+                head = _length_prefixed(key) + raw_kind
+                if not body.startswith(head):
+                    continue
                 try:
-                    k, c, entry = decode_body(body)
+                    out[key] = decode_entry(body, len(head))
                 except CacheDamaged:
                     continue
-                if (k, c) == (key, kind):
-                    out[key] = entry
             return out
         return self._run(False, look)
 

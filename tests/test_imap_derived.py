@@ -14,8 +14,9 @@ from unittest import mock
 from protocols import mime
 from protocols.backend.hub import ChangeHub
 from protocols.base import SessionContext
+from protocols.backend import derive_read
 from protocols.backend.imapaccess import ImapAccessService
-from protocols.imap import derived, fetch_data, search_eval
+from protocols.imap import derived, fetch_cache, fetch_data, search_eval
 from protocols.imap.fetch_args import FetchAtt, Section
 from protocols.imap.search import search_args
 from store import msgcache
@@ -176,6 +177,7 @@ class SecondFetchOpensNoFileTest(unittest.TestCase):
         self.reads: List[int] = []
         self.computes: List[int] = []
         real_read, real_compute = Folder.read_crlf, derived.compute
+        real_head, real_block = fetch_cache.compute_head, derive_read._header_block
 
         def read_crlf(folder, uid):
             self.reads.append(uid)
@@ -184,8 +186,18 @@ class SecondFetchOpensNoFileTest(unittest.TestCase):
         def compute(data):
             self.computes.append(1)
             return real_compute(data)
+        def compute_head(data):      # the header-only entries (ENVELOPE, HEADER, SEARCH values)
+            self.computes.append(1)
+            return real_head(data)
+        compute_head.header_end = real_head.header_end
+
+        def header_block(path, header_end):
+            self.reads.append(path)
+            return real_block(path, header_end)
         for patch in (mock.patch.object(Folder, "read_crlf", read_crlf),
-                      mock.patch.object(derived, "compute", compute)):
+                      mock.patch.object(derived, "compute", compute),
+                      mock.patch.object(fetch_cache, "compute_head", compute_head),
+                      mock.patch.object(derive_read, "_header_block", header_block)):
             patch.start()
             self.addCleanup(patch.stop)
 

@@ -282,7 +282,12 @@ class OpenFolder(Protocol):
         ``compute`` and its version ("imap-v1"): a changed renderer takes a new
         kind and old entries are not used.  ``compute`` must be pure (it runs on
         a worker thread) and return the same dict for the same octets.  An
-        implementation may compute each time (the cache is an optimisation)."""
+        implementation may compute each time (the cache is an optimisation).
+        A ``compute`` with a ``header_end(prefix, complete)`` attribute needs
+        only the message's header block (RFC 5322 §2.1, the fields and the
+        empty line): it may be given that block alone, which ends where
+        ``header_end`` says once it answers an offset for the first octets
+        read (None: read more; ``complete``: they are the whole message)."""
 
     def shared(self, name: str) -> Dict[int, object]:
         """A dict named ``name``, by UID, that every session of this process

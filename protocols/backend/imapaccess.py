@@ -39,6 +39,7 @@ import logging
 from collections import OrderedDict
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from protocols.backend import derive_read
 from protocols.backend.contracts import (AppendResult, CopyOutcome, FolderChanges, FolderEntry, FolderState,
                                          FolderStatus, MailboxError, MessageMeta, StoreOutcome)
 from protocols.backend import imapquota
@@ -469,7 +470,7 @@ class OpenFolder:
         for uid, key in keys.items():
             entry = hits.get(key)
             if entry is None:
-                data = folder.read_crlf(uid)
+                data = derive_read.message_for(folder, snap.by_uid(uid), uid, compute)
                 if data is None:
                     continue                  # gone meanwhile (RFC 2180 §4.1)
                 entry = compute(data)

@@ -20,7 +20,7 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 from protocols.imap import wire
-from protocols.message import field_value, parse_header
+from protocols.message import Header, field_value, parse_header
 
 # RFC 9051 §7.5.2: the order of the envelope's members.
 _ADDRESS_FIELDS = (b"from", b"sender", b"reply-to", b"to", b"cc", b"bcc")
@@ -52,38 +52,80 @@ _SIMPLE_LIST = re.compile(r'[ \t\r\n]*(?:%s)(?:[ \t\r\n]*,[ \t\r\n]*(?:%s))*[ \t
                           % (_MAILBOX_RX, _MAILBOX_RX))
 _SIMPLE_MAX = 4096      # ours: longer lists skip the regex (a bound on its work)
 _WORD = re.compile(r'"([^"\\\r\n]*)"|(%s)' % _ATOM_RX)
+# The same three over the octets (a byte of 0x80 or more matches where its
+# surrogateescape character does, so they match the same text the same way):
+# the common list is read and rendered with no decoding.
+_SIMPLE_LIST_B = re.compile(_SIMPLE_LIST.pattern.encode("ascii"))
+_SIMPLE_MAILBOX_B = re.compile(_MAILBOX_RX.encode("ascii"))
+_WORD_B = re.compile(_WORD.pattern.encode("ascii"))
 # Octets wire.string sends as a quoted string with nothing escaped (its
 # quotable set without DQUOTE and backslash).
 _PLAIN = re.compile(rb'[\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*')
+# A field on one line whose value (white space around it and the line end
+# left out, as message.field_value does) is all _PLAIN octets: group 1.
+_PLAIN_FIELD = re.compile(rb'[^:]*:[ \t]*([\x01-\x09\x0b\x0c\x0e-\x21\x23-\x5b\x5d-\x7f]*?)[ \t]*[\r\n]*')
 # The fields the envelope reads (RFC 9051 §7.5.2).
 _USED = frozenset(_ADDRESS_FIELDS + (b"date", b"subject", b"in-reply-to", b"message-id"))
+
+# Ours: address fields remembered rendered (_list_field), at most 4,096 of at
+# most 512 octets each (a few MiB at worst; a mailbox's distinct senders and
+# recipients are usually far fewer).  Shared by the threads (a dict's get and
+# set are atomic in CPython; a lost race renders a field twice).
+_LIST_MEMO_MAX = 4096
+_LIST_MEMO_FIELD = 512
+_LISTS: Dict[bytes, bytes] = {}
 
 Token = Tuple[str, str]            # (kind, text): atom, quoted, literal, comment, or the special itself
 Address = Tuple[Optional[bytes], Optional[bytes], Optional[bytes], Optional[bytes]]
 
 
-def envelope(data: bytes, start: int, end: int) -> bytes:
+def envelope(data: bytes, start: int, end: int, head: Optional[Header] = None) -> bytes:
     """The parenthesized envelope of the message whose header is in
-    ``data[start:end]`` (RFC 9051 §7.5.2, §9 envelope)."""
-    head = parse_header(data, start, end)
+    ``data[start:end]`` (RFC 9051 §7.5.2, §9 envelope); ``head``: that
+    header's parse_header, when the caller has it."""
+    if head is None:
+        head = parse_header(data, start, end)
     firsts: Dict[bytes, bytes] = {}             # the first field of each name used, raw
     for name, raw in head.fields:
         if name in _USED and name not in firsts:
             firsts[name] = raw
-
-    def first(name: bytes) -> Optional[bytes]:
-        raw = firsts.get(name)
-        return None if raw is None else field_value(raw)
-
-    addresses = {name: address_list(first(name)) for name in _ADDRESS_FIELDS}
+    get = firsts.get
+    lists = {name: _list_field(get(name)) for name in _ADDRESS_FIELDS}
     # RFC 9051 §7.5.2: Sender and Reply-To absent or empty default to From.
     for name in (b"sender", b"reply-to"):
-        if not addresses[name]:
-            addresses[name] = addresses[b"from"]
-    items = [nstring(first(b"date")), nstring(first(b"subject"))]
-    items += [_render_list(addresses[name]) for name in _ADDRESS_FIELDS]
-    items += [nstring(first(b"in-reply-to")), nstring(first(b"message-id"))]
-    return b"(" + b" ".join(items) + b")"
+        if lists[name] == b"NIL":
+            lists[name] = lists[b"from"]
+    return b"".join((b"(", _text_field(get(b"date")), b" ", _text_field(get(b"subject")), b" ",
+                     b" ".join([lists[name] for name in _ADDRESS_FIELDS]), b" ",
+                     _text_field(get(b"in-reply-to")), b" ", _text_field(get(b"message-id")), b")"))
+
+
+def _text_field(raw: Optional[bytes]) -> bytes:
+    """A field's unfolded value as an nstring; NIL when the field is absent.
+    A one-line value of plain octets is read by one match of
+    ``_PLAIN_FIELD`` (what field_value and nstring give it)."""
+    if raw is None:
+        return b"NIL"
+    plain = _PLAIN_FIELD.fullmatch(raw)
+    if plain is not None and len(plain.group(1)) <= wire.MAX_QUOTED:
+        return b'"' + plain.group(1) + b'"'
+    return nstring(field_value(raw))
+
+
+def _list_field(raw: Optional[bytes]) -> bytes:
+    """An address field (the raw field, name included) as env-from etc.
+    Senders and recipients repeat from message to message: the rendering of
+    a short field is remembered (``_LISTS``), keyed by its octets."""
+    if raw is None:
+        return b"NIL"
+    out = _LISTS.get(raw)
+    if out is None:
+        out = _render_list(address_list(field_value(raw)))
+        if len(raw) <= _LIST_MEMO_FIELD:
+            if len(_LISTS) >= _LIST_MEMO_MAX:
+                _LISTS.clear()            # a plain bound: a new mailbox's senders refill it
+            _LISTS[raw] = out
+    return out
 
 
 def nstring(value: Optional[bytes]) -> bytes:
@@ -98,9 +140,17 @@ def nstring(value: Optional[bytes]) -> bytes:
 
 
 def _render_list(addrs: List[Address]) -> bytes:
-    """env-from etc. = "(" 1*address ")" / nil (RFC 9051 §9)."""
+    """env-from etc. = "(" 1*address ")" / nil (RFC 9051 §9).  When every
+    value is plain (one _PLAIN match of them all: \x01 is plain itself, and
+    no value is longer than MAX_QUOTED when all of them together are not),
+    each goes quoted as nstring would send it, with no test of its own."""
     if not addrs:
         return b"NIL"
+    present = [v for a in addrs for v in a if v is not None]
+    joined = b"\x01".join(present)
+    if len(joined) <= wire.MAX_QUOTED and _PLAIN.fullmatch(joined):
+        return b"((" + b")(".join([b" ".join([b"NIL" if v is None else b'"' + v + b'"' for v in a])
+                                   for a in addrs]) + b"))"
     return b"(" + b"".join(b"(" + b" ".join(nstring(v) for v in a) + b")" for a in addrs) + b")"
 
 
@@ -187,6 +237,8 @@ def address_list(value: Optional[bytes]) -> List[Address]:
     start and a (NIL NIL NIL NIL) end (RFC 9051 §7.5.2)."""
     if value is None:
         return []
+    if len(value) <= _SIMPLE_MAX and _SIMPLE_LIST_B.fullmatch(value):
+        return [_simple_mailbox_b(m) for m in _SIMPLE_MAILBOX_B.finditer(value)]
     text = value.decode("utf-8", "surrogateescape")
     if len(text) <= _SIMPLE_MAX and _SIMPLE_LIST.fullmatch(text):
         return [_simple_mailbox(m) for m in _SIMPLE_MAILBOX.finditer(text)]
@@ -214,6 +266,17 @@ def _simple_mailbox(m) -> Address:
         words = [w.group(1) if w.group(1) is not None else w.group(2)
                  for w in _WORD.finditer(m.group(1))]
     return (None if words is None else _enc(" ".join(words)), None, _enc(m.group(2)), _enc(m.group(3)))
+
+
+def _simple_mailbox_b(m) -> Address:
+    """_simple_mailbox over the octets."""
+    if m.group(1) is None and m.group(4) is not None:          # a bare addr-spec
+        return (None, None, m.group(4), m.group(5))
+    name = None
+    if m.group(1) is not None:
+        name = b" ".join([w.group(1) if w.group(1) is not None else w.group(2)
+                          for w in _WORD_B.finditer(m.group(1))])
+    return (name, None, m.group(2), m.group(3))
 
 
 def _enc(text: str) -> bytes:

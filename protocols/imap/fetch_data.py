@@ -36,7 +36,7 @@ from __future__ import annotations
 import binascii
 import functools
 import re
-from typing import FrozenSet, Optional, Tuple
+from typing import Callable, FrozenSet, Optional, Tuple
 
 from protocols import mime
 from protocols.imap import wire
@@ -151,6 +151,44 @@ def _partial(value: bytes, partial: Optional[Tuple[int, int]]) -> bytes:
 
 # -- BODY[section] (RFC 9051 §6.4.5.1) -------------------------------------------
 
+def header_item(att: FetchAtt, header: bytes) -> bytes:
+    """``render(att, ...)`` for RFC822.HEADER and BODY[HEADER], BODY[HEADER.FIELDS
+    (...)] (.NOT too) of the message itself, from its header block alone (the
+    message's fields and empty line, as the folder's cache keeps it): what
+    section_data gives for them reads nothing past it."""
+    return header_renderer(att)(header)
+
+
+@functools.lru_cache(maxsize=64)
+def header_renderer(att: FetchAtt) -> Callable[[bytes], bytes]:
+    """header_item for ``att``, made once per FETCH: the item's name and the
+    field-name regex are the same for every message."""
+    if att.name == "RFC822.HEADER":
+        return lambda header: b"RFC822.HEADER " + _literal(header)
+    sec, partial = att.section, att.partial
+    prefix = _item(b"BODY", att, None) + b" "
+    if sec.text == "HEADER":
+        return lambda header: prefix + _literal(_partial(header, partial))
+    if sec.text == "HEADER.FIELDS.NOT":
+        names = tuple(sec.fields)
+        return lambda header: prefix + _literal(_partial(
+            _header_fields_in(header, 0, len(header), names, True), partial))
+    findall = _fields_rx(tuple(sec.fields)).findall
+
+    def fields(header: bytes) -> bytes:
+        found = findall(header)
+        # only the last field can lack its LF (a header that ends the data)
+        if found and not found[-1].endswith(b"\n"):
+            found[-1] += b"\r\n"
+        # the usual block ends with an empty line after a field's CRLF
+        found.append(b"\r\n" if header.endswith(b"\r\n\r\n") else _separator(header, 0, len(header)))
+        value = b"".join(found)
+        if partial is not None:
+            value = _partial(value, partial)
+        return prefix + _literal(value)
+    return fields
+
+
 def section_data(sec: Optional[Section], data: bytes, root: mime.Part) -> bytes:
     """The octets BODY[sec] names; empty when the part does not exist."""
     sec = sec or Section()
@@ -182,17 +220,51 @@ def _wanted(names: Tuple[str, ...]) -> FrozenSet[bytes]:
     return frozenset(n.lower().encode("ascii") for n in names)
 
 
+@functools.lru_cache(maxsize=256)
+def _fields_rx(names: Tuple[str, ...]):
+    """The fields named ``names`` (ASCII case-insensitive) with their folds,
+    each at a line start: message.py's _FIELD_AND_FOLDS for these names."""
+    alts = b"|".join(re.escape(n.encode("ascii")) for n in sorted(set(names), key=len, reverse=True))
+    return re.compile(rb"^(?:" + alts + rb")[ \t]*:[^\n]*\n?(?:[ \t][^\n]*\n?)*",
+                      re.IGNORECASE | re.MULTILINE)
+
+
 def header_fields(data: bytes, msg: mime.Part, names, exclude: bool) -> bytes:
     """HEADER.FIELDS / HEADER.FIELDS.NOT: the fields whose name matches
     (ASCII case-insensitive, otherwise exact) in message order, then the
-    blank line the header has (RFC 9051 §6.4.5.1)."""
-    wanted = _wanted(tuple(names))
-    head = parse_header(data, msg.start, msg.body_start)
+    blank line the header has (RFC 9051 §6.4.5.1).
+
+    HEADER.FIELDS is one regex search over ``data[msg.start:msg.body_start]``:
+    every line there is a field, a fold, or the final empty line (that is
+    where parse_header ends the header), so a line starting with a wanted
+    name and a colon is exactly a field parse_header would name so."""
+    return _header_fields_in(data, msg.start, msg.body_start, tuple(names), exclude)
+
+
+def _header_fields_in(data: bytes, start: int, end: int, names: Tuple[str, ...], exclude: bool) -> bytes:
+    """header_fields of the header block ``data[start:end]``."""
+    if not exclude:
+        found = [raw if raw.endswith(b"\n") else raw + b"\r\n"
+                 for raw in _fields_rx(names).findall(data, start, end)]
+        return b"".join(found) + _separator(data, start, end)
+    wanted = _wanted(names)
+    head = parse_header(data, start, end)
     out = []
     for name, raw in head.fields:
         if (name in wanted) != exclude:
             out.append(raw if raw.endswith(b"\n") else raw + b"\r\n")
     return b"".join(out) + data[head.fields_end:head.body_start]
+
+
+def _separator(data: bytes, start: int, end: int) -> bytes:
+    """The empty line that ends the header block ``data[start:end]``, or b""
+    (parse_header: a last line of only CR and LF octets, which no field or
+    fold is)."""
+    if end <= start or data[end - 1:end] != b"\n":
+        return b""
+    line = data.rfind(b"\n", start, end - 1) + 1
+    line = max(line, start)
+    return data[line:end] if not data[line:end].strip(b"\r\n") else b""
 
 
 # -- BINARY[part] (RFC 3516, RFC 9051 §6.4.5, §7.5.2) -------------------------------

@@ -16,7 +16,11 @@ A FETCH whose content items are all ones derived.py keeps (ENVELOPE,
 BODYSTRUCTURE, BODY, the message's own HEADER / HEADER.FIELDS (.NOT) and
 RFC822.HEADER) asks ``OpenFolder.derived`` instead, ``CACHE_BATCH`` UIDs at a
 time: the folder's cache answers without opening the files, and the
-response is byte for byte the one built from the message.
+response is byte for byte the one built from the message.  When every such
+item is one the header block answers (ENVELOPE, the header sections), the
+entries asked for are fetch_cache.py's header-only ones, whose misses read
+only the start of each file; BODYSTRUCTURE and BODY take derived.py's whole
+entries.
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ from typing import Callable, List, Optional, Sequence
 
 from protocols import mime
 from protocols.imap import args as A
-from protocols.imap import derived, fetch_data, wire
+from protocols.imap import derived, fetch_cache, fetch_data, wire
 from protocols.imap.fetch_args import FetchAtt
-from protocols.imap.session_base import BAD, NO, Refusal
+from protocols.imap.session_base import BAD, NO, OUTPUT_HIGH_WATER, Refusal
 
 log = logging.getLogger("mailsrv.imap")
 
@@ -64,7 +68,8 @@ class FetchCommands:
         flagged = yield from self._set_seen(uids, atts)
         wanted = [a for a in atts if fetch_data.needs_content(a)]
         if wanted and all(derived.cacheable(a) for a in wanted):
-            missing = yield from self._fetch_cached(uids, atts, flagged)
+            head = all(fetch_cache.from_head(a) for a in wanted)
+            missing = yield from self._fetch_cached(uids, atts, flagged, head)
         else:
             missing = yield from self._fetch_read(uids, atts, flagged, bool(wanted))
         if missing:
@@ -85,41 +90,57 @@ class FetchCommands:
             self._emit(self._fetch_response(uid, atts, lambda att: self._render(att, data, root),
                                             uid in flagged))
             self.counts["fetched"] += 1
-            yield self._wait_drain
+            if self._out_size >= OUTPUT_HIGH_WATER:   # what _wait_drain looks at: yield only then
+                yield self._wait_drain
         return missing
 
-    def _fetch_cached(self, uids, atts, flagged):
-        """The content items from the folder's cache (derived.py), ``CACHE_BATCH``
-        UIDs a request; a message whose entry lacks an item is read whole."""
+    def _fetch_cached(self, uids, atts, flagged, head: bool):
+        """The content items from the folder's cache (derived.py; ``head``: the
+        header-only entries of fetch_cache.py), ``CACHE_BATCH`` UIDs a request;
+        a message whose entry lacks an item is read whole."""
         missing = False
+        content = [(att, self._header_renderer(att)) for att in atts if fetch_data.needs_content(att)]
         for start in range(0, len(uids), CACHE_BATCH):
             batch = uids[start:start + CACHE_BATCH]
-            entries = yield from self._derived(batch)
+            entries = yield from self._derived(batch, not head)
             for uid in batch:
                 entry = entries.get(uid)
                 if entry is None:
                     missing = True
                     continue
-                rendered = {}
-                for att in atts:
-                    if fetch_data.needs_content(att):
-                        rendered[att] = self._cached_item(att, entry)
-                if any(v is None for v in rendered.values()):
+                rendered = {id(att): (self._cached_item(att, entry) if fast is None
+                                      else fast(entry.get("HEADER"))) for att, fast in content}
+                if None in rendered.values():
                     gone = yield from self._fetch_read([uid], atts, flagged, True)
                     missing = missing or gone
                     continue
-                self._emit(self._fetch_response(uid, atts, rendered.__getitem__, uid in flagged))
+                self._emit(self._fetch_response(uid, atts, lambda att: rendered[id(att)], uid in flagged))
                 self.counts["fetched"] += 1
-                yield self._wait_drain
+                if self._out_size >= OUTPUT_HIGH_WATER:   # what _wait_drain looks at: yield only then
+                    yield self._wait_drain
         return missing
 
-    def _derived(self, uids: Sequence[int]):
-        """``{uid: entry}`` from ``OpenFolder.derived``; gone UIDs missing (RFC 2180 §4.1)."""
-        result = yield lambda done: self._folder.derived(uids, derived.KIND, derived.compute, done)
+    def _derived(self, uids: Sequence[int], full: bool = False):
+        """``{uid: entry}`` from ``OpenFolder.derived``; gone UIDs missing (RFC 2180 §4.1).
+        The header-only entries (fetch_cache.py: ENVELOPE, HEADER, the SEARCH
+        values), unless ``full``: derived.compute's, BODYSTRUCTURE and BODY too."""
+        kind, compute = ((derived.KIND, derived.compute) if full
+                         else (fetch_cache.HEAD_KIND, fetch_cache.compute_head))
+        result = yield lambda done: self._folder.derived(uids, kind, compute, done)
         if isinstance(result, BaseException):
             log.error("imap cache read failed user=%s: %r", self._user, result)
             raise Refusal(NO, "Cannot read messages, try again", "UNAVAILABLE")
         return result
+
+    @staticmethod
+    def _header_renderer(att: FetchAtt) -> Optional[Callable[[Optional[bytes]], Optional[bytes]]]:
+        """For a header section: derived.render's answer from the entry's header
+        block, made with no MIME Part (fetch_data.header_renderer); None (the
+        entry lacks the block) when the message must be read."""
+        if not derived.needs_header(att):
+            return None
+        render = fetch_data.header_renderer(att)
+        return lambda header: None if header is None else render(header)
 
     @staticmethod
     def _cached_item(att: FetchAtt, entry) -> Optional[bytes]:
@@ -153,7 +174,8 @@ class FetchCommands:
                         render: Callable[[FetchAtt], bytes], add_flags: bool) -> bytes:
         """``* n FETCH (...)``: items in the order asked (RFC 9051 §7.5.2)."""
         view = self._view
-        meta = view.meta(uid)
+        at = view.position(uid)
+        meta = view.metas[at]
         items: List[bytes] = []
         for att in atts:
             name = att.name
@@ -176,7 +198,7 @@ class FetchCommands:
         if add_flags:   # \\Seen was just set: the client hears it here
             items.append(b"FLAGS " + view.flags_of(uid))
             view.mark_shown(uid)
-        return b"* %d FETCH (" % view.seq(uid) + b" ".join(items) + b")\r\n"
+        return b"* %d FETCH (" % (at + 1) + b" ".join(items) + b")\r\n"
 
     @staticmethod
     def _render(att: FetchAtt, data: bytes, root: mime.Part) -> bytes:

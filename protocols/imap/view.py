@@ -74,6 +74,10 @@ class FolderView:
         i = bisect.bisect_left(self.uids, uid)
         return i if i < len(self.uids) and self.uids[i] == uid else None
 
+    def position(self, uid: int) -> Optional[int]:
+        """The message's index in ``uids`` and ``metas`` (its number - 1)."""
+        return self._index(uid)
+
     def seq(self, uid: int) -> Optional[int]:
         i = self._index(uid)
         return None if i is None else i + 1
