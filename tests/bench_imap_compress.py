@@ -35,7 +35,7 @@ import zlib
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from tests.bench_imap import machine, one_line, remove_copies  # noqa: E402
-from tests.bench_imap_setup import DATA, PASSWORD, USER, Dovecot, Mailsrv, Unavailable, build_corpus  # noqa: E402
+from tests.bench_imap_setup import DATA, Dovecot, Mailsrv, Unavailable, build_corpus  # noqa: E402
 
 TIMEOUT = 600      # seconds for one FETCH of 10,000 messages on a busy 2-core machine
 LEVEL = 6          # the client's deflate level: zlib's default (Dovecot's imap_zlib_compress_level too)
