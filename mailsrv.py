@@ -242,7 +242,7 @@ class MailServer:
 
 class TestServer(testserver.TestServer):
     """The in-process test mail server (protocols/testserver.py, README "Test server")."""
-    __test__, server_class = False, MailServer      # pytest: not a test class
+    __test__, server_class, clock = False, MailServer, staticmethod(time.time)      # pytest: not a test class
 
 
 def _read_resolv_conf() -> str:

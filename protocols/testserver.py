@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from protocols import selfsigned
 from protocols.backend.caught import matches
 from protocols.backend.contracts import CaughtMessage
 from protocols.base import new_id
@@ -117,6 +118,7 @@ class TestServer:
 
     __test__ = False        # pytest: not a test class
     server_class = None     # mailsrv.MailServer (mailsrv.TestServer sets it)
+    clock = None            # time.time, for the self-signed certificate's validity (mailsrv.TestServer sets it)
 
     def __init__(self, password: str = "", any_password: bool = False, data_dir: Optional[str] = None,
                  host: str = "127.0.0.1", tls_cert: str = "", tls_key: str = "", **config: object):
@@ -145,6 +147,12 @@ class TestServer:
         try:
             # no lookup of this machine's names: the host name is given, and starting stays fast
             config = Config(values, names=(lambda: "localhost", lambda: "localhost"))
+            if not config.tls_cert and config.tls_self_signed and self.clock is not None:
+                # one self-signed pair per process and host name, not one per data folder:
+                # a start stays a few milliseconds (protocols/selfsigned.py self_signed)
+                cert, key = selfsigned.self_signed(config.hostname, None, self.clock,
+                                                   key_type=config.tls_self_signed_type)
+                config = Config(dict(values, tls_cert=cert, tls_key=key), names=(lambda: "localhost", lambda: "localhost"))
             self.server = self.server_class(config)
             self.server.start()
         except BaseException:

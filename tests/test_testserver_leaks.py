@@ -28,9 +28,10 @@ class HundredServers(unittest.TestCase):
             mail.messages()
         threads_before = threading.active_count()
         fds_before = len(open_fds())
-        dirs_before = our_temp_dirs()
+        made = []       # the data folders of these servers (other test processes make their own)
         for i in range(CYCLES):
             with TestServer() as mail:
+                made.append(mail.data_dir)
                 with smtplib.SMTP("127.0.0.1", mail.smtp_port, timeout=10) as s:
                     s.sendmail("app@shop.test", ["bob@example.org"], b"Subject: n%d\r\n\r\nx\r\n" % i)
                 self.assertEqual(mail.wait_for(to="bob@example.org", timeout=5)["Subject"], "n%d" % i)
@@ -38,7 +39,9 @@ class HundredServers(unittest.TestCase):
         wait_for(lambda: threading.active_count() <= threads_before,
                  "threads back to %d" % threads_before, lambda: repr(threading.enumerate()), timeout=10)
         self.assertLessEqual(len(open_fds()), fds_before, open_fds())
-        self.assertEqual(our_temp_dirs(), dirs_before)
+        self.assertEqual(len(set(made)), CYCLES)
+        self.assertTrue(all(os.path.basename(d).startswith("mailsrv-testserver-") for d in made), made[:3])
+        self.assertEqual([d for d in made if os.path.exists(d)], [])
 
 
 if __name__ == "__main__":
