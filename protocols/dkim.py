@@ -378,8 +378,9 @@ def sign(data: bytes, domain: str, selector: str, key, now: int,
     else:
         signature = rsa.sign_sha256(key, data_in)
     b64 = base64.b64encode(signature).decode()
-    pieces = [b64[i:i + 72] for i in range(0, len(b64), 72)]
-    return unsigned + "".join(("\r\n\t" if i else "") + p for i, p in enumerate(pieces)).encode() + b"\r\n"
+    room = max(8, 76 - len(unsigned.rsplit(b"\n", 1)[-1]))      # fill the b= line, then 72 a line
+    pieces = [b64[:room]] + [b64[i:i + 72] for i in range(room, len(b64), 72)]
+    return unsigned + "\r\n\t".join(pieces).encode() + b"\r\n"
 
 
 def sign_message(data: bytes, signers: Sequence[Tuple[str, str, object]], now: int) -> bytes:
