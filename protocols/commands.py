@@ -1,5 +1,5 @@
 """The subcommands of ``mailsrv.py``: serve's signals and start-up lines, user,
-alias, queue, dns, tls, rfc, test-server.
+alias, queue, dns, tls, rfc, test-server (dkim: protocols/dkim_command.py).
 
 mailsrv.py parses the command line and hands each subcommand its part here,
 with what only the entry point knows: the server it built (``MailServer``),
@@ -311,6 +311,13 @@ def spf_main(cfg: Config, domain: str, ip: Optional[str], sender: Optional[str],
 
 
 # -- tls -----------------------------------------------------------------------
+
+def extra_parsers(sub, common: argparse.ArgumentParser) -> None:
+    """The subcommands whose parsers live here or beside: tls, dkim (protocols/dkim_command.py)."""
+    from protocols.dkim_command import dkim_parser
+    tls_parser(sub, common)
+    dkim_parser(sub, common)
+
 
 def tls_parser(sub, common: argparse.ArgumentParser) -> None:
     """`tls selfsigned`'s options (mailsrv.py's parser; the global ones come with ``common``)."""

@@ -72,6 +72,7 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "shutdown_grace": ("float", "30", False, "seconds SIGTERM waits for messages in flight before closing"),
     "trusted_networks": ("list", "127.0.0.0/8,::1/128", True, "clients that may relay without AUTH (CIDRs; 'none' for nobody)"),
     "sender_login_match": ("bool", "yes", True, "an authenticated user may send only as their own addresses and aliases"),
+    "dkim_sign": ("bool", "yes", True, "sign mail that leaves from our domains with the DKIM keys of DATA/dkim/<domain>/<selector>.<rsa|ed25519>.pem (RFC 6376; README \"DKIM\"; mailsrv.py dkim keygen makes them)"),
     "spf_check": ("str", "off", True, "SPF (RFC 7208) on mail from unauthenticated clients: off, or header (a Received-SPF: field on accepted mail; nothing is refused)"),
     "relayhost": ("str", "", True, "smarthost host:port for all outbound mail (empty: deliver by MX)"),
     "relay_port": ("int", "25", True, "destination port for MX delivery"),

@@ -53,6 +53,7 @@ class DeliveryService:
         self.inflight_bytes = 0         # octets of messages being received (sink.py)
         self.storage_error = STORAGE_ERROR
         self.changes = changes          # the change hub (protocols/backend/hub.py), or None
+        self.dkim = None                # protocols/dkim_signer.py DkimSigner: signs mail that leaves
 
     def delivered(self, users: List[str]) -> None:
         """On the loop thread, once the files and new/ are fsync'd: tell the
@@ -64,6 +65,24 @@ class DeliveryService:
     def configure(self, config, directory) -> None:
         self.config = config
         self.directory = directory
+        try:
+            self.load_dkim_keys()
+        except ValueError as e:         # a reload keeps the keys it had
+            smtp_log.error("%s (DKIM keys unchanged)", e)
+
+    def load_dkim_keys(self) -> None:
+        """The DKIM keys of DATA/dkim/ (store/dkimkeys.py), when dkim_sign is on;
+        ValueError naming the file that cannot be used."""
+        from protocols.dkim_signer import DkimSigner
+        from store.datadir import DataDirError
+        from store.dkimkeys import list_keys
+        if not getattr(self.config, "dkim_sign", False):
+            self.dkim = None
+            return
+        try:
+            self.dkim = DkimSigner(list_keys(self.config.data_dir)) or None
+        except DataDirError as e:
+            raise ValueError(str(e)) from None
 
     # the sink's view of the outbound side
     @property
@@ -77,6 +96,7 @@ class DeliveryService:
     def start(self) -> None:
         if self.deliverer is None:
             self.deliverer = Deliverer(self.store)
+        self.load_dkim_keys()
 
     def stop_pickup(self) -> None:
         if self.pickup is not None:
@@ -102,8 +122,11 @@ class DeliveryService:
             local.extend(u for u in loc if u not in local)
             remote.extend(r for r in rem if r not in remote)
         fixups = bool(envelope.auth_user) or envelope.listener in ("submission", "smtps")
-        return IncomingSink(self, envelope, local, remote, fixups,
+        sink = IncomingSink(self, envelope, local, remote, fixups,
                             delivered_to=self._delivered_to(envelope.rcpt_to, local))
+        # RFC 6376 §5: mail that leaves from us (submitted, or sendmail's) is signed on its way to the queue
+        sink.sign = bool(self.dkim and remote and (fixups or envelope.listener == "sendmail"))
+        return sink
 
     def deliver(self, envelope, data: bytes, done: Callable[[Reply], None]) -> None:
         """A whole message already in hand (a local submission): the same path
