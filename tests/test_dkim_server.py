@@ -1,0 +1,143 @@
+"""DKIM in the server and on the command line: mail that leaves from our
+domain is signed (rsa-sha256 and ed25519-sha256 both, the newest selector of
+each type) before it is queued; mail received for relay from elsewhere and
+mail of other domains is not; `mailsrv.py dkim keygen` writes a key openssl
+and we read, and prints the record to publish; `mailsrv.py dkim verify`."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+from mailsrv import Config, MailServer
+from protocols import dkim
+from protocols.base import new_id
+from protocols.crypto import ed25519, keys
+from protocols.smtp.address import Address
+from protocols.smtp.state import Envelope
+from store.dkimkeys import write_key
+from tests.helpers import ROOT
+from tests.spffake import FakeResolver
+from tests.test_backend_contracts import RealHarness, ctx
+from tests.test_dkim import ED_KEY, RSA_KEY, key_record
+
+MESSAGE = (b"From: Alice <alice@example.test>\r\nTo: bob@remote.example\r\nSubject: signed?\r\n"
+           b"\r\nHello.\r\n")
+
+
+class ServerSigning(unittest.TestCase):
+    def start(self, with_keys=True, **values):
+        tmp = tempfile.mkdtemp(prefix="mailsrv-dkim-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        if with_keys:
+            write_key(tmp, "example.test", "old", "ed25519", ed25519.generate().pem())
+            os.utime(os.path.join(tmp, "dkim/example.test/old.ed25519.pem"), (1, 1))     # older: not chosen
+            write_key(tmp, "example.test", "ed", "ed25519", ED_KEY.pem())
+            write_key(tmp, "example.test", "rs", "rsa", RSA_KEY.pem())
+        h = RealHarness.__new__(RealHarness)
+        h.tmp = tmp
+        conf = {k: "off" for k in ("smtp_port", "submission_port", "smtps_port", "pop3_port",
+                                    "pop3s_port", "imap_port", "imaps_port")}
+        conf.update(data_dir=tmp, hostname="mx.example.test", domains="example.test", log_level="CRITICAL",
+                    auth_failure_delay="0.01", trusted_networks="none", dns_servers="127.0.0.1:9", **values)
+        h.server = MailServer(Config(conf))
+        h.server.add_user(h.user, h.password)
+        h.server.start()
+        h.backend, h.held = h.server.backend, None
+        self.addCleanup(lambda: h.server.stop(grace=1))
+        return h
+
+    def send(self, h, data, auth_user="alice@example.test", listener="submission"):
+        decision = h.call(lambda: h.backend.check_recipient(ctx(listener), auth_user, Address("bob", "remote.example")))
+        self.assertTrue(decision.ok, decision)
+        env = Envelope(mail_from="alice@example.test", rcpt_to=["bob@remote.example"], targets=[decision.target],
+                       body="7BIT", smtputf8=False, helo="client.example", peer_ip="192.0.2.1",
+                       auth_user=auth_user, tls=True, listener=listener, queue_id=new_id())
+        sink = h.call(lambda: h.backend.open_message(env))
+        h.call(lambda: sink.write(data))
+        reply = h.run(lambda done: sink.finish(env, done))[0]
+        self.assertEqual(reply[0], 250, reply)
+        with open(os.path.join(h.tmp, "queue", env.queue_id + ".msg"), "rb") as f:
+            return f.read()
+
+    def verify(self, data):
+        res = FakeResolver()
+        res.add("ed._domainkey.example.test", "TXT", key_record(ED_KEY))
+        res.add("rs._domainkey.example.test", "TXT", key_record(RSA_KEY))
+        out = []
+        dkim.verify(data, res, out.extend, int(time.time()))
+        return out
+
+    def test_submitted_mail_is_signed_with_both_keys(self):
+        queued = self.send(self.start(), MESSAGE)
+        out = self.verify(queued)
+        self.assertEqual([(r.result, r.selector, r.algorithm) for r in out],
+                         [("pass", "rs", "rsa-sha256"), ("pass", "ed", "ed25519-sha256")])
+        self.assertTrue(queued.endswith(b"Subject: signed?\r\n" + queued.split(b"Subject: signed?\r\n")[1]))
+
+    def test_large_submission_is_signed_whole(self):
+        body = b"".join(b"line %06d of a long message\r\n" % i for i in range(4000))      # > 64 KiB
+        out = self.verify(self.send(self.start(), MESSAGE + body))
+        self.assertEqual([r.result for r in out], ["pass", "pass"])
+
+    def test_other_domain_and_switched_off_are_not_signed(self):
+        h = self.start()
+        other = MESSAGE.replace(b"alice@example.test", b"alice@elsewhere.example")
+        self.assertNotIn(b"DKIM-Signature", self.send(h, other))
+        h2 = self.start(dkim_sign="no")
+        self.assertNotIn(b"DKIM-Signature", self.send(h2, MESSAGE))
+
+    def test_no_keys_no_signature(self):
+        self.assertNotIn(b"DKIM-Signature", self.send(self.start(with_keys=False), MESSAGE))
+
+
+class KeygenCommand(unittest.TestCase):
+    def run_cli(self, *args, stdin=b""):
+        return subprocess.run([sys.executable, os.path.join(ROOT, "mailsrv.py"), "--data", self.tmp] + list(args),
+                              input=stdin, capture_output=True, timeout=120)
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="mailsrv-dkim-cli-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def test_keygen_writes_a_key_and_prints_the_record(self):
+        for key_type, sel in (("ed25519", "e1"), ("rsa", "r1")):
+            p = self.run_cli("dkim", "keygen", "Example.ORG", "--type", key_type, "--selector", sel)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            path = os.path.join(self.tmp, "dkim", "example.org", "%s.%s.pem" % (sel, key_type))
+            self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+            with open(path, "rb") as f:
+                key = keys.load_private_key(f.read())
+            record = re.search(r'^%s\._domainkey\.example\.org\. IN TXT \( (.*) \)$' % sel, p.stdout.decode(), re.M)
+            strings = re.findall(r'"([^"]*)"', record.group(1))
+            self.assertTrue(all(len(s) <= 255 for s in strings))
+            text = "".join(strings)
+            self.assertEqual(text, key_record(key))
+            if key_type == "rsa":
+                self.assertEqual(key.public.bits, 2048)
+                self.assertEqual(len(strings), 2)
+            if shutil.which("openssl"):
+                o = subprocess.run(["openssl", "pkey", "-in", path, "-noout"], capture_output=True)
+                self.assertEqual(o.returncode, 0, o.stderr)
+
+    def test_keygen_refuses_to_overwrite_and_bad_names(self):
+        self.assertEqual(self.run_cli("dkim", "keygen", "example.org", "--type", "ed25519", "--selector", "s").returncode, 0)
+        p = self.run_cli("dkim", "keygen", "example.org", "--type", "ed25519", "--selector", "s")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"exists already", p.stderr)
+        p = self.run_cli("dkim", "keygen", "example.org", "--selector", "../x")
+        self.assertEqual(p.returncode, 2)
+        self.assertEqual(len(p.stderr.strip().splitlines()), 1)
+
+    def test_verify_without_signature_says_none(self):
+        p = self.run_cli("--dns-server", "127.0.0.1:9", "dkim", "verify", stdin=MESSAGE)
+        self.assertEqual(p.stdout.strip(), b"dkim=none")
+        self.assertEqual(p.returncode, 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
