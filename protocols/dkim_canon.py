@@ -86,13 +86,17 @@ def body_relaxed(body: bytes) -> bytes:
     the end removed; an empty body stays empty (erratum 1384's reading, as
     the §3.4.5 example implies); a last line gets its CRLF."""
     body = to_crlf(body)
-    lines = body.split(b"\r\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    lines = [_WSP_RUN.sub(b" ", line).rstrip(b" ") for line in lines]
-    while lines and lines[-1] == b"":
-        lines.pop()
-    return b"".join(line + b"\r\n" for line in lines)
+    if body and not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    # WSP runs to one SP over the whole body with bytes methods (a regex sub
+    # per run costs 100+ ms a megabyte): tabs to spaces, halve runs until none.
+    body = body.replace(b"\t", b" ")
+    while b"  " in body:
+        body = body.replace(b"  ", b" ")
+    body = body.replace(b" \r\n", b"\r\n")
+    while body.endswith(b"\r\n\r\n"):
+        body = body[:-2]
+    return b"" if body == b"\r\n" else body
 
 
 HEADER = {"simple": header_simple, "relaxed": header_relaxed}
