@@ -19,6 +19,7 @@ from protocols.base import new_id
 from protocols.crypto import ed25519, keys
 from protocols.smtp.address import Address
 from protocols.smtp.state import Envelope
+from store.datadir import DataDirError
 from store.dkimkeys import write_key
 from tests.helpers import ROOT
 from tests.spffake import FakeResolver
@@ -90,6 +91,19 @@ class ServerSigning(unittest.TestCase):
         self.assertNotIn(b"DKIM-Signature", self.send(h, other))
         h2 = self.start(dkim_sign="no")
         self.assertNotIn(b"DKIM-Signature", self.send(h2, MESSAGE))
+
+    def test_unreadable_key_stops_the_start_naming_the_file(self):
+        tmp = tempfile.mkdtemp(prefix="mailsrv-dkim-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        write_key(tmp, "example.test", "bad", "rsa", ED_KEY.pem())        # an Ed25519 key named .rsa
+        conf = {k: "off" for k in ("smtp_port", "submission_port", "smtps_port", "pop3_port",
+                                    "pop3s_port", "imap_port", "imaps_port")}
+        conf.update(data_dir=tmp, hostname="mx.example.test", log_level="CRITICAL", dns_servers="127.0.0.1:9")
+        server = MailServer(Config(conf))
+        self.addCleanup(lambda: server.stop(grace=1))
+        with self.assertRaises(DataDirError) as cm:
+            server.start()
+        self.assertIn("bad.rsa.pem", str(cm.exception))
 
     def test_no_keys_no_signature(self):
         self.assertNotIn(b"DKIM-Signature", self.send(self.start(with_keys=False), MESSAGE))

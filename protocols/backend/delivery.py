@@ -26,6 +26,7 @@ from protocols import message
 from protocols.backend.contracts import Reply
 from protocols.backend.sink import IncomingSink
 from protocols.smtp.state import Envelope
+from store.datadir import DataDirError
 from store.deliver import Deliverer, DeliveryJob
 from store.maildir import MailStore
 from store.users import normalize_address
@@ -67,22 +68,21 @@ class DeliveryService:
         self.directory = directory
         try:
             self.load_dkim_keys()
-        except ValueError as e:         # a reload keeps the keys it had
+        except DataDirError as e:       # a reload keeps the keys it had
             smtp_log.error("%s (DKIM keys unchanged)", e)
 
     def load_dkim_keys(self) -> None:
         """The DKIM keys of DATA/dkim/ (store/dkimkeys.py), when dkim_sign is on;
-        ValueError naming the file that cannot be used."""
+        DataDirError naming the file that cannot be used."""
         from protocols.dkim_signer import DkimSigner
-        from store.datadir import DataDirError
         from store.dkimkeys import list_keys
         if not getattr(self.config, "dkim_sign", False):
             self.dkim = None
             return
         try:
             self.dkim = DkimSigner(list_keys(self.config.data_dir)) or None
-        except DataDirError as e:
-            raise ValueError(str(e)) from None
+        except ValueError as e:         # a key file that is not a key (protocols/dkim_signer.py)
+            raise DataDirError(str(e)) from None
 
     # the sink's view of the outbound side
     @property
