@@ -40,6 +40,7 @@ RSA_SHA256, ED25519_SHA256 = "rsa-sha256", "ed25519-sha256"
 ALGORITHMS = (RSA_SHA256, ED25519_SHA256)
 MIN_RSA_BITS = 1024             # RFC 8301 §3.2: verifiers MUST validate 1024..4096, and refuse smaller
 MAX_RSA_BITS = 4096             # RFC 8301 §3.2: larger keys need not be validated (cost)
+MAX_SECONDS = 20               # DEVIATION(RFC 6376): no limit given; as SPF's (RFC 7208 §4.6.4), then temperror
 MAX_SIGNATURES = 8              # DEVIATION(RFC 6376 §6.1): more are not looked at (each costs a DNS query)
 # RFC 6376 §5.4.1: the header set a signer SHOULD cover; From, To, Subject,
 # Date oversigned (§8.15: a second copy added later then breaks the signature).
@@ -274,17 +275,30 @@ def _record_text(records: Sequence[object]) -> Tuple[Optional[str], str]:
     return texts[0], ""
 
 
+Runner = Callable[[Callable[[], object], Callable[[object], None]], None]
+
+
+def _inline(fn: Callable[[], object], callback: Callable[[object], None]) -> None:
+    callback(fn())
+
+
 class DkimVerification:
     """Verifies every DKIM-Signature of a message: one TXT question per
-    signature through ``resolver``, ``done(list of DkimResult)`` once all are
-    answered (at once with a synchronous resolver)."""
+    signature through ``resolver``, then the hashes and signatures computed
+    through ``runner(fn, callback)`` (a loop's ``run_in_thread``: the
+    arithmetic off the event loop; by default at once), then
+    ``done(list of DkimResult)`` once."""
 
-    def __init__(self, data: bytes, resolver, done: Callable[[List[DkimResult]], None], now: int):
+    def __init__(self, data: bytes, resolver, done: Callable[[List[DkimResult]], None], now: int,
+                 runner: Optional[Runner] = None):
         self.fields, self.body = canon.split_message(data)
         self.resolver, self.done, self.now = resolver, done, now
+        self.runner = runner or _inline
         self.results: List[Optional[DkimResult]] = []
+        self.records: Dict[int, Tuple[Signature, str]] = {}
         self.waiting = 0
         self.finished = False
+        self._timer = None
 
     def start(self) -> "DkimVerification":
         raws = signatures(self.fields)
@@ -293,7 +307,7 @@ class DkimVerification:
             self.done([DkimResult("none")])
             return self
         jobs = []
-        for i, raw in enumerate(raws):
+        for raw in raws:
             try:
                 sig = parse_signature(raw)
             except SignatureError as e:
@@ -306,6 +320,9 @@ class DkimVerification:
             self.results.append(None)
             jobs.append((len(self.results) - 1, sig))
         self.waiting = len(jobs)
+        loop = getattr(self.resolver, "loop", None)
+        if jobs and loop is not None and hasattr(loop, "call_later"):
+            self._timer = loop.call_later(MAX_SECONDS, self._timeout)
         for index, sig in jobs:
             self.resolver.resolve(key_name(sig), dns.TYPE_TXT,
                                   lambda answer, index=index, sig=sig: self._answer(index, sig, answer))
@@ -313,7 +330,7 @@ class DkimVerification:
         return self
 
     def _answer(self, index: int, sig: Signature, answer) -> None:
-        if self.finished or self.results[index] is not None:
+        if self.finished or self.waiting <= 0 or self.results[index] is not None or index in self.records:
             return
         kind = getattr(answer, "kind", None)
         base = (sig.domain, sig.selector, sig.b_text, sig.algorithm, sig.identity)
@@ -326,23 +343,79 @@ class DkimVerification:
             if text is None:
                 self.results[index] = DkimResult("permerror", *base, why)
             else:
-                try:
-                    self.results[index] = check_signature(sig, self.fields, self.body, text, self.now)
-                except Exception:       # a bug: logged, and the message still gets a verdict
-                    log.exception("dkim: checking the signature of %s failed", sig.domain)
-                    self.results[index] = DkimResult("temperror", *base, "internal error")
+                self.records[index] = (sig, text)
         self.waiting -= 1
         self._maybe_done()
 
+    def _timeout(self) -> None:
+        """No key within MAX_SECONDS: what is still asked is temperror."""
+        self._timer = None
+        if self.finished or self.waiting <= 0:
+            return
+        for index, result in enumerate(self.results):
+            if result is None and index not in self.records:
+                self.results[index] = DkimResult("temperror", problem="no key within %d s" % MAX_SECONDS)
+        self.waiting = 0
+        self._maybe_done()
+
+    def _check_all(self) -> Dict[int, DkimResult]:
+        """The arithmetic (body hashes, RSA, Ed25519): where ``runner`` puts it."""
+        out = {}
+        for index, (sig, text) in self.records.items():
+            try:
+                out[index] = check_signature(sig, self.fields, self.body, text, self.now)
+            except Exception:       # a bug: logged, and the message still gets a verdict
+                log.exception("dkim: checking the signature of %s failed", sig.domain)
+                out[index] = DkimResult("temperror", sig.domain, sig.selector, sig.b_text, sig.algorithm,
+                                        sig.identity, "internal error")
+        return out
+
     def _maybe_done(self) -> None:
-        if not self.finished and self.waiting == 0:
-            self.finished = True
+        if self.finished or self.waiting > 0:
+            return
+        self.finished = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if not self.records:
             self.done([r for r in self.results if r is not None])
+            return
+
+        def checked(found) -> None:
+            if not isinstance(found, dict):         # the runner's job raised: said, and still a verdict
+                found = {i: DkimResult("temperror", sig.domain, sig.selector, sig.b_text, problem="internal error")
+                         for i, (sig, _t) in self.records.items()}
+            for index, result in found.items():
+                self.results[index] = result
+            self.done([r for r in self.results if r is not None])
+        self.runner(self._check_all, checked)
 
 
-def verify(data: bytes, resolver, done: Callable[[List[DkimResult]], None], now: int) -> DkimVerification:
+def verify(data: bytes, resolver, done: Callable[[List[DkimResult]], None], now: int,
+           runner: Optional[Runner] = None) -> DkimVerification:
     """Verify every DKIM-Signature of ``data`` (RFC 6376 §6); ``now`` in seconds."""
-    return DkimVerification(data, resolver, done, now).start()
+    return DkimVerification(data, resolver, done, now, runner).start()
+
+
+def authentication_results(host: str, results: Sequence[DkimResult]) -> bytes:
+    """An ``Authentication-Results:`` field (RFC 8601 §2.2) with one dkim
+    clause per signature (§2.7.1), folded one clause a line, with its CRLF."""
+    clauses = [r.ar_text() for r in results] or ["dkim=none"]
+    return ("Authentication-Results: %s;\r\n\t" % host + ";\r\n\t".join(clauses) + "\r\n").encode()
+
+
+def add_authentication_results(data: bytes, host: str, results: Sequence[DkimResult]) -> bytes:
+    """``data`` with our Authentication-Results on top, after removing any
+    that arrived claiming our authserv-id (RFC 8601 §5: they are forgeries)."""
+    fields, body = canon.split_message(data)
+    kept = [raw for name, raw in fields
+            if name != b"authentication-results"
+            or (canon.field_value(raw) or "").strip().split(";")[0].strip().lower() != host.lower()]
+    if len(kept) == len(fields):
+        head = b""                  # nothing removed: the message as it came
+        rest = canon.to_crlf(data)
+    else:
+        head, rest = b"".join(kept) + b"\r\n", body
+    return authentication_results(host, results) + head + rest
 
 
 # ---------------------------------------------------------------- signing

@@ -10,8 +10,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
+from unittest import mock
 
 from mailsrv import Config, MailServer
 from protocols import dkim
@@ -107,6 +109,57 @@ class ServerSigning(unittest.TestCase):
 
     def test_no_keys_no_signature(self):
         self.assertNotIn(b"DKIM-Signature", self.send(self.start(with_keys=False), MESSAGE))
+
+
+class InboundVerification(unittest.TestCase):
+    """dkim_verify = header: mail from other servers gets our Authentication-Results."""
+
+    def deliver(self, data, **values):
+        h = ServerSigning.start(self, with_keys=False, **values)
+        res = FakeResolver()
+        res.add("sel._domainkey.example.org", "TXT", key_record(ED_KEY))
+        h.backend.delivery.dkim_resolver = lambda: res
+        decision = h.call(lambda: h.backend.check_recipient(ctx("smtp"), None, Address("alice", "example.test")))
+        env = Envelope(mail_from="x@example.org", rcpt_to=["alice@example.test"], targets=[decision.target],
+                       body="7BIT", smtputf8=False, helo="mx.example.org", peer_ip="192.0.2.1",
+                       auth_user=None, tls=False, listener="smtp", queue_id=new_id())
+        sink = h.call(lambda: h.backend.open_message(env))
+        h.call(lambda: sink.write(data))
+        reply = h.run(lambda done: sink.finish(env, done))[0]
+        self.assertEqual(reply[0], 250, reply)
+        [name] = os.listdir(os.path.join(h.tmp, "mail", "example.test", "alice", "new"))
+        with open(os.path.join(h.tmp, "mail", "example.test", "alice", "new", name), "rb") as f:
+            return f.read()
+
+    def signed(self):
+        msg = MESSAGE.replace(b"alice@example.test", b"joe@example.org")
+        return dkim.sign_message(msg, [("example.org", "sel", ED_KEY)], int(time.time()))
+
+    def test_signed_mail_gets_dkim_pass_computed_off_the_loop(self):
+        threads = []
+        real = dkim.check_signature
+
+        def spy(*a):
+            threads.append(threading.current_thread().name)
+            return real(*a)
+        with mock.patch.object(dkim, "check_signature", spy):
+            stored = self.deliver(self.signed(), dkim_verify="header")
+        head = stored.split(b"\n\n", 1)[0]
+        self.assertRegex(head, rb"\nAuthentication-Results: mx\.example\.test;\n\tdkim=pass "
+                               rb"header\.d=example\.org header\.s=sel header\.b=[A-Za-z0-9+/]{8}\n")
+        self.assertEqual(len(threads), 1)
+        self.assertTrue(threads[0].startswith("mailsrv-worker"), threads)
+
+    def test_forged_results_claiming_our_host_are_removed(self):
+        forged = (b"Authentication-Results: MX.example.test; dkim=pass header.d=bank.example\r\n"
+                  b"Authentication-Results: other.example; spf=pass\r\n" + MESSAGE)
+        stored = self.deliver(forged, dkim_verify="header")
+        self.assertEqual(stored.count(b"Authentication-Results: mx.example.test;\n\tdkim=none\n"), 1)
+        self.assertNotIn(b"bank.example", stored)
+        self.assertIn(b"Authentication-Results: other.example; spf=pass", stored)
+
+    def test_off_adds_nothing(self):
+        self.assertNotIn(b"Authentication-Results", self.deliver(self.signed()))
 
 
 class KeygenCommand(unittest.TestCase):

@@ -55,6 +55,7 @@ class DeliveryService:
         self.storage_error = STORAGE_ERROR
         self.changes = changes          # the change hub (protocols/backend/hub.py), or None
         self.dkim = None                # protocols/dkim_signer.py DkimSigner: signs mail that leaves
+        self._dkim_resolver = None      # dkim_verify's, when outbound mail is off
 
     def delivered(self, users: List[str]) -> None:
         """On the loop thread, once the files and new/ are fsync'd: tell the
@@ -126,7 +127,17 @@ class DeliveryService:
                             delivered_to=self._delivered_to(envelope.rcpt_to, local))
         # RFC 6376 §5: mail that leaves from us (submitted, or sendmail's) is signed on its way to the queue
         sink.sign = bool(self.dkim and remote and (fixups or envelope.listener == "sendmail"))
+        # dkim_verify = header: mail from other servers gets our Authentication-Results (RFC 8601)
+        sink.verify = self.config.dkim_verify == "header" and not fixups and envelope.listener == "smtp"
         return sink
+
+    def dkim_resolver(self):
+        """The relay's resolver (its cache), or one of our own when outbound mail is off."""
+        if self.outbound.resolver is not None:
+            return self.outbound.resolver
+        if self._dkim_resolver is None:
+            self._dkim_resolver = self.outbound._make_resolver()
+        return self._dkim_resolver
 
     def deliver(self, envelope, data: bytes, done: Callable[[Reply], None]) -> None:
         """A whole message already in hand (a local submission): the same path

@@ -57,6 +57,7 @@ class IncomingSink:
         # depends on the whole body, so such a message is held in memory (its
         # octets count against max_inflight_message_bytes like any other).
         self.sign = False
+        self.verify = False             # dkim_verify = header: verified, Authentication-Results added
         self.open = True
 
     def write(self, data: bytes) -> None:
@@ -71,7 +72,7 @@ class IncomingSink:
         self.buf += data
         if self.fixups and (self.buf.find(b"\r\n\r\n", start) >= 0 or len(self.buf) >= HEAD_LIMIT):
             self._fix_head()
-        if not self.fixups and not self.sign and len(self.buf) >= SMALL_MESSAGE:
+        if not self.fixups and not self.sign and not self.verify and len(self.buf) >= SMALL_MESSAGE:
             self.msg = IncomingMessage(self.backend.store, self.backend.queue, self.queue_id,
                                        self.return_path, self.local, bool(self.remote),
                                        self.delivered_to)
@@ -124,10 +125,34 @@ class IncomingSink:
             part_done(True, None)       # no recipient left (cannot happen after RCPT)
             return
         data, self.buf = bytes(self.buf), bytearray()
-        if self.local:
-            self._deliver_local(data, part_done)
-        if self.remote:
-            self._enqueue(envelope, data, part_done)
+
+        def store(data: bytes) -> None:
+            if self.local:
+                self._deliver_local(data, part_done)
+            if self.remote:
+                self._enqueue(envelope, data, part_done)
+        if self.verify and self.msg is None:
+            self._verify_dkim(data, store)
+        else:
+            store(data)
+
+    def _verify_dkim(self, data: bytes, then: Callable[[bytes], None]) -> None:
+        """dkim_verify = header (protocols/dkim.py): the keys through the
+        resolver, the arithmetic on a worker, then ``then(data)`` with our
+        Authentication-Results (RFC 8601 §2.7.1) on top."""
+        from protocols import dkim
+        backend = self.backend
+        host = backend.config.hostname
+
+        def verified(results) -> None:
+            try:
+                out = dkim.add_authentication_results(data, host, results)
+            except Exception:           # a bug: logged; the message is still delivered
+                store_log.exception("dkim: Authentication-Results for %s failed", self.queue_id)
+                out = data
+            then(out)
+        dkim.verify(data, backend.dkim_resolver(), verified, int(backend.loop.time()),
+                    runner=backend.loop.run_in_thread)
 
     def _deliver_local(self, data: bytes, part_done) -> None:
         loop = self.backend.loop
