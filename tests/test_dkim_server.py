@@ -26,7 +26,9 @@ from store.dkimkeys import write_key
 from tests.helpers import ROOT
 from tests.spffake import FakeResolver
 from tests.test_backend_contracts import RealHarness, ctx
-from tests.test_dkim import ED_KEY, RSA_KEY, key_record
+from protocols.dns import codec as dns_codec
+from tests.dnsfake import FakeDnsServer
+from tests.test_dkim import ED_KEY, RECORDS, RFC8463_MESSAGE, RSA_KEY, key_record
 
 MESSAGE = (b"From: Alice <alice@example.test>\r\nTo: bob@remote.example\r\nSubject: signed?\r\n"
            b"\r\nHello.\r\n")
@@ -199,6 +201,24 @@ class KeygenCommand(unittest.TestCase):
         p = self.run_cli("dkim", "keygen", "example.org", "--selector", "../x")
         self.assertEqual(p.returncode, 2)
         self.assertEqual(len(p.stderr.strip().splitlines()), 1)
+
+    def test_verify_through_our_resolver(self):
+        """`dkim verify` asks a DNS server (tests/dnsfake.py) for the RFC 8463 example's keys."""
+        srv = FakeDnsServer().start()
+        self.addCleanup(srv.stop)
+        for sel, rec in RECORDS.items():
+            strings = tuple(rec[i:i + 200].encode() for i in range(0, len(rec), 200))   # several strings
+            srv.add("%s._domainkey.football.example.com" % sel, dns_codec.TYPE_TXT, strings)
+        server = "%s:%d" % srv.address
+        p = self.run_cli("--dns-server", server, "dkim", "verify", stdin=RFC8463_MESSAGE)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.decode().splitlines(),
+                         ["dkim=pass header.d=football.example.com header.s=brisbane header.b=/gCrinpc",
+                          "dkim=pass header.d=football.example.com header.s=test header.b=F45dVWDf"])
+        p = self.run_cli("--dns-server", server, "dkim", "verify",
+                         stdin=RFC8463_MESSAGE.replace(b"hungry", b"thirsty"))
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("dkim=fail (body hash did not verify", p.stdout.decode())
 
     def test_verify_without_signature_says_none(self):
         p = self.run_cli("--dns-server", "127.0.0.1:9", "dkim", "verify", stdin=MESSAGE)
