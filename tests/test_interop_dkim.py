@@ -1,15 +1,21 @@
-"""DKIM interop with Debian's tools: python3-dkim (dkimpy: `dkimsign`, and
-`dkim.verify` run by the system Python as a separate process, its DNS
-lookup answered by the key record we give it) verifies what we sign, for
-rsa-sha256 and ed25519-sha256; we verify what `dkimsign` signs.  OpenDKIM's `opendkim-testmsg` verifies
-only against live DNS (no key-file option), so that direction is dkimpy's
-alone; what it signs is rsa-sha1 (no option for sha256), which we refuse
-as RFC 8301 §3.1 says.
-Skips say which tool is missing (apt-get install python3-dkim opendkim-tools)."""
+"""DKIM interop with Debian's tools, both ways:
+
+- python3-dkim (dkimpy) verifies what we sign, rsa-sha256 and ed25519-sha256
+  (`dkim.verify` run by the system Python as a separate process, its DNS
+  lookup answered by the key record we give it); we verify what its
+  `dkimsign` signs;
+- OpenDKIM's `opendkim-testmsg` verifies what we sign, both algorithms,
+  through DNS: in a mount namespace whose /etc/resolv.conf names a dnsmasq
+  serving our records (it has no key-file option); what it signs is
+  rsa-sha1 (no option for sha256), which we refuse as RFC 8301 §3.1 says.
+
+Skips say which tool is missing (apt-get install python3-dkim python3-nacl
+opendkim-tools dnsmasq-base) or that unshare -m is not allowed."""
 
 import base64
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -17,6 +23,7 @@ import unittest
 
 from protocols import dkim
 from protocols.crypto import rsa
+from protocols.dns import codec as dns
 from tests.spffake import FakeResolver
 from tests.test_dkim import ED_KEY, MESSAGE, NOW, RSA_KEY, key_record
 
@@ -115,6 +122,73 @@ class OpendkimInterop(unittest.TestCase):
         dkim.verify(p.stdout, res, out.extend, int(time.time()))
         self.assertEqual(out[0].result, "permerror")
         self.assertIn("RFC 8301", out[0].problem)
+
+
+def namespace_reason() -> str:
+    """Why opendkim-testmsg cannot be pointed at our DNS server, or ''."""
+    if SKIP or not shutil.which("opendkim-testmsg") or not shutil.which("dnsmasq", path="/usr/sbin:/usr/bin"):
+        return "opendkim-testmsg or dnsmasq is not installed (or MAILSRV_SKIP_INTEROP)"
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return "needs root and unshare(1) to give opendkim-testmsg its own /etc/resolv.conf"
+    p = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    return "" if p.returncode == 0 else "unshare -m is not allowed here: " + p.stderr.decode().strip()[:100]
+
+
+DNS_IP = "127.0.0.77"           # dnsmasq on port 53 there: resolv.conf has no port
+
+
+@unittest.skipIf(namespace_reason(), namespace_reason())
+class OpendkimVerifiesOurs(unittest.TestCase):
+    """opendkim-testmsg verifies only through DNS (the system resolver): it
+    runs in a mount namespace (unshare -m) whose /etc/resolv.conf names a
+    dnsmasq on 127.0.0.77:53 serving our key records; the host's file is untouched."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="dkim-opendkim-")
+        cls.resolv = os.path.join(cls.tmp, "resolv.conf")
+        with open(cls.resolv, "w") as f:
+            f.write("nameserver %s\n" % DNS_IP)
+        rec = key_record(RSA_KEY)
+        strings = ",".join(rec[i:i + 250] for i in range(0, len(rec), 250))      # RFC 1035: <= 255 a string
+        cls.dnsmasq = subprocess.Popen(
+            ["dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
+             "--listen-address=" + DNS_IP, "--bind-interfaces", "--port=53", "--local=/example.test/",
+             "--pid-file=", "--txt-record=r._domainkey.example.test," + strings,
+             "--txt-record=e._domainkey.example.test," + key_record(ED_KEY)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10                 # ready when it answers a real query
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.settimeout(0.2)
+            while time.monotonic() < deadline and cls.dnsmasq.poll() is None:
+                try:
+                    s.sendto(dns.encode_query("e._domainkey.example.test", dns.TYPE_TXT, 7), (DNS_IP, 53))
+                    s.recvfrom(4096)
+                    break
+                except OSError:
+                    pass
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.dnsmasq.terminate()
+        cls.dnsmasq.wait(10)
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def opendkim(self, data):
+        p = subprocess.run(["unshare", "-m", "sh", "-c", 'mount --bind "$1" /etc/resolv.conf && exec opendkim-testmsg',
+                            "sh", self.resolv], input=data, capture_output=True, timeout=60)
+        return p.returncode, p.stderr.decode().strip()
+
+    def test_opendkim_verifies_our_signatures(self):
+        self.assertIsNone(self.dnsmasq.poll(), "dnsmasq could not start on %s:53" % DNS_IP)
+        msg = MESSAGE.replace(b"example.org", b"example.test")
+        for selector, key in (("r", RSA_KEY), ("e", ED_KEY)):
+            with self.subTest(selector=selector):
+                data = dkim.sign_message(msg, [("example.test", selector, key)], int(time.time()))
+                self.assertEqual(self.opendkim(data), (0, ""))
+                code, err = self.opendkim(data.replace(b"Hello", b"Jello"))
+                self.assertNotEqual(code, 0)
+                self.assertIn("Bad signature", err)
 
 
 if __name__ == "__main__":
