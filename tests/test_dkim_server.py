@@ -48,7 +48,8 @@ class ServerSigning(unittest.TestCase):
         conf = {k: "off" for k in ("smtp_port", "submission_port", "smtps_port", "pop3_port",
                                     "pop3s_port", "imap_port", "imaps_port")}
         conf.update(data_dir=tmp, hostname="mx.example.test", domains="example.test", log_level="CRITICAL",
-                    auth_failure_delay="0.01", trusted_networks="none", dns_servers="127.0.0.1:9", **values)
+                    auth_failure_delay="0.01", trusted_networks="none", dns_servers="127.0.0.1:9")
+        conf.update(values)
         h.server = MailServer(Config(conf))
         h.server.add_user(h.user, h.password)
         h.server.start()
@@ -56,11 +57,12 @@ class ServerSigning(unittest.TestCase):
         self.addCleanup(lambda: h.server.stop(grace=1))
         return h
 
-    def send(self, h, data, auth_user="alice@example.test", listener="submission"):
-        decision = h.call(lambda: h.backend.check_recipient(ctx(listener), auth_user, Address("bob", "remote.example")))
+    def send(self, h, data, auth_user="alice@example.test", listener="submission", peer="192.0.2.1"):
+        # the target as for a user who may relay; the envelope then says who really sent it
+        decision = h.call(lambda: h.backend.check_recipient(ctx(), "alice@example.test", Address("bob", "remote.example")))
         self.assertTrue(decision.ok, decision)
         env = Envelope(mail_from="alice@example.test", rcpt_to=["bob@remote.example"], targets=[decision.target],
-                       body="7BIT", smtputf8=False, helo="client.example", peer_ip="192.0.2.1",
+                       body="7BIT", smtputf8=False, helo="client.example", peer_ip=peer,
                        auth_user=auth_user, tls=True, listener=listener, queue_id=new_id())
         sink = h.call(lambda: h.backend.open_message(env))
         h.call(lambda: sink.write(data))
@@ -83,6 +85,14 @@ class ServerSigning(unittest.TestCase):
         self.assertEqual([(r.result, r.selector, r.algorithm) for r in out],
                          [("pass", "rs", "rsa-sha256"), ("pass", "ed", "ed25519-sha256")])
         self.assertTrue(queued.endswith(b"Subject: signed?\r\n" + queued.split(b"Subject: signed?\r\n")[1]))
+
+    def test_sendmail_and_trusted_clients_are_signed_other_relayed_mail_is_not(self):
+        h = self.start(trusted_networks="127.0.0.0/8")
+        self.assertEqual([r.result for r in self.verify(self.send(h, MESSAGE, None, "sendmail"))], ["pass", "pass"])
+        trusted = self.send(h, MESSAGE, None, "smtp", peer="127.0.0.1")
+        self.assertEqual([r.result for r in self.verify(trusted)], ["pass", "pass"])
+        # from elsewhere (say, an alias forwarding to a remote address): as it came
+        self.assertNotIn(b"DKIM-Signature", self.send(h, MESSAGE, None, "smtp"))
 
     def test_large_submission_is_signed_whole(self):
         body = b"".join(b"line %06d of a long message\r\n" % i for i in range(4000))      # > 64 KiB

@@ -125,11 +125,23 @@ class DeliveryService:
         fixups = bool(envelope.auth_user) or envelope.listener in ("submission", "smtps")
         sink = IncomingSink(self, envelope, local, remote, fixups,
                             delivered_to=self._delivered_to(envelope.rcpt_to, local))
-        # RFC 6376 §5: mail that leaves from us (submitted, or sendmail's) is signed on its way to the queue
-        sink.sign = bool(self.dkim and remote and (fixups or envelope.listener == "sendmail"))
+        # RFC 6376 §5: mail that leaves from us (submitted, sendmail's, or relayed for a client of
+        # trusted_networks) is signed on its way to the queue
+        sink.sign = bool(self.dkim and remote and (fixups or envelope.listener == "sendmail"
+                                                   or self._trusted_client(envelope.peer_ip)))
         # dkim_verify = header: mail from other servers gets our Authentication-Results (RFC 8601)
         sink.verify = self.config.dkim_verify == "header" and not fixups and envelope.listener == "smtp"
         return sink
+
+    def _trusted_client(self, ip: str) -> bool:
+        """The client is in trusted_networks (as protocols/backend/policy.py's may_relay asks)."""
+        import ipaddress
+        try:
+            addr = ipaddress.ip_address((ip or "").split("%")[0])
+        except ValueError:
+            return False
+        addr = getattr(addr, "ipv4_mapped", None) or addr
+        return any(addr in net for net in self.config.trusted_networks.networks())
 
     def dkim_resolver(self):
         """The relay's resolver (its cache), or one of our own when outbound mail is off."""
