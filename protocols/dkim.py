@@ -129,6 +129,8 @@ def parse_signature(raw: bytes) -> Signature:
         raise SignatureError("v=%s is not 1 (RFC 6376 §6.1.1)" % tags["v"][:10])
     domain = tags["d"].lower().rstrip(".")
     headers = [h.strip().lower() for h in tags["h"].split(":")]
+    if not all(headers):                                         # §3.5: hdr-name *( ":" hdr-name )
+        raise SignatureError("h= has an empty header name (RFC 6376 §3.5)")
     if "from" not in headers:                                    # §6.1.1: h= MUST include From
         raise SignatureError("h= does not include From (RFC 6376 §6.1.1)")
     identity = tags.get("i", "@" + domain)

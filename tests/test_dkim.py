@@ -3,6 +3,7 @@ and verification, with the RFCs' own examples."""
 
 import base64
 import hashlib
+import random
 import re
 import unittest
 
@@ -141,6 +142,29 @@ class TagLists(unittest.TestCase):
     def test_h_without_from_is_neutral(self):
         bad = re.sub(rb"from :", b"to :", MSG, count=2)          # the first signature's h=
         self.assertEqual(results(bad)[0], "neutral")
+
+
+class MangledInput(unittest.TestCase):
+    def test_mangled_messages_get_a_verdict_never_an_exception(self):
+        """Bytes changed, dropped or inserted in the signed RFC 8463 example
+        (its signature fields first): always one result per signature or
+        "none", never an exception (seeded, 400 variants)."""
+        rnd = random.Random(6376)
+        for _ in range(400):
+            b = bytearray(MSG)
+            for _ in range(rnd.randint(1, 6)):
+                pos = rnd.randrange(0, 900)
+                op = rnd.random()
+                if op < 0.4:
+                    b[pos] = rnd.choice(b";=: \t\r\nabvhx09-")
+                elif op < 0.7:
+                    del b[pos]
+                else:
+                    b.insert(pos, rnd.randrange(256))
+            out = run(bytes(b))
+            self.assertTrue(out)
+            self.assertTrue(all(r.result in ("pass", "fail", "neutral", "permerror", "temperror", "none")
+                                for r in out))
 
 
 class Rfc8463Example(unittest.TestCase):
