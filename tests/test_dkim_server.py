@@ -94,6 +94,21 @@ class ServerSigning(unittest.TestCase):
         # from elsewhere (say, an alias forwarding to a remote address): as it came
         self.assertNotIn(b"DKIM-Signature", self.send(h, MESSAGE, None, "smtp"))
 
+    def test_rotation_new_selector_signs_after_reload_and_a_bad_key_keeps_the_old(self):
+        h = self.start()
+        newer = ed25519.generate()
+        write_key(h.tmp, "example.test", "new", "ed25519", newer.pem())
+        self.assertIn(b"s=ed;", self.send(h, MESSAGE))            # not before the reload
+        h.call(lambda: h.backend.reload(h.backend.config))         # what SIGHUP does
+        queued = self.send(h, MESSAGE)
+        self.assertIn(b"s=new;", queued)
+        self.assertIn(b"s=rs;", queued)
+        write_key(h.tmp, "example.test", "broken", "rsa", b"not a key")
+        with self.assertLogs("mailsrv.smtp", "ERROR") as logged:
+            h.call(lambda: h.backend.reload(h.backend.config))
+        self.assertIn("broken.rsa.pem", logged.output[0])
+        self.assertIn(b"s=new;", self.send(h, MESSAGE))
+
     def test_large_submission_is_signed_whole(self):
         body = b"".join(b"line %06d of a long message\r\n" % i for i in range(4000))      # > 64 KiB
         out = self.verify(self.send(self.start(), MESSAGE + body))
