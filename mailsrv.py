@@ -30,7 +30,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from protocols import logtarget, selfsigned, testserver
 from protocols.backend.wiring import Backend
 from protocols.commands import (dns_main, queue_main, rfc_main, serve, source_citations,  # noqa: F401 (source_citations: for tests)
-                                 test_server_main, test_server_parser, tls_main, extra_parsers, user_alias_main)
+                                 test_server_main, test_server_parser, tls_main, tls_parser, user_alias_main)
 from protocols.config import KEYS, Config, ConfigError, config_example, load_config, read_config_file  # noqa: F401 (KEYS, read_config_file: for tests and embedders)
 from protocols.loop import EventLoop, raise_fd_limit
 from protocols.loop_tls import client_tls_context, server_tls_context
@@ -311,7 +311,7 @@ def _admin_parser() -> argparse.ArgumentParser:
     dns.add_argument("ip", nargs="?", help="SPF: the SMTP client's address (RFC 7208 §4.1 <ip>)")
     dns.add_argument("--sender", help="SPF: the MAIL FROM address (default postmaster@DOMAIN)")
     dns.add_argument("--helo", help="SPF: the HELO/EHLO name (for %%{h})")
-    extra_parsers(sub, common)      # tls, dkim (protocols/commands.py)
+    tls_parser(sub, common)
     sub.add_parser("check", parents=[common], help="check the configuration, files and DNS; print what the server would do")
     sub.add_parser("config-example", help="print a commented configuration file with every key")
     test_server_parser(sub, common)

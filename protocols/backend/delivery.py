@@ -51,11 +51,11 @@ class DeliveryService:
         self.refresh = refresh
         self.deliverer: Optional[Deliverer] = None
         self.pickup = None              # set by start_pickup (the serving server only)
+        self.dkim = None                # protocols/dkim_signer.py DkimSigner: signs mail that leaves
+        self._dkim_resolver = None      # dkim_verify's, when outbound mail is off
         self.inflight_bytes = 0         # octets of messages being received (sink.py)
         self.storage_error = STORAGE_ERROR
         self.changes = changes          # the change hub (protocols/backend/hub.py), or None
-        self.dkim = None                # protocols/dkim_signer.py DkimSigner: signs mail that leaves
-        self._dkim_resolver = None      # dkim_verify's, when outbound mail is off
 
     def delivered(self, users: List[str]) -> None:
         """On the loop thread, once the files and new/ are fsync'd: tell the
