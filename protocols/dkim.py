@@ -3,7 +3,10 @@
 Pure: no I/O.  Signing takes the message and a key; verification takes the
 message, an injected resolver (``resolve(name, qtype, done)`` as
 protocols/dns/resolver.py's) and the clock, and calls ``done`` with one
-:class:`DkimResult` per DKIM-Signature field.
+:class:`DkimResult` per DKIM-Signature field; the hashing and signature
+arithmetic goes through an injected ``runner`` (the server's worker threads),
+so the event loop never computes it.  ``add_authentication_results`` writes
+the RFC 8601 field.
 
 - Algorithms: ``rsa-sha256`` (RFC 6376 §3.3.1, RSASSA-PKCS1-v1_5) and
   ``ed25519-sha256`` (RFC 8463 §3: PureEdDSA over the SHA-256 of the data).
