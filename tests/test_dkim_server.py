@@ -7,6 +7,7 @@ and we read, and prints the record to publish; `mailsrv.py dkim verify`."""
 import os
 import re
 import shutil
+import smtplib
 import subprocess
 import sys
 import tempfile
@@ -23,7 +24,7 @@ from protocols.smtp.address import Address
 from protocols.smtp.state import Envelope
 from store.datadir import DataDirError
 from store.dkimkeys import write_key
-from tests.helpers import ROOT
+from tests.helpers import ROOT, ServerTestCase, client_tls, wait_for
 from tests.spffake import FakeResolver
 from tests.test_backend_contracts import RealHarness, ctx
 from protocols.dns import codec as dns_codec
@@ -32,6 +33,16 @@ from tests.test_dkim import ED_KEY, RECORDS, RFC8463_MESSAGE, RSA_KEY, key_recor
 
 MESSAGE = (b"From: Alice <alice@example.test>\r\nTo: bob@remote.example\r\nSubject: signed?\r\n"
            b"\r\nHello.\r\n")
+
+
+def verify_queued(data):
+    """Our verdicts on ``data`` with the keys ed/rs of example.test published."""
+    res = FakeResolver()
+    res.add("ed._domainkey.example.test", "TXT", key_record(ED_KEY))
+    res.add("rs._domainkey.example.test", "TXT", key_record(RSA_KEY))
+    out = []
+    dkim.verify(data, res, out.extend, int(time.time()))
+    return out
 
 
 class ServerSigning(unittest.TestCase):
@@ -72,12 +83,7 @@ class ServerSigning(unittest.TestCase):
             return f.read()
 
     def verify(self, data):
-        res = FakeResolver()
-        res.add("ed._domainkey.example.test", "TXT", key_record(ED_KEY))
-        res.add("rs._domainkey.example.test", "TXT", key_record(RSA_KEY))
-        out = []
-        dkim.verify(data, res, out.extend, int(time.time()))
-        return out
+        return verify_queued(data)
 
     def test_submitted_mail_is_signed_with_both_keys(self):
         queued = self.send(self.start(), MESSAGE)
@@ -136,6 +142,30 @@ class ServerSigning(unittest.TestCase):
 
     def test_no_keys_no_signature(self):
         self.assertNotIn(b"DKIM-Signature", self.send(self.start(with_keys=False), MESSAGE))
+
+
+class SubmissionOverSockets(ServerTestCase):
+    """The whole path: smtplib, STARTTLS and AUTH on the submission port, the
+    message queued for a remote recipient carries both signatures."""
+
+    def test_submitted_over_smtp_is_queued_signed(self):
+        write_key(self.tmp, "example.test", "ed", "ed25519", ED_KEY.pem())
+        write_key(self.tmp, "example.test", "rs", "rsa", RSA_KEY.pem())
+        done = threading.Event()
+        backend = self.server.backend
+        self.server.loop.call_soon_threadsafe(lambda: (backend.reload(backend.config), done.set()))
+        self.assertTrue(done.wait(20))
+        with smtplib.SMTP("127.0.0.1", self.ports["submission"], timeout=10) as s:
+            s.starttls(context=client_tls())
+            s.login("alice@example.test", "alice-secret")
+            self.assertEqual(s.sendmail("alice@example.test", ["bob@remote.example"], MESSAGE), {})
+        queue = os.path.join(self.tmp, "queue")
+        wait_for(lambda: any(n.endswith(".msg") for n in os.listdir(queue)), "a queued message")
+        [name] = [n for n in os.listdir(queue) if n.endswith(".msg")]
+        with open(os.path.join(queue, name), "rb") as f:
+            queued = f.read()
+        out = verify_queued(queued)
+        self.assertEqual([(r.result, r.selector) for r in out], [("pass", "rs"), ("pass", "ed")])
 
 
 class InboundVerification(unittest.TestCase):
