@@ -25,6 +25,7 @@ bench:
 	$(PYTHON) tests/bench_imap_content.py
 	$(PYTHON) tests/bench_imap_compress.py
 	$(PYTHON) tests/bench_testserver.py
+	$(PYTHON) tests/bench_dkim.py
 
 # Optional: the issue's reference peer (aiosmtpd) in a venv under bench-data/, used
 # only by tests/bench_smtp.py as a second peer.  Never needed by mailsrv or its tests.

@@ -339,7 +339,7 @@ def admin_main(argv: List[str]) -> int:
         return queue_main(cfg, args.action, args.id, MailServer)
     if args.cmd == "tls":
         return tls_main(cfg, args.days, args.host, args.ip, time.time)
-    return 2
+    return args.run(cfg, args) if getattr(args, "run", None) else 2     # dkim (protocols/dkim_command.py)
 
 
 def check_main(cfg: Config) -> int:

@@ -1,5 +1,5 @@
 """The subcommands of ``mailsrv.py``: serve's signals and start-up lines, user,
-alias, queue, dns, tls, rfc, test-server.
+alias, queue, dns, tls, rfc, test-server (dkim: protocols/dkim_command.py).
 
 mailsrv.py parses the command line and hands each subcommand its part here,
 with what only the entry point knows: the server it built (``MailServer``),
@@ -338,12 +338,15 @@ def spf_main(cfg: Config, domain: str, ip: Optional[str], sender: Optional[str],
 # -- tls -----------------------------------------------------------------------
 
 def tls_parser(sub, common: argparse.ArgumentParser) -> None:
-    """`tls selfsigned`'s options (mailsrv.py's parser; the global ones come with ``common``)."""
+    """`tls selfsigned`'s options and `dkim`'s subcommands (mailsrv.py's parser; the global ones come with ``common``)."""
     tls_self = sub.add_parser("tls", help="tls selfsigned: make a new self-signed certificate and key in DATA/tls/") \
         .add_subparsers(dest="action", required=True).add_parser("selfsigned", parents=[common])
     tls_self.add_argument("--days", type=int, metavar="N", help="validity in days (default 3650)")
     tls_self.add_argument("--host", metavar="NAME", help="the name in the certificate (default: the host name)")
     tls_self.add_argument("--ip", metavar="ADDR", action="append", default=[], help="an IP address in it too (repeatable)")
+    # dkim's keys ride here (protocols/dkim_command.py): mailsrv.py stays under 400 lines
+    from protocols.dkim_command import dkim_parser
+    dkim_parser(sub, common)
 
 
 def tls_main(cfg: Config, days: Optional[int], host: Optional[str], ips: List[str], clock: Callable[[], float]) -> int:

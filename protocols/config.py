@@ -73,6 +73,8 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "shutdown_grace": ("float", "30", False, "seconds SIGTERM waits for messages in flight before closing"),
     "trusted_networks": ("list", "127.0.0.0/8,::1/128", True, "clients that may relay without AUTH (CIDRs; 'none' for nobody)"),
     "sender_login_match": ("bool", "yes", True, "an authenticated user may send only as their own addresses and aliases"),
+    "dkim_sign": ("bool", "yes", True, "sign mail that leaves from our domains with the DKIM keys of DATA/dkim/<domain>/<selector>.<rsa|ed25519>.pem (RFC 6376; README \"DKIM\"; mailsrv.py dkim keygen makes them)"),
+    "dkim_verify": ("str", "off", True, "DKIM (RFC 6376) on mail received over SMTP from unauthenticated clients: off, or header (an Authentication-Results: field with each signature's result; nothing is refused)"),
     "spf_check": ("str", "off", True, "SPF (RFC 7208) on mail from unauthenticated clients: off, or header (a Received-SPF: field on accepted mail; nothing is refused)"),
     "relayhost": ("str", "", True, "smarthost host:port for all outbound mail (empty: deliver by MX)"),
     "relay_port": ("int", "25", True, "destination port for MX delivery"),
@@ -182,6 +184,8 @@ class _ConfigBase:
             raise ConfigError("relay_tls must be may, require, never or implicit")
         if self.tls_self_signed_type not in ("rsa", "ed25519"):
             raise ConfigError(f"tls_self_signed_type must be rsa or ed25519, not {self.tls_self_signed_type!r}")
+        if self.dkim_verify not in ("off", "header"):
+            raise ConfigError(f"dkim_verify must be off or header, not {self.dkim_verify!r}")
         if self.spf_check not in ("off", "header"):
             raise ConfigError(f"spf_check must be off or header, not {self.spf_check!r}")
         from store.quota import parse_size

@@ -26,6 +26,7 @@ from protocols import message
 from protocols.backend.contracts import Reply
 from protocols.backend.sink import IncomingSink
 from protocols.smtp.state import Envelope
+from store.datadir import DataDirError
 from store.deliver import Deliverer, DeliveryJob
 from store.maildir import MailStore
 from store.users import normalize_address
@@ -50,6 +51,8 @@ class DeliveryService:
         self.refresh = refresh
         self.deliverer: Optional[Deliverer] = None
         self.pickup = None              # set by start_pickup (the serving server only)
+        self.dkim = None                # protocols/dkim_signer.py DkimSigner: signs mail that leaves
+        self._dkim_resolver = None      # dkim_verify's, when outbound mail is off
         self.inflight_bytes = 0         # octets of messages being received (sink.py)
         self.storage_error = STORAGE_ERROR
         self.changes = changes          # the change hub (protocols/backend/hub.py), or None
@@ -65,6 +68,23 @@ class DeliveryService:
     def configure(self, config, directory) -> None:
         self.config = config
         self.directory = directory
+        try:
+            self.load_dkim_keys()
+        except DataDirError as e:       # a reload keeps the keys it had
+            smtp_log.error("%s (DKIM keys unchanged)", e)
+
+    def load_dkim_keys(self) -> None:
+        """The DKIM keys of DATA/dkim/ (store/dkimkeys.py), when dkim_sign is on;
+        DataDirError naming the file that cannot be used."""
+        from protocols.dkim_signer import DkimSigner
+        from store.dkimkeys import list_keys
+        if not getattr(self.config, "dkim_sign", False):
+            self.dkim = None
+            return
+        try:
+            self.dkim = DkimSigner(list_keys(self.config.data_dir)) or None
+        except ValueError as e:         # a key file that is not a key (protocols/dkim_signer.py)
+            raise DataDirError(str(e)) from None
 
     # the sink's view of the outbound side
     @property
@@ -78,6 +98,7 @@ class DeliveryService:
     def start(self) -> None:
         if self.deliverer is None:
             self.deliverer = Deliverer(self.store)
+        self.load_dkim_keys()
 
     def stop_pickup(self) -> None:
         if self.pickup is not None:
@@ -103,8 +124,33 @@ class DeliveryService:
             local.extend(u for u in loc if u not in local)
             remote.extend(r for r in rem if r not in remote)
         fixups = bool(envelope.auth_user) or envelope.listener in ("submission", "smtps")
-        return IncomingSink(self, envelope, local, remote, fixups,
+        sink = IncomingSink(self, envelope, local, remote, fixups,
                             delivered_to=self._delivered_to(envelope.rcpt_to, local))
+        # RFC 6376 §5: mail that leaves from us (submitted, sendmail's, or relayed for a client of
+        # trusted_networks) is signed on its way to the queue
+        sink.sign = bool(self.dkim and remote and (fixups or envelope.listener == "sendmail"
+                                                   or self._trusted_client(envelope.peer_ip)))
+        # dkim_verify = header: mail from other servers gets our Authentication-Results (RFC 8601)
+        sink.verify = self.config.dkim_verify == "header" and not fixups and envelope.listener == "smtp"
+        return sink
+
+    def _trusted_client(self, ip: str) -> bool:
+        """The client is in trusted_networks (as protocols/backend/policy.py's may_relay asks)."""
+        import ipaddress
+        try:
+            addr = ipaddress.ip_address((ip or "").split("%")[0])
+        except ValueError:
+            return False
+        addr = getattr(addr, "ipv4_mapped", None) or addr
+        return any(addr in net for net in self.config.trusted_networks.networks())
+
+    def dkim_resolver(self):
+        """The relay's resolver (its cache), or one of our own when outbound mail is off."""
+        if self.outbound.resolver is not None:
+            return self.outbound.resolver
+        if self._dkim_resolver is None:
+            self._dkim_resolver = self.outbound._make_resolver()
+        return self._dkim_resolver
 
     def deliver(self, envelope, data: bytes, done: Callable[[Reply], None]) -> None:
         """A whole message already in hand (a local submission): the same path

@@ -55,6 +55,13 @@ class IncomingSink:
         self.fixups = fixups            # the header block is still to be fixed
         self.counted = 0
         self.eight_bit = False          # RFC 6152: the queue entry goes out with BODY=8BITMIME
+        # DKIM (protocols/dkim.py): a message to be signed or verified is held in
+        # memory (its octets count against max_inflight_message_bytes as any
+        # other's): a signature goes on top and depends on the whole body.
+        self.sign = False               # sign the queued copy (DeliveryService.open_message decides)
+        self.verify = False             # dkim_verify = header: Authentication-Results on top
+        self._dkim_waiting: Optional[list] = None
+        self._dkim_data: Optional[bytes] = None
         self.open = True
 
     def write(self, data: bytes) -> None:
@@ -69,7 +76,7 @@ class IncomingSink:
         self.buf += data
         if self.fixups and (self.buf.find(b"\r\n\r\n", start) >= 0 or len(self.buf) >= HEAD_LIMIT):
             self._fix_head()
-        if not self.fixups and len(self.buf) >= SMALL_MESSAGE:
+        if not self.fixups and not self.sign and not self.verify and len(self.buf) >= SMALL_MESSAGE:
             self.msg = IncomingMessage(self.backend.store, self.backend.queue, self.queue_id,
                                        self.return_path, self.local, bool(self.remote),
                                        self.delivered_to)
@@ -146,7 +153,37 @@ class IncomingSink:
         if self.remote:
             self._enqueue(envelope, data, part_done)
 
+    def _after_dkim(self, data: bytes, then: Callable[[bytes], None]) -> None:
+        """dkim_verify = header: ``then(data)`` with our Authentication-Results
+        (RFC 8601 §2.7.1) on top, once: the keys through the resolver, the
+        arithmetic on a worker (protocols/dkim.py), one verification for the
+        local and the queued copy.  Otherwise ``then(data)`` at once."""
+        if not self.verify or self.msg is not None:
+            then(data)
+        elif self._dkim_data is not None:
+            then(self._dkim_data)
+        elif self._dkim_waiting is not None:
+            self._dkim_waiting.append(then)
+        else:
+            self._dkim_waiting = [then]
+            from protocols import dkim
+            backend = self.backend
+
+            def verified(results) -> None:
+                try:
+                    self._dkim_data = dkim.add_authentication_results(data, backend.config.hostname, results)
+                except Exception:       # a bug: logged; the message is still delivered
+                    store_log.exception("dkim: Authentication-Results for %s failed", self.queue_id)
+                    self._dkim_data = data
+                for waiting in self._dkim_waiting:
+                    waiting(self._dkim_data)
+            dkim.verify(data, backend.dkim_resolver(), verified, int(backend.loop.time()),
+                        runner=backend.loop.run_in_thread)
+
     def _deliver_local(self, data: bytes, part_done) -> None:
+        self._after_dkim(data, lambda data: self._store_local(data, part_done))
+
+    def _store_local(self, data: bytes, part_done) -> None:
         loop = self.backend.loop
         job = (self.msg.local_job() if self.msg is not None
                else DeliveryJob(data, self.return_path, self.local, self.queue_id, self.delivered_to))
@@ -157,12 +194,20 @@ class IncomingSink:
         self.backend.deliverer.submit(job, lambda r: loop.call_soon_threadsafe(lambda: stored(r)))
 
     def _enqueue(self, envelope, data: bytes, part_done) -> None:
+        self._after_dkim(data, lambda data: self._store_queued(envelope, data, part_done))
+
+    def _store_queued(self, envelope, data: bytes, part_done) -> None:
         backend, msg = self.backend, self.msg
         now = backend.loop.time()
+        signer = backend.dkim if self.sign else None       # the keys of now, whatever a reload does
 
         def work():
             if msg is None:
-                backend.queue.enqueue(envelope.mail_from, self.remote, data, self.queue_id, now,
+                if signer is not None:
+                    data_out = signer.sign(data, int(now))      # ~20 ms for RSA-2048: never on the loop
+                else:
+                    data_out = data
+                backend.queue.enqueue(envelope.mail_from, self.remote, data_out, self.queue_id, now,
                                       smtputf8=envelope.smtputf8, body_8bit=self.eight_bit)
             else:
                 msg.enqueue(backend.queue, envelope.mail_from, self.remote, now,
