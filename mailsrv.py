@@ -162,8 +162,13 @@ class MailServer:
         return out
 
     def start(self) -> "MailServer":
-        """Bind and run the loop in a background thread (for embedding and tests)."""
-        self.bind()
+        """Bind and run the loop in a background thread (embedding, tests); a bind error closes all first."""
+        try:
+            self.bind()
+        except BaseException:
+            self.backend.close()
+            self.loop.close(wait=True)
+            raise
         self._thread = threading.Thread(target=self.loop.run, name="mailsrv-loop", daemon=True)
         self._thread.start()
         return self

@@ -60,5 +60,28 @@ class EmbeddingLeavesTheProcessAloneTest(unittest.TestCase):
         self.assertEqual((resource.getrlimit(resource.RLIMIT_NOFILE), root.level, list(root.handlers)), before)
 
 
+class FailedStartTest(unittest.TestCase):
+    def test_a_port_in_use_closes_what_start_opened(self):
+        """A listener that cannot bind: the error names it, and the loop's wake-up pair, the
+        listeners already bound and the workers are released (no descriptor left behind)."""
+        import socket
+        import tempfile
+        import mailsrv
+        from tests.helpers import free_ports
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        d = tempfile.mkdtemp(prefix="mailsrv-embed-")
+        self.addCleanup(__import__("shutil").rmtree, d, True)
+        before = len(os.listdir("/proc/self/fd"))
+        server = mailsrv.MailServer(mailsrv.Config(free_ports(data_dir=d, log_level="CRITICAL",
+                                                              pop3_port=str(taken.getsockname()[1]))))
+        with self.assertRaises(mailsrv.ConfigError) as cm:
+            server.start()
+        self.assertIn("pop3", str(cm.exception))
+        self.assertLessEqual(len(os.listdir("/proc/self/fd")), before)
+
+
 if __name__ == "__main__":
     unittest.main()
