@@ -92,7 +92,7 @@ class ImapMixin:
         """The message in CRLF form (every LF not after a CR sent as CRLF, the size
         RFC822.SIZE counts), or None when it is gone (RFC 2180 §4.1)."""
         for fresh in (False, True):
-            snap = self._snap if not fresh and self._snap is not None else self.sync().snapshot
+            snap = self._snap if not fresh and self._snap is not None else self.sync(rescan=True).snapshot
             msg = snap.by_uid(uid)
             if msg is None:
                 continue
