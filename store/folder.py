@@ -386,7 +386,7 @@ class Folder(SnapshotMixin, UidlistMixin, ImapMixin):
     def _known(self, uids: List[int], fresh: bool) -> Snapshot:
         """A snapshot that knows ``uids``: the last one, synced first when ``fresh`` is asked
         for, when there is none, or when a UID is unknown (another process gave it)."""
-        if fresh or self._snap is None or any(self._snap.by_uid(u) is None for u in uids):
+        if fresh or self._snap is None or None in map(self._snap.by_uid, uids):
             self._current()
         return self._snap
 
