@@ -131,6 +131,7 @@ class Folder(SnapshotMixin, UidlistMixin, ImapMixin):
         self._found: Dict[str, Tuple[str, str, str]] = {}   # the last scan, kept up to date by our changes
         self._kw_built: object = None                 # the keywords file the snapshot was built with
         self._sig: Optional[tuple] = None
+        self._own: Optional[tuple] = None             # the token right after our own change (see _stale)
 
     # -- change detection ------------------------------------------------------------
     def token(self) -> tuple:
@@ -145,6 +146,27 @@ class Folder(SnapshotMixin, UidlistMixin, ImapMixin):
             return True
         recent = (time.time() - MTIME_SLACK_S) * 1e9
         return any(sig is not None and sig[0] >= recent for sig in now)
+
+    def _stale(self) -> bool:
+        """Whether the snapshot may miss a change (a sync must list the folder).  A token
+        that moved since the last scan, or one within MTIME_SLACK_S (a change in the same
+        mtime tick would not show), means yes; except the token our own last change left
+        (``_own``, set only when the folder had nothing unseen before it): while it is
+        young, what the directories hold is what our snapshot says.  Once it is no longer
+        young and still the same, one scan is made anyway: another process may have
+        changed the folder between our look before the change and the token after it,
+        or within its mtime tick, and that scan sees it."""
+        now = self.token()
+        recent = (time.time() - MTIME_SLACK_S) * 1e9
+        young = any(sig is not None and sig[0] >= recent for sig in now)
+        if self._own is not None and now == self._own:
+            return not young
+        return now != self._sig or young
+
+    def _own_done(self, clean: bool) -> None:
+        """After our own change (lock held): ``clean``, the folder had nothing unseen
+        before it (``not _stale()`` then), so its token now is ours (see ``_stale``)."""
+        self._own = self.token() if clean else None
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -164,11 +186,13 @@ class Folder(SnapshotMixin, UidlistMixin, ImapMixin):
                     lock.release()
 
     # -- sync --------------------------------------------------------------------------
-    def sync(self) -> SyncResult:
+    def sync(self, rescan: bool = False) -> SyncResult:
         """Scan the folder, give new messages UIDs (RFC 3501 §2.3.1.1), record MODSEQs;
-        returns the snapshot and what changed since this process's last sync."""
+        returns the snapshot and what changed since this process's last sync.  ``rescan``:
+        list the directories even when nothing seems changed (a file of the snapshot was
+        not found: renamed by another process within an mtime tick of our own change)."""
         with self._lock:
-            if self._snap is not None and not self.changed_since(self._sig):
+            if self._snap is not None and not rescan and not self._stale():
                 return SyncResult(self._snap)
             with self._locked():
                 return self._sync_locked()
@@ -178,6 +202,7 @@ class Folder(SnapshotMixin, UidlistMixin, ImapMixin):
 
     def _sync_locked(self) -> SyncResult:
         sig = self.token()[:2]                       # before the scan: a later change shows
+        self._own = None
         self._load_uidlist()
         self._load_keywords()
         found = self._scan()
@@ -198,7 +223,7 @@ class Folder(SnapshotMixin, UidlistMixin, ImapMixin):
 
     def _current(self) -> SyncResult:
         """The snapshot, synced first unless nothing changed (lock held)."""
-        if self._snap is not None and not self.changed_since(self._sig):
+        if self._snap is not None and not self._stale():
             return SyncResult(self._snap)
         return self._sync_locked()
 
@@ -291,6 +316,7 @@ class Folder(SnapshotMixin, UidlistMixin, ImapMixin):
         """Rename the staged files into cur/ (locks held): all, or none left behind."""
         if self._snap is None:
             self._sync_locked()
+        clean = not self._stale()
         self._load_uidlist()                      # records other processes appended meanwhile
         names = [(base, "".join(sorted(set(flags) | set(self._letters_for(kw))))) for base, flags, kw in staged]
         done: List[str] = []
@@ -306,6 +332,7 @@ class Folder(SnapshotMixin, UidlistMixin, ImapMixin):
         found = {base: (os.path.join(self.path, "cur", base + ":2," + letters), letters, "") for base, letters in names}
         self._add_records([base for base, _l in names], found)
         result = self._after_own_change(found)
+        self._own_done(clean)
         snap = result.snapshot
         msgs = [snap.by_uid(self._records[base].uid) for base, _l in names]
         return [Appended(m.uid, snap.uidvalidity, m.modseq, m.key) for m in msgs]
@@ -335,6 +362,7 @@ class Folder(SnapshotMixin, UidlistMixin, ImapMixin):
         with self._locked():
             uids = list(uids)
             snap = self._known(uids, unchanged_since is not None)
+            clean = not self._stale()
             modified, missing, updates = [], [], {}
             cur, answers = os.path.join(self.path, "cur", ""), {}    # a STORE 1:* meets few flag sets
             for uid in uids:
@@ -349,14 +377,16 @@ class Folder(SnapshotMixin, UidlistMixin, ImapMixin):
                         updates[msg.key] = hit
             if updates:                           # a rename for flags is not fsync'd (nor by Dovecot)
                 snap = self._after_own_change(updates).snapshot
+                self._own_done(clean)
+            by_key = self._by_key if snap is self._snap else {m.key: m for m in snap.messages}
             changes = tuple(FlagChange(m.uid, m.flags, m.keywords, m.modseq)
-                            for m in (snap.by_uid(self._records[k].uid) for k in updates) if m is not None)
+                            for m in map(by_key.get, updates) if m is not None)
             return StoreResult(changes, tuple(modified), tuple(missing))
 
     def _known(self, uids: List[int], fresh: bool) -> Snapshot:
         """A snapshot that knows ``uids``: the last one, synced first when ``fresh`` is asked
         for, when there is none, or when a UID is unknown (another process gave it)."""
-        if fresh or self._snap is None or any(self._snap.by_uid(u) is None for u in uids):
+        if fresh or self._snap is None or None in map(self._snap.by_uid, uids):
             self._current()
         return self._snap
 
@@ -393,6 +423,7 @@ class Folder(SnapshotMixin, UidlistMixin, ImapMixin):
         with self._locked():
             uids = list(uids)
             snap = self._known(uids, False)
+            clean = not self._stale()
             done, failed, updates = [], [], {}
             for uid in uids:
                 msg = snap.by_uid(uid)
@@ -405,6 +436,7 @@ class Folder(SnapshotMixin, UidlistMixin, ImapMixin):
             for sub in ("new", "cur"):
                 fsync_dir(os.path.join(self.path, sub))
             result = self._after_own_change(updates)
+            self._own_done(clean)
             return Expunged(tuple(done), result.snapshot.highestmodseq, tuple(failed))
 
     def _unlink(self, msg: Message) -> bool:

@@ -123,7 +123,7 @@ def _link_into_tmp(source: "Folder", msg, target: "Folder"):
                 _copy_file(path, tmp, st)
             return base
         except FileNotFoundError:
-            again = source.sync().snapshot.by_uid(msg.uid)   # renamed by a flag change meanwhile
+            again = source.sync(rescan=True).snapshot.by_uid(msg.uid)   # renamed by a flag change meanwhile
             if again is None:
                 return None
             path = again.path

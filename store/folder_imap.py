@@ -9,8 +9,9 @@ stays readable.
   has it (APPEND with a date sets it with utime before the file is visible,
   store/folder.py); SAVEDATE (RFC 8514 §3) the file's ctime when first seen,
   as Dovecot's maildir_mail_get_save_date() falls back to.  Both are stat'ed
-  once per message and process, kept by Maildir key (the key survives flag
-  renames), so a second SELECT stats nothing.
+  once per message and process, when first asked for (SELECT does not: the
+  IMAP backend asks only before a command that shows or compares them), kept
+  by Maildir key (the key survives flag renames).
 * \\Recent (RFC 3501 §2.3.2: "this session is the first session to have been
   notified about this message"): Dovecot keeps the first UID not yet claimed
   in its index header (first_recent_uid); we keep it in ``mailsrv-recent``
@@ -60,12 +61,12 @@ class ImapMixin:
 
     def dates(self, messages: Iterable) -> Dict[str, Tuple[float, float]]:
         """Maildir key -> (INTERNALDATE, SAVEDATE) for these snapshot messages; a file
-        gone meanwhile gets (0, 0) until the next look."""
+        gone meanwhile gets (0, 0) until the next look.  Each is also kept in
+        ``known_dates()``."""
         with self._lock:
-            cache = self.__dict__.setdefault("_dates", {})
-            out, live = {}, 0
+            cache = self.known_dates()
+            out = {}
             for m in messages:
-                live += 1
                 hit = cache.get(m.key)
                 if hit is None:
                     try:
@@ -75,9 +76,20 @@ class ImapMixin:
                         continue
                     hit = cache[m.key] = (st.st_mtime, st.st_ctime)
                 out[m.key] = hit
-            if len(cache) > live + DATES_SLACK:
-                self.__dict__["_dates"] = {k: v for k, v in cache.items() if k in out}
+            live = self._by_key
+            if len(cache) > len(live) + DATES_SLACK:       # trimmed in place: readers keep the dict
+                for key in [k for k in cache if k not in live and k not in out]:
+                    del cache[key]
             return out
+
+    def known_dates(self) -> Dict[str, Tuple[float, float]]:
+        """The dates stat'ed so far, Maildir key -> (INTERNALDATE, SAVEDATE): one dict for the
+        life of the Folder (entries only added, or removed for messages gone), so a reader on
+        another thread may look into it (one ``get`` each) without the lock."""
+        cache = self.__dict__.get("_dates")
+        if cache is None:
+            cache = self.__dict__.setdefault("_dates", {})
+        return cache
 
     def knowing(self, uids: Iterable[int]):
         """The last snapshot when it has every one of ``uids`` (a UID names one
@@ -92,7 +104,7 @@ class ImapMixin:
         """The message in CRLF form (every LF not after a CR sent as CRLF, the size
         RFC822.SIZE counts), or None when it is gone (RFC 2180 §4.1)."""
         for fresh in (False, True):
-            snap = self._snap if not fresh and self._snap is not None else self.sync().snapshot
+            snap = self._snap if not fresh and self._snap is not None else self.sync(rescan=True).snapshot
             msg = snap.by_uid(uid)
             if msg is None:
                 continue

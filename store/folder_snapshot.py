@@ -116,36 +116,45 @@ class SnapshotMixin:
         again (``updates``: key → new scan entry, None = removed).  Renames and an append at
         the end patch the last snapshot in place; the directories' new mtimes make the next
         ``sync()`` rescan anyway."""
-        for key, hit in updates.items():
-            if hit is None:
-                self._found.pop(key, None)
-            else:
-                self._found[key] = hit
+        if None in updates.values():
+            for key, hit in updates.items():
+                if hit is None:
+                    self._found.pop(key, None)
+                else:
+                    self._found[key] = hit
+        else:
+            self._found.update(updates)
         old = self._snap
         if old is None or None in updates.values() or old.uidvalidity != self._header.uidvalidity:
             return self._build(self._found, set(updates))
         journal = self._modseq
         journal.load(self._header.uidvalidity)
-        recs = {key: self._records[key] for key in updates}
-        journal.record([(r.uid, updates[k][1]) for k, r in recs.items()
-                        if journal.messages.get(r.uid, (0, None))[1] != updates[k][1]], [])
+        records, known = self._records, journal.messages
+        uids = [records[key].uid for key in updates]
+        journal.record([(uid, hit[1]) for uid, hit in zip(uids, updates.values())
+                        if known.get(uid, _UNKNOWN)[1] != hit[1]], [])
+        known = journal.messages
         messages, index = list(old.messages), dict(old._index or {m.uid: m for m in old.messages})
-        new, flagged = [], []
-        for key, rec in recs.items():
-            path, letters, _tail = updates[key]
-            msg = self._message(rec, key, path, letters, journal.messages[rec.uid][0])
-            prev = self._by_key.get(key)
-            if prev is not None and prev.uid == rec.uid:
-                messages[self._positions()[key]] = msg
-                if (prev.flags, prev.keywords) != (msg.flags, msg.keywords):
-                    flagged.append(rec.uid)
-            elif not messages or rec.uid > messages[-1].uid:
-                self._positions()[key] = len(messages)
+        new, flagged, kinds = [], [], {}
+        positions, by_key = self._positions(), self._by_key
+        for (key, (path, letters, _tail)), uid in zip(updates.items(), uids):
+            kind = kinds.get(letters)
+            if kind is None:
+                kind = kinds[letters] = self._flags_of(letters)
+            prev = by_key.get(key)
+            if prev is not None and prev.uid == uid:      # a rename: same file, same size
+                msg = _new_message(Message, (uid, key, path, kind[0], kind[1], prev.size, known[uid][0]))
+                messages[positions[key]] = msg
+                if prev.flags != msg.flags or prev.keywords != msg.keywords:
+                    flagged.append(uid)
+            elif not messages or uid > messages[-1].uid:
+                msg = self._message(records[key], key, path, letters, known[uid][0])
+                positions[key] = len(messages)
                 messages.append(msg)
-                new.append(rec.uid)
+                new.append(uid)
             else:
                 return self._build(self._found, set(updates))
-            self._by_key[key] = index[rec.uid] = msg
+            by_key[key] = index[uid] = msg
         self._snap = Snapshot(old.uidvalidity, self._header.nextuid, journal.highest, tuple(messages), index)
         self._added = []                          # (their sizes are in the messages made above)
         return SyncResult(self._snap, tuple(new), (), tuple(flagged))

@@ -111,7 +111,7 @@ class Maildrop:
         try:
             return open(self._paths[i], "rb")
         except FileNotFoundError:
-            entry = self._folder.sync().snapshot.by_uid(self.messages[i].imap_uid)
+            entry = self._folder.sync(rescan=True).snapshot.by_uid(self.messages[i].imap_uid)
             if entry is None or entry.key != key:
                 raise
             self._paths[i] = entry.path

@@ -186,14 +186,15 @@ class ModseqLog:
         out = [self._boot_line()]
         self.highest += 1
         modseq = self.highest
-        for uid, letters in changed:
-            self.messages[uid] = (modseq, letters)
-            out.append("%d %d %s\n" % (uid, modseq, letters))
+        if changed:                          # one ``%`` for them all (a STORE 1:* changes 10,000)
+            uids, letters = list(map(_first, changed)), list(map(_second, changed))
+            self.messages.update(zip(uids, zip(repeat(modseq), letters)))
+            out.append(journal_columns(uids, [modseq] * len(uids), letters))
         for uid in gone:
             del self.messages[uid]
             self.expunged.append((uid, modseq))
             out.append("-%d %d\n" % (uid, modseq))
-        self._lines += len(out) - 1
+        self._lines += len(changed) + len(gone)
         if len(self.expunged) > MAX_EXPUNGED or self._lines > len(self.messages) + len(self.expunged) + COMPACT_SLACK:
             self._rewrite()
         else:

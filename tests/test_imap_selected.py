@@ -468,3 +468,24 @@ class ContentThroughTheSessionTest(unittest.TestCase):
         out = feed(s, b'b FETCH 4 BODYSTRUCTURE\r\nc SEARCH CHARSET UTF-8 SUBJECT "caf\xc3\xa9" BODY world\r\n')
         self.assertTrue(out.startswith(b'* 4 FETCH (BODYSTRUCTURE (("text" "plain"'), out)
         self.assertTrue(out.endswith(b"b OK FETCH completed\r\n* SEARCH 4\r\nc OK SEARCH completed\r\n"), out)
+
+
+class LoadDatesTest(unittest.TestCase):
+    """A backend with ``OpenFolder.load_dates`` is asked for the dates before a
+    command reads them (FETCH INTERNALDATE / SAVEDATE, SEARCH on dates), only then."""
+
+    def test_dates_are_asked_for_before_the_commands_that_read_them(self):
+        s, b = selected()
+        asked = []
+        s._folder.load_dates = lambda uids, done: (asked.append(list(uids)), b.call(done, None))
+        feed(s, b"a FETCH 1:3 (FLAGS RFC822.SIZE)\r\n")
+        feed(s, b"b SEARCH SUBJECT two\r\n")
+        self.assertEqual(asked, [])
+        out = feed(s, b"c FETCH 2 INTERNALDATE\r\n")
+        self.assertIn(b'INTERNALDATE "14-Nov-2023 22:13:20 +0000"', out)
+        self.assertEqual(asked, [[2]])
+        out = feed(s, b"d SEARCH OR SEEN NOT SINCE 1-Jan-2020\r\n")
+        self.assertIn(b"d OK", out)
+        out = feed(s, b"e UID SEARCH YOUNGER 10\r\n")
+        self.assertIn(b"e OK", out)
+        self.assertEqual(asked, [[2], [1, 2, 3], [1, 2, 3]])

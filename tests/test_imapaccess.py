@@ -8,6 +8,7 @@ the change hub are the real ones.
 
 import builtins
 import datetime
+import os
 import shutil
 import smtplib
 import tempfile
@@ -335,6 +336,34 @@ class OpenFolderTest(AccessTestCase):
         folder = self.select("gone")
         self.ok(lambda done: self.account.delete("gone", done))
         self.refused(folder.refresh, "NONEXISTENT")
+
+
+class LazyDatesTest(AccessTestCase):
+    """INTERNALDATE / SAVEDATE are stat'ed when a command needs them, not at SELECT,
+    and are what the eager stat gave: the file's mtime and ctime."""
+
+    def test_select_stats_nothing_and_the_dates_are_the_files(self):
+        when = datetime.datetime(2021, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc)
+        self.append("INBOX", (MSG, (), when), (MSG,))
+        store = self.account._boxes.folder("INBOX")
+        opened = self.select()
+        self.assertEqual(store.known_dates(), {})          # SELECT stat'ed no message file
+        self.assertIsNone(self.ok(lambda done: opened.load_dates([1, 2, 99], done)))
+        self.assertEqual(len(store.known_dates()), 2)
+        metas = opened.state().messages
+        for meta, msg in zip(metas, store.snapshot().messages):
+            st = os.stat(msg.path)
+            self.assertEqual((meta.internal_date, meta.save_date), (st.st_mtime, st.st_ctime))
+        self.assertEqual(metas[0].internal_date, when.timestamp())
+
+    def test_a_date_read_without_load_dates_or_after_a_rename_is_still_right(self):
+        when = datetime.datetime(2020, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+        self.append("INBOX", (MSG, (), when))
+        opened = self.select()
+        outcome = self.ok(lambda done: opened.store([1], ["\\Seen"], "add", None, done))
+        self.assertEqual(outcome.changed[0].internal_date, when.timestamp())
+        self.assertEqual(opened.state().messages[0].internal_date, when.timestamp())
+        self.assertIn("\\Seen", opened.state().messages[0].flags)
 
 
 class DeliveryReachesWatchersTest(ServerTestCase):

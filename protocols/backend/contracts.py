@@ -289,6 +289,12 @@ class OpenFolder(Protocol):
         ``header_end`` says once it answers an offset for the first octets
         read (None: read more; ``complete``: they are the whole message)."""
 
+    def load_dates(self, uids: Sequence[int], done: Callable[[object], None]) -> None:
+        """Optional (a session calls it only when present): make ``internal_date`` and
+        ``save_date`` of these messages' metas readable without disk I/O, before a
+        command reads them (FETCH INTERNALDATE / SAVEDATE, SEARCH on dates); answers
+        None.  An implementation whose metas carry their dates needs none."""
+
     def shared(self, name: str) -> Dict[int, object]:
         """A dict named ``name``, by UID, that every session of this process
         with this folder open under the same UIDVALIDITY gets (the one of this

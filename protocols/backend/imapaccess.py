@@ -361,19 +361,24 @@ class OpenFolder:
         if entry is not None and entry[0] is snap:
             return entry[1]
         old = entry[2] if entry is not None else {}
-        dates = None
-        metas, cache = [], {}
-        for m in snap.messages:
+        metas, cache, fresh = [], {}, []
+        if not old:                         # a first open: every one new
+            metas = imapstore.lazy_metas(self._folder, snap.messages, imap_flags)
+            cache = dict(zip([m.uid for m in snap.messages], zip(snap.messages, metas)))
+        for m in (snap.messages if old else ()):
             hit = old.get(m.uid)
             if hit is not None and (hit[0] is m or hit[0] == m):   # a rescan rebuilds equal tuples
                 meta = hit[1]
+                cache[m.uid] = hit
             else:
-                if dates is None:
-                    dates = self._folder.dates(snap.messages)
-                internal, saved = dates[m.key]
-                meta = MessageMeta(m.uid, imap_flags(m.flags, m.keywords), m.size, internal, m.modseq, saved)
-            cache[m.uid] = (m, meta)
+                meta = None                 # built below, all at once
+                fresh.append((len(metas), m))
             metas.append(meta)
+        if fresh:                           # dates when a command needs them (imapstore.LazyMeta)
+            made = imapstore.lazy_metas(self._folder, [m for _i, m in fresh], imap_flags)
+            for (i, m), meta in zip(fresh, made):
+                metas[i] = meta
+                cache[m.uid] = (m, meta)
         built = tuple(metas)
         if entry is not None and len(built) == len(entry[1]) and all(a is b for a, b in zip(built, entry[1])):
             built = entry[1]                # nothing changed: every session keeps the one tuple
@@ -420,6 +425,16 @@ class OpenFolder:
         while len(shared) > SHARED_FOLDERS:
             shared.popitem(last=False)
         return values.setdefault(name, {})
+
+    def load_dates(self, uids: Sequence[int], done: Done) -> None:
+        """contracts.OpenFolder.load_dates: the files stat'ed on the worker (once per
+        message and process, store/folder_imap.py ``dates``)."""
+        uids = list(uids)
+
+        def work() -> None:
+            snap = self._folder.knowing(uids)
+            self._folder.dates([m for m in map(snap.by_uid, uids) if m is not None])
+        self._serial.submit(work, done, self.name)
 
     def read(self, uid: int, done: Done) -> None:
         """The message in CRLF form; None once it is gone (RFC 2180 §4.1)."""

@@ -98,6 +98,51 @@ def store_flags(folder, uids: Sequence[int], flags: Sequence[str], mode: str, un
 
 
 
+class LazyMeta(MessageMeta):
+    """A MessageMeta whose ``internal_date`` and ``save_date`` are read from the
+    folder's dates (store/folder_imap.py ``known_dates``) when asked: SELECT does
+    not stat 10,000 files for dates no command may need.  The session asks
+    ``OpenFolder.load_dates`` (a worker step) before a command that reads them;
+    one read without it is still right: the file is stat'ed then (a look-up by
+    Maildir key, so a flag rename meanwhile does not matter)."""
+
+    def __init__(self, uid: int, flags: FrozenSet[str], size: int, modseq: int, msg, folder, known: dict):
+        self.__dict__.update(uid=uid, flags=flags, size=size, modseq=modseq,
+                             _msg=msg, _folder=folder, _known=known)
+
+    def _dates(self) -> Tuple[float, float]:
+        hit = self._known.get(self._msg.key)
+        if hit is None:
+            hit = self._folder.dates((self._msg,))[self._msg.key]
+        return hit
+
+    @property
+    def internal_date(self) -> float:     # type: ignore[override]
+        return self._dates()[0]
+
+    @property
+    def save_date(self) -> Optional[float]:   # type: ignore[override]
+        return self._dates()[1]
+
+    def __reduce__(self):                 # a copy is a plain MessageMeta with the dates
+        return (MessageMeta, (self.uid, self.flags, self.size, self.internal_date, self.modseq, self.save_date))
+
+
+def lazy_metas(folder, msgs, flags_of: Callable) -> list:
+    """LazyMeta of each store message (``flags_of(letters, keywords)``: the IMAP flags)."""
+    known, flag_sets, out = folder.known_dates(), {}, []
+    new, cls = object.__new__, LazyMeta
+    for m in msgs:
+        flags = flag_sets.get((m.flags, m.keywords))
+        if flags is None:
+            flags = flag_sets[(m.flags, m.keywords)] = flags_of(m.flags, m.keywords)
+        meta = new(cls)
+        meta.__dict__.update(uid=m.uid, flags=flags, size=m.size, modseq=m.modseq,
+                             _msg=m, _folder=folder, _known=known)
+        out.append(meta)
+    return out
+
+
 def changed_metas(folder, uids: Iterable[int], flags_of: Callable, shared: Optional[dict]) -> Tuple[MessageMeta, ...]:
     """The metas of ``uids`` (changed by our own store) as the folder has them
     now; ``flags_of(letters, keywords)`` gives the IMAP flags; ``shared``:
@@ -106,15 +151,7 @@ def changed_metas(folder, uids: Iterable[int], flags_of: Callable, shared: Optio
     uids = sorted(uids)
     snap = folder.knowing(uids)         # the snapshot our change left: no listing
     msgs = [m for m in map(snap.by_uid, uids) if m is not None]
-    dates = folder.dates(msgs)          # one call (one lock) for them all
-    flag_sets: Dict[tuple, FrozenSet[str]] = {}      # a STORE 1:* makes few distinct ones
-    changed = []
-    for m in msgs:
-        flags = flag_sets.get((m.flags, m.keywords))
-        if flags is None:
-            flags = flag_sets[(m.flags, m.keywords)] = flags_of(m.flags, m.keywords)
-        internal, saved = dates[m.key]
-        changed.append(MessageMeta(m.uid, flags, m.size, internal, m.modseq, saved))
+    changed = lazy_metas(folder, msgs, flags_of)
     if shared is not None:
         cache: Dict[int, tuple] = shared[2]
         for m, meta in zip(msgs, changed):

@@ -66,6 +66,8 @@ class FetchCommands:
         view = self._view
         uids = view.resolve(seqset, head.uid, self._saved)
         flagged = yield from self._set_seen(uids, atts)
+        if any(a.name in ("INTERNALDATE", "SAVEDATE") for a in atts):
+            yield from self._load_dates(uids)
         wanted = [a for a in atts if fetch_data.needs_content(a)]
         if wanted and all(derived.cacheable(a) for a in wanted):
             head = all(fetch_cache.from_head(a) for a in wanted)

@@ -25,6 +25,14 @@ log = logging.getLogger("mailsrv.imap")
 
 _STORE_MODES = {"": "replace", "+": "add", "-": "remove"}   # RFC 9051 §6.4.6
 _READ_ONLY = (NO, "Mailbox is read-only", wire.response_code("READ-ONLY"))
+# Keys that read INTERNALDATE or SAVEDATE (RFC 9051 §6.4.4, RFC 5032, RFC 8514 §4.3).
+_DATE_OPS = frozenset(("BEFORE", "ON", "SINCE", "SAVEDBEFORE", "SAVEDON", "SAVEDSINCE", "OLDER", "YOUNGER"))
+
+
+def _uses_dates(key) -> bool:
+    if key.op in _DATE_OPS:
+        return True
+    return any(_uses_dates(a) for a in key.args if isinstance(a, S.SearchKey))
 
 
 class SelectedCommands(FetchCommands):
@@ -85,6 +93,8 @@ class SelectedCommands(FetchCommands):
         ctx = search_eval.SearchContext(
             largest_seq=len(view), largest_uid=view.uids[-1] if view.uids else 0,
             saved=tuple(self._saved), now=now, charset=charset, tz=local)
+        if _uses_dates(sa.key):
+            yield from self._load_dates([u for u in view.uids if u not in view.gone])
         if search_columns.usable(sa.key):
             hits = yield from self._search_columns(sa.key, ctx)
         else:
@@ -94,6 +104,13 @@ class SelectedCommands(FetchCommands):
             hits = yield from self._search_each(sa.key, rows, ctx)
         self._search_answer(head, sa.returns, hits)
         return None
+
+    def _load_dates(self, uids):
+        """The backend's dates of ``uids`` made ready before a command reads them
+        (contracts.OpenFolder.load_dates: a worker step; optional)."""
+        load = getattr(self._folder, "load_dates", None)
+        if load is not None and uids:
+            yield from self._ask(load, list(uids))
 
     def _search_columns(self, key, ctx):
         """A program whose only content keys are envelope keys, over the whole
