@@ -195,6 +195,7 @@ class Found:
     record: Optional[DmarcRecord] = None
     problem: str = ""           # unusable record(s)
     temporary: bool = False
+    text: str = ""              # the record as published
 
 
 def org_domain(domain: str, found: Sequence[Found]) -> str:
@@ -235,9 +236,9 @@ def _answer_found(name: str, answer) -> Found:
     if len(texts) > 1:
         return Found(name, problem="%d DMARC records at _dmarc.%s (RFC 7489 §6.6.3)" % (len(texts), name))
     try:
-        return Found(name, record=parse_record(texts[0]))
+        return Found(name, record=parse_record(texts[0]), text=texts[0])
     except RecordError as e:
-        return Found(name, problem="_dmarc.%s: %s" % (name, e))
+        return Found(name, problem="_dmarc.%s: %s" % (name, e), text=texts[0])
 
 
 Query = str                     # a name whose TXT records are wanted
@@ -393,3 +394,41 @@ def check(fields, spf, dkim_results, resolver, done: Callable[[DmarcResult], Non
     ``split_message``); ``draw()`` gives 0..99 for pct (default: random)."""
     value = (draw or (lambda: random.randrange(100)))()
     return DmarcCheck(evaluate(fields, spf, dkim_results, value), resolver, done).start()
+
+
+# ------------------------------------------------ `mailsrv.py dns DMARC`
+
+def discover(domain: str) -> Evaluation:
+    """The tree walk for ``domain`` (a list of Found; [] for a bad name)."""
+    name = _normal_domain(domain)
+    if name is None:
+        return []
+    found = yield from _walk(name, {})
+    return found
+
+
+def describe(domain: str, found) -> Tuple[List[str], bool]:
+    """The lines `dns DMARC DOMAIN` prints: each name asked, the policy record
+    that applies and where (RFC 7489 §6.6.3), the organizational domain."""
+    if not isinstance(found, list):         # the walk timed out (a DmarcResult)
+        return ["%s DMARC: %s" % (domain, getattr(found, "problem", "no answer"))], False
+    if not found:
+        return ["%s DMARC: not a usable domain name" % domain], False
+    name = found[0].name
+    lines = []
+    for item in found:
+        what = item.problem or (item.text if item.record is not None else "no DMARC record")
+        lines.append("_dmarc.%s: %s" % (item.name, what))
+    at = next((f for f in found if f.record is not None or f.problem), None)
+    if at is None or at.record is None:
+        lines.append("policy for %s: none found" % name if at is None else "policy for %s: unusable" % name)
+    else:
+        rec = at.record
+        applied = rec.p if at.name == name else (rec.sp or rec.p)
+        lines.append("policy for %s: %s (record at _dmarc.%s, %s=; pct=%d adkim=%s aspf=%s)"
+                     % (name, applied, at.name, "p" if at.name == name or not rec.sp else "sp",
+                        rec.pct, rec.adkim, rec.aspf))
+        lines += ["note: %s" % d for d in rec.defects]
+    lines.append("organizational domain: %s (DNS tree walk, draft-ietf-dmarc-dmarcbis §4.10)"
+                 % org_domain(name, found))
+    return lines, at is not None and at.record is not None

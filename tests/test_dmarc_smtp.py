@@ -7,12 +7,16 @@ From domain (our own signer, the key published) passes."""
 import glob
 import os
 import smtplib
+import subprocess
+import sys
+import tempfile
 import time
+import unittest
 
 from protocols import dkim
 from protocols.dns import codec as dns
 from tests.dnsfake import FakeDnsServer
-from tests.helpers import ServerTestCase, read_stored, wait_for
+from tests.helpers import ROOT, ServerTestCase, read_stored, wait_for
 from tests.test_dkim import ED_KEY, key_record
 
 FORGED = b"From: Joe <joe@forged.example>\r\nTo: alice@example.test\r\nSubject: %s\r\n\r\nPay now.\r\n"
@@ -96,3 +100,40 @@ class DmarcEnforced(ServerTestCase):
         head = stored.split(b"\r\n\r\n")[0].replace(b"\r\n\t", b" ")
         self.assertIn(b"; dkim=pass header.d=signed.example header.s=sel", head)
         self.assertIn(b"; dmarc=pass (p=reject dis=none) header.from=signed.example", head)
+
+
+class DmarcCommand(unittest.TestCase):
+    """`python3 mailsrv.py dns DMARC DOMAIN` against tests/dnsfake.py."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = FakeDnsServer().start()
+        cls.srv.add("_dmarc.example.org", dns.TYPE_TXT, (b"v=DMARC1; p=reject; sp=quarantine; pct=50",))
+        cls.tmp = tempfile.TemporaryDirectory()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.stop()
+        cls.tmp.cleanup()
+
+    def run_cli(self, *args):
+        p = subprocess.run([sys.executable, "mailsrv.py", "dns", *args, "--dns-server", "%s:%d" % self.srv.address,
+                            "--data", self.tmp.name], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=60)
+        return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+    def test_record_where_and_org_domain(self):
+        rc, out, err = self.run_cli("dmarc", "news.example.org")
+        self.assertEqual(rc, 0, err)
+        lines = out.splitlines()
+        self.assertEqual(lines[:3], ["_dmarc.news.example.org: no DMARC record",
+                                     "_dmarc.example.org: v=DMARC1; p=reject; sp=quarantine; pct=50",
+                                     "_dmarc.org: no DMARC record"])
+        self.assertEqual(lines[3], "policy for news.example.org: quarantine (record at _dmarc.example.org, sp=; "
+                                   "pct=50 adkim=r aspf=r)")
+        self.assertTrue(lines[4].startswith("organizational domain: example.org (DNS tree walk"), out)
+
+    def test_no_record(self):
+        rc, out, _ = self.run_cli("DMARC", "nothing.test")
+        self.assertEqual(rc, 1)
+        self.assertIn("policy for nothing.test: none found", out)
