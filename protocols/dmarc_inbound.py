@@ -127,7 +127,8 @@ class InboundChecks:
         if self.dmarc_mode == "off":
             then()
             return
-        fields, _body = canon.split_message(data)
+        end = data.find(b"\r\n\r\n")          # only the header block is read (RFC 7489 §6.6.1)
+        fields, _body = canon.split_message(data if end < 0 else data[:end + 4])
 
         def evaluated(result) -> None:
             self.result = result

@@ -233,5 +233,16 @@ class CombinedField(unittest.TestCase):
         self.assertEqual(out[0][1], "")
 
 
+
+class Deferred(unittest.TestCase):
+    def test_answers_that_come_later(self):
+        zone = FakeResolver(deferred=True).add("_dmarc.example.org", "TXT", "v=DMARC1; p=quarantine")
+        out = []
+        dmarc.check(fields("From: a@mail.example.org\r\n"), spf("pass", "example.org"), [], zone, out.append)
+        for _ in range(10):
+            zone.flush()
+        self.assertEqual([(r.result, r.policy) for r in out], [("pass", "quarantine")])
+
+
 if __name__ == "__main__":
     unittest.main()
