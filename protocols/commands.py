@@ -253,6 +253,8 @@ def dns_main(cfg: Config, qtype: str, name: str, resolv_conf: str, ip: Optional[
     from protocols.dns.resolver import DnsError
     if qtype == "SPF":
         return spf_main(cfg, name, ip, sender, helo, resolv_conf)
+    if qtype == "DMARC" and not (ip or sender or helo):
+        return dmarc_main(cfg, name, resolv_conf)
     if ip or sender or helo:
         raise ConfigError(f"dns {qtype} takes one name; an IP address, --sender and --helo are for dns SPF")
     loop = EventLoop()          # not a MailServer: that would create the data folder
@@ -294,12 +296,32 @@ def _is_ip(text: str) -> bool:
 def dns_parser(sub, common: argparse.ArgumentParser) -> None:
     """`dns`'s arguments (mailsrv.py's parser; the global options come with ``common``)."""
     dns = sub.add_parser("dns", parents=[common], help="ask our resolver: dns MX|A|AAAA|TXT|PTR NAME; "
-                         "dns SPF DOMAIN IP [--sender S] [--helo H]")
-    dns.add_argument("qtype", type=str.upper, choices=("MX", "A", "AAAA", "TXT", "PTR", "SPF"))
+                         "dns SPF DOMAIN IP [--sender S] [--helo H]; dns DMARC DOMAIN")
+    dns.add_argument("qtype", type=str.upper, choices=("MX", "A", "AAAA", "TXT", "PTR", "SPF", "DMARC"))
     dns.add_argument("name")
     dns.add_argument("ip", nargs="?", help="SPF: the SMTP client's address (RFC 7208 §4.1 <ip>)")
     dns.add_argument("--sender", help="SPF: the MAIL FROM address (default postmaster@DOMAIN)")
     dns.add_argument("--helo", help="SPF: the HELO/EHLO name (for %%{h})")
+
+
+def dmarc_main(cfg: Config, domain: str, resolv_conf: str) -> int:
+    """`dns DMARC DOMAIN`: the DMARC record that applies to mail from DOMAIN
+    (RFC 7489 §6.6.3), where it was found, and the organizational domain of
+    the DNS tree walk (protocols/dmarc.py).  Exit 0 when a usable record applies."""
+    from protocols import dmarc
+    loop = EventLoop()
+    resolver = make_resolver(loop, cfg.dns_servers, resolv_conf)[0]
+    out: List[object] = []
+
+    def done(result):
+        out.append(result)
+        loop.stop()
+    dmarc.DmarcCheck(dmarc.discover(domain), resolver, done).start()
+    if not out:
+        loop.run()
+    lines, ok = dmarc.describe(domain, out[0] if out else None)
+    print("\n".join(lines))
+    return 0 if ok else 1
 
 
 def spf_main(cfg: Config, domain: str, ip: Optional[str], sender: Optional[str], helo: Optional[str],

@@ -76,6 +76,8 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "dkim_sign": ("bool", "yes", True, "sign mail that leaves from our domains with the DKIM keys of DATA/dkim/<domain>/<selector>.<rsa|ed25519>.pem (RFC 6376; README \"DKIM\"; mailsrv.py dkim keygen makes them)"),
     "dkim_verify": ("str", "off", True, "DKIM (RFC 6376) on mail received over SMTP from unauthenticated clients: off, or header (an Authentication-Results: field with each signature's result; nothing is refused)"),
     "spf_check": ("str", "off", True, "SPF (RFC 7208) on mail from unauthenticated clients: off, or header (a Received-SPF: field on accepted mail; nothing is refused)"),
+    "dmarc_check": ("str", "off", True, "DMARC (RFC 7489) on mail received over SMTP from unauthenticated clients outside trusted_networks: off; header (the dmarc= result in Authentication-Results, SPF and DKIM computed for it); or enforce (also act on a failing message per its domain's policy and dmarc_reject_action)"),
+    "dmarc_reject_action": ("str", "reject", True, "dmarc_check = enforce, for a failing message whose policy is p=reject: reject (550 5.7.1 at the end of DATA), junk (into each local recipient's Junk folder) or mark (the header only); p=quarantine goes to Junk unless this is mark"),
     "relayhost": ("str", "", True, "smarthost host:port for all outbound mail (empty: deliver by MX)"),
     "relay_port": ("int", "25", True, "destination port for MX delivery"),
     "relay_tls": ("str", "may", True, "outbound TLS: may, require, never, or implicit (smarthost on 465)"),
@@ -188,6 +190,10 @@ class _ConfigBase:
             raise ConfigError(f"dkim_verify must be off or header, not {self.dkim_verify!r}")
         if self.spf_check not in ("off", "header"):
             raise ConfigError(f"spf_check must be off or header, not {self.spf_check!r}")
+        if self.dmarc_check not in ("off", "header", "enforce"):
+            raise ConfigError(f"dmarc_check must be off, header or enforce, not {self.dmarc_check!r}")
+        if self.dmarc_reject_action not in ("reject", "junk", "mark"):
+            raise ConfigError(f"dmarc_reject_action must be reject, junk or mark, not {self.dmarc_reject_action!r}")
         from store.quota import parse_size
         try:
             parse_size(self.default_quota)

@@ -90,6 +90,7 @@ class DeliveryJob:
     # the recipient as given (with its +tag) for the Delivered-To of a one-user job
     delivered_to: str = ""
     spool: Optional[Spooled] = None   # written already: data is ignored
+    folder: str = ""     # Maildir++ folder ("Junk" for DMARC's quarantine); "" = INBOX
 
 
 @dataclass
@@ -215,10 +216,15 @@ def _check_job(job: DeliveryJob) -> List[str]:
     return users
 
 
-def _write_tmp(store: MailStore, fs: FileOps, user: str, name: str, chunks) -> str:
+def _box(store: MailStore, user: str, folder: str) -> str:
+    """The Maildir a job goes to: the user's INBOX, or a Maildir++ folder of it."""
+    return store.folder_path(user, folder) if folder else store.maildir_path(user)
+
+
+def _write_tmp(store: MailStore, fs: FileOps, user: str, name: str, chunks, folder: str = "") -> str:
     """Write+fsync ``chunks`` (stored form) to the user's tmp/; creates a
     missing mailbox."""
-    path = os.path.join(store.maildir_path(user), "tmp", name)
+    path = os.path.join(_box(store, user, folder), "tmp", name)
     try:
         fd = fs.create(path)
     except FileNotFoundError:
@@ -256,7 +262,7 @@ def _stored_chunks(job: DeliveryJob, sizes: List[int]):
 
 
 def _link_one(store: MailStore, fs: FileOps, st: _State, user: str, name: str) -> None:
-    root = store.maildir_path(user)
+    root = _box(store, user, st.job.folder)
     new_dir = os.path.join(root, "new")
     dst = os.path.join(new_dir, name)
     try:
@@ -269,7 +275,7 @@ def _link_one(store: MailStore, fs: FileOps, st: _State, user: str, name: str) -
         if exc.errno != errno.EXDEV:
             raise
         # a copy of the first file (already in stored form), fsync'd, in this user's tmp/
-        copy = _write_tmp(store, fs, user, name, read_chunks(st.tmps[0]))
+        copy = _write_tmp(store, fs, user, name, read_chunks(st.tmps[0]), st.job.folder)
         st.tmps.append(copy)
         fs.link(copy, dst)
     st.linked.append(dst)
@@ -291,11 +297,11 @@ def _stage(store: MailStore, fs: FileOps, st: _State) -> None:
             wire = message_bytes(st.job)        # small: one write, named at once
             content = stored_form(wire)
             name = store.unique_name(len(content), len(wire))
-            st.tmps.append(_write_tmp(store, fs, users[0], name, [content]))
+            st.tmps.append(_write_tmp(store, fs, users[0], name, [content], job.folder))
         else:
             sizes: List[int] = []               # a source: sizes known once written
             tmp_name = store.unique_name(0).partition(",")[0]
-            st.tmps.append(_write_tmp(store, fs, users[0], tmp_name, _stored_chunks(st.job, sizes)))
+            st.tmps.append(_write_tmp(store, fs, users[0], tmp_name, _stored_chunks(st.job, sizes), job.folder))
             name = store.unique_name(*sizes)
         for user in users:
             _link_one(store, fs, st, user, name)

@@ -57,13 +57,15 @@ class DeliveryService:
         self.storage_error = STORAGE_ERROR
         self.changes = changes          # the change hub (protocols/backend/hub.py), or None
         self.quota = None               # protocols/backend/quota.py QuotaService (sink.py asks it)
+        self.dmarc_draw = None          # DMARC's pct draw, 0..99 (protocols/dmarc.py; tests set it)
 
-    def delivered(self, users: List[str]) -> None:
+    def delivered(self, users: List[str], folder: str = "INBOX") -> None:
         """On the loop thread, once the files and new/ are fsync'd: tell the
-        change hub each user's INBOX has new mail (an IDLE session learns at once)."""
+        change hub each user's folder (INBOX, or Junk after DMARC) has new mail
+        (an IDLE session learns at once)."""
         if self.changes is not None:
             for user in users:
-                self.changes.announce(user, "INBOX")
+                self.changes.announce(user, folder)
 
     def configure(self, config, directory) -> None:
         self.config = config
@@ -130,9 +132,24 @@ class DeliveryService:
         # trusted_networks) is signed on its way to the queue
         sink.sign = bool(self.dkim and remote and (fixups or envelope.listener == "sendmail"
                                                    or self._trusted_client(envelope.peer_ip)))
-        # dkim_verify = header: mail from other servers gets our Authentication-Results (RFC 8601)
-        sink.verify = self.config.dkim_verify == "header" and not fixups and envelope.listener == "smtp"
+        # mail from other servers gets our Authentication-Results (RFC 8601): SPF, DKIM, DMARC
+        if not fixups and envelope.listener == "smtp":
+            sink.checks = self._inbound_checks(envelope)
         return sink
+
+    def _inbound_checks(self, envelope):
+        """protocols/dmarc_inbound.py's checks for a message from another server,
+        or None when none is on.  DMARC is not asked of clients of trusted_networks
+        (internal hops, as SPF's RFC 7208 Appendix F)."""
+        from protocols.dmarc_inbound import InboundChecks
+        cfg = self.config
+        dmarc_mode = cfg.dmarc_check if not self._trusted_client(envelope.peer_ip) else "off"
+        spf = getattr(envelope, "spf", None)
+        if cfg.dkim_verify != "header" and dmarc_mode == "off" and spf is None:
+            return None
+        return InboundChecks(cfg.hostname, envelope, self.dkim_resolver(), self.loop.run_in_thread,
+                             int(self.loop.time()), spf is not None, cfg.dkim_verify == "header",
+                             dmarc_mode, cfg.dmarc_reject_action, self.dmarc_draw)
 
     def _trusted_client(self, ip: str) -> bool:
         """The client is in trusted_networks (as protocols/backend/policy.py's may_relay asks)."""

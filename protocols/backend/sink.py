@@ -59,9 +59,10 @@ class IncomingSink:
         # memory (its octets count against max_inflight_message_bytes as any
         # other's): a signature goes on top and depends on the whole body.
         self.sign = False               # sign the queued copy (DeliveryService.open_message decides)
-        self.verify = False             # dkim_verify = header: Authentication-Results on top
-        self._dkim_waiting: Optional[list] = None
-        self._dkim_data: Optional[bytes] = None
+        # dkim_verify / spf_check / dmarc_check: protocols/dmarc_inbound.py InboundChecks, whose
+        # Authentication-Results goes on top of every copy (and whose DMARC verdict may refuse)
+        self.checks = None
+        self.folder = ""                # store/deliver.py DeliveryJob.folder: "Junk" after DMARC's say
         self.open = True
 
     def write(self, data: bytes) -> None:
@@ -76,7 +77,7 @@ class IncomingSink:
         self.buf += data
         if self.fixups and (self.buf.find(b"\r\n\r\n", start) >= 0 or len(self.buf) >= HEAD_LIMIT):
             self._fix_head()
-        if not self.fixups and not self.sign and not self.verify and len(self.buf) >= SMALL_MESSAGE:
+        if not self.fixups and not self.sign and self.checks is None and len(self.buf) >= SMALL_MESSAGE:
             self.msg = IncomingMessage(self.backend.store, self.backend.queue, self.queue_id,
                                        self.return_path, self.local, bool(self.remote),
                                        self.delivered_to)
@@ -129,6 +130,23 @@ class IncomingSink:
             part_done(True, None)       # no recipient left (cannot happen after RCPT)
             return
         data, self.buf = bytes(self.buf), bytearray()
+        if self.checks is not None and self.msg is None:
+            self.checks.run(data, lambda data, action: self._checked(envelope, data, action, part_done, done))
+            return
+        self._checked(envelope, data, "", part_done, done)
+
+    def _checked(self, envelope, data: bytes, action: str, part_done, done) -> None:
+        """After the Authentication-Results (protocols/dmarc_inbound.py): DMARC's
+        "reject" refuses the message (550 5.7.1, RFC 7489 §6.7), "junk" sends
+        the local copies to Junk; then the quota, then the stores."""
+        if action == "reject":
+            from protocols.dmarc_inbound import REJECT_REPLY
+            self._release()
+            code, status, text = REJECT_REPLY
+            done((code, status, text % (self.checks.result.from_domain or "the sender")))
+            return
+        if action == "junk":
+            self.folder = "Junk"
         quota = getattr(self.backend, "quota", None)
         if self.local and quota is not None and quota.limited(self.local):
             quota.check_delivery(self.local, self.counted,
@@ -153,50 +171,18 @@ class IncomingSink:
         if self.remote:
             self._enqueue(envelope, data, part_done)
 
-    def _after_dkim(self, data: bytes, then: Callable[[bytes], None]) -> None:
-        """dkim_verify = header: ``then(data)`` with our Authentication-Results
-        (RFC 8601 §2.7.1) on top, once: the keys through the resolver, the
-        arithmetic on a worker (protocols/dkim.py), one verification for the
-        local and the queued copy.  Otherwise ``then(data)`` at once."""
-        if not self.verify or self.msg is not None:
-            then(data)
-        elif self._dkim_data is not None:
-            then(self._dkim_data)
-        elif self._dkim_waiting is not None:
-            self._dkim_waiting.append(then)
-        else:
-            self._dkim_waiting = [then]
-            from protocols import dkim
-            backend = self.backend
-
-            def verified(results) -> None:
-                try:
-                    self._dkim_data = dkim.add_authentication_results(data, backend.config.hostname, results)
-                except Exception:       # a bug: logged; the message is still delivered
-                    store_log.exception("dkim: Authentication-Results for %s failed", self.queue_id)
-                    self._dkim_data = data
-                for waiting in self._dkim_waiting:
-                    waiting(self._dkim_data)
-            dkim.verify(data, backend.dkim_resolver(), verified, int(backend.loop.time()),
-                        runner=backend.loop.run_in_thread)
-
     def _deliver_local(self, data: bytes, part_done) -> None:
-        self._after_dkim(data, lambda data: self._store_local(data, part_done))
-
-    def _store_local(self, data: bytes, part_done) -> None:
         loop = self.backend.loop
         job = (self.msg.local_job() if self.msg is not None
-               else DeliveryJob(data, self.return_path, self.local, self.queue_id, self.delivered_to))
+               else DeliveryJob(data, self.return_path, self.local, self.queue_id, self.delivered_to,
+                                folder=self.folder))
         def stored(r) -> None:      # on the loop thread, after the fsyncs
             if r.ok:
-                self.backend.delivered(job.users)
+                self.backend.delivered(job.users, self.folder or "INBOX")
             part_done(r.ok, r.error)
         self.backend.deliverer.submit(job, lambda r: loop.call_soon_threadsafe(lambda: stored(r)))
 
     def _enqueue(self, envelope, data: bytes, part_done) -> None:
-        self._after_dkim(data, lambda data: self._store_queued(envelope, data, part_done))
-
-    def _store_queued(self, envelope, data: bytes, part_done) -> None:
         backend, msg = self.backend, self.msg
         now = backend.loop.time()
         signer = backend.dkim if self.sign else None       # the keys of now, whatever a reload does

@@ -89,6 +89,7 @@ class Envelope:
     tls: bool
     listener: str
     queue_id: str
+    spf: Optional[object] = None    # the session's SpfResult (spf_check = header), for Authentication-Results
 
 
 class MessageSink(Protocol):

@@ -86,6 +86,7 @@ class TransferCommands:
         budget for messages in flight is spent) is returned."""
         qid = new_id()
         env = self._envelope(txn, qid)
+        env.spf = txn.spf           # for the sink's Authentication-Results (RFC 8601)
         sink = self.backend.open_message(env)
         if isinstance(sink, tuple):
             self._log_result(qid, txn, 0, sink)
