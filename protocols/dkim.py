@@ -13,14 +13,14 @@ the RFC 8601 field.
   ``rsa-sha1`` is refused (RFC 8301 §3.1), as are RSA keys below 1024 bits
   (RFC 8301 §3.2).
 - Results (RFC 8601 §2.7.1): ``pass``; ``fail`` when the body hash or the
-  signature does not match or the signature has expired (x=, §3.5);
-  ``neutral`` for a DKIM-Signature with syntax errors (§6.1.1); ``permerror``
+  signature does not match or the signature has expired (x=, RFC 6376 §3.5);
+  ``neutral`` for a DKIM-Signature with syntax errors (RFC 6376 §6.1.1); ``permerror``
   for a key that cannot be used (none published, revoked, malformed, of
   another type, refusing sha256 or this i= under t=s, an algorithm refused);
   ``temperror`` when DNS failed for now; ``none`` when nothing is signed.
 
 Left out: q= other than dns/txt (none other is defined), z= is parsed but
-not used (§3.5: diagnostic only), ADSP and policy (DMARC is a later step).
+not used (RFC 6376 §3.5: diagnostic only), ADSP and policy (DMARC: protocols/dmarc.py).
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ def _public_key(sig: Signature, rec: KeyRecord):
 
 def check_signature(sig: Signature, fields: List[canon.Field], body: bytes, record: Optional[str],
                     now: int) -> DkimResult:
-    """§6.1.2 and §6.1.3 for one signature, its key record's text in hand."""
+    """RFC 6376 §6.1.2 and §6.1.3 for one signature, its key record's text in hand."""
     out = DkimResult("fail", sig.domain, sig.selector, sig.b_text, sig.algorithm, sig.identity)
     if sig.expires is not None and now > sig.expires:
         out.problem = "signature expired (x=, RFC 6376 §3.5)"
@@ -462,7 +462,7 @@ def sign(data: bytes, domain: str, selector: str, key, now: int,
 
 
 def sign_message(data: bytes, signers: Sequence[Tuple[str, str, object]], now: int) -> bytes:
-    """``data`` with one DKIM-Signature per (domain, selector, key) on top (§5.6)."""
+    """``data`` with one DKIM-Signature per (domain, selector, key) on top (RFC 6376 §5.6)."""
     data = canon.to_crlf(data)
     added = b"".join(sign(data, d, s, k, now) for d, s, k in signers)
     return added + data

@@ -2,7 +2,7 @@
 
 - the message split into header fields (each with its folding, as it came)
   and body (RFC 5322 §2.1: the first empty line ends the header);
-- "simple" and "relaxed" canonicalization of header fields (§3.4.1, §3.4.2)
+- "simple" and "relaxed" canonicalization of header fields (RFC 6376 §3.4.1, §3.4.2)
   and of the body (§3.4.3, §3.4.4), the body cut at ``l=`` (§3.4.5 note);
 - header selection bottom-up (§5.4.2), a name listed more often than present
   selecting nothing (oversigning: §5.4.2, §8.15);
@@ -22,7 +22,7 @@ Field = Tuple[bytes, bytes]         # (lower-case name, the whole field with its
 _WSP_RUN = re.compile(rb"[ \t]+")
 _FOLD = re.compile(rb"\r\n(?=[ \t])")
 _TAG_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")      # §3.2 tag-name = ALPHA *ALNUMPUNC
-# §3.5 b= : its value (with the whitespace around it) is deleted for the hash (§3.7).
+# RFC 6376 §3.5 b= : its value (with the whitespace around it) is deleted for the hash (§3.7).
 _B_VALUE = re.compile(rb"((?:^|;)[ \t\r\n]*b[ \t\r\n]*=)[^;]*")
 
 
@@ -63,7 +63,7 @@ def header_simple(field: bytes) -> bytes:
 
 
 def header_relaxed(field: bytes) -> bytes:
-    """§3.4.2: name lower-cased; unfolded; WSP runs to one SP; WSP at the
+    """RFC 6376 §3.4.2: name lower-cased; unfolded; WSP runs to one SP; WSP at the
     end of the value and around the colon deleted; CRLF kept at the end."""
     name, _, value = field.partition(b":")
     value = _FOLD.sub(b"", value.rstrip(b"\r\n") if value.endswith(b"\r\n") else value)
@@ -72,7 +72,7 @@ def header_relaxed(field: bytes) -> bytes:
 
 
 def body_simple(body: bytes) -> bytes:
-    """§3.4.3: empty lines at the end removed; an empty body is one CRLF."""
+    """RFC 6376 §3.4.3: empty lines at the end removed; an empty body is one CRLF."""
     body = to_crlf(body)
     while body.endswith(b"\r\n\r\n"):
         body = body[:-2]
@@ -82,9 +82,9 @@ def body_simple(body: bytes) -> bytes:
 
 
 def body_relaxed(body: bytes) -> bytes:
-    """§3.4.4: WSP at line ends removed, WSP runs to one SP, empty lines at
+    """RFC 6376 §3.4.4: WSP at line ends removed, WSP runs to one SP, empty lines at
     the end removed; an empty body stays empty (erratum 1384's reading, as
-    the §3.4.5 example implies); a last line gets its CRLF."""
+    the RFC 6376 §3.4.5 example implies); a last line gets its CRLF."""
     body = to_crlf(body)
     if body and not body.endswith(b"\r\n"):
         body += b"\r\n"

@@ -13,10 +13,10 @@ clause of Authentication-Results (RFC 7489 §11.1-11.2, RFC 8601 §2.7).
   DMARCbis' ``np``, ``psd``) are parsed and kept, but NO aggregate or
   failure reports are sent.  Unknown tags are ignored (§6.3); a tag given
   twice makes the record unusable (DEVIATION(RFC 7489 §6.4): not said
-  there; RFC 6376 §3.2's tag-list rule, which §6.4 borrows).
+  there; RFC 6376 §3.2's tag-list rule, which RFC 7489 §6.4 borrows).
 - Organizational domain: DEVIATION(RFC 7489 §3.2): no public-suffix list
   is shipped; the DNS tree walk of DMARCbis (draft-ietf-dmarc-dmarcbis
-  §4.10) is used instead, see ``walk_names`` and ``org_domain``.
+  part 4.10) is used instead, see ``walk_names`` and ``org_domain``.
 - Author domain (§6.6.1): exactly one From field with exactly one address;
   several fields or addresses, or none, give ``permerror`` and no policy is
   applied (our reading of §6.6.1, which leaves the choice to the receiver:
@@ -26,7 +26,7 @@ clause of Authentication-Results (RFC 7489 §11.1-11.2, RFC 8601 §2.7).
   failure, or an aligned identifier whose check failed temporarily: the
   message is not punished for our DNS), ``permerror`` (an unusable record
   or From field).
-- Policy (§6.6.4): ``p``, or ``sp`` for a From domain below the domain of
+- Policy (RFC 7489 §6.6.4): ``p``, or ``sp`` for a From domain below the domain of
   the record found; ``pct`` sampled with an injectable draw; outside the
   sample the next lower policy applies (reject → quarantine → none).
 """
@@ -42,7 +42,7 @@ from typing import Callable, Dict, Generator, List, Optional, Sequence, Tuple
 from protocols.dns import codec as dns
 
 POLICIES = ("none", "quarantine", "reject")          # RFC 7489 §6.3 p=
-MAX_WALK_LABELS = 8     # draft-ietf-dmarc-dmarcbis §4.10.1: a name of 8 or more labels ...
+MAX_WALK_LABELS = 8     # draft-ietf-dmarc-dmarcbis, part 4.10.1: a name of 8 or more labels ...
 WALK_JUMP_TO = 7        # ... is shortened to its 7 rightmost labels at once (at most 8 queries)
 MAX_SECONDS = 20        # DEVIATION(RFC 7489): no limit given; as SPF's (RFC 7208 §4.6.4), then temperror
 MAX_LABEL = 63          # RFC 1035 §2.3.4
@@ -69,7 +69,7 @@ class DmarcRecord:
     rf: str = "afrf"
     ri: int = 86400
     np: str = ""                # DMARCbis: policy for non-existent subdomains (kept, not used)
-    psd: str = ""               # DMARCbis §4.10.2: y / n / u
+    psd: str = ""               # DMARCbis, part 4.10.2: y / n / u
     defects: List[str] = field(default_factory=list)
 
 
@@ -158,7 +158,7 @@ def _normal_domain(name: str) -> Optional[str]:
 
 
 def author_domain(fields: Sequence[Tuple[bytes, bytes]]) -> Tuple[Optional[str], str]:
-    """(the RFC5322.From domain, "") or (None, why) (RFC 7489 §6.6.1):
+    """(the RFC 5322 From domain, "") or (None, why) (RFC 7489 §6.6.1):
     exactly one From field holding exactly one address."""
     froms = [raw for name, raw in fields if name == b"from"]
     if len(froms) != 1:
@@ -178,7 +178,7 @@ def author_domain(fields: Sequence[Tuple[bytes, bytes]]) -> Tuple[Optional[str],
 
 def walk_names(domain: str) -> List[str]:
     """The names whose ``_dmarc.`` records the tree walk reads, in order
-    (draft-ietf-dmarc-dmarcbis §4.10.1): the domain itself; then, for a name
+    (draft-ietf-dmarc-dmarcbis, part 4.10.1): the domain itself; then, for a name
     of MAX_WALK_LABELS labels or more, its WALK_JUMP_TO rightmost labels;
     then one label less each time, down to the top-level name."""
     labels = domain.split(".")
@@ -200,7 +200,7 @@ class Found:
 
 def org_domain(domain: str, found: Sequence[Found]) -> str:
     """The organizational domain from a tree walk (draft-ietf-dmarc-dmarcbis
-    §4.10.2): the first record with psd=n names itself, with psd=y the name
+    part 4.10.2): the first record with psd=n names itself, with psd=y the name
     one label below it; else the name of fewest labels with a record; with
     no record at all, the domain itself."""
     labels = domain.split(".")
@@ -264,7 +264,7 @@ class DmarcResult:
     result: str
     from_domain: str = ""
     policy: str = ""            # the published policy that applies (p or sp), "" without a record
-    disposition: str = "none"   # what to do: none / quarantine / reject (after pct, §6.6.4)
+    disposition: str = "none"   # what to do: none / quarantine / reject (after pct, RFC 7489 §6.6.4)
     record_domain: str = ""     # where the record was found
     org_domain: str = ""
     problem: str = ""
@@ -429,6 +429,6 @@ def describe(domain: str, found) -> Tuple[List[str], bool]:
                      % (name, applied, at.name, "p" if at.name == name or not rec.sp else "sp",
                         rec.pct, rec.adkim, rec.aspf))
         lines += ["note: %s" % d for d in rec.defects]
-    lines.append("organizational domain: %s (DNS tree walk, draft-ietf-dmarc-dmarcbis §4.10)"
+    lines.append("organizational domain: %s (DNS tree walk, draft-ietf-dmarc-dmarcbis, part 4.10)"
                  % org_domain(name, found))
     return lines, at is not None and at.record is not None

@@ -255,7 +255,7 @@ class RoundTrips(unittest.TestCase):
         self.assertTrue(all(len(line) <= 80 for line in field.split(b"\r\n")))
 
     def test_second_from_added_after_signing_fails(self):
-        """§8.15: From is listed once more than present, so a From added later breaks it."""
+        """RFC 6376 §8.15: From is listed once more than present, so a From added later breaks it."""
         for key in (RSA_KEY, ED_KEY):
             data = signed(MESSAGE, key)
             forged = data.replace(b"From: Alice", b"From: Mallory <m@evil.example>\r\nFrom: Alice")
@@ -280,7 +280,7 @@ class RoundTrips(unittest.TestCase):
         self.assertIn("expired", out[0].problem)
 
     def test_length_tag_honoured(self):
-        """§3.5 l=: only that many body octets are covered; more is allowed, less fails."""
+        """RFC 6376 §3.5 l=: only that many body octets are covered; more is allowed, less fails."""
         body = canon.body_relaxed(MESSAGE.split(b"\r\n\r\n", 1)[1])
         data = self._sign_with_l(MESSAGE, len(body))          # our signer never sets l=: by hand
         self.check(data, ED_KEY, ["pass"])
@@ -302,7 +302,7 @@ class RoundTrips(unittest.TestCase):
         return unsigned + base64.b64encode(sig) + b"\r\n" + data
 
     def test_strict_subdomain_flag(self):
-        """§3.6.1 t=s: i= must be exactly d=."""
+        """RFC 6376 §3.6.1 t=s: i= must be exactly d=."""
         data = signed(MESSAGE, ED_KEY).replace(b"d=example.org;", b"d=example.org; i=@sub.example.org;")
         rec = key_record(ED_KEY) + "; t=s"
         out = run(data, resolver({"sel": rec}, "example.org"))

@@ -49,7 +49,7 @@ class RecordParse(unittest.TestCase):
         for text in ("v=DMARC1", "v=DMARC1; p=block", "v=DMARC1; p=none; sp=maybe"):
             with self.assertRaises(dmarc.RecordError, msg=text):
                 dmarc.parse_record(text)
-        # §6.6.3 step 6.1: with a usable rua=, read as p=none
+        # RFC 7489 §6.6.3 step 6.1: with a usable rua=, read as p=none
         rec = dmarc.parse_record("v=DMARC1; p=block; rua=mailto:r@x.example")
         self.assertEqual(rec.p, "none")
         self.assertTrue(rec.defects)
