@@ -27,19 +27,23 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str, data: bytes, tmp: Optional[str] = None, mode: int = 0o600) -> None:
+def write_atomic(path: str, data: bytes, tmp: Optional[str] = None, mode: int = 0o600,
+                 durable: bool = True) -> None:
     """Replace ``path`` with ``data`` durably: tmp, fsync, rename, directory fsync.
 
     ``tmp`` defaults to ``path + ".tmp"``; callers that may race hold a lock
     or pass a unique name.  A leftover tmp file of a crash is overwritten; on
     error the tmp file is removed and the old ``path`` is untouched.
+    ``durable=False``: atomic but not flushed (no fsync of file or directory),
+    for a file whose loss in a crash its owner recovers from (store/modseq.py).
     """
     tmp = tmp or path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         try:
             write_all(fd, data)
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -49,7 +53,8 @@ def write_atomic(path: str, data: bytes, tmp: Optional[str] = None, mode: int = 
         except OSError:
             pass
         raise
-    fsync_dir(os.path.dirname(path))
+    if durable:
+        fsync_dir(os.path.dirname(path))
 
 
 # Octets an AppendFile holds before it writes: one SMTP read (64 KiB, the

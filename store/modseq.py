@@ -265,29 +265,12 @@ class ModseqLog:
         out += ["-%d %d\n" % (u, m) for u, m in self.expunged]
         data, tmp = "".join(out).encode("ascii"), self.path + ".tmp.%d" % os.getpid()
         if BOOT_ID:
-            _replace_unsynced(self.path, data, tmp)       # see the module docstring
+            write_atomic(self.path, data, tmp=tmp, durable=False)       # see the module docstring
         else:
             write_atomic(self.path, data, tmp=tmp)
         self._lines = len(out) - 2 + len(self.messages)
         self._boot, self._unwritten = BOOT_ID, False
         self._sig = _stat(self.path)
-
-
-def _replace_unsynced(path: str, data: bytes, tmp: str) -> None:
-    """``path`` replaced by ``data`` atomically (tmp + rename), not flushed to disk."""
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            write_all(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _boot_id() -> str:
