@@ -345,7 +345,7 @@ def dns_check_main(cfg: Config, domain: str, given: List[str], resolv_conf: str)
     seen = ips or dnscheck.addresses(hostname, answers)
     answers.update(_ask_all(loop, resolver, dnscheck.ptr_queries(seen)))
     lines, ok = dnscheck.report(domain, hostname, ips, held, answers, datetime.now().strftime("%Y%m%d"), seen)
-    print(f"DNS records for {domain} with this server as {hostname} (expected / found / publish):")
+    print(f"{domain} served by {hostname}: status, record, what DNS has now (publish: the line to add)")
     print("\n".join(lines))
     return 0 if ok else 1
 

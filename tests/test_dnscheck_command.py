@@ -51,8 +51,8 @@ class DnsCheckCommandTest(unittest.TestCase):
     def test_all_required_ok(self):
         rc, out, err = self.check("good.test")
         self.assertEqual((rc, err), (0, ""), out)
-        self.assertEqual(out[0], "DNS records for good.test with this server as mail.good.test "
-                                 "(expected / found / publish):")
+        self.assertEqual(out[0], "good.test served by mail.good.test: status, record, what DNS has now "
+                                 "(publish: the line to add)")
         self.assertEqual(out[1], "ok               MX good.test (RFC 5321 §5.1): 10 mail.good.test")
         self.assertIn("ok               A mail.good.test (RFC 5321 §5.1): 192.0.2.10", out)
         self.assertIn("ok               PTR 192.0.2.10 (RFC 8601 §3 iprev): mail.good.test", out)
