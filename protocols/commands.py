@@ -341,7 +341,7 @@ def dns_check_main(cfg: Config, domain: str, given: List[str], resolv_conf: str)
     loop = EventLoop()
     resolver = make_resolver(loop, cfg.dns_servers, resolv_conf)[0]
     hostname = cfg.hostname.lower().rstrip(".")
-    answers = _ask_all(loop, resolver, dnscheck.queries(domain, hostname, [s for s, _, _ in held]))
+    answers = _ask_all(loop, resolver, dnscheck.queries(domain, hostname, [k[0] for k in held]))
     seen = ips or dnscheck.addresses(hostname, answers)
     answers.update(_ask_all(loop, resolver, dnscheck.ptr_queries(seen)))
     lines, ok = dnscheck.report(domain, hostname, ips, held, answers, datetime.now().strftime("%Y%m%d"), seen)

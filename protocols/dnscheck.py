@@ -36,6 +36,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from protocols import dkim, dmarc
 from protocols.crypto import keys
+from protocols.dkim_command import txt_record
 from protocols.dns.resolver import Answer, DnsError
 from protocols.spf_record import SpfSyntaxError, is_spf_record, parse_record
 
@@ -49,21 +50,20 @@ def _name(text: str) -> str:
     return text.lower().rstrip(".")
 
 
-def dkim_keys(keyfiles: Sequence[object]) -> List[Tuple[str, str, str]]:
-    """(selector, k=, p= base64) for each readable key file (RFC 6376 §3.6.1;
-    RFC 8463 §4: Ed25519's p= is the raw key).  A file that is not a key
-    gives p="" and so never matches."""
+def dkim_keys(keyfiles: Sequence[object]) -> List[Tuple[str, str, str, str]]:
+    """(selector, k=, p= base64, the zone-file line of `dkim keygen`) for each
+    key file (RFC 6376 §3.6.1; RFC 8463 §4: Ed25519's p= is the raw key).  A
+    file that is not a key gives p="" (never matches) and says so."""
     out = []
     for kf in keyfiles:
         try:
             key = keys.load_private_key(kf.pem)
-        except keys.KeyFileError:
-            out.append((kf.selector, kf.key_type, ""))
+        except keys.KeyFileError as e:
+            out.append((kf.selector, kf.key_type, "", "(DKIM key %s: %s)" % (kf.path, e)))
             continue
-        if dkim.key_algorithm(key) == dkim.ED25519_SHA256:
-            out.append((kf.selector, "ed25519", base64.b64encode(key.public.raw).decode()))
-        else:
-            out.append((kf.selector, "rsa", base64.b64encode(key.public.spki()).decode()))
+        kind = "ed25519" if dkim.key_algorithm(key) == dkim.ED25519_SHA256 else "rsa"
+        public = key.public.raw if kind == "ed25519" else key.public.spki()
+        out.append((kf.selector, kind, base64.b64encode(public).decode(), txt_record(kf.selector, kf.domain, key)))
     return out
 
 
@@ -190,14 +190,13 @@ def _check_spf(domain: str, ips: Sequence[str], answers: Answers) -> Line:
     return ("ok" if ok else "differs", what, spf[0] + ("  (%s)" % note if note else ""), want, True)
 
 
-def _check_dkim(domain: str, held: Sequence[Tuple[str, str, str]], answers: Answers) -> List[Line]:
+def _check_dkim(domain: str, held: Sequence[Tuple[str, str, str, str]], answers: Answers) -> List[Line]:
     if not held:
         return [("missing", "DKIM %s (RFC 6376 §3.6.2.2)" % domain, "no key in DATA/dkim/%s/" % domain,
                  "(run: mailsrv.py dkim keygen %s, then publish the record it prints)" % domain, True)]
     lines: List[Line] = []
-    for selector, kind, p in held:
+    for selector, kind, p, want in held:
         owner = "%s._domainkey.%s" % (selector, domain)
-        want = _zone_txt(owner, "v=DKIM1; k=%s; p=%s" % (kind, p))
         what = "DKIM %s (RFC 6376 §3.6.2.2)" % owner
         ans, err = _lookup(answers, owner, "TXT")
         if err:
@@ -286,7 +285,7 @@ def _check_ptr(hostname: str, ips: Sequence[str], answers: Answers) -> List[Line
     return lines
 
 
-def checks(domain: str, hostname: str, ips: Sequence[str], held: Sequence[Tuple[str, str, str]],
+def checks(domain: str, hostname: str, ips: Sequence[str], held: Sequence[Tuple[str, str, str, str]],
            answers: Answers, sts_id: str, seen: Optional[Sequence[str]] = None) -> List[Line]:
     """Every check, in the order of mox's DNS page.  ``ips``: the addresses
     the hostname must have ([]: any); ``seen``: those SPF and PTR are checked
@@ -310,7 +309,7 @@ def checks(domain: str, hostname: str, ips: Sequence[str], held: Sequence[Tuple[
     return out
 
 
-def report(domain: str, hostname: str, ips: Sequence[str], held: Sequence[Tuple[str, str, str]],
+def report(domain: str, hostname: str, ips: Sequence[str], held: Sequence[Tuple[str, str, str, str]],
            answers: Answers, sts_id: str = "1", seen: Optional[Sequence[str]] = None) -> Tuple[List[str], bool]:
     """The lines to print and whether every required record is ok."""
     lines: List[str] = []

@@ -96,7 +96,7 @@ class DnsCheckTest(unittest.TestCase):
         i, s = line(lines, "DKIM s1._domainkey.example.org")
         self.assertTrue(s.startswith("differs"), s)
         self.assertEqual(lines[i + 1].strip(),
-                         'publish: s1._domainkey.example.org. IN TXT "v=DKIM1; k=ed25519; p=%s"' % P)
+                         'publish: s1._domainkey.example.org. IN TXT ( "v=DKIM1; k=ed25519; p=%s" )' % P)
 
     def test_dkim_without_keys_says_how_to_make_one(self):
         lines, ok = run(good_zone(), held=[])
@@ -104,6 +104,16 @@ class DnsCheckTest(unittest.TestCase):
         i, s = line(lines, "DKIM example.org")
         self.assertIn("no key in DATA/dkim/example.org/", s)
         self.assertIn("mailsrv.py dkim keygen example.org", lines[i + 1])
+
+    def test_unreadable_key_file_is_named(self):
+        held = dnscheck.dkim_keys([KeyFile("example.org", "s2", "rsa", "/d/s2.rsa.pem", 0.0, b"junk")])
+        zone = good_zone()
+        zone[("s2._domainkey.example.org", "TXT")] = txt("v=DKIM1; k=rsa; p=")
+        lines, ok = run(zone, held=held)
+        self.assertFalse(ok)
+        i, s = line(lines, "DKIM s2._domainkey.example.org")
+        self.assertTrue(s.startswith("differs"), s)
+        self.assertIn("(DKIM key /d/s2.rsa.pem: ", lines[i + 1])
 
     def test_dmarc_absent_suggests_quarantine_and_any_valid_record_is_ok(self):
         zone = good_zone()

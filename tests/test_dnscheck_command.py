@@ -23,7 +23,7 @@ class DnsCheckCommandTest(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
         write_key(cls.tmp.name, "good.test", "s1", "ed25519", ed25519.generate().pem())
-        _, kind, p = dnscheck.dkim_keys(list_keys(cls.tmp.name)["good.test"])[0]
+        _, kind, p, _ = dnscheck.dkim_keys(list_keys(cls.tmp.name)["good.test"])[0]
         cls.srv = srv = FakeDnsServer().start()
         cls.server = "%s:%d" % srv.address
         srv.add("good.test", dns.TYPE_MX, dns.MX(10, HOST))
