@@ -156,7 +156,8 @@ class DnsCheckTest(unittest.TestCase):
         self.assertFalse(ok)
         self.assertTrue(line(lines, " A mail.example.org")[1].startswith("differs"))
         i, s = line(lines, "MX example.org")
-        self.assertEqual(s, "error            MX example.org (RFC 5321 §5.1): example.org MX: SERVFAIL from 127.0.0.1:53")
+        self.assertEqual(s, "error            MX example.org (RFC 5321 §5.1): "
+                            "example.org MX: SERVFAIL from 127.0.0.1:53")
         self.assertNotIn("publish", lines[i + 1])
 
     def test_without_known_addresses_any_address_will_do(self):
