@@ -251,6 +251,10 @@ def dns_main(cfg: Config, qtype: str, name: str, resolv_conf: str, ip: Optional[
     from protocols.dns import codec as dnsproto
     from protocols.dns.mx import describe
     from protocols.dns.resolver import DnsError
+    ips = ip if isinstance(ip, list) else [ip] if ip else []     # --ip and the positional (_Addresses)
+    if qtype == "CHECK" and not (sender or helo):
+        return dns_check_main(cfg, name, ips, resolv_conf)
+    ip = ips[0] if len(ips) == 1 else " ".join(ips) or None
     if qtype == "SPF":
         return spf_main(cfg, name, ip, sender, helo, resolv_conf)
     if qtype == "DMARC" and not (ip or sender or helo):
@@ -293,15 +297,79 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+class _Addresses(argparse.Action):
+    """`dns SPF DOMAIN IP` and `dns check DOMAIN --ip A --ip B` share ``args.ip``:
+    a list of what was given (an absent positional leaves --ip's alone)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if values is not None:
+            setattr(namespace, self.dest, (getattr(namespace, self.dest, None) or []) + [values])
+
+
 def dns_parser(sub, common: argparse.ArgumentParser) -> None:
     """`dns`'s arguments (mailsrv.py's parser; the global options come with ``common``)."""
     dns = sub.add_parser("dns", parents=[common], help="ask our resolver: dns MX|A|AAAA|TXT|PTR NAME; "
-                         "dns SPF DOMAIN IP [--sender S] [--helo H]; dns DMARC DOMAIN")
-    dns.add_argument("qtype", type=str.upper, choices=("MX", "A", "AAAA", "TXT", "PTR", "SPF", "DMARC"))
+                         "dns SPF DOMAIN IP [--sender S] [--helo H]; dns DMARC DOMAIN; "
+                         "dns check DOMAIN [--ip ADDR ...]")
+    dns.add_argument("qtype", type=str.upper, choices=("MX", "A", "AAAA", "TXT", "PTR", "SPF", "DMARC", "CHECK"))
     dns.add_argument("name")
-    dns.add_argument("ip", nargs="?", help="SPF: the SMTP client's address (RFC 7208 §4.1 <ip>)")
+    dns.add_argument("ip", nargs="?", action=_Addresses, help="SPF: the SMTP client's address (RFC 7208 §4.1 <ip>)")
+    dns.add_argument("--ip", dest="ip", action=_Addresses, metavar="ADDR",
+                     help="check: this server's public address (repeatable; default: what the hostname resolves to)")
     dns.add_argument("--sender", help="SPF: the MAIL FROM address (default postmaster@DOMAIN)")
     dns.add_argument("--helo", help="SPF: the HELO/EHLO name (for %%{h})")
+
+
+def dns_check_main(cfg: Config, domain: str, given: List[str], resolv_conf: str) -> int:
+    """`dns check DOMAIN [--ip ADDR ...]`: the records DOMAIN should publish
+    for this server, what DNS has, what differs (protocols/dnscheck.py).
+    Exit 0 when every required record is ok."""
+    from protocols import dnscheck
+    from store.datadir import DataDirError
+    from store.dkimkeys import list_keys, valid_name
+    domain = domain.lower().rstrip(".")
+    if not valid_name(domain) or "." not in domain:
+        raise ConfigError(f"dns check {domain!r}: not a domain name")
+    try:
+        ips = dnscheck.server_ips(given, cfg.listen)
+    except ValueError as e:
+        raise ConfigError(f"dns check --ip: {e}") from None
+    try:
+        held = dnscheck.dkim_keys(list_keys(cfg.data_dir).get(domain, []))
+    except DataDirError as e:   # names the file
+        raise ConfigError(str(e)) from None
+    loop = EventLoop()
+    resolver = make_resolver(loop, cfg.dns_servers, resolv_conf)[0]
+    hostname = cfg.hostname.lower().rstrip(".")
+    answers = _ask_all(loop, resolver, dnscheck.queries(domain, hostname, [k[0] for k in held]))
+    seen = ips or dnscheck.addresses(hostname, answers)
+    answers.update(_ask_all(loop, resolver, dnscheck.ptr_queries(seen)))
+    lines, ok = dnscheck.report(domain, hostname, ips, held, answers, datetime.now().strftime("%Y%m%d"), seen)
+    print(f"{domain} served by {hostname}: status, record, what DNS has now (publish: the line to add)")
+    print("\n".join(lines))
+    return 0 if ok else 1
+
+
+def _ask_all(loop: EventLoop, resolver, questions) -> dict:
+    """Ask every (name, type) at once; what came back within 60 s (a missing one reads as 'no answer')."""
+    from protocols.dns import codec as dnsproto
+    answers: dict = {}
+    if not questions:
+        return answers
+
+    def asked(key):
+        def done(result):
+            answers[key] = result
+            if len(answers) == len(questions):
+                loop.stop()
+        return done
+    for key in questions:
+        resolver.resolve(key[0], getattr(dnsproto, "TYPE_" + key[1]), asked(key))
+    if len(answers) < len(questions):
+        timer = loop.call_later(60, loop.stop)
+        loop.run()
+        timer.cancel()
+    return answers
 
 
 def dmarc_main(cfg: Config, domain: str, resolv_conf: str) -> int:
