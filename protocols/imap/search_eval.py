@@ -38,7 +38,7 @@ from protocols.imap import wire
 from protocols.imap.grammar import SequenceSet
 from protocols.imap.search import DATE_KEYS, SearchKey
 from protocols.imap import search_kept
-from protocols.imap.search_text import (_NOT_CHARSETS, _codec, _field_text, _raw_has,
+from protocols.imap.search_text import (_NOT_CHARSETS, surely_absent, _codec, _field_text, _raw_has,
                                         _transfer_decode, decode_words, value_text)
 from protocols.message import Header, parse_header
 
@@ -221,6 +221,8 @@ class _Mail:
         if not needle:
             return True
         raw_needle = needle.encode("ascii")
+        if not _HEADER_SEPARATORS.search(needle) and surely_absent(data, raw_needle, text):
+            return False        # no MIME parse (search_text.surely_absent)
         if text and self._header_has(data, raw_needle, needle):
             return True
         for part, in_body, is_text in self.parts():
