@@ -67,7 +67,7 @@ def compute_head(data: bytes) -> Dict[str, bytes]:
     entry = {"ENVELOPE": b"ENVELOPE " + envelope(header, 0, len(header), head)}
     if len(header) <= derived.MAX_HEADER:
         entry["HEADER"] = header
-        entry.update(search_eval.kept_values(header))
+        entry.update(search_eval.kept_values(header, head))
     return entry
 
 

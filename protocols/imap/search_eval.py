@@ -253,14 +253,14 @@ class _Mail:
         return self._sent[0]
 
 
-def kept_values(header: bytes) -> Dict[str, bytes]:
+def kept_values(header: bytes, head: Optional[Header] = None) -> Dict[str, bytes]:
     """What derived.py keeps per message for the envelope keys (FROM, TO, CC,
     BCC, SUBJECT): each field's ``_Mail.values`` (search_kept.py), so such a
     SEARCH on a cached message parses and decodes no header.  Only for a
     header block the cache holds (at most derived.MAX_HEADER octets, far below
     MAX_SEARCH_TEXT: ``_Budget`` never cuts, so the values are the same
     whichever keys were evaluated first)."""
-    return search_kept.kept_values(header)
+    return search_kept.kept_values(header, head)
 
 
 def _date_field(value: Optional[bytes]) -> Optional[datetime.date]:
