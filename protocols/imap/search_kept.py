@@ -38,6 +38,13 @@ FIELD_INDEX = {name: i for i, name in enumerate(FIELDS)}
 FIELD_SEP, VALUE_SEP = "\x1e", "\x1f"
 _FIELD_SEP_B, _VALUE_SEP_B = b"\x1e", b"\x1f"
 _JSON = json.JSONDecoder()
+# Ours: address fields' values remembered by their raw octets (senders and
+# recipients repeat from message to message), as envelope._LISTS does: at
+# most 4,096 fields of at most 512 octets.  Shared by the worker threads (a
+# dict's get and set are atomic in CPython).
+_ADDRESSES = frozenset((b"from", b"to", b"cc", b"bcc"))
+_MEMO_MAX, _MEMO_FIELD = 4096, 512
+_MEMO: Dict[bytes, str] = {}
 
 
 def kept_values(header: bytes, head: Optional[Header] = None) -> Dict[str, bytes]:
@@ -48,8 +55,20 @@ def kept_values(header: bytes, head: Optional[Header] = None) -> Dict[str, bytes
     for name, raw in (head if head is not None else parse_header(header)).fields:
         values = get(name)
         if values is not None:
-            values.append(value_text(raw).casefold())
+            values.append(_value(raw) if name in _ADDRESSES else value_text(raw).casefold())
     return {KEPT_ITEM: encode(groups)}
+
+
+def _value(raw: bytes) -> str:
+    """``value_text(raw).casefold()``, remembered for a short field."""
+    value = _MEMO.get(raw)
+    if value is None:
+        value = value_text(raw).casefold()
+        if len(raw) <= _MEMO_FIELD:
+            if len(_MEMO) >= _MEMO_MAX:
+                _MEMO.clear()         # a plain bound: the next messages refill it
+            _MEMO[raw] = value
+    return value
 
 
 def encode(groups: Dict[bytes, List[str]]) -> bytes:
