@@ -77,6 +77,21 @@ class KeptValuesTest(unittest.TestCase):
                     want = any(needle in v for v in groups[field])
                     self.assertEqual(search_kept.field_has(item, needle.encode(), i), want)
 
+    def test_remembered_address_values_are_fresh_ones_and_bounded(self):
+        header = b"From: =?utf-8?q?J=C3=BCrgen?= <J@X>\r\nTo: A <a@x>,\r\n B <b@x>\r\nSubject: Hi\r\n\r\n"
+        first = search_kept.kept_values(header)
+        self.assertIn(b"From: =?utf-8?q?J=C3=BCrgen?= <J@X>\r\n", search_kept._MEMO)
+        self.assertEqual(search_kept._MEMO[b"From: =?utf-8?q?J=C3=BCrgen?= <J@X>\r\n"], "jürgen <j@x>")
+        self.assertEqual(search_kept.kept_values(header), first)
+        self.assertEqual(search_kept.decode(first[search_kept.KEPT_ITEM])[b"to"], ["a <a@x>, b <b@x>"])
+        with mock.patch.object(search_kept, "_MEMO_MAX", 3):
+            for n in range(10):
+                search_kept.kept_values(b"From: n%d@x\r\n\r\n" % n)
+                self.assertLessEqual(len(search_kept._MEMO), 3)
+        long = b"To: " + b"x" * search_kept._MEMO_FIELD + b"\r\n\r\n"
+        search_kept.kept_values(long)
+        self.assertNotIn(long[:-2], search_kept._MEMO)
+
     def test_an_item_not_ours_is_refused(self):
         for raw in (None, b"", b"garbage", b"{\"from\": 3}", b"\x1f\x1e\x1e", b"\xff\x1e\x1e\x1e\x1e"):
             self.assertIsNone(search_kept.decode(raw), raw)

@@ -246,8 +246,13 @@ class TextTest(unittest.TestCase):
     def test_decoded_text_is_cached_per_call(self):
         k = key(b"OR BODY q1 OR BODY q2 OR TEXT q3 OR BODY q4 SUBJECT q5")
         with mock.patch.object(E, "_body_text", wraps=E._body_text) as body:
-            self.assertFalse(E.matches(k, 1, meta(), False, b"Subject: x\r\n\r\nzzz\r\n", ctx()))
+            self.assertFalse(E.matches(k, 1, meta(), False, b"Subject: x\r\n"
+                                       b"Content-Transfer-Encoding: base64\r\n\r\neno6\r\n", ctx()))
         self.assertEqual(body.call_count, 1)
+        # An ASCII message with nothing encoded is answered from its octets alone.
+        with mock.patch.object(E, "_body_text", wraps=E._body_text) as body:
+            self.assertFalse(E.matches(k, 1, meta(), False, b"Subject: x\r\n\r\nzzz\r\n", ctx()))
+        self.assertEqual(body.call_count, 0)
 
     def test_content_not_decoded_when_a_flag_key_fails(self):
         with mock.patch.object(E, "_body_text", wraps=E._body_text) as body:

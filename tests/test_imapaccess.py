@@ -207,6 +207,13 @@ class OpenFolderTest(AccessTestCase):
         self.assertEqual(len(data), folder.state().messages[0].size)
         self.assertIsNone(self.ok(lambda done: folder.read(99, done)))
 
+    def test_read_many_gives_what_read_gives_and_leaves_out_the_gone(self):
+        self.append("INBOX", (b"Subject: x\n\nline\n",), (b"Subject: y\r\n\r\nz\r\n",))
+        folder = self.select()
+        many = self.ok(lambda done: folder.read_many([1, 99, 2], done))
+        self.assertEqual(many, {uid: self.ok(lambda done: folder.read(uid, done)) for uid in (1, 2)})
+        self.assertEqual(many[1], b"Subject: x\r\n\r\nline\r\n")
+
     def test_store_modes_and_unchanged_since(self):
         self.append("INBOX", (MSG,), (MSG,))
         folder = self.select()

@@ -272,6 +272,11 @@ class OpenFolder(Protocol):
         """``done(bytes)``: the message in CRLF form, or ``done(None)`` if it is
         gone (RFC 2180 §4.1), or ``done(OSError)``."""
 
+    def read_many(self, uids: Sequence[int], done: Callable[[object], None]) -> None:
+        """Optional (a session calls it only when present): ``done({uid: bytes})``,
+        each message as ``read`` gives it, the UIDs gone left out, in one worker
+        step (SEARCH BODY over a folder), or ``done(OSError)``."""
+
     def derived(self, uids: Sequence[int], kind: str, compute: Callable[[bytes], Dict[str, bytes]],
                 done: Callable[[object], None]) -> None:
         """``done({uid: dict})``: for each UID, what ``compute(message in CRLF

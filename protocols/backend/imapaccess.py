@@ -440,6 +440,15 @@ class OpenFolder:
         """The message in CRLF form; None once it is gone (RFC 2180 §4.1)."""
         self._serial.submit(lambda: self._folder.read_crlf(uid), done, self.name)
 
+    def read_many(self, uids: Sequence[int], done: Done) -> None:
+        """contracts.OpenFolder.read_many: one worker job for all of ``uids``."""
+        uids = list(uids)
+
+        def work() -> Dict[int, bytes]:
+            read = self._folder.read_crlf
+            return {uid: data for uid, data in zip(uids, map(read, uids)) if data is not None}
+        self._serial.submit(work, done, self.name)
+
     def derived(self, uids: Sequence[int], kind: str, compute: Callable[[bytes], Dict[str, bytes]],
                 done: Done) -> None:
         """contracts.OpenFolder.derived over store/msgcache.py: one worker job

@@ -27,14 +27,14 @@ from typing import Dict, Optional
 from protocols.imap import derived, search_eval
 from protocols.imap.envelope import envelope
 from protocols.imap.fetch_args import FetchAtt
+from protocols.imap.search_text import HEADER_BLOCK
 from protocols.message import parse_header
 
 # The entries' kind: derived.KIND's version follows, so a change of what
 # derived.py keeps (search_eval.kept_values) also retires these entries.
 HEAD_KIND = derived.KIND + "-head1"
-# Fields with their folds, each line ended by LF (message.py's
-# _FIELD_AND_FOLDS with every line whole), then the empty line (RFC 5322 §2.1).
-_BLOCK = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]+[ \t]*:[^\n]*\n(?:[ \t][^\n]*\n)*)*\r?\n")
+# The usual header block (search_text.HEADER_BLOCK).
+_BLOCK = HEADER_BLOCK
 
 
 def header_end(prefix: bytes, complete: bool) -> Optional[int]:
@@ -67,7 +67,7 @@ def compute_head(data: bytes) -> Dict[str, bytes]:
     entry = {"ENVELOPE": b"ENVELOPE " + envelope(header, 0, len(header), head)}
     if len(header) <= derived.MAX_HEADER:
         entry["HEADER"] = header
-        entry.update(search_eval.kept_values(header))
+        entry.update(search_eval.kept_values(header, head))
     return entry
 
 

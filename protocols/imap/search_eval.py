@@ -38,7 +38,7 @@ from protocols.imap import wire
 from protocols.imap.grammar import SequenceSet
 from protocols.imap.search import DATE_KEYS, SearchKey
 from protocols.imap import search_kept
-from protocols.imap.search_text import (_NOT_CHARSETS, _codec, _field_text, _raw_has,
+from protocols.imap.search_text import (_NOT_CHARSETS, surely_absent, _codec, _field_text, _raw_has,
                                         _transfer_decode, decode_words, value_text)
 from protocols.message import Header, parse_header
 
@@ -221,6 +221,8 @@ class _Mail:
         if not needle:
             return True
         raw_needle = needle.encode("ascii")
+        if not _HEADER_SEPARATORS.search(needle) and surely_absent(data, raw_needle, text):
+            return False        # no MIME parse (search_text.surely_absent)
         if text and self._header_has(data, raw_needle, needle):
             return True
         for part, in_body, is_text in self.parts():
@@ -251,14 +253,14 @@ class _Mail:
         return self._sent[0]
 
 
-def kept_values(header: bytes) -> Dict[str, bytes]:
+def kept_values(header: bytes, head: Optional[Header] = None) -> Dict[str, bytes]:
     """What derived.py keeps per message for the envelope keys (FROM, TO, CC,
     BCC, SUBJECT): each field's ``_Mail.values`` (search_kept.py), so such a
     SEARCH on a cached message parses and decodes no header.  Only for a
     header block the cache holds (at most derived.MAX_HEADER octets, far below
     MAX_SEARCH_TEXT: ``_Budget`` never cuts, so the values are the same
     whichever keys were evaluated first)."""
-    return search_kept.kept_values(header)
+    return search_kept.kept_values(header, head)
 
 
 def _date_field(value: Optional[bytes]) -> Optional[datetime.date]:

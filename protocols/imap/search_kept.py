@@ -28,7 +28,7 @@ import json
 from typing import Dict, List, Optional
 
 from protocols.imap.search_text import value_text
-from protocols.message import parse_header
+from protocols.message import Header, parse_header
 
 # The entry item (derived.py, store/msgcache.py) and the fields it holds, in order.
 KEPT_ITEM = "SEARCH"
@@ -38,25 +38,48 @@ FIELD_INDEX = {name: i for i, name in enumerate(FIELDS)}
 FIELD_SEP, VALUE_SEP = "\x1e", "\x1f"
 _FIELD_SEP_B, _VALUE_SEP_B = b"\x1e", b"\x1f"
 _JSON = json.JSONDecoder()
+# Ours: address fields' values remembered by their raw octets (senders and
+# recipients repeat from message to message), as envelope._LISTS does: at
+# most 4,096 fields of at most 512 octets.  Shared by the worker threads (a
+# dict's get and set are atomic in CPython).
+_ADDRESSES = frozenset((b"from", b"to", b"cc", b"bcc"))
+_MEMO_MAX, _MEMO_FIELD = 4096, 512
+_MEMO: Dict[bytes, str] = {}
 
 
-def kept_values(header: bytes) -> Dict[str, bytes]:
-    """``{KEPT_ITEM: item}`` for a header block (see the module docstring)."""
+def kept_values(header: bytes, head: Optional[Header] = None) -> Dict[str, bytes]:
+    """``{KEPT_ITEM: item}`` for a header block (see the module docstring);
+    ``head``: parse_header of it when the caller has it (the same fields)."""
     groups: Dict[bytes, List[str]] = {name: [] for name in FIELDS}
-    for name, raw in parse_header(header).fields:
-        values = groups.get(name)
+    get = groups.get
+    for name, raw in (head if head is not None else parse_header(header)).fields:
+        values = get(name)
         if values is not None:
-            values.append(value_text(raw).casefold())
+            values.append(_value(raw) if name in _ADDRESSES else value_text(raw).casefold())
     return {KEPT_ITEM: encode(groups)}
+
+
+def _value(raw: bytes) -> str:
+    """``value_text(raw).casefold()``, remembered for a short field."""
+    value = _MEMO.get(raw)
+    if value is None:
+        value = value_text(raw).casefold()
+        if len(raw) <= _MEMO_FIELD:
+            if len(_MEMO) >= _MEMO_MAX:
+                _MEMO.clear()         # a plain bound: the next messages refill it
+            _MEMO[raw] = value
+    return value
 
 
 def encode(groups: Dict[bytes, List[str]]) -> bytes:
     """The item for these values (each field of FIELDS a key of ``groups``)."""
-    fields = ["".join(VALUE_SEP + v for v in groups[name]) for name in FIELDS]
-    if any(FIELD_SEP in v or VALUE_SEP in v for name in FIELDS for v in groups[name]):
+    values = [groups[name] for name in FIELDS]
+    item = FIELD_SEP.join([VALUE_SEP + VALUE_SEP.join(v) if v else "" for v in values])
+    # a separator inside a value adds one to its count
+    if item.count(FIELD_SEP) != len(FIELDS) - 1 or item.count(VALUE_SEP) != sum(map(len, values)):
         kept = {name.decode("ascii"): groups[name] for name in FIELDS}
         return json.dumps(kept).encode("ascii")
-    return FIELD_SEP.join(fields).encode("utf-8", "surrogatepass")
+    return item.encode("utf-8", "surrogatepass")
 
 
 def decode(raw: Optional[bytes]) -> Optional[Dict[bytes, List[str]]]:

@@ -117,6 +117,56 @@ _ASCII_SAFE = frozenset(codecs.lookup(name).name for name in (
     "cp1256", "cp1257", "cp1258", "koi8-r", "koi8-u"))
 
 
+# Fields with their folds, each line ended by LF, then the empty line (RFC
+# 5322 §2.1): the usual header block, one match ending where parse_header
+# ends it (fetch_cache.header_end reads it too).
+HEADER_BLOCK = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]+[ \t]*:[^\n]*\n(?:[ \t][^\n]*\n)*)*\r?\n")
+# Each "charset" of a message as a MIME parameter is read as written: a plain
+# value (RFC 2045 §5.1 token or quoted-string without escapes) then its end.
+_CHARSET = re.compile(rb'charset[ \t]*=[ \t]*("?)([a-z0-9_.:+-]*)\1(?=[;\s)]|$)')
+_SAFE_NAME: dict = {}
+
+
+def surely_absent(data: bytes, raw_needle: bytes, text: bool) -> bool:
+    """True when ``raw_needle`` (lowercase ASCII, without white space or
+    colon) is surely in no piece of BODY's (TEXT's when ``text``) decoded
+    text of the message ``data`` (under search_eval.MAX_SEARCH_TEXT), told
+    from its octets alone: it is not in them, and nothing could make it
+    appear: no base64 or quoted-printable part (RFC 2045 §6), no RFC 2047
+    encoded word (§2: "=?") and no non-ASCII octet where the search reads,
+    and every charset one whose decoding leaves ASCII octets as they are.
+    Then each piece is the octets as written (unfolding removes only a line
+    end before white space, which the needle lacks, RFC 5322 §2.2.3).
+    False: the caller decodes (search_eval._Mail.body_has)."""
+    lowered = data.lower()
+    if raw_needle in lowered or b"base64" in lowered or b"quoted-printable" in lowered:
+        return False
+    start = 0
+    if not text:            # the root's header is not BODY's (RFC 9051 §6.4.4)
+        usual = HEADER_BLOCK.match(data)
+        start = usual.end() if usual is not None else 0
+    if b"=?" in data[start:] or not data[start:].isascii():
+        return False
+    pos = lowered.find(b"charset")
+    while pos >= 0:
+        value = _CHARSET.match(lowered, pos)
+        if value is None or not _safe_charset(value.group(2)):
+            return False
+        pos = lowered.find(b"charset", pos + 7)
+    return True
+
+
+def _safe_charset(name: bytes) -> bool:
+    """Whether the codec of a charset reads ASCII octets as themselves."""
+    safe = _SAFE_NAME.get(name)
+    if safe is None:
+        codec = _codec(name.decode("ascii"))
+        safe = codec in _ASCII_SAFE
+        if len(_SAFE_NAME) < 256:          # ours: a few names in practice, a bound for the rest
+            _SAFE_NAME[name] = safe
+    return safe
+
+
 def _raw_has(octets: bytes, raw_needle: bytes, needle: str, codec: Optional[str]) -> bool:
     """``needle`` (casefolded ASCII) in the casefolded text of ``octets``: a
     header block (``codec`` None: as _field_text decodes it) or a text part

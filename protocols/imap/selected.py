@@ -26,6 +26,9 @@ log = logging.getLogger("mailsrv.imap")
 _STORE_MODES = {"": "replace", "+": "add", "-": "remove"}   # RFC 9051 §6.4.6
 _READ_ONLY = (NO, "Mailbox is read-only", wire.response_code("READ-ONLY"))
 # Keys that read INTERNALDATE or SAVEDATE (RFC 9051 §6.4.4, RFC 5032, RFC 8514 §4.3).
+# Ours: the octets of the messages one SEARCH BODY / TEXT step reads at once
+# (read_many; CACHE_BATCH messages of the usual 10-100 KiB stay below it).
+READ_BATCH_OCTETS = 32 * 1024 * 1024
 _DATE_OPS = frozenset(("BEFORE", "ON", "SINCE", "SAVEDBEFORE", "SAVEDON", "SAVEDSINCE", "OLDER", "YOUNGER"))
 
 
@@ -147,8 +150,9 @@ class SelectedCommands(FetchCommands):
         for start in range(0, len(rows), CACHE_BATCH):
             batch = rows[start:start + CACHE_BATCH]
             entries = (yield from self._derived([row[1] for row in batch])) if cached else {}
+            read = {} if cached or not content else (yield from self._read_batch(batch))
             for seq, uid, meta, recent in batch:
-                data = kept = None
+                data, kept = read.get(uid), None
                 if cached:      # the header block is the message for header-only keys (derived.py)
                     data = entries.get(uid, {}).get("HEADER")
                     if data is None and uid not in entries:
@@ -161,6 +165,15 @@ class SelectedCommands(FetchCommands):
                 if search_eval.matches(key, seq, meta, recent, data, ctx, kept):
                     hits.append(uid)
         return hits
+
+    def _read_batch(self, rows):
+        """The messages of ``rows`` read in one worker step when the backend
+        can (contracts.OpenFolder.read_many) and they are small enough together
+        (READ_BATCH_OCTETS); else {} (``_read`` one by one)."""
+        many = getattr(self._folder, "read_many", None)
+        if many is None or sum(row[2].size for row in rows) > READ_BATCH_OCTETS:
+            return {}
+        return (yield from self._ask(many, [row[1] for row in rows]))
 
     def _derived(self, uids, *args, **kwargs):
         """FetchCommands._derived, each entry's kept envelope values noted in
