@@ -21,7 +21,6 @@ are computed only when a FETCH asks for them.
 
 from __future__ import annotations
 
-import re
 from typing import Dict, Optional
 
 from protocols.imap import derived, search_eval

@@ -117,8 +117,8 @@ _ASCII_SAFE = frozenset(codecs.lookup(name).name for name in (
     "cp1256", "cp1257", "cp1258", "koi8-r", "koi8-u"))
 
 
-# Fields with their folds, each line ended by LF, then the empty line (RFC
-# 5322 §2.1): the usual header block, one match ending where parse_header
+# Fields with their folds, each line ended by LF, then the empty line
+# (RFC 5322 §2.1): the usual header block, one match ending where parse_header
 # ends it (fetch_cache.header_end reads it too).
 HEADER_BLOCK = re.compile(rb"(?:[\x21-\x39\x3b-\x7e]+[ \t]*:[^\n]*\n(?:[ \t][^\n]*\n)*)*\r?\n")
 # Each "charset" of a message as a MIME parameter is read as written: a plain
