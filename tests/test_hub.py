@@ -77,6 +77,9 @@ class HubTest(ServerTestCase):
         self.addCleanup(setattr, hub, "poll_interval", 5.0)
         with smtplib.SMTP("127.0.0.1", self.ports["smtp"], timeout=10) as s:
             s.sendmail("carol@elsewhere.test", ["alice@example.test"], MSG)   # the Maildir exists
+        # the delivery's UID is noted just after its 250 (store/deliver.py): wait for that write,
+        # or the poll's baseline may be taken before it and see our own uidlist change
+        self.server.backend.delivery.deliverer.flush_uids()
         _, heard, calls = self.subscribe("alice@example.test")
         key = ("alice@example.test", "INBOX")
         wait_for(lambda: self.on_loop(lambda: key in hub._tokens), "the poll's baseline")
