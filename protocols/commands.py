@@ -261,29 +261,21 @@ def dns_main(cfg: Config, qtype: str, name: str, resolv_conf: str, ip: Optional[
         return dmarc_main(cfg, name, resolv_conf)
     if ip or sender or helo:
         raise ConfigError(f"dns {qtype} takes one name; an IP address, --sender and --helo are for dns SPF")
-    loop = EventLoop()          # not a MailServer: that would create the data folder
-    resolver = make_resolver(loop, cfg.dns_servers, resolv_conf)[0]
-    out: List[object] = []
-
-    def done(result):
-        out.append(result)
-        loop.stop()
+    if qtype == "PTR" and _is_ip(name):
+        name = ipaddress.ip_address(name).reverse_pointer    # RFC 1035 §3.5, RFC 3596 §2.5
     if qtype == "MX":
-        resolver.lookup_mx_hosts(name, done)
+        answer = _ask_once(cfg, resolv_conf, lambda resolver, done: resolver.lookup_mx_hosts(name, done), 60)
     else:
-        if qtype == "PTR" and _is_ip(name):
-            name = ipaddress.ip_address(name).reverse_pointer    # RFC 1035 §3.5, RFC 3596 §2.5
-        resolver.resolve(name, getattr(dnsproto, "TYPE_" + qtype), done)
-    loop.call_later(60, loop.stop)
-    loop.run()
-    if not out:
+        answer = _ask_once(cfg, resolv_conf, lambda resolver, done:
+                           resolver.resolve(name, getattr(dnsproto, "TYPE_" + qtype), done), 60)
+    if answer is None:
         print(f"{name} {qtype}: no answer from the resolver within 60 s")
         return 1
-    if qtype == "TXT" and not isinstance(out[0], DnsError):    # RFC 1035 §3.3.14: its strings, quoted
+    if qtype == "TXT" and not isinstance(answer, DnsError):    # RFC 1035 §3.3.14: its strings, quoted
         print("\n".join(" ".join('"%s"' % s.decode("ascii", "backslashreplace").replace('"', '\\"')
-                                 for s in rec) for rec in out[0].records))
+                                 for s in rec) for rec in answer.records))
         return 0
-    lines, ok = describe(name, qtype, out[0])
+    lines, ok = describe(name, qtype, answer)
     print("\n".join(lines))
     return 0 if ok else 1
 
@@ -372,11 +364,9 @@ def _ask_all(loop: EventLoop, resolver, questions) -> dict:
     return answers
 
 
-def dmarc_main(cfg: Config, domain: str, resolv_conf: str) -> int:
-    """`dns DMARC DOMAIN`: the DMARC record that applies to mail from DOMAIN
-    (RFC 7489 §6.6.3), where it was found, and the organizational domain of
-    the DNS tree walk (protocols/dmarc.py).  Exit 0 when a usable record applies."""
-    from protocols import dmarc
+def _ask_once(cfg: Config, resolv_conf: str, ask: Callable, limit: Optional[float] = None):
+    """``ask(resolver, done)`` on an event loop of its own (not a MailServer: that would
+    create the data folder); the result, or None when none came within ``limit`` seconds."""
     loop = EventLoop()
     resolver = make_resolver(loop, cfg.dns_servers, resolv_conf)[0]
     out: List[object] = []
@@ -384,10 +374,21 @@ def dmarc_main(cfg: Config, domain: str, resolv_conf: str) -> int:
     def done(result):
         out.append(result)
         loop.stop()
-    dmarc.DmarcCheck(dmarc.discover(domain), resolver, done).start()
+    ask(resolver, done)
     if not out:
+        if limit is not None:
+            loop.call_later(limit, loop.stop)
         loop.run()
-    lines, ok = dmarc.describe(domain, out[0] if out else None)
+    return out[0] if out else None
+
+
+def dmarc_main(cfg: Config, domain: str, resolv_conf: str) -> int:
+    """`dns DMARC DOMAIN`: the DMARC record that applies to mail from DOMAIN
+    (RFC 7489 §6.6.3), where it was found, and the organizational domain of
+    the DNS tree walk (protocols/dmarc.py).  Exit 0 when a usable record applies."""
+    from protocols import dmarc
+    found = _ask_once(cfg, resolv_conf, lambda resolver, done: dmarc.DmarcCheck(dmarc.discover(domain), resolver, done).start())
+    lines, ok = dmarc.describe(domain, found)
     print("\n".join(lines))
     return 0 if ok else 1
 
@@ -402,18 +403,9 @@ def spf_main(cfg: Config, domain: str, ip: Optional[str], sender: Optional[str],
     from protocols.spf_header import received_spf
     if not ip or not _is_ip(ip.strip("[]")):
         raise ConfigError(f"dns SPF {domain}: give the client's IP address after the domain, not {ip!r}")
-    loop = EventLoop()
-    resolver = make_resolver(loop, cfg.dns_servers, resolv_conf)[0]
-    out: List[object] = []
-
-    def done(result):
-        out.append(result)
-        loop.stop()
     receiver = cfg.hostname or "unknown"
-    spf.check_host(ip, domain, sender or "postmaster@" + domain, helo or "", resolver, done, receiver=receiver)
-    if not out:
-        loop.run()
-    res = out[0]
+    res = _ask_once(cfg, resolv_conf, lambda resolver, done: spf.check_host(
+        ip, domain, sender or "postmaster@" + domain, helo or "", resolver, done, receiver=receiver))
     print(f"{domain} SPF for {ip}: {res.result}")
     if res.mechanism:
         print(f"mechanism: {res.mechanism}")
