@@ -44,6 +44,7 @@ import time
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from store.fsutil import write_atomic
+from store.folder_types import stat_sig
 
 log = logging.getLogger("mailsrv.store")
 
@@ -108,11 +109,7 @@ class QuotaTable:
         self._load()
 
     def _stat_signature(self) -> Optional[Tuple[int, int, int]]:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        return stat_sig(self.path)
 
     def _load(self, warn: bool = True) -> None:
         sig = self._stat_signature()

@@ -56,6 +56,7 @@ import os
 import threading
 from typing import Callable, Dict, Iterable, List, Optional, Set, Tuple
 from store.fsutil import write_atomic
+from store.folder_types import stat_sig
 from store.passwords import (SCRAM_ITERATIONS, SCRAM_SALT_LEN, SCRYPT_DKLEN,  # noqa: F401 (re-exported)
                              SCRYPT_MAXMEM, SCRYPT_N, SCRYPT_P, SCRYPT_R, SCRYPT_SALT_LEN,
                              ScramKeys, dummy_hash, _b64, _scram_from, saslprep, scram_keys,
@@ -157,11 +158,7 @@ class _RecordFile:
         self._load()
 
     def _stat_signature(self) -> Optional[Tuple[int, int, int]]:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return None
-        return (st.st_mtime_ns, st.st_size, st.st_ino)
+        return stat_sig(self.path)
 
     def _load(self, strict: bool = False) -> None:
         """Read the file (missing = empty).  A bad line (not UTF-8, not JSON, or
