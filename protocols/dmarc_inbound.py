@@ -32,12 +32,12 @@ FIELD = b"authentication-results"
 REJECT_REPLY = (550, "5.7.1", "Rejected by the DMARC policy of %s")     # RFC 7489 §6.7, RFC 3463 X.7.1
 
 
-def clauses(spf, dkim_results: Optional[Sequence[object]], result: Optional[dmarc.DmarcResult]) -> List[str]:
-    """The resinfo clauses in order spf, dkim..., dmarc (RFC 8601 §2.2)."""
+def clauses(spf, dkim_results: Optional[Sequence[object]], result: Optional[dmarc.DmarcResult],
+            spf_helo=None) -> List[str]:
+    """The resinfo clauses in order spf (MAIL FROM, then HELO: RFC 7208 §2.3),
+    dkim..., dmarc (RFC 8601 §2.2)."""
     from protocols.spf_header import authres_clause
-    out = []
-    if spf is not None:
-        out.append(authres_clause(spf))
+    out = [authres_clause(s) for s in (spf, spf_helo) if s is not None]
     if dkim_results is not None:
         out += [r.ar_text() for r in dkim_results] or ["dkim=none"]
     if result is not None:
@@ -138,7 +138,8 @@ class InboundChecks:
     def _done(self, data: bytes, done: Callable[[bytes, str], None]) -> None:
         action = action_for(self.result, self.dmarc_mode, self.reject_action) if self.result else ""
         try:
-            field = authentication_results(self.host, clauses(self.spf, self.dkim_results, self.result))
+            helo = getattr(self.envelope, "spf_helo", None)
+            field = authentication_results(self.host, clauses(self.spf, self.dkim_results, self.result, helo))
             out = replace_results(data, self.host, field)
         except Exception:           # a bug: logged; the message is still delivered as it came
             log.exception("Authentication-Results for %s failed", getattr(self.envelope, "queue_id", "?"))

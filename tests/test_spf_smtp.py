@@ -18,6 +18,12 @@ class SpfBackend(FakeBackend):
     def __init__(self, **kw):
         super().__init__(**kw)
         self.spf_asked = []
+        self.helo_asked = []
+
+    def check_spf_helo(self, ctx, helo, done):
+        self.helo_asked.append(helo)      # answered at once (the MAIL FROM check shows the waiting)
+        done(SpfResult("pass", helo, mechanism="a", identity="helo", sender="postmaster@" + helo,
+                       ip=ctx.peer_ip, helo=helo))
 
     def check_spf(self, ctx, helo, mail_from, done):
         self.spf_asked.append((ctx.peer_ip, helo, mail_from))
@@ -90,6 +96,36 @@ class SessionTest(unittest.TestCase):
         self.assertEqual([m for _, _, m in b.spf_asked], ["a@one.example", "b@two.example"])
 
 
+class HeloIdentityTest(unittest.TestCase):
+    """RFC 7208 §2.3: the HELO identity is checked too, once per session and name."""
+
+    def test_helo_checked_once_per_session_and_recorded(self):
+        s, b = session(SpfBackend(), spf_check="header")
+        for sender in ("a@one.example", "b@two.example"):
+            self.assertEqual(codes(send(s, "MAIL FROM:<%s>" % sender, "RCPT TO:<alice@example.org>",
+                                        "DATA", "x", ".")), [250, 250, 354, 250])
+        self.assertEqual(b.helo_asked, ["client.example"])
+        data = b.deliveries[1][1]
+        first, second = data.split(b"\r\nReceived-SPF: ")[:2]
+        self.assertTrue(first.startswith(b"Received-SPF: softfail"), first)
+        self.assertTrue(second.startswith(b"pass"), second)
+        self.assertIn(b"identity=helo;", second.replace(b"\r\n\t", b" "))
+        self.assertLess(data.index(b"identity=helo"), data.index(b"\r\nReceived: "))
+
+    def test_new_helo_name_is_checked_again(self):
+        s, b = session(SpfBackend(), spf_check="header")
+        send(s, "MAIL FROM:<a@one.example>", "RCPT TO:<alice@example.org>", "DATA", "x", ".")
+        send(s, "EHLO other.example", "MAIL FROM:<a@one.example>", "RCPT TO:<alice@example.org>", "DATA", "x", ".")
+        self.assertEqual(b.helo_asked, ["client.example", "other.example"])
+
+    def test_null_sender_and_address_literal_are_not_checked_twice(self):
+        s, b = session(SpfBackend(), spf_check="header")
+        send(s, "MAIL FROM:<>", "RCPT TO:<alice@example.org>", "DATA", "x", ".")
+        send(s, "EHLO [192.0.2.10]", "MAIL FROM:<a@one.example>", "RCPT TO:<alice@example.org>", "DATA", "x", ".")
+        self.assertEqual(b.helo_asked, [])
+        self.assertEqual(b.deliveries[0][1].count(b"Received-SPF:"), 1)
+
+
 class ServerTest(ServerTestCase):
     """The real server: spf_check = header, DNS from tests/dnsfake.py."""
 
@@ -100,6 +136,7 @@ class ServerTest(ServerTestCase):
         cls.dns = FakeDnsServer().start()
         cls.dns.add("spf.example", dns.TYPE_TXT, (b"v=spf1 ip4:127.0.0.0/8 -all",))
         cls.dns.add("other.example", dns.TYPE_TXT, (b"v=spf1 -all",))
+        cls.dns.add("client.example", dns.TYPE_TXT, (b"v=spf1 ip4:127.0.0.0/8 -all",))
         cls.extra_config = {"spf_check": "header", "dns_servers": "%s:%d" % cls.dns.address}
         super().setUpClass()
 
@@ -121,6 +158,10 @@ class ServerTest(ServerTestCase):
         self.assertIn(b"\r\nReceived-SPF: fail ", second)
         self.assertLess(second.index(b"Received-SPF:"), second.index(b"\r\nReceived: "))
         self.assertIn(b"helo=client.example;", second.replace(b"\r\n\t", b" "))
+        # RFC 7208 §2.3: the HELO identity too, in its own Received-SPF and in Authentication-Results
+        self.assertIn(b"\r\nReceived-SPF: pass (mx.example.test: domain of client.example designates", second)
+        self.assertIn(b"spf=pass smtp.helo=client.example", second)
+        self.assertIn(b"spf=fail smtp.mailfrom=joe@other.example", second)
 
 
 if __name__ == "__main__":

@@ -58,6 +58,13 @@ class PolicyService(Protocol):
     def may_relay(self, ctx, auth_user: Optional[str]) -> bool:
         """Whether a non-local recipient is accepted from this session."""
 
+    def check_spf(self, ctx, helo: str, mail_from: str, done) -> None:
+        """spf_check = header: ``done(SpfResult)`` of the MAIL FROM identity
+        (RFC 7208 §2.4), later, on the loop thread."""
+
+    def check_spf_helo(self, ctx, helo: str, done) -> None:
+        """spf_check = header: ``done(SpfResult)`` of the HELO identity (RFC 7208 §2.3)."""
+
 
 class DeliveryService(Protocol):
     """Where accepted mail goes (RFC 5321 §4.1.1.4: 250 only once it is safe)."""

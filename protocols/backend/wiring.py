@@ -209,12 +209,20 @@ class Backend:
         of ``ctx``: DNS through the relay's resolver (its cache), or one of our
         own when outbound mail is off; ``done`` runs on the loop thread."""
         from protocols.spf import check_mail_from
+        check_mail_from(ctx.peer_ip or "", mail_from, helo, self._spf_dns(), done, receiver=self.config.hostname)
+
+    def check_spf_helo(self, ctx: SessionContext, helo: str, done: Callable[[object], None]) -> None:
+        """The HELO identity's SPF result (RFC 7208 §2.3), as check_spf."""
+        from protocols.spf import check_helo
+        check_helo(ctx.peer_ip or "", helo, self._spf_dns(), done, receiver=self.config.hostname)
+
+    def _spf_dns(self):
         resolver = self.outbound.resolver
         if resolver is None:
             if self._spf_resolver is None:
                 self._spf_resolver = self.outbound._make_resolver()
             resolver = self._spf_resolver
-        check_mail_from(ctx.peer_ip or "", mail_from, helo, resolver, done, receiver=self.config.hostname)
+        return resolver
 
     # DeliveryService
     def open_message(self, envelope):

@@ -66,6 +66,7 @@ class SmtpSession(AuthCommands, TransferCommands, FaultHooks):
         self._out = bytearray()
         self._reader = LineReader(MAX_COMMAND_LINE)
         self._helo = ""
+        self._spf_helo_known = None  # (HELO name, its SpfResult): RFC 7208 §2.3, once per session and name
         self._esmtp = False
         self._auth_user: Optional[str] = None
         self._txn: Optional[Transaction] = None
@@ -146,6 +147,7 @@ class SmtpSession(AuthCommands, TransferCommands, FaultHooks):
         self.want_tls = False
         self._reader.clear()
         self._helo, self._esmtp, self._auth_user = "", False, None
+        self._spf_helo_known = None
         self._reset_transaction(State.GREETING)
         self._process()
 

@@ -90,6 +90,7 @@ class Envelope:
     listener: str
     queue_id: str
     spf: Optional[object] = None    # the session's SpfResult (spf_check = header), for Authentication-Results
+    spf_helo: Optional[object] = None   # the HELO identity's SpfResult (RFC 7208 §2.3), when checked
 
 
 class MessageSink(Protocol):
@@ -153,6 +154,7 @@ class Transaction:
     sink: Optional["MessageSink"] = None
     check: Optional[object] = None
     spf: Optional[object] = None        # the SpfResult once found (spf_check = header)
+    spf_helo: Optional[object] = None   # the HELO identity's SpfResult (RFC 7208 §2.3), if checked
 
 
 @dataclass

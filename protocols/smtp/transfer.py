@@ -69,15 +69,41 @@ class TransferCommands:
         DEVIATION(RFC 7208 §2.5): checked at DATA, not at MAIL: the same
         inputs (MAIL FROM and client address) within the same transaction,
         and no DNS for transactions that never get a recipient."""
-        if self.config.spf_check != "header" or txn.spf is not None \
-                or self._auth_user is not None or self.backend.may_relay(self.ctx, None):
+        if self.config.spf_check != "header" or self._auth_user is not None \
+                or self.backend.may_relay(self.ctx, None):
+            return False
+        if txn.spf is None:
+            def finish(result) -> None:
+                txn.spf = result
+                if not self.closed:
+                    resume()
+            self._await(lambda done: self.backend.check_spf(self.ctx, self._helo or "", txn.mail_from, done),
+                        finish)
+            return True
+        return self._spf_helo_pending(txn, resume)
+
+    def _spf_helo_pending(self, txn: Transaction, resume) -> bool:
+        """RFC 7208 §2.3: "It is RECOMMENDED that SPF verifiers not only check
+        the 'MAIL FROM' identity but also separately check the 'HELO'
+        identity".  Once per session and HELO name (the identity does not
+        change between transactions); not for the null reverse-path, whose
+        MAIL FROM identity already is postmaster@<HELO> (§2.4), nor for an
+        address literal (§2.3: nothing to check)."""
+        name = (self._helo or "").strip()
+        if txn.spf_helo is not None or not name or name.startswith("[") \
+                or txn.mail_from.strip("<> ") == "":
+            return False
+        known = self._spf_helo_known
+        if known is not None and known[0] == name.lower():
+            txn.spf_helo = known[1]
             return False
 
         def finish(result) -> None:
-            txn.spf = result
+            self._spf_helo_known = (name.lower(), result)
+            txn.spf_helo = result
             if not self.closed:
                 resume()
-        self._await(lambda done: self.backend.check_spf(self.ctx, self._helo or "", txn.mail_from, done), finish)
+        self._await(lambda done: self.backend.check_spf_helo(self.ctx, name, done), finish)
         return True
 
     def _open_message(self, txn: Transaction) -> Optional[Reply]:
@@ -86,15 +112,16 @@ class TransferCommands:
         budget for messages in flight is spent) is returned."""
         qid = new_id()
         env = self._envelope(txn, qid)
-        env.spf = txn.spf           # for the sink's Authentication-Results (RFC 8601)
+        env.spf, env.spf_helo = txn.spf, txn.spf_helo   # for the sink's Authentication-Results (RFC 8601)
         sink = self.backend.open_message(env)
         if isinstance(sink, tuple):
             self._log_result(qid, txn, 0, sink)
             return sink
         txn.queue_id, txn.sink, txn.envelope = qid, sink, env
         txn.check = ContentCheck(self.config.max_message_size, self.config.max_text_line)
-        if txn.spf is not None:     # RFC 7208 §9.1: above the Received field we add
-            sink.write(received_spf(txn.spf, self.config.hostname))
+        for spf in (txn.spf, txn.spf_helo):    # RFC 7208 §9.1: above the Received field we add
+            if spf is not None:
+                sink.write(received_spf(spf, self.config.hostname))
         sink.write(received_header(
             self._helo, self.ctx.peer_ip, self.config.hostname,
             protocol_word(self._esmtp, self.ctx.tls_active, self._auth_user is not None,
