@@ -143,8 +143,10 @@ class DeliveryService:
         (internal hops, as SPF's RFC 7208 Appendix F)."""
         from protocols.dmarc_inbound import InboundChecks
         cfg = self.config
-        dmarc_mode = cfg.dmarc_check if not self._trusted_client(envelope.peer_ip) else "off"
         spf = getattr(envelope, "spf", None)
+        if cfg.dkim_verify != "header" and cfg.dmarc_check == "off" and spf is None:
+            return None             # all off: no per-message work (issue 14)
+        dmarc_mode = cfg.dmarc_check if not self._trusted_client(envelope.peer_ip) else "off"
         if cfg.dkim_verify != "header" and dmarc_mode == "off" and spf is None:
             return None
         return InboundChecks(cfg.hostname, envelope, self.dkim_resolver(), self.loop.run_in_thread,

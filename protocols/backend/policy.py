@@ -28,6 +28,11 @@ from store.users import AliasDB, Directory
 smtp_log = logging.getLogger("mailsrv.smtp")
 
 
+# Peer addresses whose trusted_networks answer is remembered: a bound so a
+# spray of source addresses cannot grow it (local policy, a few hundred KiB).
+TRUSTED_SEEN_MAX = 4096
+
+
 class PolicyService:
     """check_sender / check_recipient / may_relay for the SMTP sessions."""
 
@@ -44,15 +49,30 @@ class PolicyService:
         self.config = config
         self.directory = directory
         self._trusted = config.trusted_networks.networks()
+        self._trusted_seen: dict = {}      # peer address -> in trusted_networks (cleared with the keys)
 
     def _trusted_peer(self, ip: str) -> bool:
+        """``ip`` is in trusted_networks: parsed once per address (issue 14:
+        no per-message address parsing), the answer kept until the next
+        configure (SIGHUP); at most TRUSTED_SEEN_MAX addresses remembered."""
+        known = self._trusted_seen.get(ip)
+        if known is not None:
+            return known
         try:
-            addr = ipaddress.ip_address(ip.split("%")[0])
+            addr = ipaddress.ip_address((ip or "").split("%")[0])
         except ValueError:
             return False
         if getattr(addr, "ipv4_mapped", None):
             addr = addr.ipv4_mapped
-        return any(addr in net for net in self._trusted)
+        answer = any(addr in net for net in self._trusted)
+        if len(self._trusted_seen) >= TRUSTED_SEEN_MAX:
+            self._trusted_seen.clear()
+        self._trusted_seen[ip] = answer
+        return answer
+
+    def trusted_client(self, ip: str) -> bool:
+        """The client is in trusted_networks (delivery's DMARC exemption asks too)."""
+        return self._trusted_peer(ip)
 
     def may_relay(self, ctx: SessionContext, auth_user: Optional[str]) -> bool:
         """RFC 5321 §3.6.1 / RFC 6409 §4: relay only for authenticated users

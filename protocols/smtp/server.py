@@ -342,13 +342,15 @@ class SmtpSession(AuthCommands, TransferCommands, FaultHooks):
         if arg[:5].upper() != "FROM:":
             self._fail(501, "5.5.4", "Syntax: MAIL FROM:<address>")
             return
-        _, rest = parse_reverse_path(arg[5:], smtputf8=True)
+        addr, rest = parse_reverse_path(arg[5:], smtputf8=True)
         params = parse_parameters(rest)
         txn = Transaction(mail_from="")
         if not self._mail_params(params, txn):
             return
-        # RFC 6531 §3.4/§3.5: UTF-8 addresses only with the SMTPUTF8 parameter.
-        addr, _ = parse_reverse_path(arg[5:], smtputf8=txn.smtputf8)
+        if not txn.smtputf8 and not arg.isascii():
+            # RFC 6531 §3.4/§3.5: UTF-8 addresses only with the SMTPUTF8
+            # parameter (parsed again only then: the strict parse refuses).
+            addr, _ = parse_reverse_path(arg[5:], smtputf8=False)
         txn.mail_from = addr.text if addr is not None else ""
         refusal = self.backend.check_sender(self.ctx, self._auth_user, txn.mail_from)
         if refusal is not None:
