@@ -29,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from protocols import logtarget, selfsigned, testserver
 from protocols.backend.wiring import Backend
-from protocols.commands import (dns_main, dns_parser, queue_main, rfc_main, serve, source_citations,  # noqa: F401 (source_citations: for tests)
+from protocols.commands import (dns_main, dns_parser, queue_main, rfc_main, serve, server_pid_name, source_citations,  # noqa: F401 (source_citations: for tests)
                                  test_server_main, test_server_parser, tls_main, tls_parser, user_alias_main, user_quota_parser)
 from protocols.config import KEYS, Config, ConfigError, config_example, load_config, read_config_file  # noqa: F401 (KEYS, read_config_file: for tests and embedders)
 from protocols.loop import EventLoop, raise_fd_limit
@@ -368,7 +368,7 @@ def serve_main(argv: List[str]) -> int:
         raise ConfigError(f"cannot open log_target {e.filename or cfg.log_target}: {e.strerror or e}") from None
     raise_fd_limit()        # process-wide, so here and not in EventLoop: embedders keep theirs
     cfg.data_dir = open_data_dir(cfg.data_dir, create=True)
-    lock = ServerLock(cfg.data_dir).acquire()   # a second server on this folder stops here
+    lock = ServerLock(cfg.data_dir, server_pid_name(cfg)).acquire()   # a second server here stops
     try:
         return serve(MailServer(cfg), lambda: load_config(args), log_handler)
     finally:

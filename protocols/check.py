@@ -14,7 +14,7 @@ import os
 from typing import Callable, List
 
 from protocols.startup import describe, make_resolver, planned_listeners, probe_dns
-from store.datadir import DataDirError, check_data_dir, check_record_file, lock_holder
+from store.datadir import DataDirError, check_data_dir, check_record_file, lock_holder, pid_name
 from store.tlsfiles import check_tls_files
 from store.users import AliasDB, Directory, UserDB
 
@@ -49,7 +49,7 @@ def _check_files(cfg, data: str, problems: List[str], found: List[str]) -> Direc
         problems += check_record_file(os.path.join(data, name), key)
     users, aliases = UserDB(data), AliasDB(data)
     found.append(f"{len(users.list())} user(s), {len(aliases.list())} alias(es)")
-    holder = lock_holder(data) if os.path.isdir(data) else None
+    holder = lock_holder(data, pid_name(cfg.shared_data, cfg.hostname)) if os.path.isdir(data) else None
     if holder:
         found.append(f"a server runs on this data folder (pid {holder})")
     return Directory(users, aliases, cfg.local_domains(), cfg.postmaster or None)

@@ -26,13 +26,18 @@ from protocols.config import Config, ConfigError, load_config
 from protocols.loop import EventLoop
 from protocols import logtarget
 from protocols.startup import describe, make_resolver, stop_line
-from store.datadir import ServerLock, lock_or_holder, open_data_dir
+from store.datadir import ServerLock, lock_or_holder, open_data_dir, pid_name
 from store.users import AliasDB, UserDB, normalize_address
 
 log = logging.getLogger("mailsrv")
 
 
 # -- serve: the server mailsrv.py built, its signals, its start-up lines --------
+
+def server_pid_name(cfg: Config) -> str:
+    """The data folder's pid file of this server (per host with shared_data)."""
+    return pid_name(cfg.shared_data, cfg.hostname)
+
 
 def serve(server, reread: Callable[[], Config], log_handler) -> int:
     """Bind, handle the signals, print the start-up lines, run until SIGTERM/SIGINT.
@@ -100,7 +105,7 @@ def test_server_main(args: argparse.Namespace, make_server: Callable[[Config], o
         except OSError as e:
             raise ConfigError(f"cannot open log_target {e.filename or cfg.log_target}: {e.strerror or e}") from None
         cfg.data_dir = open_data_dir(cfg.data_dir, create=True)
-        lock = ServerLock(cfg.data_dir).acquire()
+        lock = ServerLock(cfg.data_dir, server_pid_name(cfg)).acquire()
         try:
             return serve(make_server(cfg), lambda: load_config(args, base=base), log_handler)
         finally:
@@ -220,7 +225,7 @@ def queue_main(cfg: Config, action: str, qid: Optional[str], make_server: Callab
             raise ConfigError(f"no queue entry {qid}")
     queue.request(action, qid or "")
     what = f"queue {action} {qid}" if qid else f"queue {action}"
-    lock, pid = lock_or_holder(cfg.data_dir)   # signal only the process holding the lock
+    lock, pid = lock_or_holder(cfg.data_dir, server_pid_name(cfg))   # signal only the lock's holder
     if pid is not None:
         os.kill(pid, signal.SIGUSR1)
         print(f"{what}: handed to the running server (pid {pid})")

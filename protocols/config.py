@@ -88,6 +88,8 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "retry_schedule": ("list", "300,600,1200,1800", True, "seconds between delivery attempts; the last repeats (RFC 5321 §4.5.4.1)"),
     "queue_interval": ("float", "60", True, "seconds between runs over the queue for due retries"),
     "max_queue_age": ("float", "432000", True, "give up and bounce after this many seconds (5 days, RFC 5321 §4.5.4.1)"),
+    "shared_data": ("bool", "no", False, "several mailsrv hosts use this data folder at once (an NFS export; README \"Several hosts\"): a pid file and a self-signed certificate per host name, queue entries leased"),
+    "queue_lease": ("float", "600", True, "with shared_data: seconds a host's claim on a queue entry lasts unrenewed; another host takes over an entry whose deliverer died after this (renewed every queue_interval)"),
     "catch_all": ("bool", "no", False, "test mail server: accept every address of every domain into a mailbox of its own, relay nothing, any address logs in (`mailsrv.py test-server` sets it; README \"Test server\")"),
     "catch_all_password": ("str", "", True, "catch-all mode: the password of every address that is not a user (empty: the address itself, as GreenMail)"),
     "catch_all_any_password": ("bool", "no", True, "catch-all mode: any password logs in any address that is not a user"),

@@ -166,11 +166,17 @@ def server_pair(cfg, clock: Callable[[], float]) -> Tuple[str, str]:
     if cfg.tls_cert or not cfg.tls_self_signed:
         return cfg.tls_cert, cfg.tls_key
     try:
-        made = ensure(cfg.hostname, os.path.join(cfg.data_dir, TLS_DIR), clock, key_type=cfg.tls_self_signed_type)
+        # shared_data: each host its own certificate (its own name), DATA/tls/<host>/
+        directory = os.path.join(cfg.data_dir, TLS_DIR, *([_safe(cfg.hostname)] if cfg.shared_data else []))
+        made = ensure(cfg.hostname, directory, clock, key_type=cfg.tls_self_signed_type)
     except DataDirError as e:
         raise ConfigError(str(e)) from None
     log.info("%s", log_line(made))
     return made.cert, made.key
+
+
+def _safe(host: str) -> str:
+    return "".join(c if c.isalnum() or c in "-._" else "_" for c in host).strip(".") or "localhost"
 
 
 def log_line(made: SelfSigned) -> str:

@@ -22,6 +22,16 @@ from typing import List, Optional, Tuple
 PID_FILE = "mailsrv.pid"
 
 
+def pid_name(shared: bool, host: str) -> str:
+    """The pid file of this server: ``mailsrv.pid``, or with shared_data
+    (several hosts on one folder, issue 14) one per host name,
+    ``mailsrv.<host>.pid``, so each host's server locks only its own."""
+    if not shared:
+        return PID_FILE
+    safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in (host or os.uname().nodename))
+    return "mailsrv.%s.pid" % (safe.strip(".") or "localhost")
+
+
 class DataDirError(Exception):
     """A data folder or file that cannot be used; the message is one line."""
 
@@ -86,8 +96,8 @@ def _read_pid(fd: int) -> Optional[int]:
 class ServerLock:
     """The exclusive lock of one data folder, held for the server's life."""
 
-    def __init__(self, data: str):
-        self.path = os.path.join(data, PID_FILE)
+    def __init__(self, data: str, name: str = PID_FILE):
+        self.path = os.path.join(data, name)
         self.fd: Optional[int] = None
 
     def acquire(self) -> "ServerLock":
@@ -131,11 +141,11 @@ class ServerLock:
         self.fd = None
 
 
-def lock_holder(data: str) -> Optional[int]:
+def lock_holder(data: str, name: str = PID_FILE) -> Optional[int]:
     """The pid of the server holding ``data``'s lock, or None when no process
     holds it (a pid file without a lock is stale and names nobody)."""
     try:
-        fd = os.open(os.path.join(data, PID_FILE), os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(os.path.join(data, name), os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
     try:
@@ -190,12 +200,12 @@ def check_data_dir(path: str) -> Tuple[List[str], str]:
     return [], f"data folder {data} does not exist yet; the server (or `user add`) creates it"
 
 
-def lock_or_holder(data: str) -> Tuple[Optional[ServerLock], Optional[int]]:
+def lock_or_holder(data: str, name: str = PID_FILE) -> Tuple[Optional[ServerLock], Optional[int]]:
     """(our lock, None) when no server holds ``data``; else (None, its pid)."""
     try:
-        return ServerLock(data).acquire(), None
+        return ServerLock(data, name).acquire(), None
     except DataDirError:
-        pid = lock_holder(data)
+        pid = lock_holder(data, name)
         if pid is None:
             raise
         return None, pid

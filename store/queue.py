@@ -42,8 +42,10 @@ import json
 import os
 import re
 import threading
+import time
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
+from store import queue_lease
 from store.fsutil import READ_CHUNK, AppendFile, fsync_dir, read_chunks, write_atomic
 
 # Recipient states.
@@ -68,6 +70,11 @@ CONTROL_COMMANDS = ("flush", "delete", "bounce")
 # The first octets of a message read for a bounce's copy of the header
 # (RFC 3464 §2.1 text/rfc822-headers): the header block, within reason.
 HEAD_LIMIT = 256 * 1024
+
+# shared_data (several hosts on one queue): a tmp file or an uncommitted
+# message may be another host's message arriving now, so only what is older
+# than this is garbage: 36 hours, the Maildir rule for tmp/ (maildir(5)).
+SHARED_GARBAGE_AGE = 36 * 3600.0
 
 _ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -161,15 +168,20 @@ class Queue:
     """
 
     def __init__(self, data_dir: str, schedule: Sequence[float] = DEFAULT_SCHEDULE,
-                 max_age: float = DEFAULT_MAX_AGE, recover: bool = True):
+                 max_age: float = DEFAULT_MAX_AGE, recover: bool = True, shared: bool = False):
         """``recover=False`` reads without cleaning: for a second process (the
         `queue` command) looking at a queue a running server is writing, whose
-        tmp files and not-yet-committed messages are not garbage."""
+        tmp files and not-yet-committed messages are not garbage.  ``shared``:
+        other hosts write this queue now (shared_data): only garbage older
+        than SHARED_GARBAGE_AGE is theirs to have left behind."""
         self.dir = os.path.join(data_dir, "queue")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         self.policy = _Policy(schedule, max_age)
         self._lock = threading.Lock()
         self._cache: Dict[str, QueueEntry] = {}
+        self._min_garbage_age = SHARED_GARBAGE_AGE if shared else 0.0
+        # tmp names unique between hosts sharing the folder (pids are not)
+        self._tmp_tag = "%s-%d-%s" % (os.uname().nodename.replace("/", "_")[:64], os.getpid(), os.urandom(3).hex())
         self.cleaned = self._recover(clean=recover)
 
     def set_policy(self, schedule: Sequence[float], max_age: float) -> None:
@@ -186,7 +198,7 @@ class Queue:
 
     def _write_atomic(self, final: str, data: bytes) -> None:
         """tmp file, write, fsync, rename into place, fsync the directory."""
-        write_atomic(final, data, tmp=os.path.join(self.dir, "tmp-%d-%s" % (os.getpid(), os.path.basename(final))))
+        write_atomic(final, data, tmp=os.path.join(self.dir, "tmp-%s-%s" % (self._tmp_tag, os.path.basename(final))))
 
     def _recover(self, clean: bool = True) -> List[str]:
         """Load the envelopes; drop tmp files and messages whose envelope was never committed."""
@@ -194,8 +206,8 @@ class Queue:
         cleaned = []
         for name in sorted(names):
             garbage = name.startswith("tmp-") or (
-                name.endswith(".msg") and name[:-4] + ".env" not in names)
-            if garbage and clean:
+                name.endswith((".msg", ".lease")) and name.rpartition(".")[0] + ".env" not in names)
+            if garbage and clean and self._old_enough(name):
                 _unlink(os.path.join(self.dir, name))
                 cleaned.append(name)
             elif not garbage and name.endswith(".env"):
@@ -208,6 +220,14 @@ class Queue:
         if cleaned:
             self._fsync_dir()
         return cleaned
+
+    def _old_enough(self, name: str) -> bool:
+        if not self._min_garbage_age:
+            return True
+        try:
+            return time.time() - os.stat(os.path.join(self.dir, name)).st_mtime > self._min_garbage_age
+        except OSError:
+            return False
 
     # -- API -----------------------------------------------------------
     def enqueue(self, sender: str, recipients: List[str], data: bytes, queue_id: str,
@@ -225,7 +245,7 @@ class Queue:
     def open_incoming(self, queue_id: str) -> AppendFile:
         """A new message file to write as the message arrives, then give to
         ``enqueue_file`` (or ``discard``)."""
-        return AppendFile(os.path.join(self.dir, "tmp-%d-%s.msg" % (os.getpid(), check_id(queue_id))))
+        return AppendFile(os.path.join(self.dir, "tmp-%s-%s.msg" % (self._tmp_tag, check_id(queue_id))))
 
     def enqueue_file(self, file: AppendFile, sender: str, recipients: List[str], queue_id: str,
                      now: float, smtputf8: bool, body_8bit: bool) -> QueueEntry:
@@ -298,12 +318,60 @@ class Queue:
             return copy.deepcopy(entry)
 
     def remove(self, queue_id: str) -> None:
-        """Envelope first (the commit point), then the message."""
+        """Envelope first (the commit point), then the message (then its lease)."""
         with self._lock:
             _unlink(self._path(queue_id, ".env"))
             _unlink(self._path(queue_id, ".msg"))
             self._fsync_dir()
             self._cache.pop(queue_id, None)
+            queue_lease.remove(self.dir, check_id(queue_id))
+
+    # -- several processes on one queue (issue 14; store/queue_lease.py) ---
+    def rescan(self) -> Tuple[int, int]:
+        """Bring the cache in line with the directory, which other processes
+        change too: envelopes committed elsewhere are read, entries removed
+        elsewhere dropped.  Returns (added, dropped)."""
+        names = set(os.listdir(self.dir))
+        on_disk = {n[:-4] for n in names if n.endswith(".env") and not n.startswith("tmp-")}
+        with self._lock:
+            gone = [i for i in self._cache if i not in on_disk]
+            for queue_id in gone:
+                del self._cache[queue_id]
+            new = [i for i in on_disk if i not in self._cache]
+        added = 0
+        for queue_id in new:
+            entry = self._read_entry(queue_id)
+            if entry is not None:
+                with self._lock:
+                    self._cache.setdefault(queue_id, entry)
+                added += 1
+        return added, len(gone)
+
+    def _read_entry(self, queue_id: str) -> Optional[QueueEntry]:
+        try:
+            with open(self._path(queue_id, ".env"), "rb") as f:
+                return QueueEntry.from_json(f.read())
+        except (OSError, ValueError, TypeError, KeyError):
+            return None     # gone meanwhile, or unreadable: left for the operator
+
+    def lease_fresh(self, queue_id: str, leases: "queue_lease.Leases", now: float) -> Optional[QueueEntry]:
+        """Take the entry's lease and read its envelope again from disk
+        (another process may have delivered some recipients, or all, since our
+        cache was filled): the entry as it is now, or None when another live
+        process holds it or it is gone (its lease is let go then)."""
+        if not leases.take(queue_id, now):
+            return None
+        entry = self._read_entry(queue_id)
+        with self._lock:
+            if entry is None or not os.path.exists(self._path(queue_id, ".msg")):
+                self._cache.pop(queue_id, None)
+                entry = None
+            else:
+                self._cache[queue_id] = entry
+        if entry is None:
+            leases.release(queue_id)
+            return None
+        return copy.deepcopy(entry)
 
     # -- administrative requests (`mailsrv.py queue ...`) ------------------
     # The running server caches envelopes, so another process must not edit

@@ -16,6 +16,7 @@ from protocols.dns.resolver import Resolver
 from protocols.outbound.relay import Relay, RelayConfig, parse_relayhost
 from protocols.smtp.client import ClientConfig
 from store.queue import Queue
+from store.queue_lease import Leases
 
 smtp_log = logging.getLogger("mailsrv.smtp")
 
@@ -44,12 +45,15 @@ class OutboundService:
         if self.queue is not None:
             return
         cfg = self.config
+        shared = bool(getattr(cfg, "shared_data", False))
         self.queue = Queue(cfg.data_dir, schedule=[float(x) for x in cfg.retry_schedule],
-                           max_age=cfg.max_queue_age)
+                           max_age=cfg.max_queue_age, shared=shared)
         self.resolver = self._make_resolver()
+        # issue 14: other hosts run this queue too; each round leases its entry
+        leases = Leases(self.queue.dir, cfg.queue_lease) if shared else None
         self.relay = Relay(self.loop, self.queue, self.resolver, self._relay_config(),
                            tls_client_context=self.tls_client_context,
-                           local=self.is_local, deliver_local=self.deliver_local)
+                           local=self.is_local, deliver_local=self.deliver_local, leases=leases)
         self.loop.call_soon(self.relay.start)
 
     def configure(self, config) -> None:
@@ -59,6 +63,8 @@ class OutboundService:
             self.relay.config = self._relay_config()
             self.resolver = self.relay.resolver = self._make_resolver()
             self.queue.set_policy([float(x) for x in config.retry_schedule], config.max_queue_age)
+            if self.relay.leases is not None:
+                self.relay.leases.ttl = float(config.queue_lease)
 
     def close(self) -> None:
         if self.relay is not None:

@@ -39,7 +39,7 @@ from protocols.config import Config, ConfigError, load_config
 from protocols.message import add_fields, field_value, parse_header, remove_fields
 from protocols.smtp.address import AddressError, parse_forward_path, parse_reverse_path
 from store import postdrop
-from store.datadir import lock_holder
+from store.datadir import lock_holder, pid_name
 from store.users import AliasDB, Directory, UserDB
 
 # sysexits.h
@@ -271,7 +271,7 @@ def _submit(argv: List[str], clock: Callable[[], float]) -> int:
     except OSError as e:
         raise SendmailError(exit_code(e.errno),
                             f"cannot write to {postdrop.drop_dir(data)}: {e.strerror or e}") from None
-    pid = lock_holder(data)          # only the server holding the data folder's lock
+    pid = lock_holder(data, pid_name(cfg.shared_data, cfg.hostname))   # only the lock's holder
     if pid is not None:
         try:
             os.kill(pid, signal.SIGUSR2)

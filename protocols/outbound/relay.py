@@ -134,6 +134,7 @@ class _Round:
     writing: bool = False               # results are being written; later requests wait for it
     later: List[Tuple[str, Optional[Callable[[str], None]]]] = field(default_factory=list)
     notify: List[Callable[[str], None]] = field(default_factory=list)   # told the admin outcome
+    leased: bool = False                # its queue entry's lease is ours (let go when written)
 
 
 @dataclass
@@ -157,13 +158,17 @@ class Relay:
                  tls_client_context=None, clock: Optional[Callable[[], float]] = None,
                  on_round: Optional[Callable[[object], None]] = None,
                  local: Optional[Callable[[str], bool]] = None,
-                 deliver_local: Optional[Callable[[object, List[str], bytes, Callable], None]] = None):
+                 deliver_local: Optional[Callable[[object, List[str], bytes, Callable], None]] = None,
+                 leases=None):
         self.loop, self.queue, self.resolver, self.config = loop, queue, resolver, config
         self.on_bounce, self.tls_context, self.on_round = on_bounce, tls_client_context, on_round
         # Queued mail for our own domains (bounces to local senders, alias targets
         # queued with remote ones) is handed to ``deliver_local(entry, rcpts, data,
         # done({rcpt: reply}))`` instead of SMTP.
         self.local, self.deliver_local = local, deliver_local
+        # store/queue_lease.py Leases when other processes run the same queue
+        # (issue 14): a round starts only once its entry's lease is ours.
+        self.leases = leases
         self.clock = clock or getattr(loop, "time", None) or getattr(loop, "clock")
         self._active: Dict[str, _Round] = {}
         self._waiting: Deque[_Delivery] = deque()
@@ -237,9 +242,33 @@ class Relay:
         if not self._running:
             return
         try:
-            self.run_queue()
+            if self.leases is not None:
+                self._shared_tick()
+            else:
+                self.run_queue()
         finally:
             self._timer = self.loop.call_later(self.config.interval, self._tick)
+
+    def _shared_tick(self) -> None:
+        """Other processes share the queue: renew the leases of our rounds,
+        read what they queued or removed, then run what is due."""
+        mine = [i for i, r in self._active.items() if r.leased]
+        now = self.clock()
+
+        def work():
+            lost = self.leases.renew(mine, now)
+            self.queue.rescan()
+            return lost
+
+        def done(lost) -> None:
+            if isinstance(lost, BaseException):
+                log.error("queue rescan or lease renewal failed: %s", lost)
+            else:
+                for queue_id in lost:
+                    log.warning("id=%s lease taken over by another process (ours ran out)", queue_id)
+            if self._running:
+                self.run_queue()
+        self._offload(work, done)
 
     def run_queue(self, force: bool = False) -> None:
         now = self.clock()
@@ -255,6 +284,30 @@ class Relay:
 
     # -- rounds ------------------------------------------------------------
     def _begin_round(self, entry) -> None:
+        if self.leases is not None:
+            return self._lease_then_begin(entry)
+        self._start_round(entry)
+
+    def _lease_then_begin(self, entry) -> None:
+        """Hold the id while the lease is asked (a tick meanwhile must not ask
+        twice); the round starts from the envelope as it is on disk now."""
+        placeholder = _Round(entry, writing=True)
+        self._active[entry.id] = placeholder
+        now = self.clock()
+
+        def leased(fresh) -> None:
+            if self._active.get(entry.id) is placeholder:
+                del self._active[entry.id]
+            if isinstance(fresh, BaseException):
+                log.error("id=%s cannot take its lease: %s", entry.id, fresh)
+            elif fresh is not None and self._running and entry.id not in self._active:
+                self._start_round(fresh, leased=True)
+                self._dispatch()
+            for command, done in placeholder.later:     # administered while the lease was asked
+                self.administer(command, entry.id, done)
+        self._offload(lambda: self.queue.lease_fresh(entry.id, self.leases, now), leased)
+
+    def _start_round(self, entry, leased: bool = False) -> None:
         rcpts = entry.open_recipients()
         if not rcpts:           # all final but not yet removed (a crash in between)
             self._offload(lambda: self.queue.remove(entry.id), lambda _r: None)
@@ -262,7 +315,7 @@ class Relay:
         by_domain: Dict[str, List[str]] = {}
         for rcpt in rcpts:
             by_domain.setdefault(rcpt.rpartition("@")[2].lower(), []).append(rcpt)
-        rnd = _Round(entry, outstanding=len(by_domain))
+        rnd = _Round(entry, outstanding=len(by_domain), leased=leased)
         self._active[entry.id] = rnd
         for domain, group in by_domain.items():
             self._waiting.append(_Delivery(rnd, domain, group))
@@ -476,6 +529,8 @@ class Relay:
 
     def _round_written(self, rnd: _Round, result) -> None:
         self._active.pop(rnd.entry.id, None)
+        if rnd.leased:
+            self._offload(lambda: self.leases.release(rnd.entry.id), lambda _r: None)
         if isinstance(result, BaseException):
             # The entry stays as it was on disk and is tried again.
             log.error("id=%s recording results failed: %s", rnd.entry.id, result)
