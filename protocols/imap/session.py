@@ -42,6 +42,7 @@ from protocols.base import FaultView, SessionContext
 from protocols.imap import args as A
 from protocols.imap import grammar as g
 from protocols.imap import wire
+from protocols.imap.catenate import CatenateCommands
 from protocols.imap.reader import Command, CommandReader, NeedContinuation
 from protocols.imap.selected import SelectedCommands
 from protocols.imap.session_auth import AuthCommands
@@ -101,7 +102,8 @@ class Entry:
     expunge: bool = True
 
 
-class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, SessionCore):
+class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, CatenateCommands,
+                  SessionCore):
     """One IMAP connection: bytes in, bytes out (RFC 9051 §3)."""
 
     def __init__(self, ctx: SessionContext, config: ImapConfig, backend: ImapBackend):
@@ -337,9 +339,12 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
                  b"BINARY", b"SAVEDATE", b"WITHIN"]
         if self.state is not ImapState.NOT_AUTHENTICATED:
             caps += QUOTA_CAPABILITIES      # RFC 9208 §5 (protocols/imap/quota.py), after login as Dovecot
+            caps += APPENDX_CAPABILITIES    # catenate.py, imapurl.py, replace.py, partial.py
         return b" ".join(caps)
 
 
+# RFC 4469 CATENATE, RFC 5550 §5 URL-PARTIAL (after login, as Dovecot announces them).
+APPENDX_CAPABILITIES = [b"CATENATE", b"URL-PARTIAL"]
 # RFC 9051 §2.2.2 / RFC 7888: before a login a literal can only be a user
 # name or password; 8 KiB is far above any real one (local policy).
 PREAUTH_LITERAL = 8192
