@@ -43,6 +43,7 @@ from protocols.imap import args as A
 from protocols.imap import grammar as g
 from protocols.imap import wire
 from protocols.imap.catenate import CatenateCommands
+from protocols.imap.partial import PartialCommands
 from protocols.imap.replace import ReplaceCommands
 from protocols.imap.reader import Command, CommandReader, NeedContinuation
 from protocols.imap.selected import SelectedCommands
@@ -104,7 +105,7 @@ class Entry:
 
 
 class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, CatenateCommands,
-                  ReplaceCommands, SessionCore):
+                  ReplaceCommands, PartialCommands, SessionCore):
     """One IMAP connection: bytes in, bytes out (RFC 9051 §3)."""
 
     def __init__(self, ctx: SessionContext, config: ImapConfig, backend: ImapBackend):
@@ -344,8 +345,8 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
         return b" ".join(caps)
 
 
-# RFC 4469 CATENATE, RFC 5550 §5 URL-PARTIAL, RFC 8508 REPLACE (after login, as Dovecot announces them).
-APPENDX_CAPABILITIES = [b"CATENATE", b"URL-PARTIAL", b"REPLACE"]     # + RFC 8508 REPLACE
+# RFC 4469 CATENATE, RFC 5550 §5 URL-PARTIAL, RFC 8508 REPLACE, RFC 9394 PARTIAL (after login, as Dovecot announces them).
+APPENDX_CAPABILITIES = [b"CATENATE", b"URL-PARTIAL", b"REPLACE", b"PARTIAL"]
 # RFC 9051 §2.2.2 / RFC 7888: before a login a literal can only be a user
 # name or password; 8 KiB is far above any real one (local policy).
 PREAUTH_LITERAL = 8192
