@@ -255,6 +255,10 @@ class CatenateServerTest(ServerTestCase):
             out = _exchange(sock, b'b APPEND Drafts (\\Draft) CATENATE (TEXT {18+}\r\nSubject: built\r\n\r\n'
                                   b' URL "/INBOX/;UID=1/;SECTION=TEXT" URL "/INBOX/;UID=1/;PARTIAL=0.8")\r\n', b"b")
             self.assertRegex(out, rb"b OK \[APPENDUID \d+ 1\] APPEND completed")
+            own = b"imap://bob%40example.test@mx.example.test:993/INBOX/;UID=1/;SECTION=TEXT"
+            out = _exchange(sock, b'o APPEND Trash CATENATE (URL "' + own + b'")\r\n', b"o")
+            self.assertRegex(out, rb"o OK \[APPENDUID \d+ 1\] APPEND completed")
+            self.assertEqual(self.new_messages_in(bob, ".Trash"), [b"for bob\r\n"])
             url = b"imap://alice%40example.test@mx.example.test/INBOX/;UID=1"
             out = _exchange(sock, b'c APPEND Drafts CATENATE (URL "' + url + b'")\r\n', b"c")
             self.assertEqual(out, b"c NO [BADURL " + url + b"] CATENATE failed: URL names another user's mailboxes\r\n")
