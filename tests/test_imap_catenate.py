@@ -123,6 +123,17 @@ S: A3 OK FETCH completed
 """, make=with_messages("INBOX", 7, {2: b"Subject: x\r\nTo: y\r\n\r\nbody\r\n"}))
         self.assertEqual(b.boxes["fred"]["INBOX"].messages[3].data, b"Subject: x\r\n\r\nbody\r\n")
 
+    def test_relative_uid_is_a_message_of_the_selected_mailbox(self):
+        """RFC 4469 §3: the base URL is the selected mailbox; RFC 5092 §9.1 <;UID=20>."""
+        b = FakeImapBackend()
+        b.mailboxes("fred")["a;b/c d"] = b.folder("a;b/c d")
+        s, b = with_messages("a;b/c d", 7, {2: b"Subject: x\r\n\r\nbody\r\n"}, b)()
+        out = feed(s, b'E SELECT "a;b/c d"\r\nA APPEND Drafts CATENATE (URL ";uid=2/;SECTION=TEXT/;PARTIAL=1.2")\r\n')
+        self.assertIn(b"A OK [APPENDUID", out)
+        self.assertEqual(b.boxes["fred"]["Drafts"].messages[1].data, b"od")
+        out = feed(s, b'U UNSELECT\r\nA APPEND Drafts CATENATE (URL ";UID=2")\r\n')
+        self.assertIn(b"A NO [BADURL ;UID=2]", out)
+
 
 class AbuseTest(TranscriptCase):
     def setUp(self):
@@ -145,7 +156,7 @@ class AbuseTest(TranscriptCase):
                     b"imap://imap.example.test/INBOX/;UID=1",          # no user: RFC 5092 §3.1
                     b"imap://fred@elsewhere.test/INBOX/;UID=1",
                     b"imap://fred@imap.example.test/INBOX/;UID=1/;URLAUTH=anonymous:internal:" + b"0" * 32,
-                    b"/INBOX/;UID=1?ALL", b"INBOX/;UID=1", b";UID=1", b"/INBOX", b"/INBOX/;UID=0",
+                    b"/INBOX/;UID=1?ALL", b"INBOX/;UID=1", b";UID=1", b";SECTION=1", b"/INBOX", b"/INBOX/;UID=0",
                     b"/INBOX/;UID=99999999999", b"/INBOX;UIDVALIDITY=999/;UID=1",
                     b"/INBOX/;UID=1/;SECTION=9", b"/INBOX/;UID=1/;SECTION=1.HEADER",
                     b"/INBOX/;UID=1/;SECTION=BOGUS", b"/%FF/;UID=1", b"/Nonexistent/;UID=1"):

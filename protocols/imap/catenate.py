@@ -98,7 +98,8 @@ class CatenateCommands:
     def _url_part(self, url: bytes, source: _UrlSource):
         """The octets one URL names (RFC 4469 §3), or NO [BADURL url]."""
         try:
-            ref = imapurl.parse(url, self._user or "", self.config.hostname)
+            selected = self._folder.name if self._folder is not None else None
+            ref = imapurl.parse(url, self._user or "", self.config.hostname, selected)
             check_name(ref.mailbox)
         except imapurl.BadUrl as exc:
             raise _badurl(url, str(exc))

@@ -8,15 +8,17 @@ same base):
 
 - an absolute-path reference ``/INBOX;UIDVALIDITY=785799047/;UID=20/;SECTION=1.2``
   (RFC 5092 §7.1), dot segments removed first (RFC 3986 §5.2.4, RFC 5092 §7);
+- ``;UID=20/;SECTION=1.2`` while a mailbox is selected: a message of it
+  (RFC 4469 §3's base URL; see ``parse``);
 - ``imap://user@host[:port]/...`` and ``//user@host/...`` (RFC 5092 §11
   imapurl, inetwork-path) whose enc-user is the session's own user and whose
   host is this server's name; ``;AUTH=`` (iauth) is ignored, the session is
   already authenticated (RFC 4469 §3).
 
 Refused with ``BadUrl`` (the session answers ``NO [BADURL url]``, RFC 4469
-§4.1): relative-path references (RFC 5092 §7.2: "Implementations MUST NOT
-... accept" them), an absolute URL without a user (RFC 5092 §3.1: our names
-depend on the user) or with another user or another host, a mailbox list or
+§4.1): other relative-path references (RFC 5092 §7.2), an absolute URL
+without a user (RFC 5092 §3.1: our names depend on the user) or with
+another user or another host, a mailbox list or
 search (``?``), URLAUTH (RFC 4467 is not offered), a missing UID, numbers
 out of range, mailbox names that are not UTF-8 once percent-decoded (RFC 5092
 §8), a section that is not a section-spec (RFC 9051 §9).  The mailbox name
@@ -28,7 +30,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Optional, Tuple
-from urllib.parse import unquote_to_bytes
+from urllib.parse import quote, unquote_to_bytes
 
 from protocols import mime
 from protocols.imap import fetch_data
@@ -64,8 +66,16 @@ _MESSAGE = re.compile(
 _PORT = re.compile(r":[0-9]*\Z")
 
 
-def parse(url: bytes, user: str, hostname: str) -> MessageUrl:
-    """The message URL ``url`` resolved against ``imap://user@hostname/``."""
+def parse(url: bytes, user: str, hostname: str, selected: Optional[str] = None) -> MessageUrl:
+    """The message URL ``url`` resolved against ``imap://user@hostname/``, or
+    against ``imap://user@hostname/selected`` (RFC 4469 §3) for ``;UID=``.
+
+    DEVIATION(RFC 5092 §7.2): "MUST NOT ... accept relative-path IMAP
+    references", but RFC 4469 §3 makes the selected mailbox the base URL, and
+    RFC 5092's own §9.1 example (``<;UID=20>``: "references a message with UID
+    in the mailbox specified by the Base URI") and §11 imsg-or-part allow
+    ``;UID=n[/;SECTION=s][/;PARTIAL=p]``; that one form is taken while a
+    mailbox is selected, every other relative path is refused."""
     try:
         text = url.decode("ascii")
     except UnicodeDecodeError:
@@ -78,6 +88,8 @@ def parse(url: bytes, user: str, hostname: str) -> MessageUrl:
         path = _authority(text[2:], user, hostname)
     elif text.startswith("/"):
         path = text
+    elif selected is not None and text[:5].upper() == ";UID=":
+        path = "/" + quote(selected.encode("utf-8"), safe="") + "/" + text
     else:
         raise BadUrl("relative-path references are not accepted (RFC 5092 §7.2)")
     return _message(remove_dot_segments(path)[1:])
