@@ -7,6 +7,7 @@ import socket
 import unittest
 
 from protocols.imap import imapurl
+from protocols.imap.catenate import READ_FACTOR
 from protocols.imap.catenate_args import MAX_CAT_PARTS
 from tests.helpers import ServerTestCase
 from tests.imap_fake import FakeImapBackend, feed, login, make_session
@@ -212,6 +213,21 @@ class AbuseTest(TranscriptCase):
         self.assertEqual(reads, [2])       # one read, kept for the other parts
         self.assertEqual(b.boxes["fred"]["Drafts"].messages, {})
         self.assertIsNotNone(original)
+
+
+    def test_reads_for_one_command_are_bounded(self):
+        """Alternating between two messages that together pass the limit reads
+        each again; past READ_FACTOR limits of reading the command ends NO [LIMIT]."""
+        s, b = make_session(self.backend, max_append=1000)
+        login(s)
+        box = b.mailboxes("fred")["INBOX"]
+        for _ in range(2):
+            box.add(b"Subject: big\r\n\r\n" + b"x" * 600)
+        parts = b" ".join([b'URL "/INBOX/;UID=2/;PARTIAL=0.1" URL "/INBOX/;UID=3/;PARTIAL=0.1"'] * 10)
+        out = feed(s, b"T APPEND Drafts CATENATE (" + parts + b")\r\n")
+        self.assertEqual(out, b"T NO [LIMIT] CATENATE reads more than %d octets of stored messages\r\n"
+                         % (READ_FACTOR * 1000))
+        self.assertEqual(b.boxes["fred"]["Drafts"].messages, {})
 
 
 class UrlParserTest(unittest.TestCase):

@@ -17,14 +17,15 @@ that cannot be resolved ends the command with ``NO [BADURL url]`` (RFC 4469
 stale UIDVALIDITY (RFC 5092 §5), a UID that does not exist, a missing body
 part.  The running total over ``max_append`` (the APPENDLIMIT, RFC 7889) is
 ``NO [TOOBIG]`` (RFC 4469 §4.2), checked after each part, so a command of a
-thousand URLs to a large message stops at the limit.
+thousand URLs to a large message stops at the limit; the stored octets read
+for one command are bounded too (READ_FACTOR).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 from protocols import mime
 from protocols.backend.contracts import MailboxError
@@ -40,6 +41,13 @@ def _badurl(url: bytes, why: str) -> Refusal:
     return refusal
 
 
+# Ours: the octets one command may read for its URLs, in APPENDLIMITs.  A
+# message is read once and kept while the kept ones fit in one APPENDLIMIT;
+# a command alternating between large messages would read them again and
+# again, so past this it ends with NO [LIMIT] (RFC 5530 §3).
+READ_FACTOR = 4
+
+
 class _UrlSource:
     """One command's folders and messages read for its URLs (each read once;
     the messages kept together stay under the APPENDLIMIT)."""
@@ -47,14 +55,19 @@ class _UrlSource:
     def __init__(self, limit: int):
         self.limit = limit
         self.folders: Dict[str, object] = {}
-        self.messages: Dict[Tuple[str, int], Tuple[bytes, mime.Part]] = {}
+        self.messages: Dict[Tuple[str, int], List] = {}    # [octets, mime.Part or None]
         self.held = 0
+        self.read = 0
 
-    def keep(self, key, data: bytes) -> Tuple[bytes, mime.Part]:
+    def keep(self, key, data: bytes) -> List:
+        self.read += len(data)
+        if self.read > READ_FACTOR * self.limit:
+            raise Refusal(NO, "CATENATE reads more than %d octets of stored messages" % (READ_FACTOR * self.limit),
+                          "LIMIT")
         if self.held + len(data) > self.limit:
             self.messages.clear()
             self.held = 0
-        entry = (data, mime.parse(data))
+        entry = [data, None]
         self.messages[key] = entry
         self.held += len(data)
         return entry
@@ -120,6 +133,8 @@ class CatenateCommands:
             if data is None:
                 raise _badurl(url, "no message UID %d in %s" % (ref.uid, ref.mailbox[:100]))
             entry = source.keep(key, data)
+        if entry[1] is None and imapurl.needs_structure(ref):
+            entry[1] = mime.parse(entry[0])
         try:
             return imapurl.extract(ref, entry[0], entry[1])
         except imapurl.BadUrl as exc:

@@ -172,6 +172,11 @@ def _message(body: str) -> MessageUrl:
     return MessageUrl(mailbox, _number(m.group("validity")), _number(m.group("uid")), sec, partial)
 
 
+def needs_structure(ref: MessageUrl) -> bool:
+    """Whether ``extract`` reads the message's MIME structure (a section other than the whole)."""
+    return ref.section is not None and bool(ref.section.part or ref.section.text is not None)
+
+
 def extract(ref: MessageUrl, data: bytes, root: Optional[mime.Part] = None) -> bytes:
     """The octets ``UID FETCH uid BODY.PEEK[section]<partial>`` gives (RFC 5092
     §6, RFC 4469 §3: "as if the literal returned in a FETCH BODY response were
@@ -179,7 +184,7 @@ def extract(ref: MessageUrl, data: bytes, root: Optional[mime.Part] = None) -> b
     that is not a message, is a BadUrl (RFC 4469 §4.1 "invalid body part")."""
     value = data
     sec = ref.section
-    if sec is not None and (sec.part or sec.text is not None):
+    if needs_structure(ref):
         root = root if root is not None else mime.parse(data)
         if sec.part:
             part = mime.part_at(root, sec.part)
