@@ -235,7 +235,7 @@ class UrlParserTest(unittest.TestCase):
         return imapurl.parse(url, "fred@example.test", "mx.example.test")
 
     def test_forms(self):
-        self.assertRaises(imapurl.BadUrl, self.parse, b"/INBOX/;UID=1;section=1")   # §11: "/;SECTION="
+        self.assertRaises(imapurl.BadUrl, self.parse, b"/INBOX/;UID=1;section=1")   # RFC 5092 §11: "/;SECTION="
         ref = self.parse(b"/a/b%20c;UIDVALIDITY=5/;UID=7/;SECTION=1.2.MIME/;PARTIAL=0.10")
         self.assertEqual((ref.mailbox, ref.uidvalidity, ref.uid, ref.section.part, ref.section.text, ref.partial),
                          ("a/b c", 5, 7, (1, 2), "MIME", (0, 10)))
