@@ -180,14 +180,18 @@ class AbuseTest(TranscriptCase):
     def test_multiappend_is_all_or_none(self):
         out = feed(self.session, b'T APPEND Drafts {3+}\r\nabc CATENATE (URL "/INBOX/;UID=1") '
                                  b'CATENATE (URL "/INBOX/;UID=2")\r\n')
-        self.assertEqual(out, b"T NO [BADURL /INBOX/;UID=2] CATENATE failed: no message UID 2 in INBOX\r\n")
+        self.assertEqual(out, b"T NO [BADURL /INBOX/;UID=2] CATENATE failed: mailbox INBOX has no message UID 2\r\n")
         self.assertEqual(self.backend.boxes["fred"]["Drafts"].messages, {})
         out = feed(self.session, b'T APPEND Drafts {3+}\r\nabc CATENATE (URL "/INBOX/;UID=1" TEXT {2+}\r\nxy)\r\n')
         self.assertRegex(out, rb"\AT OK \[APPENDUID \d+ 1:2\] APPEND completed\r\n\Z")
 
     def test_badurl_text_is_one_safe_line(self):
+        """"]" cannot end the code early, and no line ends with what the client
+        sent (a line ending "{1}" would announce a literal to the client)."""
         out = self.append(b"/IN]BOX/;UID=1")
-        self.assertEqual(out, b"T NO [BADURL /IN%5DBOX/;UID=1] CATENATE failed: no mailbox IN]BOX\r\n")
+        self.assertEqual(out, b"T NO [BADURL /IN%5DBOX/;UID=1] CATENATE failed: mailbox IN]BOX does not exist\r\n")
+        out = self.append(b"/INBOX~{1}/;UID=1")
+        self.assertEqual(out, b"T NO [BADURL /INBOX~{1}/;UID=1] CATENATE failed: mailbox INBOX~{1} does not exist\r\n")
 
     def test_too_many_parts_is_bad(self):
         parts = b" ".join([b'URL "/INBOX/;UID=1"'] * (MAX_CAT_PARTS + 1))

@@ -1,6 +1,6 @@
 """Fuzzing the grammar of CATENATE (RFC 4469 §5), IMAP URLs (RFC 5092 §11),
 REPLACE (RFC 8508 §5) and PARTIAL (RFC 9394 §4): valid lines, mutated and
-split at random points, in the selected state, with a backend that answers
+split at random points, in the authenticated and selected states, with a backend that answers
 at once or later.  No exception escapes the session, every response is
 ``* ...``, ``+ ...`` or ``tag OK/NO/BAD ...``, the folders opened for URLs
 are closed again, and a closed session releases its watches."""
@@ -56,7 +56,8 @@ class AppendxFuzzTest(unittest.TestCase):
             b.deliver("fred", b"Subject: b\r\n\r\nmore\r\n", flags=("\\Seen",))
             s, _ = make_session(b, max_bad_commands=1000)
             login(s)
-            feed(s, b"z SELECT INBOX\r\n")
+            if rng.random() < 0.75:     # else the authenticated state: APPEND CATENATE there too
+                feed(s, b"z SELECT INBOX\r\n")
             for _ in range(rng.randint(5, 30)):
                 line = rng.choice(CORPUS)
                 data = (mutate(rng, line) if rng.random() < 0.6 else line) + b"\r\n"

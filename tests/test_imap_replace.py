@@ -136,7 +136,7 @@ class RefusalTest(TranscriptCase):
         for command, reply in (
                 (b"T REPLACE 2 Nope {3+}\r\nabc\r\n", b"T NO [TRYCREATE] Mailbox 'Nope' does not exist\r\n"),
                 (b'T REPLACE 2 Drafts CATENATE (URL "/Drafts/;UID=9")\r\n',
-                 b"T NO [BADURL /Drafts/;UID=9] CATENATE failed: no message UID 9 in Drafts\r\n"),
+                 b"T NO [BADURL /Drafts/;UID=9] CATENATE failed: mailbox Drafts has no message UID 9\r\n"),
                 (b"T REPLACE 3 Drafts {3+}\r\nabc\r\n", b"T BAD no message 3 (2 exist)\r\n"),
                 (b"T UID REPLACE 3 Drafts {3+}\r\nabc\r\n", b"T NO [NONEXISTENT] No message with UID 3\r\n"),
                 (b"T REPLACE 2 Drafts {0+}\r\n\r\n", b"T NO [CANNOT] Empty message refused\r\n"),

@@ -36,6 +36,8 @@ log = logging.getLogger("mailsrv.imap")
 
 
 def _badurl(url: bytes, why: str) -> Refusal:
+    """NO [BADURL url] (RFC 4469 §4.1); the text never ends with what the client
+    sent (a line ending in "{n}" would read as a literal announcement)."""
     refusal = Refusal(NO, "CATENATE failed: %s" % why)
     refusal.code = imapurl.badurl_code(url)
     return refusal
@@ -123,7 +125,7 @@ class CatenateCommands:
         if entry is None:
             folder = yield from self._url_folder(ref.mailbox, source)
             if folder is None:
-                raise _badurl(url, "no mailbox %s" % ref.mailbox[:100])
+                raise _badurl(url, "mailbox %s does not exist" % ref.mailbox[:100])
             if ref.uidvalidity is not None and folder.state().uidvalidity != ref.uidvalidity:
                 raise _badurl(url, "UIDVALIDITY of %s changed (RFC 5092 §5)" % ref.mailbox[:100])
             data = yield lambda done: folder.read(ref.uid, done)
@@ -131,7 +133,7 @@ class CatenateCommands:
                 log.error("imap catenate read failed user=%s uid=%d: %r", self._user, ref.uid, data)
                 raise Refusal(NO, "Cannot read message UID %d, try again" % ref.uid, "UNAVAILABLE")
             if data is None:
-                raise _badurl(url, "no message UID %d in %s" % (ref.uid, ref.mailbox[:100]))
+                raise _badurl(url, "mailbox %s has no message UID %d" % (ref.mailbox[:100], ref.uid))
             entry = source.keep(key, data)
         if entry[1] is None and imapurl.needs_structure(ref):
             entry[1] = mime.parse(entry[0])
