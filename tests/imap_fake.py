@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Optional
 from protocols import sasl
 from protocols.backend.contracts import (HIERARCHY_SEP, AppendResult, CopyOutcome, FolderChanges, FolderEntry,
                                          FolderState, FolderStatus, MailboxError, MessageMeta,
-                                         QuotaState, StoreOutcome)
+                                         QuotaState, ReplaceOutcome, StoreOutcome)
 
 SPECIAL = (("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"),
            ("Junk", "\\Junk"), ("Archive", "\\Archive"))
@@ -393,6 +393,39 @@ class FakeOpenFolder:
             self.backend.announce(dest)
             if move:
                 self.backend.announce(self.box)
+
+    def replace(self, uid, target, item, done):
+        """RFC 8508 §3.4 as protocols/backend/imapreplace.py: net quota, append, then
+        remove; ``fail_expunge`` on the backend makes the removal fail (a crash there)."""
+        b, dest = self.box, self.account.boxes.get(target)
+        if self.readonly:
+            refusal = MailboxError("CANNOT", "read-only")
+        elif uid not in b.messages:
+            refusal = MailboxError("EXPUNGEISSUED", "message UID %d was expunged meanwhile" % uid)
+        elif dest is None:
+            refusal = MailboxError("TRYCREATE", "Mailbox %r does not exist" % target)
+        else:
+            try:
+                self.account.check_quota(max(0, len(item.data) - len(b.messages[uid].data)), 0)
+                refusal = None
+            except MailboxError as exc:
+                refusal = exc
+        if refusal is not None:
+            self.backend.call(done, refusal)
+            return
+        new = dest.add(item.data, item.flags, item.internal_date.timestamp() if item.internal_date
+                       else self.backend.clock)
+        appended = AppendResult(dest.uidvalidity, (new,))
+        if getattr(self.backend, "fail_expunge", False):
+            self.backend.call(done, ReplaceOutcome(appended, (), "the old message UID %d could not be removed" % uid))
+        else:
+            del b.messages[uid]
+            self._known.pop(uid, None)
+            b.modseq += 1
+            self.backend.call(done, ReplaceOutcome(appended, (uid,)))
+        self.backend.announce(dest)
+        if dest is not b:
+            self.backend.announce(b)
 
     def close(self):
         """Stop watching (the contract) and release; safe twice."""

@@ -255,6 +255,16 @@ class CopyOutcome:
     expunged: Tuple[int, ...] = ()        # MOVE: the source UIDs now gone (RFC 6851 §3.3)
 
 
+@dataclass(frozen=True)
+class ReplaceOutcome:
+    """REPLACE (RFC 8508 §3.4): the new message's APPENDUID (RFC 4315 §3) and the
+    replaced UID once it is gone.  ``failed`` (one line for the user) when the
+    new message is stored but the old one could not be removed: both stay."""
+    appended: AppendResult
+    expunged: Tuple[int, ...] = ()
+    failed: str = ""
+
+
 class OpenFolder(Protocol):
     """A folder selected (or examined) by one IMAP session.  Every method with
     ``done`` runs on a worker and answers a value or a ``MailboxError`` /
@@ -333,6 +343,13 @@ class OpenFolder(Protocol):
         """COPY / MOVE into the mailbox ``target``: ``done(CopyOutcome)``, durable
         in the target before the answer; ``MailboxError("TRYCREATE", ...)`` when
         the target does not exist (RFC 9051 §6.4.7)."""
+
+    def replace(self, uid: int, target: str, item: AppendItem, done: Callable[[object], None]) -> None:
+        """REPLACE (RFC 8508 §3.4): append ``item`` to the mailbox ``target`` (durable
+        first, as ``ImapAccount.append``), then remove message ``uid`` of this folder
+        whatever its flags: ``done(ReplaceOutcome)``.  Quota is checked net of the
+        message replaced; a refusal (``MailboxError``: TRYCREATE, OVERQUOTA,
+        EXPUNGEISSUED when ``uid`` is gone) leaves everything as it was."""
 
     def close(self) -> None:
         """Stop watching and release; no answer; safe to call twice."""

@@ -43,6 +43,7 @@ from protocols.backend import derive_read
 from protocols.backend.contracts import (AppendResult, CopyOutcome, FolderChanges, FolderEntry, FolderState,
                                          FolderStatus, MailboxError, MessageMeta, StoreOutcome)
 from protocols.backend import imapquota
+from protocols.backend import imapreplace
 from protocols.backend import imapstore
 from protocols.backend.imapstore import (FLAG_LETTERS, LETTER_FLAGS, imap_flags, same_case,  # noqa: F401
                                          split_flags)
@@ -576,6 +577,15 @@ class OpenFolder:
             imapquota.note_uids(self._account, snap, [s for s, _t in copied.uid_map], 1)
             return CopyOutcome(copied.uidvalidity, copied.uid_map)
         self._serial.submit(work, self._announce([target] + ([self.name] if move else []), done), self.name)
+
+    def replace(self, uid: int, target: str, item, done: Done) -> None:
+        """REPLACE (RFC 8508 §3.4): protocols/backend/imapreplace.py."""
+        if self.readonly:
+            self._refuse_readonly(done)
+            return
+        when = _timestamp(item.internal_date)
+        self._serial.submit(lambda: imapreplace.replace(self, uid, target, item, when),
+                            self._announce([target, self.name], done), self.name)
 
     def close(self) -> None:
         if self._closed:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from protocols.imap import grammar as g
+from protocols.imap.catenate_args import CatPart, cat_parts
 from protocols.imap.fetch_args import FetchArgs, fetch_args
 
 # RFC 2971 §3.3: "Field strings MUST NOT be longer than 30 octets.  Value
@@ -280,6 +281,7 @@ class AppendMessage:
     date_time: Optional[datetime.datetime]
     data: bytes
     binary: bool = False  # literal8 (RFC 3516 §4.4) or UTF8 (RFC 6855 §4)
+    parts: Tuple[CatPart, ...] = ()   # CATENATE (RFC 4469 §5): data is built from these
 
 
 def append(buf: g.Buf, utf8: bool = False) -> Tuple[str, Tuple[AppendMessage, ...]]:
@@ -307,12 +309,26 @@ def _append_message(rest: memoryview) -> Tuple[AppendMessage, memoryview]:
     if bytes(rest[:1]) == b'"':
         when, rest = g.date_time(rest)
         rest = g.sp(rest)
+    if g.peek(rest, b"CATENATE ("):     # RFC 4469 §5 (catenate_args.py)
+        parts, rest = cat_parts(rest[9:])
+        return AppendMessage(flags, when, b"", parts=parts), rest
     if g.peek(rest, b"UTF8 ("):
         data, rest = g.literal(rest[6:], binary=True)
         return AppendMessage(flags, when, data, True), g.expect(b")", rest)
     binary = bytes(rest[:1]) == b"~"
     data, rest = g.literal(rest, binary=True)
     return AppendMessage(flags, when, data, binary), rest
+
+
+def replace(buf: g.Buf, utf8: bool = False) -> Tuple[int, str, AppendMessage]:
+    """replace = "REPLACE" SP seq-number SP mailbox append-message (RFC 8508
+    §5; seq-number a UID for UID REPLACE, §3.3): one message, no MULTIAPPEND
+    (§4.7), CATENATE allowed (§4.2)."""
+    number, rest = g.nz_number(g.sp(buf))
+    name, rest = g.mailbox(g.sp(rest), utf8)
+    message, rest = _append_message(g.sp(rest))
+    g.end(rest)
+    return number, name, message
 
 
 def enable(buf: g.Buf) -> Tuple[str, ...]:

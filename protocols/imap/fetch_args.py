@@ -5,7 +5,8 @@ INTERNALDATE, RFC822.SIZE, BODYSTRUCTURE, BODY, UID, RFC822 /
 RFC822.HEADER / RFC822.TEXT (RFC 3501), BODY[section]<partial> and
 BODY.PEEK, BINARY[part] / BINARY.PEEK / BINARY.SIZE (RFC 3516 §4.2), MODSEQ
 (RFC 7162 §3.1.4), SAVEDATE (RFC 8514 §4), the macros ALL / FAST / FULL, and
-the modifiers (CHANGEDSINCE n) and VANISHED (RFC 7162 §3.1.4.1, §3.2.6).
+the modifiers (CHANGEDSINCE n) and VANISHED (RFC 7162 §3.1.4.1, §3.2.6),
+PARTIAL (RFC 9394 §3.3).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from protocols.imap import grammar as g
+from protocols.imap.partial_args import partial_range
 
 # RFC 9051 §6.4.5: the macros, "equivalent to" these lists.
 MACROS = {
@@ -54,6 +56,7 @@ class FetchArgs:
     atts: Tuple[FetchAtt, ...]
     changed_since: Optional[int] = None
     vanished: bool = False
+    partial: Optional[Tuple[int, int]] = None   # (PARTIAL range), RFC 9394 §3.3 (partial.py)
 
 
 def _header_name(buf: memoryview) -> Tuple[str, memoryview]:
@@ -147,8 +150,10 @@ def fetch_args(buf: g.Buf) -> Tuple[FetchArgs, memoryview]:
             att, buf = fetch_att(buf)
             atts = [att]
     changed, vanished = None, False
+    window = None       # RFC 9394 §3.3 PARTIAL
     if g.peek(buf, b" ("):
         mods, buf = g.paren_list(buf[1:], _fetch_modifier, allow_empty=False)
+        window, mods = _take_partial(mods)
         for key, value in mods:
             if key == "CHANGEDSINCE":
                 changed = value
@@ -156,10 +161,21 @@ def fetch_args(buf: g.Buf) -> Tuple[FetchArgs, memoryview]:
                 vanished = True
         if vanished and changed is None:
             raise g.ImapParseError("VANISHED needs CHANGEDSINCE (RFC 7162 §3.2.6)")
-    return FetchArgs(tuple(atts), changed, vanished), buf
+    return FetchArgs(tuple(atts), changed, vanished, window), buf
+
+
+def _take_partial(mods):
+    """RFC 9394 §3.3: the PARTIAL modifier (once) apart from the others."""
+    ranges = [value for key, value in mods if key == "PARTIAL"]
+    if len(ranges) > 1:
+        raise g.ImapParseError("PARTIAL given twice (RFC 9394 §3.3)")
+    return (ranges[0] if ranges else None), [(k, v) for k, v in mods if k != "PARTIAL"]
 
 
 def _fetch_modifier(buf: memoryview) -> Tuple[Tuple[str, Optional[int]], memoryview]:
+    if g.peek(buf, b"PARTIAL "):    # RFC 9394 §4 fetch-modifier =/ modifier-partial
+        value, rest = partial_range(buf[8:])
+        return ("PARTIAL", value), rest
     if g.peek(buf, b"CHANGEDSINCE "):
         value, rest = g.number64(buf[13:])
         return ("CHANGEDSINCE", value), rest

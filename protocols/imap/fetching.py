@@ -31,7 +31,7 @@ from typing import Callable, List, Optional, Sequence
 
 from protocols import mime
 from protocols.imap import args as A
-from protocols.imap import derived, fetch_cache, fetch_data, wire
+from protocols.imap import derived, fetch_cache, fetch_data, partial, wire
 from protocols.imap.fetch_args import FetchAtt
 from protocols.imap.session_base import BAD, NO, OUTPUT_HIGH_WATER, Refusal
 
@@ -65,6 +65,8 @@ class FetchCommands:
             atts.insert(0, FetchAtt("UID"))    # RFC 9051 §6.4.9
         view = self._view
         uids = view.resolve(seqset, head.uid, self._saved)
+        if fa.partial is not None:      # RFC 9394 §3.3: UID FETCH only
+            uids = partial.fetch_window(uids, fa.partial, head.uid)
         flagged = yield from self._set_seen(uids, atts)
         if any(a.name in ("INTERNALDATE", "SAVEDATE") for a in atts):
             yield from self._load_dates(uids)

@@ -166,6 +166,7 @@ class MailboxCommands:
     def _cmd_append(self, head):
         name, messages = A.append(head.rest, self.utf8)
         check_name(name)
+        messages = yield from self._catenated(messages)     # RFC 4469 CATENATE (catenate.py)
         items = []
         for m in messages:
             check_flags(m.flags)

@@ -5,7 +5,7 @@ NOT / parenthesized lists nested up to ``grammar.MAX_DEPTH``, sequence sets
 and ``$`` (RFC 5182 §2), WITHIN's OLDER / YOUNGER (RFC 5032 §3), MODSEQ
 (RFC 7162 §3.1.5), SAVEDBEFORE / SAVEDON / SAVEDSINCE / SAVEDATESUPPORTED
 (RFC 8514 §4.3), CHARSET (RFC 9051 §6.4.4) and RETURN (MIN MAX COUNT ALL
-SAVE, RFC 4731 §3.1, RFC 5182 §2).  String arguments stay bytes: the
+SAVE, RFC 4731 §3.1, RFC 5182 §2; PARTIAL, RFC 9394 §3.1).  String arguments stay bytes: the
 session decodes them with the CHARSET.
 """
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from protocols.imap import grammar as g
+from protocols.imap.partial_args import partial_range
 
 # Keys without arguments (RFC 9051 §9 search-key; RFC 3501 §9 for NEW, OLD,
 # RECENT; RFC 8514 §4.3 SAVEDATESUPPORTED).
@@ -46,6 +47,7 @@ class SearchArgs:
     key: SearchKey  # an AND of the top-level keys
     charset: Optional[str] = None
     returns: Optional[Tuple[str, ...]] = None  # None: no RETURN given
+    partial: Optional[Tuple[int, int]] = None  # RETURN (PARTIAL range), RFC 9394 §3.1 (partial.py)
 
 
 def _key_name(buf: memoryview) -> Tuple[str, memoryview]:
@@ -124,15 +126,27 @@ def _modseq(buf: memoryview) -> Tuple[SearchKey, memoryview]:
     return SearchKey("MODSEQ", (value, entry)), buf
 
 
-def _return_opts(buf: memoryview) -> Tuple[Tuple[str, ...], memoryview]:
+def _return_opts(buf: memoryview) -> Tuple[Tuple[str, ...], memoryview, Optional[Tuple[int, int]]]:
     """search-return-opts = SP "RETURN" SP "(" [search-return-opt
     *(SP search-return-opt)] ")" (RFC 9051 §9, RFC 4731 §3.1).  RETURN ()
     means ALL (RFC 4731 §3.1)."""
-    opts, rest = g.paren_list(g.sp(g.expect(b"RETURN", buf)), _key_name)
+    ranges: list = []
+    opts, rest = g.paren_list(g.sp(g.expect(b"RETURN", buf)), lambda b: _return_opt(b, ranges))
     for opt in opts:
-        if opt not in RETURN_OPTIONS:
+        if opt not in RETURN_OPTIONS and opt != "PARTIAL":
             raise g.ImapParseError("unknown RETURN option %r" % opt[:30])
-    return (tuple(dict.fromkeys(opts)) or ("ALL",)), rest
+    if ranges and (len(ranges) > 1 or "ALL" in opts):   # RFC 9394 §3.1: one PARTIAL, never with ALL
+        raise g.ImapParseError("RETURN takes one PARTIAL and no ALL with it (RFC 9394 §3.1)")
+    return (tuple(dict.fromkeys(opts)) or ("ALL",)), rest, (ranges[0] if ranges else None)
+
+
+def _return_opt(buf: memoryview, ranges: list) -> Tuple[str, memoryview]:
+    """search-return-opt; PARTIAL SP partial-range (RFC 9394 §4) noted in ``ranges``."""
+    name, rest = _key_name(buf)
+    if name == "PARTIAL":
+        rng, rest = partial_range(g.sp(rest))
+        ranges.append(rng)
+    return name, rest
 
 
 def search_args(buf: g.Buf) -> SearchArgs:
@@ -140,9 +154,9 @@ def search_args(buf: g.Buf) -> SearchArgs:
     search-program = ["CHARSET" SP charset SP] search-key *(SP search-key).
     ``buf`` is what follows the command name, CRLF included."""
     buf = g.sp(buf)
-    returns = None
+    returns = partial = None
     if g.peek(buf, b"RETURN "):
-        returns, buf = _return_opts(buf)
+        returns, buf, partial = _return_opts(buf)
         buf = g.sp(buf)
     charset = None
     if g.peek(buf, b"CHARSET "):
@@ -157,4 +171,4 @@ def search_args(buf: g.Buf) -> SearchArgs:
             break
         buf = buf[1:]
     g.end(buf)
-    return SearchArgs(SearchKey("AND", tuple(keys)), charset, returns)
+    return SearchArgs(SearchKey("AND", tuple(keys)), charset, returns, partial)

@@ -105,7 +105,10 @@ class SelectedCommands(FetchCommands):
             rows = [(i + 1, uid, meta, uid in recent) for i, (uid, meta) in enumerate(zip(view.uids, view.metas))
                     if uid not in gone]    # RFC 2180 §4.3: expunged by another session, not reported
             hits = yield from self._search_each(sa.key, rows, ctx)
-        self._search_answer(head, sa.returns, hits)
+        if sa.partial is not None:      # RFC 9394 §3.1 (partial.py)
+            self._partial_answer(head, sa.returns, sa.partial, hits)
+        else:
+            self._search_answer(head, sa.returns, hits)
         return None
 
     def _load_dates(self, uids):

@@ -42,6 +42,9 @@ from protocols.base import FaultView, SessionContext
 from protocols.imap import args as A
 from protocols.imap import grammar as g
 from protocols.imap import wire
+from protocols.imap.catenate import CatenateCommands
+from protocols.imap.partial import PartialCommands
+from protocols.imap.replace import ReplaceCommands
 from protocols.imap.reader import Command, CommandReader, NeedContinuation
 from protocols.imap.selected import SelectedCommands
 from protocols.imap.session_auth import AuthCommands
@@ -101,7 +104,8 @@ class Entry:
     expunge: bool = True
 
 
-class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, SessionCore):
+class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, CatenateCommands,
+                  ReplaceCommands, PartialCommands, SessionCore):
     """One IMAP connection: bytes in, bytes out (RFC 9051 §3)."""
 
     def __init__(self, ctx: SessionContext, config: ImapConfig, backend: ImapBackend):
@@ -337,9 +341,12 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
                  b"BINARY", b"SAVEDATE", b"WITHIN"]
         if self.state is not ImapState.NOT_AUTHENTICATED:
             caps += QUOTA_CAPABILITIES      # RFC 9208 §5 (protocols/imap/quota.py), after login as Dovecot
+            caps += APPENDX_CAPABILITIES    # catenate.py, imapurl.py, replace.py, partial.py
         return b" ".join(caps)
 
 
+# RFC 4469 CATENATE, RFC 5550 §5 URL-PARTIAL, RFC 8508 REPLACE, RFC 9394 PARTIAL (after login, as Dovecot announces them).
+APPENDX_CAPABILITIES = [b"CATENATE", b"URL-PARTIAL", b"REPLACE", b"PARTIAL"]
 # RFC 9051 §2.2.2 / RFC 7888: before a login a literal can only be a user
 # name or password; 8 KiB is far above any real one (local policy).
 PREAUTH_LITERAL = 8192
@@ -386,7 +393,9 @@ COMMANDS: Dict[str, Entry] = {
     "GETQUOTA": Entry(S._cmd_getquota, LOGGED_IN),        # RFC 9208 §4.1.1
     "GETQUOTAROOT": Entry(S._cmd_getquotaroot, LOGGED_IN),  # RFC 9208 §4.1.2
     "SETQUOTA": Entry(S._cmd_setquota, LOGGED_IN),        # RFC 9208 §4.1.3
+    "REPLACE": Entry(S._cmd_replace, SELECTED),           # RFC 8508 §3.2, §3.5
 }
-# RFC 9051 §6.4.9, RFC 4315 §2.1 (UID EXPUNGE), RFC 6851 §3.2 (UID MOVE).
-UID_COMMANDS = frozenset(["FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"])
+# RFC 9051 §6.4.9, RFC 4315 §2.1 (UID EXPUNGE), RFC 6851 §3.2 (UID MOVE), RFC 8508 §3.3.
+UID_COMMANDS = frozenset(["FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE",
+                          "REPLACE"])    # RFC 8508 §3.3
 del S
