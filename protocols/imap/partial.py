@@ -11,7 +11,7 @@ and keeps ``$`` as §3.2's Table 1 says for SAVE.
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Sequence
 
 from protocols.imap import grammar as g
 from protocols.imap import search_eval, wire
