@@ -22,11 +22,11 @@ class SmtpSink:
     is the EHLO reply; ``rcpt_reply`` refuses "bad@" and greylists "later@"
     once; ``gate`` (a threading.Event) holds MAIL until set."""
 
-    def __init__(self, ehlo: bytes = EHLO):
+    def __init__(self, ehlo: bytes = EHLO, port: int = 0, backlog: int = 16):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(backlog)
         self.port = self.sock.getsockname()[1]
         self.messages = []          # (mail_from, [accepted rcpts], data)
         self.connections = 0
