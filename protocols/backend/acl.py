@@ -102,8 +102,8 @@ class AclAccount:
             root = self._service.store.maildir_path(owner)
         except ValueError:
             raise gone from None
-        if not folder or not os.path.isdir(os.path.join(root, "cur")):
-            raise gone
+        if not folder or owner == self.user or not os.path.isdir(os.path.join(root, "cur")):
+            raise gone              # the user's own folders have one name only: their own
         boxes = mb.Mailboxes(root)
         try:
             folder = mb.normalize(folder)
@@ -143,8 +143,7 @@ class AclAccount:
             return self._inner.own_target(name)
         place = self._place(name)
         if not os.path.isdir(os.path.join(place.path, "cur")):
-            raise MailboxError("TRYCREATE" if "l" in place.rights else "NONEXISTENT",
-                               "mailbox %s does not exist" % name)
+            raise MailboxError("NONEXISTENT", "mailbox %s does not exist" % name)   # §6: no TRYCREATE hint
         R.require(place.rights, "COPY-INTO", name)
         return place.boxes.folder(place.folder)
 
@@ -316,8 +315,7 @@ class AclAccount:
         def check():
             place = self._place(name)
             if not os.path.isdir(os.path.join(place.path, "cur")):
-                raise MailboxError("TRYCREATE" if place.rights else "NONEXISTENT",
-                                   "mailbox %s does not exist" % name)
+                raise MailboxError("NONEXISTENT", "mailbox %s does not exist" % name)
             R.require(place.rights, "APPEND", name)
             return place
 

@@ -7,9 +7,9 @@ name from ``NEEDS`` (RFC 4314 §4, the table and the text under it; RFC 6851
 FETCH's implicit \\Seen).  Handlers never test a right themselves.
 
 Refusals (RFC 4314 §6: never reveal a mailbox the user may not look up):
-a missing right answers ``NO [NOPERM]`` when the user holds ``l`` on the
-folder, else ``NO [NONEXISTENT]`` worded exactly as for a folder that does
-not exist.
+a missing right answers ``NO [NOPERM]`` when the user holds ``l`` or ``r``
+on the folder (either shows that it exists), else ``NO [NONEXISTENT]``
+worded exactly as for a folder that does not exist.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ def missing(rights: str, op: str) -> str:
 
 
 def refusal(rights: str, name: str, lacking: str) -> MailboxError:
-    """RFC 4314 §6: without ``l`` the folder does not exist for this user."""
-    if "l" not in rights:
+    """RFC 4314 §6: without ``l`` or ``r`` the folder does not exist for this user
+    (with ``r`` alone SELECT shows it exists: NOPERM tells no more)."""
+    if "l" not in rights and "r" not in rights:
         return MailboxError("NONEXISTENT", "mailbox %s does not exist" % name)
     return MailboxError("NOPERM", "no permission on %s: right %s needed (RFC 4314)" % (name, lacking))
 

@@ -54,6 +54,7 @@ class MailboxCommands:
         state = folder.state()
         self._folder, self._dirty = folder, False
         self._view = view = FolderView(state, self.rev2, folder.readonly)
+        view.allows = getattr(folder, "allows", view.allows)     # RFC 4314 §5.1.1 PERMANENTFLAGS
         self._unwatch = folder.watch(self._on_change)
         self.state = type(self.state).SELECTED
         self._emit(view.flags_response() + wire.untagged(b"%d EXISTS" % len(view)))
