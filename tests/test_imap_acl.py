@@ -236,6 +236,25 @@ class SharedFolderTest(unittest.TestCase):
         self.assertIn("* 3 FETCH (FLAGS ())", out)
         self.assertIn("* 4 FETCH (FLAGS (\\Seen))", out)
 
+    def test_move_out_create_inside_subscribe_and_lsub(self):
+        run(self.a, "x SETACL Projects %s lrswikte" % BOB)
+        run(self.bob, "s SELECT " + PROJ)
+        self.assertIn("OK [COPYUID", run(self.bob, "m MOVE 1 INBOX"))
+        self.assertEqual(os.listdir(os.path.join(self.b.root(ALICE), ".Projects", "cur")), [])
+        self.assertIn("MESSAGES 1", run(self.bob, "t STATUS INBOX (MESSAGES)"))
+        self.assertIn("c OK", run(self.bob, "c CREATE %s/Sub" % PROJ))
+        self.assertEqual(A.read_acl(os.path.join(self.b.root(ALICE), ".Projects.Sub")),
+                         [("user=" + BOB, "lrswikte")])         # RFC 4314 §4: inherited
+        self.assertIn("u OK", run(self.bob, "u SUBSCRIBE %s/Sub" % PROJ))
+        self.assertIn('* LSUB () "/" %s/Sub' % PROJ, run(self.bob, 'l LSUB "" "shared/*"'))
+        run(self.bob, "u UNSUBSCRIBE %s/Sub" % PROJ)
+        self.assertNotIn("Sub", run(self.bob, 'l LSUB "" "*"'))
+
+    def test_revoked_rights_apply_to_a_session_already_in_the_folder(self):
+        run(self.bob, "s SELECT " + PROJ)
+        run(self.a, "x SETACL Projects %s -w" % BOB)
+        self.assertIn("t NO [NOPERM]", run(self.bob, "t STORE 1 +FLAGS (\\Flagged)"))
+
     def test_delete_removes_the_acl_and_rename_keeps_it(self):
         run(self.a, "r RENAME Projects Work")
         self.assertEqual(A.read_acl(os.path.join(self.b.root(ALICE), ".Work")), [("user=" + BOB, "lrswi")])

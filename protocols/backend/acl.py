@@ -28,19 +28,20 @@ subscriptions`` (one name a line), since Dovecot's ``subscriptions`` holds
 only the user's own namespace's levels.
 
 DEVIATION(RFC 4314 §4): RENAME between namespaces (own <-> shared, or two
-owners) is refused with CANNOT; COPY/MOVE into another user's folder are
-charged to the copier's quota (imapquota.check_copy), APPEND to the owner's.
+owners) is refused with CANNOT.  Quota (RFC 9208): APPEND, COPY and MOVE into
+another user's folder count against that user's quota, MOVE out of it frees
+theirs.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from protocols.backend import acl_rights as R
-from protocols.backend.contracts import AppendItem, FolderEntry, MailboxError
-from protocols.backend.imapaccess import ImapAccount, Serial, folder_status
+from protocols.backend.contracts import AppendItem, FolderEntry, FolderStatus, MailboxError
+from protocols.backend.imapaccess import ImapAccount, Serial
 from store import acl as A
 from store import dovecot_files as dv
 from store import mailboxes as mb
@@ -64,6 +65,16 @@ def split_shared(name: str) -> Optional[Tuple[str, str]]:
         return None
     owner, _sep, folder = name[len(PREFIX):].partition("/")
     return owner, folder
+
+
+def folder_status(folder, snap, seen: Set[int]) -> FolderStatus:
+    """STATUS (RFC 9051 §6.3.11) as imapaccess.py's, UNSEEN from a private \\Seen."""
+    first = folder.recent_from()
+    msgs = snap.messages
+    return FolderStatus(len(msgs), snap.uidnext, snap.uidvalidity, sum(1 for m in msgs if m.uid not in seen),
+                        sum(1 for m in msgs if "T" in m.flags),
+                        sum(m.size for m in msgs), sum(1 for m in msgs if m.uid >= first),
+                        snap.highestmodseq, sum(m.size for m in msgs if "T" in m.flags))
 
 
 class Place(NamedTuple):
@@ -140,7 +151,7 @@ class AclAccount:
     def target(self, name: str):
         """The Folder a COPY/MOVE named by this user goes to, with ``i`` on a shared one."""
         if split_shared(name) is None:
-            return self._inner.own_target(name)
+            return self._inner.target(name)
         place = self._place(name)
         if not os.path.isdir(os.path.join(place.path, "cur")):
             raise MailboxError("NONEXISTENT", "mailbox %s does not exist" % name)   # §6: no TRYCREATE hint
@@ -166,6 +177,14 @@ class AclAccount:
             dest.set_flags(seen, "S", "remove")
             if "s" in place.rights:
                 self.mark_seen(place, copied.uidvalidity, seen, True)
+
+    def quota_account(self, name: str) -> ImapAccount:
+        """On the COPY/MOVE worker: whose quota a copy into ``name`` counts against."""
+        split = split_shared(name)
+        if split is None:
+            return self._inner
+        owner = normalize_address(split[0])
+        return self.owner_account(owner, mb.Mailboxes(self._service.store.maildir_path(owner)))
 
     def hub_of(self, name: str) -> Tuple[str, str]:
         """(user, folder) a change to ``name`` is announced under (loop thread, no disk)."""
@@ -297,7 +316,7 @@ class AclAccount:
             folder = place.boxes.folder(place.folder)
             snap = folder.sync().snapshot
             seen = A.read_seen(self.seen_path(place), snap.uidvalidity)
-            return folder_status(folder, snap, lambda m: m.uid in seen)
+            return folder_status(folder, snap, seen)
         self._serial.submit(work, done, name)
 
     def seen_path(self, place: Place) -> str:
@@ -357,7 +376,6 @@ class AclAccount:
                 if isinstance(inner, BaseException):
                     answer(inner)
                     return
-                inner._targets = self
                 shared = SharedFolder(self, inner, name, place, readonly or R.read_only(place.rights))
                 shared.start(answer)
             account.open(place.folder, readonly, opened)

@@ -125,17 +125,6 @@ def _timestamp(when: Optional[datetime.datetime]) -> Optional[float]:
     return when.timestamp()
 
 
-def folder_status(folder, snap, seen: Optional[Callable[[object], bool]] = None) -> FolderStatus:
-    """STATUS of a folder's snapshot; ``seen(message)`` for a private \\Seen (acl.py)."""
-    first = folder.recent_from()
-    msgs = snap.messages
-    seen = seen or (lambda m: "S" in m.flags)
-    return FolderStatus(len(msgs), snap.uidnext, snap.uidvalidity, sum(1 for m in msgs if not seen(m)),
-                        sum(1 for m in msgs if "T" in m.flags),
-                        sum(m.size for m in msgs), sum(1 for m in msgs if m.uid >= first),
-                        snap.highestmodseq, sum(m.size for m in msgs if "T" in m.flags))
-
-
 class ImapAccessService:
     """``open_account`` for the IMAP sessions; one per server."""
 
@@ -204,7 +193,7 @@ class ImapAccount:
         self._serial = Serial(service.loop)
         self._folders: List["OpenFolder"] = []
         self._on_close = on_close
-        self.router = None      # acl.py's AclAccount: COPY/MOVE targets in the shared namespace
+        self.router = None      # acl.py's AclAccount (it wraps every account): resolves COPY/MOVE targets
 
     def _then_announce(self, names: Sequence[str], done: Done) -> Done:
         def answered(result: object) -> None:
@@ -243,7 +232,14 @@ class ImapAccount:
         """STATUS (RFC 9051 §6.3.11): from the snapshot (file names), no message file read."""
         def work() -> FolderStatus:
             folder = self._boxes.folder(name)
-            return folder_status(folder, folder.sync().snapshot)
+            snap = folder.sync().snapshot
+            first = folder.recent_from()
+            msgs = snap.messages
+            return FolderStatus(len(msgs), snap.uidnext, snap.uidvalidity,
+                                sum(1 for m in msgs if "S" not in m.flags),
+                                sum(1 for m in msgs if "T" in m.flags),
+                                sum(m.size for m in msgs), sum(1 for m in msgs if m.uid >= first),
+                                snap.highestmodseq, sum(m.size for m in msgs if "T" in m.flags))
         self._serial.submit(work, done, name)
 
     def append(self, name: str, items, done: Done) -> None:
@@ -287,20 +283,7 @@ class ImapAccount:
         self._serial.submit(lambda: imapquota.state(self), done)
 
     def target(self, name: str):
-        """The Folder of a COPY/MOVE target (on a worker), through the ACL router when set."""
-        return self.router.target(name) if self.router is not None else self.own_target(name)
-
-    def hub_of(self, name: str) -> Tuple[str, str]:
-        """(user, folder) a change to the COPY/MOVE target ``name`` is announced under."""
-        return self.router.hub_of(name) if self.router is not None else (self.user, name)
-
-    def after_copy(self, name: str, dest, copied) -> None:
-        """RFC 4314 §4: flags the copier may not set dropped in another user's folder (acl.py)."""
-        if self.router is not None:
-            self.router.after_copy(name, dest, copied)
-
-    def own_target(self, name: str):
-        """A COPY/MOVE target among this account's folders: TRYCREATE when missing."""
+        """A COPY/MOVE target among this account's folders (on a worker): TRYCREATE when missing."""
         try:
             return self._boxes.folder(name)
         except mb.NoMailbox as e:
@@ -331,7 +314,6 @@ class OpenFolder:
         self._closed = False
         self._compact_checked: object = None   # the snapshot the cache's dead entries were counted for
         self._quiet = False                # announcing our own STORE: our watches are not called
-        self._targets = None               # acl.py: whose names COPY/MOVE targets are (else the account)
 
     def state(self) -> FolderState:
         return self._state
@@ -586,19 +568,25 @@ class OpenFolder:
             self._refuse_readonly(done)
             return
 
-        targets = self._targets or self._account
+        targets = self._account.router     # acl.py: the session user's names, own and shared, rights
 
         def work() -> CopyOutcome:
             dest = targets.target(target)
-            snap = imapquota.check_copy(self._account, self._folder, uids, move)    # RFC 9208 §4.3.1
+            into = targets.quota_account(target)       # another user's folder (acl.py): their quota
+            across = into.user != self._account.user
+            snap = imapquota.check_copy(into, self._folder, uids, move and not across)    # RFC 9208 §4.3.1
             if move:
                 copied, gone = self._folder.move(uids, dest)
                 targets.after_copy(target, dest, copied)
+                if across:
+                    imapquota.note_uids(into, snap, [s for s, _t in copied.uid_map], 1)
+                    imapquota.note_uids(self._account, snap, gone.uids, -1)
                 return CopyOutcome(copied.uidvalidity, copied.uid_map, gone.uids)
             copied = self._folder.copy(uids, dest)
             targets.after_copy(target, dest, copied)
-            imapquota.note_uids(self._account, snap, [s for s, _t in copied.uid_map], 1)
+            imapquota.note_uids(into, snap, [s for s, _t in copied.uid_map], 1)
             return CopyOutcome(copied.uidvalidity, copied.uid_map)
+
         def answered(result: object) -> None:
             if not isinstance(result, BaseException):
                 self._account._service.announce(*targets.hub_of(target))
