@@ -173,6 +173,16 @@ class SharedFolderTest(unittest.TestCase):
         self.assertIn("the plans", run(self.bob, "f FETCH 1 BODY.PEEK[]"))
         self.assertIn("MYRIGHTS %s lrswi" % PROJ, run(self.bob, "m MYRIGHTS " + PROJ))
 
+    def test_rfc4314_5_1_1_pipelined_select_and_myrights_permanentflags_follow_rights(self):
+        run(self.a, "x SETACL Projects %s lrwis" % BOB)
+        out = feed(self.bob, b"A142 SELECT %s\r\nA143 MYRIGHTS %s\r\n" % (PROJ.encode(), PROJ.encode())).decode()
+        self.assertIn("* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Seen \\Draft \\*)] Flags permitted", out)
+        self.assertIn("A142 OK [READ-WRITE] SELECT completed\r\n* MYRIGHTS %s lrswi\r\nA143 OK" % PROJ, out)
+        run(self.a, "x SETACL Projects %s lrs" % BOB)
+        self.assertIn("OK [READ-WRITE]", run(self.bob, "s SELECT " + PROJ))     # s: private \Seen changes
+        run(self.a, "x SETACL Projects %s lr" % BOB)
+        self.assertIn("OK [READ-ONLY]", run(self.bob, "s SELECT " + PROJ))      # §5.2: none of i e w s t
+
     def test_other_user_sees_nothing(self):
         eve = self.b.session(EVE)
         self.assertNotIn("shared", run(eve, 'l LIST "" "*"'))
@@ -405,6 +415,42 @@ class AttackerTest(unittest.TestCase):
         run(bob, "n NOOP")
         self.assertIn("t NO [NONEXISTENT]", run(bob, "t COPY 1 shared/alice@example.org/Private"))
         self.assertIn("t NO [NOPERM]", run(bob, "t COPY 1 " + PROJ))    # l r, no i
+
+
+FUZZ_ACL = [
+    b"a SETACL Projects bob@example.org lrs", b"a SETACL Projects -bob@example.org +w",
+    b"a DELETEACL Projects anyone", b"a GETACL Projects", b"a LISTRIGHTS Projects $team",
+    b"a MYRIGHTS shared/alice@example.org/Projects", b"a GETACL shared/alice@example.org/Private",
+    b"a SELECT shared/alice@example.org/Projects", b"a FETCH 1 BODY[]", b"a STORE 1 FLAGS (\\Seen)",
+    b'a LIST "" "shared/*"', b"a STATUS shared/alice@example.org/Private (MESSAGES)",
+    b"a COPY 1 shared/alice@example.org/Private", b"a SETACL {7+}\r\nProjects eve lr",
+]
+
+
+class AclFuzzTest(unittest.TestCase):
+    """Mutated ACL commands and shared names (tests/test_imap_fuzz.py's mutations) from
+    bob, granted lr on Projects: no exception escapes, every answer is a response, and
+    alice's Private folder is never read."""
+
+    def test_mutations(self):
+        import random
+        from tests.test_imap_fuzz import mutate, responses
+        b, a = with_projects("lr")
+        self.addCleanup(shutil.rmtree, b.dir, True)
+        run(a, "c CREATE Private")
+        run(a, "p APPEND Private {12+}\r\nsecret stuff")
+        bob = b.session(BOB)
+        rng = random.Random(4314)
+        for _ in range(400):
+            line = rng.choice(FUZZ_ACL)
+            if rng.random() < 0.7:
+                line = mutate(rng, line)
+            out = feed(bob, line + b"\r\n")
+            self.assertNotIn(b"secret stuff", out)
+            for response in responses(out):
+                self.assertRegex(response, rb"^(\* |\+ |[^ \r\n]+ (OK|NO|BAD) )", (line, out))
+            if bob.closed:
+                bob = b.session(BOB)
 
 
 class DovecotAclFileTest(unittest.TestCase):

@@ -101,6 +101,8 @@ class AclAccount:
     def __getattr__(self, attr: str):
         # Methods other extensions add to ImapAccount (METADATA, ...) reach the user's own
         # account; a shared name given to one fails there (BadName: CANNOT), never leaks.
+        if attr.startswith("__") or attr == "_inner":
+            raise AttributeError(attr)
         return getattr(self._inner, attr)
 
     # -- names ----------------------------------------------------------------------
