@@ -378,13 +378,14 @@ class AclAccount:
                 if isinstance(inner, BaseException):
                     answer(inner)
                     return
-                shared = SharedFolder(self, inner, name, place, readonly or R.read_only(place.rights))
+                shared = SharedFolder(self, inner, name, place, inner.readonly)
                 shared.start(answer)
-            account.open(place.folder, readonly, opened)
+            # RFC 4314 §5.2: READ-ONLY without i, e or flag rights (nor \\Recent claimed then)
+            account.open(place.folder, readonly or R.read_only(place.rights), opened)
         self._then(lambda: self._checked(name, "EXAMINE" if readonly else "SELECT"), step, done)
 
     def close(self) -> None:
-        for account in self._owners.values():
+        for account in list(self._owners.values()):
             account.close()
         self._owners = {}
         self._inner.close()
