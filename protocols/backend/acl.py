@@ -170,14 +170,14 @@ class AclAccount:
         new = [t for _s, t in copied.uid_map]
         snap = dest.sync().snapshot
         seen = [u for u in new if snap.by_uid(u) is not None and "S" in snap.by_uid(u).flags]
-        if "t" not in place.rights:
+        if not R.may_change(place.rights, "\\Deleted"):
             dest.set_flags(new, "T", "remove")
-        if "w" not in place.rights:
+        if not R.may_change(place.rights, "\\Flagged"):     # w: every flag but \\Seen and \\Deleted
             dest.set_flags(new, "RFD", "remove")
             dest.set_keywords(new, [], "replace")
         if place.owner != self.user and seen:
             dest.set_flags(seen, "S", "remove")
-            if "s" in place.rights:
+            if R.may_change(place.rights, "\\Seen"):
                 self.mark_seen(place, copied.uidvalidity, seen, True)
 
     def quota_account(self, name: str) -> ImapAccount:
@@ -215,7 +215,7 @@ class AclAccount:
             if owner == self.user:
                 continue
             for name, path in A.granted_folders(root):
-                if "l" in A.rights_for(A.read_acl(path), self.user, owner):
+                if not R.missing(A.rights_for(A.read_acl(path), self.user, owner), "LIST"):
                     names.append(PREFIX + owner + "/" + name)
         real = set(names)
         parents = {"/".join(n.split("/")[:i]) for n in names for i in range(1, n.count("/") + 1)}
@@ -234,7 +234,7 @@ class AclAccount:
 
         def work() -> None:
             place = self._place(name)
-            if os.path.isdir(os.path.join(place.path, "cur")) and "l" in place.rights:
+            if os.path.isdir(os.path.join(place.path, "cur")) and not R.missing(place.rights, "LIST"):
                 raise MailboxError("ALREADYEXISTS", "mailbox %s already exists" % name)
             parent = self._parent_place(name)
             R.require(parent.rights, "CREATE", name)

@@ -70,6 +70,11 @@ def flag_right(flag: str) -> str:
     return "w"
 
 
+def may_change(rights: str, flag: str) -> bool:
+    """Whether ``rights`` let the user set or clear ``flag`` (RFC 4314 §4)."""
+    return flag_right(flag) in rights
+
+
 def flags_allowed(rights: str, flags: Iterable[str]) -> List[str]:
     """The flags ``rights`` let the user set or clear (APPEND/COPY drop the others, §4)."""
     return [f for f in flags if flag_right(f) in rights]
