@@ -136,6 +136,8 @@ def parse(text: str, where: str) -> List[Entry]:
         try:
             if not known:
                 raise AclError("unknown identifier %r" % ident[:60])
+            if not rights:
+                raise AclError("no rights after %r" % ident[:60])
             if rights.startswith(":") or " :" in rights:
                 rights = rights.partition(":")[0].strip()      # Dovecot's ":flags" part: not ours
             letters = canonical(rights)

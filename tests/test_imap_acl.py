@@ -265,6 +265,16 @@ class SharedFolderTest(unittest.TestCase):
         run(self.a, "x SETACL Projects %s -w" % BOB)
         self.assertIn("t NO [NOPERM]", run(self.bob, "t STORE 1 +FLAGS (\\Flagged)"))
 
+    def test_bad_lines_in_the_owners_file_are_skipped_in_a_session(self):
+        path = os.path.join(self.b.root(ALICE), ".Projects", A.ACL_FILE)
+        with open(path, "ab") as f:
+            f.write(b"user=bob@example.org\n\x00\xff garbage\nuser=eve@example.org lrX\n")
+        with self.assertLogs("mailsrv.acl", "WARNING") as logs:
+            self.assertIn("MYRIGHTS %s lrswi" % PROJ, run(self.bob, "m MYRIGHTS " + PROJ))
+        self.assertIn("%s:2: no rights after" % path, "\n".join(logs.output))
+        self.assertIn("%s:4: unknown right" % path, "\n".join(logs.output))
+        self.assertIn("NO [NONEXISTENT]", run(self.b.session(EVE), "m MYRIGHTS " + PROJ))
+
     def test_delete_removes_the_acl_and_rename_keeps_it(self):
         run(self.a, "r RENAME Projects Work")
         self.assertEqual(A.read_acl(os.path.join(self.b.root(ALICE), ".Work")), [("user=" + BOB, "lrswi")])
