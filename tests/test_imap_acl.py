@@ -203,6 +203,14 @@ class SharedFolderTest(unittest.TestCase):
         private = os.path.join(self.b.root(BOB), A.PRIVATE_DIR, ALICE, ".Projects.seen")
         self.assertTrue(os.path.exists(private))                            # bob's in his own Maildir
 
+    def test_private_seen_reaches_the_users_other_session(self):
+        other = self.b.session(BOB)
+        run(other, "s SELECT " + PROJ)
+        feed(other, b"i IDLE\r\n")
+        run(self.bob, "s SELECT " + PROJ)
+        run(self.bob, "f STORE 1 +FLAGS.SILENT (\\Seen)")
+        self.assertIn("* 1 FETCH (FLAGS (\\Seen", drain(other).decode())
+
     def test_grantee_idle_hears_the_owners_append(self):
         run(self.bob, "s SELECT " + PROJ)
         feed(self.bob, b"i IDLE\r\n")

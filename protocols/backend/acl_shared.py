@@ -17,6 +17,9 @@ opened by imapaccess.py's OpenFolder, with
 * change notices: the owner's folder's key in the change hub (the owner's
   deliveries and changes reach this session), as the inner folder watches.
 
+A private \\Seen change is announced in the change hub like any flag change,
+so this user's other sessions on the folder see it at once.
+
 DEVIATION(RFC 7162): a private \\Seen change does not raise the message's
 MODSEQ (the owner's Maildir is not touched); a CONDSTORE client sees it
 after a full flag resync.
@@ -187,7 +190,22 @@ class SharedFolder:
             wanted = set(uids)
             changed = tuple(m for m in state.messages if m.uid in wanted and before.get(m.uid) != m.flags)
             return StoreOutcome(changed, tuple(modified))
-        self._serial.submit(work, done, self.name)
+
+        def answered(result: object) -> None:
+            if touch and isinstance(result, StoreOutcome):
+                self._tell_others()         # this user's other sessions on the folder look again
+            done(result)
+        self._serial.submit(work, answered, self.name)
+
+    def _tell_others(self) -> None:
+        """Announce the folder in the change hub, this session's own watch kept quiet
+        (as imapaccess.OpenFolder.store does): the others re-read the private \\Seen."""
+        inner = self._inner
+        inner._quiet = True
+        try:
+            self._account._service.announce(self._place.owner, self._place.folder)
+        finally:
+            inner._quiet = False
 
     def expunge(self, uids: Sequence[int], done: Done) -> None:
         """EXPUNGE (RFC 4314 §4: ``e``)."""
