@@ -340,6 +340,20 @@ WALK = [
 ]
 
 
+# Commands that need no right beyond these (RFC 4314 §4: "r" is implied once selected), OK with them.
+MINIMAL = [
+    ("FETCH 1 (FLAGS BODY.PEEK[])", "r", True), ("UID FETCH 1:* FLAGS", "r", True),
+    ("SEARCH ALL", "r", True), ("UID SEARCH SUBJECT plans", "r", True), ("CHECK", "r", True),
+    ("UNSELECT", "r", True), ("NOOP", "r", True), ("COPY 1 INBOX", "r", True),
+    ("UNSUBSCRIBE " + PROJ, "", False), ("MYRIGHTS " + PROJ, "l", False),
+    ("GETQUOTAROOT " + PROJ, "", False),        # the asker's own root, for any name (RFC 9208 §4.1.2)
+]
+# Commands about no folder of another user: rights do not apply.
+NOT_A_FOLDER = {"CAPABILITY", "NOOP", "LOGOUT", "ID", "STARTTLS", "AUTHENTICATE", "LOGIN", "ENABLE",
+                "COMPRESS", "UNAUTHENTICATE", "NAMESPACE", "GETQUOTA", "SETQUOTA", "IDLE",
+                "LIST", "LSUB"}                 # LIST / LSUB leave folders out: tests above
+
+
 class EveryCommandEveryMissingRightTest(unittest.TestCase):
     """Bob holds every right but one (or but one and ``l``); the command is refused
     as RFC 4314 §4 / §6 say and nothing on disk changes."""
@@ -371,6 +385,26 @@ class EveryCommandEveryMissingRightTest(unittest.TestCase):
                     continue
                 with self.subTest(command=command, missing=right, without_l=without_l):
                     self.check(command, right, selected, answer, without_l)
+
+    def test_every_command_is_walked(self):
+        """A command added to the session's table must be placed in WALK, MINIMAL or
+        NOT_A_FOLDER (and so have its rights thought about)."""
+        from protocols.imap.session import COMMANDS
+        walked = {re.sub(r"^UID ", "", line).split()[0] for line, _r, _s, _a in WALK}
+        walked |= {re.sub(r"^UID ", "", line).split()[0] for line, _r, _s in MINIMAL}
+        self.assertEqual(sorted(set(COMMANDS) - walked - NOT_A_FOLDER), [])
+
+    def test_commands_needing_nothing_more(self):
+        for command, rights, selected in MINIMAL:
+            with self.subTest(command=command, rights=rights):
+                b, a = with_projects(rights or '""', messages=1)
+                self.addCleanup(shutil.rmtree, b.dir, True)
+                bob = b.session(BOB)
+                if selected:
+                    self.assertIn("s OK", run(bob, "s SELECT " + PROJ))
+                before = {k: v for k, v in disk(b).items() if "/bob/" not in k}
+                self.assertIn("t OK", run(bob, "t " + command))
+                self.assertEqual(before, {k: v for k, v in disk(b).items() if "/bob/" not in k})
 
     def test_list_leaves_out_a_folder_without_l(self):
         b, _a = with_projects("rswi")
