@@ -205,7 +205,8 @@ class AclAccount:
             if isinstance(entries, BaseException):
                 done(entries)
                 return
-            self._serial.submit(lambda: tuple(entries) + self._shared_entries(), done)
+            own = tuple(e for e in entries if split_shared(e.name) is None)   # an old "shared" of one's own is hidden
+            self._serial.submit(lambda: own + self._shared_entries(), done)
         self._inner.list(own)
 
     def _shared_entries(self) -> Tuple[FolderEntry, ...]:
