@@ -434,6 +434,8 @@ def tls_parser(sub, common: argparse.ArgumentParser) -> None:
     # dkim's keys ride here (protocols/dkim_command.py): mailsrv.py stays under 400 lines
     from protocols.dkim_command import dkim_parser
     dkim_parser(sub, common)
+    from protocols.acl_command import acl_parser     # `acl set|get|delete` (RFC 4314), the same way
+    acl_parser(sub, common)
 
 
 def tls_main(cfg: Config, days: Optional[int], host: Optional[str], ips: List[str], clock: Callable[[], float]) -> int:

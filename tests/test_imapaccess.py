@@ -156,7 +156,7 @@ class AccountTest(AccessTestCase):
         for _ in range(3):                         # one is open already (setUp): limit 3
             self.service.open_account(ctx, USER, got.append)
         self.loop.run_all()
-        self.assertEqual(sorted(type(r).__name__ for r in got), ["ImapAccount", "ImapAccount", "MailboxError"])
+        self.assertEqual(sorted(type(r).__name__ for r in got), ["AclAccount", "AclAccount", "MailboxError"])
         for r in got:
             if not isinstance(r, BaseException):
                 r.close()

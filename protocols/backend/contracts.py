@@ -144,6 +144,8 @@ class OutboundService(Protocol):
 # keywords as given ("$Forwarded", "Junk"); "\\Recent" never appears in a
 # stored flag set (it is a session property, ``FolderState.recent``).
 HIERARCHY_SEP = "/"   # RFC 9051 §5.1: ours; on disk Dovecot's Maildir++ ".Sent", ".a.b"
+ACL_RIGHTS = "lrswipkxtea"   # RFC 4314 §2.1: the rights the backend knows
+SHARED_PREFIX = "shared/"    # RFC 2342 §5: the other users' namespace ("shared/<owner>/<folder>")
 
 
 class MailboxError(Exception):
@@ -354,6 +356,12 @@ class OpenFolder(Protocol):
     def close(self) -> None:
         """Stop watching and release; no answer; safe to call twice."""
 
+    def allows(self, right: str) -> bool:
+        """Optional (absent: every right): whether the user holds the RFC 4314 right
+        (``ACL_RIGHTS``) on this folder, as last checked.  FETCH's implicit \\Seen
+        (``s``) and CLOSE's expunge (``e``) are skipped, not refused, without it
+        (RFC 4314 §4); STORE, EXPUNGE, COPY and MOVE are refused by the backend."""
+
 
 class ImapAccount(Protocol):
     """One user's mailboxes for one IMAP session (after LOGIN / AUTHENTICATE)."""
@@ -393,6 +401,23 @@ class ImapAccount(Protocol):
 
     def close(self) -> None:
         """The session ended: release everything (open folders too)."""
+
+    # RFC 4314 (ACL), optional: a session announces ACL only when its account has them.
+    # A missing right answers MailboxError("NOPERM"), or "NONEXISTENT" when the user
+    # may not even look the mailbox up (RFC 4314 §6); a bad identifier "CANNOT".
+    def my_rights(self, name: str, done: Callable[[object], None]) -> None:
+        """MYRIGHTS (§3.5): ``done(rights)``, letters of ``ACL_RIGHTS``."""
+
+    def get_acl(self, name: str, done: Callable[[object], None]) -> None:
+        """GETACL (§3.3): ``done(((identifier, rights), ...))``."""
+
+    def set_acl(self, name: str, identifier: str, mode: str, rights: str,
+                done: Callable[[object], None]) -> None:
+        """SETACL (§3.1: ``mode`` "replace", "add", "remove") or DELETEACL (§3.2:
+        ``mode`` "delete", ``rights`` ""): ``done(None)``."""
+
+    def list_rights(self, name: str, identifier: str, done: Callable[[object], None]) -> None:
+        """LISTRIGHTS (§3.4): ``done((always granted, (grantable rights, ...)))``."""
 
 
 class ImapMailAccess(Protocol):

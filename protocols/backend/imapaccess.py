@@ -164,7 +164,8 @@ class ImapAccessService:
                 self._closed(key)
                 done(result)
                 return
-            done(ImapAccount(self, user, result, lambda: self._closed(key)))
+            from protocols.backend.acl import AclAccount     # RFC 4314: built on this module's classes
+            done(AclAccount(ImapAccount(self, user, result, lambda: self._closed(key))))
         self.loop.run_in_thread(work, opened)
 
     def _closed(self, key: Tuple[str, str]) -> None:
@@ -193,6 +194,7 @@ class ImapAccount:
         self._serial = Serial(service.loop)
         self._folders: List["OpenFolder"] = []
         self._on_close = on_close
+        self.router = None      # acl.py's AclAccount (it wraps every account): resolves COPY/MOVE targets
 
     def _then_announce(self, names: Sequence[str], done: Done) -> Done:
         def answered(result: object) -> None:
@@ -282,7 +284,7 @@ class ImapAccount:
         self._serial.submit(lambda: imapquota.state(self), done)
 
     def target(self, name: str):
-        """The Folder of a COPY/MOVE target (on a worker): TRYCREATE when missing."""
+        """A COPY/MOVE target among this account's folders (on a worker): TRYCREATE when missing."""
         try:
             return self._boxes.folder(name)
         except mb.NoMailbox as e:
@@ -567,16 +569,30 @@ class OpenFolder:
             self._refuse_readonly(done)
             return
 
+        targets = self._account.router     # acl.py: the session user's names, own and shared, rights
+
         def work() -> CopyOutcome:
-            dest = self._account.target(target)
-            snap = imapquota.check_copy(self._account, self._folder, uids, move)    # RFC 9208 §4.3.1
+            dest = targets.target(target)
+            into = targets.quota_account(target)       # another user's folder (acl.py): their quota
+            across = into.user != self._account.user
+            snap = imapquota.check_copy(into, self._folder, uids, move and not across)    # RFC 9208 §4.3.1
             if move:
                 copied, gone = self._folder.move(uids, dest)
+                targets.after_copy(target, dest, copied)
+                if across:
+                    imapquota.note_uids(into, snap, [s for s, _t in copied.uid_map], 1)
+                    imapquota.note_uids(self._account, snap, gone.uids, -1)
                 return CopyOutcome(copied.uidvalidity, copied.uid_map, gone.uids)
             copied = self._folder.copy(uids, dest)
-            imapquota.note_uids(self._account, snap, [s for s, _t in copied.uid_map], 1)
+            targets.after_copy(target, dest, copied)
+            imapquota.note_uids(into, snap, [s for s, _t in copied.uid_map], 1)
             return CopyOutcome(copied.uidvalidity, copied.uid_map)
-        self._serial.submit(work, self._announce([target] + ([self.name] if move else []), done), self.name)
+
+        def answered(result: object) -> None:
+            if not isinstance(result, BaseException):
+                self._account._service.announce(*targets.hub_of(target))
+            done(result)
+        self._serial.submit(work, self._announce([self.name] if move else [], answered), self.name)
 
     def replace(self, uid: int, target: str, item, done: Done) -> None:
         """REPLACE (RFC 8508 §3.4): protocols/backend/imapreplace.py."""

@@ -158,6 +158,8 @@ class FetchCommands:
         view = self._view
         if self._folder.readonly or not any(fetch_data.sets_seen(a) for a in atts):
             return set()
+        if not getattr(self._folder, "allows", lambda right: True)("s"):
+            return set()        # RFC 4314 §4: FETCH must not set \Seen without "s" (and not fail)
         unseen = [u for u in uids if "\\Seen" not in view.meta(u).flags]
         if not unseen:
             return set()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from protocols.backend.contracts import AppendItem
+from protocols.backend.contracts import SHARED_PREFIX, AppendItem
 from protocols.imap import args as A
 from protocols.imap import listing, wire
 from protocols.imap.session_base import BAD, NO, OK, Refusal, Reply, check_name
@@ -54,6 +54,7 @@ class MailboxCommands:
         state = folder.state()
         self._folder, self._dirty = folder, False
         self._view = view = FolderView(state, self.rev2, folder.readonly)
+        view.allows = getattr(folder, "allows", view.allows)     # RFC 4314 §5.1.1 PERMANENTFLAGS
         self._unwatch = folder.watch(self._on_change)
         self.state = type(self.state).SELECTED
         self._emit(view.flags_response() + wire.untagged(b"%d EXISTS" % len(view)))
@@ -140,9 +141,15 @@ class MailboxCommands:
         return None
 
     def _cmd_namespace(self, head) -> Reply:
-        """RFC 2342 §5, RFC 9051 §6.3.10: one personal namespace, no others."""
+        """RFC 2342 §5, RFC 9051 §6.3.10: the personal namespace and, with ACLs, the
+        other users' one, ``shared/<owner>/`` (protocols/backend/acl.py; Dovecot's
+        ``type = shared`` namespace answers in the same place)."""
         A.no_args(head.rest)
-        self._emit(wire.untagged(b'NAMESPACE (("" "/")) NIL NIL'))
+        if getattr(self._account, "my_rights", None) is not None:
+            others = b"((" + wire.quoted(SHARED_PREFIX.encode()) + b' "/"))'
+        else:
+            others = b"NIL"
+        self._emit(wire.untagged(b'NAMESPACE (("" "/")) ' + others + b" NIL"))
         return None
 
     def _cmd_status(self, head):

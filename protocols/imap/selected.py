@@ -46,7 +46,8 @@ class SelectedCommands(FetchCommands):
     def _cmd_close(self, head):
         """RFC 9051 §6.4.1: expunge silently (read-write only), then deselect."""
         A.no_args(head.rest)
-        if not self._folder.readonly:
+        # RFC 4314 §4: without "e" CLOSE skips the expunge and still answers OK
+        if not self._folder.readonly and getattr(self._folder, "allows", lambda right: True)("e"):
             removed = yield from self._ask(self._folder.expunge, list(self._view.uids))
             self.counts["expunged"] += len(removed)
         self._deselect()

@@ -50,6 +50,7 @@ from protocols.imap.selected import SelectedCommands
 from protocols.imap.session_auth import AuthCommands
 from protocols.imap.mailboxes import MailboxCommands
 from protocols.imap.quota import QUOTA_CAPABILITIES, QuotaCommands
+from protocols.imap.acl import ACL_CAPABILITIES, AclCommands
 from protocols.imap.session_base import BAD, OK, Refusal, Reply, SessionCore
 from protocols.imap.view import BadSequence
 
@@ -105,7 +106,7 @@ class Entry:
 
 
 class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, CatenateCommands,
-                  ReplaceCommands, PartialCommands, SessionCore):
+                  ReplaceCommands, PartialCommands, AclCommands, SessionCore):
     """One IMAP connection: bytes in, bytes out (RFC 9051 §3)."""
 
     def __init__(self, ctx: SessionContext, config: ImapConfig, backend: ImapBackend):
@@ -342,6 +343,8 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
         if self.state is not ImapState.NOT_AUTHENTICATED:
             caps += QUOTA_CAPABILITIES      # RFC 9208 §5 (protocols/imap/quota.py), after login as Dovecot
             caps += APPENDX_CAPABILITIES    # catenate.py, imapurl.py, replace.py, partial.py
+            if getattr(self._account, "my_rights", None) is not None:
+                caps += ACL_CAPABILITIES    # RFC 4314 §2, §5.1.1 (protocols/imap/acl.py)
         return b" ".join(caps)
 
 
@@ -394,6 +397,11 @@ COMMANDS: Dict[str, Entry] = {
     "GETQUOTAROOT": Entry(S._cmd_getquotaroot, LOGGED_IN),  # RFC 9208 §4.1.2
     "SETQUOTA": Entry(S._cmd_setquota, LOGGED_IN),        # RFC 9208 §4.1.3
     "REPLACE": Entry(S._cmd_replace, SELECTED),           # RFC 8508 §3.2, §3.5
+    "SETACL": Entry(S._cmd_setacl, LOGGED_IN),            # RFC 4314 §3.1
+    "DELETEACL": Entry(S._cmd_deleteacl, LOGGED_IN),      # RFC 4314 §3.2
+    "GETACL": Entry(S._cmd_getacl, LOGGED_IN),            # RFC 4314 §3.3
+    "LISTRIGHTS": Entry(S._cmd_listrights, LOGGED_IN),    # RFC 4314 §3.4
+    "MYRIGHTS": Entry(S._cmd_myrights, LOGGED_IN),        # RFC 4314 §3.5
 }
 # RFC 9051 §6.4.9, RFC 4315 §2.1 (UID EXPUNGE), RFC 6851 §3.2 (UID MOVE), RFC 8508 §3.3.
 UID_COMMANDS = frozenset(["FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE",

@@ -54,6 +54,7 @@ class FolderView:
     def __init__(self, state: FolderState, rev2: bool, readonly: bool):
         self.rev2 = rev2
         self.readonly = readonly
+        self.allows = lambda right: True    # the OpenFolder's ``allows`` (RFC 4314), if it has one
         self.uids: List[int] = [m.uid for m in state.messages]
         self.metas: List[MessageMeta] = list(state.messages)
         self.shown: Dict[int, FrozenSet[str]] = {}   # flags as last sent, for changed ones
@@ -225,6 +226,8 @@ class FolderView:
         names = [f.encode("utf-8") for f in SYSTEM_FLAGS + self.keywords]
         out = wire.untagged(b"FLAGS " + wire.paren(names))
         perm = [] if self.readonly else names + [b"\\*"]
+        allows = self.allows    # RFC 4314 §5.1.1: only the flags the user's rights let change
+        perm = [f for f in perm if allows({b"\\Seen": "s", b"\\Deleted": "t"}.get(f, "w"))]
         text = "Read-only mailbox" if self.readonly else "Flags permitted"
         out += wire.status_line(None, b"OK", text, wire.response_code("PERMANENTFLAGS", perm))
         return out
