@@ -46,6 +46,7 @@ from protocols.imap.reader import Command, CommandReader, NeedContinuation
 from protocols.imap.selected import SelectedCommands
 from protocols.imap.session_auth import AuthCommands
 from protocols.imap.mailboxes import MailboxCommands
+from protocols.imap.notify import NotifyCommands
 from protocols.imap.quota import QUOTA_CAPABILITIES, QuotaCommands
 from protocols.imap.session_base import BAD, OK, Refusal, Reply, SessionCore
 from protocols.imap.view import BadSequence
@@ -101,7 +102,7 @@ class Entry:
     expunge: bool = True
 
 
-class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, SessionCore):
+class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, NotifyCommands, SessionCore):
     """One IMAP connection: bytes in, bytes out (RFC 9051 §3)."""
 
     def __init__(self, ctx: SessionContext, config: ImapConfig, backend: ImapBackend):
@@ -337,6 +338,7 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
                  b"BINARY", b"SAVEDATE", b"WITHIN"]
         if self.state is not ImapState.NOT_AUTHENTICATED:
             caps += QUOTA_CAPABILITIES      # RFC 9208 §5 (protocols/imap/quota.py), after login as Dovecot
+            caps.append(b"NOTIFY")          # RFC 5465 §3 (protocols/imap/notify.py)
         return b" ".join(caps)
 
 
@@ -386,6 +388,7 @@ COMMANDS: Dict[str, Entry] = {
     "GETQUOTA": Entry(S._cmd_getquota, LOGGED_IN),        # RFC 9208 §4.1.1
     "GETQUOTAROOT": Entry(S._cmd_getquotaroot, LOGGED_IN),  # RFC 9208 §4.1.2
     "SETQUOTA": Entry(S._cmd_setquota, LOGGED_IN),        # RFC 9208 §4.1.3
+    "NOTIFY": Entry(S._cmd_notify, LOGGED_IN),            # RFC 5465 §3.1
 }
 # RFC 9051 §6.4.9, RFC 4315 §2.1 (UID EXPUNGE), RFC 6851 §3.2 (UID MOVE).
 UID_COMMANDS = frozenset(["FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"])
