@@ -168,7 +168,7 @@ class TwoSessionTest(unittest.TestCase):
         out = feed(a, b"n NOTIFY SET (selected (MessageNew (UID FLAGS) MessageExpunge FlagChange))\r\n")
         self.assertEqual(out, b"n OK NOTIFY completed\r\n")
         feed(b, b"1 STORE 1 +FLAGS (\\Deleted)\r\n")
-        self.assertEqual(drain(a), b"* 1 FETCH (FLAGS (\\Deleted))\r\n")
+        self.assertEqual(drain(a), b"* 1 FETCH (UID 1 FLAGS (\\Deleted))\r\n")
         feed(b, b"2 EXPUNGE\r\n")
         self.assertEqual(drain(a), b"* 1 EXPUNGE\r\n")
         backend.deliver("fred", MSG)

@@ -275,6 +275,14 @@ class NotifyCommands:
         if (self._current is None or self._idling) and not self._idle_refreshing and self._folder is not None:
             self._notify_refresh(group)
 
+    def _sync(self, allow_expunge: bool):
+        """A command's updates: with FlagChange for the selected mailbox each
+        FETCH (FLAGS) carries UID (§5.1)."""
+        group = self._notify.selected if self._notify is not None else None
+        if group is not None and "FLAGCHANGE" in group.events and self._view is not None:
+            self._view.fetch_uid = True
+        yield from super()._sync(allow_expunge)
+
     def _notify_refresh(self, group) -> None:
         self._dirty = False
         self._idle_refreshing = True
@@ -288,7 +296,9 @@ class NotifyCommands:
             if self._view is None or not (self._current is None or self._idling):
                 return                          # a command started: its reply carries them
             delayed = group.filter.kind == "SELECTED-DELAYED" and not self._idling
+            self._view.fetch_uid = True         # §5.1: "MUST include UID and FLAGS"
             self._emit(self._view.flush(not delayed))
+            self._view.fetch_uid = False
             new = [u for u in getattr(changes, "new", ()) if self._view.has(u)]
             if group.fetch_atts and new:
                 self._side(self._notify_fetch(folder, new, group.fetch_atts))
