@@ -11,7 +11,8 @@ CREATE-SPECIAL-USE (RFC 6154), ESEARCH (RFC 4731), SEARCHRES (RFC 5182),
 STATUS=SIZE (RFC 8438), APPENDLIMIT (RFC 7889), UTF8=ACCEPT (RFC 6855 §3:
 mailbox names in UTF-8), BINARY (RFC 3516, fetch_data.py), SAVEDATE (RFC
 8514), WITHIN (RFC 5032, search_eval.py), COMPRESS=DEFLATE (RFC 4978,
-compress.py), UNAUTHENTICATE (RFC 8437), NOTIFY (RFC 5465, notify.py).
+compress.py), UNAUTHENTICATE (RFC 8437), NOTIFY (RFC 5465, notify.py),
+MULTISEARCH (RFC 7377, multisearch.py).
 
 Left out (a later issue): CONDSTORE / QRESYNC (RFC 7162) are not
 advertised (MODSEQ is fetched when asked; CHANGEDSINCE, UNCHANGEDSINCE and
@@ -46,6 +47,7 @@ from protocols.imap.reader import Command, CommandReader, NeedContinuation
 from protocols.imap.selected import SelectedCommands
 from protocols.imap.session_auth import AuthCommands
 from protocols.imap.mailboxes import MailboxCommands
+from protocols.imap.multisearch import MultiSearchCommands
 from protocols.imap.notify import NotifyCommands
 from protocols.imap.quota import QUOTA_CAPABILITIES, QuotaCommands
 from protocols.imap.session_base import BAD, OK, Refusal, Reply, SessionCore
@@ -102,7 +104,8 @@ class Entry:
     expunge: bool = True
 
 
-class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, NotifyCommands, SessionCore):
+class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, NotifyCommands,
+                  MultiSearchCommands, SessionCore):
     """One IMAP connection: bytes in, bytes out (RFC 9051 §3)."""
 
     def __init__(self, ctx: SessionContext, config: ImapConfig, backend: ImapBackend):
@@ -339,6 +342,7 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
         if self.state is not ImapState.NOT_AUTHENTICATED:
             caps += QUOTA_CAPABILITIES      # RFC 9208 §5 (protocols/imap/quota.py), after login as Dovecot
             caps.append(b"NOTIFY")          # RFC 5465 §3 (protocols/imap/notify.py)
+            caps.append(b"MULTISEARCH")     # RFC 7377 §2 (protocols/imap/multisearch.py)
         return b" ".join(caps)
 
 
@@ -389,6 +393,7 @@ COMMANDS: Dict[str, Entry] = {
     "GETQUOTAROOT": Entry(S._cmd_getquotaroot, LOGGED_IN),  # RFC 9208 §4.1.2
     "SETQUOTA": Entry(S._cmd_setquota, LOGGED_IN),        # RFC 9208 §4.1.3
     "NOTIFY": Entry(S._cmd_notify, LOGGED_IN),            # RFC 5465 §3.1
+    "ESEARCH": Entry(S._cmd_esearch, LOGGED_IN, False),   # RFC 7377 §2
 }
 # RFC 9051 §6.4.9, RFC 4315 §2.1 (UID EXPUNGE), RFC 6851 §3.2 (UID MOVE).
 UID_COMMANDS = frozenset(["FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"])
