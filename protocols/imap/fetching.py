@@ -65,6 +65,7 @@ class FetchCommands:
             atts.insert(0, FetchAtt("UID"))    # RFC 9051 §6.4.9
         view = self._view
         uids = view.resolve(seqset, head.uid, self._saved)
+        self._work_goal(len(uids))          # RFC 9585 progress: messages sent
         flagged = yield from self._set_seen(uids, atts)
         if any(a.name in ("INTERNALDATE", "SAVEDATE") for a in atts):
             yield from self._load_dates(uids)
@@ -92,6 +93,7 @@ class FetchCommands:
             self._emit(self._fetch_response(uid, atts, lambda att: self._render(att, data, root),
                                             uid in flagged))
             self.counts["fetched"] += 1
+            self._work_step()
             if self._out_size >= OUTPUT_HIGH_WATER:   # what _wait_drain looks at: yield only then
                 yield self._wait_drain
         return missing
@@ -118,6 +120,7 @@ class FetchCommands:
                     continue
                 self._emit(self._fetch_response(uid, atts, lambda att: rendered[id(att)], uid in flagged))
                 self.counts["fetched"] += 1
+                self._work_step()
                 if self._out_size >= OUTPUT_HIGH_WATER:   # what _wait_drain looks at: yield only then
                     yield self._wait_drain
         return missing

@@ -69,6 +69,12 @@ class _Searcher(SelectedCommands):
 
     _ask = SessionCore._ask
 
+    def _work_goal(self, total: int) -> None:
+        """Progress is counted per mailbox by the command (RFC 9585, inprogress.py)."""
+
+    def _work_step(self, n: int = 1) -> None:
+        pass
+
     def __init__(self, session, folder, view):
         self._folder, self._view, self._user, self.ctx = folder, view, session._user, session.ctx
 
@@ -100,11 +106,14 @@ class MultiSearchCommands:
         if len(names) > MAX_MAILBOXES:
             return (NO, "ESEARCH over %d mailboxes; at most %d" % (len(names), MAX_MAILBOXES),
                     wire.response_code("LIMIT"))
+        self._work_goal(len(names))         # RFC 9585 progress: mailboxes searched
         for name in names:
             if selected and name == self._folder.name:
-                hits, uidvalidity = (yield from self._esearch_in(self, sa, charset, True)), self._view.uidvalidity
+                searcher = _Searcher(self, self._folder, self._view)
+                hits, uidvalidity = (yield from self._esearch_in(searcher, sa, charset, True)), self._view.uidvalidity
             else:
                 hits, uidvalidity = yield from self._esearch_other(name, sa, charset)
+            self._work_step()
             if hits:
                 self._emit(_correlated(head.tag, name, uidvalidity, hits, sa.returns, self.utf8))
         return None
