@@ -6,6 +6,8 @@ overflow bound, and the grammar's BAD / BADEVENT answers."""
 import random
 import unittest
 
+from protocols.backend import imapnotify
+from protocols.backend.contracts import MailboxEvent
 from protocols.imap import grammar as g
 from protocols.imap.notify_args import MailboxFilter, notify_args
 from tests.imap_fake import FEEDERS, FakeImapBackend, drain, feed, login, make_session
@@ -236,6 +238,25 @@ class TwoSessionTest(unittest.TestCase):
         self.assertEqual(len(backend.mailbox_watchers), 1)
         feed(a, b"z LOGOUT\r\n")
         self.assertEqual(backend.mailbox_watchers, [])
+
+
+class AccountWatchListingTest(unittest.TestCase):
+    """protocols/backend/imapnotify.py's listing arithmetic."""
+
+    def test_diff_reports_another_process_changes(self):
+        before = {"INBOX": (True, True), "a": (True, False), "b": (True, True)}
+        after = {"INBOX": (True, True), "b": (True, False), "c": (True, False)}
+        self.assertEqual([(e.kind, e.name) for e in imapnotify.diff(before, after)],
+                         [("deleted", "a"), ("unsubscribed", "b"), ("created", "c")])
+
+    def test_own_events_keep_the_listing_current(self):
+        known = {"a": (True, True), "a/b": (True, False), "x": (True, False)}
+        imapnotify.apply_event(known, MailboxEvent("renamed", "z", "a"))
+        self.assertEqual(known, {"a": (False, True), "z": (True, False), "z/b": (True, False), "x": (True, False)})
+        imapnotify.apply_event(known, MailboxEvent("deleted", "x"))
+        imapnotify.apply_event(known, MailboxEvent("subscribed", "z"))
+        imapnotify.apply_event(known, MailboxEvent("created", "n"))
+        self.assertEqual(known, {"a": (False, True), "z": (True, True), "z/b": (True, False), "n": (True, False)})
 
 
 class NotifyGrammarTest(unittest.TestCase):

@@ -8,8 +8,9 @@ import imaplib
 import os
 import smtplib
 import socket
+import threading
 
-from tests.helpers import ServerTestCase
+from tests.helpers import ServerTestCase, wait_for
 
 USER, PASSWORD = "bob@example.test", "bob-secret"
 MSG = b"From: carol@example.test\r\nTo: bob@example.test\r\nSubject: notify\r\n\r\nHello.\r\n"
@@ -90,13 +91,24 @@ class NotifyServerTest(ServerTestCase):
         m.delete("Archive2")
         self.assertEqual(self.until(b"* LIST")[-1], b'* LIST (\\NonExistent \\Subscribed) "/" Archive2')
 
+    def on_loop(self, fn):
+        box, ready = [], threading.Event()
+        self.server.loop.call_soon_threadsafe(lambda: (box.append(fn()), ready.set()))
+        self.assertTrue(ready.wait(WAIT), "the loop did not run the call")
+        return box[0]
+
     def test_another_process_writing_the_maildir_is_found_by_the_poll(self):
         self.command(b"n NOTIFY SET (personal (MessageNew MessageExpunge MailboxName))")
+        hub = self.server.backend.mail.hub
+        wait_for(lambda: self.on_loop(lambda: USER in hub._name_tokens), "the poll's baseline of the tree")
         root = self.maildir(USER)
         folder = os.path.join(root, ".Outside")
         for sub in ("tmp", "new", "cur"):
             os.makedirs(os.path.join(folder, sub))
         self.assertEqual(self.until(b"* LIST")[-1], b'* LIST (\\HasNoChildren) "/" Outside')
+        self.assertRegex(self.until(b"* STATUS Outside")[-1],       # a new folder: what it holds
+                         rb"^\* STATUS Outside \(MESSAGES 0 UIDNEXT 1 UIDVALIDITY \d+\)$")
+        wait_for(lambda: self.on_loop(lambda: (USER, "Outside") in hub._tokens), "the poll's baseline of Outside")
         with open(os.path.join(folder, "new", "1700000000.M1P1.outside"), "wb") as f:
             f.write(MSG)
         self.assertRegex(self.until(b"* STATUS Outside")[-1],

@@ -65,6 +65,7 @@ class ChangeHub:
         self._tokens: Dict[Key, tuple] = {}     # last token seen per watched folder
         self._names: Dict[str, List[NameCallback]] = {}   # watch_names, by user
         self._name_tokens: Dict[str, tuple] = {}          # last root token seen per watched user
+        self._name_ops: Dict[str, Tuple[int, int]] = {}   # user -> (name changes in flight, changes ended)
         self._timer = None
         self._polling = False
         self._closed = False
@@ -121,6 +122,8 @@ class ChangeHub:
                 if not callbacks:
                     del self._names[user]
                     self._name_tokens.pop(user, None)
+                    if self._name_ops.get(user, (0, 0))[0] <= 0:
+                        self._name_ops.pop(user, None)
         return stop
 
     def announce_names(self, user: str, event: object, origin: object = None) -> None:
@@ -131,6 +134,22 @@ class ChangeHub:
                 callback(user, event, origin)
             except Exception:
                 log.exception("mailbox watcher failed user=%s", user)
+
+    def names_begin(self, user: str) -> None:
+        """A name change of ``user`` was handed to a worker (imapnotify.then_names)."""
+        running, ended = self._name_ops.get(user, (0, 0))
+        self._name_ops[user] = (running + 1, ended)
+
+    def names_end(self, user: str) -> None:
+        running, ended = self._name_ops.get(user, (1, 0))
+        self._name_ops[user] = (running - 1, ended + 1)
+        if running - 1 <= 0 and user not in self._names:
+            del self._name_ops[user]
+
+    def names_state(self, user: str) -> Tuple[int, int]:
+        """(changes in flight, changes ended): a listing taken while a change of
+        this process ran, or across one's end, may show it before its announcement."""
+        return self._name_ops.get(user, (0, 0))
 
     def announce(self, user: str, folder: str = "INBOX") -> None:
         """A change in (user, folder): every subscriber's callback, now (loop thread)."""

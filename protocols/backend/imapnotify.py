@@ -24,7 +24,7 @@ Runs on the loop thread; the listing runs on the account's worker queue.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from protocols.backend.contracts import HIERARCHY_SEP, MailboxEvent
 
@@ -45,6 +45,7 @@ class AccountWatch:
         self._subs: Dict[str, object] = {}     # mailbox -> hub subscription (``messages``)
         self._listing = False
         self._again = False
+        self._stale = False                   # a listing raced this process's own change: list again
         self._stopped = False
         self._stop_names = self.hub.watch_names(account.user, self._on_names)
         self._relist()
@@ -62,9 +63,13 @@ class AccountWatch:
     def _on_names(self, _user: str, event, origin) -> None:
         if self._stopped:
             return
-        if event is None:                     # the poll: someone else changed the tree
+        if event is None:                     # the poll: someone else changed the tree (or: look)
+            self._stale = False
             self._relist()
             return
+        if self._stale:
+            self._stale = False
+            self._relist()
         if self._known is not None:
             apply_event(self._known, event)
             self._follow()
@@ -87,50 +92,71 @@ class AccountWatch:
             return
         self._listing = True
         boxes = self.account._boxes
+        started = self.hub.names_state(self.account.user)
 
         def work() -> Known:
             return {e.name: (e.exists, e.subscribed) for e in boxes.list()}
-        self.account._serial.submit(work, self._listed)
+        self.account._serial.submit(work, lambda result: self._listed(result, started))
 
-    def _listed(self, result) -> None:
+    def _listed(self, result, started: Tuple[int, int]) -> None:
         self._listing = False
         if self._stopped:
             return
-        if isinstance(result, BaseException):
+        now = self.hub.names_state(self.account.user)
+        if self._known is not None and (now[0] or started != now):
+            # this process changed names meanwhile: the listing may show a change before
+            # its announcement (a rename would look like a deletion and a creation)
+            if now[0]:
+                self._stale = True            # listed again at the announcement
+            else:
+                self._again = True
+        elif isinstance(result, BaseException):
             log.warning("mailbox listing failed user=%s: %r", self.account.user, result)
         else:
             before, self._known = self._known, result
             if before is not None:
                 for event in diff(before, result):
                     self._emit(event)
-            self._follow()
+            for name in self._follow():
+                if before is not None:        # made by another process: what it holds already
+                    self._on_messages(name)   # (the hub's poll takes its baseline only now)
         if self._again:
             self._again = False
             self._relist()
 
-    def _follow(self) -> None:
-        """Hub subscriptions for exactly the existing mailboxes (``messages``)."""
+    def _follow(self) -> List[str]:
+        """Hub subscriptions for exactly the existing mailboxes (``messages``);
+        returns the names newly followed."""
         if not self.messages or self._known is None:
-            return
+            return []
         from protocols.backend.imapaccess import hub_key    # imapaccess imports this module
         wanted = set(name for name, (exists, _s) in self._known.items() if exists)
         for name in [n for n in self._subs if n not in wanted]:
             self._subs.pop(name).cancel()
-        for name in wanted - set(self._subs):
+        new = []
+        for name in sorted(wanted - set(self._subs)):
             try:
                 key = hub_key(name)
             except Exception:
                 continue                      # a name no folder can have
             self._subs[name] = self.hub.subscribe(self.account.user, key,
                                                   lambda _u, _f, name=name: self._on_messages(name))
+            new.append(name)
+        return new
 
 
 def then_names(account, event: MailboxEvent, done: Callable[[object], None]) -> Callable[[object], None]:
     """``done`` of CREATE / DELETE / RENAME / (UN)SUBSCRIBE (imapaccess.py): once
     the change is on disk, the user's watchers hear of it (RFC 5465 §5.4, §5.5)."""
+    hub = account._service.hub
+    hub.names_begin(account.user)
+
     def answered(result: object) -> None:
+        hub.names_end(account.user)
         if not isinstance(result, BaseException):
-            account._service.hub.announce_names(account.user, event, account)
+            hub.announce_names(account.user, event, account)
+        else:                                 # nothing changed, or who knows: watchers list again
+            hub.announce_names(account.user, None, account)
         done(result)
     return answered
 
