@@ -20,7 +20,9 @@
   values differ from the last ones sent; MailboxName (§5.4: LIST, LIST
   (\\NonExistent), LIST ... ("OLDNAME" (old))) and SubscriptionChange (§5.5)
   from ``ImapAccount.watch_mailboxes`` (protocols/backend/imapnotify.py);
-  this session's own CREATE / RENAME / ... are not reported back (§5);
+  this session's own CREATE / RENAME / ... are not reported back (§5); its
+  own APPEND / COPY into a watched mailbox may be (the hub says that a
+  folder changed, not who changed it);
 * ``STATUS`` (§3.1): a STATUS response for each watched mailbox before the OK.
 
 Not served (the command answers NO [BADEVENT (...)], §3.1):
