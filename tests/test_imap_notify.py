@@ -176,6 +176,15 @@ class TwoSessionTest(unittest.TestCase):
         backend.deliver("fred", MSG)
         self.assertEqual(drain(a), b"* 2 EXISTS\r\n* 2 FETCH (UID 3 FLAGS ())\r\n")
         self.assertEqual(feed(a, b"x NOOP\r\n"), b"x OK NOOP completed\r\n")
+        backend.deferred = True                 # a message arrives while a command of a runs
+        a.receive_data(b"y UID SEARCH TEXT hello\r\n")
+        backend.deferred = False
+        backend.deliver("fred", MSG)
+        backend.run_pending()
+        self.assertEqual(drain(a), b"* ESEARCH (TAG \"y\") UID ALL 2:3\r\n* 3 EXISTS\r\n* 3 FETCH (UID 4 FLAGS ())\r\n"
+                                   b"y OK SEARCH completed\r\n")
+        out = feed(a, b"z APPEND INBOX {%d+}\r\n" % len(MSG) + MSG + b"\r\n")    # its own: no FETCH (§5.2)
+        self.assertEqual(out, b"* 4 EXISTS\r\nz OK [APPENDUID 1000 5] APPEND completed\r\n")
 
     def test_selected_delayed_keeps_expunge_for_noop_rfc5465_6_1_2(self):
         backend = FakeImapBackend()

@@ -36,12 +36,14 @@ class ProgressCommands:
 
     inprogress_interval = INPROGRESS_INTERVAL
     _work_tag: Optional[bytes] = None
+    _work_name = ""                           # the running command's name
     _work_done = 0
     _work_total: Optional[int] = None
     _work_beats = 0
 
-    def _work_begin(self, tag: bytes) -> None:
+    def _work_begin(self, tag: bytes, name: str = "") -> None:
         self._work_tag, self._work_done, self._work_total, self._work_beats = tag, 0, None, 0
+        self._work_name = name
 
     def _work_end(self) -> None:
         self._work_tag = None

@@ -9,10 +9,10 @@
   are pushed as the change hub reports them (the folder's ``watch``), also
   between commands and while IDLE (§4); ``selected-delayed`` keeps EXPUNGE
   for the next command that allows it (§6.1.2).  A message that arrives
-  while one of this session's commands runs is announced (EXISTS) with that
-  command's reply, without the FETCH: §5.2 asks for none when the client
-  made the message itself (APPEND, COPY), and during a command we cannot
-  tell who did;
+  while one of this session's commands runs is announced with that
+  command's reply, its FETCH too, unless the command was an APPEND, COPY or
+  MOVE (§5.2: none for a message the client made itself; which messages the
+  command made and which arrived meanwhile is not told apart);
 * other mailboxes (``inboxes`` = ``personal`` (§6.3 allows it), ``subscribed``,
   ``subtree``, ``mailboxes``): an untagged STATUS (MESSAGES UIDNEXT
   UIDVALIDITY, UNSEEN for FlagChange, HIGHESTMODSEQ once CONDSTORE is on:
@@ -47,6 +47,7 @@ SHOULD NOT use them; a push must not change the mailbox).
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections import OrderedDict
 from typing import Dict, Iterable, List, Optional
@@ -67,6 +68,9 @@ NOTIFY_MAX_PENDING = 1000
 # Output unread by the client before events are held (session_base's FETCH
 # high-water mark: the same "the client is not reading" signal).
 NOTIFY_HOLD_OCTETS = OUTPUT_HIGH_WATER
+# §5.2: "A FETCH response SHOULD NOT be generated for a new message created by
+# the client on this particular connection" (its APPEND, COPY or MOVE).
+_OWN_NEW = frozenset(("APPEND", "COPY", "MOVE"))
 _NAME_EVENTS = {"created": "MAILBOXNAME", "deleted": "MAILBOXNAME", "renamed": "MAILBOXNAME",
                 "subscribed": "SUBSCRIPTIONCHANGE", "unsubscribed": "SUBSCRIPTIONCHANGE"}
 
@@ -79,6 +83,8 @@ class NotifyCommands:
     _notify: Optional[NotifySpec] = None
     _notify_stop = None
     _notify_busy = False
+    _notify_view = None                       # the view _notify_upto belongs to
+    _notify_upto = 0                          # highest UID MessageNew's FETCH was considered for
 
     def _notify_init(self) -> None:
         self._notify_queue: "OrderedDict[object, object]" = OrderedDict()
@@ -284,6 +290,25 @@ class NotifyCommands:
         if group is not None and "FLAGCHANGE" in group.events and self._view is not None:
             self._view.fetch_uid = True
         yield from super()._sync(allow_expunge)
+        new = self._notify_new_uids()
+        if group is not None and group.fetch_atts and new and self._work_name not in _OWN_NEW:
+            self._side(self._notify_fetch(self._folder, new, group.fetch_atts))
+
+    def _notify_new_uids(self) -> List[int]:
+        """The selected mailbox's messages the client has heard of (EXISTS) since
+        the last call: MessageNew's FETCH is for them (§5.2).  A view seen for
+        the first time (a SELECT) has none."""
+        view = self._view
+        if view is None:
+            return []
+        if self._notify_view is not view:
+            self._notify_view, self._notify_upto = view, (view.uids[-1] if view.uids else 0)
+            return []
+        start = bisect.bisect_right(view.uids, self._notify_upto)
+        new = [u for u in view.uids[start:view.known] if u not in view.gone]
+        if new:
+            self._notify_upto = new[-1]
+        return new
 
     def _notify_refresh(self, group) -> None:
         self._dirty = False
@@ -301,7 +326,7 @@ class NotifyCommands:
             self._view.fetch_uid = True         # §5.1: "MUST include UID and FLAGS"
             self._emit(self._view.flush(not delayed))
             self._view.fetch_uid = False
-            new = [u for u in getattr(changes, "new", ()) if self._view.has(u)]
+            new = self._notify_new_uids()
             if group.fetch_atts and new:
                 self._side(self._notify_fetch(folder, new, group.fetch_atts))
             if self._dirty:

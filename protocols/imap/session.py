@@ -262,7 +262,7 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
 
     def _run_command(self, entry: Entry, head: g.CommandHead):
         """One command to its tagged reply; untagged updates first where allowed."""
-        self._work_begin(head.tag)          # RFC 9585 progress (inprogress.py)
+        self._work_begin(head.tag, head.name)   # RFC 9585 progress (inprogress.py)
         try:
             result = entry.handler(self, head)
             if inspect.isgenerator(result):
