@@ -115,6 +115,14 @@ C: h NOTIFY SET
 S: h BAD expected event-group at '<CRLF>'
 """ % (BADEVENT, BADEVENT), make=_logged_in(FakeImapBackend))
 
+    def test_fetch_items_fetch_refuses_are_refused_here_too(self):
+        from protocols.imap.fetching import _NOT_OFFERED
+        if not _NOT_OFFERED:
+            self.skipTest("every fetch item is offered")
+        s, _ = _logged_in(FakeImapBackend)()
+        out = feed(s, b"i NOTIFY SET (selected (MessageNew (UID %s) MessageExpunge))\r\n" % _NOT_OFFERED[0].encode())
+        self.assertEqual(out, b"i BAD %s is not supported\r\n" % _NOT_OFFERED[0].encode())
+
     def test_capability_after_login(self):
         s, _ = _logged_in(FakeImapBackend)()
         self.assertIn(b" NOTIFY", feed(s, b"a CAPABILITY\r\n"))

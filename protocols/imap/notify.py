@@ -55,8 +55,9 @@ from typing import Dict, Iterable, List, Optional
 from protocols import mime
 from protocols.backend.contracts import HIERARCHY_SEP, MailboxEvent
 from protocols.imap import fetch_data, listing, wire
+from protocols.imap.fetching import _NOT_OFFERED
 from protocols.imap.notify_args import SUPPORTED_EVENTS, NotifySpec, notify_args
-from protocols.imap.session_base import NO, OK, OUTPUT_HIGH_WATER, Refusal
+from protocols.imap.session_base import BAD, NO, OK, OUTPUT_HIGH_WATER, Refusal
 
 log = logging.getLogger("mailsrv.imap")
 
@@ -97,6 +98,9 @@ class NotifyCommands:
     def _cmd_notify(self, head):
         """NOTIFY SET / NOTIFY NONE (RFC 5465 §3.1)."""
         spec = notify_args(head.rest, self.utf8)
+        for att in (spec.selected.fetch_atts if spec is not None and spec.selected else ()):
+            if att.name in _NOT_OFFERED:          # as FETCH answers them (fetching.py)
+                return (BAD, "%s is not supported" % att.name, None)
         if spec is not None and spec.unsupported:
             names = [n.encode("ascii") for n in SUPPORTED_EVENTS]
             return (NO, "Unsupported NOTIFY event %s" % spec.unsupported[0][:40],
