@@ -18,8 +18,9 @@ from typing import Callable, Dict, List, Optional
 
 from protocols import sasl
 from protocols.backend.contracts import (HIERARCHY_SEP, AppendResult, CopyOutcome, FolderChanges, FolderEntry,
-                                         FolderState, FolderStatus, MailboxError, MailboxEvent, MessageMeta,
+                                         FolderState, FolderStatus, MailboxError, MessageMeta,
                                          QuotaState, StoreOutcome)
+from protocols.backend.contracts import MailboxEvent
 
 SPECIAL = (("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"),
            ("Junk", "\\Junk"), ("Archive", "\\Archive"))

@@ -188,6 +188,20 @@ class QuotaState:
 
 
 @dataclass(frozen=True)
+class MailboxEvent:
+    """A change among one user's mailboxes, for NOTIFY (RFC 5465 §5):
+    ``kind`` is "messages" (messages or flags of ``name`` changed: look),
+    "created", "deleted", "renamed" (``old_name`` the name before),
+    "subscribed", "unsubscribed", or "rescan" (the tree changed on disk in a
+    way not known in detail: list again).  ``own``: the change came from the
+    account that watches (RFC 5465 §5: the client SHOULD NOT hear of it)."""
+    kind: str
+    name: str = ""
+    old_name: str = ""
+    own: bool = False
+
+
+@dataclass(frozen=True)
 class AppendItem:
     """One message of APPEND / MULTIAPPEND (RFC 3502): octets as the client sent them."""
     data: bytes
@@ -246,20 +260,6 @@ class CopyOutcome:
     uidvalidity: int
     uid_map: Tuple[Tuple[int, int], ...]
     expunged: Tuple[int, ...] = ()        # MOVE: the source UIDs now gone (RFC 6851 §3.3)
-
-
-@dataclass(frozen=True)
-class MailboxEvent:
-    """A change among one user's mailboxes, for NOTIFY (RFC 5465 §5):
-    ``kind`` is "messages" (messages or flags of ``name`` changed: look),
-    "created", "deleted", "renamed" (``old_name`` the name before),
-    "subscribed", "unsubscribed", or "rescan" (the tree changed on disk in a
-    way not known in detail: list again).  ``own``: the change came from the
-    account that watches (RFC 5465 §5: the client SHOULD NOT hear of it)."""
-    kind: str
-    name: str = ""
-    old_name: str = ""
-    own: bool = False
 
 
 class OpenFolder(Protocol):

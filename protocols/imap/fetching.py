@@ -65,8 +65,8 @@ class FetchCommands:
             atts.insert(0, FetchAtt("UID"))    # RFC 9051 §6.4.9
         view = self._view
         uids = view.resolve(seqset, head.uid, self._saved)
-        self._work_goal(len(uids))          # RFC 9585 progress: messages sent
         flagged = yield from self._set_seen(uids, atts)
+        self._work_goal(len(uids))          # RFC 9585 progress: messages sent
         if any(a.name in ("INTERNALDATE", "SAVEDATE") for a in atts):
             yield from self._load_dates(uids)
         wanted = [a for a in atts if fetch_data.needs_content(a)]
