@@ -17,10 +17,10 @@ import re
 from typing import Callable, Dict, List, Optional
 
 from protocols import sasl
+from protocols.backend.contracts import MailboxEvent
 from protocols.backend.contracts import (HIERARCHY_SEP, AppendResult, CopyOutcome, FolderChanges, FolderEntry,
                                          FolderState, FolderStatus, MailboxError, MessageMeta,
                                          QuotaState, StoreOutcome)
-from protocols.backend.contracts import MailboxEvent
 
 SPECIAL = (("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"),
            ("Junk", "\\Junk"), ("Archive", "\\Archive"))
