@@ -17,6 +17,7 @@ import re
 from typing import Callable, Dict, List, Optional
 
 from protocols import sasl
+from protocols.backend.contracts import MailboxEvent
 from protocols.backend.contracts import (HIERARCHY_SEP, AppendResult, CopyOutcome, FolderChanges, FolderEntry,
                                          FolderState, FolderStatus, MailboxError, MessageMeta,
                                          QuotaState, ReplaceOutcome, StoreOutcome)
@@ -86,6 +87,7 @@ class FakeImapBackend:
         self._creds = {}
         self._validity = itertools.count(1000)
         self.quotas: Dict[str, tuple] = {}     # user -> (limit octets, limit messages), 0: none (RFC 9208)
+        self.mailbox_watchers: List[tuple] = []   # (user, account, messages, callback): watch_mailboxes
 
     def folder(self, name: str, special_use=()) -> Folder:
         """A new stored folder with a UIDVALIDITY never used before."""
@@ -109,6 +111,16 @@ class FakeImapBackend:
                 self.pending.append(cb)
             else:
                 cb()
+        owner = next((u for u, boxes in self.boxes.items() if boxes.get(folder.name) is folder), None)
+        for user, _account, messages, callback in list(self.mailbox_watchers):
+            if user == owner and messages:
+                self.call(callback, MailboxEvent("messages", folder.name))
+
+    def announce_names(self, user: str, event: MailboxEvent, origin=None) -> None:
+        """A name change (RFC 5465 §5.4, §5.5), ``own`` for the account that made it."""
+        for watcher in list(self.mailbox_watchers):
+            if watcher[0] == user:
+                self.call(watcher[3], MailboxEvent(event.kind, event.name, event.old_name, watcher[1] is origin))
 
     # -- AuthService --------------------------------------------------------------
 
@@ -202,6 +214,7 @@ class FakeAccount:
                 parent = HIERARCHY_SEP.join(parts[:i])
                 if parent not in self.boxes:
                     self.boxes[parent] = self.backend.folder(parent)
+            self._names(MailboxEvent("created", name))
         self._run(done, create)
 
     def delete(self, name, done):
@@ -210,6 +223,7 @@ class FakeAccount:
                 raise MailboxError("CANNOT", "INBOX cannot be deleted")
             self._get(name)
             del self.boxes[name]
+            self._names(MailboxEvent("deleted", name))
         self._run(done, delete)
 
     def rename(self, old, new, done):
@@ -223,17 +237,29 @@ class FakeAccount:
                     target.add(m.data, m.flags, m.date)
                 box.messages.clear()
                 self.backend.announce(box)
+                self._names(MailboxEvent("created", new))
                 return
             for name in [n for n in self.boxes if n == old or n.startswith(old + "/")]:
                 moved = self.boxes.pop(name)
                 moved.name = new + name[len(old):]
                 self.boxes[moved.name] = moved
+            self._names(MailboxEvent("renamed", new, old))
         self._run(done, rename)
 
     def subscribe(self, name, subscribed, done):
         subs = self.backend.subscriptions[self.user]
         (subs.add if subscribed else subs.discard)(name)
         self.backend.call(done, None)
+        self._names(MailboxEvent("subscribed" if subscribed else "unsubscribed", name))
+
+    def _names(self, event) -> None:
+        self.backend.announce_names(self.user, event, self)
+
+    def watch_mailboxes(self, messages, callback):
+        """contracts.ImapAccount.watch_mailboxes (NOTIFY)."""
+        watcher = (self.user, self, messages, callback)
+        self.backend.mailbox_watchers.append(watcher)
+        return lambda: watcher in self.backend.mailbox_watchers and self.backend.mailbox_watchers.remove(watcher)
 
     def status(self, name, done):
         self._run(done, lambda: self._get(name).status())

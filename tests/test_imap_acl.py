@@ -350,11 +350,39 @@ MINIMAL = [
     ("UNSELECT", "r", True), ("NOOP", "r", True), ("COPY 1 INBOX", "r", True),
     ("UNSUBSCRIBE " + PROJ, "", False), ("MYRIGHTS " + PROJ, "l", False),
     ("GETQUOTAROOT " + PROJ, "", False),        # the asker's own root, for any name (RFC 9208 §4.1.2)
+    # RFC 7377 §2 / RFC 5465 §5: folders the user may not read are left out, no NO (tests below)
+    ('ESEARCH IN (mailboxes "%s") ALL' % PROJ, "", False),
+    ('NOTIFY SET STATUS (mailboxes "%s" (MessageNew MessageExpunge))' % PROJ, "", False),
 ]
 # Commands about no folder of another user: rights do not apply.
 NOT_A_FOLDER = {"CAPABILITY", "NOOP", "LOGOUT", "ID", "STARTTLS", "AUTHENTICATE", "LOGIN", "ENABLE",
                 "COMPRESS", "UNAUTHENTICATE", "NAMESPACE", "GETQUOTA", "SETQUOTA", "IDLE",
                 "LIST", "LSUB"}                 # LIST / LSUB leave folders out: tests above
+
+
+class OtherFoldersCommandsTest(unittest.TestCase):
+    """MULTISEARCH (RFC 7377) and NOTIFY (RFC 5465) name other folders: a shared
+    one without ``r`` is searched and STATUSed for nobody; ``personal`` is
+    the user's own namespace only (RFC 5465 §6.2)."""
+
+    def test_esearch_and_notify_status_need_r(self):
+        for rights, shown in (("lr", True), ("lswite", False), ('""', False)):
+            with self.subTest(rights=rights):
+                b, _a = with_projects(rights, messages=2)
+                self.addCleanup(shutil.rmtree, b.dir, True)
+                bob = b.session(BOB)
+                out = run(bob, 'e ESEARCH IN (mailboxes "%s") ALL' % PROJ)
+                self.assertEqual("MAILBOX " + PROJ in out, shown, out)
+                out = run(bob, 'n NOTIFY SET STATUS (mailboxes "%s" (MessageNew MessageExpunge))' % PROJ)
+                self.assertEqual("* STATUS " + PROJ in out, shown, out)
+                self.assertIn("n OK", out)
+
+    def test_personal_is_not_the_shared_namespace(self):
+        b, _a = with_projects("lr", messages=1)
+        self.addCleanup(shutil.rmtree, b.dir, True)
+        out = run(b.session(BOB), "e ESEARCH IN (personal) ALL")
+        self.assertNotIn(PROJ, out)
+        self.assertIn("e OK", out)
 
 
 class EveryCommandEveryMissingRightTest(unittest.TestCase):

@@ -230,6 +230,32 @@ class ContractChecks:
         self.assertEqual(status.size, 2 * len(MSG))
         self.assertGreater(status.highestmodseq, 0)
 
+    def test_watch_mailboxes_hears_name_changes_and_messages(self):
+        """ImapAccount.watch_mailboxes (NOTIFY, RFC 5465 §5): name events with ``own``
+        for the watching account, "messages" for a delivery; nothing once stopped."""
+        events = []
+        stop = self.account.watch_mailboxes(True, events.append)
+        self.h.drain()
+        other = self.h.open_account()
+        self.addCleanup(other.close)
+        self.ok(lambda done: other.create("N", (), done))
+        self.ok(lambda done: other.rename("N", "M", done))
+        self.ok(lambda done: self.account.subscribe("M", True, done))
+        self.ok(lambda done: other.delete("M", done))
+        self.assertEqual([(e.kind, e.name, e.old_name, e.own) for e in events if e.kind != "messages"],
+                         [("created", "N", "", False), ("renamed", "M", "N", False),
+                          ("subscribed", "M", "", True), ("deleted", "M", "", False)])
+        del events[:]
+        self.h.deliver(MSG)
+        self.h.drain()
+        self.assertIn(("messages", "INBOX"), [(e.kind, e.name) for e in events])
+        stop()
+        del events[:]
+        self.ok(lambda done: other.create("P", (), done))
+        self.h.deliver(MSG)
+        self.h.drain()
+        self.assertEqual(events, [])
+
     # -- OpenFolder ---------------------------------------------------------------
     def test_open_gives_plain_state(self):
         result = self.append("INBOX", (MSG, ("\\Flagged", "Work")))

@@ -109,7 +109,7 @@ POST_CAPS = ("IMAP4rev2 IMAP4rev1 COMPRESS=DEFLATE UNAUTHENTICATE LITERAL+ ENABL
              "CHILDREN LIST-EXTENDED LIST-STATUS SPECIAL-USE CREATE-SPECIAL-USE ESEARCH SEARCHRES "
              "STATUS=SIZE APPENDLIMIT=52428800 UTF8=ACCEPT BINARY SAVEDATE WITHIN "
              "QUOTA QUOTA=RES-STORAGE QUOTA=RES-MESSAGE"
-             " CATENATE URL-PARTIAL REPLACE PARTIAL")
+             " CATENATE URL-PARTIAL REPLACE PARTIAL NOTIFY MULTISEARCH INPROGRESS")
 
 
 class LoginTest(TranscriptCase):
@@ -374,6 +374,12 @@ FUZZ_LINES = [
     b"DONE", b"a AUTHENTICATE PLAIN", b"AGZyZWQAc2VjcmV0", b"*", b"a NAMESPACE", b"a CHECK",
     b"a ID NIL", b"a STARTTLS", b"a LOGOUT", b"", b"((((((", b"a FETCH 1 (BODY[1.2.MIME]<0.5>)",
     b"a {5}", b"\x00\xff\x80", b"a SELECT {3}", b"a UID", b"* SEARCH", b"a SEARCH CHARSET X-NONE ALL",
+    # NOTIFY (RFC 5465), MULTISEARCH (RFC 7377)
+    b"a NOTIFY SET STATUS (selected (MessageNew (UID FLAGS BODY.PEEK[HEADER]) MessageExpunge FlagChange)) "
+    b"(personal (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange))", b"a NOTIFY NONE",
+    b"a NOTIFY SET (subtree (Trash x) (MessageNew MessageExpunge)) (selected-delayed NONE)",
+    b"a ESEARCH IN (personal) RETURN (MIN COUNT) SUBJECT a", b"a ESEARCH IN (selected subtree-one Trash) ALL",
+    b"a ESEARCH RETURN (SAVE) ALL",
 ]
 
 
@@ -421,6 +427,7 @@ class FuzzTest(unittest.TestCase):
             self.assertTrue(s.closed)
             self.assertEqual([w for box in b.boxes["fred"].values() for w in box.watchers
                               if getattr(w, "__self__", None) is s], [])
+            self.assertEqual([w for w in b.mailbox_watchers if getattr(w[3], "__self__", None) is s], [])
 
 
 if __name__ == "__main__":

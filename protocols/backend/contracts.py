@@ -197,6 +197,20 @@ class QuotaState:
 
 
 @dataclass(frozen=True)
+class MailboxEvent:
+    """A change among one user's mailboxes, for NOTIFY (RFC 5465 §5):
+    ``kind`` is "messages" (messages or flags of ``name`` changed: look),
+    "created", "deleted", "renamed" (``old_name`` the name before),
+    "subscribed", "unsubscribed", or "rescan" (the tree changed on disk in a
+    way not known in detail: list again).  ``own``: the change came from the
+    account that watches (RFC 5465 §5: the client SHOULD NOT hear of it)."""
+    kind: str
+    name: str = ""
+    old_name: str = ""
+    own: bool = False
+
+
+@dataclass(frozen=True)
 class AppendItem:
     """One message of APPEND / MULTIAPPEND (RFC 3502): octets as the client sent them."""
     data: bytes
@@ -398,6 +412,16 @@ class ImapAccount(Protocol):
         """GETQUOTA / GETQUOTAROOT (RFC 9208): ``done(QuotaState)`` of the user's
         one quota root "".  APPEND and COPY/MOVE into the account answer
         ``MailboxError("OVERQUOTA", ...)`` when over (RFC 9208 §4.3.1)."""
+
+    def watch_mailboxes(self, messages: bool, callback: Callable[[MailboxEvent], None]) -> Callable[[], None]:
+        """Optional (a session calls it only when present; NOTIFY, RFC 5465):
+        ``callback(MailboxEvent)`` on the loop thread for each mailbox created,
+        deleted, renamed, subscribed or unsubscribed by any session of this
+        process (``own`` set for this account's), "rescan" when another process
+        changed the tree (the change hub's poll); with ``messages`` also
+        "messages" for each mailbox whose messages may have changed (the hub:
+        at once for this process's writers, by its poll for others).  Returns
+        the function that stops it."""
 
     def close(self) -> None:
         """The session ended: release everything (open folders too)."""

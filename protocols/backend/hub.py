@@ -13,7 +13,14 @@ except the poll's stat calls, which run on a worker:
   folder's ``token()`` (store/folder.py: four stat calls, no lock, no listing)
   compared with the last one.  A change we announced ourselves is seen by the
   poll as well: subscribers may hear of one change twice, never of none
-  ("something changed, look": they re-sync, which is cheap when nothing did).
+  ("something changed, look": they re-sync, which is cheap when nothing did);
+* ``watch_names(user, callback)``: the user's mailbox tree (NOTIFY, RFC 5465
+  §5.4, §5.5): ``announce_names(user, event, origin)`` from this process's
+  CREATE / DELETE / RENAME / SUBSCRIBE (protocols/backend/imapaccess.py) at
+  once, and ``callback(user, None, None)`` ("look again") when the poll finds
+  the Maildir root's folder directories or its subscriptions file changed by
+  another process (a folder made or removed by Dovecot, mutt, a second
+  mailsrv; a rename there is seen as a deletion and a creation).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ log = logging.getLogger("mailsrv.hub")
 
 Key = Tuple[str, str]                     # (user, folder name; "INBOX" for the root)
 Callback = Callable[[str, str], None]     # callback(user, folder)
+NameCallback = Callable[[str, object, object], None]   # callback(user, event or None, origin)
 
 # Seconds between polls for outside writers.  Dovecot's mailbox_idle_check_interval
 # defaults to 30 s; ours is shorter because a poll costs four stat calls per
@@ -55,6 +63,9 @@ class ChangeHub:
         self._subs: Dict[Key, List[Subscription]] = {}
         self._all: List[Callback] = []          # watch_all: every announce (the catch-all catalog)
         self._tokens: Dict[Key, tuple] = {}     # last token seen per watched folder
+        self._names: Dict[str, List[NameCallback]] = {}   # watch_names, by user
+        self._name_tokens: Dict[str, tuple] = {}          # last root token seen per watched user
+        self._name_ops: Dict[str, Tuple[int, int]] = {}   # user -> (name changes in flight, changes ended)
         self._timer = None
         self._polling = False
         self._closed = False
@@ -93,6 +104,53 @@ class ChangeHub:
         self._all.append(callback)
         return lambda: self._all.remove(callback) if callback in self._all else None
 
+    def watch_names(self, user: str, callback: NameCallback) -> Callable[[], None]:
+        """``callback(user, event, origin)`` for each ``announce_names`` of ``user``,
+        and ``callback(user, None, None)`` when the poll sees the user's mailbox
+        tree changed by someone else; returns the function that stops it."""
+        new_user = user not in self._names
+        self._names.setdefault(user, []).append(callback)
+        if new_user and not self._closed and not self._polling:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_later(0, self._poll)    # the baseline, now
+
+        def stop() -> None:
+            callbacks = self._names.get(user)
+            if callbacks and callback in callbacks:
+                callbacks.remove(callback)
+                if not callbacks:
+                    del self._names[user]
+                    self._name_tokens.pop(user, None)
+                    if self._name_ops.get(user, (0, 0))[0] <= 0:
+                        self._name_ops.pop(user, None)
+        return stop
+
+    def announce_names(self, user: str, event: object, origin: object = None) -> None:
+        """A mailbox of ``user`` created, deleted, renamed or (un)subscribed by this
+        process (``event``: contracts.MailboxEvent; ``origin``: the account that did it)."""
+        for callback in list(self._names.get(user, ())):
+            try:
+                callback(user, event, origin)
+            except Exception:
+                log.exception("mailbox watcher failed user=%s", user)
+
+    def names_begin(self, user: str) -> None:
+        """A name change of ``user`` was handed to a worker (imapnotify.then_names)."""
+        running, ended = self._name_ops.get(user, (0, 0))
+        self._name_ops[user] = (running + 1, ended)
+
+    def names_end(self, user: str) -> None:
+        running, ended = self._name_ops.get(user, (1, 0))
+        self._name_ops[user] = (running - 1, ended + 1)
+        if running - 1 <= 0 and user not in self._names:
+            del self._name_ops[user]
+
+    def names_state(self, user: str) -> Tuple[int, int]:
+        """(changes in flight, changes ended): a listing taken while a change of
+        this process ran, or across one's end, may show it before its announcement."""
+        return self._name_ops.get(user, (0, 0))
+
     def announce(self, user: str, folder: str = "INBOX") -> None:
         """A change in (user, folder): every subscriber's callback, now (loop thread)."""
         for callback in list(self._all):
@@ -115,17 +173,25 @@ class ChangeHub:
     # -- the poll for writers outside this process ---------------------------
     def _poll(self) -> None:
         self._timer = None
-        if self._closed or not self._subs:
+        if self._closed or not (self._subs or self._names):
             return
         self._polling = True
         watched = [(key, self.folder_path(*key)) for key in self._subs]
-        self.loop.run_in_thread(lambda: _tokens(watched), self._polled)
+        roots = [(user, self.maildir_path(user)) for user in self._names]
+        self.loop.run_in_thread(lambda: (_tokens(watched), _root_tokens(roots)), self._polled)
 
     def _polled(self, result) -> None:
         self._polling = False
         if isinstance(result, BaseException):
             log.error("change poll failed: %r", result)
-            result = {}
+            result = ({}, {})
+        result, roots = result
+        for user, token in roots.items():
+            before = self._name_tokens.get(user)
+            if user in self._names:
+                self._name_tokens[user] = token
+                if before is not None and token != before:
+                    self.announce_names(user, None)
         for key, token in result.items():
             if key not in self._subs:
                 continue
@@ -133,7 +199,7 @@ class ChangeHub:
             self._tokens[key] = token
             if before is not None and token != before:
                 self.announce(*key)
-        if self._subs and not self._closed:
+        if (self._subs or self._names) and not self._closed and self._timer is None:
             self._timer = self.loop.call_later(self.poll_interval, self._poll)
 
 
@@ -142,4 +208,26 @@ def _tokens(watched: List[Tuple[Key, str]]) -> Dict[Key, Optional[tuple]]:
     out: Dict[Key, Optional[tuple]] = {}
     for key, path in watched:
         out[key] = open_folder(path).token() if os.path.isdir(path) else None
+    return out
+
+
+def _root_tokens(roots: List[Tuple[str, str]]) -> Dict[str, tuple]:
+    """On a worker: per user, the Maildir++ folder directories of the root
+    (one scandir: a folder made, removed or renamed changes the set; the
+    root's mtime would also move at each INBOX uidlist rewrite) and the
+    subscriptions file's (mtime, inode, size) (a SUBSCRIBE rewrites it,
+    store/dovecot_files.py)."""
+    out: Dict[str, tuple] = {}
+    for user, root in roots:
+        try:
+            with os.scandir(root) as it:
+                folders = frozenset(e.name for e in it if e.name.startswith(".") and e.is_dir())
+        except OSError:
+            folders = None
+        try:
+            st = os.stat(os.path.join(root, "subscriptions"))
+            subs = (st.st_mtime_ns, st.st_ino, st.st_size)
+        except OSError:
+            subs = None
+        out[user] = (folders, subs)
     return out

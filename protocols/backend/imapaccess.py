@@ -24,7 +24,9 @@ this module only translates:
 
 Own changes (APPEND, STORE, EXPUNGE, COPY/MOVE, DELETE, RENAME) are announced
 to the change hub once done, so the other sessions on the folder hear at
-once; local delivery and POP3 announce INBOX themselves.
+once; local delivery and POP3 announce INBOX themselves.  CREATE, DELETE,
+RENAME and (UN)SUBSCRIBE are announced as name events (``announce_names``)
+for NOTIFY's watchers (imapnotify.py, RFC 5465 §5.4, §5.5).
 
 Per-user limit: at most ``max_userip`` accounts open for one user from one
 address (Dovecot's mail_max_userip_connections, default 10); beyond it
@@ -41,7 +43,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from protocols.backend import derive_read
 from protocols.backend.contracts import (AppendResult, CopyOutcome, FolderChanges, FolderEntry, FolderState,
-                                         FolderStatus, MailboxError, MessageMeta, StoreOutcome)
+                                         FolderStatus, MailboxError, MailboxEvent, MessageMeta, StoreOutcome)
+from protocols.backend import imapnotify
 from protocols.backend import imapquota
 from protocols.backend import imapreplace
 from protocols.backend import imapstore
@@ -204,6 +207,13 @@ class ImapAccount:
             done(result)
         return answered
 
+    def _then_names(self, event: MailboxEvent, done: Done) -> Done:
+        return imapnotify.then_names(self, event, done)
+
+    def watch_mailboxes(self, messages: bool, callback) -> Callable[[], None]:
+        """contracts.ImapAccount.watch_mailboxes (protocols/backend/imapnotify.py)."""
+        return imapnotify.AccountWatch(self, messages, callback).stop
+
     def list(self, done: Done) -> None:
         """LIST (RFC 9051 §6.3.9): every mailbox, INBOX first."""
         def work():
@@ -214,20 +224,25 @@ class ImapAccount:
     def create(self, name: str, special_use: Sequence[str], done: Done) -> None:
         """CREATE (RFC 9051 §6.3.4, RFC 6154 §3)."""
         uses = tuple(special_use)
-        self._serial.submit(lambda: self._boxes.create(name, uses), done, name)
+        self._serial.submit(lambda: self._boxes.create(name, uses),
+                            self._then_names(MailboxEvent("created", mb.normalize(name).rstrip("/")), done), name)
 
     def delete(self, name: str, done: Done) -> None:
         """DELETE (RFC 9051 §6.3.5): sessions that had it selected hear of it."""
         self._serial.submit(lambda: imapquota.forget(self, self._boxes.delete(name)),
-                            self._then_announce([name], done), name)
+                            self._then_announce([name], self._then_names(MailboxEvent("deleted", name), done)),
+                            name)
 
     def rename(self, old: str, new: str, done: Done) -> None:
         """RENAME (RFC 9051 §6.3.6)."""
-        self._serial.submit(lambda: self._boxes.rename(old, new), self._then_announce([old, new], done), old)
+        event = MailboxEvent("renamed", new, old) if mb.normalize(old) != "INBOX" else MailboxEvent("created", new)
+        self._serial.submit(lambda: self._boxes.rename(old, new),
+                            self._then_announce([old, new], self._then_names(event, done)), old)
 
     def subscribe(self, name: str, subscribed: bool, done: Done) -> None:
         """SUBSCRIBE / UNSUBSCRIBE (RFC 9051 §6.3.7, §6.3.8)."""
-        self._serial.submit(lambda: self._boxes.subscribe(name, subscribed), done, name)
+        event = MailboxEvent("subscribed" if subscribed else "unsubscribed", mb.normalize(name))
+        self._serial.submit(lambda: self._boxes.subscribe(name, subscribed), self._then_names(event, done), name)
 
     def status(self, name: str, done: Done) -> None:
         """STATUS (RFC 9051 §6.3.11): from the snapshot (file names), no message file read."""

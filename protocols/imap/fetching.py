@@ -68,6 +68,7 @@ class FetchCommands:
         if fa.partial is not None:      # RFC 9394 §3.3: UID FETCH only
             uids = partial.fetch_window(uids, fa.partial, head.uid)
         flagged = yield from self._set_seen(uids, atts)
+        self._work_goal(len(uids))          # RFC 9585 progress: messages sent
         if any(a.name in ("INTERNALDATE", "SAVEDATE") for a in atts):
             yield from self._load_dates(uids)
         wanted = [a for a in atts if fetch_data.needs_content(a)]
@@ -94,6 +95,7 @@ class FetchCommands:
             self._emit(self._fetch_response(uid, atts, lambda att: self._render(att, data, root),
                                             uid in flagged))
             self.counts["fetched"] += 1
+            self._work_step()
             if self._out_size >= OUTPUT_HIGH_WATER:   # what _wait_drain looks at: yield only then
                 yield self._wait_drain
         return missing
@@ -120,6 +122,7 @@ class FetchCommands:
                     continue
                 self._emit(self._fetch_response(uid, atts, lambda att: rendered[id(att)], uid in flagged))
                 self.counts["fetched"] += 1
+                self._work_step()
                 if self._out_size >= OUTPUT_HIGH_WATER:   # what _wait_drain looks at: yield only then
                     yield self._wait_drain
         return missing

@@ -97,6 +97,7 @@ class SelectedCommands(FetchCommands):
         ctx = search_eval.SearchContext(
             largest_seq=len(view), largest_uid=view.uids[-1] if view.uids else 0,
             saved=tuple(self._saved), now=now, charset=charset, tz=local)
+        self._work_goal(len(view))          # RFC 9585 progress: messages evaluated
         if _uses_dates(sa.key):
             yield from self._load_dates([u for u in view.uids if u not in view.gone])
         if search_columns.usable(sa.key):
@@ -134,6 +135,7 @@ class SelectedCommands(FetchCommands):
             missing = [uids[i] for i in cand if uids[i] not in column]
             for start in range(0, len(missing), CACHE_BATCH):
                 yield from self._derived(missing[start:start + CACHE_BATCH])   # noted in the column
+                self._work_step(min(CACHE_BATCH, len(missing) - start))
             search_columns.prune(column, uids)
             kept = [column.get(uid, False) for uid in uids]
             if None in kept or False in kept:
@@ -168,6 +170,7 @@ class SelectedCommands(FetchCommands):
                         continue
                 if search_eval.matches(key, seq, meta, recent, data, ctx, kept):
                     hits.append(uid)
+            self._work_step(len(batch))
         return hits
 
     def _read_batch(self, rows):

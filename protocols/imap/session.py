@@ -11,7 +11,8 @@ CREATE-SPECIAL-USE (RFC 6154), ESEARCH (RFC 4731), SEARCHRES (RFC 5182),
 STATUS=SIZE (RFC 8438), APPENDLIMIT (RFC 7889), UTF8=ACCEPT (RFC 6855 §3:
 mailbox names in UTF-8), BINARY (RFC 3516, fetch_data.py), SAVEDATE (RFC
 8514), WITHIN (RFC 5032, search_eval.py), COMPRESS=DEFLATE (RFC 4978,
-compress.py), UNAUTHENTICATE (RFC 8437).
+compress.py), UNAUTHENTICATE (RFC 8437), NOTIFY (RFC 5465, notify.py),
+MULTISEARCH (RFC 7377, multisearch.py), INPROGRESS (RFC 9585, inprogress.py).
 
 Left out (a later issue): CONDSTORE / QRESYNC (RFC 7162) are not
 advertised (MODSEQ is fetched when asked; CHANGEDSINCE, UNCHANGEDSINCE and
@@ -49,6 +50,9 @@ from protocols.imap.reader import Command, CommandReader, NeedContinuation
 from protocols.imap.selected import SelectedCommands
 from protocols.imap.session_auth import AuthCommands
 from protocols.imap.mailboxes import MailboxCommands
+from protocols.imap.inprogress import ProgressCommands
+from protocols.imap.multisearch import MultiSearchCommands
+from protocols.imap.notify import NotifyCommands
 from protocols.imap.quota import QUOTA_CAPABILITIES, QuotaCommands
 from protocols.imap.acl import ACL_CAPABILITIES, AclCommands
 from protocols.imap.session_base import BAD, OK, Refusal, Reply, SessionCore
@@ -106,7 +110,8 @@ class Entry:
 
 
 class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, CatenateCommands,
-                  ReplaceCommands, PartialCommands, AclCommands, SessionCore):
+                  ReplaceCommands, PartialCommands, AclCommands, NotifyCommands,
+                  MultiSearchCommands, ProgressCommands, SessionCore):
     """One IMAP connection: bytes in, bytes out (RFC 9051 §3)."""
 
     def __init__(self, ctx: SessionContext, config: ImapConfig, backend: ImapBackend):
@@ -123,14 +128,19 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
     def idle_timeout(self) -> float:
         if self._idling:
             return KEEPALIVE
+        if self._progress_due():
+            return self.inprogress_interval     # RFC 9585 §4 (inprogress.py)
         if self.state is ImapState.NOT_AUTHENTICATED:
             return self.config.login_timeout
         return self.config.idle_timeout
 
     def keepalive(self) -> bool:
         """The loop's idle deadline passed while IDLE runs: ``* OK Still here``
-        every KEEPALIVE seconds, up to the idle timeout (RFC 2177 §3)."""
-        if not self._idling or self._closing:
+        every KEEPALIVE seconds, up to the idle timeout (RFC 2177 §3); while
+        a command works, its progress (RFC 9585, inprogress.py)."""
+        if not self._idling:
+            return self._progress_keepalive()
+        if self._closing:
             return False
         if self.ctx.clock() - self._idle_since >= self.config.idle_timeout:
             return False
@@ -257,6 +267,7 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
 
     def _run_command(self, entry: Entry, head: g.CommandHead):
         """One command to its tagged reply; untagged updates first where allowed."""
+        self._work_begin(head.tag, head.name)   # RFC 9585 progress (inprogress.py)
         try:
             result = entry.handler(self, head)
             if inspect.isgenerator(result):
@@ -268,6 +279,7 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
             reply = (BAD, exc.text, None)
         except Refusal as exc:
             reply = (exc.status, exc.text, exc.code)
+        self._work_end()
         if reply[0] == BAD:
             self._bad(head.tag, reply[1], reply[2])
             return
@@ -345,6 +357,9 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
             caps += APPENDX_CAPABILITIES    # catenate.py, imapurl.py, replace.py, partial.py
             if getattr(self._account, "my_rights", None) is not None:
                 caps += ACL_CAPABILITIES    # RFC 4314 §2, §5.1.1 (protocols/imap/acl.py)
+            caps.append(b"NOTIFY")          # RFC 5465 §3 (protocols/imap/notify.py)
+            caps.append(b"MULTISEARCH")     # RFC 7377 §2 (protocols/imap/multisearch.py)
+            caps.append(b"INPROGRESS")      # RFC 9585 §3 (protocols/imap/inprogress.py)
         return b" ".join(caps)
 
 
@@ -402,6 +417,8 @@ COMMANDS: Dict[str, Entry] = {
     "GETACL": Entry(S._cmd_getacl, LOGGED_IN),            # RFC 4314 §3.3
     "LISTRIGHTS": Entry(S._cmd_listrights, LOGGED_IN),    # RFC 4314 §3.4
     "MYRIGHTS": Entry(S._cmd_myrights, LOGGED_IN),        # RFC 4314 §3.5
+    "NOTIFY": Entry(S._cmd_notify, LOGGED_IN),            # RFC 5465 §3.1
+    "ESEARCH": Entry(S._cmd_esearch, LOGGED_IN, False),   # RFC 7377 §2
 }
 # RFC 9051 §6.4.9, RFC 4315 §2.1 (UID EXPUNGE), RFC 6851 §3.2 (UID MOVE), RFC 8508 §3.3.
 UID_COMMANDS = frozenset(["FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE",

@@ -169,7 +169,11 @@ class SessionCore:
         if self._drain_waiter is not None:
             waiter, self._drain_waiter = self._drain_waiter, None
             waiter(None)
+        self._after_drain()
         return data
+
+    def _after_drain(self) -> None:
+        """The output was taken: a mixin's held pushes may go (NOTIFY, notify.py)."""
 
     def tls_started(self, info: dict) -> None:
         """RFC 9051 §6.2.1: TLS is up; the client asks CAPABILITY again."""
