@@ -175,6 +175,7 @@ class FolderStatus:
     recent: int
     highestmodseq: int
     deleted_storage: int = 0              # RFC 9208 §4.1.4 DELETED-STORAGE: octets of the \\Deleted messages
+    mailbox_id: str = ""                  # RFC 8474 §4.3 MAILBOXID (an objectid), "" if the backend has none
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,7 @@ class FolderState:
     messages: Tuple[MessageMeta, ...]
     keywords: Tuple[str, ...] = ()        # keywords defined in the folder, for FLAGS / PERMANENTFLAGS
     recent: FrozenSet[int] = frozenset()  # UIDs \\Recent for this session only (RFC 3501 §2.3.2)
+    mailbox_id: str = ""                  # RFC 8474 §4.2 MAILBOXID (an objectid), "" if the backend has none
 
 
 @dataclass(frozen=True)
@@ -327,6 +329,11 @@ class OpenFolder(Protocol):
         in the target before the answer; ``MailboxError("TRYCREATE", ...)`` when
         the target does not exist (RFC 9051 §6.4.7)."""
 
+    def email_ids(self, uids: Sequence[int], done: Callable[[object], None]) -> None:
+        """Optional (OBJECTID, RFC 8474 §5.1: a session offers EMAILID only when
+        present): ``done({uid: objectid})``, the same id for a message and its
+        copies (COPY / MOVE) and for no other message; UIDs gone are left out."""
+
     def close(self) -> None:
         """Stop watching and release; no answer; safe to call twice."""
 
@@ -366,6 +373,10 @@ class ImapAccount(Protocol):
         """GETQUOTA / GETQUOTAROOT (RFC 9208): ``done(QuotaState)`` of the user's
         one quota root "".  APPEND and COPY/MOVE into the account answer
         ``MailboxError("OVERQUOTA", ...)`` when over (RFC 9208 §4.3.1)."""
+
+    def mailbox_id(self, name: str, done: Callable[[object], None]) -> None:
+        """Optional (OBJECTID, RFC 8474 §4.1): ``done(objectid)`` of the mailbox
+        ``name``, kept across RENAME (the same as ``status(...).mailbox_id``)."""
 
     def close(self) -> None:
         """The session ended: release everything (open folders too)."""

@@ -43,6 +43,7 @@ from protocols.backend import derive_read
 from protocols.backend.contracts import (AppendResult, CopyOutcome, FolderChanges, FolderEntry, FolderState,
                                          FolderStatus, MailboxError, MessageMeta, StoreOutcome)
 from protocols.backend import imapquota
+from protocols.backend import objectids
 from protocols.backend import imapstore
 from protocols.backend.imapstore import (FLAG_LETTERS, LETTER_FLAGS, imap_flags, same_case,  # noqa: F401
                                          split_flags)
@@ -237,7 +238,8 @@ class ImapAccount:
                                 sum(1 for m in msgs if "S" not in m.flags),
                                 sum(1 for m in msgs if "T" in m.flags),
                                 sum(m.size for m in msgs), sum(1 for m in msgs if m.uid >= first),
-                                snap.highestmodseq, sum(m.size for m in msgs if "T" in m.flags))
+                                snap.highestmodseq, sum(m.size for m in msgs if "T" in m.flags),
+                                mailbox_id=objectids.mailbox_id(folder))      # RFC 8474 §4.3
         self._serial.submit(work, done, name)
 
     def append(self, name: str, items, done: Done) -> None:
@@ -275,6 +277,10 @@ class ImapAccount:
                 self._folders.append(result)
             done(result)
         self._serial.submit(work, answered, name)
+
+    def mailbox_id(self, name: str, done: Done) -> None:
+        """OBJECTID MAILBOXID (RFC 8474 §4.1): protocols/backend/objectids.py."""
+        self._serial.submit(lambda: objectids.mailbox_id(self._boxes.folder(name)), done, name)
 
     def quota(self, done: Done) -> None:
         """GETQUOTA / GETQUOTAROOT (RFC 9208 §4.1.1, §4.1.2): protocols/backend/imapquota.py."""
@@ -337,7 +343,7 @@ class OpenFolder:
         self._seen = snap
         metas = self._metas_of(snap)
         state = FolderState(snap.uidvalidity, snap.uidnext, snap.highestmodseq, metas,
-                            folder.keywords(), recent)
+                            folder.keywords(), recent, mailbox_id=objectids.mailbox_id(folder))
         if prev is None:
             return state, (), (), ()
         old = prev.messages
@@ -435,6 +441,11 @@ class OpenFolder:
             snap = self._folder.knowing(uids)
             self._folder.dates([m for m in map(snap.by_uid, uids) if m is not None])
         self._serial.submit(work, done, self.name)
+
+    def email_ids(self, uids: Sequence[int], done: Done) -> None:
+        """contracts.OpenFolder.email_ids (RFC 8474 §5.1): protocols/backend/objectids.py."""
+        uids = list(uids)
+        self._serial.submit(lambda: objectids.email_ids(self._folder, uids), done, self.name)
 
     def read(self, uid: int, done: Done) -> None:
         """The message in CRLF form; None once it is gone (RFC 2180 §4.1)."""

@@ -15,7 +15,8 @@ compress.py), UNAUTHENTICATE (RFC 8437).
 
 Left out (a later issue): CONDSTORE / QRESYNC (RFC 7162) are not
 advertised (MODSEQ is fetched when asked; CHANGEDSINCE, UNCHANGEDSINCE and
-SELECT's CONDSTORE / QRESYNC parameters are BAD); OBJECTID (RFC 8474).
+SELECT's CONDSTORE / QRESYNC parameters are BAD).  OBJECTID (RFC 8474) is
+objectid.py's.
 
 Shape: the command reader (reader.py) cuts the input into commands and
 literal continuations; each command runs as a generator (``_run_command``)
@@ -47,6 +48,7 @@ from protocols.imap.selected import SelectedCommands
 from protocols.imap.session_auth import AuthCommands
 from protocols.imap.mailboxes import MailboxCommands
 from protocols.imap.quota import QUOTA_CAPABILITIES, QuotaCommands
+from protocols.imap.objectid import OBJECTID_CAPABILITIES, ObjectIdCommands
 from protocols.imap.session_base import BAD, OK, Refusal, Reply, SessionCore
 from protocols.imap.view import BadSequence
 
@@ -101,7 +103,8 @@ class Entry:
     expunge: bool = True
 
 
-class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, SessionCore):
+class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, ObjectIdCommands,
+                  SessionCore):
     """One IMAP connection: bytes in, bytes out (RFC 9051 §3)."""
 
     def __init__(self, ctx: SessionContext, config: ImapConfig, backend: ImapBackend):
@@ -337,6 +340,7 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
                  b"BINARY", b"SAVEDATE", b"WITHIN"]
         if self.state is not ImapState.NOT_AUTHENTICATED:
             caps += QUOTA_CAPABILITIES      # RFC 9208 §5 (protocols/imap/quota.py), after login as Dovecot
+            caps += OBJECTID_CAPABILITIES   # RFC 8474 §3 (protocols/imap/objectid.py)
         return b" ".join(caps)
 
 
