@@ -329,6 +329,12 @@ class OpenFolder(Protocol):
         in the target before the answer; ``MailboxError("TRYCREATE", ...)`` when
         the target does not exist (RFC 9051 §6.4.7)."""
 
+    def cached(self, uids: Sequence[int], kind: str, done: Callable[[object], None]) -> None:
+        """Optional (a session calls it only when present): ``done({uid: dict})``
+        with what ``derived`` would answer for ``kind`` from its cache alone,
+        no message read; UIDs without an entry are missing (RFC 8970 §4.1
+        PREVIEW (LAZY) answers NIL for them)."""
+
     def email_ids(self, uids: Sequence[int], done: Callable[[object], None]) -> None:
         """Optional (OBJECTID, RFC 8474 §5.1: a session offers EMAILID only when
         present): ``done({uid: objectid})``, the same id for a message and its

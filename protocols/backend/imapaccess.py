@@ -481,6 +481,11 @@ class OpenFolder:
             self._serial.submit(functools.partial(self._derive, batch, kind, compute), answered, self.name)
         step(0)
 
+    def cached(self, uids: Sequence[int], kind: str, done: Done) -> None:
+        """contracts.OpenFolder.cached: the cache's entries alone (RFC 8970 PREVIEW (LAZY))."""
+        uids = list(uids)
+        self._serial.submit(lambda: derive_read.cached(self._folder, uids, kind), done, self.name)
+
     def _derive(self, uids: Sequence[int], kind: str, compute) -> Dict[int, Dict[str, bytes]]:
         """On the worker: cache hits by Maildir key, the misses read and computed.
         The UIDs' keys come from the folder's last snapshot (a rescan only for a

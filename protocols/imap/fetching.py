@@ -79,10 +79,13 @@ class FetchCommands:
 
     def _extra_items(self, uids, atts):
         """The items answered from the backend beside the message (RFC 8474 §5.3
-        EMAILID / THREADID: objectid.py): ``{name: uid -> item, None: none}``."""
+        EMAILID / THREADID: objectid.py; RFC 8970 PREVIEW: preview.py):
+        ``{name: uid -> item, or None for no item}``."""
         extra = {}
         if any(a.name in OBJECTID_ITEMS for a in atts):
             extra.update((yield from self._objectid_items(uids, atts)))
+        if any(a.name == "PREVIEW" for a in atts):
+            extra.update((yield from self._preview_items(uids, atts)))     # RFC 8970 (preview.py)
         return extra
 
     def _fetch_read(self, uids, atts, flagged, content: bool):

@@ -49,6 +49,7 @@ from protocols.imap.session_auth import AuthCommands
 from protocols.imap.mailboxes import MailboxCommands
 from protocols.imap.quota import QUOTA_CAPABILITIES, QuotaCommands
 from protocols.imap.objectid import OBJECTID_CAPABILITIES, ObjectIdCommands
+from protocols.imap.preview import PREVIEW_CAPABILITIES, PreviewCommands
 from protocols.imap.session_base import BAD, OK, Refusal, Reply, SessionCore
 from protocols.imap.view import BadSequence
 
@@ -104,7 +105,7 @@ class Entry:
 
 
 class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, ObjectIdCommands,
-                  SessionCore):
+                  PreviewCommands, SessionCore):
     """One IMAP connection: bytes in, bytes out (RFC 9051 §3)."""
 
     def __init__(self, ctx: SessionContext, config: ImapConfig, backend: ImapBackend):
@@ -341,6 +342,7 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
         if self.state is not ImapState.NOT_AUTHENTICATED:
             caps += QUOTA_CAPABILITIES      # RFC 9208 §5 (protocols/imap/quota.py), after login as Dovecot
             caps += OBJECTID_CAPABILITIES   # RFC 8474 §3 (protocols/imap/objectid.py)
+            caps += PREVIEW_CAPABILITIES    # RFC 8970 §1 (protocols/imap/preview.py)
         return b" ".join(caps)
 
 
