@@ -380,6 +380,21 @@ class ImapAccount(Protocol):
         one quota root "".  APPEND and COPY/MOVE into the account answer
         ``MailboxError("OVERQUOTA", ...)`` when over (RFC 9208 §4.3.1)."""
 
+    def metadata(self, name: str, entries: Sequence[str], depth: Optional[int],
+                 done: Callable[[object], None]) -> None:
+        """Optional (METADATA, RFC 5464 §4.2; the session offers it only when
+        present): ``done({entry: value})`` for the mailbox ``name`` ("" the
+        server): each of ``entries`` (lower case) that has a value, and the
+        entries below each within ``depth`` levels (0 none, None all);
+        ``MailboxError("NONEXISTENT")`` for a mailbox that does not exist."""
+
+    def set_metadata(self, name: str, changes: Sequence[Tuple[str, Optional[bytes]]],
+                     done: Callable[[object], None]) -> None:
+        """Optional (SETMETADATA, RFC 5464 §4.3): set (bytes) or remove (None)
+        entries, all or none, durable before ``done(None)``; refusals as
+        ``MailboxError`` codes "METADATA MAXSIZE n" / "METADATA TOOMANY".  A
+        mailbox's entries follow it on RENAME and go with it on DELETE."""
+
     def mailbox_id(self, name: str, done: Callable[[object], None]) -> None:
         """Optional (OBJECTID, RFC 8474 §4.1): ``done(objectid)`` of the mailbox
         ``name``, kept across RENAME (the same as ``status(...).mailbox_id``)."""

@@ -43,6 +43,7 @@ from protocols.backend import derive_read
 from protocols.backend.contracts import (AppendResult, CopyOutcome, FolderChanges, FolderEntry, FolderState,
                                          FolderStatus, MailboxError, MessageMeta, StoreOutcome)
 from protocols.backend import imapquota
+from protocols.backend import imapmetadata
 from protocols.backend import objectids
 from protocols.backend import imapstore
 from protocols.backend.imapstore import (FLAG_LETTERS, LETTER_FLAGS, imap_flags, same_case,  # noqa: F401
@@ -216,12 +217,15 @@ class ImapAccount:
 
     def delete(self, name: str, done: Done) -> None:
         """DELETE (RFC 9051 §6.3.5): sessions that had it selected hear of it."""
-        self._serial.submit(lambda: imapquota.forget(self, self._boxes.delete(name)),
-                            self._then_announce([name], done), name)
+        self._serial.submit(lambda: imapmetadata.deleting(self, name, lambda: imapquota.forget(
+            self, self._boxes.delete(name))), self._then_announce([name], done), name)
 
     def rename(self, old: str, new: str, done: Done) -> None:
         """RENAME (RFC 9051 §6.3.6)."""
-        self._serial.submit(lambda: self._boxes.rename(old, new), self._then_announce([old, new], done), old)
+        def work() -> None:
+            self._boxes.rename(old, new)
+            imapmetadata.renamed(self, old, new)          # RFC 5464 §4.1
+        self._serial.submit(work, self._then_announce([old, new], done), old)
 
     def subscribe(self, name: str, subscribed: bool, done: Done) -> None:
         """SUBSCRIBE / UNSUBSCRIBE (RFC 9051 §6.3.7, §6.3.8)."""
@@ -281,6 +285,16 @@ class ImapAccount:
     def mailbox_id(self, name: str, done: Done) -> None:
         """OBJECTID MAILBOXID (RFC 8474 §4.1): protocols/backend/objectids.py."""
         self._serial.submit(lambda: objectids.mailbox_id(self._boxes.folder(name)), done, name)
+
+    def metadata(self, name: str, entries: Sequence[str], depth: Optional[int], done: Done) -> None:
+        """GETMETADATA (RFC 5464 §4.2): protocols/backend/imapmetadata.py."""
+        entries = list(entries)
+        self._serial.submit(lambda: imapmetadata.get(self, name, entries, depth), done, name)
+
+    def set_metadata(self, name: str, changes, done: Done) -> None:
+        """SETMETADATA (RFC 5464 §4.3): protocols/backend/imapmetadata.py."""
+        changes = list(changes)
+        self._serial.submit(lambda: imapmetadata.set_entries(self, name, changes), done, name)
 
     def quota(self, done: Done) -> None:
         """GETQUOTA / GETQUOTAROOT (RFC 9208 §4.1.1, §4.1.2): protocols/backend/imapquota.py."""

@@ -50,6 +50,7 @@ from protocols.imap.mailboxes import MailboxCommands
 from protocols.imap.quota import QUOTA_CAPABILITIES, QuotaCommands
 from protocols.imap.objectid import OBJECTID_CAPABILITIES, ObjectIdCommands
 from protocols.imap.preview import PREVIEW_CAPABILITIES, PreviewCommands
+from protocols.imap.metadata import METADATA_CAPABILITIES, MetadataCommands
 from protocols.imap.session_base import BAD, OK, Refusal, Reply, SessionCore
 from protocols.imap.view import BadSequence
 
@@ -105,7 +106,7 @@ class Entry:
 
 
 class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, ObjectIdCommands,
-                  PreviewCommands, SessionCore):
+                  PreviewCommands, MetadataCommands, SessionCore):
     """One IMAP connection: bytes in, bytes out (RFC 9051 §3)."""
 
     def __init__(self, ctx: SessionContext, config: ImapConfig, backend: ImapBackend):
@@ -343,6 +344,7 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
             caps += QUOTA_CAPABILITIES      # RFC 9208 §5 (protocols/imap/quota.py), after login as Dovecot
             caps += OBJECTID_CAPABILITIES   # RFC 8474 §3 (protocols/imap/objectid.py)
             caps += PREVIEW_CAPABILITIES    # RFC 8970 §1 (protocols/imap/preview.py)
+            caps += METADATA_CAPABILITIES   # RFC 5464 §1 (protocols/imap/metadata.py)
         return b" ".join(caps)
 
 
@@ -392,6 +394,8 @@ COMMANDS: Dict[str, Entry] = {
     "GETQUOTA": Entry(S._cmd_getquota, LOGGED_IN),        # RFC 9208 §4.1.1
     "GETQUOTAROOT": Entry(S._cmd_getquotaroot, LOGGED_IN),  # RFC 9208 §4.1.2
     "SETQUOTA": Entry(S._cmd_setquota, LOGGED_IN),        # RFC 9208 §4.1.3
+    "GETMETADATA": Entry(S._cmd_getmetadata, LOGGED_IN),  # RFC 5464 §4.2
+    "SETMETADATA": Entry(S._cmd_setmetadata, LOGGED_IN),  # RFC 5464 §4.3
 }
 # RFC 9051 §6.4.9, RFC 4315 §2.1 (UID EXPUNGE), RFC 6851 §3.2 (UID MOVE).
 UID_COMMANDS = frozenset(["FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"])
