@@ -7,6 +7,7 @@ import base64
 import imaplib
 import os
 import shutil
+import socket
 import tempfile
 import threading
 import unittest
@@ -206,6 +207,18 @@ class Behaviour(unittest.TestCase):
             t.join(30)
         self.assertEqual(len(md.MetadataFile(root).load()), 60)
 
+    def test_a_value_too_big_is_refused_before_its_octets_come(self):
+        """§4.3 MAXSIZE answered instead of "+" (the session's limit is the store's)."""
+        self.assertEqual(M.MAX_VALUE, md.MAX_VALUE)
+        s, b = self.session()
+        self.assertEqual(feed(s, b"a SETMETADATA INBOX (/private/x {65537}\r\n"),
+                         b"a NO [METADATA MAXSIZE 65536] Value of 65537 octets over the limit of 65536\r\n")
+        self.assertEqual(feed(s, b"b SETMETADATA INBOX (/private/x {65536}\r\n"), b"+ Ready for literal data\r\n")
+        self.assertEqual(feed(s, b"v" * 65536 + b")\r\n"), b"b OK SETMETADATA completed\r\n")
+        self.assertEqual(feed(s, b"c SETMETADATA INBOX (/private/x {60000000}\r\n"),    # over any literal
+                         b"c NO [TOOBIG] literal of 60000000 octets is over the limit\r\n")
+        self.assertEqual(feed(s, b"d NOOP\r\n"), b"d OK NOOP completed\r\n")
+
     def test_a_backend_without_metadata_says_no(self):
         s, _ = make_session(FakeImapBackend())
         login(s)
@@ -229,6 +242,9 @@ class MetadataServerTest(ServerTestCase):
 
     def setUp(self):
         self.clear_mailbox(self.BOB)
+        path = os.path.join(self.maildir(self.BOB), md.FILE)
+        if os.path.exists(path):
+            os.unlink(path)
 
     def test_set_and_get_over_loopback_and_the_file_on_disk(self):
         m = imaplib.IMAP4("127.0.0.1", self.ports["imap"], timeout=10)
@@ -249,6 +265,39 @@ class MetadataServerTest(ServerTestCase):
         typ, data = m.xatom("SETMETADATA", 'INBOX (/private/comment "%s")' % ("x" * 70000))
         self.assertEqual(typ, "NO")
         self.assertIn(b"[METADATA MAXSIZE 65536]", data[0])
+
+    def test_many_clients_from_many_addresses_at_once(self):
+        """Abuse: 12 sessions from 12 loopback addresses set entries concurrently on the
+        same mailbox; every write is kept (the lock), the 100-entry limit holds for all of
+        them together, and the file stays readable."""
+        class FromAddress(imaplib.IMAP4):
+            def __init__(self, port, source):
+                self.source = source
+                super().__init__("127.0.0.1", port, timeout=30)
+
+            def _create_socket(self, timeout):
+                return socket.create_connection((self.host, self.port), timeout, source_address=(self.source, 0))
+        results, errors = [], []
+
+        def client(i):
+            try:
+                m = FromAddress(self.ports["imap"], "127.0.2.%d" % (10 + i))
+                m.login(self.BOB, self.BOB_PW)
+                for j in range(10):
+                    typ, data = m.xatom("SETMETADATA", 'INBOX (/private/c%d/e%d "%s")' % (i, j, "v" * 500))
+                    results.append(typ)
+                m.logout()
+            except Exception as exc:       # reported below, with the address
+                errors.append((i, exc))
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors, [])
+        self.assertEqual((results.count("OK"), results.count("NO")), (md.MAX_ENTRIES, 120 - md.MAX_ENTRIES))
+        entries = md.MetadataFile(self.maildir(self.BOB)).load()
+        self.assertEqual(len(entries), md.MAX_ENTRIES)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,10 @@ METADATA_CAPABILITIES = [b"METADATA", b"METADATA-SERVER"]     # RFC 5464 §1, §
 # the RFC sets no bound, Cyrus and Dovecot use a few hundred at most).
 MAX_ENTRY_NAME = 1024
 READ_ONLY = ("/shared/admin",)          # §3.2.1.1: server entry set by the server only
+# The store's limit on a value (store/metadata.py MAX_VALUE, which says where it
+# comes from; tests/test_imap_metadata.py checks the two agree): a larger
+# synchronizing literal in SETMETADATA is refused before its "+".
+MAX_VALUE = 64 * 1024
 _SCOPES = ("private", "shared")
 
 
@@ -184,6 +188,20 @@ class MetadataCommands:
         if getattr(self._account, "metadata", None) is None:
             raise Refusal(NO, "METADATA is not available for this account", "CANNOT")
         return self._account
+
+    def _refuse_metadata_literal(self, need) -> bool:
+        """A synchronizing literal over MAX_VALUE in SETMETADATA: the tagged
+        ``NO [METADATA MAXSIZE n]`` (§4.3) instead of ``+`` (RFC 9051 §7.5), so
+        the client does not send octets that would be refused; True if so."""
+        if need.size <= MAX_VALUE:
+            return False
+        words = bytes(self._reader._cmd[:80]).split(None, 2)
+        if len(words) < 2 or words[1].upper() != b"SETMETADATA":
+            return False
+        self._reader.refuse_literal()
+        self._emit(wire.status_line(need.tag, b"NO", "Value of %d octets over the limit of %d" % (need.size, MAX_VALUE),
+                                    b"[METADATA MAXSIZE %d]" % MAX_VALUE))
+        return True
 
     def _cmd_getmetadata(self, head):
         """GETMETADATA (RFC 5464 §4.2, §4.2.1 MAXSIZE, §4.2.2 DEPTH)."""

@@ -184,6 +184,8 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
 
     def _continuation(self, need: NeedContinuation) -> None:
         """RFC 9051 §4.3, §7.5: ``+`` for a literal we take, else a tagged refusal."""
+        if self._line_waiter is None and self._refuse_metadata_literal(need):
+            return          # RFC 5464 §4.3 (metadata.py)
         if self._line_waiter is not None or self._over_total(need.size):
             self._reader.refuse_literal()
             if self._line_waiter is not None:
