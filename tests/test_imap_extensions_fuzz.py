@@ -5,7 +5,6 @@ rest: valid, mutated and random lines, split at random points, in the
 authenticated and selected states.  After every step no exception has escaped,
 every response is well formed, and the annotations file still reads."""
 
-import os
 import random
 import shutil
 import unittest

@@ -43,8 +43,8 @@ from protocols.backend import derive_read
 from protocols.backend.contracts import (AppendResult, CopyOutcome, FolderChanges, FolderEntry, FolderState,
                                          FolderStatus, MailboxError, MessageMeta, StoreOutcome)
 from protocols.backend import imapquota
-from protocols.backend import imapmetadata
-from protocols.backend import objectids
+from protocols.backend import imapmetadata, objectids
+from protocols.backend.imapextras import AccountExtras, FolderExtras
 from protocols.backend import imapstore
 from protocols.backend.imapstore import (FLAG_LETTERS, LETTER_FLAGS, imap_flags, same_case,  # noqa: F401
                                          split_flags)
@@ -183,8 +183,8 @@ class ImapAccessService:
         self.hub.announce(user, key)
 
 
-class ImapAccount:
-    """contracts.ImapAccount over store/mailboxes.py."""
+class ImapAccount(AccountExtras):
+    """contracts.ImapAccount over store/mailboxes.py (OBJECTID, METADATA: imapextras.py)."""
 
     def __init__(self, service: ImapAccessService, user: str, boxes: mb.Mailboxes, on_close):
         self.user = user
@@ -222,10 +222,8 @@ class ImapAccount:
 
     def rename(self, old: str, new: str, done: Done) -> None:
         """RENAME (RFC 9051 §6.3.6)."""
-        def work() -> None:
-            self._boxes.rename(old, new)
-            imapmetadata.renamed(self, old, new)          # RFC 5464 §4.1
-        self._serial.submit(work, self._then_announce([old, new], done), old)
+        self._serial.submit(lambda: imapmetadata.renaming(self, old, new, lambda: self._boxes.rename(old, new)),
+                            self._then_announce([old, new], done), old)
 
     def subscribe(self, name: str, subscribed: bool, done: Done) -> None:
         """SUBSCRIBE / UNSUBSCRIBE (RFC 9051 §6.3.7, §6.3.8)."""
@@ -282,20 +280,6 @@ class ImapAccount:
             done(result)
         self._serial.submit(work, answered, name)
 
-    def mailbox_id(self, name: str, done: Done) -> None:
-        """OBJECTID MAILBOXID (RFC 8474 §4.1): protocols/backend/objectids.py."""
-        self._serial.submit(lambda: objectids.mailbox_id(self._boxes.folder(name)), done, name)
-
-    def metadata(self, name: str, entries: Sequence[str], depth: Optional[int], done: Done) -> None:
-        """GETMETADATA (RFC 5464 §4.2): protocols/backend/imapmetadata.py."""
-        entries = list(entries)
-        self._serial.submit(lambda: imapmetadata.get(self, name, entries, depth), done, name)
-
-    def set_metadata(self, name: str, changes, done: Done) -> None:
-        """SETMETADATA (RFC 5464 §4.3): protocols/backend/imapmetadata.py."""
-        changes = list(changes)
-        self._serial.submit(lambda: imapmetadata.set_entries(self, name, changes), done, name)
-
     def quota(self, done: Done) -> None:
         """GETQUOTA / GETQUOTAROOT (RFC 9208 §4.1.1, §4.1.2): protocols/backend/imapquota.py."""
         self._serial.submit(lambda: imapquota.state(self), done)
@@ -316,8 +300,8 @@ class ImapAccount:
             self._on_close = None
 
 
-class OpenFolder:
-    """contracts.OpenFolder: a selected folder of one session."""
+class OpenFolder(FolderExtras):
+    """contracts.OpenFolder: a selected folder of one session (EMAILID, PREVIEW: imapextras.py)."""
 
     def __init__(self, account: ImapAccount, name: str, readonly: bool, folder):
         self.name = name
@@ -456,11 +440,6 @@ class OpenFolder:
             self._folder.dates([m for m in map(snap.by_uid, uids) if m is not None])
         self._serial.submit(work, done, self.name)
 
-    def email_ids(self, uids: Sequence[int], done: Done) -> None:
-        """contracts.OpenFolder.email_ids (RFC 8474 §5.1): protocols/backend/objectids.py."""
-        uids = list(uids)
-        self._serial.submit(lambda: objectids.email_ids(self._folder, uids), done, self.name)
-
     def read(self, uid: int, done: Done) -> None:
         """The message in CRLF form; None once it is gone (RFC 2180 §4.1)."""
         self._serial.submit(lambda: self._folder.read_crlf(uid), done, self.name)
@@ -494,11 +473,6 @@ class OpenFolder:
             batch = uids[start:start + DERIVED_BATCH]
             self._serial.submit(functools.partial(self._derive, batch, kind, compute), answered, self.name)
         step(0)
-
-    def cached(self, uids: Sequence[int], kind: str, done: Done) -> None:
-        """contracts.OpenFolder.cached: the cache's entries alone (RFC 8970 PREVIEW (LAZY))."""
-        uids = list(uids)
-        self._serial.submit(lambda: derive_read.cached(self._folder, uids, kind), done, self.name)
 
     def _derive(self, uids: Sequence[int], kind: str, compute) -> Dict[int, Dict[str, bytes]]:
         """On the worker: cache hits by Maildir key, the misses read and computed.

@@ -74,7 +74,8 @@ def deleting(account, name: str, delete) -> object:
     return result
 
 
-def renamed(account, old: str, new: str) -> None:
-    """After RENAME: the entries follow the GUID; RENAME INBOX copies INBOX's (§4.1)."""
+def renaming(account, old: str, new: str, rename) -> None:
+    """RENAME: ``rename()``; the entries follow the GUID, RENAME INBOX copies INBOX's (§4.1)."""
+    rename()
     if mb.normalize(old) == "INBOX":
         _file(account).copy(_owner(account, "INBOX"), _owner(account, new))
