@@ -57,7 +57,8 @@ MAX_VALUE = 64 * 1024
 MAX_ENTRIES = 100
 # Ours: 1 MiB of values per user, so the file read at each command stays small.
 MAX_TOTAL = 1024 * 1024
-_threads = threading.Lock()    # flock is per open file; this keeps our own threads in line too
+_guard = threading.Lock()
+_path_locks: Dict[str, threading.Lock] = {}    # lock file -> its lock among our own threads
 
 
 class TooBig(ValueError):
@@ -157,21 +158,25 @@ class MetadataFile:
 
 
 class _Flock:
-    """An exclusive flock of the lock file, our threads serialised first."""
+    """An exclusive flock of the lock file (other processes), our threads serialised
+    first by a lock per file (flock is per open file description: two descriptors
+    of one process exclude each other too, the thread lock only saves the wait)."""
 
     def __init__(self, path: str):
         self.path = path
         self.fd = -1
 
     def __enter__(self):
-        _threads.acquire()
+        with _guard:            # one lock per user's file: users do not wait for each other
+            self.threads = _path_locks.setdefault(self.path, threading.Lock())
+        self.threads.acquire()
         try:
             self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             fcntl.flock(self.fd, fcntl.LOCK_EX)
         except BaseException:
             if self.fd >= 0:
                 os.close(self.fd)
-            _threads.release()
+            self.threads.release()
             raise
         return self
 
@@ -179,7 +184,7 @@ class _Flock:
         try:
             os.close(self.fd)          # closing the descriptor releases the flock
         finally:
-            _threads.release()
+            self.threads.release()
 
 
 def _count(entries: Entries, owner: str) -> int:

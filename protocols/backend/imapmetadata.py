@@ -9,6 +9,9 @@ them with nothing to do, RENAME INBOX copies INBOX's to the new mailbox
 (§4.1: "annotations are preserved on the INBOX"), DELETE drops them.
 Without the ACL extension every mailbox the user can LIST may be annotated
 (§3.3); a mailbox that does not exist is ``NO [NONEXISTENT]``.
+DEVIATION(RFC 5464 §4.1): a name that is only a \\Noselect parent (no folder
+of its own, store/mailboxes.py) cannot be annotated (its entries would have no
+GUID to be filed under); §4.1 says SHOULD allow it.
 """
 
 from __future__ import annotations

@@ -73,6 +73,7 @@ class FetchCommands:
             missing = yield from self._fetch_cached(uids, atts, flagged, head)
         else:
             missing = yield from self._fetch_read(uids, atts, flagged, bool(wanted))
+        self._fetch_extra = {}              # this FETCH's ids and previews are not kept
         if missing:
             return (NO, "Some messages were expunged meanwhile", wire.response_code("EXPUNGEISSUED"))
         return None
