@@ -3,8 +3,9 @@ protocols/imap/session.py's ImapSession.
 
 The session answers the metadata items itself (FLAGS, UID, INTERNALDATE,
 RFC822.SIZE, MODSEQ (RFC 7162 §3.1.4), SAVEDATE (RFC 8514 §4)) from the
-view, EMAILID and THREADID (RFC 8474 §5.3) from objectid.py; the content items go to fetch_data.py with the message read through
-``OpenFolder.read`` one at a time, each response queued before the next read
+view, EMAILID and THREADID (RFC 8474 §5.3) from objectid.py, PREVIEW (RFC
+8970) from preview.py; the content items go to fetch_data.py with the
+message read through ``OpenFolder.read`` one at a time, each response queued before the next read
 and the next read held while too much output waits (``_wait_drain``).  A
 non-PEEK body fetch on a read-write mailbox sets \\Seen through
 ``OpenFolder.store`` first, and the FETCH response carries the new FLAGS

@@ -4,8 +4,8 @@ Every search-key of RFC 9051 §9 and RFC 3501 §9 (NEW, OLD, RECENT), OR /
 NOT / parenthesized lists nested up to ``grammar.MAX_DEPTH``, sequence sets
 and ``$`` (RFC 5182 §2), WITHIN's OLDER / YOUNGER (RFC 5032 §3), MODSEQ
 (RFC 7162 §3.1.5), SAVEDBEFORE / SAVEDON / SAVEDSINCE / SAVEDATESUPPORTED
-(RFC 8514 §4.3), EMAILID / THREADID (RFC 8474 §6), CHARSET (RFC 9051 §6.4.4) and RETURN (MIN MAX COUNT ALL
-SAVE, RFC 4731 §3.1, RFC 5182 §2).  String arguments stay bytes: the
+(RFC 8514 §4.3), EMAILID / THREADID (RFC 8474 §6), CHARSET (RFC 9051
+§6.4.4) and RETURN (MIN MAX COUNT ALL SAVE, RFC 4731 §3.1, RFC 5182 §2).  String arguments stay bytes: the
 session decodes them with the CHARSET.
 """
 

@@ -11,12 +11,13 @@ CREATE-SPECIAL-USE (RFC 6154), ESEARCH (RFC 4731), SEARCHRES (RFC 5182),
 STATUS=SIZE (RFC 8438), APPENDLIMIT (RFC 7889), UTF8=ACCEPT (RFC 6855 §3:
 mailbox names in UTF-8), BINARY (RFC 3516, fetch_data.py), SAVEDATE (RFC
 8514), WITHIN (RFC 5032, search_eval.py), COMPRESS=DEFLATE (RFC 4978,
-compress.py), UNAUTHENTICATE (RFC 8437).
+compress.py), UNAUTHENTICATE (RFC 8437), after a login OBJECTID (RFC 8474,
+objectid.py), PREVIEW (RFC 8970, preview.py), METADATA and METADATA-SERVER
+(RFC 5464, metadata.py).
 
 Left out (a later issue): CONDSTORE / QRESYNC (RFC 7162) are not
 advertised (MODSEQ is fetched when asked; CHANGEDSINCE, UNCHANGEDSINCE and
-SELECT's CONDSTORE / QRESYNC parameters are BAD).  OBJECTID (RFC 8474) is
-objectid.py's.
+SELECT's CONDSTORE / QRESYNC parameters are BAD).
 
 Shape: the command reader (reader.py) cuts the input into commands and
 literal continuations; each command runs as a generator (``_run_command``)
