@@ -177,6 +177,20 @@ S: 27 OK FETCH completed
         self.assertIn(b"* SEARCH 4\r\n33 OK SEARCH completed\r\n", out)
         self.assertEqual(len(labels), 5)          # F: INBOX, foo; M: the three messages, no other
 
+    def test_rename_inbox_moves_the_ids_with_the_messages(self):
+        """RFC 8474 §4 / §8.2: RENAME INBOX makes a new mailbox (a new MAILBOXID), INBOX
+        keeps its own; the messages moved keep their EMAILIDs (a MOVE, §5.1)."""
+        s, b = make_session(self.backend((MSG_A, MSG_B)))
+        login(s)
+        labels = {}
+        out = labelled(feed(s, b"a STATUS INBOX (MAILBOXID)\r\nb SELECT INBOX\r\nc FETCH 1:* EMAILID\r\n"
+                              b"d UNSELECT\r\ne RENAME INBOX old\r\nf STATUS INBOX (MAILBOXID MESSAGES)\r\n"
+                              b"g STATUS old (MAILBOXID MESSAGES)\r\nh EXAMINE old\r\ni FETCH 1:* EMAILID\r\n"), labels)
+        self.assertIn(b"* STATUS INBOX (MAILBOXID (<F1>) MESSAGES 0)\r\nf OK", out)
+        self.assertIn(b"* STATUS old (MAILBOXID (<F2>) MESSAGES 2)\r\ng OK", out)
+        self.assertIn(b"* 1 FETCH (EMAILID (<M1>))\r\n* 2 FETCH (EMAILID (<M2>))\r\ni OK", out)
+        self.assertEqual(len(labels), 4)
+
     def test_an_appended_identical_message_gets_its_own_id(self):
         """§5.1: the same id only for a copy (APPEND of equal octets is a new message)."""
         s, b = make_session(self.backend((MSG_A, MSG_A)))
