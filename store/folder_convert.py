@@ -92,17 +92,21 @@ def copy_messages(source: "Folder", uids: Sequence[int], target: "Folder") -> Co
             continue
         base = _link_into_tmp(source, msg, target)
         if base is not None:
-            staged.append((uid, base, msg.flags, msg.keywords))
+            staged.append((uid, base, msg.flags, msg.keywords, msg.key))
+    guids = source.message_guids([key for *_s, key in staged])     # RFC 8474 §5.1: kept by the copy
     with target._locked():
-        for _uid, base, flags, keywords in staged:
-            letters = target._letters_for(keywords)
-            os.rename(os.path.join(target.path, "tmp", base),
-                      os.path.join(target.path, "cur", base + ":2," + "".join(sorted(flags + letters))))
+        found = {}
+        for _uid, base, flags, keywords, _key in staged:
+            letters = "".join(sorted(flags + target._letters_for(keywords)))
+            path = os.path.join(target.path, "cur", base + ":2," + letters)
+            os.rename(os.path.join(target.path, "tmp", base), path)
+            found[base] = (path, letters, "")
         if staged:
             fsync_dir(os.path.join(target.path, "cur"))
+            target.note_copies(found, {base: guids[key] for _u, base, _f, _k, key in staged if key in guids})
         tsnap = target._sync_locked().snapshot
     by_key = {m.key: m.uid for m in tsnap.messages}
-    pairs = tuple((uid, by_key[base]) for uid, base, _f, _k in staged if base in by_key)
+    pairs = tuple((uid, by_key[base]) for uid, base, _f, _k, _key in staged if base in by_key)
     return Copied(pairs, tsnap.uidvalidity, tsnap.highestmodseq)
 
 

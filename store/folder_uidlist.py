@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from store import dovecot_files as dv
 from store.folder_bulk import new_records
@@ -141,11 +141,12 @@ class UidlistMixin:
         self._uidlist_sig, self._uidlist_parsed = stat_sig(path), len(data)
         self._sizes_dirty = self._unwritten = False
 
-    def _add_records(self, keys: List[str], found) -> None:
+    def _add_records(self, keys: List[str], found, guids: Optional[Dict[str, str]] = None) -> None:
         """UIDs for new keys (in delivery order), appended to the uidlist in one write
         (Dovecot's way), or the whole file written once when it is new.  Many keys at
         once (10,000 at the first login after they arrived) go column by column
-        (store/folder_bulk.py)."""
+        (store/folder_bulk.py).  ``guids``: key -> message GUID for the ``G`` field
+        (COPY / MOVE, ``note_copies``), taken one by one."""
         nextuid = self._header.nextuid
         if nextuid + len(keys) - 1 > dv.MAX_UID:
             # RFC 3501 §9 nz-number exhausted: renumber everything under a new UIDVALIDITY.
@@ -155,14 +156,14 @@ class UidlistMixin:
             nextuid = 1
         records, first = self._records, nextuid
         whole = self._unwritten and not records      # a new uidlist: header and records in one write
-        bulk = new_records(keys, found, nextuid) if len(keys) > 1 else None
+        bulk = new_records(keys, found, nextuid) if len(keys) > 1 and not guids else None
         if bulk is not None:
             added, text, sizes = bulk
             records.update(zip(keys, added))
             self._added.append((keys, sizes))
             nextuid += len(keys)
         else:
-            text, nextuid = self._add_one_by_one(keys, found, nextuid)
+            text, nextuid = self._add_one_by_one(keys, found, nextuid, guids or {})
         self._header = self._header._replace(nextuid=nextuid)
         if whole:
             self._rewrite_uidlist([], (dv.format_header(self._header) + text).encode("utf-8", "surrogateescape"))
@@ -171,9 +172,10 @@ class UidlistMixin:
         elif nextuid > first:
             self._append_uidlist(text.encode("utf-8", "surrogateescape"))
 
-    def _add_one_by_one(self, keys: List[str], found, nextuid: int) -> Tuple[str, int]:
+    def _add_one_by_one(self, keys: List[str], found, nextuid: int, guids: Dict[str, str]) -> Tuple[str, int]:
         """_add_records for keys some of which lack ``,W=``: those files are read once
-        for their CRLF size, kept in the record's W field (as Dovecot does)."""
+        for their CRLF size, kept in the record's W field (as Dovecot does); a key of
+        ``guids`` gets its ``G`` field first (as Dovecot writes ``G`` before ``W``)."""
         records, added, sizes, lines = self._records, [], [], []
         for key in keys:
             path = found[key][0]
@@ -189,6 +191,10 @@ class UidlistMixin:
                     continue                      # vanished meanwhile: the next sync sees it
                 ext = (("W", str(size)),)
                 lines.append("%d W%d :%s\n" % (nextuid, size, name))
+            guid = guids.get(key)
+            if guid is not None:                  # "<uid> G<guid> [W<size>] :<name>"
+                ext = (("G", guid),) + ext
+                lines[-1] = "%d G%s %s" % (nextuid, guid, lines[-1].partition(" ")[2])
             records[key] = _new_record(dv.Record, (nextuid, name, ext))
             added.append(key)
             sizes.append(size)
@@ -236,3 +242,47 @@ class UidlistMixin:
         self._records[rec.key] = rec._replace(ext=rec.ext + (("W", str(size)),))
         self._sizes_dirty = True              # cached in the uidlist at the rewrite of this sync
         return size
+
+    # -- GUIDs (RFC 8474 OBJECTID: store/objectid.py) -----------------------------------
+    def mailbox_guid(self) -> str:
+        """The folder's GUID from the uidlist header's ``G`` field (Dovecot's mailbox
+        GUID); a uidlist without one (an old mailsrv or a hand-made one) is rewritten
+        once with a new one, as Dovecot adds it when it finds none."""
+        with self._lock:
+            header = self._header
+            if header is not None and header.guid:
+                return header.guid
+            if header is None:
+                self.sync()
+            with self._locked():
+                self._load_uidlist()
+                self._flush_new_uidlist()
+                if not self._header.guid:
+                    self._header = self._header._replace(guid=dv.new_guid())
+                    self._rewrite_uidlist(list(self._records.values()))
+                return self._header.guid
+
+    def message_guids(self, keys: Iterable[str]) -> Dict[str, str]:
+        """Maildir key -> message GUID: the record's ``G`` field, else the key itself
+        (Dovecot's maildir_get_guid: the base file name is the GUID when no ``G``
+        is stored); keys without a record are left out."""
+        with self._lock:
+            records = self._records
+            out = {}
+            for key in keys:
+                rec = records.get(key)
+                if rec is not None:
+                    out[key] = (rec.field("G") if rec.ext else None) or key
+            return out
+
+    def note_copies(self, found, guids: Dict[str, str]) -> None:
+        """Records for messages COPY / MOVE just renamed into cur/ (folder and dotlock
+        held): ``found`` as a scan gives it, ``guids`` the source messages' GUIDs, kept
+        in each record's ``G`` field so the copy has the source's EMAILID (RFC 8474
+        §5.1), as Dovecot's maildir copy keeps the GUID."""
+        self._load_uidlist()
+        fresh = [k for k in sort_keys(found) if k not in self._records]
+        safe = {k: g for k, g in guids.items() if g and not any(c.isspace() or c == ":" for c in g)}
+        if fresh:
+            self._add_records(fresh, found, safe)
+        self._flush_new_uidlist()

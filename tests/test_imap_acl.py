@@ -360,10 +360,30 @@ NOT_A_FOLDER = {"CAPABILITY", "NOOP", "LOGOUT", "ID", "STARTTLS", "AUTHENTICATE"
                 "LIST", "LSUB"}                 # LIST / LSUB leave folders out: tests above
 
 
+# DEVIATION(RFC 5464 §3.3): annotations only on one's own folders, whatever the rights
+ONLY_OWN = ['GETMETADATA "%s" (/private/comment /shared/comment)' % PROJ,
+            'SETMETADATA "%s" (/shared/comment "bob was here")' % PROJ]
+
+
 class OtherFoldersCommandsTest(unittest.TestCase):
     """MULTISEARCH (RFC 7377) and NOTIFY (RFC 5465) name other folders: a shared
     one without ``r`` is searched and STATUSed for nobody; ``personal`` is
-    the user's own namespace only (RFC 5465 §6.2)."""
+    the user's own namespace only (RFC 5465 §6.2); annotations (RFC 5464)
+    only on one's own folders."""
+
+    def test_annotations_of_another_users_folder_are_refused_and_untouched(self):
+        b, a = with_projects("lrswipkxtea", messages=1)
+        self.addCleanup(shutil.rmtree, b.dir, True)
+        self.assertIn("s OK", run(a, 's SETMETADATA Projects (/private/comment "alice secret" /shared/comment "team")'))
+        bob = b.session(BOB)
+        before = disk(b)
+        for line in ONLY_OWN:
+            out = run(bob, "t " + line)
+            self.assertRegex(out, r"(?m)^t NO \[CANNOT\] ", out)
+            self.assertNotIn("secret", out)
+            self.assertNotIn("team", out)
+        self.assertEqual(before, disk(b))
+        self.assertIn('/shared/comment "team"', run(a, "g GETMETADATA Projects (/shared/comment)"))
 
     def test_esearch_and_notify_status_need_r(self):
         for rights, shown in (("lr", True), ("lswite", False), ('""', False)):
@@ -423,6 +443,7 @@ class EveryCommandEveryMissingRightTest(unittest.TestCase):
         from protocols.imap.session import COMMANDS
         walked = {re.sub(r"^UID ", "", line).split()[0] for line, _r, _s, _a in WALK}
         walked |= {re.sub(r"^UID ", "", line).split()[0] for line, _r, _s in MINIMAL}
+        walked |= {line.split()[0] for line in ONLY_OWN}
         self.assertEqual(sorted(set(COMMANDS) - walked - NOT_A_FOLDER), [])
 
     def test_commands_needing_nothing_more(self):

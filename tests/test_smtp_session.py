@@ -82,6 +82,14 @@ class FakeBackend:
     def may_relay(self, ctx, auth_user):
         return auth_user is not None
 
+    def check_spf(self, ctx, helo, mail_from, done):      # spf_check = header (test_spf_smtp overrides)
+        from protocols.spf import SpfResult
+        self._call(done, SpfResult("none", mail_from.rpartition("@")[2], identity="mailfrom", sender=mail_from))
+
+    def check_spf_helo(self, ctx, helo, done):
+        from protocols.spf import SpfResult
+        self._call(done, SpfResult("none", helo, identity="helo", helo=helo))
+
     def check_recipient(self, ctx, auth_user, address):
         if address.domain.lower() in self.local_domains:
             if address.text.lower() in self.users or address.local.lower() == "postmaster" \

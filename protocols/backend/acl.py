@@ -45,7 +45,6 @@ from protocols.backend.imapaccess import ImapAccount, Serial
 from store import acl as A
 from store import dovecot_files as dv
 from store import mailboxes as mb
-from store.fsutil import write_atomic
 from store.users import normalize_address
 
 log = logging.getLogger("mailsrv.imap.acl")

@@ -184,6 +184,7 @@ class FolderStatus:
     recent: int
     highestmodseq: int
     deleted_storage: int = 0              # RFC 9208 §4.1.4 DELETED-STORAGE: octets of the \\Deleted messages
+    mailbox_id: str = ""                  # RFC 8474 §4.3 MAILBOXID (an objectid), "" if the backend has none
 
 
 @dataclass(frozen=True)
@@ -245,6 +246,7 @@ class FolderState:
     messages: Tuple[MessageMeta, ...]
     keywords: Tuple[str, ...] = ()        # keywords defined in the folder, for FLAGS / PERMANENTFLAGS
     recent: FrozenSet[int] = frozenset()  # UIDs \\Recent for this session only (RFC 3501 §2.3.2)
+    mailbox_id: str = ""                  # RFC 8474 §4.2 MAILBOXID (an objectid), "" if the backend has none
 
 
 @dataclass(frozen=True)
@@ -366,6 +368,16 @@ class OpenFolder(Protocol):
         whatever its flags: ``done(ReplaceOutcome)``.  Quota is checked net of the
         message replaced; a refusal (``MailboxError``: TRYCREATE, OVERQUOTA,
         EXPUNGEISSUED when ``uid`` is gone) leaves everything as it was."""
+    def cached(self, uids: Sequence[int], kind: str, done: Callable[[object], None]) -> None:
+        """Optional (a session calls it only when present): ``done({uid: dict})``
+        with what ``derived`` would answer for ``kind`` from its cache alone,
+        no message read; UIDs without an entry are missing (RFC 8970 §4.1
+        PREVIEW (LAZY) answers NIL for them)."""
+
+    def email_ids(self, uids: Sequence[int], done: Callable[[object], None]) -> None:
+        """Optional (OBJECTID, RFC 8474 §5.1: a session offers EMAILID only when
+        present): ``done({uid: objectid})``, the same id for a message and its
+        copies (COPY / MOVE) and for no other message; UIDs gone are left out."""
 
     def close(self) -> None:
         """Stop watching and release; no answer; safe to call twice."""
@@ -422,6 +434,24 @@ class ImapAccount(Protocol):
         "messages" for each mailbox whose messages may have changed (the hub:
         at once for this process's writers, by its poll for others).  Returns
         the function that stops it."""
+    def metadata(self, name: str, entries: Sequence[str], depth: Optional[int],
+                 done: Callable[[object], None]) -> None:
+        """Optional (METADATA, RFC 5464 §4.2; the session offers it only when
+        present): ``done({entry: value})`` for the mailbox ``name`` ("" the
+        server): each of ``entries`` (lower case) that has a value, and the
+        entries below each within ``depth`` levels (0 none, None all);
+        ``MailboxError("NONEXISTENT")`` for a mailbox that does not exist."""
+
+    def set_metadata(self, name: str, changes: Sequence[Tuple[str, Optional[bytes]]],
+                     done: Callable[[object], None]) -> None:
+        """Optional (SETMETADATA, RFC 5464 §4.3): set (bytes) or remove (None)
+        entries, all or none, durable before ``done(None)``; refusals as
+        ``MailboxError`` codes "METADATA MAXSIZE n" / "METADATA TOOMANY".  A
+        mailbox's entries follow it on RENAME and go with it on DELETE."""
+
+    def mailbox_id(self, name: str, done: Callable[[object], None]) -> None:
+        """Optional (OBJECTID, RFC 8474 §4.1): ``done(objectid)`` of the mailbox
+        ``name``, kept across RENAME (the same as ``status(...).mailbox_id``)."""
 
     def close(self) -> None:
         """The session ended: release everything (open folders too)."""

@@ -3,15 +3,20 @@ cache misses: the whole message in CRLF form, or, for a compute that
 carries a ``header_end`` function (contracts.OpenFolder.derived;
 protocols/imap/fetch_cache.py), only its header block, read from the start
 of the file in one bounded read (a second, whole read when the header runs
-past it).  Runs on the folder's worker thread.
+past it).  Runs on the folder's worker thread.  ``cached``: the entries the
+cache already holds, nothing read (RFC 8970 PREVIEW (LAZY)).
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional, Sequence
 
+from store import msgcache
 from store.folder_imap import to_crlf
+
+log = logging.getLogger("mailsrv.imap.access")
 
 # Ours: the first read of a message file when only its header is wanted.
 # The benchmark corpus's headers are 0.3-1 KiB and a usual one is 1-4 KiB
@@ -62,3 +67,20 @@ def _header_block(path: str, header_end: Callable) -> bytes:
     finally:
         os.close(fd)
     return prefix[:end]
+
+
+def cached(folder, uids: Sequence[int], kind: str) -> Dict[int, Dict[str, bytes]]:
+    """``{uid: entry}`` of ``kind`` already in the folder's cache (store/msgcache.py),
+    no message read (contracts.OpenFolder.cached); an unreadable cache answers {}."""
+    snap = folder.knowing(uids)
+    keys = {}
+    for uid in uids:
+        msg = snap.by_uid(uid)
+        if msg is not None:
+            keys[uid] = msg.key
+    try:
+        hits = msgcache.cache_for(folder.path).get_many(keys.values(), kind)
+    except OSError as exc:
+        log.warning("message cache unusable folder=%s: %r", folder.path, exc)
+        return {}
+    return {uid: hits[key] for uid, key in keys.items() if key in hits}

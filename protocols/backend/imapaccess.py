@@ -47,6 +47,8 @@ from protocols.backend.contracts import (AppendResult, CopyOutcome, FolderChange
 from protocols.backend import imapnotify
 from protocols.backend import imapquota
 from protocols.backend import imapreplace
+from protocols.backend import imapmetadata, objectids
+from protocols.backend.imapextras import AccountExtras, FolderExtras
 from protocols.backend import imapstore
 from protocols.backend.imapstore import (FLAG_LETTERS, LETTER_FLAGS, imap_flags, same_case,  # noqa: F401
                                          split_flags)
@@ -186,8 +188,8 @@ class ImapAccessService:
         self.hub.announce(user, key)
 
 
-class ImapAccount:
-    """contracts.ImapAccount over store/mailboxes.py."""
+class ImapAccount(AccountExtras):
+    """contracts.ImapAccount over store/mailboxes.py (OBJECTID, METADATA: imapextras.py)."""
 
     def __init__(self, service: ImapAccessService, user: str, boxes: mb.Mailboxes, on_close):
         self.user = user
@@ -229,14 +231,15 @@ class ImapAccount:
 
     def delete(self, name: str, done: Done) -> None:
         """DELETE (RFC 9051 §6.3.5): sessions that had it selected hear of it."""
-        self._serial.submit(lambda: imapquota.forget(self, self._boxes.delete(name)),
+        self._serial.submit(lambda: imapmetadata.deleting(self, name, lambda: imapquota.forget(
+            self, self._boxes.delete(name))),
                             self._then_announce([name], self._then_names(MailboxEvent("deleted", name), done)),
                             name)
 
     def rename(self, old: str, new: str, done: Done) -> None:
         """RENAME (RFC 9051 §6.3.6)."""
         event = MailboxEvent("renamed", new, old) if mb.normalize(old) != "INBOX" else MailboxEvent("created", new)
-        self._serial.submit(lambda: self._boxes.rename(old, new),
+        self._serial.submit(lambda: imapmetadata.renaming(self, old, new, lambda: self._boxes.rename(old, new)),
                             self._then_announce([old, new], self._then_names(event, done)), old)
 
     def subscribe(self, name: str, subscribed: bool, done: Done) -> None:
@@ -255,7 +258,8 @@ class ImapAccount:
                                 sum(1 for m in msgs if "S" not in m.flags),
                                 sum(1 for m in msgs if "T" in m.flags),
                                 sum(m.size for m in msgs), sum(1 for m in msgs if m.uid >= first),
-                                snap.highestmodseq, sum(m.size for m in msgs if "T" in m.flags))
+                                snap.highestmodseq, sum(m.size for m in msgs if "T" in m.flags),
+                                mailbox_id=objectids.mailbox_id(folder))      # RFC 8474 §4.3
         self._serial.submit(work, done, name)
 
     def append(self, name: str, items, done: Done) -> None:
@@ -314,8 +318,8 @@ class ImapAccount:
             self._on_close = None
 
 
-class OpenFolder:
-    """contracts.OpenFolder: a selected folder of one session."""
+class OpenFolder(FolderExtras):
+    """contracts.OpenFolder: a selected folder of one session (EMAILID, PREVIEW: imapextras.py)."""
 
     def __init__(self, account: ImapAccount, name: str, readonly: bool, folder):
         self.name = name
@@ -355,7 +359,7 @@ class OpenFolder:
         self._seen = snap
         metas = self._metas_of(snap)
         state = FolderState(snap.uidvalidity, snap.uidnext, snap.highestmodseq, metas,
-                            folder.keywords(), recent)
+                            folder.keywords(), recent, mailbox_id=objectids.mailbox_id(folder))
         if prev is None:
             return state, (), (), ()
         old = prev.messages

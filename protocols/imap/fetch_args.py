@@ -4,7 +4,8 @@ Parses the attribute list into ``FetchAtt`` tuples: FLAGS, ENVELOPE,
 INTERNALDATE, RFC822.SIZE, BODYSTRUCTURE, BODY, UID, RFC822 /
 RFC822.HEADER / RFC822.TEXT (RFC 3501), BODY[section]<partial> and
 BODY.PEEK, BINARY[part] / BINARY.PEEK / BINARY.SIZE (RFC 3516 §4.2), MODSEQ
-(RFC 7162 §3.1.4), SAVEDATE (RFC 8514 §4), the macros ALL / FAST / FULL, and
+(RFC 7162 §3.1.4), SAVEDATE (RFC 8514 §4), EMAILID / THREADID (RFC 8474
+§5.3), PREVIEW and PREVIEW (LAZY) (RFC 8970 §6), the macros ALL / FAST / FULL, and
 the modifiers (CHANGEDSINCE n) and VANISHED (RFC 7162 §3.1.4.1, §3.2.6),
 PARTIAL (RFC 9394 §3.3).
 """
@@ -27,7 +28,8 @@ MACROS = {
 # RFC 7162 §3.1.4 MODSEQ, RFC 8514 §4 SAVEDATE).
 SIMPLE = ("ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822.SIZE", "RFC822.HEADER",
           "RFC822.TEXT", "RFC822", "BODYSTRUCTURE", "BODY", "UID", "MODSEQ",
-          "SAVEDATE", "EMAILID", "THREADID")
+          "SAVEDATE", "EMAILID", "THREADID",
+          "PREVIEW")        # RFC 8970 §6, with its optional (LAZY): _preview_mods
 # Longest names first so that BODY.PEEK is not taken as BODY.
 _NAMES = ("BINARY.PEEK", "BINARY.SIZE", "BINARY", "BODY.PEEK", "BODY") + \
     tuple(sorted(SIMPLE, key=len, reverse=True))
@@ -49,6 +51,7 @@ class FetchAtt:
     section: Optional[Section] = None
     partial: Optional[Tuple[int, int]] = None  # (origin, length)
     peek: bool = False
+    lazy: bool = False  # PREVIEW (LAZY), RFC 8970 §4.1
 
 
 @dataclass(frozen=True)
@@ -128,7 +131,22 @@ def fetch_att(buf: g.Buf) -> Tuple[FetchAtt, memoryview]:
         return FetchAtt(base, sec, part, name.endswith(".PEEK")), rest
     if name not in SIMPLE:
         raise g.fail("[section] after %s" % name, rest)
+    if name == "PREVIEW" and g.peek(rest, b" (LAZY"):
+        return _preview_mods(rest)
     return FetchAtt(name), rest
+
+
+def _preview_mods(buf: memoryview) -> Tuple[FetchAtt, memoryview]:
+    """fetch-att =/ "PREVIEW" [SP "(" preview-mod *(SP preview-mod) ")"];
+    preview-mod = "LAZY" (RFC 8970 §6).  Only called on " (LAZY", which no
+    fetch-modifier starts with (RFC 7162 §3.1.4.1: CHANGEDSINCE, VANISHED)."""
+    def mod(b: memoryview) -> Tuple[str, memoryview]:
+        word, rest = g.atom(b)
+        if bytes(word).upper() != b"LAZY":
+            raise g.fail("LAZY", b)
+        return "LAZY", rest
+    _mods, rest = g.paren_list(buf[1:], mod, allow_empty=False)
+    return FetchAtt("PREVIEW", lazy=True), rest
 
 
 def fetch_args(buf: g.Buf) -> Tuple[FetchArgs, memoryview]:

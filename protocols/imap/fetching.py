@@ -3,8 +3,9 @@ protocols/imap/session.py's ImapSession.
 
 The session answers the metadata items itself (FLAGS, UID, INTERNALDATE,
 RFC822.SIZE, MODSEQ (RFC 7162 §3.1.4), SAVEDATE (RFC 8514 §4)) from the
-view; the content items go to fetch_data.py with the message read through
-``OpenFolder.read`` one at a time, each response queued before the next read
+view, EMAILID and THREADID (RFC 8474 §5.3) from objectid.py, PREVIEW (RFC
+8970) from preview.py; the content items go to fetch_data.py with the
+message read through ``OpenFolder.read`` one at a time, each response queued before the next read
 and the next read held while too much output waits (``_wait_drain``).  A
 non-PEEK body fetch on a read-write mailbox sets \\Seen through
 ``OpenFolder.store`` first, and the FETCH response carries the new FLAGS
@@ -33,12 +34,14 @@ from protocols import mime
 from protocols.imap import args as A
 from protocols.imap import derived, fetch_cache, fetch_data, partial, wire
 from protocols.imap.fetch_args import FetchAtt
+from protocols.imap.objectid import OBJECTID_ITEMS
 from protocols.imap.session_base import BAD, NO, OUTPUT_HIGH_WATER, Refusal
 
 log = logging.getLogger("mailsrv.imap")
 
-# RFC 8474 (OBJECTID) is not offered: its items are refused (BAD).
-_NOT_OFFERED = ("EMAILID", "THREADID")
+# FETCH items of the grammar that are refused (BAD): none since OBJECTID
+# (RFC 8474); NOTIFY's MessageNew checks its items against this (notify.py).
+_NOT_OFFERED: tuple = ()
 # Ours: UIDs asked of the folder's cache at once (imapaccess.DERIVED_BATCH's
 # size): a round trip per 256 messages, at most 256 entries held.
 CACHE_BATCH = 256
@@ -53,14 +56,13 @@ def _date(seconds: Optional[float]) -> bytes:
 class FetchCommands:
     """FETCH / UID FETCH (see the module docstring)."""
 
+    _fetch_extra: dict = {}     # this FETCH's items from _extra_items (read only; replaced per FETCH)
+
     def _cmd_fetch(self, head):
         seqset, fa = A.fetch(head.rest)
         if fa.changed_since is not None or fa.vanished:
             return (BAD, "CONDSTORE is not supported", None)
         atts = list(fa.atts)
-        for att in atts:
-            if att.name in _NOT_OFFERED:
-                return (BAD, "%s is not supported" % att.name, None)
         if head.uid and not any(a.name == "UID" for a in atts):
             atts.insert(0, FetchAtt("UID"))    # RFC 9051 §6.4.9
         view = self._view
@@ -71,15 +73,28 @@ class FetchCommands:
         self._work_goal(len(uids))          # RFC 9585 progress: messages sent
         if any(a.name in ("INTERNALDATE", "SAVEDATE") for a in atts):
             yield from self._load_dates(uids)
+        self._fetch_extra = yield from self._extra_items(uids, atts)
         wanted = [a for a in atts if fetch_data.needs_content(a)]
         if wanted and all(derived.cacheable(a) for a in wanted):
             head = all(fetch_cache.from_head(a) for a in wanted)
             missing = yield from self._fetch_cached(uids, atts, flagged, head)
         else:
             missing = yield from self._fetch_read(uids, atts, flagged, bool(wanted))
+        self._fetch_extra = {}              # this FETCH's ids and previews are not kept
         if missing:
             return (NO, "Some messages were expunged meanwhile", wire.response_code("EXPUNGEISSUED"))
         return None
+
+    def _extra_items(self, uids, atts):
+        """The items answered from the backend beside the message (RFC 8474 §5.3
+        EMAILID / THREADID: objectid.py; RFC 8970 PREVIEW: preview.py):
+        ``{name: uid -> item, or None for no item}``."""
+        extra = {}
+        if any(a.name in OBJECTID_ITEMS for a in atts):
+            extra.update((yield from self._objectid_items(uids, atts)))
+        if any(a.name == "PREVIEW" for a in atts):
+            extra.update((yield from self._preview_items(uids, atts)))     # RFC 8970 (preview.py)
+        return extra
 
     def _fetch_read(self, uids, atts, flagged, content: bool):
         """Each message read whole (when an item needs content); True if one was gone."""
@@ -202,6 +217,10 @@ class FetchCommands:
                 items.append(b"MODSEQ (%d)" % meta.modseq)
             elif name == "SAVEDATE":
                 items.append(b"SAVEDATE " + _date(meta.save_date))
+            elif name in self._fetch_extra:     # OBJECTID, PREVIEW: _extra_items
+                item = self._fetch_extra[name](uid)
+                if item is not None:
+                    items.append(item)
             else:
                 items.append(render(att))
         if add_flags:   # \\Seen was just set: the client hears it here

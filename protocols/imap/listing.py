@@ -133,5 +133,7 @@ def status_response(name: str, st: FolderStatus, items: Sequence[str], utf8: boo
               "UNSEEN": st.unseen, "DELETED": st.deleted, "SIZE": st.size, "RECENT": st.recent,
               "HIGHESTMODSEQ": st.highestmodseq, "APPENDLIMIT": append_limit,
               "DELETED-STORAGE": st.deleted_storage}     # RFC 9208 §4.1.4
-    parts = [b"%s %d" % (item.encode("ascii"), values[item]) for item in dict.fromkeys(items)]
+    parts = [b"MAILBOXID (%s)" % st.mailbox_id.encode("ascii") if item == "MAILBOXID"    # RFC 8474 §4.3
+             else b"%s %d" % (item.encode("ascii"), values[item]) for item in dict.fromkeys(items)
+             if item != "MAILBOXID" or st.mailbox_id]      # "": a backend without ids
     return wire.untagged(b"STATUS " + wire.mailbox(name, utf8) + b" (" + b" ".join(parts) + b")")

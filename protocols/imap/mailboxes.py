@@ -68,6 +68,7 @@ class MailboxCommands:
                                     wire.response_code("UIDVALIDITY", state.uidvalidity)))
         self._emit(wire.status_line(None, b"OK", "Predicted next UID",
                                     wire.response_code("UIDNEXT", state.uidnext)))
+        self._emit_mailbox_id(state)       # RFC 8474 §4.2 (objectid.py)
         if self.rev2:   # RFC 9051 §6.3.2: a LIST response with the mailbox name
             self._emit(wire.untagged(b'LIST () "/" ' + wire.mailbox(folder.name, self.utf8)))
         code = "READ-ONLY" if folder.readonly else "READ-WRITE"
@@ -83,7 +84,8 @@ class MailboxCommands:
             return (NO, "INBOX exists", wire.response_code("ALREADYEXISTS"))
         check_name(name, creating=True)
         yield from self._ask(self._account.create, name, uses)
-        return None
+        code = yield from self._created_mailbox_id(name)     # RFC 8474 §4.1 (objectid.py)
+        return (OK, "CREATE completed", code)
 
     def _cmd_delete(self, head):
         name = A.mailbox_only(head.rest, self.utf8)

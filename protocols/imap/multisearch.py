@@ -94,7 +94,7 @@ class MultiSearchCommands:
         selected = any(f.selected for f in filters)
         others = [f for f in filters if not f.selected]
         if selected and self._folder is None:
-            return (BAD, "ESEARCH of the selected mailbox in the AUTHENTICATED state", None)   # §2.2
+            return (BAD, "ESEARCH of the selected mailbox in the AUTHENTICATED state", None)   # RFC 7377 §2.2
         if sa.returns and "SAVE" in sa.returns and others:
             return (BAD, "RETURN (SAVE) only for the selected mailbox alone (RFC 7377 §2.2)", None)
         names = [self._folder.name] if selected else []
@@ -122,7 +122,7 @@ class MultiSearchCommands:
         """One mailbox opened read-only (EXAMINE's open), searched, closed."""
         folder = yield lambda done: self._account.open(name, True, done)
         if isinstance(folder, BaseException):
-            return [], 0                      # gone meanwhile: skipped as §2.2 skips the unknown
+            return [], 0                      # gone meanwhile: skipped as RFC 7377 §2.2 skips the unknown
         try:
             view = FolderView(folder.state(), self.rev2, True)
             hits = yield from self._esearch_in(_Searcher(self, folder, view), sa, charset, False)

@@ -29,9 +29,9 @@ Not served (the command answers NO [BADEVENT (...)], §3.1):
 AnnotationChange, MailboxMetadataChange, ServerMetadataChange (METADATA,
 RFC 5464, is another module's; once it is announced these events belong
 with it).  The mailbox's own parent is not reported on a creation or
-deletion (§5.4 lists it as affected; its \\HasChildren changes only).
+deletion (RFC 5465 §5.4 lists it as affected; its \\HasChildren changes only).
 
-Bound (§5.8): events wait in a per-session queue while a lookup runs or the
+Bound (RFC 5465 §5.8): events wait in a per-session queue while a lookup runs or the
 client does not read (``notify_hold_octets`` of output unread); a mailbox
 waits there once however often it changes.  Beyond ``notify_max_pending``
 waiting events the session sends ``* OK [NOTIFICATIONOVERFLOW]`` and acts as

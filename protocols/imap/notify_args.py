@@ -3,10 +3,10 @@ MULTISEARCH's ESEARCH (RFC 7377 §2.2, §4), pure functions.
 
 ``notify_args`` parses ``NOTIFY SET [STATUS] event-group...`` / ``NOTIFY
 NONE`` and checks the rules the RFC answers with BAD (§5: MessageNew and
-MessageExpunge together, FlagChange / AnnotationChange only with both; §6.1:
+MessageExpunge together, FlagChange / AnnotationChange only with both; RFC 5465 §6.1:
 one selected filter, message events only there; §8: a fetch-att list only
 for the selected filter).  Events this server does not offer are collected
-(the session answers NO [BADEVENT ...], §3.1): AnnotationChange,
+(the session answers NO [BADEVENT ...], RFC 5465 §3.1): AnnotationChange,
 MailboxMetadataChange and ServerMetadataChange (METADATA, RFC 5464, is not
 served by this module) and any other event-ext atom.
 """
@@ -42,9 +42,9 @@ class MailboxFilter:
 
     def matches(self, name: str, subscribed: Iterable[str] = ()) -> bool:
         """RFC 5465 §6.2 - §6.6, RFC 7377 §2.2 (subtree-one): does ``name`` fall
-        under this filter?  "inboxes" is "personal" (§6.3 allows it: mail may be
-        filed into any folder).  Never wildcards (§6.6).  Other users' folders
-        (the shared namespace, RFC 4314) are not personal (§6.2: "the user's
+        under this filter?  "inboxes" is "personal" (RFC 5465 §6.3 allows it: mail may be
+        filed into any folder).  Never wildcards (RFC 5465 §6.6).  Other users' folders
+        (the shared namespace, RFC 4314) are not personal (RFC 5465 §6.2: "the user's
         personal namespace(s)")."""
         kind = self.kind
         if kind in ("INBOXES", "PERSONAL"):

@@ -4,8 +4,9 @@ Every search-key of RFC 9051 §9 and RFC 3501 §9 (NEW, OLD, RECENT), OR /
 NOT / parenthesized lists nested up to ``grammar.MAX_DEPTH``, sequence sets
 and ``$`` (RFC 5182 §2), WITHIN's OLDER / YOUNGER (RFC 5032 §3), MODSEQ
 (RFC 7162 §3.1.5), SAVEDBEFORE / SAVEDON / SAVEDSINCE / SAVEDATESUPPORTED
-(RFC 8514 §4.3), CHARSET (RFC 9051 §6.4.4) and RETURN (MIN MAX COUNT ALL
-SAVE, RFC 4731 §3.1, RFC 5182 §2; PARTIAL, RFC 9394 §3.1).  String arguments stay bytes: the
+(RFC 8514 §4.3), EMAILID / THREADID (RFC 8474 §6), CHARSET (RFC 9051
+§6.4.4) and RETURN (MIN MAX COUNT ALL SAVE, RFC 4731 §3.1, RFC 5182 §2;
+PARTIAL, RFC 9394 §3.1).  String arguments stay bytes: the
 session decodes them with the CHARSET.
 """
 
@@ -29,7 +30,8 @@ NUMBER_KEYS = ("LARGER", "SMALLER")  # number64 (RFC 9051 §9)
 INTERVAL_KEYS = ("OLDER", "YOUNGER")  # nz-number seconds (RFC 5032 §3)
 KEYWORD_KEYS = ("KEYWORD", "UNKEYWORD")
 # Every key that takes arguments (RFC 9051 §9 search-key).
-ARG_KEYS = STRING_KEYS + DATE_KEYS + NUMBER_KEYS + INTERVAL_KEYS + KEYWORD_KEYS + ("UID", "HEADER", "MODSEQ")
+ARG_KEYS = STRING_KEYS + DATE_KEYS + NUMBER_KEYS + INTERVAL_KEYS + KEYWORD_KEYS + ("UID", "HEADER", "MODSEQ") + \
+    ("EMAILID", "THREADID")     # RFC 8474 §6 (protocols/imap/objectid.py)
 # RFC 4731 §3.1, RFC 5182 §2 (SAVE), RFC 9051 §6.4.4.
 RETURN_OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE")
 
@@ -108,7 +110,21 @@ def _key_with_args(name: str, rest: memoryview, at: memoryview) -> Tuple[SearchK
         return SearchKey("HEADER", (field.decode("ascii", "replace"), value)), rest
     if name == "MODSEQ":
         return _modseq(rest)
+    if name in ("EMAILID", "THREADID"):      # RFC 8474 §6: SP objectid
+        value, rest = _objectid(rest)
+        return SearchKey(name, (value,)), rest
     raise g.ImapParseError("unknown search key %r" % name[:30])
+
+
+def _objectid(buf: memoryview) -> Tuple[str, memoryview]:
+    """objectid = 1*255(ALPHA / DIGIT / "_" / "-") (RFC 8474 §7), case-sensitive."""
+    raw, rest = g.atom(buf)
+    if len(raw) > 255 or not all(c in _OBJECTID_CHARS for c in bytes(raw)):
+        raise g.ImapParseError("%r is not an objectid (RFC 8474 §7)" % bytes(raw[:40]).decode("ascii", "replace"))
+    return bytes(raw).decode("ascii"), rest
+
+
+_OBJECTID_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
 def _modseq(buf: memoryview) -> Tuple[SearchKey, memoryview]:

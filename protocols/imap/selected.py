@@ -84,6 +84,7 @@ class SelectedCommands(FetchCommands):
 
     def _cmd_search(self, head):
         sa = S.search_args(head.rest)
+        sa = yield from self._objectid_search(sa)     # RFC 8474 §6 (objectid.py)
         if self.utf8 and sa.charset is not None:
             return (BAD, "No CHARSET after ENABLE UTF8=ACCEPT", None)   # RFC 6855 §3
         try:

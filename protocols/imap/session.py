@@ -12,11 +12,13 @@ STATUS=SIZE (RFC 8438), APPENDLIMIT (RFC 7889), UTF8=ACCEPT (RFC 6855 §3:
 mailbox names in UTF-8), BINARY (RFC 3516, fetch_data.py), SAVEDATE (RFC
 8514), WITHIN (RFC 5032, search_eval.py), COMPRESS=DEFLATE (RFC 4978,
 compress.py), UNAUTHENTICATE (RFC 8437), NOTIFY (RFC 5465, notify.py),
-MULTISEARCH (RFC 7377, multisearch.py), INPROGRESS (RFC 9585, inprogress.py).
+MULTISEARCH (RFC 7377, multisearch.py), INPROGRESS (RFC 9585, inprogress.py),
+after a login OBJECTID (RFC 8474, objectid.py), PREVIEW (RFC 8970,
+preview.py), METADATA and METADATA-SERVER (RFC 5464, metadata.py).
 
 Left out (a later issue): CONDSTORE / QRESYNC (RFC 7162) are not
 advertised (MODSEQ is fetched when asked; CHANGEDSINCE, UNCHANGEDSINCE and
-SELECT's CONDSTORE / QRESYNC parameters are BAD); OBJECTID (RFC 8474).
+SELECT's CONDSTORE / QRESYNC parameters are BAD).
 
 Shape: the command reader (reader.py) cuts the input into commands and
 literal continuations; each command runs as a generator (``_run_command``)
@@ -55,6 +57,9 @@ from protocols.imap.multisearch import MultiSearchCommands
 from protocols.imap.notify import NotifyCommands
 from protocols.imap.quota import QUOTA_CAPABILITIES, QuotaCommands
 from protocols.imap.acl import ACL_CAPABILITIES, AclCommands
+from protocols.imap.objectid import OBJECTID_CAPABILITIES, ObjectIdCommands
+from protocols.imap.preview import PREVIEW_CAPABILITIES, PreviewCommands
+from protocols.imap.metadata import METADATA_CAPABILITIES, MetadataCommands
 from protocols.imap.session_base import BAD, OK, Refusal, Reply, SessionCore
 from protocols.imap.view import BadSequence
 
@@ -111,7 +116,8 @@ class Entry:
 
 class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, CatenateCommands,
                   ReplaceCommands, PartialCommands, AclCommands, NotifyCommands,
-                  MultiSearchCommands, ProgressCommands, SessionCore):
+                  MultiSearchCommands, ProgressCommands, ObjectIdCommands,
+                  PreviewCommands, MetadataCommands, SessionCore):
     """One IMAP connection: bytes in, bytes out (RFC 9051 §3)."""
 
     def __init__(self, ctx: SessionContext, config: ImapConfig, backend: ImapBackend):
@@ -194,6 +200,8 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
 
     def _continuation(self, need: NeedContinuation) -> None:
         """RFC 9051 §4.3, §7.5: ``+`` for a literal we take, else a tagged refusal."""
+        if self._line_waiter is None and self._refuse_metadata_literal(need):
+            return          # RFC 5464 §4.3 (metadata.py)
         if self._line_waiter is not None or self._over_total(need.size):
             self._reader.refuse_literal()
             if self._line_waiter is not None:
@@ -360,6 +368,9 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
             caps.append(b"NOTIFY")          # RFC 5465 §3 (protocols/imap/notify.py)
             caps.append(b"MULTISEARCH")     # RFC 7377 §2 (protocols/imap/multisearch.py)
             caps.append(b"INPROGRESS")      # RFC 9585 §3 (protocols/imap/inprogress.py)
+            caps += OBJECTID_CAPABILITIES   # RFC 8474 §3 (protocols/imap/objectid.py)
+            caps += PREVIEW_CAPABILITIES    # RFC 8970 §1 (protocols/imap/preview.py)
+            caps += METADATA_CAPABILITIES   # RFC 5464 §1 (protocols/imap/metadata.py)
         return b" ".join(caps)
 
 
@@ -419,6 +430,8 @@ COMMANDS: Dict[str, Entry] = {
     "MYRIGHTS": Entry(S._cmd_myrights, LOGGED_IN),        # RFC 4314 §3.5
     "NOTIFY": Entry(S._cmd_notify, LOGGED_IN),            # RFC 5465 §3.1
     "ESEARCH": Entry(S._cmd_esearch, LOGGED_IN, False),   # RFC 7377 §2
+    "GETMETADATA": Entry(S._cmd_getmetadata, LOGGED_IN),  # RFC 5464 §4.2
+    "SETMETADATA": Entry(S._cmd_setmetadata, LOGGED_IN),  # RFC 5464 §4.3
 }
 # RFC 9051 §6.4.9, RFC 4315 §2.1 (UID EXPUNGE), RFC 6851 §3.2 (UID MOVE), RFC 8508 §3.3.
 UID_COMMANDS = frozenset(["FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE",
