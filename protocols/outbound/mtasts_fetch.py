@@ -116,9 +116,9 @@ class StsPolicies:
         if isinstance(out, BaseException):
             log.error("mta-sts domain=%s lookup failed: %s", domain, out)
             out = StsOutcome(reason=str(out))
-        if out.failure == "sts-policy-fetch-error" or out.failure in ("sts-policy-invalid", "sts-webpki-invalid"):
-            self._failed[(domain, sts_id)] = self.loop.time()
-        else:
+        if out.failure in ("sts-policy-fetch-error", "sts-policy-invalid", "sts-webpki-invalid"):
+            self._failed[(domain, sts_id)] = self.loop.time()       # a fetch failed just now
+        elif out.source == "fetched":
             self._failed.pop((domain, sts_id), None)
         for done in self._waiters.pop(domain, []):
             done(out)
@@ -142,8 +142,8 @@ class StsPolicies:
                 log.info("mta-sts domain=%s policy id=%s fetched: mode=%s max_age=%d mx=%s",
                          domain, sts_id, policy.mode, policy.max_age, ",".join(policy.mx) or "-")
                 return self._apply(StsOutcome(policy, sts_id, "fetched"))
-        elif sts_id:
-            failure, reason = "sts-policy-fetch-error", "fetch failed less than %d s ago" % FETCH_RETRY_AFTER
+        elif sts_id:        # already reported when it failed; not a new failure
+            reason = "policy id=%s: its fetch failed less than %d s ago" % (sts_id, FETCH_RETRY_AFTER)
         if reason:
             log.warning("mta-sts domain=%s %s%s", domain, reason,
                         "; using the cached policy" if cached is not None else "")

@@ -94,7 +94,7 @@ class StsRelayMixin:
             kind, reason = "starttls-not-supported", "%s[%s]: %s" % (host, ip, res.remote_reply)
         elif not res.tls_used and policy is not None and res.stage not in ("greeting", "ehlo", "connect"):
             kind, reason = "starttls-not-supported", "%s[%s] delivered without TLS" % (host, ip)
-        if self.tls_report is not None and res.stage not in ("greeting", "ehlo", "connect", ""):
+        if self.tls_report is not None:
             if res.tls_used:
                 self.tls_report.success(d.domain, getattr(d, "sts", None))
             elif kind:
