@@ -27,7 +27,6 @@ import glob
 import json
 import os
 import pwd
-import shutil
 import smtplib
 import subprocess
 import unittest

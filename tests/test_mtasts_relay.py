@@ -42,27 +42,6 @@ def policy(mode, *mx, max_age=86400):
         mode, "".join("mx: %s\r\n" % m for m in mx), max_age)).encode()
 
 
-class CertSink(SmtpSink):
-    """The sink with a certificate of our choice for STARTTLS."""
-
-    def __init__(self, pair, ehlo=EHLO_TLS):
-        self.pair = pair
-        super().__init__(ehlo)
-
-    def _starttls(self, conn, f):
-        conn.sendall(b"220 2.0.0 ready for TLS\r\n")
-        f.close()
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(*self.pair)
-        try:
-            conn = ctx.wrap_socket(conn, server_side=True)
-        except (ssl.SSLError, OSError):
-            self.tls_seen.append("failed")
-            raise OSError("handshake failed")
-        self.tls_seen.append(conn.version())
-        return conn, conn.makefile("rb")
-
-
 class PolicyServer:
     """HTTPS on 127.0.0.1 serving ``body`` at /.well-known/mta-sts.txt, text/plain."""
 
@@ -127,7 +106,8 @@ class StsRelayTest(RelayHarness):
         self.tmp.cleanup()
 
     def start(self, body, pair=GOOD, ehlo=EHLO_TLS, mx_names=("mx.sts.test",)):
-        sink = CertSink(pair, ehlo)
+        sink = SmtpSink(ehlo)
+        sink.pair = pair
         self.sinks.append(sink)
         self.https = PolicyServer(body)
         self.start_relay(tls_context=client_tls_context(False), relay_port=sink.port)

@@ -12,7 +12,6 @@ import tempfile
 import threading
 import unittest
 
-from protocols.dns import codec as dnscodec
 from protocols.dns.resolver import Answer, DnsError
 from protocols.loop import EventLoop
 from protocols.loop_https import HttpsReply
