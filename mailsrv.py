@@ -75,7 +75,7 @@ LISTENERS = (
     Listener("imap", "imap_port", STARTTLS, lambda b: b.imap_factory(), IMAP_BUSY),
     Listener("imaps", "imaps_port", IMPLICIT, lambda b: b.imap_factory(), IMAP_BUSY),
     Listener("http", "http_port", PLAIN, lambda b: b.http_factory(), HTTP_BUSY, address_key="http_address"),
-    Listener("https", "https_port", IMPLICIT, lambda b: b.http_factory(), address_key="http_address"),   # MTA-STS policy
+    Listener("https", "https_port", IMPLICIT, lambda b: b.http_factory(), HTTP_BUSY, address_key="http_address"),  # MTA-STS
 )
 
 

@@ -205,6 +205,10 @@ class _ConfigBase:
             raise ConfigError(f"mta_sts_mode must be none, testing or enforce, not {self.mta_sts_mode!r}")
         if not 0 <= self.mta_sts_max_age <= 31557600:     # RFC 8461 §3.2
             raise ConfigError(f"mta_sts_max_age must be 0 to 31557600 seconds, not {self.mta_sts_max_age}")
+        from protocols.outbound.mtasts import valid_pattern
+        for pattern in self.mta_sts_mx:
+            if not valid_pattern(pattern):
+                raise ConfigError(f"bad mta_sts_mx pattern: {pattern!r} (a host name or *.domain, RFC 8461 §3.2)")
         from store.quota import parse_size
         try:
             parse_size(self.default_quota)

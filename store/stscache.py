@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 from typing import Dict, List, Optional
 
 from store.fsutil import write_atomic
@@ -76,6 +77,9 @@ class StsCache:
 class TlsRptStore:
     """TLS-RPT daily counts; blocking (worker thread)."""
 
+    # one writer at a time in this process: a flush and the reporter's marks are read-modify-write
+    _lock = threading.Lock()
+
     def __init__(self, data_dir: str):
         self.dir = os.path.join(data_dir, RPT_DIR)
 
@@ -100,6 +104,10 @@ class TlsRptStore:
         into the day's file."""
         if not _DAY.match(day):
             raise ValueError("not a day: %r" % day)
+        with self._lock:
+            self._add(day, counts)
+
+    def _add(self, day: str, counts: Dict[str, dict]) -> None:
         data = self._read(day)
         for domain, c in counts.items():
             d = data.setdefault(domain, {"policy": c.get("policy", {}), "success": 0, "failure": {}})
@@ -127,9 +135,10 @@ class TlsRptStore:
         return list(got.get("domains", [])) if isinstance(got.get("domains"), list) else []
 
     def mark_sent(self, day: str, domain: str) -> None:
-        done = self.sent(day)
-        if domain not in done:
-            self._write("sent-" + day, {"domains": done + [domain]})
+        with self._lock:
+            done = self.sent(day)
+            if domain not in done:
+                self._write("sent-" + day, {"domains": done + [domain]})
 
     def prune(self, before: str) -> None:
         """Remove the counts and sent-marks of days before ``before`` (YYYY-MM-DD)."""

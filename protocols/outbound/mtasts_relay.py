@@ -45,7 +45,11 @@ class StsRelayMixin:
     def _sts_route(self, d) -> None:
         if self.sts is None or d.domain.startswith("["):
             return self._try_next(d)
-        self.sts.policy_for(d.domain, lambda out: self._sts_known(d, out))
+        try:        # RFC 8461 §3.2: A-labels (the relay checked the name for its MX lookup)
+            name = d.domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return self._try_next(d)
+        self.sts.policy_for(name, lambda out: self._sts_known(d, out))
 
     def _sts_known(self, d, out) -> None:
         d.sts = out

@@ -28,6 +28,7 @@ import re
 from typing import Dict, List, Optional
 
 from protocols.outbound import mtasts
+from store.stscache import KEEP_DAYS
 
 log = logging.getLogger("mailsrv.tlsrpt")
 
@@ -116,20 +117,19 @@ class TlsRptCounter:
     def flush(self, done=None) -> None:
         """Write the counts so far (worker thread); ``done()`` after (loop thread)."""
         counts, self._counts = self._counts, {}
+        now = self.loop.time()
 
         def work():
             for day, per_domain in counts.items():
                 self.store.add(day, per_domain)
+            self.store.prune(utc_day(now - KEEP_DAYS * 86400))
 
         def written(result):
             if isinstance(result, BaseException):
                 log.error("tls-rpt counts not written: %s", result)
             if done is not None:
                 done()
-        if counts:
-            self.loop.run_in_thread(work, written)
-        elif done is not None:
-            done()
+        self.loop.run_in_thread(work, written)
 
     def _tick(self) -> None:
         self.flush()

@@ -20,7 +20,9 @@ NOT include this SMTP session in the next report"; kept simple).
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import logging
+import urllib.parse
 from typing import Callable, List, Optional
 
 from protocols import loop_https
@@ -37,6 +39,16 @@ CHECK_INTERVAL = 3600.0     # not an RFC number: an hour after midnight UTC at t
 FIRST_CHECK = 30.0          # after start, once the relay is running
 POST_TIMEOUT = 60.0         # as RFC 8461 §3.3's policy fetch; RFC 8460 names none
 POST_GIVE_UP = 2            # days: §5.5 retries "for up to 24 hours" after the day's end
+
+
+def _public(uri: str) -> bool:
+    """An https: rua names a host by name or a global address: a domain's DNS must not
+    make us POST to our loopback or private network (not an RFC rule; our own care)."""
+    host = urllib.parse.urlsplit(uri).hostname or ""
+    try:
+        return ipaddress.ip_address(host).is_global
+    except ValueError:
+        return bool(host) and host != "localhost" and not host.endswith(".localhost")
 
 
 class TlsReporter:
@@ -123,8 +135,10 @@ class TlsReporter:
                                             "%s.%s@%s" % (day, new_id(6), self.submitter),
                                             "tlsrpt-" + new_id(12), name)
                 jobs.append(lambda to=to, msg=msg: self.queue.enqueue(self.contact, [to], self.sign(msg), new_id(), now))
-            else:
+            elif _public(uri):
                 jobs.append(lambda uri=uri: self._posted(uri, self.post(uri, gz)))
+            else:
+                log.warning("tls-rpt domain=%s rua=%s: not a public https host; not sent", domain, uri)
 
         def work():
             ok = True
