@@ -228,3 +228,17 @@ class PolicyCacheTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ConfigTest(unittest.TestCase):
+    def test_our_policy_keys_are_checked_at_load(self):
+        from protocols.config import Config, ConfigError
+        names = (lambda: "mx.example.org", lambda: "mx")
+        cfg = Config({"mta_sts_mode": "enforce", "mta_sts_mx": "mx.example.org, *.example.net"}, names=names)
+        self.assertEqual(cfg.mta_sts_mx, ["mx.example.org", "*.example.net"])
+        for values, words in (({"mta_sts_mode": "strict"}, "mta_sts_mode must be none, testing or enforce"),
+                              ({"mta_sts_max_age": "31557601"}, "mta_sts_max_age must be 0 to 31557600"),
+                              ({"mta_sts_mx": "mail.*.example"}, "bad mta_sts_mx pattern: 'mail.*.example'")):
+            with self.assertRaises(ConfigError) as cm:
+                Config(values, names=names)
+            self.assertIn(words, str(cm.exception))

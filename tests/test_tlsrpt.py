@@ -203,6 +203,15 @@ class ReporterTest(unittest.TestCase):
         self.assertEqual(len(self.queue.list()), 1)
         self.assertEqual(len(self.posts), 1)
 
+    def test_no_report_posts_to_our_own_network(self):
+        self.resolver.txt["_smtp._tls.example.net"] = ["v=TLSRPTv1; rua=https://127.0.0.1:8080/x,https://[::1]/y,"
+                                                       "https://localhost/z,https://10.1.2.3/w"]
+        with self.assertLogs("mailsrv.tlsrpt", "WARNING") as logs:
+            self.run_reporter()
+        self.assertEqual(self.posts, [])
+        self.assertEqual(len(logs.output), 4)
+        self.assertIn("rua=https://127.0.0.1:8080/x: not a public https host", logs.output[0])
+
     def test_failed_post_is_tried_again_later(self):
         self.reporter.post = lambda uri, gz: HttpsReply(503)
         self.run_reporter()
