@@ -173,6 +173,8 @@ class StsRelayTest(RelayHarness):
         self.assertIsNotNone(self.queue.get("Q1"))
         self.assertEqual(sink.messages, [])
         self.assertEqual(sink.tls_seen, ["failed"])
+        self.assertIn("MTA-STS policy of sts.test (enforce): TLS with mx.sts.test[127.0.0.1] failed",
+                      entry.recipients[0].last_error)
         self.assertIn("mta-sts domain=sts.test mode=enforce mx=mx.sts.test validation-failure", log)
         c = self.counts()
         self.assertEqual((c["success"], c["failure"]), (0, {"validation-failure": 1}))

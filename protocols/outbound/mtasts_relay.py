@@ -105,6 +105,12 @@ class StsRelayMixin:
                 self.tls_report.record(d.domain, getattr(d, "sts", None), host, kind, reason)
         if kind and policy is not None:
             log.warning("mta-sts domain=%s mode=%s mx=%s %s: %s", d.domain, policy.mode, host, kind, reason)
+            if policy.mode == "enforce":       # the queue's last error says why, not "connection closed"
+                text = "MTA-STS policy of %s (enforce): %s" % (d.domain, reason)
+                for rcpt in res.per_rcpt:
+                    if res.per_rcpt[rcpt][0] // 100 != 2:
+                        res.per_rcpt[rcpt] = (451, STS_STATUS, text)
+                res.remote_reply = text
             if policy.mode == "testing" and strict:
                 d.sts_relaxed = True      # RFC 8461 §5 item 2: deliver anyway, as without a policy
                 d.index -= 1
