@@ -12,6 +12,8 @@ import tempfile
 import threading
 import unittest
 
+from protocols.crypto import ed25519
+from protocols.dns import codec as dns
 from protocols.dns.resolver import Answer, DnsError
 from protocols.loop import EventLoop
 from protocols.loop_https import HttpsReply
@@ -21,7 +23,10 @@ from protocols.outbound.mtasts_fetch import StsOutcome
 from protocols.outbound.tlsrpt import RecordError, TlsRptCounter, parse_record
 from protocols.outbound.tlsrpt_send import TlsReporter
 from store.queue import MemoryQueue
+from store.dkimkeys import write_key
 from store.stscache import TlsRptStore
+from tests.dnsfake import FakeDnsServer
+from tests.helpers import ServerTestCase, wait_for
 
 WAIT = 10.0
 DAY = "2027-01-14"
@@ -224,3 +229,41 @@ class ReporterTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class ServerReportTest(ServerTestCase):
+    """The whole server with tls_rpt = yes: yesterday's counts become a signed report
+    mail through our own queue (here to a local mailbox, as rua= asks)."""
+    extra_config = {"tls_rpt": "yes"}
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dns = FakeDnsServer().start()
+        cls.dns.add("_smtp._tls.example.net", dns.TYPE_TXT, (b"v=TLSRPTv1; rua=mailto:bob@example.test",))
+        cls.extra_config = dict(cls.extra_config, dns_servers="%s:%d" % cls.dns.address)
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.dns.stop()
+
+    def test_daily_report_reaches_the_rua_mailbox_signed(self):
+        write_key(self.tmp, "example.test", "s1", "ed25519", ed25519.generate().pem())
+        self.server.backend.delivery.load_dkim_keys()
+        out = self.server.backend.outbound
+        yesterday = tlsrpt.utc_day(self.server.loop.time() - 86400)
+        TlsRptStore(self.tmp).add(yesterday, {"example.net": {"success": 7, "failure": {"starttls-not-supported": 2}}})
+        done = stdqueue.Queue()
+        self.server.loop.call_soon_threadsafe(lambda: out.tls_reporter.run(lambda: done.put(True)))
+        done.get(timeout=WAIT)
+        msgs = wait_for(lambda: self.new_messages("bob@example.test"), "the report in bob's mailbox")
+        msg = email.message_from_bytes(msgs[0], policy=email.policy.default)
+        self.assertEqual((msg["TLS-Report-Domain"], msg["TLS-Report-Submitter"]), ("example.net", "example.test"))
+        self.assertEqual(msg["From"], "postmaster@example.test")
+        self.assertIn("d=example.test", str(msg["DKIM-Signature"]))
+        report = json.loads(gzip.decompress(list(msg.iter_parts())[1].get_content()))
+        self.assertEqual(report["policies"][0]["summary"], {"total-successful-session-count": 7,
+                                                            "total-failure-session-count": 2})
+        self.assertEqual(report["contact-info"], "postmaster@example.test")
+        self.assertEqual(TlsRptStore(self.tmp).sent(yesterday), ["example.net"])

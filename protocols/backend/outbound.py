@@ -83,9 +83,12 @@ class OutboundService:
         relay.sts_context = loop_https.client_context(cafile) if cfg.mta_sts else None
         relay.tls_report = self.tls_counter
         if cfg.tls_rpt and self.tls_reporter is None:
-            contact = relay.config.postmaster
+            # RFC 8460 §5.3: the submitter is the domain of contact-info; our first mail domain, whose
+            # DKIM key (if any) signs the report (§3)
+            submitter = (list(cfg.domains) or [cfg.hostname])[0].lower().rstrip(".")
             self.tls_reporter = TlsReporter(self.loop, self.resolver, TlsRptStore(cfg.data_dir), self.queue,
-                                            cfg.hostname, contact, sign=lambda data: (self.sign or (lambda d: d))(data),
+                                            submitter, "postmaster@" + submitter,
+                                            sign=lambda data: (self.sign or (lambda d: d))(data),
                                             kick=self.kick, cafile=cafile)
             self.tls_reporter.start()
         elif not cfg.tls_rpt and self.tls_reporter is not None:
