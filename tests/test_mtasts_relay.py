@@ -33,6 +33,7 @@ STS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "certs", "sts")
 CA = os.path.join(STS, "ca.pem")
 GOOD = (os.path.join(STS, "good.pem"), os.path.join(STS, "good-key.pem"))      # mx.sts.test, mta-sts.sts.test
 OTHER = (os.path.join(STS, "other.pem"), os.path.join(STS, "other-key.pem"))   # other.test only
+UNKNOWN_CA = (os.path.join(STS, "..", "cert.pem"), os.path.join(STS, "..", "key.pem"))     # self-signed
 EHLO_TLS = b"250-sink\r\n250-STARTTLS\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n"
 EHLO_PLAIN = b"250-sink\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n"
 
@@ -175,10 +176,17 @@ class StsRelayTest(RelayHarness):
         self.assertEqual(sink.tls_seen, ["failed"])
         self.assertIn("MTA-STS policy of sts.test (enforce): TLS with mx.sts.test[127.0.0.1] failed",
                       entry.recipients[0].last_error)
-        self.assertIn("mta-sts domain=sts.test mode=enforce mx=mx.sts.test validation-failure", log)
+        self.assertIn("mta-sts domain=sts.test mode=enforce mx=mx.sts.test certificate-host-mismatch", log)
         c = self.counts()
-        self.assertEqual((c["success"], c["failure"]), (0, {"validation-failure": 1}))
+        self.assertEqual((c["success"], c["failure"]), (0, {"certificate-host-mismatch": 1}))
         self.assertEqual(list(c["details"].values())[0]["receiving-mx-hostname"], "mx.sts.test")
+
+    def test_enforce_refuses_a_certificate_of_an_unknown_ca(self):
+        sink = self.start(policy("enforce", "mx.sts.test"), pair=UNKNOWN_CA)
+        entry, log = self.deliver()
+        self.assertEqual(entry.recipients[0].state, DEFERRED, log)
+        self.assertEqual(sink.messages, [])
+        self.assertEqual(self.counts()["failure"], {"certificate-not-trusted": 1})      # RFC 8460 §4.3.1
 
     def test_enforce_refuses_a_server_without_starttls(self):
         sink = self.start(policy("enforce", "mx.sts.test"), ehlo=EHLO_PLAIN)
@@ -194,9 +202,9 @@ class StsRelayTest(RelayHarness):
         self.assertEqual(entry.recipients[0].state, DELIVERED, log)
         self.assertEqual(len(sink.messages), 1)
         self.assertEqual(sink.tls_seen[0], "failed")          # the verified try, then the opportunistic one
-        self.assertIn("mode=testing mx=mx.sts.test validation-failure", log)
+        self.assertIn("mode=testing mx=mx.sts.test certificate-host-mismatch", log)
         c = self.counts()
-        self.assertEqual(c["failure"], {"validation-failure": 1})
+        self.assertEqual(c["failure"], {"certificate-host-mismatch": 1})
         self.assertEqual(c["success"], 1)
 
     def test_no_policy_domain_is_untouched(self):

@@ -37,6 +37,18 @@ log = logging.getLogger("mailsrv.mtasts")
 STS_STATUS = "4.7.5"
 
 
+def _failure_type(error: str) -> str:
+    """RFC 8460 §4.3.1 result type of a failed verified handshake, from OpenSSL's words."""
+    text = error.lower()
+    if "hostname mismatch" in text or "ip address mismatch" in text:
+        return "certificate-host-mismatch"
+    if "expired" in text:
+        return "certificate-expired"
+    if "certificate" in text or "self-signed" in text or "self signed" in text or "issuer" in text:
+        return "certificate-not-trusted"
+    return "validation-failure"
+
+
 class StsRelayMixin:
     sts = None              # StsPolicies, set by the wiring (None: MTA-STS off)
     sts_context = None      # a verifying client TLS context (protocols/loop_https.client_context)
@@ -92,8 +104,9 @@ class StsRelayMixin:
         strict = policy is not None and not getattr(d, "sts_relaxed", False)
         kind = ""
         if res.stage == "tls-handshake" and not res.tls_used:
-            kind = "validation-failure" if strict else "starttls-not-supported"
-            reason = "TLS with %s[%s] failed (certificate not valid for the host, or the handshake)" % (host, ip)
+            error = ((getattr(getattr(d, "ctx", None), "tls_info", None) or {}).get("error") or "handshake failed")
+            kind = _failure_type(error) if strict else "validation-failure"
+            reason = "TLS with %s[%s] failed: %s" % (host, ip, error)
         elif not res.tls_used and "STARTTLS" in (res.remote_reply or ""):
             kind, reason = "starttls-not-supported", "%s[%s]: %s" % (host, ip, res.remote_reply)
         elif not res.tls_used and policy is not None and res.stage not in ("greeting", "ehlo", "connect"):

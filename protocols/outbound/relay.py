@@ -150,6 +150,7 @@ class _Delivery:
     data: bytes = b""
     sts: object = None          # the MTA-STS outcome (protocols/outbound/mtasts_relay.py)
     sts_relaxed: bool = False   # testing mode: verified TLS failed, tried as without a policy
+    ctx: object = None          # the last attempt's SessionContext (a failed handshake's reason)
 
 
 class Relay(StsRelayMixin):
@@ -370,6 +371,7 @@ class Relay(StsRelayMixin):
         job = self._job(d, d.data)
 
         def factory(ctx: SessionContext):
+            d.ctx = ctx
             return SmtpClientSession(ctx, self.config.client, job,
                                      lambda res: self._on_result(d, token, host, ip, res))
 
