@@ -75,6 +75,7 @@ LISTENERS = (
     Listener("imap", "imap_port", STARTTLS, lambda b: b.imap_factory(), IMAP_BUSY),
     Listener("imaps", "imaps_port", IMPLICIT, lambda b: b.imap_factory(), IMAP_BUSY),
     Listener("http", "http_port", PLAIN, lambda b: b.http_factory(), HTTP_BUSY, address_key="http_address"),
+    Listener("https", "https_port", IMPLICIT, lambda b: b.http_factory(), HTTP_BUSY, address_key="http_address"),  # MTA-STS
 )
 
 
@@ -258,9 +259,7 @@ def _read_resolv_conf() -> str:
         return ""
 
 
-# ---------------------------------------------------------------------------
-# Command line
-# ---------------------------------------------------------------------------
+# -- command line -------------------------------------------------------------
 
 def _global_options(p: argparse.ArgumentParser, suppress: bool = False) -> argparse.ArgumentParser:
     """The options every command takes, before or after the subcommand: on a

@@ -103,7 +103,7 @@ class SessionContext:
     conn_id: str = field(default_factory=lambda: new_id(5))
     wake: Callable[[], None] = lambda: None
     clock: Callable[[], float] = _default_clock   # seconds since the epoch, from the loop
-    tls_info: Optional[dict] = None  # {"version": ..., "cipher": ...} once TLS is up
+    tls_info: Optional[dict] = None  # {"version": ..., "cipher": ...} once TLS is up; {"error": ...} when the handshake failed
 
     @property
     def peer_ip(self) -> str:

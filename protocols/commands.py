@@ -322,6 +322,7 @@ def dns_check_main(cfg: Config, domain: str, given: List[str], resolv_conf: str)
     for this server, what DNS has, what differs (protocols/dnscheck.py).
     Exit 0 when every required record is ok."""
     from protocols import dnscheck
+    from protocols.dns.resolver import Answer
     from store.datadir import DataDirError
     from store.dkimkeys import list_keys, valid_name
     domain = domain.lower().rstrip(".")
@@ -341,7 +342,12 @@ def dns_check_main(cfg: Config, domain: str, given: List[str], resolv_conf: str)
     answers = _ask_all(loop, resolver, dnscheck.queries(domain, hostname, [k[0] for k in held]))
     seen = ips or dnscheck.addresses(hostname, answers)
     answers.update(_ask_all(loop, resolver, dnscheck.ptr_queries(seen)))
-    lines, ok = dnscheck.report(domain, hostname, ips, held, answers, datetime.now().strftime("%Y%m%d"), seen)
+    served = dnscheck.served_policy(cfg)
+    sts_txt = answers.get(("_mta-sts." + domain, "TXT"))
+    published = isinstance(sts_txt, Answer) and any(b"".join(r).startswith(b"v=STSv1") for r in sts_txt.records)
+    live = dnscheck.fetch_policy(domain, cfg.mta_sts_cafile or None) if served is not None or published else None
+    lines, ok = dnscheck.report(domain, hostname, ips, held, answers,
+                                dnscheck.sts_id_for(served, datetime.now().strftime("%Y%m%d")), seen, (served, live))
     print(f"{domain} served by {hostname}: status, record, what DNS has now (publish: the line to add)")
     print("\n".join(lines))
     return 0 if ok else 1

@@ -38,6 +38,7 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "imaps_port": ("port", "2993", False, "IMAP over implicit TLS (real: 993); tls_cert, or the self-signed one (tls_self_signed)"),
     "http_port": ("port", "off", False, "the web page and JSON API of caught mail (README \"Web page and HTTP API\"); off unless set (the test server turns it on)"),
     "http_address": ("list", "127.0.0.1", False, "addresses the HTTP listener binds, whatever listen says (loopback only unless told otherwise)"),
+    "https_port": ("port", "off", False, "the HTTP routes over implicit TLS (tls_cert, or the self-signed one) on http_address; serves our MTA-STS policy (real: 443)"),
     "http_idle_timeout": ("float", "60", True, "seconds an idle HTTP keep-alive connection stays open (RFC 9112 §9.5)"),
     "tls_cert": ("str", "", False, "PEM certificate chain; enables STARTTLS/STLS and the implicit-TLS ports; SIGHUP reloads it"),
     "tls_key": ("str", "", False, "PEM private key for tls_cert; SIGHUP reloads it"),
@@ -84,6 +85,12 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "relay_auth_user": ("str", "", True, "user name for AUTH at the smarthost"),
     "relay_auth_password": ("str", "", True, "password for AUTH at the smarthost"),
     "tls_verify": ("bool", "no", True, "verify remote certificates on outbound TLS (Postfix 'may' does not)"),
+    "mta_sts": ("bool", "yes", True, "apply the MTA-STS policies of recipient domains to MX delivery (RFC 8461; README \"MTA-STS and TLS-RPT\")"),
+    "mta_sts_cafile": ("str", "", True, "PEM file of the CAs trusted for MTA-STS policy hosts and enforced MX certificates (empty: the system's)"),
+    "mta_sts_mode": ("str", "none", True, "our own MTA-STS policy, served at https://mta-sts.<domain>/.well-known/mta-sts.txt: none (not served), testing or enforce"),
+    "mta_sts_mx": ("list", "", True, "the mx: patterns of our policy (empty: the hostname)"),
+    "mta_sts_max_age": ("int", "604800", True, "max_age of our policy in seconds (RFC 8461 §3.2: at most 31557600; weeks are usual)"),
+    "tls_rpt": ("bool", "no", True, "send daily TLS-RPT reports (RFC 8460) of our outbound TLS to domains that publish _smtp._tls"),
     "dns_servers": ("list", "", True, "DNS servers host[:port] for MX lookups (empty: /etc/resolv.conf)"),
     "retry_schedule": ("list", "300,600,1200,1800", True, "seconds between delivery attempts; the last repeats (RFC 5321 §4.5.4.1)"),
     "queue_interval": ("float", "60", True, "seconds between runs over the queue for due retries"),
@@ -196,6 +203,14 @@ class _ConfigBase:
             raise ConfigError(f"dmarc_check must be off, header or enforce, not {self.dmarc_check!r}")
         if self.dmarc_reject_action not in ("reject", "junk", "mark"):
             raise ConfigError(f"dmarc_reject_action must be reject, junk or mark, not {self.dmarc_reject_action!r}")
+        if self.mta_sts_mode not in ("none", "testing", "enforce"):
+            raise ConfigError(f"mta_sts_mode must be none, testing or enforce, not {self.mta_sts_mode!r}")
+        if not 0 <= self.mta_sts_max_age <= 31557600:     # RFC 8461 §3.2
+            raise ConfigError(f"mta_sts_max_age must be 0 to 31557600 seconds, not {self.mta_sts_max_age}")
+        from protocols.outbound.mtasts import valid_pattern
+        for pattern in self.mta_sts_mx:
+            if not valid_pattern(pattern):
+                raise ConfigError(f"bad mta_sts_mx pattern: {pattern!r} (a host name or *.domain, RFC 8461 §3.2)")
         from store.quota import parse_size
         try:
             parse_size(self.default_quota)

@@ -17,8 +17,10 @@ whether every required record is right.  Checked, one line each:
     §3.6.2.2);
   * DMARC: one usable ``_dmarc.DOMAIN`` record (RFC 7489 §6.1, §6.6.3);
   * MTA-STS ``_mta-sts.DOMAIN`` (RFC 8461 §3.1) and TLS-RPT
-    ``_smtp._tls.DOMAIN`` (RFC 8460 §3): optional, never fail the check
-    (mailsrv does not serve an MTA-STS policy yet, RFC 8461 §3.2);
+    ``_smtp._tls.DOMAIN`` (RFC 8460 §3): optional, never fail the check;
+    with ``mta_sts_mode`` set, the policy at
+    ``https://mta-sts.DOMAIN/.well-known/mta-sts.txt`` as fetched now
+    (the driver fetches it) against the one we serve (RFC 8461 §3.2);
   * PTR of each address names the hostname (forward-confirmed reverse DNS,
     RFC 8601 §3 "iprev" / common receiver practice).
 
@@ -38,6 +40,7 @@ from protocols import dkim, dmarc
 from protocols.crypto import keys
 from protocols.dkim_command import txt_record
 from protocols.dns.resolver import Answer, DnsError
+from protocols.outbound import mtasts
 from protocols.spf_record import SpfSyntaxError, is_spf_record, parse_record
 
 Answers = Dict[Tuple[str, str], object]      # (lower-case name, "MX"/"A"/...) -> Answer | DnsError
@@ -267,6 +270,58 @@ def _tlsrpt_problem(text: str) -> str:
     return "rua= must be mailto: or https: URIs (RFC 8460 §3)"
 
 
+def _check_sts_policy(domain: str, served: Optional[bytes], live) -> Line:
+    """The live policy (bytes as fetched, or a one-line error) against ``served``
+    (ours, or None when mta_sts_mode is none); RFC 8461 §3.2, §3.3."""
+    url = mtasts.policy_url(domain)
+    what = "MTA-STS policy %s (RFC 8461 §3.2, optional)" % url
+    publish = ""
+    if served is not None:
+        publish = ("%s reaching mailsrv's https_port (README \"MTA-STS and TLS-RPT\"), with a certificate for "
+                   "mta-sts.%s; it serves:\n%s" % (url, domain, served.decode("ascii").replace("\r\n", "\n").strip()))
+    if isinstance(live, str):
+        return ("missing" if served is not None else "error", what, live, publish, False)
+    try:
+        policy = mtasts.parse_policy(live)
+    except mtasts.PolicyError as e:
+        return ("differs", what, "invalid: %s" % e, publish, False)
+    found = "mode %s, mx %s, max_age %d" % (policy.mode, ", ".join(policy.mx) or "-", policy.max_age)
+    if served is None:
+        return ("ok", what, found, "", False)
+    same, why = mtasts.same_policy(policy, mtasts.parse_policy(served))
+    return ("ok" if same else "differs", what, found + ("  (%s)" % why if why else ""), publish, False)
+
+
+def served_policy(cfg) -> Optional[bytes]:
+    """The policy mailsrv serves (protocols/http/service.py), or None (mta_sts_mode = none)."""
+    if getattr(cfg, "mta_sts_mode", "none") == "none":
+        return None
+    return mtasts.policy_text(cfg.mta_sts_mode, list(cfg.mta_sts_mx) or [cfg.hostname.lower()], cfg.mta_sts_max_age)
+
+
+def fetch_policy(domain: str, cafile: Optional[str] = None, connect_to=None):
+    """The live policy as RFC 8461 §3.3 fetches it (blocking: the CLI, or a worker):
+    its octets, or one line saying why there is none."""
+    from protocols import loop_https
+    url = mtasts.policy_url(domain)
+    try:
+        reply = loop_https.request(url, cafile=cafile, timeout=60.0, max_body=mtasts.MAX_POLICY_BYTES,
+                                   connect_to=connect_to)
+    except loop_https.HttpsError as e:
+        return str(e)
+    if reply.status != 200:
+        return "%s: HTTP status %d (RFC 8461 §3.3: only 200, no redirects)" % (url, reply.status)
+    if not mtasts.media_type_ok(reply.headers.get("content-type")):
+        return "%s: media type %r, not text/plain (RFC 8461 §3.2)" % (url, reply.headers.get("content-type", ""))
+    return reply.body
+
+
+def sts_id_for(served: Optional[bytes], fallback: str) -> str:
+    """An id= that changes exactly when our policy does (RFC 8461 §3.1: 1*32 ALPHA/DIGIT)."""
+    import hashlib
+    return hashlib.sha256(served).hexdigest()[:16] if served is not None else fallback
+
+
 def _check_ptr(hostname: str, ips: Sequence[str], answers: Answers) -> List[Line]:
     lines: List[Line] = []
     for ip in ips:
@@ -286,10 +341,13 @@ def _check_ptr(hostname: str, ips: Sequence[str], answers: Answers) -> List[Line
 
 
 def checks(domain: str, hostname: str, ips: Sequence[str], held: Sequence[Tuple[str, str, str, str]],
-           answers: Answers, sts_id: str, seen: Optional[Sequence[str]] = None) -> List[Line]:
+           answers: Answers, sts_id: str, seen: Optional[Sequence[str]] = None, sts=None) -> List[Line]:
     """Every check, in the order of mox's DNS page.  ``ips``: the addresses
     the hostname must have ([]: any); ``seen``: those SPF and PTR are checked
-    for (default ``ips``; the driver gives what the hostname resolves to)."""
+    for (default ``ips``; the driver gives what the hostname resolves to);
+    ``sts``: (our policy or None, the live one: bytes, an error line, or None
+    when not fetched)."""
+    served, live = sts if sts is not None else (None, None)
     domain, hostname = _name(domain), _name(hostname)
     seen = ips if seen is None else seen
     out = [_check_mx(domain, hostname, answers)]
@@ -299,8 +357,11 @@ def checks(domain: str, hostname: str, ips: Sequence[str], held: Sequence[Tuple[
     out.append(_check_dmarc(domain, answers))
     out.append(_check_optional("_mta-sts." + domain, "MTA-STS _mta-sts.%s (RFC 8461 §3.1, optional)" % domain,
                                "v=STSv1", _sts_problem, _zone_txt("_mta-sts." + domain, "v=STSv1; id=%s" % sts_id)
-                               + "  (only with a policy at https://mta-sts.%s/.well-known/mta-sts.txt, RFC 8461 §3.2;"
-                               " mailsrv does not serve it yet)" % domain, answers))
+                               + ("  (after the policy below is reachable; a new id= whenever it changes, RFC 8461 §3.1)"
+                                  if served is not None else "  (only with a policy at https://mta-sts.%s/.well-known/"
+                                  "mta-sts.txt, RFC 8461 §3.2: set mta_sts_mode to serve one)" % domain), answers))
+    if served is not None or live is not None:
+        out.append(_check_sts_policy(domain, served, live))
     out.append(_check_optional("_smtp._tls." + domain, "TLS-RPT _smtp._tls.%s (RFC 8460 §3, optional)" % domain,
                                "v=TLSRPTv1", _tlsrpt_problem,
                                _zone_txt("_smtp._tls." + domain, "v=TLSRPTv1; rua=mailto:postmaster@%s" % domain),
@@ -310,11 +371,12 @@ def checks(domain: str, hostname: str, ips: Sequence[str], held: Sequence[Tuple[
 
 
 def report(domain: str, hostname: str, ips: Sequence[str], held: Sequence[Tuple[str, str, str, str]],
-           answers: Answers, sts_id: str = "1", seen: Optional[Sequence[str]] = None) -> Tuple[List[str], bool]:
+           answers: Answers, sts_id: str = "1", seen: Optional[Sequence[str]] = None,
+           sts=None) -> Tuple[List[str], bool]:
     """The lines to print and whether every required record is ok."""
     lines: List[str] = []
     bad = 0
-    for status, what, found, publish, required in checks(domain, hostname, ips, held, answers, sts_id, seen):
+    for status, what, found, publish, required in checks(domain, hostname, ips, held, answers, sts_id, seen, sts):
         lines.append("%-16s %s: %s" % (status, what, found))
         if status not in ("ok", "error") and publish:
             lines += ["%-16s publish: %s" % ("", p) for p in publish.split("\n")]

@@ -185,4 +185,5 @@ class TlsTransport:
         if self.session is None:
             self.fail(exc)
         else:
+            self.ctx.tls_info = {"error": getattr(exc, "verify_message", "") or str(exc)}   # for the session's owner (TLS-RPT)
             self.close()

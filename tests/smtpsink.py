@@ -36,6 +36,8 @@ class SmtpSink:
         self.tls_seen = []          # TLS versions negotiated
         self.rcpt_seen = {}         # rcpt → times seen
         self.ehlo = ehlo
+        # STARTTLS certificate and key (the MTA-STS tests give one from tests/certs/sts/)
+        self.pair = (os.path.join(CERTS, "cert.pem"), os.path.join(CERTS, "key.pem"))
         self.arrived = threading.Event()
         self.in_mail = threading.Event()   # set when a MAIL FROM arrives
         self.gate = None                   # a threading.Event: MAIL waits for it (a round held open)
@@ -76,8 +78,12 @@ class SmtpSink:
         conn.sendall(b"220 2.0.0 ready for TLS\r\n")
         f.close()
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(os.path.join(CERTS, "cert.pem"), os.path.join(CERTS, "key.pem"))
-        conn = ctx.wrap_socket(conn, server_side=True)
+        ctx.load_cert_chain(*self.pair)
+        try:
+            conn = ctx.wrap_socket(conn, server_side=True)
+        except (ssl.SSLError, OSError):
+            self.tls_seen.append("failed")      # the client refused our certificate
+            raise OSError("TLS handshake failed")
         self.tls_seen.append(conn.version())
         return conn, conn.makefile("rb")
 

@@ -36,6 +36,8 @@ class OutboundService:
         self.queue: Optional[Queue] = None
         self.relay: Optional[Relay] = None
         self.resolver: Optional[Resolver] = None
+        self.sign: Optional[Callable[[bytes], bytes]] = None     # DKIM for our TLS-RPT mail (the wiring sets it)
+        self.sts = self.tls_counter = self.tls_reporter = None   # MTA-STS, TLS-RPT (_start_sts)
 
     @property
     def enabled(self) -> bool:
@@ -54,6 +56,7 @@ class OutboundService:
         self.relay = Relay(self.loop, self.queue, self.resolver, self._relay_config(),
                            tls_client_context=self.tls_client_context,
                            local=self.is_local, deliver_local=self.deliver_local, leases=leases)
+        self._start_sts()
         self.loop.call_soon(self.relay.start)
 
     def configure(self, config) -> None:
@@ -65,10 +68,47 @@ class OutboundService:
             self.queue.set_policy([float(x) for x in config.retry_schedule], config.max_queue_age)
             if self.relay.leases is not None:
                 self.relay.leases.ttl = float(config.queue_lease)
+            self._start_sts()
+
+    def _start_sts(self) -> None:
+        """MTA-STS (RFC 8461) and TLS-RPT (RFC 8460) for the relay, per the configuration
+        (README "MTA-STS and TLS-RPT"); again on SIGHUP, keeping what runs."""
+        from protocols import loop_https
+        from protocols.outbound.mtasts_fetch import StsPolicies
+        from protocols.outbound.tlsrpt import TlsRptCounter
+        from protocols.outbound.tlsrpt_send import TlsReporter
+        from store.stscache import StsCache, TlsRptStore
+        cfg, relay = self.config, self.relay
+        cafile = cfg.mta_sts_cafile or None
+        if self.sts is None:
+            self.sts = StsPolicies(self.loop, self.resolver, StsCache(cfg.data_dir), cafile)
+            self.tls_counter = TlsRptCounter(self.loop, TlsRptStore(cfg.data_dir))
+            self.tls_counter.start()
+        self.sts.resolver, self.sts.cafile = self.resolver, cafile
+        relay.sts = self.sts if cfg.mta_sts else None
+        relay.sts_context = loop_https.client_context(cafile) if cfg.mta_sts else None
+        relay.tls_report = self.tls_counter
+        if cfg.tls_rpt and self.tls_reporter is None:
+            # RFC 8460 §5.3: the submitter is the domain of contact-info; our first mail domain, whose
+            # DKIM key (if any) signs the report (§3)
+            submitter = (list(cfg.domains) or [cfg.hostname])[0].lower().rstrip(".")
+            self.tls_reporter = TlsReporter(self.loop, self.resolver, TlsRptStore(cfg.data_dir), self.queue,
+                                            submitter, "postmaster@" + submitter,
+                                            sign=lambda data: (self.sign or (lambda d: d))(data),
+                                            kick=self.kick, cafile=cafile)
+            self.tls_reporter.start()
+        elif not cfg.tls_rpt and self.tls_reporter is not None:
+            self.tls_reporter.close()
+            self.tls_reporter = None
+        if self.tls_reporter is not None:
+            self.tls_reporter.resolver = self.resolver
 
     def close(self) -> None:
         if self.relay is not None:
             self.relay.stop()
+        for part in (self.tls_reporter, self.sts, self.tls_counter):
+            if part is not None:
+                part.close()
 
     def kick(self) -> None:
         """A new entry is on disk: try it now."""

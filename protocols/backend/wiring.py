@@ -89,6 +89,8 @@ class Backend:
                                  changes=self.mail.hub)
         if config.catch_all:
             self.delivery.catalog = self.caught
+        # TLS-RPT reports by mail are DKIM-signed (RFC 8460 §3), on the reporter's worker
+        self.outbound.sign = lambda data: self.delivery.dkim.sign(data, int(loop.time())) if self.delivery.dkim else data
         # per-user limits (protocols/backend/quota.py); catch-all mode has none
         self.quota = None if config.catch_all else QuotaService(loop, self.store, data, parse_size(config.default_quota))
         if self.quota is not None:

@@ -220,6 +220,19 @@ def reset_faults(s, req: Request, p) -> None:
     s.reply(json_response(200, {"reset": True}))
 
 
+# -- MTA-STS (RFC 8461 §3.2) ------------------------------------------------------
+MTA_STS_PATH = "/.well-known/mta-sts.txt"      # RFC 8461 §3.2
+
+
+def get_mta_sts(s, req: Request, p) -> None:
+    """GET /.well-known/mta-sts.txt: our policy (mta_sts_mode), text/plain (RFC 8461 §3.2);
+    404 when none is configured.  Public: no login, any Host (the policy is published)."""
+    policy = s.service.mta_sts_policy()
+    if policy is None:
+        raise HttpError(404, "no MTA-STS policy on this server (mta_sts_mode = none)")
+    s.reply(Response(200, policy, "text/plain; charset=utf-8"))
+
+
 # -- live updates ----------------------------------------------------------------
 def events(s, req: Request, p) -> None:
     """GET /api/events: server-sent events, one ``message`` event per caught message."""
@@ -247,6 +260,7 @@ ROUTES: List[Tuple["re.Pattern", Dict[str, Handler], bool]] = [(re.compile("^%s$
         (r"/api/faults", {"GET": list_faults, "POST": add_fault, "DELETE": reset_faults}, True),
         (r"/api/faults/(?P<rid>[A-Za-z0-9._~-]{1,100})", {"DELETE": delete_fault}, True),
         (r"/api/events", {"GET": events}, True),
+        (r"/\.well-known/mta-sts\.txt", {"GET": get_mta_sts}, False),
     ]]
 
 
@@ -282,7 +296,7 @@ def _foreign_host(s, req: Request) -> bool:
     """DNS rebinding (a site whose name comes to resolve to 127.0.0.1 reads our API as
     its own origin): without a login, the Host field (RFC 9110 §7.2) must be an IP
     literal, localhost or one of this server's names."""
-    if s.config.require_login:
+    if s.config.require_login or req.path == MTA_STS_PATH:
         return False
     host = (req.header("host") or "").strip().lower()
     if host.startswith("["):

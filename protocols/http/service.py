@@ -35,6 +35,14 @@ class HttpService:
         """The IMAP login (protocols/backend/auth.py: failure delay, lockout, cache)."""
         self.backend.authenticate(ctx, outcome, done)
 
+    def mta_sts_policy(self):
+        """Our MTA-STS policy file (RFC 8461 §3.2), or None when mta_sts_mode is none."""
+        from protocols.outbound.mtasts import policy_text
+        cfg = self.backend.config
+        if getattr(cfg, "mta_sts_mode", "none") == "none":
+            return None
+        return policy_text(cfg.mta_sts_mode, list(cfg.mta_sts_mx) or [cfg.hostname.lower()], cfg.mta_sts_max_age)
+
     # -- CPU work, on a worker (protocols/http/mimeview.py) -----------------
     def parse_message(self, raw: bytes, done: Callable[[object], None]) -> None:
         self.loop.run_in_thread(lambda: mimeview.parse_message(raw), done)

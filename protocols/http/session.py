@@ -12,7 +12,8 @@ response on the connection: input is then ignored, events are pushed as the cata
 reports them, and a comment line is sent as a heartbeat whenever the stream has been
 quiet for ``HEARTBEAT_S``, through the loop's idle timer and ``keepalive()``).
 
-Left out: TLS (the listener is loopback-only unless configured otherwise), request
+TLS is the listener's (``https_port``: implicit TLS, the other ports' certificate);
+``ctx.tls_active`` lets Basic logins through from anywhere.  Left out: request
 bodies in chunked coding (see parse.py), ranges, conditional requests, compression.
 """
 

@@ -48,7 +48,7 @@ a message is never bounced twice nor delivered after it was deleted.
 
 Left out: per-host connection caching and reuse, a host-down cache (RFC 5321
 §4.5.4.1 SHOULD), retrying in clear after a failed STARTTLS handshake, DANE
-and MTA-STS, delay notices (RFC 3464 ``Action: delayed``).
+(MTA-STS: protocols/outbound/mtasts_relay.py), delay notices (RFC 3464 ``Action: delayed``).
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ from protocols.base import SessionContext, new_id
 from protocols.dns.mx import is_own_address
 from protocols.message import header_block
 from protocols.outbound.dsn import Failure, build_bounce, should_bounce
+from protocols.outbound.mtasts_relay import StsRelayMixin
 from protocols.smtp.client import ClientConfig, ClientJob, ClientResult, SmtpClientSession
 from store.queue import DEFERRED, DELIVERED, FAILED, OPEN_STATES
 
@@ -148,9 +149,12 @@ class _Delivery:
     attempt: int = 0
     sessions: int = 0           # sessions past EHLO (MX_SESSION_LIMIT)
     data: bytes = b""
+    sts: object = None          # the MTA-STS outcome (protocols/outbound/mtasts_relay.py)
+    sts_relaxed: bool = False   # testing mode: verified TLS failed, tried as without a policy
+    ctx: object = None          # the last attempt's SessionContext (a failed handshake's reason)
 
 
-class Relay:
+class Relay(StsRelayMixin):
     """See the module docstring."""
 
     def __init__(self, loop, queue, resolver, config: RelayConfig,
@@ -376,7 +380,7 @@ class Relay:
             if not hosts:
                 return self._loops_back(d, next(ip for h in result.hosts for ip in h[2] if self._own(ip)))
         d.targets = [(h[1], ip) for h in hosts for ip in h[2]]
-        self._try_next(d)
+        self._sts_route(d)      # RFC 8461 §5.1: the policy filters the MX hosts (mtasts_relay.py)
 
     def _own(self, ip: str) -> bool:
         return is_own_address(ip, self._port(), self.config.own_addresses)
@@ -405,6 +409,7 @@ class Relay:
             starttls = "never"        # already encrypted
         if self.tls_context is None and starttls == "may":
             starttls = "never"        # nothing to upgrade with
+        starttls = self._sts_tls(d, starttls, None)[0]     # RFC 8461 §5: enforce/testing require TLS
         return ClientJob(helo_name=cfg.hostname, mail_from=entry.sender, rcpts=list(d.rcpts), data=data,
                          need_smtputf8=entry.smtputf8, body_8bit=entry.body_8bit, auth=auth, starttls=starttls)
 
@@ -419,6 +424,7 @@ class Relay:
         job = self._job(d, d.data)
 
         def factory(ctx: SessionContext):
+            d.ctx = ctx
             return SmtpClientSession(ctx, self.config.client, job,
                                      lambda res: self._on_result(d, token, host, ip, res))
 
@@ -433,7 +439,7 @@ class Relay:
         if self.config.relayhost and self.config.relay_tls == "implicit":
             kwargs["implicit_tls"] = True       # RFC 8314 §3
         self.loop.connect(ip, self._port(), factory, self.config.connect_timeout, on_error,
-                          ssl_context=self.tls_context, server_hostname=host, **kwargs)
+                          ssl_context=self._sts_tls(d, "", self.tls_context)[1], server_hostname=host, **kwargs)
 
     def _on_result(self, d: _Delivery, token: int, host: str, ip: str, res: ClientResult) -> None:
         if token != d.attempt:
@@ -441,6 +447,8 @@ class Relay:
         d.attempt += 1          # later callbacks of this attempt are stale
         if res.stage not in ("greeting", "ehlo"):
             d.sessions += 1
+        if self._sts_result(d, host, ip, res):      # TLS-RPT counts; testing mode's second try
+            return self.loop.call_soon(lambda: self._try_next(d))
         counts = {DELIVERED: 0, DEFERRED: 0, FAILED: 0}
         retry: List[str] = []
         for rcpt in d.rcpts:
