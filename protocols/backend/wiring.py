@@ -96,6 +96,8 @@ class Backend:
         # injected faults (issue 11, protocols/faults.py): always present, empty unless a test adds rules
         self.faults = Faults(clock=loop.time)
         self._spf_resolver = None       # for spf_check when outbound mail is off (check_spf)
+        from protocols.acme.service import AcmeService
+        self.acme = AcmeService(config, loop)       # certificates from acme_directory (README "ACME certificates")
 
     def _make_directory(self) -> Directory:
         cfg = self.config
@@ -112,12 +114,14 @@ class Backend:
             self.caught.start()
         if outbound and not self.config.catch_all:     # catch-all mode relays nothing
             self.outbound.start()
+        self.acme.start()
 
     def start_pickup(self) -> None:
         """Serve the sendmail command's postdrop/ (protocols/backend/pickup.py)."""
         self.delivery.start_pickup()
 
     def close(self) -> None:
+        self.acme.close()
         self.auth.close()
         self.delivery.stop_pickup()     # no new local submissions, then the relay, then the disk
         self.outbound.close()
@@ -135,6 +139,7 @@ class Backend:
             self.delivery.configure(config, self.directory)
             self.outbound.configure(config)
             self._spf_resolver = None       # dns_servers may have changed
+            self.acme.reload(config)        # `mailsrv.py acme renew` asks through SIGHUP
             self.imap.max_userip = config.imap_max_userip_connections
             if self.imap.quota is not None:
                 self.imap.quota.configure(parse_size(config.default_quota))

@@ -1,0 +1,284 @@
+"""ACME (RFC 8555): JWS (RFC 7515), the CSR (RFC 2986), the protocol flow against a
+fake CA in-process, the service's schedule and backoff on a real event loop, and the
+http-01 answer served by the HTTP listener.  Debian's pebble: tests/test_interop_acme.py.
+"""
+
+import datetime
+import http.client
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import unittest
+
+from protocols.acme import flow as acme_flow
+from protocols.acme import service as acme_service
+from protocols.config import Config, ConfigError
+from protocols.crypto import csr, der, jws, rsa, x509
+from protocols.loop import EventLoop
+from protocols.loop_https import HttpsError
+from store import acmefiles
+from tests.acme_fake import BASE, FakeCA
+from tests.helpers import ServerTestCase, wait_for
+
+ACCOUNT = rsa.generate(1024)
+CERT_KEY = rsa.generate(1024)
+
+# RFC 7515 Appendix A.2: the RSA key (as p and q; n and d follow), the JWS Signing Input, the signature.
+A2_P = ("4BzEEOtIpmVdVEZNCqS7baC4crd0pqnRH_5IB3jw3bcxGn6QLvnEtfdUdiYrqBdss1l58BQ3KhooKeQTa9AB0Hw_Py5PJdTJNPY8cQn7"
+        "ouZ2KKDcmnPGBY5t7yLc1QlQ5xHdwW1VhvKn-nXqhJTBgIPgtldC-KDV5z-y2XDwGUc")
+A2_Q = ("uQPEfgmVtjL0Uyyx88GZFF1fOunH3-7cepKmtH4pxhtCoHqpWmT8YAmZxaewHgHAjLYsp1ZSe7zFYHj7C6ul7TjeLQeZD_YwD66t62wD"
+        "mpe_HlB-TnBA-njbglfIsRLtXlnDzQkv5dTltRJ11BKBBypeeF6689rjcJIDEz9RWdc")
+A2_INPUT = (b"eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb2"
+            b"90Ijp0cnVlfQ")
+A2_SIGNATURE = ("cC4hiUPoj9Eetdgtv3hF80EGrhuB__dzERat0XF9g2VtQgr9PJbu3XOiZj5RZmh7AAuHIm4Bh-0Qc_lF5YKt_O8W2Fp5jujGbds9uJdbF9"
+                "CUAr7t1dnZcAcQjbKBYNX4BAynRFdiuB--f_nZLgrnbyTyWzO75vRK5h6xBArLIARNPvkSjtQBMHlb1L07Qe7K0GarZRmB_eSN9383Lc"
+                "OLn6_dO--xi12jzDwusC-eOkHWEsqtFZESc6BfI7noOPqvhJ1phCnvWh6IeYI2w9QOYEUipUTI8np6LbgGY9Fs98rqVt5AXLIhWkWywlVm"
+                "tVrBp0igcN_IoypGlUPQGe77Rw")
+# RFC 7638 §3.1: the example key and its thumbprint.
+T_N = ("0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3"
+       "oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdA"
+       "ZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-"
+       "kEgU8awapJzKnqDKgw")
+
+
+def _int(b64):
+    return int.from_bytes(jws.b64url_decode(b64), "big")
+
+
+class JwsTest(unittest.TestCase):
+    def test_rfc7515_a2_rs256_signature(self):
+        key = rsa.from_primes(_int(A2_P), _int(A2_Q))
+        self.assertTrue(jws.jwk(key.public)["n"].startswith("ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHmfHQp"))
+        self.assertEqual(jws.sign_rs256(key, A2_INPUT), A2_SIGNATURE)
+        self.assertEqual(A2_INPUT.split(b".")[0].decode(), jws.b64url(b'{"alg":"RS256"}'))
+
+    def test_rfc7638_thumbprint(self):
+        key = rsa.RsaPublicKey(_int(T_N), 65537)
+        self.assertEqual(jws.thumbprint(key), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs")
+        self.assertEqual(jws.key_authorization("tok", key), "tok.NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs")
+
+    def test_base64url_has_no_padding_and_round_trips(self):
+        for data in (b"", b"\xfb", b"\xfb\xff", b"\xfb\xff\xfe"):
+            text = jws.b64url(data)
+            self.assertNotIn("=", text)
+            self.assertNotIn("+", text)
+            self.assertEqual(jws.b64url_decode(text), data)
+        with self.assertRaises(ValueError):
+            jws.b64url_decode("AA==")
+
+    def test_flattened_serialization_verifies(self):
+        doc = json.loads(jws.flattened(ACCOUNT, {"nonce": "n1", "url": "https://x/"}, {"a": 1}))
+        self.assertEqual(set(doc), {"protected", "payload", "signature"})
+        header = json.loads(jws.b64url_decode(doc["protected"]))
+        self.assertEqual(header, {"nonce": "n1", "url": "https://x/", "alg": "RS256"})
+        self.assertTrue(ACCOUNT.public.verify((doc["protected"] + "." + doc["payload"]).encode(),
+                                              jws.b64url_decode(doc["signature"])))
+        empty = json.loads(jws.flattened(ACCOUNT, {"nonce": "n2", "url": "u"}, None))
+        self.assertEqual(empty["payload"], "")              # RFC 8555 §6.3 POST-as-GET
+
+
+class CsrTest(unittest.TestCase):
+    def test_csr_is_signed_by_the_key_and_names_every_name(self):
+        request = csr.certification_request(CERT_KEY, ["mail.example.org", "mta-sts.example.org"])
+        info, alg, sig = der.children(der.read_all(request))
+        self.assertTrue(CERT_KEY.public.verify(der.tlv(info.tag, info.value), der.to_bits(sig)))
+        self.assertIn(b"mta-sts.example.org", request)
+        with self.assertRaises(ValueError):
+            csr.certification_request(CERT_KEY, [])
+
+    @unittest.skipUnless(shutil.which("openssl"), "openssl is not installed")
+    def test_openssl_req_verifies_the_csr(self):
+        request = csr.certification_request(CERT_KEY, ["mail.example.org", "mta-sts.example.org"])
+        out = subprocess.run(["openssl", "req", "-verify", "-noout", "-text"], input=csr.pem(request),
+                             capture_output=True, timeout=30)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn(b"verify OK", out.stderr + out.stdout)
+        self.assertIn(b"DNS:mail.example.org, DNS:mta-sts.example.org", out.stdout)
+        self.assertIn(b"CN = mail.example.org", out.stdout)
+
+
+class FlowTest(unittest.TestCase):
+    """The protocol against the fake CA, driven synchronously (acme_flow.run_sync)."""
+
+    def setUp(self):
+        self.challenges = {}
+        self.ca = FakeCA(CERT_KEY, lambda name, token: self.challenges.get(token))
+        self.waits = []
+
+    def run_flow(self, names=("mail.example.org", "mta-sts.example.org")):
+        flow = acme_flow.AcmeFlow(BASE + "/dir", "admin@example.org", names, self.ca,
+                                  lambda: ACCOUNT, lambda: CERT_KEY, self.challenges)
+        return acme_flow.run_sync(flow.run(), self.waits.append)
+
+    def test_obtains_a_certificate_for_every_name(self):
+        chain, key = self.run_flow()
+        info = x509.read_certificate(der.pem_block(chain, "CERTIFICATE")[1])
+        self.assertEqual(sorted(info.dns_names), ["mail.example.org", "mta-sts.example.org"])
+        self.assertIs(key, CERT_KEY)
+        self.assertEqual(self.challenges, {})               # unpublished once answered
+        account = self.ca.requests.index(("POST", "/acct"))
+        self.assertLess(account, self.ca.requests.index(("POST", "/order")))
+
+    def test_bad_nonce_is_retried_with_the_new_nonce(self):
+        self.ca.bad_nonces = 3
+        self.run_flow()
+        self.assertEqual(self.ca.bad_nonce_sent, 3)
+
+    def test_bad_nonce_forever_gives_up(self):
+        self.ca.bad_nonces = 100
+        with self.assertRaisesRegex(acme_flow.AcmeError, r"^https://ca.test/acct: badNonce: nonce refused"):
+            self.run_flow()
+
+    def test_pending_authorization_is_polled_until_valid(self):
+        self.ca.pending_polls = 3
+        self.run_flow(names=("mail.example.org",))
+        self.assertEqual(self.waits, [1.0, 1.0, 1.0])       # Retry-After: 1 (RFC 8555 §8.2)
+
+    def test_invalid_challenge_names_the_authorization_and_the_reason(self):
+        self.ca.fail_challenge = True
+        with self.assertRaisesRegex(acme_flow.AcmeError, r"/authz/\d+: authorization of mail.example.org is invalid: "
+                                                         r"unauthorized: got "):
+            self.run_flow()
+        self.assertEqual(self.challenges, {})
+
+    def test_unreachable_directory_is_one_line(self):
+        self.ca.down = True
+        with self.assertRaisesRegex(HttpsError, r"^https://ca.test/dir: .*refused"):
+            self.run_flow()
+
+    def test_retry_after_is_bounded(self):
+        reply = type("R", (), {"headers": {"retry-after": "99999"}})()
+        self.assertEqual(acme_flow.retry_after(reply, 2.0), acme_flow.RETRY_AFTER_MAX)
+        reply.headers = {"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}
+        self.assertEqual(acme_flow.retry_after(reply, 2.0), 2.0)
+
+
+class ServiceTest(unittest.TestCase):
+    """The service on a real event loop: first certificate, the swap, the schedule, the backoff."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="mailsrv-acme-")
+        acmefiles.write_account_key(self.tmp, ACCOUNT.pem())        # no 2048-bit key made per test
+        self.cfg = Config({"data_dir": self.tmp, "hostname": "mail.example.org", "acme_names": "mta-sts.example.org",
+                           "acme_email": "admin@example.org", "acme_directory": BASE + "/dir", "http_port": "0"})
+        self.loop = EventLoop()
+        self.installed = []
+        self.service = acme_service.AcmeService(self.cfg, self.loop, None, lambda: CERT_KEY,
+                                                lambda c, k: self.installed.append((c, k)) or 3)
+        self.ca = FakeCA(CERT_KEY, lambda name, token: self.service.challenge(token))
+        self.service._https = self.ca
+        self.thread = threading.Thread(target=self.loop.run, daemon=True)
+        self.thread.start()
+
+    def tearDown(self):
+        self.loop.call_soon_threadsafe(self.service.close)
+        self.loop.stop()
+        self.thread.join(10)
+        self.loop.close(wait=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_obtains_installs_and_schedules_the_renewal(self):
+        self.loop.call_soon_threadsafe(self.service.start)
+        wait_for(lambda: self.installed, "the certificate installed", lambda: self.service.last_result)
+        cert, key = self.installed[0]
+        self.assertEqual((cert, key), (acmefiles.path(self.tmp, "cert.pem"), acmefiles.path(self.tmp, "key.pem")))
+        self.assertEqual(os.stat(key).st_mode & 0o777, 0o600)
+        self.assertEqual(acme_service.installed_pair(self.cfg, self.loop.time()), (cert, key))
+        state = acmefiles.read_state(self.tmp)
+        with open(cert, "rb") as f:
+            info = x509.read_certificate(der.pem_block(f.read(), "CERTIFICATE")[1])
+        self.assertAlmostEqual(state["next_attempt"], acme_service.renew_at(info), delta=1)
+        self.assertEqual(state["failures"], 0)
+        lines = acme_service.describe(self.cfg, self.loop.time())
+        self.assertIn("names mail.example.org, mta-sts.example.org", lines)
+        self.assertTrue(any(line.startswith("valid ") for line in lines), lines)
+        self.assertTrue(any(line.startswith("next attempt 20") for line in lines), lines)
+        # a second check finds nothing due: no second order
+        orders = self.ca.requests.count(("POST", "/order"))
+        self.loop.call_soon_threadsafe(self.service.check)
+        wait_for(lambda: not self.service._running, "the check")
+        self.assertEqual(self.ca.requests.count(("POST", "/order")), orders)
+
+    def test_renews_at_two_thirds_of_the_lifetime(self):
+        self.ca.now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=61)
+        self.ca.days = 90           # started 61 days ago (less the backdating hour): past day 60
+        self.loop.call_soon_threadsafe(self.service.start)
+        wait_for(lambda: len(self.installed) >= 2, "a renewal right after the first, old, certificate")
+
+    def test_failure_backs_off_doubling_and_logs_one_line(self):
+        self.ca.down = True
+        self.service.backoff_first = 0.2
+        with self.assertLogs("mailsrv.acme", logging.WARNING) as logs:
+            self.loop.call_soon_threadsafe(self.service.start)
+            wait_for(lambda: acmefiles.read_state(self.tmp).get("failures", 0) >= 2, "two failed attempts")
+        self.loop.call_soon_threadsafe(self.service.close)
+        first = logs.output[0]
+        self.assertIn("https://ca.test/dir: ", first)
+        self.assertIn("refused", first)
+        self.assertIn("attempt 1 failed, next in 0 s", first)
+        self.assertNotIn("\n", first)
+        self.assertEqual(acme_service.backoff(1), 600)
+        self.assertEqual(acme_service.backoff(2), 1200)
+        self.assertEqual(acme_service.backoff(20), 86400)
+        state = acmefiles.read_state(self.tmp)
+        self.assertIn("refused", state["last_error"])
+        lines = acme_service.describe(self.cfg, self.loop.time())
+        self.assertTrue(any("failed attempts" in line and "refused" in line for line in lines), lines)
+        self.assertEqual(self.installed, [])
+
+    def test_backoff_survives_a_restart(self):
+        acmefiles.write_state(self.tmp, {"failures": 3, "next_attempt": self.loop.time() + 3600})
+        self.loop.call_soon_threadsafe(self.service.start)
+        wait_for(lambda: self.service._timer is not None and not self.service._running, "the first check")
+        self.assertEqual(self.ca.requests, [])
+        acme_service.request_renewal(self.tmp)          # `mailsrv.py acme renew`, then SIGHUP
+        self.loop.call_soon_threadsafe(self.service.reload)
+        wait_for(lambda: self.installed, "the renewal asked for")
+        self.assertNotIn("renew", acmefiles.read_state(self.tmp))
+
+
+class ConfigTest(unittest.TestCase):
+    def test_acme_needs_the_http_listener_and_no_tls_cert(self):
+        base = {"hostname": "mail.example.org", "acme_email": "a@example.org"}
+        with self.assertRaisesRegex(ConfigError, "http_port"):
+            Config(base)
+        with self.assertRaisesRegex(ConfigError, "tls_cert"):
+            Config(dict(base, http_port="80", tls_cert="/c", tls_key="/k"))
+        with self.assertRaisesRegex(ConfigError, "tls-alpn-01 is not implemented"):
+            Config(dict(base, http_port="80", acme_challenge="tls-alpn-01"))
+        self.assertEqual(Config(dict(base, http_port="80")).acme_directory, acme_service.LETS_ENCRYPT)
+
+
+class Http01ListenerTest(ServerTestCase):
+    """The HTTP listener answers /.well-known/acme-challenge/<token> (RFC 8555 §8.3)."""
+    tls = False
+    extra_config = {"http_port": "0", "acme_email": "admin@example.test",
+                    "acme_directory": "http://127.0.0.1:9/dir"}        # nothing listens: it fails and backs off
+
+    def get(self, path, host="mx.example.test"):
+        conn = http.client.HTTPConnection("127.0.0.1", self.ports["http"], timeout=10)
+        try:
+            conn.request("GET", path, headers={"Host": host})
+            resp = conn.getresponse()
+            return resp.status, resp.getheader("Content-Type"), resp.read()
+        finally:
+            conn.close()
+
+    def test_published_token_is_served_without_login(self):
+        acme = self.server.backend.acme
+        self.server.loop.call_soon_threadsafe(lambda: acme.challenges.__setitem__("tok-1_A", "tok-1_A.thumb"))
+        wait_for(lambda: self.get("/.well-known/acme-challenge/tok-1_A")[0] == 200, "the token served")
+        status, ctype, body = self.get("/.well-known/acme-challenge/tok-1_A", host="mx.example.test:80")
+        self.assertEqual((status, ctype, body), (200, "application/octet-stream", b"tok-1_A.thumb"))
+
+    def test_unknown_token_is_404(self):
+        self.assertEqual(self.get("/.well-known/acme-challenge/nope")[0], 404)
+        self.assertEqual(self.get("/.well-known/acme-challenge/a.b")[0], 404)
+
+
+if __name__ == "__main__":
+    unittest.main()
