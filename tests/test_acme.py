@@ -197,11 +197,30 @@ class ServiceTest(unittest.TestCase):
         self.assertIn("names mail.example.org, mta-sts.example.org", lines)
         self.assertTrue(any(line.startswith("valid ") for line in lines), lines)
         self.assertTrue(any(line.startswith("next attempt 20") for line in lines), lines)
+        self.assertIn("certificate names mail.example.org, mta-sts.example.org", self.cli("status"))
+        self.assertIn("no server is running", self.cli("renew"))
+        self.assertIn("next attempt now (asked for by acme renew", self.cli("status"))
+        acmefiles.write_state(self.tmp, state)
         # a second check finds nothing due: no second order
         orders = self.ca.requests.count(("POST", "/order"))
         self.loop.call_soon_threadsafe(self.service.check)
         wait_for(lambda: not self.service._running, "the check")
         self.assertEqual(self.ca.requests.count(("POST", "/order")), orders)
+
+    def cli(self, action):
+        """`mailsrv.py acme ACTION` with this test's configuration, its output."""
+        import contextlib
+        import io
+        import mailsrv
+        ini = os.path.join(self.tmp, "mailsrv.ini")
+        with open(ini, "w") as f:
+            f.write("[mailsrv]\n" + "".join("%s = %s\n" % (k, v) for k, v in (
+                ("hostname", "mail.example.org"), ("acme_names", "mta-sts.example.org"), ("http_port", "0"),
+                ("acme_email", "admin@example.org"), ("acme_directory", BASE + "/dir"))))
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            self.assertEqual(mailsrv.main(["acme", action, "--config", ini, "--data", self.tmp]), 0)
+        return out.getvalue()
 
     def test_renews_at_two_thirds_of_the_lifetime(self):
         self.ca.now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=61)

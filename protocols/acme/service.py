@@ -290,7 +290,7 @@ def describe(cfg, now: float) -> List[str]:
         out.append("problem %s" % why)
     state = acmefiles.read_state(data)
     if state.get("renew"):
-        out.append("next attempt now (asked for; the running server starts it on SIGHUP)")
+        out.append("next attempt now (asked for by acme renew; a running server starts it on SIGHUP)")
     elif state.get("failures"):
         out.append("failed attempts %s in a row, last error: %s" % (state.get("failures"), state.get("last_error")))
         out.append("next attempt %s UTC" % _utc(float(state.get("next_attempt", 0) or 0)))
