@@ -248,21 +248,33 @@ class AcmeService:
         self._schedule(0)       # the next check decides when to renew
 
     def _failed(self, exc: BaseException) -> None:
+        """Count the failure in state.json (on a worker), then log it and wait (the backoff)."""
+        error = (str(exc) or type(exc).__name__).replace("\n", " ")
+        self.last_result = error
+        self._running = True                # no check starts until the failure is on disk
+        now = self.loop.time()
+        self.loop.run_in_thread(lambda: self._record_failure(error, now), lambda r: self._recorded(error, r))
+
+    def _record_failure(self, error: str, now: float) -> Tuple[int, float]:
+        """(failures in a row, seconds to wait), written to state.json (a worker's)."""
         data = self.config.data_dir
         state = acmefiles.read_state(data)
         failures = int(state.get("failures", 0) or 0) + 1
         delay = backoff(failures, self.backoff_first, self.backoff_max)
-        error = (str(exc) or type(exc).__name__).replace("\n", " ")
-        self.last_result = error
-        log.warning("ACME: %s: no certificate for %s: %s; attempt %d failed, next in %s",
-                    self.config.acme_directory, ", ".join(names_of(self.config)), error, failures,
-                    _duration(delay))
-        state.update(failures=failures, next_attempt=self.loop.time() + delay, last_error=error,
+        state.update(failures=failures, next_attempt=now + delay, last_error=error,
                      directory=self.config.acme_directory, renew=False)
         try:
             acmefiles.write_state(data, state)
         except DataDirError as e:
             log.error("ACME: %s", e)
+        return failures, delay
+
+    def _recorded(self, error: str, result: object) -> None:
+        self._running = False
+        failures, delay = result if not isinstance(result, BaseException) else (1, self.backoff_first)
+        log.warning("ACME: %s: no certificate for %s: %s; attempt %d failed, next in %s",
+                    self.config.acme_directory, ", ".join(names_of(self.config)), error, failures,
+                    _duration(delay))
         self._schedule(delay)
 
 
