@@ -15,7 +15,7 @@ import datetime
 import itertools
 import json
 
-from protocols.crypto import csr as csr_mod, der, jws, rsa, x509
+from protocols.crypto import csr as csr_mod, der, jws, p256, rsa, x509
 from protocols.loop_https import HttpsError, HttpsReply
 
 BASE = "https://ca.test"
@@ -23,6 +23,17 @@ BASE = "https://ca.test"
 
 def _decode(part):
     return json.loads(jws.b64url_decode(part).decode("utf-8")) if part else None
+
+
+def _key(jwk):
+    """The account's public key from its JWK (RFC 7518 §6.2.1, §6.3.1)."""
+    def num(name):
+        return int.from_bytes(jws.b64url_decode(jwk[name]), "big")
+    if jwk["kty"] == "EC":
+        assert jwk["crv"] == "P-256" and len(jws.b64url_decode(jwk["x"])) == 32
+        assert p256.on_curve(num("x"), num("y"))
+        return p256.P256PublicKey(num("x"), num("y"))
+    return rsa.RsaPublicKey(num("n"), num("e"))
 
 
 class FakeCA:
@@ -67,13 +78,12 @@ class FakeCA:
             self.bad_nonce_sent += 1
             return self._problem(400, "badNonce", "nonce refused on purpose")
         assert protected["url"] == url, (protected["url"], url)
-        assert protected["alg"] == "RS256"
         if path == "/acct":
-            key = rsa.RsaPublicKey(int.from_bytes(jws.b64url_decode(protected["jwk"]["n"]), "big"),
-                                   int.from_bytes(jws.b64url_decode(protected["jwk"]["e"]), "big"))
+            key = _key(protected["jwk"])
             assert "kid" not in protected
         else:
             key = self.accounts[protected["kid"]]
+        assert protected["alg"] == ("ES256" if isinstance(key, p256.P256PublicKey) else "RS256"), protected["alg"]
         signing_input = (doc["protected"] + "." + doc["payload"]).encode("ascii")
         if not key.verify(signing_input, jws.b64url_decode(doc["signature"])):
             return self._problem(400, "malformed", "bad signature")

@@ -17,7 +17,7 @@ import unittest
 from protocols.acme import flow as acme_flow
 from protocols.acme import service as acme_service
 from protocols.config import Config, ConfigError
-from protocols.crypto import csr, der, jws, rsa, x509
+from protocols.crypto import csr, der, jws, p256, rsa, x509
 from protocols.loop import EventLoop
 from protocols.loop_https import HttpsError
 from store import acmefiles
@@ -38,6 +38,10 @@ A2_SIGNATURE = ("cC4hiUPoj9Eetdgtv3hF80EGrhuB__dzERat0XF9g2VtQgr9PJbu3XOiZj5RZmh
                 "CUAr7t1dnZcAcQjbKBYNX4BAynRFdiuB--f_nZLgrnbyTyWzO75vRK5h6xBArLIARNPvkSjtQBMHlb1L07Qe7K0GarZRmB_eSN9383Lc"
                 "OLn6_dO--xi12jzDwusC-eOkHWEsqtFZESc6BfI7noOPqvhJ1phCnvWh6IeYI2w9QOYEUipUTI8np6LbgGY9Fs98rqVt5AXLIhWkWywlVm"
                 "tVrBp0igcN_IoypGlUPQGe77Rw")
+# RFC 7515 Appendix A.3: the P-256 key and the ES256 signature of the same input.
+A3_X, A3_Y = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"
+A3_D = "jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI"
+A3_SIGNATURE = "DtEhU3ljbEg8L38VWAfUAqOyKAM6-Xx-F4GawxaepmXFCgfTjDxw5djxLa8ISlSApmWQxfKTUJqPP3-Kg6NU1Q"
 # RFC 7638 §3.1: the example key and its thumbprint.
 T_N = ("0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3"
        "oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdA"
@@ -81,6 +85,38 @@ class JwsTest(unittest.TestCase):
         self.assertEqual(empty["payload"], "")              # RFC 8555 §6.3 POST-as-GET
 
 
+class Es256Test(unittest.TestCase):
+    def test_rfc6979_a25_p256_sha256_sample(self):
+        key = p256.P256PrivateKey(0xC9AFA9D845BA75166B5C215767B1D6934E50C3DB36E89B127B8A622B120F6721)
+        self.assertEqual((key.public.x, key.public.y),
+                         (0x60FED4BA255A9D31C961EB74C6356D68C049B8923B61FA6CE669622E60F29FB6,
+                          0x7903FE1008B8BC99A41AE9E95628BC64F2F1B20C2D7E9F5177A3C294D4462299))
+        self.assertEqual(key.sign(b"sample").hex().upper(),
+                         "EFD48B2AACB6A8FD1140DD9CD45E81D69D2C877B56AAF991C34D0EA84EAF3716"
+                         "F7CB1C942D657C41D436C7A1B6E29F65F3E900DBB9AFF4064DC4AB2F843ACDA8")
+        self.assertEqual(key.sign(b"test").hex().upper(),
+                         "F1ABB023518351CD71D881567B1EA663ED3EFCF6C5132B354F28D3B0B7D38367"
+                         "019F4113742A2B14BD25926B49C649155F267E60D3814B4C0CC84250E46F0083")
+
+    def test_rfc7515_a3_es256_signature_verifies(self):
+        key = p256.P256PrivateKey(_int(A3_D))
+        self.assertEqual(jws.jwk(key.public), {"crv": "P-256", "kty": "EC", "x": A3_X, "y": A3_Y})
+        signing_input = b"eyJhbGciOiJFUzI1NiJ9." + A2_INPUT.split(b".")[1]
+        self.assertTrue(key.public.verify(signing_input, jws.b64url_decode(A3_SIGNATURE)))
+        self.assertFalse(key.public.verify(signing_input + b"x", jws.b64url_decode(A3_SIGNATURE)))
+        self.assertTrue(key.public.verify(signing_input, key.sign(signing_input)))
+        doc = json.loads(jws.flattened(key, {"nonce": "n", "url": "u"}, {}))
+        self.assertEqual(json.loads(jws.b64url_decode(doc["protected"]))["alg"], "ES256")
+
+    def test_key_file_round_trips_and_openssl_reads_it(self):
+        key = p256.generate()
+        self.assertEqual(acme_service.load_account_key(key.pem(), "k.pem"), key)
+        if shutil.which("openssl"):
+            out = subprocess.run(["openssl", "pkey", "-noout", "-text"], input=key.pem(), capture_output=True, timeout=30)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertIn(key.public.point().hex()[:20], out.stdout.replace(b":", b"").replace(b"\n", b"").replace(b" ", b"").decode())
+
+
 class CsrTest(unittest.TestCase):
     def test_csr_is_signed_by_the_key_and_names_every_name(self):
         request = csr.certification_request(CERT_KEY, ["mail.example.org", "mta-sts.example.org"])
@@ -122,6 +158,13 @@ class FlowTest(unittest.TestCase):
         self.assertEqual(self.challenges, {})               # unpublished once answered
         account = self.ca.requests.index(("POST", "/acct"))
         self.assertLess(account, self.ca.requests.index(("POST", "/order")))
+
+    def test_es256_account_key(self):
+        flow = acme_flow.AcmeFlow(BASE + "/dir", "", ["mail.example.org"], self.ca,
+                                  p256.generate, lambda: CERT_KEY, self.challenges)
+        chain, _ = acme_flow.run_sync(flow.run())
+        self.assertTrue(der.pem_blocks(chain))
+        self.assertIsInstance(next(iter(self.ca.accounts.values())), p256.P256PublicKey)
 
     def test_bad_nonce_is_retried_with_the_new_nonce(self):
         self.ca.bad_nonces = 3
@@ -183,7 +226,8 @@ class ServiceTest(unittest.TestCase):
 
     def test_obtains_installs_and_schedules_the_renewal(self):
         self.loop.call_soon_threadsafe(self.service.start)
-        wait_for(lambda: self.installed, "the certificate installed", lambda: self.service.last_result)
+        wait_for(lambda: self.service.last_result, "the certificate installed")
+        self.assertEqual(self.service.last_result, "obtained")
         cert, key = self.installed[0]
         self.assertEqual((cert, key), (acmefiles.path(self.tmp, "cert.pem"), acmefiles.path(self.tmp, "key.pem")))
         self.assertEqual(os.stat(key).st_mode & 0o777, 0o600)
@@ -222,6 +266,16 @@ class ServiceTest(unittest.TestCase):
             self.assertEqual(mailsrv.main(["acme", action, "--config", ini, "--data", self.tmp]), 0)
         return out.getvalue()
 
+    def test_first_account_key_is_p256_and_kept(self):
+        os.unlink(acmefiles.path(self.tmp, acmefiles.ACCOUNT_KEY))
+        self.loop.call_soon_threadsafe(self.service.start)
+        wait_for(lambda: self.installed, "the certificate installed", lambda: self.service.last_result)
+        pem = acmefiles.read(self.tmp, acmefiles.ACCOUNT_KEY)
+        self.assertEqual(os.stat(acmefiles.path(self.tmp, acmefiles.ACCOUNT_KEY)).st_mode & 0o777, 0o600)
+        key = acme_service.load_account_key(pem, "account-key.pem")
+        self.assertIsInstance(key, p256.P256PrivateKey)
+        self.assertEqual(list(self.ca.accounts.values()), [key.public])
+
     def test_renews_at_two_thirds_of_the_lifetime(self):
         self.ca.now = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=61)
         self.ca.days = 90           # started 61 days ago (less the backdating hour): past day 60
@@ -256,7 +310,8 @@ class ServiceTest(unittest.TestCase):
         self.assertEqual(self.ca.requests, [])
         acme_service.request_renewal(self.tmp)          # `mailsrv.py acme renew`, then SIGHUP
         self.loop.call_soon_threadsafe(self.service.reload)
-        wait_for(lambda: self.installed, "the renewal asked for")
+        wait_for(lambda: acmefiles.read_state(self.tmp).get("failures") == 0, "the renewal asked for")
+        self.assertEqual(len(self.installed), 1)
         self.assertNotIn("renew", acmefiles.read_state(self.tmp))
 
 

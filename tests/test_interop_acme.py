@@ -26,7 +26,7 @@ from mailsrv import MailServer
 from protocols import loop_https, selfsigned
 from protocols.acme import service as acme_service
 from protocols.config import Config
-from protocols.crypto import der, x509
+from protocols.crypto import der, p256, rsa, x509
 from store import acmefiles
 from tests.helpers import wait_for
 
@@ -114,8 +114,14 @@ class PebbleTest(unittest.TestCase):
                 return tls.getpeercert(binary_form=True)
 
     def test_certificate_from_pebble_swapped_in_without_restart(self):
+        self.obtain("ec")           # the default: ES256 account key
+
+    def test_rsa_account_key(self):
+        self.obtain("rsa")          # RS256
+
+    def obtain(self, key_type):
         data = os.path.join(self.tmp, "data")
-        cfg = Config({"data_dir": data, "hostname": HOST, "acme_names": EXTRA, "acme_email": "postmaster@example.test",
+        cfg = Config({"acme_key_type": key_type, "data_dir": data, "hostname": HOST, "acme_names": EXTRA, "acme_email": "postmaster@example.test",
                       "acme_directory": self.directory, "acme_ca_file": self.ca_file,
                       "http_port": str(self.http_port), "tls_self_signed_type": "ed25519",
                       "smtp_port": "off", "submission_port": "off", "pop3_port": "off", "pop3s_port": "off",
@@ -149,6 +155,8 @@ class PebbleTest(unittest.TestCase):
         self.assertIn(b"a1 OK", old.recv(1000))
         with open(acmefiles.path(data, acmefiles.CERT), "rb") as f:
             self.assertGreaterEqual(len(der.pem_blocks(f.read())), 2)  # leaf and pebble's intermediate
+        account = acme_service.load_account_key(acmefiles.read(data, acmefiles.ACCOUNT_KEY), "account-key.pem")
+        self.assertIsInstance(account, p256.P256PrivateKey if key_type == "ec" else rsa.RsaPrivateKey)
         lines = acme_service.describe(self.server.config, time.time())
         self.assertIn("names %s, %s" % (HOST, EXTRA), lines)
 

@@ -96,7 +96,7 @@ class AcmeFlow:
     certificate's key (also in a Job)."""
 
     def __init__(self, directory_url: str, email: str, names: Sequence[str],
-                 https: Callable[..., object], account_key: Callable[[], rsa.RsaPrivateKey],
+                 https: Callable[..., object], account_key: Callable[[], jws.PrivateKey],
                  new_key: Callable[[], rsa.RsaPrivateKey], challenges: Dict[str, str]):
         self.directory_url = directory_url
         self.email = email
@@ -105,7 +105,7 @@ class AcmeFlow:
         self._account_key = account_key
         self._new_key = new_key
         self.challenges = challenges
-        self.key: Optional[rsa.RsaPrivateKey] = None
+        self.key: Optional[jws.PrivateKey] = None
         self.kid: Optional[str] = None
         self.nonce: Optional[str] = None
         self.directory: dict = {}

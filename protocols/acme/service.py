@@ -26,7 +26,7 @@ import logging
 from typing import Callable, Dict, List, Optional, Tuple
 
 from protocols.acme import flow as acme_flow
-from protocols.crypto import der, keys, rsa, x509
+from protocols.crypto import der, keys, p256, rsa, x509
 from store import acmefiles
 from store.datadir import DataDirError
 
@@ -203,17 +203,14 @@ class AcmeService:
         headers = dict(headers, **{"User-Agent": USER_AGENT})
         return loop_https.request(url, method, body, headers, cafile=self.config.acme_ca_file or None)
 
-    def _account_key(self) -> rsa.RsaPrivateKey:
-        """DATA/tls/acme/account-key.pem, made (RSA-2048) and saved the first time (a worker's)."""
+    def _account_key(self):
+        """DATA/tls/acme/account-key.pem, made the first time (``acme_key_type``:
+        ECDSA P-256 or RSA-2048) and saved (a worker's)."""
         data = self.config.data_dir
         pem = acmefiles.read(data, acmefiles.ACCOUNT_KEY)
         if pem is not None:
-            key = keys.load_private_key(pem)
-            if not isinstance(key, rsa.RsaPrivateKey):
-                raise keys.KeyFileError("%s: the ACME account key must be RSA (RS256)" %
-                                        acmefiles.path(data, acmefiles.ACCOUNT_KEY))
-            return key
-        key = rsa.generate()
+            return load_account_key(pem, acmefiles.path(data, acmefiles.ACCOUNT_KEY))
+        key = p256.generate() if self.config.acme_key_type == "ec" else rsa.generate()
         acmefiles.write_account_key(data, key.pem())
         return key
 
@@ -276,6 +273,20 @@ class AcmeService:
                     self.config.acme_directory, ", ".join(names_of(self.config)), error, failures,
                     _duration(delay))
         self._schedule(delay)
+
+
+def load_account_key(pem: bytes, path: str):
+    """An RSA or P-256 account key from its PEM; KeyFileError naming ``path``."""
+    try:
+        label, body = der.pem_block(pem, "PRIVATE KEY", "RSA PRIVATE KEY")
+        if label == "PRIVATE KEY" and p256.is_p256_pkcs8(body):
+            return p256.private_from_pkcs8(body)
+        key = keys.load_private_key(pem)
+    except ValueError as e:
+        raise keys.KeyFileError("%s: %s" % (path, e)) from None
+    if not isinstance(key, rsa.RsaPrivateKey):
+        raise keys.KeyFileError("%s: the ACME account key must be RSA (RS256) or P-256 (ES256)" % path)
+    return key
 
 
 def _duration(seconds: float) -> str:
