@@ -1,4 +1,4 @@
-"""ECDSA on NIST P-256 with SHA-256 (FIPS 186-4 §6, SEC 1), for ACME's ES256 account key.
+"""ECDSA on NIST P-256 with SHA-256 (FIPS 186-4 clause 6, SEC 1), for ACME's ES256 account key.
 
 - The curve y^2 = x^3 - 3x + b over GF(p) (FIPS 186-4 Appendix D.1.2.3;
   RFC 5480 §2.1.1.1 names it secp256r1 / prime256v1), points in Jacobian
@@ -6,7 +6,7 @@
 - Signatures with the nonce of RFC 6979 §3.2 (deterministic, HMAC-SHA-256):
   no random number per signature, so a weak one cannot give the key away;
   the value returned is r || s, 32 octets each, as JWS's ES256 wants it
-  (RFC 7518 §3.4).  Verification (SEC 1 §4.1.4) for the tests.
+  (RFC 7518 §3.4).  Verification (SEC 1 clause 4.1.4) for the tests.
 - Key files: PKCS#8 (RFC 5208 / RFC 5958) around an ECPrivateKey (RFC 5915
   §3) with the public key, SubjectPublicKeyInfo with id-ecPublicKey and the
   named curve (RFC 5480 §2); ``openssl pkey`` reads them.
@@ -137,7 +137,7 @@ class P256PublicKey:
     y: int
 
     def point(self) -> bytes:
-        """The uncompressed point (SEC 1 §2.3.3): 04 || X || Y."""
+        """The uncompressed point (SEC 1 clause 2.3.3): 04 || X || Y."""
         return b"\x04" + self.x.to_bytes(SIZE, "big") + self.y.to_bytes(SIZE, "big")
 
     def spki(self) -> bytes:
@@ -146,7 +146,7 @@ class P256PublicKey:
                             der.bit_string(self.point()))
 
     def verify(self, message: bytes, signature: bytes) -> bool:
-        """SEC 1 §4.1.4 on r || s (RFC 7518 §3.4); False, never an exception."""
+        """SEC 1 clause 4.1.4 on r || s (RFC 7518 §3.4); False, never an exception."""
         if len(signature) != 2 * SIZE:
             return False
         r, s = int.from_bytes(signature[:SIZE], "big"), int.from_bytes(signature[SIZE:], "big")
@@ -170,7 +170,7 @@ class P256PrivateKey:
         return P256PublicKey(*multiply(self.d))
 
     def sign(self, message: bytes) -> bytes:
-        """ECDSA (SEC 1 §4.1.3) with SHA-256 and RFC 6979's k: r || s."""
+        """ECDSA (SEC 1 clause 4.1.3) with SHA-256 and RFC 6979's k: r || s."""
         digest = hashlib.sha256(message).digest()
         e = _bits2int(digest)
         for k in rfc6979_nonces(self.d, digest):
