@@ -5,6 +5,8 @@
   leaf first): the certificate in use, written key first, each one atomic and
   durable (store/fsutil.py's write_atomic: temporary file, fsync, rename,
   directory fsync);
+- ``alpn/<name>.pem``: a tls-alpn-01 challenge certificate with its key
+  (RFC 8737 §3), made for one validation and overwritten by the next;
 - ``state.json``: when the next attempt is due, how many attempts failed in a
   row, the last error, and whether ``mailsrv.py acme renew`` asked for one
   now.  The server is its only writer but for that request.
@@ -25,6 +27,7 @@ from store.fsutil import write_atomic
 
 ACME_DIR = os.path.join("tls", "acme")      # under the data folder
 ACCOUNT_KEY, KEY, CERT, STATE = "account-key.pem", "key.pem", "cert.pem", "state.json"
+ALPN_DIR = "alpn"           # tls-alpn-01 certificates (RFC 8737), one per name, made per validation
 MAX_FILE = 1 << 20          # a key, a chain or the state is a few KiB; more is not ours
 
 
@@ -49,12 +52,12 @@ def read(data_dir: str, name: str) -> Optional[bytes]:
 
 
 def _write(data_dir: str, name: str, data: bytes, mode: int) -> None:
-    d = directory(data_dir)
+    target = os.path.join(directory(data_dir), name)
     try:
-        os.makedirs(d, mode=0o700, exist_ok=True)
-        write_atomic(os.path.join(d, name), data, mode=mode)
+        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
+        write_atomic(target, data, mode=mode)
     except OSError as e:
-        raise DataDirError(f"cannot write {e.filename or os.path.join(d, name)}: {os_reason(e)}") from None
+        raise DataDirError(f"cannot write {e.filename or target}: {os_reason(e)}") from None
 
 
 def write_account_key(data_dir: str, key_pem: bytes) -> None:
@@ -65,6 +68,12 @@ def write_certificate(data_dir: str, chain_pem: bytes, key_pem: bytes) -> None:
     """The new pair: key first (0600), then the chain (0644, it is public)."""
     _write(data_dir, KEY, key_pem, 0o600)
     _write(data_dir, CERT, chain_pem, 0o644)
+
+
+def write_alpn_pair(data_dir: str, name: str, pem: bytes) -> str:
+    """A tls-alpn-01 certificate and its key in one file (0600), alpn/<name>.pem; its path."""
+    _write(data_dir, os.path.join(ALPN_DIR, name + ".pem"), pem, 0o600)
+    return path(data_dir, os.path.join(ALPN_DIR, name + ".pem"))
 
 
 def read_state(data_dir: str) -> Dict[str, object]:

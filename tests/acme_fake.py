@@ -12,6 +12,7 @@ is signed by it.
 """
 
 import datetime
+import hashlib
 import itertools
 import json
 
@@ -107,7 +108,9 @@ class FakeCA:
                 self.authzs[a] = {"status": "pending", "identifier": {"type": "dns", "value": name},
                                   "challenges": [{"type": "dns-01", "url": BASE + "/chal/%d/dns" % a, "token": "x"},
                                                  {"type": "http-01", "url": BASE + "/chal/%d" % a, "token": "tok%d-_" % a,
-                                                  "status": "pending"}],
+                                                  "status": "pending"},
+                                                 {"type": "tls-alpn-01", "url": BASE + "/chal/%d/alpn" % a,
+                                                  "token": "alpn%d" % a, "status": "pending"}],
                                   "polls": 0, "key": key}
                 authz.append(BASE + "/authz/%d" % a)
             self.orders[n] = {"status": "pending", "identifiers": payload["identifiers"], "authorizations": authz,
@@ -116,7 +119,7 @@ class FakeCA:
         kind, _, num = path.strip("/").partition("/")
         num = int(num.split("/")[0])
         if kind == "chal":
-            return self._challenge(num, key)
+            return self._challenge(num, key, 2 if path.endswith("/alpn") else 1)
         if kind == "authz":
             return self._authz(num)
         if kind == "orders":
@@ -128,11 +131,15 @@ class FakeCA:
             return self._reply(200, self.orders[num]["chain"], {"content-type": "application/pem-certificate-chain"})
         raise AssertionError(path)
 
-    def _challenge(self, a, key):
+    def _challenge(self, a, key, which):
+        """http-01: ``fetch_challenge`` gives the body served (RFC 8555 §8.3); tls-alpn-01:
+        the acmeIdentifier extension's value (RFC 8737 §3), SHA-256 of the key authorization."""
         authz = self.authzs[a]
-        chal = authz["challenges"][1]
+        chal = authz["challenges"][which]
         served = self.fetch_challenge(authz["identifier"]["value"], chal["token"])
         expected = jws.key_authorization(chal["token"], key)
+        if chal["type"] == "tls-alpn-01":
+            expected = hashlib.sha256(expected.encode()).digest()
         if self.fail_challenge or served != expected:
             authz["status"] = chal["status"] = "invalid"
             chal["error"] = {"type": "urn:ietf:params:acme:error:unauthorized",
@@ -147,7 +154,7 @@ class FakeCA:
         if authz.get("verified") and authz["status"] == "pending":
             authz["polls"] += 1
             if authz["polls"] > self.pending_polls:
-                authz["status"] = authz["challenges"][1]["status"] = "valid"
+                authz["status"] = "valid"
         doc = {k: v for k, v in authz.items() if k in ("status", "identifier", "challenges")}
         return self._json(200, doc, extra={"retry-after": "1"} if doc["status"] == "pending" else None)
 

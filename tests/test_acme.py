@@ -17,7 +17,7 @@ import unittest
 from protocols.acme import flow as acme_flow
 from protocols.acme import service as acme_service
 from protocols.config import Config, ConfigError
-from protocols.crypto import csr, der, jws, p256, rsa, x509
+from protocols.crypto import alpn_cert, csr, der, jws, p256, rsa, x509
 from protocols.loop import EventLoop
 from protocols.loop_https import HttpsError
 from store import acmefiles
@@ -315,6 +315,83 @@ class ServiceTest(unittest.TestCase):
         self.assertNotIn("renew", acmefiles.read_state(self.tmp))
 
 
+def alpn_fetch(port):
+    """What a CA's tls-alpn-01 check sees (RFC 8737 §3): a handshake on ``port`` with SNI
+    = the name and ALPN acme-tls/1; the acmeIdentifier value of the certificate (the
+    32 octets), None when the handshake or the certificate is not as required."""
+    import socket
+    import ssl
+
+    def fetch(name, token):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        ctx.set_alpn_protocols(["acme-tls/1"])
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                with ctx.wrap_socket(raw, server_hostname=name) as tls:
+                    if tls.selected_alpn_protocol() != "acme-tls/1":
+                        return None
+                    cert = tls.getpeercert(binary_form=True)
+        except (OSError, ssl.SSLError):
+            return None
+        if x509.read_certificate(cert).dns_names != (name,):
+            return None
+        tbs = der.children(der.children(der.read_all(cert))[0])
+        for ext in der.children(der.read_all(tbs[-1].value)):
+            fields = der.children(ext)
+            if der.to_oid(fields[0]) == alpn_cert.ID_PE_ACME_IDENTIFIER and fields[1].value == b"\xff":
+                return der.read_all(fields[2].value).value
+        return None
+    return fetch
+
+
+class TlsAlpnServiceTest(unittest.TestCase):
+    """tls-alpn-01 (RFC 8737): the service's own TLS listener answers the fake CA's handshakes."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="mailsrv-acme-")
+        acmefiles.write_account_key(self.tmp, ACCOUNT.pem())
+        self.cfg = Config({"data_dir": self.tmp, "hostname": "mail.example.org", "acme_names": "mta-sts.example.org",
+                           "acme_email": "admin@example.org", "acme_directory": BASE + "/dir",
+                           "acme_challenge": "tls-alpn-01", "acme_tls_port": "0"})
+        self.loop = EventLoop()
+        self.installed = []
+        self.service = acme_service.AcmeService(self.cfg, self.loop, None, lambda: CERT_KEY,
+                                                lambda c, k: self.installed.append((c, k)) or 1)
+        self.service._listen_alpn()
+        port = self.service.alpn_addresses[0][1]
+        self.ca = FakeCA(CERT_KEY, alpn_fetch(port))
+        self.service._https = self.ca
+        self.thread = threading.Thread(target=self.loop.run, daemon=True)
+        self.thread.start()
+
+    def tearDown(self):
+        self.loop.call_soon_threadsafe(self.service.close)
+        self.loop.stop()
+        self.thread.join(10)
+        self.loop.close(wait=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_challenge_answered_by_the_alpn_listener(self):
+        self.loop.call_soon_threadsafe(lambda: self.service._schedule(0))
+        wait_for(lambda: self.service.last_result, "the attempt")
+        self.assertEqual(self.service.last_result, "obtained")
+        self.assertEqual(self.service.alpn_certs, {})            # withdrawn once validated
+        self.assertEqual(len(self.installed), 1)
+
+    def test_unknown_name_gets_no_certificate(self):
+        self.assertIsNone(alpn_fetch(self.service.alpn_addresses[0][1])("other.example.org", "t"))
+
+    def test_server_certificate_swap_leaves_the_alpn_listener_alone(self):
+        from protocols.loop_tls import server_tls_context
+        self.assertEqual(self.loop.set_tls_context(server_tls_context(*selfsigned_pair())), 0)
+
+
+def selfsigned_pair():
+    from protocols import selfsigned
+    return selfsigned.self_signed("localhost", None, lambda: datetime.datetime.now().timestamp(), key_type="ed25519")
+
+
 class ConfigTest(unittest.TestCase):
     def test_acme_needs_the_http_listener_and_no_tls_cert(self):
         base = {"hostname": "mail.example.org", "acme_email": "a@example.org"}
@@ -322,8 +399,9 @@ class ConfigTest(unittest.TestCase):
             Config(base)
         with self.assertRaisesRegex(ConfigError, "tls_cert"):
             Config(dict(base, http_port="80", tls_cert="/c", tls_key="/k"))
-        with self.assertRaisesRegex(ConfigError, "tls-alpn-01 is not implemented"):
-            Config(dict(base, http_port="80", acme_challenge="tls-alpn-01"))
+        with self.assertRaisesRegex(ConfigError, "acme_challenge must be http-01 or tls-alpn-01"):
+            Config(dict(base, http_port="80", acme_challenge="dns-01"))
+        self.assertEqual(Config(dict(base, acme_challenge="tls-alpn-01")).acme_tls_port, 443)   # no HTTP needed
         self.assertEqual(Config(dict(base, http_port="80")).acme_directory, acme_service.LETS_ENCRYPT)
 
 

@@ -1,6 +1,7 @@
 """A certificate from Debian's pebble (Let's Encrypt's ACME test CA), with the http-01
-challenge answered by mailsrv's own HTTP listener, swapped into IMAPS and SMTPS
-without a restart and without dropping the connection that was already open.
+challenge answered by mailsrv's own HTTP listener (or tls-alpn-01, RFC 8737, by its
+own TLS listener), swapped into IMAPS and SMTPS without a restart and without
+dropping the connection that was already open.
 
 pebble-challtestsrv (same package) is pebble's DNS: every name resolves to
 127.0.0.1, so pebble's validation fetches http://NAME:PORT/.well-known/... from
@@ -57,7 +58,7 @@ class PebbleTest(unittest.TestCase):
         with open(os.path.join(self.tmp, "pebble-key.pem"), "wb") as f:
             f.write(key.pem())
         self.acme_port, self.mgmt_port, self.http_port = free_port(), free_port(), free_port()
-        self.dns_port = free_port()
+        self.dns_port, self.tls_port = free_port(), free_port()
 
     def tearDown(self):
         if self.server is not None:
@@ -80,7 +81,7 @@ class PebbleTest(unittest.TestCase):
                              "managementListenAddress": "127.0.0.1:%d" % self.mgmt_port,
                              "certificate": os.path.join(self.tmp, "pebble-cert.pem"),
                              "privateKey": os.path.join(self.tmp, "pebble-key.pem"),
-                             "httpPort": self.http_port, "tlsPort": free_port(), "ocspResponderURL": "",
+                             "httpPort": self.http_port, "tlsPort": self.tls_port, "ocspResponderURL": "",
                              "externalAccountBindingRequired": False}}
         path = os.path.join(self.tmp, "pebble.json")
         with open(path, "w") as f:
@@ -119,16 +120,22 @@ class PebbleTest(unittest.TestCase):
     def test_rsa_account_key(self):
         self.obtain("rsa")          # RS256
 
-    def obtain(self, key_type):
+    def test_tls_alpn_01(self):
+        self.obtain("ec", "tls-alpn-01")    # RFC 8737: answered by our own TLS listener on tlsPort
+
+    def obtain(self, key_type, challenge="http-01"):
         data = os.path.join(self.tmp, "data")
-        cfg = Config({"acme_key_type": key_type, "data_dir": data, "hostname": HOST, "acme_names": EXTRA, "acme_email": "postmaster@example.test",
+        alpn = challenge == "tls-alpn-01"
+        cfg = Config({"acme_key_type": key_type, "acme_challenge": challenge, "acme_tls_port": str(self.tls_port),
+                      "http_port": "off" if alpn else str(self.http_port), "data_dir": data, "hostname": HOST, "acme_names": EXTRA, "acme_email": "postmaster@example.test",
                       "acme_directory": self.directory, "acme_ca_file": self.ca_file,
-                      "http_port": str(self.http_port), "tls_self_signed_type": "ed25519",
+                      "tls_self_signed_type": "ed25519",
                       "smtp_port": "off", "submission_port": "off", "pop3_port": "off", "pop3s_port": "off",
                       "imap_port": "off", "imaps_port": "0", "smtps_port": "0", "log_level": "WARNING",
                       "dns_servers": "127.0.0.1:9", "trusted_networks": "none"})
         self.server = MailServer(cfg).start()
         ports = self.server.ports
+        self.assertEqual("http" in ports, not alpn)
         # pebble is not up yet: the first attempt fails, is logged and backs off
         wait_for(lambda: acmefiles.read_state(data).get("failures") == 1, "the first, failed, attempt")
         self.assertIn(self.directory, acmefiles.read_state(data)["last_error"])

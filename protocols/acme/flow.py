@@ -3,7 +3,8 @@
 :meth:`AcmeFlow.run` yields what it needs and is sent the answer:
 
 - :class:`Job` ``(fn, what)``: call the blocking ``fn()`` (an HTTPS request,
-  with the JWS signature made inside it; a key generation) on a worker thread
+  with the JWS signature made inside it; a key generation; the files of a
+  tls-alpn-01 certificate) on a worker thread
   and send back its result, or throw its exception in;
 - :class:`Wait` ``(seconds)``: resume after a pause (polling, RFC 8555 §7.5.1).
 
@@ -13,7 +14,10 @@ raises :class:`AcmeError`, one line naming the URL and the problem (RFC 8555
 authorization, RFC 8555 §8.3), which the HTTP listener serves; the driver
 resumes the generator on the loop thread, so the dict has one writer.
 
-Left out: dns-01, tls-alpn-01 (RFC 8737), External Account Binding (§7.3.4),
+tls-alpn-01 (RFC 8737) answers are certificate files made in a Job and put
+in ``alpn_certs`` (name -> files), which the TLS-ALPN listener serves.
+
+Left out: dns-01, External Account Binding (§7.3.4),
 pre-authorization (§7.4.1), revocation (§7.6), key roll-over (§7.3.5),
 alternate chains (§7.4.2's Link rel="alternate").
 """
@@ -97,7 +101,9 @@ class AcmeFlow:
 
     def __init__(self, directory_url: str, email: str, names: Sequence[str],
                  https: Callable[..., object], account_key: Callable[[], jws.PrivateKey],
-                 new_key: Callable[[], rsa.RsaPrivateKey], challenges: Dict[str, str]):
+                 new_key: Callable[[], rsa.RsaPrivateKey], challenges: Dict[str, str],
+                 challenge_type: str = "http-01",
+                 alpn: Optional[Tuple[Dict[str, Tuple[str, str]], Callable[[str, str], Tuple[str, str]]]] = None):
         self.directory_url = directory_url
         self.email = email
         self.names = list(dict.fromkeys(n.lower() for n in names))
@@ -105,6 +111,9 @@ class AcmeFlow:
         self._account_key = account_key
         self._new_key = new_key
         self.challenges = challenges
+        self.challenge_type = challenge_type
+        # tls-alpn-01 (RFC 8737): (name -> certificate files, the maker of those files, a Job)
+        self.alpn_certs, self.make_alpn_cert = alpn if alpn else ({}, None)
         self.key: Optional[jws.PrivateKey] = None
         self.kid: Optional[str] = None
         self.nonce: Optional[str] = None
@@ -203,21 +212,28 @@ class AcmeFlow:
         return order_url, _json(reply, url)
 
     def authorize(self, authz_url: str) -> Step:
-        """RFC 8555 §7.5: one authorization, by http-01 (§8.3) unless already valid."""
+        """RFC 8555 §7.5: one authorization, by http-01 (§8.3) or tls-alpn-01
+        (RFC 8737 §3), unless already valid."""
         authz = _json((yield from self.post(authz_url, None)), authz_url)
         if authz.get("status") == "valid":
             return
-        name = (authz.get("identifier") or {}).get("value", "?")
-        chal = next((c for c in authz.get("challenges") or [] if c.get("type") == "http-01"), None)
+        name = str((authz.get("identifier") or {}).get("value", "?")).lower()
+        kind = self.challenge_type
+        chal = next((c for c in authz.get("challenges") or [] if c.get("type") == kind), None)
         if chal is None or not chal.get("url") or not chal.get("token"):
-            raise AcmeError("%s: no http-01 challenge offered for %s" % (authz_url, name))
+            raise AcmeError("%s: no %s challenge offered for %s" % (authz_url, kind, name))
         token = str(chal["token"])
-        self.challenges[token] = jws.key_authorization(token, self.key.public)    # §8.1, served at §8.3's path
+        key_authz = jws.key_authorization(token, self.key.public)         # §8.1
+        if kind == "http-01":
+            self.challenges[token] = key_authz                             # served at §8.3's path
+        else:
+            self.alpn_certs[name] = yield Job(lambda: self.make_alpn_cert(name, key_authz), "tls-alpn-01 certificate")
         try:
             yield from self.post(chal["url"], {})          # §7.5.1: "{}" says we are ready
             authz = yield from self.poll(authz_url, ("pending",), "authorization")
         finally:
             self.challenges.pop(token, None)
+            self.alpn_certs.pop(name, None)
         if authz.get("status") != "valid":
             raise AcmeError("%s: authorization of %s is %s%s" % (authz_url, name, authz.get("status"),
                                                                   _challenge_error(authz)))

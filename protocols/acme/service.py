@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import datetime
 import logging
+import re
 from typing import Callable, Dict, List, Optional, Tuple
 
 from protocols.acme import flow as acme_flow
-from protocols.crypto import der, keys, p256, rsa, x509
+from protocols.crypto import alpn_cert, der, keys, p256, rsa, x509
 from store import acmefiles
 from store.datadir import DataDirError
 
@@ -38,6 +39,9 @@ CHECK_INTERVAL = 86400.0            # daily, as certbot's timer and mox's autoce
 RENEW_FRACTION = 2 / 3              # of the lifetime: Let's Encrypt's "Integration guide"
 BACKOFF_FIRST = 600.0               # ours: Let's Encrypt allows 5 failed validations per name an hour
 BACKOFF_MAX = 86400.0               # at least a try a day
+# The tls-alpn-01 listener serves one CA's few validation connections (Let's Encrypt
+# validates from several vantage points at once); ours, far above that.
+ALPN_MAX_CONNECTIONS, ALPN_MAX_PER_IP = 100, 10
 USER_AGENT = "mailsrv-acme"         # RFC 8555 §6.1: a client MUST send a User-Agent
 
 
@@ -98,6 +102,8 @@ class AcmeService:
         self.loop = loop
         self.enabled = bool(config.acme_email) and not config.catch_all
         self.challenges: Dict[str, str] = {}           # token -> key authorization (RFC 8555 §8.3)
+        self.alpn_certs: Dict[str, Tuple[str, str]] = {}     # name -> tls-alpn-01 certificate files (RFC 8737)
+        self.alpn_addresses: List[Tuple[str, int]] = []      # where the tls-alpn-01 listener listens
         self._https = https or self._request
         self._new_key = new_key
         self._install = install or self._install_context
@@ -109,8 +115,27 @@ class AcmeService:
 
     # -- life cycle ------------------------------------------------------------
     def start(self) -> None:
-        if self.enabled:
-            self._schedule(0)
+        """Open the tls-alpn-01 listener if that is the challenge, and check now."""
+        if not self.enabled:
+            return
+        if self.config.acme_challenge == "tls-alpn-01":
+            self._listen_alpn()
+        self._schedule(0)
+
+    def _listen_alpn(self) -> None:
+        """RFC 8737 §3: a TLS listener that only answers ALPN acme-tls/1 with a
+        challenge certificate; its context is its own (never the server's)."""
+        from protocols.config import ConfigError
+        from protocols.loop_tls import alpn_challenge_context
+        from protocols.startup import bind_error
+        ctx = alpn_challenge_context(self.alpn_certs.get, alpn_cert.ALPN_PROTOCOL)
+        for host in self.config.listen:
+            try:
+                self.alpn_addresses.append(self.loop.listen(
+                    "acme-tls", host, self.config.acme_tls_port, lambda c: _Handshaken(), ssl_context=ctx,
+                    max_connections=ALPN_MAX_CONNECTIONS, max_per_ip=ALPN_MAX_PER_IP, own_certificate=True))
+            except OSError as e:
+                raise ConfigError(bind_error("acme-tls", host, self.config.acme_tls_port, e)) from None
 
     def close(self) -> None:
         self._closed = True
@@ -174,7 +199,8 @@ class AcmeService:
         names = names_of(self.config)
         log.info("ACME: asking %s for a certificate for %s: %s", self.config.acme_directory, ", ".join(names), why)
         flow = acme_flow.AcmeFlow(self.config.acme_directory, self.config.acme_email, names, self._https,
-                                  self._account_key, self._new_key, self.challenges)
+                                  self._account_key, self._new_key, self.challenges,
+                                  self.config.acme_challenge, (self.alpn_certs, self._make_alpn_cert))
         self._step(flow.run(), None, None)
 
     # -- driving the flow --------------------------------------------------------
@@ -213,6 +239,17 @@ class AcmeService:
         key = p256.generate() if self.config.acme_key_type == "ec" else rsa.generate()
         acmefiles.write_account_key(data, key.pem())
         return key
+
+    def _make_alpn_cert(self, name: str, key_authorization: str) -> Tuple[str, str]:
+        """The tls-alpn-01 certificate for ``name`` (RFC 8737 §3) and its key, in
+        one file under DATA/tls/acme/alpn/ (a worker's): (cert, key) paths."""
+        if not re.fullmatch(r"[a-z0-9.-]{1,253}", name):
+            raise acme_flow.AcmeError("tls-alpn-01: %r is not a DNS name we make a file for" % name)
+        key = p256.generate()
+        now = datetime.datetime.fromtimestamp(self.loop.time(), datetime.timezone.utc)
+        cert = alpn_cert.challenge_certificate(key, name, key_authorization, now)
+        path = acmefiles.write_alpn_pair(self.config.data_dir, name, x509.pem(cert) + key.pem())
+        return path, path
 
     # -- the answer ------------------------------------------------------------------
     def _write(self, chain: bytes, key: rsa.RsaPrivateKey) -> Tuple[int, str]:
@@ -287,6 +324,22 @@ def load_account_key(pem: bytes, path: str):
     if not isinstance(key, rsa.RsaPrivateKey):
         raise keys.KeyFileError("%s: the ACME account key must be RSA (RS256) or P-256 (ES256)" % path)
     return key
+
+
+class _Handshaken:
+    """The tls-alpn-01 listener's session: the handshake was the answer (RFC 8737 §3), so it ends."""
+    closed = True
+    want_tls = False
+    idle_timeout = 10.0
+
+    def receive_data(self, data: bytes) -> None:
+        pass
+
+    def data_to_send(self) -> bytes:
+        return b""
+
+    def timeout(self) -> None:
+        pass
 
 
 def _duration(seconds: float) -> str:
