@@ -14,6 +14,7 @@ PEBBLE_WFE_NONCEREJECT=20: one nonce in five is refused, so the badNonce retry
 
 import datetime
 import json
+import logging
 import os
 import shutil
 import socket
@@ -133,11 +134,14 @@ class PebbleTest(unittest.TestCase):
                       "smtp_port": "off", "submission_port": "off", "pop3_port": "off", "pop3s_port": "off",
                       "imap_port": "off", "imaps_port": "0", "smtps_port": "0", "log_level": "WARNING",
                       "dns_servers": "127.0.0.1:9", "trusted_networks": "none"})
-        self.server = MailServer(cfg).start()
+        with self.assertLogs("mailsrv.acme", logging.WARNING) as logs:
+            self.server = MailServer(cfg).start()
+            # pebble is not up yet: the first attempt fails, is logged and backs off
+            wait_for(lambda: acmefiles.read_state(data).get("failures") == 1, "the first, failed, attempt")
+            wait_for(lambda: logs.output, "the WARNING line")
+        self.assertIn("ACME: %s: no certificate for %s, %s: " % (self.directory, HOST, EXTRA), logs.output[0])
         ports = self.server.ports
         self.assertEqual("http" in ports, not alpn)
-        # pebble is not up yet: the first attempt fails, is logged and backs off
-        wait_for(lambda: acmefiles.read_state(data).get("failures") == 1, "the first, failed, attempt")
         self.assertIn(self.directory, acmefiles.read_state(data)["last_error"])
         before = x509.read_certificate(self.tls_peer(ports["imaps"]))
         self.assertIn("localhost", before.dns_names)                 # the self-signed one
