@@ -405,6 +405,24 @@ class ConfigTest(unittest.TestCase):
         self.assertEqual(Config(dict(base, http_port="80")).acme_directory, acme_service.LETS_ENCRYPT)
 
 
+class OfflineQueueTest(unittest.TestCase):
+    def test_queue_command_without_a_server_starts_no_acme(self):
+        """`mailsrv.py queue flush` with no server runs backend.start() only: no order, no listener."""
+        import mailsrv
+        tmp = tempfile.mkdtemp(prefix="mailsrv-acme-")
+        self.addCleanup(shutil.rmtree, tmp, True)
+        server = mailsrv.MailServer(Config({"data_dir": tmp, "hostname": "mail.example.org", "http_port": "0",
+                                            "acme_email": "a@example.org", "acme_challenge": "tls-alpn-01",
+                                            "acme_tls_port": "0"}))
+        server.backend.start()
+        try:
+            self.assertIsNone(server.backend.acme._timer)
+            self.assertEqual(server.backend.acme.alpn_addresses, [])
+        finally:
+            server.backend.close()
+            server.loop.close(wait=True)
+
+
 class Http01ListenerTest(ServerTestCase):
     """The HTTP listener answers /.well-known/acme-challenge/<token> (RFC 8555 §8.3)."""
     tls = False

@@ -114,11 +114,13 @@ class Backend:
             self.caught.start()
         if outbound and not self.config.catch_all:     # catch-all mode relays nothing
             self.outbound.start()
-        self.acme.start()
 
     def start_pickup(self) -> None:
-        """Serve the sendmail command's postdrop/ (protocols/backend/pickup.py)."""
+        """What only the serving server runs (not `queue flush` without a server):
+        the sendmail command's postdrop/ (protocols/backend/pickup.py) and ACME
+        (protocols/acme/: its checks, and its tls-alpn-01 listener)."""
         self.delivery.start_pickup()
+        self.acme.start()
 
     def close(self) -> None:
         self.acme.close()
