@@ -354,7 +354,9 @@ def describe(cfg, now: float) -> List[str]:
     """`mailsrv.py acme status`: names, the certificate's dates, the next attempt, the last error."""
     data = cfg.data_dir
     names = names_of(cfg)
-    out = ["directory %s" % cfg.acme_directory, "names %s" % ", ".join(names)]
+    out = ["directory %s" % cfg.acme_directory, "names %s" % ", ".join(names),
+           "challenge %s" % (cfg.acme_challenge if cfg.acme_challenge == "http-01"
+                             else "%s on port %d" % (cfg.acme_challenge, cfg.acme_tls_port))]
     info, why = read_pair(data, names, now)
     if info is not None:
         out.append("certificate %s" % acmefiles.path(data, acmefiles.CERT))
