@@ -1,5 +1,5 @@
 """The subcommands of ``mailsrv.py``: serve's signals and start-up lines, user,
-alias, queue, dns, tls, rfc, test-server (dkim: protocols/dkim_command.py).
+alias, queue, dns, tls, rfc, test-server (dkim: protocols/dkim_command.py; acme: protocols/acme/command.py).
 
 mailsrv.py parses the command line and hands each subcommand its part here,
 with what only the entry point knows: the server it built (``MailServer``),
@@ -442,6 +442,8 @@ def tls_parser(sub, common: argparse.ArgumentParser) -> None:
     dkim_parser(sub, common)
     from protocols.acl_command import acl_parser     # `acl set|get|delete` (RFC 4314), the same way
     acl_parser(sub, common)
+    from protocols.acme.command import acme_parser      # ACME's too (protocols/acme/command.py)
+    acme_parser(sub, common)
 
 
 def tls_main(cfg: Config, days: Optional[int], host: Optional[str], ips: List[str], clock: Callable[[], float]) -> int:

@@ -44,6 +44,13 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "tls_key": ("str", "", False, "PEM private key for tls_cert; SIGHUP reloads it"),
     "tls_self_signed": ("bool", "yes", False, "with no tls_cert: make a self-signed certificate at first start (DATA/tls/), so TLS works at once; no: no TLS without tls_cert"),
     "tls_self_signed_type": ("str", "rsa", False, "key of a self-signed certificate made at start: rsa (2048 bits, every client; about a second to make) or ed25519 (milliseconds; TLS 1.3 clients such as Python's ssl)"),
+    "acme_email": ("str", "", False, "ACME (RFC 8555): with an address here mailsrv gets and renews its certificate from acme_directory (you agree to the CA's terms of service); README \"ACME certificates\""),
+    "acme_directory": ("str", "https://acme-v02.api.letsencrypt.org/directory", False, "the ACME CA's directory URL: Let's Encrypt's production one by default; its staging CA is https://acme-staging-v02.api.letsencrypt.org/directory"),
+    "acme_ca_file": ("str", "", False, "PEM CA bundle trusted for the ACME directory's HTTPS (a test CA such as pebble's); empty: the system's CAs"),
+    "acme_challenge": ("str", "http-01", False, "how the CA checks the names: http-01, answered by the HTTP listener (needs http_port = 80 and http_address a public address), or tls-alpn-01 (RFC 8737), answered on acme_tls_port"),
+    "acme_tls_port": ("int", "443", False, "acme_challenge = tls-alpn-01: the port of the challenge listener on the listen addresses (the CA connects to 443; only the challenge is served there)"),
+    "acme_key_type": ("str", "ec", False, "the ACME account key made at the first order: ec (ECDSA P-256, JWS ES256; milliseconds) or rsa (RSA-2048, RS256); a key already in DATA/tls/acme/ is kept"),
+    "acme_names": ("list", "", False, "DNS names in the ACME certificate besides hostname, comma separated (e.g. mta-sts.example.org)"),
     "log_level": ("str", "INFO", True, "DEBUG, INFO, WARNING or ERROR"),
     "log_target": ("str", "stderr", False, "where the log goes: stderr, file:/path (reopened on SIGHUP, for logrotate) or syslog (facility mail)"),
     "max_message_size": ("int", "26214400", True, "largest message accepted, in octets (announced in EHLO SIZE)"),
@@ -195,6 +202,16 @@ class _ConfigBase:
             raise ConfigError("relay_tls must be may, require, never or implicit")
         if self.tls_self_signed_type not in ("rsa", "ed25519"):
             raise ConfigError(f"tls_self_signed_type must be rsa or ed25519, not {self.tls_self_signed_type!r}")
+        if self.acme_challenge not in ("http-01", "tls-alpn-01"):
+            raise ConfigError(f"acme_challenge must be http-01 or tls-alpn-01, not {self.acme_challenge!r}")
+        if self.acme_key_type not in ("ec", "rsa"):
+            raise ConfigError(f"acme_key_type must be ec or rsa, not {self.acme_key_type!r}")
+        if self.acme_email and self.tls_cert:
+            raise ConfigError("acme_email and tls_cert are both set: ACME makes its own certificate; remove one")
+        if not 0 <= self.acme_tls_port <= 65535:
+            raise ConfigError(f"acme_tls_port {self.acme_tls_port}: not a port number (443 for a real CA)")
+        if self.acme_email and self.acme_challenge == "http-01" and self.http_port is None and not self.catch_all:
+            raise ConfigError("acme_email needs the HTTP listener for http-01: set http_port (80 for a real CA) and http_address")
         if self.dkim_verify not in ("off", "header"):
             raise ConfigError(f"dkim_verify must be off or header, not {self.dkim_verify!r}")
         if self.spf_check not in ("off", "header"):

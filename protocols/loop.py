@@ -134,6 +134,7 @@ class _Listener:
         self.max_connections = max_connections
         self.max_per_ip = max_per_ip
         self.busy_reply = busy_reply
+        self.own_certificate = False
         self.count = 0
         self.per_ip: Dict[str, int] = {}
         self.closed = False
@@ -416,7 +417,8 @@ class EventLoop:
                ssl_context: Optional[ssl.SSLContext] = None,
                starttls_context: Optional[ssl.SSLContext] = None,
                max_connections: int = 1000, max_per_ip: int = 50,
-               busy_reply: bytes = b"421 4.7.0 Too many connections\r\n") -> Tuple[str, int]:
+               busy_reply: bytes = b"421 4.7.0 Too many connections\r\n",
+               own_certificate: bool = False) -> Tuple[str, int]:
         """Listen on (host, port); port 0 picks a free port.  Returns the bound address.
 
         ``ssl_context`` makes it an implicit-TLS listener (RFC 8314 §3.3); with
@@ -425,6 +427,8 @@ class EventLoop:
         §3.8: 421 when the service is not available; not sent on implicit-TLS
         listeners, where plaintext would be noise) and is closed without a session.
         Raises OSError with its errno (EADDRINUSE, EACCES) when binding fails.
+        ``own_certificate``: ``set_tls_context`` leaves this listener's context
+        alone (ACME's TLS-ALPN-01 responder has certificates of its own).
         """
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -440,6 +444,7 @@ class EventLoop:
             raise
         lst = _Listener(name, sock, factory, ssl_context, starttls_context,
                         max_connections, max_per_ip, busy_reply)
+        lst.own_certificate = own_certificate
         self._listeners.append(lst)
         self._sel.register(sock, selectors.EVENT_READ, lambda mask: self._on_accept(lst))
         bound = sock.getsockname()
@@ -452,6 +457,8 @@ class EventLoop:
         attribute swap, safe from any thread.  Returns the listeners changed."""
         changed = 0
         for lst in list(self._listeners):
+            if lst.own_certificate:
+                continue
             if lst.ssl_context is not None or lst.starttls_context is not None:
                 changed += 1
             if lst.ssl_context is not None:

@@ -41,6 +41,36 @@ def server_tls_context(cert: str, key: str) -> ssl.SSLContext:
     return ctx
 
 
+def alpn_challenge_context(lookup, protocol: str) -> ssl.SSLContext:
+    """ACME's TLS-ALPN-01 responder (RFC 8737 §3): only ALPN ``protocol``
+    ("acme-tls/1"), and for the SNI name the certificate pair ``lookup(name)``
+    returns ((cert, key) paths, or None: the handshake fails, as RFC 8737 §3
+    wants for a name we answer no challenge for).  Runs in the loop thread."""
+    def context_for(cert: str, key: str) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2       # RFC 8737 §4: TLS 1.2 or newer
+        ctx.set_alpn_protocols([protocol])
+        ctx.load_cert_chain(cert, key)
+        return ctx
+
+    def on_sni(sslobj, name, _ctx):
+        pair = lookup((name or "").lower())
+        if pair is None:
+            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+        try:
+            sslobj.context = context_for(*pair)
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("ACME tls-alpn-01: cannot load the challenge certificate for %s: %s", name, exc)
+            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
+        return None
+
+    base = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    base.minimum_version = ssl.TLSVersion.TLSv1_2
+    base.set_alpn_protocols([protocol])
+    base.sni_callback = on_sni
+    return base
+
+
 def client_tls_context(verify: bool) -> ssl.SSLContext:
     """Outbound TLS (RFC 3207): opportunistic and unverified unless ``verify``, like
     Postfix's ``smtp_tls_security_level = may`` (RFC 7435 §4: opportunistic security)."""

@@ -163,6 +163,10 @@ def server_pair(cfg, clock: Callable[[], float]) -> Tuple[str, str]:
     none configured and ``tls_self_signed``, the pair in ``<data_dir>/tls/``
     (:func:`ensure`), logged with its fingerprint; else ("", ""): no TLS.
     ConfigError, one line naming the file, if the pair cannot be used."""
+    from protocols.acme.service import installed_pair
+    acme = installed_pair(cfg, clock())         # ACME's certificate once it has one (README "ACME certificates")
+    if acme:
+        return acme
     if cfg.tls_cert or not cfg.tls_self_signed:
         return cfg.tls_cert, cfg.tls_key
     try:

@@ -98,6 +98,8 @@ class Backend:
         # injected faults (issue 11, protocols/faults.py): always present, empty unless a test adds rules
         self.faults = Faults(clock=loop.time)
         self._spf_resolver = None       # for spf_check when outbound mail is off (check_spf)
+        from protocols.acme.service import AcmeService
+        self.acme = AcmeService(config, loop)       # certificates from acme_directory (README "ACME certificates")
 
     def _make_directory(self) -> Directory:
         cfg = self.config
@@ -116,10 +118,14 @@ class Backend:
             self.outbound.start()
 
     def start_pickup(self) -> None:
-        """Serve the sendmail command's postdrop/ (protocols/backend/pickup.py)."""
+        """What only the serving server runs (not `queue flush` without a server):
+        the sendmail command's postdrop/ (protocols/backend/pickup.py) and ACME
+        (protocols/acme/: its checks, and its tls-alpn-01 listener)."""
         self.delivery.start_pickup()
+        self.acme.start()
 
     def close(self) -> None:
+        self.acme.close()
         self.auth.close()
         self.delivery.stop_pickup()     # no new local submissions, then the relay, then the disk
         self.outbound.close()
@@ -137,6 +143,7 @@ class Backend:
             self.delivery.configure(config, self.directory)
             self.outbound.configure(config)
             self._spf_resolver = None       # dns_servers may have changed
+            self.acme.reload(config)        # `mailsrv.py acme renew` asks through SIGHUP
             self.imap.max_userip = config.imap_max_userip_connections
             if self.imap.quota is not None:
                 self.imap.quota.configure(parse_size(config.default_quota))

@@ -88,6 +88,15 @@ def get_health(s, req: Request, p) -> None:
                                 "faults": s.service.faults is not None}))
 
 
+def get_acme_challenge(s, req: Request, p) -> None:
+    """RFC 8555 §8.3: the key authorization for the token, as
+    application/octet-stream; 404 for a token we did not publish."""
+    answer = s.service.acme_challenge(p["token"])
+    if answer is None:
+        raise HttpError(404, "no ACME challenge %s" % p["token"])
+    s.reply(Response(200, answer.encode("ascii"), "application/octet-stream"))
+
+
 # -- messages ------------------------------------------------------------------
 def list_messages(s, req: Request, p) -> None:
     """GET /api/messages?to=&from=&subject=&q=&limit=: newest first."""
@@ -252,6 +261,7 @@ ROUTES: List[Tuple["re.Pattern", Dict[str, Handler], bool]] = [(re.compile("^%s$
     for pat, methods, login in [
         (r"/", {"GET": get_page}, True),
         (r"/api/health", {"GET": get_health}, False),
+        (r"/\.well-known/acme-challenge/(?P<token>[A-Za-z0-9_-]{1,256})", {"GET": get_acme_challenge}, False),  # RFC 8555 §8.3: base64url
         (r"/api/messages", {"GET": list_messages, "DELETE": delete_all}, True),
         (r"/api/messages/" + ID, {"GET": get_message, "DELETE": delete_message}, True),
         (r"/api/messages/" + ID + r"/raw", {"GET": get_raw}, True),
@@ -317,7 +327,7 @@ def dispatch(s, req: Request) -> None:
             s.reply(error(405, e.message, [("Allow", ", ".join(allow))]))
             return
         raise
-    if _foreign_host(s, req):
+    if _foreign_host(s, req) and handler is not get_acme_challenge:    # the CA asks with our public name
         raise HttpError(403, "Host %s refused (DNS rebinding protection): use the address, "
                              "e.g. http://127.0.0.1:PORT/" % req.header("host"))
     if _cross_site(req):

@@ -53,3 +53,8 @@ class HttpService:
     def attachment(self, raw: bytes, index: int, done: Callable[[object], None]) -> None:
         self.loop.run_in_thread(lambda: mimeview.attachment(raw, index), done)
 
+    # -- ACME http-01 (protocols/acme/service.py) ---------------------------
+    def acme_challenge(self, token: str):
+        """The key authorization published for ``token``, or None."""
+        acme = getattr(self.backend, "acme", None)
+        return acme.challenge(token) if acme is not None else None
