@@ -107,7 +107,7 @@ class ImapServerTest(ServerTestCase):
         self.assertRegex(data[0], rb"^INBOX \(MESSAGES 0 UIDNEXT \d+ UIDVALIDITY \d+ UNSEEN 0 SIZE 0\)$")
         typ, data = m._simple_command("NAMESPACE")
         self.assertEqual(typ, "OK")
-        self.assertEqual(m._untagged_response(typ, data, "NAMESPACE")[1], [b'(("" "/")) NIL NIL'])
+        self.assertEqual(m._untagged_response(typ, data, "NAMESPACE")[1], [b'(("" "/")) (("shared/" "/")) NIL'])   # RFC 2342: other users' (ACL)
 
     def test_append_search_fetch_store_copy_move_expunge(self):
         m = self.imap()
