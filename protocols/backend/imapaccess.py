@@ -559,6 +559,13 @@ class OpenFolder:
             return imapquota.note_uids(self._account, snap, gone, -1)
         self._serial.submit(work, self._announce([self.name], done), self.name)
 
+    def vanished(self, modseq: int, done: Done) -> None:
+        """contracts.OpenFolder.vanished: the store's expunge log (store/modseq.py)."""
+        def work() -> Tuple[Tuple[int, ...], bool]:
+            uids, complete = self._folder.expunged_since(modseq)
+            return tuple(uids), complete
+        self._serial.submit(work, done, self.name)
+
     def copy(self, uids: Sequence[int], target: str, move: bool, done: Done) -> None:
         """COPY (RFC 9051 §6.4.7) / MOVE (RFC 6851 §3): durable in the target first."""
         uids = list(uids)

@@ -55,16 +55,21 @@ class FetchCommands:
 
     def _cmd_fetch(self, head):
         seqset, fa = A.fetch(head.rest)
-        if fa.changed_since is not None or fa.vanished:
-            return (BAD, "CONDSTORE is not supported", None)
         atts = list(fa.atts)
         for att in atts:
             if att.name in _NOT_OFFERED:
                 return (BAD, "%s is not supported" % att.name, None)
+        if fa.changed_since is not None and not any(a.name == "MODSEQ" for a in atts):
+            atts.insert(0, FetchAtt("MODSEQ"))     # RFC 7162 §3.1.4.1: implied
         if head.uid and not any(a.name == "UID" for a in atts):
             atts.insert(0, FetchAtt("UID"))    # RFC 9051 §6.4.9
         view = self._view
         uids = view.resolve(seqset, head.uid, self._saved)
+        if fa.changed_since is not None:    # RFC 7162 §3.1.4.1, §3.2.6 (condstore.py)
+            yield from self._fetch_modifiers(head, fa, seqset)
+            uids = self._changed_uids(uids, fa.changed_since)
+        elif any(a.name == "MODSEQ" for a in atts):
+            self._condstore_on()            # RFC 7162 §3.1: a CONDSTORE enabling command
         flagged = yield from self._set_seen(uids, atts)
         if any(a.name in ("INTERNALDATE", "SAVEDATE") for a in atts):
             yield from self._load_dates(uids)
@@ -200,6 +205,9 @@ class FetchCommands:
         if add_flags:   # \\Seen was just set: the client hears it here
             items.append(b"FLAGS " + view.flags_of(uid))
             view.mark_shown(uid)
+            if view.condstore:      # RFC 7162 §3.2.4: with UID and MODSEQ then
+                items += [b"UID %d" % uid] * (not any(a.name == "UID" for a in atts)) + \
+                    [b"MODSEQ (%d)" % meta.modseq] * (not any(a.name == "MODSEQ" for a in atts))
         return b"* %d FETCH (" % (at + 1) + b" ".join(items) + b")\r\n"
 
     @staticmethod

@@ -11,11 +11,10 @@ CREATE-SPECIAL-USE (RFC 6154), ESEARCH (RFC 4731), SEARCHRES (RFC 5182),
 STATUS=SIZE (RFC 8438), APPENDLIMIT (RFC 7889), UTF8=ACCEPT (RFC 6855 §3:
 mailbox names in UTF-8), BINARY (RFC 3516, fetch_data.py), SAVEDATE (RFC
 8514), WITHIN (RFC 5032, search_eval.py), COMPRESS=DEFLATE (RFC 4978,
-compress.py), UNAUTHENTICATE (RFC 8437).
+compress.py), UNAUTHENTICATE (RFC 8437), CONDSTORE and QRESYNC (RFC 7162,
+condstore.py).
 
-Left out (a later issue): CONDSTORE / QRESYNC (RFC 7162) are not
-advertised (MODSEQ is fetched when asked; CHANGEDSINCE, UNCHANGEDSINCE and
-SELECT's CONDSTORE / QRESYNC parameters are BAD); OBJECTID (RFC 8474).
+Left out (a later issue): OBJECTID (RFC 8474).
 
 Shape: the command reader (reader.py) cuts the input into commands and
 literal continuations; each command runs as a generator (``_run_command``)
@@ -43,6 +42,7 @@ from protocols.imap import args as A
 from protocols.imap import grammar as g
 from protocols.imap import wire
 from protocols.imap.reader import Command, CommandReader, NeedContinuation
+from protocols.imap.condstore import CondstoreCommands
 from protocols.imap.selected import SelectedCommands
 from protocols.imap.session_auth import AuthCommands
 from protocols.imap.mailboxes import MailboxCommands
@@ -101,7 +101,7 @@ class Entry:
     expunge: bool = True
 
 
-class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, SessionCore):
+class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, CondstoreCommands, SessionCore):
     """One IMAP connection: bytes in, bytes out (RFC 9051 §3)."""
 
     def __init__(self, ctx: SessionContext, config: ImapConfig, backend: ImapBackend):
@@ -313,6 +313,10 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
             elif cap == "UTF8=ACCEPT" and not self.utf8:
                 self.utf8 = True   # RFC 6855 §3: mailbox names in UTF-8 from now on
                 changed.append(b"UTF8=ACCEPT")
+            elif cap in ("CONDSTORE", "QRESYNC"):     # RFC 7162 §3.1, §3.2.3 (condstore.py)
+                name = self._enable_sync(cap)
+                if name:
+                    changed.append(name)
         self._emit(wire.untagged(b" ".join([b"ENABLED"] + changed)))
         return None
 
@@ -334,7 +338,8 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
                  b"APPENDLIMIT=%d" % self.config.max_append, b"UTF8=ACCEPT",
                  # served by fetch_data.py (RFC 3516 BINARY), the session and
                  # search_eval.py (RFC 8514 SAVEDATE), search_eval.py (RFC 5032 WITHIN)
-                 b"BINARY", b"SAVEDATE", b"WITHIN"]
+                 b"BINARY", b"SAVEDATE", b"WITHIN",
+                 b"CONDSTORE", b"QRESYNC"]       # RFC 7162 (condstore.py)
         if self.state is not ImapState.NOT_AUTHENTICATED:
             caps += QUOTA_CAPABILITIES      # RFC 9208 §5 (protocols/imap/quota.py), after login as Dovecot
         return b" ".join(caps)
