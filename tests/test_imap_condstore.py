@@ -1,4 +1,4 @@
-"""CONDSTORE and QRESYNC (RFC 7162; protocols/imap/condstore.py, view.py):
+"""CONDSTORE and QRESYNC (RFC 7162) and UIDONLY (RFC 9586) (protocols/imap/condstore.py, view.py):
 the RFC's examples as transcripts (our MODSEQs and texts), fed whole, one byte
 at a time and split at random; two sessions on one folder (one changes flags
 and expunges, the other hears MODSEQ FETCHes and VANISHED, also in IDLE); the
@@ -54,10 +54,10 @@ def rev1_head(exists, unseen=1, uidnext=11, flags="\\Answered \\Flagged \\Delete
 
 
 class EnableTest(TranscriptCase):
-    def test_capabilities_offer_both(self):
-        self.assertIn(" CONDSTORE QRESYNC ", POST_CAPS.replace("QRESYNC", "QRESYNC "))
+    def test_capabilities_offer_them(self):
+        self.assertIn(" CONDSTORE QRESYNC UIDONLY ", POST_CAPS)
         s, _ = make_session()
-        self.assertIn(b" CONDSTORE QRESYNC", s.greeting)
+        self.assertIn(b" CONDSTORE QRESYNC UIDONLY", s.greeting)
 
     def test_rfc7162_3_2_3_enable_qresync_condstore(self):
         self.run_transcript("""
@@ -290,6 +290,102 @@ S: * 7 FETCH (UID 9 FLAGS ($Forwarded) MODSEQ (14))
 S: * 8 FETCH (UID 10 FLAGS () MODSEQ (11))
 S: B04 OK [READ-WRITE] SELECT completed
 """ % (rev1_head(8), rev1_head(8)), make=trimmed)
+
+
+UIDREQUIRED = "BAD [UIDREQUIRED] Message numbers are not allowed once UIDONLY is enabled (RFC 9586 \u00a73)"
+
+
+class UidonlyTest(TranscriptCase):
+    """RFC 9586: the examples of §3.1 - §3.7 (our UIDs and texts)."""
+
+    HEAD = "C: a LOGIN fred secret\nS: a OK [CAPABILITY %s] Logged in\n" \
+           "C: 01 ENABLE UIDONLY\nS: * ENABLED UIDONLY\nS: 01 OK ENABLE completed\n" % POST_CAPS
+    SELECT = ("C: 02 SELECT INBOX\n" + rev1_head(8).replace("S: * OK [UNSEEN 1] First unseen\n", "")
+              + "S: 02 OK [READ-WRITE] SELECT completed\n")
+
+    def test_rfc9586_3_numbers_are_refused_with_uidrequired(self):
+        self.run_transcript(self.HEAD + self.SELECT + """
+C: 07 FETCH 1:2 (UID FLAGS)
+S: 07 %s
+C: 08 STORE 1 +FLAGS (\\Seen)
+S: 08 %s
+C: 09 SEARCH ALL
+S: 09 %s
+C: 10 COPY 1 Trash
+S: 10 %s
+C: 11 MOVE 1 Trash
+S: 11 %s
+C: 12 UID SEARCH 1:3
+S: 12 %s
+C: 13 UID SEARCH UID 1:3
+S: * SEARCH 1 2
+S: 13 OK SEARCH completed
+""" % ((UIDREQUIRED,) * 6), make=make_synced)
+
+    def test_rfc9586_3_3_to_3_6_uidfetch_and_vanished(self):
+        self.run_transcript(self.HEAD + self.SELECT + """
+C: 10 UID FETCH 1:4 (FLAGS)
+S: * 1 UIDFETCH (FLAGS ())
+S: * 2 UIDFETCH (FLAGS ())
+S: * 4 UIDFETCH (FLAGS (\\Seen))
+S: 10 OK FETCH completed
+C: 11 UID FETCH 1:4 (UID FLAGS)
+S: * 1 UIDFETCH (UID 1 FLAGS ())
+S: * 2 UIDFETCH (UID 2 FLAGS ())
+S: * 4 UIDFETCH (UID 4 FLAGS (\\Seen))
+S: 11 OK FETCH completed
+C: 14 UID STORE 1,2 +FLAGS (\\Deleted)
+S: * 1 UIDFETCH (FLAGS (\\Deleted))
+S: * 2 UIDFETCH (FLAGS (\\Deleted))
+S: 14 OK STORE completed
+C: 12 EXPUNGE
+S: * VANISHED 1:2
+S: 12 OK EXPUNGE completed
+C: 15 UID MOVE 4 Trash
+S: * OK [COPYUID 1003 4 1] Moved
+S: * VANISHED 4
+S: 15 OK MOVE completed
+C: 16 UID FETCH 7 (BODY[TEXT])
+S: * 7 UIDFETCH (BODY[TEXT] {8}
+S: body 7
+S:  FLAGS (\\Seen))
+S: 16 OK FETCH completed
+""", make=make_synced)
+
+    def test_rfc9586_3_7_with_condstore_and_qresync(self):
+        self.run_transcript(self.HEAD + """
+C: 03 ENABLE QRESYNC
+S: * ENABLED QRESYNC
+S: 03 OK ENABLE completed
+C: 04 SELECT INBOX (QRESYNC (1000 11 1:10 (1 1)))
+S: 04 %s
+C: 05 SELECT INBOX (QRESYNC (1000 11 1:10))
+%sS: * OK [HIGHESTMODSEQ 14] Highest
+S: * VANISHED (EARLIER) 3,5
+S: * 4 UIDFETCH (FLAGS (\\Seen) MODSEQ (12))
+S: * 9 UIDFETCH (FLAGS ($Forwarded) MODSEQ (14))
+S: 05 OK [READ-WRITE] SELECT completed
+C: 06 UID STORE 6 +FLAGS.SILENT (\\Seen)
+S: * 6 UIDFETCH (MODSEQ (15))
+S: 06 OK STORE completed
+C: 07 UID FETCH 1:* (FLAGS) (CHANGEDSINCE 14 VANISHED)
+S: * 6 UIDFETCH (MODSEQ (15) FLAGS (\\Seen))
+S: 07 OK FETCH completed
+""" % (UIDREQUIRED, rev1_head(8).replace("S: * OK [UNSEEN 1] First unseen\n", "")), make=make_synced)
+
+    def test_other_sessions_changes_come_as_uidfetch(self):
+        b = synced()
+        s1, _ = make_session(b)
+        s2, _ = make_session(b)
+        login(s1)
+        login(s2)
+        feed(s2, b"u ENABLE UIDONLY\r\n")
+        feed(s1, b"s SELECT INBOX\r\n")
+        feed(s2, b"s SELECT INBOX\r\n")
+        feed(s1, b"a STORE 7 +FLAGS (\\Flagged)\r\n")
+        self.assertEqual(feed(s2, b"n NOOP\r\n"), b"* 9 UIDFETCH (FLAGS (\\Flagged $Forwarded))\r\nn OK NOOP completed\r\n")
+        feed(s1, b"b UID STORE 9 +FLAGS (\\Deleted)\r\nc EXPUNGE\r\n")
+        self.assertEqual(feed(s2, b"n NOOP\r\n"), b"* VANISHED 9\r\nn OK NOOP completed\r\n")
 
 
 class TwoSessionsTest(unittest.TestCase):

@@ -1,4 +1,5 @@
-"""CONDSTORE and QRESYNC (RFC 7162), a mixin of protocols/imap/session.py's ImapSession.
+"""CONDSTORE and QRESYNC (RFC 7162) and UIDONLY (RFC 9586), a mixin of
+protocols/imap/session.py's ImapSession.
 
 The store keeps a MODSEQ per message and an expunge log per folder
 (store/modseq.py); the session's part is here:
@@ -22,6 +23,14 @@ log was trimmed below the client's MODSEQ, VANISHED (EARLIER) names every
 UID of the client's set that is no longer here (§3.2.5.2, §3.2.6 "as if it
 was requested to report all expunged messages"), narrowed by the client's
 sequence match data.
+
+UIDONLY (RFC 9586): after ``ENABLE UIDONLY`` a command that names messages
+by number (FETCH, STORE, SEARCH, COPY, MOVE, and SORT / THREAD of RFC 5256;
+UID SEARCH with a sequence-set key; QRESYNC's sequence match data) is
+``BAD [UIDREQUIRED]`` (§3, §3.2, §3.5, §3.7, §3.8), and no response carries a
+message number: view.py sends ``* uid UIDFETCH (...)`` instead of FETCH and
+VANISHED instead of EXPUNGE (§3.3, §3.4, §3.6), SELECT leaves out
+``[UNSEEN n]``.
 """
 
 from __future__ import annotations
@@ -33,6 +42,9 @@ from protocols.imap import wire
 from protocols.imap.session_base import BAD, NO, Refusal
 
 Ranges = List[Tuple[int, int]]
+# RFC 9586 §3.2, §3.8: the commands that take message numbers (their UID forms are allowed).
+NUMBER_COMMANDS = frozenset(("FETCH", "STORE", "SEARCH", "COPY", "MOVE", "SORT", "THREAD"))
+UIDREQUIRED = "Message numbers are not allowed once UIDONLY is enabled (RFC 9586 §3)"
 
 
 class CondstoreCommands:
@@ -40,6 +52,7 @@ class CondstoreCommands:
 
     condstore = False      # a CONDSTORE enabling command was seen (RFC 7162 §3.1)
     qresync = False        # ENABLE QRESYNC answered (RFC 7162 §3.2.3)
+    uidonly = False        # ENABLE UIDONLY answered (RFC 9586 §3.1)
 
     # -- enabling (RFC 7162 §3.1, §3.2.3) -------------------------------------------
 
@@ -52,7 +65,23 @@ class CondstoreCommands:
             self.qresync = True          # implies CONDSTORE (RFC 7162 §3.2.3)
             self._condstore_on()
             return b"QRESYNC"
+        if cap == "UIDONLY" and not self.uidonly:
+            self.uidonly = True
+            return b"UIDONLY"
         return None
+
+    def _numbers_refused(self, head) -> bool:
+        """RFC 9586 §3.2, §3.8: after ENABLE UIDONLY, a command by message numbers is
+        ``BAD [UIDREQUIRED]`` (answered here; True: the command is not run)."""
+        if not (self.uidonly and not head.uid and head.name in NUMBER_COMMANDS):
+            return False
+        self._bad(head.tag, UIDREQUIRED, wire.response_code("UIDREQUIRED"))
+        return True
+
+    def _check_search_numbers(self, key) -> None:
+        """RFC 9586 §3.5: UID SEARCH by a sequence set of numbers is BAD once UIDONLY is on."""
+        if self.uidonly and _has_op(key, "SEQ"):
+            raise Refusal(BAD, UIDREQUIRED, "UIDREQUIRED")
 
     def _condstore_on(self) -> None:
         """A CONDSTORE enabling command: with a mailbox selected, the first one
@@ -67,7 +96,7 @@ class CondstoreCommands:
 
     def _reset_sync(self) -> None:
         """UNAUTHENTICATE: what ENABLE turned on is off again (RFC 8437 §4.1)."""
-        self.condstore = self.qresync = False
+        self.condstore = self.qresync = self.uidonly = False
 
     def _highestmodseq_line(self) -> bytes:
         """``* OK [HIGHESTMODSEQ n]`` (RFC 7162 §3.1.2.1: never 0 here)."""
@@ -81,13 +110,15 @@ class CondstoreCommands:
         either parameter is a CONDSTORE enabling command (§3.1)."""
         if sel.qresync is not None and not self.qresync:
             raise Refusal(BAD, "SELECT (QRESYNC) needs ENABLE QRESYNC first (RFC 7162 §3.2.5)")
+        if sel.qresync is not None and sel.qresync[3] is not None and self.uidonly:
+            raise Refusal(BAD, UIDREQUIRED, "UIDREQUIRED")      # RFC 9586 §3.7
         if sel.condstore or sel.qresync is not None:
             self.condstore = True    # the old mailbox is closed next: no HIGHESTMODSEQ for it
 
     def _select_modseq(self) -> bytes:
         """After UIDNEXT: HIGHESTMODSEQ for a CONDSTORE-aware client (§3.1.2.1)."""
         view = self._view
-        view.condstore, view.qresync = self.condstore, self.qresync
+        view.condstore, view.qresync, view.uidonly = self.condstore, self.qresync, self.uidonly
         return self._highestmodseq_line() if self.condstore else b""
 
     def _qresync_select(self, sel, state):
@@ -205,9 +236,13 @@ class CondstoreCommands:
 def has_modseq_key(key) -> bool:
     """Whether a SEARCH program names MODSEQ (RFC 7162 §3.1.5): the answer then
     carries the highest MODSEQ of the hits."""
-    if key.op == "MODSEQ":
+    return _has_op(key, "MODSEQ")
+
+
+def _has_op(key, op: str) -> bool:
+    if key.op == op:
         return True
-    return any(has_modseq_key(a) for a in key.args if hasattr(a, "op") and hasattr(a, "args"))
+    return any(_has_op(a, op) for a in key.args if hasattr(a, "op") and hasattr(a, "args"))
 
 
 def _clip(ranges: Ranges, top: int) -> Ranges:

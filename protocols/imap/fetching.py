@@ -61,8 +61,8 @@ class FetchCommands:
                 return (BAD, "%s is not supported" % att.name, None)
         if fa.changed_since is not None and not any(a.name == "MODSEQ" for a in atts):
             atts.insert(0, FetchAtt("MODSEQ"))     # RFC 7162 §3.1.4.1: implied
-        if head.uid and not any(a.name == "UID" for a in atts):
-            atts.insert(0, FetchAtt("UID"))    # RFC 9051 §6.4.9
+        if head.uid and not self.uidonly and not any(a.name == "UID" for a in atts):
+            atts.insert(0, FetchAtt("UID"))    # RFC 9051 §6.4.9 (UIDONLY: UIDFETCH names it, RFC 9586 §3.3)
         view = self._view
         uids = view.resolve(seqset, head.uid, self._saved)
         if fa.changed_since is not None:    # RFC 7162 §3.1.4.1, §3.2.6 (condstore.py)
@@ -206,8 +206,10 @@ class FetchCommands:
             items.append(b"FLAGS " + view.flags_of(uid))
             view.mark_shown(uid)
             if view.condstore:      # RFC 7162 §3.2.4: with UID and MODSEQ then
-                items += [b"UID %d" % uid] * (not any(a.name == "UID" for a in atts)) + \
+                items += [b"UID %d" % uid] * (not view.uidonly and not any(a.name == "UID" for a in atts)) + \
                     [b"MODSEQ (%d)" % meta.modseq] * (not any(a.name == "MODSEQ" for a in atts))
+        if view.uidonly:            # RFC 9586 §3.3: UIDFETCH, by UID
+            return b"* %d UIDFETCH (" % uid + b" ".join(items) + b")\r\n"
         return b"* %d FETCH (" % (at + 1) + b" ".join(items) + b")\r\n"
 
     @staticmethod

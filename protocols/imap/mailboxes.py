@@ -59,7 +59,7 @@ class MailboxCommands:
         if not self.rev2:   # RFC 3501 §6.3.1: RECENT and the first unseen
             self._emit(wire.untagged(b"%d RECENT" % len(view.recent)))
             unseen = next((i + 1 for i, m in enumerate(state.messages) if "\\Seen" not in m.flags), None)
-            if unseen is not None:
+            if unseen is not None and not self.uidonly:    # RFC 9586 §3: no message numbers
                 self._emit(wire.status_line(None, b"OK", "First unseen",
                                             wire.response_code("UNSEEN", unseen)))
         self._emit(wire.status_line(None, b"OK", "UIDs valid",

@@ -93,6 +93,7 @@ class SelectedCommands(FetchCommands):
             charset = search_eval.check_charset(sa.charset)
         except search_eval.SearchCharsetError:
             return (NO, "Unsupported charset", wire.response_code("BADCHARSET", [b"US-ASCII", b"UTF-8"]))
+        self._check_search_numbers(sa.key)     # RFC 9586 §3.5
         if has_modseq_key(sa.key):
             self._condstore_on()            # RFC 7162 §3.1: a CONDSTORE enabling command
         view = self._view

@@ -12,7 +12,7 @@ STATUS=SIZE (RFC 8438), APPENDLIMIT (RFC 7889), UTF8=ACCEPT (RFC 6855 §3:
 mailbox names in UTF-8), BINARY (RFC 3516, fetch_data.py), SAVEDATE (RFC
 8514), WITHIN (RFC 5032, search_eval.py), COMPRESS=DEFLATE (RFC 4978,
 compress.py), UNAUTHENTICATE (RFC 8437), CONDSTORE and QRESYNC (RFC 7162,
-condstore.py).
+condstore.py), UIDONLY (RFC 9586, condstore.py).
 
 Left out (a later issue): OBJECTID (RFC 8474).
 
@@ -225,6 +225,8 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
         if self.state not in entry.states:
             self._bad(head.tag, "%s not allowed in the %s state" % (head.name, self.state.value))
             return
+        if self._numbers_refused(head):
+            return      # RFC 9586 §3.2: BAD [UIDREQUIRED] after ENABLE UIDONLY (condstore.py)
         if self._faults is not None and self._faults.active and self._fault(entry, head):
             return      # an injected fault took the command (protocols/faults.py)
         self._start(self._run_command(entry, head))
@@ -313,7 +315,7 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
             elif cap == "UTF8=ACCEPT" and not self.utf8:
                 self.utf8 = True   # RFC 6855 §3: mailbox names in UTF-8 from now on
                 changed.append(b"UTF8=ACCEPT")
-            elif cap in ("CONDSTORE", "QRESYNC"):     # RFC 7162 §3.1, §3.2.3 (condstore.py)
+            elif cap in ("CONDSTORE", "QRESYNC", "UIDONLY"):     # RFC 7162, RFC 9586 (condstore.py)
                 name = self._enable_sync(cap)
                 if name:
                     changed.append(name)
@@ -339,7 +341,7 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
                  # served by fetch_data.py (RFC 3516 BINARY), the session and
                  # search_eval.py (RFC 8514 SAVEDATE), search_eval.py (RFC 5032 WITHIN)
                  b"BINARY", b"SAVEDATE", b"WITHIN",
-                 b"CONDSTORE", b"QRESYNC"]       # RFC 7162 (condstore.py)
+                 b"CONDSTORE", b"QRESYNC", b"UIDONLY"]       # RFC 7162, RFC 9586 (condstore.py)
         if self.state is not ImapState.NOT_AUTHENTICATED:
             caps += QUOTA_CAPABILITIES      # RFC 9208 §5 (protocols/imap/quota.py), after login as Dovecot
         return b" ".join(caps)

@@ -21,7 +21,8 @@ unsolicited FETCH carries UID and MODSEQ (§3.1, §3.2.4), and flag changes
 wait while expunges are held back (§3.2: a MODSEQ sent before an older
 expunge would let a client resync past it).  Once QRESYNC is enabled
 (``qresync``), expunges go out as one ``VANISHED`` of UIDs instead of
-EXPUNGEs (RFC 7162 §3.2.10.2).
+EXPUNGEs (RFC 7162 §3.2.10.2); after ENABLE UIDONLY (``uidonly``) too, and
+every FETCH response is ``* uid UIDFETCH (...)`` (RFC 9586 §3.3, §3.6).
 
 The module is pure data: no backend call, no I/O.
 """
@@ -76,6 +77,7 @@ class FolderView:
         self.fetch_uid = False               # add UID to unsolicited FETCH (a UID command runs)
         self.condstore = False               # RFC 7162 §3.1: UID and MODSEQ in unsolicited FETCH
         self.qresync = False                 # RFC 7162 §3.2.10.2: VANISHED instead of EXPUNGE
+        self.uidonly = False                 # RFC 9586 §3.3, §3.6: UIDFETCH and VANISHED, no numbers
 
     # -- numbers ----------------------------------------------------------
 
@@ -200,8 +202,8 @@ class FolderView:
         out: List[bytes] = []
         rev1, uids_, metas = not self.rev2, self.uids, self.metas
         shown, dirty, gone, recent = self.shown, self.flag_dirty, self.gone, self.recent
-        condstore = self.condstore
-        with_uid = with_uid or condstore
+        condstore, uidonly = self.condstore, self.uidonly
+        with_uid = (with_uid or condstore) and not uidonly
         lo = 0
         for uid in uids:
             i = bisect.bisect_left(uids_, uid, lo)
@@ -220,14 +222,15 @@ class FolderView:
             modseq = b" MODSEQ (%d)" % metas[i].modseq if condstore else b""
             if silent:
                 if modseq and (meta is not None or conditional):
-                    out.append(b"* %d FETCH (UID %d%s)\r\n" % (i + 1, uid, modseq))
+                    out.append(b"* %d UIDFETCH (%s)\r\n" % (uid, modseq[1:]) if uidonly
+                               else b"* %d FETCH (UID %d%s)\r\n" % (i + 1, uid, modseq))
                 continue
             flags = metas[i].flags
             if type(flags) is not frozenset:      # the contract's type; anything else made one
                 flags = frozenset(flags)
             flags = _flag_list(flags, rev1 and uid in recent)     # a few distinct sets: each rendered once
-            out.append(b"* %d FETCH (%sFLAGS %s%s)\r\n" % (i + 1, b"UID %d " % uid if with_uid else b"", flags,
-                                                          modseq))
+            out.append(b"* %d %s (%sFLAGS %s%s)\r\n" % (uid if uidonly else i + 1, b"UIDFETCH" if uidonly else b"FETCH",
+                                                         b"UID %d " % uid if with_uid else b"", flags, modseq))
         return b"".join(out)
 
     # -- what the client hears ------------------------------------------------
@@ -279,6 +282,8 @@ class FolderView:
         items = b"FLAGS " + self.flags_of(uid)
         if self.condstore:
             items += b" MODSEQ (%d)" % self.meta(uid).modseq
+        if self.uidonly:
+            return wire.untagged(b"%d UIDFETCH (%s)" % (uid, items))     # RFC 9586 §3.6
         if self.condstore or (self.fetch_uid if with_uid is None else with_uid):
             items = b"UID %d " % uid + items
         return wire.untagged(b"%d FETCH (%s)" % (self.seq(uid), items))
@@ -290,7 +295,7 @@ class FolderView:
         A message the client never heard of (no EXISTS yet) goes unannounced:
         RFC 7162 §3.2.10.2 forbids naming it, and its number means nothing."""
         told = [u for u in self.gone if self._index(u) < self.known]
-        if self.qresync:
+        if self.qresync or self.uidonly:
             out = [wire.untagged(b"VANISHED " + wire.sequence_set(told))] if told else []
         else:
             out = [wire.untagged(b"%d EXPUNGE" % self.seq(uid)) for uid in sorted(told, reverse=True)]
