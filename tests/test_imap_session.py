@@ -373,6 +373,12 @@ FUZZ_LINES = [
     b"DONE", b"a AUTHENTICATE PLAIN", b"AGZyZWQAc2VjcmV0", b"*", b"a NAMESPACE", b"a CHECK",
     b"a ID NIL", b"a STARTTLS", b"a LOGOUT", b"", b"((((((", b"a FETCH 1 (BODY[1.2.MIME]<0.5>)",
     b"a {5}", b"\x00\xff\x80", b"a SELECT {3}", b"a UID", b"* SEARCH", b"a SEARCH CHARSET X-NONE ALL",
+    # RFC 7162, RFC 9586 (condstore.py)
+    b"a ENABLE QRESYNC", b"a ENABLE CONDSTORE", b"a ENABLE UIDONLY", b"a SELECT INBOX (CONDSTORE)",
+    b"a SELECT INBOX (QRESYNC (1000 1 1:* (1:2 1:2)))", b"a EXAMINE INBOX (QRESYNC (1000 0))",
+    b"a UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)", b"a FETCH 1:* (MODSEQ) (CHANGEDSINCE 2)",
+    b"a STORE 1:* (UNCHANGEDSINCE 2) +FLAGS.SILENT (\\Seen)", b"a UID STORE 1 (UNCHANGEDSINCE 0) FLAGS ()",
+    b"a SEARCH MODSEQ 2", b'a UID SEARCH RETURN (ALL) MODSEQ "/flags/\\\\seen" all 1', b"a STATUS INBOX (HIGHESTMODSEQ)",
 ]
 
 
