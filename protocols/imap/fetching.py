@@ -10,7 +10,10 @@ non-PEEK body fetch on a read-write mailbox sets \\Seen through
 ``OpenFolder.store`` first, and the FETCH response carries the new FLAGS
 (RFC 9051 §6.4.5).  A message expunged by another session meanwhile: its
 metadata is still served, its content cannot be, and the command ends
-``NO [EXPUNGEISSUED]`` (RFC 2180 §4.1.2, RFC 5530 §3).
+``NO [EXPUNGEISSUED]`` (RFC 2180 §4.1.2, RFC 5530 §3).  The CHANGEDSINCE and
+VANISHED modifiers (RFC 7162 §3.1.4.1, §3.2.6) narrow the UIDs and send the
+VANISHED (EARLIER) first (condstore.py); after ENABLE UIDONLY each response
+is a UIDFETCH (RFC 9586 §3.3).
 
 A FETCH whose content items are all ones derived.py keeps (ENVELOPE,
 BODYSTRUCTURE, BODY, the message's own HEADER / HEADER.FIELDS (.NOT) and

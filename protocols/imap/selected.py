@@ -1,7 +1,9 @@
 """IMAP selected state (RFC 9051 §6.4): CLOSE, UNSELECT (RFC 3691), EXPUNGE and
 UID EXPUNGE (RFC 4315 §2.1), SEARCH (with ESEARCH, RFC 4731, and SEARCHRES,
-RFC 5182), STORE, COPY and MOVE (RFC 6851) with COPYUID (RFC 4315 §3), a
-mixin of protocols/imap/session.py's ImapSession; FETCH is in fetching.py.
+RFC 5182; MODSEQ, RFC 7162 §3.1.5), STORE (UNCHANGEDSINCE and [MODIFIED],
+RFC 7162 §3.1.3), COPY and MOVE (RFC 6851) with COPYUID (RFC 4315 §3), a
+mixin of protocols/imap/session.py's ImapSession; FETCH is in fetching.py,
+the CONDSTORE / QRESYNC / UIDONLY state in condstore.py.
 
 Message numbers are this session's (view.py); each command works on UIDs and
 the backend's OpenFolder; what it changed comes back into the view, and the

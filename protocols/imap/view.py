@@ -299,7 +299,7 @@ class FolderView:
             out = [wire.untagged(b"VANISHED " + wire.sequence_set(told))] if told else []
         else:
             out = [wire.untagged(b"%d EXPUNGE" % self.seq(uid)) for uid in sorted(told, reverse=True)]
-        for uid in self.gone:      # UIDs ascend with numbers
+        for uid in self.gone:
             self.shown.pop(uid, None)
             self.recent.discard(uid)
         keep = [i for i, u in enumerate(self.uids) if u not in self.gone]
