@@ -15,9 +15,9 @@ The store keeps a MODSEQ per message and an expunge log per folder
   from the expunge log, then a FETCH of each message changed since;
 * FETCH's CHANGEDSINCE (§3.1.4.1) and UID FETCH's VANISHED (§3.2.6).
 
-The changed-since look-up is a scan of the view's per-message MODSEQs (a
-list comprehension over ints in memory, about a millisecond for 10,000
-messages): what goes on the wire is proportional to the changes, not the
+The changed-since look-up is a scan of the view's per-message MODSEQs (one
+comprehension over the metadata the view holds anyway, about 1 ms for
+10,000 messages): what goes on the wire is proportional to the changes, not the
 folder (tests/bench_imap.py measures a QRESYNC SELECT).  Where the expunge
 log was trimmed below the client's MODSEQ, VANISHED (EARLIER) names every
 UID of the client's set that is no longer here (§3.2.5.2, §3.2.6 "as if it
@@ -184,13 +184,13 @@ class CondstoreCommands:
 
     def _changed_uids(self, uids: Sequence[int], modseq: int) -> List[int]:
         """Those of ``uids`` (ascending, in the view) whose MODSEQ is above
-        ``modseq`` and not expunged meanwhile: one pass over the view's
-        column of MODSEQs when ``uids`` is most of the folder."""
+        ``modseq`` and not expunged meanwhile: one pass over the view's UIDs and
+        metadata side by side when ``uids`` is most of the folder (about 1 ms
+        for 10,000 messages; faster here than attrgetter / compress)."""
         view = self._view
         gone = view.gone
         if len(uids) * 4 >= len(view.uids):
-            metas = view.metas
-            picked = [view.uids[i] for i in [i for i, m in enumerate(metas) if m.modseq > modseq]]
+            picked = [u for u, m in zip(view.uids, view.metas) if m.modseq > modseq]
             if len(uids) != len(view.uids):
                 wanted = set(uids)
                 picked = [u for u in picked if u in wanted]
