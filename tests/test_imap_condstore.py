@@ -435,6 +435,7 @@ class HelpersTest(unittest.TestCase):
 
     def test_clip_merges_and_cuts_at_uidnext(self):
         self.assertEqual(condstore._clip([(5, 9), (1, 3), (4, 4), (20, 30)], 10), [(1, 9)])
+        self.assertEqual(condstore._clip([(0, 1)], 0), [])       # 1:* of an empty mailbox
 
     def test_modseq_key_found_anywhere(self):
         from protocols.imap import search as S

@@ -246,8 +246,9 @@ def _has_op(key, op: str) -> bool:
 
 
 def _clip(ranges: Ranges, top: int) -> Ranges:
-    """Ranges cut at ``top`` (UIDs at or above UIDNEXT never existed), sorted and merged."""
-    return _merge([(lo, min(hi, top)) for lo, hi in ranges if lo <= top])
+    """Ranges cut to 1..``top`` (UIDs at or above UIDNEXT never existed; ``*`` of an
+    empty mailbox resolves to 0), sorted and merged."""
+    return _merge([(max(lo, 1), min(hi, top)) for lo, hi in ranges if max(lo, 1) <= min(hi, top)])
 
 
 def _inside(n: int, ranges: Ranges, starts: List[int]) -> bool:
