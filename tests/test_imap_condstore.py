@@ -418,11 +418,17 @@ class TwoSessionsTest(unittest.TestCase):
         self.assertEqual(feed(self.s2, b"DONE\r\n"), b"i OK IDLE terminated\r\n")
 
     def test_flag_change_waits_while_an_expunge_is_held(self):
-        """RFC 7162 §3.2: no MODSEQ newer than an expunge the client has not heard."""
+        """RFC 7162 §3.2: no flag change newer than an expunge the client has not
+        heard, and a HIGHESTMODSEQ below that expunge after answers that carry newer ones."""
         feed(self.s1, b"a STORE 1 +FLAGS.SILENT (\\Deleted)\r\n")
         feed(self.s1, b"b EXPUNGE\r\n")
         feed(self.s1, b"c STORE 1 +FLAGS.SILENT (\\Flagged)\r\n")
-        self.assertEqual(feed(self.s2, b"f FETCH 2 FLAGS\r\n"), b"* 2 FETCH (FLAGS ())\r\nf OK FETCH completed\r\n")
+        self.assertEqual(feed(self.s2, b"f FETCH 2 FLAGS\r\n"), b"* 2 FETCH (FLAGS ())\r\n"
+                         b"* OK [HIGHESTMODSEQ 14] Expunges pending\r\nf OK FETCH completed\r\n")
+        # its own STORE answers a MODSEQ above the held expunge's: HIGHESTMODSEQ below it follows (§6)
+        self.assertEqual(feed(self.s2, b"g STORE 3 +FLAGS (\\Answered)\r\n"),
+                         b"* 3 FETCH (UID 4 FLAGS (\\Answered \\Seen) MODSEQ (18))\r\n"
+                         b"* OK [HIGHESTMODSEQ 14] Expunges pending\r\ng OK STORE completed\r\n")
         self.assertEqual(feed(self.s2, b"n NOOP\r\n"),
                          b"* VANISHED 1\r\n* 1 FETCH (UID 2 FLAGS (\\Flagged) MODSEQ (17))\r\nn OK NOOP completed\r\n")
 

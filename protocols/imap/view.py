@@ -19,7 +19,10 @@ metadata last given by the backend, and what is still to be announced:
 Once the client is CONDSTORE-aware (``condstore``, RFC 7162 §3.1), every
 unsolicited FETCH carries UID and MODSEQ (§3.1, §3.2.4), and flag changes
 wait while expunges are held back (§3.2: a MODSEQ sent before an older
-expunge would let a client resync past it).  Once QRESYNC is enabled
+expunge would let a client resync past it); a command that answers while one
+is held (its own FETCH or STORE responses may carry newer MODSEQs) ends with
+``* OK [HIGHESTMODSEQ n]`` of the last point where the client had heard
+everything, below the held expunge's (RFC 7162 §3.2, the example of §6).  Once QRESYNC is enabled
 (``qresync``), expunges go out as one ``VANISHED`` of UIDs instead of
 EXPUNGEs (RFC 7162 §3.2.10.2); after ENABLE UIDONLY (``uidonly``) too, and
 every FETCH response is ``* uid UIDFETCH (...)`` (RFC 9586 §3.3, §3.6).
@@ -74,6 +77,8 @@ class FolderView:
         self.known = len(self.uids)          # EXISTS as the client knows it
         self.known_recent = len(self.recent)
         self.known_keywords = self.keywords
+        self.highestmodseq = state.highestmodseq
+        self.safe_modseq = state.highestmodseq   # everything up to it announced (RFC 7162 §3.2)
         self.fetch_uid = False               # add UID to unsolicited FETCH (a UID command runs)
         self.condstore = False               # RFC 7162 §3.1: UID and MODSEQ in unsolicited FETCH
         self.qresync = False                 # RFC 7162 §3.2.10.2: VANISHED instead of EXPUNGE
@@ -141,6 +146,7 @@ class FolderView:
         """Record one refresh result (see the module docstring)."""
         st = changes.state
         self.uidnext, self.keywords = st.uidnext, tuple(st.keywords)
+        self.highestmodseq = max(self.highestmodseq, st.highestmodseq)
         if changes.new or changes.changed:
             wanted = set(changes.new) | set(changes.changed)
             by_uid = {m.uid: m for m in st.messages if m.uid in wanted}
@@ -266,13 +272,18 @@ class FolderView:
             self.known_recent = len(self.recent)
             out.append(wire.untagged(b"%d RECENT" % self.known_recent))
         if self.condstore and self.gone and not allow_expunge:
-            return b"".join(out)      # RFC 7162 §3.2: no newer MODSEQ before a held expunge
+            # RFC 7162 §3.2: no newer MODSEQ before a held expunge, and a HIGHESTMODSEQ below it
+            out.append(wire.status_line(None, b"OK", "Expunges pending",
+                                        wire.response_code("HIGHESTMODSEQ", self.safe_modseq)))
+            return b"".join(out)
         for uid in sorted(self.flag_dirty):
             if uid in self.gone or not self.has(uid):
                 continue
             if uid in self.shown and self.meta(uid).flags != self.shown[uid]:
                 out.append(self.flag_fetch(uid))
             self.mark_shown(uid)
+        if not self.gone:
+            self.safe_modseq = self.highestmodseq
         return b"".join(out)
 
     def flag_fetch(self, uid: int, with_uid: Optional[bool] = None) -> bytes:
