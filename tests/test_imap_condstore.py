@@ -2,7 +2,7 @@
 the RFC's examples as transcripts (our MODSEQs and texts), fed whole, one byte
 at a time and split at random; two sessions on one folder (one changes flags
 and expunges, the other hears MODSEQ FETCHes and VANISHED, also in IDLE); the
-QRESYNC resync from the expunge log and from a trimmed one (§3.2.5.2); and
+QRESYNC resync from the expunge log and from a trimmed one (RFC 7162 §3.2.5.2); and
 UNCHANGEDSINCE conflicts answered [MODIFIED]."""
 
 import unittest

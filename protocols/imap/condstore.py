@@ -24,12 +24,12 @@ UID of the client's set that is no longer here (§3.2.5.2, §3.2.6 "as if it
 was requested to report all expunged messages"), narrowed by the client's
 sequence match data.
 
-UIDONLY (RFC 9586): after ``ENABLE UIDONLY`` a command that names messages
-by number (FETCH, STORE, SEARCH, COPY, MOVE, and SORT / THREAD of RFC 5256;
-UID SEARCH with a sequence-set key; QRESYNC's sequence match data) is
-``BAD [UIDREQUIRED]`` (§3, §3.2, §3.5, §3.7, §3.8), and no response carries a
-message number: view.py sends ``* uid UIDFETCH (...)`` instead of FETCH and
-VANISHED instead of EXPUNGE (§3.3, §3.4, §3.6), SELECT leaves out
+UIDONLY: after ``ENABLE UIDONLY`` a command that names messages by number
+(FETCH, STORE, SEARCH, COPY, MOVE, SORT and THREAD; UID SEARCH with a
+sequence-set key; QRESYNC's sequence match data) is ``BAD [UIDREQUIRED]``
+(RFC 9586 §3, §3.2, §3.5, §3.7, §3.8), and no response carries a message
+number: view.py sends ``* uid UIDFETCH (...)`` instead of FETCH and VANISHED
+instead of EXPUNGE (RFC 9586 §3.3, §3.4, §3.6), SELECT leaves out
 ``[UNSEEN n]``.
 """
 
@@ -116,7 +116,7 @@ class CondstoreCommands:
             self.condstore = True    # the old mailbox is closed next: no HIGHESTMODSEQ for it
 
     def _select_modseq(self) -> bytes:
-        """After UIDNEXT: HIGHESTMODSEQ for a CONDSTORE-aware client (§3.1.2.1)."""
+        """After UIDNEXT: HIGHESTMODSEQ for a CONDSTORE-aware client (RFC 7162 §3.1.2.1)."""
         view = self._view
         view.condstore, view.qresync, view.uidonly = self.condstore, self.qresync, self.uidonly
         return self._highestmodseq_line() if self.condstore else b""
