@@ -480,8 +480,10 @@ class Folder(SnapshotMixin, UidlistMixin, ImapMixin):
             return {k: self._records[k].uid for k in keys if k in self._records}
 
     def expunged_since(self, modseq: int) -> Tuple[List[int], bool]:
-        """QRESYNC VANISHED (EARLIER) (RFC 7162 §3.2.10): see ModseqLog.expunged_since."""
-        with self._locked():
-            self._sync_locked()
+        """QRESYNC VANISHED (EARLIER) (RFC 7162 §3.2.10): see ModseqLog.expunged_since.
+        Synced as ``sync`` does: no listing, no dotlock when nothing changed since the
+        last look (every expunge, ours or another writer's, moves the folder's token)."""
+        with self._lock:
+            self.sync()
             return self._modseq.expunged_since(modseq)
 

@@ -170,8 +170,13 @@ class ModseqLog:
 
     def expunged_since(self, modseq: int) -> Tuple[List[int], bool]:
         """UIDs expunged with a MODSEQ above ``modseq`` (RFC 7162 §3.2.10), and whether
-        the log reaches that far back (False: the caller reports every UID not present)."""
-        return [u for u, m in self.expunged if m > modseq], modseq >= self.expunge_start
+        the log reaches that far back (False: the caller reports every UID not present).
+        Read from the end (the log is in MODSEQ order): the work is the answer's size,
+        not the log's (a resync after 10 changes in a log of 50,000)."""
+        log, i = self.expunged, len(self.expunged)
+        while i and log[i - 1][1] > modseq:
+            i -= 1
+        return [u for u, _m in log[i:]], modseq >= self.expunge_start
 
     # -- changes ---------------------------------------------------------------
     def record(self, changed: Iterable[Tuple[int, str]], gone: Iterable[int]) -> int:

@@ -21,6 +21,9 @@ What is measured, with the stdlib's imaplib on loopback, on an INBOX of
 * IDLE push latency: a session IDLEs on a folder, a second one APPENDs to
   it; the time from the APPEND being sent until the IDLE session reads the
   ``* n EXISTS`` (median of 20 per round);
+* QRESYNC SELECT of the INBOX after 10 changes (RFC 7162 §3.2.5;
+  tests/bench_imap_qresync.py): its time, and the responses received are
+  checked (1 VANISHED (EARLIER) and 7 FETCHes, not 10,000);
 * memory of ``--idle-connections`` sessions IDLE on the INBOX, once per
   server after the rounds: the server's RSS before and after, from /proc
   (mailsrv: its one process; Dovecot: the sum over its ``imap`` processes,
@@ -64,6 +67,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from store.folder import MTIME_SLACK_S  # noqa: E402
 from tests import dovecot_imap  # noqa: E402
+from tests.bench_imap_qresync import ROW as QRESYNC_ROW, measure_qresync  # noqa: E402
 from tests.bench_imap_setup import (BODY_WORD, DATA, PASSWORD, SUBJECT_WORD, USER, Dovecot,  # noqa: E402
                                     External, Mailsrv, Unavailable, build_corpus)
 
@@ -163,7 +167,7 @@ def row_order(first_label):
     for label in (first_label, "later open"):
         rows += ["login+SELECT INBOX, " + label] + [row + ", " + label for row, _call, _what in READS]
     return rows + ["STORE 1:* +FLAGS (\\Flagged)", "STORE 1:* -FLAGS (\\Flagged)", "APPEND 1,000 messages",
-                   "IDLE push latency (median of %d)" % IDLE_SAMPLES]
+                   "IDLE push latency (median of %d)" % IDLE_SAMPLES, QRESYNC_ROW]
 
 
 def measure_store(server, out, counts):
@@ -299,7 +303,8 @@ def measure_round(server, corpus, rnd, first_open):
                                      measure_reads(server, "later open", out, counts, failures))),
              ("STORE", lambda: measure_store(server, out, counts)),
              ("APPEND", lambda: measure_append(server, corpus, "Append-%d-%d" % (os.getpid(), rnd), out, counts)),
-             ("IDLE", lambda: measure_idle_latency(server, "Idle", out, counts))]
+             ("IDLE", lambda: measure_idle_latency(server, "Idle", out, counts)),
+             ("QRESYNC", lambda: measure_qresync(server, login, out, counts))]
     try:
         for what, step in steps:
             try:
@@ -436,7 +441,8 @@ def check_answers(results, names, facts):
         print("WRONG ANSWER " + line)
     if not wrong:
         print("answers checked (of the steps measured): every FETCH answered for all %d messages, SEARCH SUBJECT "
-              "%s found %d, SEARCH BODY %s found %d, every APPEND arrived"
+              "%s found %d, SEARCH BODY %s found %d, every APPEND arrived, the QRESYNC SELECT received 8 "
+              "responses (1 VANISHED (EARLIER) naming the 3 expunged, 7 FETCH)"
               % (facts["messages"], SUBJECT_WORD, facts["subject_hits"], BODY_WORD, facts["body_hits"]))
 
 

@@ -44,6 +44,8 @@ class Folder:
         self.uidnext = 1
         self.modseq = 1
         self.messages: Dict[int, Msg] = {}
+        self.expunged: List[tuple] = []          # (uid, modseq): the expunge log (RFC 7162 §3.2.10)
+        self.expunge_start = 0                   # VANISHED complete for MODSEQ >= this
         self.keywords: List[str] = []
         self.unclaimed_recent = set()
         self.watchers: List[Callable[[], None]] = []
@@ -57,6 +59,14 @@ class Folder:
         self.note_keywords(flags)
         self.unclaimed_recent.add(uid)
         return uid
+
+    def remove(self, uids) -> None:
+        """Expunge ``uids`` under one new MODSEQ, remembered in the log."""
+        if uids:
+            self.modseq += 1
+        for u in uids:
+            self.messages.pop(u, None)
+            self.expunged.append((u, self.modseq))
 
     def note_keywords(self, flags) -> None:
         for f in flags:
@@ -361,12 +371,19 @@ class FakeOpenFolder:
                 out[uid] = compute(m.data)
         self.backend.call(done, out)
 
+    def vanished(self, modseq, done):
+        b = self.box
+        self.backend.call(done, (tuple(u for u, m in b.expunged if m > modseq), modseq >= b.expunge_start))
+
     def store(self, uids, flags, mode, unchanged_since, done):
         b = self.box
-        changed = []
+        changed, modified = [], []
         for uid in uids:
             m = b.messages.get(uid)
             if m is None:
+                continue
+            if unchanged_since is not None and m.modseq > unchanged_since:
+                modified.append(uid)        # RFC 7162 §3.1.3
                 continue
             new = {"add": m.flags | set(flags), "remove": m.flags - set(flags), "replace": set(flags)}[mode]
             if new != m.flags:
@@ -375,18 +392,16 @@ class FakeOpenFolder:
                 changed.append(m.meta())
                 self._known[uid] = (frozenset(new), m.modseq)
         b.note_keywords(flags)
-        self.backend.call(done, StoreOutcome(tuple(changed)))
+        self.backend.call(done, StoreOutcome(tuple(changed), tuple(modified)))
         if changed:
             self.backend.announce(b, quiet=self._watching)   # the contract: not our own watches
 
     def expunge(self, uids, done):
         b = self.box
         removed = tuple(u for u in uids if u in b.messages and "\\Deleted" in b.messages[u].flags)
+        b.remove(removed)
         for u in removed:
-            del b.messages[u]
             self._known.pop(u, None)
-        if removed:
-            b.modseq += 1
         self.backend.call(done, removed)
         if removed:
             self.backend.announce(b)
@@ -411,8 +426,8 @@ class FakeOpenFolder:
         expunged = ()
         if move:
             expunged = tuple(a for a, _ in pairs)
+            self.box.remove(expunged)
             for a in expunged:
-                self.box.messages.pop(a, None)
                 self._known.pop(a, None)
         self.backend.call(done, CopyOutcome(dest.uidvalidity, tuple(pairs), expunged))
         if pairs:

@@ -286,6 +286,24 @@ class ContractChecks:
         self.assertLessEqual(set(changes.expunged), {uids[0]})
         self.assertEqual([m.uid for m in folder.state().messages], [uids[1]])
 
+    def test_vanished_and_unchanged_since(self):
+        """RFC 7162: the expunge log answers UIDs expunged above a MODSEQ; a store
+        UNCHANGEDSINCE a MODSEQ below a message's is refused for it (MODIFIED)."""
+        uids = self.append("INBOX", (MSG,), (MSG,), (MSG,)).uids
+        folder = self.select()
+        mark = folder.state().highestmodseq
+        self.assertGreater(mark, 0)
+        out = self.ok(lambda done: folder.store(list(uids), ["\\Deleted"], "add", mark, done))
+        self.assertEqual((sorted(m.uid for m in out.changed), tuple(out.modified)), (sorted(uids), ()))
+        top = max(m.modseq for m in out.changed)
+        self.assertGreater(top, mark)
+        out = self.ok(lambda done: folder.store([uids[0]], ["\\Seen"], "add", mark, done))
+        self.assertEqual((out.changed, tuple(out.modified)), ((), (uids[0],)))
+        self.ok(lambda done: folder.expunge(list(uids[:2]), done))
+        gone, complete = self.ok(lambda done: folder.vanished(top, done))
+        self.assertEqual((sorted(gone), complete), (sorted(uids[:2]), True))
+        self.assertEqual(tuple(self.ok(lambda done: folder.vanished(top + 1000, done))[0]), ())
+
     def test_derived_is_computed_once_and_kept_by_key_and_kind(self):
         uids = self.append("INBOX", (MSG,), (MSG + b"two\r\n",), (MSG + b"three\r\n",)).uids
         folder = self.select()

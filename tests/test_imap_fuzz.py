@@ -73,6 +73,8 @@ def enter_state(rng: random.Random, s, b) -> None:
         feed(s, b"z AUTHENTICATE PLAIN\r\n")
         return
     login(s)
+    if rng.random() < 0.5:      # RFC 7162, RFC 9586: their responses in every state too
+        feed(s, rng.choice([b"z ENABLE QRESYNC\r\n", b"z ENABLE UIDONLY QRESYNC\r\n", b"z ENABLE CONDSTORE\r\n"]))
     if which >= 3:
         feed(s, b"z SELECT INBOX\r\n")
     if which == 4:

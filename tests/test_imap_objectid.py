@@ -135,6 +135,7 @@ S: * 2 FETCH (EMAILID (<M3>) THREADID NIL)
 S: 24 OK FETCH completed
 C: 26 examine "foo"
 C: 27 fetch 1:* (emailid threadid)
+S: * OK [CLOSED] Previous mailbox closed
 S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)
 S: * OK [PERMANENTFLAGS ()] Read-only mailbox
 S: * 1 EXISTS

@@ -123,7 +123,9 @@ S: C2 OK SEARCH completed
 S: * 2 FETCH (UID 2 PREVIEW "HTML only")
 S: C3 OK FETCH completed
 C: C4 FETCH 1 PREVIEW (CHANGEDSINCE 1)
-S: C4 BAD CONDSTORE is not supported
+S: * OK [HIGHESTMODSEQ 3] Highest
+S: * 1 FETCH (MODSEQ (2) PREVIEW "Lorem ipsum dolor sit amet, consectetur adipiscing elit. Curabitur aliquam turpis et ante dictum, et pulvinar dui congue. Maecenas hendrerit, lorem non imperdiet pellentesque, nulla ligula nullam temp")
+S: C4 OK FETCH completed
 """, make=fake(PLAIN, b"From: foo@example.org\r\nContent-Type: text/html\r\n\r\n<p>HTML only</p>\r\n"))
 
     def test_utf8_accept_sends_a_quoted_string(self):

@@ -66,23 +66,25 @@ class SelectTest(TranscriptCase):
 
     def test_failed_select_leaves_selected_state(self):
         s, _ = selected()
-        self.assertEqual(feed(s, b"a SELECT nope\r\n"),
+        self.assertEqual(feed(s, b"a SELECT nope\r\n"),     # RFC 7162 §3.2.11: CLOSED, rev1 too
+                         b"* OK [CLOSED] Previous mailbox closed\r\n"
                          b"a NO [NONEXISTENT] Mailbox 'nope' does not exist\r\n")
         self.assertEqual(feed(s, b"b FETCH 1 FLAGS\r\n"),
                          b"b BAD FETCH not allowed in the AUTHENTICATED state\r\n")
 
-    def test_condstore_not_offered(self):
+    def test_qresync_parameter_needs_enable_qresync(self):
         s, _ = make_session(mailbox())
         login(s)
-        self.assertEqual(feed(s, b"a SELECT INBOX (CONDSTORE)\r\n"),
-                         b"a BAD CONDSTORE and QRESYNC are not supported\r\n")
+        self.assertEqual(feed(s, b"a SELECT INBOX (QRESYNC (1 2))\r\n"),
+                         b"a BAD SELECT (QRESYNC) needs ENABLE QRESYNC first (RFC 7162 \xc2\xa73.2.5)\r\n")
 
 
 class FetchTest(TranscriptCase):
     def test_metadata_items(self):
         s, b = selected()
         out = mask(feed(s, b"a FETCH 1:2 (UID FLAGS RFC822.SIZE INTERNALDATE MODSEQ)\r\n"))
-        self.assertEqual(out, b'* 1 FETCH (UID 1 FLAGS (\\Recent) RFC822.SIZE 48 INTERNALDATE "*" MODSEQ (2))\r\n'
+        self.assertEqual(out, b"* OK [HIGHESTMODSEQ 4] Highest\r\n"     # RFC 7162 §3.1: MODSEQ enables CONDSTORE
+                              b'* 1 FETCH (UID 1 FLAGS (\\Recent) RFC822.SIZE 48 INTERNALDATE "*" MODSEQ (2))\r\n'
                               b'* 2 FETCH (UID 2 FLAGS (\\Recent) RFC822.SIZE 48 INTERNALDATE "*" MODSEQ (3))\r\n'
                               b"a OK FETCH completed\r\n")
         out = feed(s, b"b FETCH 3 INTERNALDATE\r\n")
@@ -159,8 +161,6 @@ class StoreTest(TranscriptCase):
                          b"a NO [READ-ONLY] Mailbox is read-only\r\n")
         s, _ = selected()
         self.assertEqual(feed(s, b"a STORE 1 +FLAGS (\\Frob)\r\n"), b"a BAD Unknown system flag \\Frob\r\n")
-        self.assertEqual(feed(s, b"a STORE 1 (UNCHANGEDSINCE 5) +FLAGS (x)\r\n"),
-                         b"a BAD CONDSTORE is not supported\r\n")
 
 
 class SearchTest(TranscriptCase):
@@ -374,7 +374,8 @@ S: a006 OK LOGOUT completed
 # Each command's error paths in the selected state: (command, the reply's start).
 SELECTED_ERRORS = [
     (b"a FETCH", b"a BAD "), (b"a FETCH 1", b"a BAD "), (b"a FETCH 1 (FROB)", b"a BAD "),
-    (b"a FETCH x FLAGS", b"a BAD "), (b"a FETCH 1 (FLAGS) (CHANGEDSINCE 5)", b"a BAD CONDSTORE"),
+    (b"a FETCH x FLAGS", b"a BAD "), (b"a FETCH 1 (FLAGS) (VANISHED)", b"a BAD "),
+    (b"a FETCH 1 (FLAGS) (CHANGEDSINCE 1 VANISHED)", b"a BAD VANISHED"),
     (b"a STORE 1 FLAGS", b"a BAD "), (b"a STORE 1 FROB (\\Seen)", b"a BAD "),
     (b"a SEARCH", b"a BAD "), (b"a SEARCH FROB", b"a BAD "), (b"a SEARCH OR SEEN", b"a BAD "),
     (b"a SEARCH RETURN (FROB) ALL", b"a BAD "), (b"a COPY 1", b"a BAD "), (b"a COPY 1 ../x", b"a NO [CANNOT]"),

@@ -269,6 +269,37 @@ class DovecotAndMailsrvShareTheMaildir(ServerTestCase):
             self.assertNotIn(uid, view.values())
         self.assertEqual(sorted(view.values()), uids[2:])
 
+    def qresync_session(self):
+        c = imaplib.IMAP4("127.0.0.1", self.ports["imap"], timeout=TIMEOUT)
+        self.sessions["qresync%d" % len(self.sessions)] = c
+        check(c.login(BOB, BOB_PW), "mailsrv LOGIN")
+        check(c.enable("QRESYNC"), "ENABLE")
+        self.assertEqual(c.untagged_responses.pop("ENABLED", None), [b"QRESYNC"])
+        return c
+
+    def test_qresync_on_mailsrv_hears_what_dovecot_changed(self):
+        """RFC 7162 §3.2.5: a client that synced with mailsrv, then Dovecot flags
+        two messages and expunges one: mailsrv's QRESYNC SELECT answers exactly
+        that (the store saw the renames and the missing file), and both agree on
+        the flags."""
+        uids = sorted(self.both_see(self.tag, "the delivered messages on both").values())
+        c = self.qresync_session()
+        check(c.select("INBOX"), "SELECT")
+        modseq = int(c.response("HIGHESTMODSEQ")[1][0])
+        validity = uidvalidity(c)
+        d = self.on("dovecot")
+        check(d.uid("STORE", "%d,%d" % (uids[2], uids[3]), "+FLAGS", "(\\Answered)"), "Dovecot STORE")
+        check(d.uid("STORE", str(uids[0]), "+FLAGS.SILENT", "(\\Deleted)"), "Dovecot STORE \\Deleted")
+        check(d.expunge(), "Dovecot EXPUNGE")
+        self.both_see(self.tag, "UID %d expunged on Dovecot gone from both" % uids[0])
+        again = self.qresync_session()
+        typ, _ = again._simple_command("SELECT", "INBOX (QRESYNC (%d %d %d:%d))" % (validity, modseq, uids[0], uids[-1]))
+        self.assertEqual(typ, "OK")
+        self.assertEqual(again.untagged_responses.get("VANISHED"), [b"(EARLIER) %d" % uids[0]])
+        rows = fetch_rows(again.untagged_responses.get("FETCH", []))
+        self.assertEqual({r["uid"]: r["flags"] for r in rows}, {uids[2]: {"\\Answered"}, uids[3]: {"\\Answered"}})
+        self.assertEqual(flags(self.on("dovecot"), uids[2:4]), {uids[2]: {"\\Answered"}, uids[3]: {"\\Answered"}})
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -7,7 +7,11 @@ layout: INBOX is the root, folder "a/b" is the directory ".a.b"; flags are
 the letters after ":2,") and what the client stored on its side.
 
 - isync/mbsync and offlineimap3 sync 500 messages both ways (a new folder,
-  flags, deletions), and a second run changes nothing on either side;
+  flags, deletions), and a second run changes nothing on either side; with
+  CONDSTORE / QRESYNC offered (RFC 7162: neither isync 1.4 nor offlineimap3
+  uses them, they must not be confused by them), changes made on the server by
+  a QRESYNC session (flags, expunges it hears as VANISHED) reach the client,
+  and a run after that changes nothing again;
 - imapfilter searches, flags and moves;
 - curl lists, fetches (byte-identical to what was sent) and appends;
 - fetchmail and getmail6 fetch over IMAP;
@@ -20,6 +24,7 @@ a timeout.
 """
 
 import glob
+import imaplib
 import os
 import pwd
 import re
@@ -197,6 +202,36 @@ class SyncClientsTest(ImapInteropTest):
         sync()
         self.assertEqual(self.local_messages(local), local_before)
         self.assertEqual(self.local_messages(self.maildir(BOB)), server_before)
+        self.server_changes_by_qresync_session()
+        sync()
+        files = messages_in(inbox)
+        self.assertEqual(len(files), self.count - 5 - 2)
+        self.assertEqual(sum(1 for p in files if "R" in flags_of(p)), 3)
+        server_before, local_before = self.local_messages(self.maildir(BOB)), self.local_messages(local)
+        sync()
+        self.assertEqual(self.local_messages(local), local_before)
+        self.assertEqual(self.local_messages(self.maildir(BOB)), server_before)
+
+    def server_changes_by_qresync_session(self):
+        """Another client, QRESYNC enabled: \\Answered on the three lowest UIDs, the two
+        highest expunged (heard as VANISHED, RFC 7162 §3.2.10.2)."""
+        m = imaplib.IMAP4("127.0.0.1", self.ports["imap"], timeout=30)
+        try:
+            m.login(BOB, BOB_PW)
+            self.assertEqual(m.enable("QRESYNC")[0], "OK")
+            typ, data = m.select("INBOX")
+            self.assertEqual(typ, "OK")
+            self.assertTrue(m.response("HIGHESTMODSEQ")[1][0])
+            uids = [int(u) for u in m.uid("SEARCH", "ALL")[1][0].split()]
+            store = m.uid("STORE", "%d:%d" % (uids[0], uids[2]), "+FLAGS", "(\\Answered)")
+            self.assertEqual(store[0], "OK")
+            self.assertIn(b"MODSEQ", store[1][0])
+            m.uid("STORE", "%d,%d" % (uids[-2], uids[-1]), "+FLAGS.SILENT", "(\\Deleted)")
+            typ, data = m.expunge()
+            self.assertEqual(typ, "OK")
+            self.assertEqual(m.response("VANISHED")[1], [b"%d:%d" % (uids[-2], uids[-1])])
+        finally:
+            m.logout()
 
     @staticmethod
     def is_message(rel):

@@ -356,6 +356,12 @@ class OpenFolder(Protocol):
     def expunge(self, uids: Sequence[int], done: Callable[[object], None]) -> None:
         """Remove these messages if they carry \\Deleted: ``done(tuple of UIDs removed)``."""
 
+    def vanished(self, modseq: int, done: Callable[[object], None]) -> None:
+        """The expunge log (RFC 7162 §3.2.5.1, §3.2.6 VANISHED (EARLIER)): ``done((uids,
+        complete))``, the UIDs expunged with a MODSEQ above ``modseq`` (by anyone,
+        ascending MODSEQ) and whether the log reaches back that far (False: older
+        expunges were forgotten, the session reports every UID not present)."""
+
     def copy(self, uids: Sequence[int], target: str, move: bool,
              done: Callable[[object], None]) -> None:
         """COPY / MOVE into the mailbox ``target``: ``done(CopyOutcome)``, durable

@@ -35,7 +35,6 @@ address (Dovecot's mail_max_userip_connections, default 10); beyond it
 
 from __future__ import annotations
 
-import datetime
 import functools
 import logging
 from collections import OrderedDict
@@ -46,14 +45,13 @@ from protocols.backend.contracts import (AppendResult, CopyOutcome, FolderChange
                                          FolderStatus, MailboxError, MailboxEvent, MessageMeta, StoreOutcome)
 from protocols.backend import imapnotify
 from protocols.backend import imapquota
-from protocols.backend import imapreplace
 from protocols.backend import imapmetadata, objectids
+from protocols.backend.imapconv import timestamp, translate
 from protocols.backend.imapextras import AccountExtras, FolderExtras
 from protocols.backend import imapstore
 from protocols.backend.imapstore import (FLAG_LETTERS, LETTER_FLAGS, imap_flags, same_case,  # noqa: F401
                                          split_flags)
 from protocols.backend.serial import SerialJobs
-from store import dovecot_files as dv
 from store import mailboxes as mb
 from store import msgcache
 from store.maildir import MailStore
@@ -77,30 +75,6 @@ def hub_key(name: str) -> str:
     return "INBOX" if name == "INBOX" else mb.dir_name(mb.check_name(name))[1:]
 
 
-def translate(exc: BaseException, name: str = "") -> BaseException:
-    """A store exception -> the contract's MailboxError (others as they are)."""
-    if isinstance(exc, MailboxError):
-        return exc
-    if isinstance(exc, mb.NoMailbox):
-        return MailboxError("NONEXISTENT", str(exc))
-    if isinstance(exc, mb.MailboxExists):
-        return MailboxError("ALREADYEXISTS", str(exc))
-    if isinstance(exc, mb.Refused):
-        return MailboxError(exc.code, str(exc))
-    if isinstance(exc, mb.BadUse):
-        return MailboxError("USEATTR", str(exc))
-    if isinstance(exc, mb.BadName):
-        return MailboxError("CANNOT", str(exc))
-    if isinstance(exc, dv.LockTimeout):
-        return MailboxError("INUSE", "mailbox %s is locked by another process; try again" % name)
-    if isinstance(exc, FileNotFoundError) and name:
-        return MailboxError("NONEXISTENT", "mailbox %s no longer exists" % name)
-    if isinstance(exc, ValueError):
-        text = str(exc)
-        return MailboxError("LIMIT" if "keywords" in text else "CANNOT", text)
-    return exc
-
-
 class Serial:
     """A session's store steps in order (protocols/backend/serial.py), each store
     exception translated in the worker to what the session answers."""
@@ -121,14 +95,6 @@ class Serial:
                     raise
                 raise mapped from exc
         self._jobs.submit(job, done)
-
-
-def _timestamp(when: Optional[datetime.datetime]) -> Optional[float]:
-    if when is None:
-        return None
-    if when.tzinfo is None:                   # no zone: taken as UTC (RFC 9051 date-time has one)
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return when.timestamp()
 
 
 class ImapAccessService:
@@ -276,7 +242,7 @@ class ImapAccount(AccountExtras):
             for item in items:
                 letters, keywords = split_flags(item.flags)
                 keywords = same_case(folder.keywords(), keywords)
-                batch.append((item.data, letters, keywords, _timestamp(item.internal_date)))
+                batch.append((item.data, letters, keywords, timestamp(item.internal_date)))
             imapquota.check(self, sum(len(item.data) for item in items), len(items))   # RFC 9208 §4.3.1
             added = folder.append_many(batch)
             imapquota.note(self, imapquota.sizes_of(a.key for a in added), len(added))
@@ -612,15 +578,6 @@ class OpenFolder(FolderExtras):
                 self._account._service.announce(*targets.hub_of(target))
             done(result)
         self._serial.submit(work, self._announce([self.name] if move else [], answered), self.name)
-
-    def replace(self, uid: int, target: str, item, done: Done) -> None:
-        """REPLACE (RFC 8508 §3.4): protocols/backend/imapreplace.py."""
-        if self.readonly:
-            self._refuse_readonly(done)
-            return
-        when = _timestamp(item.internal_date)
-        self._serial.submit(lambda: imapreplace.replace(self, uid, target, item, when),
-                            self._announce([target, self.name], done), self.name)
 
     def close(self) -> None:
         if self._closed:

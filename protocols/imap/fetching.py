@@ -11,7 +11,10 @@ non-PEEK body fetch on a read-write mailbox sets \\Seen through
 ``OpenFolder.store`` first, and the FETCH response carries the new FLAGS
 (RFC 9051 §6.4.5).  A message expunged by another session meanwhile: its
 metadata is still served, its content cannot be, and the command ends
-``NO [EXPUNGEISSUED]`` (RFC 2180 §4.1.2, RFC 5530 §3).
+``NO [EXPUNGEISSUED]`` (RFC 2180 §4.1.2, RFC 5530 §3).  The CHANGEDSINCE and
+VANISHED modifiers (RFC 7162 §3.1.4.1, §3.2.6) narrow the UIDs and send the
+VANISHED (EARLIER) first (condstore.py); after ENABLE UIDONLY each response
+is a UIDFETCH (RFC 9586 §3.3).
 
 A FETCH whose content items are all ones derived.py keeps (ENVELOPE,
 BODYSTRUCTURE, BODY, the message's own HEADER / HEADER.FIELDS (.NOT) and
@@ -35,7 +38,7 @@ from protocols.imap import args as A
 from protocols.imap import derived, fetch_cache, fetch_data, partial, wire
 from protocols.imap.fetch_args import FetchAtt
 from protocols.imap.objectid import OBJECTID_ITEMS
-from protocols.imap.session_base import BAD, NO, OUTPUT_HIGH_WATER, Refusal
+from protocols.imap.session_base import NO, OUTPUT_HIGH_WATER, Refusal
 
 log = logging.getLogger("mailsrv.imap")
 
@@ -60,14 +63,19 @@ class FetchCommands:
 
     def _cmd_fetch(self, head):
         seqset, fa = A.fetch(head.rest)
-        if fa.changed_since is not None or fa.vanished:
-            return (BAD, "CONDSTORE is not supported", None)
         atts = list(fa.atts)
-        if head.uid and not any(a.name == "UID" for a in atts):
-            atts.insert(0, FetchAtt("UID"))    # RFC 9051 §6.4.9
+        if fa.changed_since is not None and not any(a.name == "MODSEQ" for a in atts):
+            atts.insert(0, FetchAtt("MODSEQ"))     # RFC 7162 §3.1.4.1: implied
+        if head.uid and not self.uidonly and not any(a.name == "UID" for a in atts):
+            atts.insert(0, FetchAtt("UID"))    # RFC 9051 §6.4.9 (UIDONLY: UIDFETCH names it, RFC 9586 §3.3)
         view = self._view
         uids = view.resolve(seqset, head.uid, self._saved)
-        if fa.partial is not None:      # RFC 9394 §3.3: UID FETCH only
+        if fa.changed_since is not None:    # RFC 7162 §3.1.4.1, §3.2.6 (condstore.py)
+            yield from self._fetch_modifiers(head, fa, seqset)
+            uids = self._changed_uids(uids, fa.changed_since)
+        elif any(a.name == "MODSEQ" for a in atts):
+            self._condstore_on()            # RFC 7162 §3.1: a CONDSTORE enabling command
+        if fa.partial is not None:      # RFC 9394 §3.3: UID FETCH only, the window of what is left
             uids = partial.fetch_window(uids, fa.partial, head.uid)
         flagged = yield from self._set_seen(uids, atts)
         self._work_goal(len(uids))          # RFC 9585 progress: messages sent
@@ -226,6 +234,11 @@ class FetchCommands:
         if add_flags:   # \\Seen was just set: the client hears it here
             items.append(b"FLAGS " + view.flags_of(uid))
             view.mark_shown(uid)
+            if view.condstore:      # RFC 7162 §3.2.4: with UID and MODSEQ then
+                items += [b"UID %d" % uid] * (not view.uidonly and not any(a.name == "UID" for a in atts)) + \
+                    [b"MODSEQ (%d)" % meta.modseq] * (not any(a.name == "MODSEQ" for a in atts))
+        if view.uidonly:            # RFC 9586 §3.3: UIDFETCH, by UID
+            return b"* %d UIDFETCH (" % uid + b" ".join(items) + b")\r\n"
         return b"* %d FETCH (" % (at + 1) + b" ".join(items) + b")\r\n"
 
     @staticmethod

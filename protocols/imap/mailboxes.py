@@ -40,15 +40,14 @@ class MailboxCommands:
 
     def _open(self, head, readonly: bool):
         sel = A.select(head.rest, self.utf8)
-        if sel.condstore or sel.qresync is not None:
-            return (BAD, "CONDSTORE and QRESYNC are not supported", None)
+        self._select_params(sel)            # RFC 7162 §3.1.8, §3.2.5 (condstore.py)
         if self._folder is not None:
             # RFC 9051 §6.3.2: the old mailbox is closed first, even if this fails
             self._close_folder()
             self.state = type(self.state).AUTHENTICATED
-            if self.rev2:
-                self._emit(wire.status_line(None, b"OK", "Previous mailbox closed",
-                                            wire.response_code("CLOSED")))
+            # RFC 7162 §3.2.11: a server offering CONDSTORE says CLOSED, rev1 too
+            self._emit(wire.status_line(None, b"OK", "Previous mailbox closed",
+                                        wire.response_code("CLOSED")))
         check_name(sel.mailbox)
         folder = yield from self._ask(self._account.open, sel.mailbox, readonly)
         state = folder.state()
@@ -61,7 +60,7 @@ class MailboxCommands:
         if not self.rev2:   # RFC 3501 §6.3.1: RECENT and the first unseen
             self._emit(wire.untagged(b"%d RECENT" % len(view.recent)))
             unseen = next((i + 1 for i, m in enumerate(state.messages) if "\\Seen" not in m.flags), None)
-            if unseen is not None:
+            if unseen is not None and not self.uidonly:    # RFC 9586 §3: no message numbers
                 self._emit(wire.status_line(None, b"OK", "First unseen",
                                             wire.response_code("UNSEEN", unseen)))
         self._emit(wire.status_line(None, b"OK", "UIDs valid",
@@ -69,8 +68,10 @@ class MailboxCommands:
         self._emit(wire.status_line(None, b"OK", "Predicted next UID",
                                     wire.response_code("UIDNEXT", state.uidnext)))
         self._emit_mailbox_id(state)       # RFC 8474 §4.2 (objectid.py)
+        self._emit(self._select_modseq())   # RFC 7162 §3.1.2.1 HIGHESTMODSEQ
         if self.rev2:   # RFC 9051 §6.3.2: a LIST response with the mailbox name
             self._emit(wire.untagged(b'LIST () "/" ' + wire.mailbox(folder.name, self.utf8)))
+        yield from self._qresync_select(sel, state)     # RFC 7162 §3.2.5.1
         code = "READ-ONLY" if folder.readonly else "READ-WRITE"
         return (OK, "%s completed" % head.name, wire.response_code(code))
 
@@ -158,6 +159,8 @@ class MailboxCommands:
         """RFC 9051 §6.3.11 (RFC 3501 §6.3.10: RECENT; RFC 8438: SIZE)."""
         name, items = A.status(head.rest, self.utf8)
         check_name(name)
+        if "HIGHESTMODSEQ" in items:
+            self._condstore_on()            # RFC 7162 §3.1: a CONDSTORE enabling command
         yield from self._status_of(name, items, quiet=False)
         return None
 

@@ -49,8 +49,10 @@ def ret_data(rng: Range, numbers: Sequence[int]) -> bytes:
 class PartialCommands:
     """The ESEARCH answer of a SEARCH with RETURN (PARTIAL ...) (RFC 9394 §3.1, §3.2)."""
 
-    def _partial_answer(self, head, returns, rng: Range, hits) -> None:
-        """``hits``: the matching UIDs ascending; ``returns`` the other options."""
+    def _partial_answer(self, head, returns, rng: Range, hits, modseq=None) -> None:
+        """``hits``: the matching UIDs ascending; ``returns`` the other options;
+        ``modseq``: the hits' highest MODSEQ for a search with a MODSEQ key
+        (RFC 7162 §3.1.10), or None."""
         view = self._view
         window = pick(hits, rng)
         others = tuple(r for r in returns if r not in ("PARTIAL", "SAVE"))
@@ -70,4 +72,5 @@ class PartialCommands:
             line = search_eval.esearch(head.tag, head.uid, numbers, others)[:-2]
         else:
             line = b"* ESEARCH (TAG " + wire.quoted(head.tag) + b")" + (b" UID" if head.uid else b"")
-        self._emit(line + b" " + ret_data(rng, shown) + b"\r\n")
+        tail = b" MODSEQ %d" % modseq if modseq is not None else b""
+        self._emit(line + b" " + ret_data(rng, shown) + tail + b"\r\n")

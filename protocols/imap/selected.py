@@ -1,7 +1,9 @@
 """IMAP selected state (RFC 9051 §6.4): CLOSE, UNSELECT (RFC 3691), EXPUNGE and
 UID EXPUNGE (RFC 4315 §2.1), SEARCH (with ESEARCH, RFC 4731, and SEARCHRES,
-RFC 5182), STORE, COPY and MOVE (RFC 6851) with COPYUID (RFC 4315 §3), a
-mixin of protocols/imap/session.py's ImapSession; FETCH is in fetching.py.
+RFC 5182; MODSEQ, RFC 7162 §3.1.5), STORE (UNCHANGEDSINCE and [MODIFIED],
+RFC 7162 §3.1.3), COPY and MOVE (RFC 6851) with COPYUID (RFC 4315 §3), a
+mixin of protocols/imap/session.py's ImapSession; FETCH is in fetching.py,
+the CONDSTORE / QRESYNC / UIDONLY state in condstore.py.
 
 Message numbers are this session's (view.py); each command works on UIDs and
 the backend's OpenFolder; what it changed comes back into the view, and the
@@ -17,6 +19,7 @@ import logging
 from protocols.imap import args as A
 from protocols.imap import search as S
 from protocols.imap import derived, search_columns, search_eval, wire
+from protocols.imap.condstore import has_modseq_key
 from protocols.imap.fetching import CACHE_BATCH, FetchCommands
 from protocols.imap.mailboxes import check_flags
 from protocols.imap.session_base import BAD, NO, OK, check_name
@@ -78,6 +81,9 @@ class SelectedCommands(FetchCommands):
             removed = yield from self._ask(self._folder.expunge, uids)
             view.expunged(removed)
             self.counts["expunged"] += len(removed)
+            code = yield from self._expunge_modseq(removed)     # RFC 7162 §3.2.7, §3.2.9
+            if code:
+                return (OK, "%s completed" % head.name, code)
         return None
 
     # -- SEARCH (RFC 9051 §6.4.4, RFC 4731, RFC 5182) ----------------------------------
@@ -91,6 +97,9 @@ class SelectedCommands(FetchCommands):
             charset = search_eval.check_charset(sa.charset)
         except search_eval.SearchCharsetError:
             return (NO, "Unsupported charset", wire.response_code("BADCHARSET", [b"US-ASCII", b"UTF-8"]))
+        self._check_search_numbers(sa.key)     # RFC 9586 §3.5
+        if has_modseq_key(sa.key):
+            self._condstore_on()            # RFC 7162 §3.1: a CONDSTORE enabling command
         view = self._view
         now = self.ctx.clock()
         # dates are compared on the server's calendar, as Dovecot does (search_eval.py)
@@ -108,10 +117,13 @@ class SelectedCommands(FetchCommands):
             rows = [(i + 1, uid, meta, uid in recent) for i, (uid, meta) in enumerate(zip(view.uids, view.metas))
                     if uid not in gone]    # RFC 2180 §4.3: expunged by another session, not reported
             hits = yield from self._search_each(sa.key, rows, ctx)
+        modseq = None
+        if hits and has_modseq_key(sa.key):     # RFC 7162 §3.1.5, §3.1.10: the hits' highest
+            modseq = max(view.meta(u).modseq for u in hits)
         if sa.partial is not None:      # RFC 9394 §3.1 (partial.py)
-            self._partial_answer(head, sa.returns, sa.partial, hits)
+            self._partial_answer(head, sa.returns, sa.partial, hits, modseq)
         else:
-            self._search_answer(head, sa.returns, hits)
+            self._search_answer(head, sa.returns, hits, modseq)
         return None
 
     def _load_dates(self, uids):
@@ -191,7 +203,7 @@ class SelectedCommands(FetchCommands):
         search_columns.note(self._folder.shared(search_columns.COLUMN), entries)
         return entries
 
-    def _search_answer(self, head, returns, hits) -> None:
+    def _search_answer(self, head, returns, hits, modseq=None) -> None:
         """SEARCH (rev1 without RETURN) or ESEARCH (RFC 4731 §3.1, RFC 9051
         §7.3.4); RETURN (SAVE) keeps the UIDs for ``$`` (RFC 5182 §2.1)."""
         numbers = hits if head.uid else [self._view.seq(u) for u in hits]
@@ -206,30 +218,37 @@ class SelectedCommands(FetchCommands):
             if not returns:
                 return      # RFC 5182 §2.1: SAVE alone sends no ESEARCH
         if returns is None and not self.rev2:
-            self._emit(search_eval.search_response(numbers))
+            self._emit(search_eval.search_response(numbers, modseq))
         else:
-            self._emit(search_eval.esearch(head.tag, head.uid, numbers, returns or ("ALL",)))
+            self._emit(search_eval.esearch(head.tag, head.uid, numbers, returns or ("ALL",), modseq))
 
     # -- STORE (RFC 9051 §6.4.6) ---------------------------------------------------------
 
     def _cmd_store(self, head):
         sa = A.store(head.rest)
-        if sa.unchanged_since is not None:
-            return (BAD, "CONDSTORE is not supported", None)
         check_flags(sa.flags)
         view = self._view
         uids = view.resolve(sa.sequence, head.uid, self._saved)
         if self._folder.readonly:
             return _READ_ONLY
+        if sa.unchanged_since is not None:
+            self._condstore_on()            # RFC 7162 §3.1: a CONDSTORE enabling command
         if not uids:
             return None
-        outcome = yield from self._ask(self._folder.store, uids, list(sa.flags), _STORE_MODES[sa.mode], None)
+        outcome = yield from self._ask(self._folder.store, uids, list(sa.flags), _STORE_MODES[sa.mode],
+                                       sa.unchanged_since)
         keywords = view.note_keywords(sa.flags)
-        # RFC 9051 §6.4.6: a FETCH (FLAGS) per message unless .SILENT, built in one pass
-        fetches = view.stored(outcome.changed, uids, head.uid, sa.silent)
+        # RFC 9051 §6.4.6: a FETCH (FLAGS) per message unless .SILENT, built in one pass;
+        # none for those that failed UNCHANGEDSINCE (RFC 7162 §3.1.3)
+        failed = set(outcome.modified)
+        done = [u for u in uids if u not in failed] if failed else uids
+        fetches = view.stored(outcome.changed, done, head.uid, sa.silent, sa.unchanged_since is not None)
         self._emit(keywords)
         self._emit(fetches)
         self.counts["stored"] += len(uids)
+        code = self._modified_code(outcome.modified, head.uid)
+        if code:
+            return (OK, "Conditional STORE failed for some messages", code)   # RFC 7162 §3.1.3
         return None
 
     # -- COPY / MOVE (RFC 9051 §6.4.7, RFC 6851, RFC 4315 §3) --------------------------------

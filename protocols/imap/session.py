@@ -14,11 +14,9 @@ mailbox names in UTF-8), BINARY (RFC 3516, fetch_data.py), SAVEDATE (RFC
 compress.py), UNAUTHENTICATE (RFC 8437), NOTIFY (RFC 5465, notify.py),
 MULTISEARCH (RFC 7377, multisearch.py), INPROGRESS (RFC 9585, inprogress.py),
 after a login OBJECTID (RFC 8474, objectid.py), PREVIEW (RFC 8970,
-preview.py), METADATA and METADATA-SERVER (RFC 5464, metadata.py).
-
-Left out (a later issue): CONDSTORE / QRESYNC (RFC 7162) are not
-advertised (MODSEQ is fetched when asked; CHANGEDSINCE, UNCHANGEDSINCE and
-SELECT's CONDSTORE / QRESYNC parameters are BAD).
+preview.py), METADATA and METADATA-SERVER (RFC 5464, metadata.py),
+CONDSTORE and QRESYNC (RFC 7162, condstore.py), UIDONLY (RFC 9586,
+condstore.py).
 
 Shape: the command reader (reader.py) cuts the input into commands and
 literal continuations; each command runs as a generator (``_run_command``)
@@ -49,6 +47,7 @@ from protocols.imap.catenate import CatenateCommands
 from protocols.imap.partial import PartialCommands
 from protocols.imap.replace import ReplaceCommands
 from protocols.imap.reader import Command, CommandReader, NeedContinuation
+from protocols.imap.condstore import CondstoreCommands
 from protocols.imap.selected import SelectedCommands
 from protocols.imap.session_auth import AuthCommands
 from protocols.imap.mailboxes import MailboxCommands
@@ -117,7 +116,7 @@ class Entry:
 class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, CatenateCommands,
                   ReplaceCommands, PartialCommands, AclCommands, NotifyCommands,
                   MultiSearchCommands, ProgressCommands, ObjectIdCommands,
-                  PreviewCommands, MetadataCommands, SessionCore):
+                  PreviewCommands, MetadataCommands, CondstoreCommands, SessionCore):
     """One IMAP connection: bytes in, bytes out (RFC 9051 §3)."""
 
     def __init__(self, ctx: SessionContext, config: ImapConfig, backend: ImapBackend):
@@ -248,6 +247,8 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
         if self.state not in entry.states:
             self._bad(head.tag, "%s not allowed in the %s state" % (head.name, self.state.value))
             return
+        if self._numbers_refused(head):
+            return      # RFC 9586 §3.2: BAD [UIDREQUIRED] after ENABLE UIDONLY (condstore.py)
         if self._faults is not None and self._faults.active and self._fault(entry, head):
             return      # an injected fault took the command (protocols/faults.py)
         self._start(self._run_command(entry, head))
@@ -338,6 +339,10 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
             elif cap == "UTF8=ACCEPT" and not self.utf8:
                 self.utf8 = True   # RFC 6855 §3: mailbox names in UTF-8 from now on
                 changed.append(b"UTF8=ACCEPT")
+            elif cap in ("CONDSTORE", "QRESYNC", "UIDONLY"):     # RFC 7162, RFC 9586 (condstore.py)
+                name = self._enable_sync(cap)
+                if name:
+                    changed.append(name)
         self._emit(wire.untagged(b" ".join([b"ENABLED"] + changed)))
         return None
 
@@ -359,7 +364,8 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
                  b"APPENDLIMIT=%d" % self.config.max_append, b"UTF8=ACCEPT",
                  # served by fetch_data.py (RFC 3516 BINARY), the session and
                  # search_eval.py (RFC 8514 SAVEDATE), search_eval.py (RFC 5032 WITHIN)
-                 b"BINARY", b"SAVEDATE", b"WITHIN"]
+                 b"BINARY", b"SAVEDATE", b"WITHIN",
+                 b"CONDSTORE", b"QRESYNC", b"UIDONLY"]       # RFC 7162, RFC 9586 (condstore.py)
         if self.state is not ImapState.NOT_AUTHENTICATED:
             caps += QUOTA_CAPABILITIES      # RFC 9208 §5 (protocols/imap/quota.py), after login as Dovecot
             caps += APPENDX_CAPABILITIES    # catenate.py, imapurl.py, replace.py, partial.py

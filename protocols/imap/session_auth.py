@@ -81,6 +81,7 @@ class AuthCommands:
         self._release()
         self._user = None
         self.rev2 = self.utf8 = False
+        self._reset_sync()          # CONDSTORE / QRESYNC (condstore.py)
         self.state = type(self.state).NOT_AUTHENTICATED
         self._reader.max_literal = self._preauth_literal
         self._preauth_base = self._commands

@@ -16,6 +16,17 @@ metadata last given by the backend, and what is still to be announced:
   lowering the count, RFC 9051 §5.2), RECENT for IMAP4rev1 (RFC 3501 §7.3.2),
   and FETCH (FLAGS) for flag changes made by others (RFC 9051 §5.2, §7.5.2).
 
+Once the client is CONDSTORE-aware (``condstore``, RFC 7162 §3.1), every
+unsolicited FETCH carries UID and MODSEQ (§3.1, §3.2.4), and flag changes
+wait while expunges are held back (§3.2: a MODSEQ sent before an older
+expunge would let a client resync past it); a command that answers while one
+is held (its own FETCH or STORE responses may carry newer MODSEQs) ends with
+``* OK [HIGHESTMODSEQ n]`` of the last point where the client had heard
+everything, below the held expunge's (RFC 7162 §3.2, the example of §6).  Once QRESYNC is enabled
+(``qresync``), expunges go out as one ``VANISHED`` of UIDs instead of
+EXPUNGEs (RFC 7162 §3.2.10.2); after ENABLE UIDONLY (``uidonly``) too, and
+every FETCH response is ``* uid UIDFETCH (...)`` (RFC 9586 §3.3, §3.6).
+
 The module is pure data: no backend call, no I/O.
 """
 
@@ -67,7 +78,12 @@ class FolderView:
         self.known = len(self.uids)          # EXISTS as the client knows it
         self.known_recent = len(self.recent)
         self.known_keywords = self.keywords
+        self.highestmodseq = state.highestmodseq
+        self.safe_modseq = state.highestmodseq   # everything up to it announced (RFC 7162 §3.2)
         self.fetch_uid = False               # add UID to unsolicited FETCH (a UID command runs)
+        self.condstore = False               # RFC 7162 §3.1: UID and MODSEQ in unsolicited FETCH
+        self.qresync = False                 # RFC 7162 §3.2.10.2: VANISHED instead of EXPUNGE
+        self.uidonly = False                 # RFC 9586 §3.3, §3.6: UIDFETCH and VANISHED, no numbers
 
     # -- numbers ----------------------------------------------------------
 
@@ -131,6 +147,7 @@ class FolderView:
         """Record one refresh result (see the module docstring)."""
         st = changes.state
         self.uidnext, self.keywords = st.uidnext, tuple(st.keywords)
+        self.highestmodseq = max(self.highestmodseq, st.highestmodseq)
         if changes.new or changes.changed:
             wanted = set(changes.new) | set(changes.changed)
             by_uid = {m.uid: m for m in st.messages if m.uid in wanted}
@@ -178,16 +195,22 @@ class FolderView:
         self.shown.pop(uid, None)
         self.flag_dirty.discard(uid)
 
-    def stored(self, changed: Iterable[MessageMeta], uids: Iterable[int], with_uid: bool, silent: bool) -> bytes:
+    def stored(self, changed: Iterable[MessageMeta], uids: Iterable[int], with_uid: bool, silent: bool,
+               conditional: bool = False) -> bytes:
         """Our own STORE on ``uids`` (ascending) changed ``changed``: their new
         metadata, and ``* n FETCH (FLAGS (...))`` for each of ``uids`` still
         here (RFC 9051 §6.4.6), none with .SILENT; ``update`` then
         ``flag_fetch`` (or ``mark_shown``) for each, built in one pass (a
-        STORE 1:* on 10,000 messages)."""
+        STORE 1:* on 10,000 messages).  CONDSTORE-aware: UID and MODSEQ in
+        each, and with .SILENT still one for each message changed, or for
+        each one an UNCHANGEDSINCE store (``conditional``) passed (RFC 7162
+        §3.1.3, §3.2.4)."""
         new = {m.uid: m for m in changed}
         out: List[bytes] = []
         rev1, uids_, metas = not self.rev2, self.uids, self.metas
         shown, dirty, gone, recent = self.shown, self.flag_dirty, self.gone, self.recent
+        condstore, uidonly = self.condstore, self.uidonly
+        with_uid = (with_uid or condstore) and not uidonly
         lo = 0
         for uid in uids:
             i = bisect.bisect_left(uids_, uid, lo)
@@ -203,13 +226,18 @@ class FolderView:
             if shown:
                 shown.pop(uid, None)
             dirty.discard(uid)
+            modseq = b" MODSEQ (%d)" % metas[i].modseq if condstore else b""
             if silent:
+                if modseq and (meta is not None or conditional):
+                    out.append(b"* %d UIDFETCH (%s)\r\n" % (uid, modseq[1:]) if uidonly
+                               else b"* %d FETCH (UID %d%s)\r\n" % (i + 1, uid, modseq))
                 continue
             flags = metas[i].flags
             if type(flags) is not frozenset:      # the contract's type; anything else made one
                 flags = frozenset(flags)
             flags = _flag_list(flags, rev1 and uid in recent)     # a few distinct sets: each rendered once
-            out.append(b"* %d FETCH (%sFLAGS %s)\r\n" % (i + 1, b"UID %d " % uid if with_uid else b"", flags))
+            out.append(b"* %d %s (%sFLAGS %s%s)\r\n" % (uid if uidonly else i + 1, b"UIDFETCH" if uidonly else b"FETCH",
+                                                         b"UID %d " % uid if with_uid else b"", flags, modseq))
         return b"".join(out)
 
     # -- what the client hears ------------------------------------------------
@@ -246,34 +274,52 @@ class FolderView:
         if not self.rev2 and len(self.recent) != self.known_recent:
             self.known_recent = len(self.recent)
             out.append(wire.untagged(b"%d RECENT" % self.known_recent))
+        if self.condstore and self.gone and not allow_expunge:
+            # RFC 7162 §3.2: no newer MODSEQ before a held expunge, and a HIGHESTMODSEQ below it
+            out.append(wire.status_line(None, b"OK", "Expunges pending",
+                                        wire.response_code("HIGHESTMODSEQ", self.safe_modseq)))
+            return b"".join(out)
         for uid in sorted(self.flag_dirty):
             if uid in self.gone or not self.has(uid):
                 continue
             if uid in self.shown and self.meta(uid).flags != self.shown[uid]:
                 out.append(self.flag_fetch(uid))
             self.mark_shown(uid)
+        if not self.gone:
+            self.safe_modseq = self.highestmodseq
         return b"".join(out)
 
     def flag_fetch(self, uid: int, with_uid: Optional[bool] = None) -> bytes:
-        """``* n FETCH (FLAGS (...))``, with UID while a UID command runs (RFC 9051 §6.4.9)."""
+        """``* n FETCH (FLAGS (...))``, with UID while a UID command runs (RFC 9051 §6.4.9);
+        CONDSTORE-aware: always with UID, and MODSEQ (RFC 7162 §3.1, §3.2.4)."""
         self.mark_shown(uid)
         items = b"FLAGS " + self.flags_of(uid)
-        if self.fetch_uid if with_uid is None else with_uid:
+        if self.condstore:
+            items += b" MODSEQ (%d)" % self.meta(uid).modseq
+        if self.uidonly:
+            return wire.untagged(b"%d UIDFETCH (%s)" % (uid, items))     # RFC 9586 §3.6
+        if self.condstore or (self.fetch_uid if with_uid is None else with_uid):
             items = b"UID %d " % uid + items
         return wire.untagged(b"%d FETCH (%s)" % (self.seq(uid), items))
 
     def _expunges(self) -> bytes:
         """RFC 9051 §7.5.1: one EXPUNGE each, highest number first so that
-        every number sent is still right when the client reads it."""
-        out = []
-        for uid in sorted(self.gone, reverse=True):   # UIDs ascend with numbers
-            out.append(wire.untagged(b"%d EXPUNGE" % self.seq(uid)))
+        every number sent is still right when the client reads it; after
+        ENABLE QRESYNC one ``VANISHED`` of their UIDs (RFC 7162 §3.2.10.2).
+        A message the client never heard of (no EXISTS yet) goes unannounced:
+        RFC 7162 §3.2.10.2 forbids naming it, and its number means nothing."""
+        told = [u for u in self.gone if self._index(u) < self.known]
+        if self.qresync or self.uidonly:
+            out = [wire.untagged(b"VANISHED " + wire.sequence_set(told))] if told else []
+        else:
+            out = [wire.untagged(b"%d EXPUNGE" % self.seq(uid)) for uid in sorted(told, reverse=True)]
+        for uid in self.gone:
             self.shown.pop(uid, None)
             self.recent.discard(uid)
         keep = [i for i, u in enumerate(self.uids) if u not in self.gone]
         self.uids = [self.uids[i] for i in keep]
         self.metas = [self.metas[i] for i in keep]
-        self.known -= len(self.gone)
+        self.known -= len(told)
         self.known_recent = min(self.known_recent, len(self.recent))
         self.flag_dirty -= self.gone
         self.gone = set()
