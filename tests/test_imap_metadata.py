@@ -109,6 +109,47 @@ S: e OK GETMETADATA completed
 """ % (many, "y" * 65537), make=real(self))
 
 
+class ListMetadata(unittest.TestCase):
+    """LIST-METADATA (RFC 9590): LIST ... RETURN (METADATA (entries)) answers a
+    METADATA line after each matching LIST line, NIL for an entry without a
+    value, none for a name listed only for its children."""
+
+    def session(self):
+        s, b = real(self)()
+        color = "/shared/vendor/cmu/cyrus-imapd/color"
+        out = feed(s, b'a SETMETADATA INBOX (%s "#b71c1c")\r\nb CREATE foo\r\nc CREATE bar/baz\r\n'
+                      b"d SUBSCRIBE INBOX\r\ne SUBSCRIBE bar/baz\r\nf DELETE bar\r\n" % color.encode())
+        self.assertEqual(out.count(b" OK "), 6, out)            # bar deleted: \\Noselect, its child stays
+        return s, color
+
+    def test_rfc9590_4_first_example(self):
+        s, color = self.session()
+        out = feed(s, b"g LIST \"\" %% RETURN (METADATA (%s))\r\n" % color.encode()).decode()
+        lines = out.split("\r\n")
+        inbox = next(i for i, l in enumerate(lines) if l.startswith("* LIST") and l.endswith(" INBOX"))
+        self.assertEqual(lines[inbox + 1], '* METADATA INBOX (%s "#b71c1c")' % color)
+        foo = next(i for i, l in enumerate(lines) if l.startswith("* LIST") and l.endswith(" foo"))
+        self.assertEqual(lines[foo + 1], "* METADATA foo (%s NIL)" % color)
+        self.assertIn("g OK", out)
+        self.assertIn("LIST-METADATA", feed(s, b"h CAPABILITY\r\n").decode())
+
+    def test_rfc9590_4_second_example_no_metadata_for_a_name_listed_for_its_children(self):
+        s, color = self.session()
+        out = feed(s, b'g LIST (SUBSCRIBED RECURSIVEMATCH) "" %% RETURN (METADATA (%s))\r\n' % color.encode())
+        out = out.decode()
+        self.assertIn('* METADATA INBOX (%s "#b71c1c")' % color, out)
+        self.assertIn('"/" bar ("CHILDINFO" ("SUBSCRIBED"))\r\n', out)      # RFC 5258 §4 CHILDINFO, then RFC 5464 again
+        self.assertNotIn("METADATA bar", out)
+        self.assertNotIn("METADATA foo", out)
+
+    def test_bad_return_options(self):
+        s, _color = self.session()
+        for line in (b'g LIST "" % RETURN (METADATA ())', b'g LIST "" % RETURN (METADATA (nope))',
+                     b'g LIST "" % RETURN (METADATA)'):
+            with self.subTest(line=line):
+                self.assertTrue(feed(s, line + b"\r\n").startswith(b"g BAD "))
+
+
 class Behaviour(unittest.TestCase):
     def session(self):
         return real(self)()

@@ -162,6 +162,7 @@ class ListArgs:
     returns: Tuple[str, ...] = ()
     status: Tuple[str, ...] = ()
     extended: bool = False
+    metadata: Tuple[str, ...] = ()      # RFC 9590 §3: RETURN (METADATA (entry ...))
 
 
 def _pattern(utf8: bool):
@@ -202,10 +203,14 @@ def list_args(buf: g.Buf, utf8: bool = False) -> ListArgs:
         patterns = [pattern]
     returns: List[str] = []
     status_items_: Tuple[str, ...] = ()
+    entries: Tuple[str, ...] = ()
     if g.peek(rest, b" RETURN "):
         opts, rest = g.paren_list(rest[8:], _list_return)
         for opt in opts:
-            if isinstance(opt, tuple):
+            if isinstance(opt, list):           # RFC 9590 §5: METADATA's entries
+                entries = tuple(opt)
+                returns.append("METADATA")
+            elif isinstance(opt, tuple):
                 status_items_ = opt
                 returns.append("STATUS")
             else:
@@ -215,13 +220,16 @@ def list_args(buf: g.Buf, utf8: bool = False) -> ListArgs:
     if "RECURSIVEMATCH" in select and len(select) == 1:
         raise g.ImapParseError("RECURSIVEMATCH alone is not allowed (RFC 5258 §3.1)")
     return ListArgs(_decode_name(raw_ref, utf8), tuple(patterns), tuple(select),
-                    tuple(returns), status_items_, extended)
+                    tuple(returns), status_items_, extended, entries)
 
 
 def _list_return(buf: memoryview):
     opt, rest = _upper_atom(buf)
     if opt == "STATUS":
         return status_items(g.sp(rest))
+    if opt == "METADATA":       # RFC 9590 §5: return-option =/ "METADATA" SP "(" entry *(SP entry) ")"
+        from protocols.imap.metadata import list_entries    # metadata.py's grammar (no import cycle)
+        return list_entries(g.sp(rest))
     if opt not in LIST_RETURN:
         raise g.ImapParseError("unknown LIST return option %r" % opt[:30])
     return opt, rest

@@ -133,6 +133,8 @@ class MailboxCommands:
             self._emit(line)
             if "STATUS" in la.returns and entry is not None:
                 yield from self._status_of(entry.name, la.status, quiet=True)
+            if la.metadata and entry is not None:
+                yield from self._list_metadata(entry.name, la.metadata)     # RFC 9590 §3 (metadata.py)
         return None
 
     def _cmd_lsub(self, head):

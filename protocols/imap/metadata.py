@@ -34,7 +34,8 @@ from protocols.imap import grammar as g
 from protocols.imap import wire
 from protocols.imap.session_base import NO, OK, Refusal, check_name
 
-METADATA_CAPABILITIES = [b"METADATA", b"METADATA-SERVER"]     # RFC 5464 §1, §5
+# LIST-METADATA: RFC 9590 §3; METADATA, METADATA-SERVER: RFC 5464 §1, §5
+METADATA_CAPABILITIES = [b"METADATA", b"METADATA-SERVER", b"LIST-METADATA"]
 # Ours: an entry name's octets (names are paths like "/private/vendor/x/y";
 # the RFC sets no bound, Cyrus and Dovecot use a few hundred at most).
 MAX_ENTRY_NAME = 1024
@@ -68,6 +69,13 @@ def entry_name(raw: bytes, setting: bool) -> str:
 def _entry(buf: memoryview, setting: bool = False) -> Tuple[str, memoryview]:
     raw, rest = g.astring(buf)
     return entry_name(bytes(raw), setting), rest
+
+
+def list_entries(buf: memoryview) -> Tuple[List[str], memoryview]:
+    """LIST's ``METADATA (entry *(SP entry))`` (RFC 9590 §5): the entries, a list
+    (each an entry of RFC 5464 §3.2)."""
+    entries, rest = g.paren_list(buf, _entry, allow_empty=False)
+    return list(entries), rest
 
 
 def _option(buf: memoryview) -> Tuple[Tuple[str, Optional[int]], memoryview]:
@@ -192,6 +200,19 @@ def _not_shared(name: str) -> None:
 
 class MetadataCommands:
     """GETMETADATA and SETMETADATA (see the module docstring)."""
+
+    def _list_metadata(self, name: str, entries: Sequence[str]):
+        """RFC 9590 §3: after a LIST line, ``* METADATA name (entry value ...)``
+        with NIL for an entry without a value (its §4 example).  Dropped, as §3
+        allows, where the annotations cannot be looked up: no METADATA for the
+        account, another user's folder (DEVIATION above), a folder gone.  The
+        line is RFC 5464 §4.4.1's."""
+        if getattr(self._account, "metadata", None) is None or name.startswith(SHARED_PREFIX):
+            return
+        found = yield lambda done: self._account.metadata(name, entries, 0, done)
+        if isinstance(found, BaseException):
+            return
+        self._emit(metadata_response(name, [(e, found.get(e)) for e in entries], self.utf8))
 
     def _metadata_account(self):
         if getattr(self._account, "metadata", None) is None:
