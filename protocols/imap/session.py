@@ -48,6 +48,7 @@ from protocols.imap.session_auth import AuthCommands
 from protocols.imap.mailboxes import MailboxCommands
 from protocols.imap.quota import QUOTA_CAPABILITIES, QuotaCommands
 from protocols.imap.session_base import BAD, OK, Refusal, Reply, SessionCore
+from protocols.imap.sorting import SORT_CAPABILITIES, SortCommands
 from protocols.imap.view import BadSequence
 
 log = logging.getLogger("mailsrv.imap")
@@ -101,7 +102,8 @@ class Entry:
     expunge: bool = True
 
 
-class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, SessionCore):
+class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, SortCommands,
+                  SessionCore):
     """One IMAP connection: bytes in, bytes out (RFC 9051 §3)."""
 
     def __init__(self, ctx: SessionContext, config: ImapConfig, backend: ImapBackend):
@@ -337,6 +339,7 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
                  b"BINARY", b"SAVEDATE", b"WITHIN"]
         if self.state is not ImapState.NOT_AUTHENTICATED:
             caps += QUOTA_CAPABILITIES      # RFC 9208 §5 (protocols/imap/quota.py), after login as Dovecot
+        caps += SORT_CAPABILITIES           # RFC 5256, RFC 5957, RFC 5267 §3.1 (protocols/imap/sorting.py)
         return b" ".join(caps)
 
 
@@ -386,7 +389,10 @@ COMMANDS: Dict[str, Entry] = {
     "GETQUOTA": Entry(S._cmd_getquota, LOGGED_IN),        # RFC 9208 §4.1.1
     "GETQUOTAROOT": Entry(S._cmd_getquotaroot, LOGGED_IN),  # RFC 9208 §4.1.2
     "SETQUOTA": Entry(S._cmd_setquota, LOGGED_IN),        # RFC 9208 §4.1.3
+    "SORT": Entry(S._cmd_sort, SELECTED, False),          # RFC 5256 §3, RFC 5267 §3.1
+    "THREAD": Entry(S._cmd_thread, SELECTED, False),      # RFC 5256 §3
 }
 # RFC 9051 §6.4.9, RFC 4315 §2.1 (UID EXPUNGE), RFC 6851 §3.2 (UID MOVE).
-UID_COMMANDS = frozenset(["FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE"])
+UID_COMMANDS = frozenset(["FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE",
+                          "SORT", "THREAD"])   # RFC 5256 §3: UID SORT, UID THREAD
 del S

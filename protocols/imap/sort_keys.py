@@ -1,0 +1,237 @@
+"""What SORT (RFC 5256 §3, RFC 5957) and THREAD (RFC 5256 §3) read of a
+message, computed once from its header block and kept in the folder's cache
+(contracts.OpenFolder.derived, kind ``KIND``), pure functions.
+
+``compute_sort`` is a ``compute`` with ``header_end`` (fetch_cache.py): the
+backend reads only the header block of a message the cache lacks, on its
+worker, and keeps the entry on disk, so a SORT after a restart reads no
+message file.  The entry's one item (``ITEM``) is a JSON list, ``Keys``'s
+fields in order:
+
+- ``date``: the sent date (RFC 5256 §2.2) as seconds since the epoch in
+  UTC, or None when there is no Date field or it cannot be read (the
+  session then uses INTERNALDATE, as §2.2 says);
+- ``subject``: the i;unicode-casemap key (collation.py, RFC 5256 §7) of the
+  base subject (§2.1, ``base_subject``); ``reply``: whether the extraction
+  removed a reply/forward marker (§4 REFERENCES);
+- ``from_``, ``to``, ``cc``: the casemap key of the addr-mailbox of the
+  field's first address (§3: FROM, TO, CC; "" when absent);
+- ``display_from``, ``display_to``: RFC 5957 §3's DISPLAYFROM / DISPLAYTO
+  keys: the first address's display name, RFC 2047-decoded, when it has a
+  non-empty one, else its addr-spec (mailbox@host);
+- ``message_id``: the normalized Message ID (§4 REFERENCES, ``msg_ids``) or
+  None; ``refs``: the normalized references (References, else the first
+  valid Message ID of In-Reply-To).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+from protocols.imap import fetch_cache
+from protocols.imap.collation import casemap
+from protocols.imap.envelope import address_list
+from protocols.imap.search_text import decode_words, value_text
+from protocols.message import field_value, parse_header
+
+# The cache entries' kind (contracts.OpenFolder.derived): a change to what is
+# kept or how takes a new version.
+KIND = "imap-sort-v1"
+ITEM = "SORT"
+# Ours: references kept per message.  RFC 5322 §3.6.4 sets no limit; real
+# References fields hold tens; 200 keeps a thread of any real length linked
+# (its first and last IDs are what matter, RFC 5322 §3.6.4) and bounds the
+# threading work a crafted header can cause.
+MAX_REFS = 200
+# Ours: the longest base subject and address key kept (octets of text; a
+# longer one is cut: only its order among equals of that length changes).
+MAX_TEXT = 1000
+
+
+class Keys(NamedTuple):
+    date: Optional[int]
+    subject: str
+    reply: bool
+    from_: str
+    to: str
+    cc: str
+    display_from: str
+    display_to: str
+    message_id: Optional[str]
+    refs: Tuple[str, ...]
+
+
+# -- RFC 5256 §2.1 base subject ------------------------------------------------------
+
+_WS = re.compile(r"[ \t\r\n]+")
+# subj-trailer = "(fwd)" / WSP (§5; ABNF strings are case-insensitive)
+_TRAILER = re.compile(r"(?:\(fwd\)| )\Z", re.I)
+# subj-blob = "[" *BLOBCHAR "]" *WSP
+_BLOB = r"\[[^\[\]]*\] *"
+# subj-leader = (*subj-blob subj-refwd) / WSP;
+# subj-refwd = ("re" / ("fw" ["d"])) *WSP [subj-blob] ":"
+_LEADER = re.compile(r"(?:%s)*(?:re|fwd?) *(?:%s)?:| " % (_BLOB, _BLOB), re.I)
+_BLOB_PREFIX = re.compile(_BLOB)
+
+
+def base_subject(text: str) -> Tuple[str, bool]:
+    """(base subject, whether it is a reply or forward) of a decoded Subject
+    (RFC 5256 §2.1 steps 1-7; §4 REFERENCES: a subj-refwd, a "(fwd)"
+    trailer or the subj-fwd-hdr / subj-fwd-trl removed)."""
+    text = _WS.sub(" ", text)                                   # (1)
+    reply = False
+    while True:
+        while True:                                             # (2)
+            m = _TRAILER.search(text)
+            if m is None:
+                break
+            reply = reply or m.group() != " "
+            text = text[:m.start()]
+        while True:                                             # (5): (3) and (4) until none
+            m = _LEADER.match(text)                             # (3)
+            if m is not None:
+                reply = reply or m.group() != " "
+                text = text[m.end():]
+                continue
+            m = _BLOB_PREFIX.match(text)                        # (4)
+            if m is not None and m.end() < len(text):           # a non-empty subj-base remains
+                text = text[m.end():]
+                continue
+            break
+        if text[:5].lower() == "[fwd:" and text.endswith("]"):  # (6)
+            text = text[5:-1]
+            reply = True
+            continue
+        return text, reply                                      # (7)
+
+
+# -- RFC 5256 §2.2 sent date ----------------------------------------------------------
+
+def sent_date(value: Optional[bytes]) -> Optional[int]:
+    """The Date field's value as UTC seconds (RFC 5256 §2.2): an invalid
+    zone counts as UTC (parsedate_tz answers None for it); None when the
+    field is missing or unreadable (INTERNALDATE is then used, §2.2)."""
+    if value is None:
+        return None
+    try:
+        parsed = email.utils.parsedate_tz(value.decode("ascii", "replace"))
+        if parsed is None:
+            return None
+        if parsed[9] is None:
+            parsed = parsed[:9] + (0,)
+        return int(email.utils.mktime_tz(parsed))
+    except (ValueError, OverflowError, TypeError, IndexError):
+        return None
+
+
+# -- addresses: RFC 5256 §3, RFC 5957 §3 ----------------------------------------------
+
+def _text(raw: Optional[bytes]) -> str:
+    return "" if raw is None else raw.decode("utf-8", "replace")
+
+
+def first_address(value: Optional[bytes]) -> Optional[tuple]:
+    """The first mailbox of an address field (group markers skipped, as the
+    addresses inside a group are the group's members)."""
+    for addr in address_list(value):
+        if addr[3] is not None:
+            return addr
+    return None
+
+
+def address_keys(value: Optional[bytes]) -> Tuple[str, str]:
+    """(addr-mailbox, display key) of the field's first address (RFC 5256
+    §3; RFC 5957 §3: the display-name decoded per RFC 2047 when non-empty,
+    else the addr-spec), both as casemap keys; ("", "") without one."""
+    addr = first_address(value)
+    if addr is None:
+        return "", ""
+    mailbox = _text(addr[2])
+    display = decode_words(_text(addr[0])).strip() if addr[0] else ""
+    if not display:
+        display = "%s@%s" % (mailbox, _text(addr[3]))
+    return casemap(mailbox[:MAX_TEXT]), casemap(display[:MAX_TEXT])
+
+
+# -- RFC 5256 §4 Message IDs ----------------------------------------------------------
+
+_MSG_ID = re.compile(rb"<([^<>]*)>")
+_CFWS = re.compile(rb'[ \t\r\n]+|\\(?=.)|"')
+
+
+def msg_ids(value: Optional[bytes]) -> List[str]:
+    """The valid Message IDs of a field, normalized (RFC 5256 §4: quoting
+    removed, so <"a"@b> is <a@b>; a valid one has a non-empty local part
+    and domain, RFC 5322 §3.6.4); case kept (§4: comparisons are
+    case-sensitive)."""
+    if not value:
+        return []
+    out = []
+    for m in _MSG_ID.finditer(value):
+        inner = _CFWS.sub(b"", m.group(1))
+        local, at, domain = inner.rpartition(b"@")
+        if at and local and domain:
+            out.append(inner.decode("utf-8", "replace"))
+    return out
+
+
+# -- the entry ------------------------------------------------------------------------
+
+_FIELDS = frozenset((b"date", b"subject", b"from", b"to", b"cc", b"message-id", b"references",
+                     b"in-reply-to"))
+
+
+def keys_of(header: bytes) -> Keys:
+    """``Keys`` of a header block (or a whole message) in CRLF form."""
+    firsts: Dict[bytes, bytes] = {}
+    for name, raw in parse_header(header).fields:
+        if name in _FIELDS and name not in firsts:
+            firsts[name] = raw
+    get = firsts.get
+
+    def value(name: bytes) -> Optional[bytes]:
+        raw = get(name)
+        return None if raw is None else field_value(raw)
+
+    subject, reply = base_subject(value_text(get(b"subject")) if get(b"subject") else "")
+    from_, display_from = address_keys(value(b"from"))
+    to, display_to = address_keys(value(b"to"))
+    cc, _ = address_keys(value(b"cc"))
+    ids = msg_ids(value(b"message-id"))
+    refs = msg_ids(value(b"references"))
+    if not refs:
+        refs = msg_ids(value(b"in-reply-to"))[:1]
+    return Keys(sent_date(value(b"date")), casemap(subject[:MAX_TEXT]), reply, from_, to, cc,
+                display_from, display_to, ids[0] if ids else None, _bounded(refs))
+
+
+def _bounded(refs: List[str]) -> Tuple[str, ...]:
+    """At most MAX_REFS references: the first (the thread's start) and the
+    last ones (the parent and its ancestors, RFC 5322 §3.6.4)."""
+    if len(refs) > MAX_REFS:
+        refs = refs[:1] + refs[1 - MAX_REFS:]
+    return tuple(refs)
+
+
+def compute_sort(data: bytes) -> Dict[str, bytes]:
+    """The cache entry (see the module docstring); ``data`` is the header
+    block or the whole message, CRLF form."""
+    return {ITEM: json.dumps(list(keys_of(data))).encode("ascii")}
+
+
+compute_sort.header_end = fetch_cache.header_end    # type: ignore[attr-defined]
+
+_JSON = json.JSONDecoder()
+
+
+def decode(entry: Optional[Dict[str, bytes]]) -> Optional[Keys]:
+    """``Keys`` from a cache entry ``compute_sort`` made; None for anything else."""
+    try:
+        raw = _JSON.decode(entry[ITEM].decode("ascii"))
+        keys = Keys(*raw)
+        return keys._replace(refs=tuple(keys.refs))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None

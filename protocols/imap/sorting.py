@@ -1,0 +1,190 @@
+"""SORT and UID SORT (RFC 5256 §3 BASE.6.4.SORT, RFC 5957 SORT=DISPLAY,
+RFC 5267 §3.1 ESORT's MIN / MAX / COUNT / ALL), THREAD and UID THREAD
+(RFC 5256 §3 BASE.6.4.THREAD: ORDEREDSUBJECT, REFERENCES; Dovecot's REFS), a
+mixin of protocols/imap/session.py's ImapSession.
+
+Each command searches as SEARCH does (selected.py: the same columns and
+caches), then reads each matched message's sort keys (sort_keys.py) from the
+folder's shared column ``COLUMN`` (contracts.OpenFolder.shared: by UID, for
+every session with the folder open), which the folder's disk cache fills for
+the messages it lacks (``OpenFolder.derived``, kind sort_keys.KIND: the
+header block read once, on the worker, and kept across restarts).  A second
+SORT over the folder reads nothing.  Strings compare by i;unicode-casemap
+(collation.py; RFC 5256 §7).  Untagged EXPUNGE is held during SORT and
+THREAD, allowed during UID SORT and UID THREAD (RFC 5256 §3).
+
+Left out: CONTEXT=SORT's UPDATE / CANCELUPDATE and PARTIAL (RFC 5267 §4).
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import List, Sequence, Tuple
+
+from protocols.imap import search_columns, search_eval, sort_args, sort_keys, thread, wire
+from protocols.imap.fetching import CACHE_BATCH
+from protocols.imap.selected import _uses_dates
+from protocols.imap.session_base import NO, Refusal
+
+# The shared per-folder dict (OpenFolder.shared): UID -> sort_keys.Keys.
+COLUMN = "imap-sort-keys-v1"
+# RFC 5256 §3, RFC 5957 §4, ours REFS (sort_args.py): announced together.
+SORT_CAPABILITIES = [b"SORT", b"SORT=DISPLAY", b"ESORT", b"THREAD=ORDEREDSUBJECT",
+                     b"THREAD=REFERENCES", b"THREAD=REFS"]
+# sort-key -> the Keys field it reads (the others read the message's metadata).
+_KEY_FIELDS = {"CC": "cc", "FROM": "from_", "SUBJECT": "subject", "TO": "to",
+               "DISPLAYFROM": "display_from", "DISPLAYTO": "display_to"}
+
+
+class SortCommands:
+    """SORT and THREAD (see the module docstring)."""
+
+    def _cmd_sort(self, head):
+        """RFC 5256 §3 BASE.6.4.SORT; RFC 5267 §3.1 RETURN (ESORT)."""
+        sa = sort_args.sort_args(head.rest)
+        hits = yield from self._sort_search(sa.charset, sa.key)
+        if hits is None:
+            return _BADCHARSET
+        rows = yield from self._sort_rows(hits, any(k in ("DATE", "ARRIVAL") for k, _ in sa.criteria),
+                                          all_dates=any(k == "ARRIVAL" for k, _ in sa.criteria))
+        ordered = sort_rows(rows, sa.criteria)
+        numbers = [uid if head.uid else pos + 1 for uid, pos, _keys, _meta in ordered]
+        if sa.returns is None:
+            self._emit(b"".join([b"* SORT"] + [b" %d" % n for n in numbers]) + b"\r\n")
+        else:
+            self._emit(esort(head.tag, head.uid, numbers, sa.returns))
+        return None
+
+    def _cmd_thread(self, head):
+        """RFC 5256 §3 BASE.6.4.THREAD."""
+        ta = sort_args.thread_args(head.rest)
+        hits = yield from self._sort_search(ta.charset, ta.key)
+        if hits is None:
+            return _BADCHARSET
+        rows = yield from self._sort_rows(hits, True)
+        msgs = [thread.Msg(uid if head.uid else pos + 1, pos, _date(keys, meta), keys.subject, keys.reply,
+                           keys.message_id, keys.refs) for uid, pos, keys, meta in rows]
+        self._emit(thread.render(thread.ALGORITHMS[ta.algorithm](msgs)))
+        return None
+
+    def _sort_search(self, charset, key):
+        """The UIDs matching the search criteria, ascending, as SEARCH finds
+        them (selected.py); None when the charset is not supported (RFC 5256
+        §3: US-ASCII and UTF-8 MUST be)."""
+        try:
+            charset = search_eval.check_charset(charset)
+        except search_eval.SearchCharsetError:
+            return None
+        view = self._view
+        now = self.ctx.clock()
+        local = datetime.datetime.fromtimestamp(now).astimezone().tzinfo
+        ctx = search_eval.SearchContext(
+            largest_seq=len(view), largest_uid=view.uids[-1] if view.uids else 0,
+            saved=tuple(self._saved), now=now, charset=charset, tz=local)
+        if _uses_dates(key):
+            yield from self._load_dates([u for u in view.uids if u not in view.gone])
+        if search_columns.usable(key):
+            return (yield from self._search_columns(key, ctx))
+        gone, recent = view.gone, view.recent
+        rows = [(i + 1, uid, meta, uid in recent) for i, (uid, meta) in enumerate(zip(view.uids, view.metas))
+                if uid not in gone]
+        return (yield from self._search_each(key, rows, ctx))
+
+    def _sort_rows(self, uids: Sequence[int], dates: bool, all_dates: bool = False):
+        """[(uid, position, Keys, MessageMeta)] of ``uids`` in mailbox order,
+        the keys from the shared column, the cache filling what it lacks; a
+        message gone meanwhile is left out (RFC 2180 §4.1).  ``dates``: the
+        INTERNALDATE of those without a sent date (RFC 5256 §2.2) made
+        readable, of all with ``all_dates`` (ARRIVAL)."""
+        column = self._folder.shared(COLUMN)
+        missing = [uid for uid in uids if uid not in column]
+        for start in range(0, len(missing), CACHE_BATCH):
+            entries = yield from self._sort_entries(missing[start:start + CACHE_BATCH])
+            for uid, entry in entries.items():
+                keys = sort_keys.decode(entry)
+                if keys is not None:
+                    column[uid] = keys
+        view = self._view
+        search_columns.prune(column, view.uids)
+        rows = []
+        for uid in uids:
+            keys, pos = column.get(uid), view.position(uid)
+            if keys is not None and pos is not None:
+                rows.append((uid, pos, keys, view.metas[pos]))
+        if dates:
+            need = [r[0] for r in rows if all_dates or r[2].date is None]
+            yield from self._load_dates(need)
+            if need:   # the metas now carry the dates (contracts.OpenFolder.load_dates)
+                rows = [(uid, pos, keys, view.metas[pos]) for uid, pos, keys, _m in rows]
+        return rows
+
+    def _sort_entries(self, uids: List[int]):
+        """``OpenFolder.derived`` of sort_keys.compute_sort: {uid: entry}."""
+        result = yield lambda done: self._folder.derived(uids, sort_keys.KIND, sort_keys.compute_sort, done)
+        if isinstance(result, BaseException):
+            raise Refusal(NO, "Cannot read messages, try again", "UNAVAILABLE")
+        return result
+
+
+_BADCHARSET = (NO, "Unsupported charset", wire.response_code("BADCHARSET", [b"US-ASCII", b"UTF-8"]))
+
+
+def _date(keys: sort_keys.Keys, meta) -> float:
+    """The sent date, INTERNALDATE without one (RFC 5256 §2.2)."""
+    return keys.date if keys.date is not None else meta.internal_date
+
+
+def _sort_key(name: str):
+    """The function giving a row's value for one sort-key (RFC 5256 §3)."""
+    if name == "ARRIVAL":
+        return lambda row: row[3].internal_date
+    if name == "DATE":
+        return lambda row: _date(row[2], row[3])
+    if name == "SIZE":
+        return lambda row: row[3].size
+    index = sort_keys.Keys._fields.index(_KEY_FIELDS[name])
+    return lambda row: row[2][index]
+
+
+def sort_rows(rows: List[tuple], criteria: Sequence[Tuple[str, bool]]) -> List[tuple]:
+    """``rows`` (in mailbox order) sorted by the criteria in priority order
+    (RFC 5256 §3): one stable sort per criterion from the last to the first,
+    so equal rows keep the mailbox order, the implicit last criterion;
+    REVERSE reverses its criterion alone (a stable sort with ``reverse``
+    keeps equal rows in their order)."""
+    out = list(rows)
+    for name, reverse in reversed(criteria):
+        out.sort(key=_sort_key(name), reverse=reverse)
+    return out
+
+
+def _ordered_set(numbers: Sequence[int]) -> bytes:
+    """A sequence-set of ``numbers`` in their order, runs of consecutive
+    ascending numbers as ranges (RFC 5267 §3.2: never a descending range)."""
+    parts = []
+    i = 0
+    while i < len(numbers):
+        j = i
+        while j + 1 < len(numbers) and numbers[j + 1] == numbers[j] + 1:
+            j += 1
+        parts.append(b"%d" % numbers[i] if i == j else b"%d:%d" % (numbers[i], numbers[j]))
+        i = j + 1
+    return b",".join(parts)
+
+
+def esort(tag: bytes, uid: bool, numbers: Sequence[int], returns: Sequence[str]) -> bytes:
+    """The ESEARCH response of an extended SORT (RFC 5267 §3.1): MIN and MAX
+    are the first and last in the sort order, ALL the numbers in that order."""
+    out = [b"* ESEARCH (TAG " + wire.quoted(tag) + b")"]
+    if uid:
+        out.append(b"UID")
+    if numbers and "MIN" in returns:
+        out.append(b"MIN %d" % numbers[0])
+    if numbers and "MAX" in returns:
+        out.append(b"MAX %d" % numbers[-1])
+    if "COUNT" in returns:
+        out.append(b"COUNT %d" % len(numbers))
+    if numbers and "ALL" in returns:
+        out.append(b"ALL " + _ordered_set(numbers))
+    return b" ".join(out) + b"\r\n"
+
