@@ -11,7 +11,8 @@ CREATE-SPECIAL-USE (RFC 6154), ESEARCH (RFC 4731), SEARCHRES (RFC 5182),
 STATUS=SIZE (RFC 8438), APPENDLIMIT (RFC 7889), UTF8=ACCEPT (RFC 6855 §3:
 mailbox names in UTF-8), BINARY (RFC 3516, fetch_data.py), SAVEDATE (RFC
 8514), WITHIN (RFC 5032, search_eval.py), COMPRESS=DEFLATE (RFC 4978,
-compress.py), UNAUTHENTICATE (RFC 8437).
+compress.py), UNAUTHENTICATE (RFC 8437), SORT / THREAD (RFC 5256), SORT=DISPLAY
+(RFC 5957) and ESORT (RFC 5267 §3.1) in sorting.py.
 
 Left out (a later issue): CONDSTORE / QRESYNC (RFC 7162) are not
 advertised (MODSEQ is fetched when asked; CHANGEDSINCE, UNCHANGEDSINCE and
@@ -339,7 +340,7 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
                  b"BINARY", b"SAVEDATE", b"WITHIN"]
         if self.state is not ImapState.NOT_AUTHENTICATED:
             caps += QUOTA_CAPABILITIES      # RFC 9208 §5 (protocols/imap/quota.py), after login as Dovecot
-        caps += SORT_CAPABILITIES           # RFC 5256, RFC 5957, RFC 5267 §3.1 (protocols/imap/sorting.py)
+            caps += SORT_CAPABILITIES       # RFC 5256, RFC 5957, RFC 5267 §3.1 (protocols/imap/sorting.py)
         return b" ".join(caps)
 
 

@@ -86,8 +86,8 @@ def _link(parent: Node, child: Node) -> bool:
     """Make ``child`` (without a parent) a child of ``parent`` unless that
     would make a loop (§3 REFERENCES 1.A: "before making message A the
     parent of B, make sure that A is not a descendent of B")."""
-    if _is_ancestor(child, parent):
-        return False
+    if (child.kids or child is parent) and _is_ancestor(child, parent):
+        return False                        # (a node without children is no one's ancestor)
     child.parent = parent
     parent.kids.append(child)
     return True
