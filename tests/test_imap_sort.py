@@ -358,6 +358,21 @@ S: a OK THREAD completed
 """, make=selected(mails))
 
 
+class KeptAnswerTest(unittest.TestCase):
+    def test_a_kept_answer_follows_the_mailbox(self):
+        """The folder's kept answers (sorting.RESULTS) are given again only
+        for the same matches in the same mailbox."""
+        s, b = selected(FIVE)()
+        self.assertIn(b"* SORT 4 3 5 2 1\r\n", feed(s, b"a SORT (DATE) UTF-8 ALL\r\n"))
+        self.assertIn(b"* THREAD (4)(3)(5)(2)(1)\r\n", feed(s, b"b THREAD REFS UTF-8 ALL\r\n"))
+        b.deliver("fred", message("new", "1 Jan 1990 00:00:00 +0000"))
+        self.assertIn(b"* 6 EXISTS", feed(s, b"n NOOP\r\n"))
+        self.assertIn(b"* SORT 6 4 3 5 2 1\r\n", feed(s, b"c SORT (DATE) UTF-8 ALL\r\n"))
+        self.assertIn(b"* THREAD (6)(4)(3)(5)(2)(1)\r\n", feed(s, b"d THREAD REFS UTF-8 ALL\r\n"))
+        self.assertIn(b"* SORT 4 3 5 2\r\n", feed(s, b"e SORT (DATE) UTF-8 1:5 NOT 1\r\n"))
+        self.assertIn(b"* SORT 6 5 4 3 2\r\n", feed(s, b"f UID SORT (REVERSE DATE) UTF-8 1:5 NOT 1\r\n"))
+
+
 class ExpungeDuringSortTest(unittest.TestCase):
     def test_expunge_is_held_for_sort_and_sent_for_uid_sort(self):
         """RFC 5256 §3: no untagged EXPUNGE during SORT / THREAD, allowed during UID SORT."""

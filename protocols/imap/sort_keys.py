@@ -26,6 +26,7 @@ fields in order:
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import json
 import re
@@ -110,12 +111,33 @@ def base_subject(text: str) -> Tuple[str, bool]:
 
 # -- RFC 5256 §2.2 sent date ----------------------------------------------------------
 
+# RFC 5322 §3.3 date-time in its usual form (day-of-week optional, seconds
+# optional, a numeric zone): read by one match; anything else goes to the
+# lenient parser of the email package (obsolete zones, two-digit years...).
+_USUAL_DATE = re.compile(rb"[ \t]*(?:[A-Za-z]{3},[ \t]*)?(\d{1,2}) ([A-Za-z]{3}) (\d{4}) "
+                         rb"(\d\d):(\d\d)(?::(\d\d))? ([+-])(\d\d)(\d\d)(?:[ \t]*\([^()]*\))?[ \t]*")
+_EPOCH_DAY = datetime.date(1970, 1, 1).toordinal()
+_MONTHS = {m: i + 1 for i, m in enumerate((b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug",
+                                            b"sep", b"oct", b"nov", b"dec"))}
+
+
 def sent_date(value: Optional[bytes]) -> Optional[int]:
     """The Date field's value as UTC seconds (RFC 5256 §2.2): an invalid
     zone counts as UTC (parsedate_tz answers None for it); None when the
     field is missing or unreadable (INTERNALDATE is then used, §2.2)."""
     if value is None:
         return None
+    m = _USUAL_DATE.fullmatch(value)
+    if m is not None and m.group(2).lower() in _MONTHS:
+        day, hour, minute, sec = int(m.group(1)), int(m.group(4)), int(m.group(5)), int(m.group(6) or 0)
+        if 1 <= day <= 31 and hour < 24 and minute < 60 and sec <= 60:
+            offset = (int(m.group(8)) * 60 + int(m.group(9))) * 60
+            try:
+                days = datetime.date(int(m.group(3)), _MONTHS[m.group(2).lower()], day).toordinal() - _EPOCH_DAY
+            except ValueError:
+                return None                     # 31 Feb: no such day
+            when = days * 86400 + hour * 3600 + minute * 60 + sec
+            return when - offset if m.group(7) == b"+" else when + offset
     try:
         parsed = email.utils.parsedate_tz(value.decode("ascii", "replace"))
         if parsed is None:
@@ -142,10 +164,31 @@ def first_address(value: Optional[bytes]) -> Optional[tuple]:
     return None
 
 
+# Ours: address fields' keys remembered by their octets (senders and
+# recipients repeat), as search_kept._MEMO: at most 4,096 fields of at most
+# 512 octets; shared by the worker threads (a dict's get and set are atomic
+# in CPython).
+_MEMO_MAX, _MEMO_FIELD = 4096, 512
+_MEMO: Dict[bytes, Tuple[str, str]] = {}
+
+
 def address_keys(value: Optional[bytes]) -> Tuple[str, str]:
     """(addr-mailbox, display key) of the field's first address (RFC 5256
     §3; RFC 5957 §3: the display-name decoded per RFC 2047 when non-empty,
     else the addr-spec), both as casemap keys; ("", "") without one."""
+    if value is None:
+        return "", ""
+    keys = _MEMO.get(value)
+    if keys is None:
+        keys = _address_keys(value)
+        if len(value) <= _MEMO_FIELD:
+            if len(_MEMO) >= _MEMO_MAX:
+                _MEMO.clear()         # a plain bound: the next messages refill it
+            _MEMO[value] = keys
+    return keys
+
+
+def _address_keys(value: bytes) -> Tuple[str, str]:
     addr = first_address(value)
     if addr is None:
         return "", ""

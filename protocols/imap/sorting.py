@@ -31,6 +31,14 @@ COLUMN = "imap-sort-keys-v1"
 # RFC 5256 §3, RFC 5957 §4, ours REFS (sort_args.py): announced together.
 SORT_CAPABILITIES = [b"SORT", b"SORT=DISPLAY", b"ESORT", b"THREAD=ORDEREDSUBJECT",
                      b"THREAD=REFERENCES", b"THREAD=REFS"]
+# The shared per-folder dict of the last answers (key 0, not a UID): a SORT or
+# THREAD answer depends only on which messages matched and where they stand
+# in the mailbox (every key is content or INTERNALDATE, fixed per UID, RFC
+# 9051 §2.3.1.1), so an answer is kept with the matched UIDs and the
+# mailbox's UIDs, and given again while both are the same.
+RESULTS = "imap-sort-results-v1"
+# Ours: answers kept per folder (a client repeats its few views).
+MAX_RESULTS = 8
 # sort-key -> the Keys field it reads (the others read the message's metadata).
 _KEY_FIELDS = {"CC": "cc", "FROM": "from_", "SUBJECT": "subject", "TO": "to",
                "DISPLAYFROM": "display_from", "DISPLAYTO": "display_to"}
@@ -45,10 +53,13 @@ class SortCommands:
         hits = yield from self._sort_search(sa.charset, sa.key)
         if hits is None:
             return _BADCHARSET
-        rows = yield from self._sort_rows(hits, any(k in ("DATE", "ARRIVAL") for k, _ in sa.criteria),
-                                          all_dates=any(k == "ARRIVAL" for k, _ in sa.criteria))
-        ordered = sort_rows(rows, sa.criteria)
-        numbers = [uid if head.uid else pos + 1 for uid, pos, _keys, _meta in ordered]
+        numbers = self._kept_answer(("SORT", sa.criteria, head.uid), hits)
+        if numbers is None:
+            rows = yield from self._sort_rows(hits, any(k in ("DATE", "ARRIVAL") for k, _ in sa.criteria),
+                                              all_dates=any(k == "ARRIVAL" for k, _ in sa.criteria))
+            numbers = [uid if head.uid else pos + 1 for uid, pos, _keys, _meta in sort_rows(rows, sa.criteria)]
+            if len(rows) == len(hits):
+                self._keep_answer(("SORT", sa.criteria, head.uid), hits, numbers)
         if sa.returns is None:
             self._emit(b"".join([b"* SORT"] + [b" %d" % n for n in numbers]) + b"\r\n")
         else:
@@ -61,11 +72,33 @@ class SortCommands:
         hits = yield from self._sort_search(ta.charset, ta.key)
         if hits is None:
             return _BADCHARSET
-        rows = yield from self._sort_rows(hits, True)
-        msgs = [thread.Msg(uid if head.uid else pos + 1, pos, _date(keys, meta), keys.subject, keys.reply,
-                           keys.message_id, keys.refs) for uid, pos, keys, meta in rows]
-        self._emit(thread.render(thread.ALGORITHMS[ta.algorithm](msgs)))
+        what = ("THREAD", ta.algorithm, head.uid)
+        answer = self._kept_answer(what, hits)
+        if answer is None:
+            rows = yield from self._sort_rows(hits, True)
+            make = thread.Msg._make
+            msgs = [make((uid if head.uid else pos + 1, pos, _date(keys, meta), keys.subject, keys.reply,
+                          keys.message_id, keys.refs)) for uid, pos, keys, meta in rows]
+            answer = thread.render(thread.ALGORITHMS[ta.algorithm](msgs))
+            if len(rows) == len(hits):
+                self._keep_answer(what, hits, answer)
+        self._emit(answer)
         return None
+
+    def _kept_answer(self, what: tuple, hits: List[int]):
+        """The answer kept for ``what`` (``RESULTS``) if the same messages
+        matched in the same mailbox; else None."""
+        kept = self._folder.shared(RESULTS).get(0, {}).get(what)
+        if kept is not None and kept[0] == hits and kept[1] == self._view.uids:
+            return kept[2]
+        return None
+
+    def _keep_answer(self, what: tuple, hits: List[int], answer) -> None:
+        results = self._folder.shared(RESULTS).setdefault(0, {})
+        results.pop(what, None)
+        while len(results) >= MAX_RESULTS:
+            results.pop(next(iter(results)))
+        results[what] = (list(hits), list(self._view.uids), answer)
 
     def _sort_search(self, charset, key):
         """The UIDs matching the search criteria, ascending, as SEARCH finds

@@ -199,8 +199,8 @@ def merge_subjects(roots: List[Node]) -> List[Node]:
     """§3 REFERENCES step 5: threads under the root with one base subject
     merged (the roots sorted by step 4 first)."""
     table: Dict[str, Node] = {}
-    for node in roots:                                          # (5.B)
-        subject, reply = _thread_subject(node)
+    subjects = [_thread_subject(node) for node in roots]
+    for node, (subject, reply) in zip(roots, subjects):        # (5.B)
         if not subject:
             continue
         held = table.get(subject)
@@ -210,10 +210,9 @@ def merge_subjects(roots: List[Node]) -> List[Node]:
             table[subject] = node
     out: List[Node] = []
     gone = set()
-    for node in roots:                                          # (5.C)
+    for node, (subject, reply) in zip(roots, subjects):        # (5.C)
         if id(node) in gone:
             continue                        # merged under a new dummy already
-        subject, reply = _thread_subject(node)
         held = table.get(subject) if subject else None
         if held is None or held is node:
             out.append(node)
@@ -280,7 +279,18 @@ def render(roots: Sequence[Node]) -> bytes:
     out = [b"* THREAD"]
     if roots:
         out.append(b" ")
-    stack: List[object] = list(reversed(roots))
+    for root in roots:
+        if root.kids:
+            _render_tree(root, out)
+        else:                               # most threads: one message
+            out.append(b"(%d)" % root.msg.number)
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def _render_tree(root: Node, out: List[bytes]) -> None:
+    """The thread-list of ``root`` (a message with children, or a dummy), iteratively."""
+    stack: List[object] = [root]
     while stack:
         item = stack.pop()
         if isinstance(item, bytes):
@@ -297,5 +307,3 @@ def render(roots: Sequence[Node]) -> bytes:
                 out.append(b" ")
         stack.append(b")")
         stack.extend(reversed(node.kids))
-    out.append(b"\r\n")
-    return b"".join(out)
