@@ -370,7 +370,7 @@ class KeptAnswerTest(unittest.TestCase):
         self.assertIn(b"* SORT 6 4 3 5 2 1\r\n", feed(s, b"c SORT (DATE) UTF-8 ALL\r\n"))
         self.assertIn(b"* THREAD (6)(4)(3)(5)(2)(1)\r\n", feed(s, b"d THREAD REFS UTF-8 ALL\r\n"))
         self.assertIn(b"* SORT 4 3 5 2\r\n", feed(s, b"e SORT (DATE) UTF-8 1:5 NOT 1\r\n"))
-        self.assertIn(b"* SORT 6 5 4 3 2\r\n", feed(s, b"f UID SORT (REVERSE DATE) UTF-8 1:5 NOT 1\r\n"))
+        self.assertIn(b"* SORT 2 3 5 4\r\n", feed(s, b"f UID SORT (REVERSE DATE) UTF-8 1:5 NOT 1\r\n"))
 
 
 class ExpungeDuringSortTest(unittest.TestCase):
