@@ -410,7 +410,7 @@ class ImapSortServerTest(ServerTestCase):
         m = self.imap()
         caps = m.capability()[1][0].split()
         for cap in (b"SORT", b"SORT=DISPLAY", b"ESORT", b"THREAD=REFERENCES", b"THREAD=REFS",
-                    b"THREAD=ORDEREDSUBJECT"):
+                    b"THREAD=ORDEREDSUBJECT", b"I18NLEVEL=1"):
             self.assertIn(cap, caps)
         for data in FIVE[:3] + [message("Re: alpha", "3 Jan 2001 00:00:00 +0000", "r@x", ["a@x"]),
                                 message("alpha", "1 Jan 1999 00:00:00 +0000", "a@x")]:

@@ -8,7 +8,12 @@ then compared octet by octet as UTF-8 (i;octet).  Python compares strings
 by code point, which orders them as their UTF-8 octets do (RFC 3629 §1), so
 ``casemap(a) < casemap(b)`` is the comparator's ordering and ``==`` its
 equality; a substring match (RFC 4790 §4.2.2) is ``casemap(needle) in
-casemap(value)``.
+casemap(value)`` (SEARCH's text keys: search_eval.py, search_kept.py).
+
+DEVIATION(RFC 5051 §2): step 2 decomposes character by character; here
+NFKD runs over the whole mapped text, which also puts runs of combining
+marks in canonical order (Unicode §3.11), so two texts that differ only in
+that order (canonically equivalent) compare equal.
 
 Used by SORT and THREAD (RFC 5256 §7: "MUST collate strings according to
 the i;unicode-casemap collation") and announced with I18NLEVEL=1 (RFC 5255
@@ -18,14 +23,16 @@ of the running Python.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Dict
 
 COMPARATOR = "i;unicode-casemap"
-# Ours: characters whose mapping is remembered (the scripts of a mailbox's
-# subjects and names repeat); a plain bound, cleared when full.
+# Ours: for each character met, whether its simple titlecase differs from
+# ``str.upper`` of it (digraphs such as U+01C6, and characters whose upper
+# case is several, such as U+00DF); a plain bound, cleared when full.
 _MEMO_MAX = 65536
-_CHARS: Dict[str, str] = {}
+_ODD: Dict[str, bool] = {}
 
 
 def _title(ch: str) -> str:
@@ -41,23 +48,25 @@ def _title(ch: str) -> str:
     return upper if len(upper) == 1 else ch
 
 
-def _char_key(ch: str) -> str:
-    key = _CHARS.get(ch)
-    if key is None:
-        key = unicodedata.normalize("NFKD", _title(ch))
-        if len(_CHARS) >= _MEMO_MAX:
-            _CHARS.clear()
-        _CHARS[ch] = key
-    return key
-
-
 def casemap(text: str) -> str:
-    """The i;unicode-casemap key of ``text`` (RFC 5051 §2).  ASCII text maps
-    to its upper case (titlecase of an ASCII letter is its upper case, NFKD
-    leaves ASCII alone), without looking at each character."""
+    """The i;unicode-casemap key of ``text`` (RFC 5051 §2): each character
+    titlecased, then NFKD over the whole (a mapped character may combine
+    with the next one's decomposition).  ASCII text maps to its upper case
+    (titlecase of an ASCII letter is its upper case, NFKD leaves ASCII
+    alone)."""
     if text.isascii():
         return text.upper()
-    # NFKD of the whole string after the per-character mapping: a mapped
-    # character may combine with the next one's decomposition, so normalize
-    # again over the joined text (NFKD is idempotent on each part).
-    return unicodedata.normalize("NFKD", "".join([_char_key(ch) for ch in text]))
+    odd = []
+    for ch in set(text):
+        flag = _ODD.get(ch)
+        if flag is None:
+            if len(_ODD) >= _MEMO_MAX:
+                _ODD.clear()
+            flag = _ODD[ch] = _title(ch) != ch.upper()
+        if flag:
+            odd.append(ch)
+    if not odd:     # str.upper maps character by character: each one's titlecase here
+        return unicodedata.normalize("NFKD", text.upper())
+    parts = re.split("([%s])" % "".join(map(re.escape, odd)), text)
+    return unicodedata.normalize("NFKD", "".join(
+        [_title(part) if i % 2 else part.upper() for i, part in enumerate(parts)]))

@@ -28,9 +28,11 @@ from protocols.imap.session_base import NO, Refusal
 
 # The shared per-folder dict (OpenFolder.shared): UID -> sort_keys.Keys.
 COLUMN = "imap-sort-keys-v1"
-# RFC 5256 §3, RFC 5957 §4, ours REFS (sort_args.py): announced together.
+# RFC 5256 §3, RFC 5957 §4, RFC 5267 §3.1, Dovecot's REFS (sort_args.py);
+# I18NLEVEL=1 (RFC 5255 §4): SORT, THREAD and SEARCH's substring matching all
+# compare by i;unicode-casemap (collation.py; search_eval.py, search_kept.py).
 SORT_CAPABILITIES = [b"SORT", b"SORT=DISPLAY", b"ESORT", b"THREAD=ORDEREDSUBJECT",
-                     b"THREAD=REFERENCES", b"THREAD=REFS"]
+                     b"THREAD=REFERENCES", b"THREAD=REFS", b"I18NLEVEL=1"]
 # The shared per-folder dict of the last answers (key 0, not a UID): a SORT or
 # THREAD answer depends only on which messages matched and where they stand
 # in the mailbox (every key is content or INTERNALDATE, fixed per UID, RFC
