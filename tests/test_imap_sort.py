@@ -9,7 +9,7 @@ loopback with the stdlib's imaplib."""
 import imaplib
 import unittest
 
-from protocols.imap import collation, sort_keys, thread
+from protocols.imap import collation, sort_context, sort_keys, thread
 from tests.helpers import ServerTestCase
 from tests.imap_fake import FakeImapBackend, feed, login, make_session
 from tests.test_imap_session import TranscriptCase
@@ -371,6 +371,93 @@ class KeptAnswerTest(unittest.TestCase):
         self.assertIn(b"* THREAD (6)(4)(3)(5)(2)(1)\r\n", feed(s, b"d THREAD REFS UTF-8 ALL\r\n"))
         self.assertIn(b"* SORT 4 3 5 2\r\n", feed(s, b"e SORT (DATE) UTF-8 1:5 NOT 1\r\n"))
         self.assertIn(b"* SORT 2 3 5 4\r\n", feed(s, b"f UID SORT (REVERSE DATE) UTF-8 1:5 NOT 1\r\n"))
+
+
+class ContextTranscriptTest(TranscriptCase):
+    def test_rfc5267_4_3_update_addto_removefrom_cancelupdate(self):
+        """RFC 5267 §4.3 (B01's program on our mailbox): tag reuse is BAD;
+        ADDTO after the FETCHes, REMOVEFROM before the EXPUNGEs (§4.3.4);
+        CANCELUPDATE ends the updates (§4.3.5)."""
+        self.run_transcript("""
+C: B01 UID SORT RETURN (UPDATE COUNT) (DATE) UTF-8 DELETED KEYWORD $Junk
+S: * ESEARCH (TAG "B01") UID COUNT 0
+S: B01 OK SORT completed
+C: B01 SORT RETURN (UPDATE) (DATE) UTF-8 FLAGGED
+S: B01 BAD Tag reuse
+C: B03 STORE 2,4 +FLAGS (\\Deleted $Junk)
+S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Junk)
+S: * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Junk \\*)] Flags permitted
+S: * 2 FETCH (FLAGS (\\Deleted $Junk \\Recent))
+S: * 4 FETCH (FLAGS (\\Deleted $Junk \\Recent))
+S: * ESEARCH (TAG "B01") UID ADDTO (1 4,2)
+S: B03 OK STORE completed
+C: B04 EXPUNGE
+S: * ESEARCH (TAG "B01") UID REMOVEFROM (1 4,2)
+S: * 4 EXPUNGE
+S: * 2 EXPUNGE
+S: B04 OK EXPUNGE completed
+C: B05 CANCELUPDATE "B01"
+S: B05 OK CANCELUPDATE completed
+C: B06 CANCELUPDATE "B01"
+S: B06 BAD Unknown update context B01
+C: B07 STORE 1 +FLAGS (\\Deleted $Junk)
+S: * 1 FETCH (FLAGS (\\Deleted $Junk \\Recent))
+S: B07 OK STORE completed
+""", make=selected(FIVE))
+
+    def test_rfc5267_4_2_context_and_4_4_partial(self):
+        """§4.2: CONTEXT is a hint; §4.4: PARTIAL in the sort order, NIL past
+        the end, at most one PARTIAL or ALL; §4.3.1: NOUPDATE for a program
+        with message numbers."""
+        self.run_transcript("""
+C: A01 SORT RETURN (CONTEXT COUNT) (SUBJECT) UTF-8 UNDELETED UNKEYWORD $Junk
+S: * ESEARCH (TAG "A01") COUNT 5
+S: A01 OK SORT completed
+C: A02 SORT RETURN (PARTIAL 1:2) (SUBJECT) UTF-8 ALL
+S: * ESEARCH (TAG "A02") PARTIAL (1:2 5,3)
+S: A02 OK SORT completed
+C: A03 UID SORT RETURN (PARTIAL 4:9) (SUBJECT) UTF-8 ALL
+S: * ESEARCH (TAG "A03") UID PARTIAL (4:9 1:2)
+S: A03 OK SORT completed
+C: A04 SORT RETURN (PARTIAL 7:9) (SUBJECT) UTF-8 ALL
+S: * ESEARCH (TAG "A04") PARTIAL (7:9 NIL)
+S: A04 OK SORT completed
+C: A05 SORT RETURN (PARTIAL 1:2 ALL) (SUBJECT) UTF-8 ALL
+S: A05 BAD at most one PARTIAL or ALL
+C: A06 SORT RETURN (UPDATE) (SUBJECT) UTF-8 1:2
+S: * ESEARCH (TAG "A06") ALL 1:2
+S: * NO [NOUPDATE "A06"] No updates for a program with message numbers
+S: A06 OK SORT completed
+""", make=selected(FIVE))
+
+    def test_too_many_contexts(self):
+        """§4.3.1: past MAX_CONTEXTS, NOUPDATE; the other return options still answered."""
+        lines = []
+        for n in range(sort_context.MAX_CONTEXTS):
+            lines += ["C: u%d SORT RETURN (UPDATE MIN) (DATE) UTF-8 ALL" % n,
+                      'S: * ESEARCH (TAG "u%d") MIN 4' % n, "S: u%d OK SORT completed" % n]
+        lines += ["C: x SORT RETURN (UPDATE MIN) (DATE) UTF-8 ALL", 'S: * ESEARCH (TAG "x") MIN 4',
+                  'S: * NO [NOUPDATE "x"] Too many update contexts', "S: x OK SORT completed"]
+        self.run_transcript("\n".join(lines) + "\n", make=selected(FIVE))
+
+
+class ContextTwoSessionsTest(unittest.TestCase):
+    def test_another_sessions_changes_are_notified(self):
+        """RFC 5267 §4.3: a flag change by another session and a delivery
+        reach the context on the next command: REMOVEFROM, then EXISTS, then
+        ADDTO with the new message's number (§4.3.3: after the EXISTS)."""
+        s, b = selected(FIVE)()
+        self.assertIn(b'* ESEARCH (TAG "C01") PARTIAL (1:2 5,3)\r\n',
+                      feed(s, b"C01 SORT RETURN (UPDATE PARTIAL 1:2) (SUBJECT) UTF-8 UNSEEN\r\n"))
+        other, _ = make_session(b)
+        login(other)
+        feed(other, b"S SELECT INBOX\r\n")
+        self.assertIn(b"X OK", feed(other, b"X STORE 3 +FLAGS (\\Seen)\r\n"))
+        b.deliver("fred", message("aardvark", "1 Jan 1980 00:00:00 +0000"))
+        out = feed(s, b"N NOOP\r\n")
+        self.assertEqual(out.split(b"\r\n")[0], b'* ESEARCH (TAG "C01") REMOVEFROM (2 3)')
+        self.assertLess(out.index(b"* 6 EXISTS"), out.index(b'* ESEARCH (TAG "C01") ADDTO (2 6)'))
+        self.assertNotIn(b"ESEARCH", feed(s, b"M NOOP\r\n"))
 
 
 class ExpungeDuringSortTest(unittest.TestCase):

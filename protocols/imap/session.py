@@ -392,6 +392,7 @@ COMMANDS: Dict[str, Entry] = {
     "SETQUOTA": Entry(S._cmd_setquota, LOGGED_IN),        # RFC 9208 §4.1.3
     "SORT": Entry(S._cmd_sort, SELECTED, False),          # RFC 5256 §3, RFC 5267 §3.1
     "THREAD": Entry(S._cmd_thread, SELECTED, False),      # RFC 5256 §3
+    "CANCELUPDATE": Entry(S._cmd_cancelupdate, SELECTED),  # RFC 5267 §4.3.5
 }
 # RFC 9051 §6.4.9, RFC 4315 §2.1 (UID EXPUNGE), RFC 6851 §3.2 (UID MOVE).
 UID_COMMANDS = frozenset(["FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE",

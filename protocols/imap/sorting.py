@@ -13,25 +13,26 @@ SORT over the folder reads nothing.  Strings compare by i;unicode-casemap
 (collation.py; RFC 5256 §7).  Untagged EXPUNGE is held during SORT and
 THREAD, allowed during UID SORT and UID THREAD (RFC 5256 §3).
 
-Left out: CONTEXT=SORT's UPDATE / CANCELUPDATE and PARTIAL (RFC 5267 §4).
+CONTEXT=SORT's updating contexts (RFC 5267 §4.3) are sort_context.py's.
 """
 
 from __future__ import annotations
 
 import datetime
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from protocols.imap import search_columns, search_eval, sort_args, sort_keys, thread, wire
 from protocols.imap.fetching import CACHE_BATCH
 from protocols.imap.selected import _uses_dates
-from protocols.imap.session_base import NO, Refusal
+from protocols.imap.session_base import BAD, NO, Refusal
+from protocols.imap.sort_context import SortContexts
 
 # The shared per-folder dict (OpenFolder.shared): UID -> sort_keys.Keys.
 COLUMN = "imap-sort-keys-v1"
 # RFC 5256 §3, RFC 5957 §4, RFC 5267 §3.1, Dovecot's REFS (sort_args.py);
 # I18NLEVEL=1 (RFC 5255 §4): SORT, THREAD and SEARCH's substring matching all
 # compare by i;unicode-casemap (collation.py; search_eval.py, search_kept.py).
-SORT_CAPABILITIES = [b"SORT", b"SORT=DISPLAY", b"ESORT", b"THREAD=ORDEREDSUBJECT",
+SORT_CAPABILITIES = [b"SORT", b"SORT=DISPLAY", b"ESORT", b"CONTEXT=SORT", b"THREAD=ORDEREDSUBJECT",
                      b"THREAD=REFERENCES", b"THREAD=REFS", b"I18NLEVEL=1"]
 # The shared per-folder dict of the last answers (key 0, not a UID): a SORT or
 # THREAD answer depends only on which messages matched and where they stand
@@ -46,27 +47,43 @@ _KEY_FIELDS = {"CC": "cc", "FROM": "from_", "SUBJECT": "subject", "TO": "to",
                "DISPLAYFROM": "display_from", "DISPLAYTO": "display_to"}
 
 
-class SortCommands:
+class SortCommands(SortContexts):
     """SORT and THREAD (see the module docstring)."""
 
     def _cmd_sort(self, head):
-        """RFC 5256 §3 BASE.6.4.SORT; RFC 5267 §3.1 RETURN (ESORT)."""
+        """RFC 5256 §3 BASE.6.4.SORT; RFC 5267 §3.1 RETURN (ESORT), §4
+        CONTEXT, UPDATE (sort_context.py) and PARTIAL."""
         sa = sort_args.sort_args(head.rest)
-        hits = yield from self._sort_search(sa.charset, sa.key)
-        if hits is None:
+        returns = sa.returns or ()
+        if "UPDATE" in returns and head.tag in self._contexts():
+            return (BAD, "Tag reuse", None)                  # RFC 5267 §4.3
+        order = yield from self._sorted_uids(sa.criteria, sa.charset, sa.key)
+        if order is None:
             return _BADCHARSET
-        numbers = self._kept_answer(("SORT", sa.criteria, head.uid), hits)
-        if numbers is None:
-            rows = yield from self._sort_rows(hits, any(k in ("DATE", "ARRIVAL") for k, _ in sa.criteria),
-                                              all_dates=any(k == "ARRIVAL" for k, _ in sa.criteria))
-            numbers = [uid if head.uid else pos + 1 for uid, pos, _keys, _meta in sort_rows(rows, sa.criteria)]
-            if len(rows) == len(hits):
-                self._keep_answer(("SORT", sa.criteria, head.uid), hits, numbers)
+        view = self._view
+        numbers = order if head.uid else [view.position(uid) + 1 for uid in order]
         if sa.returns is None:
             self._emit(b"".join([b"* SORT"] + [b" %d" % n for n in numbers]) + b"\r\n")
         else:
-            self._emit(esort(head.tag, head.uid, numbers, sa.returns))
+            self._emit(esort(head.tag, head.uid, numbers, returns, sa.partial))
+        if "UPDATE" in returns:
+            self._emit(self._add_context(head, sa, order) or b"")
         return None
+
+    def _sorted_uids(self, criteria, charset, key):
+        """The UIDs matching ``key`` in the sort order of ``criteria``
+        (RFC 5256 §3); None when the charset is not supported."""
+        hits = yield from self._sort_search(charset, key)
+        if hits is None:
+            return None
+        order = self._kept_answer(("SORT", criteria), hits)
+        if order is None:
+            rows = yield from self._sort_rows(hits, any(k in ("DATE", "ARRIVAL") for k, _ in criteria),
+                                              all_dates=any(k == "ARRIVAL" for k, _ in criteria))
+            order = [uid for uid, _pos, _keys, _meta in sort_rows(rows, criteria)]
+            if len(rows) == len(hits):
+                self._keep_answer(("SORT", criteria), hits, order)
+        return order
 
     def _cmd_thread(self, head):
         """RFC 5256 §3 BASE.6.4.THREAD."""
@@ -193,7 +210,7 @@ def sort_rows(rows: List[tuple], criteria: Sequence[Tuple[str, bool]]) -> List[t
     return out
 
 
-def _ordered_set(numbers: Sequence[int]) -> bytes:
+def ordered_set(numbers: Sequence[int]) -> bytes:
     """A sequence-set of ``numbers`` in their order, runs of consecutive
     ascending numbers as ranges (RFC 5267 §3.2: never a descending range)."""
     parts = []
@@ -207,9 +224,11 @@ def _ordered_set(numbers: Sequence[int]) -> bytes:
     return b",".join(parts)
 
 
-def esort(tag: bytes, uid: bool, numbers: Sequence[int], returns: Sequence[str]) -> bytes:
+def esort(tag: bytes, uid: bool, numbers: Sequence[int], returns: Sequence[str],
+          partial: Optional[Tuple[int, int]] = None) -> bytes:
     """The ESEARCH response of an extended SORT (RFC 5267 §3.1): MIN and MAX
-    are the first and last in the sort order, ALL the numbers in that order."""
+    are the first and last in the sort order, ALL the numbers in that order;
+    PARTIAL (§4.4) the range asked and its slice of them, NIL when empty."""
     out = [b"* ESEARCH (TAG " + wire.quoted(tag) + b")"]
     if uid:
         out.append(b"UID")
@@ -220,6 +239,9 @@ def esort(tag: bytes, uid: bool, numbers: Sequence[int], returns: Sequence[str])
     if "COUNT" in returns:
         out.append(b"COUNT %d" % len(numbers))
     if numbers and "ALL" in returns:
-        out.append(b"ALL " + _ordered_set(numbers))
+        out.append(b"ALL " + ordered_set(numbers))
+    if partial is not None:
+        part = numbers[partial[0] - 1:partial[1]]
+        out.append(b"PARTIAL (%d:%d %s)" % (partial[0], partial[1], ordered_set(part) if part else b"NIL"))
     return b" ".join(out) + b"\r\n"
 
