@@ -96,8 +96,9 @@ class SortCommands(SortContexts):
         if answer is None:
             rows = yield from self._sort_rows(hits, True)
             make = thread.Msg._make
-            msgs = [make((uid if head.uid else pos + 1, pos, _date(keys, meta), keys.subject, keys.reply,
-                          keys.message_id, keys.refs)) for uid, pos, keys, meta in rows]
+            msgs = [make((uid if head.uid else pos + 1, pos,
+                          meta.internal_date if keys.date is None else keys.date,   # RFC 5256 §2.2
+                          keys.subject, keys.reply, keys.message_id, keys.refs)) for uid, pos, keys, meta in rows]
             answer = thread.render(thread.ALGORITHMS[ta.algorithm](msgs))
             if len(rows) == len(hits):
                 self._keep_answer(what, hits, answer)
@@ -158,11 +159,13 @@ class SortCommands(SortContexts):
                     column[uid] = keys
         view = self._view
         search_columns.prune(column, view.uids)
+        where = {uid: i for i, uid in enumerate(view.uids)}
+        metas, get = view.metas, column.get
         rows = []
         for uid in uids:
-            keys, pos = column.get(uid), view.position(uid)
+            keys, pos = get(uid), where.get(uid)
             if keys is not None and pos is not None:
-                rows.append((uid, pos, keys, view.metas[pos]))
+                rows.append((uid, pos, keys, metas[pos]))
         if dates:
             need = [r[0] for r in rows if all_dates or r[2].date is None]
             yield from self._load_dates(need)

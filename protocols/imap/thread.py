@@ -290,20 +290,27 @@ def render(roots: Sequence[Node]) -> bytes:
 
 def _render_tree(root: Node, out: List[bytes]) -> None:
     """The thread-list of ``root`` (a message with children, or a dummy), iteratively."""
-    stack: List[object] = [root]
+    stack: List[Optional[Node]] = [root]          # None: a list to close
+    append = out.append
     while stack:
-        item = stack.pop()
-        if isinstance(item, bytes):
-            out.append(item)
+        node = stack.pop()
+        if node is None:
+            append(b")")
             continue
-        out.append(b"(")
-        node = item
-        if node.msg is not None:
-            out.append(b"%d" % node.msg.number)
+        if node.msg is None:
+            append(b"(")
+        else:
+            nums = [node.msg.number]
             while len(node.kids) == 1:
                 node = node.kids[0]
-                out.append(b" %d" % node.msg.number)
-            if node.kids:
-                out.append(b" ")
-        stack.append(b")")
-        stack.extend(reversed(node.kids))
+                nums.append(node.msg.number)
+            if not node.kids:
+                append(b"(%s)" % b" ".join(b"%d" % n for n in nums))
+                continue
+            append(b"(%s " % b" ".join(b"%d" % n for n in nums))
+        kids = node.kids
+        if all(not k.kids for k in kids):          # the usual end: leaves
+            append(b"".join(b"(%d)" % k.msg.number for k in kids) + b")")
+            continue
+        stack.append(None)
+        stack.extend(reversed(kids))
