@@ -5,8 +5,9 @@ message, computed once from its header block and kept in the folder's cache
 ``compute_sort`` is a ``compute`` with ``header_end`` (fetch_cache.py): the
 backend reads only the header block of a message the cache lacks, on its
 worker, and keeps the entry on disk, so a SORT after a restart reads no
-message file.  The entry's one item (``ITEM``) is a JSON list, ``Keys``'s
-fields in order:
+message file.  The entry's one item (``ITEM``) holds ``Keys``'s fields in
+order, as UTF-8 text separated by FIELD_SEP (the references by VALUE_SEP;
+None and False as ""), or as a JSON list when a value holds a separator:
 
 - ``date``: the sent date (RFC 5256 §2.2) as seconds since the epoch in
   UTC, or None when there is no Date field or it cannot be read (the
@@ -40,7 +41,7 @@ from protocols.message import field_value, parse_header
 
 # The cache entries' kind (contracts.OpenFolder.derived): a change to what is
 # kept or how takes a new version.
-KIND = "imap-sort-v1"
+KIND = "imap-sort-v2"
 ITEM = "SORT"
 # Ours: references kept per message.  RFC 5322 §3.6.4 sets no limit; real
 # References fields hold tens; 200 keeps a thread of any real length linked
@@ -76,6 +77,9 @@ _BLOB = r"\[[^\[\]]*\] *"
 # subj-refwd = ("re" / ("fw" ["d"])) *WSP [subj-blob] ":"
 _LEADER = re.compile(r"(?:%s)*(?:re|fwd?) *(?:%s)?:| " % (_BLOB, _BLOB), re.I)
 _BLOB_PREFIX = re.compile(_BLOB)
+# The first characters of a subj-leader, subj-blob or subj-fwd-hdr; the last
+# ones of a subj-trailer (RFC 5256 §5).
+_LEADS, _TRAILS = frozenset(" [rRfF"), frozenset(" )")
 
 
 def base_subject(text: str) -> Tuple[str, bool]:
@@ -83,6 +87,8 @@ def base_subject(text: str) -> Tuple[str, bool]:
     (RFC 5256 §2.1 steps 1-7; §4 REFERENCES: a subj-refwd, a "(fwd)"
     trailer or the subj-fwd-hdr / subj-fwd-trl removed)."""
     text = _WS.sub(" ", text)                                   # (1)
+    if not text or (text[0] not in _LEADS and text[-1] not in _TRAILS):
+        return text, False      # nothing can match: no leader, blob, [fwd: nor trailer
     reply = False
     while True:
         while True:                                             # (2)
@@ -259,10 +265,25 @@ def _bounded(refs: List[str]) -> Tuple[str, ...]:
     return tuple(refs)
 
 
+# ASCII record and unit separators (ECMA-6), as search_kept.py's.
+FIELD_SEP, VALUE_SEP = "\x1e", "\x1f"
+
+
+def encode(keys: Keys) -> bytes:
+    """The item for ``keys`` (see the module docstring)."""
+    texts = [keys.subject, keys.from_, keys.to, keys.cc, keys.display_from, keys.display_to,
+             keys.message_id or ""] + list(keys.refs)
+    if any(FIELD_SEP in t or VALUE_SEP in t for t in texts):
+        return json.dumps(list(keys)).encode("ascii")
+    return FIELD_SEP.join(["" if keys.date is None else str(keys.date), keys.subject, "1" if keys.reply else "",
+                           keys.from_, keys.to, keys.cc, keys.display_from, keys.display_to,
+                           keys.message_id or "", VALUE_SEP.join(keys.refs)]).encode("utf-8", "surrogatepass")
+
+
 def compute_sort(data: bytes) -> Dict[str, bytes]:
     """The cache entry (see the module docstring); ``data`` is the header
     block or the whole message, CRLF form."""
-    return {ITEM: json.dumps(list(keys_of(data))).encode("ascii")}
+    return {ITEM: encode(keys_of(data))}
 
 
 compute_sort.header_end = fetch_cache.header_end    # type: ignore[attr-defined]
@@ -273,8 +294,12 @@ _JSON = json.JSONDecoder()
 def decode(entry: Optional[Dict[str, bytes]]) -> Optional[Keys]:
     """``Keys`` from a cache entry ``compute_sort`` made; None for anything else."""
     try:
-        raw = _JSON.decode(entry[ITEM].decode("ascii"))
-        keys = Keys(*raw)
-        return keys._replace(refs=tuple(keys.refs))
-    except (KeyError, TypeError, ValueError, AttributeError):
+        raw = entry[ITEM]
+        if raw[:1] == b"[":
+            keys = Keys(*_JSON.decode(raw.decode("ascii")))
+            return keys._replace(refs=tuple(keys.refs))
+        f = raw.decode("utf-8", "surrogatepass").split(FIELD_SEP)
+        return Keys(int(f[0]) if f[0] else None, f[1], f[2] == "1", f[3], f[4], f[5], f[6], f[7], f[8] or None,
+                    tuple(f[9].split(VALUE_SEP)) if f[9] else ())
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError):
         return None
