@@ -41,7 +41,7 @@ from protocols.message import field_value, parse_header
 
 # The cache entries' kind (contracts.OpenFolder.derived): a change to what is
 # kept or how takes a new version.
-KIND = "imap-sort-v2"
+KIND = "imap-sort-v3"
 ITEM = "SORT"
 # Ours: references kept per message.  RFC 5322 §3.6.4 sets no limit; real
 # References fields hold tens; 200 keeps a thread of any real length linked
@@ -162,12 +162,11 @@ def _text(raw: Optional[bytes]) -> str:
 
 
 def first_address(value: Optional[bytes]) -> Optional[tuple]:
-    """The first mailbox of an address field (group markers skipped, as the
-    addresses inside a group are the group's members)."""
-    for addr in address_list(value):
-        if addr[3] is not None:
-            return addr
-    return None
+    """The first address structure of an address field as the ENVELOPE
+    gives it (RFC 9051 §7.5.2): for a group, its start (NIL NIL name NIL),
+    whose addr-mailbox is the group's name (Dovecot reads RFC 5256 §3 so)."""
+    addrs = address_list(value)
+    return addrs[0] if addrs else None
 
 
 # Ours: address fields' keys remembered by their octets (senders and
@@ -201,7 +200,7 @@ def _address_keys(value: bytes) -> Tuple[str, str]:
     mailbox = _text(addr[2])
     display = decode_words(_text(addr[0])).strip() if addr[0] else ""
     if not display:
-        display = "%s@%s" % (mailbox, _text(addr[3]))
+        display = mailbox if addr[3] is None else "%s@%s" % (mailbox, _text(addr[3]))
     return casemap(mailbox[:MAX_TEXT]), casemap(display[:MAX_TEXT])
 
 
