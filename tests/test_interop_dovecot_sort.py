@@ -8,7 +8,8 @@ words, dates in other zones, missing and unreadable dates, groups and
 display names, quoted Message-IDs, reference loops, missing parents,
 duplicate Message-IDs, In-Reply-To with junk) is APPENDed through mailsrv
 with INTERNALDATEs, and every SORT key (each also REVERSEd), SORT=DISPLAY's
-keys and the three threading algorithms must answer the same on both.
+keys and the three threading algorithms must answer the same on both, and
+so must SEARCH's text keys with non-ASCII needles (I18NLEVEL=1).
 Skipped when Dovecot is missing or not 2.3, or MAILSRV_SKIP_INTEROP is set.
 """
 
@@ -105,6 +106,14 @@ class DovecotAndMailsrvSortAlike(ServerTestCase):
         for algorithm in ("ORDEREDSUBJECT", "REFERENCES", "REFS"):
             mine, dove = (check(c.thread(algorithm, "UTF-8", "ALL"), "THREAD") for c in (ours, theirs))
             self.assertEqual(mine, dove, "THREAD %s" % algorithm)
+        # I18NLEVEL=1 (RFC 5255): SEARCH compares by i;unicode-casemap on both
+        for key, needle in (("SUBJECT", "GRÜßE"), ("SUBJECT", "grüsse"), ("FROM", "ÉVE"), ("SUBJECT", "HELLO"),
+                            ("FROM", "e\u0301ve")):
+            answers = []
+            for c in (ours, theirs):
+                c.literal = needle.encode("utf-8")
+                answers.append(check(c.search("UTF-8", key), "SEARCH %s" % key))
+            self.assertEqual(answers[0], answers[1], "SEARCH %s %s" % (key, needle))
 
 
 if __name__ == "__main__":
