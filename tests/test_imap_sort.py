@@ -11,7 +11,7 @@ import unittest
 
 from protocols.imap import collation, sort_context, sort_keys, thread
 from tests.helpers import ServerTestCase
-from tests.imap_fake import FakeImapBackend, feed, login, make_session
+from tests.imap_fake import FakeImapBackend, drain, feed, login, make_session
 from tests.test_imap_session import TranscriptCase
 
 
@@ -459,6 +459,27 @@ class ContextTwoSessionsTest(unittest.TestCase):
         self.assertEqual(out.split(b"\r\n")[0], b'* ESEARCH (TAG "C01") REMOVEFROM (2 3)')
         self.assertLess(out.index(b"* 6 EXISTS"), out.index(b'* ESEARCH (TAG "C01") ADDTO (2 6)'))
         self.assertNotIn(b"ESEARCH", feed(s, b"M NOOP\r\n"))
+
+
+class ContextAcrossIdleTest(unittest.TestCase):
+    def test_expunges_announced_while_idle(self):
+        """An EXPUNGE sent during IDLE (RFC 2177) comes before the context's
+        update, which follows DONE: a UID context still hears REMOVEFROM, a
+        sequence-number one drops the number the EXPUNGE took."""
+        s, b = selected(FIVE)()
+        feed(s, b"u UID SORT RETURN (UPDATE) (DATE) UTF-8 ALL\r\n")
+        feed(s, b"n SORT RETURN (UPDATE) (DATE) UTF-8 ALL\r\n")
+        self.assertIn(b"+ idling", feed(s, b"i IDLE\r\n"))
+        other, _ = make_session(b)
+        login(other)
+        feed(other, b"S SELECT INBOX\r\n")
+        feed(other, b"o STORE 3 +FLAGS (\\Deleted)\r\no EXPUNGE\r\n")
+        self.assertIn(b"* 3 EXPUNGE", drain(s))
+        out = feed(s, b"DONE\r\n")
+        self.assertIn(b'* ESEARCH (TAG "u") UID REMOVEFROM (2 3)\r\n', out)
+        self.assertNotIn(b'(TAG "n")', out)
+        out = feed(s, b"x STORE 1 +FLAGS (\\Deleted)\r\nx EXPUNGE\r\n")
+        self.assertIn(b'* ESEARCH (TAG "n") REMOVEFROM (4 1)\r\n', out)
 
 
 class ExpungeDuringSortTest(unittest.TestCase):

@@ -161,7 +161,12 @@ class SortContexts:
         if self._view is None:
             return
         pending = []
+        view = self._view
         for ctx in list(contexts.values()):
+            if not ctx.uid and not all(map(view.has, ctx.result)):
+                # expunged and already announced (while IDLE ran): the client
+                # dropped those numbers with the EXPUNGE; they have none to name now
+                ctx.result = [uid for uid in ctx.result if view.has(uid)]
             if self._view_changed(ctx.seen):
                 new = yield from self._sorted_uids(ctx.criteria, ctx.charset, ctx.key)
                 new_set = set(new)
