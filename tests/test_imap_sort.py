@@ -482,6 +482,18 @@ class ContextAcrossIdleTest(unittest.TestCase):
         self.assertIn(b'* ESEARCH (TAG "n") REMOVEFROM (4 1)\r\n', out)
 
 
+class ContextDiskFailureTest(unittest.TestCase):
+    def test_a_failed_update_ends_the_context_not_the_session(self):
+        s, b = selected(FIVE)()
+        feed(s, b"c SORT RETURN (UPDATE) (SUBJECT) UTF-8 ALL\r\n")
+        s._folder.derived = lambda uids, kind, compute, done: done(OSError("disk gone"))
+        b.deliver("fred", message("late"))
+        out = feed(s, b"n NOOP\r\n")
+        self.assertIn(b'* NO [NOUPDATE "c"] Updates stopped: Cannot read messages, try again\r\n', out)
+        self.assertTrue(out.endswith(b"n OK NOOP completed\r\n"), out)
+        self.assertNotIn(b"ESEARCH", feed(s, b"m NOOP\r\n"))
+
+
 class ExpungeDuringSortTest(unittest.TestCase):
     def test_expunge_is_held_for_sort_and_sent_for_uid_sort(self):
         """RFC 5256 §3: no untagged EXPUNGE during SORT / THREAD, allowed during UID SORT."""

@@ -32,6 +32,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from protocols.imap import grammar as g
 from protocols.imap import wire
 from protocols.imap.search import SearchKey
+from protocols.imap.session_base import Refusal
 
 # Ours: updating contexts per session; RFC 5267 §4.3.1 asks for at least
 # one; a few cover a client's views (Dovecot allows a handful as well).
@@ -168,7 +169,13 @@ class SortContexts:
                 # dropped those numbers with the EXPUNGE; they have none to name now
                 ctx.result = [uid for uid in ctx.result if view.has(uid)]
             if self._view_changed(ctx.seen):
-                new = yield from self._sorted_uids(ctx.criteria, ctx.charset, ctx.key)
+                try:
+                    new = yield from self._sorted_uids(ctx.criteria, ctx.charset, ctx.key)
+                except Refusal as exc:          # the disk failed: this context ends, said so
+                    del contexts[ctx.tag]
+                    self._emit(wire.status_line(None, b"NO", "Updates stopped: %s" % exc.text,
+                                                wire.response_code("NOUPDATE", wire.quoted(ctx.tag))))
+                    continue
                 new_set = set(new)
                 gone = removals(ctx.result, new_set)
                 if gone:
