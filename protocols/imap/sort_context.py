@@ -148,8 +148,11 @@ class SortContexts:
         return None
 
     def _sync(self, allow_expunge: bool):
-        """SessionCore._sync with the contexts' updates around the flush
-        (REMOVEFROM before, ADDTO after: RFC 5267 §4.3.3, §4.3.4)."""
+        """SessionCore._sync with the contexts' updates around its flush
+        (REMOVEFROM before, ADDTO after: RFC 5267 §4.3.3, §4.3.4): the
+        folder refreshed first as SessionCore._sync does, so that its own
+        call only flushes (or refreshes again if the folder changed while
+        the contexts were computed: their next update then covers that)."""
         contexts = self._contexts() if self._folder is not None else {}
         if not contexts:
             yield from super()._sync(allow_expunge)
@@ -181,13 +184,19 @@ class SortContexts:
                 if gone:
                     self._emit(update_response(ctx.tag, ctx.uid, b"REMOVEFROM", gone, self._number_of(ctx)))
                 pending.append((ctx, new))
-        self._emit(self._view.flush(allow_expunge))
+        seen = self._view_seen()
+        refreshes = self._dirty             # SessionCore._sync will take newer changes first
+        yield from super()._sync(allow_expunge)
+        if self._view is None:
+            return
         for ctx, new in pending:
+            if not ctx.uid and not all(map(self._view.has, new)):
+                new = [uid for uid in new if self._view.has(uid)]     # expunged by that newer refresh
             added = additions(set(ctx.result), new)
             if added:
                 self._emit(update_response(ctx.tag, ctx.uid, b"ADDTO", added, self._number_of(ctx)))
             ctx.result = new
-        seen = self._view_seen()
+        seen = seen if refreshes else self._view_seen()    # after the flush: without the gone
         for ctx in contexts.values():
             ctx.seen = seen
 
