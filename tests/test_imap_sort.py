@@ -7,6 +7,8 @@ in-memory backend (whole, byte by byte, split) and the whole server on
 loopback with the stdlib's imaplib."""
 
 import imaplib
+import random
+import re
 import unittest
 
 from protocols.imap import collation, sort_context, sort_keys, thread
@@ -459,6 +461,90 @@ class ContextTwoSessionsTest(unittest.TestCase):
         self.assertEqual(out.split(b"\r\n")[0], b'* ESEARCH (TAG "C01") REMOVEFROM (2 3)')
         self.assertLess(out.index(b"* 6 EXISTS"), out.index(b'* ESEARCH (TAG "C01") ADDTO (2 6)'))
         self.assertNotIn(b"ESEARCH", feed(s, b"M NOOP\r\n"))
+
+
+def expand(text):
+    """A sequence-set in its order (RFC 5267 §3.2: each range ascending)."""
+    out = []
+    for part in text.split(","):
+        a, _, b = part.partition(":")
+        out += list(range(int(a), int(b or a) + 1))
+    return out
+
+
+class ClientList:
+    """What a client holds for one context: the result, kept by applying the
+    updates and EXPUNGEs in the order they come (RFC 5267 §4.3.2)."""
+
+    def __init__(self, tag, uid, first):
+        self.tag, self.uid, self.items = tag, uid, first
+
+    def apply(self, out: bytes):
+        for line in out.decode().split("\r\n"):
+            m = re.match(r'\* ESEARCH \(TAG "%s"\)(?: UID)? (ADDTO|REMOVEFROM) \((.*)\)$' % self.tag, line)
+            if m:
+                pairs = m.group(2).split()
+                for pos, items in zip(pairs[::2], pairs[1::2]):
+                    pos, items = int(pos) - 1, expand(items)
+                    if m.group(1) == "ADDTO":
+                        self.items[pos:pos] = items
+                    else:
+                        self.assertion(self.items[pos:pos + len(items)] == items, line)
+                        del self.items[pos:pos + len(items)]
+            m = re.match(r"\* (\d+) EXPUNGE$", line)
+            if m and not self.uid:
+                n = int(m.group(1))
+                self.items = [i - (i > n) for i in self.items if i != n]
+
+    def assertion(self, ok, line):
+        if not ok:
+            raise AssertionError("%s does not apply to %s" % (line, self.items))
+
+
+class ContextRandomChangesTest(unittest.TestCase):
+    def test_updates_keep_the_clients_list_equal_to_a_new_sort(self):
+        """Random deliveries, flag changes and expunges from another session
+        and from this one: after every command, each context's list as the
+        client keeps it equals the answer of the same SORT asked afresh."""
+        rng = random.Random(5267)
+        for run in range(12):
+            s, b = selected(FIVE)()
+            other, _ = make_session(b)
+            login(other)
+            feed(other, b"S SELECT INBOX\r\n")
+            programs = {"u": b"UID SORT RETURN (UPDATE ALL) (SUBJECT REVERSE DATE) UTF-8 UNSEEN",
+                        "n": b"SORT RETURN (UPDATE ALL) (REVERSE ARRIVAL) UTF-8 UNDELETED"}
+            clients = {}
+            for tag, program in programs.items():
+                out = feed(s, tag.encode() + b" " + program + b"\r\n").decode()
+                m = re.search(r"ALL (\S+)", out)
+                clients[tag] = ClientList(tag, tag == "u", expand(m.group(1)) if m else [])
+            for step in range(25):
+                what = rng.randrange(5)
+                if what == 0:
+                    b.deliver("fred", message("m%d" % rng.randrange(5), "%d Jan 2001 00:00:00 +0000" % rng.randint(1, 9)))
+                elif what == 1:
+                    feed(other, b"o STORE %d %sFLAGS (\\Seen)\r\n" % (rng.randint(1, 4), rng.choice([b"+", b"-"])))
+                elif what == 2:
+                    feed(other, b"o STORE %d +FLAGS (\\Deleted)\r\no EXPUNGE\r\n" % rng.randint(1, 3))
+                elif what == 3:
+                    own = feed(s, b"x STORE %d %sFLAGS (\\Deleted \\Seen)\r\n" % (rng.randint(1, 4),
+                                                                              rng.choice([b"+", b"-"])))
+                    for c in clients.values():
+                        c.apply(own)
+                cmd = rng.choice([b"y NOOP\r\n", b"y EXPUNGE\r\n", b"y FETCH 1 FLAGS\r\n", b"y UID FETCH 1 FLAGS\r\n"])
+                out = feed(s, cmd)
+                for c in clients.values():
+                    c.apply(out)
+                feed(other, b"o NOOP\r\n")
+                for tag, program in programs.items():
+                    # the fresh answer comes before that command's own updates (and EXPUNGEs)
+                    fresh = feed(s, b"z " + program.replace(b"UPDATE ", b"") + b"\r\n")
+                    m = re.search(r"ALL (\S+)", fresh.decode())
+                    self.assertEqual(clients[tag].items, expand(m.group(1)) if m else [],
+                                     "run %d step %d context %s after %r" % (run, step, tag, cmd))
+                    for c in clients.values():
+                        c.apply(fresh)
 
 
 class ContextAcrossIdleTest(unittest.TestCase):
