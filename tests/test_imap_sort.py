@@ -142,6 +142,19 @@ class KeysTest(unittest.TestCase):
         keys = sort_keys.keys_of(b"Subject: x\r\n\r\n")
         self.assertEqual((keys.from_, keys.to, keys.cc, keys.display_from), ("", "", "", ""))
 
+    def test_the_date_entry_reads_the_date_keys_of_reads(self):
+        """sort_keys.compute_date (a first SORT (DATE)) gives Keys.date, header cut as parse_header cuts it."""
+        from tests.test_imap_derived import MESSAGES
+        cases = list(MESSAGES.values()) if isinstance(MESSAGES, dict) else list(MESSAGES)
+        cases += [message("x", "1 Jan 2001 00:00:00 +0000", body="Date: 2 Feb 2002 00:00:00 +0000"),
+                  message("x", body="Date: 2 Feb 2002 00:00:00 +0000"),
+                  b"Subject: x\r\nDATE :\r\n 3 Mar 2003 10:00:00 -0100\r\nDate: 4 Apr 2004 00:00:00 +0000\r\n\r\n",
+                  b"Subject: x\r\nnot a field\r\nDate: 4 Apr 2004 00:00:00 +0000\r\n\r\n"]
+        for data in cases:
+            data = data[1] if isinstance(data, tuple) else data
+            self.assertEqual(sort_keys.decode_date(sort_keys.compute_date(data)).date,
+                             sort_keys.keys_of(data).date, data[:200])
+
     def test_entry_round_trip(self):
         keys = sort_keys.keys_of(message("Re: x", "1 Jan 2001 00:00:00 +0000", "m@x", ["a@x"]))
         self.assertEqual(sort_keys.decode(sort_keys.compute_sort(message(

@@ -27,8 +27,10 @@ from protocols.imap.selected import _uses_dates
 from protocols.imap.session_base import BAD, NO, Refusal
 from protocols.imap.sort_context import SortContexts
 
-# The shared per-folder dict (OpenFolder.shared): UID -> sort_keys.Keys.
+# The shared per-folder dicts (OpenFolder.shared): UID -> sort_keys.Keys, and
+# UID -> sort_keys.Dated for the messages only sorted by date so far.
 COLUMN = "imap-sort-keys-v1"
+DATE_COLUMN = "imap-sort-dates-v1"
 # RFC 5256 §3, RFC 5957 §4, RFC 5267 §3.1, Dovecot's REFS (sort_args.py);
 # I18NLEVEL=1 (RFC 5255 §4): SORT, THREAD and SEARCH's substring matching all
 # compare by i;unicode-casemap (collation.py; search_eval.py, search_kept.py).
@@ -79,7 +81,8 @@ class SortCommands(SortContexts):
         order = self._kept_answer(("SORT", criteria), hits)
         if order is None:
             rows = yield from self._sort_rows(hits, any(k in ("DATE", "ARRIVAL") for k, _ in criteria),
-                                              all_dates=any(k == "ARRIVAL" for k, _ in criteria))
+                                              all_dates=any(k == "ARRIVAL" for k, _ in criteria),
+                                              dates_only=not any(k in _KEY_FIELDS for k, _ in criteria))
             order = [uid for uid, _pos, _keys, _meta in sort_rows(rows, criteria)]
             if len(rows) == len(hits):
                 self._keep_answer(("SORT", criteria), hits, order)
@@ -143,22 +146,30 @@ class SortCommands(SortContexts):
                 if uid not in gone]
         return (yield from self._search_each(key, rows, ctx))
 
-    def _sort_rows(self, uids: Sequence[int], dates: bool, all_dates: bool = False):
+    def _sort_rows(self, uids: Sequence[int], dates: bool, all_dates: bool = False, dates_only: bool = False):
         """[(uid, position, Keys, MessageMeta)] of ``uids`` in mailbox order,
         the keys from the shared column, the cache filling what it lacks; a
         message gone meanwhile is left out (RFC 2180 §4.1).  ``dates``: the
         INTERNALDATE of those without a sent date (RFC 5256 §2.2) made
-        readable, of all with ``all_dates`` (ARRIVAL)."""
+        readable, of all with ``all_dates`` (ARRIVAL).  ``dates_only``: a
+        sort that reads no key but the date (DATE, ARRIVAL, SIZE): a message
+        whose Keys are not kept gets a sort_keys.Dated, from the lighter
+        cache entry (sort_keys.compute_date)."""
         column = self._folder.shared(COLUMN)
+        if dates_only:          # Keys when kept already, else the sent date alone
+            column = _Either(column, self._folder.shared(DATE_COLUMN))
+        kind, compute, decode = ((sort_keys.DATE_KIND, sort_keys.compute_date, sort_keys.decode_date)
+                                 if dates_only else (sort_keys.KIND, sort_keys.compute_sort, sort_keys.decode))
         missing = [uid for uid in uids if uid not in column]
         for start in range(0, len(missing), CACHE_BATCH):
-            entries = yield from self._sort_entries(missing[start:start + CACHE_BATCH])
+            entries = yield from self._sort_entries(missing[start:start + CACHE_BATCH], kind, compute)
             for uid, entry in entries.items():
-                keys = sort_keys.decode(entry)
+                keys = decode(entry)
                 if keys is not None:
                     column[uid] = keys
         view = self._view
-        search_columns.prune(column, view.uids)
+        for kept in ((column.first, column.second) if dates_only else (column,)):
+            search_columns.prune(kept, view.uids)
         where = {uid: i for i, uid in enumerate(view.uids)}
         metas, get = view.metas, column.get
         rows = []
@@ -173,12 +184,30 @@ class SortCommands(SortContexts):
                 rows = [(uid, pos, keys, view.metas[pos]) for uid, pos, keys, _m in rows]
         return rows
 
-    def _sort_entries(self, uids: List[int]):
-        """``OpenFolder.derived`` of sort_keys.compute_sort: {uid: entry}."""
-        result = yield lambda done: self._folder.derived(uids, sort_keys.KIND, sort_keys.compute_sort, done)
+    def _sort_entries(self, uids: List[int], kind: str, compute):
+        """``OpenFolder.derived`` of sort_keys.compute_sort (or compute_date): {uid: entry}."""
+        result = yield lambda done: self._folder.derived(uids, kind, compute, done)
         if isinstance(result, BaseException):
             raise Refusal(NO, "Cannot read messages, try again", "UNAVAILABLE")
         return result
+
+
+class _Either:
+    """The Keys column, else the dates column: what a sort on dates reads
+    (``in``, ``get``); what it fills goes to the dates column."""
+
+    def __init__(self, first: dict, second: dict):
+        self.first, self.second = first, second
+
+    def __contains__(self, uid) -> bool:
+        return uid in self.first or uid in self.second
+
+    def get(self, uid, default=None):
+        keys = self.first.get(uid)
+        return keys if keys is not None else self.second.get(uid, default)
+
+    def __setitem__(self, uid, value) -> None:
+        self.second[uid] = value
 
 
 _BADCHARSET = (NO, "Unsupported charset", wire.response_code("BADCHARSET", [b"US-ASCII", b"UTF-8"]))
