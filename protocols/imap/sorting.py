@@ -62,10 +62,13 @@ class SortCommands(SortContexts):
         order = yield from self._sorted_uids(sa.criteria, sa.charset, sa.key)
         if order is None:
             return _BADCHARSET
-        view = self._view
-        numbers = order if head.uid else [view.position(uid) + 1 for uid in order]
+        if head.uid:
+            numbers = order
+        else:
+            seqs = {uid: n for n, uid in enumerate(self._view.uids, 1)}
+            numbers = list(map(seqs.__getitem__, order))
         if sa.returns is None:
-            self._emit(b"".join([b"* SORT"] + [b" %d" % n for n in numbers]) + b"\r\n")
+            self._emit(("* SORT %s\r\n" % " ".join(map(str, numbers)) if numbers else "* SORT\r\n").encode("ascii"))
         else:
             self._emit(esort(head.tag, head.uid, numbers, returns, sa.partial))
         if "UPDATE" in returns:
@@ -213,17 +216,12 @@ class _Either:
 _BADCHARSET = (NO, "Unsupported charset", wire.response_code("BADCHARSET", [b"US-ASCII", b"UTF-8"]))
 
 
-def _date(keys: sort_keys.Keys, meta) -> float:
-    """The sent date, INTERNALDATE without one (RFC 5256 §2.2)."""
-    return keys.date if keys.date is not None else meta.internal_date
-
-
 def _sort_key(name: str):
     """The function giving a row's value for one sort-key (RFC 5256 §3)."""
     if name == "ARRIVAL":
         return lambda row: row[3].internal_date
-    if name == "DATE":
-        return lambda row: _date(row[2], row[3])
+    if name == "DATE":      # RFC 5256 §2.2: INTERNALDATE without a sent date
+        return lambda row: row[3].internal_date if row[2].date is None else row[2].date
     if name == "SIZE":
         return lambda row: row[3].size
     index = sort_keys.Keys._fields.index(_KEY_FIELDS[name])
