@@ -517,8 +517,9 @@ class ClientList:
 class ContextRandomChangesTest(unittest.TestCase):
     def test_updates_keep_the_clients_list_equal_to_a_new_sort(self):
         """Random deliveries, flag changes and expunges from another session
-        and from this one: after every command, each context's list as the
-        client keeps it equals the answer of the same SORT asked afresh."""
+        and from this one, commands and IDLE: after every command, each
+        context's list as the client keeps it equals the answer of the same
+        SORT asked afresh."""
         rng = random.Random(5267)
         for run in range(12):
             s, b = selected(FIVE)()
@@ -545,7 +546,8 @@ class ContextRandomChangesTest(unittest.TestCase):
                                                                               rng.choice([b"+", b"-"])))
                     for c in clients.values():
                         c.apply(own)
-                cmd = rng.choice([b"y NOOP\r\n", b"y EXPUNGE\r\n", b"y FETCH 1 FLAGS\r\n", b"y UID FETCH 1 FLAGS\r\n"])
+                cmd = rng.choice([b"y NOOP\r\n", b"y EXPUNGE\r\n", b"y FETCH 1 FLAGS\r\n", b"y UID FETCH 1 FLAGS\r\n",
+                                  b"y IDLE\r\nDONE\r\n"])
                 out = feed(s, cmd)
                 for c in clients.values():
                     c.apply(out)
@@ -560,11 +562,8 @@ class ContextRandomChangesTest(unittest.TestCase):
                         c.apply(fresh)
 
 
-class ContextAcrossIdleTest(unittest.TestCase):
-    def test_expunges_announced_while_idle(self):
-        """An EXPUNGE sent during IDLE (RFC 2177) comes before the context's
-        update, which follows DONE: a UID context still hears REMOVEFROM, a
-        sequence-number one drops the number the EXPUNGE took."""
+class ContextWhileIdleTest(unittest.TestCase):
+    def contexts_then_idle(self):
         s, b = selected(FIVE)()
         feed(s, b"u UID SORT RETURN (UPDATE) (DATE) UTF-8 ALL\r\n")
         feed(s, b"n SORT RETURN (UPDATE) (DATE) UTF-8 ALL\r\n")
@@ -572,13 +571,40 @@ class ContextAcrossIdleTest(unittest.TestCase):
         other, _ = make_session(b)
         login(other)
         feed(other, b"S SELECT INBOX\r\n")
-        feed(other, b"o STORE 3 +FLAGS (\\Deleted)\r\no EXPUNGE\r\n")
-        self.assertIn(b"* 3 EXPUNGE", drain(s))
-        out = feed(s, b"DONE\r\n")
-        self.assertIn(b'* ESEARCH (TAG "u") UID REMOVEFROM (2 3)\r\n', out)
-        self.assertNotIn(b'(TAG "n")', out)
-        out = feed(s, b"x STORE 1 +FLAGS (\\Deleted)\r\nx EXPUNGE\r\n")
-        self.assertIn(b'* ESEARCH (TAG "n") REMOVEFROM (4 1)\r\n', out)
+        return s, b, other
+
+    def test_updates_come_while_idle(self):
+        """RFC 5267 §4.3.2: updates while IDLE runs; REMOVEFROM before the
+        EXPUNGE (§4.3.4), ADDTO after the EXISTS (§4.3.3)."""
+        s, b, other = self.contexts_then_idle()
+        feed(other, b"o STORE 3 +FLAGS (\\Deleted)\r\n")
+        self.assertEqual(drain(s), b"* 3 FETCH (FLAGS (\\Deleted \\Recent))\r\n")
+        feed(other, b"o EXPUNGE\r\n")
+        self.assertEqual(drain(s), b'* ESEARCH (TAG "u") UID REMOVEFROM (2 3)\r\n'
+                                   b'* ESEARCH (TAG "n") REMOVEFROM (2 3)\r\n* 3 EXPUNGE\r\n')
+        b.deliver("fred", message("new", "1 Jan 1990 00:00:00 +0000"))
+        self.assertEqual(drain(s), b'* 5 EXISTS\r\n* 5 RECENT\r\n* ESEARCH (TAG "u") UID ADDTO (1 6)\r\n'
+                                   b'* ESEARCH (TAG "n") ADDTO (1 5)\r\n')
+        self.assertEqual(feed(s, b"DONE\r\n"), b"i OK IDLE terminated\r\n")
+
+    def test_done_before_the_update_is_computed(self):
+        """DONE while the refresh is still out: the update comes with the next command, once."""
+        s, b, other = self.contexts_then_idle()
+        feed(other, b"o STORE 3 +FLAGS (\\Deleted)\r\n")
+        drain(s)
+        b.deferred = True
+        feed(other, b"o EXPUNGE\r\n")
+        while b.pending and not s._idle_refreshing:
+            b.pending.pop(0)()              # up to the IDLE session's refresh, left waiting
+        self.assertTrue(s._idle_refreshing)
+        self.assertEqual(feed(s, b"DONE\r\n"), b"i OK IDLE terminated\r\n")
+        b.deferred = False
+        b.run_pending()
+        self.assertEqual(drain(s), b"")
+        self.assertEqual(feed(s, b"x NOOP\r\n"), b'* ESEARCH (TAG "u") UID REMOVEFROM (2 3)\r\n'
+                                                   b'* ESEARCH (TAG "n") REMOVEFROM (2 3)\r\n'
+                                                   b"* 3 EXPUNGE\r\nx OK NOOP completed\r\n")
+        self.assertEqual(feed(s, b"y NOOP\r\n"), b"y OK NOOP completed\r\n")
 
 
 class ContextDiskFailureTest(unittest.TestCase):

@@ -18,9 +18,8 @@ slice of the sorted result.
 Left out: CONTEXT=SEARCH (SEARCH RETURN (UPDATE), search.py), so not
 announced.  A program holding message sequence numbers or ``$`` gets no
 updates (§4.3.1 NOUPDATE): §4.3's errata rule evaluates such numbers once,
-which a re-run would not.  While IDLE runs the updates wait for DONE (the
-context's re-run may need the disk, which the IDLE refresh does not wait
-for).
+which a re-run would not.  While IDLE runs, the updates come as the folder
+changes (§4.3.2), computed beside the waiting IDLE command.
 """
 
 from __future__ import annotations
@@ -164,41 +163,125 @@ class SortContexts:
             self._took_changes(folder, changes)
         if self._view is None:
             return
-        pending = []
-        view = self._view
-        for ctx in list(contexts.values()):
+        changed = yield from self._context_changes()
+        self._emit_removals(changed)
+        seen = self._view_seen()
+        refreshes = self._dirty             # SessionCore._sync will take newer changes first
+        yield from super()._sync(allow_expunge)
+        if self._view is not None:
+            self._emit_additions(changed, seen if refreshes else None)
+
+    def _context_changes(self):
+        """[(context, its new result or the Refusal that stopped it)] for the
+        contexts whose folder view changed since their last result."""
+        view, changed = self._view, []
+        for ctx in list(self._contexts().values()):
             if not ctx.uid and not all(map(view.has, ctx.result)):
-                # expunged and already announced (while IDLE ran): the client
-                # dropped those numbers with the EXPUNGE; they have none to name now
+                # expunged and already announced: the client dropped those
+                # numbers with the EXPUNGE; they have none to name now
                 ctx.result = [uid for uid in ctx.result if view.has(uid)]
             if self._view_changed(ctx.seen):
                 try:
                     new = yield from self._sorted_uids(ctx.criteria, ctx.charset, ctx.key)
                 except Refusal as exc:          # the disk failed: this context ends, said so
-                    del contexts[ctx.tag]
-                    self._emit(wire.status_line(None, b"NO", "Updates stopped: %s" % exc.text,
-                                                wire.response_code("NOUPDATE", wire.quoted(ctx.tag))))
-                    continue
-                new_set = set(new)
-                gone = removals(ctx.result, new_set)
-                if gone:
-                    self._emit(update_response(ctx.tag, ctx.uid, b"REMOVEFROM", gone, self._number_of(ctx)))
-                pending.append((ctx, new))
-        seen = self._view_seen()
-        refreshes = self._dirty             # SessionCore._sync will take newer changes first
-        yield from super()._sync(allow_expunge)
-        if self._view is None:
-            return
-        for ctx, new in pending:
+                    new = exc
+                changed.append((ctx, new))
+        return changed
+
+    def _emit_removals(self, changed) -> None:
+        """REMOVEFROM (RFC 5267 §4.3.4), before the EXPUNGEs; a context that
+        failed ends with NO [NOUPDATE]."""
+        contexts = self._contexts()
+        for ctx, new in changed:
+            if isinstance(new, Refusal):
+                contexts.pop(ctx.tag, None)
+                self._emit(wire.status_line(None, b"NO", "Updates stopped: %s" % new.text,
+                                            wire.response_code("NOUPDATE", wire.quoted(ctx.tag))))
+                continue
+            gone = removals(ctx.result, set(new))
+            if gone:
+                self._emit(update_response(ctx.tag, ctx.uid, b"REMOVEFROM", gone, self._number_of(ctx)))
+
+    def _emit_additions(self, changed, seen) -> None:
+        """ADDTO (RFC 5267 §4.3.3), after the EXISTS; the contexts' results
+        and the view they now follow (``seen``; None: the view as it is)."""
+        for ctx, new in changed:
+            if isinstance(new, Refusal):
+                continue
             if not ctx.uid and not all(map(self._view.has, new)):
-                new = [uid for uid in new if self._view.has(uid)]     # expunged by that newer refresh
+                new = [uid for uid in new if self._view.has(uid)]     # expunged by a newer refresh
             added = additions(set(ctx.result), new)
             if added:
                 self._emit(update_response(ctx.tag, ctx.uid, b"ADDTO", added, self._number_of(ctx)))
             ctx.result = new
-        seen = seen if refreshes else self._view_seen()    # after the flush: without the gone
-        for ctx in contexts.values():
+        seen = seen or self._view_seen()
+        for ctx in self._contexts().values():
             ctx.seen = seen
+
+    # -- while IDLE runs (RFC 5267 §4.3.2: updates "when the client is using IDLE") --
+
+    def _idle_refresh(self) -> None:
+        """SessionCore._idle_refresh, with the contexts' updates: the refresh
+        and the contexts' new results computed first (that may read the
+        disk), then REMOVEFROM, the flush, ADDTO in one go, unless DONE came
+        meanwhile (the command's _sync then sends what is due)."""
+        if self._folder is None or not self._contexts():
+            super()._idle_refresh()
+            return
+        self._dirty = False
+        self._idle_refreshing = True
+        self._run_aside(self._idle_updates(self._folder))
+
+    def _idle_updates(self, folder):
+        try:
+            changes = yield folder.refresh
+            if self._closing or folder is not self._folder:
+                return
+            self._took_changes(folder, changes)
+            changed = yield from self._context_changes()
+        finally:
+            self._idle_refreshing = False
+        if self._closing or not self._idling or folder is not self._folder or self._view is None:
+            return
+        self._emit_removals(changed)
+        self._emit(self._view.flush(True))          # RFC 2177 §3: EXPUNGE allowed while idling
+        self._emit_additions(changed, None)
+        if self._dirty:
+            self._idle_refresh()
+
+    def _run_aside(self, gen) -> None:
+        """Drive ``gen`` (yields functions taking ``done``, as commands do)
+        beside the running command (IDLE, waiting for its DONE)."""
+        def step(value):
+            while True:
+                try:
+                    call = gen.send(value)
+                except StopIteration:
+                    return
+                box: list = []
+                waiting = [False]
+
+                def done(result, box=box, waiting=waiting):
+                    if waiting[0]:
+                        waiting[0] = False
+                        if self._closing:
+                            gen.close()
+                            return
+                        try:
+                            step(result)
+                        except Exception:
+                            self._fatal("Internal server error")     # a bug, as SessionCore._resumed
+                            raise
+                        finally:
+                            self.ctx.wake()
+                    elif not box:
+                        box.append(result)
+                call(done)
+                if not box:
+                    waiting[0] = True
+                    return
+                value = box[0]
+        step(None)
 
     def _view_changed(self, seen) -> bool:
         view = self._view
