@@ -662,13 +662,41 @@ class ImapSortServerTest(ServerTestCase):
                                 message("alpha", "1 Jan 1999 00:00:00 +0000", "a@x")]:
             self.assertEqual(m.append("INBOX", None, None, data)[0], "OK")
         m.select("INBOX")
+        uids = m.uid("SEARCH", "ALL")[1][0]         # (UIDs go on from earlier tests' messages)
         for _ in range(2):      # the second from the shared column
             self.assertEqual(m.sort("(DATE)", "UTF-8", "ALL"), ("OK", [b"5 3 2 1 4"]))
-            self.assertEqual(m.uid("SORT", "(REVERSE SUBJECT)", "UTF-8", "ALL"), ("OK", [b"1 2 3 4 5"]))
+            self.assertEqual(m.uid("SORT", "(REVERSE SUBJECT)", "UTF-8", "ALL"), ("OK", [uids]))
             self.assertEqual(m.thread("REFERENCES", "UTF-8", "ALL"), ("OK", [b"((5 4)(3))(1 2)"]))
         m.close()
         m.select("INBOX")        # a new session's column: the disk cache answers
         self.assertEqual(m.sort("(SUBJECT DATE)", "UTF-8", "ALL"), ("OK", [b"5 3 4 2 1"]))
+
+    def test_context_sort_updates_over_loopback(self):
+        """RFC 5267 §4.3: a second connection's APPEND reaches the first's
+        updating SORT as ADDTO on its next command; CANCELUPDATE ends it."""
+        m = self.imap()
+        for data in FIVE[:2]:
+            self.assertEqual(m.append("INBOX", None, None, data)[0], "OK")
+        m.select("INBOX")
+        imaplib.Commands.setdefault("CANCELUPDATE", ("SELECTED",))     # imaplib lacks RFC 5267's command
+        u1, u2 = m.uid("SEARCH", "ALL")[1][0].split()
+        typ, data = m.uid("SORT", "RETURN", "(UPDATE ALL)", "(DATE)", "UTF-8", "UNSEEN")
+        self.assertEqual(typ, "OK")
+        first = m.untagged_responses.pop("ESEARCH")
+        self.assertEqual(len(first), 1)
+        self.assertTrue(first[0].endswith(b" UID ALL %s,%s" % (u2, u1)), first)
+        other = self.imap()
+        self.assertEqual(other.append("INBOX", None, None, message("early", "1 Jan 1990 00:00:00 +0000"))[0], "OK")
+        self.assertEqual(m.noop()[0], "OK")
+        updates = m.untagged_responses.pop("ESEARCH")
+        self.assertEqual(len(updates), 1)
+        self.assertTrue(updates[0].endswith(b" UID ADDTO (1 %d)" % (int(u2) + 1)), updates)
+        tag = first[0].split(b'"')[1].decode()
+        self.assertEqual(updates[0].split(b'"')[1].decode(), tag)
+        self.assertEqual(m._simple_command("CANCELUPDATE", '"%s"' % tag)[0], "OK")
+        self.assertEqual(other.append("INBOX", None, None, message("later", "1 Jan 1991 00:00:00 +0000"))[0], "OK")
+        self.assertEqual(m.noop()[0], "OK")
+        self.assertNotIn("ESEARCH", m.untagged_responses)
 
 
 if __name__ == "__main__":
