@@ -10,6 +10,7 @@ import imaplib
 import random
 import re
 import unittest
+from unittest import mock
 
 from protocols.imap import collation, sort_context, sort_keys, thread
 from tests.helpers import ServerTestCase
@@ -220,6 +221,23 @@ class ThreadTest(unittest.TestCase):
         msgs = [msg(1, 5, subject="B"), msg(2, 1, subject="A"), msg(3, 3, subject="B"),
                 msg(4, 2, subject="A"), msg(5, 4, subject="A")]
         self.assertEqual(rendered(thread.ordered_subject(msgs)), "* THREAD (2 (4)(5))(3 1)\r\n")
+
+    def test_loop_checks_are_bounded(self):
+        """thread.MAX_WALK: past the budget a link is not made (as if it
+        would loop); before it, the same links as without a bound."""
+        n = 60
+        msgs = [msg(i, i, "c%d" % i, ["c%d" % (i - 1)] if i > 1 else []) for i in range(1, n + 1)]
+        for k in range(n):      # y_k: a dummy with a child, then linked under the chain's tip
+            msgs.append(msg(n + 2 * k + 1, n + 2 * k + 1, "z%d" % k, ["y%d" % k]))
+            msgs.append(msg(n + 2 * k + 2, n + 2 * k + 2, "x%d" % k, ["c%d" % n, "y%d" % k]))
+        full = thread.link_all(msgs)
+        self.assertTrue(all(full["y%d" % k].parent is full["c%d" % n] for k in range(n)))
+        with mock.patch.object(thread, "MAX_WALK", 10 * n):
+            bounded = thread.link_all(msgs)
+        linked = [k for k in range(n) if bounded["y%d" % k].parent is not None]
+        self.assertEqual(linked, list(range(len(linked))))
+        self.assertTrue(5 <= len(linked) < n, linked)
+        self.assertTrue(thread.render(thread.gather_roots(bounded)).startswith(b"* THREAD ("))
 
     def test_a_deep_chain_needs_no_recursion(self):
         n = 5000

@@ -21,6 +21,15 @@ from __future__ import annotations
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 
+# Ours: steps the loop checks of one THREAD may walk up the tree (§3
+# REFERENCES 1.A).  Real threads are a few dozen deep, so a folder's walks
+# stay far below; a crafted folder of long chains linked against their
+# grain could make them quadratic, and THREAD runs on the event loop: past
+# the budget a link is not made, as if it would loop (about half a second).
+# DEVIATION(RFC 5256 §3 REFERENCES): bounded work over every link.
+MAX_WALK = 5 * 1000 * 1000
+
+
 class Msg(NamedTuple):
     """One matched message: ``number`` is what the response names (sequence
     number or UID), ``order`` its position in the mailbox (the tie-breaker,
@@ -73,20 +82,24 @@ def ordered_subject(msgs: Sequence[Msg]) -> List[Node]:
 
 # -- REFERENCES step 1 ----------------------------------------------------------------
 
-def _is_ancestor(a: Node, b: Node) -> bool:
-    """True when ``a`` is ``b`` or one of its ancestors."""
+def _is_ancestor(a: Node, b: Node, budget: List[int]) -> bool:
+    """True when ``a`` is ``b`` or one of its ancestors; also True once the
+    walks of one THREAD have taken ``budget`` steps (see MAX_WALK)."""
+    steps = 0
     while b is not None:
         if b is a:
-            return True
+            break
         b = b.parent
-    return False
+        steps += 1
+    budget[0] -= steps
+    return b is not None or budget[0] < 0
 
 
-def _link(parent: Node, child: Node) -> bool:
+def _link(parent: Node, child: Node, budget: List[int]) -> bool:
     """Make ``child`` (without a parent) a child of ``parent`` unless that
     would make a loop (§3 REFERENCES 1.A: "before making message A the
     parent of B, make sure that A is not a descendent of B")."""
-    if (child.kids or child is parent) and _is_ancestor(child, parent):
+    if (child.kids or child is parent) and _is_ancestor(child, parent, budget):
         return False                        # (a node without children is no one's ancestor)
     child.parent = parent
     parent.kids.append(child)
@@ -103,6 +116,7 @@ def link_all(msgs: Sequence[Msg]) -> Dict[object, Node]:
     containers by Message ID (a message without a usable one by its own
     object)."""
     table: Dict[object, Node] = {}
+    budget = [MAX_WALK]
     for msg in msgs:
         mid = msg.message_id
         node = table.get(mid) if mid is not None else None
@@ -119,14 +133,14 @@ def link_all(msgs: Sequence[Msg]) -> Dict[object, Node]:
             if ref_node is None:
                 ref_node = table[ref] = Node()
             if prev is not None and ref_node.parent is None and ref_node is not prev:
-                _link(prev, ref_node)
+                _link(prev, ref_node, budget)
             prev = ref_node
         if node.parent is not None:         # (1.B): the last reference is the parent
             if node.parent is prev:
                 continue
             _unlink(node)
         if prev is not None:
-            _link(prev, node)
+            _link(prev, node, budget)
     return table
 
 
