@@ -80,6 +80,16 @@ class BaseSubjectTest(unittest.TestCase):
         self.check("Re: [list]", "[list]", True)
         self.check("[a][b]", "[b]", False)
 
+    def test_long_runs_of_artifacts(self):
+        """One pass over many artifacts (a crafted subject must not cost quadratic time)."""
+        n = 5000
+        self.check("[a]" * n + "x", "x", False)
+        self.check("[a]" * n, "[a]", False)
+        self.check("[a] " * n + "Re: x", "x", True)
+        self.check("x" + " (fwd)" * n, "x", True)
+        self.check("Re: " * n + "x", "x", True)
+        self.check("[fwd: " * n + "x" + "]" * n, "x", True)
+
     def test_not_a_leader(self):
         self.check("Reply hello", "Reply hello", False)
         self.check("Research: x", "Research: x", False)

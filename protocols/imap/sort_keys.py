@@ -69,14 +69,12 @@ class Keys(NamedTuple):
 # -- RFC 5256 §2.1 base subject ------------------------------------------------------
 
 _WS = re.compile(r"[ \t\r\n]+")
-# subj-trailer = "(fwd)" / WSP (§5; ABNF strings are case-insensitive)
-_TRAILER = re.compile(r"(?:\(fwd\)| )\Z", re.I)
 # subj-blob = "[" *BLOBCHAR "]" *WSP
 _BLOB = r"\[[^\[\]]*\] *"
 # subj-leader = (*subj-blob subj-refwd) / WSP;
 # subj-refwd = ("re" / ("fw" ["d"])) *WSP [subj-blob] ":"
 _LEADER = re.compile(r"(?:%s)*(?:re|fwd?) *(?:%s)?:| " % (_BLOB, _BLOB), re.I)
-_BLOB_PREFIX = re.compile(_BLOB)
+_BLOB_RUN = re.compile("(?:%s)+" % _BLOB)
 # The first characters of a subj-leader, subj-blob or subj-fwd-hdr; the last
 # ones of a subj-trailer (RFC 5256 §5).
 _LEADS, _TRAILS = frozenset(" [rRfF"), frozenset(" )")
@@ -85,34 +83,43 @@ _LEADS, _TRAILS = frozenset(" [rRfF"), frozenset(" )")
 def base_subject(text: str) -> Tuple[str, bool]:
     """(base subject, whether it is a reply or forward) of a decoded Subject
     (RFC 5256 §2.1 steps 1-7; §4 REFERENCES: a subj-refwd, a "(fwd)"
-    trailer or the subj-fwd-hdr / subj-fwd-trl removed)."""
+    trailer or the subj-fwd-hdr / subj-fwd-trl removed).  The text stays
+    whole; ``start`` and ``end`` move, so many artifacts cost one pass."""
     text = _WS.sub(" ", text)                                   # (1)
     if not text or (text[0] not in _LEADS and text[-1] not in _TRAILS):
         return text, False      # nothing can match: no leader, blob, [fwd: nor trailer
     reply = False
+    start, end = 0, len(text)
     while True:
-        while True:                                             # (2)
-            m = _TRAILER.search(text)
-            if m is None:
+        while end > start:                                      # (2) subj-trailer
+            if text[end - 1] == " ":
+                end -= 1
+            elif end - start >= 5 and text[end - 5:end].lower() == "(fwd)":
+                end -= 5
+                reply = True
+            else:
                 break
-            reply = reply or m.group() != " "
-            text = text[:m.start()]
         while True:                                             # (5): (3) and (4) until none
-            m = _LEADER.match(text)                             # (3)
+            m = _LEADER.match(text, start, end)                 # (3)
             if m is not None:
                 reply = reply or m.group() != " "
-                text = text[m.end():]
+                start = m.end()
                 continue
-            m = _BLOB_PREFIX.match(text)                        # (4)
-            if m is not None and m.end() < len(text):           # a non-empty subj-base remains
-                text = text[m.end():]
+            m = _BLOB_RUN.match(text, start, end)               # (4), blob after blob:
+            if m is None:                                       # none starts a leader (3) (that
+                break                                           # failed at the run's start)
+            if m.end() < end:                                   # a non-empty subj-base remains
+                start = m.end()
                 continue
-            break
-        if text[:5].lower() == "[fwd:" and text.endswith("]"):  # (6)
-            text = text[5:-1]
+            last = text.rfind("[", start, end)                  # the last blob is the subj-base
+            if last == start:
+                break
+            start = last
+        if end - start >= 6 and text[start:start + 5].lower() == "[fwd:" and text[end - 1] == "]":   # (6)
+            start, end = start + 5, end - 1
             reply = True
             continue
-        return text, reply                                      # (7)
+        return text[start:end], reply                           # (7)
 
 
 # -- RFC 5256 §2.2 sent date ----------------------------------------------------------
