@@ -24,6 +24,7 @@ bench:
 	$(PYTHON) tests/bench_imap.py
 	$(PYTHON) tests/bench_imap_content.py
 	$(PYTHON) tests/bench_imap_compress.py
+	$(PYTHON) tests/bench_imap_sort.py
 	$(PYTHON) tests/bench_testserver.py
 	$(PYTHON) tests/bench_dkim.py
 

@@ -353,11 +353,13 @@ MINIMAL = [
     # RFC 7377 §2 / RFC 5465 §5: folders the user may not read are left out, no NO (tests below)
     ('ESEARCH IN (mailboxes "%s") ALL' % PROJ, "", False),
     ('NOTIFY SET STATUS (mailboxes "%s" (MessageNew MessageExpunge))' % PROJ, "", False),
+    ("SORT (DATE) UTF-8 ALL", "r", True), ("UID THREAD REFERENCES UTF-8 ALL", "r", True),   # RFC 5256
 ]
 # Commands about no folder of another user: rights do not apply.
 NOT_A_FOLDER = {"CAPABILITY", "NOOP", "LOGOUT", "ID", "STARTTLS", "AUTHENTICATE", "LOGIN", "ENABLE",
                 "COMPRESS", "UNAUTHENTICATE", "NAMESPACE", "GETQUOTA", "SETQUOTA", "IDLE",
-                "LIST", "LSUB"}                 # LIST / LSUB leave folders out: tests above
+                "LIST", "LSUB",                 # LIST / LSUB leave folders out: tests above
+                "CANCELUPDATE"}                 # RFC 5267 §4.3.5: the session's own contexts
 
 
 # DEVIATION(RFC 5464 §3.3): annotations only on one's own folders, whatever the rights

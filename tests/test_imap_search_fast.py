@@ -11,6 +11,7 @@ import unittest
 
 from protocols.imap import search_eval as E
 from protocols.imap import search_text
+from protocols.imap.collation import casemap
 from tests.bench_imap_content import corpus
 from tests.test_imap_derived import MESSAGES
 
@@ -54,12 +55,12 @@ NEEDLES = ["zeppelin", "ZEPPELIN", "eppelin", "kelvin", "grüße", "blimp", "not
 
 def slow(data: bytes, needle: str, text: bool) -> bool:
     mail = E._Mail(data)
-    return needle.casefold() in (mail.all_text() if text else mail.body_text())
+    return casemap(needle) in (mail.all_text() if text else mail.body_text())
 
 
 def words(data: bytes) -> list:
     mail = E._Mail(data)
-    found = re.findall(r"[a-z0-9=._-]{3,12}", mail.all_text()[:20000])
+    found = re.findall(r"[A-Za-z0-9=._-]{3,12}", mail.all_text()[:20000])
     return found[::max(1, len(found) // 12)]
 
 
@@ -69,9 +70,9 @@ class FastPathTest(unittest.TestCase):
         for needle in needles:
             for text in (False, True):
                 want = slow(data, needle, text)
-                got = E._Mail(data).body_has(needle.casefold(), text=text)
+                got = E._Mail(data).body_has(casemap(needle), text=text)
                 self.assertEqual(got, want, (name, needle, text))
-                raw = needle.casefold()
+                raw = casemap(needle).lower()
                 if raw.isascii() and not re.search(r"[ \t:]", raw):
                     fast += search_text.surely_absent(data, raw.encode("ascii"), text)
         return fast

@@ -28,8 +28,9 @@ from protocols.imap.search import SearchKey
 # envelope.py, bodystructure.py or fetch_data.py render differently, so the
 # entries written by the older code are not used (v2: the envelope SEARCH
 # keys' decoded values, search_eval.kept_values; v3: those values in
-# search_kept.py's separator form instead of JSON).
-KIND = "imap-v3"
+# search_kept.py's separator form instead of JSON; v4: those values
+# i;unicode-casemap, RFC 5051, instead of str.casefold).
+KIND = "imap-v4"
 # Ours: a header block is kept up to 64 KiB (a usual header is 1-4 KiB;
 # Dovecot's header cache fields are similarly bounded); beyond, it is read
 # from the file each time, so one huge header does not bloat the cache.

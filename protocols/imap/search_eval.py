@@ -10,7 +10,7 @@ and SAVEDATESUPPORTED (RFC 8514).  Nothing here reads a file or the clock:
 the message bytes and "now" come from the caller.
 
 Text keys compare the key, decoded with the CHARSET, as a case-insensitive
-substring (``str.casefold``) of decoded text: header fields unfolded with
+substring (i;unicode-casemap, RFC 5051, collation.py; RFC 5255 §4.3) of decoded text: header fields unfolded with
 their RFC 2047 encoded words decoded (RFC 9051 §6.4.4 "[MIME-HDRS] strings
 ... MUST be decoded before comparing text"), and the body's text parts with
 base64 / quoted-printable undone and their charset converted.  Left out:
@@ -38,6 +38,7 @@ from protocols.imap import wire
 from protocols.imap.grammar import SequenceSet
 from protocols.imap.search import DATE_KEYS, SearchKey
 from protocols.imap import search_kept
+from protocols.imap.collation import casemap
 from protocols.imap.search_text import (_NOT_CHARSETS, surely_absent, _codec, _field_text, _raw_has,
                                         _transfer_decode, decode_words, value_text)
 from protocols.message import Header, parse_header
@@ -160,12 +161,12 @@ class _Mail:
 
     def values(self, name: bytes) -> List[str]:
         """The values of the fields named ``name`` (lowercase): unfolded,
-        decoded, casefolded; only the fields a key asks for are decoded."""
+        decoded, casemapped (collation.casemap); only the fields a key asks for are decoded."""
         if name not in self._values:
             if self.kept is not None:
                 self._take_kept()
             if name not in self._values:
-                self._values[name] = [self.budget.take(value_text(raw)).casefold()
+                self._values[name] = [casemap(self.budget.take(value_text(raw)))
                                       for n, raw in self.head.fields if n == name]
         return self._values[name]
 
@@ -185,10 +186,10 @@ class _Mail:
                 groups.setdefault(name, []).append(raw)
             for name, raws in groups.items():       # values() in the same order, one pass
                 if name not in self._values:
-                    self._values[name] = [self.budget.take(value_text(raw)).casefold()
+                    self._values[name] = [casemap(self.budget.take(value_text(raw)))
                                           for raw in raws]
             self._header_text = "\n".join(
-                "%s: %s" % (name.decode("ascii", "replace"), value)
+                "%s: %s" % (name.decode("ascii", "replace").upper(), value)
                 for name in groups for value in self._values[name])
         return self._header_text
 
@@ -220,7 +221,7 @@ class _Mail:
             return needle in (self.all_text() if text else self.body_text())
         if not needle:
             return True
-        raw_needle = needle.encode("ascii")
+        raw_needle = needle.lower().encode("ascii")   # the octets' fast paths compare lowercase
         if not _HEADER_SEPARATORS.search(needle) and surely_absent(data, raw_needle, text):
             return False        # no MIME parse (search_text.surely_absent)
         if text and self._header_has(data, raw_needle, needle):
@@ -294,7 +295,7 @@ def _body_text(data: bytes) -> List[Tuple[mime.Part, Optional[bool], bool]]:
 
 
 def _decoded_body(data: bytes, parts, budget: _Budget) -> Tuple[str, str]:
-    """(BODY text, MIME header text of the body parts), casefolded: every
+    """(BODY text, MIME header text of the body parts), casemapped: every
     text/* leaf decoded (RFC 2045 §6 transfer encoding, then its charset),
     and the header of every enclosed message/rfc822 (part of the outer
     body)."""
@@ -305,7 +306,7 @@ def _decoded_body(data: bytes, parts, budget: _Budget) -> Tuple[str, str]:
             break
         if in_body is not None:
             head = data[part.start:part.fields_end]
-            text = budget.take(_field_text(head)).casefold()
+            text = casemap(budget.take(_field_text(head)))
             (body if in_body else headers).append(text)
         if not is_text:
             continue
@@ -313,7 +314,7 @@ def _decoded_body(data: bytes, parts, budget: _Budget) -> Tuple[str, str]:
         # most 3 for 1; so 3x the budget in raw octets gives about the budget.
         raw = data[part.body_start:min(part.end, part.body_start + 3 * budget.left + 4096)]
         octets = _transfer_decode(raw, part.encoding)[:budget.left]
-        body.append(budget.take(octets.decode(_codec(part.param("charset")), "replace")).casefold())
+        body.append(casemap(budget.take(octets.decode(_codec(part.param("charset")), "replace"))))
     return "\n".join(body), "\n".join(headers)
 
 
@@ -383,8 +384,9 @@ class _Message:
 
 def needle_of(raw: bytes, ctx: SearchContext) -> str:
     """A search string decoded with the CHARSET (bad octets replaced) and
-    casefolded (RFC 9051 §6.4.4: case-insensitive matching)."""
-    return ctx.memo(raw, lambda: raw.decode(_codec_strict(ctx.charset), "replace").casefold())
+    casemapped (RFC 9051 §6.4.4: case-insensitive matching; RFC 5255 §4.3:
+    by i;unicode-casemap, collation.py)."""
+    return ctx.memo(raw, lambda: casemap(raw.decode(_codec_strict(ctx.charset), "replace")))
 
 
 def _codec_strict(charset: str) -> str:

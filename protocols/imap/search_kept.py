@@ -5,7 +5,7 @@ SEARCH FROM / TO / CC / BCC / SUBJECT compare the key as a case-insensitive
 substring of the field's text with its RFC 2047 encoded words decoded
 (RFC 9051 §6.4.4).  ``kept_values(header)`` computes those texts once, when a
 message's cache entry is made: for each field of ``FIELDS``, in that order,
-the casefolded value of every occurrence of the field, as
+the casemapped value (i;unicode-casemap, collation.py) of every occurrence of the field, as
 search_eval._Mail.values gives them.  The item is UTF-8 text::
 
     field *(FIELD_SEP field)          (exactly len(FIELDS) fields)
@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 from typing import Dict, List, Optional
 
+from protocols.imap.collation import casemap
 from protocols.imap.search_text import value_text
 from protocols.message import Header, parse_header
 
@@ -55,15 +56,15 @@ def kept_values(header: bytes, head: Optional[Header] = None) -> Dict[str, bytes
     for name, raw in (head if head is not None else parse_header(header)).fields:
         values = get(name)
         if values is not None:
-            values.append(_value(raw) if name in _ADDRESSES else value_text(raw).casefold())
+            values.append(_value(raw) if name in _ADDRESSES else casemap(value_text(raw)))
     return {KEPT_ITEM: encode(groups)}
 
 
 def _value(raw: bytes) -> str:
-    """``value_text(raw).casefold()``, remembered for a short field."""
+    """``casemap(value_text(raw))``, remembered for a short field."""
     value = _MEMO.get(raw)
     if value is None:
-        value = value_text(raw).casefold()
+        value = casemap(value_text(raw))
         if len(raw) <= _MEMO_FIELD:
             if len(_MEMO) >= _MEMO_MAX:
                 _MEMO.clear()         # a plain bound: the next messages refill it
@@ -110,7 +111,7 @@ def plain(raw: object) -> bool:
 
 def field_has(raw: bytes, needle: bytes, index: int) -> bool:
     """Whether a value of field ``FIELDS[index]`` contains ``needle`` (the
-    UTF-8 of a casefolded key holding neither separator; empty: whether the
+    UTF-8 of a casemapped key holding neither separator; empty: whether the
     field is there) in an item for which ``plain`` holds."""
     if not needle:
         start = _field_start(raw, index)

@@ -11,6 +11,7 @@ import codecs
 import re
 from typing import List, Optional
 
+from protocols.imap.collation import casemap
 from protocols.message import field_value
 
 # Python codecs that decode bytes to text but are no charset of the IANA
@@ -168,10 +169,11 @@ def _safe_charset(name: bytes) -> bool:
 
 
 def _raw_has(octets: bytes, raw_needle: bytes, needle: str, codec: Optional[str]) -> bool:
-    """``needle`` (casefolded ASCII) in the casefolded text of ``octets``: a
+    """``needle`` (casemapped ASCII; ``raw_needle`` its lowercase octets) in the
+    casemapped text (collation.casemap) of ``octets``: a
     header block (``codec`` None: as _field_text decodes it) or a text part
     in ``codec``.  Decoded only when the octets alone cannot tell: non-ASCII
-    text may casefold to ASCII (U+212A KELVIN SIGN is "k"), and RFC 2047
+    text may map to ASCII (U+212A KELVIN SIGN is "K"), and RFC 2047
     encoded words hide their text."""
     if codec is None:
         if b"=?" not in octets:
@@ -179,10 +181,10 @@ def _raw_has(octets: bytes, raw_needle: bytes, needle: str, codec: Optional[str]
                 return True
             if octets.isascii():
                 return False
-        return needle in _field_text(octets).casefold()
+        return needle in casemap(_field_text(octets))
     if codec in _ASCII_SAFE:
         if raw_needle in octets.lower():
             return True
         if octets.isascii():
             return False
-    return needle in octets.decode(codec, "replace").casefold()
+    return needle in casemap(octets.decode(codec, "replace"))

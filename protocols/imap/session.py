@@ -16,7 +16,8 @@ MULTISEARCH (RFC 7377, multisearch.py), INPROGRESS (RFC 9585, inprogress.py),
 after a login OBJECTID (RFC 8474, objectid.py), PREVIEW (RFC 8970,
 preview.py), METADATA and METADATA-SERVER (RFC 5464, metadata.py),
 CONDSTORE and QRESYNC (RFC 7162, condstore.py), UIDONLY (RFC 9586,
-condstore.py).
+condstore.py), SORT / THREAD (RFC 5256), SORT=DISPLAY (RFC 5957), ESORT and
+CONTEXT=SORT (RFC 5267 §3.1) in sorting.py, I18NLEVEL=1 (RFC 5255, collation.py).
 
 Shape: the command reader (reader.py) cuts the input into commands and
 literal continuations; each command runs as a generator (``_run_command``)
@@ -60,6 +61,7 @@ from protocols.imap.objectid import OBJECTID_CAPABILITIES, ObjectIdCommands
 from protocols.imap.preview import PREVIEW_CAPABILITIES, PreviewCommands
 from protocols.imap.metadata import METADATA_CAPABILITIES, MetadataCommands
 from protocols.imap.session_base import BAD, OK, Refusal, Reply, SessionCore
+from protocols.imap.sorting import SORT_CAPABILITIES, SortCommands
 from protocols.imap.view import BadSequence
 
 log = logging.getLogger("mailsrv.imap")
@@ -116,7 +118,7 @@ class Entry:
 class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands, CatenateCommands,
                   ReplaceCommands, PartialCommands, AclCommands, NotifyCommands,
                   MultiSearchCommands, ProgressCommands, ObjectIdCommands,
-                  PreviewCommands, MetadataCommands, CondstoreCommands, SessionCore):
+                  PreviewCommands, MetadataCommands, CondstoreCommands, SortCommands, SessionCore):
     """One IMAP connection: bytes in, bytes out (RFC 9051 §3)."""
 
     def __init__(self, ctx: SessionContext, config: ImapConfig, backend: ImapBackend):
@@ -377,6 +379,7 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
             caps += OBJECTID_CAPABILITIES   # RFC 8474 §3 (protocols/imap/objectid.py)
             caps += PREVIEW_CAPABILITIES    # RFC 8970 §1 (protocols/imap/preview.py)
             caps += METADATA_CAPABILITIES   # RFC 5464 §1 (protocols/imap/metadata.py)
+            caps += SORT_CAPABILITIES       # RFC 5256, RFC 5957, RFC 5267 §3.1 (protocols/imap/sorting.py)
         return b" ".join(caps)
 
 
@@ -438,8 +441,12 @@ COMMANDS: Dict[str, Entry] = {
     "ESEARCH": Entry(S._cmd_esearch, LOGGED_IN, False),   # RFC 7377 §2
     "GETMETADATA": Entry(S._cmd_getmetadata, LOGGED_IN),  # RFC 5464 §4.2
     "SETMETADATA": Entry(S._cmd_setmetadata, LOGGED_IN),  # RFC 5464 §4.3
+    "SORT": Entry(S._cmd_sort, SELECTED, False),          # RFC 5256 §3, RFC 5267 §3.1
+    "THREAD": Entry(S._cmd_thread, SELECTED, False),      # RFC 5256 §3
+    "CANCELUPDATE": Entry(S._cmd_cancelupdate, SELECTED),  # RFC 5267 §4.3.5
 }
-# RFC 9051 §6.4.9, RFC 4315 §2.1 (UID EXPUNGE), RFC 6851 §3.2 (UID MOVE), RFC 8508 §3.3.
+# RFC 9051 §6.4.9, RFC 4315 §2.1 (UID EXPUNGE), RFC 6851 §3.2 (UID MOVE), RFC 8508 §3.3
+# (UID REPLACE), RFC 5256 §3 (UID SORT, UID THREAD).
 UID_COMMANDS = frozenset(["FETCH", "STORE", "SEARCH", "COPY", "MOVE", "EXPUNGE",
-                          "REPLACE"])    # RFC 8508 §3.3
+                          "REPLACE", "SORT", "THREAD"])
 del S
