@@ -17,6 +17,7 @@ import argparse
 import configparser
 import dataclasses
 import ipaddress
+import re
 from typing import Dict, List, Optional, Tuple
 
 from protocols import logtarget
@@ -64,6 +65,7 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "imap_idle_timeout": ("float", "1800", True, "seconds an IMAP client may stay silent, IDLE included (RFC 9051 §5.4: at least 30 minutes)"),
     "imap_append_limit": ("int", "26214400", True, "largest message APPEND accepts, in octets (announced as APPENDLIMIT, RFC 7889)"),
     "imap_max_userip_connections": ("int", "10", True, "IMAP sessions of one user from one address (Dovecot's mail_max_userip_connections)"),
+    "imap_referral": ("str", "", True, "the server users' mail moved to, host[:port] (RFC 2221 login referral): a correct IMAP login answers NO [REFERRAL imap://user@host/] and stays logged out; empty: none"),
     "default_quota": ("str", "0", True, "storage limit of a user without one of their own (`mailsrv.py user quota`): 0 for none, or a size like 2G, 500M (1024-based)"),
     "allow_plaintext_auth": ("bool", "no", True, "allow PLAIN/LOGIN/USER over unencrypted non-loopback connections"),
     "plaintext_auth_loopback": ("bool", "yes", True, "allow PLAIN/LOGIN/USER over unencrypted loopback connections"),
@@ -234,6 +236,9 @@ class _ConfigBase:
         except ValueError as exc:
             raise ConfigError(f"default_quota: {exc}") from None
         self.trusted_networks.networks()  # validate now
+        if self.imap_referral and not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?",
+                                                   self.imap_referral):
+            raise ConfigError(f"imap_referral must be host[:port] (RFC 5092 §3), not {self.imap_referral!r}")
 
     @property
     def values(self) -> Dict[str, object]:

@@ -32,10 +32,33 @@ class TranscriptCase(unittest.TestCase):
         return result
 
 
-PRE_CAPS = ("IMAP4rev2 IMAP4rev1 STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=SCRAM-SHA-256 SASL-IR LITERAL+ "
+PRE_CAPS = ("IMAP4rev2 IMAP4rev1 STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=SCRAM-SHA-256 SASL-IR LOGIN-REFERRALS LITERAL+ "
             "ENABLE ID IDLE NAMESPACE UNSELECT UIDPLUS MOVE MULTIAPPEND CHILDREN LIST-EXTENDED "
             "LIST-STATUS SPECIAL-USE CREATE-SPECIAL-USE ESEARCH SEARCHRES STATUS=SIZE "
             "APPENDLIMIT=52428800 UTF8=ACCEPT BINARY SAVEDATE WITHIN CONDSTORE QRESYNC UIDONLY")
+
+
+class LoginReferralTest(unittest.TestCase):
+    """RFC 2221: with imap_referral set, right credentials get NO [REFERRAL url]
+    and the session stays logged out; wrong ones get the usual failure (a
+    referral never tells a guesser that a password was right elsewhere)."""
+
+    def test_right_password_is_referred_wrong_one_fails_as_always(self):
+        s, _b = make_session(allow_plaintext_auth=True, referral="mail.example.net:1143")
+        out = feed(s, b"a LOGIN fred secret\r\n")
+        self.assertEqual(out, b"a NO [REFERRAL imap://fred@mail.example.net:1143/] Your mail is now on "
+                              b"mail.example.net:1143; log in there\r\n")
+        self.assertIs(s.state, ImapState.NOT_AUTHENTICATED)
+        self.assertTrue(feed(s, b"b LOGIN fred wrong\r\n").startswith(b"b NO [AUTHENTICATIONFAILED]"))
+        self.assertTrue(feed(s, b"c SELECT INBOX\r\n").startswith(b"c BAD"))
+
+    def test_authenticate_plain_and_an_address_user_name(self):
+        import base64
+        b = FakeImapBackend()
+        b.users["joe@example.org"] = "pw"
+        s, _ = make_session(b, allow_plaintext_auth=True, referral="[2001:db8::1]")
+        out = feed(s, b"a AUTHENTICATE PLAIN " + base64.b64encode(b"\0joe@example.org\0pw") + b"\r\n")
+        self.assertTrue(out.startswith(b"a NO [REFERRAL imap://joe%40example.org@[2001:db8::1]/] "), out)
 
 
 class AnyStateTest(TranscriptCase):

@@ -297,7 +297,8 @@ class Backend:
             icfg = ImapConfig(hostname=cfg.hostname, idle_timeout=cfg.imap_idle_timeout,
                               max_append=cfg.imap_append_limit,
                               allow_plaintext_auth=cfg.allow_plaintext_auth,
-                              plaintext_auth_loopback=cfg.plaintext_auth_loopback)
+                              plaintext_auth_loopback=cfg.plaintext_auth_loopback,
+                              referral=cfg.imap_referral)
             return ImapSession(ctx, icfg, self)
         return factory
 

@@ -97,6 +97,9 @@ class ImapConfig:
     max_bad_commands: int = 20
     max_commands_before_login: int = 30
     max_auth_failures: int = 3
+    # RFC 2221 §4.1: host[:port] of the server this one's users moved to; a
+    # correct login is answered NO [REFERRAL imap://user@host/] (empty: none).
+    referral: str = ""
 
 
 NOT_AUTH = frozenset([ImapState.NOT_AUTHENTICATED])
@@ -358,6 +361,7 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
                 caps.append(b"LOGINDISABLED")   # RFC 9051 §6.2.3
             caps += [b"AUTH=" + m.encode("ascii") for m in self._mechanisms()]
             caps.append(b"SASL-IR")     # RFC 4959
+            caps.append(b"LOGIN-REFERRALS")     # RFC 2221 §3 (session_auth.py, imap_referral)
         else:   # after a login: RFC 4978 §5 (command-auth), RFC 8437 §2
             caps += [b"COMPRESS=DEFLATE", b"UNAUTHENTICATE"]
         caps += [b"LITERAL+", b"ENABLE", b"ID", b"IDLE", b"NAMESPACE", b"UNSELECT", b"UIDPLUS",

@@ -13,6 +13,7 @@ and lockout; plaintext mechanisms and LOGIN only where POP3 would take them
 from __future__ import annotations
 
 import logging
+import urllib.parse
 
 from protocols import auth_exchange as ax
 from protocols import sasl
@@ -149,10 +150,22 @@ class AuthCommands:
             self._shutdown_text = "Too many failed logins"
         return (NO, "Authentication failed", wire.response_code("AUTHENTICATIONFAILED"))
 
+    def _refer(self, user: str, step: Step) -> Reply:
+        """RFC 2221 §4.1: the credentials are right but the mail is elsewhere:
+        ``NO [REFERRAL imap://user@host/]`` (RFC 5092 §3: the user name
+        %-encoded, its "@" as %40), still not authenticated; the client logs
+        in there.  Not a failure: no failure count, no delay."""
+        url = "imap://%s@%s/" % (urllib.parse.quote(user, safe=""), self.config.referral)
+        log.info("imap login referred user=%s peer=%s to %s", user, self.ctx.peer_ip, url)
+        return (NO, "Your mail is now on %s; log in there" % self.config.referral,
+                b"[REFERRAL " + url.encode("ascii", "replace") + b"]")
+
     def _login_ok(self, step: Step):
         """Open the user's account (INBOX and the special-use folders), then
         AUTHENTICATED with the capabilities in the OK (RFC 9051 §6.2.2)."""
         user = step.user
+        if self.config.referral:
+            return self._refer(user, step)
         answer = yield lambda done: self.backend.open_account(self.ctx, user, done)
         if isinstance(answer, BaseException):
             log.error("imap open account failed user=%s: %r", user, answer)
