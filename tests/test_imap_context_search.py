@@ -92,8 +92,8 @@ S: P2 OK STORE completed
 """, make=selected(FIVE))
 
     def test_rfc5267_4_3_1_noupdate(self):
-        """§4.3.1: NOUPDATE for a program with message numbers or ``$``
-        (evaluated once, §4.3), past MAX_CONTEXTS (shared with SORT), and
+        """RFC 5267 §4.3.1: NOUPDATE for a program with message numbers or
+        ``$`` (evaluated once, RFC 5267 §4.3), past MAX_CONTEXTS (shared with SORT), and
         for the ESEARCH command (RFC 7377 §2.2); the other return options
         are still answered.  RETURN (SAVE UPDATE) sends no ESEARCH (RFC 5182
         §2.1) and still updates."""

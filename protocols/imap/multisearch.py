@@ -15,12 +15,13 @@ Rules (§2.2): "selected" needs the selected state (else BAD); SAVE only when
 the selected mailbox alone is searched (else BAD); a mailbox named twice is
 searched once; ``$`` refers to the selected mailbox's saved result and
 matches nothing elsewhere.  Scope options (none are defined) are BAD.
-RETURN (UPDATE) (RFC 5267 §4.3) is BAD without a selected mailbox (§2.2),
-else answered with the results and ``NO [NOUPDATE]`` (RFC 5267 §4.3.1).
 Mailboxes that do not exist are skipped (§2.2: no response for them).
 
 Bound (§2.4): at most ``MAX_MAILBOXES`` mailboxes per command, else
 ``NO [LIMIT]`` before any is searched.
+
+RETURN (UPDATE) is BAD without a selected mailbox (RFC 7377 §2.2), else
+answered with the results and ``NO [NOUPDATE]`` (RFC 5267 §4.3.1: refused).
 """
 
 from __future__ import annotations

@@ -21,14 +21,16 @@ way, its result in mailbox order (§4.1); its updates name context position
 0 (§4.3.3, §4.3.4: "wherever they occur", the client keeps mailbox order),
 one ascending set each, the shortest form, as the RFC's own SEARCH examples
 show (``UID ADDTO (0 32768:32769)``).  EMAILID / THREADID keys are resolved
-again at each re-run (objectid.py).  PARTIAL with UPDATE (§4.4, RFC 9394
-§3.1): the answer is the slice, the updates cover every result.  The
-ESEARCH command of MULTISEARCH refuses UPDATE with NOUPDATE (multisearch.py).
+again at each re-run (objectid.py).  PARTIAL with UPDATE (§4.4; RFC
+9394 §3.1 says the same): the answer is the slice, the updates cover every
+result.  The ESEARCH command of MULTISEARCH refuses UPDATE with NOUPDATE
+(multisearch.py).
 
-A program holding message sequence numbers or ``$`` gets no
-updates (§4.3.1 NOUPDATE): §4.3's errata rule evaluates such numbers once,
-which a re-run would not.  While IDLE runs, the updates come as the folder
-changes (§4.3.2), computed beside the waiting IDLE command.
+A program holding message sequence numbers or ``$`` gets no updates
+(RFC 5267 §4.3.1 NOUPDATE): RFC 5267 §4.3's errata rule evaluates such
+numbers once, which a re-run would not.  While IDLE runs, the updates come
+as the folder changes (RFC 5267 §4.3.2), computed beside the waiting IDLE
+command.
 """
 
 from __future__ import annotations
