@@ -329,6 +329,25 @@ class ImapContextSearchServerTest(ServerTestCase):
         self.assertEqual(m.noop()[0], "OK")
         self.assertNotIn("ESEARCH", m.untagged_responses)
 
+    def test_an_emailid_search_follows_a_copy(self):
+        """RFC 8474 §6 EMAILID with UPDATE: the key is resolved again at each
+        update, so a copy (the same EMAILID, RFC 8474 §5.1) arriving from
+        another connection comes as ADDTO."""
+        m = self.imap()
+        self.assertEqual(m.append("INBOX", None, None, FIVE[0])[0], "OK")
+        m.select("INBOX")
+        (uid,) = m.uid("SEARCH", "ALL")[1][0].split()
+        fetched = m.uid("FETCH", uid, "(EMAILID)")[1][0]
+        eid = re.search(rb"EMAILID \(([^)]+)\)", fetched).group(1).decode()
+        self.assertEqual(m.uid("SEARCH", "RETURN", "(UPDATE)", "EMAILID", eid)[0], "OK")
+        self.assertTrue(m.untagged_responses.pop("ESEARCH")[0].endswith(b" UID ALL " + uid))
+        other = self.imap()
+        other.select("INBOX")
+        self.assertEqual(other.uid("COPY", uid, "INBOX")[0], "OK")
+        self.assertEqual(m.noop()[0], "OK")
+        (update,) = m.untagged_responses.pop("ESEARCH")
+        self.assertTrue(update.endswith(b" UID ADDTO (0 %d)" % (int(uid) + 1)), update)
+
 
 if __name__ == "__main__":
     unittest.main()
