@@ -10,6 +10,7 @@ import random
 import re
 import unittest
 
+from protocols.imap import search as S
 from protocols.imap import sort_context
 from tests.helpers import ServerTestCase
 from tests.imap_fake import drain, feed, login, make_session
@@ -197,6 +198,26 @@ class ContextSearchTwoSessionsTest(unittest.TestCase):
         self.assertEqual(feed(s, b"DONE\r\n"), b"i OK IDLE terminated\r\n")
 
 
+class IncrementalTest(unittest.TestCase):
+    def test_a_text_search_reads_only_the_changed_messages(self):
+        """A BODY context reads the new or changed messages alone at an
+        update (sort_context.per_message); a program with ``*`` all again."""
+        s, b = selected(FIVE + [message("x", body="needle")])()
+        feed(s, b"t UID SEARCH RETURN (UPDATE) OR BODY needle FLAGGED\r\n")
+        reads = []
+        real = s._folder.read
+        s._folder.read = lambda uid, done: (reads.append(uid), real(uid, done))
+        self.assertEqual(feed(s, b"f STORE 2 +FLAGS.SILENT (\\Flagged)\r\n"),
+                         b'* ESEARCH (TAG "t") UID ADDTO (0 2)\r\nf OK STORE completed\r\n')
+        self.assertEqual(reads, [2])
+        b.deliver("fred", message("y", body="needle"))
+        self.assertIn(b'* ESEARCH (TAG "t") UID ADDTO (0 7)\r\n', feed(s, b"n NOOP\r\n"))
+        self.assertEqual(reads, [2, 7])
+        self.assertTrue(sort_context.per_message(S.search_args(b" BODY a NOT SEEN\r\n").key))
+        self.assertFalse(sort_context.per_message(S.search_args(b" BODY a UID 3:*\r\n").key))
+        self.assertFalse(sort_context.per_message(S.search_args(b" OR BODY a YOUNGER 60\r\n").key))
+
+
 class SearchClientList:
     """What a client holds for one SEARCH context: the result in mailbox
     order, kept by applying the updates (position 0: inserted in mailbox
@@ -228,10 +249,13 @@ class SearchClientList:
 
 
 class ContextSearchRandomChangesTest(unittest.TestCase):
+    # sort_context.MAX_CONTEXTS of them: flags (the columns), SUBJECT (the
+    # kept envelope), BODY / TEXT (the changed messages alone: per_message)
     PROGRAMS = {"u": b"UID SEARCH RETURN (UPDATE ALL) UNSEEN",
                 "n": b"SEARCH RETURN (UPDATE ALL) UNDELETED",
                 "h": b"SEARCH RETURN (UPDATE CONTEXT) OR SUBJECT m1 FLAGGED",
-                "b": b"UID SEARCH RETURN (UPDATE) NOT BODY m2"}
+                "b": b"UID SEARCH RETURN (UPDATE) NOT BODY m2",
+                "t": b"UID SEARCH RETURN (UPDATE) SINCE 1-Jan-2000 NOT TEXT m3"}
 
     def test_updates_keep_the_clients_list_equal_to_a_new_search(self):
         """Random deliveries, flag changes and expunges from another session

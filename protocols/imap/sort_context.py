@@ -20,8 +20,11 @@ slice of the sorted result.
 way, its result in mailbox order (§4.1); its updates name context position
 0 (§4.3.3, §4.3.4: "wherever they occur", the client keeps mailbox order),
 one ascending set each, the shortest form, as the RFC's own SEARCH examples
-show (``UID ADDTO (0 32768:32769)``).  EMAILID / THREADID keys are resolved
-again at each re-run (objectid.py).  PARTIAL with UPDATE (§4.4; RFC
+show (``UID ADDTO (0 32768:32769)``).  A program reading the messages' text
+(BODY, TEXT, HEADER...) is run again on the messages new or changed since
+its last result alone, when each key's answer depends on the message alone
+(``per_message``); else, and when the folder's columns answer it, on all.
+EMAILID / THREADID keys are resolved again at each re-run (objectid.py).  PARTIAL with UPDATE (§4.4; RFC
 9394 §3.1 says the same): the answer is the slice, the updates cover every
 result.  The ESEARCH command of MULTISEARCH refuses UPDATE with NOUPDATE
 (multisearch.py).
@@ -35,19 +38,25 @@ command.
 
 from __future__ import annotations
 
+import datetime
 import operator
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from protocols.imap import grammar as g
-from protocols.imap import wire
+from protocols.imap import search_columns, search_eval, wire
 from protocols.imap.search import SearchArgs, SearchKey
+from protocols.imap.selected import _uses_dates
 from protocols.imap.session_base import Refusal
 
 # Ours: updating contexts per session; RFC 5267 §4.3.1 asks for at least
 # one; a few cover a client's views (Dovecot allows a handful as well).
 MAX_CONTEXTS = 5
 _NOUPDATE_TEXT = "Too many update contexts"
+# Keys whose answer for a message depends on more than that message: its
+# number, the largest UID (``*``), the clock (RFC 5032 §3), this session's
+# \Recent (RFC 3501 §2.3.2).  A SEARCH context holding one runs on all again.
+_NOT_PER_MESSAGE = frozenset(("SEQ", "UID", "OLDER", "YOUNGER", "RECENT", "NEW", "OLD"))
 
 
 @dataclass
@@ -69,6 +78,13 @@ def counts_positions(key: SearchKey) -> bool:
     if key.op == "SEQ" or (key.op == "UID" and key.args[0].saved):
         return True
     return any(counts_positions(a) for a in key.args if isinstance(a, SearchKey))
+
+
+def per_message(key: SearchKey) -> bool:
+    """True when whether a message matches ``key`` depends on that message alone."""
+    if key.op in _NOT_PER_MESSAGE:
+        return False
+    return all(per_message(a) for a in key.args if isinstance(a, SearchKey))
 
 
 def partial(numbers: Sequence[int], low: int, high: int) -> Sequence[int]:
@@ -207,7 +223,39 @@ class SortContexts:
         """A SEARCH context's new result: its program run again as SEARCH
         runs it (EMAILID / THREADID resolved now: RFC 8474 §6)."""
         sa = yield from self._objectid_search(SearchArgs(ctx.key, ctx.charset))
-        return (yield from self._sort_search(ctx.charset, sa.key))
+        if search_columns.usable(sa.key) or not per_message(sa.key):
+            return (yield from self._sort_search(ctx.charset, sa.key))
+        return (yield from self._search_changed(ctx, sa.key))
+
+    def _search_changed(self, ctx: Context, key: SearchKey):
+        """The program on the messages whose metadata changed (a new object,
+        as ``_view_changed`` compares) or that are new since ``ctx.seen``; the
+        others keep their place in or out of ``ctx.result`` (RFC 5267 §4.5:
+        a cache kept up to date as the mailbox changes)."""
+        view = self._view
+        before = dict(zip(ctx.seen[0], ctx.seen[1]))
+        result, gone, recent = set(ctx.result), view.gone, view.recent
+        kept, rows = [], []
+        for i, (uid, meta) in enumerate(zip(view.uids, view.metas)):
+            if uid in gone:
+                continue
+            if before.get(uid) is meta:
+                if uid in result:
+                    kept.append(uid)
+            else:
+                rows.append((i + 1, uid, meta, uid in recent))
+        if not rows:
+            return kept
+        now = self.ctx.clock()
+        sctx = search_eval.SearchContext(
+            largest_seq=len(view), largest_uid=view.uids[-1] if view.uids else 0, saved=(), now=now,
+            charset=search_eval.check_charset(ctx.charset),
+            tz=datetime.datetime.fromtimestamp(now).astimezone().tzinfo)
+        if _uses_dates(key):
+            yield from self._load_dates([row[1] for row in rows])
+            rows = [(n, uid, view.metas[n - 1], r) for n, uid, _m, r in rows]     # the dates now loaded
+        hits = yield from self._search_each(key, rows, sctx)
+        return sorted(kept + hits)
 
     def _emit_removals(self, changed) -> None:
         """REMOVEFROM (RFC 5267 §4.3.4), before the EXPUNGEs; a context that
