@@ -222,7 +222,7 @@ class SelectedCommands(FetchCommands):
             self._saved = tuple(saved)
             returns = tuple(r for r in returns if r not in ("SAVE", "CONTEXT", "UPDATE"))
             if not returns:
-                return      # RFC 5182 §2.1: SAVE alone sends no ESEARCH (RFC 5267 §4.3: UPDATE is no result)
+                return      # RFC 5182 §2.1: SAVE alone sends no ESEARCH (nor with UPDATE, RFC 5267 §4.3)
         if returns is None and not self.rev2:
             self._emit(search_eval.search_response(numbers, modseq))
         else:

@@ -24,10 +24,10 @@ show (``UID ADDTO (0 32768:32769)``).  A program reading the messages' text
 (BODY, TEXT, HEADER...) is run again on the messages new or changed since
 its last result alone, when each key's answer depends on the message alone
 (``per_message``); else, and when the folder's columns answer it, on all.
-EMAILID / THREADID keys are resolved again at each re-run (objectid.py).  PARTIAL with UPDATE (§4.4; RFC
-9394 §3.1 says the same): the answer is the slice, the updates cover every
-result.  The ESEARCH command of MULTISEARCH refuses UPDATE with NOUPDATE
-(multisearch.py).
+EMAILID / THREADID keys are resolved again at each re-run (objectid.py).
+PARTIAL with UPDATE (§4.4; RFC 9394 §3.1 says the same): the answer is the
+slice, the updates cover every result.  The ESEARCH command of MULTISEARCH
+refuses UPDATE with NOUPDATE (multisearch.py).
 
 A program holding message sequence numbers or ``$`` gets no updates
 (RFC 5267 §4.3.1 NOUPDATE): RFC 5267 §4.3's errata rule evaluates such
