@@ -19,6 +19,9 @@ Mailboxes that do not exist are skipped (§2.2: no response for them).
 
 Bound (§2.4): at most ``MAX_MAILBOXES`` mailboxes per command, else
 ``NO [LIMIT]`` before any is searched.
+
+RETURN (UPDATE) is BAD without a selected mailbox (RFC 7377 §2.2), else
+answered with the results and ``NO [NOUPDATE]`` (RFC 5267 §4.3.1: refused).
 """
 
 from __future__ import annotations
@@ -95,6 +98,9 @@ class MultiSearchCommands:
         others = [f for f in filters if not f.selected]
         if selected and self._folder is None:
             return (BAD, "ESEARCH of the selected mailbox in the AUTHENTICATED state", None)   # RFC 7377 §2.2
+        update = bool(sa.returns and "UPDATE" in sa.returns)
+        if update and self._folder is None:
+            return (BAD, "RETURN (UPDATE) needs a selected mailbox (RFC 7377 §2.2)", None)
         if sa.returns and "SAVE" in sa.returns and others:
             return (BAD, "RETURN (SAVE) only for the selected mailbox alone (RFC 7377 §2.2)", None)
         names = [self._folder.name] if selected else []
@@ -116,6 +122,9 @@ class MultiSearchCommands:
             self._work_step()
             if hits:
                 self._emit(_correlated(head.tag, name, uidvalidity, hits, sa.returns, self.utf8))
+        if update:      # RFC 5267 §4.3.1: refused here; SEARCH RETURN (UPDATE) keeps one (sort_context.py)
+            self._emit(wire.status_line(None, b"NO", "No updates for ESEARCH, use SEARCH RETURN (UPDATE)",
+                                        wire.response_code("NOUPDATE", wire.quoted(head.tag))))
         return None
 
     def _esearch_other(self, name: str, sa, charset: str):

@@ -6,7 +6,7 @@ and ``$`` (RFC 5182 §2), WITHIN's OLDER / YOUNGER (RFC 5032 §3), MODSEQ
 (RFC 7162 §3.1.5), SAVEDBEFORE / SAVEDON / SAVEDSINCE / SAVEDATESUPPORTED
 (RFC 8514 §4.3), EMAILID / THREADID (RFC 8474 §6), CHARSET (RFC 9051
 §6.4.4) and RETURN (MIN MAX COUNT ALL SAVE, RFC 4731 §3.1, RFC 5182 §2;
-PARTIAL, RFC 9394 §3.1).  String arguments stay bytes: the
+PARTIAL, RFC 9394 §3.1; CONTEXT and UPDATE, RFC 5267 §4.2, §4.3).  String arguments stay bytes: the
 session decodes them with the CHARSET.
 """
 
@@ -32,8 +32,12 @@ KEYWORD_KEYS = ("KEYWORD", "UNKEYWORD")
 # Every key that takes arguments (RFC 9051 §9 search-key).
 ARG_KEYS = STRING_KEYS + DATE_KEYS + NUMBER_KEYS + INTERVAL_KEYS + KEYWORD_KEYS + ("UID", "HEADER", "MODSEQ") + \
     ("EMAILID", "THREADID")     # RFC 8474 §6 (protocols/imap/objectid.py)
-# RFC 4731 §3.1, RFC 5182 §2 (SAVE), RFC 9051 §6.4.4.
-RETURN_OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE")
+# RFC 4731 §3.1, RFC 5182 §2 (SAVE), RFC 9051 §6.4.4; RFC 5267 §4.2 CONTEXT
+# (a hint, ignored) and §4.3 UPDATE (CONTEXT=SEARCH: sort_context.py).
+RETURN_OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE", "CONTEXT", "UPDATE")
+# The options that ask for result data or $ (RFC 4731 §3.1, RFC 5182 §2,
+# RFC 9394 §3.1): without one of them the answer is ALL.
+_RESULT_OPTIONS = ("MIN", "MAX", "ALL", "COUNT", "SAVE", "PARTIAL")
 
 
 @dataclass(frozen=True)
@@ -153,7 +157,10 @@ def _return_opts(buf: memoryview) -> Tuple[Tuple[str, ...], memoryview, Optional
             raise g.ImapParseError("unknown RETURN option %r" % opt[:30])
     if ranges and (len(ranges) > 1 or "ALL" in opts):   # RFC 9394 §3.1: one PARTIAL, never with ALL
         raise g.ImapParseError("RETURN takes one PARTIAL and no ALL with it (RFC 9394 §3.1)")
-    return (tuple(dict.fromkeys(opts)) or ("ALL",)), rest, (ranges[0] if ranges else None)
+    names = tuple(dict.fromkeys(opts))
+    if not any(n in _RESULT_OPTIONS for n in names):
+        names += ("ALL",)
+    return names, rest, (ranges[0] if ranges else None)
 
 
 def _return_opt(buf: memoryview, ranges: list) -> Tuple[str, memoryview]:

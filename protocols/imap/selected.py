@@ -1,6 +1,7 @@
 """IMAP selected state (RFC 9051 §6.4): CLOSE, UNSELECT (RFC 3691), EXPUNGE and
 UID EXPUNGE (RFC 4315 §2.1), SEARCH (with ESEARCH, RFC 4731, and SEARCHRES,
-RFC 5182; MODSEQ, RFC 7162 §3.1.5), STORE (UNCHANGEDSINCE and [MODIFIED],
+RFC 5182; MODSEQ, RFC 7162 §3.1.5; RETURN (UPDATE), RFC 5267 §4.3, kept by
+sort_context.py), STORE (UNCHANGEDSINCE and [MODIFIED],
 RFC 7162 §3.1.3), COPY and MOVE (RFC 6851) with COPYUID (RFC 4315 §3), a
 mixin of protocols/imap/session.py's ImapSession; FETCH is in fetching.py,
 the CONDSTORE / QRESYNC / UIDONLY state in condstore.py.
@@ -89,7 +90,10 @@ class SelectedCommands(FetchCommands):
     # -- SEARCH (RFC 9051 §6.4.4, RFC 4731, RFC 5182) ----------------------------------
 
     def _cmd_search(self, head):
-        sa = S.search_args(head.rest)
+        sa = asked = S.search_args(head.rest)
+        update = sa.returns is not None and "UPDATE" in sa.returns
+        if update and head.tag in self._contexts():
+            return (BAD, "Tag reuse", None)             # RFC 5267 §4.3
         sa = yield from self._objectid_search(sa)     # RFC 8474 §6 (objectid.py)
         if self.utf8 and sa.charset is not None:
             return (BAD, "No CHARSET after ENABLE UTF8=ACCEPT", None)   # RFC 6855 §3
@@ -124,6 +128,8 @@ class SelectedCommands(FetchCommands):
             self._partial_answer(head, sa.returns, sa.partial, hits, modseq)
         else:
             self._search_answer(head, sa.returns, hits, modseq)
+        if update:      # RFC 5267 §4.3, §4.3.1 (sort_context.py)
+            self._emit(self._add_context(head, asked, hits) or b"")
         return None
 
     def _load_dates(self, uids):
@@ -214,9 +220,9 @@ class SelectedCommands(FetchCommands):
                 saved = sorted(set(([hits[0]] if "MIN" in returns else [])
                                    + ([hits[-1]] if "MAX" in returns else [])))
             self._saved = tuple(saved)
-            returns = tuple(r for r in returns if r != "SAVE")
+            returns = tuple(r for r in returns if r not in ("SAVE", "CONTEXT", "UPDATE"))
             if not returns:
-                return      # RFC 5182 §2.1: SAVE alone sends no ESEARCH
+                return      # RFC 5182 §2.1: SAVE alone sends no ESEARCH (nor with UPDATE, RFC 5267 §4.3)
         if returns is None and not self.rev2:
             self._emit(search_eval.search_response(numbers, modseq))
         else:

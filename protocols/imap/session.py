@@ -17,7 +17,8 @@ after a login OBJECTID (RFC 8474, objectid.py), PREVIEW (RFC 8970,
 preview.py), METADATA and METADATA-SERVER (RFC 5464, metadata.py),
 CONDSTORE and QRESYNC (RFC 7162, condstore.py), UIDONLY (RFC 9586,
 condstore.py), SORT / THREAD (RFC 5256), SORT=DISPLAY (RFC 5957), ESORT and
-CONTEXT=SORT (RFC 5267 §3.1) in sorting.py, I18NLEVEL=1 (RFC 5255, collation.py).
+CONTEXT=SORT (RFC 5267 §3.1) in sorting.py, CONTEXT=SEARCH (RFC 5267 §4,
+sort_context.py), I18NLEVEL=1 (RFC 5255, collation.py).
 
 Shape: the command reader (reader.py) cuts the input into commands and
 literal continuations; each command runs as a generator (``_run_command``)
@@ -384,6 +385,7 @@ class ImapSession(AuthCommands, MailboxCommands, SelectedCommands, QuotaCommands
             caps += PREVIEW_CAPABILITIES    # RFC 8970 §1 (protocols/imap/preview.py)
             caps += METADATA_CAPABILITIES   # RFC 5464 §1 (protocols/imap/metadata.py)
             caps += SORT_CAPABILITIES       # RFC 5256, RFC 5957, RFC 5267 §3.1 (protocols/imap/sorting.py)
+            caps.append(b"CONTEXT=SEARCH")  # RFC 5267 §4 (protocols/imap/sort_context.py)
         return b" ".join(caps)
 
 

@@ -1,5 +1,6 @@
-"""CONTEXT=SORT (RFC 5267 §4): SORT results that stay updated, a mixin of
-protocols/imap/session.py's ImapSession (through sorting.SortCommands).
+"""CONTEXT=SORT and CONTEXT=SEARCH (RFC 5267 §4): SORT and SEARCH results
+that stay updated, a mixin of protocols/imap/session.py's ImapSession
+(through sorting.SortCommands).
 
 ``SORT RETURN (UPDATE ...)`` keeps the command's program and sort criteria
 as an updating context under its tag (§4.3); each time the session sends
@@ -15,28 +16,47 @@ ends contexts; deselecting the folder ends them all.  ``CONTEXT`` (§4.2)
 is a hint, taken and ignored; ``PARTIAL low:high`` (§4.4) returns that
 slice of the sorted result.
 
-Left out: CONTEXT=SEARCH (SEARCH RETURN (UPDATE), search.py), so not
-announced.  A program holding message sequence numbers or ``$`` gets no
-updates (§4.3.1 NOUPDATE): §4.3's errata rule evaluates such numbers once,
-which a re-run would not.  While IDLE runs, the updates come as the folder
-changes (§4.3.2), computed beside the waiting IDLE command.
+``SEARCH RETURN (UPDATE ...)`` (selected.py) keeps its program the same
+way, its result in mailbox order (§4.1); its updates name context position
+0 (§4.3.3, §4.3.4: "wherever they occur", the client keeps mailbox order),
+one ascending set each, the shortest form, as the RFC's own SEARCH examples
+show (``UID ADDTO (0 32768:32769)``).  A program reading the messages' text
+(BODY, TEXT, HEADER...) is run again on the messages new or changed since
+its last result alone, when each key's answer depends on the message alone
+(``per_message``); else, and when the folder's columns answer it, on all.
+EMAILID / THREADID keys are resolved again at each re-run (objectid.py).
+PARTIAL with UPDATE (§4.4; RFC 9394 §3.1 says the same): the answer is the
+slice, the updates cover every result.  The ESEARCH command of MULTISEARCH
+refuses UPDATE with NOUPDATE (multisearch.py).
+
+A program holding message sequence numbers or ``$`` gets no updates
+(RFC 5267 §4.3.1 NOUPDATE): RFC 5267 §4.3's errata rule evaluates such
+numbers once, which a re-run would not.  While IDLE runs, the updates come
+as the folder changes (RFC 5267 §4.3.2), computed beside the waiting IDLE
+command.
 """
 
 from __future__ import annotations
 
+import datetime
 import operator
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from protocols.imap import grammar as g
-from protocols.imap import wire
-from protocols.imap.search import SearchKey
+from protocols.imap import search_columns, search_eval, wire
+from protocols.imap.search import SearchArgs, SearchKey
+from protocols.imap.selected import _uses_dates
 from protocols.imap.session_base import Refusal
 
 # Ours: updating contexts per session; RFC 5267 §4.3.1 asks for at least
 # one; a few cover a client's views (Dovecot allows a handful as well).
 MAX_CONTEXTS = 5
 _NOUPDATE_TEXT = "Too many update contexts"
+# Keys whose answer for a message depends on more than that message: its
+# number, the largest UID (``*``), the clock (RFC 5032 §3), this session's
+# \Recent (RFC 3501 §2.3.2).  A SEARCH context holding one runs on all again.
+_NOT_PER_MESSAGE = frozenset(("SEQ", "UID", "OLDER", "YOUNGER", "RECENT", "NEW", "OLD"))
 
 
 @dataclass
@@ -50,6 +70,7 @@ class Context:
     view: object                               # the view it belongs to (a new SELECT ends it)
     result: List[int]                          # UIDs in the sort order, as the client holds them
     seen: Tuple[list, list, frozenset]         # (uids, metas, gone) the result was computed from
+    search: bool = False                       # SEARCH: mailbox order, updates at position 0
 
 
 def counts_positions(key: SearchKey) -> bool:
@@ -57,6 +78,13 @@ def counts_positions(key: SearchKey) -> bool:
     if key.op == "SEQ" or (key.op == "UID" and key.args[0].saved):
         return True
     return any(counts_positions(a) for a in key.args if isinstance(a, SearchKey))
+
+
+def per_message(key: SearchKey) -> bool:
+    """True when whether a message matches ``key`` depends on that message alone."""
+    if key.op in _NOT_PER_MESSAGE:
+        return False
+    return all(per_message(a) for a in key.args if isinstance(a, SearchKey))
 
 
 def partial(numbers: Sequence[int], low: int, high: int) -> Sequence[int]:
@@ -118,15 +146,17 @@ class SortContexts:
         return list(view.uids), list(view.metas), frozenset(view.gone)
 
     def _add_context(self, head, sa, order_uids: List[int]) -> Optional[bytes]:
-        """Keep an updating context for this SORT; the untagged NO [NOUPDATE]
-        (RFC 5267 §4.3.1) when it cannot be kept, else None."""
+        """Keep an updating context for this SORT (``sa``: sort_args.SortArgs)
+        or SEARCH (search.SearchArgs, before objectid.py resolved it); the
+        untagged NO [NOUPDATE] (RFC 5267 §4.3.1) when it cannot be kept, else None."""
         contexts = self._contexts()
         if len(contexts) >= MAX_CONTEXTS or counts_positions(sa.key):
             text = _NOUPDATE_TEXT if len(contexts) >= MAX_CONTEXTS else \
                 "No updates for a program with message numbers"
             return wire.status_line(None, b"NO", text, wire.response_code("NOUPDATE", wire.quoted(head.tag)))
-        contexts[head.tag] = Context(head.tag, head.uid, sa.criteria, sa.charset, sa.key, self._view,
-                                     list(order_uids), self._view_seen())
+        search = isinstance(sa, SearchArgs)
+        contexts[head.tag] = Context(head.tag, head.uid, () if search else sa.criteria, sa.charset, sa.key,
+                                     self._view, list(order_uids), self._view_seen(), search)
         return None
 
     def _cmd_cancelupdate(self, head):
@@ -182,11 +212,50 @@ class SortContexts:
                 ctx.result = [uid for uid in ctx.result if view.has(uid)]
             if self._view_changed(ctx.seen):
                 try:
-                    new = yield from self._sorted_uids(ctx.criteria, ctx.charset, ctx.key)
+                    new = yield from (self._searched_uids(ctx) if ctx.search else
+                                      self._sorted_uids(ctx.criteria, ctx.charset, ctx.key))
                 except Refusal as exc:          # the disk failed: this context ends, said so
                     new = exc
                 changed.append((ctx, new))
         return changed
+
+    def _searched_uids(self, ctx: Context):
+        """A SEARCH context's new result: its program run again as SEARCH
+        runs it (EMAILID / THREADID resolved now: RFC 8474 §6)."""
+        sa = yield from self._objectid_search(SearchArgs(ctx.key, ctx.charset))
+        if search_columns.usable(sa.key) or not per_message(sa.key):
+            return (yield from self._sort_search(ctx.charset, sa.key))
+        return (yield from self._search_changed(ctx, sa.key))
+
+    def _search_changed(self, ctx: Context, key: SearchKey):
+        """The program on the messages whose metadata changed (a new object,
+        as ``_view_changed`` compares) or that are new since ``ctx.seen``; the
+        others keep their place in or out of ``ctx.result`` (RFC 5267 §4.5:
+        a cache kept up to date as the mailbox changes)."""
+        view = self._view
+        before = dict(zip(ctx.seen[0], ctx.seen[1]))
+        result, gone, recent = set(ctx.result), view.gone, view.recent
+        kept, rows = [], []
+        for i, (uid, meta) in enumerate(zip(view.uids, view.metas)):
+            if uid in gone:
+                continue
+            if before.get(uid) is meta:
+                if uid in result:
+                    kept.append(uid)
+            else:
+                rows.append((i + 1, uid, meta, uid in recent))
+        if not rows:
+            return kept
+        now = self.ctx.clock()
+        sctx = search_eval.SearchContext(
+            largest_seq=len(view), largest_uid=view.uids[-1] if view.uids else 0, saved=(), now=now,
+            charset=search_eval.check_charset(ctx.charset),
+            tz=datetime.datetime.fromtimestamp(now).astimezone().tzinfo)
+        if _uses_dates(key):
+            yield from self._load_dates([row[1] for row in rows])
+            rows = [(n, uid, view.metas[n - 1], r) for n, uid, _m, r in rows]     # the dates now loaded
+        hits = yield from self._search_each(key, rows, sctx)
+        return sorted(kept + hits)
 
     def _emit_removals(self, changed) -> None:
         """REMOVEFROM (RFC 5267 §4.3.4), before the EXPUNGEs; a context that
@@ -199,6 +268,8 @@ class SortContexts:
                                             wire.response_code("NOUPDATE", wire.quoted(ctx.tag))))
                 continue
             gone = removals(ctx.result, set(new))
+            if ctx.search and gone:     # §4.3.4: position 0, removed wherever they are
+                gone = [(0, [uid for _pos, run in gone for uid in run])]
             if gone:
                 self._emit(update_response(ctx.tag, ctx.uid, b"REMOVEFROM", gone, self._number_of(ctx)))
 
@@ -211,6 +282,8 @@ class SortContexts:
             if not ctx.uid and not all(map(self._view.has, new)):
                 new = [uid for uid in new if self._view.has(uid)]     # expunged by a newer refresh
             added = additions(set(ctx.result), new)
+            if ctx.search and added:    # §4.3.3: position 0, inserted in mailbox order
+                added = [(0, sorted(uid for _pos, run in added for uid in run))]
             if added:
                 self._emit(update_response(ctx.tag, ctx.uid, b"ADDTO", added, self._number_of(ctx)))
             ctx.result = new
