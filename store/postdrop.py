@@ -7,7 +7,13 @@ feeds it into the normal delivery path.  (Here the directory is called
     DATA/postdrop/.tmp-<name>   being written; the pick-up ignores it
     DATA/postdrop/<name>        complete: written, fsync'd, renamed, directory fsync'd
 
-So a file without a dot is always whole, whatever moment a crash hits.  The
+So a file without a dot is always whole, whatever moment a crash hits.
+
+With shared_data (several hosts on one data folder, issue 14) a host first
+claims a file by renaming it to ``.claim-<host>-<name>`` (a rename: exactly
+one host wins), then reads and removes the claimed name; its own claims left
+by a crash are taken up again at its next round, another host's once they
+are CLAIM_STALE old (that host died).  The
 pick-up (protocols/backend/pickup.py) removes a file only after its message is in
 the Maildirs or the queue (durably), so a crash in between delivers it twice
 rather than never (at-least-once, like Postfix).
@@ -112,6 +118,49 @@ def pending(data_dir: str) -> List[str]:
     except FileNotFoundError:
         return []
     return sorted(n for n in names if not n.startswith("."))
+
+
+# Another host's claim untouched this long is its dead host's: taken over.
+# An hour: a pick-up round takes seconds (local policy).
+CLAIM_STALE = 3600.0
+CLAIM = ".claim-"
+
+
+def claim_prefix(host: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-." else "_" for c in host) or "localhost"
+    return "%s%s-" % (CLAIM, safe)
+
+
+def pending_shared(data_dir: str, host: str, now: float) -> List[str]:
+    """shared_data: the names to claim, then the claims to take (again):
+    complete files, this host's own claims, other hosts' claims CLAIM_STALE old."""
+    folder = drop_dir(data_dir)
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    mine = claim_prefix(host)
+    out = sorted(n for n in names if not n.startswith("."))
+    out += sorted(n for n in names if n.startswith(mine))
+    for n in sorted(n for n in names if n.startswith(CLAIM) and not n.startswith(mine)):
+        try:
+            if now - os.stat(os.path.join(folder, n)).st_mtime > CLAIM_STALE:
+                out.append(n)
+        except OSError:
+            continue
+    return out
+
+
+def claim(data_dir: str, name: str, host: str) -> str:
+    """Take ``name`` for this host (a rename, so one host only); its claimed
+    name.  FileNotFoundError when another host took it first."""
+    mine = claim_prefix(host)
+    if name.startswith(mine):
+        return name
+    base = name[len(CLAIM):].split("-", 1)[1] if name.startswith(CLAIM) else name
+    folder = drop_dir(data_dir)
+    os.rename(os.path.join(folder, name), os.path.join(folder, mine + base))
+    return mine + base
 
 
 def read(data_dir: str, name: str, max_size: int) -> Dropped:

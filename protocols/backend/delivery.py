@@ -214,7 +214,8 @@ class DeliveryService:
         from protocols.base import new_id
         from protocols.backend.pickup import Pickup
         self.pickup = Pickup(self.loop, self.config.data_dir, self.config.hostname,
-                             lambda: self.config.max_message_size, self.deliver_dropped, new_id)
+                             lambda: self.config.max_message_size, self.deliver_dropped, new_id,
+                             shared=bool(getattr(self.config, "shared_data", False)))
         self.loop.call_soon(self.pickup.start)
 
     def deliver_dropped(self, dropped, data: bytes, queue_id: str, done: Callable[[bool], None]) -> None:

@@ -42,8 +42,9 @@ class Pickup:
     """Feeds ``postdrop/`` to ``deliver(dropped, data, done(ok))`` on the loop thread."""
 
     def __init__(self, loop, data_dir: str, hostname: str, max_size: Callable[[], int],
-                 deliver: Callable, new_id: Callable[[], str]):
+                 deliver: Callable, new_id: Callable[[], str], shared: bool = False):
         self.loop, self.data_dir, self.hostname = loop, data_dir, hostname
+        self.shared = shared       # shared_data: claim each file first (store/postdrop.py)
         self.max_size, self.deliver, self.new_id = max_size, deliver, new_id
         self._busy = False
         self._again = False
@@ -77,6 +78,11 @@ class Pickup:
             self._again = True
             return
         self._busy = True
+        if self.shared:
+            now = self.loop.time()
+            self.loop.run_in_thread(lambda: postdrop.pending_shared(self.data_dir, self.hostname, now),
+                                    self._listed)
+            return
         self.loop.run_in_thread(lambda: postdrop.pending(self.data_dir), self._listed)
 
     def _listed(self, names) -> None:
@@ -94,6 +100,20 @@ class Pickup:
             return
         name = names.pop(0)
         limit = self.max_size()
+        if self.shared:             # another host may be picking up the same folder
+            def claimed_then_read():
+                mine = postdrop.claim(self.data_dir, name, self.hostname)   # FileNotFoundError: not ours
+                try:
+                    return mine, postdrop.read(self.data_dir, mine, limit)
+                except Exception as exc:        # a bad file: set aside under its claimed name
+                    return mine, exc
+
+            def answered(got) -> None:
+                if isinstance(got, tuple):
+                    return self._read(got[0], got[1], names)
+                return self._read(name, got, names)
+            self.loop.run_in_thread(claimed_then_read, answered)
+            return
         self.loop.run_in_thread(lambda: postdrop.read(self.data_dir, name, limit),
                                 lambda got: self._read(name, got, names))
 
