@@ -64,6 +64,7 @@ from protocols.dns.mx import is_own_address
 from protocols.message import header_block
 from protocols.outbound.dsn import Failure, build_bounce, should_bounce
 from protocols.outbound.mtasts_relay import StsRelayMixin
+from protocols.outbound.relay_shared import SharedQueueMixin
 from protocols.smtp.client import ClientConfig, ClientJob, ClientResult, SmtpClientSession
 from store.queue import DEFERRED, DELIVERED, FAILED, OPEN_STATES
 
@@ -154,8 +155,10 @@ class _Delivery:
     ctx: object = None          # the last attempt's SessionContext (a failed handshake's reason)
 
 
-class Relay(StsRelayMixin):
+class Relay(StsRelayMixin, SharedQueueMixin):
     """See the module docstring."""
+
+    _round_class = _Round              # for SharedQueueMixin's placeholder rounds
 
     def __init__(self, loop, queue, resolver, config: RelayConfig,
                  on_bounce: Optional[Callable[[object, List[Failure], bytes], None]] = None,
@@ -253,27 +256,6 @@ class Relay(StsRelayMixin):
         finally:
             self._timer = self.loop.call_later(self.config.interval, self._tick)
 
-    def _shared_tick(self) -> None:
-        """Other processes share the queue: renew the leases of our rounds,
-        read what they queued or removed, then run what is due."""
-        mine = [i for i, r in self._active.items() if r.leased]
-        now = self.clock()
-
-        def work():
-            lost = self.leases.renew(mine, now)
-            self.queue.rescan()
-            return lost
-
-        def done(lost) -> None:
-            if isinstance(lost, BaseException):
-                log.error("queue rescan or lease renewal failed: %s", lost)
-            else:
-                for queue_id in lost:
-                    log.warning("id=%s lease taken over by another process (ours ran out)", queue_id)
-            if self._running:
-                self.run_queue()
-        self._offload(work, done)
-
     def run_queue(self, force: bool = False) -> None:
         now = self.clock()
         entries = self.queue.list() if force else self.queue.due(now)
@@ -291,25 +273,6 @@ class Relay(StsRelayMixin):
         if self.leases is not None:
             return self._lease_then_begin(entry)
         self._start_round(entry)
-
-    def _lease_then_begin(self, entry) -> None:
-        """Hold the id while the lease is asked (a tick meanwhile must not ask
-        twice); the round starts from the envelope as it is on disk now."""
-        placeholder = _Round(entry, writing=True)
-        self._active[entry.id] = placeholder
-        now = self.clock()
-
-        def leased(fresh) -> None:
-            if self._active.get(entry.id) is placeholder:
-                del self._active[entry.id]
-            if isinstance(fresh, BaseException):
-                log.error("id=%s cannot take its lease: %s", entry.id, fresh)
-            elif fresh is not None and self._running and entry.id not in self._active:
-                self._start_round(fresh, leased=True)
-                self._dispatch()
-            for command, done in placeholder.later:     # administered while the lease was asked
-                self.administer(command, entry.id, done)
-        self._offload(lambda: self.queue.lease_fresh(entry.id, self.leases, now), leased)
 
     def _start_round(self, entry, leased: bool = False) -> None:
         rcpts = entry.open_recipients()
