@@ -328,3 +328,34 @@ class DovecotImap:
     def imap_pids(self):
         """The mail processes (one per logged-in IMAP connection)."""
         return [pid for pid, name in self.processes().items() if name == "imap"]
+
+
+def shared_maildir_case():
+    """A ServerTestCase base whose class also runs Dovecot on bob's Maildir
+    (the interop tests that compare both servers on one folder): ``cls.bob``
+    is the Maildir, ``cls.dovecot`` the running Dovecot; IMAP on a free port."""
+    from tests.helpers import ServerTestCase      # helpers imports mailsrv: only when asked
+
+    class SharedMaildirCase(ServerTestCase):
+        tls = False
+        extra_config = {"imap_port": "0"}
+        user, password = "bob@example.test", "bob-secret"
+
+        @classmethod
+        def setUpClass(cls):
+            super().setUpClass()
+            cls.bob = os.path.join(cls.tmp, "mail", "example.test", "bob")
+            open_path_to(cls.bob, cls.tmp)
+            cls.dovecot = DovecotImap(cls.bob, cls.user, cls.password)
+            try:
+                cls.dovecot.start()
+            except BaseException:
+                cls.dovecot.stop()
+                super().tearDownClass()
+                raise
+
+        @classmethod
+        def tearDownClass(cls):
+            cls.dovecot.stop()
+            super().tearDownClass()
+    return SharedMaildirCase

@@ -32,7 +32,7 @@ import unittest
 
 from store.folder import Folder
 from tests import dovecot_imap
-from tests.helpers import ServerTestCase, wait_for
+from tests.helpers import wait_for
 
 BOB, BOB_PW = "bob@example.test", "bob-secret"
 TIMEOUT = 30
@@ -108,28 +108,7 @@ def uidvalidity(c):
 
 
 @unittest.skipIf(skip_reason(), skip_reason())
-class DovecotAndMailsrvShareTheMaildir(ServerTestCase):
-    tls = False
-    extra_config = {"imap_port": "0"}
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.bob = os.path.join(cls.tmp, "mail", "example.test", "bob")
-        dovecot_imap.open_path_to(cls.bob, cls.tmp)
-        cls.dovecot = dovecot_imap.DovecotImap(cls.bob, BOB, BOB_PW)
-        try:
-            cls.dovecot.start()
-        except BaseException:
-            cls.dovecot.stop()
-            super().tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.dovecot.stop()
-        super().tearDownClass()
-
+class DovecotAndMailsrvShareTheMaildir(dovecot_imap.shared_maildir_case()):
     def setUp(self):
         self.tag = "share-%s" % self._testMethodName
         with smtplib.SMTP("127.0.0.1", self.ports["smtp"], timeout=TIMEOUT) as s:

@@ -15,7 +15,6 @@ import unittest
 
 from store import dovecot_files as dv
 from tests import dovecot_imap
-from tests.helpers import ServerTestCase
 from tests.test_interop_dovecot_imap import BOB, BOB_PW, check, skip_reason
 
 TIMEOUT = 30
@@ -23,28 +22,7 @@ MSG = b"From: carol@elsewhere.test\r\nSubject: objectid %d\r\n\r\nbody %d\r\n"
 
 
 @unittest.skipIf(skip_reason(), skip_reason())
-class DovecotCopiesKeepTheirEmailId(ServerTestCase):
-    tls = False
-    extra_config = {"imap_port": "0"}
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.bob = os.path.join(cls.tmp, "mail", "example.test", "bob")
-        dovecot_imap.open_path_to(cls.bob, cls.tmp)
-        cls.dovecot = dovecot_imap.DovecotImap(cls.bob, BOB, BOB_PW)
-        try:
-            cls.dovecot.start()
-        except BaseException:
-            cls.dovecot.stop()
-            super().tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.dovecot.stop()
-        super().tearDownClass()
-
+class DovecotCopiesKeepTheirEmailId(dovecot_imap.shared_maildir_case()):
     def client(self, port):
         c = imaplib.IMAP4("127.0.0.1", port, timeout=TIMEOUT)
         self.addCleanup(c.logout)

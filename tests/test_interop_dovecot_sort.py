@@ -14,11 +14,9 @@ Skipped when Dovecot is missing or not 2.3, or MAILSRV_SKIP_INTEROP is set.
 """
 
 import imaplib
-import os
 import unittest
 
 from tests import dovecot_imap
-from tests.helpers import ServerTestCase
 from tests.test_interop_dovecot_imap import BOB, BOB_PW, TIMEOUT, check, skip_reason
 
 
@@ -60,28 +58,7 @@ SORTS = ["ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM"
 
 
 @unittest.skipIf(skip_reason(), skip_reason() or "")
-class DovecotAndMailsrvSortAlike(ServerTestCase):
-    tls = False
-    extra_config = {"imap_port": "0"}
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.bob = os.path.join(cls.tmp, "mail", "example.test", "bob")
-        dovecot_imap.open_path_to(cls.bob, cls.tmp)
-        cls.dovecot = dovecot_imap.DovecotImap(cls.bob, BOB, BOB_PW)
-        try:
-            cls.dovecot.start()
-        except BaseException:
-            cls.dovecot.stop()
-            super().tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.dovecot.stop()
-        super().tearDownClass()
-
+class DovecotAndMailsrvSortAlike(dovecot_imap.shared_maildir_case()):
     def session(self, port):
         c = imaplib.IMAP4("127.0.0.1", port, timeout=TIMEOUT)
         self.addCleanup(c.logout)
