@@ -151,7 +151,9 @@ class CliTest(unittest.TestCase):
         except OSError:
             self.skipTest("::1 is not configured")
         srv = mailsrv.MailServer(mailsrv.Config({"data_dir": self.data, "listen": "127.0.0.1,::1", "smtp_port": "0",
-                                                 "submission_port": "off", "pop3_port": "off", "log_level": "ERROR"}))
+                                                 "submission_port": "off", "pop3_port": "off", "smtps_port": "off",
+                                                 "pop3s_port": "off", "imap_port": "off", "imaps_port": "off",
+                                                 "log_level": "ERROR"}))
         srv.start()
         try:
             lines = srv.listening_lines()

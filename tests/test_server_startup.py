@@ -94,7 +94,8 @@ class HostNameTest(StartupTestCase):
         import mailsrv
         names = (lambda: "localhost", lambda: "vm")      # what the machine said
         cfg = mailsrv.Config({"data_dir": self.data, "smtp_port": "0", "submission_port": "off",
-                              "pop3_port": "off", "dns_servers": UNREACHABLE_DNS, "log_level": "ERROR"},
+                              "pop3_port": "off", "smtps_port": "off", "pop3s_port": "off", "imap_port": "off",
+                              "imaps_port": "off", "dns_servers": UNREACHABLE_DNS, "log_level": "ERROR"},
                              names=names)
         self.assertEqual((cfg.hostname, cfg.local_domains()), ("vm", ["localhost", "vm"]))
         server = mailsrv.MailServer(cfg)
