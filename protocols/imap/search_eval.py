@@ -532,20 +532,28 @@ def esearch(tag: bytes, uid: bool, numbers: Sequence[int], returns: Tuple[str, .
     if opts == {"SAVE"}:
         return b""
     found = sorted(set(numbers))
-    out = [b"ESEARCH (TAG " + wire.quoted(tag) + b")"]
-    if uid:
-        out.append(b"UID")
-    if found and "MIN" in opts:
-        out.append(b"MIN %d" % found[0])
-    if found and "MAX" in opts:
-        out.append(b"MAX %d" % found[-1])
-    if "COUNT" in opts:
-        out.append(b"COUNT %d" % len(found))
-    if found and "ALL" in opts:
-        out.append(b"ALL " + wire.sequence_set(found))
+    out = esearch_parts(tag, uid, found, opts, wire.sequence_set)
     if found and modseq is not None:
         out.append(b"MODSEQ %d" % modseq)
     return wire.untagged(b" ".join(out))
+
+
+def esearch_parts(tag: bytes, uid: bool, ordered: Sequence[int], opts, all_set) -> List[bytes]:
+    """``ESEARCH (TAG "a") [UID] [MIN n] [MAX n] [COUNT n] [ALL set]`` as parts
+    (RFC 4731 §3.1): MIN / MAX the first and last of ``ordered`` (ascending for
+    SEARCH, the sort order for ESORT, RFC 5267 §3.1), ALL through ``all_set``."""
+    out = [b"ESEARCH (TAG " + wire.quoted(tag) + b")"]
+    if uid:
+        out.append(b"UID")
+    if ordered and "MIN" in opts:
+        out.append(b"MIN %d" % ordered[0])
+    if ordered and "MAX" in opts:
+        out.append(b"MAX %d" % ordered[-1])
+    if "COUNT" in opts:
+        out.append(b"COUNT %d" % len(ordered))
+    if ordered and "ALL" in opts:
+        out.append(b"ALL " + all_set(ordered))
+    return out
 
 
 def search_response(numbers: Sequence[int], modseq: Optional[int] = None) -> bytes:

@@ -259,19 +259,9 @@ def esort(tag: bytes, uid: bool, numbers: Sequence[int], returns: Sequence[str],
     """The ESEARCH response of an extended SORT (RFC 5267 §3.1): MIN and MAX
     are the first and last in the sort order, ALL the numbers in that order;
     PARTIAL (§4.4) the range asked and its slice of them, NIL when empty."""
-    out = [b"* ESEARCH (TAG " + wire.quoted(tag) + b")"]
-    if uid:
-        out.append(b"UID")
-    if numbers and "MIN" in returns:
-        out.append(b"MIN %d" % numbers[0])
-    if numbers and "MAX" in returns:
-        out.append(b"MAX %d" % numbers[-1])
-    if "COUNT" in returns:
-        out.append(b"COUNT %d" % len(numbers))
-    if numbers and "ALL" in returns:
-        out.append(b"ALL " + ordered_set(numbers))
+    out = search_eval.esearch_parts(tag, uid, numbers, returns, ordered_set)
     if partial is not None:
         part = numbers[partial[0] - 1:partial[1]]
         out.append(b"PARTIAL (%d:%d %s)" % (partial[0], partial[1], ordered_set(part) if part else b"NIL"))
-    return b" ".join(out) + b"\r\n"
+    return b"* " + b" ".join(out) + b"\r\n"
 
