@@ -33,7 +33,8 @@ class SmtpSink:
         self.active = self.max_active = 0      # open connections
         self.in_txn = self.max_in_txn = 0      # transactions between MAIL and the end of DATA
         self.auth_seen = []         # decoded AUTH PLAIN responses
-        self.tls_seen = []          # TLS versions negotiated
+        self.tls_seen = []          # TLS versions negotiated, "failed" for a refused handshake
+        self.tls_changed = threading.Condition()
         self.rcpt_seen = {}         # rcpt → times seen
         self.ehlo = ehlo
         # STARTTLS certificate and key (the MTA-STS tests give one from tests/certs/sts/)
@@ -82,10 +83,22 @@ class SmtpSink:
         try:
             conn = ctx.wrap_socket(conn, server_side=True)
         except (ssl.SSLError, OSError):
-            self.tls_seen.append("failed")      # the client refused our certificate
+            self._tls_outcome("failed")      # the client refused our certificate
             raise OSError("TLS handshake failed")
-        self.tls_seen.append(conn.version())
+        self._tls_outcome(conn.version())
         return conn, conn.makefile("rb")
+
+    def _tls_outcome(self, what):
+        with self.tls_changed:
+            self.tls_seen.append(what)
+            self.tls_changed.notify_all()
+
+    def wait_tls(self, count: int = 1) -> list:
+        """``tls_seen`` once it holds ``count`` outcomes (or after WAIT seconds):
+        the client may give up on a handshake before this thread records it."""
+        with self.tls_changed:
+            self.tls_changed.wait_for(lambda: len(self.tls_seen) >= count, WAIT)
+            return list(self.tls_seen)
 
     def _talk(self, conn):
         conn.settimeout(WAIT)

@@ -137,7 +137,7 @@ class StsRelayTest(RelayHarness):
         entry, log = self.deliver()
         self.assertEqual(entry.recipients[0].state, DELIVERED, log)
         self.assertEqual(len(sink.messages), 1)
-        self.assertTrue(sink.tls_seen and sink.tls_seen[0].startswith("TLSv1"), sink.tls_seen)
+        self.assertTrue(sink.wait_tls()[0].startswith("TLSv1"), sink.tls_seen)
         self.assertEqual(self.https.requests, [("mta-sts.sts.test", "/.well-known/mta-sts.txt")])
         self.assertIn("policy id=1 fetched: mode=enforce", log)
         c = self.counts()
@@ -173,7 +173,7 @@ class StsRelayTest(RelayHarness):
         self.assertEqual(entry.recipients[0].state, DEFERRED, log)
         self.assertIsNotNone(self.queue.get("Q1"))
         self.assertEqual(sink.messages, [])
-        self.assertEqual(sink.tls_seen, ["failed"])
+        self.assertEqual(sink.wait_tls(), ["failed"])
         self.assertIn("MTA-STS policy of sts.test (enforce): TLS with mx.sts.test[127.0.0.1] failed",
                       entry.recipients[0].last_error)
         self.assertIn("mta-sts domain=sts.test mode=enforce mx=mx.sts.test certificate-host-mismatch", log)
@@ -201,7 +201,7 @@ class StsRelayTest(RelayHarness):
         entry, log = self.deliver()
         self.assertEqual(entry.recipients[0].state, DELIVERED, log)
         self.assertEqual(len(sink.messages), 1)
-        self.assertEqual(sink.tls_seen[0], "failed")          # the verified try, then the opportunistic one
+        self.assertEqual(sink.wait_tls()[0], "failed")          # the verified try, then the opportunistic one
         self.assertIn("mode=testing mx=mx.sts.test certificate-host-mismatch", log)
         c = self.counts()
         self.assertEqual(c["failure"], {"certificate-host-mismatch": 1})
