@@ -28,8 +28,22 @@ def pid_name(shared: bool, host: str) -> str:
     ``mailsrv.<host>.pid``, so each host's server locks only its own."""
     if not shared:
         return PID_FILE
+    return "mailsrv.%s.pid" % host_part(host)
+
+
+def host_part(host: str) -> str:
+    """``host`` (or this machine's name) made safe as one file name."""
     safe = "".join(c if c.isalnum() or c in "-._" else "_" for c in (host or os.uname().nodename))
-    return "mailsrv.%s.pid" % (safe.strip(".") or "localhost")
+    return safe.strip(".") or "localhost"
+
+
+def run_folder(data_dir: str, shared: bool, host: str) -> str:
+    """``DATA/run/<host>/``: the sockets of the mailsrv processes of one host
+    (protocols/loop_siblings.py).  Per host: Unix sockets do not cross hosts,
+    and with shared_data the folder is on a network file system seen by
+    several; the host is named as pid_name names it (the configured host
+    name with shared_data, else this machine's name)."""
+    return os.path.join(data_dir, "run", host_part(host if shared else ""))
 
 
 class DataDirError(Exception):

@@ -14,6 +14,14 @@ or ``done(AuthTemporary)``.
 * a cache of recent successes (Dovecot's auth cache).
 
 This service is the only owner of the failure counters and of the cache.
+Sibling processes on this host (protocols/loop_siblings.py, issue 14) hear of
+each completed attempt (``share``) and count it as their own, so N processes
+do not give an attacker N times the guesses.  Attempts still in flight are
+not shared: during one check (tens of ms of scrypt) each process can have its
+own ``auth_max_failures`` in flight, so a burst spread over N processes may
+get up to N times the limit checked once before all of them lock the address
+out; a datagram a busy sibling drops (loop_siblings) is a failure it does not
+count, no more than ``net.unix.max_dgram_qlen`` datagrams at once.
 """
 
 from __future__ import annotations
@@ -37,6 +45,9 @@ AUTH_CACHE_MAX = 10000
 # Characters of a client-supplied user name kept in logs and counters (RFC 5321
 # §4.5.3.1.1's 64-octet local part; longer names are an attack, not a user).
 MAX_ID_LOG = 64
+# Longest address group or account a sibling may report: an account is an
+# address, RFC 5321 §4.5.3.1.1 + §4.5.3.1.2 (64 + 1 + 255); an IPv6 /64 is shorter.
+MAX_SHARED_ID = 320
 
 
 def canonical(address: str) -> Optional[str]:
@@ -65,6 +76,18 @@ class AuthService:
         self.lane: Optional[Lane] = None                 # password hashing's own threads
         self._cache: Dict[str, Tuple[bytes, float]] = {}  # user -> (HMAC of the password, expiry)
         self._key = os.urandom(32)   # for stable fake SCRAM credentials and the cache's HMAC
+        self._siblings = None        # protocols/loop_siblings.SiblingChannel, once shared
+
+    def share(self, channel) -> None:
+        """Tell the sibling processes of each outcome, and count theirs."""
+        self._siblings = channel
+        channel.on("auth", self._sibling_outcome)
+
+    def _sibling_outcome(self, message: dict) -> None:
+        group, account, ok = message.get("g"), message.get("a"), message.get("ok")
+        if (isinstance(group, str) and isinstance(account, str) and isinstance(ok, bool)
+                and len(group) <= MAX_SHARED_ID and len(account) <= MAX_SHARED_ID):
+            self.limiter.record(group, account, ok, self.loop.time())
 
     def configure(self, config) -> None:
         """SIGHUP: the live keys (limits now, lane sizes at the next check)."""
@@ -122,6 +145,8 @@ class AuthService:
 
         def finish(ok: bool) -> None:
             locked, penalised = self.limiter.end(attempt, ok, self.loop.time())
+            if self._siblings is not None:
+                self._siblings.send("auth", {"g": group, "a": account, "ok": ok})
             if ok:
                 log.debug("auth ok user=%s mechanism=%s peer=%s listener=%s", user, outcome.mechanism, ctx.peer_ip, ctx.listener)
                 done(user)

@@ -161,20 +161,26 @@ class AuthLimiter:
         """Record the outcome.  Returns (address now locked out, account penalty
         just started) so the caller can log each once."""
         self.cancel(attempt)
-        addr = self._addresses[attempt.group]
-        acct = self._accounts[attempt.account]
+        return self.record(attempt.group, attempt.account, ok, now)
+
+    def record(self, group: str, account: str, ok: bool, now: float) -> Tuple[bool, bool]:
+        """An outcome: of our own attempt (``end``), or one a sibling process on
+        this host reports (protocols/backend/auth.py), so the limits hold across
+        them.  Returns what ``end`` returns."""
+        addr = self._address(group, now)
+        acct = self._account(account, now)
         if ok:
-            addr.failures.pop(attempt.account, None)
-            self._known.pop((attempt.account, attempt.group), None)
-            self._known[(attempt.account, attempt.group)] = now + KNOWN_TTL
+            addr.failures.pop(account, None)
+            self._known.pop((account, group), None)
+            self._known[(account, group)] = now + KNOWN_TTL
             _bound(self._known, lambda expiry: True)
             return False, False
-        addr.failures[attempt.account] = addr.failures.get(attempt.account, 0) + 1
+        addr.failures[account] = addr.failures.get(account, 0) + 1
         addr.last = now
-        self._addresses.move_to_end(attempt.group)
+        self._addresses.move_to_end(group)
         acct.failures += 1
         acct.last = now
-        self._accounts.move_to_end(attempt.account)
+        self._accounts.move_to_end(account)
         over = acct.failures - self.limits.account_max_failures
         if over >= 0:
             delay = self.limits.account_delay * (2 ** min(over, 30))

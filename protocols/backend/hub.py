@@ -20,7 +20,13 @@ except the poll's stat calls, which run on a worker:
   once, and ``callback(user, None, None)`` ("look again") when the poll finds
   the Maildir root's folder directories or its subscriptions file changed by
   another process (a folder made or removed by Dovecot, mutt, a second
-  mailsrv; a rename there is seen as a deletion and a creation).
+  mailsrv; a rename there is seen as a deletion and a creation);
+* ``share(channel)``: sibling mailsrv processes on this host
+  (protocols/loop_siblings.py, issue 14) hear of each ``announce`` and
+  ``announce_names`` at once and tell their own subscribers as if the change
+  were theirs (``callback(user, folder)``: the IDLE session re-reads the
+  folder from disk; names: ``callback(user, None, None)``, "look again").  A
+  datagram a busy sibling drops costs only time: its poll finds the change.
 """
 
 from __future__ import annotations
@@ -43,6 +49,9 @@ NameCallback = Callable[[str, object, object], None]   # callback(user, event or
 # and another writer's mail (Dovecot, mutt, a second mailsrv) reaches IDLE within
 # about two seconds (issue 10: "within a few seconds").
 POLL_INTERVAL_S = 2.0
+# Longest user or folder name a sibling may announce: an address (RFC 5321
+# §4.5.3.1: 64 + 1 + 255) or a mailbox name well beyond any folder path.
+MAX_SHARED_NAME = 1024
 
 
 class Subscription:
@@ -69,6 +78,23 @@ class ChangeHub:
         self._timer = None
         self._polling = False
         self._closed = False
+        self._siblings = None                   # protocols/loop_siblings.SiblingChannel, once shared
+
+    def share(self, channel) -> None:
+        """Announce our changes to the sibling processes, and theirs here."""
+        self._siblings = channel
+        channel.on("change", self._sibling_change)
+        channel.on("names", self._sibling_names)
+
+    def _sibling_change(self, message: dict) -> None:
+        user, folder = message.get("u"), message.get("f")
+        if _name_ok(user) and _name_ok(folder):
+            self._notify(user, folder)
+
+    def _sibling_names(self, message: dict) -> None:
+        user = message.get("u")
+        if _name_ok(user):
+            self._notify_names(user, None, None)
 
     def folder_path(self, user: str, folder: str) -> str:
         """INBOX is the Maildir itself, another folder its Maildir++ ``.Name``."""
@@ -129,6 +155,11 @@ class ChangeHub:
     def announce_names(self, user: str, event: object, origin: object = None) -> None:
         """A mailbox of ``user`` created, deleted, renamed or (un)subscribed by this
         process (``event``: contracts.MailboxEvent; ``origin``: the account that did it)."""
+        self._notify_names(user, event, origin)
+        if self._siblings is not None:
+            self._siblings.send("names", {"u": user})
+
+    def _notify_names(self, user: str, event: object, origin: object) -> None:
         for callback in list(self._names.get(user, ())):
             try:
                 callback(user, event, origin)
@@ -152,7 +183,13 @@ class ChangeHub:
         return self._name_ops.get(user, (0, 0))
 
     def announce(self, user: str, folder: str = "INBOX") -> None:
-        """A change in (user, folder): every subscriber's callback, now (loop thread)."""
+        """A change in (user, folder): every subscriber's callback, now (loop
+        thread), and the sibling processes' subscribers."""
+        self._notify(user, folder)
+        if self._siblings is not None:
+            self._siblings.send("change", {"u": user, "f": folder})
+
+    def _notify(self, user: str, folder: str) -> None:
         for callback in list(self._all):
             try:
                 callback(user, folder)
@@ -191,16 +228,20 @@ class ChangeHub:
             if user in self._names:
                 self._name_tokens[user] = token
                 if before is not None and token != before:
-                    self.announce_names(user, None)
+                    self._notify_names(user, None, None)
         for key, token in result.items():
             if key not in self._subs:
                 continue
             before = self._tokens.get(key)
             self._tokens[key] = token
             if before is not None and token != before:
-                self.announce(*key)
+                self._notify(*key)
         if (self._subs or self._names) and not self._closed and self._timer is None:
             self._timer = self.loop.call_later(self.poll_interval, self._poll)
+
+
+def _name_ok(value: object) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_SHARED_NAME
 
 
 def _tokens(watched: List[Tuple[Key, str]]) -> Dict[Key, Optional[tuple]]:

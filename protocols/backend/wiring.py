@@ -46,7 +46,9 @@ from protocols.backend.policy import PolicyService
 from protocols.backend.quota import QuotaService
 from protocols.base import FaultAction, FaultView, SessionContext
 from protocols.faults import Faults
+from protocols.loop_siblings import SiblingChannel
 from protocols.smtp.server import SmtpConfig, SmtpSession
+from store.datadir import run_folder
 from store.maildir import MailStore
 from store.quota import parse_size
 from store.users import AliasDB, Directory, UserDB, normalize_address
@@ -100,6 +102,12 @@ class Backend:
         self._spf_resolver = None       # for spf_check when outbound mail is off (check_spf)
         from protocols.acme.service import AcmeService
         self.acme = AcmeService(config, loop)       # certificates from acme_directory (README "ACME certificates")
+        # the other mailsrv processes of this host on this data folder (issue 14): login
+        # outcomes, the hub's changes, "the users file changed"; opened by start_pickup
+        self.siblings = SiblingChannel(loop, run_folder(data, config.shared_data, config.hostname))
+        self.auth.share(self.siblings)
+        self.mail.hub.share(self.siblings)
+        self.siblings.on("users", self._sibling_users)
 
     def _make_directory(self) -> Directory:
         cfg = self.config
@@ -123,8 +131,10 @@ class Backend:
         (protocols/acme/: its checks, and its tls-alpn-01 listener)."""
         self.delivery.start_pickup()
         self.acme.start()
+        self.siblings.start()
 
     def close(self) -> None:
+        self.siblings.close()
         self.acme.close()
         self.auth.close()
         self.delivery.stop_pickup()     # no new local submissions, then the relay, then the disk
@@ -153,6 +163,7 @@ class Backend:
         # (rare, so on the loop thread), and the next lookups see them.
         self._tables_reloaded(self._reload_tables())
         self._tables_checked = self.loop.time()
+        self.siblings.send("users", {})     # an operator's request: the siblings check now too
         log.info("reloaded users (%d), aliases and configuration", len(self.users.list()))
 
     def refresh(self, force: bool = False) -> None:
@@ -178,6 +189,17 @@ class Backend:
             log.error("cannot check %s and %s for changes: %r", self.users.path, self.aliases.path, result)
         elif result[0]:
             self.auth.users_changed()
+            self.siblings.send("users", {})     # found here first: the siblings drop theirs now
+
+    def _sibling_users(self, _message: dict) -> None:
+        """A sibling found the users file changed (or had a SIGHUP): our cached
+        logins go now and the file is checked now, on the loop thread as for
+        SIGHUP (rare), so no login here is checked against the old table."""
+        self.auth.users_changed()
+        try:
+            self._reload_tables()
+        except Exception as e:
+            log.error("cannot check %s and %s for changes: %r", self.users.path, self.aliases.path, e)
 
     def add_user(self, address: str, password: str) -> None:
         self.users.add(address, password)
