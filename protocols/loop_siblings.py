@@ -22,6 +22,9 @@ and a message is sent to every other socket there.
   logged at debug; each use says why that is acceptable (a hint, with the
   poll or a later message behind it).  A socket left by a process that died
   (ECONNREFUSED) or already gone (ENOENT) is unlinked and forgotten.
+* **Commands**: a process without a loop (``mailsrv.py user passwd``) may
+  send one message with ``tell_siblings``, from a socket bound in the
+  folder for the moment.
 * **Peers**: the folder is listed at start and every ``PEER_RESCAN_S`` (on a
   worker: with shared_data it is on NFS); a new process says ``hello`` and a
   closing one ``bye``, so siblings know of each other at once.
@@ -139,8 +142,8 @@ class SiblingChannel:
     def send(self, kind: str, fields: dict) -> None:
         """Queue ``{"t": kind, **fields}`` for every sibling (at the end of this
         loop iteration, with the others of it)."""
-        if self._dg is None:
-            return
+        if self._dg is None or (not self._peers and self.loop.time() < self._rescan_at):
+            return          # alone on this host (until the next listing or a sibling's hello)
         data = json.dumps(dict(fields, t=kind), separators=(",", ":")).encode("utf-8", "surrogatepass")
         if len(data) + 2 > MAX_DATAGRAM or len(self._pending) >= MAX_PENDING:
             self.stats["dropped"] += 1
@@ -217,6 +220,35 @@ class SiblingChannel:
                 handler(message)
             except Exception:
                 log.exception("sibling message %s from %s failed", kind, addr)
+
+
+def tell_siblings(folder: str, kind: str, fields: Optional[dict] = None) -> int:
+    """From a process without a channel (a command such as ``mailsrv.py user
+    passwd``): send one message to every process of the run folder ``folder``,
+    from a socket bound there for the moment; returns how many took it."""
+    data = _pack([json.dumps(dict(fields or {}, t=kind), separators=(",", ":")).encode("ascii")])[0]
+    real = os.path.realpath(folder)
+    path = os.path.join(real, "%d-%s%s" % (os.getpid(), os.urandom(4).hex(), SUFFIX))
+    if not os.path.isdir(real) or len(os.fsencode(path)) > SOCKET_PATH_MAX or len(data) > MAX_DATAGRAM:
+        return 0
+    sent = 0
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        try:
+            sock.bind(path)
+        except OSError as e:
+            log.debug("cannot bind %s: %s", path, e)
+            return 0
+        try:
+            for peer in _listing(real, path):
+                try:
+                    sock.sendto(data, peer)
+                    sent += 1
+                except OSError as e:        # gone, or busy: it finds the change by its own check
+                    log.debug("cannot tell sibling %s: %s", peer, e)
+        finally:
+            _unlink(path)
+    return sent
 
 
 def _pack(items: List[bytes]) -> List[bytes]:

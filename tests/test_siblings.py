@@ -21,7 +21,7 @@ import unittest
 
 from mailsrv import Config, MailServer
 from protocols.loop import EventLoop
-from protocols.loop_siblings import MAX_DATAGRAM, SiblingChannel
+from protocols.loop_siblings import MAX_DATAGRAM, SiblingChannel, tell_siblings
 from protocols.loop_sync import call_and_wait
 from store.datadir import run_folder
 from store.users import UserDB
@@ -168,6 +168,14 @@ class ChannelTest(LoopCase):
         self.on_loop(lambda: a.send("x", {"n": 8}))
         self.assertEqual(b.heard.get(timeout=5), {"t": "x", "n": 8})
 
+    def test_a_process_without_a_channel_can_tell_the_siblings(self):
+        a, b = self.channel(), self.channel()
+        self.assertEqual(tell_siblings(self.folder, "x", {"n": 9}), 2)
+        for ch in (a, b):
+            self.assertEqual(ch.heard.get(timeout=5), {"t": "x", "n": 9})
+        self.assertEqual(sorted(os.listdir(self.folder)), sorted(os.path.basename(c.path) for c in (a, b)))
+        self.assertEqual(tell_siblings(os.path.join(self.tmp, "none"), "x"), 0)
+
     def test_run_folder_is_per_host_with_shared_data(self):
         self.assertEqual(run_folder("/d", True, "mx1.example.test"), "/d/run/mx1.example.test")
         self.assertNotEqual(run_folder("/d", True, "mx1"), run_folder("/d", True, "mx2"))
@@ -283,6 +291,17 @@ class TwoServersTest(unittest.TestCase):
         with cheap_scrypt():
             UserDB(self.tmp).set_password(ALICE, "new-secret")         # `mailsrv.py user passwd`
         self.a.loop.call_soon_threadsafe(self.a.reload)                 # SIGHUP to a alone
+        wait_for(lambda: heard_b, "b to hear that the users file changed", timeout=5)
+        self.assertIsNot(self.pop3_login(self.b, "old-secret"), True, "the old password still got in")
+        self.assertIs(self.pop3_login(self.b, "new-secret"), True)
+
+    def test_a_password_changed_by_a_command_that_tells_the_siblings_is_honoured_at_once(self):
+        heard_b = self.heard(self.b, "users")
+        self.assertIs(self.pop3_login(self.b, "old-secret"), True)     # now in b's auth cache
+        with cheap_scrypt():
+            UserDB(self.tmp).set_password(ALICE, "new-secret")
+        folder = run_folder(self.tmp, False, "mx.example.test")
+        self.assertEqual(tell_siblings(folder, "users"), 2)            # a and b
         wait_for(lambda: heard_b, "b to hear that the users file changed", timeout=5)
         self.assertIsNot(self.pop3_login(self.b, "old-secret"), True, "the old password still got in")
         self.assertIs(self.pop3_login(self.b, "new-secret"), True)

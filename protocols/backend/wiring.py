@@ -192,9 +192,12 @@ class Backend:
             self.siblings.send("users", {})     # found here first: the siblings drop theirs now
 
     def _sibling_users(self, _message: dict) -> None:
-        """A sibling found the users file changed (or had a SIGHUP): our cached
-        logins go now and the file is checked now, on the loop thread as for
-        SIGHUP (rare), so no login here is checked against the old table."""
+        """A sibling found the users file changed (or had a SIGHUP, or a command
+        changed it: loop_siblings.tell_siblings): our cached logins go now and
+        the file is checked now, on the loop thread as for SIGHUP (rare), so no
+        login here is checked against the old table.  Should the notice be
+        dropped (our queue full), our own check finds the change within
+        TABLE_CHECK_INTERVAL_S, as it finds a change nobody announced."""
         self.auth.users_changed()
         try:
             self._reload_tables()
