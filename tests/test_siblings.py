@@ -18,6 +18,7 @@ import stat
 import tempfile
 import threading
 import unittest
+from unittest import mock
 
 from mailsrv import Config, MailServer
 from protocols.loop import EventLoop
@@ -61,6 +62,11 @@ class LoopCase(unittest.TestCase):
         self.addCleanup(lambda: self.on_loop(ch.close))
         return ch
 
+    def knows(self, ch, *others):
+        """Wait until ``ch`` has heard the hello of each of ``others`` (sent as they start)."""
+        wait_for(lambda: self.on_loop(lambda: all(o.path in ch._peers for o in others)),
+                 "the siblings' hello", timeout=5)
+
     def raw(self, folder=None, name="raw.sock"):
         """A plain Unix datagram socket bound in ``folder`` (the run folder by default)."""
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -75,6 +81,7 @@ class LoopCase(unittest.TestCase):
 class ChannelTest(LoopCase):
     def test_a_message_reaches_every_other_sibling_once_and_not_its_sender(self):
         a, b, c = self.channel(), self.channel(), self.channel()
+        self.knows(a, b, c)
         self.on_loop(lambda: a.send("x", {"n": 1}))
         for ch in (b, c):
             self.assertEqual(ch.heard.get(timeout=5), {"t": "x", "n": 1})
@@ -86,7 +93,7 @@ class ChannelTest(LoopCase):
     def test_a_newcomer_is_known_at_once_by_its_hello_and_forgotten_by_its_bye(self):
         a = self.channel()
         b = self.channel()        # after a: a learns of b only from b's hello
-        wait_for(lambda: b.path in a._peers, "a to hear b's hello", timeout=5)
+        self.knows(a, b)
         self.on_loop(lambda: a.send("x", {"n": 3}))
         self.assertEqual(b.heard.get(timeout=5), {"t": "x", "n": 3})
         self.on_loop(b.close)
@@ -110,6 +117,7 @@ class ChannelTest(LoopCase):
         wait_for(lambda: not os.path.exists(path), "the stale socket to be removed", timeout=5)
         self.assertNotIn(path, self.on_loop(lambda: set(a._peers)))
         b = self.channel()
+        self.knows(a, b)
         self.on_loop(lambda: a.send("x", {"n": 4}))
         self.assertEqual(b.heard.get(timeout=5), {"t": "x", "n": 4})
 
@@ -150,6 +158,7 @@ class ChannelTest(LoopCase):
             self.on_loop(lambda n=n: a.send("x", {"n": n}))
         wait_for(lambda: self.on_loop(lambda: a.stats["dropped"]) > 0, "a full queue to drop", timeout=5)
         b = self.channel()                          # the loop still runs and the others still hear
+        self.knows(a, b)
         self.on_loop(lambda: a.send("x", {"n": "after"}))
         self.assertEqual(b.heard.get(timeout=5), {"t": "x", "n": "after"})
 
@@ -164,6 +173,7 @@ class ChannelTest(LoopCase):
 
     def test_a_message_too_long_for_a_datagram_is_dropped(self):
         a, b = self.channel(), self.channel()
+        self.knows(a, b)
         self.on_loop(lambda: a.send("x", {"n": "y" * MAX_DATAGRAM}))
         self.on_loop(lambda: a.send("x", {"n": 8}))
         self.assertEqual(b.heard.get(timeout=5), {"t": "x", "n": 8})
@@ -197,6 +207,9 @@ class TwoServersTest(unittest.TestCase):
         for s in (self.a, self.b):
             s.start()
             self.addCleanup(s.stop, 2)
+        peers = lambda s: call_and_wait(s.loop, lambda done: done(set(s.backend.siblings._peers)), 10)   # noqa: E731
+        wait_for(lambda: peers(self.a) == {self.b.backend.siblings.path}, "a to hear b's hello", timeout=5)
+        self.assertEqual(peers(self.b), {self.a.backend.siblings.path})
 
     def server(self):
         values = free_ports(data_dir=self.tmp, hostname="mx.example.test", domains="example.test",
@@ -294,6 +307,16 @@ class TwoServersTest(unittest.TestCase):
         wait_for(lambda: heard_b, "b to hear that the users file changed", timeout=5)
         self.assertIsNot(self.pop3_login(self.b, "old-secret"), True, "the old password still got in")
         self.assertIs(self.pop3_login(self.b, "new-secret"), True)
+
+    def test_a_cached_password_is_not_taken_before_a_due_check_of_the_users_file(self):
+        # nobody tells b: its own check finds the change, and the login waits for that check
+        from protocols.backend import wiring
+        self.assertIs(self.pop3_login(self.b, "old-secret"), True)     # now in b's auth cache
+        with cheap_scrypt():
+            UserDB(self.tmp).set_password(ALICE, "new-secret")         # `mailsrv.py user passwd`
+        with mock.patch.object(wiring, "TABLE_CHECK_INTERVAL_S", 0.0):  # a check is due at every login
+            self.assertIsNot(self.pop3_login(self.b, "old-secret"), True, "the cache let the old password in")
+            self.assertIs(self.pop3_login(self.b, "new-secret"), True)
 
     def test_a_password_changed_by_a_command_that_tells_the_siblings_is_honoured_at_once(self):
         heard_b = self.heard(self.b, "users")

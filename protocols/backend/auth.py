@@ -67,7 +67,7 @@ def limits_of(cfg) -> Limits:
 class AuthService:
     """Passwords, SCRAM secrets, the failure counters and the success cache."""
 
-    def __init__(self, config, loop, users: UserDB, refresh: Optional[Callable[[], None]] = None):
+    def __init__(self, config, loop, users: UserDB, refresh: Optional[Callable[..., None]] = None):
         self.config = config
         self._refresh = refresh     # the backend's throttled check of the users file, if any
         self.loop = loop
@@ -94,14 +94,18 @@ class AuthService:
         self.config = config
         self.limiter.limits = limits_of(config)
 
-    def refresh(self) -> None:
+    def refresh(self, then: Optional[Callable[[], None]] = None) -> None:
         """Pick up `user` changes made by another process: through the backend's
         check (at most once a second, re-read on a worker: wiring.py), or, on
-        its own, a stat per lookup."""
+        its own, a stat per lookup.  ``then()`` once the check due, if any, is
+        done (the cache is consulted only then)."""
         if self._refresh is not None:
-            self._refresh()
-        elif self.users.reload_if_changed():
+            self._refresh(then=then)
+            return
+        if self.users.reload_if_changed():
             self.users_changed()
+        if then is not None:
+            then()
 
     def users_changed(self) -> None:
         """The users file was re-read: a changed password must not stay valid through the cache."""
@@ -157,23 +161,27 @@ class AuthService:
         if user is None or (outcome.authzid and canonical(outcome.authzid) != user):
             finish(False)       # no proxy authorization (RFC 4616 §2 lets the server refuse)
             return
-        self.refresh()
         if outcome.password is None:
+            self.refresh()
             finish(bool(outcome.scram_verified) and self.has_account(user))
             return
         pw = outcome.password
-        if self._cached(user, pw):
-            finish(True)
-            return
 
         def verified(ok) -> None:
             if ok is True:
                 self._remember(user, pw)
             finish(ok is True)
-        if not self._hash_lane().submit(group, lambda: self.check_password(user, pw), verified):
-            self.limiter.cancel(attempt)
-            self._refused(ctx, outcome, AUTH_BUSY, account)
-            done(AUTH_BUSY)
+
+        def check() -> None:
+            if self._cached(user, pw):
+                finish(True)
+            elif not self._hash_lane().submit(group, lambda: self.check_password(user, pw), verified):
+                self.limiter.cancel(attempt)
+                self._refused(ctx, outcome, AUTH_BUSY, account)
+                done(AUTH_BUSY)
+        # a check of the users file that is due ends first: a password changed
+        # by another process since the last check never passes by the cache
+        self.refresh(then=check)
 
     # the two questions catch-all mode answers differently (protocols/backend/catchall.py)
     def has_account(self, user: str) -> bool:

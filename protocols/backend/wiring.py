@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 from protocols.backend.auth import AuthService
 from protocols.backend.catchall import CatchAllAuth, CatchAllDirectory
@@ -76,6 +76,7 @@ class Backend:
         self.directory = self._make_directory()
         self._tables_checked: Optional[float] = None     # loop.time() of the last check
         self._tables_checking = False
+        self._after_check: List[Callable[[], None]] = []   # refresh(then=...) waiting for the check
         # catch-all mode (issue 11): its directory and auth variants, chosen here only
         self.auth = (CatchAllAuth if config.catch_all else AuthService)(config, loop, self.users, refresh=self.refresh)
         self.outbound = OutboundService(config, loop, tls_client_context, resolv_conf,
@@ -166,14 +167,21 @@ class Backend:
         self.siblings.send("users", {})     # an operator's request: the siblings check now too
         log.info("reloaded users (%d), aliases and configuration", len(self.users.list()))
 
-    def refresh(self, force: bool = False) -> None:
+    def refresh(self, force: bool = False, then: Optional[Callable[[], None]] = None) -> None:
         """Pick up `user`/`alias` changes made by another process: at most every
         TABLE_CHECK_INTERVAL_S, the two stats and any re-read on a worker thread;
-        lookups meanwhile use the tables last loaded (loop thread only)."""
+        lookups meanwhile use the tables last loaded (loop thread only).
+        ``then``: run once no check is due or running (at once, or when the
+        check ends), for a caller that must not act on a table just found old
+        (the auth cache)."""
         now = self.loop.time()
         last = self._tables_checked
+        if then is not None:
+            self._after_check.append(then)
         if self._tables_checking or (not force and last is not None
                                      and 0 <= now - last < TABLE_CHECK_INTERVAL_S):
+            if not self._tables_checking:
+                self._run_after_check()
             return
         self._tables_checked = now
         self._tables_checking = True
@@ -190,6 +198,15 @@ class Backend:
         elif result[0]:
             self.auth.users_changed()
             self.siblings.send("users", {})     # found here first: the siblings drop theirs now
+        self._run_after_check()
+
+    def _run_after_check(self) -> None:
+        waiting, self._after_check = self._after_check, []
+        for then in waiting:
+            try:
+                then()
+            except Exception:
+                log.exception("a login waiting for the users file check failed")
 
     def _sibling_users(self, _message: dict) -> None:
         """A sibling found the users file changed (or had a SIGHUP, or a command
