@@ -31,7 +31,8 @@ FILE_MODULES = {"fcntl", "shutil", "tempfile", "pathlib", "glob", "mmap", "filei
 OS_ALLOWED = {"urandom"}
 IO_MODULES = {"socket", "selectors", "ssl", "time", "threading", "asyncio", "select"}
 LOOP_MODULES = {"protocols/loop.py", "protocols/loop_transport.py", "protocols/loop_tls.py",
-                "protocols/loop_sync.py", "protocols/loop_https.py"}   # loop_https: blocking HTTPS on workers; loop_sync: a test's thread waits for the loop's answer (TestServer)
+                "protocols/loop_sync.py", "protocols/loop_https.py",   # loop_https: blocking HTTPS on workers; loop_sync: a test's thread waits for the loop's answer (TestServer)
+                "protocols/supervisor.py"}   # workers = N: the listening sockets, fork, signals, waiting for the workers
 
 
 def imports_of(path):

@@ -60,6 +60,15 @@ log = logging.getLogger("mailsrv.auth")
 TABLE_CHECK_INTERVAL_S = 1.0
 
 
+def make_directory(cfg, users: UserDB, aliases: AliasDB) -> Directory:
+    """Who receives mail, from ``cfg`` and the two tables (the backend's, and the
+    supervisor's start-up lines: protocols/supervisor.py)."""
+    if cfg.catch_all:
+        return CatchAllDirectory(users, aliases, cfg.local_domains(), cfg.postmaster or None)
+    # no postmaster set: Directory picks an existing user (README "Users and aliases")
+    return Directory(users, aliases, cfg.local_domains(), cfg.postmaster or None)
+
+
 class Backend:
     """The services of one server, composed for the sessions."""
 
@@ -100,13 +109,12 @@ class Backend:
         self._spf_resolver = None       # for spf_check when outbound mail is off (check_spf)
         from protocols.acme.service import AcmeService
         self.acme = AcmeService(config, loop)       # certificates from acme_directory (README "ACME certificates")
+        # workers > 1 (protocols/supervisor.py): this process's index.  The siblings share
+        # the queue by leases; pick-up, ACME and TLS-RPT reports run in worker 0 alone.
+        self.worker: Optional[int] = None
 
     def _make_directory(self) -> Directory:
-        cfg = self.config
-        if cfg.catch_all:
-            return CatchAllDirectory(self.users, self.aliases, cfg.local_domains(), cfg.postmaster or None)
-        # no postmaster set: Directory picks an existing user (README "Users and aliases")
-        return Directory(self.users, self.aliases, cfg.local_domains(), cfg.postmaster or None)
+        return make_directory(self.config, self.users, self.aliases)
 
     # -- life cycle ---------------------------------------------------------
     def start(self, outbound: bool = True) -> None:
@@ -115,12 +123,16 @@ class Backend:
         if self.config.catch_all or getattr(self.config, "http_port", None) is not None:
             self.caught.start()
         if outbound and not self.config.catch_all:     # catch-all mode relays nothing
+            self.outbound.shared_queue, self.outbound.reports = self.worker is not None, not self.worker
             self.outbound.start()
 
     def start_pickup(self) -> None:
         """What only the serving server runs (not `queue flush` without a server):
         the sendmail command's postdrop/ (protocols/backend/pickup.py) and ACME
-        (protocols/acme/: its checks, and its tls-alpn-01 listener)."""
+        (protocols/acme/: its checks, and its tls-alpn-01 listener); worker 0's alone."""
+        if self.worker:
+            self.acme.enabled = False       # nor does SIGHUP start an attempt here
+            return
         self.delivery.start_pickup()
         self.acme.start()
 
