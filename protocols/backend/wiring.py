@@ -131,7 +131,6 @@ class Backend:
         the sendmail command's postdrop/ (protocols/backend/pickup.py) and ACME
         (protocols/acme/: its checks, and its tls-alpn-01 listener); worker 0's alone."""
         if self.worker:
-            self.acme.enabled = False       # nor does SIGHUP start an attempt here
             return
         self.delivery.start_pickup()
         self.acme.start()
