@@ -129,11 +129,10 @@ class Backend:
     def start_pickup(self) -> None:
         """What only the serving server runs (not `queue flush` without a server):
         the sendmail command's postdrop/ (protocols/backend/pickup.py) and ACME
-        (protocols/acme/: its checks, and its tls-alpn-01 listener); worker 0's alone."""
-        if self.worker:
-            return
-        self.delivery.start_pickup()
-        self.acme.start()
+        (protocols/acme/: its checks, and its tls-alpn-01 listener)."""
+        if not self.worker:     # with workers = N, worker 0's alone (protocols/supervisor.py)
+            self.delivery.start_pickup()
+            self.acme.start()
 
     def close(self) -> None:
         self.acme.close()
