@@ -6,7 +6,8 @@ and error lines of mailsrv.py's ``MailServer.bind``, from protocols/startup.py's
 plan), prints the start-up lines, and forks N workers before any thread
 exists in it.  Each worker builds its own event loop, ``MailServer`` and
 backend on the inherited listening sockets and serves as one process does
-(protocols/commands.py ``serve``).
+(protocols/commands.py ``serve``); a worker whose supervisor is gone (even
+killed with SIGKILL) shuts down as on SIGTERM.
 
 The listeners are shared accepting sockets, not one ``SO_REUSEPORT`` socket
 per worker: that works on every platform, and a connection waits in the one
@@ -119,6 +120,15 @@ def status_text(status: int) -> str:
     return "exited with status %d" % os.WEXITSTATUS(status)
 
 
+def _end_with_supervisor(fd: int) -> None:
+    """A worker's thread: the read end of a pipe whose write end only the
+    supervisor holds reads EOF once the supervisor is gone, SIGKILL included;
+    then the worker shuts down as on SIGTERM rather than serve unsupervised."""
+    while os.read(fd, 1):
+        pass
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _noted(_signum, _frame) -> None:
     """The signal's number is in the wake-up pipe already (signal.set_wakeup_fd)."""
 
@@ -137,7 +147,7 @@ class Supervisor:
         self.restart_at: Dict[int, float] = {}            # index -> when to start it again
         self.kill_at: Optional[float] = None              # set by SIGTERM: when the rest get SIGKILL
         self.killed = False
-        self._pipe = (-1, -1)
+        self._pipe = self._life = (-1, -1)
         self._sel: Optional[selectors.BaseSelector] = None
 
     def run(self) -> int:
@@ -145,6 +155,7 @@ class Supervisor:
             log.warning("supervisor: %d threads before fork", threading.active_count())
         name_process(self.log_handler)
         r, w = self._pipe = os.pipe()
+        self._life = os.pipe()          # the workers see EOF on it when this process ends
         os.set_blocking(r, False)
         os.set_blocking(w, False)
         old_fd = signal.set_wakeup_fd(w)
@@ -164,8 +175,8 @@ class Supervisor:
             for s, handler in old.items():
                 signal.signal(s, handler)
             self._sel.close()
-            os.close(r)
-            os.close(w)
+            for fd in (r, w) + self._life:
+                os.close(fd)
         log.info("stopped")
         return 0
 
@@ -197,6 +208,9 @@ class Supervisor:
             for s in HANDLED:       # STOPPING and FORWARDED stay blocked until serve's handlers are in place
                 signal.signal(s, signal.SIG_DFL)
             signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGCHLD,))
+            os.close(self._life[1])
+            threading.Thread(target=_end_with_supervisor, args=(self._life[0],), name="mailsrv-supervised",
+                             daemon=True).start()
             name_process(self.log_handler)
             code = self.run_worker(index, again)
         except ConfigError as e:

@@ -55,6 +55,15 @@ def children(pid):
     return out
 
 
+def ended(pid):
+    """Gone, or a zombie waiting for whoever reaps it."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            return f.read().rpartition(b")")[2].split()[0] == b"Z"
+    except OSError:
+        return True
+
+
 def alive(pid):
     try:
         os.kill(pid, 0)
@@ -232,6 +241,14 @@ class WorkersTest(unittest.TestCase):
         for pid in workers:
             self.assertIn("(pid %d) exited with status 0" % pid, log)
         self.assertFalse(os.path.exists(os.path.join(self.top, "data", "mailsrv.pid")))
+
+    def test_workers_end_when_the_supervisor_is_killed(self):
+        server = self.start()
+        workers = self.two_workers(server)
+        self.assertNotEqual(server.stop(signal.SIGKILL), 0)
+        wait_for(lambda: all(ended(pid) for pid in workers), "the workers of a killed supervisor ending",
+                 server.log_text, WAIT)
+        self.assertEqual(server.log_text().count("stopped"), 2)      # each shut down as on SIGTERM
 
     def test_pid_file_holds_the_supervisor(self):
         server = self.start()
