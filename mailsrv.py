@@ -29,14 +29,13 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from protocols import logtarget, selfsigned, testserver
 from protocols.backend.wiring import Backend
-from protocols.commands import (dns_main, dns_parser, queue_main, rfc_main, serve, server_pid_name, source_citations,  # noqa: F401 (source_citations: for tests)
-                                 test_server_main, test_server_parser, tls_main, tls_parser, user_alias_main, user_quota_parser)
+from protocols.commands import (dns_main, dns_parser, queue_main, rfc_main, serve, server_pid_name, source_citations,  # noqa: F401 (serve, source_citations: for tests)
+                                 serve_processes, test_server_main, test_server_parser, tls_main, tls_parser, user_alias_main, user_quota_parser)
 from protocols.config import KEYS, Config, ConfigError, config_example, load_config, read_config_file  # noqa: F401 (KEYS, read_config_file: for tests and embedders)
 from protocols.loop import EventLoop, raise_fd_limit
-from protocols.loop_tls import client_tls_context, server_tls_context
-from protocols.startup import bind_error as _bind_error
+from protocols.loop_tls import client_tls_context
+from protocols.startup import bind_error as _bind_error, listener_plan, listening_line
 from store.datadir import DataDirError, ServerLock, open_data_dir, open_for_command, os_reason
-from store.tlsfiles import check_tls_files
 
 log = logging.getLogger("mailsrv")
 
@@ -101,6 +100,7 @@ class MailServer:
         self.addresses: Dict[str, List[Tuple[str, int]]] = {}
         self._thread: Optional[threading.Thread] = None
         self._tls = None
+        self.sockets: Dict[Tuple[str, str, int], object] = {}   # (name, host, port): a supervisor's bound socket
 
     @property
     def ports(self) -> Dict[str, int]:
@@ -112,55 +112,33 @@ class MailServer:
 
     # -- listeners -----------------------------------------------------
     def _tls_context(self) -> Optional[ssl.SSLContext]:
-        cert, key = selfsigned.server_pair(self.config, time.time)     # tls_cert/tls_key, or the self-signed pair in DATA/tls/
-        if not cert:
-            return None
-        try:
-            check_tls_files(cert, key)   # one line naming the file, not ssl's "PEM lib"
-        except DataDirError as e:
-            raise ConfigError(str(e)) from None
-        try:
-            return server_tls_context(cert, key)
-        except FileNotFoundError as e:
-            raise ConfigError(f"cannot read TLS certificate or key: {e.filename}: {e.strerror}") from None
-        except PermissionError as e:
-            raise ConfigError(f"cannot read TLS certificate or key: {e.filename}: permission denied") from None
-        except (ssl.SSLError, OSError) as e:
-            raise ConfigError(f"cannot load TLS certificate {cert} / key {key}: {e}") from None
+        return selfsigned.server_context(self.config, time.time)   # tls_cert/tls_key, or the self-signed pair in DATA/tls/
 
     def bind(self) -> None:
-        """Bind every configured listener; raises ConfigError with a readable message."""
+        """Bind every configured listener (in a worker: on the supervisor's ``sockets``,
+        protocols/supervisor.py); raises ConfigError with a readable message."""
         cfg = self.config
         self._tls = self._tls_context()
         self.backend.start()
         self.backend.start_pickup()
-        for lst in LISTENERS:
-            port = getattr(cfg, lst.port_key)
-            implicit = lst.tls == IMPLICIT
-            if lst.factory is None or port is None or (implicit and self._tls is None):
-                continue
-            name, factory = lst.name, lst.factory(self.backend)
-            for host in getattr(cfg, lst.address_key) if lst.address_key else cfg.listen:
-                try:
-                    bound = self.loop.listen(
-                        name, host, port, factory,
-                        ssl_context=self._tls if implicit else None,
-                        starttls_context=None if implicit or lst.tls == PLAIN else self._tls,
-                        max_connections=cfg.max_connections,
-                        max_per_ip=cfg.max_connections_per_ip, busy_reply=lst.busy)
-                except OSError as e:
-                    raise ConfigError(_bind_error(name, host, port, e)) from None
-                self.addresses.setdefault(name, []).append(bound)
-                host_text = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-                log.debug("listening %s %s:%d", name, host_text, bound[1])   # serve_main prints it once
+        factories: Dict[str, Callable] = {}
+        for lst, host, port in listener_plan(cfg, LISTENERS, self._tls is not None):
+            name, implicit = lst.name, lst.tls == IMPLICIT
+            factory = factories[name] = factories.get(name) or lst.factory(self.backend)
+            try:
+                bound = self.loop.listen(
+                    name, host, port, factory,
+                    ssl_context=self._tls if implicit else None,
+                    starttls_context=None if implicit or lst.tls == PLAIN else self._tls,
+                    max_connections=cfg.max_connections, max_per_ip=cfg.max_connections_per_ip,
+                    busy_reply=lst.busy, sock=self.sockets.get((name, host, port)))
+            except OSError as e:
+                raise ConfigError(_bind_error(name, host, port, e)) from None
+            self.addresses.setdefault(name, []).append(bound)
+            log.debug("%s", listening_line(name, *bound))   # serve_main prints it once
 
     def listening_lines(self) -> List[str]:
-        out = []
-        for name, addrs in self.addresses.items():
-            for host, port in addrs:
-                host_text = f"[{host}]" if ":" in host else host
-                out.append(f"listening {name} {host_text}:{port}")
-        return out
+        return [listening_line(name, host, port) for name, addrs in self.addresses.items() for host, port in addrs]
 
     def start(self) -> "MailServer":
         """Bind and run the loop in a background thread (embedding, tests); a bind error closes all first."""
@@ -369,7 +347,7 @@ def serve_main(argv: List[str]) -> int:
     cfg.data_dir = open_data_dir(cfg.data_dir, create=True)
     lock = ServerLock(cfg.data_dir, server_pid_name(cfg)).acquire()   # a second server here stops
     try:
-        return serve(MailServer(cfg), lambda: load_config(args), log_handler)
+        return serve_processes(cfg, MailServer, LISTENERS, lambda: load_config(args), log_handler)   # protocols/supervisor.py
     finally:
         lock.release()
 

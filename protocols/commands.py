@@ -39,9 +39,45 @@ def server_pid_name(cfg: Config) -> str:
     return pid_name(cfg.shared_data, cfg.hostname)
 
 
-def serve(server, reread: Callable[[], Config], log_handler) -> int:
-    """Bind, handle the signals, print the start-up lines, run until SIGTERM/SIGINT.
-    ``reread`` loads the configuration again for SIGHUP."""
+def serve_processes(cfg: Config, make_server: Callable[[Config], object], listeners, reread: Callable[[], Config],
+                    log_handler) -> int:
+    """`python3 mailsrv.py`: ``serve`` in this process (workers = 1), or a supervisor
+    that binds the listeners, prints the start-up lines and runs N workers on
+    them (protocols/supervisor.py, README "Workers")."""
+    from protocols import supervisor
+    from protocols.backend.wiring import make_directory
+    count = supervisor.worker_count(cfg)
+    if count == 1:
+        return serve(make_server(cfg), reread, log_handler)
+    sockets = supervisor.bind_listeners(cfg, listeners)
+
+    def worker(index: int, again: bool) -> int:
+        server = make_server(cfg)
+        server.backend.worker, server.sockets = index, sockets
+        return serve(server, reread, log_handler, announce=False, reload_now=again)
+    try:
+        directory = make_directory(cfg, UserDB(cfg.data_dir), AliasDB(cfg.data_dir))
+        _announce(cfg, supervisor.listening_lines(sockets) + describe(cfg, directory, cfg.data_dir))
+        return supervisor.Supervisor(count, worker, cfg.shutdown_grace, lambda: logtarget.reopen(log_handler),
+                                     log_handler).run()
+    finally:
+        supervisor.close_all(sockets)
+
+
+def _announce(cfg: Config, lines: List[str]) -> None:
+    """Once, on stdout: listeners first (scripts wait for them), then the rest, then how to stop."""
+    for line in lines:
+        print(line, flush=True)
+        if cfg.log_target != "stderr":       # on a terminal they would show twice; a log file wants them
+            log.info("%s", line)
+    print(stop_line(os.getpid()), flush=True)
+
+
+def serve(server, reread: Callable[[], Config], log_handler, announce: bool = True, reload_now: bool = False) -> int:
+    """Bind, handle the signals, print the start-up lines (unless a supervisor
+    did: ``announce``), run until SIGTERM/SIGINT.  ``reread`` loads the
+    configuration again for SIGHUP, and at once with ``reload_now`` (a worker
+    started again: there may have been one since the supervisor started)."""
     cfg = server.config
     server.bind()
 
@@ -56,17 +92,21 @@ def serve(server, reread: Callable[[], Config], log_handler) -> int:
         except ConfigError as e:
             log.error("reload refused, keeping the running configuration: %s", e)
 
+    def kick_pickup():
+        if server.backend.delivery.pickup is not None:     # None in workers but the first
+            server.backend.delivery.pickup.kick()
+
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, lambda _s, _f: server.loop.call_soon_threadsafe(reload))
     signal.signal(signal.SIGUSR1, lambda _s, _f: server.loop.call_soon_threadsafe(server.queue_control))
-    signal.signal(signal.SIGUSR2, lambda _s, _f: server.loop.call_soon_threadsafe(server.backend.delivery.pickup.kick))
-    # once, on stdout, now that signals are handled: listeners first (scripts wait for them), then the rest
-    for line in server.listening_lines() + describe(cfg, server.backend.directory, cfg.data_dir):
-        print(line, flush=True)
-        if cfg.log_target != "stderr":       # on a terminal they would show twice; a log file wants them
-            log.info("%s", line)
-    print(stop_line(os.getpid()), flush=True)
+    signal.signal(signal.SIGUSR2, lambda _s, _f: server.loop.call_soon_threadsafe(kick_pickup))
+    # a worker of a supervisor starts with them blocked, so none came before its handler (protocols/supervisor.py)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2))
+    if announce:     # once, now that signals are handled
+        _announce(cfg, server.listening_lines() + describe(cfg, server.backend.directory, cfg.data_dir))
+    if reload_now:
+        server.loop.call_soon(reload)
     server.serve_forever()
     log.info("stopped")
     return 0

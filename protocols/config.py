@@ -80,6 +80,7 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "auth_hash_queue": ("int", "32", True, "password checks that may wait for a hashing thread; beyond it a temporary refusal"),
     "auth_hash_per_address": ("int", "4", True, "password checks running or waiting per client address (IPv6: per /64)"),
     "postmaster": ("str", "", True, "user that receives postmaster@ of every local domain (empty: the domain's first user, else the first user; printed at start)"),
+    "workers": ("str", "1", False, "serving processes sharing the listeners: auto (one per core) or a number; 1: one process, as embedded (README \"Workers\")"),
     "shutdown_grace": ("float", "30", False, "seconds SIGTERM waits for messages in flight before closing"),
     "trusted_networks": ("list", "127.0.0.0/8,::1/128", True, "clients that may relay without AUTH (CIDRs; 'none' for nobody)"),
     "sender_login_match": ("bool", "yes", True, "an authenticated user may send only as their own addresses and aliases"),
@@ -236,6 +237,8 @@ class _ConfigBase:
         except ValueError as exc:
             raise ConfigError(f"default_quota: {exc}") from None
         self.trusted_networks.networks()  # validate now
+        if self.workers != "auto" and not re.fullmatch(r"[1-9][0-9]{0,2}", self.workers):
+            raise ConfigError(f"bad value for workers: {self.workers!r} (auto, or a number of processes from 1 to 999)")
         if self.imap_referral and not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?",
                                                    self.imap_referral):
             raise ConfigError(f"imap_referral must be host[:port] (RFC 5092 §3), not {self.imap_referral!r}")

@@ -81,6 +81,23 @@ TIMER_COMPACT_AT = 1024         # rebuild the timer heap when this many cancelle
 WORKER_THREADS = 8              # run_in_thread pool: fsync-heavy store calls (scrypt has its Lane)
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on (host, port), not blocking; OSError (EADDRINUSE, EACCES...)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def raise_fd_limit() -> None:
     """Raise RLIMIT_NOFILE's soft limit to the hard limit (1,000+ connections need fds).
 
@@ -418,8 +435,9 @@ class EventLoop:
                starttls_context: Optional[ssl.SSLContext] = None,
                max_connections: int = 1000, max_per_ip: int = 50,
                busy_reply: bytes = b"421 4.7.0 Too many connections\r\n",
-               own_certificate: bool = False) -> Tuple[str, int]:
+               own_certificate: bool = False, sock: Optional[socket.socket] = None) -> Tuple[str, int]:
         """Listen on (host, port); port 0 picks a free port.  Returns the bound address.
+        ``sock``: one bound there already (a supervisor's: protocols/supervisor.py).
 
         ``ssl_context`` makes it an implicit-TLS listener (RFC 8314 §3.3); with
         ``starttls_context`` sessions see ``ctx.tls_available``.  Over
@@ -430,18 +448,7 @@ class EventLoop:
         ``own_certificate``: ``set_tls_context`` leaves this listener's context
         alone (ACME's TLS-ALPN-01 responder has certificates of its own).
         """
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((host, port))
-            sock.listen(LISTEN_BACKLOG)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
+        sock = sock if sock is not None else listening_socket(host, port)
         lst = _Listener(name, sock, factory, ssl_context, starttls_context,
                         max_connections, max_per_ip, busy_reply)
         lst.own_certificate = own_certificate

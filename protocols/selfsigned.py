@@ -179,6 +179,28 @@ def server_pair(cfg, clock: Callable[[], float]) -> Tuple[str, str]:
     return made.cert, made.key
 
 
+def server_context(cfg, clock: Callable[[], float]):
+    """The server's TLS context from :func:`server_pair`, or None (no TLS);
+    ConfigError, one line naming the file, if it does not load (not ssl's "PEM lib")."""
+    from protocols.loop_tls import server_tls_context
+    from store.tlsfiles import check_tls_files
+    cert, key = server_pair(cfg, clock)
+    if not cert:
+        return None
+    try:
+        check_tls_files(cert, key)
+    except DataDirError as e:
+        raise ConfigError(str(e)) from None
+    try:
+        return server_tls_context(cert, key)
+    except FileNotFoundError as e:
+        raise ConfigError(f"cannot read TLS certificate or key: {e.filename}: {e.strerror}") from None
+    except PermissionError as e:
+        raise ConfigError(f"cannot read TLS certificate or key: {e.filename}: permission denied") from None
+    except OSError as e:        # ssl.SSLError is one
+        raise ConfigError(f"cannot load TLS certificate {cert} / key {key}: {e}") from None
+
+
 def _safe(host: str) -> str:
     return "".join(c if c.isalnum() or c in "-._" else "_" for c in host).strip(".") or "localhost"
 

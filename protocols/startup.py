@@ -99,6 +99,22 @@ def planned_listeners(cfg, listeners) -> List[str]:
     return out
 
 
+def listener_plan(cfg, listeners, tls: bool):
+    """(listener, host, port) of each listener ``bind`` opens (``listeners``:
+    mailsrv.py's table; ``tls``: a certificate is loaded, so the implicit-TLS ones too)."""
+    for lst in listeners:
+        port = getattr(cfg, lst.port_key)
+        if lst.factory is None or port is None or (lst.tls == "implicit" and not tls):
+            continue
+        for host in getattr(cfg, lst.address_key) if lst.address_key else cfg.listen:
+            yield lst, host, port
+
+
+def listening_line(name: str, host: str, port: int) -> str:
+    """``listening NAME HOST:PORT``, the start-up line scripts wait for."""
+    return f"listening {name} [{host}]:{port}" if ":" in host else f"listening {name} {host}:{port}"
+
+
 def bind_error(name: str, host: str, port: int, e: OSError) -> str:
     """One line for a listener that cannot be bound, with the fix."""
     where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"

@@ -393,7 +393,8 @@ class Queue:
         os.replace(tmp, os.path.join(control, name))
 
     def take_requests(self) -> List[Tuple[str, str]]:
-        """The pending requests as (command, queue_id), removed from disk."""
+        """The pending requests as (command, queue_id), removed from disk; each
+        request is taken by one process only, however many look at once."""
         control = os.path.join(self.dir, "control")
         try:
             names = sorted(os.listdir(control))
@@ -404,7 +405,10 @@ class Queue:
             parts = name.split(".")
             if name.startswith("tmp-") or len(parts) != 4 or parts[0] not in CONTROL_COMMANDS:
                 continue
-            _unlink(os.path.join(control, name))
+            try:        # the one unlink that succeeds takes it (sibling workers, hosts)
+                os.unlink(os.path.join(control, name))
+            except FileNotFoundError:
+                continue
             out.append((parts[0], "" if parts[3] == "-" else parts[3]))
         return out
 

@@ -17,6 +17,8 @@ parse are treated as absent and say so to the caller's log.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -94,6 +96,19 @@ class TlsRptStore:
             return {}
         return data if isinstance(data, dict) else {}
 
+    @contextlib.contextmanager
+    def _locked(self):
+        """One read-modify-write at a time: this process's threads, then the
+        sibling processes of ``workers = N`` (flock on DATA/tls-rpt/lock)."""
+        with self._lock:
+            os.makedirs(self.dir, mode=0o700, exist_ok=True)
+            fd = os.open(os.path.join(self.dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
     def _write(self, name: str, data: dict) -> None:
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         path = self._path(name)
@@ -104,7 +119,7 @@ class TlsRptStore:
         into the day's file."""
         if not _DAY.match(day):
             raise ValueError("not a day: %r" % day)
-        with self._lock:
+        with self._locked():
             self._add(day, counts)
 
     def _add(self, day: str, counts: Dict[str, dict]) -> None:
@@ -135,7 +150,7 @@ class TlsRptStore:
         return list(got.get("domains", [])) if isinstance(got.get("domains"), list) else []
 
     def mark_sent(self, day: str, domain: str) -> None:
-        with self._lock:
+        with self._locked():
             done = self.sent(day)
             if domain not in done:
                 self._write("sent-" + day, {"domains": done + [domain]})

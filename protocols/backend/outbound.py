@@ -38,6 +38,8 @@ class OutboundService:
         self.resolver: Optional[Resolver] = None
         self.sign: Optional[Callable[[bytes], bytes]] = None     # DKIM for our TLS-RPT mail (the wiring sets it)
         self.sts = self.tls_counter = self.tls_reporter = None   # MTA-STS, TLS-RPT (_start_sts)
+        self.shared_queue = False     # sibling workers run this queue too (leases, as shared_data)
+        self.reports = True           # TLS-RPT reports are sent from here (one process of the siblings)
 
     @property
     def enabled(self) -> bool:
@@ -47,11 +49,11 @@ class OutboundService:
         if self.queue is not None:
             return
         cfg = self.config
-        shared = bool(getattr(cfg, "shared_data", False))
+        shared = bool(getattr(cfg, "shared_data", False)) or self.shared_queue
         self.queue = Queue(cfg.data_dir, schedule=[float(x) for x in cfg.retry_schedule],
                            max_age=cfg.max_queue_age, shared=shared)
         self.resolver = self._make_resolver()
-        # issue 14: other hosts run this queue too; each round leases its entry
+        # issue 14: other hosts or workers run this queue too; each round leases its entry
         leases = Leases(self.queue.dir, cfg.queue_lease) if shared else None
         self.relay = Relay(self.loop, self.queue, self.resolver, self._relay_config(),
                            tls_client_context=self.tls_client_context,
@@ -88,7 +90,7 @@ class OutboundService:
         relay.sts = self.sts if cfg.mta_sts else None
         relay.sts_context = loop_https.client_context(cafile) if cfg.mta_sts else None
         relay.tls_report = self.tls_counter
-        if cfg.tls_rpt and self.tls_reporter is None:
+        if cfg.tls_rpt and self.reports and self.tls_reporter is None:
             # RFC 8460 §5.3: the submitter is the domain of contact-info; our first mail domain, whose
             # DKIM key (if any) signs the report (§3)
             submitter = (list(cfg.domains) or [cfg.hostname])[0].lower().rstrip(".")

@@ -62,6 +62,15 @@ log = logging.getLogger("mailsrv.auth")
 TABLE_CHECK_INTERVAL_S = 1.0
 
 
+def make_directory(cfg, users: UserDB, aliases: AliasDB) -> Directory:
+    """Who receives mail, from ``cfg`` and the two tables (the backend's, and the
+    supervisor's start-up lines: protocols/supervisor.py)."""
+    if cfg.catch_all:
+        return CatchAllDirectory(users, aliases, cfg.local_domains(), cfg.postmaster or None)
+    # no postmaster set: Directory picks an existing user (README "Users and aliases")
+    return Directory(users, aliases, cfg.local_domains(), cfg.postmaster or None)
+
+
 class Backend:
     """The services of one server, composed for the sessions."""
 
@@ -109,13 +118,12 @@ class Backend:
         self.auth.share(self.siblings)
         self.mail.hub.share(self.siblings)
         self.siblings.on("users", self._sibling_users)
+        # workers > 1 (protocols/supervisor.py): this process's index.  The siblings share
+        # the queue by leases; pick-up, ACME and TLS-RPT reports run in worker 0 alone.
+        self.worker: Optional[int] = None
 
     def _make_directory(self) -> Directory:
-        cfg = self.config
-        if cfg.catch_all:
-            return CatchAllDirectory(self.users, self.aliases, cfg.local_domains(), cfg.postmaster or None)
-        # no postmaster set: Directory picks an existing user (README "Users and aliases")
-        return Directory(self.users, self.aliases, cfg.local_domains(), cfg.postmaster or None)
+        return make_directory(self.config, self.users, self.aliases)
 
     # -- life cycle ---------------------------------------------------------
     def start(self, outbound: bool = True) -> None:
@@ -124,15 +132,17 @@ class Backend:
         if self.config.catch_all or getattr(self.config, "http_port", None) is not None:
             self.caught.start()
         if outbound and not self.config.catch_all:     # catch-all mode relays nothing
+            self.outbound.shared_queue, self.outbound.reports = self.worker is not None, not self.worker
             self.outbound.start()
 
     def start_pickup(self) -> None:
         """What only the serving server runs (not `queue flush` without a server):
         the sendmail command's postdrop/ (protocols/backend/pickup.py) and ACME
         (protocols/acme/: its checks, and its tls-alpn-01 listener)."""
-        self.delivery.start_pickup()
-        self.acme.start()
-        self.siblings.start()
+        if not self.worker:     # with workers = N, worker 0's alone (protocols/supervisor.py)
+            self.delivery.start_pickup()
+            self.acme.start()
+        self.siblings.start()   # in every worker: each has its own socket
 
     def close(self) -> None:
         self.siblings.close()
