@@ -215,7 +215,18 @@ def user_alias_main(args: argparse.Namespace, data: str, cfg: Config) -> int:
             print("\n".join(users.list()) if users.list() else "no users")
     except (KeyError, ValueError) as e:
         raise ConfigError(str(e).strip("'\"")) from None
+    if args.cmd == "alias" and args.action != "list" or args.action in ("passwd", "del", "disable", "enable"):
+        _tell_servers(cfg, data)
     return 0
+
+
+def _tell_servers(cfg: Config, data: str) -> None:
+    """The running processes of this host drop their login cache and read the
+    users and aliases files now (protocols/loop_siblings.py), not at their next
+    check of the files (within a second)."""
+    from protocols.loop_siblings import tell_siblings
+    from store.datadir import run_folder
+    tell_siblings(run_folder(data, cfg.shared_data, cfg.hostname), "users")
 
 
 def user_quota_parser(user, common) -> None:

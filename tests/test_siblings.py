@@ -330,5 +330,18 @@ class TwoServersTest(unittest.TestCase):
         self.assertIs(self.pop3_login(self.b, "new-secret"), True)
 
 
+    def test_the_user_passwd_command_tells_the_running_processes(self):
+        import io
+        import mailsrv
+        heard = [self.heard(s, "users") for s in (self.a, self.b)]
+        self.assertIs(self.pop3_login(self.b, "old-secret"), True)     # now in b's auth cache
+        with cheap_scrypt(), mock.patch("sys.stdin", io.StringIO("new-secret\n")), \
+                mock.patch("sys.stdout", io.StringIO()):
+            self.assertEqual(mailsrv.main(["user", "passwd", ALICE, "--data", self.tmp]), 0)
+        wait_for(lambda: all(heard), "both processes to hear the command", timeout=5)
+        self.assertIsNot(self.pop3_login(self.b, "old-secret"), True, "the old password still got in")
+        self.assertIs(self.pop3_login(self.b, "new-secret"), True)
+
+
 if __name__ == "__main__":
     unittest.main()
