@@ -63,6 +63,12 @@ from store.passwords import (SCRAM_ITERATIONS, SCRAM_SALT_LEN, SCRYPT_DKLEN,  # 
                              scrypt_check, scrypt_hash)
 
 log = logging.getLogger("mailsrv.store")
+# The problems of each file last warned about in this process, by path (a few:
+# users and aliases of the data folders in use), with the file's signature:
+# a table read again unchanged, by another UserDB of the process or by a
+# worker forked after the supervisor read it (protocols/supervisor.py),
+# does not repeat its warnings.
+_WARNED: Dict[str, tuple] = {}
 
 # RFC 5321 §4.5.3.1.1: maximum local-part length, octets.
 MAX_LOCALPART = 64
@@ -200,9 +206,10 @@ class _RecordFile:
                 continue
             bad.append(line)
             problems.append("%s:%d: %s; line skipped" % (self.path, lineno, why))
-        if sig != self._signature or problems != self.problems:
+        if (sig, problems) != _WARNED.get(self.path):
             for problem in problems:
                 log.warning("%s", problem)
+            _WARNED[self.path] = (sig, problems)
         with self._mutex:
             self._set(records, sig)
             self.problems, self._bad_lines, self._unreadable = problems, bad, False

@@ -464,7 +464,7 @@ class RelayBetweenTwoServers(unittest.TestCase):
             code, text = s.data(("Subject: null %s\r\n\r\nx\r\n" % self.token).encode())
         self.assertEqual(code, 250)
         qid = re.search(rb"queued as (\S+)", text).group(1).decode()
-        wait_for(lambda: re.search(r"WARNING mailsrv.relay: id=%s bounce from <> to <nobody@b.test> failed: .*"
+        wait_for(lambda: re.search(r"WARNING mailsrv.relay(?:\[\d+\])?: id=%s bounce from <> to <nobody@b.test> failed: .*"
                                    r"sent to the postmaster <postmaster@mx.a.test>" % qid, self.a.log()),
                  "A to send the failure to its postmaster" + self.logs())
         wait_for(lambda: not self.a.queued(qid), "A's queue to empty")
