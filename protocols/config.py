@@ -80,7 +80,7 @@ KEYS: Dict[str, Tuple[str, object, bool, str]] = {
     "auth_hash_queue": ("int", "32", True, "password checks that may wait for a hashing thread; beyond it a temporary refusal"),
     "auth_hash_per_address": ("int", "4", True, "password checks running or waiting per client address (IPv6: per /64)"),
     "postmaster": ("str", "", True, "user that receives postmaster@ of every local domain (empty: the domain's first user, else the first user; printed at start)"),
-    "workers": ("str", "1", False, "serving processes sharing the listeners: auto (one per core) or a number; 1: one process, as embedded (README \"Workers\")"),
+    "workers": ("str", "auto", False, "serving processes sharing the listeners: auto (one per core) or a number; 1: one process, as embedded servers are (README \"Workers\")"),
     "shutdown_grace": ("float", "30", False, "seconds SIGTERM waits for messages in flight before closing"),
     "trusted_networks": ("list", "127.0.0.0/8,::1/128", True, "clients that may relay without AUTH (CIDRs; 'none' for nobody)"),
     "sender_login_match": ("bool", "yes", True, "an authenticated user may send only as their own addresses and aliases"),

@@ -275,7 +275,7 @@ class WorkersValueTest(unittest.TestCase):
         self.assertEqual(supervisor.worker_count(self.cfg(workers="auto"), cpu_count=lambda: 3), 3)
         self.assertEqual(supervisor.worker_count(self.cfg(workers="auto"), cpu_count=lambda: None), 1)
         self.assertEqual(supervisor.worker_count(self.cfg(workers="4")), 4)
-        self.assertEqual(supervisor.worker_count(self.cfg()), 1)        # the default, for now
+        self.assertEqual(supervisor.worker_count(self.cfg(), cpu_count=lambda: 3), 3)     # the default: auto
 
     def test_bad_values_name_the_key(self):
         for bad in ("0", "-1", "two", "1.5", "", "1000"):
