@@ -129,7 +129,8 @@ class FollowerTest(LoopCase):
         write_pair(self.data)                   # worker 0 obtained a new one ...
         self.on_loop(lambda: self.siblings.handlers["tls"]({"t": "tls"}))      # ... and says so
         wait_for(lambda: self.installed, "the new pair loaded")
-        self.assertEqual(self.installed, [(acmefiles.path(self.data, "cert.pem"), acmefiles.path(self.data, "key.pem"))])
+        pair = (acmefiles.path(self.data, "cert.pem"), acmefiles.path(self.data, "key.pem"))
+        self.assertEqual(self.installed, [pair])
         self.on_loop(lambda: self.siblings.handlers["tls"]({"t": "tls"}))      # the same pair again: no reload
         wait_for(lambda: not self.service._looking, "the look")
         self.assertEqual(len(self.installed), 1)

@@ -4,7 +4,7 @@
 
 - :class:`Job` ``(fn, what)``: call the blocking ``fn()`` (an HTTPS request,
   with the JWS signature made inside it; a key generation; the files of a
-  tls-alpn-01 certificate) on a worker thread
+  tls-alpn-01 certificate; publishing an http-01 answer) on a worker thread
   and send back its result, or throw its exception in;
 - :class:`Wait` ``(seconds)``: resume after a pause (polling, RFC 8555 §7.5.1).
 

@@ -23,9 +23,11 @@ theirs.  With ``workers = N`` ACME runs in worker 0 (the tls-alpn-01
 listener too: it binds acme_tls_port alone); it then says ``tls`` on the
 sibling channel (protocols/loop_siblings.py) and every other worker loads
 the new pair the same way (:meth:`AcmeService.follow`); one that missed the
-datagram finds cert.pem changed at its next look, every CERT_WATCH_S.  A failure is one WARNING line naming the directory URL and the
-error; the next attempt comes after 10 minutes, doubling to a day
-(``BACKOFF_*``), whatever restarts happen between (the state is on disk).
+datagram finds cert.pem changed at its next look, every CERT_WATCH_S.
+
+A failure is one WARNING line naming the directory URL and the error; the
+next attempt comes after 10 minutes, doubling to a day (``BACKOFF_*``),
+whatever restarts happen between (the state is on disk).
 """
 
 from __future__ import annotations
@@ -266,7 +268,10 @@ class AcmeService:
         """(why an attempt is due, or "", seconds until the next check)."""
         data = self.config.data_dir
         # no order of ours is running: an answer left is a dead process's (shared_data: or another host's)
-        acmefiles.sweep_tokens(data, TOKEN_STALE_S if self.config.shared_data else 0.0, now)
+        try:
+            acmefiles.sweep_tokens(data, TOKEN_STALE_S if self.config.shared_data else 0.0, now)
+        except DataDirError as e:       # a leftover answer harms nothing: no reason to stop ordering
+            log.warning("ACME: %s", e)
         state = acmefiles.read_state(data)
         info, why = read_pair(data, names_of(self.config), now)
         if state.get("renew"):
