@@ -25,8 +25,10 @@ later gets SIGKILL) and SIGHUP, SIGUSR1 and SIGUSR2 to every worker.  It
 waits in ``select`` on the pipe of ``signal.set_wakeup_fd``: no thread, no
 polling.  What runs once among the workers (the backend's ``worker`` index,
 protocols/backend/wiring.py): pick-up of the sendmail command's postdrop/ and
-TLS-RPT reports in worker 0; the queue in every worker, each entry leased
-(store/queue_lease.py) by the one delivering it.
+TLS-RPT reports in worker 0; ACME's orders (and its tls-alpn-01 listener) in
+worker 0, which tells the others of a new certificate (protocols/acme/service.py,
+the http-01 answers are files every worker serves); the queue in every worker,
+each entry leased (store/queue_lease.py) by the one delivering it.
 """
 
 from __future__ import annotations
@@ -63,14 +65,10 @@ Key = Tuple[str, str, int]      # (listener name, host, configured port)
 
 def worker_count(cfg, cpu_count: Callable[[], Optional[int]] = os.cpu_count) -> int:
     """The serving processes ``workers`` asks for (auto: the number of cores).
-    The test server (catch_all) is one process; ACME is refused with more."""
+    The test server (catch_all) is one process."""
     if cfg.catch_all:
         return 1
-    count = (cpu_count() or 1) if cfg.workers == "auto" else int(cfg.workers)
-    if count > 1 and cfg.acme_email:
-        raise ConfigError(f"workers = {cfg.workers} with acme_email: ACME needs workers = 1 for now (an http-01 "
-                          f"challenge or a new certificate would reach one worker only)")
-    return count
+    return (cpu_count() or 1) if cfg.workers == "auto" else int(cfg.workers)
 
 
 def bind_listeners(cfg, listeners) -> Dict[Key, socket.socket]:

@@ -7,6 +7,12 @@
   directory fsync);
 - ``alpn/<name>.pem``: a tls-alpn-01 challenge certificate with its key
   (RFC 8737 §3), made for one validation and overwritten by the next;
+- ``http-01/<token>``: the key authorization of a pending http-01 challenge
+  (RFC 8555 §8.3), written before the CA is told to look and removed once it
+  has, so the HTTP listener of every worker process (and, with shared_data,
+  of every host) answers the CA from the same file; 0644, as the key
+  authorization is no secret (RFC 8555 §8.1: it is what anyone fetching the
+  URL gets);
 - ``state.json``: when the next attempt is due, how many attempts failed in a
   row, the last error, and whether ``mailsrv.py acme renew`` asked for one
   now.  The server is its only writer but for that request.
@@ -20,6 +26,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import time
 from typing import Dict, Optional
 
 from store.datadir import DataDirError, os_reason
@@ -29,6 +37,11 @@ ACME_DIR = os.path.join("tls", "acme")      # under the data folder
 ACCOUNT_KEY, KEY, CERT, STATE = "account-key.pem", "key.pem", "cert.pem", "state.json"
 ALPN_DIR = "alpn"           # tls-alpn-01 certificates (RFC 8737), one per name, made per validation
 MAX_FILE = 1 << 20          # a key, a chain or the state is a few KiB; more is not ours
+HTTP01_DIR = "http-01"      # http-01 key authorizations (RFC 8555 §8.3), one file per token
+# RFC 8555 §8.1: a token is base64url (no padding, so no "." or "/": it is a safe
+# file name); 256 characters, far above the CAs' 43 (32 random octets, §11.3).
+TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
+MAX_KEY_AUTHORIZATION = 1024    # token "." thumbprint (§8.1): at most 256 + 1 + 43 characters
 
 
 def directory(data_dir: str) -> str:
@@ -88,3 +101,88 @@ def read_state(data_dir: str) -> Dict[str, object]:
 
 def write_state(data_dir: str, state: Dict[str, object]) -> None:
     _write(data_dir, STATE, json.dumps(state, sort_keys=True, indent=1).encode("utf-8") + b"\n", 0o600)
+
+
+# -- http-01 answers (RFC 8555 §8.3) ------------------------------------------------
+def _token_path(data_dir: str, token: str) -> str:
+    if not TOKEN.fullmatch(token):
+        raise ValueError("ACME token %r is not base64url (RFC 8555 §8.1)" % token[:80])
+    return path(data_dir, os.path.join(HTTP01_DIR, token))
+
+
+def write_token(data_dir: str, token: str, key_authorization: str) -> None:
+    """Publish the key authorization for ``token`` (atomic, 0644, durable:
+    written before the CA is asked to look); ValueError for a token that is
+    not base64url, DataDirError naming the file when it cannot be written."""
+    data = key_authorization.encode("ascii")
+    if len(data) > MAX_KEY_AUTHORIZATION:
+        raise ValueError("ACME key authorization of %d octets" % len(data))
+    _token_path(data_dir, token)
+    _write(data_dir, os.path.join(HTTP01_DIR, token), data, 0o644)
+
+
+def read_token(data_dir: str, token: str) -> Optional[str]:
+    """The key authorization published for ``token``; None when there is none
+    (or the token is not base64url); DataDirError when it cannot be read."""
+    try:
+        p = _token_path(data_dir, token)
+    except ValueError:
+        return None
+    try:
+        with open(p, "rb") as f:
+            data = f.read(MAX_KEY_AUTHORIZATION + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise DataDirError(f"ACME file {p}: cannot read: {os_reason(e)}") from None
+    if len(data) > MAX_KEY_AUTHORIZATION:
+        return None
+    return data.decode("ascii", "replace")
+
+
+def remove_token(data_dir: str, token: str) -> None:
+    """Withdraw the answer for ``token`` (gone already: nothing to do)."""
+    try:
+        os.unlink(_token_path(data_dir, token))
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise DataDirError(f"cannot remove {e.filename}: {os_reason(e)}") from None
+
+
+def sweep_tokens(data_dir: str, older_than: float, now: Optional[float] = None) -> int:
+    """Remove the answers (and temporary files) last changed more than
+    ``older_than`` seconds ago, left by a process that died during a
+    validation; how many went."""
+    folder = path(data_dir, HTTP01_DIR)
+    limit = (time.time() if now is None else now) - older_than
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return 0
+    except OSError as e:
+        raise DataDirError(f"cannot list {folder}: {os_reason(e)}") from None
+    removed = 0
+    for name in names:
+        p = os.path.join(folder, name)
+        try:
+            if os.lstat(p).st_mtime <= limit:
+                os.unlink(p)
+                removed += 1
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            raise DataDirError(f"cannot remove {p}: {os_reason(e)}") from None
+    return removed
+
+
+def certificate_stamp(data_dir: str) -> Optional[tuple]:
+    """(mtime_ns, inode, size) of cert.pem, None when there is none: it changes
+    when a new certificate is written (atomic rename: a new inode)."""
+    try:
+        st = os.stat(path(data_dir, CERT))
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise DataDirError(f"cannot stat {path(data_dir, CERT)}: {os_reason(e)}") from None
+    return st.st_mtime_ns, st.st_ino, st.st_size

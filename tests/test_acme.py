@@ -137,11 +137,21 @@ class CsrTest(unittest.TestCase):
         self.assertIn(b"CN = mail.example.org", out.stdout)
 
 
+class DictAnswers(dict):
+    """acme_flow.Http01Answers in memory: token -> key authorization."""
+
+    def publish(self, token, key_authorization):
+        self[token] = key_authorization
+
+    def withdraw(self, token):
+        self.pop(token, None)
+
+
 class FlowTest(unittest.TestCase):
     """The protocol against the fake CA, driven synchronously (acme_flow.run_sync)."""
 
     def setUp(self):
-        self.challenges = {}
+        self.challenges = DictAnswers()
         self.ca = FakeCA(CERT_KEY, lambda name, token: self.challenges.get(token))
         self.waits = []
 
@@ -212,7 +222,7 @@ class ServiceTest(unittest.TestCase):
         self.installed = []
         self.service = acme_service.AcmeService(self.cfg, self.loop, None, lambda: CERT_KEY,
                                                 lambda c, k: self.installed.append((c, k)) or 3)
-        self.ca = FakeCA(CERT_KEY, lambda name, token: self.service.challenge(token))
+        self.ca = FakeCA(CERT_KEY, lambda name, token: acmefiles.read_token(self.tmp, token))   # what any worker serves
         self.service._https = self.ca
         self.thread = threading.Thread(target=self.loop.run, daemon=True)
         self.thread.start()
@@ -439,11 +449,12 @@ class Http01ListenerTest(ServerTestCase):
             conn.close()
 
     def test_published_token_is_served_without_login(self):
-        acme = self.server.backend.acme
-        self.server.loop.call_soon_threadsafe(lambda: acme.challenges.__setitem__("tok-1_A", "tok-1_A.thumb"))
+        acmefiles.write_token(self.server.config.data_dir, "tok-1_A", "tok-1_A.thumb")    # as worker 0 publishes it
         wait_for(lambda: self.get("/.well-known/acme-challenge/tok-1_A")[0] == 200, "the token served")
         status, ctype, body = self.get("/.well-known/acme-challenge/tok-1_A", host="mx.example.test:80")
         self.assertEqual((status, ctype, body), (200, "application/octet-stream", b"tok-1_A.thumb"))
+        acmefiles.remove_token(self.server.config.data_dir, "tok-1_A")                      # withdrawn
+        self.assertEqual(self.get("/.well-known/acme-challenge/tok-1_A")[0], 404)
 
     def test_unknown_token_is_404(self):
         self.assertEqual(self.get("/.well-known/acme-challenge/nope")[0], 404)

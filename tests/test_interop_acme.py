@@ -10,17 +10,27 @@ none), given to mailsrv as ``acme_ca_file``; its roots come from its
 management API.  PEBBLE_VA_ALWAYS_VALID=0: the challenge is really checked;
 PEBBLE_WFE_NONCEREJECT=20: one nonce in five is refused, so the badNonce retry
 (RFC 8555 §6.5) runs for real.  Skips, naming the package, when pebble is missing.
+
+With ``workers = 2`` (issue 14) ``python3 mailsrv.py`` runs for real: worker 0
+orders, the http-01 answer is a file any worker serves (or worker 0's own
+tls-alpn-01 listener answers), and then every worker serves the new
+certificate: TLS connections from many 127.0.0.x addresses, each one's
+serving worker found in /proc, all get pebble's certificate.
 """
 
 import datetime
 import json
 import logging
 import os
+import re
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -31,6 +41,7 @@ from protocols.config import Config
 from protocols.crypto import der, p256, rsa, x509
 from store import acmefiles
 from tests.helpers import wait_for
+from tests.test_workers import HAS_PROC, Server
 
 SKIP = os.environ.get("MAILSRV_SKIP_INTEROP")
 HOST = "mail.example.test"
@@ -170,6 +181,103 @@ class PebbleTest(unittest.TestCase):
         self.assertIsInstance(account, p256.P256PrivateKey if key_type == "ec" else rsa.RsaPrivateKey)
         lines = acme_service.describe(self.server.config, time.time())
         self.assertIn("names %s, %s" % (HOST, EXTRA), lines)
+
+    # -- workers = 2: python3 mailsrv.py for real ------------------------------------
+    @unittest.skipUnless(HAS_PROC, "finds each connection's worker in /proc")
+    def test_two_workers_http_01_every_worker_serves_the_new_certificate(self):
+        self.obtain_with_workers("http-01")
+
+    @unittest.skipUnless(HAS_PROC, "finds each connection's worker in /proc")
+    def test_two_workers_tls_alpn_01(self):
+        self.obtain_with_workers("tls-alpn-01")     # worker 0's own listener on tlsPort answers
+
+    def obtain_with_workers(self, challenge):
+        self.start_pebble()
+        server = AcmeServer(self.tmp, 2, "".join("%s = %s\n" % kv for kv in (
+            ("acme_email", "postmaster@example.test"), ("acme_directory", self.directory),
+            ("acme_ca_file", self.ca_file), ("acme_names", EXTRA), ("acme_challenge", challenge),
+            ("acme_tls_port", self.tls_port), ("tls_self_signed_type", "ed25519"),
+            ("http_port", "off" if challenge == "tls-alpn-01" else self.http_port), ("imaps_port", "0"),
+            ("dns_servers", "127.0.0.1:9"), ("trusted_networks", "none"))))
+        self.addCleanup(server.stop, signal.SIGKILL)
+        imaps = int(re.search(rb"^listening imaps 127\.0\.0\.1:(\d+)$", server.out, re.M).group(1))
+        workers = wait_for(lambda: len(server.workers()) == 2 and server.workers(), "two workers", server.log_text)
+        data = server.data
+        wait_for(lambda: acmefiles.read_state(data).get("failures") == 0, "the certificate from pebble",
+                 lambda: "%s\n%s\n%s" % (acmefiles.read_state(data), server.log_text(), self.log()), timeout=120)
+        # worker 0 said "tls"; the other loaded it then (its own look at cert.pem is a minute away)
+        loaded = wait_for(lambda: re.findall(r"\[(\d+)\]: ACME: certificate \S+ loaded", server.log_text()),
+                          "the other worker loading the certificate", server.log_text)
+        self.assertEqual(len(loaded), 1, server.log_text())
+        obtained = re.findall(r"\[(\d+)\]: ACME: new certificate for", server.log_text())
+        self.assertEqual({int(loaded[0]), int(obtained[0])}, workers)
+        self.assertEqual(os.listdir(acmefiles.path(data, "http-01")) if challenge == "http-01" else [], [])
+        with open(acmefiles.path(data, acmefiles.CERT), "rb") as f:
+            leaf = der.pem_blocks(f.read())[0][1]
+        root = os.path.join(self.tmp, "pebble-root.pem")
+        with open(root, "wb") as f:
+            f.write(loop_https.request("https://localhost:%d/roots/0" % self.mgmt_port, cafile=self.ca_file).body)
+        served = {}             # worker pid -> connections that got the new certificate
+        for batch in range(10):     # until both workers served some (almost always the first batch)
+            for pid, cert in self.tls_batch(imaps, root, workers, 16 * batch):
+                self.assertEqual(cert, leaf, "worker %d served another certificate" % pid)
+                served[pid] = served.get(pid, 0) + 1
+            if len(served) == 2:
+                break
+        self.assertEqual(set(served), workers, served)
+        self.assertEqual(sorted(x509.read_certificate(leaf).dns_names), sorted([HOST, EXTRA]))
+        self.assertEqual(server.stop(), 0)
+
+    def tls_batch(self, port, root, workers, first):
+        """16 TLS connections at once to ``port``, each from its own 127.0.0.x address and
+        verified by pebble's root: (the worker holding its server end, the certificate)."""
+        out, errors = [], []
+
+        def one(i):
+            try:
+                raw = socket.create_connection(("127.0.0.1", port), timeout=10,
+                                               source_address=("127.0.0.%d" % (2 + (first + i) % 200), 0))
+                with ssl.create_default_context(cafile=root).wrap_socket(raw, server_hostname=HOST) as tls:
+                    out.append((server_end_owner(tls, workers), tls.getpeercert(binary_form=True)))
+            except Exception as exc:        # reported below
+                errors.append(repr(exc))
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        self.assertEqual(errors, [])
+        return out
+
+
+class AcmeServer(Server):
+    """tests/test_workers.py's `python3 mailsrv.py` with the ACME keys and IMAPS."""
+
+    def write_config(self, workers, extra=""):
+        with open(self.conf, "w") as f:
+            f.write("[mailsrv]\ndata_dir = %s\nworkers = %s\nhostname = %s\ndomains = example.test\n"
+                    "smtp_port = 0\nsubmission_port = off\nsmtps_port = off\npop3_port = off\npop3s_port = off\n"
+                    "imap_port = off\nlog_level = INFO\nlog_target = file:%s\n%s"
+                    % (self.data, workers, HOST, self.log, extra))
+
+
+def server_end_owner(client: socket.socket, pids):
+    """Which of ``pids`` holds the server end of ``client``'s TCP connection:
+    the socket whose remote address is the client's (/proc/net/tcp), by inode."""
+    ip, port = client.getsockname()[:2]
+    packed = socket.inet_aton(ip)
+    want = "%s:%04X" % ((packed[::-1] if sys.byteorder == "little" else packed).hex().upper(), port)
+    with open("/proc/net/tcp") as f:
+        inodes = {"socket:[%s]" % fields[9] for fields in (line.split() for line in f.readlines()[1:])
+                  if fields[2] == want}
+    for pid in pids:
+        for fd in os.listdir("/proc/%d/fd" % pid):
+            try:
+                if os.readlink("/proc/%d/fd/%s" % (pid, fd)) in inodes:
+                    return pid
+            except OSError:
+                continue
+    return None
 
 
 if __name__ == "__main__":

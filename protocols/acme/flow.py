@@ -4,15 +4,16 @@
 
 - :class:`Job` ``(fn, what)``: call the blocking ``fn()`` (an HTTPS request,
   with the JWS signature made inside it; a key generation; the files of a
-  tls-alpn-01 certificate) on a worker thread
+  tls-alpn-01 certificate; publishing an http-01 answer) on a worker thread
   and send back its result, or throw its exception in;
 - :class:`Wait` ``(seconds)``: resume after a pause (polling, RFC 8555 §7.5.1).
 
 It returns the certificate chain (PEM) and the new certificate's key, or
 raises :class:`AcmeError`, one line naming the URL and the problem (RFC 8555
-§6.7, RFC 7807).  The http-01 answers go into ``challenges`` (token -> key
-authorization, RFC 8555 §8.3), which the HTTP listener serves; the driver
-resumes the generator on the loop thread, so the dict has one writer.
+§6.7, RFC 7807).  The http-01 answers (token -> key authorization, RFC 8555
+§8.3) are published through ``answers`` (:class:`Http01Answers`) in a Job
+before the CA is told to look, and withdrawn once it has; the service keeps
+them as files every worker's HTTP listener reads (store/acmefiles.py).
 
 tls-alpn-01 (RFC 8737) answers are certificate files made in a Job and put
 in ``alpn_certs`` (name -> files), which the TLS-ALPN listener serves.
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Callable, Dict, Generator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Generator, List, Optional, Protocol, Sequence, Tuple
 
 from protocols.crypto import csr, der, jws, rsa
 
@@ -91,6 +92,16 @@ def retry_after(reply, default: float) -> float:
     return default
 
 
+class Http01Answers(Protocol):
+    """Where the http-01 key authorizations are served from (RFC 8555 §8.3)."""
+
+    def publish(self, token: str, key_authorization: str) -> None:
+        """Blocking (it runs in a Job): served at the token's URL once this returns."""
+
+    def withdraw(self, token: str) -> None:
+        """On the loop thread, never blocking: no longer served soon after."""
+
+
 class AcmeFlow:
     """One certificate for ``names`` from the CA at ``directory_url``.
 
@@ -101,7 +112,7 @@ class AcmeFlow:
 
     def __init__(self, directory_url: str, email: str, names: Sequence[str],
                  https: Callable[..., object], account_key: Callable[[], jws.PrivateKey],
-                 new_key: Callable[[], rsa.RsaPrivateKey], challenges: Dict[str, str],
+                 new_key: Callable[[], rsa.RsaPrivateKey], answers: Http01Answers,
                  challenge_type: str = "http-01",
                  alpn: Optional[Tuple[Dict[str, Tuple[str, str]], Callable[[str, str], Tuple[str, str]]]] = None):
         self.directory_url = directory_url
@@ -110,7 +121,7 @@ class AcmeFlow:
         self.https = https
         self._account_key = account_key
         self._new_key = new_key
-        self.challenges = challenges
+        self.answers = answers
         self.challenge_type = challenge_type
         # tls-alpn-01 (RFC 8737): (name -> certificate files, the maker of those files, a Job)
         self.alpn_certs, self.make_alpn_cert = alpn if alpn else ({}, None)
@@ -224,15 +235,16 @@ class AcmeFlow:
             raise AcmeError("%s: no %s challenge offered for %s" % (authz_url, kind, name))
         token = str(chal["token"])
         key_authz = jws.key_authorization(token, self.key.public)         # §8.1
-        if kind == "http-01":
-            self.challenges[token] = key_authz                             # served at §8.3's path
+        if kind == "http-01":                                              # served at §8.3's path
+            yield Job(lambda: self.answers.publish(token, key_authz), "http-01 answer")
         else:
             self.alpn_certs[name] = yield Job(lambda: self.make_alpn_cert(name, key_authz), "tls-alpn-01 certificate")
         try:
             yield from self.post(chal["url"], {})          # §7.5.1: "{}" says we are ready
             authz = yield from self.poll(authz_url, ("pending",), "authorization")
         finally:
-            self.challenges.pop(token, None)
+            if kind == "http-01":
+                self.answers.withdraw(token)
             self.alpn_certs.pop(name, None)
         if authz.get("status") != "valid":
             raise AcmeError("%s: authorization of %s is %s%s" % (authz_url, name, authz.get("status"),

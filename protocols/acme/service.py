@@ -8,15 +8,26 @@ a 90-day certificate: 30 days before its end).  When due it runs
 protocols/acme/flow.py: every request on one of the loop's worker threads
 through protocols/loop_https.py (``acme_ca_file`` for a test CA such as
 pebble), pauses as timers, so the loop never waits.  The http-01 answers are
-in :attr:`AcmeService.challenges`, read by the HTTP listener
-(protocols/http/api.py serves ``/.well-known/acme-challenge/<token>``).
+files, DATA/tls/acme/http-01/<token> (store/acmefiles.py), written before the
+CA is told to look and removed once it has: the HTTP listener of every
+worker process answers from them (protocols/http/api.py serves
+``/.well-known/acme-challenge/<token>``, reading on a worker thread), as
+does every host with shared_data.  Answers left by a process that died are
+swept at each check (with shared_data only old ones: another host may be
+validating).
 
 A new certificate is written durably (store/acmefiles.py), loaded once to
 check it, and swapped into every TLS listener (``EventLoop.set_tls_context``,
 the SIGHUP path): connections accepted from then on get it, open ones keep
-theirs.  A failure is one WARNING line naming the directory URL and the
-error; the next attempt comes after 10 minutes, doubling to a day
-(``BACKOFF_*``), whatever restarts happen between (the state is on disk).
+theirs.  With ``workers = N`` ACME runs in worker 0 (the tls-alpn-01
+listener too: it binds acme_tls_port alone); it then says ``tls`` on the
+sibling channel (protocols/loop_siblings.py) and every other worker loads
+the new pair the same way (:meth:`AcmeService.follow`); one that missed the
+datagram finds cert.pem changed at its next look, every CERT_WATCH_S.
+
+A failure is one WARNING line naming the directory URL and the error; the
+next attempt comes after 10 minutes, doubling to a day (``BACKOFF_*``),
+whatever restarts happen between (the state is on disk).
 """
 
 from __future__ import annotations
@@ -39,6 +50,15 @@ CHECK_INTERVAL = 86400.0            # daily, as certbot's timer and mox's autoce
 RENEW_FRACTION = 2 / 3              # of the lifetime: Let's Encrypt's "Integration guide"
 BACKOFF_FIRST = 600.0               # ours: Let's Encrypt allows 5 failed validations per name an hour
 BACKOFF_MAX = 86400.0               # at least a try a day
+# Seconds between a follower worker's looks at cert.pem, in case it missed worker 0's
+# "tls" datagram (a hint, loop_siblings.py): ours; one stat a minute, and a renewal
+# comes 30 days before the old certificate ends, so a minute late costs nothing.
+CERT_WATCH_S = 60.0
+# With shared_data, an http-01 answer older than this is one a dead process left: an
+# authorization is polled at most MAX_POLLS times RETRY_AFTER_MAX apart (40 min,
+# protocols/acme/flow.py); ours, with margin.  Without shared_data every answer is
+# this process's, and none is pending when a check runs: all go.
+TOKEN_STALE_S = 3600.0
 # The tls-alpn-01 listener serves one CA's few validation connections (Let's Encrypt
 # validates from several vantage points at once); ours, far above that.
 ALPN_MAX_CONNECTIONS, ALPN_MAX_PER_IP = 100, 10
@@ -101,7 +121,11 @@ class AcmeService:
         self.config = config
         self.loop = loop
         self.enabled = bool(config.acme_email) and not config.catch_all
-        self.challenges: Dict[str, str] = {}           # token -> key authorization (RFC 8555 §8.3)
+        self.siblings = None            # worker 0 tells the others of a new certificate (share)
+        self._following = False         # a worker but the first: loads what worker 0 obtains (follow)
+        self._looking = False
+        self._watch = None
+        self._stamp: Optional[tuple] = None     # cert.pem as last loaded here (acmefiles.certificate_stamp)
         self.alpn_certs: Dict[str, Tuple[str, str]] = {}     # name -> tls-alpn-01 certificate files (RFC 8737)
         self.alpn_addresses: List[Tuple[str, int]] = []      # where the tls-alpn-01 listener listens
         self._https = https or self._request
@@ -109,6 +133,7 @@ class AcmeService:
         self._install = install or self._install_context
         self._timer = None
         self._running = False
+        self._started = False           # start() ran: this process orders certificates
         self._closed = False
         self.backoff_first, self.backoff_max = BACKOFF_FIRST, BACKOFF_MAX
         self.last_result = ""           # "obtained" or the last error (tests, logs)
@@ -118,6 +143,7 @@ class AcmeService:
         """Open the tls-alpn-01 listener if that is the challenge, and check now."""
         if not self.enabled:
             return
+        self._started = True
         if self.config.acme_challenge == "tls-alpn-01":
             self._listen_alpn()
         self._schedule(0)
@@ -139,19 +165,88 @@ class AcmeService:
 
     def close(self) -> None:
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._watch):
+            if timer is not None:
+                timer.cancel()
 
     def reload(self, config=None) -> None:
         """SIGHUP: ``mailsrv.py acme renew`` may have asked for an attempt now."""
         if config is not None:
             self.config = config
-        if self.enabled and not self._running:
+        if self._started and not self._running:       # worker 0's (a follower orders nothing)
             self._schedule(0)
 
-    def challenge(self, token: str) -> Optional[str]:
-        """The key authorization for ``token`` (RFC 8555 §8.3), or None."""
-        return self.challenges.get(token)
+    # -- http-01 answers: files every worker (and host) reads --------------------
+    def challenge(self, token: str, done: Callable[[object], None]) -> None:
+        """``done`` gets the key authorization published for ``token`` (RFC 8555
+        §8.3), None, or the exception; read on a worker, in any worker process."""
+        if not self.enabled:
+            done(None)
+            return
+        data = self.config.data_dir
+        self.loop.run_in_thread(lambda: acmefiles.read_token(data, token), done)
+
+    def publish(self, token: str, key_authorization: str) -> None:
+        """flow.Http01Answers, in a Job (a worker's): the file, durable before the CA looks."""
+        acmefiles.write_token(self.config.data_dir, token, key_authorization)
+
+    def withdraw(self, token: str) -> None:
+        """flow.Http01Answers, on the loop thread: the file goes, on a worker."""
+        data = self.config.data_dir
+        try:
+            self.loop.run_in_thread(lambda: acmefiles.remove_token(data, token), _withdrawn)
+        except RuntimeError:        # the loop's workers are gone (shutting down): the next check sweeps it
+            pass
+
+    # -- the other workers (protocols/supervisor.py) ---------------------------------
+    def share(self, siblings) -> None:
+        """The sibling channel: worker 0 says ``tls`` there after a new certificate."""
+        self.siblings = siblings
+        siblings.on("tls", lambda _message: self._look())
+
+    def follow(self) -> None:
+        """In a worker but the first: no orders here; load the certificate worker 0
+        obtains when it says ``tls``, or when cert.pem changed at a look every
+        CERT_WATCH_S (a lost datagram).  The pair in use now is this one's start."""
+        if not self.enabled or self._following:
+            return
+        self._following = True
+        try:
+            self._stamp = acmefiles.certificate_stamp(self.config.data_dir)
+        except DataDirError as e:
+            log.warning("ACME: %s", e)
+        self._tick()
+
+    def _tick(self) -> None:
+        if self._closed:
+            return
+        self._look()
+        self._watch = self.loop.call_later(CERT_WATCH_S, self._tick)
+
+    def _look(self) -> None:
+        if self._following and not self._looking and not self._closed:
+            self._looking = True
+            self.loop.run_in_thread(self._load_if_new, self._looked)
+
+    def _load_if_new(self):
+        """(a worker's) (cert.pem's stamp, listeners changed), or None when it is
+        as last loaded or not a usable pair (a key without its certificate yet)."""
+        stamp = acmefiles.certificate_stamp(self.config.data_dir)
+        if stamp is None or stamp == self._stamp:
+            return None
+        pair = installed_pair(self.config, self.loop.time())
+        if pair is None:
+            return None
+        return stamp, self._install(*pair)
+
+    def _looked(self, result: object) -> None:
+        self._looking = False
+        if isinstance(result, BaseException):
+            log.warning("ACME: the new certificate is not loaded, the running one stays in use: %s", result)
+        elif result is not None:
+            self._stamp, changed = result
+            log.info("ACME: certificate %s loaded, in use on %d TLS listeners",
+                     acmefiles.path(self.config.data_dir, acmefiles.CERT), changed)
 
     # -- when ------------------------------------------------------------------
     def _schedule(self, delay: float) -> None:
@@ -172,6 +267,11 @@ class AcmeService:
     def _due(self, now: float) -> Tuple[str, float]:
         """(why an attempt is due, or "", seconds until the next check)."""
         data = self.config.data_dir
+        # no order of ours is running: an answer left is a dead process's (shared_data: or another host's)
+        try:
+            acmefiles.sweep_tokens(data, TOKEN_STALE_S if self.config.shared_data else 0.0, now)
+        except DataDirError as e:       # a leftover answer harms nothing: no reason to stop ordering
+            log.warning("ACME: %s", e)
         state = acmefiles.read_state(data)
         info, why = read_pair(data, names_of(self.config), now)
         if state.get("renew"):
@@ -199,7 +299,7 @@ class AcmeService:
         names = names_of(self.config)
         log.info("ACME: asking %s for a certificate for %s: %s", self.config.acme_directory, ", ".join(names), why)
         flow = acme_flow.AcmeFlow(self.config.acme_directory, self.config.acme_email, names, self._https,
-                                  self._account_key, self._new_key, self.challenges,
+                                  self._account_key, self._new_key, self,
                                   self.config.acme_challenge, (self.alpn_certs, self._make_alpn_cert))
         self._step(flow.run(), None, None)
 
@@ -276,6 +376,8 @@ class AcmeService:
             return
         changed, until = result
         self.last_result = "obtained"
+        if self.siblings is not None:
+            self.siblings.send("tls", {})       # the other workers load it now (follow)
         log.info("ACME: new certificate for %s from %s, valid until %s, in use on %d TLS listeners (%s)",
                  ", ".join(names_of(self.config)), self.config.acme_directory, until, changed,
                  acmefiles.path(self.config.data_dir, acmefiles.CERT))
@@ -310,6 +412,11 @@ class AcmeService:
                     self.config.acme_directory, ", ".join(names_of(self.config)), error, failures,
                     _duration(delay))
         self._schedule(delay)
+
+
+def _withdrawn(result: object) -> None:
+    if isinstance(result, BaseException):
+        log.warning("ACME: %s", result)
 
 
 def load_account_key(pem: bytes, path: str):

@@ -118,8 +118,9 @@ class Backend:
         self.auth.share(self.siblings)
         self.mail.hub.share(self.siblings)
         self.siblings.on("users", self._sibling_users)
+        self.acme.share(self.siblings)      # worker 0's new certificate reaches the others ("tls")
         # workers > 1 (protocols/supervisor.py): this process's index.  The siblings share
-        # the queue by leases; pick-up, ACME and TLS-RPT reports run in worker 0 alone.
+        # the queue by leases; pick-up, ACME orders and TLS-RPT reports run in worker 0 alone.
         self.worker: Optional[int] = None
 
     def _make_directory(self) -> Directory:
@@ -142,6 +143,8 @@ class Backend:
         if not self.worker:     # with workers = N, worker 0's alone (protocols/supervisor.py)
             self.delivery.start_pickup()
             self.acme.start()
+        else:
+            self.acme.follow()  # the others load the certificate worker 0 obtains
         self.siblings.start()   # in every worker: each has its own socket
 
     def close(self) -> None:

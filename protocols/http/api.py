@@ -90,11 +90,14 @@ def get_health(s, req: Request, p) -> None:
 
 def get_acme_challenge(s, req: Request, p) -> None:
     """RFC 8555 §8.3: the key authorization for the token, as
-    application/octet-stream; 404 for a token we did not publish."""
-    answer = s.service.acme_challenge(p["token"])
-    if answer is None:
-        raise HttpError(404, "no ACME challenge %s" % p["token"])
-    s.reply(Response(200, answer.encode("ascii"), "application/octet-stream"))
+    application/octet-stream; 404 for a token we did not publish.  Any worker
+    process answers: the answer is a file (protocols/acme/service.py)."""
+    def done(answer: object) -> None:
+        _failed(answer, "reading the ACME answer")
+        if answer is None:
+            raise HttpError(404, "no ACME challenge %s" % p["token"])
+        s.reply(Response(200, answer.encode("ascii"), "application/octet-stream"))
+    s.service.acme_challenge(p["token"], lambda r: s.guard(lambda: done(r)))
 
 
 # -- messages ------------------------------------------------------------------

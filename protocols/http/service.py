@@ -54,7 +54,12 @@ class HttpService:
         self.loop.run_in_thread(lambda: mimeview.attachment(raw, index), done)
 
     # -- ACME http-01 (protocols/acme/service.py) ---------------------------
-    def acme_challenge(self, token: str):
-        """The key authorization published for ``token``, or None."""
+    def acme_challenge(self, token: str, done: Callable[[object], None]) -> None:
+        """``done`` gets the key authorization published for ``token`` (by this
+        process or, with workers, by worker 0: a file read on a worker), None,
+        or the exception."""
         acme = getattr(self.backend, "acme", None)
-        return acme.challenge(token) if acme is not None else None
+        if acme is None:
+            done(None)
+        else:
+            acme.challenge(token, done)
