@@ -35,7 +35,7 @@ would lag and need refreshing; shared memory is read at once):
   about 1/256 of finding both its counters full (1/16 per row, squared).
 * Bounded size: ``slots`` is a power of two between ``SLOTS_MIN`` and
   ``SLOTS_MAX``; the map is workers x listeners x (1 + ROWS x slots) x 4
-  octets (8 workers, 7 listeners, the default max_connections = 1000: 3.6 MB
+  octets (8 workers, 7 listeners, the default max_connections = 1000: 3.7 MB
   mapped, pages only as touched).
 * A worker that dies, SIGKILL included, has lost its connections with it:
   the supervisor zeroes its region when it reaps it (``clear``), before it
