@@ -65,7 +65,7 @@ import os
 from typing import Dict, Hashable, List, Optional, Sequence
 
 ROWS = 2                    # ours: two hashes; a false refusal needs a collision in both (squares its chance)
-SLOTS_PER_CONNECTION = 8    # ours: counters a row per max_connections (1/8 of a row full at most, per row)
+SLOTS_PER_CONNECTION = 8    # ours: counters a row per max_connections (held connections fill at most 1/8 of a row)
 SLOTS_MIN = 1024            # ours: a small max_connections still spreads addresses
 SLOTS_MAX = 1 << 15         # ours: 32,768 counters a row, 256 KiB per worker and listener at most
 SECRET_SIZE = 16            # BLAKE2b key octets (RFC 7693 §2.5: up to 64); 128 bits of secret
@@ -115,7 +115,7 @@ class SharedTable:
         self.block = 1 + ROWS * slots                       # counters per worker and listener
         self.region = self.block * len(self.index)          # counters per worker
         self.secret = secret if secret is not None else os.urandom(SECRET_SIZE)
-        self._map = mmap.mmap(-1, max(1, workers * self.region * WORD))     # anonymous, MAP_SHARED
+        self._map = mmap.mmap(-1, max(WORD, workers * self.region * WORD))     # anonymous, MAP_SHARED
         self.words = memoryview(self._map).cast("I")
         assert self.words.itemsize == WORD
 
@@ -137,9 +137,8 @@ class SharedTable:
         """The address's counter in each row (offsets into a block)."""
         digest = hashlib.blake2b(ip.encode("utf-8", "surrogateescape"), key=self.secret,
                                  digest_size=WORD * ROWS).digest()
-        mask = self.slots - 1
-        return [1 + row * self.slots + (int.from_bytes(digest[row * WORD:(row + 1) * WORD], "little") & mask)
-                for row in range(ROWS)]
+        bits, mask = int.from_bytes(digest, "little"), self.slots - 1
+        return [1 + row * self.slots + ((bits >> (8 * WORD * row)) & mask) for row in range(ROWS)]
 
 
 class SharedCounts:
@@ -164,7 +163,7 @@ class SharedCounts:
     def _add(self, where: List[int], step: int) -> None:
         own = self.own
         for i in where:
-            own[i] += step
+            own[i] = max(0, own[i] + step)      # never below 0, should a release ever outlive a clear
 
     def _over(self, where: List[int]) -> bool:
         """Sums including our own addition: the total, and the address's smallest row."""
