@@ -101,7 +101,7 @@ class MailServer:
         self._thread: Optional[threading.Thread] = None
         self._tls = None
         self.sockets: Dict[Tuple[str, str, int], object] = {}   # (name, host, port): a supervisor's bound socket
-        self.shared_counts = None   # a worker's: (its index, the supervisor's SharedTable), protocols/loop_connlimits.py
+        self.shared_counts = None   # a worker's (index, supervisor's SharedTable): protocols/loop_connlimits.py
 
     @property
     def ports(self) -> Dict[str, int]:
