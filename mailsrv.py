@@ -101,6 +101,7 @@ class MailServer:
         self._thread: Optional[threading.Thread] = None
         self._tls = None
         self.sockets: Dict[Tuple[str, str, int], object] = {}   # (name, host, port): a supervisor's bound socket
+        self.shared_counts = None   # a worker's (index, supervisor's SharedTable): protocols/loop_connlimits.py
 
     @property
     def ports(self) -> Dict[str, int]:
@@ -125,13 +126,16 @@ class MailServer:
         for lst, host, port in listener_plan(cfg, LISTENERS, self._tls is not None):
             name, implicit = lst.name, lst.tls == IMPLICIT
             factory = factories[name] = factories.get(name) or lst.factory(self.backend)
+            shared = self.shared_counts     # the connection limits held across workers (README "Workers")
+            counts = shared[1].counts(shared[0], (name, host, port), cfg.max_connections,
+                                      cfg.max_connections_per_ip) if shared else None
             try:
                 bound = self.loop.listen(
                     name, host, port, factory,
                     ssl_context=self._tls if implicit else None,
                     starttls_context=None if implicit or lst.tls == PLAIN else self._tls,
                     max_connections=cfg.max_connections, max_per_ip=cfg.max_connections_per_ip,
-                    busy_reply=lst.busy, sock=self.sockets.get((name, host, port)))
+                    busy_reply=lst.busy, sock=self.sockets.get((name, host, port)), counts=counts)
             except OSError as e:
                 raise ConfigError(_bind_error(name, host, port, e)) from None
             self.addresses.setdefault(name, []).append(bound)

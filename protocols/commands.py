@@ -50,16 +50,18 @@ def serve_processes(cfg: Config, make_server: Callable[[Config], object], listen
     if count == 1:
         return serve(make_server(cfg), reread, log_handler)
     sockets = supervisor.bind_listeners(cfg, listeners)
+    counts = supervisor.shared_counts(cfg, count, sockets)
 
     def worker(index: int, again: bool) -> int:
         server = make_server(cfg)
         server.backend.worker, server.sockets = index, sockets
+        server.shared_counts = (index, counts)
         return serve(server, reread, log_handler, announce=False, reload_now=again)
     try:
         directory = make_directory(cfg, UserDB(cfg.data_dir), AliasDB(cfg.data_dir))
         _announce(cfg, supervisor.listening_lines(sockets) + describe(cfg, directory, cfg.data_dir))
         return supervisor.Supervisor(count, worker, cfg.shutdown_grace, lambda: logtarget.reopen(log_handler),
-                                     log_handler).run()
+                                     log_handler, counts).run()
     finally:
         supervisor.close_all(sockets)
 

@@ -65,6 +65,7 @@ import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from .base import SessionContext
+from .loop_connlimits import LocalCounts
 from .loop_tls import TLS_HANDSHAKE_TIMEOUT
 from .loop_transport import READ_CHUNK, WRITE_LOW_WATER, Connection, Datagram, fmt_addr  # noqa: F401 (re-exported)
 
@@ -141,19 +142,15 @@ class TimerHandle:
 
 
 class _Listener:
-    def __init__(self, name, sock, factory, ssl_context, starttls_context,
-                 max_connections, max_per_ip, busy_reply):
+    def __init__(self, name, sock, factory, ssl_context, starttls_context, counts, busy_reply):
         self.name = name
         self.sock = sock
         self.factory = factory
         self.ssl_context = ssl_context
         self.starttls_context = starttls_context
-        self.max_connections = max_connections
-        self.max_per_ip = max_per_ip
+        self.counts = counts            # admit(ip) / release(ip): protocols/loop_connlimits.py
         self.busy_reply = busy_reply
         self.own_certificate = False
-        self.count = 0
-        self.per_ip: Dict[str, int] = {}
         self.closed = False
 
 
@@ -435,9 +432,11 @@ class EventLoop:
                starttls_context: Optional[ssl.SSLContext] = None,
                max_connections: int = 1000, max_per_ip: int = 50,
                busy_reply: bytes = b"421 4.7.0 Too many connections\r\n",
-               own_certificate: bool = False, sock: Optional[socket.socket] = None) -> Tuple[str, int]:
+               own_certificate: bool = False, sock: Optional[socket.socket] = None, counts=None) -> Tuple[str, int]:
         """Listen on (host, port); port 0 picks a free port.  Returns the bound address.
-        ``sock``: one bound there already (a supervisor's: protocols/supervisor.py).
+        ``sock``: one bound there already (a supervisor's: protocols/supervisor.py);
+        ``counts``: a worker's counts in its supervisor's SharedTable (protocols/loop_connlimits.py;
+        default: ``max_connections`` and ``max_per_ip`` counted in this process).
 
         ``ssl_context`` makes it an implicit-TLS listener (RFC 8314 §3.3); with
         ``starttls_context`` sessions see ``ctx.tls_available``.  Over
@@ -449,8 +448,8 @@ class EventLoop:
         alone (ACME's TLS-ALPN-01 responder has certificates of its own).
         """
         sock = sock if sock is not None else listening_socket(host, port)
-        lst = _Listener(name, sock, factory, ssl_context, starttls_context,
-                        max_connections, max_per_ip, busy_reply)
+        counts = counts if counts is not None else LocalCounts(max_connections, max_per_ip)
+        lst = _Listener(name, sock, factory, ssl_context, starttls_context, counts, busy_reply)
         lst.own_certificate = own_certificate
         self._listeners.append(lst)
         self._sel.register(sock, selectors.EVENT_READ, lambda mask: self._on_accept(lst))
@@ -503,8 +502,7 @@ class EventLoop:
 
     def _accepted(self, lst: _Listener, sock: socket.socket, addr: tuple) -> None:
         sock.setblocking(False)
-        ip = addr[0]
-        if lst.count >= lst.max_connections or lst.per_ip.get(ip, 0) >= lst.max_per_ip:
+        if not lst.counts.admit(addr[0]):
             conn_log.info("busy listener=%s peer=%s: connection limit reached", lst.name, fmt_addr(addr))
             if lst.ssl_context is None:
                 try:
@@ -513,8 +511,6 @@ class EventLoop:
                     pass
             sock.close()
             return
-        lst.count += 1
-        lst.per_ip[ip] = lst.per_ip.get(ip, 0) + 1
         conn = Connection(self, sock, lst.name, lst.factory, lst)
         conn.starttls_context = lst.starttls_context
         conn.peer = tuple(addr[:2])

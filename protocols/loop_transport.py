@@ -382,13 +382,8 @@ class Connection(TlsTransport):
         self.sock.close()
         self.out = bytearray()
         self._loop._conns.discard(self)
-        lst = self.listener
-        if lst is not None:
-            lst.count -= 1
-            ip = self.peer[0]
-            lst.per_ip[ip] -= 1
-            if not lst.per_ip[ip]:
-                del lst.per_ip[ip]
+        if self.listener is not None:
+            self.listener.counts.release(self.peer[0])
         conn_log.info("close %s listener=%s peer=%s duration=%.3fs in=%d out=%d",
                       self.id, self.name, self.peer_text, time.monotonic() - self.started,
                       self.bytes_in, self.bytes_out)

@@ -28,7 +28,10 @@ protocols/backend/wiring.py): pick-up of the sendmail command's postdrop/ and
 TLS-RPT reports in worker 0; ACME's orders (and its tls-alpn-01 listener) in
 worker 0, which tells the others of a new certificate (protocols/acme/service.py,
 the http-01 answers are files every worker serves); the queue in every worker,
-each entry leased (store/queue_lease.py) by the one delivering it.
+each entry leased (store/queue_lease.py) by the one delivering it.  What all
+count together: the connection limits, in memory made before the fork
+(:func:`shared_counts`, protocols/loop_connlimits.py); a dead worker's counts
+are zeroed when it is reaped.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from protocols import logtarget, selfsigned
 from protocols.config import ConfigError
 from protocols.loop import listening_socket
+from protocols.loop_connlimits import SharedTable, slots_for
 from protocols.startup import bind_error, listener_plan, listening_line
 
 log = logging.getLogger("mailsrv")
@@ -87,6 +91,13 @@ def bind_listeners(cfg, listeners) -> Dict[Key, socket.socket]:
         close_all(sockets)
         raise
     return sockets
+
+
+def shared_counts(cfg, count: int, sockets: Dict[Key, socket.socket]) -> SharedTable:
+    """The counters of the connection limits, in memory every worker shares
+    (made before the fork; protocols/loop_connlimits.py): ``max_connections``
+    and ``max_connections_per_ip`` hold across the workers, not per worker."""
+    return SharedTable(count, list(sockets), slots_for(cfg.max_connections))
 
 
 def listening_lines(sockets: Dict[Key, socket.socket]) -> List[str]:
@@ -134,12 +145,14 @@ def _noted(_signum, _frame) -> None:
 class Supervisor:
     """Runs ``run_worker(index, again)`` in ``count`` forked processes until
     SIGTERM/SIGINT; ``again`` is true for a worker started after a death.
-    ``on_hup`` runs in the supervisor before SIGHUP goes on (its log file)."""
+    ``on_hup`` runs in the supervisor before SIGHUP goes on (its log file);
+    ``counts``: the workers' connection counts, a dead worker's zeroed when it is reaped."""
 
     def __init__(self, count: int, run_worker: Callable[[int, bool], int], grace: float,
-                 on_hup: Callable[[], None] = lambda: None, log_handler: Optional[logging.Handler] = None):
+                 on_hup: Callable[[], None] = lambda: None, log_handler: Optional[logging.Handler] = None,
+                 counts: Optional[SharedTable] = None):
         self.count, self.run_worker, self.grace, self.on_hup = count, run_worker, grace, on_hup
-        self.log_handler = log_handler
+        self.log_handler, self.counts = log_handler, counts
         self.pids: Dict[int, Tuple[int, float]] = {}      # pid -> (index, time.monotonic() at start)
         self.failures = [0] * count                       # deaths in a row soon after start, per index
         self.restart_at: Dict[int, float] = {}            # index -> when to start it again
@@ -236,6 +249,8 @@ class Supervisor:
             if pid not in self.pids:
                 continue
             index, started = self.pids.pop(pid)
+            if self.counts is not None:     # its connections died with it: so do its counts
+                self.counts.clear(index)
             if self.kill_at is not None:
                 log.info("worker %d (pid %d) %s", index, pid, status_text(status))
                 continue

@@ -32,7 +32,7 @@ OS_ALLOWED = {"urandom"}
 IO_MODULES = {"socket", "selectors", "ssl", "time", "threading", "asyncio", "select"}
 LOOP_MODULES = {"protocols/loop.py", "protocols/loop_transport.py", "protocols/loop_tls.py",
                 "protocols/loop_sync.py", "protocols/loop_https.py",
-                "protocols/loop_siblings.py",   # loop_siblings: the Unix datagram channel between sibling processes; loop_https: blocking HTTPS on workers; loop_sync: a test's thread waits for the loop's answer (TestServer)
+                "protocols/loop_siblings.py", "protocols/loop_connlimits.py",   # loop_connlimits: the connection limits' counters in memory shared by the workers; loop_siblings: the Unix datagram channel between sibling processes; loop_https: blocking HTTPS on workers; loop_sync: a test's thread waits for the loop's answer (TestServer)
                 "protocols/supervisor.py"}   # workers = N: the listening sockets, fork, signals, waiting for the workers
 
 
