@@ -10,14 +10,23 @@ left for what is rare (a name without ``,W=``, odd names).  Every function
 here gives exactly what its one-at-a-time counterpart in store/folder.py,
 store/folder_uidlist.py and store/folder_types.py gives
 (tests/test_folder_bulk.py compares them).
+
+While such a build runs (``gc_paused``) the cyclic garbage collector waits:
+the build makes ~60,000 container objects (tuples, dicts, lists) none of
+which is part of a cycle, and each 700 of them would otherwise start a
+collection that finds nothing, each tenth of those one over the older
+objects too, and one over the whole process: measured in the server, 0.04-0.08 s
+of a 0.12 s first SELECT of 10,000 messages went to them.
 """
 
 from __future__ import annotations
 
+import gc
 import os
+from contextlib import contextmanager
 from itertools import repeat
 from operator import itemgetter
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from store import dovecot_files as dv
 from store.folder_types import Message, normal_letters, split_name
@@ -27,6 +36,23 @@ _new = tuple.__new__            # a NamedTuple made from a tuple, without its Py
 # Distinct ``:2,`` info strings of one directory above which the scan goes name by
 # name (ours: a folder uses a few dozen flag combinations; tails make more).
 MAX_INFOS = 2000
+
+
+@contextmanager
+def gc_paused(pause: bool = True) -> Iterator[None]:
+    """The cyclic GC off while many acyclic objects are made at once (``pause``
+    False: nothing done).  Process-wide, so the state is put back only by the
+    caller that found it on: with two threads pausing at once the collector
+    may come back before the second one ends (that build is then only slower),
+    and it never stays off after both ended unless it was off before."""
+    if not pause or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def scan_dir(path: str, found: Dict[str, Tuple[str, str, str]]) -> None:
