@@ -124,7 +124,8 @@ def main():
             servers.append(Checkout(args.baseline, os.path.join(work, "baseline"), corpus))
         try:
             servers.append(setup.Dovecot(os.path.join(work, "dovecot"), corpus))
-            servers.append(setup.Dovecot(os.path.join(work, "dovecot-hashed"), corpus, setup.HASHED_PEER))
+            servers.append(setup.Dovecot(os.path.join(work, "dovecot-hashed"), corpus, setup.HASHED_PEER,
+                                         "dovecot %s" % setup.HASHED_PEER[0]))
         except (setup.Unavailable, RuntimeError) as e:
             print("dovecot: not measured: %s" % e)
         times = {s.name: [] for s in servers}

@@ -322,10 +322,9 @@ class Dovecot:
     name = "dovecot"
     host, user, password = "127.0.0.1", USER, PASSWORD
 
-    def __init__(self, work, corpus, password_scheme=None):
+    def __init__(self, work, corpus, password_scheme=None, name="dovecot"):
         """``password_scheme``: (scheme, rounds) of the passwd-file's hash (None: {PLAIN})."""
-        if password_scheme is not None:
-            self.name = "dovecot %s" % password_scheme[0]
+        self.name = name
         reason = dovecot_imap.skip_reason()
         if reason:
             raise Unavailable(reason)
