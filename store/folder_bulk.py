@@ -38,16 +38,21 @@ _new = tuple.__new__            # a NamedTuple made from a tuple, without its Py
 # Distinct ``:2,`` info strings of one directory above which the scan goes name by
 # name (ours: a folder uses a few dozen flag combinations; tails make more).
 MAX_INFOS = 2000
+# gc_paused hands what was made to the oldest generation only past this many young
+# generation thresholds (ours: ~1,000 messages' objects; below it the one young
+# collection the pause deferred is cheap, and a promotion also moves other threads'
+# young objects, garbage included, to wait for the next full collection).
+PROMOTE_AFTER_THRESHOLDS = 10
 
 
 @contextmanager
 def gc_paused(pause: bool = True) -> Iterator[None]:
     """The cyclic GC off while many acyclic objects are made at once (``pause``
-    False: nothing done), and what was made meanwhile moved to the oldest
-    generation when it ends (``gc.freeze`` + ``gc.unfreeze``: two list splices,
-    no traversal; the next full collection looks at those objects, as at every
-    other one; mailsrv freezes nothing else, so the unfreeze undoes no freeze
-    of its own).  Process-wide, so the state is put back only by the caller
+    False: nothing done), and, when many were made, what was made meanwhile
+    moved to the oldest generation when it ends (``gc.freeze`` + ``gc.unfreeze``:
+    two list splices, no traversal; the next full collection looks at those
+    objects, as at every other one; mailsrv freezes nothing else, so the
+    unfreeze undoes no freeze of its own).  Process-wide, so the state is put back only by the caller
     that found it on: with two threads pausing at once the collector may come
     back before the second one ends (that build is then only slower), and it
     never stays off after both ended unless it was off before."""
@@ -58,8 +63,9 @@ def gc_paused(pause: bool = True) -> Iterator[None]:
     try:
         yield
     finally:
-        gc.freeze()
-        gc.unfreeze()
+        if gc.get_count()[0] > PROMOTE_AFTER_THRESHOLDS * gc.get_threshold()[0]:
+            gc.freeze()
+            gc.unfreeze()
         gc.enable()
 
 

@@ -225,6 +225,12 @@ class FirstSyncTests(unittest.TestCase):
         self.assertLess(young, gc.get_threshold()[0])
         self.assertTrue(gc.isenabled())
 
+    def test_a_small_first_sync_leaves_its_few_objects_to_the_young_generation(self):
+        box = self.make(random.Random(19), 5)
+        gc.collect()
+        Folder(box).snapshot()
+        self.assertGreater(gc.get_count()[0], 0)        # not promoted: a young collection takes them
+
     def test_the_collector_pause_puts_back_the_state_it_found(self):
         with self.assertRaises(KeyError):
             with fb.gc_paused():
