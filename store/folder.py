@@ -59,6 +59,7 @@ from store import dovecot_files as dv
 from store.folder_types import (Appended, Copied, Expunged, FlagChange, Message, Snapshot,  # noqa: F401
                                 StoreResult, SyncResult, apply_mode, check_flags, order_key,
                                 sort_keys, split_name, stat_sig, stored_form, unique_base, valid_keyword)
+from store.folder_bulk import gc_paused
 from store.folder_imap import ImapMixin
 from store.folder_snapshot import SnapshotMixin
 from store.folder_uidlist import UidlistMixin
@@ -201,6 +202,10 @@ class Folder(SnapshotMixin, UidlistMixin, ImapMixin):
         return self.sync().snapshot
 
     def _sync_locked(self) -> SyncResult:
+        with gc_paused(self._snap is None):          # a first snapshot: every message made at once
+            return self._sync_listed()
+
+    def _sync_listed(self) -> SyncResult:
         sig = self.token()[:2]                       # before the scan: a later change shows
         self._own = None
         self._load_uidlist()

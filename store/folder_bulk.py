@@ -10,14 +10,25 @@ left for what is rare (a name without ``,W=``, odd names).  Every function
 here gives exactly what its one-at-a-time counterpart in store/folder.py,
 store/folder_uidlist.py and store/folder_types.py gives
 (tests/test_folder_bulk.py compares them).
+
+While such a build runs (``gc_paused``) the cyclic garbage collector waits:
+the build makes ~60,000 container objects (tuples, dicts, lists) none of
+which is part of a cycle, and each 700 of them would otherwise start a
+collection that finds nothing (about 25 for 10,000 messages, some of them
+over the older objects too); at the end they are handed to the oldest
+generation at once instead of being looked at by one more young collection.
+CPU time of the first SELECT's worker step on 10,000 messages: 0.106 s
+without the pause, 0.094 s with it (medians of 8, alternating, same process).
 """
 
 from __future__ import annotations
 
+import gc
 import os
+from contextlib import contextmanager
 from itertools import repeat
 from operator import itemgetter
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from store import dovecot_files as dv
 from store.folder_types import Message, normal_letters, split_name
@@ -27,6 +38,35 @@ _new = tuple.__new__            # a NamedTuple made from a tuple, without its Py
 # Distinct ``:2,`` info strings of one directory above which the scan goes name by
 # name (ours: a folder uses a few dozen flag combinations; tails make more).
 MAX_INFOS = 2000
+# gc_paused hands what was made to the oldest generation only past this many young
+# generation thresholds (ours: ~1,000 messages' objects; below it the one young
+# collection the pause deferred is cheap, and a promotion also moves other threads'
+# young objects, garbage included, to wait for the next full collection).
+PROMOTE_AFTER_THRESHOLDS = 10
+
+
+@contextmanager
+def gc_paused(pause: bool = True) -> Iterator[None]:
+    """The cyclic GC off while many acyclic objects are made at once (``pause``
+    False: nothing done), and, when many were made, what was made meanwhile
+    moved to the oldest generation when it ends (``gc.freeze`` + ``gc.unfreeze``:
+    two list splices, no traversal; the next full collection looks at those
+    objects, as at every other one; mailsrv freezes nothing else, so the
+    unfreeze undoes no freeze of its own).  Process-wide, so the state is put back only by the caller
+    that found it on: with two threads pausing at once the collector may come
+    back before the second one ends (that build is then only slower), and it
+    never stays off after both ended unless it was off before."""
+    if not pause or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        if gc.get_count()[0] > PROMOTE_AFTER_THRESHOLDS * gc.get_threshold()[0]:
+            gc.freeze()
+            gc.unfreeze()
+        gc.enable()
 
 
 def scan_dir(path: str, found: Dict[str, Tuple[str, str, str]]) -> None:

@@ -69,7 +69,7 @@ from store.folder import MTIME_SLACK_S  # noqa: E402
 from tests import dovecot_imap  # noqa: E402
 from tests.bench_imap_qresync import ROW as QRESYNC_ROW, measure_qresync  # noqa: E402
 from tests.bench_imap_setup import (BODY_WORD, DATA, PASSWORD, SUBJECT_WORD, USER, Dovecot,  # noqa: E402
-                                    External, Mailsrv, Unavailable, build_corpus)
+                                    External, HASHED_PEER, Mailsrv, Unavailable, build_corpus)
 
 APPENDS = 1000               # issue 10: "APPEND of 1,000 messages"
 IDLE_SAMPLES = 20            # issue 10 asks for the IDLE latency; 20 samples give a steady median
@@ -345,8 +345,9 @@ def make_servers(args, corpus, work):
             if name == "mailsrv":
                 servers.append(Mailsrv(os.path.join(work, name), corpus, settings))
             else:
-                servers.append(Dovecot(os.path.join(work, name), corpus))
-                print("peer: Dovecot %s (imap, maildir, default fsync settings)" % dovecot_imap.version_text())
+                servers.append(Dovecot(os.path.join(work, name), corpus, HASHED_PEER if args.dovecot_hashed else None))
+                print("peer: Dovecot %s (imap, maildir, default fsync settings, password %s)" % (
+                    dovecot_imap.version_text(), "%s rounds=%d" % HASHED_PEER if args.dovecot_hashed else "{PLAIN}"))
         except (Unavailable, OSError, subprocess.SubprocessError) as e:
             print("%s: not measured: %s" % (name, one_line(e) if not isinstance(e, Unavailable) else e))
     return servers
@@ -456,6 +457,9 @@ def parse_args():
     ap.add_argument("--user", default=USER)
     ap.add_argument("--password", default=PASSWORD)
     ap.add_argument("--pid", type=int, help="with --port: the server's process, for the memory row")
+    ap.add_argument("--dovecot-hashed", action="store_true",
+                    help="the Dovecot peer's passwd-file holds a %s hash (rounds=%d, about our scrypt's cost), "
+                         "not {PLAIN}" % HASHED_PEER)
     ap.add_argument("--mailsrv-set", action="append", default=[], metavar="KEY=VALUE",
                     help="an extra mailsrv configuration key (repeatable)")
     args = ap.parse_args()

@@ -32,6 +32,11 @@ START_TIMEOUT = 60           # seconds for `python3 mailsrv.py` to print its sta
 KEEP_AT_ROOT = {"subscriptions", "maildirfolder"}   # a Maildir's own files; the rest is a server's state
 # Raised for the 1,000 IDLE sessions of one user, as the Dovecot peer's limits are
 # (tests/dovecot_imap.py), where this checkout of mailsrv has the key.
+# The Dovecot peer's salted, deliberately slow password hash when asked for one
+# (tests/bench_imap_first_open.py): SHA512-CRYPT with the rounds whose check costs
+# what mailsrv's scrypt (store/passwords.py: N=2**14, r=8, p=1) costs, ~0.057 s on
+# the benchmark machine (crypt(3) timed beside hashlib.scrypt, README "### IMAP").
+HASHED_PEER = ("SHA512-CRYPT", 115000)
 RAISED_LIMITS = {"max_connections": "4000", "max_connections_per_ip": "4000", "imap_max_userip_connections": "4000"}
 
 
@@ -317,7 +322,9 @@ class Dovecot:
     name = "dovecot"
     host, user, password = "127.0.0.1", USER, PASSWORD
 
-    def __init__(self, work, corpus):
+    def __init__(self, work, corpus, password_scheme=None, name="dovecot"):
+        """``password_scheme``: (scheme, rounds) of the passwd-file's hash (None: {PLAIN})."""
+        self.name = name
         reason = dovecot_imap.skip_reason()
         if reason:
             raise Unavailable(reason)
@@ -325,7 +332,7 @@ class Dovecot:
         copy_maildir(corpus, self.maildir)
         self.log_seen = 0
         self.server = dovecot_imap.DovecotImap(self.maildir, USER, PASSWORD, work=os.path.join(work, "dovecot"),
-                                               max_connections=2100)
+                                               max_connections=2100, password_scheme=password_scheme)
 
     def forget_state(self):
         forget_state(self.maildir)

@@ -6,7 +6,8 @@
 ``/usr/sbin/dovecot -F -c CONF`` runs as a subprocess of ours (its own
 process group) from a configuration written into a work directory: plain
 IMAP on a free loopback port (``ssl = no``, ``disable_plaintext_auth = no``:
-no TLS to set up), one user in a ``{PLAIN}`` passwd-file, base_dir,
+no TLS to set up), one user in a ``{PLAIN}`` passwd-file (or, with
+``password_scheme``, a salted hash made by ``doveadm pw``), base_dir,
 state_dir, the index files and the log (``dovecot.log``) all under the work
 directory.  The Maildir is Dovecot's Maildir++ (``maildir:DIR``): INBOX is
 DIR, folder "a" is DIR/.a; the control files Dovecot shares with mailsrv
@@ -184,11 +185,15 @@ class DovecotImap:
     (a new temporary one, removed at ``stop()``, when not given).
     ``chown``: as root, give the Maildir to the mail user at start.
     ``extra``: configuration lines appended to the file (2.3 syntax).
+    ``password_scheme``: (scheme, rounds) for ``doveadm pw -s SCHEME -r ROUNDS``, the
+    salted hash the passwd-file then holds (as a real install keeps it), e.g.
+    ("SHA512-CRYPT", 115000); None: ``{PLAIN}``.
     """
 
     def __init__(self, maildir, user, password, work=None, host="127.0.0.1", chown=True,
-                 max_connections=1100, extra=""):
+                 max_connections=1100, extra="", password_scheme=None):
         self.maildir = os.path.abspath(maildir)
+        self.password_scheme = password_scheme
         self.user, self.password, self.host = user, password, host
         self.chown, self.max_connections, self.extra = chown, max_connections, extra
         self.own_work = work is None
@@ -208,7 +213,7 @@ class DovecotImap:
         for d in ("index", "home"):
             own_tree(os.path.join(self.work, d), self.owner)
         with open(os.path.join(self.work, "passwd"), "w") as f:
-            f.write("%s:{PLAIN}%s\n" % (self.user, self.password))
+            f.write("%s:%s\n" % (self.user, self.password_entry()))
         internal, chroot = "", ""
         if os.geteuid() != 0:
             chroot = "  chroot =      # only root may chroot"
@@ -222,6 +227,20 @@ class DovecotImap:
                                 max_connections=self.max_connections,
                                 client_limit=self.max_connections * 3 + 100,
                                 internal_users=internal, chroot=chroot, extra=self.extra))
+
+    def password_entry(self):
+        """The passwd-file's password field: ``{PLAIN}...`` or the ``doveadm pw`` hash."""
+        if self.password_scheme is None:
+            return "{PLAIN}" + self.password
+        scheme, rounds = self.password_scheme
+        doveadm = os.path.join(os.path.dirname(DOVECOT), "..", "bin", "doveadm")
+        p = subprocess.run([os.path.normpath(doveadm), "-c", "/dev/null", "pw", "-s", scheme, "-r", str(rounds)],
+                           input=("%s\n%s\n" % (self.password, self.password)).encode(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=60)
+        entry = p.stdout.decode().strip()
+        if p.returncode != 0 or not entry.startswith("{%s}" % scheme):
+            raise RuntimeError("doveadm pw -s %s -r %s failed: %s" % (scheme, rounds, p.stderr.decode().strip()[:200]))
+        return entry
 
     def reset_index(self):
         """Forget Dovecot's index cache (the control files in the Maildir stay); only while stopped."""

@@ -2,6 +2,7 @@
 shortcuts give exactly what the one-message-at-a-time rules give (property tests over
 random names and random folders, against a reference written the plain way)."""
 
+import gc
 import os
 import random
 import re
@@ -199,6 +200,52 @@ class FirstSyncTests(unittest.TestCase):
         self.assertEqual(sorted(replaced), [dv.UIDLIST, MODSEQ_FILE])
         self.assertEqual(sorted(os.path.basename(p) for p in flushed),
                          sorted([os.path.basename(box), dv.UIDLIST + ".tmp.%d" % os.getpid()]))
+
+    def test_a_first_sync_runs_no_garbage_collection(self):
+        """The first snapshot's ~7 container objects a message are acyclic: the collector
+        waits until it is built (fb.gc_paused), which then hands them to the oldest
+        generation, where it ran every 700 objects (about 25 times for these 3,000
+        messages) and once more after them."""
+        box = self.make(random.Random(18), 3000)
+        runs = []
+
+        def count(phase, info):
+            if phase == "start":
+                runs.append(info["generation"])
+        self.assertTrue(gc.isenabled())
+        gc.collect()
+        gc.callbacks.append(count)
+        try:
+            snap = Folder(box).snapshot()
+            young = gc.get_count()[0]        # what the next young collection would look at
+        finally:
+            gc.callbacks.remove(count)
+        self.assertEqual(len(snap.messages), 3000)
+        self.assertEqual(runs, [])
+        self.assertLess(young, gc.get_threshold()[0])
+        self.assertTrue(gc.isenabled())
+
+    def test_a_small_first_sync_leaves_its_few_objects_to_the_young_generation(self):
+        box = self.make(random.Random(19), 5)
+        gc.collect()
+        Folder(box).snapshot()
+        self.assertGreater(gc.get_count()[0], 0)        # not promoted: a young collection takes them
+
+    def test_the_collector_pause_puts_back_the_state_it_found(self):
+        with self.assertRaises(KeyError):
+            with fb.gc_paused():
+                self.assertFalse(gc.isenabled())
+                raise KeyError("a build that fails")
+        self.assertTrue(gc.isenabled())
+        with fb.gc_paused(False):
+            self.assertTrue(gc.isenabled())
+        gc.disable()
+        try:
+            with fb.gc_paused():
+                self.assertFalse(gc.isenabled())
+            self.assertFalse(gc.isenabled())         # off before: stays off
+        finally:
+            gc.enable()
 
     def test_a_first_sync_that_fails_midway_leaves_no_uidlist_in_memory(self):
         """The new uidlist is written at the end of the change; if the change fails first,

@@ -54,6 +54,7 @@ from protocols.backend.imapstore import (FLAG_LETTERS, LETTER_FLAGS, imap_flags,
 from protocols.backend.serial import SerialJobs
 from store import mailboxes as mb
 from store import msgcache
+from store.folder_bulk import gc_paused
 from store.maildir import MailStore
 
 log = logging.getLogger("mailsrv.imap.access")
@@ -313,7 +314,7 @@ class OpenFolder(FolderExtras):
             if prev is not None and snap is self._seen and first == self._seen_first:
                 return prev, (), (), ()       # the store's snapshot object is unchanged: so is ours
             self._seen_first = first
-            recent = frozenset(m.uid for m in snap.messages if m.uid >= first)
+            recent = imapstore.recent_uids(snap.messages, first)
         elif prev is not None and snap is self._seen:
             return prev, (), (), ()           # same snapshot: no message, flag or \Recent change
         else:
@@ -321,7 +322,7 @@ class OpenFolder(FolderExtras):
             fresh = prev is None or snap.uidnext != prev.uidnext or snap.uidvalidity != prev.uidvalidity
             first = folder.claim_recent(snap.uidnext) if fresh else snap.uidnext
             kept = prev.recent if prev is not None else frozenset()
-            recent = frozenset(m.uid for m in snap.messages if m.uid >= first or m.uid in kept)
+            recent = imapstore.recent_uids(snap.messages, first, kept)
         self._seen = snap
         metas = self._metas_of(snap)
         state = FolderState(snap.uidvalidity, snap.uidnext, snap.highestmodseq, metas,
@@ -350,9 +351,10 @@ class OpenFolder(FolderExtras):
             return entry[1]
         old = entry[2] if entry is not None else {}
         metas, cache, fresh = [], {}, []
-        if not old:                         # a first open: every one new
-            metas = imapstore.lazy_metas(self._folder, snap.messages, imap_flags)
-            cache = dict(zip([m.uid for m in snap.messages], zip(snap.messages, metas)))
+        if not old:                         # a first open: every one new (no GC meanwhile: folder_bulk.py)
+            with gc_paused():
+                metas = imapstore.lazy_metas(self._folder, snap.messages, imap_flags)
+                cache = dict(zip([m.uid for m in snap.messages], zip(snap.messages, metas)))
         for m in (snap.messages if old else ()):
             hit = old.get(m.uid)
             if hit is not None and (hit[0] is m or hit[0] == m):   # a rescan rebuilds equal tuples

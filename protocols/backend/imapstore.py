@@ -23,8 +23,10 @@ is done per message twice:
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import functools
+import operator
 from typing import Callable, Dict, FrozenSet, Iterable, Optional, Sequence, Tuple
 
 from protocols.backend.contracts import FolderState, MailboxError, MessageMeta, StoreOutcome
@@ -131,16 +133,28 @@ class LazyMeta(MessageMeta):
 def lazy_metas(folder, msgs, flags_of: Callable) -> list:
     """LazyMeta of each store message (``flags_of(letters, keywords)``: the IMAP flags)."""
     known, flag_sets, out = folder.known_dates(), {}, []
-    new, cls = object.__new__, LazyMeta
+    new, cls, append = object.__new__, LazyMeta, out.append
     for m in msgs:
-        flags = flag_sets.get((m.flags, m.keywords))
+        uid, _key, _path, letters, keywords, size, modseq = m     # a store.folder_types.Message
+        flags = flag_sets.get((letters, keywords))
         if flags is None:
-            flags = flag_sets[(m.flags, m.keywords)] = flags_of(m.flags, m.keywords)
+            flags = flag_sets[(letters, keywords)] = flags_of(letters, keywords)
         meta = new(cls)
-        meta.__dict__.update(uid=m.uid, flags=flags, size=m.size, modseq=m.modseq,
+        meta.__dict__.update(uid=uid, flags=flags, size=size, modseq=modseq,
                              _msg=m, _folder=folder, _known=known)
-        out.append(meta)
+        append(meta)
     return out
+
+
+_uid_of = operator.attrgetter("uid")
+
+
+def recent_uids(msgs: Sequence, first: int, kept: FrozenSet[int] = frozenset()) -> FrozenSet[int]:
+    """The UIDs of ``msgs`` (store messages in UID order) from ``first`` on, and those of
+    ``kept`` still among them: \\Recent (RFC 3501 §2.3.2), with no Python step per message."""
+    uids = list(map(_uid_of, msgs))
+    recent = frozenset(uids[bisect.bisect_left(uids, first):])
+    return recent | kept.intersection(uids) if kept else recent
 
 
 def changed_metas(folder, uids: Iterable[int], flags_of: Callable, shared: Optional[dict]) -> Tuple[MessageMeta, ...]:
