@@ -101,6 +101,7 @@ class MailServer:
         self._thread: Optional[threading.Thread] = None
         self._tls = None
         self.sockets: Dict[Tuple[str, str, int], object] = {}   # (name, host, port): a supervisor's bound socket
+        self.tls_preset: Optional[ssl.SSLContext] = None
         self.shared_counts = None   # a worker's (index, supervisor's SharedTable): protocols/loop_connlimits.py
 
     @property
@@ -119,7 +120,8 @@ class MailServer:
         """Bind every configured listener (in a worker: on the supervisor's ``sockets``,
         protocols/supervisor.py); raises ConfigError with a readable message."""
         cfg = self.config
-        self._tls = self._tls_context()
+        # a worker starts on its supervisor's context (protocols/supervisor.py tls_context); SIGHUP reads the files
+        self._tls = self.tls_preset if self.tls_preset is not None else self._tls_context()
         self.backend.start()
         self.backend.start_pickup()
         factories: Dict[str, Callable] = {}

@@ -49,19 +49,21 @@ def serve_processes(cfg: Config, make_server: Callable[[Config], object], listen
     count = supervisor.worker_count(cfg)
     if count == 1:
         return serve(make_server(cfg), reread, log_handler)
-    sockets = supervisor.bind_listeners(cfg, listeners)
+    tls = supervisor.tls_context(cfg)     # once: a worker started later keeps it if the files went bad
+    sockets = supervisor.bind_listeners(cfg, listeners, tls is not None)
     counts = supervisor.shared_counts(cfg, count, sockets)
 
     def worker(index: int, again: bool) -> int:
         server = make_server(cfg)
-        server.backend.worker, server.sockets = index, sockets
+        server.backend.worker, server.sockets, server.tls_preset = index, sockets, tls
         server.shared_counts = (index, counts)
         return serve(server, reread, log_handler, announce=False, reload_now=again)
     try:
         directory = make_directory(cfg, UserDB(cfg.data_dir), AliasDB(cfg.data_dir))
-        _announce(cfg, supervisor.listening_lines(sockets) + describe(cfg, directory, cfg.data_dir))
+        lines = supervisor.listening_lines(sockets) + describe(cfg, directory, cfg.data_dir)
+        # the start-up lines once the supervisor handles the signals: a script may send one at once
         return supervisor.Supervisor(count, worker, cfg.shutdown_grace, lambda: logtarget.reopen(log_handler),
-                                     log_handler, counts).run()
+                                     log_handler, counts).run(ready=lambda: _announce(cfg, lines))
     finally:
         supervisor.close_all(sockets)
 

@@ -75,11 +75,17 @@ def worker_count(cfg, cpu_count: Callable[[], Optional[int]] = os.cpu_count) -> 
     return (cpu_count() or 1) if cfg.workers == "auto" else int(cfg.workers)
 
 
-def bind_listeners(cfg, listeners) -> Dict[Key, socket.socket]:
+def tls_context(cfg):
+    """The server's TLS context (or None), made once here and inherited by every
+    worker: one started again after the files went bad still serves (SIGHUP
+    then reloads, keeping it on an error, as one process does)."""
+    return selfsigned.server_context(cfg, time.time)
+
+
+def bind_listeners(cfg, listeners, tls: bool) -> Dict[Key, socket.socket]:
     """Bind what ``MailServer.bind`` would (the implicit-TLS listeners only with
     a certificate, which this makes if it is the self-signed one); ConfigError
     with bind's one line, every socket closed."""
-    tls = selfsigned.server_context(cfg, time.time) is not None
     sockets: Dict[Key, socket.socket] = {}
     try:
         for lst, host, port in listener_plan(cfg, listeners, tls):
@@ -161,7 +167,10 @@ class Supervisor:
         self._pipe = self._life = (-1, -1)
         self._sel: Optional[selectors.BaseSelector] = None
 
-    def run(self) -> int:
+    def run(self, ready: Callable[[], None] = lambda: None) -> int:
+        """Serve until stopped; ``ready`` runs once the signals are handled,
+        before the first fork (the start-up lines: a signal sent when they
+        appear is forwarded to the workers, never the default action here)."""
         if threading.active_count() > 1:    # fork copies only the calling thread: locks held elsewhere stay held
             log.warning("supervisor: %d threads before fork", threading.active_count())
         name_process(self.log_handler)
@@ -174,6 +183,7 @@ class Supervisor:
         self._sel = selectors.DefaultSelector()
         self._sel.register(r, selectors.EVENT_READ)
         try:
+            ready()
             for index in range(self.count):
                 self._start(index, again=False)
             while self.pids or (self.kill_at is None and self.restart_at):

@@ -21,6 +21,7 @@ import select
 import shutil
 import signal
 import smtplib
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -259,6 +260,29 @@ class WorkersTest(unittest.TestCase):
         self.assertEqual(server.out.count(b"listening smtp"), 1)       # the start-up lines, once
         self.assertEqual(server.stop(), 0)
 
+    def test_a_worker_started_again_serves_tls_when_the_certificate_file_went_bad(self):
+        certs = os.path.join(ROOT, "tests", "certs")
+        cert, key = os.path.join(self.top, "cert.pem"), os.path.join(self.top, "key.pem")
+        shutil.copyfile(os.path.join(certs, "cert.pem"), cert)
+        shutil.copyfile(os.path.join(certs, "key.pem"), key)
+        server = self.start(extra="tls_cert = %s\ntls_key = %s\n" % (cert, key))
+        first = self.two_workers(server)
+        with open(cert, "w") as f:
+            f.write("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+        os.kill(min(first), signal.SIGKILL)
+        [new] = wait_for(lambda: len(server.workers() - first) == 1 and server.workers() - first,
+                         "a worker in place of the killed one", server.log_text, WAIT)
+        # it starts on the supervisor's context and keeps it when reading the bad file fails
+        wait_for(lambda: re.search(r"\[%d\]: .*TLS certificate not reloaded" % new, server.log_text()),
+                 "the new worker to refuse the bad file and keep serving", server.log_text, WAIT)
+        for i in range(12):     # whichever worker accepts: STARTTLS with the certificate loaded at start
+            with smtplib.SMTP("127.0.0.1", server.port, timeout=WAIT, source_address=("127.0.0.%d" % (2 + i), 0)) as s:
+                s.starttls(context=ssl._create_unverified_context())
+                self.assertEqual(s.noop()[0], 250)
+        self.assertTrue(alive(new))
+        self.assertNotIn("exited with status 2", server.log_text())
+        self.assertEqual(server.stop(), 0)
+
     def test_workers_1_is_one_process(self):
         server = self.start(workers=1)
         send(server.port, "single")
@@ -276,6 +300,14 @@ class WorkersValueTest(unittest.TestCase):
         self.assertEqual(supervisor.worker_count(self.cfg(workers="auto"), cpu_count=lambda: None), 1)
         self.assertEqual(supervisor.worker_count(self.cfg(workers="4")), 4)
         self.assertEqual(supervisor.worker_count(self.cfg(), cpu_count=lambda: 3), 3)     # the default: auto
+
+    def test_the_start_up_lines_come_once_the_supervisor_handles_signals(self):
+        # a script may send SIGHUP as soon as it reads them: never the default action (the end)
+        seen = []
+        sup = supervisor.Supervisor(0, lambda index, again: 0, 1.0)
+        self.assertEqual(sup.run(ready=lambda: seen.append(signal.getsignal(signal.SIGHUP))), 0)
+        self.assertEqual(len(seen), 1)
+        self.assertNotIn(seen[0], (signal.SIG_DFL, signal.SIG_IGN))
 
     def test_bad_values_name_the_key(self):
         for bad in ("0", "-1", "two", "1.5", "", "1000"):
