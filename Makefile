@@ -19,6 +19,7 @@ fuzz:
 # Benchmarks (never timed tests): numbers go to the README.
 bench:
 	$(PYTHON) tests/bench_smtp.py
+	$(PYTHON) tests/bench_smtp_source.py
 	$(PYTHON) tests/bench_pop3.py
 	$(PYTHON) tests/bench_memory.py
 	$(PYTHON) tests/bench_imap.py
@@ -29,7 +30,8 @@ bench:
 	$(PYTHON) tests/bench_dkim.py
 
 # Optional: the issue's reference peer (aiosmtpd) in a venv under bench-data/, used
-# only by tests/bench_smtp.py as a second peer.  Never needed by mailsrv or its tests.
+# only by tests/bench_smtp.py and tests/bench_smtp_source.py as a peer.  Never needed
+# by mailsrv or its tests.
 bench-peers:
 	$(PYTHON) -m venv bench-data/.venv-aiosmtpd
 	bench-data/.venv-aiosmtpd/bin/pip install -q aiosmtpd

@@ -384,9 +384,10 @@ class Connection(TlsTransport):
         self._loop._conns.discard(self)
         if self.listener is not None:
             self.listener.counts.release(self.peer[0])
-        conn_log.info("close %s listener=%s peer=%s duration=%.3fs in=%d out=%d",
-                      self.id, self.name, self.peer_text, time.monotonic() - self.started,
-                      self.bytes_in, self.bytes_out)
+        if conn_log.isEnabledFor(logging.INFO):      # no work for a disabled level
+            conn_log.info("close %s listener=%s peer=%s duration=%.3fs in=%d out=%d",
+                          self.id, self.name, self.peer_text, time.monotonic() - self.started,
+                          self.bytes_in, self.bytes_out)
 
     def _finish_connect(self) -> None:
         err = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)

@@ -429,7 +429,10 @@ class SmtpSession(AuthCommands, TransferCommands, FaultHooks):
                         tls=self.ctx.tls_active, listener=self.ctx.listener, queue_id=qid)
 
     def _log_result(self, qid: str, txn: Transaction, size: int, reply: Reply) -> None:
-        """One line per accepted or refused message; never the body."""
+        """One line per accepted or refused message; never the body.  Nothing is
+        built when INFO is off (issue 14: no logging work for disabled levels)."""
+        if not log.isEnabledFor(logging.INFO):
+            return
         log.info("message %s from=<%s> rcpts=%s size=%d result=%d %s %s", qid,
                  txn.mail_from, ",".join("<%s>" % r for r in txn.rcpts), size, *reply)
 
