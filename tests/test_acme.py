@@ -449,6 +449,9 @@ class Http01ListenerTest(ServerTestCase):
             conn.close()
 
     def test_published_token_is_served_without_login(self):
+        # the service's first check (which fails: nothing at acme_directory) sweeps the answers
+        # folder first; a token written meanwhile could go with it
+        wait_for(lambda: self.server.backend.acme.last_result, "the ACME service's first check to end")
         acmefiles.write_token(self.server.config.data_dir, "tok-1_A", "tok-1_A.thumb")    # as worker 0 publishes it
         wait_for(lambda: self.get("/.well-known/acme-challenge/tok-1_A")[0] == 200, "the token served")
         status, ctype, body = self.get("/.well-known/acme-challenge/tok-1_A", host="mx.example.test:80")

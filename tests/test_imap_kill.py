@@ -42,7 +42,7 @@ class Server:
              "--domain", "example.test", "--log-level", "WARNING", "--smtp-port", "0", "--imap-port", "0",
              "--submission-port", "off", "--smtps-port", "off", "--pop3-port", "off", "--pop3s-port", "off",
              "--imaps-port", "off"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         self.ports = {}
         deadline, buf = time.monotonic() + WAIT, b""
         while "imap" not in self.ports:
@@ -57,8 +57,12 @@ class Server:
                 self.ports[m.group(1).decode()] = int(m.group(2))
 
     def kill(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+        """SIGKILL to every process of the server (the supervisor and its workers:
+        a crash, not the graceful end workers make when only their supervisor dies)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.proc.wait(WAIT)
         self.proc.stdout.close()
         self.proc.stderr.close()

@@ -4,6 +4,7 @@ host's logging alone."""
 
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -38,7 +39,7 @@ class LogFileTest(unittest.TestCase):
         srv = ServerProcess(self.data, "--config", self.conf, "--log-level", "INFO")
         self.addCleanup(srv.kill)
         wait_for(lambda: os.path.exists(os.path.join(self.data, "mailsrv.pid")), "the pid file")
-        wait_for(lambda: "INFO mailsrv: listening smtp" in read(self.log), "the start-up lines in the log file")
+        wait_for(lambda: re.search(r"INFO mailsrv(\[\d+\])?: listening smtp", read(self.log)), "the start-up lines in the log file")
         os.rename(self.log, self.log + ".1")               # logrotate's default: rename, then HUP
         srv.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: "reloaded users" in read(self.log), "the reload line in a new log file",

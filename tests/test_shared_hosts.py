@@ -55,7 +55,7 @@ class Host:
              "--hostname", name, "--domain", "example.test", "--log-level", "WARNING",
              "--smtp-port", "0", "--imap-port", "0", "--submission-port", "off", "--smtps-port", "off",
              "--pop3-port", "off", "--pop3s-port", "off", "--imaps-port", "off", "--trusted-networks", "127.0.0.0/8"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         self.address, self.ports = address, {}
         deadline, buf = time.monotonic() + WAIT, b""
         while "imap" not in self.ports:
@@ -69,8 +69,15 @@ class Host:
                 self.ports[m.group(1).decode()] = int(m.group(2))
 
     def kill(self, sig=signal.SIGKILL):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
+        """SIGKILL: every process of the host at once (its supervisor and workers: a
+        crash); SIGTERM: the supervisor, which stops its workers gracefully."""
+        try:
+            if sig == signal.SIGKILL:
+                os.killpg(self.proc.pid, sig)
+            elif self.proc.poll() is None:
+                self.proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
         self.proc.wait(WAIT)
         self.proc.stdout.close()
         self.proc.stderr.close()
