@@ -28,16 +28,10 @@ Design, after CPython's selectors/asyncio transports:
   callback)`` is the packaged form (a small thread pool), and ``Lane`` a
   dedicated, bounded, fair one for work that must not crowd it (scrypt).
 
-The loop's interface besides ``listen``/``connect``/``call_later``/``run``:
-``time()`` (the injected wall clock), ``run_in_thread``,
-``AF_INET``/``AF_INET6`` (so callers of ``open_datagram`` need not import
-socket), ``connect(..., implicit_tls=False)`` (without it the context is kept
-for the session's STARTTLS), ``close()``, and the constructor's
-``tls_handshake_timeout``.
-
-Constructing a loop changes nothing in the process: raising the file
-descriptor limit for many connections is the command line's business
-(``raise_fd_limit``, called by mailsrv.py's serve path only).
+Besides ``listen``/``connect``/``call_later``/``run``: ``time()`` (the injected
+clock), ``run_in_thread``, ``AF_INET``/``AF_INET6`` for ``open_datagram``
+callers, ``connect(..., implicit_tls=False)``, ``close()``.  Constructing a
+loop changes nothing in the process (``raise_fd_limit`` is the serve path's).
 
 The loop is not thread-safe except for ``call_soon_threadsafe``, ``stop`` and
 ``begin_shutdown``; everything else is called from the loop thread (or before

@@ -63,11 +63,8 @@ from store.passwords import (SCRAM_ITERATIONS, SCRAM_SALT_LEN, SCRYPT_DKLEN,  # 
                              scrypt_check, scrypt_hash)
 
 log = logging.getLogger("mailsrv.store")
-# The problems of each file last warned about in this process, by path (a few:
-# users and aliases of the data folders in use), with the file's signature:
-# a table read again unchanged, by another UserDB of the process or by a
-# worker forked after the supervisor read it (protocols/supervisor.py),
-# does not repeat its warnings.
+# path -> (signature, problems) last warned about in this process: a file read again
+# unchanged (another UserDB, or a worker forked after the supervisor read it) is quiet.
 _WARNED: Dict[str, tuple] = {}
 
 # RFC 5321 §4.5.3.1.1: maximum local-part length, octets.
