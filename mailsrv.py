@@ -264,6 +264,7 @@ def _global_options(p: argparse.ArgumentParser, suppress: bool = False) -> argpa
     opt("--tls-key", metavar="FILE")
     opt("--tls-self-signed", metavar="yes|no", help="with no --tls-cert: a self-signed certificate (default yes)")
     opt("--log-level", metavar="LEVEL")
+    opt("--workers", metavar="N", help="serving processes: auto (one per core, the default) or a number")
     opt("--dns-server", metavar="HOST:PORT", action="append", help="DNS server for MX lookups (repeatable)")
     opt("--relay-port", metavar="N", help="destination port for outbound SMTP (default 25)")
     opt("--relayhost", metavar="HOST:PORT", help="smarthost for all outbound mail")

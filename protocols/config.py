@@ -305,7 +305,7 @@ def read_config_file(path: str) -> Dict[str, str]:
 # --NAME-port flags of the listeners have their key as dest and are added here.
 FLAG_KEYS = {"data": "data_dir", "hostname": "hostname", "tls_cert": "tls_cert", "tls_key": "tls_key",
              "tls_self_signed": "tls_self_signed",
-             "log_level": "log_level", "relay_port": "relay_port", "relayhost": "relayhost"}
+             "log_level": "log_level", "relay_port": "relay_port", "relayhost": "relayhost", "workers": "workers"}
 FLAG_KEYS.update({k: k for k, (kind, _d, _l, _c) in KEYS.items() if kind == "port"})
 
 

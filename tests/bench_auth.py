@@ -37,7 +37,7 @@ def start_server(data):
         f.write("[mailsrv]\nhostname = mx.bench.test\ndomains = bench.test\nlog_level = ERROR\n"
                 "smtp_port = off\nsubmission_port = 0\nsmtps_port = off\npop3_port = 0\npop3s_port = off\n"
                 "imap_port = off\nimaps_port = off\ntrusted_networks = none\ndns_servers = 127.0.0.1:9\n"
-                "max_connections_per_ip = 100\n")
+                "max_connections_per_ip = 100\nworkers = 1\n")
     subprocess.run([PY, "mailsrv.py", "user", "add", ALICE, "--data", data], cwd=ROOT, check=True,
                    input=(PASSWORD + "\n").encode(), capture_output=True)
     proc = subprocess.Popen([PY, "mailsrv.py", "--config", conf, "--data", data], cwd=ROOT,

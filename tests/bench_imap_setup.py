@@ -37,7 +37,8 @@ KEEP_AT_ROOT = {"subscriptions", "maildirfolder"}   # a Maildir's own files; the
 # what mailsrv's scrypt (store/passwords.py: N=2**14, r=8, p=1) costs, ~0.057 s on
 # the benchmark machine (crypt(3) timed beside hashlib.scrypt, README "### IMAP").
 HASHED_PEER = ("SHA512-CRYPT", 115000)
-RAISED_LIMITS = {"max_connections": "4000", "max_connections_per_ip": "4000", "imap_max_userip_connections": "4000"}
+RAISED_LIMITS = {"max_connections": "4000", "max_connections_per_ip": "4000", "imap_max_userip_connections": "4000",
+                 "workers": "1"}   # one process: its CPU time and memory are read from /proc/PID
 
 
 class Unavailable(Exception):

@@ -30,7 +30,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from tests.bench_smtp import Server  # noqa: E402  (the script's directory is not a package root)
+from tests.bench_smtp import Server, one_process  # noqa: E402  (the script's directory is not a package root)
 
 RCPT = "bob@example.test"
 MB = 1000 * 1000
@@ -67,7 +67,7 @@ def start(root: str, data: str) -> Server:
         off += [f"--{proto}-port", "off"]
     return Server([sys.executable, "mailsrv.py", "--config", conf, "--data", data, "--hostname",
                    "mx.example.test", "--domain", "example.test", "--smtp-port", "0",
-                   "--log-level", "WARNING", *off], cwd=root)
+                   "--log-level", "WARNING", *off, *one_process(root)], cwd=root)
 
 
 class Client:

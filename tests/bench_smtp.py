@@ -156,6 +156,13 @@ class Server:
         self.proc.stdout.close()
 
 
+def one_process(root=ROOT):
+    """``--workers 1`` for a checkout that has workers (default auto): the CPU and
+    memory read from /proc/PID are then the whole server's."""
+    with open(os.path.join(root, "mailsrv.py"), encoding="utf-8") as f:
+        return ["--workers", "1"] if '"--workers"' in f.read() else []
+
+
 def start_mailsrv(data, profile_to=None, root=ROOT):
     add = subprocess.run([sys.executable, "mailsrv.py", "user", "add", RCPT, "--data", data], cwd=root,
                          input=b"bench-secret\n", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
@@ -166,7 +173,8 @@ def start_mailsrv(data, profile_to=None, root=ROOT):
     for proto in ("submission", "smtps", "pop3", "pop3s", "imap", "imaps"):
         off += [f"--{proto}-port", "off"]
     return Server(prefix + ["mailsrv.py", "--data", data, "--hostname", "mx.example.test", "--domain",
-                            "example.test", "--smtp-port", "0", "--log-level", "WARNING", *off], cwd=root)
+                            "example.test", "--smtp-port", "0", "--log-level", "WARNING", *off, *one_process(root)],
+                  cwd=root)
 
 
 def start_peer(data):

@@ -309,6 +309,12 @@ class WorkersValueTest(unittest.TestCase):
         self.assertEqual(len(seen), 1)
         self.assertNotIn(seen[0], (signal.SIG_DFL, signal.SIG_IGN))
 
+    def test_the_command_line_flag_sets_the_key(self):
+        import mailsrv
+        from protocols.config import load_config
+        args = mailsrv._admin_parser().parse_args(["--workers", "3", "--data", "/nonexistent"])
+        self.assertEqual(supervisor.worker_count(load_config(args)), 3)
+
     def test_bad_values_name_the_key(self):
         for bad in ("0", "-1", "two", "1.5", "", "1000"):
             with self.assertRaises(ConfigError) as e:
