@@ -38,11 +38,12 @@ _new = tuple.__new__            # a NamedTuple made from a tuple, without its Py
 # Distinct ``:2,`` info strings of one directory above which the scan goes name by
 # name (ours: a folder uses a few dozen flag combinations; tails make more).
 MAX_INFOS = 2000
-# gc_paused hands what was made to the oldest generation only past this many young
-# generation thresholds (ours: ~1,000 messages' objects; below it the one young
-# collection the pause deferred is cheap, and a promotion also moves other threads'
-# young objects, garbage included, to wait for the next full collection).
-PROMOTE_AFTER_THRESHOLDS = 10
+# gc_paused hands what was made to the oldest generation only past this many new
+# objects (ours: ~1,000 messages' objects, ten of CPython 3.9-3.12's young thresholds
+# of 700; a count, not a multiple of the threshold, which 3.13 raised to 2,000; below it
+# the one young collection the pause deferred is cheap, and a promotion also moves other
+# threads' young objects, garbage included, to wait for the next full collection).
+PROMOTE_AFTER_OBJECTS = 7000
 
 
 @contextmanager
@@ -63,7 +64,7 @@ def gc_paused(pause: bool = True) -> Iterator[None]:
     try:
         yield
     finally:
-        if gc.get_count()[0] > PROMOTE_AFTER_THRESHOLDS * gc.get_threshold()[0]:
+        if gc.get_count()[0] > PROMOTE_AFTER_OBJECTS:
             gc.freeze()
             gc.unfreeze()
         gc.enable()
