@@ -178,7 +178,9 @@ class TwoRelaysTest(unittest.TestCase):
         wait_for(lambda: not self.entries_left(), "the queue to empty", timeout=60)
         subjects = sorted(m[2].split(b"\r\n")[0] for m in self.sink.messages)
         self.assertEqual(subjects, sorted(b"Subject: %d" % i for i in range(200)))
-        self.assertEqual(sorted(os.listdir(os.path.join(self.tmp.name, "queue"))), ["lease.lock"])
+        # each lease is let go after its entry is removed: wait for the last of them
+        wait_for(lambda: sorted(os.listdir(os.path.join(self.tmp.name, "queue"))) == ["lease.lock"],
+                 "every lease let go", timeout=10)
 
     def test_a_dead_holders_entries_wait_for_its_leases_to_run_out(self):
         writer = Queue(self.tmp.name, shared=True)
