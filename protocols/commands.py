@@ -100,6 +100,9 @@ def serve(server, reread: Callable[[], Config], log_handler, announce: bool = Tr
         if server.backend.delivery.pickup is not None:     # None in workers but the first
             server.backend.delivery.pickup.kick()
 
+    # a signal the kernel gives another thread (the main one blocks it a moment, or has one
+    # pending) must still wake the loop, or its handler waits for the next event (a minute)
+    server.loop.wake_on_signals()
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     signal.signal(signal.SIGHUP, lambda _s, _f: server.loop.call_soon_threadsafe(reload))

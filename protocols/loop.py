@@ -1,45 +1,36 @@
 """The event loop: selector, timers, worker threads, the hashing lane, listeners.
 
-The event loop is three modules, the only ones in protocols/ that touch
-sockets, TLS, threads and the clock (tests/test_layering.py holds them to it):
+The loop modules are the only ones in protocols/ that touch sockets, TLS,
+threads and the clock (tests/test_layering.py lists them): this one
+(``EventLoop``: selector, timers, ``call_soon_threadsafe``, worker threads,
+listeners, ``connect``, UDP endpoints, graceful shutdown; ``Lane``, the hashing
+lane), protocols/loop_transport.py (``Connection``: one TCP connection and the
+sans-I/O session it drives; ``Datagram``) and protocols/loop_tls.py (TLS over
+``ssl.MemoryBIO``, mixed into ``Connection``), among others.
 
-* this one: ``EventLoop`` (the selector, timers, ``call_soon_threadsafe``,
-  worker threads, listeners and accepting, outbound ``connect``, UDP
-  endpoints, graceful shutdown) and ``Lane`` (the hashing lane);
-* protocols/loop_transport.py: ``Connection``, one TCP connection and the
-  sans-I/O session it drives (the read and write paths, backpressure, idle
-  deadlines, closing), and ``Datagram`` (UDP, for the DNS resolver);
-* protocols/loop_tls.py: TLS over ``ssl.MemoryBIO`` (implicit TLS and
-  STARTTLS), mixed into ``Connection``.
-
-It drives any sans-I/O session that follows the session protocol described in
+It drives any sans-I/O session that follows the session protocol of
 ``protocols/base.py`` (``receive_data``, ``data_to_send``, ``closed``,
 ``want_tls``, ``tls_started``, ``idle_timeout``, ``timeout``, ``shutdown``),
-server side (``listen``) and client side (``connect``), plus UDP endpoints
-for the DNS resolver (``open_datagram``).
+server side (``listen``) and client side (``connect``).
 
 Design, after CPython's selectors/asyncio transports:
 
-* one thread, ``selectors.DefaultSelector``, non-blocking sockets;
-* a heapq timer heap for ``call_later`` and per-connection deadlines (idle
-  timeout, TLS handshake, connect);
-* ``call_soon_threadsafe`` through a socketpair, so worker threads (the store's
-  fsync, scrypt) hand results back to the loop thread; ``run_in_thread(fn,
-  callback)`` is the packaged form (a small thread pool), and ``Lane`` a
-  dedicated, bounded, fair one for work that must not crowd it (scrypt).
+* one thread, ``selectors.DefaultSelector``, non-blocking sockets; a heapq of
+  timers for ``call_later`` and per-connection deadlines;
+* ``call_soon_threadsafe`` through a socketpair, so worker threads hand results
+  back (``run_in_thread(fn, callback)``: a small pool; ``Lane``: a dedicated,
+  bounded, fair one for scrypt), and signals wake it (``wake_on_signals``).
 
 Besides ``listen``/``connect``/``call_later``/``run``: ``time()`` (the injected
 clock), ``run_in_thread``, ``AF_INET``/``AF_INET6`` for ``open_datagram``
 callers, ``connect(..., implicit_tls=False)``, ``close()``.  Constructing a
 loop changes nothing in the process (``raise_fd_limit`` is the serve path's).
 
-The loop is not thread-safe except for ``call_soon_threadsafe``, ``stop`` and
-``begin_shutdown``; everything else is called from the loop thread (or before
-``run``).  Sessions and backends run in the loop thread only.
+Thread-safe: ``call_soon_threadsafe``, ``stop``, ``begin_shutdown``; the rest is
+for the loop thread (or before ``run``), where sessions and backends run.
 
-Left out: connection-rate limiting, PROXY protocol, TLS session resumption
-tuning, TCP_FASTOPEN; names given to ``connect`` are resolved with a blocking
-``getaddrinfo`` (the SMTP client passes IP addresses from our own resolver).
+Left out: connection-rate limiting, PROXY protocol, TCP_FASTOPEN; ``connect``
+resolves names with a blocking ``getaddrinfo`` (the SMTP client passes IPs).
 """
 
 from __future__ import annotations
@@ -52,6 +43,7 @@ import itertools
 import logging
 import os
 import selectors
+import signal
 import socket
 import ssl
 import threading
@@ -255,6 +247,7 @@ class EventLoop:
         self._thread_id: Optional[int] = None
         self._workers: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._wake_pending = False          # a wake octet is written and not yet read
+        self._signal_wake = False           # wake_on_signals set the wakeup fd
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -306,6 +299,11 @@ class EventLoop:
         handle = TimerHandle(when, fn, self)
         heapq.heappush(self._timers, (when, next(self._seq), handle))
         return handle
+
+    def wake_on_signals(self) -> None:
+        """Main thread: a signal another thread takes wakes ``run`` (its handler runs now)."""
+        signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        self._signal_wake = True
 
     def _write_wake(self) -> None:
         try:
@@ -421,6 +419,8 @@ class EventLoop:
         if self._workers is not None:
             self._workers.shutdown(wait=wait)
         self._sel.close()
+        if self._signal_wake and threading.current_thread() is threading.main_thread():
+            signal.set_wakeup_fd(-1)        # before the socket's number can be reused
         self._wake_r.close()
         self._wake_w.close()
 

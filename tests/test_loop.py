@@ -9,9 +9,11 @@ import errno
 import hashlib
 import logging
 import os
+import signal
 import socket
 import ssl
 import threading
+import time
 import unittest
 
 from protocols.loop import WRITE_LOW_WATER, EventLoop
@@ -829,3 +831,53 @@ class DatagramTest(LoopTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SignalWakeTest(unittest.TestCase):
+    """A process-directed signal may be taken by any thread that does not block
+    it; CPython runs the handler in the main thread, which sleeps in select()
+    until something wakes it. ``wake_on_signals`` makes the signal that thing."""
+
+    def test_a_signal_taken_by_another_thread_wakes_the_loop_at_once(self):
+        if threading.current_thread() is not threading.main_thread():
+            self.skipTest("signal handlers are set in the main thread only")
+        if "poll" not in _read("/proc/self/task/%d/wchan" % threading.get_native_id(), probe=True):
+            self.skipTest("needs Linux's /proc/PID/task/TID/wchan to see the loop sleeping")
+        loop, events = EventLoop(), []
+
+        def on_usr1(_signum, _frame):
+            events.append("signal")
+            loop.stop()
+        old = signal.signal(signal.SIGUSR1, on_usr1)
+        try:
+            loop.wake_on_signals()
+            # the failure mode: the loop sleeps until this timer, and both happen
+            loop.call_later(5.0, lambda: (events.append("timer"), loop.stop()))
+            main = threading.get_native_id()
+
+            def send():     # once the loop's thread sleeps in the selector, to this thread, not to it
+                wchan = "/proc/self/task/%d/wchan" % main
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline and "poll" not in _read(wchan):
+                    pass
+                signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
+            other = threading.Thread(target=send)
+            loop.call_soon(other.start)
+            loop.run()
+            other.join(5)
+        finally:
+            signal.signal(signal.SIGUSR1, old)
+            loop.close()
+        self.assertEqual(events, ["signal"])
+        self.assertEqual(signal.set_wakeup_fd(-1), -1)      # close() gave the wakeup fd back
+
+
+def _read(path, probe=False):
+    """A /proc file's text ("" when unreadable); ``probe``: "poll" if it can be read
+    at all (the caller only asks whether wchan is there)."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return ""
+    return "poll" if probe else text
