@@ -182,6 +182,36 @@ class TwoRelaysTest(unittest.TestCase):
         wait_for(lambda: sorted(os.listdir(os.path.join(self.tmp.name, "queue"))) == ["lease.lock"],
                  "every lease let go", timeout=10)
 
+    def administer(self, relay, command, queue_id):
+        outcome = stdqueue.Queue()
+        relay.loop.call_soon_threadsafe(lambda: relay.administer(command, queue_id, outcome.put))
+        return outcome.get(timeout=10)
+
+    def test_queue_delete_taken_by_a_process_that_has_not_seen_the_entry(self):
+        # `mailsrv.py queue delete ID` is taken by whichever worker unlinks the request
+        # first; that one may not have rescanned since a sibling queued the entry
+        Queue(self.tmp.name, shared=True).enqueue("alice@example.org", ["bob@example.com"],
+                                                 b"Subject: x\r\n\r\nhi\r\n", "Q900", NOW)
+        self.assertIsNone(self.relays[1].queue.get("Q900"))          # not in its cache yet
+        self.assertEqual(self.administer(self.relays[1], "delete", "Q900"), "deleted")
+        self.assertEqual(self.entries_left(), [])
+        wait_for(lambda: sorted(os.listdir(os.path.join(self.tmp.name, "queue"))) == ["lease.lock"],
+                 "its lease let go", timeout=10)
+        self.assertEqual(self.administer(self.relays[1], "delete", "Q900"), "not in the queue")
+
+    def test_queue_delete_waits_for_the_lease_another_process_holds(self):
+        Queue(self.tmp.name, shared=True).enqueue("alice@example.org", ["bob@example.com"],
+                                                 b"Subject: x\r\n\r\nhi\r\n", "Q901", NOW)
+        other = queue_lease.Leases(os.path.join(self.tmp.name, "queue"), 60, holder="host0:100:t")
+        self.assertTrue(other.take("Q901", NOW))        # relays[0] is delivering it
+        outcome = stdqueue.Queue()
+        relay = self.relays[1]
+        relay.loop.call_soon_threadsafe(lambda: relay.administer("bounce", "Q901", outcome.put))
+        wait_for(lambda: relay.leases.read("Q901")[0] == "host0:100:t" and outcome.empty(), "the request held")
+        other.release("Q901")                           # its round is written
+        self.assertEqual(outcome.get(timeout=10), "bounced")
+        self.assertNotIn("Q901.env", self.entries_left())      # (its bounce to alice is queued)
+
     def test_a_dead_holders_entries_wait_for_its_leases_to_run_out(self):
         writer = Queue(self.tmp.name, shared=True)
         for i in range(5):

@@ -224,6 +224,13 @@ class Relay(StsRelayMixin, SharedQueueMixin):
         one step writes it and the entry stays "active" meanwhile."""
         if command not in ADMIN_COMMANDS:
             raise ValueError("unknown queue command: %s" % command)
+        if self.leases is not None and queue_id not in self._active:
+            self._administer_shared(command, queue_id, done)     # relay_shared.py: its lease first
+            return
+        self._administer(command, queue_id, done)
+
+    def _administer(self, command: str, queue_id: str, done: Optional[Callable[[str], None]],
+                    leased: bool = False) -> None:
         rnd = self._active.get(queue_id)
         if rnd is not None:
             if rnd.admin is not None:
@@ -241,7 +248,7 @@ class Relay(StsRelayMixin, SharedQueueMixin):
             if done is not None:
                 done("not in the queue")
             return
-        rnd = _Round(entry, admin=command, notify=[done] if done is not None else [])
+        rnd = _Round(entry, admin=command, notify=[done] if done is not None else [], leased=leased)
         self._active[queue_id] = rnd
         self._finish_round(rnd)
 

@@ -7,8 +7,13 @@ lease is ours, from the envelope as it is on disk then."""
 from __future__ import annotations
 
 import logging
+import os
 
 log = logging.getLogger("mailsrv.relay")
+
+# Seconds between tries of a `queue delete|bounce` whose entry another process
+# is delivering: its round lets the lease go when its results are written.
+ADMIN_RETRY_S = 1.0
 
 
 class SharedQueueMixin:
@@ -54,3 +59,30 @@ class SharedQueueMixin:
             for command, done in placeholder.later:     # administered while the lease was asked
                 self.administer(command, entry.id, done)
         self._offload(lambda: self.queue.lease_fresh(entry.id, self.leases, now), leased)
+
+    def _administer_shared(self, command: str, queue_id: str, done) -> None:
+        """A `queue delete|bounce` taken by this process (store/queue.py
+        take_requests): the entry may have been queued by a sibling (our cache
+        learns of it at the next rescan) or be in its delivery round.  Its lease
+        first, the envelope read again from disk; while another live process
+        holds it, again every ADMIN_RETRY_S; an entry gone from disk is "not in
+        the queue"."""
+        now = self.clock()
+
+        def work():
+            fresh = self.queue.lease_fresh(queue_id, self.leases, now)
+            return fresh, fresh is not None or os.path.exists(os.path.join(self.queue.dir, queue_id + ".env"))
+
+        def leased(result) -> None:
+            if isinstance(result, BaseException):
+                log.error("id=%s cannot take its lease for queue %s: %s", queue_id, command, result)
+                if done is not None:
+                    done("failed: %s" % (result,))
+            elif result[0] is not None:
+                self._administer(command, queue_id, done, leased=True)
+            elif not result[1]:
+                if done is not None:
+                    done("not in the queue")
+            else:
+                self.loop.call_later(ADMIN_RETRY_S, lambda: self.administer(command, queue_id, done))
+        self._offload(work, leased)
