@@ -5,9 +5,12 @@ worker that missed it finds cert.pem changed at its next look.  The whole
 thing with two real processes and pebble: tests/test_interop_acme.py.
 """
 
+import contextlib
 import datetime
+import io
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -15,12 +18,15 @@ import unittest
 from unittest import mock
 
 from protocols import selfsigned
+from protocols.acme import command as acme_command
 from protocols.acme import service as acme_service
 from protocols.config import Config
-from protocols.crypto import x509
+from protocols.crypto import der, x509
 from protocols.loop import EventLoop
 from store import acmefiles
+from store.datadir import ServerLock, pid_name
 from tests.acme_fake import BASE, FakeCA
+from tests.dnsfake import FakeDnsServer
 from tests.helpers import wait_for
 from tests.test_acme import ACCOUNT, CERT_KEY
 
@@ -194,6 +200,109 @@ class SharedDataSweepTest(LoopCase):
         self.on_loop(self.service.start)
         wait_for(lambda: acmefiles.read_token(self.data, "mine") is None, "the sweep of the first check")
         self.assertEqual(acmefiles.read_token(self.data, "theirs"), "theirs.t")
+
+
+class TwoHostsTest(unittest.TestCase):
+    """shared_data (README "Several hosts"): two hosts with their own names on one data
+    folder each order, keep and load their own certificate; the http-01 answers stay
+    where every host serves them."""
+    HOSTS = ("mx1.example.org", "mx2.example.org")
+
+    def setUp(self):
+        self.data = tempfile.mkdtemp(prefix="mailsrv-acme-")
+        self.addCleanup(shutil.rmtree, self.data, True)
+        self.loop = EventLoop()
+        self.cfg, self.service, self.installed, self.answered = {}, {}, {}, []
+        for host in self.HOSTS:     # no account key written: each host makes its own (P-256, milliseconds)
+            self.cfg[host] = Config({"data_dir": self.data, "hostname": host, "shared_data": "yes",
+                                     "acme_email": "admin@example.org", "acme_directory": BASE + "/dir",
+                                     "http_port": "0"})
+            self.installed[host] = []
+            self.service[host] = acme_service.AcmeService(self.cfg[host], self.loop, None, lambda: CERT_KEY,
+                                                          lambda c, k, h=host: self.installed[h].append((c, k)) or 1)
+            self.service[host]._https = FakeCA(CERT_KEY, self.fetch)
+        self.thread = threading.Thread(target=self.loop.run, daemon=True)
+        self.thread.start()
+
+    def fetch(self, name, token):
+        """The CA's GET: what the HTTP listener of any host serves (service.challenge reads this)."""
+        self.answered.append(acmefiles.read_token(self.data, token))
+        return self.answered[-1]
+
+    def tearDown(self):
+        for service in self.service.values():
+            self.loop.call_soon_threadsafe(service.close)
+        self.loop.stop()
+        self.thread.join(10)
+        self.loop.close(wait=True)
+
+    def obtain(self, host):
+        service = self.service[host]
+        self.loop.call_soon_threadsafe(service.start)
+        wait_for(lambda: service.last_result, "%s's certificate" % host)
+        self.assertEqual(service.last_result, "obtained")
+        return self.installed[host][-1]
+
+    def names_in(self, cert_path):
+        with open(cert_path, "rb") as f:
+            return x509.read_certificate(der.pem_block(f.read(), "CERTIFICATE")[1]).dns_names
+
+    def test_each_host_orders_keeps_and_loads_its_own_certificate(self):
+        one, two = self.HOSTS
+        pair_one = self.obtain(one)
+        pair_two = self.obtain(two)             # the second host's order leaves the first one's files alone
+        self.assertTrue(self.answered and all(self.answered), self.answered)
+        self.assertNotEqual(os.path.dirname(pair_one[0]), os.path.dirname(pair_two[0]))
+        self.assertEqual(self.names_in(pair_one[0]), (one,))
+        self.assertEqual(self.names_in(pair_two[0]), (two,))
+        now = self.loop.time()
+        clock = lambda: now                     # noqa: E731
+        for host, pair in ((one, pair_one), (two, pair_two)):
+            self.assertEqual(acme_service.installed_pair(self.cfg[host], now), pair)     # a start, a SIGHUP
+            self.assertEqual(selfsigned.server_pair(self.cfg[host], clock), pair)
+            self.assertIn("certificate %s" % pair[0], acme_service.describe(self.cfg[host], now))   # acme status
+        self.assertEqual(os.listdir(os.path.join(self.data, "tls", "acme")), ["http-01"])   # the answers, all withdrawn
+        self.assertEqual(os.listdir(os.path.join(self.data, "tls", "acme", "http-01")), [])
+        loaded = []                             # another worker of host two loads host two's pair
+        worker = acme_service.AcmeService(self.cfg[two], self.loop, None, lambda: CERT_KEY,
+                                          lambda c, k: loaded.append((c, k)) or 1)
+        self.assertIsNotNone(worker._load_if_new())
+        self.assertEqual(loaded, [pair_two])
+
+    def cli(self, host, *args):
+        """`mailsrv.py ARGS` as host ``host`` runs it, its output."""
+        import mailsrv
+        ini = os.path.join(self.data, host + ".ini")
+        with open(ini, "w") as f:
+            f.write("[mailsrv]\nshared_data = yes\nhostname = %s\nhttp_port = 0\nacme_email = admin@example.org\n"
+                    "acme_directory = %s/dir\n" % (host, BASE))
+        dns = FakeDnsServer().start()       # check asks it (an answer: no timeout to wait for)
+        self.addCleanup(dns.stop)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            mailsrv.main([*args, "--config", ini, "--data", self.data, "--dns-server", "%s:%d" % dns.address])
+        return out.getvalue()
+
+    def test_check_and_acme_status_name_this_hosts_files(self):
+        one, two = self.HOSTS
+        cert = self.obtain(one)[0]
+        self.assertIn("certificate %s\n" % cert, self.cli(one, "acme", "status"))
+        self.assertIn("ok: TLS with the ACME certificate %s" % cert, self.cli(one, "check"))
+        theirs = acmefiles.path(self.data, acmefiles.CERT, acme_service.host_of(self.cfg[two]))
+        self.assertNotIn("certificate %s" % cert, self.cli(two, "acme", "status"))
+        self.assertIn("ok: ACME certificate %s: no certificate yet" % theirs, self.cli(two, "check"))
+        self.assertIn("made at first start in %s" % os.path.join(self.data, "tls", two), self.cli(two, "check"))
+
+    def test_acme_renew_marks_and_signals_this_hosts_server_only(self):
+        one, two = self.HOSTS
+        lock = ServerLock(self.data, pid_name(True, two)).acquire()     # host two's server is "running" (us)
+        self.addCleanup(lock.release)
+        with mock.patch("os.kill") as kill, contextlib.redirect_stdout(io.StringIO()):
+            self.assertEqual(acme_command.renew_main(self.cfg[two]), 0)
+            self.assertEqual(acme_command.renew_main(self.cfg[one]), 0)    # no server of host one runs
+        kill.assert_called_once_with(os.getpid(), signal.SIGHUP)
+        self.assertTrue(acmefiles.read_state(self.data, acme_service.host_of(self.cfg[two]))["renew"])
+        self.assertNotIn("renew", acmefiles.read_state(self.data))     # DATA/tls/acme/: no host's state
 
 
 if __name__ == "__main__":
