@@ -12,7 +12,6 @@ import os
 import shutil
 import signal
 import tempfile
-import threading
 import time
 import unittest
 from unittest import mock
@@ -20,17 +19,12 @@ from unittest import mock
 from protocols import selfsigned
 from protocols.acme import command as acme_command
 from protocols.acme import service as acme_service
-from protocols.config import Config
 from protocols.crypto import der, x509
-from protocols.loop import EventLoop
 from store import acmefiles
 from store.datadir import ServerLock, pid_name
-from tests.acme_fake import BASE, FakeCA
+from tests.acme_fake import HOST, AcmeLoopCase, acme_settings
 from tests.dnsfake import FakeDnsServer
 from tests.helpers import wait_for
-from tests.test_acme import ACCOUNT, CERT_KEY
-
-HOST = "mail.example.org"
 
 
 def write_pair(data):
@@ -90,35 +84,13 @@ class TokenFilesTest(unittest.TestCase):
         self.assertIsNone(acmefiles.read_token(self.data, "new"))
 
 
-class LoopCase(unittest.TestCase):
+class LoopCase(AcmeLoopCase):
     """An AcmeService on a real event loop, its installs recorded, its sibling channel fake."""
-    extra = {}
+    listeners = 2
 
-    def setUp(self):
-        self.data = tempfile.mkdtemp(prefix="mailsrv-acme-")
-        self.addCleanup(shutil.rmtree, self.data, True)
-        acmefiles.write_account_key(self.data, ACCOUNT.pem())
-        self.cfg = Config(dict({"data_dir": self.data, "hostname": HOST, "acme_email": "admin@example.org",
-                                "acme_directory": BASE + "/dir", "http_port": "0"}, **self.extra))
-        self.loop = EventLoop()
-        self.installed = []
-        self.service = acme_service.AcmeService(self.cfg, self.loop, None, lambda: CERT_KEY,
-                                                lambda c, k: self.installed.append((c, k)) or 2)
+    def prepare(self):
         self.siblings = FakeSiblings()
         self.service.share(self.siblings)
-        self.thread = threading.Thread(target=self.loop.run, daemon=True)
-        self.thread.start()
-
-    def tearDown(self):
-        self.loop.call_soon_threadsafe(self.service.close)
-        self.loop.stop()
-        self.thread.join(10)
-        self.loop.close(wait=True)
-
-    def on_loop(self, fn):
-        done = threading.Event()
-        self.loop.call_soon_threadsafe(lambda: (fn(), done.set()))
-        self.assertTrue(done.wait(10))
 
     def looked(self):
         return self.service._watch is not None and not self.service._looking
@@ -168,16 +140,10 @@ class FollowerTest(LoopCase):
 
 class WorkerZeroTest(LoopCase):
     def test_says_tls_after_a_new_certificate_and_leaves_no_answer(self):
-        answered = []
-
-        def fetch(name, token):                 # the CA fetches from the file, as any worker serves it
-            answered.append(acmefiles.read_token(self.data, token))
-            return answered[-1]
-        self.service._https = FakeCA(CERT_KEY, fetch)
-        self.on_loop(self.service.start)
+        self.on_loop(self.service.start)       # the CA fetches from the file, as any worker serves it
         wait_for(lambda: self.service.last_result, "the certificate")
         self.assertEqual(self.service.last_result, "obtained")
-        self.assertTrue(answered and all(answered), answered)
+        self.assertTrue(self.answered and all(self.answered), self.answered)
         self.assertEqual(self.siblings.sent, [("tls", {})])
         wait_for(lambda: not os.listdir(acmefiles.path(self.data, "http-01")), "the answer withdrawn")
 
@@ -189,7 +155,7 @@ class WorkerZeroTest(LoopCase):
 
 
 class SharedDataSweepTest(LoopCase):
-    extra = {"shared_data": "yes"}
+    settings = {"shared_data": "yes"}
 
     def test_only_old_answers_go_another_host_may_be_validating(self):
         acmefiles.write_token(self.data, "mine", "mine.t")
@@ -202,46 +168,27 @@ class SharedDataSweepTest(LoopCase):
         self.assertEqual(acmefiles.read_token(self.data, "theirs"), "theirs.t")
 
 
-class TwoHostsTest(unittest.TestCase):
+class TwoHostsTest(AcmeLoopCase):
     """shared_data (README "Several hosts"): two hosts with their own names on one data
     folder each order, keep and load their own certificate; the http-01 answers stay
     where every host serves them."""
     HOSTS = ("mx1.example.org", "mx2.example.org")
+    settings = {"shared_data": "yes", "hostname": HOSTS[0]}
+    account_key = False         # each host makes its own (P-256, milliseconds)
 
-    def setUp(self):
-        self.data = tempfile.mkdtemp(prefix="mailsrv-acme-")
-        self.addCleanup(shutil.rmtree, self.data, True)
-        self.loop = EventLoop()
-        self.cfg, self.service, self.installed, self.answered = {}, {}, {}, []
-        for host in self.HOSTS:     # no account key written: each host makes its own (P-256, milliseconds)
-            self.cfg[host] = Config({"data_dir": self.data, "hostname": host, "shared_data": "yes",
-                                     "acme_email": "admin@example.org", "acme_directory": BASE + "/dir",
-                                     "http_port": "0"})
-            self.installed[host] = []
-            self.service[host] = acme_service.AcmeService(self.cfg[host], self.loop, None, lambda: CERT_KEY,
-                                                          lambda c, k, h=host: self.installed[h].append((c, k)) or 1)
-            self.service[host]._https = FakeCA(CERT_KEY, self.fetch)
-        self.thread = threading.Thread(target=self.loop.run, daemon=True)
-        self.thread.start()
-
-    def fetch(self, name, token):
-        """The CA's GET: what the HTTP listener of any host serves (service.challenge reads this)."""
-        self.answered.append(acmefiles.read_token(self.data, token))
-        return self.answered[-1]
-
-    def tearDown(self):
-        for service in self.service.values():
-            self.loop.call_soon_threadsafe(service.close)
-        self.loop.stop()
-        self.thread.join(10)
-        self.loop.close(wait=True)
+    def prepare(self):
+        one, two = self.HOSTS
+        self.cfg_of, self.service_of, self.installed_of = {one: self.cfg}, {one: self.service}, {one: self.installed}
+        self.cfg_of[two] = self.config(**dict(self.settings, hostname=two))
+        self.installed_of[two] = []
+        self.service_of[two] = self.new_service(self.cfg_of[two], self.installed_of[two])
 
     def obtain(self, host):
-        service = self.service[host]
+        service = self.service_of[host]
         self.loop.call_soon_threadsafe(service.start)
         wait_for(lambda: service.last_result, "%s's certificate" % host)
         self.assertEqual(service.last_result, "obtained")
-        return self.installed[host][-1]
+        return self.installed_of[host][-1]
 
     def names_in(self, cert_path):
         with open(cert_path, "rb") as f:
@@ -258,37 +205,29 @@ class TwoHostsTest(unittest.TestCase):
         now = self.loop.time()
         clock = lambda: now                     # noqa: E731
         for host, pair in ((one, pair_one), (two, pair_two)):
-            self.assertEqual(acme_service.installed_pair(self.cfg[host], now), pair)     # a start, a SIGHUP
-            self.assertEqual(selfsigned.server_pair(self.cfg[host], clock), pair)
-            self.assertIn("certificate %s" % pair[0], acme_service.describe(self.cfg[host], now))   # acme status
+            self.assertEqual(acme_service.installed_pair(self.cfg_of[host], now), pair)     # a start, a SIGHUP
+            self.assertEqual(selfsigned.server_pair(self.cfg_of[host], clock), pair)
+            self.assertIn("certificate %s" % pair[0], acme_service.describe(self.cfg_of[host], now))   # acme status
         self.assertEqual(os.listdir(os.path.join(self.data, "tls", "acme")), ["http-01"])   # the answers, all withdrawn
         self.assertEqual(os.listdir(os.path.join(self.data, "tls", "acme", "http-01")), [])
         loaded = []                             # another worker of host two loads host two's pair
-        worker = acme_service.AcmeService(self.cfg[two], self.loop, None, lambda: CERT_KEY,
-                                          lambda c, k: loaded.append((c, k)) or 1)
+        worker = self.new_service(self.cfg_of[two], loaded)
         self.assertIsNotNone(worker._load_if_new())
         self.assertEqual(loaded, [pair_two])
 
     def cli(self, host, *args):
         """`mailsrv.py ARGS` as host ``host`` runs it, its output."""
-        import mailsrv
-        ini = os.path.join(self.data, host + ".ini")
-        with open(ini, "w") as f:
-            f.write("[mailsrv]\nshared_data = yes\nhostname = %s\nhttp_port = 0\nacme_email = admin@example.org\n"
-                    "acme_directory = %s/dir\n" % (host, BASE))
         dns = FakeDnsServer().start()       # check asks it (an answer: no timeout to wait for)
         self.addCleanup(dns.stop)
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            mailsrv.main([*args, "--config", ini, "--data", self.data, "--dns-server", "%s:%d" % dns.address])
-        return out.getvalue()
+        return self.run_cli(acme_settings(**dict(self.settings, hostname=host)), *args,
+                            "--dns-server", "%s:%d" % dns.address)[1]
 
     def test_check_and_acme_status_name_this_hosts_files(self):
         one, two = self.HOSTS
         cert = self.obtain(one)[0]
         self.assertIn("certificate %s\n" % cert, self.cli(one, "acme", "status"))
         self.assertIn("ok: TLS with the ACME certificate %s" % cert, self.cli(one, "check"))
-        theirs = acmefiles.path(self.data, acmefiles.CERT, acme_service.host_of(self.cfg[two]))
+        theirs = acmefiles.path(self.data, acmefiles.CERT, acme_service.host_of(self.cfg_of[two]))
         self.assertNotIn("certificate %s" % cert, self.cli(two, "acme", "status"))
         self.assertIn("ok: ACME certificate %s: no certificate yet" % theirs, self.cli(two, "check"))
         self.assertIn("made at first start in %s" % os.path.join(self.data, "tls", two), self.cli(two, "check"))
@@ -298,10 +237,10 @@ class TwoHostsTest(unittest.TestCase):
         lock = ServerLock(self.data, pid_name(True, two)).acquire()     # host two's server is "running" (us)
         self.addCleanup(lock.release)
         with mock.patch("os.kill") as kill, contextlib.redirect_stdout(io.StringIO()):
-            self.assertEqual(acme_command.renew_main(self.cfg[two]), 0)
-            self.assertEqual(acme_command.renew_main(self.cfg[one]), 0)    # no server of host one runs
+            self.assertEqual(acme_command.renew_main(self.cfg_of[two]), 0)
+            self.assertEqual(acme_command.renew_main(self.cfg_of[one]), 0)    # no server of host one runs
         kill.assert_called_once_with(os.getpid(), signal.SIGHUP)
-        self.assertTrue(acmefiles.read_state(self.data, acme_service.host_of(self.cfg[two]))["renew"])
+        self.assertTrue(acmefiles.read_state(self.data, acme_service.host_of(self.cfg_of[two]))["renew"])
         self.assertNotIn("renew", acmefiles.read_state(self.data))     # DATA/tls/acme/: no host's state
 
 
