@@ -15,14 +15,14 @@ from typing import Callable, List
 
 from protocols.startup import describe, make_resolver, planned_listeners, probe_dns
 from store.datadir import DataDirError, check_data_dir, check_record_file, lock_holder, pid_name
-from store.tlsfiles import check_tls_files
+from store.tlsfiles import check_tls_files, tls_folder
 from store.users import AliasDB, Directory, UserDB
 
 
-def _check_self_signed(data: str, problems: List[str], found: List[str]) -> None:
-    """No tls_cert: the self-signed pair the server makes (protocols/selfsigned.py)."""
-    from protocols.selfsigned import CERT_FILE, KEY_FILE, TLS_DIR
-    cert, key = os.path.join(data, TLS_DIR, CERT_FILE), os.path.join(data, TLS_DIR, KEY_FILE)
+def _check_self_signed(folder: str, problems: List[str], found: List[str]) -> None:
+    """No tls_cert: the self-signed pair the server makes in ``folder`` (protocols/selfsigned.py)."""
+    from protocols.selfsigned import CERT_FILE, KEY_FILE
+    cert, key = os.path.join(folder, CERT_FILE), os.path.join(folder, KEY_FILE)
     if not os.path.exists(cert) or not os.path.exists(key):
         found.append(f"TLS with a self-signed certificate, made at first start in {os.path.dirname(cert)} "
                      f"(tls_self_signed = no: no TLS without tls_cert)")
@@ -34,7 +34,25 @@ def _check_self_signed(data: str, problems: List[str], found: List[str]) -> None
         problems.append(str(e))
 
 
+def _check_acme(cfg, data: str, problems: List[str], found: List[str]) -> None:
+    """acme_email: the ACME pair the server prefers once it has one (this host's with shared_data)."""
+    import datetime
+    from protocols.acme import service
+    from store import acmefiles
+    host = service.host_of(cfg)
+    try:
+        info, why = service.read_pair(data, service.names_of(cfg), datetime.datetime.now().timestamp(), host)
+    except DataDirError as e:
+        problems.append(str(e))
+        return
+    cert = acmefiles.path(data, acmefiles.CERT, host)
+    found.append(f"TLS with the ACME certificate {cert} (renewed by the server)" if info is not None and not why
+                 else f"ACME certificate {cert}: {why}; the server orders one from {cfg.acme_directory}")
+
+
 def _check_files(cfg, data: str, problems: List[str], found: List[str]) -> Directory:
+    if cfg.acme_email and not cfg.catch_all:
+        _check_acme(cfg, data, problems, found)
     if cfg.tls_cert:
         try:
             check_tls_files(cfg.tls_cert, cfg.tls_key)
@@ -42,7 +60,7 @@ def _check_files(cfg, data: str, problems: List[str], found: List[str]) -> Direc
         except DataDirError as e:
             problems.append(str(e))
     elif cfg.tls_self_signed:
-        _check_self_signed(data, problems, found)
+        _check_self_signed(tls_folder(data, cfg.shared_data, cfg.hostname), problems, found)
     else:
         found.append("TLS off (no tls_cert/tls_key): no STARTTLS, no smtps/pop3s")
     for name, key in (("users", "address"), ("aliases", "alias")):

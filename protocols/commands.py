@@ -506,13 +506,14 @@ def tls_parser(sub, common: argparse.ArgumentParser) -> None:
 
 def tls_main(cfg: Config, days: Optional[int], host: Optional[str], ips: List[str], clock: Callable[[], float]) -> int:
     """`tls selfsigned [--days N] [--host NAME] [--ip ADDR]`: a new key and
-    self-signed certificate in DATA/tls/ (protocols/selfsigned.py); a running
-    server takes it on SIGHUP."""
+    self-signed certificate in DATA/tls/ (DATA/tls/<host>/ with shared_data;
+    protocols/selfsigned.py); a running server takes it on SIGHUP."""
     from protocols import selfsigned
+    from store.tlsfiles import tls_folder
     from protocols.crypto.x509 import DEFAULT_DAYS
     if days is not None and not 1 <= days <= 36500:
         raise ConfigError(f"--days {days}: give a number of days from 1 to 36500")
-    directory = os.path.join(cfg.data_dir, selfsigned.TLS_DIR)
+    directory = tls_folder(cfg.data_dir, cfg.shared_data, cfg.hostname)     # the server's (per host: shared_data)
     made = selfsigned.ensure(host or cfg.hostname, directory, clock, days=days or DEFAULT_DAYS, ips=ips, force=True,
                              names=[cfg.hostname])     # the server makes it again at start if its name is not in it
     print(f"certificate {made.cert}\nkey {made.key}\nvalid until {made.not_after:%Y-%m-%d %H:%M} UTC"

@@ -38,11 +38,10 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 from protocols.config import ConfigError
 from protocols.crypto import der, ed25519, keys, rsa, x509
 from store.datadir import DataDirError
-from store.tlsfiles import read_pem, write_pem_pair
+from store.tlsfiles import TLS_DIR, read_pem, tls_folder, write_pem_pair
 
 log = logging.getLogger("mailsrv")
 
-TLS_DIR = "tls"                             # under the data folder
 CERT_FILE = "selfsigned-cert.pem"
 KEY_FILE = "selfsigned-key.pem"
 # A certificate with less than this left is made again at start (30 days,
@@ -171,8 +170,8 @@ def server_pair(cfg, clock: Callable[[], float]) -> Tuple[str, str]:
         return cfg.tls_cert, cfg.tls_key
     try:
         # shared_data: each host its own certificate (its own name), DATA/tls/<host>/
-        directory = os.path.join(cfg.data_dir, TLS_DIR, *([_safe(cfg.hostname)] if cfg.shared_data else []))
-        made = ensure(cfg.hostname, directory, clock, key_type=cfg.tls_self_signed_type)
+        made = ensure(cfg.hostname, tls_folder(cfg.data_dir, cfg.shared_data, cfg.hostname), clock,
+                      key_type=cfg.tls_self_signed_type)
     except DataDirError as e:
         raise ConfigError(str(e)) from None
     log.info("%s", log_line(made))
@@ -199,10 +198,6 @@ def server_context(cfg, clock: Callable[[], float]):
         raise ConfigError(f"cannot read TLS certificate or key: {e.filename}: permission denied") from None
     except OSError as e:        # ssl.SSLError is one
         raise ConfigError(f"cannot load TLS certificate {cert} / key {key}: {e}") from None
-
-
-def _safe(host: str) -> str:
-    return "".join(c if c.isalnum() or c in "-._" else "_" for c in host).strip(".") or "localhost"
 
 
 def log_line(made: SelfSigned) -> str:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import os
 import ssl
 
-from store.datadir import DataDirError, os_reason
+from store.datadir import DataDirError, host_part, os_reason
 from store.fsutil import write_atomic
+
+TLS_DIR = "tls"                             # under the data folder
 
 # RFC 7468 §2: the pre-encapsulation boundary names the type of the content.
 CERT_MARK = b"-----BEGIN CERTIFICATE-----"
@@ -61,6 +63,14 @@ def check_tls_files(cert: str, key: str) -> None:
         raise DataDirError(f"TLS certificate {cert} / key {key}: {reason}") from None
     except OSError as e:
         raise DataDirError(f"TLS certificate {cert} / key {key}: {os_reason(e)}") from None
+
+
+def tls_folder(data_dir: str, shared: bool, host: str) -> str:
+    """One host's TLS files (the self-signed pair, ACME's folder): ``DATA/tls/``,
+    or with shared_data (several hosts on one folder, README "Several hosts")
+    ``DATA/tls/<host>/``, named as datadir.pid_name names the host's pid file:
+    each host has its own certificate, for its own name."""
+    return os.path.join(data_dir, TLS_DIR, *([host_part(host)] if shared else []))
 
 
 # -- the self-signed certificate's files (protocols/selfsigned.py makes their content) --

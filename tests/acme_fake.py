@@ -9,17 +9,35 @@ for ``pending_polls`` polls, fail the challenge, be unreachable.  The
 certificate it issues is self-signed by ``issue_key`` (the key the test gave
 the client for its certificate), after checking the CSR carries that key and
 is signed by it.
+
+:class:`AcmeLoopCase` is the fixture the ACME tests share (tests/test_acme.py,
+tests/test_acme_workers.py): an AcmeService on a real event loop, a data
+folder of its own, the fake CA as its HTTPS, its installs recorded.
 """
 
+import contextlib
 import datetime
 import hashlib
+import io
 import itertools
 import json
+import os
+import shutil
+import tempfile
+import threading
+import unittest
 
+from protocols.acme import service as acme_service
+from protocols.config import Config
 from protocols.crypto import csr as csr_mod, der, jws, p256, rsa, x509
+from protocols.loop import EventLoop
 from protocols.loop_https import HttpsError, HttpsReply
+from store import acmefiles
 
 BASE = "https://ca.test"
+HOST = "mail.example.org"
+ACCOUNT = rsa.generate(1024)        # the account key the tests write first: no 2048-bit key made per test
+CERT_KEY = rsa.generate(1024)       # the certificate's "new" key the service is given, the CA issues for
 
 
 def _decode(part):
@@ -209,4 +227,80 @@ class FakeCA:
                            {"content-type": "application/problem+json"})
 
 
-__all__ = ["FakeCA", "BASE", "csr_mod"]
+def acme_settings(**extra) -> dict:
+    """The ACME tests' configuration but the data folder: HOST, the fake CA's directory."""
+    return dict({"hostname": HOST, "acme_email": "admin@example.org", "acme_directory": BASE + "/dir",
+                 "http_port": "0"}, **extra)
+
+
+class AcmeLoopCase(unittest.TestCase):
+    """``self.service`` (an AcmeService for ``self.cfg``) on ``self.loop``, run in a
+    thread; its data folder ``self.data`` (ACCOUNT's key in it unless
+    ``account_key`` is False), the fake CA ``self.ca`` as its HTTPS, each install
+    recorded in ``self.installed`` and saying ``listeners`` TLS listeners changed;
+    what the CA fetched as http-01 answers in ``self.answered``."""
+    settings = {}           # beside acme_settings()
+    account_key = True
+    listeners = 1
+
+    def setUp(self):
+        self.data = tempfile.mkdtemp(prefix="mailsrv-acme-")
+        self.addCleanup(shutil.rmtree, self.data, True)
+        if self.account_key:
+            acmefiles.write_account_key(self.data, ACCOUNT.pem())
+        self.cfg = self.config(**self.settings)
+        self.loop = EventLoop()
+        self.services = []
+        self.installed, self.answered = [], []
+        self.service = self.new_service(self.cfg, self.installed)
+        self.ca = self.service._https
+        self.prepare()
+        self.thread = threading.Thread(target=self.loop.run, daemon=True)
+        self.thread.start()
+
+    def config(self, **extra) -> Config:
+        return Config(dict(acme_settings(**extra), data_dir=self.data))
+
+    def new_service(self, cfg, installed: list):
+        """An AcmeService on this loop (closed at the end), asking its own fake CA."""
+        service = acme_service.AcmeService(cfg, self.loop, None, lambda: CERT_KEY,
+                                           lambda c, k: installed.append((c, k)) or self.listeners)
+        service._https = FakeCA(CERT_KEY, self.fetch)
+        self.services.append(service)
+        return service
+
+    def fetch(self, name, token):
+        """The CA's GET of an http-01 answer: the file any worker (and host) serves."""
+        self.answered.append(acmefiles.read_token(self.data, token))
+        return self.answered[-1]
+
+    def prepare(self) -> None:
+        """More set-up, before the loop runs."""
+
+    def tearDown(self):
+        for service in self.services:
+            self.loop.call_soon_threadsafe(service.close)
+        self.loop.stop()
+        self.thread.join(10)
+        self.loop.close(wait=True)
+
+    def on_loop(self, fn) -> None:
+        """Run ``fn`` on the loop's thread and wait for it."""
+        done = threading.Event()
+        self.loop.call_soon_threadsafe(lambda: (fn(), done.set()))
+        self.assertTrue(done.wait(10))
+
+    def run_cli(self, settings: dict, *args):
+        """`mailsrv.py ARGS` with a configuration file of ``settings`` and this data
+        folder, in this process: (exit status, what it printed)."""
+        import mailsrv
+        ini = os.path.join(self.data, "mailsrv-%s.ini" % settings["hostname"])
+        with open(ini, "w") as f:
+            f.write("[mailsrv]\n" + "".join("%s = %s\n" % item for item in settings.items()))
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            status = mailsrv.main([*args, "--config", ini, "--data", self.data])
+        return status, out.getvalue()
+
+
+__all__ = ["FakeCA", "BASE", "HOST", "ACCOUNT", "CERT_KEY", "acme_settings", "AcmeLoopCase", "csr_mod"]

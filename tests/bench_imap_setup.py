@@ -24,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tests import dovecot_imap  # noqa: E402
+from tests.bench_proc import stop_process  # noqa: E402
 
 DATA = os.path.join(ROOT, "bench-data", "imap")
 USER, PASSWORD = "bob@example.test", "bench-password"
@@ -297,14 +298,7 @@ class Mailsrv:
     def stop(self):
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(30)
-        self.proc.stdout.close()
+        stop_process(self.proc)
         self.proc = None
 
     def notes(self):

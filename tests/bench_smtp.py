@@ -44,10 +44,7 @@ import importlib.util
 import os
 import platform
 import pstats
-import re
-import select
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -56,6 +53,10 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tests.bench_proc import ServerProcess  # noqa: E402  (run as a script: tests/ is not a package root)
+
 BENCH_DIR = os.path.join(ROOT, "bench-data")
 PY311 = os.path.expanduser("~/.pyenv/versions/3.11.7/bin/python3")
 RCPT = "bob@example.test"
@@ -119,19 +120,8 @@ def peer_python() -> str:
     sys.exit("the peer needs the stdlib smtpd module (Python <= 3.11); none found")
 
 
-class Server:
-    """A server subprocess that prints ``listening smtp HOST:PORT`` first."""
-
-    def __init__(self, argv, cwd=ROOT):
-        self.proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     stdin=subprocess.DEVNULL)
-        ready, _, _ = select.select([self.proc.stdout], [], [], 60)
-        line = self.proc.stdout.readline() if ready else b""
-        m = re.match(rb"listening smtp \S+:(\d+)", line)
-        if not m:
-            self.proc.kill()
-            sys.exit(f"server did not start: {argv}: {line!r}")
-        self.port = int(m.group(1))
+class Server(ServerProcess):
+    """A server subprocess that prints ``listening smtp HOST:PORT`` first (tests/bench_proc.py)."""
 
     def peak_rss_kb(self) -> int:
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -145,15 +135,6 @@ class Server:
         with open(f"/proc/{self.proc.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(30)
-        self.proc.stdout.close()
 
 
 def one_process(root=ROOT):

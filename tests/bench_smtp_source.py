@@ -62,7 +62,6 @@ import platform
 import re
 import select
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -71,6 +70,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from tests.bench_proc import ServerProcess  # noqa: E402
 from tests.bench_smtp import AIOSMTPD_VENV, BENCH_DIR, aiosmtpd_python  # noqa: E402
 from tests.postfix_instance import PostfixInstance, free_port, skip_reason  # noqa: E402
 
@@ -143,36 +143,13 @@ def count_files(directory: str) -> int:
 
 
 # ---------------------------------------------------------------------- the servers
-class Subprocess:
-    """A server that prints ``listening smtp HOST:PORT`` (among its first lines)."""
+class Subprocess(ServerProcess):
+    """A server (tests/bench_proc.py) and the Maildir new/ its messages land in."""
 
     def __init__(self, argv, maildir_new: str):
+        super().__init__(argv)
         self.maildir_new = maildir_new
-        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     stdin=subprocess.DEVNULL)
         self.root = self.proc.pid
-        self.port = None
-        deadline = time.monotonic() + 60
-        while self.port is None and time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            line = self.proc.stdout.readline() if ready else b""
-            if not line:
-                break
-            m = re.match(rb"listening smtp \S+:(\d+)", line)
-            if m:
-                self.port = int(m.group(1))
-        if self.port is None:
-            self.stop()
-            sys.exit("server did not start: %s" % " ".join(argv))
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(30)
-        self.proc.stdout.close()
 
 
 def mailsrv_has_workers() -> bool:

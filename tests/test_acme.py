@@ -11,21 +11,16 @@ import os
 import shutil
 import subprocess
 import tempfile
-import threading
 import unittest
 
 from protocols.acme import flow as acme_flow
 from protocols.acme import service as acme_service
 from protocols.config import Config, ConfigError
 from protocols.crypto import alpn_cert, csr, der, jws, p256, rsa, x509
-from protocols.loop import EventLoop
 from protocols.loop_https import HttpsError
 from store import acmefiles
-from tests.acme_fake import BASE, FakeCA
+from tests.acme_fake import ACCOUNT, BASE, CERT_KEY, AcmeLoopCase, FakeCA, acme_settings
 from tests.helpers import ServerTestCase, wait_for
-
-ACCOUNT = rsa.generate(1024)
-CERT_KEY = rsa.generate(1024)
 
 # RFC 7515 Appendix A.2: the RSA key (as p and q; n and d follow), the JWS Signing Input, the signature.
 A2_P = ("4BzEEOtIpmVdVEZNCqS7baC4crd0pqnRH_5IB3jw3bcxGn6QLvnEtfdUdiYrqBdss1l58BQ3KhooKeQTa9AB0Hw_Py5PJdTJNPY8cQn7"
@@ -210,39 +205,20 @@ class FlowTest(unittest.TestCase):
         self.assertEqual(acme_flow.retry_after(reply, 2.0), 2.0)
 
 
-class ServiceTest(unittest.TestCase):
+class ServiceTest(AcmeLoopCase):
     """The service on a real event loop: first certificate, the swap, the schedule, the backoff."""
-
-    def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="mailsrv-acme-")
-        acmefiles.write_account_key(self.tmp, ACCOUNT.pem())        # no 2048-bit key made per test
-        self.cfg = Config({"data_dir": self.tmp, "hostname": "mail.example.org", "acme_names": "mta-sts.example.org",
-                           "acme_email": "admin@example.org", "acme_directory": BASE + "/dir", "http_port": "0"})
-        self.loop = EventLoop()
-        self.installed = []
-        self.service = acme_service.AcmeService(self.cfg, self.loop, None, lambda: CERT_KEY,
-                                                lambda c, k: self.installed.append((c, k)) or 3)
-        self.ca = FakeCA(CERT_KEY, lambda name, token: acmefiles.read_token(self.tmp, token))   # what any worker serves
-        self.service._https = self.ca
-        self.thread = threading.Thread(target=self.loop.run, daemon=True)
-        self.thread.start()
-
-    def tearDown(self):
-        self.loop.call_soon_threadsafe(self.service.close)
-        self.loop.stop()
-        self.thread.join(10)
-        self.loop.close(wait=True)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+    settings = {"acme_names": "mta-sts.example.org"}
+    listeners = 3
 
     def test_obtains_installs_and_schedules_the_renewal(self):
         self.loop.call_soon_threadsafe(self.service.start)
         wait_for(lambda: self.service.last_result, "the certificate installed")
         self.assertEqual(self.service.last_result, "obtained")
         cert, key = self.installed[0]
-        self.assertEqual((cert, key), (acmefiles.path(self.tmp, "cert.pem"), acmefiles.path(self.tmp, "key.pem")))
+        self.assertEqual((cert, key), (acmefiles.path(self.data, "cert.pem"), acmefiles.path(self.data, "key.pem")))
         self.assertEqual(os.stat(key).st_mode & 0o777, 0o600)
         self.assertEqual(acme_service.installed_pair(self.cfg, self.loop.time()), (cert, key))
-        state = acmefiles.read_state(self.tmp)
+        state = acmefiles.read_state(self.data)
         with open(cert, "rb") as f:
             info = x509.read_certificate(der.pem_block(f.read(), "CERTIFICATE")[1])
         self.assertAlmostEqual(state["next_attempt"], acme_service.renew_at(info), delta=1)
@@ -254,7 +230,7 @@ class ServiceTest(unittest.TestCase):
         self.assertIn("certificate names mail.example.org, mta-sts.example.org", self.cli("status"))
         self.assertIn("no server is running", self.cli("renew"))
         self.assertIn("next attempt now (asked for by acme renew", self.cli("status"))
-        acmefiles.write_state(self.tmp, state)
+        acmefiles.write_state(self.data, state)
         # a second check finds nothing due: no second order
         orders = self.ca.requests.count(("POST", "/order"))
         self.loop.call_soon_threadsafe(self.service.check)
@@ -263,25 +239,16 @@ class ServiceTest(unittest.TestCase):
 
     def cli(self, action):
         """`mailsrv.py acme ACTION` with this test's configuration, its output."""
-        import contextlib
-        import io
-        import mailsrv
-        ini = os.path.join(self.tmp, "mailsrv.ini")
-        with open(ini, "w") as f:
-            f.write("[mailsrv]\n" + "".join("%s = %s\n" % (k, v) for k, v in (
-                ("hostname", "mail.example.org"), ("acme_names", "mta-sts.example.org"), ("http_port", "0"),
-                ("acme_email", "admin@example.org"), ("acme_directory", BASE + "/dir"))))
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            self.assertEqual(mailsrv.main(["acme", action, "--config", ini, "--data", self.tmp]), 0)
-        return out.getvalue()
+        status, out = self.run_cli(acme_settings(**self.settings), "acme", action)
+        self.assertEqual(status, 0)
+        return out
 
     def test_first_account_key_is_p256_and_kept(self):
-        os.unlink(acmefiles.path(self.tmp, acmefiles.ACCOUNT_KEY))
+        os.unlink(acmefiles.path(self.data, acmefiles.ACCOUNT_KEY))
         self.loop.call_soon_threadsafe(self.service.start)
         wait_for(lambda: self.installed, "the certificate installed", lambda: self.service.last_result)
-        pem = acmefiles.read(self.tmp, acmefiles.ACCOUNT_KEY)
-        self.assertEqual(os.stat(acmefiles.path(self.tmp, acmefiles.ACCOUNT_KEY)).st_mode & 0o777, 0o600)
+        pem = acmefiles.read(self.data, acmefiles.ACCOUNT_KEY)
+        self.assertEqual(os.stat(acmefiles.path(self.data, acmefiles.ACCOUNT_KEY)).st_mode & 0o777, 0o600)
         key = acme_service.load_account_key(pem, "account-key.pem")
         self.assertIsInstance(key, p256.P256PrivateKey)
         self.assertEqual(list(self.ca.accounts.values()), [key.public])
@@ -297,7 +264,7 @@ class ServiceTest(unittest.TestCase):
         self.service.backoff_first = 0.2
         with self.assertLogs("mailsrv.acme", logging.WARNING) as logs:
             self.loop.call_soon_threadsafe(self.service.start)
-            wait_for(lambda: acmefiles.read_state(self.tmp).get("failures", 0) >= 2, "two failed attempts")
+            wait_for(lambda: acmefiles.read_state(self.data).get("failures", 0) >= 2, "two failed attempts")
         self.loop.call_soon_threadsafe(self.service.close)
         first = logs.output[0]
         self.assertIn("https://ca.test/dir: ", first)
@@ -307,22 +274,22 @@ class ServiceTest(unittest.TestCase):
         self.assertEqual(acme_service.backoff(1), 600)
         self.assertEqual(acme_service.backoff(2), 1200)
         self.assertEqual(acme_service.backoff(20), 86400)
-        state = acmefiles.read_state(self.tmp)
+        state = acmefiles.read_state(self.data)
         self.assertIn("refused", state["last_error"])
         lines = acme_service.describe(self.cfg, self.loop.time())
         self.assertTrue(any("failed attempts" in line and "refused" in line for line in lines), lines)
         self.assertEqual(self.installed, [])
 
     def test_backoff_survives_a_restart(self):
-        acmefiles.write_state(self.tmp, {"failures": 3, "next_attempt": self.loop.time() + 3600})
+        acmefiles.write_state(self.data, {"failures": 3, "next_attempt": self.loop.time() + 3600})
         self.loop.call_soon_threadsafe(self.service.start)
         wait_for(lambda: self.service._timer is not None and not self.service._running, "the first check")
         self.assertEqual(self.ca.requests, [])
-        acme_service.request_renewal(self.tmp)          # `mailsrv.py acme renew`, then SIGHUP
+        acme_service.request_renewal(self.data)          # `mailsrv.py acme renew`, then SIGHUP
         self.loop.call_soon_threadsafe(self.service.reload)
-        wait_for(lambda: acmefiles.read_state(self.tmp).get("failures") == 0, "the renewal asked for")
+        wait_for(lambda: acmefiles.read_state(self.data).get("failures") == 0, "the renewal asked for")
         self.assertEqual(len(self.installed), 1)
-        self.assertNotIn("renew", acmefiles.read_state(self.tmp))
+        self.assertNotIn("renew", acmefiles.read_state(self.data))
 
 
 def alpn_fetch(port):
@@ -355,32 +322,15 @@ def alpn_fetch(port):
     return fetch
 
 
-class TlsAlpnServiceTest(unittest.TestCase):
+class TlsAlpnServiceTest(AcmeLoopCase):
     """tls-alpn-01 (RFC 8737): the service's own TLS listener answers the fake CA's handshakes."""
+    settings = {"acme_names": "mta-sts.example.org", "acme_challenge": "tls-alpn-01", "acme_tls_port": "0"}
 
-    def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="mailsrv-acme-")
-        acmefiles.write_account_key(self.tmp, ACCOUNT.pem())
-        self.cfg = Config({"data_dir": self.tmp, "hostname": "mail.example.org", "acme_names": "mta-sts.example.org",
-                           "acme_email": "admin@example.org", "acme_directory": BASE + "/dir",
-                           "acme_challenge": "tls-alpn-01", "acme_tls_port": "0"})
-        self.loop = EventLoop()
-        self.installed = []
-        self.service = acme_service.AcmeService(self.cfg, self.loop, None, lambda: CERT_KEY,
-                                                lambda c, k: self.installed.append((c, k)) or 1)
+    def prepare(self):
         self.service._listen_alpn()
         port = self.service.alpn_addresses[0][1]
         self.ca = FakeCA(CERT_KEY, alpn_fetch(port))
         self.service._https = self.ca
-        self.thread = threading.Thread(target=self.loop.run, daemon=True)
-        self.thread.start()
-
-    def tearDown(self):
-        self.loop.call_soon_threadsafe(self.service.close)
-        self.loop.stop()
-        self.thread.join(10)
-        self.loop.close(wait=True)
-        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def test_challenge_answered_by_the_alpn_listener(self):
         self.loop.call_soon_threadsafe(lambda: self.service._schedule(0))

@@ -5,26 +5,26 @@ worker that missed it finds cert.pem changed at its next look.  The whole
 thing with two real processes and pebble: tests/test_interop_acme.py.
 """
 
+import contextlib
 import datetime
+import io
 import os
 import shutil
+import signal
 import tempfile
-import threading
 import time
 import unittest
 from unittest import mock
 
 from protocols import selfsigned
+from protocols.acme import command as acme_command
 from protocols.acme import service as acme_service
-from protocols.config import Config
-from protocols.crypto import x509
-from protocols.loop import EventLoop
+from protocols.crypto import der, x509
 from store import acmefiles
-from tests.acme_fake import BASE, FakeCA
+from store.datadir import ServerLock, pid_name
+from tests.acme_fake import HOST, AcmeLoopCase, acme_settings
+from tests.dnsfake import FakeDnsServer
 from tests.helpers import wait_for
-from tests.test_acme import ACCOUNT, CERT_KEY
-
-HOST = "mail.example.org"
 
 
 def write_pair(data):
@@ -84,35 +84,13 @@ class TokenFilesTest(unittest.TestCase):
         self.assertIsNone(acmefiles.read_token(self.data, "new"))
 
 
-class LoopCase(unittest.TestCase):
+class LoopCase(AcmeLoopCase):
     """An AcmeService on a real event loop, its installs recorded, its sibling channel fake."""
-    extra = {}
+    listeners = 2
 
-    def setUp(self):
-        self.data = tempfile.mkdtemp(prefix="mailsrv-acme-")
-        self.addCleanup(shutil.rmtree, self.data, True)
-        acmefiles.write_account_key(self.data, ACCOUNT.pem())
-        self.cfg = Config(dict({"data_dir": self.data, "hostname": HOST, "acme_email": "admin@example.org",
-                                "acme_directory": BASE + "/dir", "http_port": "0"}, **self.extra))
-        self.loop = EventLoop()
-        self.installed = []
-        self.service = acme_service.AcmeService(self.cfg, self.loop, None, lambda: CERT_KEY,
-                                                lambda c, k: self.installed.append((c, k)) or 2)
+    def prepare(self):
         self.siblings = FakeSiblings()
         self.service.share(self.siblings)
-        self.thread = threading.Thread(target=self.loop.run, daemon=True)
-        self.thread.start()
-
-    def tearDown(self):
-        self.loop.call_soon_threadsafe(self.service.close)
-        self.loop.stop()
-        self.thread.join(10)
-        self.loop.close(wait=True)
-
-    def on_loop(self, fn):
-        done = threading.Event()
-        self.loop.call_soon_threadsafe(lambda: (fn(), done.set()))
-        self.assertTrue(done.wait(10))
 
     def looked(self):
         return self.service._watch is not None and not self.service._looking
@@ -162,16 +140,10 @@ class FollowerTest(LoopCase):
 
 class WorkerZeroTest(LoopCase):
     def test_says_tls_after_a_new_certificate_and_leaves_no_answer(self):
-        answered = []
-
-        def fetch(name, token):                 # the CA fetches from the file, as any worker serves it
-            answered.append(acmefiles.read_token(self.data, token))
-            return answered[-1]
-        self.service._https = FakeCA(CERT_KEY, fetch)
-        self.on_loop(self.service.start)
+        self.on_loop(self.service.start)       # the CA fetches from the file, as any worker serves it
         wait_for(lambda: self.service.last_result, "the certificate")
         self.assertEqual(self.service.last_result, "obtained")
-        self.assertTrue(answered and all(answered), answered)
+        self.assertTrue(self.answered and all(self.answered), self.answered)
         self.assertEqual(self.siblings.sent, [("tls", {})])
         wait_for(lambda: not os.listdir(acmefiles.path(self.data, "http-01")), "the answer withdrawn")
 
@@ -183,7 +155,7 @@ class WorkerZeroTest(LoopCase):
 
 
 class SharedDataSweepTest(LoopCase):
-    extra = {"shared_data": "yes"}
+    settings = {"shared_data": "yes"}
 
     def test_only_old_answers_go_another_host_may_be_validating(self):
         acmefiles.write_token(self.data, "mine", "mine.t")
@@ -194,6 +166,82 @@ class SharedDataSweepTest(LoopCase):
         self.on_loop(self.service.start)
         wait_for(lambda: acmefiles.read_token(self.data, "mine") is None, "the sweep of the first check")
         self.assertEqual(acmefiles.read_token(self.data, "theirs"), "theirs.t")
+
+
+class TwoHostsTest(AcmeLoopCase):
+    """shared_data (README "Several hosts"): two hosts with their own names on one data
+    folder each order, keep and load their own certificate; the http-01 answers stay
+    where every host serves them."""
+    HOSTS = ("mx1.example.org", "mx2.example.org")
+    settings = {"shared_data": "yes", "hostname": HOSTS[0]}
+    account_key = False         # each host makes its own (P-256, milliseconds)
+
+    def prepare(self):
+        one, two = self.HOSTS
+        self.cfg_of, self.service_of, self.installed_of = {one: self.cfg}, {one: self.service}, {one: self.installed}
+        self.cfg_of[two] = self.config(**dict(self.settings, hostname=two))
+        self.installed_of[two] = []
+        self.service_of[two] = self.new_service(self.cfg_of[two], self.installed_of[two])
+
+    def obtain(self, host):
+        service = self.service_of[host]
+        self.loop.call_soon_threadsafe(service.start)
+        wait_for(lambda: service.last_result, "%s's certificate" % host)
+        self.assertEqual(service.last_result, "obtained")
+        return self.installed_of[host][-1]
+
+    def names_in(self, cert_path):
+        with open(cert_path, "rb") as f:
+            return x509.read_certificate(der.pem_block(f.read(), "CERTIFICATE")[1]).dns_names
+
+    def test_each_host_orders_keeps_and_loads_its_own_certificate(self):
+        one, two = self.HOSTS
+        pair_one = self.obtain(one)
+        pair_two = self.obtain(two)             # the second host's order leaves the first one's files alone
+        self.assertTrue(self.answered and all(self.answered), self.answered)
+        self.assertNotEqual(os.path.dirname(pair_one[0]), os.path.dirname(pair_two[0]))
+        self.assertEqual(self.names_in(pair_one[0]), (one,))
+        self.assertEqual(self.names_in(pair_two[0]), (two,))
+        now = self.loop.time()
+        clock = lambda: now                     # noqa: E731
+        for host, pair in ((one, pair_one), (two, pair_two)):
+            self.assertEqual(acme_service.installed_pair(self.cfg_of[host], now), pair)     # a start, a SIGHUP
+            self.assertEqual(selfsigned.server_pair(self.cfg_of[host], clock), pair)
+            self.assertIn("certificate %s" % pair[0], acme_service.describe(self.cfg_of[host], now))   # acme status
+        self.assertEqual(os.listdir(os.path.join(self.data, "tls", "acme")), ["http-01"])   # the answers, all withdrawn
+        self.assertEqual(os.listdir(os.path.join(self.data, "tls", "acme", "http-01")), [])
+        loaded = []                             # another worker of host two loads host two's pair
+        worker = self.new_service(self.cfg_of[two], loaded)
+        self.assertIsNotNone(worker._load_if_new())
+        self.assertEqual(loaded, [pair_two])
+
+    def cli(self, host, *args):
+        """`mailsrv.py ARGS` as host ``host`` runs it, its output."""
+        dns = FakeDnsServer().start()       # check asks it (an answer: no timeout to wait for)
+        self.addCleanup(dns.stop)
+        return self.run_cli(acme_settings(**dict(self.settings, hostname=host)), *args,
+                            "--dns-server", "%s:%d" % dns.address)[1]
+
+    def test_check_and_acme_status_name_this_hosts_files(self):
+        one, two = self.HOSTS
+        cert = self.obtain(one)[0]
+        self.assertIn("certificate %s\n" % cert, self.cli(one, "acme", "status"))
+        self.assertIn("ok: TLS with the ACME certificate %s" % cert, self.cli(one, "check"))
+        theirs = acmefiles.path(self.data, acmefiles.CERT, acme_service.host_of(self.cfg_of[two]))
+        self.assertNotIn("certificate %s" % cert, self.cli(two, "acme", "status"))
+        self.assertIn("ok: ACME certificate %s: no certificate yet" % theirs, self.cli(two, "check"))
+        self.assertIn("made at first start in %s" % os.path.join(self.data, "tls", two), self.cli(two, "check"))
+
+    def test_acme_renew_marks_and_signals_this_hosts_server_only(self):
+        one, two = self.HOSTS
+        lock = ServerLock(self.data, pid_name(True, two)).acquire()     # host two's server is "running" (us)
+        self.addCleanup(lock.release)
+        with mock.patch("os.kill") as kill, contextlib.redirect_stdout(io.StringIO()):
+            self.assertEqual(acme_command.renew_main(self.cfg_of[two]), 0)
+            self.assertEqual(acme_command.renew_main(self.cfg_of[one]), 0)    # no server of host one runs
+        kill.assert_called_once_with(os.getpid(), signal.SIGHUP)
+        self.assertTrue(acmefiles.read_state(self.data, acme_service.host_of(self.cfg_of[two]))["renew"])
+        self.assertNotIn("renew", acmefiles.read_state(self.data))     # DATA/tls/acme/: no host's state
 
 
 if __name__ == "__main__":

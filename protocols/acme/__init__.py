@@ -9,5 +9,6 @@
   serves, and the swap of the new certificate into the TLS listeners.
 - ``command``: ``mailsrv.py acme status`` and ``acme renew``.
 
-Files: store/acmefiles.py (DATA/tls/acme/).  README "ACME certificates".
+Files: store/acmefiles.py (DATA/tls/acme/; with shared_data per host,
+DATA/tls/<host>/acme/).  README "ACME certificates".
 """

@@ -2,9 +2,10 @@
 
 ``status`` prints the configured directory and names, the certificate's names
 and dates, when the renewal is due, the next attempt and the last error (from
-DATA/tls/acme/).  ``renew`` marks an attempt as wanted now and sends the
-running server a SIGHUP (the server's service reads the mark then); with no
-server running, the next start makes the attempt.
+DATA/tls/acme/, with shared_data this host's DATA/tls/<host>/acme/).  ``renew``
+marks an attempt as wanted now and sends the running server a SIGHUP (the
+server's service reads the mark then; with shared_data this host's server, by
+its pid file); with no server running, the next start makes the attempt.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import signal
 
 from protocols.acme import service
 from protocols.config import Config, ConfigError
-from store.datadir import lock_holder
+from store.datadir import lock_holder, pid_name
 
 
 def acme_parser(sub, common) -> None:
@@ -43,8 +44,8 @@ def status_main(cfg: Config) -> int:
 def renew_main(cfg: Config) -> int:
     if not cfg.acme_email:
         raise ConfigError("acme renew: ACME is off (set acme_email and acme_directory first)")
-    service.request_renewal(cfg.data_dir)
-    pid = lock_holder(cfg.data_dir)
+    service.request_renewal(cfg.data_dir, service.host_of(cfg))
+    pid = lock_holder(cfg.data_dir, pid_name(cfg.shared_data, cfg.hostname))
     if pid is None:
         print("no server is running on %s: the attempt starts at its next start" % cfg.data_dir)
         return 0

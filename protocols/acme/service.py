@@ -1,7 +1,8 @@
 """The ACME client on the event loop: when to ask, asking, and installing the answer.
 
 Once started (``acme_email`` set, not the test server) the service checks at
-once and then daily whether the certificate in DATA/tls/acme/ is due:
+once and then daily whether the certificate in DATA/tls/acme/ (with
+shared_data this host's, DATA/tls/<host>/acme/: store/acmefiles.py) is due:
 missing, not for every configured name, damaged, or past two thirds of its
 lifetime (Let's Encrypt's advice, RFC 8555 leaves renewal to the client; for
 a 90-day certificate: 30 days before its end).  When due it runs
@@ -75,17 +76,24 @@ def backoff(failures: int, first: float = BACKOFF_FIRST, most: float = BACKOFF_M
     return min(most, first * 2 ** max(0, min(failures - 1, 32)))
 
 
-def read_pair(data_dir: str, names: List[str], now: float) -> Tuple[Optional[x509.CertificateInfo], str]:
-    """(info of the leaf, "") if DATA/tls/acme/ holds a usable pair for
-    ``names``, else (None or info, why not)."""
-    chain, key_pem = acmefiles.read(data_dir, acmefiles.CERT), acmefiles.read(data_dir, acmefiles.KEY)
+def host_of(cfg) -> str:
+    """Whose ACME files (store/acmefiles.py's ``host``): with shared_data this
+    host's, DATA/tls/<host>/acme/ (each host orders for its own name); else ""."""
+    return cfg.hostname if getattr(cfg, "shared_data", False) else ""
+
+
+def read_pair(data_dir: str, names: List[str], now: float,
+              host: str = "") -> Tuple[Optional[x509.CertificateInfo], str]:
+    """(info of the leaf, "") if DATA/tls/acme/ (``host``'s) holds a usable
+    pair for ``names``, else (None or info, why not)."""
+    chain, key_pem = acmefiles.read(data_dir, acmefiles.CERT, host), acmefiles.read(data_dir, acmefiles.KEY, host)
     if chain is None or key_pem is None:
         return None, "no certificate yet"
     try:
         info = x509.read_certificate(der.pem_block(chain, "CERTIFICATE")[1])
         key = keys.load_private_key(key_pem)
     except ValueError as e:
-        return None, "%s: %s" % (acmefiles.path(data_dir, acmefiles.CERT), e)
+        return None, "%s: %s" % (acmefiles.path(data_dir, acmefiles.CERT, host), e)
     if info.spki != key.public.spki():
         return None, "the key does not belong to the certificate"
     missing = [n for n in names if n not in (d.lower() for d in info.dns_names)]
@@ -106,10 +114,11 @@ def installed_pair(cfg, now: float) -> Optional[Tuple[str, str]]:
     (protocols/selfsigned.py's server_pair prefers it to the self-signed one)."""
     if not getattr(cfg, "acme_email", "") or getattr(cfg, "catch_all", False):
         return None
-    info, why = read_pair(cfg.data_dir, names_of(cfg), now)
+    host = host_of(cfg)
+    info, why = read_pair(cfg.data_dir, names_of(cfg), now, host)
     if info is None or why:
         return None
-    return acmefiles.path(cfg.data_dir, acmefiles.CERT), acmefiles.path(cfg.data_dir, acmefiles.KEY)
+    return acmefiles.path(cfg.data_dir, acmefiles.CERT, host), acmefiles.path(cfg.data_dir, acmefiles.KEY, host)
 
 
 class AcmeService:
@@ -212,7 +221,7 @@ class AcmeService:
             return
         self._following = True
         try:
-            self._stamp = acmefiles.certificate_stamp(self.config.data_dir)
+            self._stamp = acmefiles.certificate_stamp(self.config.data_dir, host_of(self.config))
         except DataDirError as e:
             log.warning("ACME: %s", e)
         self._tick()
@@ -231,7 +240,7 @@ class AcmeService:
     def _load_if_new(self):
         """(a worker's) (cert.pem's stamp, listeners changed), or None when it is
         as last loaded or not a usable pair (a key without its certificate yet)."""
-        stamp = acmefiles.certificate_stamp(self.config.data_dir)
+        stamp = acmefiles.certificate_stamp(self.config.data_dir, host_of(self.config))
         if stamp is None or stamp == self._stamp:
             return None
         pair = installed_pair(self.config, self.loop.time())
@@ -246,7 +255,7 @@ class AcmeService:
         elif result is not None:
             self._stamp, changed = result
             log.info("ACME: certificate %s loaded, in use on %d TLS listeners",
-                     acmefiles.path(self.config.data_dir, acmefiles.CERT), changed)
+                     acmefiles.path(self.config.data_dir, acmefiles.CERT, host_of(self.config)), changed)
 
     # -- when ------------------------------------------------------------------
     def _schedule(self, delay: float) -> None:
@@ -266,14 +275,14 @@ class AcmeService:
 
     def _due(self, now: float) -> Tuple[str, float]:
         """(why an attempt is due, or "", seconds until the next check)."""
-        data = self.config.data_dir
+        data, host = self.config.data_dir, host_of(self.config)
         # no order of ours is running: an answer left is a dead process's (shared_data: or another host's)
         try:
             acmefiles.sweep_tokens(data, TOKEN_STALE_S if self.config.shared_data else 0.0, now)
         except DataDirError as e:       # a leftover answer harms nothing: no reason to stop ordering
             log.warning("ACME: %s", e)
-        state = acmefiles.read_state(data)
-        info, why = read_pair(data, names_of(self.config), now)
+        state = acmefiles.read_state(data, host)
+        info, why = read_pair(data, names_of(self.config), now, host)
         if state.get("renew"):
             return "renewal asked for (mailsrv.py acme renew)", 0.0
         wait = float(state.get("next_attempt", 0) or 0) - now
@@ -330,14 +339,14 @@ class AcmeService:
         return loop_https.request(url, method, body, headers, cafile=self.config.acme_ca_file or None)
 
     def _account_key(self):
-        """DATA/tls/acme/account-key.pem, made the first time (``acme_key_type``:
-        ECDSA P-256 or RSA-2048) and saved (a worker's)."""
-        data = self.config.data_dir
-        pem = acmefiles.read(data, acmefiles.ACCOUNT_KEY)
+        """DATA/tls/acme/account-key.pem (this host's), made the first time
+        (``acme_key_type``: ECDSA P-256 or RSA-2048) and saved (a worker's)."""
+        data, host = self.config.data_dir, host_of(self.config)
+        pem = acmefiles.read(data, acmefiles.ACCOUNT_KEY, host)
         if pem is not None:
-            return load_account_key(pem, acmefiles.path(data, acmefiles.ACCOUNT_KEY))
+            return load_account_key(pem, acmefiles.path(data, acmefiles.ACCOUNT_KEY, host))
         key = p256.generate() if self.config.acme_key_type == "ec" else rsa.generate()
-        acmefiles.write_account_key(data, key.pem())
+        acmefiles.write_account_key(data, key.pem(), host)
         return key
 
     def _make_alpn_cert(self, name: str, key_authorization: str) -> Tuple[str, str]:
@@ -348,18 +357,18 @@ class AcmeService:
         key = p256.generate()
         now = datetime.datetime.fromtimestamp(self.loop.time(), datetime.timezone.utc)
         cert = alpn_cert.challenge_certificate(key, name, key_authorization, now)
-        path = acmefiles.write_alpn_pair(self.config.data_dir, name, x509.pem(cert) + key.pem())
+        path = acmefiles.write_alpn_pair(self.config.data_dir, name, x509.pem(cert) + key.pem(), host_of(self.config))
         return path, path
 
     # -- the answer ------------------------------------------------------------------
     def _write(self, chain: bytes, key: rsa.RsaPrivateKey) -> Tuple[int, str]:
         """Write the pair and load it into a context (a worker's); (listeners changed, end date)."""
-        data = self.config.data_dir
-        acmefiles.write_certificate(data, chain, key.pem())
+        data, host = self.config.data_dir, host_of(self.config)
+        acmefiles.write_certificate(data, chain, key.pem(), host)
         info = x509.read_certificate(der.pem_block(chain, "CERTIFICATE")[1])
-        changed = self._install(acmefiles.path(data, acmefiles.CERT), acmefiles.path(data, acmefiles.KEY))
+        changed = self._install(acmefiles.path(data, acmefiles.CERT, host), acmefiles.path(data, acmefiles.KEY, host))
         acmefiles.write_state(data, {"failures": 0, "next_attempt": renew_at(info), "last_error": "",
-                                     "directory": self.config.acme_directory})
+                                     "directory": self.config.acme_directory}, host)
         return changed, info.not_after.strftime("%Y-%m-%d %H:%M UTC")
 
     def _install_context(self, cert: str, key: str) -> int:
@@ -380,7 +389,7 @@ class AcmeService:
             self.siblings.send("tls", {})       # the other workers load it now (follow)
         log.info("ACME: new certificate for %s from %s, valid until %s, in use on %d TLS listeners (%s)",
                  ", ".join(names_of(self.config)), self.config.acme_directory, until, changed,
-                 acmefiles.path(self.config.data_dir, acmefiles.CERT))
+                 acmefiles.path(self.config.data_dir, acmefiles.CERT, host_of(self.config)))
         self._schedule(0)       # the next check decides when to renew
 
     def _failed(self, exc: BaseException) -> None:
@@ -393,14 +402,14 @@ class AcmeService:
 
     def _record_failure(self, error: str, now: float) -> Tuple[int, float]:
         """(failures in a row, seconds to wait), written to state.json (a worker's)."""
-        data = self.config.data_dir
-        state = acmefiles.read_state(data)
+        data, host = self.config.data_dir, host_of(self.config)
+        state = acmefiles.read_state(data, host)
         failures = int(state.get("failures", 0) or 0) + 1
         delay = backoff(failures, self.backoff_first, self.backoff_max)
         state.update(failures=failures, next_attempt=now + delay, last_error=error,
                      directory=self.config.acme_directory, renew=False)
         try:
-            acmefiles.write_state(data, state)
+            acmefiles.write_state(data, state, host)
         except DataDirError as e:
             log.error("ACME: %s", e)
         return failures, delay
@@ -459,21 +468,21 @@ def _duration(seconds: float) -> str:
 
 def describe(cfg, now: float) -> List[str]:
     """`mailsrv.py acme status`: names, the certificate's dates, the next attempt, the last error."""
-    data = cfg.data_dir
+    data, host = cfg.data_dir, host_of(cfg)
     names = names_of(cfg)
     out = ["directory %s" % cfg.acme_directory, "names %s" % ", ".join(names),
            "challenge %s" % (cfg.acme_challenge if cfg.acme_challenge == "http-01"
                              else "%s on port %d" % (cfg.acme_challenge, cfg.acme_tls_port))]
-    info, why = read_pair(data, names, now)
+    info, why = read_pair(data, names, now, host)
     if info is not None:
-        out.append("certificate %s" % acmefiles.path(data, acmefiles.CERT))
+        out.append("certificate %s" % acmefiles.path(data, acmefiles.CERT, host))
         out.append("certificate names %s" % ", ".join(info.dns_names))
         out.append("valid %s to %s UTC" % (info.not_before.strftime("%Y-%m-%d %H:%M"),
                                            info.not_after.strftime("%Y-%m-%d %H:%M")))
         out.append("renewal due %s UTC" % _utc(renew_at(info)))
     if why:
         out.append("problem %s" % why)
-    state = acmefiles.read_state(data)
+    state = acmefiles.read_state(data, host)
     if state.get("renew"):
         out.append("next attempt now (asked for by acme renew; a running server starts it on SIGHUP)")
     elif state.get("failures"):
@@ -490,12 +499,13 @@ def _utc(ts: float) -> str:
     return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
-def request_renewal(data_dir: str) -> None:
-    """`mailsrv.py acme renew`: mark an attempt as wanted now (the server reads it on SIGHUP)."""
-    state = acmefiles.read_state(data_dir)
+def request_renewal(data_dir: str, host: str = "") -> None:
+    """`mailsrv.py acme renew`: mark an attempt as wanted now (the server reads
+    it on SIGHUP); ``host``: host_of(cfg)."""
+    state = acmefiles.read_state(data_dir, host)
     state.update(renew=True)
-    acmefiles.write_state(data_dir, state)
+    acmefiles.write_state(data_dir, state, host)
 
 
-__all__ = ["AcmeService", "installed_pair", "describe", "request_renewal", "names_of", "backoff",
+__all__ = ["AcmeService", "installed_pair", "describe", "request_renewal", "names_of", "host_of", "backoff",
            "LETS_ENCRYPT", "LETS_ENCRYPT_STAGING"]
