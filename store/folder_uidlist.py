@@ -38,8 +38,10 @@ def _uid_of(record: dv.Record) -> int:
 class UidlistMixin:
     # -- the uidlist ---------------------------------------------------------------------
     def _load_uidlist(self) -> None:
-        """Read what is new in dovecot-uidlist: the appended tail when only appends happened,
-        else the whole file; convert mailsrv-uidlist or start over when there is none."""
+        """Read what is new in dovecot-uidlist: only the appended tail when the file is
+        the same one, grown (another process appended records: each delivery of a
+        sibling worker does), else the whole file; convert mailsrv-uidlist or start
+        over when there is none.  ``_uidlist_parsed`` counts octets of the file."""
         if self._unwritten:
             return                  # made in this locked change, written before it ends
         path = os.path.join(self.path, dv.UIDLIST)
@@ -48,42 +50,46 @@ class UidlistMixin:
             return
         try:
             with open(path, "rb") as f:
+                if (self._uidlist_sig is not None and sig is not None and sig[1] == self._uidlist_sig[1]
+                        and self._header is not None and sig[2] > self._uidlist_parsed):
+                    f.seek(self._uidlist_parsed)
+                    if self._append_tail(f.read()):
+                        self._uidlist_sig = sig
+                        return
+                    f.seek(0)
                 raw = f.read()
         except FileNotFoundError:
             self._start_uidlist()
             return
-        text = raw.decode("utf-8", "surrogateescape")
-        if (self._uidlist_sig is not None and sig[1] == self._uidlist_sig[1]
-                and self._header is not None and len(raw) > self._uidlist_parsed
-                and self._append_tail(text)):
-            self._uidlist_sig = sig
-            return
         try:
-            header, records, parsed = dv.parse_uidlist(text)
+            header, records, _ = dv.parse_uidlist(raw.decode("utf-8", "surrogateescape"))
         except dv.UidlistError as e:
             log.warning("%s unusable (%s): new UIDVALIDITY", path, e)
             self._new_uidlist(e.validity)
             return
+        parsed = raw.rfind(b"\n") + 1            # octets up to the last complete line
         self._header, self._uidlist_parsed, self._uidlist_sig = header, parsed, sig
         self._records = {r.key: r for r in records}
         if parsed < len(raw):
             self._rewrite_uidlist(list(self._records.values()))    # drop a torn last line
 
-    def _append_tail(self, text: str) -> bool:
-        """Parse records appended since the last read (another process's new messages)."""
-        tail = text[self._uidlist_parsed:]
-        end = tail.rfind("\n") + 1
-        if end < len(tail):
+    def _append_tail(self, raw: bytes) -> bool:
+        """Parse records appended since the last read (another process's new messages):
+        each must be above every UID so far, which ``nextuid`` bounds (O(1), not a
+        look at every record); anything else makes the caller read the whole file."""
+        end = raw.rfind(b"\n") + 1
+        if end < len(raw):
             return False        # a torn line of a writer that died: reparse, and rewrite without it
-        last = max((r.uid for r in self._records.values()), default=0)
+        last = self._header.nextuid - 1
         try:
-            recs = [dv.parse_record(l) for l in tail[:end].split("\n") if l]
+            recs = [dv.parse_record(l) for l in raw[:end].decode("utf-8", "surrogateescape").split("\n") if l]
         except ValueError:
             return False
         for r in recs:
             if r.uid <= last:
                 return False
             last = r.uid
+        for r in recs:
             self._records[r.key] = r
         self._header = self._header._replace(nextuid=max(self._header.nextuid, last + 1))
         self._uidlist_parsed += end

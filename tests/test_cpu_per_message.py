@@ -44,6 +44,11 @@ class FakeSocket:
             self.incoming.insert(0, rest)
         return data
 
+    def recv_into(self, buf):
+        data = self.recv(len(buf))
+        buf[:len(data)] = data
+        return len(data)
+
     def send(self, data):
         self.sends.append(bytes(data))
         return len(data)
@@ -147,6 +152,39 @@ class SendBatchingTest(unittest.TestCase):
         sends = self.store()
         self.assertEqual(len(sends), 1, sends)
         self.assertEqual([line[:3] for line in sends[0].split(b"\r\n")[:-1]], [b"250", b"250", b"250", b"354"])
+
+
+class ReadBufferTest(unittest.TestCase):
+    """A read fills one buffer per loop thread (recv_into): recv(READ_CHUNK) made a
+    64 KiB object per read, shrunk to what came, fresh heap pages each time."""
+
+    def test_a_short_read_allocates_what_came_not_a_read_chunk(self):
+        import socket
+        import tracemalloc
+        ours, peer = socket.socketpair()
+        self.addCleanup(ours.close)
+        self.addCleanup(peer.close)
+        ours.setblocking(False)
+        loop = FakeLoop()
+        conn = Connection(loop, ours, "smtp",
+                          lambda ctx: SmtpSession(ctx, SmtpConfig(hostname=HOST), FakeBackend(sync=False)))
+        conn.peer, conn.local = ("192.0.2.10", 40000), ("192.0.2.1", 25)
+        conn.open_session()
+
+        def command():
+            peer.sendall(b"NOOP\r\n")
+            conn._on_event(selectors.EVENT_READ)
+            loop.run_ready()
+        command()                                   # the thread's buffer exists from here on
+        tracemalloc.start()
+        self.addCleanup(tracemalloc.stop)
+        for _ in range(3):
+            tracemalloc.reset_peak()
+            base = tracemalloc.get_traced_memory()[0]
+            command()
+            self.assertLess(tracemalloc.get_traced_memory()[1] - base, loop_transport.READ_CHUNK // 4)
+        peer.settimeout(10)
+        self.assertEqual(peer.recv(4096).count(b"250 "), 4)     # greeting, then four NOOPs answered
 
 
 class WakeBatchingTest(unittest.TestCase):

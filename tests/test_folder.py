@@ -99,6 +99,32 @@ class UidTests(FolderTestCase):
         put(self.box, "1002.M1P1.host", MSG)
         self.assertEqual([m.uid for m in folder.snapshot().messages], [1, 2, 3])
 
+    def test_a_siblings_appends_cost_their_own_octets_not_the_whole_file(self):
+        # Two workers delivering to one mailbox (issue 14): each note of one re-read
+        # the whole uidlist, ever larger, that the other had appended to.
+        name = "1000.M1P1.hóst"                # UTF-8 in a name: the offset counts octets
+        put(self.box, name, MSG)
+        a, b = Folder(self.box), Folder(self.box)
+        a.sync()
+        put(self.box, "1001.M1P1.host", MSG)
+        self.assertEqual(b.note_delivered(["1001.M1P1.host"]), {"1001.M1P1.host": 2})
+        put(self.box, "1002.M1P1.host", MSG)
+        size = os.path.getsize(os.path.join(self.box, dv.UIDLIST))
+        reads, real_open = [], open
+
+        def counting_open(path, mode="r", *args, **kw):
+            f = real_open(path, mode, *args, **kw)
+            if str(path).endswith(dv.UIDLIST) and "b" in mode:
+                real_read = f.read
+                f.read = lambda *n: reads.append(real_read(*n)) or reads[-1]
+            return f
+        with mock.patch("builtins.open", counting_open), \
+                mock.patch.object(dv, "parse_uidlist", side_effect=AssertionError("whole file parsed")):
+            self.assertEqual(a.note_delivered(["1002.M1P1.host"]), {"1002.M1P1.host": 3})
+        self.assertLess(sum(map(len, reads)), size / 2, reads)
+        self.assertEqual([(m.uid, m.key) for m in Folder(self.box).snapshot().messages],
+                         [(1, name), (2, "1001.M1P1.host"), (3, "1002.M1P1.host")])
+
     def test_a_torn_line_left_by_a_dead_writer_is_dropped_before_appending(self):
         folder = Folder(self.box)
         put(self.box, "1000.M1P1.host", MSG)

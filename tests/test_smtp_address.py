@@ -140,3 +140,47 @@ class ParameterTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class FastPathTest(unittest.TestCase):
+    """The one-regex path for common addresses answers as the full parser does,
+    for every input it takes (random paths around each rule's edges)."""
+
+    PIECES = ["a", "Z", "0", "9", ".", "-", "@", "<", ">", " ", "+", "=", "_", "~", '"', "\\", ":",
+              ",", "[", "]", "ö", "\x01", "\x7f", "a" * 60, "b" * 63, "c" * 64, "d" * 200,
+              "x.example", "SIZE=10", "BODY=8BITMIME", "Postmaster"]
+
+    def full(self, fn, s):
+        from unittest import mock
+        try:
+            with mock.patch("protocols.smtp.address._simple_path", return_value=None):
+                return fn(s)
+        except AddressError as e:
+            return ("error", e.reply_tuple)
+
+    def test_fast_and_full_parser_agree(self):
+        import random
+        from protocols.smtp import address
+        rnd, taken = random.Random(5321), 0
+        shapes = ["<{l}@{d}>{r}", " <{l}@{d}>{r}", "<{l}@{d}.{d}>{r}", "{x}"]
+        for _ in range(20000):
+            part = lambda: "".join(rnd.choice(self.PIECES if rnd.random() < 0.2 else self.PIECES[:4] + ["-", "."])
+                                   for _ in range(rnd.randint(1, 4)))
+            s = rnd.choice(shapes).format(l=part(), d=part(), x=part(),
+                                          r=rnd.choice(["", " ", "  ", " SIZE=1", " x y ", "x", ">"]))
+            simple = address._simple_path(s)
+            if simple is None:
+                continue
+            taken += 1
+            for fn in (parse_reverse_path, parse_forward_path):
+                self.assertEqual(fn(s), self.full(fn, s), repr(s))
+        self.assertGreater(taken, 1000)
+
+    def test_limits_go_to_the_full_parser(self):
+        from protocols.smtp import address
+        self.assertIsNotNone(address._simple_path("<%s@example.org>" % ("a" * 64)))
+        for s in ("<%s@example.org>" % ("a" * 65), "<a@%s>" % ".".join(["d" * 63] * 4 + ["org"]),
+                  "<%s@%s>" % ("a" * 20, ".".join(["c" * 60] * 4))):
+            self.assertIsNone(address._simple_path(s), s)
+            with self.assertRaises(AddressError):
+                parse_forward_path(s)

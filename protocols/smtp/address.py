@@ -53,6 +53,13 @@ _KEYWORD_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")
 _VALUE_RE = re.compile(r"[\x21-\x3c\x3e-\x7e\x80-\U0010ffff]+\Z")
 # RFC 5321 §4.1.3 Standardized-tag = Ldh-str ; dcontent = %d33-90 / %d94-126
 _GENERAL_LITERAL_RE = re.compile(r"[A-Za-z0-9-]*[A-Za-z0-9]:[\x21-\x5a\x5e-\x7e]+\Z")
+# The common path in one match: "<" Dot-string "@" Domain ">" in ASCII, labels of
+# at most 63 (RFC 5321 §4.1.2, RFC 1035 §2.3.4), then nothing or SP and the
+# parameters; lengths are checked after it.  Whatever it does not match takes the
+# full parser below, which gives the same answer for what it does (tests/test_smtp_address.py).
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_SIMPLE_PATH_RE = re.compile(r"(?s) *<(%s(?:\.%s)*)@(%s(?:\.%s)*)>(?: (.*))?\Z" % (_ATOM, _ATOM, _LABEL, _LABEL))
 
 
 class AddressError(ProtocolError):
@@ -277,11 +284,26 @@ def _path(path: str, smtputf8: bool, err: _Errors) -> Address:
     return addr
 
 
+def _simple_path(s: str) -> Optional[Tuple[Address, str]]:
+    """The common case of both paths in one regular expression (no loop per
+    character); None sends the caller to the full parser."""
+    m = _SIMPLE_PATH_RE.match(s)
+    if m is None:
+        return None
+    local, dom, rest = m.group(1, 2, 3)
+    if len(local) > MAX_LOCAL_PART or len(dom) > MAX_DOMAIN or len(local) + len(dom) + 3 > MAX_PATH:
+        return None             # the full parser gives the reply
+    return Address(local, dom, False), (rest or "").strip(" ")
+
+
 def parse_reverse_path(s: str, smtputf8: bool = False) -> Tuple[Optional[Address], str]:
     """Reverse-path = Path / "<>" (RFC 5321 §4.1.2) followed by parameters.
 
     Returns (None, params) for the null path, else (Address, params).
     """
+    simple = _simple_path(s)
+    if simple is not None:
+        return simple
     err = _Errors(sender=True)
     path, rest = _split_path(s, err)
     if path == "<>":
@@ -296,6 +318,9 @@ def parse_forward_path(s: str, smtputf8: bool = False,
     The bare ``<Postmaster>`` (case-insensitive) becomes
     Address("postmaster", postmaster_domain).
     """
+    simple = _simple_path(s)
+    if simple is not None:
+        return simple
     err = _Errors(sender=False)
     path, rest = _split_path(s, err)
     if path.lower() == "<postmaster>":
