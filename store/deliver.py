@@ -10,7 +10,9 @@ Procedure per job (maildir(5) "How a message is delivered", made durable):
 2. hard-link that file into ``new/<unique>`` of every recipient (one write,
    links for the rest); across file systems (EXDEV) write a copy into that
    recipient's own ``tmp/``, fsync it, and link the copy;
-3. after ALL jobs of the batch: fsync each distinct ``new/`` directory once;
+3. after ALL jobs of the batch: fsync each distinct ``new/`` directory once
+   (the Deliverer, under load, after the next batch's file fsyncs: see
+   ``Deliverer._run_batch``);
    then each user's Maildir++ ``maildirsize`` (store/quota.py), if it exists,
    gets one ``bytes count`` line appended for what was linked;
 4. the folder (store/folder.py ``note_delivered``) gives the new files
@@ -329,6 +331,12 @@ def deliver_batch(store: MailStore, jobs: List[DeliveryJob], fs: Optional[FileOp
     fs = fs or DEFAULT_FS
     states = [_State(job) for job in jobs]
     _each(executor, lambda st: _stage(store, fs, st), states)
+    return _commit(fs, states, executor, uids)
+
+
+def _commit(fs: FileOps, states: List[_State], executor: Optional[Executor],
+            uids: Optional[Callable[[List[Tuple[str, List[str]]]], None]]) -> List[DeliveryResult]:
+    """Steps 3-5 for jobs staged (written, fsync'd and linked) already."""
     by_dir: Dict[str, List[_State]] = {}
     for st in states:
         if st.error is None:
@@ -435,29 +443,54 @@ class Deliverer:
         self._uids.flush()
 
     def _run(self) -> None:
+        carry: list = []        # staged, its directory fsync deferred (see _run_batch)
         while True:
             with self._cond:
-                while not self._pending and not self._closed:
+                while not self._pending and not self._closed and not carry:
                     self._cond.wait()
-                if not self._pending:
-                    return
                 batch = self._pending[:self.max_batch]
                 del self._pending[:self.max_batch]
-            self._run_batch(batch)
+            if not batch and not carry:
+                return
+            carry = self._run_batch(batch, carry)
 
-    def _run_batch(self, batch) -> None:
-        self.batches += 1
+    def _run_batch(self, batch, carry) -> list:
+        """Stage ``batch``, then commit ``carry`` (the batch staged before).  Under load
+        each batch's directory fsync waits for the next batch's file fsyncs: on a
+        journalling file system those commit the previous links too, so the
+        directory fsync finds them on disk, and one journal commit serves two
+        batches instead of two commits for each.  With nothing more waiting the
+        batch commits at once.  Returns what waits for the next round."""
+        self.batches += 1 if batch else 0
+        states = [_State(job) for job, _ in batch]
         try:
-            results = deliver_batch(self.store, [job for job, _ in batch], self.fs, self._pool,
-                                    uids=self._uids.add)
+            _each(self._pool, lambda st: _stage(self.store, self.fs, st), states)
         except Exception as exc:  # a bug: still answer every job
             log.exception("delivery batch failed")
-            results = [DeliveryResult(False, _describe(exc)) for _ in batch]
-        for (job, callback), result in zip(batch, results):
+            for st in states:
+                st.fail(exc)
+        staged = list(zip(states, [callback for _, callback in batch]))
+        with self._cond:
+            more = bool(self._pending) and not self._closed
+        if more:
+            self._commit(carry)
+            return staged
+        self._commit(carry + staged)
+        return []
+
+    def _commit(self, staged) -> None:
+        if not staged:
+            return
+        try:
+            results = _commit(self.fs, [st for st, _ in staged], self._pool, self._uids.add)
+        except Exception as exc:  # a bug: still answer every job
+            log.exception("delivery commit failed")
+            results = [DeliveryResult(False, _describe(exc)) for _ in staged]
+        for (st, callback), result in zip(staged, results):
             try:
                 callback(result)
             except Exception:
-                log.exception("delivery callback failed queue_id=%s", job.queue_id)
+                log.exception("delivery callback failed queue_id=%s", st.job.queue_id)
 
 
 class _UidNoter:

@@ -375,11 +375,47 @@ class DelivererTest(_StoreCase):
         self.assertTrue(all(r.ok for r in results))
         self.assertEqual(deliverer.batches, 2)
         self.assertEqual(fs.calls["fsync"], 50)
-        self.assertEqual(fs.calls["fsync_dir"], 3)   # batch 1: alice; batch 2: alice, bob
+        # batch 1 (alice) waits for batch 2's files, then both commit: alice, bob
+        self.assertEqual(fs.calls["fsync_dir"], 2)
         self.assertEqual(len(self.files("alice@example.org")), 26)   # "first" + 25
         self.assertEqual(len(self.files("bob@example.org")), 24)
         for u in users:
             self.assertEqual(self.files(u, "tmp"), [])
+
+    def test_under_load_a_batch_commits_after_the_next_batchs_file_fsyncs(self):
+        """Two batches share a journal commit: batch 1's directory fsync waits for batch
+        2's file fsyncs when batch 2 is already waiting, and still comes before any
+        result (no 250 before the directory fsync)."""
+        events, lock = [], threading.Lock()
+
+        class Recording(GatedFS):
+            def _hit(self, op, arg):
+                with lock:
+                    events.append(op)
+                super()._hit(op, arg)
+        fs = Recording()
+        deliverer = Deliverer(self.store, fs)
+        self.addCleanup(deliverer.close)
+        done = threading.Event()
+
+        def callback(name):
+            def cb(res):
+                self.assertTrue(res.ok, res.error)
+                with lock:
+                    events.append("result " + name)
+                    if sum(e.startswith("result") for e in events) == 4:
+                        done.set()
+            return cb
+        deliverer.submit(DeliveryJob(DATA, "s@r", ["alice@example.org"], "first"), callback("1"))
+        self.assertTrue(fs.entered.wait(10))          # batch 1 is being staged
+        for i in range(3):
+            deliverer.submit(DeliveryJob(DATA, "s@r", ["alice@example.org"], "Q%d" % i), callback("2"))
+        fs.gate.set()
+        self.assertTrue(done.wait(10))
+        ops = [e for e in events if e in ("fsync", "fsync_dir") or e.startswith("result")]
+        # nothing waits after batch 2: both commit in one directory fsync, batch 1 first
+        self.assertEqual(ops, ["fsync"] * 4 + ["fsync_dir", "result 1"] + ["result 2"] * 3)
+        self.assertEqual((deliverer.batches, len(self.files("alice@example.org"))), (2, 4))
 
     def test_failure_reported_through_callback(self):
         fs = CountingFS()
