@@ -8,8 +8,9 @@ Procedure per job (maildir(5) "How a message is delivered", made durable):
    message received over SMTP was already written there as it arrived
    (``store/incoming.py``, ``DeliveryJob.spool``) and is only fsync'd;
 2. hard-link that file into ``new/<unique>`` of every recipient (one write,
-   links for the rest); across file systems (EXDEV) write a copy into that
-   recipient's own ``tmp/``, fsync it, and link the copy;
+   links for the rest), the last one by rename (``_link_one``); across file
+   systems (EXDEV) write a copy into that recipient's own ``tmp/``, fsync it,
+   and link the copy;
 3. after ALL jobs of the batch: fsync each distinct ``new/`` directory once
    (the Deliverer, under load, after the next batch's file fsyncs: see
    ``Deliverer._run_batch``);
@@ -22,7 +23,8 @@ Procedure per job (maildir(5) "How a message is delivered", made durable):
    does this step on a thread of its own after the results are reported,
    batched (see ``_UidNoter``): the 250 waits for the message's fsyncs, not
    for the uidlist's dotlock and fdatasync;
-5. unlink the ``tmp/`` names; report each job's result.
+5. unlink the ``tmp/`` names left (a copy's; every one on failure); report
+   each job's result.
 
 Only complete, fsync'd files are ever linked into ``new/``, so a crash at any
 instant leaves nothing half-written there (at worst an orphan in ``tmp/``,
@@ -122,6 +124,9 @@ class FileOps:
 
     def unlink(self, path: str) -> None:
         os.unlink(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.rename(src, dst)
 
     def fsync_dir(self, path: str) -> None:
         fsutil.fsync_dir(path)
@@ -263,16 +268,24 @@ def _stored_chunks(job: DeliveryJob, sizes: List[int]):
     sizes[:] = [stored, conv.wire_size]
 
 
-def _link_one(store: MailStore, fs: FileOps, st: _State, user: str, name: str) -> None:
+def _link_one(store: MailStore, fs: FileOps, st: _State, user: str, name: str, last: bool) -> None:
+    """The file into ``user``'s new/: a hard link, or for the last recipient a
+    rename (the tmp/ name is not needed after it: one directory change and one
+    system call fewer than link + unlink).  DEVIATION(maildir(5)): it says link
+    then unlink; rename is as atomic (POSIX rename(2)), and Dovecot's maildir
+    delivery renames too."""
     root = _box(store, user, st.job.folder)
     new_dir = os.path.join(root, "new")
     dst = os.path.join(new_dir, name)
+    place = fs.rename if last else fs.link
     try:
         try:
-            fs.link(st.tmps[0], dst)
+            place(st.tmps[0], dst)
         except FileNotFoundError:
             store.create_mailbox(user)
-            fs.link(st.tmps[0], dst)
+            place(st.tmps[0], dst)
+        if last:
+            st.tmps.pop(0)          # renamed: nothing left in tmp/ to remove
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
@@ -305,8 +318,8 @@ def _stage(store: MailStore, fs: FileOps, st: _State) -> None:
             tmp_name = store.unique_name(0).partition(",")[0]
             st.tmps.append(_write_tmp(store, fs, users[0], tmp_name, _stored_chunks(st.job, sizes), job.folder))
             name = store.unique_name(*sizes)
-        for user in users:
-            _link_one(store, fs, st, user, name)
+        for i, user in enumerate(users):
+            _link_one(store, fs, st, user, name, last=i == len(users) - 1)
     except (OSError, ValueError) as exc:
         if st.job.spool is not None and not st.tmps:
             st.job.spool.file.discard()      # never synced: remove what was appended
