@@ -218,7 +218,7 @@ def _check_job(job: DeliveryJob) -> List[str]:
     if not users:
         raise ValueError("job without recipients")
     for text in [job.return_path, job.delivered_to] + users:
-        if any(c in text for c in "\r\n\x00"):
+        if "\r" in text or "\n" in text or "\x00" in text:
             raise ValueError("control character in address")
     return users
 
@@ -231,7 +231,7 @@ def _box(store: MailStore, user: str, folder: str) -> str:
 def _write_tmp(store: MailStore, fs: FileOps, user: str, name: str, chunks, folder: str = "") -> str:
     """Write+fsync ``chunks`` (stored form) to the user's tmp/; creates a
     missing mailbox."""
-    path = os.path.join(_box(store, user, folder), "tmp", name)
+    path = _box(store, user, folder) + "/tmp/" + name     # POSIX paths: join's cost per message
     try:
         fd = fs.create(path)
     except FileNotFoundError:
@@ -274,9 +274,8 @@ def _link_one(store: MailStore, fs: FileOps, st: _State, user: str, name: str, l
     system call fewer than link + unlink).  DEVIATION(maildir(5)): it says link
     then unlink; rename is as atomic (POSIX rename(2)), and Dovecot's maildir
     delivery renames too."""
-    root = _box(store, user, st.job.folder)
-    new_dir = os.path.join(root, "new")
-    dst = os.path.join(new_dir, name)
+    new_dir = _box(store, user, st.job.folder) + "/new"
+    dst = new_dir + "/" + name
     place = fs.rename if last else fs.link
     try:
         try:
@@ -303,7 +302,8 @@ def _stage(store: MailStore, fs: FileOps, st: _State) -> None:
     try:
         job = st.job
         users = _check_job(job)
-        st.job = dataclasses.replace(st.job, users=users)
+        if users != job.users:
+            st.job = dataclasses.replace(st.job, users=users)
         if job.spool is not None:
             job.spool.file.sync()
             st.tmps.append(job.spool.file.path)
