@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime
 import email.utils
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, List, Optional, Set, Tuple
@@ -206,13 +207,19 @@ def crlf_length(data: bytes, start: int = 0, end: Optional[int] = None) -> int:
     return (end - start) + data.count(b"\n", start, end) - data.count(b"\r\n", start, end)
 
 
+@functools.lru_cache(maxsize=4)         # one format per second, not per message
+def _utc_date(second: int) -> str:
+    """RFC 5322 §3.3 date-time of ``second`` in UTC, "+0000" (seconds are its finest unit)."""
+    date = email.utils.format_datetime(datetime.datetime.fromtimestamp(second, datetime.timezone.utc))
+    return date.replace("-0000", "+0000")
+
+
 def trace_field(clauses: List[str], rcpt: Optional[str], when: float) -> bytes:
     """A Received: field (RFC 5321 §4.4) from its leading clauses, one per
     line: "for" only when there is exactly one recipient (RFC 5321 §7.2 warns
     that "for" with several recipients discloses Bcc), then "; " and the
     date-time in UTC (RFC 5322 §3.3, "+0000"), folded with TAB (RFC 5322 §2.2.3)."""
-    date = email.utils.format_datetime(datetime.datetime.fromtimestamp(when, datetime.timezone.utc))
-    date = date.replace("-0000", "+0000")
+    date = _utc_date(int(when))
     lines = ["Received: " + clauses[0]] + ["\t" + c for c in clauses[1:]]
     if rcpt is not None:
         lines.append("\tfor <%s>; %s" % (rcpt, date))

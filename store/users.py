@@ -119,6 +119,7 @@ def normalize_domain(domain: str) -> str:
     return canon
 
 
+@functools.lru_cache(maxsize=4096)      # pure, and asked three times per RCPT
 def normalize_localpart(local: str) -> str:
     """Canonical (lowercased) local part; raises ValueError (see module doc)."""
     if not local or _has_bad_char(local) or local.startswith("."):

@@ -53,6 +53,15 @@ class CountingFS(FileOps):
         self._hit("link", dst)
         super().link(src, dst)
 
+    def rename(self, src, dst):         # the last recipient's way into new/: counted as one
+        self._hit("link", dst)
+        self._hit("rename", dst)
+        super().rename(src, dst)
+
+    def unlink(self, path):
+        self._hit("unlink", path)
+        super().unlink(path)
+
     def fsync_dir(self, path):
         self._hit("fsync_dir", path)
         super().fsync_dir(path)
@@ -206,6 +215,19 @@ class DeliverBatchTest(_StoreCase):
         self.assertIn("EACCES", res.error)
         self.assertNothingLeft("alice@example.org")
 
+    def test_the_last_recipient_gets_the_file_by_rename(self):
+        # one directory change and one system call fewer than link + unlink
+        fs = CountingFS()
+        [one] = deliver_batch(self.store, [DeliveryJob(DATA, "s@r", ["alice@example.org"], "Q1")], fs)
+        self.assertEqual((fs.calls.get("rename"), fs.calls.get("unlink")), (1, None))
+        [two] = deliver_batch(self.store, [DeliveryJob(DATA, "s@r", ["alice@example.org", "bob@example.org"],
+                                                       "Q2")], fs)
+        self.assertEqual((fs.calls.get("rename"), fs.calls["link"], fs.calls.get("unlink")), (2, 3, None))
+        self.assertEqual(os.stat(two.paths[0]).st_ino, os.stat(two.paths[1]).st_ino)     # one file
+        for u in ("alice@example.org", "bob@example.org"):
+            self.assertEqual(self.files(u, "tmp"), [])
+        self.assertTrue(one.ok and two.ok)
+
     def test_exdev_falls_back_to_fsynced_copy(self):
         fs = CountingFS()
         fs.fail["link"] = lambda dst: (errno.EXDEV if "/bob/new/" in dst
@@ -303,6 +325,12 @@ class InvariantFS(CountingFS):
         super().link(src, dst)
         self._check()
 
+    def rename(self, src, dst):
+        self.test.assertIn(src, self.synced, "renamed before fsync")
+        self._check()
+        super().rename(src, dst)
+        self._check()
+
 
 class CrashSafetyTest(_StoreCase):
     def test_only_complete_fsynced_files_ever_appear_in_new(self):
@@ -375,11 +403,47 @@ class DelivererTest(_StoreCase):
         self.assertTrue(all(r.ok for r in results))
         self.assertEqual(deliverer.batches, 2)
         self.assertEqual(fs.calls["fsync"], 50)
-        self.assertEqual(fs.calls["fsync_dir"], 3)   # batch 1: alice; batch 2: alice, bob
+        # batch 1 (alice) waits for batch 2's files, then both commit: alice, bob
+        self.assertEqual(fs.calls["fsync_dir"], 2)
         self.assertEqual(len(self.files("alice@example.org")), 26)   # "first" + 25
         self.assertEqual(len(self.files("bob@example.org")), 24)
         for u in users:
             self.assertEqual(self.files(u, "tmp"), [])
+
+    def test_under_load_a_batch_commits_after_the_next_batchs_file_fsyncs(self):
+        """Two batches share a journal commit: batch 1's directory fsync waits for batch
+        2's file fsyncs when batch 2 is already waiting, and still comes before any
+        result (no 250 before the directory fsync)."""
+        events, lock = [], threading.Lock()
+
+        class Recording(GatedFS):
+            def _hit(self, op, arg):
+                with lock:
+                    events.append(op)
+                super()._hit(op, arg)
+        fs = Recording()
+        deliverer = Deliverer(self.store, fs)
+        self.addCleanup(deliverer.close)
+        done = threading.Event()
+
+        def callback(name):
+            def cb(res):
+                self.assertTrue(res.ok, res.error)
+                with lock:
+                    events.append("result " + name)
+                    if sum(e.startswith("result") for e in events) == 4:
+                        done.set()
+            return cb
+        deliverer.submit(DeliveryJob(DATA, "s@r", ["alice@example.org"], "first"), callback("1"))
+        self.assertTrue(fs.entered.wait(10))          # batch 1 is being staged
+        for i in range(3):
+            deliverer.submit(DeliveryJob(DATA, "s@r", ["alice@example.org"], "Q%d" % i), callback("2"))
+        fs.gate.set()
+        self.assertTrue(done.wait(10))
+        ops = [e for e in events if e in ("fsync", "fsync_dir") or e.startswith("result")]
+        # nothing waits after batch 2: both commit in one directory fsync, batch 1 first
+        self.assertEqual(ops, ["fsync"] * 4 + ["fsync_dir", "result 1"] + ["result 2"] * 3)
+        self.assertEqual((deliverer.batches, len(self.files("alice@example.org"))), (2, 4))
 
     def test_failure_reported_through_callback(self):
         fs = CountingFS()

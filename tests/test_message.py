@@ -102,6 +102,11 @@ class CallersTest(unittest.TestCase):
     def test_loop_count_reads_fields_only(self):
         msg = b"Received: a\r\nX-Note:\r\n Received: not a field\r\nReceived:b\r\n\r\nReceived: body\r\n"
         self.assertEqual(smtp_data.count_received(msg), 2)
+        # the word only in the body, only in a value, in obsolete syntax, after bare LFs
+        self.assertEqual(smtp_data.count_received(b"Subject: s\r\n\r\nReceived: b\r\n"), 0)
+        self.assertEqual(smtp_data.count_received(b"Subject: received\r\n\r\n"), 0)
+        self.assertEqual(smtp_data.count_received(b"ReCeIvEd : a\r\nSubject: s\r\n\r\n"), 1)
+        self.assertEqual(smtp_data.count_received(b"Subject: s\nReceived: a\n\nReceived: b\r\n\r\n"), 1)
 
     def test_sendmail_t_keeps_field_order_and_unfolds(self):
         addrs, out = sendmail.extract(b"Cc: c@x\r\nTo: a@x,\r\n b@x\r\nBcc: d@x\r\n\r\nbody\r\n")

@@ -237,8 +237,12 @@ def count_received(data: bytes) -> int:
     """Number of Received: fields in the header block (RFC 5321 §6.3).
 
     The header block ends at the first empty line (RFC 5322 §2.1); the
-    match is case-insensitive and ignores folded continuation lines.
+    match is case-insensitive and ignores folded continuation lines.  A header
+    block without the word at all (what the first hop sees) is not parsed.
     """
+    end = data.find(b"\r\n\r\n")           # the block ends here at the latest
+    if b"received" not in (data if end < 0 else data[:end]).lower():
+        return 0
     return parse_header(data).count(b"received")
 
 
