@@ -58,6 +58,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from store import fsutil, quota
 from store.folder import open_folder
+from store.gang import Gang
 from store.fsutil import AppendFile, read_chunks
 from store.maildir import MailStore
 
@@ -427,6 +428,7 @@ class Deliverer:
         self.max_batch = max_batch
         self.batches = 0
         self._pool = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="mailsrv-deliver-io")
+        self._gang = Gang(IO_THREADS - 1, "mailsrv-deliver-stage")    # + the staging thread itself
         self._cond = threading.Condition()
         self._pending: List[Tuple[DeliveryJob, Callable[[DeliveryResult], None]]] = []
         self._closed = False
@@ -450,6 +452,7 @@ class Deliverer:
         self._thread.join()
         self._uids.close()
         self._pool.shutdown(wait=True)
+        self._gang.close()
 
     def flush_uids(self) -> None:
         """Wait until every delivered file so far has been given its UID (step 4)."""
@@ -477,7 +480,7 @@ class Deliverer:
         self.batches += 1 if batch else 0
         states = [_State(job) for job, _ in batch]
         try:
-            _each(self._pool, lambda st: _stage(self.store, self.fs, st), states)
+            self._gang.map(lambda st: _stage(self.store, self.fs, st), states)
         except Exception as exc:  # a bug: still answer every job
             log.exception("delivery batch failed")
             for st in states:
