@@ -7,8 +7,9 @@ What is measured: durable messages per second accepted by ``python3 mailsrv.py``
 (a subprocess; every 250 after DATA means the message is fsync'd into the
 recipient's Maildir, store/deliver.py) and, alternating with it in the same
 run, by a peer: the stdlib ``smtpd`` module (Python <= 3.11) whose
-``process_message`` does ``mailbox.Maildir.add`` -- no fsync, like the
-issue's aiosmtpd reference.  Medians of N runs; each measurement gets a fresh
+``process_message`` does ``mailbox.Maildir.add`` -- it fsyncs the file but
+not the directory it is linked into (not durable), like the issue's aiosmtpd
+reference.  Medians of N runs; each measurement gets a fresh
 data directory under ./bench-data/<stamp>/ and this run's directories are
 removed only after the last measurement (``--keep`` keeps them).
 
@@ -70,7 +71,7 @@ warnings.simplefilter("ignore")
 box = mailbox.Maildir(sys.argv[1], create=True)
 class Peer(smtpd.SMTPServer):
     def process_message(self, peer, mailfrom, rcpttos, data, **kw):
-        box.add(data)          # mailbox.Maildir.add: tmp/ then rename into new/, no fsync
+        box.add(data)          # mailbox.Maildir.add: fsync of tmp/ file, link, no dir fsync
 server = Peer(("127.0.0.1", 0), None, decode_data=False)
 server.socket.listen(1024)     # smtpd listens with a backlog of 5; do not measure SYN retries
 print("listening smtp 127.0.0.1:%d" % server.socket.getsockname()[1], flush=True)
@@ -79,24 +80,29 @@ asyncore.loop(timeout=1)
 '''
 
 
+# aiosmtpd's Controller listens with asyncio's default backlog of 100: 128 sessions
+# connecting at once would measure SYN retransmits; this one listens with 1024.
 AIOSMTPD_PEER = r'''
-import asyncio, mailbox, signal, sys
+import asyncio, mailbox, signal, socket, sys
 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
 from aiosmtpd.controller import Controller
 box = mailbox.Maildir(sys.argv[1], create=True)
 class Handler:
     async def handle_DATA(self, server, session, envelope):
-        box.add(envelope.original_content)   # mailbox.Maildir.add, no fsync: the issue's reference
+        box.add(envelope.original_content)   # mailbox.Maildir.add: fsync of tmp/ file, link, no dir fsync
         return "250 OK"
-import socket
+class Backlog(Controller):
+    def _create_server(self):
+        return self.loop.create_server(self._factory_invoker, host=self.hostname, port=self.port,
+                                       backlog=1024)
 probe = socket.socket()
 probe.bind(("127.0.0.1", 0))               # Controller cannot take port 0: pick a free one
 port = probe.getsockname()[1]
 probe.close()
-controller = Controller(Handler(), hostname="127.0.0.1", port=port)
+controller = Backlog(Handler(), hostname="127.0.0.1", port=port)
 controller.start()
 print("listening smtp 127.0.0.1:%d" % port, flush=True)
-signal.sigwait([signal.SIGTERM])           # SIGTERM (blocked below) ends the process
+signal.sigwait([signal.SIGTERM])
 controller.stop()
 '''
 # The issue's reference peer is aiosmtpd.  It is not in the standard library, so it is

@@ -71,7 +71,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tests.bench_proc import ServerProcess  # noqa: E402
-from tests.bench_smtp import AIOSMTPD_VENV, BENCH_DIR, aiosmtpd_python  # noqa: E402
+from tests.bench_smtp import AIOSMTPD_PEER, AIOSMTPD_VENV, BENCH_DIR, aiosmtpd_python  # noqa: E402
 from tests.postfix_instance import PostfixInstance, free_port, skip_reason  # noqa: E402
 
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
@@ -84,31 +84,6 @@ DELIVERY_WAIT = 600.0           # bound on waiting for Postfix's deliveries (sec
 POLL = 0.05                     # Maildir polling interval while Postfix delivers
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-# aiosmtpd's Controller listens with asyncio's default backlog of 100: 128 sessions
-# connecting at once would measure SYN retransmits; this one listens with 1024.
-AIOSMTPD_PEER = r'''
-import asyncio, mailbox, signal, socket, sys
-signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
-from aiosmtpd.controller import Controller
-box = mailbox.Maildir(sys.argv[1], create=True)
-class Handler:
-    async def handle_DATA(self, server, session, envelope):
-        box.add(envelope.original_content)   # mailbox.Maildir.add: fsync of tmp/ file, link, no dir fsync
-        return "250 OK"
-class Backlog(Controller):
-    def _create_server(self):
-        return self.loop.create_server(self._factory_invoker, host=self.hostname, port=self.port,
-                                       backlog=1024)
-probe = socket.socket()
-probe.bind(("127.0.0.1", 0))               # Controller cannot take port 0: pick a free one
-port = probe.getsockname()[1]
-probe.close()
-controller = Backlog(Handler(), hostname="127.0.0.1", port=port)
-controller.start()
-print("listening smtp 127.0.0.1:%d" % port, flush=True)
-signal.sigwait([signal.SIGTERM])
-controller.stop()
-'''
 
 
 # ---------------------------------------------------------------------- CPU of a process tree
