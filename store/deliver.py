@@ -418,8 +418,12 @@ def _finish(fs: FileOps, st: _State) -> DeliveryResult:
 
 
 class Deliverer:
-    """One worker thread; every job waiting when it wakes is one batch, so
-    concurrent senders share directory fsyncs (group commit)."""
+    """One staging thread; every job waiting when it wakes is one batch, so
+    concurrent senders share directory fsyncs (group commit).  The batch's files
+    are written and fsync'd by that thread and a gang of IO_THREADS - 1 others
+    (store/gang.py); under load its directory fsyncs follow the next batch's file
+    fsyncs (``_run_batch``).  The pool does several directories' fsyncs at once
+    and the UID notes (``_UidNoter``)."""
 
     def __init__(self, store: MailStore, fs: Optional[FileOps] = None,
                  max_batch: int = MAX_BATCH):
@@ -437,7 +441,7 @@ class Deliverer:
         self._thread.start()
 
     def submit(self, job: DeliveryJob, callback: Callable[[DeliveryResult], None]) -> None:
-        """Queue ``job``; ``callback(result)`` runs later in the worker thread."""
+        """Queue ``job``; ``callback(result)`` runs later in the staging thread."""
         with self._cond:
             if self._closed:
                 raise RuntimeError("Deliverer is closed")
