@@ -156,7 +156,7 @@ class TwoRelaysTest(unittest.TestCase):
         def stop():
             loop.stop()
             thread.join(10)
-            loop.close()
+            loop.close(wait=True)       # its jobs write in the queue folder the cleanup removes
         self.addCleanup(stop)
         return relay
 
