@@ -32,9 +32,10 @@ from protocols.backend.wiring import Backend
 from protocols.commands import (dns_main, dns_parser, queue_main, rfc_main, serve, server_pid_name, source_citations,  # noqa: F401 (serve, source_citations: for tests)
                                  serve_processes, test_server_main, test_server_parser, tls_main, tls_parser, user_alias_main, user_quota_parser)
 from protocols.config import KEYS, Config, ConfigError, config_example, load_config, read_config_file  # noqa: F401 (KEYS, read_config_file: for tests and embedders)
-from protocols.loop import EventLoop, raise_fd_limit
+from protocols.loop import EventLoop
 from protocols.loop_tls import client_tls_context
 from protocols.startup import bind_error as _bind_error, listener_plan, listening_line
+from protocols.supervisor import tune_process
 from store.datadir import DataDirError, ServerLock, open_data_dir, open_for_command, os_reason
 
 log = logging.getLogger("mailsrv")
@@ -137,7 +138,8 @@ class MailServer:
                     ssl_context=self._tls if implicit else None,
                     starttls_context=None if implicit or lst.tls == PLAIN else self._tls,
                     max_connections=cfg.max_connections, max_per_ip=cfg.max_connections_per_ip,
-                    busy_reply=lst.busy, sock=self.sockets.get((name, host, port)), counts=counts)
+                    busy_reply=lst.busy, sock=self.sockets.get((name, host, port)), counts=counts,
+                    shared=bool(shared))
             except OSError as e:
                 raise ConfigError(_bind_error(name, host, port, e)) from None
             self.addresses.setdefault(name, []).append(bound)
@@ -350,7 +352,7 @@ def serve_main(argv: List[str]) -> int:
         log_handler = logtarget.install(cfg.log_target, str(cfg.log_level))
     except OSError as e:
         raise ConfigError(f"cannot open log_target {e.filename or cfg.log_target}: {e.strerror or e}") from None
-    raise_fd_limit()        # process-wide, so here and not in EventLoop: embedders keep theirs
+    tune_process()      # process-wide, so here and not in EventLoop: embedders keep theirs
     cfg.data_dir = open_data_dir(cfg.data_dir, create=True)
     lock = ServerLock(cfg.data_dir, server_pid_name(cfg)).acquire()   # a second server here stops
     try:

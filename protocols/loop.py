@@ -24,7 +24,7 @@ Design, after CPython's selectors/asyncio transports:
 Besides ``listen``/``connect``/``call_later``/``run``: ``time()`` (the injected
 clock), ``run_in_thread``, ``AF_INET``/``AF_INET6`` for ``open_datagram``
 callers, ``connect(..., implicit_tls=False)``, ``close()``.  Constructing a
-loop changes nothing in the process (``raise_fd_limit`` is the serve path's).
+loop changes nothing in the process (protocols/supervisor.py ``tune_process`` is the serve path's).
 
 Thread-safe: ``call_soon_threadsafe``, ``stop``, ``begin_shutdown``; the rest is
 for the loop thread (or before ``run``), where sessions and backends run.
@@ -55,13 +55,13 @@ from .loop_connlimits import LocalCounts
 from .loop_tls import TLS_HANDSHAKE_TIMEOUT
 from .loop_transport import READ_CHUNK, WRITE_LOW_WATER, Connection, Datagram, fmt_addr  # noqa: F401 (re-exported)
 
-__all__ = ["EventLoop", "Lane", "TimerHandle", "Connection", "Datagram", "raise_fd_limit", "machine_name_lookups",
+__all__ = ["EventLoop", "Lane", "TimerHandle", "Connection", "Datagram", "machine_name_lookups",
            "READ_CHUNK", "WRITE_LOW_WATER", "TLS_HANDSHAKE_TIMEOUT"]
 
 log = logging.getLogger("mailsrv.loop")
 conn_log = logging.getLogger("mailsrv.conn")
 
-ACCEPT_BATCH = 64               # accept() calls per readiness event of a listener
+ACCEPT_BATCH = 64               # accept() calls per readiness event of a listener (1 if shared: ``listen``)
 LISTEN_BACKLOG = 1024           # the kernel caps it at net.core.somaxconn
 ACCEPT_PAUSE = 0.1              # seconds to stop accepting when out of file descriptors
 TIMER_COMPACT_AT = 1024         # rebuild the timer heap when this many cancelled entries linger
@@ -83,24 +83,6 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def raise_fd_limit() -> None:
-    """Raise RLIMIT_NOFILE's soft limit to the hard limit (1,000+ connections need fds).
-
-    Process-wide, so only the command-line server calls it (mailsrv.py); an
-    embedding host keeps its own limit."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not on POSIX
-        return
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        target = hard if hard != resource.RLIM_INFINITY else 1 << 20
-        if soft != resource.RLIM_INFINITY and soft < target:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    except (ValueError, OSError) as exc:  # pragma: no cover - depends on the host
-        log.debug("could not raise RLIMIT_NOFILE: %s", exc)
 
 
 def machine_name_lookups() -> Tuple[Callable[[], str], Callable[[], str]]:
@@ -137,6 +119,7 @@ class _Listener:
         self.counts = counts            # admit(ip) / release(ip): protocols/loop_connlimits.py
         self.busy_reply = busy_reply
         self.own_certificate = False
+        self.accept_batch = ACCEPT_BATCH
         self.closed = False
 
 
@@ -436,11 +419,16 @@ class EventLoop:
                starttls_context: Optional[ssl.SSLContext] = None,
                max_connections: int = 1000, max_per_ip: int = 50,
                busy_reply: bytes = b"421 4.7.0 Too many connections\r\n",
-               own_certificate: bool = False, sock: Optional[socket.socket] = None, counts=None) -> Tuple[str, int]:
+               own_certificate: bool = False, sock: Optional[socket.socket] = None, counts=None,
+               shared: bool = False) -> Tuple[str, int]:
         """Listen on (host, port); port 0 picks a free port.  Returns the bound address.
         ``sock``: one bound there already (a supervisor's: protocols/supervisor.py);
         ``counts``: a worker's counts in its supervisor's SharedTable (protocols/loop_connlimits.py;
-        default: ``max_connections`` and ``max_per_ip`` counted in this process).
+        default: ``max_connections`` and ``max_per_ip`` counted in this process);
+        ``shared``: sibling processes accept on ``sock`` too, so each readiness event
+        takes one connection, not ``ACCEPT_BATCH`` (nginx's ``multi_accept off``):
+        a burst of connections is spread over the workers instead of going to
+        whichever woke first, and the busier one leaves the next to the idler.
 
         ``ssl_context`` makes it an implicit-TLS listener (RFC 8314 §3.3); with
         ``starttls_context`` sessions see ``ctx.tls_available``.  Over
@@ -455,6 +443,7 @@ class EventLoop:
         counts = counts if counts is not None else LocalCounts(max_connections, max_per_ip)
         lst = _Listener(name, sock, factory, ssl_context, starttls_context, counts, busy_reply)
         lst.own_certificate = own_certificate
+        lst.accept_batch = 1 if shared else ACCEPT_BATCH
         self._listeners.append(lst)
         self._sel.register(sock, selectors.EVENT_READ, lambda mask: self._on_accept(lst))
         bound = sock.getsockname()
@@ -489,7 +478,7 @@ class EventLoop:
             self._sel.register(lst.sock, selectors.EVENT_READ, lambda mask: self._on_accept(lst))
 
     def _on_accept(self, lst: _Listener) -> None:
-        for _ in range(ACCEPT_BATCH):
+        for _ in range(lst.accept_batch):
             try:
                 sock, addr = lst.sock.accept()
             except (BlockingIOError, InterruptedError):

@@ -443,6 +443,28 @@ class TimerTest(LoopTestCase):
             self.assertEqual(self.in_loop(lambda: "alive"), "alive")
 
 
+class AcceptTest(LoopTestCase):
+    def accepted_in_one_round(self, **kw):
+        """Three connections wait in the backlog; how many does one round of the
+        loop (select, its callbacks, then the stop asked for before) accept?"""
+        addr = self.loop.listen("toy", "127.0.0.1", 0, self.factory(), **kw)
+        for _ in range(3):
+            self.addCleanup(socket.create_connection(addr, timeout=WAIT).close)   # in the backlog once it returns
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run()
+        return len(self.sessions)
+
+    def test_a_socket_of_its_own_is_emptied_at_once(self):
+        self.assertEqual(self.accepted_in_one_round(), 3)
+
+    def test_a_socket_sibling_processes_share_gives_one_connection_per_event(self):
+        # the others are left to a sibling, or to the next round of this loop
+        self.assertEqual(self.accepted_in_one_round(shared=True), 1)
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run()
+        self.assertEqual(len(self.sessions), 2)
+
+
 class LimitTest(LoopTestCase):
     def test_per_ip_limit_sends_busy_reply(self):
         addr = self.serve(max_per_ip=2, max_connections=10)

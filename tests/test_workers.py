@@ -12,6 +12,9 @@ listeners once and forks two serving processes on them:
   changed in the file shows on every connection);
 - SIGTERM stops them all, exit status 0, no process left;
 - workers = 1 stays one process;
+- a worker takes one connection per readiness event of the shared sockets,
+  so a burst is spread over the workers;
+- the serve path sets the GIL's switch interval and the descriptor limit;
 - bad values are refused with one line naming the key.
 """
 
@@ -21,6 +24,7 @@ import select
 import shutil
 import signal
 import smtplib
+import socket
 import ssl
 import subprocess
 import sys
@@ -337,6 +341,46 @@ class WorkersValueTest(unittest.TestCase):
         self.assertEqual(p.returncode, 2)
         self.assertEqual(p.stderr.decode().splitlines(), ["mailsrv: bad value for workers: 'many' "
                                                           "(auto, or a number of processes from 1 to 999)"])
+
+    def test_a_worker_takes_one_connection_per_event_of_the_shared_sockets(self):
+        # what MailServer.bind asks of the loop in a worker (protocols/loop.py listen's ``shared``)
+        import mailsrv
+        top = tempfile.mkdtemp(prefix="mailsrv-workers-")
+        self.addCleanup(shutil.rmtree, top, True)
+        cfg = Config({"data_dir": top, "hostname": "mx.example.test", "domains": "example.test",
+                      "smtp_port": "0", "submission_port": "off", "smtps_port": "off", "pop3_port": "off",
+                      "pop3s_port": "off", "imap_port": "off", "imaps_port": "off", "tls_self_signed": "no"})
+        sockets = supervisor.bind_listeners(cfg, mailsrv.LISTENERS, False)
+        self.addCleanup(supervisor.close_all, sockets)
+        server = mailsrv.MailServer(cfg)
+        server.sockets, server.shared_counts = sockets, (0, supervisor.shared_counts(cfg, 2, sockets))
+        server.bind()
+        self.addCleanup(server.loop.close, True)
+        self.addCleanup(server.backend.close)
+        (address,) = [s.getsockname() for s in sockets.values()]
+        for _ in range(3):
+            self.addCleanup(socket.create_connection(address, timeout=WAIT).close)
+        server.loop.call_soon(server.loop.stop)
+        server.loop.run()                   # one round: select, its callbacks, the stop
+        self.assertEqual(server.loop.connection_count, 1)     # two left for the sibling
+
+    def test_the_serve_path_sets_the_switch_interval_and_the_descriptor_limit(self):
+        with tempfile.TemporaryDirectory() as top:
+            conf = os.path.join(top, "c.ini")
+            with open(conf, "w") as f:
+                f.write("[mailsrv]\ndata_dir = %s\nworkers = 1\n" % top)
+            probe = ("import resource, sys, mailsrv\n"
+                     "def serve(*a):\n"
+                     "    print(sys.getswitchinterval(), *resource.getrlimit(resource.RLIMIT_NOFILE))\n"
+                     "    return 0\n"
+                     "mailsrv.serve_processes = serve\n"
+                     "sys.exit(mailsrv.main(['--config', %r]))\n" % conf)
+            p = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=WAIT)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        interval, soft, hard = p.stdout.split()
+        self.assertEqual(float(interval), supervisor.SWITCH_INTERVAL)
+        self.assertEqual(soft, hard)
 
     def test_wait_status_in_words(self):
         self.assertEqual(supervisor.status_text(signal.SIGKILL), "killed by signal 9 (SIGKILL)")
