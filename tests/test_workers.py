@@ -371,16 +371,17 @@ class WorkersValueTest(unittest.TestCase):
                 f.write("[mailsrv]\ndata_dir = %s\nworkers = 1\n" % top)
             probe = ("import resource, sys, mailsrv\n"
                      "def serve(*a):\n"
-                     "    print(sys.getswitchinterval(), *resource.getrlimit(resource.RLIMIT_NOFILE))\n"
+                     "    print(sys.getswitchinterval(), *resource.getrlimit(resource.RLIMIT_NOFILE),\n"
+                     "          resource.RLIM_INFINITY)\n"
                      "    return 0\n"
                      "mailsrv.serve_processes = serve\n"
                      "sys.exit(mailsrv.main(['--config', %r]))\n" % conf)
             p = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, timeout=WAIT)
         self.assertEqual(p.returncode, 0, p.stderr)
-        interval, soft, hard = p.stdout.split()
+        interval, soft, hard, infinity = p.stdout.split()
         self.assertEqual(float(interval), supervisor.SWITCH_INTERVAL)
-        self.assertEqual(soft, hard)
+        self.assertEqual(int(soft), 1 << 20 if hard == infinity else int(hard))     # raised to the hard limit
 
     def test_wait_status_in_words(self):
         self.assertEqual(supervisor.status_text(signal.SIGKILL), "killed by signal 9 (SIGKILL)")
