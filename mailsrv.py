@@ -35,7 +35,7 @@ from protocols.config import KEYS, Config, ConfigError, config_example, load_con
 from protocols.loop import EventLoop
 from protocols.loop_tls import client_tls_context
 from protocols.startup import bind_error as _bind_error, listener_plan, listening_line
-from protocols.supervisor import tune_process
+from protocols.supervisor import AUTH_KEY, tune_process
 from store.datadir import DataDirError, ServerLock, open_data_dir, open_for_command, os_reason
 
 log = logging.getLogger("mailsrv")
@@ -144,6 +144,9 @@ class MailServer:
                 raise ConfigError(_bind_error(name, host, port, e)) from None
             self.addresses.setdefault(name, []).append(bound)
             log.debug("%s", listening_line(name, *bound))   # serve_main prints it once
+        if self.shared_counts:          # workers > 1: the login attempts in flight count across them too
+            index, table = self.shared_counts
+            self.backend.auth.share_inflight(table.counts(index, AUTH_KEY, 1 << 31, cfg.auth_max_failures))
 
     def listening_lines(self) -> List[str]:
         return [listening_line(name, host, port) for name, addrs in self.addresses.items() for host, port in addrs]

@@ -148,11 +148,12 @@ class SharedCounts:
         self.table, self.blocks, self.own = table, blocks, blocks[worker]
         self.max_total, self.max_per_ip = max_total, max_per_ip
 
-    def admit(self, ip: str) -> bool:
-        """Publish the connection in our region, then sum all regions; undo it when over."""
+    def admit(self, ip: str, per_ip: Optional[int] = None) -> bool:
+        """Publish the connection in our region, then sum all regions; undo it when
+        over (``per_ip``: this call's limit for the address, else ``max_per_ip``)."""
         where = [0] + self.table.slots_of(ip)
         self._add(where, 1)
-        if self._over(where):
+        if self._over(where, self.max_per_ip if per_ip is None else per_ip):
             self._add(where, -1)
             return False
         return True
@@ -165,7 +166,7 @@ class SharedCounts:
         for i in where:
             own[i] = max(0, own[i] + step)      # never below 0, should a release ever outlive a clear
 
-    def _over(self, where: List[int]) -> bool:
+    def _over(self, where: List[int], per_ip: int) -> bool:
         """Sums including our own addition: the total, and the address's smallest row."""
         sums = [sum(block[i] for block in self.blocks) for i in where]
-        return sums[0] > self.max_total or min(sums[1:]) > self.max_per_ip
+        return sums[0] > self.max_total or min(sums[1:]) > per_ip

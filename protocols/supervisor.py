@@ -65,6 +65,9 @@ HANDLED = STOPPING + FORWARDED + (signal.SIGCHLD,)
 EXIT_SOFTWARE = 70      # sysexits.h EX_SOFTWARE: a worker ended by an unexpected exception
 
 Key = Tuple[str, str, int]      # (listener name, host, configured port)
+# Not a listener: the block of the table where the workers count the login
+# attempts in flight per client address group (protocols/backend/auth.py).
+AUTH_KEY: Key = ("auth", "", 0)
 
 # Ours: seconds a thread may hold the GIL while another waits for it (CPython's
 # default is 5 ms).  The loop thread gives the GIL up at every send, recv and
@@ -128,8 +131,10 @@ def bind_listeners(cfg, listeners, tls: bool) -> Dict[Key, socket.socket]:
 def shared_counts(cfg, count: int, sockets: Dict[Key, socket.socket]) -> SharedTable:
     """The counters of the connection limits, in memory every worker shares
     (made before the fork; protocols/loop_connlimits.py): ``max_connections``
-    and ``max_connections_per_ip`` hold across the workers, not per worker."""
-    return SharedTable(count, list(sockets), slots_for(cfg.max_connections))
+    and ``max_connections_per_ip`` hold across the workers, not per worker; and
+    the login attempts in flight (``AUTH_KEY``), so that ``auth_max_failures``
+    holds across them too."""
+    return SharedTable(count, list(sockets) + [AUTH_KEY], slots_for(cfg.max_connections))
 
 
 def listening_lines(sockets: Dict[Key, socket.socket]) -> List[str]:

@@ -133,9 +133,9 @@ class SharedTableTest(unittest.TestCase):
         over = w1._over
         answers = []
 
-        def race(where):
+        def race(where, per_ip):
             answers.append(w0.admit("192.0.2.1"))   # worker 0, all of it, in worker 1's window
-            return over(where)
+            return over(where, per_ip)
         w1._over = race
         answers.append(w1.admit("192.0.2.1"))
         self.assertEqual(sorted(answers), [False, True], answers)

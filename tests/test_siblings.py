@@ -22,8 +22,10 @@ from unittest import mock
 
 from mailsrv import Config, MailServer
 from protocols.loop import EventLoop
+from protocols.loop_connlimits import SharedTable
 from protocols.loop_siblings import MAX_DATAGRAM, SiblingChannel, tell_siblings
 from protocols.loop_sync import call_and_wait
+from protocols.supervisor import AUTH_KEY
 from store.datadir import run_folder
 from store.users import UserDB
 from tests.helpers import cheap_scrypt, free_ports, wait_for
@@ -195,7 +197,7 @@ class ChannelTest(LoopCase):
 class TwoServersTest(unittest.TestCase):
     """Two MailServer instances on one data folder, as two sibling processes."""
 
-    extra = {"auth_max_failures": "4", "allow_plaintext_auth": "yes"}
+    extra = {"auth_max_failures": "4", "allow_plaintext_auth": "yes", "auth_hash_threads": "4"}
 
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="mailsrv-sib-")
@@ -249,6 +251,33 @@ class TwoServersTest(unittest.TestCase):
             reply = self.pop3_login(server, "old-secret")
             self.assertIsNot(reply, True, "the right password got in after 4 failures")
             self.assertIn("Too many failed logins from your address", reply)
+
+    def test_attempts_in_flight_in_one_worker_count_in_the_other(self):
+        # workers = N share a table in memory (MailServer.bind does this for a worker):
+        # four wrong passwords still being checked in a fill auth_max_failures in b too
+        table = SharedTable(2, [AUTH_KEY], 1024)
+        for index, server in enumerate((self.a, self.b)):
+            server.backend.auth.share_inflight(table.counts(index, AUTH_KEY, 1 << 31, 4))
+        auth, release, replies = self.a.backend.auth, threading.Event(), queue.Queue()
+        check = auth.check_password
+        in_flight = lambda: auth.limiter._addresses.get("127.0.0.1") and auth.limiter._addresses["127.0.0.1"].inflight   # noqa: E731
+
+        def slow(user, password):
+            release.wait(10)
+            return check(user, password)
+        with mock.patch.object(auth, "check_password", slow):
+            threads = [threading.Thread(target=lambda: replies.put(self.pop3_login(self.a, "wrong"))) for _ in range(4)]
+            for t in threads:
+                t.start()
+            self.addCleanup(release.set)
+            wait_for(lambda: in_flight() == 4, "four attempts in flight in a", timeout=10)
+            reply = self.pop3_login(self.b, "old-secret")
+            release.set()
+            for t in threads:
+                t.join(10)
+        self.assertIsNot(reply, True, "b checked a fifth password while a had four in flight")
+        self.assertIn("Too many failed logins from your address", reply)
+        self.assertEqual([replies.get(timeout=1)[:4] for _ in threads], ["-ERR"] * 4)
 
     def test_a_success_in_one_process_clears_that_accounts_failures_in_the_other(self):
         heard_b = self.heard(self.b, "auth")

@@ -363,6 +363,8 @@ class WorkersValueTest(unittest.TestCase):
         server.loop.call_soon(server.loop.stop)
         server.loop.run()                   # one round: select, its callbacks, the stop
         self.assertEqual(server.loop.connection_count, 1)     # two left for the sibling
+        # and its logins in flight count in the table's auth block (tests/test_siblings.py)
+        self.assertIsNotNone(server.backend.auth._inflight)
 
     def test_the_serve_path_sets_the_switch_interval_and_the_descriptor_limit(self):
         with tempfile.TemporaryDirectory() as top:

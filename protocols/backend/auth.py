@@ -16,12 +16,15 @@ or ``done(AuthTemporary)``.
 This service is the only owner of the failure counters and of the cache.
 Sibling processes on this host (protocols/loop_siblings.py, issue 14) hear of
 each completed attempt (``share``) and count it as their own, so N processes
-do not give an attacker N times the guesses.  Attempts still in flight are
-not shared: during one check (tens of ms of scrypt) each process can have its
-own ``auth_max_failures`` in flight, so a burst spread over N processes may
-get up to N times the limit checked once before all of them lock the address
-out; a datagram a busy sibling drops (loop_siblings) is a failure it does not
-count, no more than ``net.unix.max_dgram_qlen`` datagrams at once.
+do not give an attacker N times the guesses.  The attempts in flight are
+counted in memory the workers of one supervisor share (``share_inflight``:
+protocols/loop_connlimits.py, read at once, where a datagram would come too
+late): an attempt starts only while the failures known here plus every
+worker's attempts in flight from its address group stay within
+``auth_max_failures``.  What is left: from an attempt's end until a sibling
+reads its outcome (one datagram, at the sibling's next loop round) that
+sibling counts it as neither, and a datagram a busy sibling drops is a
+failure it never counts, no more than ``net.unix.max_dgram_qlen`` at once.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Callable, Dict, Optional, Tuple
 from protocols.backend.auth_limits import AuthLimiter, Limits, address_group
 from protocols.base import SessionContext
 from protocols.loop import Lane
-from protocols.sasl import AUTH_BUSY, AuthTemporary, SaslOutcome, ScramCredentials
+from protocols.sasl import AUTH_BUSY, AUTH_LOCKOUT, AuthTemporary, SaslOutcome, ScramCredentials
 from store.users import UserDB, normalize_address
 
 log = logging.getLogger("mailsrv.auth")
@@ -77,11 +80,28 @@ class AuthService:
         self._cache: Dict[str, Tuple[bytes, float]] = {}  # user -> (HMAC of the password, expiry)
         self._key = os.urandom(32)   # for stable fake SCRAM credentials and the cache's HMAC
         self._siblings = None        # protocols/loop_siblings.SiblingChannel, once shared
+        self._inflight = None        # workers > 1: loop_connlimits.SharedCounts of attempts in flight
 
     def share(self, channel) -> None:
         """Tell the sibling processes of each outcome, and count theirs."""
         self._siblings = channel
         channel.on("auth", self._sibling_outcome)
+
+    def share_inflight(self, counts) -> None:
+        """workers > 1 (mailsrv.py ``MailServer.bind``): count the attempts in
+        flight per address group in ``counts``, which every worker shares."""
+        self._inflight = counts
+
+    def _admit_inflight(self, group: str) -> bool:
+        """The failures known here and every worker's attempts in flight, this
+        one included, within ``auth_max_failures`` (AuthLimiter.begin's rule,
+        across the workers); True when there are no siblings."""
+        shared = self._inflight
+        return shared is None or shared.admit(group, self.limiter.limits.max_failures - self.limiter.failures_from(group))
+
+    def _release_inflight(self, group: str) -> None:
+        if self._inflight is not None:
+            self._inflight.release(group)
 
     def _sibling_outcome(self, message: dict) -> None:
         group, account, ok = message.get("g"), message.get("a"), message.get("ok")
@@ -142,12 +162,16 @@ class AuthService:
         user = canonical(outcome.authcid)
         account = user or outcome.authcid[:MAX_ID_LOG].lower()
         attempt, refusal = self.limiter.begin(group, account, self.loop.time())
+        if refusal is None and not self._admit_inflight(group):
+            self.limiter.cancel(attempt)
+            refusal = AUTH_LOCKOUT      # the other workers' attempts in flight fill the limit
         if refusal is not None:
             self._refused(ctx, outcome, refusal, account)
             done(refusal)
             return
 
         def finish(ok: bool) -> None:
+            self._release_inflight(group)
             locked, penalised = self.limiter.end(attempt, ok, self.loop.time())
             if self._siblings is not None:
                 self._siblings.send("auth", {"g": group, "a": account, "ok": ok})
@@ -177,6 +201,7 @@ class AuthService:
                 finish(True)
             elif not self._hash_lane().submit(group, lambda: self.check_password(user, pw), verified):
                 self.limiter.cancel(attempt)
+                self._release_inflight(group)
                 self._refused(ctx, outcome, AUTH_BUSY, account)
                 done(AUTH_BUSY)
         # a check of the users file that is due ends first: a password changed
