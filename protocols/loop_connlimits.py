@@ -13,7 +13,11 @@ before it forks, and every worker counts in it.
 Design (chosen over messages on the sibling channel, protocols/loop_siblings.py,
 which would be asynchronous: an answer from a peer process cannot arrive
 between accept and the decision without blocking the loop, so those counts
-would lag and need refreshing; shared memory is read at once):
+would lag and need refreshing; shared memory is read at once).  The same table
+has one more block that is not a listener: the login attempts in flight per
+address group (protocols/supervisor.py ``AUTH_KEY``, protocols/backend/auth.py
+``share_inflight``), admitted with a limit given per call (``admit(ip, per_ip)``).
+The table:
 
 * One anonymous shared ``mmap`` (``MAP_SHARED``; the forked workers inherit
   it), one *region* per worker, written only by that worker's loop thread:

@@ -29,7 +29,8 @@ TLS-RPT reports in worker 0; ACME's orders (and its tls-alpn-01 listener) in
 worker 0, which tells the others of a new certificate (protocols/acme/service.py,
 the http-01 answers are files every worker serves); the queue in every worker,
 each entry leased (store/queue_lease.py) by the one delivering it.  What all
-count together: the connection limits, in memory made before the fork
+count together: the connection limits and the login attempts in flight
+(``AUTH_KEY``), in memory made before the fork
 (:func:`shared_counts`, protocols/loop_connlimits.py); a dead worker's counts
 are zeroed when it is reaped.
 """
